@@ -1,0 +1,54 @@
+"""The Gradio app: a header and one tab per step of the work.
+
+Each tab lives in its own module with ``create_tab(ctx)``; it reads its form, calls one
+core function and shows the result. Every event has an ``api_name``: that is the
+app's test surface and its API for ``gradio_client``.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import import_module
+
+import gradio as gr
+
+from lab.ui import i18n
+from lab.ui.context import AppSettings, UIContext
+from lab.ui.header import create_header
+
+# (module, label key) in the order of the work.
+TABS = [
+    ("lab.ui.dataset_tab", "tab.dataset"),
+]
+
+i18n.register({"tab.dataset": ("Dataset", "数据集")})
+
+
+def build_app(ctx: UIContext) -> gr.Blocks:
+    with gr.Blocks(title="VLM Lab") as app:
+        create_header(ctx)
+        with gr.Tabs():
+            for module, label in TABS:
+                with gr.Tab(i18n.t(label)):
+                    import_module(module).create_tab(ctx)
+    return app
+
+
+def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UIContext]:
+    """Build the app, start loading the model in the background, and serve it."""
+    if settings.workspace:
+        os.environ["LAB_HOME"] = settings.workspace
+    ctx = UIContext(settings=settings)
+    app = build_app(ctx)
+    if settings.model:
+        ctx.handle.load_in_background(settings.model)
+    app.queue(default_concurrency_limit=4)
+    app.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        share=settings.share,
+        i18n=i18n.build_i18n(),
+        prevent_thread_lock=not block,
+        show_error=True,
+    )
+    return app, ctx

@@ -1,0 +1,42 @@
+"""Labels in English and Chinese.
+
+Each UI module declares its strings next to its widgets as
+``STRINGS = {"key": ("English", "中文")}`` and registers them; widgets use ``t(key)``,
+which the browser translates from its language (Gradio's ``I18n``). Messages made on
+the server (status lines, errors) use ``text(key, lang)``.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+from gradio.i18n import I18nData
+
+LANGS = ("en", "zh")
+_STRINGS: dict[str, tuple[str, str]] = {}
+
+
+def register(strings: dict[str, tuple[str, str]]) -> None:
+    for key, pair in strings.items():
+        if key in _STRINGS and _STRINGS[key] != pair:
+            raise ValueError(f"UI string {key!r} is registered twice with different texts")
+        _STRINGS[key] = pair
+
+
+def t(key: str) -> I18nData:
+    """A label the browser shows in its language."""
+    if key not in _STRINGS:
+        raise KeyError(f"UI string {key!r} is not registered")
+    return I18nData(key)
+
+
+def text(key: str, lang: str = "en", **values: object) -> str:
+    """A server-side message in ``lang`` ("en" or "zh"), formatted with ``values``."""
+    en, zh = _STRINGS[key]
+    return (zh if lang == "zh" else en).format(**values)
+
+
+def build_i18n() -> gr.I18n:
+    return gr.I18n(
+        en={key: pair[0] for key, pair in _STRINGS.items()},
+        zh={key: pair[1] for key, pair in _STRINGS.items()},
+    )

@@ -1,0 +1,50 @@
+"""Dependencies point one way: app.py -> lab.ui -> lab core. The core never imports gradio."""
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import lab
+
+CORE_MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(lab.__path__, "lab.")
+    if not m.name.startswith(("lab.ui", "lab.cli")) and m.name != "lab.__main__"
+)
+
+
+def test_core_modules_are_found():
+    assert "lab.images" in CORE_MODULES and "lab.handle" in CORE_MODULES
+
+
+def test_core_never_imports_gradio():
+    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in CORE_MODULES)
+    code += "bad = sorted(n for n in sys.modules if n == 'gradio' or n.startswith(('gradio.', 'lab.ui')))\n"
+    code += "print(','.join(bad))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"core imported {out.stdout.strip()}"
+
+
+def test_cli_help_is_instant_and_lists_commands():
+    code = "import sys\nfrom lab.cli import build_parser\nbuild_parser()\nprint(sorted(n for n in ('torch','transformers','gradio') if n in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", "building the CLI parser imported heavy libraries"
+
+
+def test_every_command_has_help():
+    from lab.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert {"app", "tiny-model", "data"} <= set(sub.choices)
+    for name, command_parser in sub.choices.items():
+        assert command_parser.format_help().strip(), name
+        assert command_parser.description or command_parser.format_usage(), name
+
+
+def test_app_py_help_lists_the_app_options():
+    root = Path(lab.__file__).parent.parent
+    out = subprocess.run([sys.executable, "app.py", "--help"], cwd=root, capture_output=True, text=True, check=True)
+    for flag in ("--model", "--host", "--port", "--share", "--lang", "--workspace"):
+        assert flag in out.stdout
