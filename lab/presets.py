@@ -1,0 +1,278 @@
+"""Prompt presets: a named system + user prompt, in Chinese and English.
+
+Bundled presets live in ``presets/prompts/<name>.yaml``; presets a person saves go to
+``<workspace>/presets/prompts/<name>.yaml``. A preset file looks like this (every
+key not listed here is an error, so a typo never passes silently)::
+
+    name: ui_function_json          # optional; defaults to the file name
+    title: {en: UI component functions (JSON), zh: UI组件功能（JSON）}
+    description: {en: One line on what it is for., zh: 一句话说明用途。}
+    json: true                      # the answer is a JSON object (default false)
+    zh:                             # one section per language: zh and/or en
+      system: ""                    # system prompt; empty means none
+      user: 帮我分析这个图片里组件传递的功能语义……
+      expected_keys: [组件名, 功能]  # top-level keys of a good answer (json only)
+    en:
+      system: ""
+      user: Analyse the functional semantics of the component in this image...
+      expected_keys: [component, functions]
+
+``title`` and ``description`` map a language (``en``, ``zh``) to text. ``user`` may
+contain ``<image>`` where the picture goes (as in the dataset contract); without it
+the picture comes first (:func:`with_image_placeholder`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lab.errors import ConfigError
+from lab.paths import PRESETS_DIR, workspace
+
+LANGS = ("zh", "en")
+IMAGE_TOKEN = "<image>"
+PRESET_KEYS = ("name", "title", "description", "json", *LANGS)
+TEXT_KEYS = ("system", "user", "expected_keys")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def bundled_prompts_dir() -> Path:
+    return PRESETS_DIR / "prompts"
+
+
+def user_prompts_dir() -> Path:
+    """Where presets a person saves go (under the workspace, so tests and Spaces can move it)."""
+    return workspace() / "presets" / "prompts"
+
+
+def closest(word: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def load_yaml_strict(path: str | Path, allowed_keys) -> dict:
+    """Read a YAML mapping from ``path``; an unknown top-level key is a :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file.") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(err, 'problem', None) or err}).") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value lines, found {type(data).__name__}.")
+    check_keys(data, allowed_keys, str(path))
+    return data
+
+
+def check_keys(data: dict, allowed_keys, where: str) -> None:
+    """Refuse the first key of ``data`` that is not in ``allowed_keys``, suggesting the closest."""
+    allowed = list(allowed_keys)
+    for key in data:
+        if key not in allowed:
+            known = f"; known keys: {', '.join(allowed)}" if len(allowed) <= 12 else ""
+            raise ConfigError(f"unknown key '{key}' in {where}{closest(key, allowed)}{known}.")
+
+
+@dataclass(frozen=True)
+class PromptText:
+    """The prompt of one language: system (may be empty), user, and for JSON answers the expected keys."""
+
+    system: str
+    user: str
+    expected_keys: tuple[str, ...] = ()
+
+
+@dataclass
+class PromptPreset:
+    """A named prompt in one or two languages, loaded from or saved to YAML."""
+
+    name: str
+    texts: dict[str, PromptText]
+    title: dict[str, str] = field(default_factory=dict)
+    description: dict[str, str] = field(default_factory=dict)
+    json: bool = False
+    source: Path | None = None  # the file it was loaded from, if any
+
+    def __post_init__(self):
+        if not _NAME.match(self.name or ""):
+            raise ConfigError(f"preset name '{self.name}' must be letters, digits, '_', '-' or '.', "
+                              "starting with a letter or digit.")
+        if not self.texts:
+            raise ConfigError(f"prompt preset '{self.name}' has no prompt; give a 'zh' or 'en' section.")
+        for lang, text in self.texts.items():
+            if lang not in LANGS:
+                raise ConfigError(f"prompt preset '{self.name}' has a prompt in '{lang}'; languages are zh and en.")
+            if not text.user.strip():
+                raise ConfigError(f"prompt preset '{self.name}' has an empty user prompt for '{lang}'.")
+            if self.json and not text.expected_keys:
+                raise ConfigError(f"prompt preset '{self.name}' answers JSON but lists no expected_keys for '{lang}'.")
+
+    @property
+    def langs(self) -> list[str]:
+        return [lang for lang in LANGS if lang in self.texts]
+
+    def prompt(self, lang: str = "en") -> tuple[str, str, list[str]]:
+        """``(system, user, expected_keys)`` in ``lang``; the other language if only that one exists."""
+        if lang not in self.texts:
+            if lang not in LANGS:
+                raise ConfigError(f"unknown language '{lang}'; choose zh or en.")
+            lang = self.langs[0]
+        text = self.texts[lang]
+        return text.system, text.user, list(text.expected_keys)
+
+    def label(self, lang: str = "en") -> str:
+        """The title to show in a dropdown, falling back to the name."""
+        return self.title.get(lang) or next(iter(self.title.values()), "") or self.name
+
+    def to_dict(self) -> dict:
+        """The YAML form, with keys in the documented order."""
+        out: dict = {"name": self.name}
+        if self.title:
+            out["title"] = dict(self.title)
+        if self.description:
+            out["description"] = dict(self.description)
+        out["json"] = self.json
+        for lang in self.langs:
+            text = self.texts[lang]
+            out[lang] = {"system": text.system, "user": text.user}
+            if text.expected_keys:
+                out[lang]["expected_keys"] = list(text.expected_keys)
+        return out
+
+
+def preset_from_dict(data: dict, where: str, default_name: str = "") -> PromptPreset:
+    """Build a :class:`PromptPreset` from its YAML mapping; ``where`` names the source in errors."""
+    check_keys(data, PRESET_KEYS, where)
+    texts = {}
+    for lang in LANGS:
+        section = data.get(lang)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(f"'{lang}' in {where} must be a mapping with system and user.")
+        check_keys(section, TEXT_KEYS, f"the '{lang}' section of {where}")
+        keys = section.get("expected_keys") or []
+        if not isinstance(keys, list):
+            raise ConfigError(f"expected_keys in the '{lang}' section of {where} must be a list, like [label, reason].")
+        system, user = _text(section.get("system"), "system", where), _text(section.get("user"), "user", where)
+        texts[lang] = PromptText(system, user, tuple(str(k) for k in keys))
+    is_json = data.get("json", False)
+    if not isinstance(is_json, bool):
+        raise ConfigError(f"'json' in {where} must be true or false, not {is_json!r}.")
+    return PromptPreset(name=str(data.get("name") or default_name), texts=texts, json=is_json,
+                        title=_lang_map(data.get("title"), "title", where),
+                        description=_lang_map(data.get("description"), "description", where))
+
+
+def _text(value, key: str, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"'{key}' in {where} must be text, not {value!r}.")
+    return value
+
+
+def _lang_map(value, key: str, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"en": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{key}' in {where} must map a language to text, like {{en: ..., zh: ...}}.")
+    check_keys(value, LANGS, f"'{key}' of {where}")
+    return {lang: _text(text, key, where) for lang, text in value.items()}
+
+
+def _load_file(path: Path) -> PromptPreset:
+    preset = preset_from_dict(load_yaml_strict(path, PRESET_KEYS), str(path), default_name=path.stem)
+    preset.source = path
+    return preset
+
+
+def _preset_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def list_prompt_presets() -> list[str]:
+    """Names of the bundled presets, then those the person saved (alphabetical within each)."""
+    bundled = list(_preset_files(bundled_prompts_dir()))
+    return bundled + [name for name in _preset_files(user_prompts_dir()) if name not in bundled]
+
+
+def load_prompt_preset(name_or_path: str | Path) -> PromptPreset:
+    """Load a bundled preset by name, a saved one by name, or any preset YAML file by path."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
+        return _load_file(Path(text).expanduser())
+    for folder in (bundled_prompts_dir(), user_prompts_dir()):
+        path = _preset_files(folder).get(text)
+        if path:
+            return _load_file(path)
+    known = list_prompt_presets()
+    raise ConfigError(f"no prompt preset named '{text}'{closest(text, known)}; known presets: {', '.join(known)}.")
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line prompts as ``|`` blocks, so a saved preset stays readable and editable."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value and not value.endswith((" ", "\t")) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
+def dump_yaml(data: dict) -> str:
+    """YAML text for ``data`` in key order, with Chinese kept readable and multi-line text as blocks."""
+    return yaml.dump(data, Dumper=_BlockDumper, allow_unicode=True, sort_keys=False, width=100)
+
+
+def save_prompt_preset(preset: PromptPreset) -> Path:
+    """Write ``preset`` into the user preset folder and return the file; bundled names are refused."""
+    if preset.name in _preset_files(bundled_prompts_dir()):
+        raise ConfigError(f"'{preset.name}' is a bundled preset; save your version under another name.")
+    folder = user_prompts_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{preset.name}.yaml"
+    path.write_text(dump_yaml(preset.to_dict()), encoding="utf-8")
+    return path
+
+
+def prompt_sha(system: str, user: str, *extra) -> str:
+    """A short stable hash of a prompt (plus e.g. model and settings) that keys labeling results.
+
+    Line endings and surrounding whitespace are normalised first: a browser textbox
+    sends ``\\r\\n`` and YAML block scalars add a final newline, and neither should make
+    the same prompt look new and trigger paying for the labels again.
+    """
+    parts = [_normalise(system), _normalise(user), *extra]
+    blob = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _normalise(text: str | None) -> str:
+    return (text or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def with_image_placeholder(user: str) -> str:
+    """``user`` with ``<image>`` at the front unless it already says where the picture goes."""
+    return user if IMAGE_TOKEN in user else IMAGE_TOKEN + user
