@@ -41,3 +41,21 @@ def models_dir() -> Path:
 def demo_model_dir(family: str = "qwen2_5_vl") -> Path:
     """Folder of the tiny random demo model of ``family`` (built on first use)."""
     return models_dir() / f"tiny-{family}"
+
+
+def resolve(path: str | Path) -> Path:
+    """Find a relative dataset/run/model path the way a person means it.
+
+    Tried in order: as given (relative to the current folder), under the workspace,
+    under the checkout (where the bundled ``data/sample`` lives). The first that
+    exists wins; if none does, the path under the workspace is returned so the error
+    names where it was looked for.
+    """
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    for root in (workspace(), REPO_ROOT):
+        candidate = root / path
+        if candidate.exists():
+            return candidate.resolve()
+    return (workspace() / path).resolve()
