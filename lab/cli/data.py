@@ -1,0 +1,82 @@
+"""``python -m lab data ...``: check, export, import and split datasets."""
+
+from __future__ import annotations
+
+import argparse
+
+FORMAT_HELP = "llamafactory (sharegpt + dataset_info.json), imagefolder (Hugging Face metadata.jsonl), openai (chat fine-tuning JSONL), swift (our own data.jsonl)"
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "data", help="check, export, import or split a dataset",
+        description="Work with a dataset: a folder with data.jsonl (or one .jsonl file in it).",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    check = actions.add_parser("check", help="report every problem in a dataset, line by line",
+                               description="Check every record; exit status 1 when any record has a problem.")
+    check.add_argument("path", help="dataset folder or .jsonl file")
+    check.add_argument("--no-images", action="store_true", help="do not decode the images (faster; missing files are still reported)")
+    check.set_defaults(func=run_check)
+
+    export = actions.add_parser("export", help="write a dataset in another tool's format",
+                                description=f"Export a dataset. Formats: {FORMAT_HELP}.")
+    export.add_argument("path", help="dataset folder or .jsonl file")
+    export.add_argument("--format", required=True, choices=["llamafactory", "imagefolder", "openai", "swift"], help="target format")
+    export.add_argument("--out", required=True, help="new (or empty) output folder")
+    export.set_defaults(func=run_export)
+
+    imp = actions.add_parser("import", help="turn another tool's dataset into a dataset folder",
+                             description=f"Import a dataset. Formats: {FORMAT_HELP}.")
+    imp.add_argument("src", help="folder or file to import")
+    imp.add_argument("--format", default=None, choices=["llamafactory", "imagefolder", "openai", "swift"], help="source format (default: detect it)")
+    imp.add_argument("--out", required=True, help="new (or empty) dataset folder to create")
+    imp.set_defaults(func=run_import)
+
+    split = actions.add_parser("split", help="write train.jsonl and val.jsonl next to the dataset",
+                               description="Split a dataset into train.jsonl and val.jsonl; a record's side depends only on its id and the seed.")
+    split.add_argument("path", help="dataset folder or .jsonl file")
+    split.add_argument("--val-ratio", type=float, default=0.1, help="share of records for validation (default: 0.1)")
+    split.add_argument("--seed", type=int, default=42, help="split seed (default: 42)")
+    split.set_defaults(func=run_split)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from lab.dataset import validate_dataset
+
+    report = validate_dataset(args.path, check_images=not args.no_images)
+    for fault in report.faults:
+        print(fault)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from lab.formats import export_dataset
+
+    written = export_dataset(args.path, args.format, args.out)
+    print(f"Exported {args.path} as {args.format} to {written}.")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from lab.dataset import validate_dataset
+    from lab.formats import import_dataset
+
+    folder = import_dataset(args.src, args.format, args.out)
+    print(f"Imported {args.src} into {folder}.")
+    report = validate_dataset(folder)
+    for fault in report.faults[:20]:
+        print(fault)
+    print(report.summary())
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from lab.dataset import load_records, write_split
+
+    train_path, val_path = write_split(args.path, args.val_ratio, args.seed)
+    n_train, n_val = len(load_records(train_path)), len(load_records(val_path))
+    print(f"Wrote {n_train} records to {train_path} and {n_val} to {val_path}.")
+    return 0

@@ -1,0 +1,281 @@
+"""Exporters and importers: every format round-trips records, messages, image bytes and ids."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lab import dataset as ds
+from lab.cli import main
+from lab.errors import ConfigError, DatasetError
+from lab.formats import FORMATS, detect_format, export_dataset, import_dataset
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+needs_sample = pytest.mark.skipif(not (SAMPLE / "data.jsonl").is_file(), reason="data/sample not generated yet")
+
+
+def save_image(path: Path, color, fmt: str = "PNG") -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (9, 7), color).save(path, format=fmt)
+    return path.name
+
+
+def build(root: Path, multi_image: bool = True) -> Path:
+    """A small dataset: one-image, JPEG, Chinese multi-turn, meta, and (optionally) a two-image record."""
+    save_image(root / "images" / "a.png", (255, 0, 0))
+    save_image(root / "images" / "b.jpg", (0, 255, 0), "JPEG")
+    save_image(root / "images" / "sub" / "a.png", (0, 0, 255))  # same file name, other content
+    system = {"role": "system", "content": "You describe UI components."}
+    records = [
+        {"id": "r1", "images": ["images/a.png"], "meta": {"labeler": "gpt-4o", "status": "ok", "cost": 0.01},
+         "messages": [system, {"role": "user", "content": "<image>Describe it."},
+                      {"role": "assistant", "content": "A red square."}]},
+        {"id": "r2", "images": ["images/b.jpg"],
+         "messages": [{"role": "user", "content": "<image>这是什么？"}, {"role": "assistant", "content": "绿色方块。"},
+                      {"role": "user", "content": "用 JSON 回答。"}, {"role": "assistant", "content": '{"颜色": "绿"}'}]},
+        {"id": "r3", "images": ["images/sub/a.png"],
+         "messages": [{"role": "user", "content": "What is shown in <image> here?"},
+                      {"role": "assistant", "content": "A blue square."}]},
+    ]
+    if multi_image:
+        records.append({"id": "r4", "images": ["images/a.png", "images/sub/a.png"],
+                        "messages": [system, {"role": "user", "content": "<image> vs <image>: which is red?"},
+                                     {"role": "assistant", "content": "The first."}]})
+    ds.write_records(root / "data.jsonl", records)
+    assert ds.validate_dataset(root).ok
+    return root
+
+
+def digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def snapshot(path: Path, keep_ids: bool = True) -> list[tuple]:
+    rows = []
+    for r in ds.load_records(path, absolute_images=True):
+        rows.append((r.get("id") if keep_ids else None, r["messages"], [digest(p) for p in r["images"]]))
+    return rows
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    return build(tmp_path / "src")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_keeps_records_messages_images_and_ids(source, tmp_path, fmt):
+    exported = export_dataset(source, fmt, tmp_path / "out")
+    assert exported.is_file() and exported.parent == tmp_path / "out"
+    assert detect_format(exported) == fmt
+    back = import_dataset(exported, None, tmp_path / "back")
+    assert ds.validate_dataset(back).ok
+    keeps_ids = fmt != "openai"
+    assert snapshot(back, keeps_ids) == snapshot(source, keeps_ids)
+    if keeps_ids:
+        assert ds.load_records(back)[0]["meta"] == {"labeler": "gpt-4o", "status": "ok", "cost": 0.01}
+    # images are copied into the dataset, relative, and never outside it
+    for r in ds.load_records(back):
+        assert all(p.startswith("images/") for p in r["images"])
+
+
+def test_a_failed_import_leaves_no_half_written_folder(source, tmp_path):
+    export_dataset(source, "swift", tmp_path / "exp")
+    (tmp_path / "exp" / "images" / "b.jpg").unlink()
+    with pytest.raises(DatasetError, match="b.jpg not found"):
+        import_dataset(tmp_path / "exp", "swift", tmp_path / "back")
+    assert not (tmp_path / "back").exists()
+
+
+def test_import_finds_the_only_records_file_of_a_folder(source, tmp_path):
+    export_dataset(source, "openai", tmp_path / "oa")
+    assert detect_format(tmp_path / "oa") == "openai"
+    assert len(ds.load_records(import_dataset(tmp_path / "oa", None, tmp_path / "back"))) == 4
+
+
+@pytest.mark.parametrize("fmt", ["llamafactory", "imagefolder", "swift"])
+def test_export_copies_images_with_relative_paths(source, tmp_path, fmt):
+    export_dataset(source, fmt, tmp_path / "out")
+    copied = sorted(p.name for p in (tmp_path / "out" / "images").iterdir())
+    assert copied == ["a.png", "a_1.png", "b.jpg"]  # one copy per distinct image, names kept unique
+
+
+def test_llamafactory_layout(source, tmp_path):
+    data = export_dataset(source, "llamafactory", tmp_path / "out")
+    info = json.loads((data.parent / "dataset_info.json").read_text(encoding="utf-8"))
+    entry = info["src"]
+    assert entry["file_name"] == "data.json" and entry["formatting"] == "sharegpt"
+    assert entry["columns"] == {"messages": "conversations", "images": "images"}
+    assert entry["tags"] == {"role_tag": "from", "content_tag": "value", "user_tag": "human",
+                             "assistant_tag": "gpt", "observation_tag": "observation", "system_tag": "system"}
+    rows = json.loads(data.read_text(encoding="utf-8"))
+    assert rows[0]["conversations"][0] == {"from": "system", "value": "You describe UI components."}
+    assert [t["from"] for t in rows[1]["conversations"]] == ["human", "gpt", "human", "gpt"]
+    assert rows[3]["images"] == ["images/a.png", "images/a_1.png"]
+    assert all((data.parent / p).is_file() for row in rows for p in row["images"])
+
+
+def test_openai_embeds_images_where_the_placeholders_were(source, tmp_path):
+    chat = export_dataset(source, "openai", tmp_path / "out")
+    rows = [json.loads(line) for line in chat.read_text(encoding="utf-8").splitlines()]
+    user = rows[2]["messages"][0]["content"]
+    assert [p["type"] for p in user] == ["text", "image_url", "text"]
+    assert user[0]["text"] == "What is shown in " and user[2]["text"] == " here?"
+    url = rows[1]["messages"][0]["content"][0]["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == (source / "images" / "b.jpg").read_bytes()
+    assert rows[1]["messages"][2] == {"role": "user", "content": "用 JSON 回答。"}  # no image: plain text
+    assert set(rows[0]) == {"messages"}
+    assert not (tmp_path / "out" / "images").exists()
+
+
+def test_openai_export_turns_other_image_types_into_png(tmp_path):
+    root = tmp_path / "bmp"
+    save_image(root / "x.bmp", (1, 2, 3), "BMP")
+    ds.write_records(root / "data.jsonl", [{"id": "1", "images": ["x.bmp"], "messages": [
+        {"role": "user", "content": "<image>?"}, {"role": "assistant", "content": "dark"}]}])
+    back = import_dataset(export_dataset(root, "openai", tmp_path / "out"), "openai", tmp_path / "back")
+    [image] = ds.load_records(back, absolute_images=True)[0]["images"]
+    assert image.endswith(".png") and Image.open(image).getpixel((0, 0)) == (1, 2, 3)
+
+
+def load_hf(folder: Path):
+    datasets = pytest.importorskip("datasets")
+    return datasets.load_dataset("imagefolder", data_dir=str(folder), split="train",
+                                 cache_dir=str(folder.parent / "hf_cache"))
+
+
+def test_imagefolder_loads_with_datasets_one_image_per_record(tmp_path):
+    src = build(tmp_path / "single", multi_image=False)
+    meta = export_dataset(src, "imagefolder", tmp_path / "hf")
+    assert "file_name" in json.loads(meta.read_text(encoding="utf-8").splitlines()[0])
+    loaded = load_hf(tmp_path / "hf")
+    assert loaded.num_rows == 3
+    assert loaded[0]["image"].size == (9, 7) and loaded[0]["image"].getpixel((0, 0)) == (255, 0, 0)
+    assert loaded[1]["messages"][1] == {"role": "assistant", "content": "绿色方块。"}
+    assert loaded["id"] == ["r1", "r2", "r3"]
+    assert json.loads(loaded[0]["meta"])["labeler"] == "gpt-4o"
+
+
+def test_imagefolder_multi_image_records_use_file_names(source, tmp_path):
+    meta = export_dataset(source, "imagefolder", tmp_path / "hf")
+    rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines()]
+    assert all("file_names" in r and "file_name" not in r for r in rows)
+    loaded = load_hf(tmp_path / "hf")
+    assert loaded.num_rows == 4
+    assert [len(images) for images in loaded["images"]] == [1, 1, 1, 2]
+    assert loaded[3]["images"][1].getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_imagefolder_import_of_a_caption_dataset(tmp_path):
+    folder = tmp_path / "captions"
+    save_image(folder / "cat.png", (9, 9, 9))
+    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "cat.png", "text": "一只猫"}) + "\n", encoding="utf-8")
+    back = import_dataset(folder, None, tmp_path / "back")
+    [rec] = ds.load_records(back)
+    assert rec["messages"] == [{"role": "user", "content": "<image>"}, {"role": "assistant", "content": "一只猫"}]
+    assert ds.validate_dataset(back).ok
+
+
+def test_swift_import_of_a_json_list_with_absolute_paths_and_query_keys(tmp_path):
+    img = tmp_path / "elsewhere" / "shot.png"
+    save_image(img, (10, 20, 30))
+    rows = [
+        {"messages": [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "Hello"}],
+         "images": [str(img)]},
+        {"system": "Be brief.", "query": "<image>And now?", "response": "Done.",
+         "history": [["First?", "Yes."]], "images": [str(img)]},
+    ]
+    (tmp_path / "swift.json").write_text(json.dumps(rows), encoding="utf-8")
+    assert detect_format(tmp_path / "swift.json") == "swift"
+    back = import_dataset(tmp_path / "swift.json", "swift", tmp_path / "back")
+    recs = ds.load_records(back)
+    assert [r["id"] for r in recs] == ["0001", "0002"]
+    assert recs[0]["images"] == recs[1]["images"] == ["images/shot.png"]
+    assert [m["role"] for m in recs[1]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert recs[1]["messages"][3]["content"] == "<image>And now?"
+    assert ds.validate_dataset(back).ok
+
+
+def test_llamafactory_import_honours_custom_tags_and_system_column(tmp_path):
+    folder = tmp_path / "lf"
+    save_image(folder / "pics" / "1.png", (5, 5, 5))
+    rows = [{"messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": "A"}],
+             "sys": "S", "imgs": ["pics/1.png"]}]
+    (folder / "mine.json").write_text(json.dumps(rows), encoding="utf-8")
+    info = {"mine": {"file_name": "mine.json", "formatting": "sharegpt",
+                     "columns": {"messages": "messages", "images": "imgs", "system": "sys"},
+                     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}}
+    (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    back = import_dataset(folder, None, tmp_path / "back")
+    [rec] = ds.load_records(back)
+    assert rec["messages"] == [{"role": "system", "content": "S"}, {"role": "user", "content": "<image>Q"},
+                               {"role": "assistant", "content": "A"}]
+    assert rec["images"] == ["images/1.png"]
+
+
+def test_refusals_are_one_sentence(source, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(DatasetError, match="not empty"):
+        export_dataset(source, "swift", tmp_path / "full")
+    with pytest.raises(ConfigError, match="Unknown dataset format 'csv'"):
+        export_dataset(source, "csv", tmp_path / "o1")
+    (source / "images" / "a.png").unlink()
+    with pytest.raises(DatasetError, match="Cannot export .* line 1 \\(id r1\\): image images/a.png not found"):
+        export_dataset(source, "swift", tmp_path / "o2")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(DatasetError, match="Cannot tell which file"):
+        import_dataset(tmp_path / "plain", None, tmp_path / "o3")
+    (tmp_path / "plain" / "x.jsonl").write_text('{"text": "no messages"}\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match="Cannot tell the format"):
+        import_dataset(tmp_path / "plain", None, tmp_path / "o3")
+    web = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
+                        {"role": "assistant", "content": "z"}]}
+    (tmp_path / "web.jsonl").write_text(json.dumps(web) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="on the web"):
+        import_dataset(tmp_path / "web.jsonl", None, tmp_path / "o4")
+    broken = [{"conversations": [{"value": "no role"}], "images": []}]
+    (tmp_path / "broken.json").write_text(json.dumps(broken), encoding="utf-8")
+    with pytest.raises(DatasetError, match="broken.json is not valid llamafactory data \\(KeyError"):
+        import_dataset(tmp_path / "broken.json", None, tmp_path / "o5")
+    assert not (tmp_path / "o4").exists() and not (tmp_path / "o5").exists()
+
+
+def test_export_and_import_cli(source, tmp_path, capsys):
+    assert main(["data", "export", str(source), "--format", "llamafactory", "--out", str(tmp_path / "lf")]) == 0
+    assert "data.json" in capsys.readouterr().out
+    assert main(["data", "import", str(tmp_path / "lf"), "--out", str(tmp_path / "back")]) == 0
+    out = capsys.readouterr().out
+    assert f"Imported {tmp_path / 'lf'}" in out and "All 4 records" in out
+    assert main(["data", "export", str(source), "--format", "openai", "--out", str(tmp_path / "lf")]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_cli_help_for_every_action(capsys):
+    for action in ("check", "export", "import", "split"):
+        with pytest.raises(SystemExit) as done:
+            main(["data", action, "--help"])
+        assert done.value.code == 0
+        assert "usage: python -m lab data " + action in capsys.readouterr().out
+
+
+@needs_sample
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_sample_round_trips(tmp_path, fmt):
+    back = import_dataset(export_dataset(SAMPLE, fmt, tmp_path / "out"), fmt, tmp_path / "back")
+    keeps_ids = fmt != "openai"
+    assert snapshot(back, keeps_ids) == snapshot(SAMPLE, keeps_ids)
+
+
+@needs_sample
+def test_sample_variant_file_exports(tmp_path):
+    variant = SAMPLE / "data_json_zh.jsonl"
+    if not variant.is_file():
+        pytest.skip("no data_json_zh.jsonl variant")
+    back = import_dataset(export_dataset(variant, "llamafactory", tmp_path / "out"), None, tmp_path / "back")
+    assert snapshot(back) == snapshot(variant)
