@@ -1,0 +1,52 @@
+"""The Dataset tab through gradio_client on the launched app."""
+
+import json
+import zipfile
+from pathlib import Path
+
+from gradio_client import handle_file
+
+from lab import paths
+
+
+def test_show_check_split_export_import(launch_app, sample_dataset, tmp_path):
+    app, ctx, client = launch_app(model="")
+    sample = str(sample_dataset)
+
+    summary, gallery, table = client.predict(sample, api_name="/dataset_show")
+    assert summary.startswith("60 records · 60 images")
+    assert len(gallery) == 48 and len(table["data"]) == 48
+    assert table["data"][0][2].startswith("A donut chart")
+
+    report = client.predict(sample, api_name="/dataset_check")
+    assert report.startswith("All 60 records") and "valid" in report
+
+    message, archive = client.predict(sample, "llamafactory", api_name="/dataset_export")
+    assert message.endswith("data.json")
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+    assert {"data.json", "dataset_info.json"} <= names and sum(n.startswith("images/") and n.endswith(".png") for n in names) == 60
+
+    status, chosen = client.predict(handle_file(archive), "imported", api_name="/dataset_import")
+    assert status.startswith("All 60 records"), status
+    imported = paths.datasets_dir() / "imported"
+    assert Path(chosen["value"]) == imported and (imported / "data.jsonl").is_file()
+
+    split_status = client.predict(str(imported), 0.2, 7, api_name="/dataset_split")
+    assert "train.jsonl" in split_status and "val.jsonl" in split_status
+    train = (imported / "train.jsonl").read_text().splitlines()
+    val = (imported / "val.jsonl").read_text().splitlines()
+    assert len(train) + len(val) == 60 and 3 <= len(val) <= 24
+    assert {json.loads(line)["id"] for line in train}.isdisjoint(json.loads(line)["id"] for line in val)
+
+
+def test_bad_input_is_one_sentence(launch_app, tmp_path):
+    app, ctx, client = launch_app(model="")
+    summary, gallery, table = client.predict(str(tmp_path / "nowhere"), api_name="/dataset_show")
+    assert "nowhere" in summary and "Traceback" not in summary and gallery == []
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "messages": []}\nnot json\n')
+    report = client.predict(str(bad), api_name="/dataset_check")
+    assert "line 1" in report and "line 2" in report
+    status, _ = client.predict(None, "x", api_name="/dataset_import")
+    assert status == "Choose a file to import first."
