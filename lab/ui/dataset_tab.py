@@ -131,9 +131,10 @@ def create_tab(ctx) -> None:
         dataset = gr.Dropdown(choices, value=choices[0] if choices else None, label=t("data.choose"), allow_custom_value=True, scale=4)
         refresh = gr.Button(t("data.refresh"), scale=1)
         show = gr.Button(t("data.show"), variant="primary", scale=1)
-    summary = gr.Markdown()
-    gallery = gr.Gallery(label=t("data.gallery"), columns=8, height=220, allow_preview=True)
-    table = gr.Dataframe(headers=["id", "prompt", "answer"], label=t("data.records"), wrap=True, max_height=360)
+    first = show_dataset(choices[0]) if choices else ("", [], [])
+    summary = gr.Markdown(first[0])
+    gallery = gr.Gallery(first[1], label=t("data.gallery"), columns=8, height=220, allow_preview=True)
+    table = gr.Dataframe(first[2] or None, headers=["id", "prompt", "answer"], label=t("data.records"), wrap=True, max_height=360)
     with gr.Row():
         with gr.Column():
             check = gr.Button(t("data.check"))
