@@ -133,7 +133,7 @@ def create_tab(ctx) -> None:
         show = gr.Button(t("data.show"), variant="primary", scale=1)
     first = show_dataset(choices[0]) if choices else ("", [], [])
     summary = gr.Markdown(first[0])
-    gallery = gr.Gallery(first[1], label=t("data.gallery"), columns=8, height=220, allow_preview=True)
+    gallery = gr.Gallery(first[1], label=t("data.gallery"), columns=8, height=220, object_fit="contain", allow_preview=True)
     table = gr.Dataframe(first[2] or None, headers=["id", "prompt", "answer"], label=t("data.records"), wrap=True, max_height=360)
     with gr.Row():
         with gr.Column():
