@@ -1,0 +1,357 @@
+"""Tiny random vision-language models, built offline in seconds.
+
+Tests, classroom demos without a download and the first run of the app all need a model
+that loads through the same code path as ``Qwen/Qwen2.5-VL-3B-Instruct``. A tiny random
+model of the real architecture (vision tower, merger, language model, with the real
+module names) does that: LoRA targets, the chat template, image placeholders, label
+masking and generation all behave as with the real weights; only the answers are noise.
+
+The tokenizer is a byte-level BPE trained on the spot (any text round-trips, Latin and
+CJK alike) with Qwen's special tokens, pad/eos and chat template, so the token ids the
+config names are those the processor produces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from lab import paths
+from lab.errors import ConfigError
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+MARKER_FILE = "lab_tiny.json"
+VOCAB_SIZE = 4096
+
+# Qwen's added tokens in Qwen's order (their ids follow the BPE vocabulary, as in the real
+# tokenizers); True = special. Qwen2-VL stops at <|video_pad|>, Qwen2.5-VL adds the tool and
+# fill-in-the-middle tokens, Qwen3-VL the tool-response and thinking tokens.
+_QWEN2_VL_TOKENS = [
+    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
+    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True), ("<|box_start|>", True),
+    ("<|box_end|>", True), ("<|quad_start|>", True), ("<|quad_end|>", True),
+    ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
+    ("<|image_pad|>", True), ("<|video_pad|>", True),
+]
+_QWEN2_5_VL_EXTRA = [
+    ("<tool_call>", False), ("</tool_call>", False), ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False), ("<|fim_suffix|>", False), ("<|fim_pad|>", False),
+    ("<|repo_name|>", False), ("<|file_sep|>", False),
+]
+_QWEN3_VL_EXTRA = [("<tool_response>", False), ("</tool_response>", False), ("<think>", False), ("</think>", False)]
+
+# Qwen2-VL / Qwen2.5-VL's chat template (chat_template.json of the Instruct models).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = """\
+You are a helpful assistant.
+Describe the image in one sentence.
+What is shown in this picture? Answer in JSON with the keys "label" and "reason".
+The photo shows a green circuit board with resistors, capacitors and a small chip.
+A red car is parked next to a white building under a blue sky.
+The screenshot shows a login page with a username field, a password field and a button.
+Two cats are sleeping on a brown sofa near the window.
+The chart compares the monthly sales of three products in 2024.
+There is a handwritten note on the table: "Meeting at 3 pm, room 204."
+The label on the bottle reads: Keep refrigerated after opening.
+Count the number of people in the image and list what each one is doing.
+Is there any text in the image? If so, transcribe it exactly.
+The answer is yes. The answer is no. I am not sure.
+The quick brown fox jumps over the lazy dog.
+Fine-tuning a vision-language model needs images, prompts and good answers.
+Training loss: 1.234, learning rate: 0.0002, epoch 3 of 10, step 150.
+{"label": "cat", "confidence": 0.92, "objects": ["sofa", "window", "cushion"]}
+Error: the file was not found. Please check the path and try again.
+The dog runs across the grass with a yellow ball in its mouth.
+A close-up of a flower with five white petals and a yellow center.
+The diagram shows how data flows from the camera to the model and back.
+This component is a capacitor; it stores electric charge.
+Please answer briefly and in plain language.
+你是一个乐于助人的助手。
+请用一句话描述这张图片。
+图片中显示的是什么？请用JSON格式回答，包含"标签"和"理由"两个字段。
+这张照片展示了一块绿色的电路板，上面有电阻、电容和一个小芯片。
+一辆红色的汽车停在一栋白色建筑旁边，天空是蓝色的。
+截图显示了一个登录页面，有用户名输入框、密码输入框和一个按钮。
+两只猫在窗边的棕色沙发上睡觉。
+这张图表比较了三种产品在二零二四年的月销售额。
+桌子上有一张手写的便条："下午三点在二零四会议室开会。"
+瓶子上的标签写着：开封后请冷藏。
+请数一数图片中有几个人，并说明每个人在做什么。
+图片中有文字吗？如果有，请准确地抄写下来。
+答案是肯定的。答案是否定的。我不确定。
+微调视觉语言模型需要图片、提示词和高质量的答案。
+本项目使用大模型接口生成数据，并用这些数据微调千问模型。
+训练损失为一点二三，学习率为零点零零零二，第三轮，共十轮。
+错误：找不到文件，请检查路径后重试。
+小狗叼着一个黄色的球跑过草地。
+一朵花的特写，有五片白色的花瓣和黄色的花蕊。
+示意图展示了数据从相机流向模型再返回的过程。
+这个元件是电容，用来储存电荷。
+请简短地用通俗的语言回答。
+界面上有一个搜索框、一个菜单按钮和一列商品图片，用户可以点击图片查看详情。
+老师在课堂上用笔记本电脑演示如何给图片打标签并训练模型。
+天气晴朗，公园里有很多人在散步、跑步和放风筝。
+"""
+
+
+# Common Hanzi and UI words, one pre-token each (space separated), so that Chinese text gets
+# whole-character tokens as with the real vocabulary instead of three bytes per character.
+_COMMON_HANZI = (
+    "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么"
+    "心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分"
+    "将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部正名定女问力机给等几很业最间新什打便位因重"
+    "被走电四第门相次东政海口使教西再平真听世气信北少关并内加化由却代军产入先山五太水万市眼体别处总才场师书比住"
+    "员九笑性通目华报立马命张活难神数件安表原车白应路期叫死常提感金何更反合放做系计或司利受光王果亲界及今京务制"
+    "解各任至清物台象记边共风战干接它许八特觉望直服毛林题建南度统色字请交爱让认算论百吃义科怎元社术结六功指思非"
+    "流每青管夫连远资队跟带花快条院变联言权往展该领传近留红治决周保达办运半候七必城父强步完深区即求品士转量空众"
+    "技轻程告江语英基满式息写呢识极令黄德收脸钱倒未持取设始版双历越史商千片容研像找友孩站广改议形委早房音火际则"
+    "首单据导影失拿网香似专石若弟谁校读志飞观争究包组造落视济喜离虽坏兴突医考照怕答图按钮输框签本颜绿蓝黑灰柱状"
+    "饼折线登录密码搜索菜确认消返页截阻芯元"
+)
+
+
+def corpus_texts(sample_dir: Path | None = None) -> list[str]:
+    """The tokenizer's training texts: the built-in corpus plus every text in ``sample_dir/*.jsonl``."""
+    texts = _CORPUS.splitlines() + [" ".join(_COMMON_HANZI)]
+    sample_dir = paths.SAMPLE_DATASET if sample_dir is None else Path(sample_dir)
+    for jsonl in sorted(sample_dir.glob("*.jsonl")):
+        for line in jsonl.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                texts.extend(_strings_in(json.loads(line)))
+            except json.JSONDecodeError:
+                continue  # a half-written line of a dataset being generated is no reason to fail
+    return texts
+
+
+def _strings_in(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [s for item in value for s in _strings_in(item)]
+    return []
+
+
+def special_tokens(family: str) -> list[tuple[str, bool]]:
+    """Qwen's added tokens of ``family`` as ``(content, special)`` in Qwen's id order."""
+    _check_family(family)
+    tokens = list(_QWEN2_VL_TOKENS)
+    if family in ("qwen2_5_vl", "qwen3_vl"):
+        tokens += _QWEN2_5_VL_EXTRA
+    if family == "qwen3_vl":
+        tokens += _QWEN3_VL_EXTRA
+    return tokens
+
+
+def train_tokenizer(family: str, texts: list[str], vocab_size: int = VOCAB_SIZE):
+    """A Qwen2Tokenizer (byte-level BPE, Qwen's pre-tokenizer) trained on ``texts``."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    # The same pipeline as Qwen2Tokenizer's, so the saved tokenizer loads back unchanged.
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer)
+    bpe.add_tokens([AddedToken(t, special=s, normalized=False) for t, s in special_tokens(family)])
+    tokenizer = Qwen2Tokenizer(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def model_config(family: str, tokenizer):
+    """A tiny config of ``family``'s real config class, its token ids taken from ``tokenizer``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t, _ in special_tokens(family)}
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        # mrope_section splits the head's 8 rotary frequencies over (time, height, width),
+        # in the real models' proportions (Qwen2/2.5: 16/24/24 of 64, Qwen3: 24/20/20).
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+    )
+    if family == "qwen2_vl":
+        config_class = Qwen2VLConfig
+        vision = dict(depth=2, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=14)
+    elif family == "qwen2_5_vl":
+        config_class = Qwen2_5_VLConfig
+        # Window attention in block 0, full attention in block 1, as in the real tower.
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                      patch_size=14, window_size=56, fullatt_block_indexes=[1])
+    else:
+        config_class = Qwen3VLConfig
+        text.update(head_dim=16, rope_parameters={**text["rope_parameters"], "rope_theta": 5e6,
+                                                  "mrope_section": [4, 2, 2], "mrope_interleaved": True})
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                      patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
+    return config_class(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,  # as in the small real models (2B/3B)
+    )
+
+
+def make_processor(family: str, tokenizer):
+    """The family's processor with small image sizes: a 224x224 image becomes 36-49 image tokens."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+    from transformers import Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    patch = 16 if family == "qwen3_vl" else 14
+    factor = patch * 2  # patch size x spatial merge size: one image token covers factor x factor pixels
+    sizes = dict(patch_size=patch, merge_size=2, temporal_patch_size=2,
+                 size={"shortest_edge": 4 * factor**2, "longest_edge": 36 * factor**2})
+    if family == "qwen3_vl":
+        half = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])  # Qwen3-VL's normalisation
+        image_processor = Qwen2VLImageProcessor(**sizes, **half)
+        video_processor = Qwen3VLVideoProcessor(**{**sizes, "size": {"shortest_edge": 4 * factor**2,
+                                                                     "longest_edge": 64 * factor**2}}, **half)
+        return Qwen3VLProcessor(image_processor, tokenizer, video_processor, chat_template=CHAT_TEMPLATE)
+    image_processor = Qwen2VLImageProcessor(**sizes)
+    video_processor = Qwen2VLVideoProcessor(**{**sizes, "size": {"shortest_edge": 4 * factor**2,
+                                                                 "longest_edge": 64 * factor**2}})
+    processor_class = Qwen2VLProcessor if family == "qwen2_vl" else Qwen2_5_VLProcessor
+    return processor_class(image_processor, tokenizer, video_processor, chat_template=CHAT_TEMPLATE)
+
+
+def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Build a tiny random ``family`` model folder at ``out_dir`` with no network; returns its path.
+
+    The folder loads with ``AutoModelForImageTextToText`` / ``AutoProcessor`` like a real
+    checkpoint. It is written next to ``out_dir`` and renamed into place, so a crash never
+    leaves half a model; an older tiny model at ``out_dir`` is replaced, anything else is
+    refused. The same family, seed and corpus give the same weights and tokenizer.
+    """
+    _check_family(family)
+    out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir.exists() and not (out_dir.is_dir() and (is_tiny_model(out_dir) or not any(out_dir.iterdir()))):
+        raise ConfigError(f"{out_dir} already exists and is not a tiny model folder; choose an empty or new folder.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write_model(family, staging, seed)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _write_model(family: str, folder: Path, seed: int) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    tokenizer = train_tokenizer(family, corpus_texts())
+    config = model_config(family, tokenizer)
+    # fork_rng: building a model must not change the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    endoftext, im_end = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    # Greedy by default: a random model sampled at temperature 1 would make tests flaky.
+    model.generation_config = GenerationConfig(
+        bos_token_id=endoftext, pad_token_id=endoftext, eos_token_id=[im_end, endoftext], do_sample=False
+    )
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Writing model shards" bar for a 1 MB file is noise
+    try:
+        model.save_pretrained(folder)
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+    make_processor(family, tokenizer).save_pretrained(folder)
+    marker = {
+        "tiny_random_model": True,
+        "family": family,
+        "seed": seed,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "note": "A tiny randomly initialised model for offline tests and demos: its answers are noise.",
+    }
+    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def tiny_model_info(path: str | Path) -> dict | None:
+    """The marker of a tiny random model folder (family, seed, num_parameters, vocab_size), else None."""
+    marker = Path(path) / MARKER_FILE
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("tiny_random_model") is True else None
+
+
+def is_tiny_model(path: str | Path) -> bool:
+    """True when ``path`` is a tiny random model built by :func:`build_tiny_model`."""
+    return tiny_model_info(path) is not None
+
+
+def ensure_demo_model(family: str = "qwen2_5_vl") -> Path:
+    """The offline demo model of ``family`` under the workspace, built on first use."""
+    target = paths.demo_model_dir(family)
+    if is_tiny_model(target) and (target / "config.json").is_file():
+        return target
+    try:
+        return build_tiny_model(family, target)
+    except OSError:
+        # Another process may have renamed its finished copy into place first.
+        if is_tiny_model(target):
+            return target
+        raise
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ConfigError(f"Unknown model family {family!r}; choose one of {', '.join(FAMILIES)}.")

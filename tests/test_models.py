@@ -1,0 +1,370 @@
+"""Model loading, tiny offline models, part names and LoRA targets."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from lab import paths
+from lab.errors import ConfigError, ModelLoadError
+from lab.images import list_images, open_image
+from lab.models import (
+    detect_family,
+    in_group,
+    load_model,
+    lora_target_modules,
+    module_groups,
+    resolve_dtype,
+    resolve_device,
+)
+from lab.tiny import build_tiny_model, corpus_texts, ensure_demo_model, is_tiny_model, tiny_model_info
+
+from conftest import FAMILIES, SAMPLE
+
+
+TEXTS = [
+    "Describe the image in one sentence.",
+    "这是一块绿色的电路板，上面有电阻和电容。",
+    "Mixed 混合 text: résumé, naïve, 3.14, 😀 and\ttabs\nnew lines.",
+    '{"标签": "猫", "confidence": 0.9}',
+]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models):
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = load_model(tiny_models(family), device="cpu")
+        return cache[family]
+
+    return get
+
+
+def sample_image() -> Image.Image:
+    images = list_images(SAMPLE / "images") if (SAMPLE / "images").is_dir() else []
+    if images:
+        return open_image(images[0], max_pixels=224 * 224)
+    image = Image.new("RGB", (224, 224), "white")
+    ImageDraw.Draw(image).rectangle([40, 60, 180, 160], fill=(30, 140, 60), outline="black")
+    return image
+
+
+def chat(with_answer: bool = True) -> list[dict]:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "这是什么元件？What is it?"}]}]
+    if with_answer:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": "一个电容。A capacitor."}]})
+    return messages
+
+
+def linear_names(model) -> set[str]:
+    return {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_with_image_gives_a_loss_and_generate_adds_tokens(loaded, family):
+    lm = loaded(family)
+    assert (lm.family, lm.device, lm.dtype, lm.quantization, lm.is_tiny) == (family, "cpu", torch.float32, None, True)
+    processor, model = lm.processor, lm.model
+    text = processor.apply_chat_template(chat(), tokenize=False)
+    inputs = processor(text=[text], images=[sample_image()], return_tensors="pt")
+    with torch.no_grad():
+        out = model(**inputs, labels=inputs["input_ids"])
+    # An untrained model guesses uniformly: the loss is near log(vocabulary size).
+    assert abs(out.loss.item() - math.log(model.config.text_config.vocab_size)) < 1.0
+
+    prompt = processor.apply_chat_template(chat(with_answer=False), tokenize=False, add_generation_prompt=True)
+    inputs = processor(text=[prompt], images=[sample_image()], return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4)
+    assert generated.shape == (1, inputs["input_ids"].shape[1] + 4)
+    assert torch.equal(generated[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_chat_template_renders_image_placeholders(loaded, family):
+    processor, config = loaded(family).processor, loaded(family).model.config
+    text = processor.apply_chat_template(chat(), tokenize=False)
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+    assert "<|vision_start|><|image_pad|><|vision_end|>这是什么元件？What is it?<|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n一个电容。A capacitor.<|im_end|>\n")
+
+    inputs = processor(text=[text], images=[Image.new("RGB", (224, 224), "red")], return_tensors="pt")
+    n_image_tokens = int((inputs["input_ids"] == config.image_token_id).sum())
+    assert n_image_tokens == int(inputs["image_grid_thw"].prod()) // 4
+    assert 16 <= n_image_tokens <= 64  # small enough for CPU tests
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tokenizer_round_trips_text_and_matches_config_ids(loaded, family):
+    lm = loaded(family)
+    tokenizer, config = lm.processor.tokenizer, lm.model.config
+    for text in TEXTS:
+        assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    assert len(tokenizer.encode("电路板的图片", add_special_tokens=False)) < len("电路板的图片".encode())  # merges, not bytes
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>",
+                                                          "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")}
+    assert len(set(ids.values())) == len(ids) and all(i < config.text_config.vocab_size for i in ids.values())
+    assert (config.image_token_id, config.video_token_id) == (ids["<|image_pad|>"], ids["<|video_pad|>"])
+    assert (config.vision_start_token_id, config.vision_end_token_id) == (ids["<|vision_start|>"], ids["<|vision_end|>"])
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
+    assert lm.model.generation_config.eos_token_id == [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    assert tokenizer.decode([ids["<|im_start|>"], *tokenizer.encode("hi", add_special_tokens=False)],
+                            skip_special_tokens=True) == "hi"
+    has_think = "<think>" in tokenizer.get_vocab()
+    assert has_think == (family == "qwen3_vl")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_targets_hit_exactly_one_part(loaded, family):
+    model = loaded(family).model
+    groups = module_groups(model)
+    linears = linear_names(model)
+    language = lora_target_modules(model, {"language"})
+    vision = lora_target_modules(model, {"vision"})
+    merger = lora_target_modules(model, {"merger"})
+
+    def hits(pattern):
+        return {n for n in dict(model.named_modules()) if re.fullmatch(pattern, n)}
+
+    lm_linears = {n for n in linears if n.startswith("model.language_model.")}
+    assert hits(language) == lm_linears and len(lm_linears) == 14  # 2 layers x (q, k, v, o, gate, up, down)
+    assert not any(in_group(n, groups["vision"] + groups["merger"]) for n in hits(language))
+    assert "lm_head" not in hits(language) | hits(vision) | hits(merger)
+    assert hits(vision) and all(n.startswith("model.visual.blocks.") for n in hits(vision))
+    assert not any(in_group(n, groups["language"] + groups["merger"]) for n in hits(vision))
+    assert hits(merger) and all("merger" in n for n in hits(merger))
+    assert hits(lora_target_modules(model, {"language", "vision", "merger"})) == linears - {"lm_head"}
+
+
+def test_peft_accepts_the_language_pattern_and_leaves_vision_mlps_alone(tiny_models):
+    from peft import LoraConfig, get_peft_model
+
+    model = load_model(tiny_models("qwen2_5_vl")).model
+    pattern = lora_target_modules(model, {"language"})
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=pattern))
+    lora = [n for n, _ in peft_model.named_parameters() if "lora_A" in n]
+    assert len(lora) == 14
+    assert all(".language_model.layers." in n for n in lora)  # Qwen2.5-VL's vision gate/up/down_proj untouched
+
+
+def tiny_llava():
+    from transformers import AutoModelForImageTextToText, LlavaConfig
+
+    config = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14),
+        text_config=dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, vocab_size=100),
+        image_token_id=99,
+    )
+    return AutoModelForImageTextToText.from_config(config)
+
+
+def test_generic_rule_names_parts_of_other_families():
+    model = tiny_llava()
+    assert detect_family(model) == "other"
+    assert module_groups(model) == {
+        "vision": ["model.vision_tower"],
+        "merger": ["model.multi_modal_projector"],
+        "language": ["model.language_model", "lm_head"],
+    }
+    linears = linear_names(model)
+    hit = {n for n in dict(model.named_modules()) if re.fullmatch(lora_target_modules(model, {"language"}), n)}
+    assert hit == {n for n in linears if n.startswith("model.language_model.")}
+    hit = {n for n in dict(model.named_modules()) if re.fullmatch(lora_target_modules(model, {"merger"}), n)}
+    assert hit == {"model.multi_modal_projector.linear_1", "model.multi_modal_projector.linear_2"}
+    with pytest.raises(ConfigError):
+        lora_target_modules(model, {"lm_head"})
+    with pytest.raises(ConfigError):
+        lora_target_modules(model, set())
+
+
+def test_detect_family(loaded):
+    from transformers import BertConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
+
+    assert detect_family(Qwen2VLConfig()) == "qwen2_vl"
+    assert detect_family(Qwen2_5_VLConfig()) == "qwen2_5_vl"
+    assert detect_family(Qwen3VLConfig()) == "qwen3_vl"
+    assert detect_family(BertConfig()) == "other"
+    assert detect_family({"model_type": "qwen3_vl"}) == "qwen3_vl"
+    assert detect_family(loaded("qwen2_vl").model) == "qwen2_vl"
+
+
+def test_resolve_device_and_dtype(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("bf16", "cpu") == torch.bfloat16
+    assert resolve_dtype(torch.float16, "cpu") == torch.float16
+    with pytest.raises(ConfigError):
+        resolve_dtype("int3", "cpu")
+    with pytest.raises(ConfigError):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", "cuda") == torch.float16
+
+
+def one_sentence(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+def test_hub_id_offline_says_to_download_and_pass_a_folder():
+    with pytest.raises(ModelLoadError) as err:
+        load_model("lab-tests/no-such-model-xyz")
+    assert "download" in one_sentence(err) and "folder" in str(err.value)
+
+
+def test_missing_folder_file_and_folder_without_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(str(tmp_path / "nowhere" / "model"))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="is a file"):
+        load_model(tmp_path / "weights.bin")
+    with pytest.raises(ModelLoadError, match="no config.json") as err:
+        load_model(tmp_path)
+    one_sentence(err)
+
+
+def test_text_only_model_is_refused(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="not an image-text-to-text") as err:
+        load_model(tmp_path)
+    one_sentence(err)
+
+
+def test_custom_code_needs_explicit_trust(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "my_private_vlm",
+        "auto_map": {"AutoConfig": "configuration_my.MyConfig", "AutoModelForImageTextToText": "modeling_my.MyModel"},
+    }))
+    with pytest.raises(ModelLoadError, match="trust_remote_code=True") as err:
+        load_model(tmp_path)
+    one_sentence(err)
+    # A known model type whose image-text-to-text class is custom code needs the same consent.
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "auto_map": {"AutoModelForImageTextToText": "modeling_my.MyModel"},
+    }))
+    with pytest.raises(ModelLoadError, match="trust_remote_code=True"):
+        load_model(tmp_path)
+
+
+def test_gpu_only_options_without_a_gpu(tiny_models, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    folder = tiny_models("qwen2_5_vl")
+    with pytest.raises(ModelLoadError, match="needs a CUDA GPU") as err:
+        load_model(folder, device="cuda")
+    one_sentence(err)
+    with pytest.raises(ModelLoadError, match="needs a CUDA GPU"):
+        load_model(folder, attn_implementation="flash_attention_2")
+    with pytest.raises(ConfigError):
+        load_model(folder, quantization="3bit")
+
+
+def test_min_and_max_pixels_change_the_number_of_image_tokens(tiny_models):
+    lm = load_model(tiny_models("qwen2_5_vl"), min_pixels=28 * 28, max_pixels=4 * 28 * 28)
+    text = lm.processor.apply_chat_template(chat(), tokenize=False)
+    inputs = lm.processor(text=[text], images=[Image.new("RGB", (224, 224))], return_tensors="pt")
+    assert int((inputs["input_ids"] == lm.model.config.image_token_id).sum()) == 4
+    with pytest.raises(ConfigError, match="larger than"):
+        load_model(tiny_models("qwen2_5_vl"), min_pixels=10_000, max_pixels=1_000)
+
+
+def test_4bit_on_cpu(tiny_models):
+    from lab.models import _bitsandbytes_problem
+
+    problem = _bitsandbytes_problem("4bit", "cpu")
+    if problem:
+        pytest.skip(problem)
+    import bitsandbytes as bnb
+
+    lm = load_model(tiny_models("qwen2_5_vl"), quantization="4bit", device="cpu")
+    assert lm.quantization == "4bit"
+    assert isinstance(lm.model.model.language_model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
+    text = lm.processor.apply_chat_template(chat(), tokenize=False)
+    inputs = lm.processor(text=[text], images=[sample_image()], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(lm.model(**inputs, labels=inputs["input_ids"]).loss)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("quantization", [None, "4bit"])
+def test_loads_on_gpu_in_half_precision(tiny_models, quantization):
+    lm = load_model(tiny_models("qwen2_5_vl"), quantization=quantization)
+    half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert (lm.device, lm.dtype) == ("cuda", half)
+    assert {p.device.type for p in lm.model.parameters()} == {"cuda"}
+    prompt = lm.processor.apply_chat_template(chat(with_answer=False), tokenize=False, add_generation_prompt=True)
+    inputs = lm.processor(text=[prompt], images=[sample_image()], return_tensors="pt").to("cuda")
+    with torch.no_grad():
+        assert torch.isfinite(lm.model(**inputs, labels=inputs["input_ids"]).loss)
+    assert lm.model.generate(**inputs, max_new_tokens=3, min_new_tokens=3).shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_tiny_build_is_deterministic_and_seeded(tmp_path, tiny_models):
+    reference = tiny_models("qwen2_vl")
+    again = build_tiny_model("qwen2_vl", tmp_path / "again", seed=0)
+    other = build_tiny_model("qwen2_vl", tmp_path / "other", seed=1)
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (again / name).read_bytes() == (reference / name).read_bytes(), name
+    assert (other / "model.safetensors").read_bytes() != (reference / "model.safetensors").read_bytes()
+    assert tiny_model_info(other)["seed"] == 1 and is_tiny_model(other)
+
+
+def test_tiny_build_replaces_only_tiny_models(tmp_path):
+    target = build_tiny_model("qwen3_vl", tmp_path / "m", seed=0)
+    assert build_tiny_model("qwen3_vl", target, seed=2) == target and tiny_model_info(target)["seed"] == 2
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging folder left behind
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a tiny model"):
+        build_tiny_model("qwen3_vl", tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert not is_tiny_model(tmp_path / "mine")
+    with pytest.raises(ConfigError, match="Unknown model family"):
+        build_tiny_model("llama", tmp_path / "x")
+
+
+def test_ensure_demo_model_builds_once_in_the_workspace(lab_home):
+    folder = ensure_demo_model("qwen2_5_vl")
+    assert folder == paths.demo_model_dir("qwen2_5_vl") and folder.is_relative_to(lab_home)
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert ensure_demo_model("qwen2_5_vl") == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert load_model(folder).is_tiny
+
+
+def test_corpus_takes_every_text_of_the_sample_jsonl(tmp_path):
+    record = {"messages": [{"role": "user", "content": "<image>独一无二的问题"}, {"role": "assistant", "content": "zyxwv answer"}]}
+    (tmp_path / "data.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n{broken line\n", encoding="utf-8")
+    texts = corpus_texts(tmp_path)
+    assert "<image>独一无二的问题" in texts and "zyxwv answer" in texts
+    assert any("电路板" in t for t in texts) and any("circuit board" in t for t in texts)
+    assert corpus_texts(tmp_path / "missing") == corpus_texts(tmp_path / "also-missing")
+
+
+def test_cli_tiny_model(tmp_path, capsys):
+    from lab.cli import main
+
+    out = tmp_path / "cli-model"
+    assert main(["tiny-model", "--family", "qwen2_vl", "--out", str(out), "--seed", "5"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == str(out)
+    assert re.search(r"[\d,]+ parameters, vocabulary of [\d,]+ tokens", printed[1])
+    assert tiny_model_info(out) == {**tiny_model_info(out), "family": "qwen2_vl", "seed": 5}
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file.txt").write_text("x")
+    assert main(["tiny-model", "--out", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
