@@ -30,4 +30,4 @@ def test_space_front_matter_names_the_app():
     front = readme.split("---")[1]
     assert "sdk: gradio" in front and "app_file: app.py" in front
     sdk = re.search(r"sdk_version: ([0-9.]+)", front).group(1)
-    assert f"gradio>={sdk}" in _pyproject()["project"]["dependencies"]
+    assert f"gradio>={sdk.removesuffix('.0')}" in _pyproject()["project"]["dependencies"]
