@@ -43,6 +43,23 @@ def demo_model_dir(family: str = "qwen2_5_vl") -> Path:
     return models_dir() / f"tiny-{family}"
 
 
+def restricted() -> bool:
+    """On a shared deployment (a Hugging Face Space) visitors may not browse the server's files."""
+    return bool(os.environ.get("SPACE_ID")) or os.environ.get("LAB_RESTRICT_PATHS") == "1"
+
+
+def check_allowed(path: Path) -> Path:
+    """In restricted mode, refuse any path outside the workspace and the bundled data."""
+    if not restricted():
+        return path
+    allowed = (workspace(), REPO_ROOT / "data", PRESETS_DIR)
+    if ".." in Path(path).parts or not any(path.is_relative_to(root) for root in allowed):
+        from lab.errors import LabError
+
+        raise LabError("On this shared server only the workspace's own files can be used; upload yours instead.")
+    return path
+
+
 def resolve(path: str | Path) -> Path:
     """Find a relative dataset/run/model path the way a person means it.
 
@@ -51,11 +68,13 @@ def resolve(path: str | Path) -> Path:
     exists wins; if none does, the path under the workspace is returned so the error
     names where it was looked for.
     """
-    path = Path(path).expanduser()
-    if path.is_absolute() or path.exists():
-        return path.resolve()
+    given = Path(path).expanduser()
+    if ".." in given.parts:
+        check_allowed(given)  # refused in restricted mode; elsewhere resolved as usual
+    if given.is_absolute() or given.exists():
+        return check_allowed(given.resolve())
     for root in (workspace(), REPO_ROOT):
-        candidate = root / path
+        candidate = root / given
         if candidate.exists():
-            return candidate.resolve()
-    return (workspace() / path).resolve()
+            return check_allowed(candidate.resolve())
+    return check_allowed((workspace() / given).resolve())
