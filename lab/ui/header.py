@@ -22,6 +22,8 @@ STRINGS = {
         "微型随机演示模型：训练之前它的回答是随机的",
     ),
     "header.state": ("state", "状态"),
+    "header.adapter": ("LoRA adapter {name}", "LoRA 适配器 {name}"),
+    "header.adapter_off": ("off by default", "默认关闭"),
 }
 i18n.register(STRINGS)
 
@@ -34,7 +36,11 @@ def status_markdown(ctx: UIContext, lang: str = "en") -> str:
         if info["error"]:
             return i18n.text("header.error", lang, error=info["error"])
         return i18n.text("header.none", lang)
-    parts = [f"**{info['name']}**", info["family"], info["device"], info["dtype"]]
+    parts = [f"**{info['name']}**"]
+    if info.get("adapter"):
+        adapter = i18n.text("header.adapter", lang, name=f"**{info['adapter']}**")
+        parts.append(adapter if info.get("adapter_enabled") else f"{adapter} ({i18n.text('header.adapter_off', lang)})")
+    parts += [info["family"], info["device"], info["dtype"]]
     if info["quantization"] != "none":
         parts.append(info["quantization"])
     if info["memory_gib"] is not None:
@@ -47,9 +53,19 @@ def status_markdown(ctx: UIContext, lang: str = "en") -> str:
 
 
 def create_header(ctx: UIContext) -> gr.Markdown:
-    gr.Markdown(f"# {STRINGS['app.title'][0]}")
+    with gr.Row():
+        gr.Markdown(f"# {STRINGS['app.title'][0]}")
+        english = gr.Button("English", size="sm", scale=0, min_width=80, elem_id="lang-en")
+        chinese = gr.Button("中文", size="sm", scale=0, min_width=80, elem_id="lang-zh")
+    english.click(None, js=i18n.switch_js("en"), api_name="lang_en")
+    chinese.click(None, js=i18n.switch_js("zh"), api_name="lang_zh")
     gr.Markdown(t("app.subtitle"))
     status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
     timer = gr.Timer(2.0)
-    timer.tick(lambda: status_markdown(ctx), outputs=status, api_name="model_status", show_progress="hidden")
+
+    def on_tick(request: gr.Request):
+        accept = (request.headers.get("accept-language", "") if request is not None else "").lower()
+        return status_markdown(ctx, ctx.settings.lang or ("zh" if accept.startswith("zh") else "en"))
+
+    timer.tick(on_tick, outputs=status, api_name="model_status", show_progress="hidden")
     return status

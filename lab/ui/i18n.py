@@ -40,3 +40,27 @@ def build_i18n() -> gr.I18n:
         en={key: pair[0] for key, pair in _STRINGS.items()},
         zh={key: pair[1] for key, pair in _STRINGS.items()},
     )
+
+
+# The browser's language decides, unless the person picked one with the switch (kept in
+# localStorage) or the app was started with --lang. Gradio reads navigator.language when
+# the page starts, so the choice is applied by overriding it before Gradio's scripts run.
+_STORAGE_KEY = "vlm-lab-lang"
+
+
+def head_script(forced: str | None = None) -> str:
+    default = f'"{forced}"' if forced in LANGS else "null"
+    return (
+        "<script>(function(){var lang=null;"
+        f"try{{lang=localStorage.getItem('{_STORAGE_KEY}');}}catch(e){{}}"
+        f"lang=lang||{default};if(!lang)return;"
+        "var tag=lang==='zh'?'zh-CN':'en-US';"
+        "Object.defineProperty(navigator,'language',{get:function(){return tag;}});"
+        "Object.defineProperty(navigator,'languages',{get:function(){return [tag];}});"
+        "})();</script>"
+    )
+
+
+def switch_js(lang: str) -> str:
+    """Browser-side handler of a language button: remember the choice and reload."""
+    return f"() => {{ try {{ localStorage.setItem('{_STORAGE_KEY}', '{lang}'); }} catch (e) {{}} location.reload(); }}"
