@@ -64,8 +64,7 @@ def create_header(ctx: UIContext) -> gr.Markdown:
     timer = gr.Timer(2.0)
 
     def on_tick(request: gr.Request):
-        accept = (request.headers.get("accept-language", "") if request is not None else "").lower()
-        return status_markdown(ctx, ctx.settings.lang or ("zh" if accept.startswith("zh") else "en"))
+        return status_markdown(ctx, i18n.request_lang(request, ctx.settings.lang))
 
     timer.tick(on_tick, outputs=status, api_name="model_status", show_progress="hidden")
     return status

@@ -63,4 +63,20 @@ def head_script(forced: str | None = None) -> str:
 
 def switch_js(lang: str) -> str:
     """Browser-side handler of a language button: remember the choice and reload."""
-    return f"() => {{ try {{ localStorage.setItem('{_STORAGE_KEY}', '{lang}'); }} catch (e) {{}} location.reload(); }}"
+    return (
+        f"() => {{ try {{ localStorage.setItem('{_STORAGE_KEY}', '{lang}'); }} catch (e) {{}} "
+        f"document.cookie = '{_STORAGE_KEY}={lang}; path=/; SameSite=Lax'; location.reload(); }}"
+    )
+
+
+def request_lang(request, forced: str | None = None) -> str:
+    """The language for server-side messages: --lang, else the switch's cookie, else the browser's."""
+    if forced in LANGS:
+        return forced
+    if request is None:
+        return "en"
+    chosen = (getattr(request, "cookies", None) or {}).get(_STORAGE_KEY)
+    if chosen in LANGS:
+        return chosen
+    accept = (request.headers.get("accept-language", "") or "").lower()
+    return "zh" if accept.startswith("zh") else "en"
