@@ -50,10 +50,10 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
                 rgb = to_rgb(upright)
     except BadImageError:
         raise
-    except Image.DecompressionBombError as err:
-        raise BadImageError(path, f"image too large ({err})") from None
+    except Image.DecompressionBombError:
+        raise BadImageError(path, f"image too large (more than {MAX_IMAGE_PIXELS:,} pixels)") from None
     except UnidentifiedImageError:
-        raise BadImageError(path, "not an image, or a format Pillow cannot read") from None
+        raise BadImageError(path, "not an image, or an image format that cannot be read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadImageError(path, f"truncated or corrupt image ({err})") from None
     return downscale(rgb, max_pixels) if max_pixels else rgb

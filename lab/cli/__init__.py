@@ -17,6 +17,7 @@ from importlib import import_module
 COMMAND_MODULES = [
     "lab.cli.app",
     "lab.cli.tiny_model",
+    "lab.cli.label",
     "lab.cli.data",
 ]
 

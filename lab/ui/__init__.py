@@ -18,10 +18,13 @@ from lab.ui.header import create_header
 
 # (module, label key) in the order of the work.
 TABS = [
+    ("lab.ui.prompt_tab", "tab.prompt"),
+    ("lab.ui.labeling_tab", "tab.labeling"),
     ("lab.ui.dataset_tab", "tab.dataset"),
 ]
 
 i18n.register({"tab.dataset": ("Dataset", "数据集")})
+i18n.register({"tab.prompt": ("Prompt design", "提示词设计"), "tab.labeling": ("Labeling", "批量标注")})
 
 
 def build_app(ctx: UIContext) -> gr.Blocks:
@@ -48,6 +51,7 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         server_port=settings.port,
         share=settings.share,
         i18n=i18n.build_i18n(),
+        head=i18n.head_script(settings.lang),
         prevent_thread_lock=not block,
         show_error=True,
     )

@@ -1,0 +1,188 @@
+"""``python -m lab label``: label a folder of images into a dataset folder through an API.
+
+The API key comes from the environment (``OPENAI_API_KEY``, or the provider's own
+variable such as ``DASHSCOPE_API_KEY``), never from a flag: flags end up in shell
+history and process lists. Seed scripts' flags (``--image_folder``, ``--output_json``,
+``--max_retries``) are accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "label", help="label a folder of images through an OpenAI-compatible API (resumable)",
+        description="Label every image of a folder with a prompt through any OpenAI-compatible API (OpenAI, "
+                    "DashScope, vLLM, Ollama) into a dataset folder. Rerunning skips what is done; Ctrl-C stops "
+                    "and keeps it. The API key is read from OPENAI_API_KEY (or the provider's variable).",
+    )
+    parser.add_argument("--images", "--image_folder", dest="images", help="folder of images to label (default: the last run's)")
+    parser.add_argument("--prompt", help="prompt preset name or YAML file (default: the last run's)")
+    parser.add_argument("--lang", choices=["en", "zh"], default=None, help="language of the preset's prompt (default: en)")
+    parser.add_argument("--out", "--output_json", dest="out", required=True,
+                        help="dataset folder to write (data.jsonl, images/, failures.jsonl)")
+    parser.add_argument("--provider", default=None, help="provider preset: openai, dashscope, vllm, ollama (fills base URL and model)")
+    parser.add_argument("--base-url", "--base_url", dest="base_url", default=None, help="API base URL (default: the provider's, else $OPENAI_BASE_URL)")
+    parser.add_argument("--model", default=None, help="labeler model name (default: the provider's first)")
+    parser.add_argument("--local-model", default=None, help="label with a local model instead of an API: 'demo', a Hub id or a folder")
+    parser.add_argument("--concurrency", type=int, default=None, help="requests in flight at once (default 8)")
+    parser.add_argument("--max-retries", "--max_retries", dest="max_retries", type=int, default=None, help="retries per request (default 3)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per request attempt (default 60)")
+    parser.add_argument("--limit", type=int, default=None, help="label at most N more images in this run")
+    parser.add_argument("--max-pixels", type=int, default=None, help="shrink images to this many pixels before sending (default 589824)")
+    parser.add_argument("--image-format", choices=["jpeg", "png"], default=None, help="how images are sent (default jpeg)")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="longest answer in tokens (default 1024)")
+    parser.add_argument("--json-mode", action="store_true", help="ask the server for a JSON object (response_format)")
+    parser.add_argument("--reask", action="store_true", help="ask once more when a JSON answer is invalid")
+    parser.add_argument("--retry-failed", action="store_true", help="redo only the images that failed before")
+    parser.add_argument("--estimate", action="store_true", help="print the cost estimate and exit")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lab.errors import ConfigError
+    from lab.labeling.batch import run_labeling
+    from lab.labeling.estimate import estimate_folder
+    from lab.labeling.store import job_settings, load_job
+
+    out = _out_dir(args.out)
+    job = load_job(out) or {}
+    images = args.images or job.get("images")
+    if not images:
+        raise ConfigError("Give --images DIR, the folder of pictures to label.")
+    prompt, preset, lang = _prompt(args, job)
+    labeler, settings = _labeler(args, job)
+    estimate = estimate_folder(images, out, prompt, labeler.name, max_pixels=settings.get("max_pixels"),
+                               price=labeler.price, limit=args.limit)
+    print(f"estimate: {estimate.summary()}", file=sys.stderr)
+    if args.estimate:
+        return 0
+    stop = threading.Event()
+    with _progress_bar() as show, _stop_on_ctrl_c(stop):
+        progress = run_labeling(images, out, prompt, labeler, limit=args.limit, retry_failed=args.retry_failed,
+                                stop=stop, on_progress=show,
+                                job=job_settings(prompt, settings, preset=preset, lang=lang, limit=args.limit))
+        show(progress, final=True)
+    print(progress.line(), file=sys.stderr)
+    if progress.failed:
+        print(f"{progress.failed} image(s) failed; reasons are in {out / 'failures.jsonl'}; "
+              "rerun with --retry-failed to try them again.", file=sys.stderr)
+    print(out)
+    return 130 if progress.state == "stopped" else 0
+
+
+def _out_dir(out: str) -> Path:
+    path = Path(out).expanduser()
+    if path.suffix.lower() in (".json", ".jsonl"):  # seed 000's --output_json names a file
+        path = path.with_suffix("")
+        print(f"note: writing the dataset folder {path}", file=sys.stderr)
+    return path
+
+
+def _prompt(args, job: dict):
+    from lab.errors import ConfigError
+    from lab.labeling.item import PromptSpec
+    from lab.presets import load_prompt_preset
+
+    lang = args.lang or job.get("lang") or "en"
+    if args.prompt:
+        return PromptSpec.from_preset(load_prompt_preset(args.prompt), lang), args.prompt, lang
+    if job.get("prompt"):
+        return PromptSpec.from_job(job), job.get("preset", ""), lang
+    raise ConfigError("Give --prompt, a prompt preset name or YAML file (see presets/prompts/).")
+
+
+def _labeler(args, job: dict):
+    """The labeler and its settings (without the key) for label_job.json."""
+    from lab.errors import ConfigError
+    from lab.labeling.client import ApiLabeler, LabelerConfig
+
+    if args.local_model:
+        return _local_labeler(args)
+    saved = dict(job.get("labeler") or {})
+    saved.pop("api_key", None)
+    if saved.get("local") and not (args.provider or args.base_url or args.model):
+        raise ConfigError("The last run here used a local model; give --local-model NAME to go on with it, "
+                          "or --provider / --base-url / --model for an API.")
+    flags = {"model": args.model, "base_url": args.base_url, "provider": args.provider, "concurrency": args.concurrency,
+             "max_retries": args.max_retries, "timeout": args.timeout, "max_pixels": args.max_pixels,
+             "image_format": args.image_format, "temperature": args.temperature, "max_tokens": args.max_tokens}
+    if args.provider or args.base_url:  # a new endpoint: the last run's model and URL no longer apply
+        saved.pop("model", None)
+        saved.pop("base_url", None)
+    fields = LabelerConfig.__dataclass_fields__
+    settings = {k: v for k, v in saved.items() if k in fields}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    settings["json_mode"] = args.json_mode or bool(settings.get("json_mode"))
+    settings["reask"] = args.reask or bool(settings.get("reask"))
+    labeler = ApiLabeler(LabelerConfig(**settings))
+    return labeler, labeler.config.public_dict()
+
+
+def _local_labeler(args):
+    from lab.handle import ModelHandle
+    from lab.labeling.local import LocalLabeler
+
+    handle = ModelHandle()
+    print(f"loading {args.local_model} ...", file=sys.stderr)
+    handle.load(args.local_model)
+    labeler = LocalLabeler(handle, max_new_tokens=args.max_tokens or 256, temperature=args.temperature or 0.0,
+                           max_pixels=args.max_pixels or 512 * 512)
+    return labeler, {"model": labeler.name, "local": True, "max_pixels": labeler.max_pixels}
+
+
+class _progress_bar:
+    """A tqdm bar on stderr: done / failed / cost / rate / ETA, redrawn at most 10 times a second."""
+
+    def __enter__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, unit="img", file=sys.stderr, dynamic_ncols=True,
+                        bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}] {desc}")
+        self.last = 0.0
+        return self.show
+
+    def show(self, progress, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < 0.1:
+            return
+        self.last = now
+        eta = f"{progress.eta_s:.0f}s" if progress.eta_s is not None else "?"
+        self.bar.total = progress.total
+        self.bar.n = progress.ok + progress.failed + progress.skipped
+        self.bar.set_description_str(f"ok {progress.ok} · failed {progress.failed} · skipped {progress.skipped} · "
+                                     f"${progress.cost_usd:.4f} · {progress.rate:.1f} img/s · ETA {eta}", refresh=False)
+        self.bar.refresh()
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
+class _stop_on_ctrl_c:
+    """First Ctrl-C: stop after saving what is finished. Second: quit at once."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+
+    def __enter__(self):
+        self.previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            self.stop.set()
+            print("\nstopping; finished items are kept (Ctrl-C again to quit at once)", file=sys.stderr)
+
+        signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)

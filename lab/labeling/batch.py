@@ -1,0 +1,345 @@
+"""The batch run: label a whole image folder into a dataset folder, concurrently, resumably.
+
+The image list is streamed and the queue between the lister and the workers is
+bounded, so memory does not grow with the number of images; results go to disk as
+they finish (:mod:`lab.labeling.store`) and only counts and the last few items stay in
+memory. A normal run skips what is done and what failed before; ``retry_failed``
+redoes the failures alone. Setting ``stop`` (the Stop button, Ctrl-C) cancels the
+requests in flight and keeps everything finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Iterator
+
+from lab.errors import DatasetError
+from lab.images import IMAGE_SUFFIXES
+from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
+from lab.labeling.store import LabelStore, file_sha, item_key, save_job
+
+log = logging.getLogger(__name__)
+
+RECENT_ITEMS = 50
+_STOP_POLL_S = 0.05
+_HASH_BATCH = 32
+
+
+def iter_images(folder: str | Path) -> Iterator[Path]:
+    """Image files under ``folder`` in a stable order, found one directory at a time."""
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in sorted(files):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                yield Path(root) / name
+
+
+def image_folder(folder: str | Path) -> Path:
+    """``folder`` as a Path, or a DatasetError if it is not a folder."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"The image folder {path} does not exist.")
+    return path
+
+
+def count_images(folder: str | Path) -> int:
+    """How many images :func:`iter_images` will yield."""
+    return sum(1 for _ in iter_images(folder))
+
+
+@dataclass
+class Progress:
+    """Where a run stands; safe to read from another thread through :meth:`snapshot`."""
+
+    total: int = 0  # images to consider (the folder, or the failures when retrying)
+    skipped: int = 0  # done (or failed) in an earlier run, or a duplicate of another image
+    ok: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+    limit: int | None = None
+    state: str = "starting"  # running, stopping, stopped, finished, error
+    message: str = ""
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_ITEMS))
+    _started: float = field(default_factory=time.monotonic, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def rate(self) -> float:
+        """Images labeled (or failed) per second in this run."""
+        return (self.ok + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def remaining(self) -> int:
+        left = max(0, self.total - self.skipped - self.ok - self.failed)
+        return min(left, max(0, self.limit - self.ok - self.failed)) if self.limit is not None else left
+
+    @property
+    def eta_s(self) -> float | None:
+        return self.remaining / self.rate if self.rate > 0 else None
+
+    def record(self, result: ItemResult) -> None:
+        with self._lock:
+            if result.ok:
+                self.ok += 1
+            else:
+                self.failed += 1
+            self.prompt_tokens += result.prompt_tokens
+            self.completion_tokens += result.completion_tokens
+            self.cost_usd += result.cost_usd
+            self.recent.append(result)
+            self.tick()
+
+    def restart_clock(self) -> None:
+        """Count time from now: rate and ETA should not include start-up (imports, the lock, listing)."""
+        self._started = time.monotonic()
+
+    def tick(self) -> None:
+        self.elapsed_s = time.monotonic() - self._started
+
+    def snapshot(self) -> dict:
+        """A plain copy: counts, rate, ETA and the recent items (newest last)."""
+        with self._lock:
+            if self.state in ("starting", "running", "stopping"):
+                self.tick()
+            data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.name != "recent"}
+            data["recent"] = [asdict(item) for item in self.recent]
+        data.update(rate=self.rate, eta_s=self.eta_s, remaining=self.remaining)
+        return data
+
+    def line(self) -> str:
+        """One line for a log or a status box."""
+        eta = f", ETA {self.eta_s:.0f} s" if self.eta_s is not None and self.remaining else ""
+        return (f"{self.state}: {self.ok} labeled, {self.failed} failed, {self.skipped} skipped of {self.total}; "
+                f"${self.cost_usd:.4f}; {self.rate:.1f} images/s{eta}")
+
+
+async def label_folder(
+    images_dir: str | Path,
+    out_dir: str | Path,
+    prompt: PromptSpec,
+    labeler: Labeler,
+    *,
+    limit: int | None = None,
+    retry_failed: bool = False,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    job: dict | None = None,
+) -> Progress:
+    """Label every image of ``images_dir`` not yet done into the dataset folder ``out_dir``.
+
+    ``labeler`` is an async context manager (:class:`~lab.labeling.client.ApiLabeler`,
+    :class:`~lab.labeling.local.LocalLabeler`) entered here; ``job`` (settings without
+    secrets) is saved as ``label_job.json``. Returns the final :class:`Progress`.
+    """
+    images_dir = image_folder(images_dir)
+    if limit is not None and limit < 1:
+        raise DatasetError(f"The limit must be at least 1 image, not {limit}.")
+    progress = progress or Progress()
+    progress.limit = limit
+    stop = stop or threading.Event()
+    with LabelStore(out_dir) as store:
+        if job is not None:
+            save_job(store.folder, {**job, "images": str(images_dir.resolve())})
+        if retry_failed:
+            progress.total = sum(1 for row in store.failed.values() if row.get("prompt_sha") == prompt.sha)
+        else:
+            progress.total = count_images(images_dir)
+        executor = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="label-io")
+        try:
+            async with labeler:
+                progress.state = "running"
+                progress.restart_clock()
+                await _run(_RunParts(images_dir, store, prompt, labeler, executor, progress, stop, on_progress),
+                           limit, retry_failed)
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+    progress.tick()
+    progress.state = "stopped" if stop.is_set() else "finished"
+    return progress
+
+
+@dataclass
+class _RunParts:
+    images_dir: Path
+    store: LabelStore
+    prompt: PromptSpec
+    labeler: Labeler
+    executor: ThreadPoolExecutor
+    progress: Progress
+    stop: threading.Event
+    on_progress: Callable[[Progress], None] | None
+
+
+async def _run(run: _RunParts, limit: int | None, retry_failed: bool) -> None:
+    queue: asyncio.Queue = asyncio.Queue(maxsize=2 * run.labeler.concurrency)
+    workers = [asyncio.ensure_future(_work(run, queue)) for _ in range(run.labeler.concurrency)]
+    producer = asyncio.ensure_future(_produce(run, queue, len(workers), limit, retry_failed))
+    tasks = [producer, *workers]
+    watcher = asyncio.ensure_future(_watch(run, tasks))
+    try:
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        watcher.cancel()
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+
+
+async def _watch(run: _RunParts, tasks: list[asyncio.Future]) -> None:
+    while not run.stop.is_set():
+        await asyncio.sleep(_STOP_POLL_S)
+    run.progress.state = "stopping"
+    for task in tasks:
+        task.cancel()
+
+
+async def _produce(run: _RunParts, queue: asyncio.Queue, workers: int, limit: int | None, retry_failed: bool) -> None:
+    loop = asyncio.get_running_loop()
+    seen: set[str] = set()
+    queued = 0
+    paths = iter_images(run.images_dir)
+    # Hashing goes to a worker thread a batch at a time: one thread hop per image would
+    # cost the event loop more than the hashing itself at hundreds of images a second.
+    while batch := list(itertools.islice(paths, _HASH_BATCH)):
+        for path, image_sha in await loop.run_in_executor(run.executor, _hash_all, batch):
+            if limit is not None and queued >= limit:
+                break
+            key = item_key(image_sha, run.prompt.sha)
+            if retry_failed and key not in run.store.failed:
+                continue
+            if key in seen or key in run.store.done or (not retry_failed and key in run.store.failed):
+                run.progress.skipped += 1
+                continue
+            seen.add(key)
+            await queue.put((path, image_sha, key))
+            queued += 1
+        if limit is not None and queued >= limit:
+            break
+    for _ in range(workers):
+        await queue.put(None)
+
+
+def _hash_all(paths: list[Path]) -> list[tuple[Path, str]]:
+    hashed = []
+    for path in paths:
+        try:
+            hashed.append((path, file_sha(path)))
+        except OSError:  # unreadable: keyed by its name, so it is recorded (and skipped) like any bad image
+            hashed.append((path, "unreadable-" + _name_sha(path)))
+    return hashed
+
+
+def _name_sha(path: Path) -> str:
+    return hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+async def _work(run: _RunParts, queue: asyncio.Queue) -> None:
+    try:
+        while (item := await queue.get()) is not None:
+            path, image_sha, key = item
+            run.progress.in_flight += 1
+            try:
+                result = await label_one(run.labeler, run.prompt, path, run.executor)
+                if result.ok:  # copied before the record is written, so a record never lacks its image
+                    image = await asyncio.get_running_loop().run_in_executor(
+                        run.executor, run.store.copy_image, path, image_sha)
+                    result.extra["image"] = image
+            finally:
+                run.progress.in_flight -= 1
+            # No await from here on: the record is written even if a stop comes now.
+            _save(run, result, path, image_sha, key)
+            run.progress.record(result)
+            if run.on_progress is not None:
+                run.on_progress(run.progress)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except BaseException:
+        run.stop.set()  # a broken disk or a bug: end the whole run rather than hang the lister
+        raise
+
+
+def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: str) -> None:
+    source = path.relative_to(run.images_dir).as_posix()
+    result.extra.update(source=source, key=key)
+    if not result.ok:
+        run.store.add_failure({
+            "key": key, "image_sha": image_sha, "prompt_sha": run.prompt.sha, "source": source,
+            "status": result.status, "kind": result.extra.get("kind", result.status), "reason": result.reason,
+            "answer": result.answer[:2000], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        return
+    image = result.extra["image"]
+    run.store.add_record({
+        "id": key, "images": [image], "messages": run.prompt.record_messages(result.answer),
+        "meta": {
+            "labeler": run.labeler.name, "prompt_sha": run.prompt.sha, "status": "ok", "key": key,
+            "image_sha": image_sha, "source": source, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens, "cost_usd": round(result.cost_usd, 8),
+            "seconds": round(result.seconds, 3), "retries": result.retries,
+        },
+    })
+
+
+def run_labeling(images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options) -> Progress:
+    """:func:`label_folder` in the calling thread (the CLI's); same options."""
+    return asyncio.run(label_folder(images_dir, out_dir, prompt, labeler, **options))
+
+
+class LabelRun:
+    """A run in a background thread (the app's): read ``progress``, call ``stop()``, ``wait()``."""
+
+    def __init__(self, images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options):
+        self.out_dir = Path(out_dir).expanduser()
+        self.progress = Progress()
+        self.stop_event = threading.Event()
+        self._args = (images_dir, out_dir, prompt, labeler)
+        self._options = options
+        self._thread = threading.Thread(target=self._main, name="labeling", daemon=True)
+
+    def start(self) -> "LabelRun":
+        self._thread.start()
+        return self
+
+    def _main(self) -> None:
+        from lab.errors import LabError
+
+        try:
+            asyncio.run(label_folder(*self._args, stop=self.stop_event, progress=self.progress, **self._options))
+        except LabError as err:
+            self.progress.state, self.progress.message = "error", str(err)
+        except Exception as err:  # shown in the page as one sentence; the traceback goes to the log
+            log.exception("labeling run failed")
+            self.progress.state, self.progress.message = "error", f"The run stopped on an unexpected error: {type(err).__name__}."
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end; True if it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+
+def start_labeling(images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options) -> LabelRun:
+    """Start :func:`label_folder` in a background thread and return its :class:`LabelRun`."""
+    return LabelRun(images_dir, out_dir, prompt, labeler, **options).start()

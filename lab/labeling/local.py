@@ -1,0 +1,70 @@
+"""The loaded local model as the labeler: free, offline, slower.
+
+For a classroom without an API key, the model in the app (the tiny demo model, or a
+real Qwen-VL loaded from disk) can label a folder itself. The run claims the shared
+:class:`~lab.handle.ModelHandle` for its whole length, so training cannot start in the
+middle of it; if the model is busy the run is refused at once with a BusyError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from lab.handle import ModelState
+from lab.images import open_image
+from lab.labeling.costs import FREE
+from lab.labeling.item import LabelFailure, Reply
+from lab.presets import with_image_placeholder
+
+
+class LocalLabeler:
+    """Labels with ``handle``'s model through :func:`lab.generate.generate_batch`, one image at a time."""
+
+    concurrency = 1  # one GPU (or CPU) generates one answer at a time
+    price = FREE
+    reask = False
+
+    def __init__(self, handle, *, max_new_tokens: int = 256, temperature: float = 0.0, max_pixels: int = 512 * 512):
+        self.handle = handle
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.max_pixels = max_pixels
+        loaded = handle.loaded
+        self.name = f"local:{Path(str(getattr(loaded, 'name', 'model'))).name}"
+        self._claim = None
+        self._loaded: Any = None
+
+    async def __aenter__(self) -> "LocalLabeler":
+        self._claim = self.handle.use(ModelState.GENERATING)
+        self._loaded = self._claim.__enter__()  # BusyError when training or loading
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._claim is not None:
+            self._claim.__exit__(None, None, None)
+            self._claim = self._loaded = None
+
+    def prepare(self, path: Path):
+        """The image, upright RGB and shrunk to the pixel budget; raises BadImageError."""
+        return open_image(path, max_pixels=self.max_pixels)
+
+    async def ask(self, prepared, system: str, user: str, history: list[tuple[str, str]] = ()) -> Reply:
+        """Generate the answer in a worker thread, so the run's event loop stays free."""
+        from lab.generate import generate_batch
+
+        conversation = [{"role": "system", "content": system}] if system.strip() else []
+        conversation.append({"role": "user", "content": with_image_placeholder(user)})
+        for answer, follow_up in history:
+            conversation += [{"role": "assistant", "content": answer}, {"role": "user", "content": follow_up}]
+        try:
+            generation = (await asyncio.to_thread(
+                generate_batch, self._loaded, [conversation], [[prepared]],
+                max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+            ))[0]
+        except Exception as err:  # e.g. out of memory: this image fails, the run goes on
+            raise LabelFailure("local_error", f"the local model failed: {type(err).__name__}: {str(err)[:160]}") from None
+        return Reply(text=generation.text, prompt_tokens=generation.prompt_tokens,
+                     completion_tokens=generation.completion_tokens, seconds=generation.seconds,
+                     finish_reason="length" if generation.completion_tokens >= self.max_new_tokens else "stop")

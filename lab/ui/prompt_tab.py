@@ -1,0 +1,335 @@
+"""Prompt design tab: try one or two prompts on a few images before labeling a folder.
+
+Also home of the labeler form (provider, model, key, limits) that the labeling tab
+uses too. The API key typed here travels with each request from the page and lives
+only as long as that request (or the run it starts); it is never stored on the server.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from lab.errors import ConfigError, LabError
+from lab.labeling.client import ApiLabeler, LabelerConfig, load_providers
+from lab.labeling.item import PromptSpec
+from lab.labeling.preview import MAX_PREVIEW_IMAGES, preview_totals, run_preview
+from lab.paths import SAMPLE_DATASET
+from lab.presets import LANGS, PromptPreset, PromptText, list_prompt_presets, load_prompt_preset, save_prompt_preset
+from lab.ui import i18n
+from lab.ui.i18n import t
+
+LOCAL = "local"  # the provider value meaning "the model loaded in the app"
+SAMPLE_IMAGES = SAMPLE_DATASET / "images"
+
+STRINGS = {
+    "labeler.title": ("Labeler", "标注模型"),
+    "labeler.provider": ("Provider", "服务商"),
+    "labeler.custom": ("Custom (type the base URL)", "自定义（填写 Base URL）"),
+    "labeler.local": ("Local model loaded in the app (free, offline, slower)", "应用中已加载的本地模型（免费、离线、较慢）"),
+    "labeler.base_url": ("Base URL", "Base URL"),
+    "labeler.model": ("Model", "模型"),
+    "labeler.api_key": ("API key (kept in this page only)", "API Key（只保存在本页面）"),
+    "labeler.temperature": ("Temperature", "温度"),
+    "labeler.max_tokens": ("Max answer tokens", "回答最大 token 数"),
+    "labeler.max_pixels": ("Pixel budget per image", "每张图片像素上限"),
+    "labeler.json_mode": ("Ask the server for JSON (response_format)", "要求服务端返回 JSON（response_format）"),
+    "labeler.reask": ("Ask again once if the JSON is invalid", "JSON 无效时重问一次"),
+    "labeler.concurrency": ("Requests at once", "并发请求数"),
+    "labeler.retries": ("Retries per request", "每个请求重试次数"),
+    "labeler.timeout": ("Timeout per request (s)", "单次请求超时（秒）"),
+    "labeler.use_local": ("Use the loaded local model instead", "改用已加载的本地模型"),
+    "labeler.key_found": (
+        "An API key was found in the environment; a key typed below takes its place.",
+        "已在环境变量中找到 API Key；在下方填写的 Key 会替代它。",
+    ),
+    "labeler.no_key": (
+        "No API key is set. Type one in the API key box below (it stays in this page), or set OPENAI_API_KEY "
+        "(DASHSCOPE_API_KEY for DashScope) before starting the app. Without a key you can label with the model "
+        "loaded in the app: slower, free and offline.",
+        "尚未设置 API Key。请在下方 API Key 输入框中填写（只保存在本页面），或在启动应用前设置环境变量 OPENAI_API_KEY"
+        "（DashScope 用 DASHSCOPE_API_KEY）。没有 Key 也可以用应用中已加载的本地模型标注：较慢，但免费、离线。",
+    ),
+    "prompt.preset": ("Prompt preset", "提示词预设"),
+    "prompt.lang": ("Prompt language", "提示词语言"),
+    "prompt.refresh": ("Refresh presets", "刷新预设"),
+    "prompt.variant_a": ("Prompt A", "提示词 A"),
+    "prompt.variant_b": ("Prompt B", "提示词 B"),
+    "prompt.use_b": ("Compare with prompt B on the same images", "在相同图片上与提示词 B 对比"),
+    "prompt.system": ("System prompt", "系统提示词"),
+    "prompt.user": ("User prompt (<image> marks where the picture goes)", "用户提示词（<image> 表示图片位置）"),
+    "prompt.json": ("The answer is JSON", "回答为 JSON"),
+    "prompt.keys": ("Expected JSON keys, comma-separated", "期望的 JSON 键，逗号分隔"),
+    "prompt.samples": ("Sample images from data/sample", "data/sample 中的示例图片"),
+    "prompt.upload": ("Or upload images (at most 8 in all)", "或上传图片（总共最多 8 张）"),
+    "prompt.run": ("Run preview", "运行预览"),
+    "prompt.answers_a": ("Answers to A", "A 的回答"),
+    "prompt.answers_b": ("Answers to B", "B 的回答"),
+    "prompt.details": ("Details: latency, tokens, cost, JSON validity", "详情：耗时、token、费用、JSON 是否有效"),
+    "prompt.save_which": ("Save which prompt", "保存哪个提示词"),
+    "prompt.save_name": ("New preset name (letters, digits, _ and -)", "新预设名称（字母、数字、_ 和 -）"),
+    "prompt.save_title": ("Title shown in lists", "列表中显示的标题"),
+    "prompt.save": ("Save as a preset", "保存为预设"),
+    "prompt.status": ("Status", "状态"),
+    "prompt.saved": ("Saved {path}; the labeling tab can use '{name}' now.", "已保存 {path}；标注页现在就可以使用“{name}”。"),
+}
+i18n.register(STRINGS)
+
+DETAIL_HEADERS = ["image", "prompt", "status", "answer", "seconds", "tokens", "cost $", "JSON ok"]
+
+
+def request_lang(ctx, request: gr.Request | None) -> str:
+    """The language for server-made messages: the app's setting, else the browser's."""
+    if ctx.settings.lang:
+        return ctx.settings.lang
+    accept = (request.headers.get("accept-language", "") if request is not None else "").lower()
+    return "zh" if accept.startswith("zh") else "en"
+
+
+# ---------------------------------------------------------------- the labeler form
+
+
+@dataclass
+class LabelerForm:
+    provider: gr.Dropdown
+    base_url: gr.Textbox
+    model: gr.Dropdown
+    api_key: gr.Textbox
+    temperature: gr.Slider
+    max_tokens: gr.Number
+    max_pixels: gr.Number
+    json_mode: gr.Checkbox
+    reask: gr.Checkbox
+    concurrency: gr.Number
+    max_retries: gr.Number
+    timeout: gr.Number
+
+    @property
+    def inputs(self) -> list:
+        return [self.provider, self.base_url, self.model, self.api_key, self.temperature, self.max_tokens,
+                self.max_pixels, self.json_mode, self.reask, self.concurrency, self.max_retries, self.timeout]
+
+
+def _env_key() -> str | None:
+    names = ["OPENAI_API_KEY", *(p.get("key_env") for p in load_providers().values() if p.get("needs_key", True))]
+    return next((name for name in names if name and os.environ.get(name)), None)
+
+
+def _provider_fields(provider: str):
+    entry = load_providers().get(provider or "")
+    if provider == LOCAL:
+        return gr.update(interactive=False), gr.update(interactive=False)
+    if entry is None:  # custom: keep what was typed
+        return gr.update(interactive=True), gr.update(interactive=True)
+    models = entry["models"] or [""]
+    return gr.update(value=entry["base_url"], interactive=True), gr.update(choices=models, value=models[0], interactive=True)
+
+
+def labeler_form(api_prefix: str) -> LabelerForm:
+    """The labeler's settings; ``api_prefix`` keeps its event names apart per tab."""
+    providers = load_providers()
+    choices = [(entry.get("title", name), name) for name, entry in providers.items()]
+    choices += [(STRINGS["labeler.custom"][0], ""), (STRINGS["labeler.local"][0], LOCAL)]
+    env = _env_key()
+    start = "openai" if "openai" in providers else ""
+    with gr.Accordion(t("labeler.title"), open=True):
+        if env:
+            gr.Markdown(t("labeler.key_found"))
+        else:
+            gr.Markdown(t("labeler.no_key"))
+        with gr.Row():
+            provider = gr.Dropdown(choices, value=start, label=t("labeler.provider"), scale=2)
+            base_url = gr.Textbox(providers.get(start, {}).get("base_url", ""), label=t("labeler.base_url"), scale=3)
+            models = providers.get(start, {}).get("models", [])
+            model = gr.Dropdown(models, value=models[0] if models else "", allow_custom_value=True, label=t("labeler.model"), scale=2)
+            api_key = gr.Textbox("", type="password", label=t("labeler.api_key"), scale=3)
+        with gr.Row():
+            temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label=t("labeler.temperature"))
+            max_tokens = gr.Number(1024, precision=0, minimum=1, label=t("labeler.max_tokens"))
+            max_pixels = gr.Number(768 * 768, precision=0, minimum=784, label=t("labeler.max_pixels"))
+            concurrency = gr.Number(8, precision=0, minimum=1, label=t("labeler.concurrency"))
+            max_retries = gr.Number(3, precision=0, minimum=0, label=t("labeler.retries"))
+            timeout = gr.Number(60, minimum=0.1, label=t("labeler.timeout"))
+        with gr.Row():
+            json_mode = gr.Checkbox(False, label=t("labeler.json_mode"))
+            reask = gr.Checkbox(False, label=t("labeler.reask"))
+            use_local = gr.Button(t("labeler.use_local"), size="sm", visible=not env)
+    provider.change(_provider_fields, provider, [base_url, model], api_name=f"{api_prefix}_provider")
+    use_local.click(lambda: LOCAL, outputs=provider, api_name=f"{api_prefix}_use_local")
+    return LabelerForm(provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask,
+                       concurrency, max_retries, timeout)
+
+
+def make_labeler(ctx, provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask,
+                 concurrency, max_retries, timeout):
+    """The labeler the form describes: an API client, or the app's loaded model."""
+    if provider == LOCAL:
+        from lab.labeling.local import LocalLabeler
+
+        if ctx.handle.loaded is None:
+            raise LabError("No model is loaded in the app yet; wait for it to load, or pick an API provider.")
+        return LocalLabeler(ctx.handle, max_new_tokens=int(max_tokens or 256), temperature=float(temperature or 0),
+                            max_pixels=int(max_pixels or 512 * 512))
+    try:
+        config = LabelerConfig(
+            provider=provider or "", base_url=(base_url or "").strip(), model=(model or "").strip(),
+            api_key=(api_key or "").strip(), temperature=float(temperature or 0), max_tokens=int(max_tokens or 1024),
+            max_pixels=int(max_pixels or 768 * 768), json_mode=bool(json_mode), reask=bool(reask),
+            concurrency=int(concurrency or 8), max_retries=int(max_retries if max_retries is not None else 3),
+            timeout=float(timeout or 60),
+        )
+    except (TypeError, ValueError):
+        raise ConfigError("The labeler settings must be numbers where a number is asked for.") from None
+    return ApiLabeler(config)
+
+
+# ---------------------------------------------------------------- prompts and preview
+
+
+def sample_image_names() -> list[str]:
+    """The bundled sample images offered for previews."""
+    return sorted(p.name for p in SAMPLE_IMAGES.glob("*.png")) if SAMPLE_IMAGES.is_dir() else []
+
+
+def load_preset_fields(name: str, lang: str):
+    """System, user, JSON flag and expected keys of a preset, for variant A."""
+    try:
+        preset = load_prompt_preset(name)
+    except LabError as err:
+        raise gr.Error(str(err)) from None
+    system, user, keys = preset.prompt(lang or "en")
+    return system, user, preset.json, ", ".join(keys)
+
+
+def _keys(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in (text or "").replace("，", ",").split(",") if k.strip())
+
+
+def _spec(system: str, user: str, want_json: bool, keys: str) -> PromptSpec:
+    if not (user or "").strip():
+        raise ConfigError("The user prompt is empty; write what to ask about each image.")
+    return PromptSpec(system or "", user, bool(want_json), _keys(keys))
+
+
+def _chosen_images(samples: list[str] | None, uploads: list | None) -> list[Path]:
+    images = [SAMPLE_IMAGES / name for name in samples or []]
+    images += [Path(getattr(u, "name", u)) for u in uploads or []]
+    if not images:
+        raise ConfigError("Pick or upload at least one image for the preview.")
+    if len(images) > MAX_PREVIEW_IMAGES:
+        raise ConfigError(f"A preview takes at most {MAX_PREVIEW_IMAGES} images; {len(images)} are chosen.")
+    return images
+
+
+def _json_mark(result, want_json: bool) -> str:
+    if not want_json:
+        return "—"
+    return "✓" if result.ok else "✗"
+
+
+def _summary_line(name: str, results: list) -> str:
+    totals = preview_totals(results)
+    usable = sum(r.ok for r in results)
+    return (f"**{name}**: {usable}/{len(results)} usable · {totals['mean_seconds']:.2f} s each · "
+            f"{totals['prompt_tokens']} + {totals['completion_tokens']} tokens · ${totals['cost_usd']:.4f}")
+
+
+def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use_b, b_system, b_user, b_json, b_keys,
+                    *labeler_values):
+    """Run A (and B) on the chosen images: summary, one gallery per variant, and a details table."""
+    try:
+        images = _chosen_images(samples, uploads)
+        prompts = [_spec(a_system, a_user, a_json, a_keys)]
+        if use_b:
+            prompts.append(_spec(b_system, b_user, b_json, b_keys))
+        results = run_preview(images, prompts, make_labeler(ctx, *labeler_values))
+    except LabError as err:
+        return str(err), [], [], []
+    names = ["A", "B"]
+    galleries, rows, lines = [], [], []
+    for name, prompt, row in zip(names, prompts, results):
+        lines.append(_summary_line(name, row))
+        galleries.append([(str(image), r.answer or f"[{r.status}] {r.reason}") for image, r in zip(images, row)])
+        for image, r in zip(images, row):
+            rows.append([image.name, name, r.status, r.answer if r.ok else f"{r.reason}: {r.answer}".rstrip(": "),
+                         round(r.seconds, 2), f"{r.prompt_tokens}+{r.completion_tokens}", round(r.cost_usd, 6),
+                         _json_mark(r, prompt.want_json)])
+    galleries += [[]] * (2 - len(galleries))
+    return "  \n".join(lines), galleries[0], galleries[1], rows
+
+
+def save_prompt(which, name, title, lang, a_system, a_user, a_json, a_keys, b_system, b_user, b_json, b_keys,
+                lang_ui: str = "en"):
+    """Save variant A or B as a user preset (in this language; its other language is kept)."""
+    system, user, want_json, keys = (b_system, b_user, b_json, b_keys) if which == "B" else (a_system, a_user, a_json, a_keys)
+    name = (name or "").strip()
+    lang = lang if lang in LANGS else "en"
+    try:
+        spec = _spec(system, user, want_json, keys)
+        texts, titles = {}, {}
+        if name in list_prompt_presets():
+            old = load_prompt_preset(name)
+            texts, titles = dict(old.texts), dict(old.title)
+        texts[lang] = PromptText(spec.system, spec.user, spec.expected_keys)
+        if (title or "").strip():
+            titles[lang] = title.strip()
+        path = save_prompt_preset(PromptPreset(name=name, texts=texts, title=titles, json=spec.want_json))
+    except LabError as err:
+        return str(err), gr.update()
+    return i18n.text("prompt.saved", lang_ui, path=path, name=name), gr.update(choices=list_prompt_presets(), value=name)
+
+
+def _variant(label_key: str, initial=("", "", False, "")):
+    with gr.Column():
+        gr.Markdown(t(label_key))
+        system = gr.Textbox(initial[0], label=t("prompt.system"), lines=2)
+        user = gr.Textbox(initial[1], label=t("prompt.user"), lines=5)
+        with gr.Row():
+            want_json = gr.Checkbox(initial[2], label=t("prompt.json"))
+            keys = gr.Textbox(initial[3], label=t("prompt.keys"))
+    return system, user, want_json, keys
+
+
+def create_tab(ctx) -> None:
+    presets = list_prompt_presets()
+    first = "sample_caption" if "sample_caption" in presets else (presets[0] if presets else None)
+    with gr.Row():
+        preset = gr.Dropdown(presets, value=first, label=t("prompt.preset"), scale=3)
+        lang = gr.Radio(list(LANGS), value="en", label=t("prompt.lang"), scale=1)
+        refresh = gr.Button(t("prompt.refresh"), scale=1)
+    initial = load_preset_fields(first, "en") if first else ("", "", False, "")
+    with gr.Row():
+        a = _variant("prompt.variant_a", initial)
+        b = _variant("prompt.variant_b", initial)
+    use_b = gr.Checkbox(False, label=t("prompt.use_b"))
+    with gr.Row():
+        names = sample_image_names()
+        samples = gr.Dropdown(names, value=names[:4], multiselect=True, max_choices=MAX_PREVIEW_IMAGES,
+                              label=t("prompt.samples"), scale=3)
+        uploads = gr.File(file_count="multiple", file_types=["image"], type="filepath", label=t("prompt.upload"), scale=2)
+    form = labeler_form("prompt")
+    run = gr.Button(t("prompt.run"), variant="primary")
+    summary = gr.Markdown()
+    with gr.Row():
+        gallery_a = gr.Gallery(label=t("prompt.answers_a"), columns=4, height=300)
+        gallery_b = gr.Gallery(label=t("prompt.answers_b"), columns=4, height=300)
+    details = gr.Dataframe(headers=DETAIL_HEADERS, label=t("prompt.details"), wrap=True, interactive=False)
+    with gr.Row():
+        which = gr.Radio(["A", "B"], value="A", label=t("prompt.save_which"), scale=1)
+        save_name = gr.Textbox(label=t("prompt.save_name"), scale=2)
+        save_title = gr.Textbox(label=t("prompt.save_title"), scale=2)
+        save = gr.Button(t("prompt.save"), scale=1)
+    status = gr.Textbox(label=t("prompt.status"))
+
+    preset.change(load_preset_fields, [preset, lang], list(a), api_name="prompt_load")
+    lang.change(load_preset_fields, [preset, lang], list(a), api_name="prompt_load_lang")
+    refresh.click(lambda: gr.update(choices=list_prompt_presets()), outputs=preset, api_name="prompt_presets")
+    run.click(lambda *values: preview_prompts(ctx, *values), [samples, uploads, *a, use_b, *b, *form.inputs],
+              [summary, gallery_a, gallery_b, details], api_name="prompt_preview")
+    def on_save(request: gr.Request, *values):  # the request comes first: see labeling_tab.create_tab
+        return save_prompt(*values, lang_ui=request_lang(ctx, request))
+
+    save.click(on_save, [which, save_name, save_title, lang, *a, *b], [status, preset], api_name="prompt_save")
