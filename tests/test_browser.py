@@ -41,7 +41,8 @@ def test_every_tab_renders_without_console_errors(browser, launch_app, locale, t
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(app.local_url, wait_until="networkidle")
+    page.goto(app.local_url, wait_until="load")  # timers poll, so the network is never idle
+    page.get_by_role("tab", name=expected[0]).wait_for(timeout=30_000)
     ARTIFACTS.mkdir(exist_ok=True)
     for name in expected:
         tab = page.get_by_role("tab", name=name)
