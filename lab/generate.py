@@ -1,14 +1,19 @@
 """Generation with the loaded model: batched for evaluation and labeling, streamed for chat.
 
 Batches are left-padded so every prompt ends where generation starts; with greedy
-decoding a batch gives the same answers as one prompt at a time (a test checks it).
+decoding a batch gives the same answers as one prompt at a time (a test checks it on
+every Qwen-VL family: transformers builds the multimodal rope positions from the
+attention mask, so the padding does not shift them).
+
+Conversations are ms-swift messages (string contents with ``<image>`` placeholders, no
+final assistant turn); ``images`` holds each conversation's PIL images in order.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from lab.conversation import to_hf_messages
@@ -16,15 +21,19 @@ from lab.conversation import to_hf_messages
 
 @dataclass
 class Generation:
+    """One answer: its text, token counts, the seconds it took (a batch's time shared equally)."""
+
     text: str
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    token_ids: list[int] = field(default_factory=list)
 
 
 def _sampling_kwargs(temperature: float, top_p: float) -> dict[str, Any]:
     if temperature and temperature > 0:
         return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)}
+    # Greedy; None overrides a model's generation_config sampling defaults (Qwen ships top_k etc.).
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
@@ -36,9 +45,29 @@ def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[li
         for conv in conversations
     ]
     flat_images = [image for per_conv in images for image in per_conv]
-    processor.tokenizer.padding_side = "left"
-    inputs = processor(text=texts, images=flat_images or None, return_tensors="pt", padding=True)
+    # padding_side per call: the training collator shares this processor and pads on the right.
+    inputs = processor(text=texts, images=flat_images or None, return_tensors="pt", padding=True, padding_side="left")
     return inputs.to(loaded.model.device)
+
+
+def _generate_kwargs(loaded: Any, max_new_tokens: int, min_new_tokens: int, temperature: float, top_p: float) -> dict:
+    tokenizer = loaded.processor.tokenizer
+    kwargs = dict(
+        max_new_tokens=int(max_new_tokens),
+        pad_token_id=tokenizer.pad_token_id,
+        # A run trained with gradient checkpointing leaves use_cache off in the config.
+        use_cache=True,
+        **_sampling_kwargs(temperature, top_p),
+    )
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = int(min_new_tokens)
+    return kwargs
+
+
+def _ready_for_inference(loaded: Any) -> None:
+    # Training leaves the model in train mode, where LoRA dropout would make answers random.
+    if loaded.model.training:
+        loaded.model.eval()
 
 
 def generate_batch(
@@ -49,28 +78,27 @@ def generate_batch(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    min_new_tokens: int = 0,
 ) -> list[Generation]:
-    """Answer each conversation (ms-swift messages, no final assistant turn) with its images."""
+    """Answer each conversation with its images in one batch (greedy when ``temperature`` is 0)."""
     import torch
 
+    _ready_for_inference(loaded)
     start = time.perf_counter()
     inputs = prepare_inputs(loaded, conversations, images)
-    tokenizer = loaded.processor.tokenizer
     with torch.inference_mode():
         output = loaded.model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            **_sampling_kwargs(temperature, top_p),
+            **inputs, **_generate_kwargs(loaded, max_new_tokens, min_new_tokens, temperature, top_p)
         )
     prompt_len = inputs["input_ids"].shape[1]
-    new_tokens = output[:, prompt_len:]
+    new_tokens = output[:, prompt_len:].tolist()
     seconds = (time.perf_counter() - start) / max(len(conversations), 1)
+    tokenizer = loaded.processor.tokenizer
     results = []
     for row, mask in zip(new_tokens, inputs["attention_mask"]):
-        completion = _strip_after_eos(row.tolist(), loaded)
+        completion = _strip_after_eos(row, loaded)
         text = tokenizer.decode(completion, skip_special_tokens=True)
-        results.append(Generation(text.strip(), int(mask.sum()), len(completion), seconds))
+        results.append(Generation(text.strip(), int(mask.sum()), len(completion), seconds, completion))
     return results
 
 
@@ -84,6 +112,17 @@ def _strip_after_eos(ids: list[int], loaded: Any) -> list[int]:
     return ids
 
 
+def _stop_on_events(*events: threading.Event | None):
+    """A stopping criterion that ends generation once any of ``events`` is set."""
+    from transformers import StoppingCriteria
+
+    class StopOnEvents(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return any(e is not None and e.is_set() for e in events)
+
+    return StopOnEvents()
+
+
 def stream_generate(
     loaded: Any,
     conversation: list[dict],
@@ -92,25 +131,25 @@ def stream_generate(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    min_new_tokens: int = 0,
     stop: threading.Event | None = None,
 ) -> Iterator[str]:
-    """Yield the answer's text as it grows; setting ``stop`` ends generation after the next token."""
-    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+    """Yield the answer's text as it grows; ``stop`` (or closing the iterator) ends it after the next token.
 
-    class _StopOnEvent(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return bool(stop is not None and stop.is_set())
+    Generation runs in a worker thread; the iterator only returns once that thread is done,
+    so the caller may release the model as soon as the loop ends.
+    """
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
 
+    halt = threading.Event()
+    _ready_for_inference(loaded)
     inputs = prepare_inputs(loaded, [conversation], [images])
-    tokenizer = loaded.processor.tokenizer
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = TextIteratorStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = dict(
         **inputs,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
+        **_generate_kwargs(loaded, max_new_tokens, min_new_tokens, temperature, top_p),
         streamer=streamer,
-        stopping_criteria=StoppingCriteriaList([_StopOnEvent()]),
-        **_sampling_kwargs(temperature, top_p),
+        stopping_criteria=StoppingCriteriaList([_stop_on_events(halt, stop)]),
     )
     errors: list[BaseException] = []
 
@@ -127,9 +166,13 @@ def stream_generate(
     worker = threading.Thread(target=run, name="chat-generate", daemon=True)
     worker.start()
     text = ""
-    for piece in streamer:
-        text += piece
-        yield text
-    worker.join()
+    try:
+        for piece in streamer:
+            text += piece
+            yield text
+    finally:
+        # Reached on normal end and when the consumer goes away (a closed browser tab).
+        halt.set()
+        worker.join()
     if errors:
         raise errors[0]

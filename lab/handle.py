@@ -4,16 +4,23 @@ Every part of the app (training, evaluation, chat, labeling with the local model
 through a :class:`ModelHandle`. A job claims the model with :meth:`ModelHandle.use`;
 while one job holds it, another is refused at once with a :class:`BusyError` that
 says why, instead of waiting on the GPU or corrupting the weights.
+
+The loaded model may carry LoRA adapters (a PEFT model): one per run, named after the
+run, one of them active. :meth:`ModelHandle.generating` turns the adapter off for one
+request (PEFT's ``disable_adapter()``), so "base vs fine-tuned" needs no second copy
+of the weights and no reload.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from enum import Enum
+from pathlib import Path
 from typing import Any, Iterator
 
-from lab.errors import BusyError, LabError
+from lab.errors import BusyError, LabError, ModelLoadError
 
 
 # The name that stands for the tiny random demo model (built offline on first use).
@@ -43,6 +50,8 @@ class ModelHandle:
         self._state = ModelState.EMPTY
         self.loaded: Any = None
         self.last_error: str | None = None
+        self.run_dir: Path | None = None  # the run folder the model or its adapter came from
+        self.adapter_enabled = True  # what a request that does not say gets
 
     @property
     def state(self) -> ModelState:
@@ -76,12 +85,9 @@ class ModelHandle:
 
         self._claim(ModelState.LOADING, need_model=False)
         try:
-            self.loaded = None
-            if name_or_path == DEMO_MODEL:
-                from lab.tiny import ensure_demo_model
-
-                name_or_path = str(ensure_demo_model())
-            self.loaded = load_model(name_or_path, **options)
+            self.loaded, self.run_dir = None, None
+            _free_accelerator_memory()
+            self.loaded = load_model(resolve_model_name(name_or_path), **options)
             self.last_error = None
         except LabError as err:
             self.last_error = str(err)
@@ -90,26 +96,120 @@ class ModelHandle:
             self._release()
         return self.loaded
 
-    def load_in_background(self, name_or_path: str, **options: Any) -> threading.Thread:
-        """Start :meth:`load` in a thread; errors end up in ``last_error``."""
+    def load_in_background(self, name_or_path: str | None, run: str | None = None, **options: Any) -> threading.Thread:
+        """Start :meth:`load` (or :meth:`load_run` when ``run`` is given) in a thread.
 
-        def run() -> None:
+        A model that is busy is refused at once (BusyError); other errors end up in
+        ``last_error``, which the app's header shows.
+        """
+        with self._guard:
+            if self._state in _BUSY:
+                raise BusyError(f"The model is busy: {_BUSY[self._state]}; try again when it is done.")
+
+        def target() -> None:
             try:
-                self.load(name_or_path, **options)
-            except LabError:
-                pass  # recorded in last_error, shown in the header
+                self.load_model_or_run(name_or_path, run, **options)
+            except LabError as err:
+                self.last_error = str(err)  # shown in the header
 
-        thread = threading.Thread(target=run, name="model-load", daemon=True)
+        thread = threading.Thread(target=target, name="model-load", daemon=True)
         thread.start()
         return thread
 
     def unload(self) -> None:
+        """Forget the loaded model and free its memory."""
         self._claim(ModelState.LOADING, need_model=False)
         try:
-            self.loaded = None
+            self.loaded, self.run_dir = None, None
             _free_accelerator_memory()
         finally:
             self._release()
+
+    def load_run(self, run_dir: str | Path, base: str | None = None, **options: Any) -> Any:
+        """Load a training run: its base model plus its LoRA adapter, or its fully fine-tuned weights.
+
+        ``base`` replaces the base model the run names (the same model in another folder).
+        When the base model is already loaded (with the same quantization) the adapter is
+        added to it and made active, without reloading the base. ``options`` go to
+        :func:`lab.models.load_model`; the run's ``min_pixels``/``max_pixels`` are the default.
+        """
+        from lab.models import load_model
+
+        run = RunFolder.read(find_run(run_dir))
+        if base:
+            run.config = {**run.config, "model": base}
+        options = {"min_pixels": run.min_pixels, "max_pixels": run.max_pixels, **options}
+        self._claim(ModelState.LOADING, need_model=False)
+        try:
+            if run.adapter_dir is None:
+                self.loaded = None
+                _free_accelerator_memory()
+                self.loaded = load_model(str(run.model_dir), **options)
+            else:
+                if not self._holds_base(run, options.get("quantization")):
+                    self.loaded = None
+                    _free_accelerator_memory()
+                    self.loaded = load_model(resolve_model_name(run.base_model), **options)
+                _attach_adapter(self.loaded, run.adapter_dir, run.name)
+            self.run_dir, self.last_error = run.path, None
+        except LabError as err:
+            self.last_error = str(err)
+            raise
+        finally:
+            self._release()
+        return self.loaded
+
+    def load_model_or_run(self, model: str | None = None, run: str | None = None, **options: Any) -> Any:
+        """What the CLI's ``--model M [--adapter RUN]`` means: a run (on base ``model``), else ``model``."""
+        if run:
+            return self.load_run(run, base=model, **options)
+        if not model:
+            raise LabError("Name a model (--model, e.g. demo or Qwen/Qwen2.5-VL-3B-Instruct) or a run (--adapter).")
+        return self.load(model, **options)
+
+    def _holds_base(self, run: "RunFolder", quantization: str | None) -> bool:
+        loaded = self.loaded
+        if loaded is None or (loaded.quantization or None) != (quantization or None):
+            return False
+        return _same_model(loaded.name, resolve_model_name(run.base_model))
+
+    def select_adapter(self, name: str | None) -> None:
+        """Make the loaded adapter ``name`` (a run name) the active one; None turns adapters off for good."""
+        with self.use(ModelState.LOADING) as loaded:
+            if name is None:
+                self.adapter_enabled = False
+                return
+            key = name if name in adapter_names(loaded) else peft_adapter_name(name)
+            if key not in adapter_names(loaded):
+                raise LabError(f"No adapter named {name} is loaded; load that run first.")
+            loaded.model.set_adapter(key)
+            loaded.adapter, self.adapter_enabled = name, True
+
+    def set_adapter_enabled(self, enabled: bool) -> None:
+        """Whether requests that do not say otherwise answer with the adapter on (True) or off."""
+        self.adapter_enabled = bool(enabled)
+
+    @contextmanager
+    def generating(self, adapter: bool | None = None) -> Iterator[Any]:
+        """Claim the model to generate, with the adapter on (True), off (False) or as set (None)."""
+        with self.use(ModelState.GENERATING) as loaded:
+            enabled = self.adapter_enabled if adapter is None else adapter
+            with adapter_scope(loaded, enabled):
+                yield loaded
+
+    def current_run_dir(self) -> Path | None:
+        """The run folder behind what is loaded: the one loaded, or the adapter's run just trained."""
+        if self.run_dir is not None:
+            return self.run_dir
+        loaded = self.loaded
+        if loaded is None:
+            return None
+        from lab.paths import runs_dir
+
+        candidates = [Path(str(loaded.name))]
+        if loaded.adapter:
+            candidates.insert(0, runs_dir() / loaded.adapter)
+        return next((c for c in candidates if (c / RUN_CONFIG).is_file()), None)
 
     def describe(self) -> dict[str, Any]:
         """What is loaded, for the app header and the API."""
@@ -124,8 +224,147 @@ class ModelHandle:
                 device=str(loaded.device),
                 dtype=str(loaded.dtype).replace("torch.", ""),
                 memory_gib=_accelerator_memory_gib(),
+                adapter=loaded.adapter,
+                adapters=adapter_names(loaded),
+                adapter_enabled=bool(loaded.adapter) and self.adapter_enabled,
             )
         return info
+
+
+# ---------------------------------------------------------------- runs and adapters
+
+RUN_CONFIG = "config.yaml"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def resolve_model_name(name_or_path: str) -> str:
+    """``demo`` -> the tiny demo model's folder (built on first use); anything else unchanged."""
+    if name_or_path == DEMO_MODEL:
+        from lab.tiny import ensure_demo_model
+
+        return str(ensure_demo_model())
+    return str(name_or_path)
+
+
+def peft_adapter_name(run_name: str) -> str:
+    """The PEFT adapter name of a run: PEFT refuses dots in names (they are module paths)."""
+    return run_name.replace(".", "_")
+
+
+def adapter_names(loaded: Any) -> list[str]:
+    """Names of the adapters the loaded model carries (empty for a plain model)."""
+    config = getattr(loaded.model, "peft_config", None)
+    return list(config) if isinstance(config, dict) else []
+
+
+def is_peft_model(model: Any) -> bool:
+    return isinstance(getattr(model, "peft_config", None), dict) and hasattr(model, "disable_adapter")
+
+
+def adapter_scope(loaded: Any, enabled: bool):
+    """A context in which the model answers without its adapter (when ``enabled`` is False)."""
+    if enabled or not is_peft_model(loaded.model):
+        return nullcontext()
+    return loaded.model.disable_adapter()
+
+
+def _attach_adapter(loaded: Any, adapter_dir: Path, run_name: str) -> None:
+    from peft import PeftModel
+
+    name = peft_adapter_name(run_name)
+    try:
+        if is_peft_model(loaded.model):
+            if name in loaded.model.peft_config:
+                loaded.model.delete_adapter(name)  # reload it: the run may have trained on
+            loaded.model.load_adapter(str(adapter_dir), adapter_name=name)
+        else:
+            loaded.model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), adapter_name=name)
+        loaded.model.set_adapter(name)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"The adapter in {adapter_dir} does not fit {loaded.name}: {first}") from None
+    loaded.model.eval()
+    loaded.adapter = run_name
+
+
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+class RunFolder:
+    """What the lab needs from a run folder (``checkpoints/<run>/`` or one of its ``checkpoint-N/``)."""
+
+    def __init__(self, path: Path, config: dict, adapter_dir: Path | None, model_dir: Path | None):
+        self.path, self.config, self.adapter_dir, self.model_dir = path, config, adapter_dir, model_dir
+        self.name = str(config.get("run_name") or (path.parent.name if path.name.startswith("checkpoint-") else path.name))
+        self.min_pixels, self.max_pixels = config.get("min_pixels"), config.get("max_pixels")
+
+    @property
+    def base_model(self) -> str:
+        """The base model the adapter was trained on: the run's config, else the adapter's own record."""
+        if self.config.get("model"):
+            return str(self.config["model"])
+        adapter = json.loads((self.adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        if not adapter.get("base_model_name_or_path"):
+            raise ModelLoadError(f"{self.path} does not say which base model it was trained on.")
+        return str(adapter["base_model_name_or_path"])
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> "RunFolder":
+        """Read a run folder; raises ModelLoadError when it holds neither an adapter nor a model."""
+        import yaml
+
+        path = Path(run_dir).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(f"Run folder {path} does not exist.")
+        config_file = next((p / RUN_CONFIG for p in (path, path.parent) if (p / RUN_CONFIG).is_file()), None)
+        try:
+            config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file else {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ModelLoadError(f"{config_file} is not readable YAML ({type(err).__name__}).") from None
+        config = config if isinstance(config, dict) else {}
+        adapter_dir = find_adapter_dir(path, config.get("run_name") or path.name)
+        model_dir = path if adapter_dir is None and (path / "config.json").is_file() else None
+        if adapter_dir is None and model_dir is None:
+            raise ModelLoadError(f"{path} holds no trained model: no {ADAPTER_CONFIG} and no config.json (did the run finish?).")
+        return cls(path.resolve(), config, adapter_dir, model_dir)
+
+
+def find_run(name_or_path: str | Path) -> Path:
+    """A run folder from its path or its name under the workspace's ``checkpoints/``."""
+    from lab.paths import resolve, runs_dir
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if (runs_dir() / str(name_or_path)).is_dir():
+        return runs_dir() / str(name_or_path)
+    resolved = resolve(path)
+    if resolved.is_dir():
+        return resolved
+    raise ModelLoadError(f"No run named {name_or_path}: it is neither a folder nor a run in {runs_dir()}.")
+
+
+def list_runs() -> list[Path]:
+    """Run folders (with a config.yaml) under the workspace's ``checkpoints/``, newest first."""
+    from lab.paths import runs_dir
+
+    root = runs_dir()
+    runs = [p for p in root.iterdir() if p.is_dir() and (p / RUN_CONFIG).is_file()] if root.is_dir() else []
+    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def find_adapter_dir(run_dir: Path, run_name: str) -> Path | None:
+    """Where a run's adapter files are: the folder itself, or the sub-folder PEFT makes for a named adapter."""
+    for candidate in (run_dir, run_dir / peft_adapter_name(run_name), run_dir / run_name):
+        if (candidate / ADAPTER_CONFIG).is_file():
+            return candidate
+    found = sorted(run_dir.glob(f"*/{ADAPTER_CONFIG}"))
+    found = [p.parent for p in found if not p.parent.name.startswith("checkpoint-")]
+    return found[0] if len(found) == 1 else None
 
 
 def _free_accelerator_memory() -> None:

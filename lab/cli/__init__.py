@@ -19,6 +19,9 @@ COMMAND_MODULES = [
     "lab.cli.tiny_model",
     "lab.cli.label",
     "lab.cli.data",
+    "lab.cli.eval",
+    "lab.cli.chat",
+    "lab.cli.export",
 ]
 
 

@@ -1,9 +1,13 @@
-"""The line at the top of every page: what model is loaded, and its state."""
+"""The top of every page: what model is loaded (adapter, quantization, device, memory, state),
+and the controls of the one shared model: load a model or a training run, pick the active
+adapter, unload. Loading runs in the background; the status line follows it."""
 
 from __future__ import annotations
 
 import gradio as gr
 
+from lab.errors import LabError
+from lab.handle import adapter_names, list_runs
 from lab.ui import i18n
 from lab.ui.context import UIContext
 from lab.ui.i18n import t
@@ -24,6 +28,15 @@ STRINGS = {
     "header.state": ("state", "状态"),
     "header.adapter": ("LoRA adapter {name}", "LoRA 适配器 {name}"),
     "header.adapter_off": ("off by default", "默认关闭"),
+    "header.controls": ("Model: load, pick the adapter, unload", "模型：加载、选择适配器、卸载"),
+    "header.model": ("Model: Hub id, local folder or demo", "模型：Hub 名称、本地文件夹或 demo"),
+    "header.quant": ("Quantization", "量化"),
+    "header.load": ("Load model", "加载模型"),
+    "header.run": ("Training run (its base model + adapter)", "训练任务（基座模型 + 适配器）"),
+    "header.load_run": ("Load run", "加载训练任务"),
+    "header.active": ("Active adapter", "当前适配器"),
+    "header.use": ("Use", "使用"),
+    "header.unload": ("Unload", "卸载"),
 }
 i18n.register(STRINGS)
 
@@ -52,19 +65,72 @@ def status_markdown(ctx: UIContext, lang: str = "en") -> str:
     return line
 
 
+NO_ADAPTER = "(none)"
+
+
+def _page_lang(ctx: UIContext, request) -> str:
+    accept = (request.headers.get("accept-language", "") if request is not None else "").lower()
+    return ctx.settings.lang or ("zh" if accept.startswith("zh") else "en")
+
+
+def _model_call(ctx: UIContext, request, action) -> str:
+    """Run a handle action; a busy model or a bad name is one sentence on the page."""
+    try:
+        action()
+    except LabError as err:
+        raise gr.Error(str(err)) from None
+    return status_markdown(ctx, _page_lang(ctx, request))
+
+
+def adapter_choices(ctx: UIContext) -> list[str]:
+    loaded = ctx.handle.loaded
+    return [NO_ADAPTER] + (adapter_names(loaded) if loaded is not None else [])
+
+
+def _controls(ctx: UIContext, status: gr.Markdown) -> None:
+    with gr.Accordion(t("header.controls"), open=False):
+        with gr.Row():
+            model = gr.Textbox(value=ctx.settings.model or "", label=t("header.model"), scale=3)
+            quant = gr.Dropdown(["none", "4bit", "8bit"], value="none", label=t("header.quant"), scale=1)
+            load = gr.Button(t("header.load"), scale=1)
+        with gr.Row():
+            run = gr.Dropdown([p.name for p in list_runs()], allow_custom_value=True, label=t("header.run"), scale=4)
+            load_run = gr.Button(t("header.load_run"), scale=1)
+        with gr.Row():
+            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True, label=t("header.active"), scale=3)
+            use = gr.Button(t("header.use"), scale=1)
+            unload = gr.Button(t("header.unload"), variant="stop", scale=1)
+
+    def on_load(request: gr.Request, name, quantization):
+        options = {"quantization": None if quantization == "none" else quantization}
+        return _model_call(ctx, request, lambda: ctx.handle.load_in_background(name.strip(), **options))
+
+    def on_load_run(request: gr.Request, name):
+        return _model_call(ctx, request, lambda: ctx.handle.load_in_background(None, run=(name or "").strip()))
+
+    def on_use(request: gr.Request, name):
+        return _model_call(ctx, request, lambda: ctx.handle.select_adapter(None if name == NO_ADAPTER else name))
+
+    def on_unload(request: gr.Request):
+        return _model_call(ctx, request, ctx.handle.unload)
+
+    load.click(on_load, [model, quant], status, api_name="model_load")
+    load_run.click(on_load_run, run, status, api_name="model_load_run")
+    use.click(on_use, adapter, status, api_name="model_use_adapter")
+    unload.click(on_unload, None, status, api_name="model_unload")
+    run.focus(lambda: gr.update(choices=[p.name for p in list_runs()]), outputs=run, api_name="model_runs")
+    adapter.focus(lambda: gr.update(choices=adapter_choices(ctx)), outputs=adapter, api_name="model_adapters")
+
+
 def create_header(ctx: UIContext) -> gr.Markdown:
-    with gr.Row():
-        gr.Markdown(f"# {STRINGS['app.title'][0]}")
-        english = gr.Button("English", size="sm", scale=0, min_width=80, elem_id="lang-en")
-        chinese = gr.Button("中文", size="sm", scale=0, min_width=80, elem_id="lang-zh")
-    english.click(None, js=i18n.switch_js("en"), api_name="lang_en")
-    chinese.click(None, js=i18n.switch_js("zh"), api_name="lang_zh")
+    gr.Markdown(f"# {STRINGS['app.title'][0]}")
     gr.Markdown(t("app.subtitle"))
     status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
+    _controls(ctx, status)
     timer = gr.Timer(2.0)
 
     def on_tick(request: gr.Request):
-        return status_markdown(ctx, i18n.request_lang(request, ctx.settings.lang))
+        return status_markdown(ctx, _page_lang(ctx, request))
 
     timer.tick(on_tick, outputs=status, api_name="model_status", show_progress="hidden")
     return status

@@ -1,0 +1,90 @@
+"""``python -m lab eval``: score a model (or a run's adapter, or an endpoint) on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model / --adapter / --quantization / --device, shared by eval and chat."""
+    parser.add_argument("--model", default=None, help="Hub id, local folder or 'demo' (the tiny offline model); with --adapter, the base model (default: the run's)")
+    parser.add_argument("--adapter", default=None, metavar="RUN", help="a training run (name under checkpoints/ or folder): its LoRA adapter, or its fine-tuned model")
+    parser.add_argument("--quantization", choices=["4bit", "8bit"], default=None, help="load the model quantized (needs a CUDA GPU)")
+    parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="score a model on a dataset (BLEU, chrF, ROUGE, CIDEr-D, exact match, JSON)",
+        description="Generate answers for a dataset in batches and score them against its reference answers. "
+        "Results are saved in the run folder (eval/NAME.json + NAME.jsonl), or in the workspace's eval/.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--dataset", default=None, help="dataset folder or .jsonl file (default with --adapter: the run's validation split)")
+    parser.add_argument("--compare-base", action="store_true", help="also answer with the adapter off and show base vs fine-tuned")
+    parser.add_argument("--batch-size", type=int, default=8, help="samples generated together (default: 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default: 256)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy decoding")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
+    parser.add_argument("--name", default=None, help="name of the results files (default: dataset name and time)")
+    parser.add_argument("--endpoint", default=None, metavar="URL", help="score an OpenAI-compatible server instead (e.g. http://localhost:8000/v1); --model is the served model's name")
+    parser.add_argument("--api-key", default=None, help="the endpoint's API key (default: $OPENAI_API_KEY, else EMPTY)")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight with --endpoint (default: 4)")
+    parser.set_defaults(func=run)
+
+
+def _progress(done: int, total: int, eta: float | None) -> None:
+    eta_text = f" · ETA {eta:.0f} s" if eta is not None else ""
+    print(f"\r{done}/{total} samples{eta_text}   ", end="", file=sys.stderr, flush=True)
+
+
+def format_result(result) -> str:
+    """A plain-text table of the metrics per variant, and where the results are."""
+    from lab.evaluation.report import metrics_table, summary_line
+
+    headers, rows = metrics_table(result)
+    lines = [f"{headers[0]:<14}" + "".join(f"{h:>12}" for h in headers[1:])]
+    lines += [f"{row[0]:<14}" + "".join(f"{v:>12.2f}" for v in row[1:]) for row in rows]
+    lines.append(summary_line(result))
+    lines += [f"skipped {skip['id']}: {skip['reason']}" for skip in result.skipped]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lab.errors import ConfigError
+    from lab.evaluation.runner import EvalSettings, run_evaluation, samples_from_dataset, samples_from_run
+    from lab.handle import ModelHandle, find_run
+
+    if args.endpoint:
+        return _run_endpoint(args)
+    settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                            compare_base=args.compare_base, limit=args.limit, name=args.name)  # fmt: skip
+    if args.dataset:
+        samples, source = samples_from_dataset(args.dataset), args.dataset
+    elif args.adapter:
+        samples, source = samples_from_run(find_run(args.adapter))
+    else:
+        raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).")
+    handle = ModelHandle()
+    handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
+    result = run_evaluation(handle, samples, settings, source=source, progress=_progress)
+    print(file=sys.stderr)
+    print(format_result(result))
+    return 0
+
+
+def _run_endpoint(args: argparse.Namespace) -> int:
+    from lab.errors import ConfigError
+    from lab.evaluation.endpoint import EndpointConfig, evaluate_endpoint
+    from lab.evaluation.runner import samples_from_dataset
+
+    if not args.dataset or not args.model:
+        raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).")
+    config = EndpointConfig(base_url=args.endpoint, model=args.model, api_key=args.api_key, concurrency=args.concurrency,
+                            max_tokens=args.max_new_tokens, temperature=args.temperature)  # fmt: skip
+    result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=args.name, source=args.dataset,
+                               limit=args.limit, progress=_progress)  # fmt: skip
+    print(file=sys.stderr)
+    print(format_result(result))
+    return 0

@@ -1,0 +1,296 @@
+"""Batched evaluation of the loaded model over a dataset or a run's validation split.
+
+One pass answers every batch with the adapter off ("base") and then on ("tuned") when
+asked to compare, so both answers of a sample come from the same weights in memory and
+stopping half-way still leaves complete pairs. Results go into the run folder::
+
+    checkpoints/<run>/eval/<name>.json    summary: settings, metrics per variant, timing
+    checkpoints/<run>/eval/<name>.jsonl   one line per sample: answers, scores, gain
+
+(``<workspace>/eval/`` when the model is not a run.) Variants: ``base`` (adapter off),
+``tuned`` (adapter on) and ``model`` (a model without adapter).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lab import paths
+from lab.conversation import split_prompt
+from lab.errors import BadImageError, ConfigError, DatasetError, LabError
+from lab.evaluation.metrics import metric_names, score_answers
+from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
+
+GAIN_METRIC = "rouge_l"  # the per-sample gain (tuned - base) the sample view sorts by
+
+# progress(done, total, eta_seconds or None)
+ProgressFn = Callable[[int, int, "float | None"], None]
+
+
+@dataclass
+class EvalSettings:
+    """How to generate the answers that are scored."""
+
+    batch_size: int = 8
+    """Samples generated together (left-padded); larger is faster until memory runs out."""
+    max_new_tokens: int = 256
+    """Longest answer in tokens."""
+    temperature: float = 0.0
+    """0 is greedy decoding (reproducible); above 0 samples."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold when sampling."""
+    compare_base: bool = False
+    """Also answer with the adapter turned off, for a base vs fine-tuned table."""
+    limit: int | None = None
+    """Score only the first this many samples; None scores all."""
+    name: str | None = None
+    """Name of the results files; None makes one from the data and the time."""
+
+    def __post_init__(self):
+        if int(self.batch_size) < 1:
+            raise ConfigError(f"The batch size must be at least 1, not {self.batch_size}.")
+        if int(self.max_new_tokens) < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}.")
+        if self.limit is not None and int(self.limit) < 1:
+            raise ConfigError(f"The sample limit must be at least 1 (or empty for all), not {self.limit}.")
+        if not 0 < float(self.top_p) <= 1 or float(self.temperature) < 0:
+            raise ConfigError("top_p must be in (0, 1] and the temperature at least 0.")
+
+
+@dataclass
+class EvalSample:
+    """A prompt (messages without the answer), its images and the reference answer."""
+
+    id: str
+    messages: list[dict]
+    images: list[str]
+    reference: str
+
+
+@dataclass
+class EvalResult:
+    name: str
+    source: str
+    variants: list[str]
+    metrics: dict[str, dict[str, float]]
+    samples: list[dict]
+    total: int
+    stopped: bool = False
+    seconds: float = 0.0
+    skipped: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    summary_path: str | None = None
+
+    @property
+    def samples_per_s(self) -> float:
+        return round(len(self.samples) / self.seconds, 3) if self.seconds else 0.0
+
+
+# ---------------------------------------------------------------- what to evaluate on
+
+
+def samples_from_records(records: list[dict]) -> list[EvalSample]:
+    """Evaluation samples from dataset records whose image paths are absolute."""
+    samples = []
+    for i, record in enumerate(records):
+        messages, answer = split_prompt(record.get("messages") or [])
+        if answer is None:
+            continue  # a record without an answer cannot be scored
+        samples.append(EvalSample(str(record.get("id", i + 1)), messages, list(record.get("images") or []), answer))
+    return samples
+
+
+def samples_from_dataset(path: str | Path) -> list[EvalSample]:
+    """Every answered record of a dataset folder or ``.jsonl`` file."""
+    from lab.dataset import load_records
+
+    samples = samples_from_records(load_records(paths.resolve(path), absolute_images=True))
+    if not samples:
+        raise DatasetError(f"{path} has no records with an assistant answer to score against.")
+    return samples
+
+
+def samples_from_run(run_dir: str | Path) -> tuple[list[EvalSample], str]:
+    """The validation samples of a run (its ``val_dataset``, or the split it held out) and their source."""
+    from lab.dataset import dataset_root, image_paths, split_dataset
+
+    config = RunFolder.read(run_dir).config
+    if config.get("val_dataset"):
+        return samples_from_dataset(config["val_dataset"]), str(config["val_dataset"])
+    dataset, ratio = config.get("dataset"), float(config.get("val_ratio") or 0)
+    if not dataset or ratio <= 0:
+        raise ConfigError(f"The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.")
+    path = paths.resolve(dataset)
+    _, val = split_dataset(path, ratio, int(config.get("seed", 42)))
+    root = dataset_root(path)
+    records = [{**r, "images": [str(p) for p in image_paths(r, root)]} for r in val]
+    return samples_from_records(records), f"{dataset} (validation split)"
+
+
+# ---------------------------------------------------------------- running
+
+
+def choose_variants(loaded: Any, enabled: bool, compare_base: bool) -> list[str]:
+    """Which answers to produce: ``base``/``tuned`` for a model with an adapter, else ``model``."""
+    if not adapter_names(loaded):
+        if compare_base:
+            raise ConfigError("Comparing with the base model needs a LoRA adapter; load a LoRA run first.")
+        return ["model"]
+    if compare_base:
+        return ["base", "tuned"]
+    return ["tuned"] if enabled else ["base"]
+
+
+def _load_images(sample: EvalSample) -> list:
+    from lab.images import open_image
+
+    return [open_image(p) for p in sample.images]
+
+
+def run_evaluation(
+    handle: ModelHandle,
+    samples: list[EvalSample],
+    settings: EvalSettings,
+    *,
+    source: str = "",
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+    out_dir: str | Path | None = None,
+) -> EvalResult:
+    """Answer and score ``samples`` with the handle's model; saves the results and returns them.
+
+    Holds the model for the whole run (training or chat are told it is busy). ``stop``
+    ends the run after the current batch; the samples answered so far are scored and saved.
+    """
+    if settings.limit:
+        samples = samples[: int(settings.limit)]
+    if not samples:
+        raise DatasetError("There are no samples to evaluate.")
+    start = time.perf_counter()
+    with handle.use(ModelState.GENERATING) as loaded:
+        variants = choose_variants(loaded, handle.adapter_enabled, settings.compare_base)
+        answered, answers, skipped = _answer_all(loaded, samples, variants, settings, progress, stop, start)
+        model = {"name": loaded.name, "adapter": loaded.adapter if "model" not in variants else None}
+        run_dir = handle.current_run_dir()
+    result = score_variants(answered, answers, variants)
+    result.update(source=source, total=len(samples), skipped=skipped, model=model,
+                  stopped=len(answered) + len(skipped) < len(samples), seconds=round(time.perf_counter() - start, 3),
+                  settings=asdict(settings))  # fmt: skip
+    result = EvalResult(name=settings.name or _default_name(source), **result)
+    folder = Path(out_dir) if out_dir else (run_dir / "eval" if run_dir else paths.workspace() / "eval")
+    save_result(result, folder)
+    return result
+
+
+def _answer_all(loaded, samples, variants, settings, progress, stop, start):
+    from lab.generate import generate_batch
+
+    answered: list[EvalSample] = []
+    answers: dict[str, list[str]] = {v: [] for v in variants}
+    skipped: list[dict] = []
+    size = int(settings.batch_size)
+    for first in range(0, len(samples), size):
+        if stop is not None and stop.is_set():
+            break
+        batch, images = [], []
+        for sample in samples[first : first + size]:
+            try:
+                images.append(_load_images(sample))
+                batch.append(sample)
+            except BadImageError as err:
+                skipped.append({"id": sample.id, "reason": str(err)})
+        for variant in variants if batch else []:
+            with adapter_scope(loaded, variant != "base"):
+                generations = generate_batch(
+                    loaded, [s.messages for s in batch], images, max_new_tokens=settings.max_new_tokens,
+                    temperature=settings.temperature, top_p=settings.top_p,
+                )  # fmt: skip
+            answers[variant].extend(g.text for g in generations)
+        answered.extend(batch)
+        if progress is not None:
+            done = len(answered) + len(skipped)
+            elapsed = time.perf_counter() - start
+            progress(done, len(samples), elapsed / done * (len(samples) - done) if done else None)
+    return answered, answers, skipped
+
+
+def score_variants(answered: list[EvalSample], answers: dict[str, list[str]], variants: list[str]) -> dict:
+    """Metrics per variant and one row per sample (answers, scores, gain), as saved."""
+    references = [s.reference for s in answered]
+    metrics: dict[str, dict[str, float]] = {}
+    per_variant: dict[str, list[dict]] = {}
+    for variant in variants:
+        metrics[variant], per_variant[variant] = score_answers(answers[variant], references)
+    rows = []
+    for i, sample in enumerate(answered):
+        scores = {v: per_variant[v][i] for v in variants}
+        row = {"id": sample.id, "images": sample.images, "prompt": _last_user_text(sample.messages),
+               "reference": sample.reference, "answers": {v: answers[v][i] for v in variants}, "scores": scores}  # fmt: skip
+        if "base" in scores and "tuned" in scores:
+            row["gain"] = round(scores["tuned"][GAIN_METRIC] - scores["base"][GAIN_METRIC], 4)
+        rows.append(row)
+    return {"variants": variants, "metrics": metrics, "samples": rows}
+
+
+def _last_user_text(messages: list[dict]) -> str:
+    users = [m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
+    return users[-1] if users else ""
+
+
+def _default_name(source: str) -> str:
+    stem = Path(source.split(" (")[0]).stem if source else "eval"
+    if stem in ("data", ""):
+        stem = Path(source.split(" (")[0]).parent.name or "eval"
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ---------------------------------------------------------------- saving and reading
+
+
+def save_result(result: EvalResult, folder: str | Path) -> Path:
+    """Write ``<name>.json`` (summary) and ``<name>.jsonl`` (samples) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary_path = folder / f"{result.name}.json"
+    result.summary_path = str(summary_path)
+    summary = {k: v for k, v in asdict(result).items() if k != "samples"}
+    summary.update(n_scored=len(result.samples), samples_per_s=result.samples_per_s, metric_order=_order(result))
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.samples)
+    _write_atomic(folder / f"{result.name}.jsonl", lines)
+    _write_atomic(summary_path, json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    return summary_path
+
+
+def _order(result: EvalResult) -> list[str]:
+    return metric_names(next(iter(result.metrics.values()), {}))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_result(summary_path: str | Path) -> EvalResult:
+    """Read saved results back (summary + samples)."""
+    summary_path = Path(summary_path)
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        lines = summary_path.with_suffix(".jsonl").read_text(encoding="utf-8").splitlines()
+    except (OSError, json.JSONDecodeError) as err:
+        raise LabError(f"Cannot read the evaluation results {summary_path} ({type(err).__name__}).") from None
+    fields = {k: v for k, v in summary.items() if k in EvalResult.__dataclass_fields__}
+    fields["samples"] = [json.loads(line) for line in lines if line.strip()]
+    return EvalResult(**fields)
+
+
+def list_results(folder: str | Path) -> list[Path]:
+    """Saved evaluation summaries in ``folder`` (a run's ``eval/``), newest first."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []

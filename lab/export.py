@@ -1,0 +1,261 @@
+"""Export a run as one complete model folder, push it to the Hub, serve it with vLLM.
+
+A LoRA run is merged into its base model (loaded unquantized, so a QLoRA run merges
+into full-precision weights) and saved with everything ``from_pretrained`` and
+``vllm serve`` need: ``config.json``, safetensors weights, ``generation_config.json``,
+the processor (image processor + tokenizer) and the chat template. Merged VLM folders
+that lack the tokenizer or processor files are a known LLaMA-Factory bug; here a
+missing file fails the export instead of surfacing at serving time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.errors import ConfigError, LabError, ModelLoadError
+from lab.handle import RunFolder, find_run, resolve_model_name
+
+# Files a complete folder has; each tuple is "one of these".
+REQUIRED_FILES = (
+    ("config.json",),
+    ("generation_config.json",),
+    ("tokenizer_config.json",),
+    ("tokenizer.json", "vocab.json"),
+    ("preprocessor_config.json", "processor_config.json"),
+    ("chat_template.jinja", "chat_template.json"),
+)
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    base_model: str
+    run: str
+    merged: bool
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    hub_url: str | None = None
+
+
+def missing_files(folder: str | Path) -> list[str]:
+    """The required files a model folder lacks (``a | b`` when either would do); also checks for weights."""
+    folder = Path(folder)
+    missing = [" | ".join(names) for names in REQUIRED_FILES if not any((folder / n).is_file() for n in names)]
+    if not list(folder.glob("*.safetensors")):
+        missing.append("*.safetensors")
+    return missing
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    base: str | None = None,
+    dtype: str = "auto",
+    device: str = "cpu",
+    overwrite: bool = False,
+    push_to_hub: str | None = None,
+    token: str | None = None,
+    private: bool = True,
+) -> ExportResult:
+    """Merge the run's adapter into ``base`` (default: the run's base model) and save a complete folder.
+
+    A full fine-tuning run is re-saved the same way. The folder is written next to
+    ``out_dir`` and renamed into place, so a failed export leaves nothing half-written.
+    ``dtype`` "auto" keeps the base model's own dtype (as in its config).
+    """
+    start = time.perf_counter()
+    run = RunFolder.read(find_run(run_dir))
+    out_dir = Path(out_dir).expanduser().resolve()
+    _check_out_dir(out_dir, run.path, overwrite)
+    base_name = base or (run.base_model if run.adapter_dir else str(run.model_dir))
+    staging = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write_merged(run, resolve_model_name(base_name), staging, dtype, device)
+        missing = missing_files(staging)
+        if missing:
+            raise LabError(f"The exported folder would lack {', '.join(missing)}; nothing was written to {out_dir}.")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result = ExportResult(out_dir, base_name, run.name, run.adapter_dir is not None,
+                          sorted(p.name for p in out_dir.iterdir()), round(time.perf_counter() - start, 2))  # fmt: skip
+    if push_to_hub:
+        result.hub_url = push_folder(out_dir, push_to_hub, token=token, private=private)
+    return result
+
+
+def _check_out_dir(out_dir: Path, run_path: Path, overwrite: bool) -> None:
+    if out_dir == run_path or run_path in out_dir.parents:
+        raise ConfigError(f"Export into a folder outside the run ({run_path}), not into it.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file; choose a folder to export into.")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{out_dir} is not empty; choose a new folder or allow overwriting.")
+
+
+def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: str) -> None:
+    from lab.models import load_model, set_image_pixels
+
+    if dtype == "auto":
+        dtype = _config_dtype(base)
+    loaded = load_model(base, dtype=dtype, device=device)
+    model = loaded.model
+    if run.adapter_dir is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(run.adapter_dir)).merge_and_unload()
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise ModelLoadError(f"The adapter of {run.name} does not fit {base}: {str(err).splitlines()[0][:300]}") from None
+    # A run that trained lm_head apart from the tied embeddings stays untied: PEFT's merge
+    # clears tie_word_embeddings (a test checks it, as saving tied would drop the trained head).
+    model.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    processor = _run_processor(run) or loaded.processor
+    # The run saw images at its own pixel bounds; a server must resize them the same way.
+    set_image_pixels(processor, min_pixels=run.min_pixels, max_pixels=run.max_pixels)
+    processor.save_pretrained(folder)
+    _ensure_chat_template(folder, processor)
+    card = {"base_model": base if not Path(base).exists() else Path(base).name, "run": run.name,
+            "merged_lora": run.adapter_dir is not None, "exported": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    (folder / "lab_export.json").write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _config_dtype(base: str) -> str:
+    """The dtype the base model's config names (``auto`` for a folder or Hub id without one)."""
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(base)
+    except (OSError, ValueError):
+        return "auto"
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype else "auto"
+
+
+def _run_processor(run: RunFolder):
+    """The processor saved in the run folder (it carries the run's pixel bounds), if any."""
+    from transformers import AutoProcessor
+
+    for folder in (run.path, run.path.parent):
+        if (folder / "tokenizer_config.json").is_file():
+            try:
+                return AutoProcessor.from_pretrained(folder)
+            except (OSError, ValueError, TypeError):
+                return None
+    return None
+
+
+def _ensure_chat_template(folder: Path, processor) -> None:
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return
+    template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
+    if not template:
+        raise LabError("The model has no chat template, so a server could not format conversations for it.")
+    (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- the Hub
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = True) -> str:
+    """Upload an exported folder to the Hugging Face Hub model repo ``repo_id``; returns its URL."""
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if "/" not in repo_id.strip("/"):
+        raise ConfigError(f"Name the Hub repo as user/name (or org/name), not {repo_id!r}.")
+    if hub_offline():
+        raise LabError("Cannot push to the Hugging Face Hub offline (HF_HUB_OFFLINE is set); the folder is saved locally.")
+    token = token or get_token()
+    if not token:
+        raise LabError("Pushing to the Hub needs a Hugging Face token: run 'hf auth login', set HF_TOKEN, or paste one.")
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload model exported by VLM Lab")
+    except HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        reason = "the token was refused" if status in (401, 403) else f"HTTP {status}" if status else str(err)[:200]
+        raise LabError(f"The Hugging Face Hub refused the upload to {repo_id} ({reason}).") from None
+    except OSError as err:  # connection errors of the HTTP client are OSErrors
+        raise LabError(f"Cannot reach the Hugging Face Hub ({type(err).__name__}); the folder is saved locally.") from None
+    return str(url)
+
+
+# ---------------------------------------------------------------- serving recipe
+
+
+def vllm_command(
+    model_dir: str | Path,
+    *,
+    served_name: str | None = None,
+    max_model_len: int = 8192,
+    images_per_prompt: int = 5,
+    gpu_memory_utilization: float = 0.9,
+    port: int = 8000,
+    dtype: str = "bfloat16",
+    tensor_parallel_size: int = 1,
+) -> str:
+    """The ``vllm serve`` command for an exported folder, with the flags that matter for VLMs.
+
+    ``--max-model-len``: without it vLLM reserves the model's full context (128k for
+    Qwen2.5-VL) and refuses to start when the KV cache cannot hold that much.
+    """
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ConfigError(f"gpu_memory_utilization must be in (0, 1], not {gpu_memory_utilization}.")
+    if max_model_len < 256 or images_per_prompt < 0:
+        raise ConfigError("max_model_len must be at least 256 and the images per prompt at least 0.")
+    name = served_name or Path(model_dir).name
+    lines = [
+        f"vllm serve {_quote(str(model_dir))}",
+        f"--served-model-name {_quote(name)}",
+        f"--port {int(port)}",
+        f"--dtype {dtype}",
+        f"--max-model-len {int(max_model_len)}",
+        f"--limit-mm-per-prompt '{json.dumps({'image': int(images_per_prompt), 'video': 0})}'",
+        f"--gpu-memory-utilization {gpu_memory_utilization:g}",
+    ]
+    if tensor_parallel_size > 1:
+        lines.append(f"--tensor-parallel-size {int(tensor_parallel_size)}")
+    return " \\\n  ".join(lines)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def openai_snippet(served_name: str, *, port: int = 8000, prompt: str = "Describe this image.") -> str:
+    """Python that sends a local image to the served model with the ``openai`` client."""
+    return f'''import base64
+from openai import OpenAI
+
+client = OpenAI(base_url="http://localhost:{int(port)}/v1", api_key="EMPTY")
+with open("image.png", "rb") as f:
+    image_url = "data:image/png;base64," + base64.b64encode(f.read()).decode()
+reply = client.chat.completions.create(
+    model={served_name!r},
+    messages=[{{"role": "user", "content": [
+        {{"type": "image_url", "image_url": {{"url": image_url}}}},
+        {{"type": "text", "text": {prompt!r}}},
+    ]}}],
+    max_tokens=512,
+    temperature=0,
+)
+print(reply.choices[0].message.content)
+'''

@@ -1,0 +1,143 @@
+"""Chat tab: talk to the loaded model with images, streamed, with the adapter on, off, or both.
+
+The conversation of each browser tab lives in its own ``gr.State`` (the core's history
+of turns, see :mod:`lab.chat`); the chatbots only render it. In compare mode the same
+message is answered twice, adapter off (left) and on (right), each side continuing
+its own conversation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import gradio as gr
+
+from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply, user_turn
+from lab.errors import LabError
+from lab.ui import i18n
+from lab.ui.i18n import t
+from lab.ui.prompt_tab import request_lang
+
+STRINGS = {
+    "chat.system": ("System prompt (empty: the model's default)", "系统提示词（留空：模型默认）"),
+    "chat.settings": ("Generation settings", "生成设置"),
+    "chat.temperature": ("Temperature (0: greedy)", "温度（0：贪心解码）"),
+    "chat.top_p": ("Top-p", "Top-p"),
+    "chat.max_new": ("Max new tokens", "最大生成 token 数"),
+    "chat.adapter": ("Answer with the fine-tuned adapter", "使用微调适配器回答"),
+    "chat.compare": ("Compare: adapter off | on", "对比：关闭适配器 | 打开适配器"),
+    "chat.main": ("Chat", "对话"),
+    "chat.off": ("Adapter off (base model)", "关闭适配器（基座模型）"),
+    "chat.on": ("Adapter on (fine-tuned)", "打开适配器（微调后）"),
+    "chat.input": ("Message; add one or more images", "输入消息；可添加多张图片"),
+    "chat.stop": ("Stop", "停止"),
+    "chat.clear": ("Clear", "清空"),
+    "chat.stopping": ("Stopping…", "正在停止…"),
+}
+i18n.register(STRINGS)
+
+
+def render(history: list[dict]) -> list[dict]:
+    """Chatbot messages for a history: a user turn's images first, then its text."""
+    messages = []
+    for turn in history:
+        content: list = [{"path": path} for path in turn.get("images") or []]
+        if turn.get("text") or not content:
+            content.append(turn.get("text") or "")
+        messages.append({"role": turn["role"], "content": content if len(content) > 1 else content[0]})
+    return messages
+
+
+def _first(stream):
+    """Run a stream up to its first value, so a busy model is reported before anything is shown."""
+    try:
+        return next(stream), stream
+    except StopIteration:
+        return None, iter(())
+    except LabError as err:
+        raise gr.Error(str(err)) from None
+
+
+def respond(ctx, message, history, history_off, system, temperature, top_p, max_new, adapter_on, compare):
+    """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox)."""
+    try:
+        settings = ChatSettings(system=system or "", temperature=temperature, top_p=top_p, max_new_tokens=int(max_new))
+        turn = user_turn((message or {}).get("text", ""), (message or {}).get("files") or [])
+    except LabError as err:
+        raise gr.Error(str(err)) from None
+    stop = threading.Event()
+    history = list(history or []) + [turn]
+    history_off = list(history_off or []) + ([turn] if compare else [])
+    if compare:
+        stream = stream_compare(ctx.handle, history_off, history, settings, stop=stop)
+    else:
+        stream = (("", text) for text in stream_reply(ctx.handle, history, settings, adapter=bool(adapter_on), stop=stop))
+    first, stream = _first(stream)
+    off, on = first if first is not None else ("", "")
+    cleared = gr.MultimodalTextbox(value=None)
+
+    def shown(off: str, on: str):
+        side = history_off + [assistant_turn(off)] if compare else history_off
+        return render(history + [assistant_turn(on)]), render(side)
+
+    try:
+        for off, on in itertools.chain([(off, on)], _pairs(stream)):
+            yield stop, *shown(off, on), history, history_off, cleared
+    finally:
+        stop.set()  # also reached when the page goes away: the model stops after its next token
+    history.append(assistant_turn(on))
+    if compare:
+        history_off.append(assistant_turn(off))
+    yield None, render(history), render(history_off), history, history_off, cleared
+
+
+def _pairs(stream):
+    """The rest of a stream, errors turned into one sentence."""
+    try:
+        yield from stream
+    except LabError as err:
+        raise gr.Error(str(err)) from None
+
+
+def create_tab(ctx) -> None:
+    history = gr.State([])
+    history_off = gr.State([])
+    stop_state = gr.State(None)
+    system = gr.Textbox(label=t("chat.system"), lines=1)
+    with gr.Accordion(t("chat.settings"), open=False):
+        with gr.Row():
+            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label=t("chat.temperature"))
+            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("chat.top_p"))
+            max_new = gr.Slider(1, 4096, value=512, step=1, label=t("chat.max_new"))
+    with gr.Row():
+        adapter_on = gr.Checkbox(value=True, label=t("chat.adapter"))
+        compare = gr.Checkbox(value=False, label=t("chat.compare"))
+    with gr.Row():
+        chatbot_off = gr.Chatbot(label=t("chat.off"), visible=False, height=480)
+        chatbot = gr.Chatbot(label=t("chat.main"), height=480)
+    textbox = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", placeholder=None,
+                                   label=t("chat.input"), submit_btn=True)  # fmt: skip
+    with gr.Row():
+        stop_btn = gr.Button(t("chat.stop"), variant="stop")
+        clear_btn = gr.Button(t("chat.clear"))
+
+    def on_send(message, chat, chat_off, system_text, temp, p, new, adapter, both):
+        yield from respond(ctx, message, chat, chat_off, system_text, temp, p, new, adapter, both)
+
+    def on_compare(both):
+        label = t("chat.on") if both else t("chat.main")
+        return gr.update(visible=bool(both)), gr.update(label=label)
+
+    def on_stop(request: gr.Request, stop):
+        if stop is not None:
+            stop.set()
+        gr.Info(i18n.text("chat.stopping", request_lang(ctx, request)))
+
+    inputs = [textbox, history, history_off, system, temperature, top_p, max_new, adapter_on, compare]
+    outputs = [stop_state, chatbot, chatbot_off, history, history_off, textbox]
+    textbox.submit(on_send, inputs, outputs, api_name="chat")
+    stop_btn.click(on_stop, stop_state, None, api_name="chat_stop")
+    clear_btn.click(lambda: ([], [], [], [], None), None, [chatbot, chatbot_off, history, history_off, stop_state],
+                    api_name="chat_clear")  # fmt: skip
+    compare.change(on_compare, compare, [chatbot_off, chatbot], api_name="chat_compare_mode")

@@ -1,0 +1,275 @@
+"""Evaluate tab: score the loaded model on a dataset (or the loaded run's validation split).
+
+The run happens in a worker thread; this page streams its progress (with an ETA) and
+keeps the stop switch in per-session state, so "Stop" ends this page's run after the
+current batch and the samples already answered are scored, saved and shown. Results
+are the ones :func:`lab.evaluation.runner.run_evaluation` saves in the run folder; the
+CLI prints the same numbers.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+
+import gradio as gr
+
+from lab import paths
+from lab.dataset import list_datasets
+from lab.errors import LabError
+from lab.evaluation.endpoint import EndpointConfig, evaluate_endpoint
+from lab.evaluation.report import bar_rows, metrics_table, sample_table, summary_line
+from lab.evaluation.runner import (
+    EvalResult, EvalSettings, list_results, load_result, run_evaluation, samples_from_dataset, samples_from_run,
+)
+from lab.ui import i18n
+from lab.ui.i18n import t
+from lab.ui.prompt_tab import request_lang
+
+STRINGS = {
+    "eval.data": ("Data to evaluate on", "评估数据"),
+    "eval.compare": ("Compare with the base model (adapter off, then on)", "与基座模型对比（先关闭适配器，再打开）"),
+    "eval.batch": ("Batch size", "批大小"),
+    "eval.max_new": ("Max new tokens", "最大生成 token 数"),
+    "eval.limit": ("Samples (0: all)", "样本数（0：全部）"),
+    "eval.run": ("Evaluate", "开始评估"),
+    "eval.stop": ("Stop", "停止"),
+    "eval.metrics": ("Metrics", "指标"),
+    "eval.chart": ("Base vs fine-tuned", "基座 vs 微调"),
+    "eval.samples": ("Samples (largest gain first; click a row to see it)", "样本（提升最大的在前；点击一行查看）"),
+    "eval.sort": ("Sort samples by", "样本排序"),
+    "eval.sample": ("Sample", "样本"),
+    "eval.endpoint": ("Score an OpenAI-compatible endpoint (vLLM, or the labeler as upper bound)", "评估 OpenAI 兼容接口（vLLM，或以标注模型为上限）"),
+    "eval.base_url": ("Base URL", "接口地址"),
+    "eval.model": ("Model name on the server", "服务端模型名"),
+    "eval.key": ("API key (empty: OPENAI_API_KEY or EMPTY)", "API 密钥（留空：OPENAI_API_KEY 或 EMPTY）"),
+    "eval.concurrency": ("Concurrent requests", "并发请求数"),
+    "eval.run_endpoint": ("Evaluate endpoint", "评估接口"),
+    "eval.saved": ("Saved results", "已保存的结果"),
+    "eval.load": ("Show", "查看"),
+    "eval.started": ("Evaluating {total} samples…", "正在评估 {total} 个样本…"),
+    "eval.progress": ("{done}/{total} samples · ETA {eta}", "{done}/{total} 个样本 · 剩余 {eta}"),
+    "eval.stopping": ("Stopping after the current batch…", "当前批次完成后停止…"),
+    "eval.idle": ("No evaluation is running in this page.", "本页面没有正在进行的评估。"),
+}
+i18n.register(STRINGS)
+
+VAL_SPLIT = "(validation split of the loaded run)"
+SORTS = ["gain", "loss", "id"]
+
+
+def data_choices() -> list[str]:
+    return [VAL_SPLIT] + [str(p) for p in list_datasets(include_variants=True)]
+
+
+def load_samples(ctx, source: str):
+    """The samples and a description of where they come from."""
+    if not source or source == VAL_SPLIT:
+        run_dir = ctx.handle.current_run_dir()
+        if run_dir is None:
+            raise LabError("The loaded model is not a training run; pick a dataset to evaluate on.")
+        return samples_from_run(run_dir)
+    return samples_from_dataset(source), source
+
+
+def progress_html(done: int, total: int, eta: float | None, lang: str = "en") -> str:
+    """A progress bar with the counts and the time left."""
+    eta_text = "…" if eta is None else time.strftime("%M:%S", time.gmtime(max(eta, 0))) if eta < 3600 else f"{eta / 3600:.1f} h"
+    line = html.escape(i18n.text("eval.progress", lang, done=done, total=total, eta=eta_text))
+    return f'<progress value="{done}" max="{max(total, 1)}" style="width:100%"></progress><div>{line}</div>'
+
+
+def result_outputs(result: EvalResult, sort: str = "gain"):
+    """(summary, metrics table, bar rows, samples table) for the result widgets."""
+    import pandas as pd
+
+    headers, rows = metrics_table(result)
+    sample_headers, sample_rows = sample_table(result, sort)
+    chart = pd.DataFrame(bar_rows(result), columns=["metric", "variant", "score"])
+    return (
+        summary_line(result),
+        gr.update(value=rows, headers=headers),
+        chart,
+        gr.update(value=sample_rows, headers=sample_headers),
+    )
+
+
+def run_in_background(job):
+    """Run ``job()`` in a thread; returns the thread and a dict that receives ``result`` or ``error``."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["result"] = job()
+        except LabError as err:
+            outcome["error"] = str(err)
+        except Exception as err:  # shown as one sentence instead of a silent dead thread
+            outcome["error"] = f"The evaluation failed: {type(err).__name__}: {err}"
+
+    thread = threading.Thread(target=target, name="evaluation", daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def stream_job(job_factory, lang: str, sort: str):
+    """Generator for a handler: yields (stop, progress, summary, metrics, chart, samples, result) updates."""
+    stop = threading.Event()
+    state = {"done": 0, "total": 0, "eta": None}
+
+    def progress(done, total, eta):
+        state.update(done=done, total=total, eta=eta)
+
+    thread, outcome = run_in_background(lambda: job_factory(progress, stop))
+    keep = gr.update()
+    try:
+        yield stop, i18n.text("eval.started", lang, total="…"), keep, keep, keep, keep, None
+        while thread.is_alive():
+            thread.join(0.5)
+            if state["total"]:
+                yield stop, progress_html(state["done"], state["total"], state["eta"], lang), keep, keep, keep, keep, None
+    finally:
+        stop.set()  # the page went away or the run was cancelled: end the worker after its batch
+    if "error" in outcome:
+        raise gr.Error(outcome["error"])
+    result = outcome["result"]
+    done = progress_html(len(result.samples), result.total, 0, lang)
+    yield None, done, *result_outputs(result, sort), result.summary_path
+
+
+def evaluate(ctx, source, compare, batch, max_new, limit, sort, lang="en"):
+    """Handler of "Evaluate": the loaded model on the chosen data."""
+    try:
+        settings = EvalSettings(batch_size=int(batch), max_new_tokens=int(max_new), compare_base=bool(compare),
+                                limit=int(limit) or None)  # fmt: skip
+        data, where = load_samples(ctx, source)
+    except LabError as err:
+        raise gr.Error(str(err)) from None
+    job = lambda progress, stop: run_evaluation(ctx.handle, data, settings, source=where, progress=progress, stop=stop)
+    yield from stream_job(job, lang, sort)
+
+
+def evaluate_url(ctx, source, url, model, api_key, concurrency, max_new, limit, sort, lang="en"):
+    """Handler of "Evaluate endpoint": an OpenAI-compatible server on the chosen data."""
+    try:
+        config = EndpointConfig(base_url=url.strip(), model=model.strip(), api_key=api_key or None,
+                                concurrency=int(concurrency), max_tokens=int(max_new))  # fmt: skip
+        data, where = load_samples(ctx, source)
+    except LabError as err:
+        raise gr.Error(str(err)) from None
+    job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=int(limit) or None,
+                                                   progress=progress, stop=stop)  # fmt: skip
+    yield from stream_job(job, lang, sort)
+
+
+def saved_choices(ctx):
+    """Saved results of the loaded run and of the workspace, newest first."""
+    folders = [paths.workspace() / "eval"]
+    run_dir = ctx.handle.current_run_dir()
+    if run_dir is not None:
+        folders.insert(0, run_dir / "eval")
+    return gr.update(choices=[str(p) for folder in folders for p in list_results(folder)])
+
+
+def show_saved(summary_path, order):
+    try:
+        result = load_result(summary_path)
+    except LabError as err:
+        raise gr.Error(str(err)) from None
+    return (None, "", *result_outputs(result, order), summary_path)
+
+
+def resort(summary_path, order):
+    if not summary_path:
+        return gr.update()
+    headers, rows = sample_table(load_result(summary_path), order)
+    return gr.update(value=rows, headers=headers)
+
+
+def _result_widgets():
+    progress = gr.HTML()
+    summary = gr.Markdown()
+    with gr.Row():
+        metrics = gr.Dataframe(label=t("eval.metrics"), interactive=False, scale=1)
+        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("eval.chart"), scale=2)
+    sort = gr.Radio(SORTS, value="gain", label=t("eval.sort"))
+    samples = gr.Dataframe(label=t("eval.samples"), interactive=False, wrap=True)
+    with gr.Row():
+        sample_image = gr.Image(label=t("eval.sample"), interactive=False, scale=1)
+        sample_text = gr.Markdown()
+    return progress, summary, metrics, chart, sort, samples, sample_image, sample_text
+
+
+def create_tab(ctx) -> None:
+    stop_state, shown = gr.State(None), gr.State(None)  # this page's stop switch; the result on screen
+    with gr.Row():
+        source = gr.Dropdown(data_choices(), value=str(paths.SAMPLE_DATASET), allow_custom_value=True,
+                             label=t("eval.data"), scale=3)  # fmt: skip
+        compare = gr.Checkbox(value=True, label=t("eval.compare"), scale=2)
+    with gr.Row():
+        batch = gr.Slider(1, 64, value=8, step=1, label=t("eval.batch"))
+        max_new = gr.Slider(1, 2048, value=128, step=1, label=t("eval.max_new"))
+        limit = gr.Number(value=0, precision=0, minimum=0, label=t("eval.limit"))
+    with gr.Row():
+        run_btn = gr.Button(t("eval.run"), variant="primary")
+        stop_btn = gr.Button(t("eval.stop"), variant="stop")
+    progress, summary, metrics, chart, sort, samples, sample_image, sample_text = _result_widgets()
+    with gr.Accordion(t("eval.endpoint"), open=False):
+        with gr.Row():
+            base_url = gr.Textbox(value="http://localhost:8000/v1", label=t("eval.base_url"))
+            served = gr.Textbox(label=t("eval.model"))
+            key = gr.Textbox(type="password", label=t("eval.key"))
+            concurrency = gr.Slider(1, 32, value=4, step=1, label=t("eval.concurrency"))
+        endpoint_btn = gr.Button(t("eval.run_endpoint"))
+    with gr.Accordion(t("eval.saved"), open=False):
+        with gr.Row():
+            saved = gr.Dropdown([], label=t("eval.saved"), allow_custom_value=True, scale=3)
+            load_btn = gr.Button(t("eval.load"), scale=1)
+    outputs = [stop_state, progress, summary, metrics, chart, samples, shown]
+
+    # Gradio hands the request (for the page's language) only to a positional parameter.
+    def on_run(request: gr.Request, source, compare, batch, max_new, limit, sort):
+        yield from evaluate(ctx, source, compare, batch, max_new, limit, sort, request_lang(ctx, request))
+
+    def on_endpoint(request: gr.Request, source, url, model, api_key, conc, max_new, limit, sort):
+        yield from evaluate_url(ctx, source, url, model, api_key, conc, max_new, limit, sort, request_lang(ctx, request))
+
+    def on_stop(request: gr.Request, stop):
+        if stop is not None:
+            stop.set()
+        return i18n.text("eval.stopping" if stop is not None else "eval.idle", request_lang(ctx, request))
+
+    def on_select(summary_path, order, evt: gr.SelectData):
+        return show_sample(summary_path, order, evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index)
+
+    run_btn.click(on_run, [source, compare, batch, max_new, limit, sort], outputs, api_name="evaluate")
+    endpoint_btn.click(on_endpoint, [source, base_url, served, key, concurrency, max_new, limit, sort], outputs,
+                       api_name="evaluate_endpoint")  # fmt: skip
+    stop_btn.click(on_stop, stop_state, summary, api_name="evaluate_stop")
+    sort.change(resort, [shown, sort], samples, api_name="evaluate_sort")
+    source.focus(lambda: gr.update(choices=data_choices()), outputs=source, api_name="evaluate_data_choices")
+    saved.focus(lambda: saved_choices(ctx), outputs=saved, api_name="evaluate_saved_list")
+    load_btn.click(show_saved, [saved, sort], outputs, api_name="evaluate_load")
+    samples.select(on_select, [shown, sort], [sample_image, sample_text], api_name="evaluate_sample")
+
+
+def show_sample(summary_path: str | None, order: str, row: int):
+    """The picture and the texts of the ``row``-th sample in the current order."""
+    from lab.images import open_image
+
+    if not summary_path:
+        return None, ""
+    result = load_result(summary_path)
+    rows = sample_table(result, order)[1]
+    if not 0 <= row < len(rows):
+        return None, ""
+    sample = next(s for s in result.samples if s["id"] == rows[row][0])
+    try:
+        image = open_image(sample["images"][0]) if sample["images"] else None
+    except LabError:
+        image = None
+    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**reference**: {html.escape(sample['reference'])}"]
+    for variant, answer in sample["answers"].items():
+        scores = ", ".join(f"{k} {v:.1f}" for k, v in sample["scores"][variant].items())
+        lines.append(f"**{variant}**: {html.escape(answer) or '∅'}  \n<small>{scores}</small>")
+    return image, "\n\n".join(lines)

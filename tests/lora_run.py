@@ -1,0 +1,92 @@
+"""A real LoRA run folder for the evaluation, chat and export tests, trained in seconds.
+
+Plain PEFT + a hand-written loop on the tiny model (answer tokens only in the loss), so
+these tests do not depend on the training code. The run folder follows the run-folder
+contract: ``config.yaml``, the adapter (in the sub-folder PEFT makes for a named
+adapter) and the processor files. Trained once per test session and cached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.conversation import split_prompt, to_hf_messages
+from lab.dataset import load_records
+from lab.images import open_image
+
+_CACHE: dict[tuple, Path] = {}
+
+
+def sample_records(dataset: Path, n: int) -> list[dict]:
+    return load_records(dataset, absolute_images=True)[:n]
+
+
+def _batch(processor, records: list[dict]):
+    import torch
+
+    prompts, fulls, images = [], [], []
+    for record in records:
+        messages, answer = split_prompt(record["messages"])
+        prompt = processor.apply_chat_template(to_hf_messages(messages), tokenize=False, add_generation_prompt=True)
+        prompts.append(prompt)
+        fulls.append(prompt + answer + "<|im_end|>\n")
+        images.extend(open_image(p) for p in record["images"])
+    inputs = processor(text=fulls, images=images, return_tensors="pt", padding=True, padding_side="right")
+    prompt_lens = [len(processor(text=[p], images=[im], return_tensors="pt")["input_ids"][0]) for p, im in zip(prompts, images)]
+    labels = inputs["input_ids"].clone()
+    labels[inputs["attention_mask"] == 0] = -100
+    for row, n in enumerate(prompt_lens):
+        labels[row, :n] = -100
+    return {**inputs, "labels": labels}, torch
+
+
+def train_lora_run(model_dir: Path, run_dir: Path, dataset: Path, *, samples: int = 8, steps: int = 120) -> Path:
+    """Overfit a LoRA adapter on the first ``samples`` records of ``dataset``; returns the run folder."""
+    key = (str(model_dir), str(run_dir), str(dataset), samples, steps)
+    if key in _CACHE:
+        return _CACHE[key]
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from lab.handle import peft_adapter_name
+    from lab.models import lora_target_modules
+    from lab.train_config import TrainConfig
+
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    name = run_dir.name
+    # The output layer is trained in full too: behind the frozen random embeddings of a tiny
+    # model, LoRA alone needs hundreds of steps before any word comes out right. It also
+    # unties lm_head from the embeddings, which the export has to keep apart.
+    config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=lora_target_modules(model, {"language"}),
+                        modules_to_save=["lm_head"])
+    model = get_peft_model(model, config, adapter_name=peft_adapter_name(name))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch, _ = _batch(processor, sample_records(dataset, samples))
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(run_dir)
+    processor.save_pretrained(run_dir)
+    TrainConfig(model=str(model_dir), dataset=str(dataset), run_name=name, output_dir=str(run_dir.parent),
+                lora_rank=16, lora_alpha=32, val_ratio=0.2, max_pixels=None).to_yaml(run_dir / "config.yaml")  # fmt: skip
+    run_dir.joinpath("final_loss.txt").write_text(f"{loss.item():.4f}\n")
+    _CACHE[key] = run_dir
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def lora_run_dir(tiny_models, tmp_path_factory) -> Path:
+    """A trained LoRA run folder of the tiny Qwen2.5-VL model (shared by every test file of the session)."""
+    from lab.paths import SAMPLE_DATASET
+
+    run_dir = tmp_path_factory.getbasetemp() / "lora_runs" / "sample-lora"
+    return train_lora_run(tiny_models("qwen2_5_vl"), run_dir, SAMPLE_DATASET)
