@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "lab.cli.tiny_model",
     "lab.cli.label",
     "lab.cli.data",
+    "lab.cli.train",
     "lab.cli.eval",
     "lab.cli.chat",
     "lab.cli.export",

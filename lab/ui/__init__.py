@@ -21,12 +21,14 @@ TABS = [
     ("lab.ui.prompt_tab", "tab.prompt"),
     ("lab.ui.labeling_tab", "tab.labeling"),
     ("lab.ui.dataset_tab", "tab.dataset"),
+    ("lab.ui.train_tab", "tab.train"),
     ("lab.ui.eval_tab", "tab.eval"),
     ("lab.ui.chat_tab", "tab.chat"),
     ("lab.ui.export_tab", "tab.export"),
 ]
 
 i18n.register({"tab.dataset": ("Dataset", "数据集")})
+i18n.register({"tab.train": ("Train", "训练")})
 i18n.register({"tab.eval": ("Evaluate", "评估"), "tab.chat": ("Chat", "对话"), "tab.export": ("Export", "导出")})
 i18n.register({"tab.prompt": ("Prompt design", "提示词设计"), "tab.labeling": ("Labeling", "批量标注")})
 

@@ -1,0 +1,100 @@
+"""``python -m lab train``: fine-tune a model from a preset or a YAML config, with ``--set`` overrides."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="fine-tune a model (LoRA, QLoRA or full) on a dataset",
+        description="Train with the settings of a preset (presets/train/NAME.yaml) or a YAML config, changed with "
+        "--set key=value (keys are TrainConfig's fields). The run folder checkpoints/RUN/ gets config.yaml, "
+        "metrics.jsonl, the adapter or model, and checkpoints. With num_gpus > 1 it runs under accelerate launch. "
+        "Ctrl-C stops after the current step and saves.",
+        epilog="examples:  python -m lab train --preset cpu_demo\n"
+        "           python -m lab train --preset lora --set model=Qwen/Qwen2.5-VL-3B-Instruct dataset=data/mine\n"
+        "           python -m lab train --resume RUN",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="FILE", help="a YAML training config (e.g. a run's config.yaml)")
+    source.add_argument("--preset", metavar="NAME", help="a training preset: lora, qlora, full, cpu_demo, ...")
+    source.add_argument("--resume", metavar="RUN", help="continue a run (name under checkpoints/ or folder) from its last checkpoint")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="change a setting, e.g. --set learning_rate=2e-4 lora_targets=[language,vision]")  # fmt: skip
+    parser.add_argument("--show-command", action="store_true", help="print the command that reproduces this config and exit")
+    parser.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):
+    """``(config, resume)`` from the command line."""
+    from lab.train_config import TrainConfig
+
+    if args.resume:
+        from lab.handle import find_run
+        from lab.training.runs import load_run_config
+
+        run_dir = find_run(args.resume)
+        cfg = load_run_config(run_dir)
+        if args.overrides:  # e.g. more steps for the resumed run
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), **_override_dict(cfg, args.overrides)})
+        return cfg, True
+    if args.config:
+        return TrainConfig.from_yaml(args.config, args.overrides), False
+    return TrainConfig.from_preset(args.preset, args.overrides), False
+
+
+def _override_dict(cfg, overrides) -> dict:
+    from lab.train_config import apply_overrides
+
+    return apply_overrides(cfg.to_dict(), overrides)
+
+
+def _in_distributed_launch() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from lab.training.runs import train_command
+
+    cfg, resume = build_config(args)
+    if args.show_command:
+        print(train_command(cfg, args.preset or "lora"))
+        return 0
+    stop = threading.Event()
+
+    def request_stop(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("Stopping after the current step (again to quit at once) ...", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _train(cfg, resume, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _train(cfg, resume: bool, stop) -> int:
+    if cfg.num_gpus > 1 and not _in_distributed_launch():
+        from lab.training.launch import run_accelerate
+        from lab.training.runner import prepare_run_dir
+
+        run_dir = prepare_run_dir(cfg, resume)
+        return run_accelerate(run_dir, cfg.num_gpus, cfg.deepspeed, stop, resume=resume)
+    from lab.training.runner import is_main_process, run_training
+
+    quiet = not is_main_process()
+    result = run_training(cfg, stop=stop, resume=resume, log=(lambda line: None) if quiet else print,
+                          echo_metrics=not quiet)  # fmt: skip
+    if not quiet:
+        print(f"run folder: {result.run_dir}")
+    return 0

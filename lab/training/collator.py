@@ -1,0 +1,295 @@
+"""From a dataset record to training tensors: chat template, label masking, batching.
+
+The loss must cover the assistant's answers only. Everything else (system prompt, the
+user's question, image tokens, padding) gets the label -100, which the loss ignores.
+A worked example with the tiny Qwen2.5-VL model (tokens as the tokenizer shows them,
+``Ċ`` is a newline, ``Ġ`` a space)::
+
+    messages = [{"role": "user", "content": "<image>What is it?"},
+                {"role": "assistant", "content": "A cat."}]
+
+    rendered   <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n
+               <|im_start|>user\\n<|vision_start|><|image_pad|><|vision_end|>What is it?<|im_end|>\\n
+               <|im_start|>assistant\\nA cat.<|im_end|>\\n
+
+    tokens     <|im_start|> s y st e m Ċ You Ġare ... <|vision_start|> <|image_pad|> x36 <|vision_end|>
+               What Ġis Ġit ? <|im_end|> Ċ <|im_start|> assistant Ċ  A  Ġcat  .  <|im_end|>  Ċ
+    labels     -100 ......................................................................
+               ............................................. -100  A  Ġcat  .  <|im_end|> -100
+
+The answer and the ``<|im_end|>`` that closes it are learned (so the model learns to
+stop); every other position is -100. In a multi-turn conversation every assistant turn
+is learned. The single ``<|image_pad|>`` of the template is expanded to as many tokens
+as the image needs (36 for a 224x224 picture with the tiny processor), computed from the
+image size without decoding it, so every sample's length is known before training.
+
+Tokenizing happens once, before training (:func:`encode_sample`); a training step only
+decodes and resizes its images, in the data loader's worker processes
+(:class:`TrainDataset`), and pads the batch (:class:`Collator`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from lab.conversation import to_hf_messages
+from lab.errors import BadImageError
+from lab.images import open_image
+
+IGNORE = -100
+# EXIF orientations 5-8 rotate by 90 degrees, which swaps width and height.
+_SWAPPED_ORIENTATIONS = {5, 6, 7, 8}
+
+
+@dataclass
+class EncodedSample:
+    """One tokenized conversation: ids and labels with image tokens expanded, plus what a step needs."""
+
+    key: str  # the record's id (or its line number), for messages
+    text: str  # the rendered chat text, one image placeholder per image
+    images: list[str]  # absolute image paths
+    input_ids: list[int]
+    labels: list[int]
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)  # (height, width), upright
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def num_targets(self) -> int:
+        return sum(label != IGNORE for label in self.labels)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as :func:`lab.images.open_image` will return it, read from its header."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise BadImageError(path, f"not a readable image ({err})") from None
+    return (width, height) if orientation in _SWAPPED_ORIENTATIONS else (height, width)
+
+
+def render_with_spans(processor: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """The chat-template text of ``messages`` and the character spans the loss covers.
+
+    A span runs from the first character of an assistant answer to the end of its turn,
+    the end-of-turn token included and trailing whitespace excluded. It is found by
+    rendering the conversation up to that turn: what the template adds for the answer is
+    exactly the text between the prompt (with the generation prompt) and the turn's end.
+    """
+    hf = to_hf_messages(messages)
+    text = processor.apply_chat_template(hf, tokenize=False)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, message in enumerate(hf):
+        if message["role"] != "assistant":
+            continue
+        prompt = processor.apply_chat_template(hf[:i], tokenize=False, add_generation_prompt=True)
+        upto = processor.apply_chat_template(hf[: i + 1], tokenize=False)
+        if text.startswith(upto) and upto.startswith(prompt) and len(prompt) >= cursor:
+            start, end = len(prompt), len(upto.rstrip())
+        else:
+            start, end = _find_answer(text, _answer_text(message), cursor, processor)
+        spans.append((start, end))
+        cursor = end
+    return text, spans
+
+
+def _answer_text(message: dict) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def _find_answer(text: str, answer: str, cursor: int, processor: Any) -> tuple[int, int]:
+    """Fallback for templates that render a turn differently once later turns follow it."""
+    start = text.find(answer, cursor)
+    if start < 0:
+        raise ValueError(f"the chat template does not reproduce the answer {answer[:40]!r}")
+    end = start + len(answer)
+    eos = getattr(processor.tokenizer, "eos_token", None)
+    if eos and text.startswith(eos, end):
+        end += len(eos)
+    return start, end
+
+
+def label_tokens(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Token ids of ``text`` and their labels: the id inside a span, -100 outside."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(encoded["input_ids"])
+    labels = [IGNORE] * len(ids)
+    span_index = 0
+    for i, (start, _end) in enumerate(encoded["offset_mapping"]):
+        while span_index < len(spans) and start >= spans[span_index][1]:
+            span_index += 1
+        if span_index < len(spans) and spans[span_index][0] <= start < spans[span_index][1]:
+            labels[i] = ids[i]
+    return ids, labels
+
+
+def expand_image_tokens(
+    ids: list[int], labels: list[int], image_token_id: int, counts: list[int]
+) -> tuple[list[int], list[int]]:
+    """Repeat the i-th image placeholder ``counts[i]`` times, as the processor does; its labels stay -100."""
+    out_ids: list[int] = []
+    out_labels: list[int] = []
+    images = iter(counts)
+    for token, label in zip(ids, labels):
+        if token == image_token_id:
+            n = next(images, None)
+            if n is None:
+                raise ValueError("more image placeholders than images")
+            out_ids.extend([token] * n)
+            out_labels.extend([IGNORE] * n)
+        else:
+            out_ids.append(token)
+            out_labels.append(label)
+    if next(images, None) is not None:
+        raise ValueError("more images than image placeholders")
+    return out_ids, out_labels
+
+
+def image_token_id(processor: Any) -> int:
+    """The id of the placeholder token that stands for image features."""
+    token_id = getattr(processor, "image_token_id", None)
+    if token_id is None:
+        token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    return int(token_id)
+
+
+def image_token_counts(processor: Any, sizes: list[tuple[int, int]]) -> list[int]:
+    """How many tokens each image becomes under the processor's current pixel bounds."""
+    if not sizes:
+        return []
+    data = processor._get_num_multimodal_tokens(image_sizes=[list(s) for s in sizes])
+    return [int(n) for n in data["num_image_tokens"]]
+
+
+def encode_sample(processor: Any, key: str, messages: list[dict], images: list[str]) -> EncodedSample:
+    """Render, tokenize and label one conversation; image placeholders expanded from the image sizes."""
+    sizes = [image_size(path) for path in images]
+    text, spans = render_with_spans(processor, messages)
+    ids, labels = label_tokens(processor.tokenizer, text, spans)
+    if hasattr(processor, "_get_num_multimodal_tokens"):
+        counts = image_token_counts(processor, sizes)
+    else:
+        counts = _counts_from_processor(processor, text, ids, images)
+    if counts:
+        ids, labels = expand_image_tokens(ids, labels, image_token_id(processor), counts)
+    return EncodedSample(key, text, [str(p) for p in images], ids, labels, sizes)
+
+
+def _counts_from_processor(processor: Any, text: str, ids: list[int], images: list[str]) -> list[int]:
+    """Image token counts read off a full processor call, for processors that cannot predict them."""
+    if not images:
+        return []
+    out = processor(text=[text], images=[open_image(p) for p in images], return_tensors="pt")
+    expanded = out["input_ids"][0].tolist()
+    placeholder = image_token_id(processor)
+    counts, j = [], 0
+    for token in ids:
+        if token == placeholder:
+            start = j
+            while j < len(expanded) and expanded[j] == placeholder:
+                j += 1
+            counts.append(j - start)
+        elif j < len(expanded) and expanded[j] == token:
+            j += 1
+        else:
+            raise ValueError("the processor inserts tokens other than image placeholders")
+    return counts
+
+
+class TrainDataset:
+    """A map-style dataset over encoded samples; ``__getitem__`` decodes and processes the images.
+
+    It runs in the data loader's worker processes, so image decoding and resizing overlap
+    with the training step instead of stalling it.
+    """
+
+    def __init__(self, samples: list[EncodedSample], processor: Any, pixel_dtype: Any = None):
+        self.samples = samples
+        self.processor = processor
+        # bf16 pixels halve the bytes that travel to the GPU; the model casts them to its dtype anyway
+        self.pixel_dtype = pixel_dtype
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [s.length for s in self.samples]
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        sample = self.samples[index]
+        images = [open_image(path) for path in sample.images]
+        out = self.processor(text=[sample.text], images=images or None, return_tensors="pt")
+        ids = out["input_ids"][0]
+        if ids.tolist() != sample.input_ids:
+            raise RuntimeError(
+                f"sample {sample.key}: the processor produced {len(ids)} tokens where {sample.length} were planned"
+            )
+        item = {k: (v[0] if _is_sequence(v, len(ids)) else v) for k, v in out.items() if v is not None}
+        if self.pixel_dtype is not None and "pixel_values" in item:
+            item["pixel_values"] = item["pixel_values"].to(self.pixel_dtype)
+        item["labels"] = torch.tensor(sample.labels, dtype=torch.long)
+        return item
+
+
+def _is_sequence(value: Any, length: int) -> bool:
+    return hasattr(value, "shape") and value.dim() == 2 and value.shape[0] == 1 and value.shape[1] == length
+
+
+class Collator:
+    """Pads a list of :class:`TrainDataset` items into one batch (right padding).
+
+    Per-token fields (ids, attention mask, token types) are padded to the longest sample,
+    rounded up to ``pad_to_multiple_of``; labels are padded with -100. Image fields
+    (``pixel_values``, ``image_grid_thw``) are concatenated, as the processor does for a batch.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1):
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = max(1, pad_to_multiple_of)
+
+    def __call__(self, items: list[dict]) -> dict:
+        import torch
+
+        longest = max(item["input_ids"].shape[0] for item in items)
+        width = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        keys = dict.fromkeys(key for item in items for key in item)
+        batch: dict[str, Any] = {}
+        for key in keys:
+            present = [item for item in items if key in item]
+            if all(_per_token(item, key) for item in present) and len(present) == len(items):
+                fill = self.pad_token_id if key == "input_ids" else IGNORE if key == "labels" else 0
+                batch[key] = torch.stack([_pad(item[key], width, fill) for item in present])
+            else:
+                batch[key] = torch.cat([item[key] for item in present], dim=0)
+        return batch
+
+
+def _per_token(item: dict, key: str) -> bool:
+    value = item[key]
+    return value.dim() == 1 and key != "image_grid_thw" and value.shape[0] == item["input_ids"].shape[0]
+
+
+def _pad(tensor: Any, width: int, fill: int) -> Any:
+    import torch
+
+    if tensor.shape[0] == width:
+        return tensor
+    pad = torch.full((width - tensor.shape[0],), fill, dtype=tensor.dtype)
+    return torch.cat([tensor, pad])

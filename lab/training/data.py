@@ -1,0 +1,122 @@
+"""The training and validation samples of a run, tokenized and checked before training starts.
+
+Every sample is encoded once here (see :mod:`lab.training.collator`), so its length is
+known up front. A sample longer than ``max_length`` is never truncated: cutting it would
+cut image tokens (the model then fails on a mismatch between image features and
+placeholders) or the answer. With ``overlong: drop`` it is left out and counted; with
+``overlong: error`` the run is refused with a sentence naming the sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lab import paths
+from lab.dataset import dataset_root, image_paths, load_records, split_dataset
+from lab.errors import BadImageError, ConfigError, DatasetError
+from lab.training.collator import EncodedSample, encode_sample, image_token_id
+from lab.training.identity import identity_records
+
+
+@dataclass
+class TrainingData:
+    """Encoded train and validation samples, and what was left out and why."""
+
+    train: list[EncodedSample]
+    val: list[EncodedSample]
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (sample key, reason)
+
+    def summary(self) -> str:
+        """One line for the log: counts, token lengths and dropped samples."""
+        lengths = [s.length for s in self.train]
+        line = (f"{len(self.train)} training and {len(self.val)} validation samples, "
+                f"{min(lengths)}-{max(lengths)} tokens each")  # fmt: skip
+        if self.dropped:
+            reasons: dict[str, int] = {}
+            for _, reason in self.dropped:
+                kind = reason.split(":")[0]
+                reasons[kind] = reasons.get(kind, 0) + 1
+            line += "; left out " + ", ".join(f"{n} ({kind})" for kind, n in reasons.items())
+        return line
+
+
+def resolve_dataset(path: str) -> Path:
+    """A dataset path from a config, found as :func:`lab.paths.resolve` finds it (workspace, then checkout)."""
+    found = paths.resolve(path)
+    if not found.exists():
+        raise DatasetError(f"Dataset {path} not found (looked in {paths.workspace()}).")
+    return found
+
+
+def _absolute(records: list[dict], root: Path) -> list[dict]:
+    return [{**r, "images": [str(p) for p in image_paths(r, root)]} for r in records]
+
+
+def load_splits(cfg: Any) -> tuple[list[dict], list[dict]]:
+    """Train and validation records (image paths made absolute), per ``val_dataset`` or ``val_ratio``."""
+    dataset = resolve_dataset(cfg.dataset)
+    if cfg.val_dataset:
+        val_path = resolve_dataset(cfg.val_dataset)
+        train = _absolute(load_records(dataset), dataset_root(dataset))
+        val = _absolute(load_records(val_path), dataset_root(val_path))
+    else:
+        train, val = split_dataset(dataset, cfg.val_ratio, cfg.seed)
+        root = dataset_root(dataset)
+        train, val = _absolute(train, root), _absolute(val, root)
+    if cfg.identity:
+        train = train + identity_records(cfg.model_name, cfg.model_author)
+    return train, val
+
+
+def with_system(messages: list[dict], system: str | None) -> list[dict]:
+    """``messages`` with their system prompt replaced by ``system`` (None keeps theirs)."""
+    if system is None:
+        return messages
+    return [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+
+
+def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> TrainingData:
+    """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``."""
+    train_records, val_records = load_splits(cfg)
+    dropped: list[tuple[str, str]] = []
+    train = _encode_all(train_records, cfg, processor, dropped)
+    val = _encode_all(val_records, cfg, processor, dropped)
+    data = TrainingData(train, val, dropped)
+    if not train:
+        first = f" (first: sample {dropped[0][0]}: {dropped[0][1]})" if dropped else ""
+        raise DatasetError(f"No training samples are left out of {len(train_records)}{first}.")
+    log(data.summary())
+    for key, reason in dropped[:5]:
+        log(f"  left out sample {key}: {reason}")
+    return data
+
+
+def _encode_all(records: list[dict], cfg: Any, processor: Any, dropped: list) -> list[EncodedSample]:
+    placeholder = image_token_id(processor)
+    samples = []
+    for index, record in enumerate(records):
+        key = str(record.get("id", f"#{index + 1}"))
+        try:
+            sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"])
+        except BadImageError as err:
+            dropped.append((key, f"unreadable image: {err}"))
+            continue
+        except ValueError as err:
+            dropped.append((key, f"cannot be encoded: {err}"))
+            continue
+        if sample.num_targets == 0:
+            dropped.append((key, "no answer tokens"))
+        elif sample.length > cfg.max_length:
+            if cfg.overlong == "error":
+                n_image = sample.input_ids.count(placeholder)
+                raise ConfigError(
+                    f"Sample {key} needs {sample.length} tokens ({n_image} of them for its images) but max_length is "
+                    f"{cfg.max_length}; raise max_length to at least {sample.length}, lower max_pixels, "
+                    "or set overlong to drop."
+                )
+            dropped.append((key, f"overlong: {sample.length} tokens > max_length {cfg.max_length}"))
+        else:
+            samples.append(sample)
+    return samples

@@ -1,0 +1,190 @@
+"""Training inside the app: one background job at a time, on the app's own model.
+
+:func:`start_training` returns at once; the run goes on in a thread that claims the
+shared model (``ModelState.TRAINING``), so chat and evaluation answer "busy" meanwhile.
+When it ends, the trained model stays loaded: a LoRA run leaves the adapter on the
+model under the run's name, a full run leaves the tuned weights. Progress is read from
+the run folder's ``metrics.jsonl`` by anyone (a reloaded page finds the job with
+:func:`current_job`). With ``num_gpus > 1`` the job runs ``accelerate launch`` in a
+subprocess instead (:mod:`lab.training.launch`) and the app's model is not touched.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.errors import BusyError, ConfigError, LabError
+
+_lock = threading.Lock()
+_current: "TrainingJob | None" = None
+
+
+@dataclass
+class TrainingJob:
+    """A training run going on (or finished) in this process."""
+
+    config: Any
+    run_dir: Path
+    resume: bool = False
+    status: str = "starting"  # starting, loading, running, stopping, finished, stopped, failed
+    message: str = ""
+    started: float = field(default_factory=time.time)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    log_lines: list[str] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("starting", "loading", "running", "stopping")
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current step (it saves a checkpoint first)."""
+        if self.active:
+            self.status = "stopping"
+            self.stop_event.set()
+
+    def log(self, line: str) -> None:
+        self.log_lines.append(line)
+        del self.log_lines[:-200]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end; True when it has."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return not self.active
+
+
+def current_job() -> TrainingJob | None:
+    """The job started last in this process (running or not), for a page that reloads."""
+    return _current
+
+
+def start_training(cfg: Any, handle: Any, resume: bool = False) -> TrainingJob:
+    """Start ``cfg`` in a background thread on ``handle``'s model; returns the job at once.
+
+    Refused with one sentence when a run is already going on or the model is busy. To
+    resume, ``cfg`` is the run's saved config (:func:`lab.training.runs.load_run_config`).
+    """
+    from lab.training.runner import prepare_run_dir
+
+    global _current
+    with _lock:
+        if _current is not None and _current.active:
+            raise BusyError(f"A training run ({_current.name}) is already going on; stop it or wait for it to end.")
+        if cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
+            raise BusyError(f"The model is busy ({handle.state.value}); try again when it is done.")
+        job = TrainingJob(config=cfg, run_dir=prepare_run_dir(cfg, resume), resume=resume)
+        target = _run_multi_gpu if cfg.num_gpus > 1 else _run_in_app
+        job.thread = threading.Thread(target=target, args=(job, handle), name=f"train-{job.name}", daemon=True)
+        _current = job
+    job.thread.start()
+    return job
+
+
+def _run_in_app(job: TrainingJob, handle: Any) -> None:
+    from lab.handle import ModelState
+
+    try:
+        _ensure_model(job, handle)
+        with handle.use(ModelState.TRAINING) as loaded:
+            job.status = "running" if not job.stop_event.is_set() else "stopping"
+            try:
+                result = _train(job, loaded)
+            except BaseException:
+                _recover(job, handle, loaded)
+                raise
+            _hand_over(job, handle, loaded, result)
+        job.status = result.status
+        job.message = f"{result.status} at step {result.step}" + (f", loss {result.loss:.4f}" if result.loss is not None else "")
+    except LabError as err:
+        job.status, job.message = "failed", str(err)
+    except Exception as err:  # a bug must not kill the app: report it in one line
+        job.status, job.message = "failed", f"Training failed: {type(err).__name__}: {err}"
+    job.log(job.message)
+
+
+def _train(job: TrainingJob, loaded: Any):
+    from lab.training.runner import run_training
+
+    return run_training(job.config, loaded=loaded, stop=job.stop_event, resume=job.resume, log=job.log,
+                        echo_metrics=False)  # fmt: skip
+
+
+def _ensure_model(job: TrainingJob, handle: Any) -> None:
+    """Load the run's model into the handle unless it is already there, with the right quantization."""
+    from lab.handle import resolve_model_name
+    from lab.training.runner import load_options
+
+    cfg = job.config
+    want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
+    loaded = handle.loaded
+    if loaded is not None and _same_model(loaded.name, resolve_model_name(cfg.model)) and (loaded.quantization or None) == want:
+        return
+    job.status = "loading"
+    job.log(f"Loading {cfg.model} ...")
+    from lab.models import resolve_device
+
+    options = load_options(cfg, resolve_device("auto"))
+    handle.load(cfg.model, **{k: v for k, v in options.items() if k != "device"})
+
+
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _hand_over(job: TrainingJob, handle: Any, loaded: Any, result: Any) -> None:
+    """Leave the trained model loaded: the adapter under the run's name, or the full model as the run."""
+    from lab.training.setup import ADAPTER, finish_model
+
+    if result.is_peft:
+        from lab.handle import _attach_adapter
+
+        _attach_adapter(loaded, result.run_dir, job.name)  # loads the saved adapter under the run's name
+        if ADAPTER in loaded.model.peft_config:
+            loaded.model.delete_adapter(ADAPTER)
+    else:
+        loaded.name, loaded.adapter = str(result.run_dir), None
+    finish_model(loaded.model)
+    handle.run_dir = result.run_dir
+    handle.adapter_enabled = True
+
+
+def _recover(job: TrainingJob, handle: Any, loaded: Any) -> None:
+    """After a failed run: adapters come off; weights a full run changed halfway are dropped."""
+    from lab.training.setup import finish_model, unwrap_adapters
+
+    if job.config.method == "full":
+        handle.loaded = None  # half-trained weights must not pass for the base model
+        handle.last_error = "The model was unloaded because a full fine-tuning run failed halfway; load it again."
+        return
+    loaded.model = unwrap_adapters(loaded.model)
+    finish_model(loaded.model)
+
+
+def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
+    from lab.training.launch import run_accelerate
+
+    try:
+        job.status = "running"
+        code = run_accelerate(job.run_dir, job.config.num_gpus, job.config.deepspeed, job.stop_event, log=job.log,
+                              resume=job.resume)  # fmt: skip
+        if code != 0:
+            raise LabError(f"The multi-GPU run ended with exit code {code}; see the log for why.")
+        job.status = "stopped" if job.stop_event.is_set() else "finished"
+        job.message = f"{job.status}; the model is in {job.run_dir}"
+    except LabError as err:
+        job.status, job.message = "failed", str(err)
+    except (OSError, ConfigError) as err:
+        job.status, job.message = "failed", f"Could not start the multi-GPU run: {err}"
+    job.log(job.message)

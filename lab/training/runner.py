@@ -1,0 +1,283 @@
+"""One training run, start to finish: the function the CLI, the app's background job and the benchmark call.
+
+:func:`run_training` writes the resolved config into the run folder, encodes the data,
+prepares the model, trains with :mod:`lab.training.trainer`, and saves the adapter (or
+the model) with the processor at the top of the run folder. A stop request ends the run
+after the current step with a checkpoint; running out of memory ends it with advice and
+the memory freed. Every outcome is an event line in ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from lab.errors import ConfigError, LabError
+from lab.training.metrics import METRICS_FILE, Throughput, append_metrics, make_metrics_callback
+from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: ``finished`` or ``stopped``, and the trained model still in memory."""
+
+    run_dir: Path
+    status: str
+    step: int
+    loss: float | None
+    model: Any
+    is_peft: bool
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def training_device() -> str:
+    """``cuda:<local rank>`` under a multi-GPU launch, else the lab's usual choice."""
+    from lab.models import resolve_device
+
+    if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return resolve_device("auto")
+
+
+def load_options(cfg: Any, device: str) -> dict:
+    """``load_model`` options for a run: quantization for QLoRA, float32 master weights for full fp16 training."""
+    from lab.models import resolve_dtype
+
+    dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.method == "full" and str(dtype) == "torch.float16":
+        dtype = "float32"  # fp16 weights cannot take optimizer updates; autocast still computes in fp16
+    quantization = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
+    return dict(quantization=quantization, dtype=dtype, device=device,
+                min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)  # fmt: skip
+
+
+def model_source(cfg: Any) -> str:
+    """The folder or Hub id to load: ``demo`` is the tiny offline demo model."""
+    if cfg.model == "demo":
+        from lab.tiny import ensure_demo_model
+
+        return str(ensure_demo_model())
+    return cfg.model
+
+
+def prepare_run_dir(cfg: Any, resume: bool = False) -> Path:
+    """Create (or, to resume, find) the run folder and write the resolved config into it."""
+    if not cfg.run_name:
+        cfg.run_name = default_run_name(cfg)
+    run_dir = run_dir_for(cfg)
+    if resume:
+        if latest_checkpoint(run_dir) is None:
+            raise ConfigError(f"Run {cfg.run_name} has no checkpoint to resume from; start it again instead.")
+        return run_dir
+    if is_main_process() and any(run_dir.glob("checkpoint-*")):
+        raise ConfigError(f"A run named {cfg.run_name} already exists; choose another run_name or resume it.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)  # left by an attempt that failed before its first step
+        cfg.to_yaml(run_dir / CONFIG_FILE)
+    return run_dir
+
+
+def check_quantization(cfg: Any, loaded: Any) -> None:
+    """QLoRA needs the model loaded quantized; the other methods need it unquantized."""
+    want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
+    if (loaded.quantization or None) != want:
+        have = loaded.quantization or "unquantized"
+        raise ConfigError(f"Method {cfg.method} needs the model loaded {want or 'unquantized'}, but it is loaded {have}; "
+                          "load it again with the right quantization.")
+
+
+def oom_advice(cfg: Any, device: str) -> str:
+    """One sentence on what to change after running out of memory."""
+    tips = []
+    if cfg.per_device_batch_size > 1:
+        tips.append("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective batch)")
+    tips.append("fewer pixels per image (max_pixels)")
+    if not cfg.gradient_checkpointing:
+        tips.append("gradient_checkpointing: true")
+    if cfg.method != "qlora" and device.startswith("cuda"):
+        tips.append("method qlora")
+    where = "GPU" if device.startswith("cuda") else "computer"
+    return f"Training ran out of {where} memory; the memory is freed again, try {', '.join(tips[:-1])} or {tips[-1]}."
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def run_training(
+    cfg: Any,
+    *,
+    loaded: Any = None,
+    stop: threading.Event | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    echo_metrics: bool = False,
+    callbacks: tuple = (),
+) -> TrainResult:
+    """Train ``cfg`` to the end (or to ``stop``); raises :class:`LabError` with one sentence on failure.
+
+    ``loaded`` is a :class:`lab.models.LoadedModel` to train in place (the app's model);
+    without it the model is loaded here. To resume, ``cfg`` is the run's saved config and
+    training continues from its last checkpoint: same step count, same curve. ``callbacks``
+    are extra ``TrainerCallback`` objects (custom logging, tests).
+    """
+    import torch
+
+    run_dir = prepare_run_dir(cfg, resume)
+    device = loaded.device if loaded is not None else training_device()
+    failure: str | None = None
+    try:
+        return _train(cfg, run_dir, loaded, device, stop, resume, log, echo_metrics, list(callbacks))
+    except torch.OutOfMemoryError:
+        failure = oom_advice(cfg, device)
+    except MemoryError:
+        failure = oom_advice(cfg, "cpu")
+    except LabError as err:
+        failure = str(err)
+        raise
+    except Exception as err:
+        failure = f"Training failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+        raise
+    finally:
+        if failure is not None:
+            _free_memory()
+            if is_main_process():
+                append_metrics(run_dir, {"event": "error", "time": time.time(), "message": failure})
+            log(failure)
+    raise LabError(failure)
+
+
+def _prepare(cfg, loaded, device: str, log):
+    """Load (if needed) and prepare the model, and encode the data: ``(loaded, data, prepared)``."""
+    from lab.models import load_model, set_image_pixels
+    from lab.training.data import build_data, resolve_dataset
+    from lab.training.setup import prepare_model, unwrap_adapters
+
+    for path in (cfg.dataset, cfg.val_dataset):
+        if path:
+            resolve_dataset(path)  # a wrong path fails before minutes of model loading
+    if loaded is None:
+        log(f"Loading {cfg.model} on {device} ...")
+        loaded = load_model(model_source(cfg), **load_options(cfg, device))
+    check_quantization(cfg, loaded)
+    if getattr(getattr(loaded.processor, "image_processor", None), "merge_size", None) is not None:
+        # The processor keeps the run's pixel bounds afterwards: the trained model expects them.
+        set_image_pixels(loaded.processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    data = build_data(cfg, loaded.processor, log)
+    loaded.model = unwrap_adapters(loaded.model)
+    prepared = prepare_model(loaded.model, cfg)
+    loaded.model = prepared.model  # so that whoever holds ``loaded`` can undo the adapters if training fails
+    log(prepared.summary())
+    return loaded, data, prepared
+
+
+def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, echo_metrics: bool,
+           extra_callbacks: list) -> TrainResult:
+    from lab.training.collator import TrainDataset
+    from lab.training.trainer import LossCollator, make_trainer, training_arguments
+
+    loaded, data, prepared = _prepare(cfg, loaded, device, log)
+    processor = loaded.processor
+    args = training_arguments(cfg, str(run_dir), device, loaded.dtype, bool(data.val), _deepspeed_config(cfg))
+    throughput = Throughput()
+    callbacks = [make_metrics_callback(run_dir, throughput, log if echo_metrics else None),
+                 _start_event(run_dir, data, prepared, resume), *extra_callbacks]  # fmt: skip
+    collator = LossCollator(processor.tokenizer.pad_token_id, 8 if device.startswith("cuda") else 1)
+    pixels = loaded.dtype if (args.bf16 or args.fp16) else None
+    trainer = make_trainer(prepared.model, args, TrainDataset(data.train, processor, pixels),
+                           TrainDataset(data.val, processor, pixels) if data.val else None, collator, stop, throughput,
+                           callbacks, _optimizers(prepared.model, cfg))  # fmt: skip
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    undo = speedups(prepared.model, cfg, args, loaded)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        stopped = stop is not None and stop.is_set()
+        trainer.save_model(str(run_dir))
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(str(run_dir))
+        step = trainer.state.global_step
+    finally:
+        for restore in reversed(undo):
+            restore()
+        prepared.model.zero_grad(set_to_none=True)
+        trainer.accelerator.free_memory()
+        trainer.optimizer = trainer.lr_scheduler = None
+        del trainer
+        _free_memory()
+    loss = _last_loss(run_dir)
+    if is_main_process():
+        append_metrics(run_dir, {"event": "stop" if stopped else "end", "time": time.time(), "step": step,
+                                 "loss": loss, "train_loss": output.training_loss})  # fmt: skip
+    log(f"{'Stopped' if stopped else 'Finished'} at step {step}; saved to {run_dir}")
+    return TrainResult(run_dir, "stopped" if stopped else "finished", step, loss, prepared.model, prepared.is_peft)
+
+
+def speedups(model: Any, cfg: Any, args: Any, loaded: Any) -> list[Callable[[], None]]:
+    """Switch on the fast paths of :mod:`lab.training.speed` that apply; returns their undo functions."""
+    from lab.training.speed import compile_blocks, skip_adapter_input_cast, use_grouped_vision_attention
+
+    undo = [use_grouped_vision_attention(model)]
+    if (args.bf16 or args.fp16) and cfg.method != "full" and not cfg.use_dora:
+        undo.append(skip_adapter_input_cast(model))
+    if cfg.torch_compile and str(loaded.device).startswith("cuda") and not loaded.quantization:
+        undo.append(compile_blocks(model))
+    return undo
+
+
+def _last_loss(run_dir: Path) -> float | None:
+    from lab.training.metrics import log_rows, read_metrics
+
+    losses = [r["loss"] for r in log_rows(read_metrics(run_dir)) if r.get("loss") is not None]
+    return losses[-1] if losses else None
+
+
+def _start_event(run_dir: Path, data, prepared, resume: bool):
+    from transformers import TrainerCallback
+
+    class StartEvent(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                append_metrics(run_dir, {
+                    "event": "start", "time": time.time(), "step": state.global_step,
+                    "total_steps": state.max_steps, "resumed": resume,
+                    "train_samples": len(data.train), "val_samples": len(data.val), "dropped": len(data.dropped),
+                    "trainable_params": prepared.trainable, "total_params": prepared.total,
+                })  # fmt: skip
+
+    return StartEvent()
+
+
+def _optimizers(model: Any, cfg: Any):
+    """LoRA+ needs its own optimizer (B matrices at a higher rate); otherwise the Trainer makes one."""
+    if cfg.method == "full" or not cfg.loraplus_lr_ratio:
+        return (None, None)
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=cfg.learning_rate,
+                                          loraplus_lr_ratio=cfg.loraplus_lr_ratio, weight_decay=cfg.weight_decay)  # fmt: skip
+    return (optimizer, None)
+
+
+def _deepspeed_config(cfg: Any) -> dict | None:
+    if not cfg.deepspeed or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from lab.training.launch import deepspeed_config
+
+    return deepspeed_config(cfg.deepspeed)

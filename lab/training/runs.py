@@ -1,0 +1,191 @@
+"""Run folders: where a run lives, what it is, how far it got, and how to reproduce it.
+
+A run folder (``checkpoints/<run>/``) holds ``config.yaml`` (the fully resolved
+config), ``metrics.jsonl``, the adapter or model files with the processor, and
+``checkpoint-N/`` folders. Everything here reads those files only, so it describes runs
+of this process, of a CLI in another terminal and of a multi-GPU subprocess alike.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab import paths
+from lab.errors import ConfigError
+from lab.training.metrics import last_event, log_rows, read_metrics
+
+CONFIG_FILE = "config.yaml"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_UNSAFE = re.compile(r"[^\w.-]+")
+_NAME = re.compile(r"\w[\w.-]*")
+
+
+def runs_root(cfg: Any = None) -> Path:
+    """The folder that holds run folders: ``cfg.output_dir`` (relative to the workspace), else the default."""
+    output_dir = getattr(cfg, "output_dir", None) or "checkpoints"
+    path = Path(output_dir).expanduser()
+    return path if path.is_absolute() else paths.workspace() / path
+
+
+def default_run_name(cfg: Any) -> str:
+    """``<model>-<method>-<date-time>``, e.g. ``Qwen2.5-VL-3B-Instruct-lora-20261118-153012``."""
+    model = _UNSAFE.sub("-", Path(str(cfg.model).rstrip("/")).name).strip("-") or "model"
+    return f"{model}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_dir_for(cfg: Any) -> Path:
+    """The run folder of ``cfg`` (its ``run_name`` must be set)."""
+    if not cfg.run_name or not _NAME.fullmatch(cfg.run_name):
+        raise ConfigError(f"run_name {cfg.run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').")
+    return runs_root(cfg) / cfg.run_name
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's ``checkpoint-N`` folders, by step."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The last complete checkpoint (one with its trainer state), or None."""
+    complete = [p for p in checkpoints(run_dir) if (p / "trainer_state.json").is_file()]
+    return complete[-1] if complete else None
+
+
+def load_run_config(run_dir: str | Path):
+    """The run's saved ``TrainConfig``."""
+    from lab.train_config import TrainConfig
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a training run: it has no {CONFIG_FILE}.")
+    return TrainConfig.from_yaml(path)
+
+
+@dataclass
+class RunInfo:
+    """A run at a glance, for the runs table and ``describe``."""
+
+    name: str
+    path: Path
+    status: str  # running (or died without a word), finished, stopped, failed, new
+    step: int
+    total_steps: int | None
+    loss: float | None  # the last logged training loss
+    eval_loss: float | None
+    method: str
+    model: str
+    dataset: str
+    started: float  # folder creation time, seconds since the epoch
+    message: str = ""
+
+    def row(self) -> list:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
+        total = f"{self.step}/{self.total_steps}" if self.total_steps else str(self.step)
+        return [self.name, self.status, self.method, self.model, total,
+                _fmt(self.loss), _fmt(self.eval_loss), when]  # fmt: skip
+
+
+RUN_COLUMNS = ["run", "status", "method", "model", "step", "loss", "eval loss", "started"]
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def describe_run(run_dir: str | Path) -> RunInfo:
+    """Read a run folder into a :class:`RunInfo`."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    rows = log_rows(records)
+    event = last_event(records) or {}
+    status = {"start": "running", "end": "finished", "stop": "stopped", "error": "failed"}.get(event.get("event"), "new")
+    losses = [r["loss"] for r in rows if r.get("loss") is not None]
+    evals = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None]
+    starts = [r for r in records if r.get("event") == "start"]
+    try:
+        config = load_run_config(run_dir).to_dict()
+    except ConfigError:
+        config = {}
+    return RunInfo(
+        name=run_dir.name,
+        path=run_dir,
+        status=status,
+        step=max((r["step"] for r in rows), default=int(event.get("step") or 0)),
+        total_steps=starts[-1].get("total_steps") if starts else None,
+        loss=losses[-1] if losses else None,
+        eval_loss=evals[-1] if evals else None,
+        method=str(config.get("method", "?")),
+        model=str(config.get("model", "?")),
+        dataset=str(config.get("dataset", "?")),
+        started=run_dir.stat().st_ctime,
+        message=str(event.get("message", "")),
+    )
+
+
+def list_runs(root: str | Path | None = None) -> list[RunInfo]:
+    """Every run folder (one with a ``config.yaml``) under ``root``, newest first."""
+    root = Path(root) if root is not None else runs_root()
+    if not root.is_dir():
+        return []
+    found = [describe_run(p) for p in root.iterdir() if (p / CONFIG_FILE).is_file()]
+    return sorted(found, key=lambda info: info.started, reverse=True)
+
+
+def train_command(cfg: Any, base_preset: str = "lora") -> str:
+    """The CLI line that reproduces ``cfg``: a preset plus the settings that differ from it."""
+    overrides = cfg.cli_overrides(base_preset)
+    line = ["python", "-m", "lab", "train", "--preset", base_preset]
+    if overrides:
+        line += ["--set", *overrides]
+    return " ".join(shlex.quote(part) for part in line)
+
+
+@dataclass
+class Progress:
+    """Where a run stands, from its metrics file: for the progress bar and the status line."""
+
+    status: str
+    step: int
+    total: int | None
+    elapsed_s: float | None
+    eta_s: float | None
+    samples_per_s: float | None
+    tokens_per_s: float | None
+    loss: float | None
+    eval_loss: float | None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return min(self.step / self.total, 1.0) if self.total else 0.0
+
+
+def progress(run_dir: str | Path) -> Progress:
+    """The run's latest step, timing and throughput (a run with no metrics yet is ``new``)."""
+    info = describe_run(run_dir)
+    rows = log_rows(read_metrics(run_dir))
+    train_rows = [r for r in rows if r.get("loss") is not None]
+    last = train_rows[-1] if train_rows else {}
+    return Progress(
+        status=info.status, step=info.step, total=info.total_steps, elapsed_s=rows[-1].get("elapsed_s") if rows else None,
+        eta_s=last.get("eta_s") if info.status == "running" else None, samples_per_s=last.get("samples_per_s"),
+        tokens_per_s=last.get("tokens_per_s"), loss=info.loss, eval_loss=info.eval_loss, message=info.message,
+    )  # fmt: skip
+
+
+def curves(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """Points for the plots: ``([{step, value, series: train|eval}], [{step, value, series: lr}])``."""
+    rows = log_rows(read_metrics(run_dir))
+    loss = [{"step": r["step"], "value": r["loss"], "series": "train"} for r in rows if r.get("loss") is not None]
+    loss += [{"step": r["step"], "value": r["eval_loss"], "series": "eval"} for r in rows if r.get("eval_loss") is not None]
+    lr = [{"step": r["step"], "value": r["lr"], "series": "lr"} for r in rows if r.get("lr") is not None]
+    return sorted(loss, key=lambda p: p["step"]), lr

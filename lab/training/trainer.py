@@ -1,0 +1,211 @@
+"""The ``transformers.Trainer`` the lab trains with, and its arguments from a ``TrainConfig``.
+
+Three things differ from a stock ``Trainer``:
+
+* The loss projects onto the vocabulary only where it is needed. Answers are a small
+  share of a vision-language sample (a 448x448 image alone is 256 tokens), and the
+  output layer of a Qwen model has 152k rows, so full logits (and their float32 copy in
+  the loss) are the largest tensors of a step. The collator lists the positions whose
+  next token is learned; the model computes logits for those (``logits_to_keep``) and
+  the cross-entropy runs over the learned tokens alone. Same loss, far less memory.
+* Batches are drawn from groups of similar length (when a batch has more than one
+  sample), so little of a step is spent on padding.
+* A stop request ends training after the current optimizer step, with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import threading
+from typing import Any
+
+from lab.training.collator import IGNORE, Collator
+from lab.training.metrics import Throughput
+
+
+class LossCollator(Collator):
+    """A :class:`Collator` that also lists, on the CPU, where the loss looks (see the module doc).
+
+    ``loss_positions``: sequence positions (shared by the batch) whose next token is learned;
+    ``loss_index``: flat indices into ``batch x positions`` of the learned ones;
+    ``loss_targets``: their token ids.
+    """
+
+    def __call__(self, items: list[dict]) -> dict:
+        import torch
+
+        batch = super().__call__(items)
+        shifted = batch["labels"][:, 1:]
+        learned = shifted != IGNORE
+        positions = learned.any(dim=0).nonzero().squeeze(1)
+        kept = shifted[:, positions]
+        flat = (kept != IGNORE).reshape(-1).nonzero().squeeze(1)
+        batch["loss_positions"] = positions
+        batch["loss_index"] = flat
+        batch["loss_targets"] = kept.reshape(-1)[flat]
+        return batch
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under PEFT's wrappers
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def make_trainer(model: Any, args: Any, train_dataset: Any, eval_dataset: Any, collator: Any,
+                 stop: threading.Event | None, throughput: Throughput, callbacks: list, optimizers=(None, None)):
+    """A :class:`LabTrainer` (the class is built here so that importing this module stays light)."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import PrinterCallback, Trainer, TrainerCallback
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class StopCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stopping = stop is not None and stop.is_set()
+            if args.world_size > 1:
+                stopping = _any_rank(stopping, args.device)
+            if stopping:
+                control.should_training_stop = True
+                control.should_save = True
+                control.should_log = True
+            return control
+
+    class LabTrainer(Trainer):
+        # The loss below is already averaged over every learned token of the accumulated batch.
+        loss_is_scaled_for_ga = True
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.model_accepts_loss_kwargs = True  # makes the Trainer count learned tokens across accumulation
+            self._slice_logits = _accepts_logits_to_keep(self.model)
+
+        def _get_train_sampler(self, *a, **kw):
+            group = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+            if group <= 1 or not hasattr(self.train_dataset, "lengths"):
+                return super()._get_train_sampler(*a, **kw)
+            generator = torch.Generator().manual_seed(self.args.seed)
+            return LengthGroupedSampler(group, lengths=self.train_dataset.lengths, generator=generator)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            positions = inputs.pop("loss_positions")
+            index, targets = inputs.pop("loss_index"), inputs.pop("loss_targets")
+            inputs.pop("labels", None)
+            if model.training:
+                throughput.add(inputs)
+            if self._slice_logits:
+                logits = model(**inputs, use_cache=False, logits_to_keep=positions).logits
+            else:
+                logits = model(**inputs, use_cache=False).logits[:, positions]
+            picked = logits.reshape(-1, logits.shape[-1]).index_select(0, index).float()
+            loss = F.cross_entropy(picked, targets, reduction="sum")
+            if num_items_in_batch is not None:
+                loss = loss / num_items_in_batch
+                if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                    loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+            else:
+                loss = loss / max(targets.numel(), 1)
+            return (loss, {"logits": None}) if return_outputs else loss
+
+    trainer = LabTrainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        callbacks=[StopCallback(), *callbacks],
+        optimizers=optimizers,
+    )
+    trainer.remove_callback(PrinterCallback)  # metrics.jsonl (and its echo) is the log
+    return trainer
+
+
+def _any_rank(flag: bool, device) -> bool:
+    """True on every rank when it is True on one: all ranks must stop after the same step, or one waits forever."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _trains_vision_side(cfg: Any) -> bool:
+    adapters = set(cfg.lora_targets) if cfg.method != "full" else set()
+    return bool(adapters & {"vision", "merger"}) or cfg.train_vision or cfg.train_merger
+
+
+def dataloader_workers(device: str) -> int:
+    """Worker processes that decode and resize images while the GPU trains; none on the CPU."""
+    if not device.startswith("cuda"):
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 2))
+
+
+def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val: bool, deepspeed: dict | None = None):
+    """``TrainingArguments`` for ``cfg``; keys this transformers version lacks are left out."""
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = device.startswith("cuda")
+    workers = dataloader_workers(device)
+    wanted = dict(
+        output_dir=str(run_dir),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_eval_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss must show on the plot, not be hidden
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        bf16=cuda and dtype == torch.bfloat16,
+        fp16=cuda and dtype == torch.float16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        # Non-reentrant checkpointing needs no input that requires grad, and works with frozen embeddings.
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        remove_unused_columns=False,
+        label_names=["labels"],
+        prediction_loss_only=True,
+        dataloader_num_workers=workers,
+        dataloader_pin_memory=cuda,
+        dataloader_persistent_workers=workers > 0,
+        dataloader_prefetch_factor=4 if workers else None,
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        # A batch without pictures (identity samples, text-only data) leaves the vision side's
+        # trainable weights without gradients, which DDP must be told to expect.
+        ddp_find_unused_parameters=_trains_vision_side(cfg),
+        deepspeed=deepspeed,
+        save_safetensors=True,
+        skip_memory_metrics=True,
+    )
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if "activation_checkpointing" in known:  # the newer name of the same switch
+        wanted["activation_checkpointing"] = wanted.pop("gradient_checkpointing")
+        wanted["activation_checkpointing_kwargs"] = wanted.pop("gradient_checkpointing_kwargs")
+    if "warmup_ratio" in known:
+        wanted["warmup_ratio"] = cfg.warmup_ratio
+    else:
+        wanted["warmup_steps"] = cfg.warmup_ratio  # below 1, read as a share of the steps
+    return TrainingArguments(**{k: v for k, v in wanted.items() if k in known})

@@ -1,0 +1,70 @@
+"""The Train tab through its API (gradio_client): start, live metrics, busy model, stop, re-attach, runs list."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lab.train_config import TrainConfig
+from lab.training import job as jobs
+from lab.ui.train_tab import FORM_FIELDS, form_values
+
+
+def _wait_ready(ctx, timeout=120):
+    deadline = time.time() + timeout
+    while ctx.handle.state.value == "loading" and time.time() < deadline:
+        time.sleep(0.2)
+    assert ctx.handle.state.value == "ready", ctx.handle.describe()
+
+
+def _plot_rows(plot) -> list:
+    value = plot.get("value", plot) if isinstance(plot, dict) else plot
+    return value.get("data", []) if isinstance(value, dict) else []
+
+
+def test_train_tab_start_poll_stop_and_reattach(launch_app, lab_home):
+    from gradio_client import Client
+
+    from lab.errors import BusyError
+
+    app, ctx, client = launch_app(model="demo")
+    _wait_ready(ctx)
+    cfg = TrainConfig.from_preset("cpu_demo", ["max_steps=300", "run_name=ui", "eval_steps=1000"])
+    form = dict(zip(FORM_FIELDS, form_values(cfg)))
+
+    assert client.predict(preset="cpu_demo", **form, api_name="/train_command").startswith(
+        "python -m lab train --preset cpu_demo --set")
+    message = client.predict(**form, api_name="/train_start")
+    assert message == "Started ui."
+    deadline, status, loss = time.time() + 120, "", []
+    while time.time() < deadline:
+        bar, status, loss_plot, lr_plot, log = client.predict(None, api_name="/train_poll")
+        loss = _plot_rows(loss_plot)
+        if loss:
+            break
+        time.sleep(0.5)
+    assert loss and "**ui** · running" in status and "<progress" in bar, status
+    # While it trains, the model is busy for everyone else, and a second run is refused.
+    assert ctx.handle.state.value == "training"
+    with pytest.raises(BusyError, match="training run"):
+        with ctx.handle.use():
+            pass
+    with pytest.raises(Exception, match="already going on"):
+        client.predict(**form, api_name="/train_start")
+    # A reloaded page (a new session) finds the same run.
+    again = Client(app.local_url, verbose=False).predict(None, api_name="/train_poll")
+    assert "**ui**" in again[1]
+
+    assert client.predict(api_name="/train_stop") == "Stopping ui after the current step…"
+    job = jobs.current_job()
+    assert job.wait(120) and job.status == "stopped", job.message
+    bar, status, loss_plot, _, _ = client.predict(None, api_name="/train_poll")
+    assert "stopped" in status and len(_plot_rows(loss_plot)) >= len(loss)
+    # The trained adapter stays on the model, under the run's name, for Evaluate and Chat.
+    assert ctx.handle.state.value == "ready" and ctx.handle.loaded.adapter == "ui"
+    assert "ui" in ctx.handle.loaded.model.peft_config and "default" not in ctx.handle.loaded.model.peft_config
+    table, _ = client.predict(api_name="/train_runs")
+    rows = table["data"] if isinstance(table, dict) else table
+    assert rows[0][0] == "ui" and rows[0][1] == "stopped"
+    assert client.predict(api_name="/train_stop") == "No training run is going on."

@@ -1,0 +1,182 @@
+"""Real training runs of the tiny model on the CPU: what trains changes, what is frozen does not,
+the run folder holds what it should, the loss falls, stop and resume keep the curve."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+from lab.train_config import TrainConfig
+from lab.training.metrics import last_event, log_rows, read_metrics
+from lab.training.runner import run_training
+from lab.training.runs import checkpoints, describe_run, latest_checkpoint, load_run_config
+
+
+def tiny_config(tiny_models, **overrides) -> TrainConfig:
+    settings = dict(model=str(tiny_models("qwen2_5_vl")), dataset="data/sample", max_steps=3,
+                    per_device_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-2,
+                    logging_steps=1, eval_steps=2, save_steps=100, val_ratio=0.1, warmup_ratio=0.0,
+                    lora_dropout=0.0, gradient_checkpointing=True, dtype="float32", run_name="run")  # fmt: skip
+    return TrainConfig(**{**settings, **overrides})
+
+
+def snapshot_callback(store: dict):
+    """A TrainerCallback that copies every parameter when training begins (adapters already in place)."""
+    from transformers import TrainerCallback
+
+    class Snapshot(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            store.update({n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()})
+
+    return Snapshot()
+
+
+def train_and_compare(cfg):
+    """Train ``cfg`` and return (result, changed trainable names, unchanged trainable, changed frozen)."""
+    before: dict = {}
+    result = run_training(cfg, log=lambda _: None, callbacks=[snapshot_callback(before)])
+    after = dict(result.model.named_parameters())
+    changed = {n for n, (p, _) in before.items() if not p.equal(after[n].detach())}
+    trainable = {n for n, (_, grad) in before.items() if grad}
+    return result, changed & trainable, trainable - changed, changed - trainable
+
+
+def assert_logged(run_dir, steps: int):
+    records = read_metrics(run_dir)
+    rows = [r for r in log_rows(records) if r.get("loss") is not None]
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    assert all(math.isfinite(r["loss"]) and r["tokens_per_s"] > 0 and r["lr"] is not None for r in rows)
+    assert [r["event"] for r in records if "event" in r] == ["start", "end"]
+    assert any(r.get("eval_loss") is not None for r in log_rows(records))
+
+
+@pytest.mark.parametrize("targets", [["language", "vision", "merger"], ["language"]])
+def test_lora_run_trains_adapters_only(tiny_models, lab_home, targets):
+    cfg = tiny_config(tiny_models, lora_targets=targets)
+    result, changed, unchanged, frozen_changed = train_and_compare(cfg)
+    assert changed and not unchanged and not frozen_changed
+    assert all("lora_" in n for n in changed)
+    if targets == ["language"]:
+        assert not any(".visual." in n for n in changed)  # vision tower and merger frozen
+    run_dir = lab_home / "checkpoints" / "run"
+    assert result.run_dir == run_dir and result.status == "finished" and result.is_peft
+    for name in ("config.yaml", "metrics.jsonl", "adapter_model.safetensors", "adapter_config.json",
+                 "tokenizer.json", "processor_config.json"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    assert load_run_config(run_dir) == cfg
+    assert_logged(run_dir, 3)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_other_families_train_too(tiny_models, lab_home, family):
+    cfg = tiny_config(tiny_models, model=str(tiny_models(family)), max_steps=2, val_ratio=0.0,
+                      lora_targets=["language", "vision", "merger"])  # fmt: skip
+    result, changed, unchanged, frozen_changed = train_and_compare(cfg)
+    # The tiny Qwen3-VL has 2 decoder layers and adds its second deepstack feature after the
+    # last one, to image positions only, where no loss is taken: that merger cannot learn.
+    unchanged = {n for n in unchanged if "deepstack_merger_list.1." not in n}
+    assert changed and not unchanged and not frozen_changed and result.step == 2
+
+
+def test_full_run_with_frozen_vision_trains_the_language_model_and_merger(tiny_models, lab_home):
+    cfg = tiny_config(tiny_models, method="full", lora_targets=[], train_language=True, train_merger=True)
+    result, changed, unchanged, frozen_changed = train_and_compare(cfg)
+    assert not unchanged and not frozen_changed
+    assert any("language_model" in n for n in changed) and any(".merger." in n for n in changed)
+    assert not any(".visual.blocks" in n or "patch_embed" in n for n in changed)
+    run_dir = lab_home / "checkpoints" / "run"
+    assert not result.is_peft and (run_dir / "model.safetensors").is_file() and (run_dir / "config.json").is_file()
+    assert_logged(run_dir, 3)
+
+
+def test_lora_next_to_a_fully_trained_part(tiny_models, lab_home):
+    cfg = tiny_config(tiny_models, lora_targets=["language"], train_merger=True)
+    result, changed, unchanged, frozen_changed = train_and_compare(cfg)
+    assert not unchanged and not frozen_changed
+    assert any("modules_to_save" in n and "merger" in n for n in changed)
+    from safetensors import safe_open
+
+    with safe_open(str(lab_home / "checkpoints" / "run" / "adapter_model.safetensors"), "pt") as f:
+        assert any("merger" in key for key in f.keys())  # the adapter folder is complete on its own
+
+
+def test_overfitting_the_sample_set(tiny_models, lab_home):
+    cfg = TrainConfig.from_preset("cpu_demo", ["max_steps=30", "val_ratio=0", "run_name=overfit"])
+    cfg.model = str(tiny_models("qwen2_5_vl"))
+    result = run_training(cfg, log=lambda _: None)
+    losses = [r["loss"] for r in log_rows(read_metrics(result.run_dir)) if r.get("loss") is not None]
+    assert len(losses) == 30
+    assert min(losses[-5:]) < 0.6 * losses[0], losses
+
+
+def test_qlora_runs_where_bitsandbytes_works(tiny_models, lab_home):
+    from lab.models import _bitsandbytes_problem, resolve_device
+
+    problem = _bitsandbytes_problem("4bit", resolve_device("auto"))
+    if problem:
+        pytest.skip(problem)
+    cfg = tiny_config(tiny_models, method="qlora", max_steps=2, val_ratio=0.0)
+    result, changed, unchanged, frozen_changed = train_and_compare(cfg)
+    assert changed and not unchanged and not frozen_changed
+    assert (result.run_dir / "adapter_model.safetensors").is_file()
+
+
+def test_stop_ends_after_the_current_step_and_resume_continues_the_curve(tiny_models, lab_home):
+    from transformers import TrainerCallback
+
+    stop = threading.Event()
+
+    class StopAtTwo(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                stop.set()  # as if Stop were pressed during step 3
+
+    cfg = tiny_config(tiny_models, max_steps=6, val_ratio=0.0)
+    result = run_training(cfg, stop=stop, log=lambda _: None, callbacks=[StopAtTwo()])
+    assert result.status == "stopped" and result.step == 3
+    assert latest_checkpoint(result.run_dir).name == "checkpoint-3"
+    assert describe_run(result.run_dir).status == "stopped"
+
+    resumed = run_training(load_run_config(result.run_dir), resume=True, log=lambda _: None)
+    assert resumed.status == "finished" and resumed.step == 6
+    records = read_metrics(result.run_dir)
+    rows = [r for r in log_rows(records) if r.get("loss") is not None]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    elapsed = [r["elapsed_s"] for r in rows]
+    assert elapsed == sorted(elapsed)  # the clock carries on from the first session
+    starts = [r for r in records if r.get("event") == "start"]
+    assert [s["resumed"] for s in starts] == [False, True] and starts[1]["step"] == 3
+    assert last_event(records)["event"] == "end"
+    assert [p.name for p in checkpoints(result.run_dir)][-1] == "checkpoint-6"
+
+
+def test_out_of_memory_in_the_app_is_one_sentence_and_the_model_stays_usable(tiny_models, lab_home, monkeypatch):
+    import torch
+    from transformers import TrainerCallback
+
+    from lab.handle import ModelHandle
+    from lab.training import job as jobs
+
+    class RunOutOfMemory(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    def train_until_oom(job, loaded):
+        return run_training(job.config, loaded=loaded, stop=job.stop_event, log=job.log, callbacks=[RunOutOfMemory()])
+
+    monkeypatch.setattr(jobs, "_train", train_until_oom)
+    handle = ModelHandle()
+    handle.load(str(tiny_models("qwen2_5_vl")))
+    job = jobs.start_training(tiny_config(tiny_models, per_device_batch_size=2, gradient_checkpointing=False), handle)
+    assert job.wait(120) and job.status == "failed"
+    assert job.message.startswith("Training ran out of computer memory; the memory is freed again, try a smaller "
+                                  "per_device_batch_size")  # fmt: skip
+    assert "gradient_checkpointing: true" in job.message and "Traceback" not in job.message
+    assert last_event(read_metrics(job.run_dir)) == {**last_event(read_metrics(job.run_dir)), "event": "error"}
+    # The adapters came off again: the handle holds the plain model, ready for chat.
+    assert handle.state.value == "ready" and not hasattr(handle.loaded.model, "peft_config")
+    assert not any(p.requires_grad for p in handle.loaded.model.parameters())
+    with handle.use() as loaded:
+        assert loaded.model.training is False
