@@ -220,11 +220,14 @@ def load_model(
     max_pixels: int | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str = "sdpa",
+    double_quant: bool = True,
+    quant_compute_dtype: str = "auto",
 ) -> LoadedModel:
     """Load an image-text-to-text model and its processor from a Hub id or a local folder.
 
-    ``quantization`` "4bit" is bitsandbytes NF4 with double quantization and bf16 compute
-    (fp32 on CPU), for QLoRA; "8bit" is LLM.int8. ``min_pixels``/``max_pixels`` bound the
+    ``quantization`` "4bit" is bitsandbytes NF4 (with double quantization unless
+    ``double_quant`` is off) computing in ``quant_compute_dtype`` ("auto": bf16 on capable
+    GPUs, fp32 on CPU), for QLoRA; "8bit" is LLM.int8. ``min_pixels``/``max_pixels`` bound the
     image size the processor feeds the model (Qwen-VL style processors). Raises
     :class:`ModelLoadError` with one sentence for anything a person can fix.
     """
@@ -235,7 +238,7 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, device)
     source, is_local = _resolve_source(name_or_path)
     config = _load_config(source, trust_remote_code)
-    quant_config = quantization_config(quantization, device)
+    quant_config = quantization_config(quantization, device, double_quant=double_quant, compute_dtype=quant_compute_dtype)
     if attn_implementation.startswith("flash_attention") and not device.startswith("cuda"):
         raise ModelLoadError(f"attn_implementation {attn_implementation!r} needs a CUDA GPU; use 'sdpa' on {device}.")
     # The processor first: it is quick, and a bad pixel bound should fail before gigabytes load.
@@ -254,7 +257,7 @@ def load_model(
     )
 
 
-def quantization_config(quantization: str | None, device: str):
+def quantization_config(quantization: str | None, device: str, *, double_quant: bool = True, compute_dtype: str = "auto"):
     """The ``BitsAndBytesConfig`` for "4bit" / "8bit" on ``device`` (None for no quantization)."""
     import torch
 
@@ -273,9 +276,12 @@ def quantization_config(quantization: str | None, device: str):
 
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    compute = torch.float32 if device == "cpu" else resolve_dtype("auto", device)
+    if compute_dtype in (None, "", "auto"):
+        compute = torch.float32 if device == "cpu" else resolve_dtype("auto", device)
+    else:
+        compute = resolve_dtype(compute_dtype, device)
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute
     )
 
 

@@ -368,3 +368,26 @@ def test_cli_tiny_model(tmp_path, capsys):
     (tmp_path / "taken" / "file.txt").write_text("x")
     assert main(["tiny-model", "--out", str(tmp_path / "taken")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_qlora_options_reach_the_quantization_config():
+    """double_quant and the compute dtype of a QLoRA config change what bitsandbytes is asked for."""
+    import torch
+
+    from lab.models import quantization_config
+    from lab.train_config import TrainConfig
+    from lab.training.runner import load_options
+
+    try:
+        default = quantization_config("4bit", "cpu")
+    except Exception as err:  # bitsandbytes missing or unusable here
+        pytest.skip(f"4-bit quantization unavailable: {err}")
+    assert default.bnb_4bit_use_double_quant and default.bnb_4bit_compute_dtype == torch.float32
+    custom = quantization_config("4bit", "cpu", double_quant=False, compute_dtype="bfloat16")
+    assert not custom.bnb_4bit_use_double_quant and custom.bnb_4bit_compute_dtype == torch.bfloat16
+
+    cfg = TrainConfig.from_preset("qlora", ["double_quant=false", "quant_compute_dtype=float16"])
+    options = load_options(cfg, "cpu")
+    assert options["quantization"] == "4bit" and options["double_quant"] is False
+    assert options["quant_compute_dtype"] == "float16"
+    assert "quantization" not in load_options(TrainConfig.from_preset("lora"), "cpu")

@@ -54,9 +54,11 @@ def load_options(cfg: Any, device: str) -> dict:
     dtype = resolve_dtype(cfg.dtype, device)
     if cfg.method == "full" and str(dtype) == "torch.float16":
         dtype = "float32"  # fp16 weights cannot take optimizer updates; autocast still computes in fp16
-    quantization = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
-    return dict(quantization=quantization, dtype=dtype, device=device,
-                min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)  # fmt: skip
+    options = dict(dtype=dtype, device=device, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    if cfg.method == "qlora":
+        options.update(quantization=f"{cfg.quant_bits}bit", double_quant=cfg.double_quant,
+                       quant_compute_dtype=cfg.quant_compute_dtype)  # fmt: skip
+    return options
 
 
 def model_source(cfg: Any) -> str:
