@@ -150,7 +150,7 @@ class ModelHandle:
                     self.loaded = None
                     _free_accelerator_memory()
                     self.loaded = load_model(resolve_model_name(run.base_model), **options)
-                _attach_adapter(self.loaded, run.adapter_dir, run.name)
+                attach_adapter(self.loaded, run.adapter_dir, run.name)
             self.run_dir, self.last_error = run.path, None
         except LabError as err:
             self.last_error = str(err)
@@ -268,7 +268,7 @@ def adapter_scope(loaded: Any, enabled: bool):
     return loaded.model.disable_adapter()
 
 
-def _attach_adapter(loaded: Any, adapter_dir: Path, run_name: str) -> None:
+def attach_adapter(loaded: Any, adapter_dir: Path, run_name: str) -> None:
     from peft import PeftModel
 
     name = peft_adapter_name(run_name)

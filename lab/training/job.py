@@ -148,9 +148,9 @@ def _hand_over(job: TrainingJob, handle: Any, loaded: Any, result: Any) -> None:
     from lab.training.setup import ADAPTER, finish_model
 
     if result.is_peft:
-        from lab.handle import _attach_adapter
+        from lab.handle import attach_adapter
 
-        _attach_adapter(loaded, result.run_dir, job.name)  # loads the saved adapter under the run's name
+        attach_adapter(loaded, result.run_dir, job.name)  # loads the saved adapter under the run's name
         if ADAPTER in loaded.model.peft_config:
             loaded.model.delete_adapter(ADAPTER)
     else:
