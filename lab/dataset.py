@@ -388,3 +388,10 @@ def list_datasets(include_variants: bool = False) -> list[Path]:
         if include_variants:
             found += sorted(p for p in folder.glob("*.jsonl") if p.name != DATA_FILE)
     return found
+
+
+def latest_dataset() -> Path | None:
+    """The dataset folder under :func:`lab.paths.datasets_dir` written most recently (labeled, imported)."""
+    base = paths.datasets_dir()
+    files = [p / DATA_FILE for p in base.iterdir() if (p / DATA_FILE).is_file()] if base.is_dir() else []
+    return max(files, key=lambda f: f.stat().st_mtime).parent if files else None

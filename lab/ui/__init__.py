@@ -1,7 +1,9 @@
 """The Gradio app: a header and one tab per step of the work.
 
 Each tab lives in its own module with ``create_tab(ctx)``; it reads its form, calls one
-core function and shows the result. Every event has an ``api_name``: that is the
+core function and shows the result. ``create_tab`` may return ``(update, component)``:
+``update(current_value)`` runs when the person opens the tab, so it can preselect what
+the earlier tabs made. Every event has an ``api_name``: that is the
 app's test surface and its API for ``gradio_client``.
 """
 
@@ -14,6 +16,7 @@ import gradio as gr
 
 from lab.ui import i18n
 from lab.ui.context import AppSettings, UIContext
+from lab.ui.guide import create_guide
 from lab.ui.header import create_header
 
 # (module, label key) in the order of the work.
@@ -36,10 +39,15 @@ i18n.register({"tab.prompt": ("Prompt design", "提示词设计"), "tab.labeling
 def build_app(ctx: UIContext) -> gr.Blocks:
     with gr.Blocks(title="VLM Lab") as app:
         create_header(ctx)
+        create_guide(ctx)
         with gr.Tabs():
             for module, label in TABS:
-                with gr.Tab(i18n.t(label)):
-                    import_module(module).create_tab(ctx)
+                with gr.Tab(i18n.t(label)) as tab:
+                    handoff = import_module(module).create_tab(ctx)
+                if handoff is not None:
+                    # What the earlier tabs made (a labeled dataset, a finished run) is preselected on arrival.
+                    update, component = handoff
+                    tab.select(update, component, component, api_name=f"{label.split('.')[-1]}_tab_select")
     return app
 
 

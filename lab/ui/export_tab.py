@@ -110,3 +110,10 @@ def create_tab(ctx) -> None:
     go.click(on_export, form, [status, command, snippet], api_name="export")
     show.click(serving_texts, [out, run, max_len, images, gpu_util], [command, snippet], api_name="export_command")
     run.focus(lambda: gr.update(choices=run_choices()), outputs=run, api_name="export_runs")
+    return preselect_run, run
+
+
+def preselect_run(current: str | None):
+    """On arrival: the newest run is chosen unless the person already picked one."""
+    choices = run_choices()
+    return gr.update(choices=choices, value=current or (choices[0] if choices else None))

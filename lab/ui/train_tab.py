@@ -16,7 +16,8 @@ from dataclasses import fields
 
 import gradio as gr
 
-from lab.dataset import list_datasets
+from lab import paths
+from lab.dataset import latest_dataset, list_datasets
 from lab.errors import LabError
 from lab.train_config import CHOICES, TrainConfig, list_train_presets
 from lab.training import job as jobs
@@ -319,6 +320,15 @@ def create_tab(ctx) -> None:
     show_btn.click(on_show, run_pick, [selected, run_config], api_name="train_show_run")
     resume_btn.click(on_resume, run_pick, [message, selected], api_name="train_resume")
     load_btn.click(on_load, run_pick, message, api_name="train_load_run")
+    return preselect_dataset, widgets["dataset"]
+
+
+def preselect_dataset(current: str | None):
+    """On arrival: the newest labeled or imported dataset replaces the bundled sample as the choice."""
+    choices = [str(p) for p in list_datasets(include_variants=True)]
+    latest = latest_dataset()
+    is_default = not current or current == "data/sample" or current == str(paths.SAMPLE_DATASET)
+    return gr.update(choices=choices, value=str(latest) if latest and is_default else current)
 
 
 def _config_text(run_dir: str) -> str:
