@@ -39,7 +39,7 @@ _append_lock = threading.Lock()
 
 def dataset_file(path: str | Path) -> Path:
     """The JSONL file behind a dataset path (a folder means its ``data.jsonl``)."""
-    path = Path(path).expanduser()
+    path = paths.check_allowed(Path(path).expanduser())
     if path.is_dir():
         path = path / DATA_FILE
         if not path.is_file():

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lab.errors import BusyError, LabError, ModelLoadError
+from lab.paths import check_allowed
 
 
 # The name that stands for the tiny random demo model (built offline on first use).
@@ -337,7 +338,7 @@ def find_run(name_or_path: str | Path) -> Path:
     """A run folder from its path or its name under the workspace's ``checkpoints/``."""
     from lab.paths import resolve, runs_dir
 
-    path = Path(name_or_path).expanduser()
+    path = check_allowed(Path(name_or_path).expanduser())
     if path.is_dir():
         return path
     if (runs_dir() / str(name_or_path)).is_dir():

@@ -26,7 +26,9 @@ MAX_IMAGE_PIXELS = 64_000_000
 
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly in ``folder`` or below it, sorted for a stable order."""
-    folder = Path(folder)
+    from lab.paths import check_allowed
+
+    folder = check_allowed(Path(folder))
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import ConfigError, ModelLoadError
+from lab.paths import check_allowed
 
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 PARTS = ("vision", "merger", "language")
@@ -345,6 +346,7 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
         raise ModelLoadError("No model given: pass a Hub id like Qwen/Qwen2.5-VL-3B-Instruct or a local folder path.")
     path = Path(name).expanduser()
     if path.exists():
+        check_allowed(path)
         if not path.is_dir():
             raise ModelLoadError(f"{path} is a file, not a model folder; pass the folder that holds config.json.")
         if not (path / "config.json").is_file():

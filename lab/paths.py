@@ -48,12 +48,18 @@ def restricted() -> bool:
     return bool(os.environ.get("SPACE_ID")) or os.environ.get("LAB_RESTRICT_PATHS") == "1"
 
 
-def check_allowed(path: Path) -> Path:
-    """In restricted mode, refuse any path outside the workspace and the bundled data."""
+def check_allowed(path: str | Path) -> Path:
+    """In restricted mode, refuse any path outside the workspace and the bundled data.
+
+    The core calls this where a person's path meets the file system (datasets, image
+    folders, model and run folders, export targets), so every tab and command is covered.
+    """
+    path = Path(path)
     if not restricted():
         return path
     allowed = (workspace(), REPO_ROOT / "data", PRESETS_DIR)
-    if ".." in Path(path).parts or not any(path.is_relative_to(root) for root in allowed):
+    full = path.expanduser().resolve()
+    if ".." in path.parts or not any(full.is_relative_to(root) for root in allowed):
         from lab.errors import LabError
 
         raise LabError("On this shared server only the workspace's own files can be used; upload yours instead.")

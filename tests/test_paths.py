@@ -33,3 +33,27 @@ def test_space_workspace_uses_persistent_storage_when_mounted(monkeypatch, tmp_p
     monkeypatch.setenv("SPACE_ID", "someone/vlm-lab")
     expected = paths.Path("/data/vlm-lab") if paths.Path("/data").is_dir() else paths.REPO_ROOT
     assert paths.workspace() == expected
+
+
+def test_restricted_mode_reaches_every_way_in(lab_home, monkeypatch, tmp_path):
+    """Datasets, image folders, model folders, runs and export targets outside the workspace are refused."""
+    from lab.dataset import validate_dataset
+    from lab.export import export_run
+    from lab.handle import find_run
+    from lab.images import list_images
+    from lab.models import load_model
+
+    outside = tmp_path / "outside"
+    (outside / "model").mkdir(parents=True)
+    (outside / "model" / "config.json").write_text("{}")
+    monkeypatch.setenv("SPACE_ID", "someone/vlm-lab")
+    for call in (
+        lambda: validate_dataset(outside),
+        lambda: list_images(outside),
+        lambda: load_model(outside / "model"),
+        lambda: find_run(outside),
+        lambda: export_run(outside, outside / "merged"),
+    ):
+        with pytest.raises(LabError, match="upload yours instead"):
+            call()
+    assert len(list_images(paths.SAMPLE_DATASET / "images")) == 60
