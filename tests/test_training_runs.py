@@ -180,3 +180,24 @@ def test_out_of_memory_in_the_app_is_one_sentence_and_the_model_stays_usable(tin
     assert not any(p.requires_grad for p in handle.loaded.model.parameters())
     with handle.use() as loaded:
         assert loaded.model.training is False
+
+
+def test_one_run_at_a_time_and_a_queue_on_shared_deployments(tiny_models, lab_home):
+    from lab.errors import BusyError
+    from lab.handle import ModelHandle
+    from lab.training import job as jobs
+
+    handle = ModelHandle()
+    handle.load(str(tiny_models("qwen2_5_vl")))
+    first = jobs.start_training(tiny_config(tiny_models, run_name="first", max_steps=4, val_ratio=0.0), handle)
+    with pytest.raises(BusyError, match="already going on"):
+        jobs.start_training(tiny_config(tiny_models, run_name="refused"), handle)
+    second = jobs.start_training(tiny_config(tiny_models, run_name="second", val_ratio=0.0), handle, queue=True)
+    third = jobs.start_training(tiny_config(tiny_models, run_name="third"), handle, queue=True)
+    assert second.status == third.status == "queued" and jobs.queue_position(third) == 2
+    third.stop()  # leaves the queue without ever starting
+    assert third.status == "stopped" and jobs.queue_position(third) == 0
+    assert first.wait(120) and first.status == "finished", first.message
+    assert second.wait(120) and second.status == "finished", second.message
+    assert jobs.current_job() is second and not (third.run_dir / "metrics.jsonl").exists()
+    assert handle.loaded.adapter == "second"

@@ -21,6 +21,7 @@ from lab.errors import BusyError, ConfigError, LabError
 
 _lock = threading.Lock()
 _current: "TrainingJob | None" = None
+_queue: "list[TrainingJob]" = []  # runs waiting for the current one to end (shared deployments)
 
 
 @dataclass
@@ -30,7 +31,7 @@ class TrainingJob:
     config: Any
     run_dir: Path
     resume: bool = False
-    status: str = "starting"  # starting, loading, running, stopping, finished, stopped, failed
+    status: str = "starting"  # queued, starting, loading, running, stopping, finished, stopped, failed
     message: str = ""
     started: float = field(default_factory=time.time)
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -43,10 +44,15 @@ class TrainingJob:
 
     @property
     def active(self) -> bool:
-        return self.status in ("starting", "loading", "running", "stopping")
+        return self.status in ("queued", "starting", "loading", "running", "stopping")
 
     def stop(self) -> None:
-        """Ask the run to stop after the current step (it saves a checkpoint first)."""
+        """Ask the run to stop after the current step (it saves a checkpoint first); a queued run leaves the queue."""
+        with _lock:
+            if self.status == "queued" and self in _queue:
+                _queue.remove(self)
+                self.status, self.message = "stopped", "removed from the queue before it started"
+                return
         if self.active:
             self.status = "stopping"
             self.stop_event.set()
@@ -67,26 +73,68 @@ def current_job() -> TrainingJob | None:
     return _current
 
 
-def start_training(cfg: Any, handle: Any, resume: bool = False) -> TrainingJob:
+def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | None = None) -> TrainingJob:
     """Start ``cfg`` in a background thread on ``handle``'s model; returns the job at once.
 
-    Refused with one sentence when a run is already going on or the model is busy. To
-    resume, ``cfg`` is the run's saved config (:func:`lab.training.runs.load_run_config`).
+    One run at a time. While one is going on, a new one is refused with one sentence, or,
+    with ``queue`` (the default on a shared deployment such as a Space), waits in line with
+    status "queued" and starts when the runs before it end. To resume, ``cfg`` is the run's
+    saved config (:func:`lab.training.runs.load_run_config`).
     """
+    from lab.paths import restricted
     from lab.training.runner import prepare_run_dir
 
     global _current
+    queue = restricted() if queue is None else queue
     with _lock:
-        if _current is not None and _current.active:
+        running = _current is not None and _current.active
+        if running and not queue:
             raise BusyError(f"A training run ({_current.name}) is already going on; stop it or wait for it to end.")
-        if cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
+        if not running and cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
             raise BusyError(f"The model is busy ({handle.state.value}); try again when it is done.")
         job = TrainingJob(config=cfg, run_dir=prepare_run_dir(cfg, resume), resume=resume)
         target = _run_multi_gpu if cfg.num_gpus > 1 else _run_in_app
-        job.thread = threading.Thread(target=target, args=(job, handle), name=f"train-{job.name}", daemon=True)
+        job.thread = threading.Thread(target=_run_then_next, args=(job, handle, target), name=f"train-{job.name}",
+                                      daemon=True)  # fmt: skip
+        if running:
+            job.status = "queued"
+            _queue.append(job)
+            return job
         _current = job
     job.thread.start()
     return job
+
+
+def queue_position(job: TrainingJob) -> int:
+    """How many runs are ahead of ``job`` (0 when it is not waiting)."""
+    with _lock:
+        return _queue.index(job) + 1 if job in _queue else 0
+
+
+def _run_then_next(job: TrainingJob, handle: Any, target) -> None:
+    try:
+        _wait_for_model(handle)
+        target(job, handle)
+    finally:
+        _start_next()
+
+
+def _wait_for_model(handle: Any, timeout: float = 600.0) -> None:
+    """A queued run starts after a chat answer or an evaluation in progress ends, not in its way."""
+    deadline = time.monotonic() + timeout
+    while handle.state.value in ("loading", "generating") and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def _start_next() -> None:
+    global _current
+    with _lock:
+        if not _queue:
+            return
+        job = _queue.pop(0)
+        job.status = "starting"
+        _current = job
+    job.thread.start()
 
 
 def _run_in_app(job: TrainingJob, handle: Any) -> None:

@@ -54,6 +54,8 @@ STRINGS = {
                      "**{name}** · {status} · 第 {step}/{total} 步 · 已用 {elapsed} · 剩余 {eta} · "
                      "{samples} 样本/秒 · {tokens} token/秒 · 损失 {loss}"),  # fmt: skip
     "train.started": ("Started {name}.", "已开始训练 {name}。"),
+    "train.queued": ("Queued {name}: {ahead} run(s) ahead; it starts when they end.",
+                     "{name} 已排队：前面还有 {ahead} 个训练，结束后自动开始。"),
     "train.stopping": ("Stopping {name} after the current step…", "{name} 将在当前步结束后停止…"),
     "train.nothing": ("No training run is going on.", "当前没有进行中的训练。"),
     "train.loaded": ("Loaded {name}; Evaluate and Chat now use it.", "已加载 {name}；评估和对话将使用它。"),
@@ -203,6 +205,8 @@ def start(ctx, lang: str, values: list, resume_run: str | None = None) -> str:
             job = jobs.start_training(config_from_form(values), ctx.handle)
     except LabError as err:
         raise gr.Error(str(err)) from None
+    if job.status == "queued":
+        return i18n.text("train.queued", lang, name=job.name, ahead=jobs.queue_position(job))
     return i18n.text("train.started", lang, name=job.name)
 
 
