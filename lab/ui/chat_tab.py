@@ -17,6 +17,7 @@ from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply,
 from lab.errors import LabError
 from lab.ui import i18n
 from lab.ui.i18n import t
+from lab.ui.zerogpu import gpu
 from lab.ui.prompt_tab import request_lang
 
 STRINGS = {
@@ -136,7 +137,7 @@ def create_tab(ctx) -> None:
 
     inputs = [textbox, history, history_off, system, temperature, top_p, max_new, adapter_on, compare]
     outputs = [stop_state, chatbot, chatbot_off, history, history_off, textbox]
-    textbox.submit(on_send, inputs, outputs, api_name="chat")
+    textbox.submit(gpu(on_send), inputs, outputs, api_name="chat")
     stop_btn.click(on_stop, stop_state, None, api_name="chat_stop")
     clear_btn.click(lambda: ([], [], [], [], None), None, [chatbot, chatbot_off, history, history_off, stop_state],
                     api_name="chat_clear")  # fmt: skip

@@ -25,6 +25,7 @@ from lab.evaluation.runner import (
 )
 from lab.ui import i18n
 from lab.ui.i18n import t
+from lab.ui.zerogpu import gpu
 from lab.ui.prompt_tab import request_lang
 
 STRINGS = {
@@ -242,7 +243,7 @@ def create_tab(ctx) -> None:
     def on_select(summary_path, order, evt: gr.SelectData):
         return show_sample(summary_path, order, evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index)
 
-    run_btn.click(on_run, [source, compare, batch, max_new, limit, sort], outputs, api_name="evaluate")
+    run_btn.click(gpu(on_run), [source, compare, batch, max_new, limit, sort], outputs, api_name="evaluate")
     endpoint_btn.click(on_endpoint, [source, base_url, served, key, concurrency, max_new, limit, sort], outputs,
                        api_name="evaluate_endpoint")  # fmt: skip
     stop_btn.click(on_stop, stop_state, summary, api_name="evaluate_stop")
