@@ -87,7 +87,7 @@ class ModelHandle:
         self._claim(ModelState.LOADING, need_model=False)
         try:
             self.loaded, self.run_dir = None, None
-            _free_accelerator_memory()
+            free_accelerator_memory()
             self.loaded = load_model(resolve_model_name(name_or_path), **options)
             self.last_error = None
         except LabError as err:
@@ -122,7 +122,7 @@ class ModelHandle:
         self._claim(ModelState.LOADING, need_model=False)
         try:
             self.loaded, self.run_dir = None, None
-            _free_accelerator_memory()
+            free_accelerator_memory()
         finally:
             self._release()
 
@@ -144,12 +144,12 @@ class ModelHandle:
         try:
             if run.adapter_dir is None:
                 self.loaded = None
-                _free_accelerator_memory()
+                free_accelerator_memory()
                 self.loaded = load_model(str(run.model_dir), **options)
             else:
                 if not self._holds_base(run, options.get("quantization")):
                     self.loaded = None
-                    _free_accelerator_memory()
+                    free_accelerator_memory()
                     self.loaded = load_model(resolve_model_name(run.base_model), **options)
                 attach_adapter(self.loaded, run.adapter_dir, run.name)
             self.run_dir, self.last_error = run.path, None
@@ -368,7 +368,7 @@ def find_adapter_dir(run_dir: Path, run_name: str) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def _free_accelerator_memory() -> None:
+def free_accelerator_memory() -> None:
     import gc
 
     gc.collect()

@@ -9,7 +9,6 @@ the memory freed. Every outcome is an event line in ``metrics.jsonl``.
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab.errors import ConfigError, LabError
+from lab.handle import free_accelerator_memory
 from lab.training.metrics import METRICS_FILE, Throughput, append_metrics, make_metrics_callback
 from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
 
@@ -111,17 +111,6 @@ def oom_advice(cfg: Any, device: str) -> str:
     return f"Training ran out of {where} memory; the memory is freed again, try {', '.join(tips[:-1])} or {tips[-1]}."
 
 
-def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
-
-
 def run_training(
     cfg: Any,
     *,
@@ -158,7 +147,7 @@ def run_training(
         raise
     finally:
         if failure is not None:
-            _free_memory()
+            free_accelerator_memory()
             if is_main_process():
                 append_metrics(run_dir, {"event": "error", "time": time.time(), "message": failure})
             log(failure)
@@ -221,7 +210,7 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
         trainer.accelerator.free_memory()
         trainer.optimizer = trainer.lr_scheduler = None
         del trainer
-        _free_memory()
+        free_accelerator_memory()
     loss = _last_loss(run_dir)
     if is_main_process():
         append_metrics(run_dir, {"event": "stop" if stopped else "end", "time": time.time(), "step": step,

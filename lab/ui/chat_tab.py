@@ -16,9 +16,8 @@ import gradio as gr
 from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply, user_turn
 from lab.errors import LabError
 from lab.ui import i18n
-from lab.ui.i18n import t
+from lab.ui.i18n import request_lang, t
 from lab.ui.zerogpu import gpu
-from lab.ui.prompt_tab import request_lang
 
 STRINGS = {
     "chat.system": ("System prompt (empty: the model's default)", "系统提示词（留空：模型默认）"),

@@ -24,9 +24,8 @@ from lab.evaluation.runner import (
     EvalResult, EvalSettings, list_results, load_result, run_evaluation, samples_from_dataset, samples_from_run,
 )
 from lab.ui import i18n
-from lab.ui.i18n import t
+from lab.ui.i18n import request_lang, t
 from lab.ui.zerogpu import gpu
-from lab.ui.prompt_tab import request_lang
 
 STRINGS = {
     "eval.data": ("Data to evaluate on", "评估数据"),

@@ -13,8 +13,7 @@ from lab.errors import LabError
 from lab.export import export_run, openai_snippet, vllm_command
 from lab.handle import list_runs
 from lab.ui import i18n
-from lab.ui.i18n import t
-from lab.ui.prompt_tab import request_lang
+from lab.ui.i18n import request_lang, t
 
 STRINGS = {
     "export.run": ("Training run", "训练任务"),

@@ -69,8 +69,7 @@ NO_ADAPTER = "(none)"
 
 
 def _page_lang(ctx: UIContext, request) -> str:
-    accept = (request.headers.get("accept-language", "") if request is not None else "").lower()
-    return ctx.settings.lang or ("zh" if accept.startswith("zh") else "en")
+    return i18n.request_lang(ctx, request)
 
 
 def _model_call(ctx: UIContext, request, action) -> str:
@@ -123,7 +122,12 @@ def _controls(ctx: UIContext, status: gr.Markdown) -> None:
 
 
 def create_header(ctx: UIContext) -> gr.Markdown:
-    gr.Markdown(f"# {STRINGS['app.title'][0]}")
+    with gr.Row():
+        gr.Markdown(f"# {STRINGS['app.title'][0]}")
+        english = gr.Button("English", size="sm", scale=0, min_width=80, elem_id="lang-en")
+        chinese = gr.Button("中文", size="sm", scale=0, min_width=80, elem_id="lang-zh")
+    english.click(None, js=i18n.switch_js("en"), api_name="lang_en")
+    chinese.click(None, js=i18n.switch_js("zh"), api_name="lang_zh")
     gr.Markdown(t("app.subtitle"))
     status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
     _controls(ctx, status)

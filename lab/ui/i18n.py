@@ -43,12 +43,15 @@ def build_i18n() -> gr.I18n:
 
 
 # The browser's language decides, unless the person picked one with the switch (kept in
-# localStorage) or the app was started with --lang. Gradio reads navigator.language when
-# the page starts, so the choice is applied by overriding it before Gradio's scripts run.
+# localStorage) or the app was started with --lang. Gradio 6 picks its language from
+# navigator.language as its page starts, and runs the scripts given as ``head=`` only after
+# that, so the choice is applied by a script that the server puts into the page's HTML,
+# ahead of Gradio's own (deferred) module script: see :class:`LanguageScript`.
 _STORAGE_KEY = "vlm-lab-lang"
 
 
 def head_script(forced: str | None = None) -> str:
+    """The script that applies the chosen language (the switch's, else ``forced``) before Gradio starts."""
     default = f'"{forced}"' if forced in LANGS else "null"
     return (
         "<script>(function(){var lang=null;"
@@ -61,6 +64,42 @@ def head_script(forced: str | None = None) -> str:
     )
 
 
+class LanguageScript:
+    """ASGI middleware that puts :func:`head_script` at the end of the <head> of every HTML page.
+
+    Give it to ``launch(app_kwargs={"middleware": [Middleware(LanguageScript, forced=...)]})``:
+    middleware passed to the app's constructor sits inside Gradio's compression, so it sees
+    the page as plain HTML.
+    """
+
+    def __init__(self, app, forced: str | None = None):
+        self.app = app
+        self.script = head_script(forced).encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return await self.app(scope, receive, send)
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def buffer_html(message):
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                if b"text/html" in headers.get(b"content-type", b""):
+                    start.update(message)  # held back until the whole page is here
+                    return
+            if not start or message["type"] != "http.response.body":
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                body = b"".join(chunks).replace(b"</head>", self.script + b"</head>", 1)
+                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, buffer_html)
+
+
 def switch_js(lang: str) -> str:
     """Browser-side handler of a language button: remember the choice and reload."""
     return (
@@ -69,8 +108,9 @@ def switch_js(lang: str) -> str:
     )
 
 
-def request_lang(request, forced: str | None = None) -> str:
+def request_lang(ctx, request) -> str:
     """The language for server-side messages: --lang, else the switch's cookie, else the browser's."""
+    forced = ctx.settings.lang if ctx is not None else None
     if forced in LANGS:
         return forced
     if request is None:

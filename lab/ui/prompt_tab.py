@@ -20,7 +20,7 @@ from lab.labeling.preview import MAX_PREVIEW_IMAGES, preview_totals, run_preview
 from lab.paths import SAMPLE_DATASET
 from lab.presets import LANGS, PromptPreset, PromptText, list_prompt_presets, load_prompt_preset, save_prompt_preset
 from lab.ui import i18n
-from lab.ui.i18n import t
+from lab.ui.i18n import request_lang, t
 
 LOCAL = "local"  # the provider value meaning "the model loaded in the app"
 SAMPLE_IMAGES = SAMPLE_DATASET / "images"
@@ -79,14 +79,6 @@ STRINGS = {
 i18n.register(STRINGS)
 
 DETAIL_HEADERS = ["image", "prompt", "status", "answer", "seconds", "tokens", "cost $", "JSON ok"]
-
-
-def request_lang(ctx, request: gr.Request | None) -> str:
-    """The language for server-made messages: the app's setting, else the browser's."""
-    if ctx.settings.lang:
-        return ctx.settings.lang
-    accept = (request.headers.get("accept-language", "") if request is not None else "").lower()
-    return "zh" if accept.startswith("zh") else "en"
 
 
 # ---------------------------------------------------------------- the labeler form

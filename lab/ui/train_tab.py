@@ -23,8 +23,7 @@ from lab.train_config import CHOICES, TrainConfig, list_train_presets
 from lab.training import job as jobs
 from lab.training.runs import RUN_COLUMNS, curves, list_runs, load_run_config, progress, train_command
 from lab.ui import i18n
-from lab.ui.i18n import t
-from lab.ui.prompt_tab import request_lang
+from lab.ui.i18n import request_lang, t
 
 MAIN_FIELDS = ["model", "dataset", "run_name", "method", "lora_targets", "train_vision", "train_merger",
                "train_language", "learning_rate", "num_epochs", "max_steps", "per_device_batch_size",
