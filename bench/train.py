@@ -1,9 +1,9 @@
 """Training throughput on one GPU: the lab's training path against a plain Trainer + PEFT floor.
 
-    python bench/train.py                      # 3B LoRA at batch 4 and 16, ours and the floor
+    python bench/train.py                      # 3B LoRA at batch 4 and 16: ours, ours compiled, the floor
     python bench/train.py --qlora7b            # also QLoRA peak memory of the 7B architecture
     python bench/train.py --batches 4 --skip-plain --steps 30
-    python bench/train.py --compile-too        # also ours with torch_compile: true
+    python bench/train.py --no-compile         # ours without the torch_compile: true run
 
 The model is Qwen2.5-VL-3B's real architecture (and 7B's for QLoRA), built from its
 config with random weights, so nothing is downloaded. The tokenizer is the lab's tiny
@@ -12,7 +12,8 @@ cost of the model. Every sample is one 448x448 image (256 image tokens) and a pr
 plus answer of about 170 text tokens (chat template included), ~426 tokens in all.
 
 "ours" is :func:`lab.training.runner.run_training`, the same call the app and the CLI
-make. The floor is the usual recipe: ``transformers.Trainer`` + PEFT, the processor
+make; "ours+compile" is the same with ``torch_compile: true`` (its first steps include
+the compilation, printed as the time of the first 10 steps). The floor is the usual recipe: ``transformers.Trainer`` + PEFT, the processor
 called in the collator on each batch, the model's own loss over full logits,
 gradient checkpointing with the default (reentrant) mode. Both use LoRA rank 8 on
 every linear layer of the language model, the vision tower frozen, bf16, gradient
@@ -127,18 +128,21 @@ def matmul_tflops() -> float:
     return 2 * 8192**3 / times[len(times) // 2] / 1e12
 
 
-def steady_state(run_dir: Path) -> dict:
-    """Samples/s and tokens/s between logging points after warm-up, and the peak memory, from metrics.jsonl."""
+def steady_state(run_dir: Path, until: int | None = None) -> dict:
+    """Samples/s and tokens/s between logging points after warm-up (up to step ``until``), peak memory,
+    and the warm-up's seconds, from metrics.jsonl."""
     from lab.training.metrics import log_rows, read_metrics
 
     rows = [r for r in log_rows(read_metrics(run_dir)) if r.get("loss") is not None]
+    rows = [r for r in rows if until is None or r["step"] <= until]
+    warmup = next(r["elapsed_s"] for r in rows if r["step"] >= WARMUP_STEPS)
     samples = tokens = seconds = 0.0
     for previous, row in zip(rows, rows[1:]):
         if previous["step"] < WARMUP_STEPS:
             continue
         dt = row["elapsed_s"] - previous["elapsed_s"]
         samples, tokens, seconds = samples + row["samples_per_s"] * dt, tokens + row["tokens_per_s"] * dt, seconds + dt
-    return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds,
+    return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "warmup_s": warmup,
             "peak_gib": max(r.get("gpu_mem_gib") or 0 for r in rows), "loss": rows[-1]["loss"]}  # fmt: skip
 
 
@@ -267,7 +271,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="steps of each run of ours (the first 10 are warm-up)")
     parser.add_argument("--plain-steps", type=int, default=20, help="steps of each floor run")
     parser.add_argument("--skip-plain", action="store_true")
-    parser.add_argument("--compile-too", action="store_true", help="also run ours with torch_compile: true")
+    parser.add_argument("--no-compile", action="store_true", help="skip the run of ours with torch_compile: true")
     parser.add_argument("--qlora7b", action="store_true", help="also measure QLoRA on the 7B architecture")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--workdir", default=None)
@@ -293,7 +297,7 @@ def main(argv=None) -> int:
     loaded = loaded_model(model, processor, "random-qwen2.5-vl-3b")
     for batch in args.batches:
         runs = [("ours", lambda b=batch: run_ours(loaded, dataset, b, args.steps, f"ours-b{b}"))]
-        if args.compile_too:
+        if not args.no_compile:
             runs.append(("ours+compile", lambda b=batch: run_ours(loaded, dataset, b, args.steps, f"compiled-b{b}",
                                                                   torch_compile=True)))  # fmt: skip
         if not args.skip_plain:
@@ -328,7 +332,7 @@ def main(argv=None) -> int:
 def _row(r: dict) -> str:
     mfu = f"  MFU {100 * r['mfu']:.1f}%" if "mfu" in r else ""
     return (f"{r['what']:>12} batch {r['batch']:>2}: {r['samples_per_s']:6.2f} samples/s  {r['tokens_per_s']:8.0f} tokens/s"
-            f"  peak {r['peak_gib']:5.1f} GiB{mfu}  loss {r['loss']:.3f}")
+            f"  peak {r['peak_gib']:5.1f} GiB{mfu}  loss {r['loss']:.3f}  first {WARMUP_STEPS} steps {r['warmup_s']:.0f}s")
 
 
 if __name__ == "__main__":

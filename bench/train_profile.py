@@ -1,18 +1,30 @@
-"""Where a training step's time goes, for the model and data of ``bench/train.py``.
+"""Where a training step's time goes, in the lab's own training path, for the model and data of ``bench/train.py``.
 
-    python bench/train_profile.py --batches 4 16 [--compile] [--out DIR]
+    python bench/train_profile.py --batch 4 --steps 40 --variants stock lab pad64 compile --out DIR
 
-Builds the same random Qwen2.5-VL-3B and data as the benchmark and prepares them with
-the lab's own code (data encoding, LoRA setup, collator, grouped vision attention), then
-times the parts separately: the data loader alone, one fixed batch (forward, backward,
-optimizer), the data loader and the step together, and a ``torch.profiler`` table of
-the fixed batch. ``--compile`` also times the step with each decoder layer compiled.
+Each variant is a real :func:`lab.training.runner.run_training` run of the random
+Qwen2.5-VL-3B (LoRA r 8 on the language model, vision frozen, 448x448 images) with some of
+the lab's fast paths switched off, to see what each one is worth:
+
+* ``stock``: the frozen tower keeps autograd, the model computes its 3-D positions on the
+  GPU, batches are copied to the GPU with blocking copies (what a plain ``Trainer`` does);
+* ``lab``: the lab's training path as it is;
+* ``pad64``: ``lab`` with batches padded to a multiple of 64 tokens (fewer distinct shapes);
+* ``compile``: ``lab`` with ``torch_compile: true`` (which pads to a multiple of 64 itself).
+
+It prints, per variant, the median and slowest step time after warm-up, tokens/s and peak
+memory, and for the variants named by ``--profile`` a ``torch.profiler`` table of three
+steps after the measured ones (GPU busy time, kernels and host syncs per step), also
+written to DIR. ``--check`` then compares the adapters' gradients of one batch under
+compiled and eager layers (:func:`check_compiled_gradients`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -23,124 +35,212 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train as bench  # noqa: E402  (bench/train.py)
 
+VARIANTS = ("stock", "lab", "pad64", "compile")
 
-def timed(fn, repeat: int) -> float:
+
+@contextlib.contextmanager
+def variant_switches(name: str):
+    """Switch off the fast paths ``name`` does without (module attributes, restored afterwards)."""
+    from lab.training import trainer
+
+    saved = {k: getattr(trainer, k) for k in ("frozen_towers_without_grad", "RopeIndex", "LossCollator",
+                                              "training_arguments")}  # fmt: skip
+    try:
+        if name == "stock":
+            trainer.frozen_towers_without_grad = lambda model: (lambda: None)
+            trainer.RopeIndex = type("NoRope", (), {"of": staticmethod(lambda model: None)})
+            plain_args = saved["training_arguments"]
+
+            def blocking(*a, **kw):
+                args = plain_args(*a, **kw)
+                args.accelerator_config.non_blocking = False
+                return args
+
+            trainer.training_arguments = blocking
+        if name == "pad64":
+            base = saved["LossCollator"]
+            trainer.LossCollator = type("Pad64", (base,), {"__init__": lambda self, pad_id, multiple=1, rope=None:
+                                                           base.__init__(self, pad_id, 64, rope)})  # fmt: skip
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(trainer, k, v)
+
+
+def step_clock(times: list):
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter())
+
+    return StepClock()
+
+
+def profiler_callback(first_step: int, steps: int, out: Path, label: str, summary: dict):
+    """Profile steps ``first_step .. first_step + steps - 1`` and write the tables under ``out``."""
     import torch
+    from transformers import TrainerCallback
 
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeat
+    class Profile(TrainerCallback):
+        prof = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == first_step - 1:
+                torch.cuda.synchronize()
+                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                               torch.profiler.ProfilerActivity.CUDA])  # fmt: skip
+                self.prof.__enter__()
+                self.began = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.prof is None or state.global_step != first_step + steps - 1:
+                return
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - self.began
+            self.prof.__exit__(None, None, None)
+            averages = self.prof.key_averages()
+            (out / f"profile_{label}_cuda.txt").write_text(averages.table(sort_by="self_device_time_total", row_limit=60))
+            (out / f"profile_{label}_cpu.txt").write_text(averages.table(sort_by="self_cpu_time_total", row_limit=60))
+            kernels = [e for e in self.prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            summary.update(wall_per_step=wall / steps, gpu_busy_per_step=sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / steps,
+                           kernels_per_step=len(kernels) / steps,
+                           syncs_per_step=sum(a.count for a in averages if "Synchronize" in a.key) / steps)  # fmt: skip
+            self.prof = None
+
+    return Profile()
 
 
-def parts(model, optimizer, batch):
-    """Seconds of forward, backward and optimizer step for ``batch``, each timed with events."""
+def run_variant(loaded, dataset: Path, batch: int, steps: int, name: str, out: Path, profile: bool) -> dict:
+    from lab.training.setup import finish_model, unwrap_adapters
+
+    times: list[float] = []
+    summary: dict = {}
+    callbacks = [step_clock(times)]
+    if profile:  # after the measured steps, so that the profiler's own cost stays out of the figures
+        callbacks.append(profiler_callback(steps + 1, 3, out, f"{name}_b{batch}", summary))
+    cfg = bench.bench_config(dataset, batch, steps + 3 * profile, f"{name}-b{batch}", torch_compile=name == "compile")
+    from lab.training.runner import run_training
+
+    with variant_switches(name):
+        run_training(cfg, loaded=loaded, log=lambda line: print("   ", line), callbacks=callbacks)
+    loaded.model = unwrap_adapters(loaded.model)
+    finish_model(loaded.model)
+    from lab.paths import runs_dir
+
+    steps_s = [b - a for a, b in zip(times, times[1:steps])][bench.WARMUP_STEPS:]
+    return {"variant": name, "batch": batch, "median_step_s": statistics.median(steps_s), "slowest_step_s": max(steps_s),
+            **bench.steady_state(runs_dir() / f"{name}-b{batch}", until=steps), **summary}  # fmt: skip
+
+
+def check_compiled_gradients(loaded, dataset: Path, batch: int) -> list[tuple[str, float]]:
+    """Relative differences between the LoRA gradients of one batch under eager and compiled layers.
+
+    Dropout draws a new mask every call, so a checkpointed layer must draw the same mask again
+    when it recomputes its forward pass in the backward one; a compiled layer that drew another
+    would still train, only worse. Compiled layers use PyTorch's random numbers (see
+    :func:`lab.training.speed.compile_blocks`), so every pair below must agree to bf16 rounding,
+    dropout or not, checkpointed or not.
+    """
     import torch
     import torch.nn.functional as F
 
-    events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-    b = dict(batch)
-    positions, index, targets = b.pop("loss_positions"), b.pop("loss_index"), b.pop("loss_targets")
-    b.pop("labels")
-    events[0].record()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        logits = model(**b, use_cache=False, logits_to_keep=positions).logits
-        picked = logits.reshape(-1, logits.shape[-1]).index_select(0, index).float()
-        loss = F.cross_entropy(picked, targets)
-    events[1].record()
-    loss.backward()
-    events[2].record()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    events[3].record()
-    torch.cuda.synchronize()
-    return [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(3)]
+    from lab.training.collator import RopeIndex, TrainDataset
+    from lab.training.data import build_data
+    from lab.training.setup import prepare_model
+    from lab.training.speed import compile_blocks, frozen_towers_without_grad, skip_adapter_input_cast, use_grouped_vision_attention
+    from lab.training.trainer import LossCollator
 
+    cfg = bench.bench_config(dataset, batch, 1, "check")
+    processor = loaded.processor
+    data = build_data(cfg, processor, lambda _: None)
+    model = prepare_model(loaded.model, cfg).model
+    model.train()
+    for switch in (use_grouped_vision_attention, skip_adapter_input_cast, frozen_towers_without_grad):
+        switch(model)
+    items = TrainDataset(data.train[:batch], processor, torch.bfloat16)
+    collate = LossCollator(processor.tokenizer.pad_token_id, 64, RopeIndex.of(model))
+    device = next(model.parameters()).device
+    full = {k: v.to(device) for k, v in collate([items[i] for i in range(batch)]).items()}
+    inputs = {k: v for k, v in full.items() if not k.startswith("loss_") and k != "labels"}
+    params = [p for p in model.parameters() if p.requires_grad]
 
-def to_device(batch):
-    return {k: v.to("cuda", non_blocking=True) for k, v in batch.items()}
+    def grads(checkpointing: bool, dropout: float):
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = dropout
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            logits = model(**inputs, use_cache=False, logits_to_keep=full["loss_positions"]).logits
+            picked = logits.reshape(-1, logits.shape[-1]).index_select(0, full["loss_index"]).float()
+            F.cross_entropy(picked, full["loss_targets"]).backward()
+        return torch.cat([p.grad.float().flatten() for p in params])
 
+    def rel(a, b) -> float:
+        return ((a - b).norm() / b.norm()).item()
 
-def profile_batch(model, optimizer, loader, batch_size: int, out: Path, compile_layers: bool) -> None:
-    import torch
-
-    it = iter(loader)
-    for _ in range(3):
-        next(it)
-    rate = 20 / timed(lambda: [next(it) for _ in range(20)], 1)
-    print(f"batch {batch_size}: data loader alone {rate:.1f} batches/s", flush=True)
-    batch = to_device(next(it))
-    for _ in range(3):
-        parts(model, optimizer, batch)
-    split = [sum(x) / 10 for x in zip(*(parts(model, optimizer, batch) for _ in range(10)))]
-    print(f"batch {batch_size}: fixed batch forward {split[0]:.3f}s backward {split[1]:.3f}s optimizer {split[2]:.3f}s "
-          f"= {sum(split):.3f}s/step", flush=True)  # fmt: skip
-    vision = model.get_base_model().model.visual
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        seconds = timed(lambda: vision(batch["pixel_values"], grid_thw=batch["image_grid_thw"]), 5)
-    print(f"batch {batch_size}: vision tower forward alone {seconds:.3f}s", flush=True)
-    loop = timed(lambda: parts(model, optimizer, to_device(next(it))), 15)
-    print(f"batch {batch_size}: data loader + step {loop:.3f}s/step", flush=True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                            torch.profiler.ProfilerActivity.CUDA]) as prof:  # fmt: skip
-        for _ in range(3):
-            parts(model, optimizer, batch)
-    averages = prof.key_averages()
-    (out / f"profile_b{batch_size}_cuda.txt").write_text(averages.table(sort_by="device_time_total", row_limit=60))
-    (out / f"profile_b{batch_size}_cpu.txt").write_text(averages.table(sort_by="self_cpu_time_total", row_limit=60))
-    print(averages.table(sort_by="self_device_time_total", row_limit=18), flush=True)
-    if compile_layers:
-        for layer in model.get_base_model().model.language_model.layers:
-            layer.compile()
-        start = time.perf_counter()
-        for _ in range(3):
-            parts(model, optimizer, batch)
-        split = [sum(x) / 10 for x in zip(*(parts(model, optimizer, batch) for _ in range(10)))]
-        print(f"batch {batch_size}: compiled layers (warm-up {time.perf_counter() - start:.0f}s): forward {split[0]:.3f}s "
-              f"backward {split[1]:.3f}s optimizer {split[2]:.3f}s = {sum(split):.3f}s/step", flush=True)  # fmt: skip
+    eager = {(c, d): grads(c, d) for c in (True, False) for d in (0.05, 0.0)}
+    noise = rel(grads(True, 0.0), eager[True, 0.0])
+    compile_blocks(model)
+    compiled = {(c, d): grads(c, d) for c in (True, False) for d in (0.05, 0.0)}
+    return [("eager, same call twice (no dropout)", noise),
+            ("eager, checkpointed vs not (dropout 0.05)", rel(eager[True, 0.05], eager[False, 0.05])),
+            ("compiled, checkpointed vs not (dropout 0.05)", rel(compiled[True, 0.05], compiled[False, 0.05])),
+            ("compiled vs eager, checkpointed (no dropout)", rel(compiled[True, 0.0], eager[True, 0.0])),
+            ("compiled vs eager, not checkpointed (no dropout)", rel(compiled[False, 0.0], eager[False, 0.0])),
+            ("compiled vs eager, checkpointed (dropout 0.05)", rel(compiled[True, 0.05], eager[True, 0.05]))]  # fmt: skip
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--profile", nargs="*", default=[], help="variants to profile (3 steps after the measured ones)")
+    parser.add_argument("--check", action="store_true", help="last, compare compiled and eager gradients of one batch")
     parser.add_argument("--out", default=".")
     args = parser.parse_args(argv)
 
     import torch
-    from torch.utils.data import DataLoader
-
-    from lab.training.collator import TrainDataset
-    from lab.training.data import build_data
-    from lab.training.setup import prepare_model
-    from lab.training.speed import use_grouped_vision_attention
-    from lab.training.trainer import LossCollator, dataloader_workers
 
     if not torch.cuda.is_available():
         print("bench/train_profile.py needs a CUDA GPU; none is visible.")
         return 0
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lab-profile-"))
     os.environ["LAB_HOME"] = str(work / "home")
     processor = bench.make_processor()
-    dataset = bench.make_dataset(work / "data", processor, samples=16 * 40)
-    cfg = bench.bench_config(dataset, max(args.batches), 30, "profile")
-    data = build_data(cfg, processor, print)
-    model = prepare_model(bench.build_model("3b", processor), cfg).model
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    use_grouped_vision_attention(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
-    workers = dataloader_workers("cuda")
-    print(f"{torch.cuda.get_device_name()}, {os.cpu_count()} CPUs, {workers} loader workers", flush=True)
-    for batch_size in args.batches:
-        loader = DataLoader(TrainDataset(data.train, processor), batch_size=batch_size, shuffle=True,
-                            num_workers=workers, collate_fn=LossCollator(processor.tokenizer.pad_token_id, 8),
-                            pin_memory=True, persistent_workers=True, prefetch_factor=4)  # fmt: skip
-        profile_batch(model, optimizer, loader, batch_size, out, args.compile and batch_size == args.batches[-1])
+    dataset = bench.make_dataset(work / "data", processor, samples=args.batch * args.steps + 64)
+    loaded = bench.loaded_model(bench.build_model("3b", processor), processor, "random-qwen2.5-vl-3b")
+    print(f"{torch.cuda.get_device_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
+    rows = []
+    for name in args.variants:
+        try:
+            rows.append(run_variant(loaded, dataset, args.batch, args.steps, name, out, name in args.profile))
+        except Exception as err:  # one failed variant must not lose the others' figures
+            print(f"{name} failed: {type(err).__name__}: {err}", flush=True)
+            continue
+        print(_row(rows[-1]), flush=True)
+    print("\n".join(_row(r) for r in rows))
+    if args.check:
+        for what, value in check_compiled_gradients(loaded, dataset, args.batch):
+            print(f"  gradient difference, {what}: {value:.2e}")
     return 0
+
+
+def _row(r: dict) -> str:
+    line = (f"{r['variant']:>8} batch {r['batch']:>2}: step {r['median_step_s']:.3f}s (slowest {r['slowest_step_s']:.3f}s)"
+            f"  {r['tokens_per_s']:7.0f} tokens/s  peak {r['peak_gib']:5.1f} GiB  loss {r['loss']:.3f}")
+    if "gpu_busy_per_step" in r:
+        line += (f"  | profiled: {r['wall_per_step']:.3f}s/step, GPU busy {r['gpu_busy_per_step']:.3f}s, "
+                 f"{r['kernels_per_step']:.0f} kernels, {r['syncs_per_step']:.1f} syncs per step")
+    return line
 
 
 if __name__ == "__main__":

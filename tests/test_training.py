@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from lab.errors import ConfigError
 from lab.train_config import TrainConfig
-from lab.training.collator import IGNORE, Collator, TrainDataset, encode_sample
+from lab.training.collator import IGNORE, Collator, RopeIndex, TrainDataset, encode_sample
 from lab.training.data import build_data
 from lab.training.trainer import LossCollator
 
@@ -152,18 +153,88 @@ def test_lean_loss_equals_the_models_own_loss(loaded_tiny, sample_dataset, tmp_p
     processor = loaded.processor
     data = build_data(TrainConfig(dataset=str(sample_dataset), val_ratio=0.0), processor, lambda _: None)
     items = [TrainDataset(data.train, processor)[i] for i in range(3)]
-    batch = LossCollator(processor.tokenizer.pad_token_id)(items)
+    batch = LossCollator(processor.tokenizer.pad_token_id, rope=RopeIndex.of(loaded.model))(items)
+    assert "position_ids" in batch  # computed here, not by the model
     cfg = TrainConfig(dataset=str(sample_dataset))
     args = training_arguments(cfg, str(tmp_path), "cpu", torch.float32, has_val=False)
     trainer = make_trainer(loaded.model, args, None, None, None, None, Throughput(), [])
     with torch.no_grad():
-        reference = loaded.model(**{k: v for k, v in batch.items() if not k.startswith("loss_")}).loss
+        stock = {k: v for k, v in batch.items() if not k.startswith("loss_") and k != "position_ids"}
+        reference = loaded.model(**stock).loss
         ours = trainer.compute_loss(loaded.model, dict(batch))
     assert torch.allclose(ours, reference, rtol=1e-5), (ours, reference)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_grouped_vision_attention_matches_the_stock_path(loaded_tiny, sample_dataset, family):
+def test_positions_from_the_data_loader_equal_the_models_own(loaded_tiny, sample_dataset, family):
+    import torch
+
+    loaded = loaded_tiny(family)
+    processor = loaded.processor
+    cfg = TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, identity=True, model_name=["A", "B"],
+                      model_author=["C", "D"])  # fmt: skip
+    data = build_data(cfg, processor, lambda _: None)
+    samples = sorted(data.train, key=lambda s: s.length)  # the shortest is a text-only identity sample
+    assert not samples[0].images and samples[-1].images
+    dataset = TrainDataset([samples[0], samples[len(samples) // 2], samples[-1]], processor)
+    rope = RopeIndex.of(loaded.model)
+    batch = LossCollator(processor.tokenizer.pad_token_id, 8, rope)([dataset[i] for i in range(3)])
+    inputs = {k: v for k, v in batch.items() if not k.startswith("loss_") and k != "labels"}
+    expected, _ = loaded.model.model.get_rope_index(inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
+                                                    image_grid_thw=inputs["image_grid_thw"],
+                                                    attention_mask=inputs["attention_mask"])  # fmt: skip
+    assert torch.equal(batch["position_ids"], expected)
+    with torch.no_grad():
+        ours = loaded.model(**inputs).logits
+        stock = loaded.model(**{k: v for k, v in inputs.items() if k != "position_ids"}).logits
+    assert torch.equal(ours, stock)
+    # Without pictures the model computes no 3-D positions, and neither does the collator.
+    text_only = LossCollator(processor.tokenizer.pad_token_id, 8, rope)([dataset[0]])
+    assert "position_ids" not in text_only
+
+
+@pytest.mark.parametrize("targets", [["language"], ["language", "merger"]])
+def test_a_frozen_vision_tower_runs_without_autograd_and_gradients_stay_the_same(tiny_models, targets):
+    import torch
+
+    from lab.models import load_model
+    from lab.training.setup import prepare_model
+    from lab.training.speed import frozen_towers_without_grad, vision_tower
+
+    loaded = load_model(str(tiny_models("qwen2_5_vl")))
+    cfg = TrainConfig(dataset="data/sample", lora_targets=targets, lora_dropout=0.0)
+    data = build_data(cfg, loaded.processor, lambda _: None)
+    model = prepare_model(loaded.model, cfg).model
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    dataset = TrainDataset(data.train[:3], loaded.processor)
+    batch = LossCollator(loaded.processor.tokenizer.pad_token_id)([dataset[i] for i in range(3)])
+    inputs = {k: v for k, v in batch.items() if not k.startswith("loss_")}
+    tower = vision_tower(model)
+    seen = []
+    tower.register_forward_hook(lambda module, args, out: seen.append(out.pooler_output.requires_grad))
+
+    def step(switch: bool):
+        model.zero_grad(set_to_none=True)
+        restore = frozen_towers_without_grad(model) if switch else (lambda: None)
+        try:
+            model(**inputs).loss.backward()
+        finally:
+            restore()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    stock, switched = step(False), step(True)
+    frozen = targets == ["language"]
+    # Stock transformers differentiates through the frozen tower (its input embeddings are
+    # hooked to require grad); the switch stops that, and only for a tower that is frozen.
+    assert seen == [True, not frozen]
+    assert stock.keys() == switched.keys() and all(torch.equal(stock[n], switched[n]) for n in stock)
+    assert "forward" not in vars(tower)  # undone
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mixed_sizes", [True, False])
+def test_grouped_vision_attention_matches_the_stock_path(loaded_tiny, sample_dataset, family, mixed_sizes):
     import torch
 
     from lab.images import open_image
@@ -171,9 +242,11 @@ def test_grouped_vision_attention_matches_the_stock_path(loaded_tiny, sample_dat
 
     loaded = loaded_tiny(family)
     pad = "<|vision_start|><|image_pad|><|vision_end|>"
-    # Different sizes, so that pieces of different lengths share a batch.
+    # Different sizes make pieces of different lengths share a batch; equal sizes take the fast path.
     images = [open_image(sample_dataset / "images" / "0001.png"), open_image(sample_dataset / "images" / "0005.png"),
-              open_image(sample_dataset / "images" / "0003.png").resize((300, 180))]  # fmt: skip
+              open_image(sample_dataset / "images" / "0003.png")]  # fmt: skip
+    if mixed_sizes:
+        images[2] = images[2].resize((300, 180))
     inputs = loaded.processor(text=[pad * 3 + "Describe."], images=images, return_tensors="pt")
     with torch.no_grad():
         reference = loaded.model(**inputs).logits
@@ -183,3 +256,80 @@ def test_grouped_vision_attention_matches_the_stock_path(loaded_tiny, sample_dat
         finally:
             restore()
     assert torch.allclose(grouped, reference, atol=1e-5)
+
+
+def test_grouped_attention_of_equal_pieces_reads_nothing_back_from_the_device():
+    import torch
+    import torch.nn.functional as F
+
+    from lab.training.speed import grouped_sdpa
+
+    q, k, v = (torch.randn(1, 2, 12, 4) for _ in range(3))
+    # Boundaries on the meta device have no values: reading them would fail.
+    bounds = torch.empty(4, dtype=torch.int32, device="meta")
+    out, _ = grouped_sdpa(None, q, k, v, cu_seq_lens_q=bounds, max_length_q=4)
+    pieces = [F.scaled_dot_product_attention(*(t[:, :, i : i + 4] for t in (q, k, v))) for i in (0, 4, 8)]
+    assert torch.allclose(out, torch.cat(pieces, dim=2).transpose(1, 2), atol=1e-6)
+
+
+def test_batches_are_padded_coarser_only_while_layers_are_compiled():
+    import torch
+
+    from lab.training.speed import COMPILED_PAD_MULTIPLE, pad_for_compiled_blocks
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    collator = Collator(pad_token_id=0, pad_to_multiple_of=8)
+    pad_for_compiled_blocks(model, collator)()
+    assert collator.pad_to_multiple_of == 8
+    model[1].compile()  # compiles lazily, at the first call
+    restore = pad_for_compiled_blocks(model, collator)
+    assert collator.pad_to_multiple_of == COMPILED_PAD_MULTIPLE
+    items = [{"input_ids": torch.ones(70, dtype=torch.long)}, {"input_ids": torch.ones(3, dtype=torch.long)}]
+    assert collator(items)["input_ids"].shape == (2, 128)
+    restore()
+    assert collator.pad_to_multiple_of == 8
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_layers_give_the_eager_gradients_under_dropout_and_checkpointing(tiny_models):
+    """A checkpointed layer recomputes its forward pass in the backward one; compiled, it must
+    draw the same dropout masks again, or its gradients are not those of its loss."""
+    import torch
+    import torch._dynamo
+
+    from lab.models import load_model
+    from lab.training.setup import prepare_model
+    from lab.training.speed import compile_blocks
+
+    loaded = load_model(str(tiny_models("qwen2_5_vl")), dtype="float32")
+    cfg = TrainConfig(dataset="data/sample", lora_targets=["language"], lora_dropout=0.3)
+    data = build_data(cfg, loaded.processor, lambda _: None)
+    model = prepare_model(loaded.model, cfg).model
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    torch.manual_seed(1)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # zero at the start, which would leave the A matrices without gradients
+            param.data.normal_(0, 0.05)
+    dataset = TrainDataset(data.train[:2], loaded.processor)
+    batch = LossCollator(loaded.processor.tokenizer.pad_token_id)([dataset[0], dataset[1]])
+    inputs = {k: v for k, v in batch.items() if not k.startswith("loss_")}
+
+    def gradients():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        model(**inputs).loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+    eager = gradients()
+    restore = compile_blocks(model)
+    suppress = torch._dynamo.config.suppress_errors
+    torch._dynamo.config.suppress_errors = False  # a layer that failed to compile would make this test vacuous
+    try:
+        compiled = gradients()
+    finally:
+        torch._dynamo.config.suppress_errors = suppress
+        restore()
+    assert (compiled - eager).norm() <= 1e-4 * eager.norm()

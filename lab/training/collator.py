@@ -252,6 +252,42 @@ def _is_sequence(value: Any, length: int) -> bool:
     return hasattr(value, "shape") and value.dim() == 2 and value.shape[0] == 1 and value.shape[1] == length
 
 
+class RopeIndex:
+    """The 3-D (M-RoPE) positions of a padded batch, from the model's own ``get_rope_index`` run on the CPU.
+
+    A Qwen-VL model computes these positions inside ``forward`` when it is given none: a
+    Python loop over the samples that reads token types and image grids back from the GPU,
+    each read waiting for every kernel queued before it. The method reads nothing of the
+    model but its config, so the data loader's workers run it on the batch's CPU tensors,
+    with the same arguments the model would pass, and the model takes the result as it is.
+    """
+
+    def __init__(self, owner: type, config: Any):
+        self.owner = owner  # the model class that defines get_rope_index
+        self.config = config
+
+    @classmethod
+    def of(cls, model: Any) -> RopeIndex | None:
+        """The positions function of ``model`` (under PEFT too), or None for models without M-RoPE."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        for module in base.modules():
+            if callable(getattr(type(module), "get_rope_index", None)) and hasattr(module, "config"):
+                return cls(type(module), module.config)
+        return None
+
+    def __call__(self, batch: dict) -> Any:
+        """``(3, batch, seq)`` positions, or None where the model would not compute any (no images or videos)."""
+        grids = {k: batch[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in batch}
+        if "mm_token_type_ids" not in batch or not grids.keys() & {"image_grid_thw", "video_grid_thw"}:
+            return None
+        # The method is called on a bare instance that has the config and no weights.
+        bare = object.__new__(self.owner)
+        vars(bare)["config"] = self.config
+        positions, _ = self.owner.get_rope_index(bare, batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+                                                 attention_mask=batch.get("attention_mask"), **grids)  # fmt: skip
+        return positions
+
+
 class Collator:
     """Pads a list of :class:`TrainDataset` items into one batch (right padding).
 

@@ -1,6 +1,6 @@
 """The ``transformers.Trainer`` the lab trains with, and its arguments from a ``TrainConfig``.
 
-Three things differ from a stock ``Trainer``:
+These things differ from a stock ``Trainer``:
 
 * The loss projects onto the vocabulary only where it is needed. Answers are a small
   share of a vision-language sample (a 448x448 image alone is 256 tokens), and the
@@ -11,6 +11,10 @@ Three things differ from a stock ``Trainer``:
 * Batches are drawn from groups of similar length (when a batch has more than one
   sample), so little of a step is spent on padding.
 * A stop request ends training after the current optimizer step, with a checkpoint.
+* The GPU is not kept waiting on the host: the data loader's workers compute the Qwen-VL
+  models' 3-D positions (:class:`~lab.training.collator.RopeIndex`), batches are copied to
+  the GPU without blocking, and a frozen vision tower runs without autograd while training
+  (:func:`~lab.training.speed.frozen_towers_without_grad`). Same numbers, fewer stalls.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import os
 import threading
 from typing import Any
 
-from lab.training.collator import IGNORE, Collator
+from lab.training.collator import IGNORE, Collator, RopeIndex
 from lab.training.metrics import Throughput
+from lab.training.speed import frozen_towers_without_grad, pad_for_compiled_blocks
 
 
 class LossCollator(Collator):
@@ -30,13 +35,21 @@ class LossCollator(Collator):
 
     ``loss_positions``: sequence positions (shared by the batch) whose next token is learned;
     ``loss_index``: flat indices into ``batch x positions`` of the learned ones;
-    ``loss_targets``: their token ids.
+    ``loss_targets``: their token ids. With a :class:`RopeIndex` (``rope``) it also adds the
+    model's ``position_ids``, so the model need not compute them on the GPU.
     """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, rope: RopeIndex | None = None):
+        super().__init__(pad_token_id, pad_to_multiple_of)
+        self.rope = rope
 
     def __call__(self, items: list[dict]) -> dict:
         import torch
 
         batch = super().__call__(items)
+        rope_positions = self.rope(batch) if self.rope is not None else None
+        if rope_positions is not None:
+            batch["position_ids"] = rope_positions
         shifted = batch["labels"][:, 1:]
         learned = shifted != IGNORE
         positions = learned.any(dim=0).nonzero().squeeze(1)
@@ -84,6 +97,14 @@ def make_trainer(model: Any, args: Any, train_dataset: Any, eval_dataset: Any, c
             self.model_accepts_loss_kwargs = True  # makes the Trainer count learned tokens across accumulation
             self._slice_logits = _accepts_logits_to_keep(self.model)
 
+        def train(self, *a, **kw):
+            undo = [frozen_towers_without_grad(self.model), pad_for_compiled_blocks(self.model, self.data_collator)]
+            try:
+                return super().train(*a, **kw)
+            finally:
+                for restore in undo:
+                    restore()
+
         def _get_train_sampler(self, *a, **kw):
             group = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
             if group <= 1 or not hasattr(self.train_dataset, "lengths"):
@@ -111,6 +132,8 @@ def make_trainer(model: Any, args: Any, train_dataset: Any, eval_dataset: Any, c
                 loss = loss / max(targets.numel(), 1)
             return (loss, {"logits": None}) if return_outputs else loss
 
+    if isinstance(collator, LossCollator) and collator.rope is None:
+        collator.rope = RopeIndex.of(model)  # the collator runs in the loader's workers, which have no model
     trainer = LabTrainer(
         model=model,
         args=args,
@@ -190,6 +213,8 @@ def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val:
         dataloader_pin_memory=cuda,
         dataloader_persistent_workers=workers > 0,
         dataloader_prefetch_factor=4 if workers else None,
+        # Pinned batches copied without blocking: a blocking copy waits for the previous step's kernels.
+        accelerator_config={"non_blocking": cuda},
         disable_tqdm=True,
         use_cpu=not cuda,
         optim="adamw_torch_fused" if cuda else "adamw_torch",
