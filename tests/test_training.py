@@ -333,3 +333,18 @@ def test_compiled_layers_give_the_eager_gradients_under_dropout_and_checkpointin
         torch._dynamo.config.suppress_errors = suppress
         restore()
     assert (compiled - eager).norm() <= 1e-4 * eager.norm()
+
+
+def test_one_process_on_a_multi_gpu_machine_never_uses_data_parallel(monkeypatch, tmp_path):
+    """nn.DataParallel replicas hold no parameters, and Qwen-VL reads its vision dtype from them."""
+    import torch
+    from transformers import TrainingArguments
+
+    from lab.train_config import TrainConfig
+    from lab.training.trainer import training_arguments
+
+    # As on a host with two GPUs and no distributed launch: the Trainer would see n_gpu == 2.
+    monkeypatch.setattr(TrainingArguments, "n_gpu", property(lambda self: 1 if self.__dict__.get("_n_gpu") == 1 else 2))
+    cfg = TrainConfig.from_preset("cpu_demo")
+    args = training_arguments(cfg, str(tmp_path), "cpu", torch.float32, has_val=False)
+    assert args.n_gpu == 1

@@ -233,4 +233,10 @@ def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val:
         wanted["warmup_ratio"] = cfg.warmup_ratio
     else:
         wanted["warmup_steps"] = cfg.warmup_ratio  # below 1, read as a share of the steps
-    return TrainingArguments(**{k: v for k, v in wanted.items() if k in known})
+    args = TrainingArguments(**{k: v for k, v in wanted.items() if k in known})
+    if args.n_gpu > 1:
+        # One process on a machine with several GPUs trains on the model's own GPU. The Trainer
+        # would wrap the model in nn.DataParallel, whose replicas hold no parameters (Qwen-VL reads
+        # its vision tower's dtype from them and fails); several GPUs go through accelerate launch.
+        args._n_gpu = 1
+    return args
