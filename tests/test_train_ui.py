@@ -68,3 +68,17 @@ def test_train_tab_start_poll_stop_and_reattach(launch_app, lab_home):
     rows = table["data"] if isinstance(table, dict) else table
     assert rows[0][0] == "ui" and rows[0][1] == "stopped"
     assert client.predict(api_name="/train_stop") == "No training run is going on."
+
+
+def test_the_first_plot_data_is_typed_and_names_every_series():
+    """The browser builds a plot from its first data only: types and series colours must be right from the start."""
+    import gradio as gr
+
+    from lab.ui.train_tab import plot_points, status_outputs
+
+    assert status_outputs(None)[2:] == (None, None)  # idle: an empty plot, not an untyped empty frame
+    assert plot_points([]) is None
+    plot = gr.LinePlot(x="step", y="value", color="series")
+    first = plot.postprocess(plot_points([{"step": 1, "value": 8.1, "series": "train"}], ("train", "eval")))
+    assert first.datatypes == {"step": "quantitative", "value": "quantitative", "series": "nominal"}
+    assert first.data == [[1, 8.1, "train"], [1, None, "eval"]]  # eval named before its first point, not drawn

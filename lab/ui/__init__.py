@@ -13,6 +13,7 @@ import os
 from importlib import import_module
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from lab.ui import i18n
 from lab.ui.context import AppSettings, UIContext
@@ -65,7 +66,7 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         server_port=settings.port,
         share=settings.share,
         i18n=i18n.build_i18n(),
-        head=i18n.head_script(settings.lang),
+        app_kwargs={"middleware": [Middleware(i18n.LanguageScript, forced=settings.lang)]},
         prevent_thread_lock=not block,
         show_error=True,
     )

@@ -151,11 +151,8 @@ def _num(value, fmt: str) -> str:
 
 def status_outputs(run_dir, lang: str = "en"):
     """(progress bar HTML, status line, loss points, lr points) for the run in ``run_dir``."""
-    import pandas as pd
-
     if run_dir is None:
-        empty = pd.DataFrame(columns=["step", "value", "series"])
-        return "", i18n.text("train.idle", lang), empty, empty
+        return "", i18n.text("train.idle", lang), None, None
     p = progress(run_dir)
     job = jobs.current_job()
     status = job.status if job is not None and str(job.run_dir) == str(run_dir) else p.status
@@ -169,8 +166,28 @@ def status_outputs(run_dir, lang: str = "en"):
         line += f"  \n⚠️ {html.escape(p.message)}"
     bar = f'<progress value="{p.step}" max="{max(p.total or 1, 1)}" style="width:100%"></progress>'
     loss, lr = curves(run_dir)
-    return (bar, line, pd.DataFrame(loss, columns=["step", "value", "series"]),
-            pd.DataFrame(lr, columns=["step", "value", "series"]))  # fmt: skip
+    return bar, line, plot_points(loss, ("train", "eval")), plot_points(lr)
+
+
+def plot_points(rows: list, series: tuple[str, ...] = ()):
+    """A LinePlot's data (columns step, value, series), or None before the first point.
+
+    The browser builds a plot once, from its first data, and later data only moves the
+    points: the column types and the series' colours come from that first data. So before
+    the first point the plot stays empty (an empty frame drew later points with no height
+    and no colour), and the first data names every series to come: each of ``series`` not
+    there yet gets a point with no value, which is not drawn.
+    """
+    import pandas as pd
+
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows, columns=["step", "value", "series"])
+    missing = [name for name in series if name not in set(frame["series"])]
+    if missing:
+        first = frame["step"].iloc[0]
+        frame = pd.concat([frame, pd.DataFrame([[first, None, name] for name in missing], columns=frame.columns)])
+    return frame.astype({"step": "int64", "value": "float64", "series": "str"}).reset_index(drop=True)
 
 
 def watched_run(selected):
