@@ -48,3 +48,19 @@ def test_app_py_help_lists_the_app_options():
     out = subprocess.run([sys.executable, "app.py", "--help"], cwd=root, capture_output=True, text=True, check=True)
     for flag in ("--model", "--host", "--port", "--share", "--lang", "--workspace"):
         assert flag in out.stdout
+
+
+def test_server_messages_follow_the_same_language_rule_as_the_page():
+    """The person's switch beats --lang, which beats the browser's language."""
+    from types import SimpleNamespace
+
+    from lab.ui.i18n import request_lang
+
+    def request(cookie=None, accept="en-US"):
+        return SimpleNamespace(cookies={"vlm-lab-lang": cookie} if cookie else {}, headers={"accept-language": accept})
+
+    app = lambda lang: SimpleNamespace(settings=SimpleNamespace(lang=lang))  # noqa: E731
+    assert request_lang(app("zh"), request(cookie="en")) == "en"
+    assert request_lang(app("zh"), request()) == "zh"
+    assert request_lang(app(None), request(accept="zh-CN,zh;q=0.9")) == "zh"
+    assert request_lang(app(None), None) == "en"

@@ -109,14 +109,15 @@ def switch_js(lang: str) -> str:
 
 
 def request_lang(ctx, request) -> str:
-    """The language for server-side messages: --lang, else the switch's cookie, else the browser's."""
+    """The language for server-side messages, by the page's own rule (:func:`head_script`): the
+    person's switch (its cookie), else --lang, else the browser's."""
     forced = ctx.settings.lang if ctx is not None else None
+    chosen = (getattr(request, "cookies", None) or {}).get(_STORAGE_KEY) if request is not None else None
+    if chosen in LANGS:
+        return chosen
     if forced in LANGS:
         return forced
     if request is None:
         return "en"
-    chosen = (getattr(request, "cookies", None) or {}).get(_STORAGE_KEY)
-    if chosen in LANGS:
-        return chosen
     accept = (request.headers.get("accept-language", "") or "").lower()
     return "zh" if accept.startswith("zh") else "en"
