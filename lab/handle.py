@@ -349,15 +349,6 @@ def find_run(name_or_path: str | Path) -> Path:
     raise ModelLoadError(f"No run named {name_or_path}: it is neither a folder nor a run in {runs_dir()}.")
 
 
-def list_runs() -> list[Path]:
-    """Run folders (with a config.yaml) under the workspace's ``checkpoints/``, newest first."""
-    from lab.paths import runs_dir
-
-    root = runs_dir()
-    runs = [p for p in root.iterdir() if p.is_dir() and (p / RUN_CONFIG).is_file()] if root.is_dir() else []
-    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
 def find_adapter_dir(run_dir: Path, run_name: str) -> Path | None:
     """Where a run's adapter files are: the folder itself, or the sub-folder PEFT makes for a named adapter."""
     for candidate in (run_dir, run_dir / peft_adapter_name(run_name), run_dir / run_name):

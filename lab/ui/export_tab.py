@@ -11,7 +11,7 @@ import gradio as gr
 from lab import paths
 from lab.errors import LabError
 from lab.export import export_run, openai_snippet, vllm_command
-from lab.handle import list_runs
+from lab.training.runs import list_runs
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t
 

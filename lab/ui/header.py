@@ -7,7 +7,8 @@ from __future__ import annotations
 import gradio as gr
 
 from lab.errors import LabError
-from lab.handle import adapter_names, list_runs
+from lab.handle import adapter_names
+from lab.training.runs import list_runs
 from lab.ui import i18n
 from lab.ui.context import UIContext
 from lab.ui.i18n import t
