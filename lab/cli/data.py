@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lab.formats import FORMATS
+
 FORMAT_HELP = "llamafactory (sharegpt + dataset_info.json), imagefolder (Hugging Face metadata.jsonl), openai (chat fine-tuning JSONL), swift (our own data.jsonl)"
 
 
@@ -23,14 +25,14 @@ def add_parser(subparsers) -> None:
     export = actions.add_parser("export", help="write a dataset in another tool's format",
                                 description=f"Export a dataset. Formats: {FORMAT_HELP}.")
     export.add_argument("path", help="dataset folder or .jsonl file")
-    export.add_argument("--format", required=True, choices=["llamafactory", "imagefolder", "openai", "swift"], help="target format")
+    export.add_argument("--format", required=True, choices=FORMATS, help="target format")
     export.add_argument("--out", required=True, help="new (or empty) output folder")
     export.set_defaults(func=run_export)
 
     imp = actions.add_parser("import", help="turn another tool's dataset into a dataset folder",
                              description=f"Import a dataset. Formats: {FORMAT_HELP}.")
     imp.add_argument("src", help="folder or file to import")
-    imp.add_argument("--format", default=None, choices=["llamafactory", "imagefolder", "openai", "swift"], help="source format (default: detect it)")
+    imp.add_argument("--format", default=None, choices=FORMATS, help="source format (default: detect it)")
     imp.add_argument("--out", required=True, help="new (or empty) dataset folder to create")
     imp.set_defaults(func=run_import)
 

@@ -29,8 +29,7 @@ from lab.labeling.review import list_failures, list_items, save_review
 from lab.labeling.store import DATA_FILE, job_settings, load_job, read_rows
 from lab.presets import LANGS, list_prompt_presets, load_prompt_preset
 from lab.ui import i18n
-from lab.ui.i18n import t
-from lab.ui.i18n import request_lang
+from lab.ui.i18n import request_lang, t
 from lab.ui.prompt_tab import LOCAL, labeler_form, make_labeler
 
 STRINGS = {
