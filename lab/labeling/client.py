@@ -110,8 +110,8 @@ def needs_key(base_url: str, provider: dict | None = None) -> bool:
 def missing_key_sentence(provider: dict | None = None) -> str:
     """What to do when there is no key: where to type it, which variable to set, or go local."""
     env = provider.get("key_env") if provider and provider.get("key_env") else "OPENAI_API_KEY"
-    return (f"No API key: type it into the API key box, or set {env} in the environment before starting "
-            "the app (or use the loaded local model as the labeler).")
+    return (f"No API key: set {env} in the environment (in the app you may also type it into the API key box), "
+            "or label with a local model instead (the loaded model in the app, --local-model on the command line).")
 
 
 def load_providers() -> dict[str, dict]:
