@@ -30,6 +30,7 @@ def lab_home(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_HOME", str(home))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("LAB_LANG", "en")  # CLI messages follow the locale otherwise
     return home
 
 

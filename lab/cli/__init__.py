@@ -39,12 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lab.errors import LabError
+    from lab.errors import LabError, cli_lang, localize
 
     try:
         return int(args.func(args) or 0)
     except LabError as err:
-        print(f"error: {err}", file=sys.stderr)
+        lang = cli_lang()
+        print(f"{'错误' if lang == 'zh' else 'error'}: {localize(err, lang)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
