@@ -181,7 +181,7 @@ def run_plain(model, processor, dataset: Path, batch: int, steps: int, name: str
     from lab.conversation import to_hf_messages
     from lab.dataset import load_records
     from lab.images import open_image
-    from lab.models import lora_target_modules
+    from lab.model_parts import lora_target_modules
     from lab.paths import runs_dir
     from lab.training.metrics import Throughput, make_metrics_callback
 

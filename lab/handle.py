@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
-from lab.errors import BusyError, LabError, ModelLoadError
+from lab.errors import BusyError, LabError, ModelLoadError, Text, localize
 from lab.paths import check_allowed
 
 
@@ -35,12 +35,29 @@ class ModelState(str, Enum):
     TRAINING = "training"
     GENERATING = "generating"
 
+    @property
+    def label(self) -> Text:
+        """The state as the header shows it: the English value, with its Chinese form."""
+        return Text(self.value, _STATE_ZH[self.value])
+
+
+_STATE_ZH = {"empty": "未加载", "loading": "加载中", "ready": "就绪", "training": "训练中", "generating": "生成中"}
 
 _BUSY = {
-    ModelState.LOADING: "a model is being loaded",
-    ModelState.TRAINING: "a training run is using the model",
-    ModelState.GENERATING: "the model is answering another request",
+    ModelState.LOADING: Text("a model is being loaded", "正在加载模型"),
+    ModelState.TRAINING: Text("a training run is using the model", "训练任务正在使用模型"),
+    ModelState.GENERATING: Text("the model is answering another request", "模型正在回答另一个请求"),
 }
+
+
+def _busy_error(state: ModelState) -> BusyError:
+    return BusyError(f"The model is busy: {_BUSY[state]}; try again when it is done.",
+                     zh=f"模型正忙：{_BUSY[state].zh}；请等它结束后再试。")
+
+
+def _error_text(err: LabError) -> Text:
+    """An error's sentence in both languages, kept after the error itself is gone (``last_error``)."""
+    return Text(f"{err}", localize(err, "zh"))
 
 
 class ModelHandle:
@@ -50,7 +67,7 @@ class ModelHandle:
         self._guard = threading.Lock()  # held only to read or change the state
         self._state = ModelState.EMPTY
         self.loaded: Any = None
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # a Text when the lab set it: the header localizes it
         self.run_dir: Path | None = None  # the run folder the model or its adapter came from
         self.adapter_enabled = True  # what a request that does not say gets
 
@@ -61,9 +78,9 @@ class ModelHandle:
     def _claim(self, new_state: ModelState, need_model: bool) -> None:
         with self._guard:
             if self._state in _BUSY:
-                raise BusyError(f"The model is busy: {_BUSY[self._state]}; try again when it is done.")
+                raise _busy_error(self._state)
             if need_model and self.loaded is None:
-                raise LabError("No model is loaded yet; load one first.")
+                raise LabError("No model is loaded yet; load one first.", zh="尚未加载模型；请先加载一个。")
             self._previous = self._state
             self._state = new_state
 
@@ -91,7 +108,7 @@ class ModelHandle:
             self.loaded = load_model(resolve_model_name(name_or_path), **options)
             self.last_error = None
         except LabError as err:
-            self.last_error = str(err)
+            self.last_error = _error_text(err)
             raise
         finally:
             self._release()
@@ -105,13 +122,13 @@ class ModelHandle:
         """
         with self._guard:
             if self._state in _BUSY:
-                raise BusyError(f"The model is busy: {_BUSY[self._state]}; try again when it is done.")
+                raise _busy_error(self._state)
 
         def target() -> None:
             try:
                 self.load_model_or_run(name_or_path, run, **options)
             except LabError as err:
-                self.last_error = str(err)  # shown in the header
+                self.last_error = _error_text(err)  # shown in the header
 
         thread = threading.Thread(target=target, name="model-load", daemon=True)
         thread.start()
@@ -154,7 +171,7 @@ class ModelHandle:
                 attach_adapter(self.loaded, run.adapter_dir, run.name)
             self.run_dir, self.last_error = run.path, None
         except LabError as err:
-            self.last_error = str(err)
+            self.last_error = _error_text(err)
             raise
         finally:
             self._release()
@@ -165,7 +182,8 @@ class ModelHandle:
         if run:
             return self.load_run(run, base=model, **options)
         if not model:
-            raise LabError("Name a model (--model, e.g. demo or Qwen/Qwen2.5-VL-3B-Instruct) or a run (--adapter).")
+            raise LabError("Name a model (--model, e.g. demo or Qwen/Qwen2.5-VL-3B-Instruct) or a run (--adapter).",
+                           zh="请指定模型（--model，如 demo 或 Qwen/Qwen2.5-VL-3B-Instruct）或训练任务（--adapter）。")
         return self.load(model, **options)
 
     def _holds_base(self, run: "RunFolder", quantization: str | None) -> bool:
@@ -182,7 +200,8 @@ class ModelHandle:
                 return
             key = name if name in adapter_names(loaded) else peft_adapter_name(name)
             if key not in adapter_names(loaded):
-                raise LabError(f"No adapter named {name} is loaded; load that run first.")
+                raise LabError(f"No adapter named {name} is loaded; load that run first.",
+                               zh=f"没有加载名为 {name} 的适配器；请先加载这个训练任务。")
             loaded.model.set_adapter(key)
             loaded.adapter, self.adapter_enabled = name, True
 
@@ -214,7 +233,7 @@ class ModelHandle:
 
     def describe(self) -> dict[str, Any]:
         """What is loaded, for the app header and the API."""
-        info: dict[str, Any] = {"state": self._state.value, "error": self.last_error}
+        info: dict[str, Any] = {"state": self._state.label, "error": self.last_error}
         loaded = self.loaded
         if loaded is not None:
             info.update(
@@ -283,7 +302,8 @@ def attach_adapter(loaded: Any, adapter_dir: Path, run_name: str) -> None:
         loaded.model.set_adapter(name)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"The adapter in {adapter_dir} does not fit {loaded.name}: {first}") from None
+        raise ModelLoadError(f"The adapter in {adapter_dir} does not fit {loaded.name}: {first}",
+                             zh=f"{adapter_dir} 中的适配器与 {loaded.name} 不匹配：{first}") from None
     loaded.model.eval()
     loaded.adapter = run_name
 
@@ -310,7 +330,8 @@ class RunFolder:
             return str(self.config["model"])
         adapter = json.loads((self.adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         if not adapter.get("base_model_name_or_path"):
-            raise ModelLoadError(f"{self.path} does not say which base model it was trained on.")
+            raise ModelLoadError(f"{self.path} does not say which base model it was trained on.",
+                                 zh=f"{self.path} 没有写明它是在哪个基座模型上训练的。")
         return str(adapter["base_model_name_or_path"])
 
     @classmethod
@@ -320,17 +341,21 @@ class RunFolder:
 
         path = Path(run_dir).expanduser()
         if not path.is_dir():
-            raise ModelLoadError(f"Run folder {path} does not exist.")
+            raise ModelLoadError(f"Run folder {path} does not exist.", zh=f"训练记录文件夹 {path} 不存在。")
         config_file = next((p / RUN_CONFIG for p in (path, path.parent) if (p / RUN_CONFIG).is_file()), None)
         try:
             config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file else {}
         except (OSError, yaml.YAMLError) as err:
-            raise ModelLoadError(f"{config_file} is not readable YAML ({type(err).__name__}).") from None
+            raise ModelLoadError(f"{config_file} is not readable YAML ({type(err).__name__}).",
+                                 zh=f"{config_file} 不是可读的 YAML（{type(err).__name__}）。") from None
         config = config if isinstance(config, dict) else {}
         adapter_dir = find_adapter_dir(path, config.get("run_name") or path.name)
         model_dir = path if adapter_dir is None and (path / "config.json").is_file() else None
         if adapter_dir is None and model_dir is None:
-            raise ModelLoadError(f"{path} holds no trained model: no {ADAPTER_CONFIG} and no config.json (did the run finish?).")
+            raise ModelLoadError(
+                f"{path} holds no trained model: no {ADAPTER_CONFIG} and no config.json (did the run finish?).",
+                zh=f"{path} 中没有训练好的模型：既没有 {ADAPTER_CONFIG}，也没有 config.json（训练完成了吗？）。",
+            )
         return cls(path.resolve(), config, adapter_dir, model_dir)
 
 
@@ -346,7 +371,8 @@ def find_run(name_or_path: str | Path) -> Path:
     resolved = resolve(path)
     if resolved.is_dir():
         return resolved
-    raise ModelLoadError(f"No run named {name_or_path}: it is neither a folder nor a run in {runs_dir()}.")
+    raise ModelLoadError(f"No run named {name_or_path}: it is neither a folder nor a run in {runs_dir()}.",
+                         zh=f"找不到训练任务 {name_or_path}：它既不是文件夹，也不是 {runs_dir()} 中的训练任务。")
 
 
 def find_adapter_dir(run_dir: Path, run_name: str) -> Path | None:

@@ -1,4 +1,4 @@
-"""Loading vision-language models and naming their parts.
+"""Loading vision-language models.
 
 :func:`load_model` is the one way the lab loads a model (base models, merged exports,
 the tiny demo models): a Hub id or a local folder through ``AutoModelForImageTextToText``
@@ -6,10 +6,7 @@ and ``AutoProcessor``, on the right device in the right dtype, optionally quanti
 bitsandbytes. Everything a person can get wrong (offline Hub id, not a model folder, custom
 code, no GPU) becomes one :class:`~lab.errors.ModelLoadError` sentence.
 
-:func:`module_groups` and :func:`lora_target_modules` name the three parts of a VLM
-(vision tower, merger/projector, language model) from the real module tree, so freezing
-and LoRA hit exactly the part asked for. A bare ``["q_proj", ..., "down_proj"]`` list is
-not enough: Qwen2.5-VL's vision blocks have ``gate_proj/up_proj/down_proj`` too.
+What the parts of a loaded model are called (for freezing and LoRA) is :mod:`lab.model_parts`.
 """
 
 from __future__ import annotations
@@ -20,18 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.errors import ConfigError, ModelLoadError
+from lab.errors import ConfigError, ModelLoadError, Text, localize
 from lab.paths import check_allowed
 
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-PARTS = ("vision", "merger", "language")
-
-# Attribute names transformers uses for the parts of its VLMs (see PreTrainedModel.get_encoder /
-# get_decoder); the first match from the root of the module tree wins.
-_VISION_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder", "image_tower", "vpm")
-_LANGUAGE_NAMES = ("language_model", "text_model", "llm", "decoder", "text_decoder")
-_MERGER_NAMES = ("merger", "deepstack_merger_list", "multi_modal_projector", "mm_projector", "connector",
-                 "projector", "visual_projection", "aligner", "mlp1", "resampler")
 
 _DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
            "fp32": "float32", "float32": "float32", "float": "float32"}
@@ -73,17 +62,21 @@ def resolve_device(device: str = "auto") -> str:
         return device
     if re.fullmatch(r"cuda(:\d+)?", device):
         if not torch.cuda.is_available():
-            raise ModelLoadError(f"Device {device!r} needs a CUDA GPU, but none is visible here; use device 'cpu'.")
+            raise ModelLoadError(f"Device {device!r} needs a CUDA GPU, but none is visible here; use device 'cpu'.",
+                                 zh=f"设备 {device!r} 需要 CUDA GPU，但这里检测不到 GPU；请改用设备 'cpu'。")
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
-            raise ModelLoadError(f"Device {device!r} does not exist: this machine has {count} GPU(s).")
+            raise ModelLoadError(f"Device {device!r} does not exist: this machine has {count} GPU(s).",
+                                 zh=f"设备 {device!r} 不存在：本机只有 {count} 块 GPU。")
         return device
     if device == "mps":
         if not torch.backends.mps.is_available():
-            raise ModelLoadError("Device 'mps' needs an Apple-silicon GPU, which is not available here.")
+            raise ModelLoadError("Device 'mps' needs an Apple-silicon GPU, which is not available here.",
+                                 zh="设备 'mps' 需要 Apple 芯片的 GPU，这里没有。")
         return device
-    raise ConfigError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    raise ConfigError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.",
+                      zh=f"未知设备 {device!r}；请使用 'auto'、'cpu'、'cuda'、'cuda:N' 或 'mps'。")
 
 
 def resolve_dtype(dtype="auto", device: str = "cpu"):
@@ -98,117 +91,9 @@ def resolve_dtype(dtype="auto", device: str = "cpu"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if key not in _DTYPES:
-        raise ConfigError(f"Unknown dtype {dtype!r}; use 'auto', 'bf16', 'fp16' or 'fp32'.")
+        raise ConfigError(f"Unknown dtype {dtype!r}; use 'auto', 'bf16', 'fp16' or 'fp32'.",
+                          zh=f"未知的 dtype {dtype!r}；请使用 'auto'、'bf16'、'fp16' 或 'fp32'。")
     return getattr(torch, _DTYPES[key])
-
-
-def module_groups(model) -> dict[str, list[str]]:
-    """Module-name prefixes of each part: ``{"vision": [...], "merger": [...], "language": [...]}``.
-
-    A parameter belongs to a part when its name equals a prefix or starts with ``prefix + "."``
-    (see :func:`in_group`). "language" includes ``lm_head``, so freezing the language model
-    freezes its output layer too. For Qwen2.5-VL: vision ``model.visual.patch_embed``,
-    ``model.visual.rotary_pos_emb``, ``model.visual.blocks``; merger ``model.visual.merger``;
-    language ``model.language_model``, ``lm_head``.
-    """
-    modules = dict(model.named_modules())
-    vision_root = _find_root(modules, _VISION_NAMES)
-    language_root = _find_root(modules, _LANGUAGE_NAMES) or _name_of(modules, _call(model, "get_decoder"))
-    if language_root is None:
-        raise ModelLoadError(f"Cannot find the language model inside {type(model).__name__}.")
-    mergers: list[str] = []
-    for name in modules:
-        if name.rsplit(".", 1)[-1] in _MERGER_NAMES and not any(in_group(name, [m]) for m in mergers):
-            if not in_group(name, [language_root]):
-                mergers.append(name)
-    vision: list[str] = []
-    if vision_root is not None:
-        inner = [m for m in mergers if in_group(m, [vision_root])]
-        if inner:
-            # The merger lives inside the vision tower (Qwen): the tower is its other children.
-            root = modules[vision_root]
-            vision = [f"{vision_root}.{child}" for child, _ in root.named_children()
-                      if not any(in_group(m, [f"{vision_root}.{child}"]) for m in inner)]
-            vision += [f"{vision_root}.{p}" for p, _ in root.named_parameters(recurse=False)]
-        else:
-            vision = [vision_root]
-    language = [language_root]
-    lm_head = _name_of(modules, _call(model, "get_output_embeddings"))
-    if lm_head and not in_group(lm_head, language):
-        language.append(lm_head)
-    return {"vision": vision, "merger": mergers, "language": language}
-
-
-def in_group(name: str, prefixes: list[str]) -> bool:
-    """True when module or parameter ``name`` lies under one of ``prefixes``."""
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
-
-
-def lora_target_modules(model, parts: set[str]) -> str:
-    """A regex (matched with ``re.fullmatch``, as PEFT does) hitting every linear layer of ``parts`` and nothing else.
-
-    ``parts`` is a subset of {"vision", "merger", "language"}; ``lm_head`` is never a target.
-    Call it on the base model, before PEFT wraps it. For Qwen2.5-VL's language model:
-    ``model\\.language_model\\.layers\\.\\d+\\.mlp\\.(?:down_proj|gate_proj|up_proj)|...``.
-    """
-    import torch
-
-    parts = set(parts)
-    unknown = parts - set(PARTS)
-    if not parts or unknown:
-        raise ConfigError(f"LoRA parts must be a non-empty subset of {', '.join(PARTS)} (got {sorted(parts)}).")
-    groups = module_groups(model)
-    empty = sorted(p for p in parts if not groups[p])
-    if empty:
-        raise ConfigError(f"This model has no {' or '.join(empty)} part to put LoRA adapters on.")
-    prefixes = [prefix for part in parts for prefix in groups[part]]
-    modules = dict(model.named_modules())
-    lm_head = _name_of(modules, _call(model, "get_output_embeddings"))
-    targets = sorted(
-        name
-        for name, module in modules.items()
-        if isinstance(module, torch.nn.Linear) and name != lm_head and in_group(name, prefixes)
-    )
-    return _compact_regex(targets, list(modules))
-
-
-def _compact_regex(targets: list[str], all_names: list[str]) -> str:
-    """One alternation per parent module, layer numbers generalised to ``\\d+``.
-
-    Falls back to the literal names if generalising would also match a module that is not a
-    target (a model whose layers differ in structure).
-    """
-    children: dict[str, set[str]] = {}
-    for name in targets:
-        parent, _, leaf = name.rpartition(".")
-        template = r"\.".join(r"\d+" if part.isdigit() else re.escape(part) for part in parent.split("."))
-        children.setdefault(template, set()).add(re.escape(leaf))
-    pattern = "|".join(
-        f"{parent}\\.(?:{'|'.join(sorted(leaves))})" if parent else f"(?:{'|'.join(sorted(leaves))})"
-        for parent, leaves in sorted(children.items())
-    )
-    compiled = re.compile(pattern)
-    if {n for n in all_names if compiled.fullmatch(n)} == set(targets):
-        return pattern
-    return "|".join(re.escape(name) for name in targets)
-
-
-def _find_root(modules: dict, names: tuple[str, ...]) -> str | None:
-    found = [n for n in modules if n and n.rsplit(".", 1)[-1] in names]
-    return min(found, key=lambda n: (n.count("."), n)) if found else None
-
-
-def _name_of(modules: dict, module) -> str | None:
-    if module is None:
-        return None
-    return next((name for name, m in modules.items() if m is module and name), None)
-
-
-def _call(model, method: str):
-    try:
-        return getattr(model, method)()
-    except (AttributeError, NotImplementedError, TypeError, ValueError):
-        return None
 
 
 def load_model(
@@ -241,7 +126,8 @@ def load_model(
     config = _load_config(source, trust_remote_code)
     quant_config = quantization_config(quantization, device, double_quant=double_quant, compute_dtype=quant_compute_dtype)
     if attn_implementation.startswith("flash_attention") and not device.startswith("cuda"):
-        raise ModelLoadError(f"attn_implementation {attn_implementation!r} needs a CUDA GPU; use 'sdpa' on {device}.")
+        raise ModelLoadError(f"attn_implementation {attn_implementation!r} needs a CUDA GPU; use 'sdpa' on {device}.",
+                             zh=f"attn_implementation {attn_implementation!r} 需要 CUDA GPU；在 {device} 上请使用 'sdpa'。")
     # The processor first: it is quick, and a bad pixel bound should fail before gigabytes load.
     processor = _load_processor(source, trust_remote_code)
     set_image_pixels(processor, min_pixels=min_pixels, max_pixels=max_pixels)
@@ -265,13 +151,16 @@ def quantization_config(quantization: str | None, device: str, *, double_quant: 
     if quantization in (None, "", "none"):
         return None
     if quantization not in ("4bit", "8bit"):
-        raise ConfigError(f"Unknown quantization {quantization!r}; use '4bit', '8bit' or none.")
+        raise ConfigError(f"Unknown quantization {quantization!r}; use '4bit', '8bit' or none.",
+                          zh=f"未知的量化方式 {quantization!r}；请使用 '4bit'、'8bit' 或 none。")
     if not (device == "cpu" or device.startswith("cuda")):
-        raise ModelLoadError(f"{quantization} quantization needs a CUDA GPU or the CPU, not {device!r}.")
+        raise ModelLoadError(f"{quantization} quantization needs a CUDA GPU or the CPU, not {device!r}.",
+                             zh=f"{quantization} 量化需要 CUDA GPU 或 CPU，不支持 {device!r}。")
     reason = _bitsandbytes_problem(quantization, device)
     if reason:
         raise ModelLoadError(
-            f"{quantization} quantization does not work here ({reason}); it needs a CUDA GPU with bitsandbytes installed."
+            f"{quantization} quantization does not work here ({reason}); it needs a CUDA GPU with bitsandbytes installed.",
+            zh=f"{quantization} 量化在这里无法使用（{localize(reason, 'zh')}）；它需要装有 bitsandbytes 的 CUDA GPU。",
         )
     from transformers import BitsAndBytesConfig
 
@@ -287,14 +176,14 @@ def quantization_config(quantization: str | None, device: str, *, double_quant: 
 
 
 @functools.lru_cache(maxsize=None)
-def _bitsandbytes_problem(quantization: str, device: str) -> str | None:
+def _bitsandbytes_problem(quantization: str, device: str) -> Text | None:
     """Why bitsandbytes cannot quantize on ``device`` (None when a real quantized layer runs there)."""
     import torch
 
     try:
         import bitsandbytes as bnb
     except ImportError:
-        return "the bitsandbytes package is not installed"
+        return Text("the bitsandbytes package is not installed", "未安装 bitsandbytes 包")
     try:
         with torch.random.fork_rng(devices=[]):  # the probe's random init must not shift the caller's seed
             if quantization == "4bit":
@@ -306,7 +195,9 @@ def _bitsandbytes_problem(quantization: str, device: str) -> str | None:
         layer = layer.to(device)  # quantizes the weight on the device
         layer(x.to(device))
     except Exception as err:  # any failure of the backend means the same thing to the user
-        return f"bitsandbytes cannot run {quantization} layers on {device}: {str(err).splitlines()[0][:200]}"
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        return Text(f"bitsandbytes cannot run {quantization} layers on {device}: {detail}",
+                    f"bitsandbytes 无法在 {device} 上运行 {quantization} 层：{detail}")
     return None
 
 
@@ -316,14 +207,17 @@ def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: in
         return
     for value in (min_pixels, max_pixels):
         if value is not None and (not isinstance(value, int) or value <= 0):
-            raise ConfigError(f"min_pixels and max_pixels must be positive whole numbers (got {value!r}).")
+            raise ConfigError(f"min_pixels and max_pixels must be positive whole numbers (got {value!r}).",
+                              zh=f"min_pixels 和 max_pixels 必须是正整数（当前为 {value!r}）。")
     if min_pixels and max_pixels and min_pixels > max_pixels:
-        raise ConfigError(f"min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).")
+        raise ConfigError(f"min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
+                          zh=f"min_pixels（{min_pixels}）大于 max_pixels（{max_pixels}）。")
     image_processor = getattr(processor, "image_processor", None)
     size = getattr(image_processor, "size", None)
     if size is None or getattr(size, "longest_edge", None) is None or not hasattr(image_processor, "merge_size"):
         raise ConfigError(
-            "min_pixels/max_pixels only apply to Qwen-VL style processors; leave them empty for this model."
+            "min_pixels/max_pixels only apply to Qwen-VL style processors; leave them empty for this model.",
+            zh="min_pixels/max_pixels 只适用于 Qwen-VL 类的处理器；这个模型请留空。",
         )
     bounds = {"shortest_edge": size.shortest_edge, "longest_edge": size.longest_edge}
     if min_pixels is not None:
@@ -332,7 +226,8 @@ def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: in
         bounds["longest_edge"] = max_pixels
     if bounds["shortest_edge"] > bounds["longest_edge"]:
         low, high = bounds["shortest_edge"], bounds["longest_edge"]
-        raise ConfigError(f"min_pixels ({low}) is larger than max_pixels ({high}).")
+        raise ConfigError(f"min_pixels ({low}) is larger than max_pixels ({high}).",
+                          zh=f"min_pixels（{low}）大于 max_pixels（{high}）。")
     image_processor.size = type(size)(**bounds)
 
 
@@ -343,18 +238,21 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
     """``(source, is_local)``: a checked local folder, or a name that can only be a Hub id."""
     name = str(name_or_path).strip()
     if not name:
-        raise ModelLoadError("No model given: pass a Hub id like Qwen/Qwen2.5-VL-3B-Instruct or a local folder path.")
+        raise ModelLoadError("No model given: pass a Hub id like Qwen/Qwen2.5-VL-3B-Instruct or a local folder path.",
+                             zh="未指定模型：请传入 Hub 名称（如 Qwen/Qwen2.5-VL-3B-Instruct）或本地文件夹路径。")
     path = Path(name).expanduser()
     if path.exists():
         check_allowed(path)
         if not path.is_dir():
-            raise ModelLoadError(f"{path} is a file, not a model folder; pass the folder that holds config.json.")
+            raise ModelLoadError(f"{path} is a file, not a model folder; pass the folder that holds config.json.",
+                                 zh=f"{path} 是文件而不是模型文件夹；请传入包含 config.json 的文件夹。")
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is not a model folder: it has no config.json.")
+            raise ModelLoadError(f"{path} is not a model folder: it has no config.json.",
+                                 zh=f"{path} 不是模型文件夹：其中没有 config.json。")
         return str(path.resolve()), True
     if _HUB_ID.fullmatch(name) and not name.startswith("."):
         return name, False
-    raise ModelLoadError(f"Model folder {name} does not exist.")
+    raise ModelLoadError(f"Model folder {name} does not exist.", zh=f"模型文件夹 {name} 不存在。")
 
 
 def _load_config(source: str, trust_remote_code: bool):
@@ -367,25 +265,31 @@ def _load_config(source: str, trust_remote_code: bool):
     except OSError:
         raise ModelLoadError(
             f"Could not find {source} on this machine or download it from the Hugging Face Hub (offline?); "
-            f"download it once (hf download {source} --local-dir DIR) and pass the local folder path."
+            f"download it once (hf download {source} --local-dir DIR) and pass the local folder path.",
+            zh=f"本机找不到 {source}，也无法从 Hugging Face Hub 下载（是否离线？）；"
+            f"请先下载一次（hf download {source} --local-dir DIR），再传入本地文件夹路径。",
         ) from None
     except ValueError as err:
-        raise ModelLoadError(f"{source} has an unreadable config.json ({err}).") from None
+        raise ModelLoadError(f"{source} has an unreadable config.json ({err}).",
+                             zh=f"{source} 的 config.json 无法读取（{err}）。") from None
     model_type = raw.get("model_type")
     if not model_type:
-        raise ModelLoadError(f"{source} is not a model: its config.json names no model_type.")
+        raise ModelLoadError(f"{source} is not a model: its config.json names no model_type.",
+                             zh=f"{source} 不是模型：它的 config.json 没有写明 model_type。")
     auto_map = raw.get("auto_map") or {}
     custom = model_type not in CONFIG_MAPPING
     if custom and auto_map and not trust_remote_code:
         raise _needs_trust(source, model_type)
     if custom and not auto_map:
         raise ModelLoadError(
-            f"{source} has model type {model_type!r}, which this version of transformers does not know."
+            f"{source} has model type {model_type!r}, which this version of transformers does not know.",
+            zh=f"{source} 的模型类型是 {model_type!r}，当前版本的 transformers 不认识它。",
         )
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError) as err:
-        raise ModelLoadError(f"Could not read the config of {source}: {_first_line(err)}") from None
+        raise ModelLoadError(f"Could not read the config of {source}: {_first_line(err)}",
+                             zh=f"无法读取 {source} 的配置：{_first_line(err)}") from None
     if type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:
         return config
     if "AutoModelForImageTextToText" in auto_map:
@@ -393,14 +297,17 @@ def _load_config(source: str, trust_remote_code: bool):
             raise _needs_trust(source, model_type)
         return config
     raise ModelLoadError(
-        f"{source} is a {model_type!r} model, not an image-text-to-text (vision-language) model the lab can load."
+        f"{source} is a {model_type!r} model, not an image-text-to-text (vision-language) model the lab can load.",
+        zh=f"{source} 是 {model_type!r} 模型，不是本工具能加载的图文生成（视觉语言）模型。",
     )
 
 
 def _needs_trust(source: str, model_type: str) -> ModelLoadError:
     return ModelLoadError(
         f"{source} runs its own Python code (model type {model_type!r}); load it only if you trust its author, "
-        "with trust_remote_code=True (--trust-remote-code)."
+        "with trust_remote_code=True (--trust-remote-code).",
+        zh=f"{source} 会运行它自带的 Python 代码（模型类型 {model_type!r}）；只有信任其作者时，"
+        "才用 trust_remote_code=True（--trust-remote-code）加载它。",
     )
 
 
@@ -423,10 +330,13 @@ def _load_weights(source, config, torch_dtype, device, quant_config, attn_implem
     except torch.OutOfMemoryError:
         raise ModelLoadError(
             f"Not enough memory on {device} to load {source} in {str(torch_dtype).removeprefix('torch.')}; "
-            "try 4-bit quantization or a smaller model."
+            "try 4-bit quantization or a smaller model.",
+            zh=f"{device} 上的内存不足，无法以 {str(torch_dtype).removeprefix('torch.')} 加载 {source}；"
+            "请尝试 4-bit 量化或更小的模型。",
         ) from None
     except (OSError, ValueError, ImportError, RuntimeError) as err:
-        raise ModelLoadError(f"Could not load the weights of {source}: {_first_line(err)}") from None
+        raise ModelLoadError(f"Could not load the weights of {source}: {_first_line(err)}",
+                             zh=f"无法加载 {source} 的权重：{_first_line(err)}") from None
 
 
 def _load_processor(source: str, trust_remote_code: bool):
@@ -435,9 +345,11 @@ def _load_processor(source: str, trust_remote_code: bool):
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError, TypeError) as err:
-        raise ModelLoadError(f"Could not load the processor of {source}: {_first_line(err)}") from None
+        raise ModelLoadError(f"Could not load the processor of {source}: {_first_line(err)}",
+                             zh=f"无法加载 {source} 的处理器：{_first_line(err)}") from None
     if getattr(processor, "image_processor", None) is None:
-        raise ModelLoadError(f"{source} has no image processor, so it cannot read images.")
+        raise ModelLoadError(f"{source} has no image processor, so it cannot read images.",
+                             zh=f"{source} 没有图像处理器，因此无法读取图片。")
     return processor
 
 

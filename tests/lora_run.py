@@ -52,7 +52,7 @@ def train_lora_run(model_dir: Path, run_dir: Path, dataset: Path, *, samples: in
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from lab.handle import peft_adapter_name
-    from lab.models import lora_target_modules
+    from lab.model_parts import lora_target_modules
     from lab.train_config import TrainConfig
 
     torch.manual_seed(0)

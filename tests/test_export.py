@@ -131,3 +131,27 @@ def test_export_keeps_the_runs_image_size(lora_run_dir, tmp_path):
     handle.load_run(run)
     exported = AutoProcessor.from_pretrained(out).image_processor.size
     assert exported["longest_edge"] == 112 * 112 == handle.loaded.processor.image_processor.size["longest_edge"]
+
+
+def test_hub_refusals_reach_a_chinese_page(monkeypatch, tmp_path):
+    import httpx
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from lab.errors import localize
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LabError) as err:
+        push_folder(tmp_path, "me/model")
+    assert "HF_HUB_OFFLINE" in localize(err.value, "zh") and "离线" in localize(err.value, "zh")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    response = httpx.Response(401, request=httpx.Request("POST", "https://huggingface.co/api/repos/create"))
+
+    def refuse(self, *args, **kwargs):
+        raise HfHubHTTPError("401 Unauthorized", response=response)
+
+    monkeypatch.setattr(HfApi, "create_repo", refuse)
+    with pytest.raises(LabError) as err:
+        push_folder(tmp_path, "me/model", token="hf_fake")
+    assert str(err.value) == "The Hugging Face Hub refused the upload to me/model (the token was refused)."
+    assert localize(err.value, "zh") == "Hugging Face Hub 拒绝了上传到 me/model 的请求（token 被拒绝）。"

@@ -92,3 +92,14 @@ def test_downscale_to_pixel_budget(tmp_path):
     small = Image.new("RGB", (10, 10))
     assert downscale(small, 1000) is small
     assert MAX_IMAGE_PIXELS < 20000 * 20000
+
+
+def test_reasons_have_a_chinese_form_with_the_path(tmp_path):
+    from lab.errors import localize
+
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for path, zh in ((tmp_path / "nope.png", "文件不存在"), (empty, "空文件（0 字节）")):
+        with pytest.raises(BadImageError) as err:
+            open_image(path)
+        assert localize(err.value, "zh") == f"{path}：{zh}"

@@ -1,6 +1,6 @@
 """Getting a loaded model ready to train: which weights learn, adapters, memory savers.
 
-The model has three parts (:func:`lab.models.module_groups`): the vision tower, the
+The model has three parts (:func:`lab.model_parts.module_groups`): the vision tower, the
 merger and the language model. ``method: full`` trains the full weights of the parts
 with ``train_<part>: true`` and freezes the rest. ``lora``/``qlora`` freeze everything,
 put adapters on the linear layers of the ``lora_targets`` parts, and train the full
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.errors import ConfigError
-from lab.models import in_group, lora_target_modules, module_groups
+from lab.model_parts import in_group, lora_target_modules, module_groups
 
 ADAPTER = "default"  # PEFT's name while training, so files land at the top of the run folder
 PARTS = ("vision", "merger", "language")
@@ -89,7 +89,8 @@ def _modules_to_save(model: Any, cfg: Any) -> list[str]:
         for prefix in groups[part]:
             module = modules.get(prefix)
             if module is None:
-                raise ConfigError(f"train_{part} needs weights at {prefix}, which this model lacks.")
+                raise ConfigError(f"train_{part} needs weights at {prefix}, which this model lacks.",
+                                  zh=f"train_{part} 需要 {prefix} 处的权重，但这个模型没有。")
             if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
                 names += [f"{prefix}.{child}" for child, _ in module.named_children()]
             elif any(True for _ in module.parameters()):
@@ -99,7 +100,9 @@ def _modules_to_save(model: Any, cfg: Any) -> list[str]:
         for part, prefixes in lora_parts.items():
             if any(in_group(p, [name]) for p in prefixes):
                 raise ConfigError(f"{name} would get both LoRA adapters ({part}) and full training; "
-                                  f"drop {part} from lora_targets or the full training of the part around it.")  # fmt: skip
+                                  f"drop {part} from lora_targets or the full training of the part around it.",
+                                  zh=f"{name} 会同时挂上 LoRA 适配器（{part}）并做全量训练；"
+                                  f"请从 lora_targets 中去掉 {part}，或取消包含它的部分的全量训练。")  # fmt: skip
     return names
 
 
@@ -107,7 +110,8 @@ def _prepared(model: Any, is_peft: bool) -> Prepared:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     if trainable == 0:
-        raise ConfigError("Nothing would train with these settings; pick LoRA targets or parts to train.")
+        raise ConfigError("Nothing would train with these settings; pick LoRA targets or parts to train.",
+                          zh="按这些设置没有任何参数会被训练；请选择 LoRA 作用的部分或要训练的部分。")
     return Prepared(model, trainable, total, is_peft)
 
 

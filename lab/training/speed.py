@@ -146,7 +146,7 @@ def compile_blocks(model: Any) -> Callable[[], None]:
     import torch
     import torch._dynamo
 
-    from lab.models import in_group, module_groups
+    from lab.model_parts import in_group, module_groups
 
     # A block dynamo cannot handle falls back to eager instead of failing the run.
     torch._dynamo.config.suppress_errors = True
@@ -190,7 +190,7 @@ def pad_for_compiled_blocks(model: Any, collator: Any) -> Callable[[], None]:
 
 def vision_tower(model: Any) -> Any:
     """The module holding the vision side of ``model`` (Qwen: ``visual``, merger included), or None."""
-    from lab.models import module_groups
+    from lab.model_parts import module_groups
 
     prefixes = module_groups(model)["vision"]
     if not prefixes:

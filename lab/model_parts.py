@@ -1,0 +1,134 @@
+"""Naming the parts of a vision-language model: vision tower, merger/projector, language model.
+
+:func:`module_groups` finds the three parts from the real module tree, so freezing and
+LoRA hit exactly the part asked for; :func:`lora_target_modules` turns the parts into the
+regex PEFT matches. A bare ``["q_proj", ..., "down_proj"]`` list is not enough: Qwen2.5-VL's
+vision blocks have ``gate_proj/up_proj/down_proj`` too.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lab.errors import ConfigError, ModelLoadError
+
+PARTS = ("vision", "merger", "language")
+
+# Attribute names transformers uses for the parts of its VLMs (see PreTrainedModel.get_encoder /
+# get_decoder); the first match from the root of the module tree wins.
+_VISION_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder", "image_tower", "vpm")
+_LANGUAGE_NAMES = ("language_model", "text_model", "llm", "decoder", "text_decoder")
+_MERGER_NAMES = ("merger", "deepstack_merger_list", "multi_modal_projector", "mm_projector", "connector",
+                 "projector", "visual_projection", "aligner", "mlp1", "resampler")
+
+
+def module_groups(model) -> dict[str, list[str]]:
+    """Module-name prefixes of each part: ``{"vision": [...], "merger": [...], "language": [...]}``.
+
+    A parameter belongs to a part when its name equals a prefix or starts with ``prefix + "."``
+    (see :func:`in_group`). "language" includes ``lm_head``, so freezing the language model
+    freezes its output layer too. For Qwen2.5-VL: vision ``model.visual.patch_embed``,
+    ``model.visual.rotary_pos_emb``, ``model.visual.blocks``; merger ``model.visual.merger``;
+    language ``model.language_model``, ``lm_head``.
+    """
+    modules = dict(model.named_modules())
+    vision_root = _find_root(modules, _VISION_NAMES)
+    language_root = _find_root(modules, _LANGUAGE_NAMES) or _name_of(modules, _call(model, "get_decoder"))
+    if language_root is None:
+        raise ModelLoadError(f"Cannot find the language model inside {type(model).__name__}.",
+                             zh=f"在 {type(model).__name__} 中找不到语言模型。")
+    mergers: list[str] = []
+    for name in modules:
+        if name.rsplit(".", 1)[-1] in _MERGER_NAMES and not any(in_group(name, [m]) for m in mergers):
+            if not in_group(name, [language_root]):
+                mergers.append(name)
+    vision: list[str] = []
+    if vision_root is not None:
+        inner = [m for m in mergers if in_group(m, [vision_root])]
+        if inner:
+            # The merger lives inside the vision tower (Qwen): the tower is its other children.
+            root = modules[vision_root]
+            vision = [f"{vision_root}.{child}" for child, _ in root.named_children()
+                      if not any(in_group(m, [f"{vision_root}.{child}"]) for m in inner)]
+            vision += [f"{vision_root}.{p}" for p, _ in root.named_parameters(recurse=False)]
+        else:
+            vision = [vision_root]
+    language = [language_root]
+    lm_head = _name_of(modules, _call(model, "get_output_embeddings"))
+    if lm_head and not in_group(lm_head, language):
+        language.append(lm_head)
+    return {"vision": vision, "merger": mergers, "language": language}
+
+
+def in_group(name: str, prefixes: list[str]) -> bool:
+    """True when module or parameter ``name`` lies under one of ``prefixes``."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def lora_target_modules(model, parts: set[str]) -> str:
+    """A regex (matched with ``re.fullmatch``, as PEFT does) hitting every linear layer of ``parts`` and nothing else.
+
+    ``parts`` is a subset of {"vision", "merger", "language"}; ``lm_head`` is never a target.
+    Call it on the base model, before PEFT wraps it. For Qwen2.5-VL's language model:
+    ``model\\.language_model\\.layers\\.\\d+\\.mlp\\.(?:down_proj|gate_proj|up_proj)|...``.
+    """
+    import torch
+
+    parts = set(parts)
+    unknown = parts - set(PARTS)
+    if not parts or unknown:
+        raise ConfigError(f"LoRA parts must be a non-empty subset of {', '.join(PARTS)} (got {sorted(parts)}).",
+                          zh=f"LoRA 作用的部分必须是 {'、'.join(PARTS)} 的非空子集（当前为 {sorted(parts)}）。")
+    groups = module_groups(model)
+    empty = sorted(p for p in parts if not groups[p])
+    if empty:
+        raise ConfigError(f"This model has no {' or '.join(empty)} part to put LoRA adapters on.",
+                          zh=f"该模型没有 {'、'.join(empty)} 部分，无法在上面加 LoRA 适配器。")
+    prefixes = [prefix for part in parts for prefix in groups[part]]
+    modules = dict(model.named_modules())
+    lm_head = _name_of(modules, _call(model, "get_output_embeddings"))
+    targets = sorted(
+        name
+        for name, module in modules.items()
+        if isinstance(module, torch.nn.Linear) and name != lm_head and in_group(name, prefixes)
+    )
+    return _compact_regex(targets, list(modules))
+
+
+def _compact_regex(targets: list[str], all_names: list[str]) -> str:
+    """One alternation per parent module, layer numbers generalised to ``\\d+``.
+
+    Falls back to the literal names if generalising would also match a module that is not a
+    target (a model whose layers differ in structure).
+    """
+    children: dict[str, set[str]] = {}
+    for name in targets:
+        parent, _, leaf = name.rpartition(".")
+        template = r"\.".join(r"\d+" if part.isdigit() else re.escape(part) for part in parent.split("."))
+        children.setdefault(template, set()).add(re.escape(leaf))
+    pattern = "|".join(
+        f"{parent}\\.(?:{'|'.join(sorted(leaves))})" if parent else f"(?:{'|'.join(sorted(leaves))})"
+        for parent, leaves in sorted(children.items())
+    )
+    compiled = re.compile(pattern)
+    if {n for n in all_names if compiled.fullmatch(n)} == set(targets):
+        return pattern
+    return "|".join(re.escape(name) for name in targets)
+
+
+def _find_root(modules: dict, names: tuple[str, ...]) -> str | None:
+    found = [n for n in modules if n and n.rsplit(".", 1)[-1] in names]
+    return min(found, key=lambda n: (n.count("."), n)) if found else None
+
+
+def _name_of(modules: dict, module) -> str | None:
+    if module is None:
+        return None
+    return next((name for name, m in modules.items() if m is module and name), None)
+
+
+def _call(model, method: str):
+    try:
+        return getattr(model, method)()
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        return None

@@ -1,0 +1,95 @@
+"""Part names (vision tower, merger, language model) and the LoRA targets built from them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from lab.errors import ConfigError
+from lab.model_parts import in_group, lora_target_modules, module_groups
+from lab.models import detect_family, load_model
+
+from conftest import FAMILIES
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models):
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = load_model(tiny_models(family), device="cpu")
+        return cache[family]
+
+    return get
+
+
+def linear_names(model) -> set[str]:
+    return {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_targets_hit_exactly_one_part(loaded, family):
+    model = loaded(family).model
+    groups = module_groups(model)
+    linears = linear_names(model)
+    language = lora_target_modules(model, {"language"})
+    vision = lora_target_modules(model, {"vision"})
+    merger = lora_target_modules(model, {"merger"})
+
+    def hits(pattern):
+        return {n for n in dict(model.named_modules()) if re.fullmatch(pattern, n)}
+
+    lm_linears = {n for n in linears if n.startswith("model.language_model.")}
+    assert hits(language) == lm_linears and len(lm_linears) == 14  # 2 layers x (q, k, v, o, gate, up, down)
+    assert not any(in_group(n, groups["vision"] + groups["merger"]) for n in hits(language))
+    assert "lm_head" not in hits(language) | hits(vision) | hits(merger)
+    assert hits(vision) and all(n.startswith("model.visual.blocks.") for n in hits(vision))
+    assert not any(in_group(n, groups["language"] + groups["merger"]) for n in hits(vision))
+    assert hits(merger) and all("merger" in n for n in hits(merger))
+    assert hits(lora_target_modules(model, {"language", "vision", "merger"})) == linears - {"lm_head"}
+
+
+def test_peft_accepts_the_language_pattern_and_leaves_vision_mlps_alone(tiny_models):
+    from peft import LoraConfig, get_peft_model
+
+    model = load_model(tiny_models("qwen2_5_vl")).model
+    pattern = lora_target_modules(model, {"language"})
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=pattern))
+    lora = [n for n, _ in peft_model.named_parameters() if "lora_A" in n]
+    assert len(lora) == 14
+    assert all(".language_model.layers." in n for n in lora)  # Qwen2.5-VL's vision gate/up/down_proj untouched
+
+
+def tiny_llava():
+    from transformers import AutoModelForImageTextToText, LlavaConfig
+
+    config = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14),
+        text_config=dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, vocab_size=100),
+        image_token_id=99,
+    )
+    return AutoModelForImageTextToText.from_config(config)
+
+
+def test_generic_rule_names_parts_of_other_families():
+    model = tiny_llava()
+    assert detect_family(model) == "other"
+    assert module_groups(model) == {
+        "vision": ["model.vision_tower"],
+        "merger": ["model.multi_modal_projector"],
+        "language": ["model.language_model", "lm_head"],
+    }
+    linears = linear_names(model)
+    hit = {n for n in dict(model.named_modules()) if re.fullmatch(lora_target_modules(model, {"language"}), n)}
+    assert hit == {n for n in linears if n.startswith("model.language_model.")}
+    hit = {n for n in dict(model.named_modules()) if re.fullmatch(lora_target_modules(model, {"merger"}), n)}
+    assert hit == {"model.multi_modal_projector.linear_1", "model.multi_modal_projector.linear_2"}
+    with pytest.raises(ConfigError):
+        lora_target_modules(model, {"lm_head"})
+    with pytest.raises(ConfigError):
+        lora_target_modules(model, set())
