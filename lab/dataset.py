@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from lab import paths
-from lab.errors import BadImageError, ConfigError, DatasetError
+from lab.errors import BadImageError, ConfigError, DatasetError, Text, localize
 from lab.images import open_image
 
 DATA_FILE = "data.jsonl"
@@ -43,9 +43,10 @@ def dataset_file(path: str | Path) -> Path:
     if path.is_dir():
         path = path / DATA_FILE
         if not path.is_file():
-            raise DatasetError(f"{path.parent} is not a dataset folder: it has no {DATA_FILE}.")
+            raise DatasetError(f"{path.parent} is not a dataset folder: it has no {DATA_FILE}.",
+                               zh=f"{path.parent} 不是数据集文件夹：其中没有 {DATA_FILE}。")
     elif not path.is_file():
-        raise DatasetError(f"Dataset not found: {path}.")
+        raise DatasetError(f"Dataset not found: {path}.", zh=f"找不到数据集：{path}。")
     return path
 
 
@@ -63,7 +64,7 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 if line.strip():
                     yield number, line
     except UnicodeDecodeError:
-        raise DatasetError(f"{file} is not UTF-8 text.") from None
+        raise DatasetError(f"{file} is not UTF-8 text.", zh=f"{file} 不是 UTF-8 编码的文本。") from None
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -73,9 +74,11 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DatasetError(f"Line {number} of {file} is not valid JSON ({err.msg}).") from None
+            raise DatasetError(f"Line {number} of {file} is not valid JSON ({err.msg}).",
+                               zh=f"{file} 第 {number} 行不是有效的 JSON（{err.msg}）。") from None
         if not isinstance(record, dict):
-            raise DatasetError(f"Line {number} of {file} is not a JSON object.")
+            raise DatasetError(f"Line {number} of {file} is not a JSON object.",
+                               zh=f"{file} 第 {number} 行不是 JSON 对象。")
         yield number, record
 
 
@@ -94,7 +97,7 @@ def image_entry(entry) -> str:
         return entry["path"]
     if isinstance(entry, str):
         return entry
-    raise DatasetError(f"Image entry {entry!r} is not a path.")
+    raise DatasetError(f"Image entry {entry!r} is not a path.", zh=f"图片条目 {entry!r} 不是路径。")
 
 
 def image_paths(record: dict, root: str | Path) -> list[Path]:
@@ -145,15 +148,25 @@ def append_record(path: str | Path, record: dict) -> None:
 
 @dataclass
 class Fault:
-    """One problem with one record: the line it is on, its id if it has one, and why."""
+    """One problem with one record: the line it is on, its id if it has one, and why.
+
+    ``str(fault)`` is the English line and ``fault.zh`` the Chinese one, so
+    :func:`lab.errors.localize` works on a fault as on a :class:`~lab.errors.Text`.
+    """
 
     line: int
     record_id: str | None
-    reason: str
+    reason: Text
 
     def __str__(self) -> str:
         where = f"line {self.line}" + (f" (id {self.record_id})" if self.record_id is not None else "")
         return f"{where}: {self.reason}"
+
+    @property
+    def zh(self) -> str:
+        """The same line in Chinese."""
+        where = f"第 {self.line} 行" + (f"（id {self.record_id}）" if self.record_id is not None else "")
+        return f"{where}：{localize(self.reason, 'zh')}"
 
 
 @dataclass
@@ -169,17 +182,20 @@ class ValidationReport:
     def ok(self) -> bool:
         return not self.faults
 
-    def summary(self) -> str:
-        """One sentence for the UI and the CLI."""
+    def summary(self) -> Text:
+        """One sentence for the UI and the CLI, in English with its Chinese form."""
         if self.total == 0:
-            return f"{self.path} has no records."
+            return Text(f"{self.path} has no records.", f"{self.path} 中没有样本。")
         if self.ok:
-            return f"All {self.total} records in {self.path} are valid."
+            return Text(f"All {self.total} records in {self.path} are valid.",
+                        f"{self.path} 中的 {self.total} 条样本全部有效。")
         lines = sorted({f.line for f in self.faults})
         shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
-        return (
+        return Text(
             f"{self.valid} of {self.total} records in {self.path} are valid; "
-            f"{len(self.faults)} problem(s) on line(s) {shown}."
+            f"{len(self.faults)} problem(s) on line(s) {shown}.",
+            f"{self.path} 中 {self.total} 条样本有 {self.valid} 条有效；"
+            f"共 {len(self.faults)} 个问题，位于第 {shown} 行。",
         )
 
 
@@ -199,78 +215,88 @@ def validate_dataset(path: str | Path, check_images: bool = True) -> ValidationR
         reasons, record_id = _record_faults(line, root, check_images, image_cache)
         if record_id is not None:
             if record_id in seen_ids:
-                reasons.append(f"duplicate id {record_id!r} (first on line {seen_ids[record_id]})")
+                first = seen_ids[record_id]
+                reasons.append(Text(f"duplicate id {record_id!r} (first on line {first})",
+                                    f"id {record_id!r} 重复（首次出现在第 {first} 行）"))
             seen_ids.setdefault(record_id, number)
         report.faults.extend(Fault(number, record_id, reason) for reason in reasons)
         report.valid += not reasons
     return report
 
 
-def _record_faults(line: str, root: Path, check_images: bool, cache: dict) -> tuple[list[str], str | None]:
+def _record_faults(line: str, root: Path, check_images: bool, cache: dict) -> tuple[list[Text], str | None]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        return [f"not valid JSON ({err.msg} at column {err.colno})"], None
+        return [Text(f"not valid JSON ({err.msg} at column {err.colno})",
+                     f"不是有效的 JSON（第 {err.colno} 列：{err.msg}）")], None
     if not isinstance(record, dict):
-        return ["not a JSON object"], None
+        return [Text("not a JSON object", "不是 JSON 对象")], None
     record_id = None if record.get("id") is None else str(record["id"])
     reasons = _message_faults(record.get("messages"))
     images = record.get("images") or []
     if isinstance(images, str):
         images = [images]
     if not isinstance(images, list):
-        return reasons + ["'images' is not a list of paths"], record_id
+        return reasons + [Text("'images' is not a list of paths", "'images' 不是路径列表")], record_id
     if not reasons:
         placeholders = sum(m["content"].count(IMAGE_TOKEN) for m in record["messages"])
         if placeholders != len(images):
-            reasons.append(f"{placeholders} {IMAGE_TOKEN} placeholder(s) but {len(images)} image(s)")
+            reasons.append(Text(f"{placeholders} {IMAGE_TOKEN} placeholder(s) but {len(images)} image(s)",
+                                f"有 {placeholders} 个 {IMAGE_TOKEN} 占位符，却有 {len(images)} 张图片"))
     reasons += [r for entry in images if (r := _image_fault(entry, root, check_images, cache))]
     return reasons, record_id
 
 
-def _message_faults(messages) -> list[str]:
+def _message_faults(messages) -> list[Text]:
     if not isinstance(messages, list) or not messages:
-        return ["no messages" if not messages else "'messages' is not a list"]
+        if not messages:
+            return [Text("no messages", "没有 messages")]
+        return [Text("'messages' is not a list", "'messages' 不是列表")]
     reasons = []
     for i, message in enumerate(messages, start=1):
         if not isinstance(message, dict):
-            reasons.append(f"message {i} is not an object")
-        elif message.get("role") not in ROLES:
-            reasons.append(f"message {i} has unknown role {message.get('role')!r} (allowed: {', '.join(ROLES)})")
+            reasons.append(Text(f"message {i} is not an object", f"第 {i} 条消息不是对象"))
+        elif (role := message.get("role")) not in ROLES:
+            allowed = ", ".join(ROLES)
+            reasons.append(Text(f"message {i} has unknown role {role!r} (allowed: {allowed})",
+                                f"第 {i} 条消息的角色 {role!r} 未知（可用：{allowed}）"))
         elif not isinstance(message.get("content"), str):
-            reasons.append(f"message {i} ({message['role']}) has no text content")
-        elif message["role"] == "assistant" and not message["content"].strip():
-            reasons.append(f"message {i} is an empty assistant answer")
+            reasons.append(Text(f"message {i} ({role}) has no text content", f"第 {i} 条消息（{role}）没有文本内容"))
+        elif role == "assistant" and not message["content"].strip():
+            reasons.append(Text(f"message {i} is an empty assistant answer", f"第 {i} 条消息是空的 assistant 回答"))
     if reasons:
         return reasons
     roles = [m["role"] for m in messages if m["role"] != "system"]
     if "user" not in roles:
-        return ["no user message"]
+        return [Text("no user message", "没有 user 消息")]
     if "assistant" not in roles:
-        return ["no assistant answer"]
+        return [Text("no assistant answer", "没有 assistant 回答")]
     if roles[-1] != "assistant":
-        return ["the conversation ends without an assistant answer"]
+        return [Text("the conversation ends without an assistant answer", "对话的最后一条不是 assistant 回答")]
     return []
 
 
-def _image_fault(entry, root: Path, check_images: bool, cache: dict) -> str | None:
+def _image_fault(entry, root: Path, check_images: bool, cache: dict) -> Text | None:
     try:
         name = image_entry(entry)
     except DatasetError:
-        return f"image entry {entry!r} is not a path"
+        return Text(f"image entry {entry!r} is not a path", f"图片条目 {entry!r} 不是路径")
     path = (root / name).resolve()
     if not path.is_relative_to(root):
-        return f"image {name} is outside the dataset folder"
+        return Text(f"image {name} is outside the dataset folder", f"图片 {name} 不在数据集文件夹内")
     if not path.is_file():
-        return f"image {name} not found"
+        return Text(f"image {name} not found", f"找不到图片 {name}")
     if check_images and path not in cache:
         try:
             open_image(path)
             cache[path] = None
         except BadImageError as err:
-            cache[path] = err.reason
+            cache[path] = Text(err.reason, err.reason_zh)  # the fault names the image already
     reason = cache.get(path)
-    return f"image {name} cannot be used: {reason}" if reason else None
+    if not reason:
+        return None
+    return Text(f"image {name} cannot be used: {reason}", f"图片 {name} 无法使用：{localize(reason, 'zh')}")
 
 
 # ---------------------------------------------------------------- split
@@ -297,7 +323,8 @@ def split_dataset(path: str | Path, val_ratio: float, seed: int = 42) -> tuple[l
     with ``val_ratio > 0`` and at least 2 records both sides get at least one record.
     """
     if not 0 <= val_ratio < 1:
-        raise ConfigError(f"The validation ratio must be at least 0 and below 1, not {val_ratio}.")
+        raise ConfigError(f"The validation ratio must be at least 0 and below 1, not {val_ratio}.",
+                          zh=f"验证集比例必须大于等于 0 且小于 1，当前为 {val_ratio}。")
     records = load_records(path)
     if val_ratio == 0 or len(records) < 2:
         return records, []

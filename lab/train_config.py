@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from lab.errors import ConfigError
+from lab.errors import ConfigError, Text
 from lab.paths import PRESETS_DIR
 from lab.presets import check_keys, closest, dump_yaml, load_yaml_strict
 
@@ -166,67 +166,99 @@ class TrainConfig:
     def __post_init__(self):
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), str(f.type)))
-        self._check_values()
+        self._check_choices()
+        self._check_numbers()
         self._check_method()
 
-    def _check_values(self) -> None:
+    def _check_choices(self) -> None:
         for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
+            value = getattr(self, name)
+            if value not in allowed:
                 shown = ", ".join("null" if a is None else str(a) for a in allowed)
-                raise ConfigError(f"{name} must be one of {shown}, not '{getattr(self, name)}'.")
+                raise ConfigError(f"{name} must be one of {shown}, not '{value}'.",
+                                  zh=f"{name} 必须是 {shown} 之一，而不是 '{value}'。")
         for part in self.lora_targets:
-            _require(part in PARTS, f"lora_targets has '{part}'{closest(part, PARTS)}; parts are {', '.join(PARTS)}.")
-        _require(self.model.strip() != "", "model is empty; give a Hub id, a model folder or 'demo'.")
-        _require(self.dataset.strip() != "", "dataset is empty; give a dataset folder or a .jsonl file.")
-        _require(self.learning_rate > 0, f"learning_rate must be greater than 0, not {self.learning_rate}.")
+            if part not in PARTS:
+                hint, parts = closest(part, PARTS), ", ".join(PARTS)
+                raise ConfigError(f"lora_targets has '{part}'{hint}; parts are {parts}.",
+                                  zh=f"lora_targets 中的 '{part}' 不是模型的部分{hint.zh}；可选的部分：{parts}。")
+        _require(self.model.strip() != "", Text("model is empty; give a Hub id, a model folder or 'demo'.",
+                                                "model 为空；请填写 Hub id、模型文件夹或 'demo'。"))
+        _require(self.dataset.strip() != "", Text("dataset is empty; give a dataset folder or a .jsonl file.",
+                                                  "dataset 为空；请填写数据集文件夹或 .jsonl 文件。"))
+
+    def _check_numbers(self) -> None:
+        _require(self.learning_rate > 0, Text(f"learning_rate must be greater than 0, not {self.learning_rate}.",
+                                              f"learning_rate 必须大于 0，而不是 {self.learning_rate}。"))
         _require(self.max_steps > 0 or self.num_epochs > 0,
-                 "max_steps and num_epochs are both <= 0, so there is nothing to train; set one of them.")
+                 Text("max_steps and num_epochs are both <= 0, so there is nothing to train; set one of them.",
+                      "max_steps 和 num_epochs 都 <= 0，没有可训练的内容；请设置其中一个。"))
         _require(self.max_steps > 0 or self.max_steps == -1,
-                 f"max_steps must be a positive number of steps or -1 (use num_epochs), not {self.max_steps}.")
+                 Text(f"max_steps must be a positive number of steps or -1 (use num_epochs), not {self.max_steps}.",
+                      f"max_steps 必须是正的步数或 -1（按 num_epochs 训练），而不是 {self.max_steps}。"))
         for name in ("val_ratio", "warmup_ratio", "lora_dropout"):
             value = getattr(self, name)
-            _require(0 <= value < 1, f"{name} must be at least 0 and below 1, not {value}.")
+            _require(0 <= value < 1, Text(f"{name} must be at least 0 and below 1, not {value}.",
+                                          f"{name} 必须大于等于 0 且小于 1，而不是 {value}。"))
         for name in ("weight_decay", "max_grad_norm"):
-            _require(getattr(self, name) >= 0, f"{name} cannot be negative, not {getattr(self, name)}.")
+            value = getattr(self, name)
+            _require(value >= 0, Text(f"{name} cannot be negative, not {value}.", f"{name} 不能为负数，而不是 {value}。"))
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "lora_rank", "lora_alpha", "num_gpus",
                      "logging_steps", "eval_steps", "save_steps", "save_total_limit", "min_pixels", "max_pixels"):
             value = getattr(self, name)
-            _require(value is None or value >= 1, f"{name} must be at least 1, not {value}.")
-        _require(self.max_length >= 32, f"max_length must be at least 32 tokens, not {self.max_length}.")
+            _require(value is None or value >= 1, Text(f"{name} must be at least 1, not {value}.",
+                                                       f"{name} 至少为 1，而不是 {value}。"))
+        _require(self.max_length >= 32, Text(f"max_length must be at least 32 tokens, not {self.max_length}.",
+                                             f"max_length 至少为 32 个 token，而不是 {self.max_length}。"))
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ConfigError(f"min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels}).")
+            raise ConfigError(f"min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels}).",
+                              zh=f"min_pixels（{self.min_pixels}）大于 max_pixels（{self.max_pixels}）。")
         for name in ("model_name", "model_author"):
             value = getattr(self, name)
             _require(len(value) == 2 and all(v.strip() for v in value),
-                     f"{name} must be two names, [Chinese, English], not {value}.")
+                     Text(f"{name} must be two names, [Chinese, English], not {value}.",
+                          f"{name} 必须是两个名字 [中文, 英文]，而不是 {value}。"))
 
     def _check_method(self) -> None:
         trained = [part for part in PARTS if getattr(self, f"train_{part}")]
         if self.method == "full":
             for name in ("use_rslora", "use_dora", "loraplus_lr_ratio"):
                 _require(getattr(self, name) in (False, None),
-                         f"{name} applies to LoRA adapters, but method is 'full'; use method 'lora' or turn it off.")
-            _require(bool(trained), "method 'full' with train_vision, train_merger and train_language all false "
-                                    "trains nothing; set at least one to true.")
+                         Text(f"{name} applies to LoRA adapters, but method is 'full'; "
+                              "use method 'lora' or turn it off.",
+                              f"{name} 只用于 LoRA 适配器，但 method 是 'full'；请改用 method 'lora' 或关闭它。"))
+            _require(bool(trained), Text("method 'full' with train_vision, train_merger and train_language all false "
+                                         "trains nothing; set at least one to true.",
+                                         "method 为 'full' 时 train_vision、train_merger 和 train_language 都为 false，"
+                                         "什么也不会训练；请至少把其中一个设为 true。"))
             return
-        _require(bool(self.lora_targets), f"method '{self.method}' needs at least one part in lora_targets; "
-                                          "to train parts without adapters use method 'full'.")
+        _require(bool(self.lora_targets), Text(f"method '{self.method}' needs at least one part in lora_targets; "
+                                               "to train parts without adapters use method 'full'.",
+                                               f"method '{self.method}' 需要在 lora_targets 中至少指定一个部分；"
+                                               "不加适配器直接训练请用 method 'full'。"))
         _require(self.loraplus_lr_ratio is None or self.loraplus_lr_ratio > 0,
-                 f"loraplus_lr_ratio must be greater than 0, not {self.loraplus_lr_ratio}.")
+                 Text(f"loraplus_lr_ratio must be greater than 0, not {self.loraplus_lr_ratio}.",
+                      f"loraplus_lr_ratio 必须大于 0，而不是 {self.loraplus_lr_ratio}。"))
         if self.method == "qlora":
             if trained:
                 raise ConfigError(f"qlora keeps the base weights quantized, which cannot train, so train_{trained[0]} "
-                                  "must be false; use method 'lora' to train full weights next to adapters.")
-            _require(self.deepspeed != "zero3", "qlora cannot be combined with DeepSpeed zero3, which shards the "
-                                                "quantized weights; use zero2 or method 'lora'.")
+                                  "must be false; use method 'lora' to train full weights next to adapters.",
+                                  zh=f"qlora 的基础权重是量化的，无法训练，所以 train_{trained[0]} 必须为 false；"
+                                     "要在适配器之外训练完整权重，请用 method 'lora'。")
+            _require(self.deepspeed != "zero3", Text("qlora cannot be combined with DeepSpeed zero3, which shards the "
+                                                     "quantized weights; use zero2 or method 'lora'.",
+                                                     "qlora 不能与会切分量化权重的 DeepSpeed zero3 一起使用；"
+                                                     "请用 zero2 或 method 'lora'。"))
         for part in trained:
-            _require(part not in self.lora_targets, f"'{part}' is in lora_targets and train_{part} is true; "
-                                                    "a part gets either adapters or full training, not both.")
+            _require(part not in self.lora_targets, Text(f"'{part}' is in lora_targets and train_{part} is true; "
+                                                         "a part gets either adapters or full training, not both.",
+                                                         f"'{part}' 在 lora_targets 中，而 train_{part} 又为 true；"
+                                                         "一个部分只能加适配器或全量训练，不能两者兼有。"))
 
     # --- YAML and overrides
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "the training config") -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str = Text("the training config", "训练配置")) -> "TrainConfig":
         """Build from a mapping; an unknown key is a :class:`ConfigError` naming it and the closest field."""
         check_keys(data, field_names(), where)
         return cls(**data)
@@ -259,9 +291,9 @@ class TrainConfig:
         return [f"{name}={format_override(value)}" for name, value in self.to_dict().items() if base[name] != value]
 
 
-def _require(ok: bool, sentence: str) -> None:
+def _require(ok: bool, sentence: Text) -> None:
     if not ok:
-        raise ConfigError(sentence)
+        raise ConfigError(sentence, zh=sentence.zh)
 
 
 def _copy(value):
@@ -288,8 +320,9 @@ def train_preset_path(name: str) -> Path:
     path = train_presets_dir() / f"{name}.yaml"
     if not path.is_file():
         known = list_train_presets()
-        hint = closest(name, known)
-        raise ConfigError(f"no training preset named '{name}'{hint}; known presets: {', '.join(known)}.")
+        hint, names = closest(name, known), ", ".join(known)
+        raise ConfigError(f"no training preset named '{name}'{hint}; known presets: {names}.",
+                          zh=f"没有名为 '{name}' 的训练预设{hint.zh}；已有的预设：{names}。")
     return path
 
 
@@ -301,9 +334,12 @@ def apply_overrides(data: dict, overrides) -> dict:
         key, sep, raw = str(item).partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"override '{item}' is not of the form key=value.")
+            raise ConfigError(f"override '{item}' is not of the form key=value.",
+                              zh=f"覆盖项 '{item}' 不是 key=value 的形式。")
         if key not in names:
-            raise ConfigError(f"unknown setting '{key}' in override '{item}'{closest(key, names)}.")
+            hint = closest(key, names)
+            raise ConfigError(f"unknown setting '{key}' in override '{item}'{hint}.",
+                              zh=f"覆盖项 '{item}' 中的设置 '{key}' 不存在{hint.zh}。")
         out[key] = _read_override(key, raw.strip())
     return out
 
@@ -321,7 +357,8 @@ def _read_override(key: str, text: str):
     except yaml.YAMLError:
         if type_.startswith("str"):
             return text
-        raise ConfigError(f"cannot read the value of {key} in '{key}={text}'.") from None
+        raise ConfigError(f"cannot read the value of {key} in '{key}={text}'.",
+                          zh=f"无法读取 '{key}={text}' 中 {key} 的值。") from None
 
 
 def format_override(value) -> str:
@@ -352,21 +389,22 @@ def _coerce(name: str, value, type_: str):
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
         if optional:
             return None
-        raise ConfigError(f"{name} cannot be empty.")
+        raise ConfigError(f"{name} cannot be empty.", zh=f"{name} 不能为空。")
     base = type_.replace("| None", "").strip()
     if base == "list[str]":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or any(isinstance(v, (dict, list)) for v in value):
-            raise ConfigError(f"{name} must be a list, like [a, b], not {value!r}.")
+            raise ConfigError(f"{name} must be a list, like [a, b], not {value!r}.",
+                              zh=f"{name} 必须是列表，例如 [a, b]，而不是 {value!r}。")
         return [str(v) for v in value]
     if base == "bool":
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{name} must be true or false, not {value!r}.")
+        raise ConfigError(f"{name} must be true or false, not {value!r}.", zh=f"{name} 必须是 true 或 false，而不是 {value!r}。")
     if base == "str":
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{name} must be text, not {value!r}.")
+            raise ConfigError(f"{name} must be text, not {value!r}.", zh=f"{name} 必须是文本，而不是 {value!r}。")
         return str(value)
     return _number(name, value, int if base == "int" else float)
 
@@ -378,9 +416,9 @@ def _number(name: str, value, kind: type):
     except ValueError:
         number = None
     if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-        raise ConfigError(f"{name} must be a number, not {value!r}.")
+        raise ConfigError(f"{name} must be a number, not {value!r}.", zh=f"{name} 必须是数字，而不是 {value!r}。")
     if kind is int:
         if float(number) != int(number):
-            raise ConfigError(f"{name} must be a whole number, not {value!r}.")
+            raise ConfigError(f"{name} must be a whole number, not {value!r}.", zh=f"{name} 必须是整数，而不是 {value!r}。")
         return int(number)
     return float(number)

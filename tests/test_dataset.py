@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from lab import dataset as ds
 from lab.cli import main
-from lab.errors import ConfigError, DatasetError
+from lab.errors import BadImageError, ConfigError, DatasetError, Text, localize
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 needs_sample = pytest.mark.skipif(not (SAMPLE / "data.jsonl").is_file(), reason="data/sample not generated yet")
@@ -155,6 +156,34 @@ def test_validator_names_each_fault_with_its_line(tmp_path):
     assert by_line[5].record_id == "noans" and by_line[2].record_id is None
     assert "line 9 (id corrupt): image images/corrupt.png cannot be used" in str(by_line[9])
     assert "3 of 13 records" in report.summary() and "2, 3, 4" in report.summary()
+
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_every_fault_and_the_summary_have_a_chinese_form(tmp_path):
+    report = ds.validate_dataset(crafted_faults(tmp_path))
+    for fault in report.faults:
+        zh = localize(fault, "zh")
+        assert zh.startswith(f"第 {fault.line} 行") and CJK.search(zh.split("：", 1)[1]), zh
+        assert localize(fault, "en") == str(fault)
+    duplicate = next(f for f in report.faults if f.line == 11)
+    assert localize(duplicate, "zh") == "第 11 行（id g1）：id 'g1' 重复（首次出现在第 1 行）"
+    summary = report.summary()
+    assert isinstance(summary, Text) and "3 of 13 records" in summary
+    assert localize(summary, "zh").startswith(f"{report.path} 中 13 条样本有 3 条有效") and "2, 3, 4" in summary.zh
+
+
+def test_an_image_error_keeps_its_chinese_reason(tmp_path, monkeypatch):
+    def refuse(path, max_pixels=None):
+        raise BadImageError(path, "empty file (0 bytes)", "空文件（0 字节）")
+
+    monkeypatch.setattr(ds, "open_image", refuse)
+    png(tmp_path / "a.png")
+    ds.write_records(tmp_path / "data.jsonl", [record("1", ["a.png"])])
+    [fault] = ds.validate_dataset(tmp_path).faults
+    assert str(fault) == "line 1 (id 1): image a.png cannot be used: empty file (0 bytes)"
+    assert fault.zh == "第 1 行（id 1）：图片 a.png 无法使用：空文件（0 字节）"
 
 
 def test_undecodable_image_is_skipped_when_images_are_not_checked(tmp_path):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from lab import dataset as ds
 from lab.cli import main
-from lab.errors import ConfigError, DatasetError
+from lab.errors import ConfigError, DatasetError, localize
 from lab.formats import FORMATS, detect_format, export_dataset, import_dataset
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -244,6 +244,17 @@ def test_refusals_are_one_sentence(source, tmp_path):
     with pytest.raises(DatasetError, match="broken.json is not valid llamafactory data \\(KeyError"):
         import_dataset(tmp_path / "broken.json", None, tmp_path / "o5")
     assert not (tmp_path / "o4").exists() and not (tmp_path / "o5").exists()
+
+
+def test_refusals_reach_a_chinese_page_in_chinese(source, tmp_path):
+    with pytest.raises(ConfigError) as unknown:
+        export_dataset(source, "csv", tmp_path / "o1")
+    assert localize(unknown.value, "zh") == f"未知的数据集格式 'csv'；可选：{', '.join(FORMATS)}。"
+    (source / "images" / "a.png").unlink()
+    with pytest.raises(DatasetError) as invalid:
+        export_dataset(source, "swift", tmp_path / "o2")
+    # The first fault travels in Chinese too, not as the English line it prints as.
+    assert "第 1 行（id r1）：找不到图片 images/a.png；" in localize(invalid.value, "zh")
 
 
 def test_export_and_import_cli(source, tmp_path, capsys):

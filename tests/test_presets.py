@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
-from lab.errors import ConfigError
+from lab.errors import ConfigError, localize
 from lab.paths import PRESETS_DIR
 from lab.presets import (
     PromptPreset,
@@ -19,6 +21,7 @@ from lab.presets import (
 )
 from lab.train_config import TrainConfig, format_override, list_train_presets
 
+CJK = re.compile(r"[\u4e00-\u9fff]")
 PROMPT_FILES = sorted((PRESETS_DIR / "prompts").glob("*.yaml"))
 TRAIN_FILES = sorted((PRESETS_DIR / "train").glob("*.yaml"))
 
@@ -82,8 +85,22 @@ def test_unknown_key_in_prompt_preset_names_key_and_file(tmp_path):
 def test_bad_prompt_presets_are_refused(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as err:
         load_prompt_preset(path)
+    zh = localize(err.value, "zh")
+    assert CJK.search(zh) and zh.endswith("。"), zh
+
+
+def test_nested_places_and_suggestions_are_chinese_on_a_chinese_page(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nen: {user: hi, sytem: be nice}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_prompt_preset(path)
+    assert localize(err.value, "zh") == (f"{path} 的 'en' 部分：未知的键 'sytem'（是不是 'system'？）；"
+                                         "可用的键：system, user, expected_keys。")
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({"learning_rat": 1.0})
+    assert localize(err.value, "zh").startswith("训练配置：未知的键 'learning_rat'（是不是 'learning_rate'？）")
 
 
 def test_unknown_preset_name_suggests_the_closest():
@@ -202,8 +219,9 @@ def test_train_presets_say_what_they_promise():
 def test_contradictions_are_refused_in_one_sentence(overrides, message):
     with pytest.raises(ConfigError, match=message) as err:
         TrainConfig.from_preset("lora", overrides)
-    text = str(err.value)
+    text, zh = str(err.value), localize(err.value, "zh")
     assert "\n" not in text and text.endswith((".", "?", ")"))
+    assert "\n" not in zh and CJK.search(zh) and zh.endswith("。"), zh
 
 
 def test_unknown_keys_are_refused_with_a_suggestion(tmp_path):

@@ -1,0 +1,118 @@
+"""Writing a dataset of our own form in another tool's format.
+
+Images are copied into ``out_dir/images/`` with relative paths (``openai`` embeds them
+as base64 ``data:`` URLs instead); every record gets an id where the format has room.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import mimetypes
+import re
+from io import BytesIO
+from pathlib import Path
+
+from lab.dataset import DATA_FILE, IMAGE_TOKEN, load_records, validate_dataset, write_records
+from lab.errors import DatasetError
+from lab.formats.layout import (
+    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, check_format, fresh_out_dir, source_image,
+)
+from lab.images import open_image
+
+
+def export_dataset(src: str | Path, fmt: str, out_dir: str | Path) -> Path:
+    """Write dataset ``src`` in format ``fmt`` into the new folder ``out_dir``; returns its main file."""
+    check_format(fmt)
+    report = validate_dataset(src, check_images=False)
+    if not report.ok:
+        first = report.faults[0]
+        raise DatasetError(
+            f"Cannot export {report.path}: {len(report.faults)} problem(s), the first on {first}; "
+            "run 'python -m lab data check' to see them all.",
+            zh=f"无法导出 {report.path}：共有 {len(report.faults)} 个问题，第一个在{first.zh}；"
+               "运行 'python -m lab data check' 查看全部。",
+        )
+    records = load_records(src, absolute_images=True)
+    for n, record in enumerate(records, start=1):
+        record["id"] = str(record["id"]) if record.get("id") is not None else str(n)
+    with fresh_out_dir(out_dir) as out:
+        if fmt == "openai":
+            return write_records(out / "chat.jsonl", [_to_openai(r) for r in records])
+        store = ImageStore(out)
+        for record in records:
+            record["images"] = [store.add(source_image(p), Path(p).name) for p in record["images"]]
+        if fmt == "llamafactory":
+            return _export_llamafactory(records, out, report.path.parent.name)
+        if fmt == "imagefolder":
+            return _export_imagefolder(records, out)
+        return write_records(out / DATA_FILE, records)
+
+
+def _export_llamafactory(records: list[dict], out: Path, name: str) -> Path:
+    rows = []
+    for record in records:
+        turns = [{"from": LLAMAFACTORY_TAGS[ROLE_TO_LF[m["role"]]], "value": m["content"]} for m in record["messages"]]
+        row = {"id": record["id"], "conversations": turns, "images": record["images"]}
+        if record.get("meta") is not None:
+            row["meta"] = json.dumps(record["meta"], ensure_ascii=False)
+        rows.append(row)
+    data = out / "data.json"
+    data.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    info = {
+        re.sub(r"\W+", "_", name).strip("_") or "vlm_lab": {
+            "file_name": data.name,
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations", "images": "images"},
+            "tags": LLAMAFACTORY_TAGS,
+        }
+    }
+    (out / "dataset_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+    return data
+
+
+def _export_imagefolder(records: list[dict], out: Path) -> Path:
+    if not any(r["images"] for r in records):
+        raise DatasetError("The imagefolder format needs images, and this dataset has none.",
+                           zh="imagefolder 格式需要图片，而这个数据集没有图片。")
+    # imagefolder types every row alike: `file_name` holds exactly one image, so a single
+    # record with another count switches the whole file to the `file_names` list column.
+    single = all(len(r["images"]) == 1 for r in records)
+    rows = []
+    for record in records:
+        row = {"file_name": record["images"][0]} if single else {"file_names": record["images"]}
+        row["id"] = record["id"]
+        row["messages"] = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+        row["meta"] = json.dumps(record.get("meta") or {}, ensure_ascii=False)
+        rows.append(row)
+    return write_records(out / "metadata.jsonl", rows)
+
+
+def _image_data_url(path: str) -> str:
+    image = source_image(path)
+    mime = mimetypes.guess_type(image.name)[0]
+    if mime in MIME_EXT:
+        raw = image.read_bytes()
+    else:
+        # OpenAI takes PNG, JPEG, WebP and GIF only; anything else travels as PNG.
+        buffer = BytesIO()
+        open_image(image).save(buffer, format="PNG")
+        mime, raw = "image/png", buffer.getvalue()
+    return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
+
+
+def _to_openai(record: dict) -> dict:
+    urls = iter([_image_data_url(p) for p in record["images"]])
+    messages = []
+    for message in record["messages"]:
+        content = message["content"]
+        if IMAGE_TOKEN in content:
+            pieces = content.split(IMAGE_TOKEN)
+            parts = [{"type": "text", "text": pieces[0]}] if pieces[0] else []
+            for piece in pieces[1:]:
+                parts.append({"type": "image_url", "image_url": {"url": next(urls)}})
+                if piece:
+                    parts.append({"type": "text", "text": piece})
+            content = parts
+        messages.append({"role": message["role"], "content": content})
+    return {"messages": messages}

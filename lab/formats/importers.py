@@ -1,0 +1,269 @@
+"""Reading another tool's dataset into a new dataset folder of our own form.
+
+The format is detected from the folder's files and the first record when not given;
+images (files, or base64 ``data:`` URLs in OpenAI rows) are copied into ``images/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import mimetypes
+import re
+from pathlib import Path
+
+from lab.dataset import DATA_FILE, IMAGE_TOKEN, image_entry, write_records
+from lab.errors import DatasetError
+from lab.formats.layout import (
+    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, check_format, fresh_out_dir, source_image,
+)
+
+_DATA_URL = re.compile(r"data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)", re.S)
+
+
+def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path) -> Path:
+    """Read ``src`` in format ``fmt`` (detected when ``None``) into the new dataset folder ``out_dir``.
+
+    Returns ``out_dir``, which then holds ``data.jsonl`` and ``images/``.
+    """
+    src = Path(src).expanduser()
+    if not src.exists():
+        raise DatasetError(f"Nothing to import: {src} does not exist.", zh=f"没有可导入的内容：{src} 不存在。")
+    fmt = check_format(fmt) if fmt else detect_format(src)
+    readers = {"llamafactory": _read_llamafactory, "imagefolder": _read_imagefolder}
+    try:
+        records = readers.get(fmt, _read_messages_records)(src)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        # Foreign files break in many small ways; the exception still says where.
+        raise DatasetError(f"{src} is not valid {fmt} data ({type(err).__name__}: {err}).",
+                           zh=f"{src} 不是有效的 {fmt} 数据（{type(err).__name__}: {err}）。") from None
+    width = max(4, len(str(len(records))))
+    with fresh_out_dir(out_dir) as out:
+        store = ImageStore(out)
+        for n, record in enumerate(records, start=1):
+            record.setdefault("id", f"{n:0{width}d}")
+            stored = []
+            for k, image in enumerate(record["images"]):
+                if isinstance(image, tuple):  # a decoded data URL: (bytes, extension)
+                    name = f"{record['id']}_{k}" if len(record["images"]) > 1 else record["id"]
+                    stored.append(store.add(image[0], name + image[1]))
+                else:
+                    stored.append(store.add(source_image(image), Path(image).name))
+            record["images"] = stored
+        write_records(out / DATA_FILE, records)
+    return out
+
+
+def _source_file(src: Path) -> Path:
+    """The records file of ``src``: the file itself, or a folder's data.jsonl or only JSON(L) file."""
+    if src.is_file():
+        return src
+    if (src / DATA_FILE).is_file():
+        return src / DATA_FILE
+    candidates = [p for p in src.glob("*.json*") if p.suffix in (".json", ".jsonl")]
+    if len(candidates) != 1:
+        raise DatasetError(
+            f"Cannot tell which file in {src} holds the records; name the file, or give a folder with "
+            f"dataset_info.json, metadata.jsonl or {DATA_FILE}.",
+            zh=f"无法确定 {src} 中哪个文件存放样本；请指定该文件，或给出含有 dataset_info.json、"
+               f"metadata.jsonl 或 {DATA_FILE} 的文件夹。",
+        )
+    return candidates[0]
+
+
+def detect_format(src: str | Path) -> str:
+    """Guess the format of ``src`` (a folder or a file) from its files and its first record."""
+    src = Path(src)
+    if src.is_dir():
+        if (src / "dataset_info.json").is_file():
+            return "llamafactory"
+        if (src / "metadata.jsonl").is_file():
+            return "imagefolder"
+        src = _source_file(src)
+    rows = _read_rows(src, limit=1)
+    first = rows[0] if rows else {}
+    if "conversations" in first:
+        return "llamafactory"
+    if "file_name" in first or "file_names" in first:
+        return "imagefolder"
+    if any(isinstance(m, dict) and isinstance(m.get("content"), list) for m in first.get("messages") or []):
+        return "openai"
+    if "messages" in first or "query" in first:
+        return "swift"
+    raise DatasetError(f"Cannot tell the format of {src}; choose the format explicitly.",
+                       zh=f"无法判断 {src} 的格式；请明确指定格式。")
+
+
+def _read_rows(file: Path, limit: int | None = None) -> list[dict]:
+    """Rows of a JSON list file or of a JSONL file."""
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"Cannot read {file} ({err}).", zh=f"无法读取 {file}（{err}）。") from None
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{file} is not valid JSON ({err.msg} on line {err.lineno}).",
+                               zh=f"{file} 不是有效的 JSON（第 {err.lineno} 行：{err.msg}）。") from None
+        if not isinstance(rows, list):
+            raise DatasetError(f"{file} is not a JSON list of records.", zh=f"{file} 不是由样本组成的 JSON 列表。")
+        rows = rows[:limit] if limit else rows
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DatasetError(f"Line {number} of {file} is not valid JSON ({err.msg}).",
+                                       zh=f"{file} 第 {number} 行不是有效的 JSON（{err.msg}）。") from None
+                if limit and len(rows) >= limit:
+                    break
+    if not all(isinstance(row, dict) for row in rows):
+        raise DatasetError(f"{file} has an entry that is not a JSON object.", zh=f"{file} 中有一项不是 JSON 对象。")
+    return rows
+
+
+def _keep_extras(row: dict, record: dict) -> dict:
+    if row.get("id") is not None:
+        record["id"] = str(row["id"])
+    meta = row.get("meta")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError:
+            meta = {"note": meta}
+    if meta:
+        record["meta"] = meta
+    return record
+
+
+def _read_messages_records(src: Path) -> list[dict]:
+    """ms-swift rows (``messages`` or ``query``/``response``/``history``) and OpenAI chat rows."""
+    file = _source_file(src)
+    records = []
+    for number, row in enumerate(_read_rows(file), start=1):
+        images = row.get("images") or []
+        images = [images] if isinstance(images, str) else list(images)
+        images = [str(file.parent / image_entry(i)) for i in images]
+        if "messages" in row:
+            messages = [_from_openai_message(m, images, file, number) for m in row["messages"] or []]
+        elif "query" in row:
+            messages = _from_query_response(row)
+        else:
+            raise DatasetError(f"Record {number} of {file} has neither 'messages' nor 'query'.",
+                               zh=f"{file} 的第 {number} 条样本既没有 'messages' 也没有 'query'。")
+        records.append(_keep_extras(row, {"messages": messages, "images": images}))
+    return records
+
+
+def _from_query_response(row: dict) -> list[dict]:
+    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    for query, response in row.get("history") or []:
+        messages += [{"role": "user", "content": query}, {"role": "assistant", "content": response}]
+    messages.append({"role": "user", "content": row["query"]})
+    if row.get("response") is not None:
+        messages.append({"role": "assistant", "content": row["response"]})
+    return messages
+
+
+def _from_openai_message(message: dict, images: list, file: Path, number: int) -> dict:
+    """A message whose content may be OpenAI parts; image parts become ``<image>`` and append to ``images``."""
+    if not isinstance(message, dict):
+        raise DatasetError(f"Record {number} of {file} has a message that is not an object.",
+                           zh=f"{file} 的第 {number} 条样本中有一条消息不是对象。")
+    content = message.get("content")
+    if isinstance(content, list):
+        text = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                images.append(_decode_image_url(part.get("image_url"), file, number))
+                text.append(IMAGE_TOKEN)
+            elif isinstance(part, dict):
+                text.append(str(part.get("text", "")))
+        content = "".join(text)
+    return {**{k: v for k, v in message.items() if v is not None}, "content": content}
+
+
+def _decode_image_url(image_url, file: Path, number: int) -> tuple[bytes, str] | str:
+    url = image_url.get("url", "") if isinstance(image_url, dict) else str(image_url or "")
+    found = _DATA_URL.fullmatch(url.strip())
+    if found:
+        ext = MIME_EXT.get(found["mime"]) or mimetypes.guess_extension(found["mime"]) or ".img"
+        return base64.b64decode(found["data"]), ext
+    if url.startswith(("http://", "https://")):
+        raise DatasetError(f"Record {number} of {file} links an image on the web ({url[:60]}); download it first.",
+                           zh=f"{file} 的第 {number} 条样本引用了网络上的图片（{url[:60]}）；请先下载到本地。")
+    return str(file.parent / url.removeprefix("file://"))
+
+
+def _llamafactory_entry(src: Path) -> tuple[Path, dict, Path]:
+    """(data file, dataset_info entry, folder the images are relative to) for a folder or a file."""
+    folder = src if src.is_dir() else src.parent
+    info_file = folder / "dataset_info.json"
+    entries = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+    for entry in entries.values():
+        data = folder / str(entry.get("file_name", ""))
+        if data.is_file() and (src.is_dir() or data.resolve() == src.resolve()):
+            return data, entry, folder
+    if src.is_file():
+        return src, {}, folder
+    raise DatasetError(f"{info_file} names no data file that exists in {folder}.",
+                       zh=f"{info_file} 中列出的数据文件在 {folder} 中都不存在。")
+
+
+def _read_llamafactory(src: Path) -> list[dict]:
+    data, entry, folder = _llamafactory_entry(src)
+    if entry.get("formatting", "sharegpt") != "sharegpt":
+        kind = entry["formatting"]
+        raise DatasetError(f"{data} is in LLaMA-Factory's {kind} format; only sharegpt is supported.",
+                           zh=f"{data} 是 LLaMA-Factory 的 {kind} 格式；目前只支持 sharegpt。")
+    tags = {**LLAMAFACTORY_TAGS, **entry.get("tags", {})}
+    columns = {"messages": "conversations", "images": "images", **entry.get("columns", {})}
+    to_role = {tags[tag]: role for role, tag in ROLE_TO_LF.items()}
+    records = []
+    for number, row in enumerate(_read_rows(data), start=1):
+        messages = []
+        if columns.get("system") and row.get(columns["system"]):
+            messages.append({"role": "system", "content": row[columns["system"]]})
+        for turn in row.get(columns["messages"]) or []:
+            sender = turn[tags["role_tag"]]
+            role = to_role.get(sender)
+            if role is None:
+                raise DatasetError(f"Record {number} of {data} has a turn from unknown role {sender!r}.",
+                                   zh=f"{data} 的第 {number} 条样本中有一轮对话来自未知角色 {sender!r}。")
+            messages.append({"role": role, "content": turn.get(tags["content_tag"], "")})
+        images = row.get(columns["images"]) or []
+        images = [str(folder / image_entry(i)) for i in ([images] if isinstance(images, str) else images)]
+        records.append(_keep_extras(row, {"messages": messages, "images": images}))
+    return records
+
+
+def _read_imagefolder(src: Path) -> list[dict]:
+    metadata = src / "metadata.jsonl" if src.is_dir() else src
+    if not metadata.is_file():
+        raise DatasetError(f"{src} has no metadata.jsonl.", zh=f"{src} 中没有 metadata.jsonl。")
+    records = []
+    for number, row in enumerate(_read_rows(metadata), start=1):
+        names = row.get("file_names") if "file_names" in row else [row.get("file_name")]
+        images = [str(metadata.parent / name) for name in names or [] if name]
+        messages = row.get("messages")
+        if isinstance(messages, str):
+            messages = json.loads(messages)
+        if not messages:
+            messages = _messages_from_text_columns(row, len(images), metadata, number)
+        messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
+        records.append(_keep_extras(row, {"messages": messages, "images": images}))
+    return records
+
+
+def _messages_from_text_columns(row: dict, n_images: int, file: Path, number: int) -> list[dict]:
+    """A caption-style row (``text``/``caption``/``answer``, optional ``prompt``/``question``)."""
+    answer = next((row[k] for k in ("text", "caption", "answer", "response") if row.get(k)), None)
+    if answer is None:
+        raise DatasetError(f"Row {number} of {file} has no 'messages' and no text column (text, caption, answer).",
+                           zh=f"{file} 的第 {number} 行没有 'messages'，也没有文本列（text、caption、answer）。")
+    prompt = next((row[k] for k in ("prompt", "question", "query") if row.get(k)), "")
+    return [{"role": "user", "content": IMAGE_TOKEN * n_images + str(prompt)},
+            {"role": "assistant", "content": str(answer)}]

@@ -1,0 +1,90 @@
+"""What exporters and importers share: the format names, LLaMA-Factory's tags, and the new
+dataset folder they write, with its images copied in once each under unique names."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from lab.errors import ConfigError, DatasetError
+
+FORMATS = ("llamafactory", "imagefolder", "openai", "swift")
+
+LLAMAFACTORY_TAGS = {
+    "role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+    "observation_tag": "observation", "system_tag": "system",
+}
+ROLE_TO_LF = {"system": "system_tag", "user": "user_tag", "assistant": "assistant_tag", "tool": "observation_tag"}
+MIME_EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
+
+
+class ImageStore:
+    """Copies images into ``<out_dir>/images/``, once per distinct content, under unique names."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.by_hash: dict[str, str] = {}
+        self.names: set[str] = set()
+
+    def add(self, data: bytes | Path, name: str) -> str:
+        """Store ``data`` (bytes or a file) preferably as ``images/<name>``; returns the relative path."""
+        raw = data.read_bytes() if isinstance(data, Path) else data
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest in self.by_hash:
+            return self.by_hash[digest]
+        # Names may come from record ids; keep them to one plain path component.
+        stem = re.sub(r"[^\w.-]+", "_", Path(name).stem).strip(".") or "image"
+        suffix = re.sub(r"[^\w.]+", "", Path(name).suffix)
+        candidate, n = f"{stem}{suffix}", 1
+        while candidate.lower() in self.names:
+            candidate, n = f"{stem}_{n}{suffix}", n + 1
+        self.names.add(candidate.lower())
+        target = self.out_dir / "images" / candidate
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, Path):
+            shutil.copyfile(data, target)
+        else:
+            target.write_bytes(raw)
+        self.by_hash[digest] = f"images/{candidate}"
+        return self.by_hash[digest]
+
+
+@contextmanager
+def fresh_out_dir(out_dir: str | Path) -> Iterator[Path]:
+    """A new or empty folder to write into, removed again if writing fails half way."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError(f"The output folder {out} is not empty; choose a new or empty folder.",
+                           zh=f"输出文件夹 {out} 不是空的；请选择一个新的或空的文件夹。")
+    existed = out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield out
+    except BaseException:
+        # Everything in it is ours (it was empty), and a half-written folder would only
+        # make the retry fail with "not empty".
+        shutil.rmtree(out, ignore_errors=True)
+        if existed:
+            out.mkdir()
+        raise
+
+
+def check_format(fmt: str) -> str:
+    """``fmt`` if it is one of :data:`FORMATS`, else a :class:`ConfigError` listing them."""
+    if fmt not in FORMATS:
+        choices = ", ".join(FORMATS)
+        raise ConfigError(f"Unknown dataset format {fmt!r}; choose one of {choices}.",
+                          zh=f"未知的数据集格式 {fmt!r}；可选：{choices}。")
+    return fmt
+
+
+def source_image(path: str) -> Path:
+    """The image file at ``path``, which must exist."""
+    image = Path(path)
+    if not image.is_file():
+        raise DatasetError(f"Image {image} not found.", zh=f"找不到图片 {image}。")
+    return image
