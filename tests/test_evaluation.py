@@ -11,9 +11,9 @@ import torch
 from fake_openai import FakeOpenAI, answer, image_digest
 from lora_run import lora_run_dir  # noqa: F401  (a fixture)
 
-from lab.errors import BusyError, ConfigError, LabError
+from lab.errors import BusyError, ConfigError, LabError, localize
 from lab.evaluation.endpoint import EndpointConfig, evaluate_endpoint
-from lab.evaluation.report import metrics_table, sample_table
+from lab.evaluation.report import metrics_table, sample_table, summary_line
 from lab.evaluation.runner import (
     EvalSettings, list_results, load_result, run_evaluation, samples_from_dataset, samples_from_run,
 )
@@ -134,6 +134,12 @@ def test_unreadable_image_is_skipped_with_its_reason(tiny_models, sample_dataset
     result = run_evaluation(handle, samples_from_dataset(folder), EvalSettings(max_new_tokens=2), out_dir=tmp_path)
     assert [s["id"] for s in result.samples] == ["0001", "0003"]
     assert result.skipped[0]["id"] == "0002" and "0002.png" in result.skipped[0]["reason"]
+    # The reason and the summary reach a Chinese page in Chinese, also from the saved files.
+    reason = result.skipped[0]["reason"]
+    assert localize(reason, "zh").startswith(str(folder / "images" / "0002.png") + "：") and localize(reason, "zh") != reason
+    saved = load_result(result.summary_path).skipped[0]["reason"]
+    assert saved == reason and localize(saved, "zh") == localize(reason, "zh") != reason
+    assert localize(summary_line(result), "zh").startswith("已评分 2/3 个样本") and "跳过 1 个" in localize(summary_line(result), "zh")
 
 
 def test_validation_split_of_a_run(lora_run_dir):

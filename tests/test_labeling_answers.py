@@ -2,6 +2,8 @@
 
 import pytest
 
+from lab.errors import localize
+
 from lab.labeling.answers import check_answer, json_body, looks_like_refusal, parse_json_answer, strip_fences
 
 
@@ -68,3 +70,16 @@ def test_captions_that_quote_apologies_are_not_refusals(text):
 def test_refusal_from_the_api_field_or_content_filter():
     assert check_answer("", refusal="I can't help").status == "refused"
     assert check_answer("partial", finish_reason="content_filter").status == "refused"
+
+
+@pytest.mark.parametrize("kwargs, en, zh", [
+    (dict(text=""), "empty answer", "回答为空"),
+    (dict(text="a cart", finish_reason="length"), "answer cut off", "回答达到最大 token 数被截断"),
+    (dict(text="I'm sorry, I can't help with that."), "refused: I'm sorry", "拒绝回答：I'm sorry"),
+    (dict(text='{"a": ', want_json=True), "not valid JSON", "不是有效的 JSON（第 1 行"),
+    (dict(text="[1, 2]", want_json=True), "JSON is a list", "JSON 是 list，不是对象"),
+    (dict(text='{"a": 1}', want_json=True, expected_keys=["a", "b"]), "JSON lacks the key(s) b", "JSON 缺少键 b"),
+])
+def test_reasons_have_a_chinese_form(kwargs, en, zh):
+    reason = check_answer(kwargs.pop("text"), **kwargs).reason
+    assert reason.startswith(en) and localize(reason, "zh").startswith(zh)

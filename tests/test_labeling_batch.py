@@ -13,7 +13,7 @@ from PIL import Image
 from fake_openai import FakeOpenAI, answer, image_digest, refusal, server_error
 from labeling_images import awkward_images, many, plain
 from lab.dataset import validate_dataset
-from lab.errors import BusyError
+from lab.errors import BusyError, localize
 from lab.labeling.batch import run_labeling, start_labeling
 from lab.labeling.estimate import estimate_folder
 from lab.labeling.client import ApiLabeler, LabelerConfig, encode_image
@@ -91,6 +91,10 @@ def test_bad_images_never_stop_a_run(server, tmp_path):
     for name, reason in broken.items():
         assert failures[name]["status"] == "bad_image" and reason in failures[name]["reason"]
     assert server.count == len(usable)  # nothing was sent for a broken file
+    from lab.labeling.review import list_failures
+
+    shown = {row["source"]: localize(row["reason"], "zh") for row in list_failures(out)}
+    assert shown["empty.png"] == "空文件（0 字节）" and shown["truncated.png"].startswith("图片被截断或已损坏")
     for request in server.requests:  # every kind arrives as a plain 8-bit RGB JPEG
         part = request["body"]["messages"][-1]["content"][0]["image_url"]["url"]
         assert part.startswith("data:image/jpeg;base64,")
@@ -120,6 +124,14 @@ def test_failures_are_recorded_and_retried_alone(server, tmp_path):
     assert failures[images[0].name]["reason"].startswith("server error (HTTP 500) after 1 tries")
     assert failures[images[2].name]["status"] == "refused"
     assert failures[images[3].name]["status"] == "invalid" and "not valid JSON" in failures[images[3].name]["reason"]
+    from lab.labeling.review import list_failures
+
+    # The page shows the reasons in Chinese too, also when read back from failures.jsonl.
+    shown = {row["source"]: row["reason"] for row in list_failures(out)}
+    assert shown[images[0].name] == failures[images[0].name]["reason"]
+    assert localize(shown[images[0].name], "zh").startswith("服务端出错（HTTP 500），已尝试 1 次")
+    assert localize(shown[images[2].name], "zh").startswith("拒绝回答：")
+    assert localize(shown[images[3].name], "zh").startswith("不是有效的 JSON")
 
     server.reset()
     resumed = run_labeling(tmp_path / "pics", out, JSON_PROMPT, labeler(server))
@@ -129,8 +141,6 @@ def test_failures_are_recorded_and_retried_alone(server, tmp_path):
     retried = run_labeling(tmp_path / "pics", out, JSON_PROMPT, labeler(server), retry_failed=True)
     assert (retried.total, retried.ok, retried.failed, server.count) == (4, 4, 0, 4)
     assert len(records(out)) == 10 and len({r["id"] for r in records(out)}) == 10
-    from lab.labeling.review import list_failures
-
     assert list_failures(out) == []
 
 
@@ -235,3 +245,11 @@ def test_review_edits_rejects_and_refuses_bad_json(server, tmp_path):
         save_review(out, {}, ["nope"])
     with LabelStore(out), pytest.raises(BusyError):
         save_review(out, {first: "x"})
+
+
+def test_a_failed_background_run_says_why_in_both_languages(tmp_path):
+    run = start_labeling(tmp_path / "missing", tmp_path / "ds", CAPTION, labeler=None)
+    assert run.wait(10) and run.progress.state == "error"
+    message = run.progress.snapshot()["message"]
+    assert message == f"The image folder {tmp_path / 'missing'} does not exist."
+    assert localize(message, "zh") == f"图片文件夹 {tmp_path / 'missing'} 不存在。"

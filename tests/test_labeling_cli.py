@@ -115,3 +115,14 @@ def test_errors_are_one_sentence(tmp_path, capsys):
     assert "Give --images DIR" in capsys.readouterr().err
     assert main(["label", "--images", str(tmp_path / "pics"), "--prompt", "no_such_preset", "--out", str(tmp_path / "ds")]) == 2
     assert "no prompt preset named 'no_such_preset'" in capsys.readouterr().err
+
+
+def test_a_chinese_locale_gets_the_estimate_and_the_errors_in_chinese(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LAB_LANG", "zh")
+    many(tmp_path / "pics", 3)
+    argv = ["label", "--images", str(tmp_path / "pics"), "--prompt", "sample_caption", "--out", str(tmp_path / "ds"),
+            "--base-url", server.base_url, "--model", "fake-vl"]
+    assert main([*argv, "--estimate"]) == 0
+    assert capsys.readouterr().err.startswith("预估：3 张图片中有 3 张待标注")
+    assert main(["label", "--out", str(tmp_path / "fresh")]) == 2
+    assert capsys.readouterr().err.strip() == "错误: 请用 --images DIR 指定要标注的图片文件夹。"

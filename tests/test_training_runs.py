@@ -8,9 +8,10 @@ import threading
 
 import pytest
 
+from lab.errors import localize
 from lab.train_config import TrainConfig
 from lab.training.metrics import last_event, log_rows, read_metrics
-from lab.training.runner import run_training
+from lab.training.runner import oom_advice, run_training
 from lab.training.runs import checkpoints, describe_run, latest_checkpoint, load_run_config
 
 
@@ -174,6 +175,10 @@ def test_out_of_memory_in_the_app_is_one_sentence_and_the_model_stays_usable(tin
     assert job.message.startswith("Training ran out of computer memory; the memory is freed again, try a smaller "
                                   "per_device_batch_size")  # fmt: skip
     assert "gradient_checkpointing: true" in job.message and "Traceback" not in job.message
+    assert localize(job.message, "zh").startswith("训练时内存不足") and "per_device_batch_size" in localize(job.message, "zh")
+    # A reloaded page reads the reason back from the run folder, in both languages.
+    saved = describe_run(job.run_dir).message
+    assert saved == job.message and localize(saved, "zh") == localize(job.message, "zh")
     assert last_event(read_metrics(job.run_dir)) == {**last_event(read_metrics(job.run_dir)), "event": "error"}
     # The adapters came off again: the handle holds the plain model, ready for chat.
     assert handle.state.value == "ready" and not hasattr(handle.loaded.model, "peft_config")
@@ -201,3 +206,27 @@ def test_one_run_at_a_time_and_a_queue_on_shared_deployments(tiny_models, lab_ho
     assert second.wait(120) and second.status == "finished", second.message
     assert jobs.current_job() is second and not (third.run_dir / "metrics.jsonl").exists()
     assert handle.loaded.adapter == "second"
+
+
+def test_out_of_memory_advice_names_each_tip_once_in_both_languages():
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(per_device_batch_size=1, gradient_checkpointing=True, method="qlora")
+    advice = oom_advice(cfg, "cpu")
+    assert advice == ("Training ran out of computer memory; the memory is freed again, "
+                      "try fewer pixels per image (max_pixels).")  # fmt: skip
+    assert localize(advice, "zh") == "训练时内存不足，已重新释放；可以试试减少每张图片的像素（max_pixels）。"
+    cfg = SimpleNamespace(per_device_batch_size=4, gradient_checkpointing=False, method="lora")
+    assert localize(oom_advice(cfg, "cuda:0"), "zh").endswith("开启 gradient_checkpointing（设为 true）或改用 qlora 方法。")
+
+
+def test_a_failure_is_read_back_in_both_languages_and_older_runs_in_english(tmp_path):
+    from lab.training.metrics import append_metrics
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    for folder in (new, old):
+        folder.mkdir()
+    append_metrics(new, {"event": "error", "time": 1.0, "message": "Training failed: X: y", "message_zh": "训练失败：X: y"})
+    append_metrics(old, {"event": "error", "time": 1.0, "message": "Training failed: X: y"})
+    assert describe_run(new).status == "failed" and localize(describe_run(new).message, "zh") == "训练失败：X: y"
+    assert localize(describe_run(old).message, "zh") == describe_run(old).message == "Training failed: X: y"

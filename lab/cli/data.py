@@ -46,11 +46,13 @@ def add_parser(subparsers) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from lab.dataset import validate_dataset
+    from lab.errors import cli_lang, localize
 
     report = validate_dataset(args.path, check_images=not args.no_images)
+    lang = cli_lang()
     for fault in report.faults:
-        print(fault)
-    print(report.summary())
+        print(localize(fault, lang))
+    print(localize(report.summary(), lang))
     return 0 if report.ok else 1
 
 
@@ -64,14 +66,16 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     from lab.dataset import validate_dataset
+    from lab.errors import cli_lang, localize
     from lab.formats import import_dataset
 
     folder = import_dataset(args.src, args.format, args.out)
     print(f"Imported {args.src} into {folder}.")
     report = validate_dataset(folder)
+    lang = cli_lang()
     for fault in report.faults[:20]:
-        print(fault)
-    print(report.summary())
+        print(localize(fault, lang))
+    print(localize(report.summary(), lang))
     return 0
 
 

@@ -41,13 +41,17 @@ def _progress(done: int, total: int, eta: float | None) -> None:
 
 def format_result(result) -> str:
     """A plain-text table of the metrics per variant, and where the results are."""
+    from lab.errors import Text, cli_lang, localize
     from lab.evaluation.report import metrics_table, summary_line
 
+    lang = cli_lang()
     headers, rows = metrics_table(result)
     lines = [f"{headers[0]:<14}" + "".join(f"{h:>12}" for h in headers[1:])]
     lines += [f"{row[0]:<14}" + "".join(f"{v:>12.2f}" for v in row[1:]) for row in rows]
-    lines.append(summary_line(result))
-    lines += [f"skipped {skip['id']}: {skip['reason']}" for skip in result.skipped]
+    lines.append(localize(summary_line(result), lang))
+    for skip in result.skipped:
+        line = Text(f"skipped {skip['id']}: {skip['reason']}", f"已跳过 {skip['id']}：{localize(skip['reason'], 'zh')}")
+        lines.append(localize(line, lang))
     return "\n".join(lines)
 
 
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.adapter:
         samples, source = samples_from_run(find_run(args.adapter))
     else:
-        raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).")
+        raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).",
+                          zh="请用 --dataset 指定评估数据（或用 --adapter RUN 使用该训练记录的验证集）。")
     handle = ModelHandle()
     handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
     result = run_evaluation(handle, samples, settings, source=source, progress=_progress)
@@ -80,7 +85,8 @@ def _run_endpoint(args: argparse.Namespace) -> int:
     from lab.evaluation.runner import samples_from_dataset
 
     if not args.dataset or not args.model:
-        raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).")
+        raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).",
+                          zh="使用 --endpoint 时，请同时给出 --dataset 和 --model（服务端部署的模型名）。")
     config = EndpointConfig(base_url=args.endpoint, model=args.model, api_key=args.api_key, concurrency=args.concurrency,
                             max_tokens=args.max_new_tokens, temperature=args.temperature)  # fmt: skip
     result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=args.name, source=args.dataset,

@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lab.errors import ConfigError
+    from lab.errors import ConfigError, Text, cli_lang, localize
     from lab.labeling.batch import run_labeling
     from lab.labeling.estimate import estimate_folder
     from lab.labeling.store import job_settings, load_job
@@ -57,12 +57,13 @@ def run(args: argparse.Namespace) -> int:
     job = load_job(out) or {}
     images = args.images or job.get("images")
     if not images:
-        raise ConfigError("Give --images DIR, the folder of pictures to label.")
+        raise ConfigError("Give --images DIR, the folder of pictures to label.", zh="请用 --images DIR 指定要标注的图片文件夹。")
     prompt, preset, lang = _prompt(args, job)
     labeler, settings = _labeler(args, job)
     estimate = estimate_folder(images, out, prompt, labeler.name, max_pixels=settings.get("max_pixels"),
                                price=labeler.price, limit=args.limit)
-    print(f"estimate: {estimate.summary()}", file=sys.stderr)
+    lang, summary = cli_lang(), estimate.summary()
+    print(localize(Text(f"estimate: {summary}", f"预估：{localize(summary, 'zh')}"), lang), file=sys.stderr)
     if args.estimate:
         return 0
     stop = threading.Event()
@@ -71,10 +72,13 @@ def run(args: argparse.Namespace) -> int:
                                 stop=stop, on_progress=show,
                                 job=job_settings(prompt, settings, preset=preset, lang=lang, limit=args.limit))
         show(progress, final=True)
-    print(progress.line(), file=sys.stderr)
+    print(localize(progress.line(), lang), file=sys.stderr)
     if progress.failed:
-        print(f"{progress.failed} image(s) failed; reasons are in {out / 'failures.jsonl'}; "
-              "rerun with --retry-failed to try them again.", file=sys.stderr)
+        failed = Text(f"{progress.failed} image(s) failed; reasons are in {out / 'failures.jsonl'}; "
+                      "rerun with --retry-failed to try them again.",
+                      f"{progress.failed} 张图片失败，原因见 {out / 'failures.jsonl'}；"
+                      "加上 --retry-failed 重新运行即可重试。")
+        print(localize(failed, lang), file=sys.stderr)
     print(out)
     return 130 if progress.state == "stopped" else 0
 
@@ -97,7 +101,8 @@ def _prompt(args, job: dict):
         return PromptSpec.from_preset(load_prompt_preset(args.prompt), lang), args.prompt, lang
     if job.get("prompt"):
         return PromptSpec.from_job(job), job.get("preset", ""), lang
-    raise ConfigError("Give --prompt, a prompt preset name or YAML file (see presets/prompts/).")
+    raise ConfigError("Give --prompt, a prompt preset name or YAML file (see presets/prompts/).",
+                      zh="请用 --prompt 指定提示词预设名或 YAML 文件（见 presets/prompts/）。")
 
 
 def _labeler(args, job: dict):
@@ -111,7 +116,9 @@ def _labeler(args, job: dict):
     saved.pop("api_key", None)
     if saved.get("local") and not (args.provider or args.base_url or args.model):
         raise ConfigError("The last run here used a local model; give --local-model NAME to go on with it, "
-                          "or --provider / --base-url / --model for an API.")
+                          "or --provider / --base-url / --model for an API.",
+                          zh="这里上次是用本地模型标注的；要继续请给出 --local-model NAME，"
+                          "要改用 API 请给出 --provider / --base-url / --model。")
     flags = {"model": args.model, "base_url": args.base_url, "provider": args.provider, "concurrency": args.concurrency,
              "max_retries": args.max_retries, "timeout": args.timeout, "max_pixels": args.max_pixels,
              "image_format": args.image_format, "temperature": args.temperature, "max_tokens": args.max_tokens}

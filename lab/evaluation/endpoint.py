@@ -17,8 +17,9 @@ from pathlib import Path
 
 from lab import paths
 from lab.conversation import IMAGE_PLACEHOLDER
-from lab.errors import BadImageError, ConfigError, LabError
-from lab.evaluation.runner import EvalResult, EvalSample, ProgressFn, _default_name, save_result, score_variants
+from lab.errors import BadImageError, ConfigError, LabError, Text, localize
+from lab.evaluation.runner import (EvalResult, EvalSample, ProgressFn, _default_name, save_result, score_variants,
+                                  skip_row)
 
 VARIANT = "endpoint"
 
@@ -46,11 +47,14 @@ class EndpointConfig:
 
     def __post_init__(self):
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"The endpoint URL must start with http:// or https:// (got {self.base_url!r}).")
+            raise ConfigError(f"The endpoint URL must start with http:// or https:// (got {self.base_url!r}).",
+                              zh=f"接口地址必须以 http:// 或 https:// 开头（当前为 {self.base_url!r}）。")
         if not self.model.strip():
-            raise ConfigError("Name the model the endpoint serves (for vLLM, the folder or --served-model-name).")
+            raise ConfigError("Name the model the endpoint serves (for vLLM, the folder or --served-model-name).",
+                              zh="请填写接口所部署的模型名称（vLLM 下为模型文件夹或 --served-model-name）。")
         if int(self.concurrency) < 1:
-            raise ConfigError(f"Concurrency must be at least 1, not {self.concurrency}.")
+            raise ConfigError(f"Concurrency must be at least 1, not {self.concurrency}.",
+                              zh=f"并发数至少为 1，当前为 {self.concurrency}。")
 
     def public_dict(self) -> dict:
         """The settings without the API key, for the saved summary."""
@@ -95,18 +99,26 @@ def _ask(client, config: EndpointConfig, sample: EvalSample) -> str:
             max_tokens=int(config.max_tokens), temperature=float(config.temperature),
         )  # fmt: skip
     except openai.APIConnectionError:
-        raise LabError(f"Cannot reach the endpoint at {config.base_url}; is the server running?") from None
+        raise LabError(f"Cannot reach the endpoint at {config.base_url}; is the server running?",
+                       zh=f"无法连接接口 {config.base_url}；服务是否已启动？") from None
     except openai.AuthenticationError:
-        raise LabError(f"The endpoint at {config.base_url} refused the API key.") from None
+        raise LabError(f"The endpoint at {config.base_url} refused the API key.",
+                       zh=f"接口 {config.base_url} 拒绝了 API 密钥。") from None
     except openai.NotFoundError:
-        raise LabError(f"The endpoint at {config.base_url} does not serve a model named {config.model!r}.") from None
+        raise LabError(f"The endpoint at {config.base_url} does not serve a model named {config.model!r}.",
+                       zh=f"接口 {config.base_url} 上没有名为 {config.model!r} 的模型。") from None
     except openai.APIStatusError as err:
-        raise _SampleFailure(f"the server answered HTTP {err.status_code}") from None
+        raise _SampleFailure(Text(f"the server answered HTTP {err.status_code}",
+                                  f"服务端返回 HTTP {err.status_code}")) from None
     return (reply.choices[0].message.content or "").strip() if reply.choices else ""
 
 
 class _SampleFailure(Exception):
     """One sample could not be answered; the run goes on."""
+
+    def __init__(self, reason: Text):
+        super().__init__(reason)
+        self.zh = localize(reason, "zh")
 
 
 def _answer_concurrently(client, config: EndpointConfig, samples: list[EvalSample], progress, stop):
@@ -125,7 +137,7 @@ def _answer_concurrently(client, config: EndpointConfig, samples: list[EvalSampl
                 answers[index] = text
         except (_SampleFailure, BadImageError) as err:
             with lock:
-                skipped.append({"id": samples[index].id, "reason": str(err)})
+                skipped.append(skip_row(samples[index].id, err))
         except LabError:
             halt.set()  # the server is unusable: do not send the remaining requests
             raise
@@ -158,7 +170,7 @@ def evaluate_endpoint(
     """
     samples = samples[: int(limit)] if limit else samples
     if not samples:
-        raise ConfigError("There are no samples to evaluate.")
+        raise ConfigError("There are no samples to evaluate.", zh="没有可评估的样本。")
     start = time.perf_counter()
     answers, skipped = _answer_concurrently(_client(config), config, samples, progress, stop)
     order = sorted(answers)

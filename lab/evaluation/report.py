@@ -7,6 +7,7 @@ sample, the samples the fine-tuning helped most first.
 
 from __future__ import annotations
 
+from lab.errors import Text
 from lab.evaluation.metrics import metric_names
 from lab.evaluation.runner import GAIN_METRIC, EvalResult
 
@@ -62,11 +63,15 @@ def _sorted(samples: list[dict], sort: str) -> list[dict]:
     return list(samples)
 
 
-def summary_line(result: EvalResult) -> str:
+def summary_line(result: EvalResult) -> Text:
     """One line: how many samples, how fast, stopped or not, where saved."""
-    text = f"{len(result.samples)}/{result.total} samples scored in {result.seconds:.1f} s ({result.samples_per_s:g} samples/s)"
+    parts = [(f"{len(result.samples)}/{result.total} samples scored in {result.seconds:.1f} s ({result.samples_per_s:g} samples/s)",
+              f"已评分 {len(result.samples)}/{result.total} 个样本，用时 {result.seconds:.1f} 秒（{result.samples_per_s:g} 个样本/秒）")]
     if result.stopped:
-        text += "; stopped early, the scored samples are kept"
+        parts.append(("stopped early, the scored samples are kept", "已提前停止，已评分的样本都保留"))
     if result.skipped:
-        text += f"; {len(result.skipped)} skipped (unreadable images or failed requests)"
-    return text + (f"; saved to {result.summary_path}" if result.summary_path else "")
+        parts.append((f"{len(result.skipped)} skipped (unreadable images or failed requests)",
+                      f"跳过 {len(result.skipped)} 个（图片无法读取或请求失败）"))
+    if result.summary_path:
+        parts.append((f"saved to {result.summary_path}", f"已保存到 {result.summary_path}"))
+    return Text("; ".join(p[0] for p in parts), "；".join(p[1] for p in parts))

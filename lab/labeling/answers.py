@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lab.errors import Text
+
 _FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n?(.*?)\n?[ \t]*```", re.S)
 
 # Refusals are short and start the answer; matching only there keeps a caption that
@@ -26,6 +28,7 @@ _REFUSAL_STARTS = re.compile(
     re.I,
 )
 _REFUSAL_MAX_CHARS = 300
+EMPTY_ANSWER = Text("empty answer", "回答为空")
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Verdict:
 
     status: str
     text: str
-    reason: str | None = None
+    reason: Text | None = None  # English, with the Chinese as ``.zh``
     parsed: Any = None
 
     @property
@@ -49,7 +52,10 @@ def strip_fences(text: str) -> str:
 
 
 def parse_json_answer(text: str) -> Any:
-    """Parse a JSON answer, forgiving a code fence or words around the object; raises ``ValueError``."""
+    """Parse a JSON answer, forgiving a code fence or words around the object; raises ``ValueError``.
+
+    The error's only argument is a :class:`~lab.errors.Text`: the reason in both languages.
+    """
     body = strip_fences(text)
     try:
         return json.loads(body)
@@ -61,7 +67,8 @@ def parse_json_answer(text: str) -> Any:
                 return json.loads(body[start : end + 1])
             except json.JSONDecodeError:
                 pass
-        raise ValueError(f"not valid JSON ({first.msg} at line {first.lineno} column {first.colno})") from None
+        raise ValueError(Text(f"not valid JSON ({first.msg} at line {first.lineno} column {first.colno})",
+                              f"不是有效的 JSON（第 {first.lineno} 行第 {first.colno} 列：{first.msg}）")) from None
 
 
 def json_body(text: str) -> str:
@@ -93,27 +100,34 @@ def check_answer(
     refusal: str | None = None,
     finish_reason: str | None = None,
 ) -> Verdict:
-    """Judge one answer; ``refusal`` and ``finish_reason`` are what the API said besides the text."""
+    """Judge one answer; ``refusal`` and ``finish_reason`` are what the API said besides the text.
+
+    The verdict's ``reason`` is a :class:`~lab.errors.Text` (English, ``.zh`` Chinese).
+    """
     text = (text or "").strip()
     if refusal or finish_reason == "content_filter":
-        return Verdict("refused", text, f"refused: {refusal or 'blocked by the content filter'}")
+        return Verdict("refused", text, Text(f"refused: {refusal or 'blocked by the content filter'}",
+                                             f"拒绝回答：{refusal or '被内容过滤器拦截'}"))
     if not text:
-        return Verdict("invalid", text, "empty answer")
+        return Verdict("invalid", text, EMPTY_ANSWER)
     if finish_reason == "length":
-        return Verdict("invalid", text, "answer cut off at the max tokens limit")
+        return Verdict("invalid", text, Text("answer cut off at the max tokens limit", "回答达到最大 token 数被截断"))
     if looks_like_refusal(text):
-        return Verdict("refused", text, f"refused: {text[:120]}")
+        return Verdict("refused", text, Text(f"refused: {text[:120]}", f"拒绝回答：{text[:120]}"))
     if not want_json:
         return Verdict("ok", text)
     try:
         parsed = parse_json_answer(text)
     except ValueError as err:
-        return Verdict("invalid", text, str(err))
+        reason = err.args[0] if err.args and isinstance(err.args[0], Text) else Text(f"{err}", f"JSON 无法解析：{err}")
+        return Verdict("invalid", text, reason)
     if not isinstance(parsed, dict):
-        return Verdict("invalid", text, f"JSON is a {type(parsed).__name__}, not an object", parsed)
+        return Verdict("invalid", text, Text(f"JSON is a {type(parsed).__name__}, not an object",
+                                             f"JSON 是 {type(parsed).__name__}，不是对象"), parsed)
     missing = missing_keys(parsed, expected_keys)
     if missing:
-        return Verdict("invalid", text, f"JSON lacks the key(s) {', '.join(missing)}", parsed)
+        return Verdict("invalid", text, Text(f"JSON lacks the key(s) {', '.join(missing)}",
+                                             f"JSON 缺少键 {', '.join(missing)}"), parsed)
     return Verdict("ok", json_body(text), parsed=parsed)
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lab.errors import DatasetError
+from lab.errors import DatasetError, LabError, Text, localize
 from lab.images import IMAGE_SUFFIXES
 from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
 from lab.labeling.store import LabelStore, file_sha, item_key, save_job
@@ -31,6 +31,8 @@ from lab.labeling.store import LabelStore, file_sha, item_key, save_job
 log = logging.getLogger(__name__)
 
 RECENT_ITEMS = 50
+_STATES_ZH = {"starting": "启动中", "running": "运行中", "stopping": "正在停止", "stopped": "已停止",
+              "finished": "已完成", "error": "出错"}
 _STOP_POLL_S = 0.05
 _HASH_BATCH = 32
 
@@ -49,7 +51,7 @@ def image_folder(folder: str | Path) -> Path:
     """``folder`` as a Path, or a DatasetError if it is not a folder."""
     path = Path(folder).expanduser()
     if not path.is_dir():
-        raise DatasetError(f"The image folder {path} does not exist.")
+        raise DatasetError(f"The image folder {path} does not exist.", zh=f"图片文件夹 {path} 不存在。")
     return path
 
 
@@ -73,7 +75,7 @@ class Progress:
     elapsed_s: float = 0.0
     limit: int | None = None
     state: str = "starting"  # running, stopping, stopped, finished, error
-    message: str = ""
+    message: Text = Text("", "")  # why the run ended in error, in both languages
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_ITEMS))
     _started: float = field(default_factory=time.monotonic, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -121,11 +123,16 @@ class Progress:
         data.update(rate=self.rate, eta_s=self.eta_s, remaining=self.remaining)
         return data
 
-    def line(self) -> str:
+    def line(self) -> Text:
         """One line for a log or a status box."""
-        eta = f", ETA {self.eta_s:.0f} s" if self.eta_s is not None and self.remaining else ""
-        return (f"{self.state}: {self.ok} labeled, {self.failed} failed, {self.skipped} skipped of {self.total}; "
-                f"${self.cost_usd:.4f}; {self.rate:.1f} images/s{eta}")
+        eta = Text("", "")
+        if self.eta_s is not None and self.remaining:
+            eta = Text(f", ETA {self.eta_s:.0f} s", f"，预计还需 {self.eta_s:.0f} 秒")
+        state_zh = _STATES_ZH.get(self.state, self.state)
+        return Text(f"{self.state}: {self.ok} labeled, {self.failed} failed, {self.skipped} skipped of {self.total}; "
+                    f"${self.cost_usd:.4f}; {self.rate:.1f} images/s{eta}",
+                    f"{state_zh}：共 {self.total} 张，已标注 {self.ok}，失败 {self.failed}，跳过 {self.skipped}；"
+                    f"${self.cost_usd:.4f}；{self.rate:.1f} 张/秒{localize(eta, 'zh')}")
 
 
 async def label_folder(
@@ -149,7 +156,7 @@ async def label_folder(
     """
     images_dir = image_folder(images_dir)
     if limit is not None and limit < 1:
-        raise DatasetError(f"The limit must be at least 1 image, not {limit}.")
+        raise DatasetError(f"The limit must be at least 1 image, not {limit}.", zh=f"数量上限至少为 1 张图片，当前为 {limit}。")
     progress = progress or Progress()
     progress.limit = limit
     stop = stop or threading.Event()
@@ -281,6 +288,7 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
         run.store.add_failure({
             "key": key, "image_sha": image_sha, "prompt_sha": run.prompt.sha, "source": source,
             "status": result.status, "kind": result.extra.get("kind", result.status), "reason": result.reason,
+            "reason_zh": localize(result.reason, "zh") if result.reason is not None else None,
             "answer": result.answer[:2000], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
         return
@@ -317,15 +325,15 @@ class LabelRun:
         return self
 
     def _main(self) -> None:
-        from lab.errors import LabError
-
         try:
             asyncio.run(label_folder(*self._args, stop=self.stop_event, progress=self.progress, **self._options))
         except LabError as err:
-            self.progress.state, self.progress.message = "error", str(err)
+            self.progress.state, self.progress.message = "error", Text(f"{err}", localize(err, "zh"))
         except Exception as err:  # shown in the page as one sentence; the traceback goes to the log
             log.exception("labeling run failed")
-            self.progress.state, self.progress.message = "error", f"The run stopped on an unexpected error: {type(err).__name__}."
+            self.progress.state = "error"
+            self.progress.message = Text(f"The run stopped on an unexpected error: {type(err).__name__}.",
+                                         f"标注因意外错误而停止：{type(err).__name__}。")
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lab.errors import ConfigError
+from lab.errors import ConfigError, Text, localize
 from lab.images import open_image
 from lab.labeling.costs import Price, price_for
 from lab.labeling.item import LabelFailure, Reply
@@ -57,19 +57,26 @@ class LabelerConfig:
 
     def __post_init__(self):
         if self.concurrency < 1:
-            raise ConfigError(f"Concurrency must be at least 1, not {self.concurrency}.")
+            raise ConfigError(f"Concurrency must be at least 1, not {self.concurrency}.",
+                              zh=f"并发数至少为 1，当前为 {self.concurrency}。")
         if self.max_retries < 0:
-            raise ConfigError(f"Max retries cannot be negative ({self.max_retries}).")
+            raise ConfigError(f"Max retries cannot be negative ({self.max_retries}).",
+                              zh=f"最大重试次数不能为负数（当前为 {self.max_retries}）。")
         if self.timeout <= 0:
-            raise ConfigError(f"The request timeout must be positive, not {self.timeout}.")
+            raise ConfigError(f"The request timeout must be positive, not {self.timeout}.",
+                              zh=f"请求超时必须大于 0，当前为 {self.timeout}。")
         if self.max_tokens < 1:
-            raise ConfigError(f"Max tokens must be at least 1, not {self.max_tokens}.")
+            raise ConfigError(f"Max tokens must be at least 1, not {self.max_tokens}.",
+                              zh=f"最大 token 数至少为 1，当前为 {self.max_tokens}。")
         if self.max_pixels < 28 * 28:
-            raise ConfigError(f"The pixel budget {self.max_pixels} is too small; use at least 784 (28x28).")
+            raise ConfigError(f"The pixel budget {self.max_pixels} is too small; use at least 784 (28x28).",
+                              zh=f"像素上限 {self.max_pixels} 太小，请至少设为 784（28x28）。")
         if not 0 <= self.temperature <= 2:
-            raise ConfigError(f"Temperature must be between 0 and 2, not {self.temperature}.")
+            raise ConfigError(f"Temperature must be between 0 and 2, not {self.temperature}.",
+                              zh=f"温度必须在 0 到 2 之间，当前为 {self.temperature}。")
         if self.image_format not in IMAGE_FORMATS:
-            raise ConfigError(f"Image format must be jpeg or png, not '{self.image_format}'.")
+            raise ConfigError(f"Image format must be jpeg or png, not '{self.image_format}'.",
+                              zh=f"图片格式只能是 jpeg 或 png，不能是 '{self.image_format}'。")
 
     def public_dict(self) -> dict:
         """Every setting except the API key: safe to save next to a dataset or show."""
@@ -81,14 +88,18 @@ class LabelerConfig:
         """Base URL, model and key filled in from the provider and the environment; no key is a ConfigError."""
         provider = load_providers().get(self.provider) if self.provider else None
         if self.provider and provider is None:
-            raise ConfigError(f"Unknown provider '{self.provider}'{closest(self.provider, load_providers())}.")
+            hint = closest(self.provider, load_providers())
+            raise ConfigError(f"Unknown provider '{self.provider}'{hint}.",
+                              zh=f"未知的服务商 '{self.provider}'{localize(hint, 'zh')}。")
         base_url = self.base_url or (provider or {}).get("base_url") or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
         model = self.model or ((provider or {}).get("models") or [""])[0]
         if not model:
-            raise ConfigError("No labeler model given; pick a provider or type a model name (for example gpt-4o-mini).")
+            raise ConfigError("No labeler model given; pick a provider or type a model name (for example gpt-4o-mini).",
+                              zh="没有指定标注模型；请选择一个服务商，或填写模型名称（例如 gpt-4o-mini）。")
         key = self.api_key or _key_from_env(provider)
         if not key and needs_key(base_url, provider):
-            raise ConfigError(missing_key_sentence(provider))
+            sentence = missing_key_sentence(provider)
+            raise ConfigError(sentence, zh=sentence.zh)
         return replace(self, base_url=base_url, model=model, api_key=key or "EMPTY")
 
 
@@ -107,11 +118,13 @@ def needs_key(base_url: str, provider: dict | None = None) -> bool:
     return (urlparse(base_url).hostname or "") not in _LOCAL_HOSTS
 
 
-def missing_key_sentence(provider: dict | None = None) -> str:
+def missing_key_sentence(provider: dict | None = None) -> Text:
     """What to do when there is no key: where to type it, which variable to set, or go local."""
     env = provider.get("key_env") if provider and provider.get("key_env") else "OPENAI_API_KEY"
-    return (f"No API key: set {env} in the environment (in the app you may also type it into the API key box), "
-            "or label with a local model instead (the loaded model in the app, --local-model on the command line).")
+    return Text(f"No API key: set {env} in the environment (in the app you may also type it into the API key box), "
+                "or label with a local model instead (the loaded model in the app, --local-model on the command line).",
+                f"没有 API 密钥：请在环境变量中设置 {env}（在应用里也可以填进 API Key 输入框），"
+                "或改用本地模型标注（应用中已加载的模型，命令行用 --local-model）。")
 
 
 def load_providers() -> dict[str, dict]:
@@ -123,7 +136,8 @@ def load_providers() -> dict[str, dict]:
         entries = load_yaml_strict(path, ("providers",)).get("providers") or {}
         for name, entry in entries.items():
             if not isinstance(entry, dict) or not entry.get("base_url"):
-                raise ConfigError(f"Provider '{name}' in {path} needs at least a base_url.")
+                raise ConfigError(f"Provider '{name}' in {path} needs at least a base_url.",
+                                  zh=f"{path} 中的服务商 '{name}' 至少需要填写 base_url。")
             check_keys(entry, PROVIDER_KEYS, f"provider '{name}' in {path}")
             providers[str(name)] = {"title": str(name), "models": [], "needs_key": True, **entry}
     return providers
@@ -235,20 +249,24 @@ class ApiLabeler:
     def _failure(self, err: Exception, attempts: int) -> LabelFailure:
         import openai
 
-        tries = max(1, attempts)
+        tries, timeout, url = max(1, attempts), self.config.timeout, self.config.base_url
         if isinstance(err, openai.APITimeoutError):
-            kind, reason = "timeout", f"timed out after {self.config.timeout:g} s ({tries} tries)"
+            kind, reason = "timeout", Text(f"timed out after {timeout:g} s ({tries} tries)",
+                                           f"{timeout:g} 秒后超时（共尝试 {tries} 次）")
         elif isinstance(err, openai.APIStatusError):
             kind, reason = f"http_{err.status_code}", _status_reason(err, tries)
         elif isinstance(err, openai.APIConnectionError):
-            kind, reason = "connection", f"cannot reach {self.config.base_url} ({tries} tries)"
+            kind, reason = "connection", Text(f"cannot reach {url} ({tries} tries)", f"无法连接 {url}（共尝试 {tries} 次）")
         else:
-            kind, reason = "malformed", f"malformed response from the server ({type(err).__name__})"
+            kind, reason = "malformed", Text(f"malformed response from the server ({type(err).__name__})",
+                                             f"服务端返回的响应格式有误（{type(err).__name__}）")
         return LabelFailure(kind, self._scrub(reason), tries - 1)
 
-    def _scrub(self, text: str) -> str:
+    def _scrub(self, text: Text) -> Text:
         key = self.config.api_key
-        return text.replace(key, "***") if key and key != "EMPTY" else text
+        if not key or key == "EMPTY":
+            return text
+        return Text(f"{text}".replace(key, "***"), localize(text, "zh").replace(key, "***"))
 
 
 async def _count_attempt(request) -> None:
@@ -258,15 +276,19 @@ async def _count_attempt(request) -> None:
         counter[0] += 1
 
 
-def _status_reason(err, tries: int) -> str:
+def _status_reason(err, tries: int) -> Text:
     status = err.status_code
     body = getattr(err, "body", None)  # the SDK has already unwrapped {"error": {...}}
     detail = body.get("message") if isinstance(body, dict) else body
-    detail = str(detail or "").strip()[:200] or "no details"
+    detail = str(detail or "").strip()[:200]  # the server's own words, shown as they are in both languages
     if status == 401:
-        return f"the server refused the API key (HTTP 401): {detail}"
+        return Text(f"the server refused the API key (HTTP 401): {detail or 'no details'}",
+                    f"服务端拒绝了 API 密钥（HTTP 401）：{detail or '无详细信息'}")
     if status == 429:
-        return f"rate limited (HTTP 429) after {tries} tries: {detail}"
+        return Text(f"rate limited (HTTP 429) after {tries} tries: {detail or 'no details'}",
+                    f"请求被限流（HTTP 429），已尝试 {tries} 次：{detail or '无详细信息'}")
     if status >= 500:
-        return f"server error (HTTP {status}) after {tries} tries: {detail}"
-    return f"request refused (HTTP {status}): {detail}"
+        return Text(f"server error (HTTP {status}) after {tries} tries: {detail or 'no details'}",
+                    f"服务端出错（HTTP {status}），已尝试 {tries} 次：{detail or '无详细信息'}")
+    return Text(f"request refused (HTTP {status}): {detail or 'no details'}",
+                f"请求被拒绝（HTTP {status}）：{detail or '无详细信息'}")

@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from lab.errors import BadImageError
+from lab.errors import BadImageError, Text
 from lab.labeling.answers import check_answer, reask_message
 from lab.labeling.costs import Price
 from lab.presets import prompt_sha, with_image_placeholder
 
 
 class LabelFailure(Exception):
-    """A request that failed for good (after the retries); ``kind`` is e.g. ``http_500`` or ``timeout``."""
+    """A request that failed for good (after the retries); ``kind`` is e.g. ``http_500`` or ``timeout``.
 
-    def __init__(self, kind: str, reason: str, retries: int = 0):
+    ``reason`` is a :class:`~lab.errors.Text`, so the page can show it in Chinese.
+    """
+
+    def __init__(self, kind: str, reason: Text, retries: int = 0):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
@@ -92,12 +95,12 @@ class PromptSpec:
 
 @dataclass
 class ItemResult:
-    """The outcome for one image."""
+    """The outcome for one image; ``reason`` (why it is not ``ok``) is a :class:`~lab.errors.Text`."""
 
     source: str
     status: str
     answer: str = ""
-    reason: str | None = None
+    reason: Text | None = None
     parsed: Any = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -127,7 +130,7 @@ async def label_one(labeler: Labeler, prompt: PromptSpec, path: Path, executor: 
             verdict = _judge(reply, prompt)
         result.status, result.answer, result.reason, result.parsed = verdict.status, verdict.text, verdict.reason, verdict.parsed
     except BadImageError as err:
-        result.status, result.reason = "bad_image", err.reason
+        result.status, result.reason = "bad_image", Text(err.reason, zh=err.reason_zh)
     except LabelFailure as err:
         result.reason = err.reason
         result.retries += err.retries

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterable
 
 from lab.dataset import write_records
-from lab.errors import DatasetError
-from lab.labeling.answers import check_answer
+from lab.errors import DatasetError, Text, localize
+from lab.labeling.answers import EMPTY_ANSWER, check_answer
 from lab.labeling.store import DATA_FILE, REJECTED_FILE, DatasetLock, done_and_failed, read_rows
 
 
@@ -40,10 +40,18 @@ def list_items(out_dir: str | Path, limit: int | None = None) -> list[dict]:
     return items[-limit:] if limit else items
 
 
+_FAILURE_FIELDS = ("source", "status", "kind", "reason", "time", "key")
+
+
 def list_failures(out_dir: str | Path) -> list[dict]:
-    """The failures not yet put right by a retry: source, status, reason, time."""
+    """The failures not yet put right by a retry: source, status, reason (a :class:`~lab.errors.Text`), time."""
     _, failed = done_and_failed(Path(out_dir).expanduser())
-    return [{k: row.get(k, "") for k in ("source", "status", "kind", "reason", "time", "key")} for row in failed.values()]
+    rows = []
+    for row in failed.values():
+        # Older failure files have no reason_zh: the reason is then shown in English.
+        reason = Text(f"{row.get('reason') or ''}", zh=row.get("reason_zh"))
+        rows.append({k: reason if k == "reason" else row.get(k, "") for k in _FAILURE_FIELDS})
+    return rows
 
 
 @dataclass
@@ -51,9 +59,10 @@ class ReviewSaved:
     edited: int
     rejected: int
 
-    def summary(self) -> str:
+    def summary(self) -> Text:
         """One sentence for the page."""
-        return f"Saved: {self.edited} answer(s) edited, {self.rejected} item(s) rejected."
+        return Text(f"Saved: {self.edited} answer(s) edited, {self.rejected} item(s) rejected.",
+                    f"已保存：修改了 {self.edited} 条回答，剔除了 {self.rejected} 个条目。")
 
 
 def save_review(
@@ -73,17 +82,20 @@ def save_review(
     edits = {k: v for k, v in (edits or {}).items()}
     rejects = set(rejects)
     if not (folder / DATA_FILE).is_file():
-        raise DatasetError(f"{folder} has no {DATA_FILE} to review.")
+        raise DatasetError(f"{folder} has no {DATA_FILE} to review.", zh=f"{folder} 中没有可审核的 {DATA_FILE}。")
     for record_id, text in edits.items():
         verdict = check_answer(text, want_json=want_json, expected_keys=tuple(expected_keys))
         if verdict.status == "invalid" or not text.strip():
-            raise DatasetError(f"The edited answer of item {record_id} is not usable: {verdict.reason or 'empty answer'}.")
+            reason = verdict.reason or EMPTY_ANSWER
+            raise DatasetError(f"The edited answer of item {record_id} is not usable: {reason}.",
+                               zh=f"条目 {record_id} 修改后的回答不可用：{localize(reason, 'zh')}。")
     with DatasetLock(folder):
         records = list(read_rows(folder / DATA_FILE))
         known = {str(r.get("id")) for r in records}
         unknown = (set(edits) | rejects) - known
         if unknown:
-            raise DatasetError(f"No item with id {sorted(unknown)[0]} in {folder / DATA_FILE}.")
+            raise DatasetError(f"No item with id {sorted(unknown)[0]} in {folder / DATA_FILE}.",
+                               zh=f"{folder / DATA_FILE} 中没有 id 为 {sorted(unknown)[0]} 的条目。")
         kept, edited, rejected = [], 0, []
         for record in records:
             record_id = str(record.get("id"))

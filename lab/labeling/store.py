@@ -122,7 +122,8 @@ class DatasetLock:
             _lock_file(handle)
         except OSError:
             handle.close()
-            raise BusyError(f"Another labeling run or review is writing to {self.path.parent}; stop it or wait for it to end.") from None
+            raise BusyError(f"Another labeling run or review is writing to {self.path.parent}; stop it or wait for it to end.",
+                            zh=f"另一个标注任务或审核正在写入 {self.path.parent}；请先停止它或等它结束。") from None
         self.handle = handle
         return self
 
@@ -175,7 +176,8 @@ class LabelStore:
     def open(self) -> "LabelStore":
         """Take the lock, cut torn lines, and read what is done and what failed."""
         if self.folder.exists() and not self.folder.is_dir():
-            raise DatasetError(f"{self.folder} is a file; give a folder for the dataset.")
+            raise DatasetError(f"{self.folder} is a file; give a folder for the dataset.",
+                               zh=f"{self.folder} 是一个文件；数据集请指定一个文件夹。")
         self._lock.acquire()
         try:
             (self.folder / IMAGES_DIR).mkdir(parents=True, exist_ok=True)

@@ -72,9 +72,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
             width, height = im.size
             orientation = im.getexif().get(0x0112, 1)
     except FileNotFoundError:
-        raise BadImageError(path, "file not found") from None
+        raise BadImageError(path, "file not found", "文件不存在") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise BadImageError(path, f"not a readable image ({err})") from None
+        raise BadImageError(path, f"not a readable image ({err})", f"无法读取的图片（{err}）") from None
     return (width, height) if orientation in _SWAPPED_ORIENTATIONS else (height, width)
 
 

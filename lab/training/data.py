@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from lab import paths
 from lab.dataset import dataset_root, image_paths, load_records, split_dataset
-from lab.errors import BadImageError, ConfigError, DatasetError
+from lab.errors import BadImageError, ConfigError, DatasetError, Text, localize
 from lab.training.collator import EncodedSample, encode_sample, image_token_id
 from lab.training.identity import identity_records
 
@@ -26,7 +26,7 @@ class TrainingData:
 
     train: list[EncodedSample]
     val: list[EncodedSample]
-    dropped: list[tuple[str, str]] = field(default_factory=list)  # (sample key, reason)
+    dropped: list[tuple[str, Text]] = field(default_factory=list)  # (sample key, reason in both languages)
 
     def summary(self) -> str:
         """One line for the log: counts, token lengths and dropped samples."""
@@ -46,7 +46,8 @@ def resolve_dataset(path: str) -> Path:
     """A dataset path from a config, found as :func:`lab.paths.resolve` finds it (workspace, then checkout)."""
     found = paths.resolve(path)
     if not found.exists():
-        raise DatasetError(f"Dataset {path} not found (looked in {paths.workspace()}).")
+        raise DatasetError(f"Dataset {path} not found (looked in {paths.workspace()}).",
+                           zh=f"找不到数据集 {path}（已在 {paths.workspace()} 中查找）。")
     return found
 
 
@@ -85,8 +86,12 @@ def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> 
     val = _encode_all(val_records, cfg, processor, dropped)
     data = TrainingData(train, val, dropped)
     if not train:
-        first = f" (first: sample {dropped[0][0]}: {dropped[0][1]})" if dropped else ""
-        raise DatasetError(f"No training samples are left out of {len(train_records)}{first}.")
+        first = Text("", "")
+        if dropped:
+            key, reason = dropped[0]
+            first = Text(f" (first: sample {key}: {reason})", f"（首个被剔除的样本 {key}：{localize(reason, 'zh')}）")
+        raise DatasetError(f"No training samples are left out of {len(train_records)}{first}.",
+                           zh=f"{len(train_records)} 个样本中没有剩下可训练的样本{localize(first, 'zh')}。")
     log(data.summary())
     for key, reason in dropped[:5]:
         log(f"  left out sample {key}: {reason}")
@@ -101,22 +106,25 @@ def _encode_all(records: list[dict], cfg: Any, processor: Any, dropped: list) ->
         try:
             sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"])
         except BadImageError as err:
-            dropped.append((key, f"unreadable image: {err}"))
+            dropped.append((key, Text(f"unreadable image: {err}", f"图片无法读取：{localize(err, 'zh')}")))
             continue
         except ValueError as err:
-            dropped.append((key, f"cannot be encoded: {err}"))
+            dropped.append((key, Text(f"cannot be encoded: {err}", f"无法编码：{err}")))
             continue
         if sample.num_targets == 0:
-            dropped.append((key, "no answer tokens"))
+            dropped.append((key, Text("no answer tokens", "没有回答 token")))
         elif sample.length > cfg.max_length:
             if cfg.overlong == "error":
                 n_image = sample.input_ids.count(placeholder)
                 raise ConfigError(
                     f"Sample {key} needs {sample.length} tokens ({n_image} of them for its images) but max_length is "
                     f"{cfg.max_length}; raise max_length to at least {sample.length}, lower max_pixels, "
-                    "or set overlong to drop."
+                    "or set overlong to drop.",
+                    zh=f"样本 {key} 需要 {sample.length} 个 token（其中 {n_image} 个用于图片），但 max_length 只有 "
+                    f"{cfg.max_length}；请把 max_length 调到至少 {sample.length}、调低 max_pixels，或把 overlong 设为 drop。",
                 )
-            dropped.append((key, f"overlong: {sample.length} tokens > max_length {cfg.max_length}"))
+            dropped.append((key, Text(f"overlong: {sample.length} tokens > max_length {cfg.max_length}",
+                                      f"超长：{sample.length} 个 token > max_length {cfg.max_length}")))
         else:
             samples.append(sample)
     return samples

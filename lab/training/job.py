@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.errors import BusyError, ConfigError, LabError
+from lab.errors import BusyError, ConfigError, LabError, Text, localize
 
 _lock = threading.Lock()
 _current: "TrainingJob | None" = None
 _queue: "list[TrainingJob]" = []  # runs waiting for the current one to end (shared deployments)
+_STATUS_ZH = {"finished": "已完成", "stopped": "已停止"}
 
 
 @dataclass
@@ -32,7 +33,7 @@ class TrainingJob:
     run_dir: Path
     resume: bool = False
     status: str = "starting"  # queued, starting, loading, running, stopping, finished, stopped, failed
-    message: str = ""
+    message: Text = Text("", "")  # the outcome or the failure, in both languages
     started: float = field(default_factory=time.time)
     stop_event: threading.Event = field(default_factory=threading.Event)
     log_lines: list[str] = field(default_factory=list)
@@ -51,7 +52,8 @@ class TrainingJob:
         with _lock:
             if self.status == "queued" and self in _queue:
                 _queue.remove(self)
-                self.status, self.message = "stopped", "removed from the queue before it started"
+                self.status = "stopped"
+                self.message = Text("removed from the queue before it started", "开始前已从队列中移除")
                 return
         if self.active:
             self.status = "stopping"
@@ -89,9 +91,11 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     with _lock:
         running = _current is not None and _current.active
         if running and not queue:
-            raise BusyError(f"A training run ({_current.name}) is already going on; stop it or wait for it to end.")
+            raise BusyError(f"A training run ({_current.name}) is already going on; stop it or wait for it to end.",
+                            zh=f"已有训练任务（{_current.name}）在进行；请先停止它或等它结束。")
         if not running and cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
-            raise BusyError(f"The model is busy ({handle.state.value}); try again when it is done.")
+            raise BusyError(f"The model is busy ({handle.state.value}); try again when it is done.",
+                            zh=f"模型正忙（{handle.state.value}）；请等它完成后再试。")
         job = TrainingJob(config=cfg, run_dir=prepare_run_dir(cfg, resume), resume=resume)
         target = _run_multi_gpu if cfg.num_gpus > 1 else _run_in_app
         job.thread = threading.Thread(target=_run_then_next, args=(job, handle, target), name=f"train-{job.name}",
@@ -150,13 +154,20 @@ def _run_in_app(job: TrainingJob, handle: Any) -> None:
                 _recover(job, handle, loaded)
                 raise
             _hand_over(job, handle, loaded, result)
-        job.status = result.status
-        job.message = f"{result.status} at step {result.step}" + (f", loss {result.loss:.4f}" if result.loss is not None else "")
+        job.status, job.message = result.status, _outcome(result)
     except LabError as err:
-        job.status, job.message = "failed", str(err)
+        job.status, job.message = "failed", Text(f"{err}", localize(err, "zh"))
     except Exception as err:  # a bug must not kill the app: report it in one line
-        job.status, job.message = "failed", f"Training failed: {type(err).__name__}: {err}"
+        job.status = "failed"
+        job.message = Text(f"Training failed: {type(err).__name__}: {err}", f"训练失败：{type(err).__name__}: {err}")
     job.log(job.message)
+
+
+def _outcome(result: Any) -> Text:
+    """``finished at step 40, loss 0.1234`` in both languages."""
+    loss = Text(f", loss {result.loss:.4f}", f"，损失 {result.loss:.4f}") if result.loss is not None else Text("", "")
+    return Text(f"{result.status} at step {result.step}{loss}",
+                f"{_STATUS_ZH.get(result.status, result.status)}，第 {result.step} 步{localize(loss, 'zh')}")
 
 
 def _train(job: TrainingJob, loaded: Any):
@@ -214,7 +225,8 @@ def _recover(job: TrainingJob, handle: Any, loaded: Any) -> None:
 
     if job.config.method == "full":
         handle.loaded = None  # half-trained weights must not pass for the base model
-        handle.last_error = "The model was unloaded because a full fine-tuning run failed halfway; load it again."
+        handle.last_error = Text("The model was unloaded because a full fine-tuning run failed halfway; load it again.",
+                                 "全量微调中途失败，模型已被卸载；请重新加载。")
         return
     loaded.model = unwrap_adapters(loaded.model)
     finish_model(loaded.model)
@@ -228,11 +240,14 @@ def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
         code = run_accelerate(job.run_dir, job.config.num_gpus, job.config.deepspeed, job.stop_event, log=job.log,
                               resume=job.resume)  # fmt: skip
         if code != 0:
-            raise LabError(f"The multi-GPU run ended with exit code {code}; see the log for why.")
+            raise LabError(f"The multi-GPU run ended with exit code {code}; see the log for why.",
+                           zh=f"多卡训练以退出码 {code} 结束；原因请看日志。")
         job.status = "stopped" if job.stop_event.is_set() else "finished"
-        job.message = f"{job.status}; the model is in {job.run_dir}"
+        job.message = Text(f"{job.status}; the model is in {job.run_dir}",
+                           f"{_STATUS_ZH.get(job.status, job.status)}；模型在 {job.run_dir}")
     except LabError as err:
-        job.status, job.message = "failed", str(err)
+        job.status, job.message = "failed", Text(f"{err}", localize(err, "zh"))
     except (OSError, ConfigError) as err:
-        job.status, job.message = "failed", f"Could not start the multi-GPU run: {err}"
+        job.status = "failed"
+        job.message = Text(f"Could not start the multi-GPU run: {err}", f"无法启动多卡训练：{localize(err, 'zh')}")
     job.log(job.message)

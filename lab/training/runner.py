@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lab.errors import ConfigError, LabError
+from lab.errors import ConfigError, LabError, Text, localize
 from lab.handle import free_accelerator_memory
 from lab.training.metrics import METRICS_FILE, Throughput, append_metrics, make_metrics_callback
 from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
@@ -77,10 +77,12 @@ def prepare_run_dir(cfg: Any, resume: bool = False) -> Path:
     run_dir = run_dir_for(cfg)
     if resume:
         if latest_checkpoint(run_dir) is None:
-            raise ConfigError(f"Run {cfg.run_name} has no checkpoint to resume from; start it again instead.")
+            raise ConfigError(f"Run {cfg.run_name} has no checkpoint to resume from; start it again instead.",
+                              zh=f"训练记录 {cfg.run_name} 没有可以续训的检查点；请重新开始训练。")
         return run_dir
     if is_main_process() and any(run_dir.glob("checkpoint-*")):
-        raise ConfigError(f"A run named {cfg.run_name} already exists; choose another run_name or resume it.")
+        raise ConfigError(f"A run named {cfg.run_name} already exists; choose another run_name or resume it.",
+                          zh=f"名为 {cfg.run_name} 的训练记录已存在；请换一个 run_name，或从它续训。")
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # left by an attempt that failed before its first step
@@ -94,21 +96,32 @@ def check_quantization(cfg: Any, loaded: Any) -> None:
     if (loaded.quantization or None) != want:
         have = loaded.quantization or "unquantized"
         raise ConfigError(f"Method {cfg.method} needs the model loaded {want or 'unquantized'}, but it is loaded {have}; "
-                          "load it again with the right quantization.")
+                          "load it again with the right quantization.",
+                          zh=f"方法 {cfg.method} 要求模型以 {want or 'unquantized'} 方式加载，但当前是 {have}；"
+                          "请用正确的量化方式重新加载。")
 
 
-def oom_advice(cfg: Any, device: str) -> str:
-    """One sentence on what to change after running out of memory."""
-    tips = []
+def oom_advice(cfg: Any, device: str) -> Text:
+    """One sentence on what to change after running out of memory (English, ``.zh`` Chinese)."""
+    tips = []  # (English, Chinese)
     if cfg.per_device_batch_size > 1:
-        tips.append("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective batch)")
-    tips.append("fewer pixels per image (max_pixels)")
+        tips.append(("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective batch)",
+                     "减小 per_device_batch_size（同时加大 gradient_accumulation_steps 以保持等效批大小）"))
+    tips.append(("fewer pixels per image (max_pixels)", "减少每张图片的像素（max_pixels）"))
     if not cfg.gradient_checkpointing:
-        tips.append("gradient_checkpointing: true")
+        tips.append(("gradient_checkpointing: true", "开启 gradient_checkpointing（设为 true）"))
     if cfg.method != "qlora" and device.startswith("cuda"):
-        tips.append("method qlora")
-    where = "GPU" if device.startswith("cuda") else "computer"
-    return f"Training ran out of {where} memory; the memory is freed again, try {', '.join(tips[:-1])} or {tips[-1]}."
+        tips.append(("method qlora", "改用 qlora 方法"))
+    gpu = device.startswith("cuda")
+    return Text(f"Training ran out of {'GPU' if gpu else 'computer'} memory; the memory is freed again, "
+                f"try {_either(t[0] for t in tips)}.",
+                f"训练时{'显存' if gpu else '内存'}不足，已重新释放；可以试试{_either((t[1] for t in tips), '、', '或')}。")
+
+
+def _either(options, comma: str = ", ", last: str = " or ") -> str:
+    """``"a, b or c"``; a single option alone."""
+    options = list(options)
+    return comma.join(options[:-1]) + last + options[-1] if len(options) > 1 else options[0]
 
 
 def run_training(
@@ -132,7 +145,7 @@ def run_training(
 
     run_dir = prepare_run_dir(cfg, resume)
     device = loaded.device if loaded is not None else training_device()
-    failure: str | None = None
+    failure: Text | None = None
     try:
         return _train(cfg, run_dir, loaded, device, stop, resume, log, echo_metrics, list(callbacks))
     except torch.OutOfMemoryError:
@@ -140,18 +153,20 @@ def run_training(
     except MemoryError:
         failure = oom_advice(cfg, "cpu")
     except LabError as err:
-        failure = str(err)
+        failure = Text(f"{err}", localize(err, "zh"))
         raise
     except Exception as err:
-        failure = f"Training failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+        detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        failure = Text(f"Training failed: {type(err).__name__}: {detail}", f"训练失败：{type(err).__name__}: {detail}")
         raise
     finally:
         if failure is not None:
             free_accelerator_memory()
-            if is_main_process():
-                append_metrics(run_dir, {"event": "error", "time": time.time(), "message": failure})
+            if is_main_process():  # both languages, so a reloaded page shows the reason in its own
+                append_metrics(run_dir, {"event": "error", "time": time.time(), "message": failure,
+                                         "message_zh": localize(failure, "zh")})  # fmt: skip
             log(failure)
-    raise LabError(failure)
+    raise LabError(failure, zh=localize(failure, "zh"))
 
 
 def _prepare(cfg, loaded, device: str, log):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import paths
-from lab.errors import ConfigError
+from lab.errors import ConfigError, Text
 from lab.training.metrics import last_event, log_rows, read_metrics
 
 CONFIG_FILE = "config.yaml"
@@ -41,7 +41,8 @@ def default_run_name(cfg: Any) -> str:
 def run_dir_for(cfg: Any) -> Path:
     """The run folder of ``cfg`` (its ``run_name`` must be set)."""
     if not cfg.run_name or not _NAME.fullmatch(cfg.run_name):
-        raise ConfigError(f"run_name {cfg.run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').")
+        raise ConfigError(f"run_name {cfg.run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
+                          zh=f"run_name {cfg.run_name!r} 必须是普通的文件夹名（字母、数字、'.'、'-'、'_'）。")
     return runs_root(cfg) / cfg.run_name
 
 
@@ -66,7 +67,8 @@ def load_run_config(run_dir: str | Path):
 
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a training run: it has no {CONFIG_FILE}.")
+        raise ConfigError(f"{run_dir} is not a training run: it has no {CONFIG_FILE}.",
+                          zh=f"{run_dir} 不是训练记录：其中没有 {CONFIG_FILE}。")
     return TrainConfig.from_yaml(path)
 
 
@@ -85,7 +87,7 @@ class RunInfo:
     model: str
     dataset: str
     started: float  # folder creation time, seconds since the epoch
-    message: str = ""
+    message: Text = Text("", "")  # why the run failed, in both languages
 
     def row(self) -> list:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
@@ -127,7 +129,7 @@ def describe_run(run_dir: str | Path) -> RunInfo:
         model=str(config.get("model", "?")),
         dataset=str(config.get("dataset", "?")),
         started=run_dir.stat().st_ctime,
-        message=str(event.get("message", "")),
+        message=Text(f"{event.get('message') or ''}", zh=event.get("message_zh")),  # no message_zh: older runs
     )
 
 
@@ -162,7 +164,7 @@ class Progress:
     tokens_per_s: float | None
     loss: float | None
     eval_loss: float | None
-    message: str = ""
+    message: Text = Text("", "")  # why the run failed, in both languages
 
     @property
     def fraction(self) -> float:
