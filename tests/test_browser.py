@@ -375,26 +375,28 @@ def test_two_visitors_one_trains_the_other_is_told_busy_and_never_sees_the_key(b
         expect(a.page.get_by_text(re.compile(r"finished: 2 labeled"))).to_be_visible(timeout=60_000)
         assert any(r["headers"].get("authorization") == f"Bearer {SECRET}" for r in labeler.requests)
 
-        with visitor(browser, demo_app.url, record=True) as b:
-            # Visitor B: the model is busy for chat; the datasets can still be browsed.
-            open_tab(b.page, "Chat")
+        with visitor(browser, demo_app.url, locale="zh-CN", record=True) as b:
+            # Visitor B reads Chinese: the model is busy for chat, said in Chinese by the core;
+            # the datasets can still be browsed.
+            open_tab(b.page, "对话")
             box = b.page.locator(".multimodal-textbox").filter(visible=True)
-            box.locator("textarea").fill("Hello?")
+            box.locator("textarea").fill("你好？")
             box.get_by_test_id("submit-button").click()
-            busy = "The model is busy: a training run is using the model; try again when it is done."
+            busy = "模型正忙：训练任务正在使用模型；请等它结束后再试。"
             expect(b.page.get_by_text(busy).first).to_be_visible(timeout=30_000)
-            open_tab(b.page, "Dataset")
-            b.page.get_by_role("button", name="Show", exact=True).click()
-            expect(b.page.get_by_text(re.compile(r"60 records · 60 images"))).to_be_visible(timeout=30_000)
-            expect(block(b.page, "Images").locator("img").first).to_be_visible(timeout=30_000)
-            assert block(b.page, "Images").locator("img").count() >= 12
-            shot(b.page, "two-visitors-b", b.page.get_by_role("tablist"), block(b.page, "Images"))
+            open_tab(b.page, "数据集")
+            b.page.get_by_role("button", name="查看", exact=True).click()
+            expect(b.page.get_by_text(re.compile(r"60 条样本 · 60 张图片"))).to_be_visible(timeout=30_000)
+            expect(block(b.page, "图片").locator("img").first).to_be_visible(timeout=30_000)
+            assert block(b.page, "图片").locator("img").count() >= 12
+            expect(b.page.get_by_role("columnheader", name="提问", exact=True).first).to_be_visible()  # headers too
+            shot(b.page, "two-visitors-b", b.page.get_by_role("tablist"), block(b.page, "图片"))
             # A's key is nowhere in B's page: not in its inputs, its HTML, nor what the server sent it.
             values = b.page.locator("input, textarea").evaluate_all("els => els.map(e => e.value)")
             assert not [value for value in values if SECRET in value]
             assert SECRET not in b.page.content()
             received = "".join(b.page.evaluate("() => window.__received"))
-            assert "60 records" in received and "The model is busy" in received  # the recording works
+            assert "60 条样本" in received and "模型正忙" in received  # the recording works
             assert SECRET not in received
             assert not b.errors, b.errors
 

@@ -50,3 +50,16 @@ def test_bad_input_is_one_sentence(launch_app, tmp_path):
     assert "line 1" in report and "line 2" in report
     status, _ = client.predict(None, "x", api_name="/dataset_import")
     assert status == "Choose a file to import first."
+
+
+def test_a_chinese_page_gets_chinese_messages(launch_app, sample_dataset, tmp_path):
+    from gradio_client import Client
+
+    app, ctx, _ = launch_app(model="")
+    client = Client(app.local_url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    summary, _, _ = client.predict(str(sample_dataset), api_name="/dataset_show")
+    assert summary.startswith("60 条样本 · 60 张图片"), summary
+    missing, _, _ = client.predict(str(tmp_path / "nowhere"), api_name="/dataset_show")
+    assert "nowhere" in missing and any("\u4e00" <= ch <= "\u9fff" for ch in missing), missing
+    status, _ = client.predict(None, "x", api_name="/dataset_import")
+    assert status == "请先选择要导入的文件。"

@@ -33,8 +33,8 @@ def test_train_tab_start_poll_stop_and_reattach(launch_app, lab_home):
     cfg = TrainConfig.from_preset("cpu_demo", ["max_steps=300", "run_name=ui", "eval_steps=1000"])
     form = dict(zip(FORM_FIELDS, form_values(cfg)))
 
-    assert client.predict(preset="cpu_demo", **form, api_name="/train_command").startswith(
-        "python -m lab train --preset cpu_demo --set")
+    shown = client.predict(preset="cpu_demo", **form, api_name="/train_command")
+    assert shown["visible"] is True and shown["value"].startswith("python -m lab train --preset cpu_demo --set")
     message = client.predict(**form, api_name="/train_start")
     assert message == "Started ui."
     deadline, status, loss = time.time() + 120, "", []

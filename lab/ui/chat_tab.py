@@ -14,7 +14,7 @@ import threading
 import gradio as gr
 
 from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply, user_turn
-from lab.errors import LabError
+from lab.errors import LabError, localize
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t
 from lab.ui.zerogpu import gpu
@@ -49,23 +49,23 @@ def render(history: list[dict]) -> list[dict]:
     return messages
 
 
-def _first(stream):
+def _first(stream, lang: str):
     """Run a stream up to its first value, so a busy model is reported before anything is shown."""
     try:
         return next(stream), stream
     except StopIteration:
         return None, iter(())
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
 
 
-def respond(ctx, message, history, history_off, system, temperature, top_p, max_new, adapter_on, compare):
+def respond(ctx, message, history, history_off, system, temperature, top_p, max_new, adapter_on, compare, lang="en"):
     """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox)."""
     try:
         settings = ChatSettings(system=system or "", temperature=temperature, top_p=top_p, max_new_tokens=int(max_new))
         turn = user_turn((message or {}).get("text", ""), (message or {}).get("files") or [])
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
     stop = threading.Event()
     history = list(history or []) + [turn]
     history_off = list(history_off or []) + ([turn] if compare else [])
@@ -73,7 +73,7 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
         stream = stream_compare(ctx.handle, history_off, history, settings, stop=stop)
     else:
         stream = (("", text) for text in stream_reply(ctx.handle, history, settings, adapter=bool(adapter_on), stop=stop))
-    first, stream = _first(stream)
+    first, stream = _first(stream, lang)
     off, on = first if first is not None else ("", "")
     cleared = gr.MultimodalTextbox(value=None)
 
@@ -82,7 +82,7 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
         return render(history + [assistant_turn(on)]), render(side)
 
     try:
-        for off, on in itertools.chain([(off, on)], _pairs(stream)):
+        for off, on in itertools.chain([(off, on)], _pairs(stream, lang)):
             yield stop, *shown(off, on), history, history_off, cleared
     finally:
         stop.set()  # also reached when the page goes away: the model stops after its next token
@@ -92,12 +92,12 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
     yield None, render(history), render(history_off), history, history_off, cleared
 
 
-def _pairs(stream):
+def _pairs(stream, lang: str):
     """The rest of a stream, errors turned into one sentence."""
     try:
         yield from stream
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
 
 
 def create_tab(ctx) -> None:
@@ -122,8 +122,9 @@ def create_tab(ctx) -> None:
         stop_btn = gr.Button(t("chat.stop"), variant="stop")
         clear_btn = gr.Button(t("chat.clear"))
 
-    def on_send(message, chat, chat_off, system_text, temp, p, new, adapter, both):
-        yield from respond(ctx, message, chat, chat_off, system_text, temp, p, new, adapter, both)
+    def on_send(request: gr.Request, message, chat, chat_off, system_text, temp, p, new, adapter, both):
+        yield from respond(ctx, message, chat, chat_off, system_text, temp, p, new, adapter, both,
+                           lang=request_lang(ctx, request))  # fmt: skip
 
     def on_compare(both):
         label = t("chat.on") if both else t("chat.main")

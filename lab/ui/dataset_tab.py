@@ -11,10 +11,10 @@ import gradio as gr
 
 from lab import paths
 from lab.dataset import dataset_stats, list_datasets, load_records, validate_dataset, write_split
-from lab.errors import LabError
+from lab.errors import LabError, localize
 from lab.formats import FORMATS, export_dataset, import_dataset
 from lab.ui import i18n
-from lab.ui.i18n import t
+from lab.ui.i18n import t, with_lang
 
 STRINGS = {
     "data.choose": ("Dataset (folder or .jsonl file)", "数据集（文件夹或 .jsonl 文件）"),
@@ -35,9 +35,13 @@ STRINGS = {
     "data.import_name": ("Name of the new dataset", "新数据集名称"),
     "data.import": ("Import", "导入"),
     "data.status": ("Status", "状态"),
-    "data.col_id": ("id", "编号"),
-    "data.col_prompt": ("prompt", "提问"),
-    "data.col_answer": ("answer", "回答"),
+    "data.summary": ("{records} records · {images} images · {turns} answers · {languages}",
+                     "{records} 条样本 · {images} 张图片 · {turns} 个回答 · {languages}"),
+    "data.split_done": ("{n} records → {path}", "{n} 条样本 → {path}"),
+    "data.exported": ("Exported to {path}", "已导出到 {path}"),
+    "data.choose_file": ("Choose a file to import first.", "请先选择要导入的文件。"),
+    "data.bad_name": ("'{name}' is not a usable dataset name: use letters, digits, '-' and '_'.",
+                      "'{name}' 不能用作数据集名称：请使用字母、数字、'-' 和 '_'。"),
 }
 i18n.register(STRINGS)
 
@@ -48,16 +52,17 @@ def _choices() -> list[str]:
     return [str(p) for p in list_datasets(include_variants=True)]
 
 
-def show_dataset(path: str):
+def show_dataset(path: str, lang: str = "en"):
     """Summary line, gallery and table of the first records."""
     try:
         resolved = paths.resolve(path)
         stats = dataset_stats(resolved)
         records = load_records(resolved, absolute_images=True)
     except LabError as err:
-        return str(err), [], []
+        return localize(err, lang), [], []
     languages = ", ".join(f"{k}: {v}" for k, v in sorted(stats.languages.items()))
-    summary = f"{stats.records} records · {stats.images} images · {stats.turns} answers · {languages}"
+    summary = i18n.text("data.summary", lang, records=stats.records, images=stats.images, turns=stats.turns,
+                        languages=languages)  # fmt: skip
     gallery, rows = [], []
     for record in records[:PREVIEW_LIMIT]:
         messages = record.get("messages") or []
@@ -69,23 +74,24 @@ def show_dataset(path: str):
     return summary, gallery, rows
 
 
-def check_dataset(path: str) -> str:
+def check_dataset(path: str, lang: str = "en") -> str:
     try:
         report = validate_dataset(paths.resolve(path))
     except LabError as err:
-        return str(err)
-    return "\n".join([report.summary(), *(f"- {fault}" for fault in report.faults[:200])])
+        return localize(err, lang)
+    faults = (f"- {localize(fault, lang)}" for fault in report.faults[:200])
+    return "\n".join([localize(report.summary(), lang), *faults])
 
 
-def split(path: str, val_ratio: float, seed: float) -> str:
+def split(path: str, val_ratio: float, seed: float, lang: str = "en") -> str:
     try:
-        train, val = write_split(paths.resolve(path), float(val_ratio), int(seed))
+        parts = write_split(paths.resolve(path), float(val_ratio), int(seed))
     except LabError as err:
-        return str(err)
-    return f"{len(load_records(train))} → {train}\n{len(load_records(val))} → {val}"
+        return localize(err, lang)
+    return "\n".join(i18n.text("data.split_done", lang, n=len(load_records(part)), path=part) for part in parts)
 
 
-def export(path: str, fmt: str):
+def export(path: str, fmt: str, lang: str = "en"):
     """Export into the workspace and offer the folder as a zip."""
     try:
         source = paths.resolve(path)
@@ -94,17 +100,17 @@ def export(path: str, fmt: str):
             shutil.rmtree(out_dir)
         main_file = export_dataset(source, fmt, out_dir)
     except LabError as err:
-        return str(err), None
+        return localize(err, lang), None
     archive = shutil.make_archive(str(out_dir), "zip", root_dir=out_dir)
-    return f"{main_file}", archive
+    return i18n.text("data.exported", lang, path=main_file), archive
 
 
-def import_upload(upload: str | None, name: str):
+def import_upload(upload: str | None, name: str, lang: str = "en"):
     if not upload:
-        return "Choose a file to import first.", gr.update()
+        return i18n.text("data.choose_file", lang), gr.update()
     name = (name or Path(upload).stem).strip()
     if not name or "/" in name or "\\" in name or name.startswith("."):
-        return f"'{name}' is not a usable dataset name: use letters, digits, '-' and '_'.", gr.update()
+        return i18n.text("data.bad_name", lang, name=name), gr.update()
     target = paths.datasets_dir() / name
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -116,8 +122,8 @@ def import_upload(upload: str | None, name: str):
             folder = import_dataset(source, None, target)
         report = validate_dataset(folder)
     except LabError as err:
-        return str(err), gr.update()
-    return report.summary(), gr.update(choices=_choices(), value=str(folder))
+        return localize(err, lang), gr.update()
+    return localize(report.summary(), lang), gr.update(choices=_choices(), value=str(folder))
 
 
 def _single_top_folder(root: Path) -> Path:
@@ -134,7 +140,8 @@ def create_tab(ctx) -> None:
     first = show_dataset(choices[0]) if choices else ("", [], [])
     summary = gr.Markdown(first[0])
     gallery = gr.Gallery(first[1], label=t("data.gallery"), columns=8, height=220, object_fit="contain", allow_preview=True)
-    table = gr.Dataframe(first[2] or None, headers=["id", "prompt", "answer"], label=t("data.records"), wrap=True, max_height=360)
+    table = i18n.table(["id", "prompt", "answer"], value=first[2] or None, label=t("data.records"), wrap=True,
+                       max_height=360)  # fmt: skip
     with gr.Row():
         with gr.Column():
             check = gr.Button(t("data.check"))
@@ -156,9 +163,11 @@ def create_tab(ctx) -> None:
         import_out = gr.Textbox(label=t("data.status"))
 
     refresh.click(lambda: gr.update(choices=_choices()), outputs=dataset, api_name="dataset_list")
-    show.click(show_dataset, dataset, [summary, gallery, table], api_name="dataset_show")
-    dataset.change(show_dataset, dataset, [summary, gallery, table], api_name="dataset_select", api_visibility="undocumented")
-    check.click(check_dataset, dataset, report, api_name="dataset_check")
-    split_btn.click(split, [dataset, val_ratio, seed], split_out, api_name="dataset_split")
-    export_btn.click(export, [dataset, fmt], [export_out, download], api_name="dataset_export")
-    import_btn.click(import_upload, [upload, import_name], [import_out, dataset], api_name="dataset_import")
+    show.click(with_lang(ctx, show_dataset), dataset, [summary, gallery, table], api_name="dataset_show")
+    dataset.change(with_lang(ctx, show_dataset), dataset, [summary, gallery, table], api_name="dataset_select",
+                   api_visibility="undocumented")  # fmt: skip
+    check.click(with_lang(ctx, check_dataset), dataset, report, api_name="dataset_check")
+    split_btn.click(with_lang(ctx, split), [dataset, val_ratio, seed], split_out, api_name="dataset_split")
+    export_btn.click(with_lang(ctx, export), [dataset, fmt], [export_out, download], api_name="dataset_export")
+    import_btn.click(with_lang(ctx, import_upload), [upload, import_name], [import_out, dataset],
+                     api_name="dataset_import")  # fmt: skip

@@ -17,14 +17,14 @@ import gradio as gr
 
 from lab import paths
 from lab.dataset import list_datasets
-from lab.errors import LabError
+from lab.errors import LabError, Text, localize
 from lab.evaluation.endpoint import EndpointConfig, evaluate_endpoint
 from lab.evaluation.report import bar_rows, metrics_table, sample_table, summary_line
 from lab.evaluation.runner import (
     EvalResult, EvalSettings, list_results, load_result, run_evaluation, samples_from_dataset, samples_from_run,
 )
 from lab.ui import i18n
-from lab.ui.i18n import request_lang, t
+from lab.ui.i18n import request_lang, t, with_lang
 from lab.ui.zerogpu import gpu
 
 STRINGS = {
@@ -52,6 +52,7 @@ STRINGS = {
     "eval.progress": ("{done}/{total} samples · ETA {eta}", "{done}/{total} 个样本 · 剩余 {eta}"),
     "eval.stopping": ("Stopping after the current batch…", "当前批次完成后停止…"),
     "eval.idle": ("No evaluation is running in this page.", "本页面没有正在进行的评估。"),
+    "eval.reference": ("reference", "参考答案"),
 }
 i18n.register(STRINGS)
 
@@ -68,7 +69,8 @@ def load_samples(ctx, source: str):
     if not source or source == VAL_SPLIT:
         run_dir = ctx.handle.current_run_dir()
         if run_dir is None:
-            raise LabError("The loaded model is not a training run; pick a dataset to evaluate on.")
+            raise LabError("The loaded model is not a training run; pick a dataset to evaluate on.",
+                           zh="当前加载的模型不是一次训练的结果；请选择要评估的数据集。")
         return samples_from_run(run_dir)
     return samples_from_dataset(source), source
 
@@ -80,7 +82,7 @@ def progress_html(done: int, total: int, eta: float | None, lang: str = "en") ->
     return f'<progress value="{done}" max="{max(total, 1)}" style="width:100%"></progress><div>{line}</div>'
 
 
-def result_outputs(result: EvalResult, sort: str = "gain"):
+def result_outputs(result: EvalResult, sort: str = "gain", lang: str = "en"):
     """(summary, metrics table, bar rows, samples table) for the result widgets."""
     import pandas as pd
 
@@ -88,10 +90,10 @@ def result_outputs(result: EvalResult, sort: str = "gain"):
     sample_headers, sample_rows = sample_table(result, sort)
     chart = pd.DataFrame(bar_rows(result), columns=["metric", "variant", "score"])
     return (
-        summary_line(result),
-        gr.update(value=rows, headers=headers),
+        localize(summary_line(result), lang),
+        gr.update(value=rows, headers=i18n.columns(headers, lang)),
         chart,
-        gr.update(value=sample_rows, headers=sample_headers),
+        gr.update(value=sample_rows, headers=i18n.columns(sample_headers, lang)),
     )
 
 
@@ -103,9 +105,10 @@ def run_in_background(job):
         try:
             outcome["result"] = job()
         except LabError as err:
-            outcome["error"] = str(err)
+            outcome["error"] = err
         except Exception as err:  # shown as one sentence instead of a silent dead thread
-            outcome["error"] = f"The evaluation failed: {type(err).__name__}: {err}"
+            outcome["error"] = Text(f"The evaluation failed: {type(err).__name__}: {err}",
+                                    zh=f"评估失败：{type(err).__name__}: {err}")
 
     thread = threading.Thread(target=target, name="evaluation", daemon=True)
     thread.start()
@@ -131,10 +134,10 @@ def stream_job(job_factory, lang: str, sort: str):
     finally:
         stop.set()  # the page went away or the run was cancelled: end the worker after its batch
     if "error" in outcome:
-        raise gr.Error(outcome["error"])
+        raise gr.Error(localize(outcome["error"], lang))
     result = outcome["result"]
     done = progress_html(len(result.samples), result.total, 0, lang)
-    yield None, done, *result_outputs(result, sort), result.summary_path
+    yield None, done, *result_outputs(result, sort, lang), result.summary_path
 
 
 def evaluate(ctx, source, compare, batch, max_new, limit, sort, lang="en"):
@@ -144,7 +147,7 @@ def evaluate(ctx, source, compare, batch, max_new, limit, sort, lang="en"):
                                 limit=int(limit) or None)  # fmt: skip
         data, where = load_samples(ctx, source)
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
     job = lambda progress, stop: run_evaluation(ctx.handle, data, settings, source=where, progress=progress, stop=stop)
     yield from stream_job(job, lang, sort)
 
@@ -156,7 +159,7 @@ def evaluate_url(ctx, source, url, model, api_key, concurrency, max_new, limit, 
                                 concurrency=int(concurrency), max_tokens=int(max_new))  # fmt: skip
         data, where = load_samples(ctx, source)
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
     job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=int(limit) or None,
                                                    progress=progress, stop=stop)  # fmt: skip
     yield from stream_job(job, lang, sort)
@@ -171,19 +174,19 @@ def saved_choices(ctx):
     return gr.update(choices=[str(p) for folder in folders for p in list_results(folder)])
 
 
-def show_saved(summary_path, order):
+def show_saved(summary_path, order, lang="en"):
     try:
         result = load_result(summary_path)
     except LabError as err:
-        raise gr.Error(str(err)) from None
-    return (None, "", *result_outputs(result, order), summary_path)
+        raise gr.Error(localize(err, lang)) from None
+    return (None, "", *result_outputs(result, order, lang), summary_path)
 
 
-def resort(summary_path, order):
+def resort(summary_path, order, lang="en"):
     if not summary_path:
         return gr.update()
     headers, rows = sample_table(load_result(summary_path), order)
-    return gr.update(value=rows, headers=headers)
+    return gr.update(value=rows, headers=i18n.columns(headers, lang))
 
 
 def _result_widgets():
@@ -239,21 +242,22 @@ def create_tab(ctx) -> None:
             stop.set()
         return i18n.text("eval.stopping" if stop is not None else "eval.idle", request_lang(ctx, request))
 
-    def on_select(summary_path, order, evt: gr.SelectData):
-        return show_sample(summary_path, order, evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index)
+    def on_select(request: gr.Request, summary_path, order, evt: gr.SelectData):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return show_sample(summary_path, order, row, request_lang(ctx, request))
 
     run_btn.click(gpu(on_run), [source, compare, batch, max_new, limit, sort], outputs, api_name="evaluate")
     endpoint_btn.click(on_endpoint, [source, base_url, served, key, concurrency, max_new, limit, sort], outputs,
                        api_name="evaluate_endpoint")  # fmt: skip
     stop_btn.click(on_stop, stop_state, summary, api_name="evaluate_stop")
-    sort.change(resort, [shown, sort], samples, api_name="evaluate_sort")
+    sort.change(with_lang(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
     source.focus(lambda: gr.update(choices=data_choices()), outputs=source, api_name="evaluate_data_choices")
     saved.focus(lambda: saved_choices(ctx), outputs=saved, api_name="evaluate_saved_list")
-    load_btn.click(show_saved, [saved, sort], outputs, api_name="evaluate_load")
+    load_btn.click(with_lang(ctx, show_saved), [saved, sort], outputs, api_name="evaluate_load")
     samples.select(on_select, [shown, sort], [sample_image, sample_text], api_name="evaluate_sample")
 
 
-def show_sample(summary_path: str | None, order: str, row: int):
+def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"):
     """The picture and the texts of the ``row``-th sample in the current order."""
     from lab.images import open_image
 
@@ -268,7 +272,7 @@ def show_sample(summary_path: str | None, order: str, row: int):
         image = open_image(sample["images"][0]) if sample["images"] else None
     except LabError:
         image = None
-    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**reference**: {html.escape(sample['reference'])}"]
+    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**{i18n.text('eval.reference', lang)}**: {html.escape(sample['reference'])}"]
     for variant, answer in sample["answers"].items():
         scores = ", ".join(f"{k} {v:.1f}" for k, v in sample["scores"][variant].items())
         lines.append(f"**{variant}**: {html.escape(answer) or '∅'}  \n<small>{scores}</small>")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import gradio as gr
 
 from lab import paths
-from lab.errors import LabError
+from lab.errors import LabError, localize
 from lab.export import export_run, openai_snippet, vllm_command
 from lab.training.runs import list_runs
 from lab.ui import i18n
-from lab.ui.i18n import request_lang, t
+from lab.ui.i18n import request_lang, t, with_lang
 
 STRINGS = {
     "export.run": ("Training run", "训练任务"),
@@ -35,6 +35,7 @@ STRINGS = {
     "export.client": ("Call it with the openai client", "用 openai 客户端调用"),
     "export.done": ("Exported {run} to {out} in {seconds:.1f} s: {files}", "已将 {run} 导出到 {out}，用时 {seconds:.1f} 秒：{files}"),
     "export.pushed": ("Uploaded to {url}", "已上传到 {url}"),
+    "export.pick": ("Pick a training run to export.", "请选择要导出的训练任务。"),
 }
 i18n.register(STRINGS)
 
@@ -47,33 +48,33 @@ def default_out(run: str) -> str:
     return str(paths.models_dir() / f"{(run or 'model').strip().rstrip('/').split('/')[-1]}-merged")
 
 
-def serving_texts(out: str, run: str, max_len, images, gpu_util) -> tuple[str, str]:
+def serving_texts(out: str, run: str, max_len, images, gpu_util, lang: str = "en") -> tuple[str, str]:
     """The vllm command and the openai snippet for the folder ``out`` (or the default for ``run``)."""
     folder = (out or "").strip() or default_out(run)
     try:
         command = vllm_command(folder, max_model_len=int(max_len), images_per_prompt=int(images),
                                gpu_memory_utilization=float(gpu_util))  # fmt: skip
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
     return command, openai_snippet(folder.rstrip("/").split("/")[-1])
 
 
 def do_export(run, base, out, dtype, device, overwrite, hub_id, token, public, max_len, images, gpu_util, lang="en"):
     """Merge and save; returns (status, vllm command, snippet)."""
     if not (run or "").strip():
-        raise gr.Error("Pick a training run to export.")
+        raise gr.Error(i18n.text("export.pick", lang))
     out = (out or "").strip() or default_out(run)
     try:
         result = export_run(run.strip(), out, base=(base or "").strip() or None, dtype=dtype, device=device,
                             overwrite=bool(overwrite), push_to_hub=(hub_id or "").strip() or None,
                             token=(token or "").strip() or None, private=not public)  # fmt: skip
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
     status = i18n.text("export.done", lang, run=result.run, out=result.out_dir, seconds=result.seconds,
                        files=", ".join(result.files))  # fmt: skip
     if result.hub_url:
         status += "  \n" + i18n.text("export.pushed", lang, url=result.hub_url)
-    return (status, *serving_texts(str(result.out_dir), run, max_len, images, gpu_util))
+    return (status, *serving_texts(str(result.out_dir), run, max_len, images, gpu_util, lang))
 
 
 def create_tab(ctx) -> None:
@@ -107,7 +108,7 @@ def create_tab(ctx) -> None:
 
     form = [run, base, out, dtype, device, overwrite, hub_id, token, public, max_len, images, gpu_util]
     go.click(on_export, form, [status, command, snippet], api_name="export")
-    show.click(serving_texts, [out, run, max_len, images, gpu_util], [command, snippet], api_name="export_command")
+    show.click(with_lang(ctx, serving_texts), [out, run, max_len, images, gpu_util], [command, snippet], api_name="export_command")
     run.focus(lambda: gr.update(choices=run_choices()), outputs=run, api_name="export_runs")
     return preselect_run, run
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lab.errors import LabError
+from lab.errors import LabError, localize
 from lab.handle import adapter_names
 from lab.training.runs import list_runs
 from lab.ui import i18n
@@ -48,7 +48,7 @@ def status_markdown(ctx: UIContext, lang: str = "en") -> str:
         return i18n.text("header.loading", lang)
     if "name" not in info:
         if info["error"]:
-            return i18n.text("header.error", lang, error=info["error"])
+            return i18n.text("header.error", lang, error=localize(info["error"], lang))
         return i18n.text("header.none", lang)
     parts = [f"**{info['name']}**"]
     if info.get("adapter"):
@@ -59,7 +59,7 @@ def status_markdown(ctx: UIContext, lang: str = "en") -> str:
         parts.append(info["quantization"])
     if info["memory_gib"] is not None:
         parts.append(f"{info['memory_gib']} GiB")
-    parts.append(f"{i18n.text('header.state', lang)}: {info['state']}")
+    parts.append(f"{i18n.text('header.state', lang)}: {localize(info['state'], lang)}")
     line = " · ".join(parts)
     if info["is_tiny"]:
         line += f"  \n⚠️ {i18n.text('header.tiny', lang)}"
@@ -78,7 +78,7 @@ def _model_call(ctx: UIContext, request, action) -> str:
     try:
         action()
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, _page_lang(ctx, request))) from None
     return status_markdown(ctx, _page_lang(ctx, request))
 
 

@@ -8,10 +8,13 @@ the server (status lines, errors) use ``text(key, lang)``.
 
 from __future__ import annotations
 
+import inspect
+
 import gradio as gr
 from gradio.i18n import I18nData
 
-LANGS = ("en", "zh")
+from lab.errors import LANGS
+
 _STRINGS: dict[str, tuple[str, str]] = {}
 
 
@@ -121,3 +124,72 @@ def request_lang(ctx, request) -> str:
         return "en"
     accept = (request.headers.get("accept-language", "") or "").lower()
     return "zh" if accept.startswith("zh") else "en"
+
+
+def with_lang(ctx, fn):
+    """``fn(*inputs, lang=...)`` as an event handler: the page's language comes from the request.
+
+    Gradio injects the request into the first parameter by its annotation; the inputs follow.
+    """
+    if inspect.isgeneratorfunction(fn):
+        def handler(request: gr.Request, *inputs):
+            yield from fn(*inputs, lang=request_lang(ctx, request))
+    else:
+        def handler(request: gr.Request, *inputs):
+            return fn(*inputs, lang=request_lang(ctx, request))
+    handler.__name__ = getattr(fn, "__name__", "handler")
+    return handler
+
+
+# Column headers of tables. Gradio translates labels in the browser but not a Dataframe's
+# headers, so a table made with :func:`table` gets its headers in the page's language from
+# the server as the page loads (:func:`localize_tables`), and handlers that fill a table
+# name its columns with :func:`columns`.
+register({f"col.{en}": (en, zh) for en, zh in [
+    ("id", "编号"), ("prompt", "提问"), ("answer", "回答"), ("source", "来源"), ("status", "状态"),
+    ("answer / reason", "回答 / 原因"), ("tokens", "token 数"), ("cost $", "费用 $"), ("seconds", "秒"),
+    ("reason", "原因"), ("reject", "剔除"), ("image", "图片"), ("JSON ok", "JSON 有效"), ("run", "训练记录"),
+    ("method", "方法"), ("model", "模型"), ("step", "步数"), ("loss", "损失"), ("eval loss", "验证损失"),
+    ("started", "开始时间"), ("path", "路径"), ("metric", "指标"), ("gain", "提升"), ("reference", "参考答案"),
+    ("base", "基座"), ("tuned", "微调后"), ("endpoint", "接口"),
+]})
+_tables: list[tuple[gr.Dataframe, list[str]]] = []
+
+
+def columns(headers: list[str], lang: str = "en") -> list[str]:
+    """English column headers in ``lang``; a header of several words ("rougeL base") word by word."""
+    def one(header: str) -> str:
+        if f"col.{header}" in _STRINGS:
+            return text(f"col.{header}", lang)
+        return " ".join(text(f"col.{w}", lang) if f"col.{w}" in _STRINGS else w for w in header.split(" "))
+
+    return [one(h) for h in headers] if lang == "zh" else list(headers)
+
+
+def table(headers: list[str], **kwargs) -> gr.Dataframe:
+    """A Dataframe whose (English) ``headers`` are shown in the page's language."""
+    frame = gr.Dataframe(headers=headers, **kwargs)
+    _tables.append((frame, list(headers)))
+    return frame
+
+
+def localize_tables(ctx, app: gr.Blocks) -> None:
+    """As a page loads, give the tables made by :func:`table` since the last call their headers in its language."""
+    tables = [(frame, headers) for frame, headers in _tables if app.blocks.get(frame._id) is frame]
+    _tables.clear()
+    if not tables:
+        return
+
+    def on_load(request: gr.Request, *values):
+        lang = request_lang(ctx, request)
+        if lang != "zh":
+            return [gr.update() for _ in tables]
+        updates = []
+        for (_, headers), value in zip(tables, values):
+            rows = value.values.tolist() if hasattr(value, "values") else list(value or [])
+            names = columns(headers, lang)
+            updates.append(gr.update(value={"data": rows, "headers": names}, headers=names))
+        return updates
+
+    frames = [frame for frame, _ in tables]
+    app.load(on_load, frames, frames, api_name="localize_tables", show_progress="hidden")

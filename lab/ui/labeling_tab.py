@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from lab import paths
-from lab.errors import ConfigError, LabError
+from lab.errors import ConfigError, LabError, localize
 from lab.formats import FORMATS, export_dataset
 from lab.images import IMAGE_SUFFIXES
 from lab.labeling.batch import start_labeling
@@ -29,7 +29,7 @@ from lab.labeling.review import list_failures, list_items, save_review
 from lab.labeling.store import DATA_FILE, job_settings, load_job, read_rows
 from lab.presets import LANGS, list_prompt_presets, load_prompt_preset
 from lab.ui import i18n
-from lab.ui.i18n import request_lang, t
+from lab.ui.i18n import request_lang, t, with_lang
 from lab.ui.prompt_tab import LOCAL, labeler_form, make_labeler
 
 STRINGS = {
@@ -49,7 +49,7 @@ STRINGS = {
     "label.failures": ("Failures and their reasons", "失败项及原因"),
     "label.review": ("Review and export", "审阅与导出"),
     "label.review_load": ("Load answers for review", "载入回答以审阅"),
-    "label.review_table": ("Edit answers; tick reject to drop an item; then save", "编辑回答；勾选 reject 剔除条目；然后保存"),
+    "label.review_table": ("Edit answers; tick reject to drop an item; then save", "编辑回答；勾选“剔除”列去掉条目；然后保存"),
     "label.review_save": ("Save review", "保存审阅"),
     "label.format": ("Export format", "导出格式"),
     "label.export": ("Export", "导出"),
@@ -64,9 +64,16 @@ STRINGS = {
         "{state}: {ok} labeled · {failed} failed · {skipped} skipped · of {total} · ${cost:.4f} · {rate:.1f} images/s · ETA {eta}",
         "{state}：已标注 {ok} · 失败 {failed} · 跳过 {skipped} · 共 {total} · ${cost:.4f} · {rate:.1f} 张/秒 · 剩余 {eta}",
     ),
+    "label.exported": ("Exported to {path}", "已导出到 {path}"),
     "label.uploaded": ("{n} image(s) ready in {folder}.", "{n} 张图片已放到 {folder}。"),
     "label.upload_first": ("Choose images or a .zip to upload first.", "请先选择要上传的图片或 .zip。"),
     "label.no_images": ("No images were found in the upload.", "上传的文件中没有找到图片。"),
+    "label.state.starting": ("starting", "启动中"),
+    "label.state.running": ("running", "进行中"),
+    "label.state.stopping": ("stopping", "正在停止"),
+    "label.state.stopped": ("stopped", "已停止"),
+    "label.state.finished": ("finished", "已完成"),
+    "label.state.error": ("error", "出错"),
 }
 i18n.register(STRINGS)
 
@@ -80,7 +87,7 @@ def dataset_dir(text: str) -> Path:
     """A plain name means ``data/<name>`` in the workspace; anything else is a path."""
     text = (text or "").strip()
     if not text:
-        raise ConfigError("Give the dataset a name, e.g. my_labels.")
+        raise ConfigError("Give the dataset a name, e.g. my_labels.", zh="请给数据集起个名字，例如 my_labels。")
     if "/" not in text and "\\" not in text and not text.startswith((".", "~")):
         return paths.datasets_dir() / text
     return paths.resolve(text)
@@ -90,7 +97,7 @@ def _prompt(preset: str, lang: str) -> PromptSpec:
     return PromptSpec.from_preset(load_prompt_preset(preset), lang if lang in LANGS else "en")
 
 
-def estimate(folder, out, preset, lang, limit, *labeler_values):
+def estimate(folder, out, preset, lang, limit, *labeler_values, lang_ui: str = "en"):
     """The cost estimate before starting, as one line (needs no API key)."""
     provider, _, model, _, _, _, max_pixels = labeler_values[:7]
     try:
@@ -99,8 +106,8 @@ def estimate(folder, out, preset, lang, limit, *labeler_values):
         found = estimate_folder(paths.resolve(folder), dataset_dir(out), _prompt(preset, lang), model_name,
                                 max_pixels=int(max_pixels or 0) or None, price=price, limit=int(limit or 0) or None)
     except LabError as err:
-        return str(err)
-    return found.summary()
+        return localize(err, lang_ui)
+    return localize(found.summary(), lang_ui)
 
 
 def start(ctx, run, folder, out, preset, lang, limit, *labeler_values, retry=False, request: gr.Request = None):
@@ -117,7 +124,7 @@ def start(ctx, run, folder, out, preset, lang, limit, *labeler_values, retry=Fal
         run = start_labeling(paths.resolve(folder), out_dir, prompt, labeler, limit=int(limit or 0) or None,
                              retry_failed=retry, job=job)
     except LabError as err:
-        return run, str(err), gr.Timer(active=False)
+        return run, localize(err, lang_ui), gr.Timer(active=False)
     return run, i18n.text("label.started", lang_ui, out=out_dir), gr.Timer(active=True)
 
 
@@ -142,22 +149,23 @@ def progress_markdown(snap: dict, lang: str) -> str:
     target = done + snap["remaining"]  # less than the total when a limit was set
     share = done / target if target else (1.0 if snap["state"] == "finished" else 0.0)
     bar = "█" * round(share * 30) + "░" * (30 - round(share * 30))
-    line = i18n.text("label.line", lang, state=snap["state"], ok=snap["ok"], failed=snap["failed"],
+    state = i18n.text(f"label.state.{snap['state']}", lang)
+    line = i18n.text("label.line", lang, state=state, ok=snap["ok"], failed=snap["failed"],
                      skipped=snap["skipped"], total=snap["total"], cost=snap["cost_usd"], rate=snap["rate"],
                      eta=_eta(snap["eta_s"]))
     text = f"`{bar}` {share:.0%}  \n{line}"
-    return text + (f"  \n**{snap['message']}**" if snap["message"] else "")
+    return text + (f"  \n**{localize(snap['message'], lang)}**" if snap["message"] else "")
 
 
-def _item_row(item: dict) -> list:
-    text = item["answer"] if item["status"] == "ok" else f"{item['reason']}"
+def _item_row(item: dict, lang: str) -> list:
+    text = item["answer"] if item["status"] == "ok" else localize(item["reason"], lang)
     source = item["extra"].get("source") or Path(item["source"]).name
     return [source, item["status"], text, f"{item['prompt_tokens']}+{item['completion_tokens']}",
             round(item["cost_usd"], 6), round(item["seconds"], 2)]
 
 
-def _failure_rows(out_dir: Path) -> list[list]:
-    return [[f["source"], f["status"], f["reason"]] for f in list_failures(out_dir)[:SHOWN_FAILURES]]
+def _failure_rows(out_dir: Path, lang: str) -> list[list]:
+    return [[f["source"], f["status"], localize(f["reason"], lang)] for f in list_failures(out_dir)[:SHOWN_FAILURES]]
 
 
 def refresh(ctx, run, out, request: gr.Request = None):
@@ -167,17 +175,17 @@ def refresh(ctx, run, out, request: gr.Request = None):
         try:
             out_dir = dataset_dir(out)
         except LabError as err:
-            return str(err), [], [], [], gr.Timer(active=False)
+            return localize(err, lang_ui), [], [], [], gr.Timer(active=False)
         ok = sum(1 for _ in read_rows(out_dir / DATA_FILE))
-        failures = _failure_rows(out_dir)
+        failures = _failure_rows(out_dir, lang_ui)
         message = i18n.text("label.on_disk", lang_ui, out=out_dir, ok=ok, failed=len(failures)) if out_dir.is_dir() else i18n.text("label.idle", lang_ui)
         return message, [], [], failures, gr.Timer(active=False)
     snap = run.progress.snapshot()
     recent = snap["recent"][::-1]
     gallery = [(str(run.out_dir / item["extra"]["image"]), item["answer"][:200])
                for item in recent if item["status"] == "ok" and item["extra"].get("image")][:24]
-    return (progress_markdown(snap, lang_ui), gallery, [_item_row(item) for item in recent],
-            _failure_rows(run.out_dir), gr.Timer(active=run.running))
+    return (progress_markdown(snap, lang_ui), gallery, [_item_row(item, lang_ui) for item in recent],
+            _failure_rows(run.out_dir, lang_ui), gr.Timer(active=run.running))
 
 
 def upload(ctx, files, request: gr.Request = None):
@@ -201,16 +209,16 @@ def upload(ctx, files, request: gr.Request = None):
     return str(folder), i18n.text("label.uploaded", lang_ui, n=count, folder=folder)
 
 
-def review_load(out):
+def review_load(out, lang: str = "en"):
     """Rows of the review table: id, source, answer, reject (unticked)."""
     try:
         items = list_items(dataset_dir(out))
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
     return [[item["id"], item["source"], item["answer"], False] for item in items]
 
 
-def review_save(out, table):
+def review_save(out, table, lang: str = "en"):
     """Apply the edited answers and the ticked rejections of the review table."""
     try:
         out_dir = dataset_dir(out)
@@ -223,15 +231,15 @@ def review_save(out, table):
         saved = save_review(out_dir, edits, rejects, want_json=bool(prompt.get("want_json")),
                             expected_keys=prompt.get("expected_keys") or ())
     except LabError as err:
-        return str(err), gr.update()
-    return saved.summary(), review_load(out)
+        return localize(err, lang), gr.update()
+    return localize(saved.summary(), lang), review_load(out, lang)
 
 
 def _ticked(value) -> bool:
     return value is True or str(value).strip().lower() in ("true", "1", "yes", "x", "✓")
 
 
-def export(out, fmt):
+def export(out, fmt, lang: str = "en"):
     """Export the labeled dataset into the workspace and offer it as a zip."""
     try:
         out_dir = dataset_dir(out)
@@ -240,8 +248,8 @@ def export(out, fmt):
             shutil.rmtree(target)
         main_file = export_dataset(out_dir, fmt, target)
     except LabError as err:
-        return str(err), None
-    return str(main_file), shutil.make_archive(str(target), "zip", root_dir=target)
+        return localize(err, lang), None
+    return i18n.text("label.exported", lang, path=main_file), shutil.make_archive(str(target), "zip", root_dir=target)
 
 
 def _job_widgets() -> SimpleNamespace:
@@ -273,8 +281,8 @@ def _run_widgets() -> SimpleNamespace:
         progress=gr.Markdown(label=t("label.progress")),
         timer=gr.Timer(1.0, active=False),
         gallery=gr.Gallery(label=t("label.recent"), columns=8, height=220),
-        items=gr.Dataframe(headers=ITEM_HEADERS, label=t("label.items"), wrap=True, interactive=False, max_height=320),
-        failures=gr.Dataframe(headers=FAILURE_HEADERS, label=t("label.failures"), wrap=True, interactive=False,
+        items=i18n.table(ITEM_HEADERS, label=t("label.items"), wrap=True, interactive=False, max_height=320),
+        failures=i18n.table(FAILURE_HEADERS, label=t("label.failures"), wrap=True, interactive=False,
                               max_height=240),
     )
 
@@ -282,7 +290,7 @@ def _run_widgets() -> SimpleNamespace:
 def _review_widgets() -> SimpleNamespace:
     with gr.Accordion(t("label.review"), open=False):
         load = gr.Button(t("label.review_load"))
-        table = gr.Dataframe(headers=REVIEW_HEADERS, datatype=["str", "str", "str", "bool"], type="array",
+        table = i18n.table(REVIEW_HEADERS, datatype=["str", "str", "str", "bool"], type="array",
                              interactive=True, wrap=True, label=t("label.review_table"), static_columns=[0, 1])
         save = gr.Button(t("label.review_save"))
         with gr.Row():
@@ -317,14 +325,19 @@ def create_tab(ctx) -> None:
     def on_tick(request: gr.Request, current, out_text):
         return refresh(ctx, current, out_text, request)
 
+    def on_estimate(request: gr.Request, *values):
+        return estimate(*values, lang_ui=request_lang(ctx, request))
+
     job.files.upload(on_upload, job.files, [job.folder, ui.status], api_name="label_upload")
     job.preset.focus(lambda: gr.update(choices=list_prompt_presets()), outputs=job.preset, api_name="label_presets")
-    ui.estimate.click(estimate, inputs[1:], ui.status, api_name="label_estimate")
+    ui.estimate.click(on_estimate, inputs[1:], ui.status, api_name="label_estimate")
     ui.start.click(on_start, inputs, [run, ui.status, ui.timer], api_name="label_start")
     ui.retry.click(on_retry, inputs, [run, ui.status, ui.timer], api_name="label_retry")
     ui.stop.click(on_stop, run, ui.status, api_name="label_stop")
     ui.timer.tick(on_tick, [run, job.out], [ui.progress, ui.gallery, ui.items, ui.failures, ui.timer],
                   api_name="label_progress", show_progress="hidden")
-    review.load.click(review_load, job.out, review.table, api_name="label_review_load")
-    review.save.click(review_save, [job.out, review.table], [ui.status, review.table], api_name="label_review_save")
-    review.export.click(export, [job.out, review.fmt], [ui.status, review.download], api_name="label_export")
+    review.load.click(with_lang(ctx, review_load), job.out, review.table, api_name="label_review_load")
+    review.save.click(with_lang(ctx, review_save), [job.out, review.table], [ui.status, review.table],
+                      api_name="label_review_save")  # fmt: skip
+    review.export.click(with_lang(ctx, export), [job.out, review.fmt], [ui.status, review.download],
+                        api_name="label_export")  # fmt: skip

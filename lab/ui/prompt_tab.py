@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from lab.errors import ConfigError, LabError
+from lab.errors import ConfigError, LabError, localize
 from lab.labeling.client import ApiLabeler, LabelerConfig, load_providers
 from lab.labeling.item import PromptSpec
 from lab.labeling.preview import MAX_PREVIEW_IMAGES, preview_totals, run_preview
@@ -74,6 +74,10 @@ STRINGS = {
     "prompt.save_title": ("Title shown in lists", "列表中显示的标题"),
     "prompt.save": ("Save as a preset", "保存为预设"),
     "prompt.status": ("Status", "状态"),
+    "prompt.summary": (
+        "**{name}**: {usable}/{total} usable · {seconds:.2f} s each · {prompt_tokens} + {completion_tokens} tokens · ${cost:.4f}",
+        "**{name}**：{usable}/{total} 可用 · 每张 {seconds:.2f} 秒 · {prompt_tokens} + {completion_tokens} token · ${cost:.4f}",
+    ),
     "prompt.saved": ("Saved {path}; the labeling tab can use '{name}' now.", "已保存 {path}；标注页现在就可以使用“{name}”。"),
 }
 i18n.register(STRINGS)
@@ -162,7 +166,8 @@ def make_labeler(ctx, provider, base_url, model, api_key, temperature, max_token
         from lab.labeling.local import LocalLabeler
 
         if ctx.handle.loaded is None:
-            raise LabError("No model is loaded in the app yet; wait for it to load, or pick an API provider.")
+            raise LabError("No model is loaded in the app yet; wait for it to load, or pick an API provider.",
+                           zh="应用中还没有加载模型；请等它加载完成，或选择一个 API 服务商。")
         return LocalLabeler(ctx.handle, max_new_tokens=int(max_tokens or 256), temperature=float(temperature or 0),
                             max_pixels=int(max_pixels or 512 * 512))
     try:
@@ -174,7 +179,8 @@ def make_labeler(ctx, provider, base_url, model, api_key, temperature, max_token
             timeout=float(timeout or 60),
         )
     except (TypeError, ValueError):
-        raise ConfigError("The labeler settings must be numbers where a number is asked for.") from None
+        raise ConfigError("The labeler settings must be numbers where a number is asked for.",
+                          zh="标注模型设置中要求填数字的地方必须填数字。") from None
     return ApiLabeler(config)
 
 
@@ -186,12 +192,12 @@ def sample_image_names() -> list[str]:
     return sorted(p.name for p in SAMPLE_IMAGES.glob("*.png")) if SAMPLE_IMAGES.is_dir() else []
 
 
-def load_preset_fields(name: str, lang: str):
+def load_preset_fields(name: str, lang: str, lang_ui: str = "en"):
     """System, user, JSON flag and expected keys of a preset, for variant A."""
     try:
         preset = load_prompt_preset(name)
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang_ui)) from None
     system, user, keys = preset.prompt(lang or "en")
     return system, user, preset.json, ", ".join(keys)
 
@@ -202,7 +208,8 @@ def _keys(text: str) -> tuple[str, ...]:
 
 def _spec(system: str, user: str, want_json: bool, keys: str) -> PromptSpec:
     if not (user or "").strip():
-        raise ConfigError("The user prompt is empty; write what to ask about each image.")
+        raise ConfigError("The user prompt is empty; write what to ask about each image.",
+                          zh="用户提示词为空；请写下要对每张图片问什么。")
     return PromptSpec(system or "", user, bool(want_json), _keys(keys))
 
 
@@ -210,9 +217,10 @@ def _chosen_images(samples: list[str] | None, uploads: list | None) -> list[Path
     images = [SAMPLE_IMAGES / name for name in samples or []]
     images += [Path(getattr(u, "name", u)) for u in uploads or []]
     if not images:
-        raise ConfigError("Pick or upload at least one image for the preview.")
+        raise ConfigError("Pick or upload at least one image for the preview.", zh="请至少选择或上传一张图片用于预览。")
     if len(images) > MAX_PREVIEW_IMAGES:
-        raise ConfigError(f"A preview takes at most {MAX_PREVIEW_IMAGES} images; {len(images)} are chosen.")
+        raise ConfigError(f"A preview takes at most {MAX_PREVIEW_IMAGES} images; {len(images)} are chosen.",
+                          zh=f"一次预览最多 {MAX_PREVIEW_IMAGES} 张图片；当前选了 {len(images)} 张。")
     return images
 
 
@@ -222,15 +230,15 @@ def _json_mark(result, want_json: bool) -> str:
     return "✓" if result.ok else "✗"
 
 
-def _summary_line(name: str, results: list) -> str:
+def _summary_line(name: str, results: list, lang: str) -> str:
     totals = preview_totals(results)
-    usable = sum(r.ok for r in results)
-    return (f"**{name}**: {usable}/{len(results)} usable · {totals['mean_seconds']:.2f} s each · "
-            f"{totals['prompt_tokens']} + {totals['completion_tokens']} tokens · ${totals['cost_usd']:.4f}")
+    return i18n.text("prompt.summary", lang, name=name, usable=sum(r.ok for r in results), total=len(results),
+                     seconds=totals["mean_seconds"], prompt_tokens=totals["prompt_tokens"],
+                     completion_tokens=totals["completion_tokens"], cost=totals["cost_usd"])  # fmt: skip
 
 
 def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use_b, b_system, b_user, b_json, b_keys,
-                    *labeler_values):
+                    *labeler_values, lang_ui: str = "en"):
     """Run A (and B) on the chosen images: summary, one gallery per variant, and a details table."""
     try:
         images = _chosen_images(samples, uploads)
@@ -239,14 +247,16 @@ def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use
             prompts.append(_spec(b_system, b_user, b_json, b_keys))
         results = run_preview(images, prompts, make_labeler(ctx, *labeler_values))
     except LabError as err:
-        return str(err), [], [], []
+        return localize(err, lang_ui), [], [], []
     names = ["A", "B"]
     galleries, rows, lines = [], [], []
     for name, prompt, row in zip(names, prompts, results):
-        lines.append(_summary_line(name, row))
-        galleries.append([(str(image), r.answer or f"[{r.status}] {r.reason}") for image, r in zip(images, row)])
+        lines.append(_summary_line(name, row, lang_ui))
+        galleries.append([(str(image), r.answer or f"[{r.status}] {localize(r.reason, lang_ui)}")
+                          for image, r in zip(images, row)])  # fmt: skip
         for image, r in zip(images, row):
-            rows.append([image.name, name, r.status, r.answer if r.ok else f"{r.reason}: {r.answer}".rstrip(": "),
+            reason = localize(r.reason, lang_ui)
+            rows.append([image.name, name, r.status, r.answer if r.ok else f"{reason}: {r.answer}".rstrip(": "),
                          round(r.seconds, 2), f"{r.prompt_tokens}+{r.completion_tokens}", round(r.cost_usd, 6),
                          _json_mark(r, prompt.want_json)])
     galleries += [[]] * (2 - len(galleries))
@@ -270,7 +280,7 @@ def save_prompt(which, name, title, lang, a_system, a_user, a_json, a_keys, b_sy
             titles[lang] = title.strip()
         path = save_prompt_preset(PromptPreset(name=name, texts=texts, title=titles, json=spec.want_json))
     except LabError as err:
-        return str(err), gr.update()
+        return localize(err, lang_ui), gr.update()
     return i18n.text("prompt.saved", lang_ui, path=path, name=name), gr.update(choices=list_prompt_presets(), value=name)
 
 
@@ -308,7 +318,7 @@ def create_tab(ctx) -> None:
     with gr.Row():
         gallery_a = gr.Gallery(label=t("prompt.answers_a"), columns=4, height=300)
         gallery_b = gr.Gallery(label=t("prompt.answers_b"), columns=4, height=300)
-    details = gr.Dataframe(headers=DETAIL_HEADERS, label=t("prompt.details"), wrap=True, interactive=False)
+    details = i18n.table(DETAIL_HEADERS, label=t("prompt.details"), wrap=True, interactive=False)
     with gr.Row():
         which = gr.Radio(["A", "B"], value="A", label=t("prompt.save_which"), scale=1)
         save_name = gr.Textbox(label=t("prompt.save_name"), scale=2)
@@ -316,11 +326,18 @@ def create_tab(ctx) -> None:
         save = gr.Button(t("prompt.save"), scale=1)
     status = gr.Textbox(label=t("prompt.status"))
 
-    preset.change(load_preset_fields, [preset, lang], list(a), api_name="prompt_load")
-    lang.change(load_preset_fields, [preset, lang], list(a), api_name="prompt_load_lang")
+    def on_load(request: gr.Request, name, prompt_lang):
+        return load_preset_fields(name, prompt_lang, request_lang(ctx, request))
+
+    def on_preview(request: gr.Request, *values):
+        return preview_prompts(ctx, *values, lang_ui=request_lang(ctx, request))
+
+    preset.change(on_load, [preset, lang], list(a), api_name="prompt_load")
+    lang.change(on_load, [preset, lang], list(a), api_name="prompt_load_lang")
     refresh.click(lambda: gr.update(choices=list_prompt_presets()), outputs=preset, api_name="prompt_presets")
-    run.click(lambda *values: preview_prompts(ctx, *values), [samples, uploads, *a, use_b, *b, *form.inputs],
+    run.click(on_preview, [samples, uploads, *a, use_b, *b, *form.inputs],
               [summary, gallery_a, gallery_b, details], api_name="prompt_preview")
+
     def on_save(request: gr.Request, *values):  # the request comes first: see labeling_tab.create_tab
         return save_prompt(*values, lang_ui=request_lang(ctx, request))
 

@@ -18,7 +18,7 @@ import gradio as gr
 
 from lab import paths
 from lab.dataset import latest_dataset, list_datasets
-from lab.errors import LabError
+from lab.errors import LabError, localize
 from lab.train_config import CHOICES, TrainConfig, list_train_presets
 from lab.training import job as jobs
 from lab.training.runs import RUN_COLUMNS, curves, list_runs, load_run_config, progress, train_command
@@ -59,6 +59,10 @@ STRINGS = {
     "train.nothing": ("No training run is going on.", "当前没有进行中的训练。"),
     "train.loaded": ("Loaded {name}; Evaluate and Chat now use it.", "已加载 {name}；评估和对话将使用它。"),
     "train.pick": ("Pick a run first.", "请先选择一条训练记录。"),
+    **{f"train.state.{en}": (en, zh) for en, zh in [
+        ("new", "未开始"), ("queued", "排队中"), ("starting", "启动中"), ("loading", "加载中"), ("running", "训练中"),
+        ("stopping", "正在停止"), ("finished", "已完成"), ("stopped", "已停止"), ("failed", "失败"),
+    ]},
 }
 _FIELD_LABELS = {
     "model": ("Model (Hub id, folder, or demo)", "模型（Hub ID、文件夹或 demo）"),
@@ -156,14 +160,15 @@ def status_outputs(run_dir, lang: str = "en"):
     p = progress(run_dir)
     job = jobs.current_job()
     status = job.status if job is not None and str(job.run_dir) == str(run_dir) else p.status
+    status = i18n.text(f"train.state.{status}", lang) if f"train.state.{status}" in STRINGS else status
     line = i18n.text("train.status", lang, name=html.escape(str(run_dir).rsplit("/", 1)[-1]), status=status,
                      step=p.step, total=p.total or "?", elapsed=_duration(p.elapsed_s), eta=_duration(p.eta_s),
                      samples=_num(p.samples_per_s, "{:.2f}"), tokens=_num(p.tokens_per_s, "{:.0f}"),
                      loss=_num(p.loss, "{:.4f}"))  # fmt: skip
     if job is not None and str(job.run_dir) == str(run_dir) and job.status == "failed":
-        line += f"  \n⚠️ {html.escape(job.message)}"
+        line += f"  \n⚠️ {html.escape(localize(job.message, lang))}"
     elif p.message:
-        line += f"  \n⚠️ {html.escape(p.message)}"
+        line += f"  \n⚠️ {html.escape(localize(p.message, lang))}"
     bar = f'<progress value="{p.step}" max="{max(p.total or 1, 1)}" style="width:100%"></progress>'
     loss, lr = curves(run_dir)
     return bar, line, plot_points(loss, ("train", "eval")), plot_points(lr)
@@ -202,13 +207,13 @@ def runs_table():
     return [info.row() + [str(info.path)] for info in list_runs()]
 
 
-def _named(fn, names: list[str], request: bool = True):
-    """Give ``fn([request,] *values)`` a signature naming each form field, so the API has named parameters."""
+def _named(fn, names: list[str]):
+    """Give ``fn(request, *values)`` a signature naming each form field, so the API has named parameters."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [inspect.Parameter("request", kind, annotation=gr.Request)] if request else []
+    params = [inspect.Parameter("request", kind, annotation=gr.Request)]
     params += [inspect.Parameter(n, kind) for n in names]
     fn.__signature__ = inspect.Signature(params)
-    fn.__annotations__ = {"request": gr.Request} if request else {}  # how Gradio spots the request parameter
+    fn.__annotations__ = {"request": gr.Request}  # how Gradio spots the request parameter
     return fn
 
 
@@ -220,7 +225,7 @@ def start(ctx, lang: str, values: list, resume_run: str | None = None) -> str:
         else:
             job = jobs.start_training(config_from_form(values), ctx.handle)
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
     if job.status == "queued":
         return i18n.text("train.queued", lang, name=job.name, ahead=jobs.queue_position(job))
     return i18n.text("train.started", lang, name=job.name)
@@ -234,11 +239,12 @@ def stop(lang: str) -> str:
     return i18n.text("train.stopping", lang, name=job.name)
 
 
-def command(preset_name: str, values: list) -> str:
+def command(preset_name: str, values: list, lang: str = "en"):
+    """The CLI command of the form's settings, shown in a box that appears with it."""
     try:
-        return train_command(config_from_form(values), preset_name or "lora")
+        return gr.update(value=train_command(config_from_form(values), preset_name or "lora"), visible=True)
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
 
 
 def poll(chosen, lang: str):
@@ -255,7 +261,7 @@ def load_for_chat(ctx, lang: str, run_dir: str | None) -> str:
     try:
         ctx.handle.load_run(run_dir)
     except LabError as err:
-        raise gr.Error(str(err)) from None
+        raise gr.Error(localize(err, lang)) from None
     return i18n.text("train.loaded", lang, name=run_dir.rsplit("/", 1)[-1])
 
 
@@ -287,15 +293,15 @@ def create_tab(ctx) -> None:
         stop_btn = gr.Button(t("train.stop"), variant="stop")
         command_btn = gr.Button(t("train.command"))
     message = gr.Markdown()
-    command_box = gr.Code(language="shell", label=t("train.command"))
+    command_box = gr.Code(language="shell", label=t("train.command"), visible=False)  # shown with its first command
     bar, status = gr.HTML(), gr.Markdown(elem_id="train-status")
     with gr.Row():
-        loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.loss"), height=300)
-        lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.lr"), height=300)
+        loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.loss"), height=360)
+        lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.lr"), height=360)
     with gr.Accordion(t("train.log"), open=False):
         log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, show_label=False)
     with gr.Accordion(t("train.runs"), open=False):
-        runs = gr.Dataframe(headers=RUN_COLUMNS + ["path"], value=runs_table(), interactive=False, wrap=True)
+        runs = i18n.table(RUN_COLUMNS + ["path"], value=runs_table(), interactive=False, wrap=True)
         with gr.Row():
             run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("train.run"), allow_custom_value=True, scale=3)
             refresh_btn = gr.Button(t("train.refresh"), scale=1)
@@ -332,8 +338,11 @@ def create_tab(ctx) -> None:
     preset.change(lambda name: form_values(TrainConfig.from_preset(name)), preset, form, api_name="train_preset")
     start_btn.click(_named(on_start, FORM_FIELDS), form, [message, selected], api_name="train_start")
     stop_btn.click(on_stop, None, message, api_name="train_stop")
-    command_btn.click(_named(lambda name, *values: command(name, list(values)), ["preset", *FORM_FIELDS], request=False),
-                      [preset, *form], command_box, api_name="train_command")  # fmt: skip
+    def on_command(request: gr.Request, name, *values):
+        return command(name, list(values), request_lang(ctx, request))
+
+    command_btn.click(_named(on_command, ["preset", *FORM_FIELDS]), [preset, *form], command_box,
+                      api_name="train_command")  # fmt: skip
     gr.Timer(2.0).tick(on_poll, selected, [bar, status, loss_plot, lr_plot, log_box], api_name="train_poll",
                        show_progress="hidden")  # fmt: skip
     refresh_btn.click(on_refresh, None, [runs, run_pick], api_name="train_runs")
