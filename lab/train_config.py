@@ -2,7 +2,8 @@
 
 A run saves its fully resolved ``TrainConfig`` as ``config.yaml`` next to its
 checkpoints. Presets live in ``presets/train/<name>.yaml``; a field a preset leaves out
-keeps the default below. ``--set key=value`` overrides are read with YAML typing::
+keeps the default below. ``--set key=value`` overrides are read with YAML typing
+(:mod:`lab.config_values`)::
 
     cfg = TrainConfig.from_preset("lora", ["lora_rank=16", "lora_targets=[language,vision]"])
     cfg.cli_overrides("lora")   # -> ['lora_rank=16', 'lora_targets=[language, vision]']
@@ -16,20 +17,15 @@ model) and ``language`` (the LLM). With ``method: lora`` or ``qlora`` the parts 
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
+from lab.config_values import apply_overrides, coerce_value, format_override
 from lab.errors import ConfigError, Text
 from lab.paths import PRESETS_DIR
 from lab.presets import check_keys, closest, dump_yaml, load_yaml_strict
 
 DEMO_MODEL = "demo"
-_WORD = re.compile(r"^[^\W\d][\w.-]*$")
 METHODS = ("lora", "qlora", "full")
 PARTS = ("language", "vision", "merger")
 CHOICES = {
@@ -165,7 +161,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for f in fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), str(f.type)))
+            setattr(self, f.name, coerce_value(f.name, getattr(self, f.name), str(f.type)))
         self._check_choices()
         self._check_numbers()
         self._check_method()
@@ -267,7 +263,7 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path, overrides=()) -> "TrainConfig":
         """Load a YAML config, then apply ``key=value`` overrides (values read as YAML)."""
         data = load_yaml_strict(path, field_names())
-        return cls.from_dict(apply_overrides(data, overrides), str(path))
+        return cls.from_dict(apply_overrides(data, overrides, cls), str(path))
 
     @classmethod
     def from_preset(cls, name: str, overrides=()) -> "TrainConfig":
@@ -324,101 +320,3 @@ def train_preset_path(name: str) -> Path:
         raise ConfigError(f"no training preset named '{name}'{hint}; known presets: {names}.",
                           zh=f"没有名为 '{name}' 的训练预设{hint.zh}；已有的预设：{names}。")
     return path
-
-
-def apply_overrides(data: dict, overrides) -> dict:
-    """``data`` updated with ``key=value`` strings; values are read as YAML, so ``lora_rank=16`` is a number."""
-    out = dict(data)
-    names = field_names()
-    for item in overrides:
-        key, sep, raw = str(item).partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"override '{item}' is not of the form key=value.",
-                              zh=f"覆盖项 '{item}' 不是 key=value 的形式。")
-        if key not in names:
-            hint = closest(key, names)
-            raise ConfigError(f"unknown setting '{key}' in override '{item}'{hint}.",
-                              zh=f"覆盖项 '{item}' 中的设置 '{key}' 不存在{hint.zh}。")
-        out[key] = _read_override(key, raw.strip())
-    return out
-
-
-def _read_override(key: str, text: str):
-    type_ = _field_type(key)
-    if text in ("", "~", "null"):
-        return None
-    # Free text is taken as typed ("system=Note: be brief #1" is a sentence, not YAML);
-    # quotes are there for text with leading spaces or line breaks.
-    if type_.startswith("str") and text[0] not in "'\"":
-        return text
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        if type_.startswith("str"):
-            return text
-        raise ConfigError(f"cannot read the value of {key} in '{key}={text}'.",
-                          zh=f"无法读取 '{key}={text}' 中 {key} 的值。") from None
-
-
-def format_override(value) -> str:
-    """``value`` as the right-hand side of ``key=value`` that :func:`apply_overrides` reads back unchanged."""
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        plain = value and value.strip() == value and "\n" not in value and value[0] not in "'\""
-        return value if plain and value.lower() not in ("~", "null", "none") else json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        # Inside [a, b] a comma or bracket would split the item, so anything but a plain word is quoted.
-        items = (v if _plain_word(v) else json.dumps(v, ensure_ascii=False) for v in value)
-        return "[" + ", ".join(items) + "]"
-    return json.dumps(value)
-
-
-def _plain_word(value) -> bool:
-    return isinstance(value, str) and bool(_WORD.match(value)) and yaml.safe_load(value) == value
-
-
-def _field_type(name: str) -> str:
-    return next(str(f.type) for f in fields(TrainConfig) if f.name == name)
-
-
-def _coerce(name: str, value, type_: str):
-    """``value`` converted to field type ``type_`` (from YAML or a form), or a :class:`ConfigError`."""
-    optional = "None" in type_
-    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
-        if optional:
-            return None
-        raise ConfigError(f"{name} cannot be empty.", zh=f"{name} 不能为空。")
-    base = type_.replace("| None", "").strip()
-    if base == "list[str]":
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or any(isinstance(v, (dict, list)) for v in value):
-            raise ConfigError(f"{name} must be a list, like [a, b], not {value!r}.",
-                              zh=f"{name} 必须是列表，例如 [a, b]，而不是 {value!r}。")
-        return [str(v) for v in value]
-    if base == "bool":
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} must be true or false, not {value!r}.", zh=f"{name} 必须是 true 或 false，而不是 {value!r}。")
-    if base == "str":
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{name} must be text, not {value!r}.", zh=f"{name} 必须是文本，而不是 {value!r}。")
-        return str(value)
-    return _number(name, value, int if base == "int" else float)
-
-
-def _number(name: str, value, kind: type):
-    # YAML 1.1 reads 1e-4 (no dot) as text, so numbers may arrive as strings.
-    try:
-        number = float(value) if isinstance(value, str) and not isinstance(value, bool) else value
-    except ValueError:
-        number = None
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-        raise ConfigError(f"{name} must be a number, not {value!r}.", zh=f"{name} 必须是数字，而不是 {value!r}。")
-    if kind is int:
-        if float(number) != int(number):
-            raise ConfigError(f"{name} must be a whole number, not {value!r}.", zh=f"{name} 必须是整数，而不是 {value!r}。")
-        return int(number)
-    return float(number)

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from lab import dataset as ds
+from lab import dataset_check as check
 from lab.cli import main
 from lab.errors import BadImageError, ConfigError, DatasetError, Text, localize
 
@@ -147,7 +148,7 @@ EXPECTED = {
 
 
 def test_validator_names_each_fault_with_its_line(tmp_path):
-    report = ds.validate_dataset(crafted_faults(tmp_path))
+    report = check.validate_dataset(crafted_faults(tmp_path))
     assert report.total == 13 and report.valid == 3  # lines 1, 12 (multi-turn) and 14 (text only)
     by_line = {f.line: f for f in report.faults}
     assert len(report.faults) == len(EXPECTED) and set(by_line) == set(EXPECTED)
@@ -162,7 +163,7 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def test_every_fault_and_the_summary_have_a_chinese_form(tmp_path):
-    report = ds.validate_dataset(crafted_faults(tmp_path))
+    report = check.validate_dataset(crafted_faults(tmp_path))
     for fault in report.faults:
         zh = localize(fault, "zh")
         assert zh.startswith(f"第 {fault.line} 行") and CJK.search(zh.split("：", 1)[1]), zh
@@ -178,22 +179,22 @@ def test_an_image_error_keeps_its_chinese_reason(tmp_path, monkeypatch):
     def refuse(path, max_pixels=None):
         raise BadImageError(path, "empty file (0 bytes)", "空文件（0 字节）")
 
-    monkeypatch.setattr(ds, "open_image", refuse)
+    monkeypatch.setattr(check, "open_image", refuse)
     png(tmp_path / "a.png")
     ds.write_records(tmp_path / "data.jsonl", [record("1", ["a.png"])])
-    [fault] = ds.validate_dataset(tmp_path).faults
+    [fault] = check.validate_dataset(tmp_path).faults
     assert str(fault) == "line 1 (id 1): image a.png cannot be used: empty file (0 bytes)"
     assert fault.zh == "第 1 行（id 1）：图片 a.png 无法使用：空文件（0 字节）"
 
 
 def test_undecodable_image_is_skipped_when_images_are_not_checked(tmp_path):
-    report = ds.validate_dataset(crafted_faults(tmp_path), check_images=False)
+    report = check.validate_dataset(crafted_faults(tmp_path), check_images=False)
     assert 9 not in {f.line for f in report.faults}
     assert 8 in {f.line for f in report.faults}  # a missing file is still reported
 
 
 def test_valid_multi_turn_dataset_passes(folder):
-    report = ds.validate_dataset(folder)
+    report = check.validate_dataset(folder)
     assert report.ok and report.total == report.valid == 4
     assert report.summary() == f"All 4 records in {folder / 'data.jsonl'} are valid."
 
@@ -203,7 +204,7 @@ def test_conversation_must_end_with_an_answer(tmp_path):
     rec = multi_turn("1", "a.png")
     rec["messages"].append({"role": "user", "content": "And then?"})
     ds.write_records(tmp_path / "data.jsonl", [rec])
-    [fault] = ds.validate_dataset(tmp_path).faults
+    [fault] = check.validate_dataset(tmp_path).faults
     assert "ends without an assistant answer" in fault.reason
 
 
@@ -255,7 +256,7 @@ def test_write_split_and_the_split_cli(folder, capsys):
     ds.write_records(folder / "data_zh.jsonl", ds.load_records(folder))
     paths = ds.write_split(folder / "data_zh.jsonl", 0.5)
     assert [p.name for p in paths] == ["data_zh_train.jsonl", "data_zh_val.jsonl"]
-    assert ds.validate_dataset(paths[1]).ok
+    assert check.validate_dataset(paths[1]).ok
 
 
 def test_stats_count_images_turns_and_languages(folder):
@@ -301,7 +302,7 @@ def test_check_cli_on_a_valid_dataset_and_on_nothing(folder, tmp_path, capsys):
 @needs_sample
 def test_sample_dataset_is_all_valid(capsys):
     assert main(["data", "check", str(SAMPLE)]) == 0
-    report = ds.validate_dataset(SAMPLE)
+    report = check.validate_dataset(SAMPLE)
     assert report.ok and report.total >= 10
     assert "All" in capsys.readouterr().out
 

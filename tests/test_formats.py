@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from lab import dataset as ds
+from lab import dataset_check as check
 from lab.cli import main
 from lab.errors import ConfigError, DatasetError, localize
 from lab.formats import FORMATS, detect_format, export_dataset, import_dataset
@@ -47,7 +48,7 @@ def build(root: Path, multi_image: bool = True) -> Path:
                         "messages": [system, {"role": "user", "content": "<image> vs <image>: which is red?"},
                                      {"role": "assistant", "content": "The first."}]})
     ds.write_records(root / "data.jsonl", records)
-    assert ds.validate_dataset(root).ok
+    assert check.validate_dataset(root).ok
     return root
 
 
@@ -73,7 +74,7 @@ def test_round_trip_keeps_records_messages_images_and_ids(source, tmp_path, fmt)
     assert exported.is_file() and exported.parent == tmp_path / "out"
     assert detect_format(exported) == fmt
     back = import_dataset(exported, None, tmp_path / "back")
-    assert ds.validate_dataset(back).ok
+    assert check.validate_dataset(back).ok
     keeps_ids = fmt != "openai"
     assert snapshot(back, keeps_ids) == snapshot(source, keeps_ids)
     if keeps_ids:
@@ -178,7 +179,7 @@ def test_imagefolder_import_of_a_caption_dataset(tmp_path):
     back = import_dataset(folder, None, tmp_path / "back")
     [rec] = ds.load_records(back)
     assert rec["messages"] == [{"role": "user", "content": "<image>"}, {"role": "assistant", "content": "一只猫"}]
-    assert ds.validate_dataset(back).ok
+    assert check.validate_dataset(back).ok
 
 
 def test_swift_import_of_a_json_list_with_absolute_paths_and_query_keys(tmp_path):
@@ -198,7 +199,7 @@ def test_swift_import_of_a_json_list_with_absolute_paths_and_query_keys(tmp_path
     assert recs[0]["images"] == recs[1]["images"] == ["images/shot.png"]
     assert [m["role"] for m in recs[1]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     assert recs[1]["messages"][3]["content"] == "<image>And now?"
-    assert ds.validate_dataset(back).ok
+    assert check.validate_dataset(back).ok
 
 
 def test_llamafactory_import_honours_custom_tags_and_system_column(tmp_path):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fake_openai import FakeOpenAI, answer, image_digest, refusal, server_error
 from labeling_images import awkward_images, many, plain
-from lab.dataset import validate_dataset
+from lab.dataset_check import validate_dataset
 from lab.errors import BusyError, localize
 from lab.labeling.batch import run_labeling, start_labeling
 from lab.labeling.estimate import estimate_folder

@@ -37,7 +37,7 @@ def test_space_workspace_uses_persistent_storage_when_mounted(monkeypatch, tmp_p
 
 def test_restricted_mode_reaches_every_way_in(lab_home, monkeypatch, tmp_path):
     """Datasets, image folders, model folders, runs and export targets outside the workspace are refused."""
-    from lab.dataset import validate_dataset
+    from lab.dataset_check import validate_dataset
     from lab.export import export_run
     from lab.handle import find_run
     from lab.images import list_images

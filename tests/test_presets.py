@@ -7,6 +7,7 @@ import re
 import pytest
 import yaml
 
+from lab.config_values import format_override
 from lab.errors import ConfigError, localize
 from lab.paths import PRESETS_DIR
 from lab.presets import (
@@ -19,7 +20,7 @@ from lab.presets import (
     save_prompt_preset,
     with_image_placeholder,
 )
-from lab.train_config import TrainConfig, format_override, list_train_presets
+from lab.train_config import TrainConfig, list_train_presets
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 PROMPT_FILES = sorted((PRESETS_DIR / "prompts").glob("*.yaml"))

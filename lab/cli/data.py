@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from lab.dataset import validate_dataset
+    from lab.dataset_check import validate_dataset
     from lab.errors import cli_lang, localize
 
     report = validate_dataset(args.path, check_images=not args.no_images)
@@ -65,7 +65,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from lab.dataset import validate_dataset
+    from lab.dataset_check import validate_dataset
     from lab.errors import cli_lang, localize
     from lab.formats import import_dataset
 

@@ -48,9 +48,9 @@ def build_config(args: argparse.Namespace):
 
 
 def _override_dict(cfg, overrides) -> dict:
-    from lab.train_config import apply_overrides
+    from lab.config_values import apply_overrides
 
-    return apply_overrides(cfg.to_dict(), overrides)
+    return apply_overrides(cfg.to_dict(), overrides, type(cfg))
 
 
 def _in_distributed_launch() -> bool:

@@ -13,7 +13,8 @@ import re
 from io import BytesIO
 from pathlib import Path
 
-from lab.dataset import DATA_FILE, IMAGE_TOKEN, load_records, validate_dataset, write_records
+from lab.dataset import DATA_FILE, IMAGE_TOKEN, load_records, write_records
+from lab.dataset_check import validate_dataset
 from lab.errors import DatasetError
 from lab.formats.layout import (
     LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, check_format, fresh_out_dir, source_image,
