@@ -241,6 +241,12 @@ def test_every_tab_renders_without_console_errors(browser, launch_app, locale, t
         for name in expected:
             open_tab(v.page, name)
             v.page.screenshot(path=str(ARTIFACTS / f"tab-{lang}-{name}.png"))
+            if name == text("tab.dataset", lang):
+                # Text the server made before the page existed, and table headers, follow the page too.
+                summary = {"en": "60 records · 60 images", "zh": "60 条样本 · 60 张图片"}[lang]
+                expect(v.page.get_by_text(re.compile(summary)).first).to_be_visible(timeout=10_000)
+                header = {"en": "prompt", "zh": "提问"}[lang]
+                expect(v.page.get_by_role("columnheader", name=header, exact=True).first).to_be_visible()
         assert v.page.get_by_text(text("app.subtitle", lang)).is_visible()
         assert not v.errors, v.errors
 

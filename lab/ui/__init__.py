@@ -49,7 +49,7 @@ def build_app(ctx: UIContext) -> gr.Blocks:
                     # What the earlier tabs made (a labeled dataset, a finished run) is preselected on arrival.
                     update, component = handoff
                     tab.select(update, component, component, api_name=f"{label.split('.')[-1]}_tab_select")
-        i18n.localize_tables(ctx, app)
+        i18n.localize_page(ctx, app)
     return app
 
 

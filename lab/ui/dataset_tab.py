@@ -10,7 +10,8 @@ from pathlib import Path
 import gradio as gr
 
 from lab import paths
-from lab.dataset import dataset_stats, list_datasets, load_records, validate_dataset, write_split
+from lab.dataset import dataset_stats, list_datasets, load_records, write_split
+from lab.dataset_check import validate_dataset
 from lab.errors import LabError, localize
 from lab.formats import FORMATS, export_dataset, import_dataset
 from lab.ui import i18n
@@ -139,6 +140,7 @@ def create_tab(ctx) -> None:
         show = gr.Button(t("data.show"), variant="primary", scale=1)
     first = show_dataset(choices[0]) if choices else ("", [], [])
     summary = gr.Markdown(first[0])
+    i18n.at_page_load(lambda path, lang: show_dataset(path, lang)[0] if path else "", dataset, summary)
     gallery = gr.Gallery(first[1], label=t("data.gallery"), columns=8, height=220, object_fit="contain", allow_preview=True)
     table = i18n.table(["id", "prompt", "answer"], value=first[2] or None, label=t("data.records"), wrap=True,
                        max_height=360)  # fmt: skip

@@ -143,7 +143,7 @@ def with_lang(ctx, fn):
 
 # Column headers of tables. Gradio translates labels in the browser but not a Dataframe's
 # headers, so a table made with :func:`table` gets its headers in the page's language from
-# the server as the page loads (:func:`localize_tables`), and handlers that fill a table
+# the server as the page loads (:func:`localize_page`), and handlers that fill a table
 # name its columns with :func:`columns`.
 register({f"col.{en}": (en, zh) for en, zh in [
     ("id", "编号"), ("prompt", "提问"), ("answer", "回答"), ("source", "来源"), ("status", "状态"),
@@ -153,7 +153,15 @@ register({f"col.{en}": (en, zh) for en, zh in [
     ("started", "开始时间"), ("path", "路径"), ("metric", "指标"), ("gain", "提升"), ("reference", "参考答案"),
     ("base", "基座"), ("tuned", "微调后"), ("endpoint", "接口"),
 ]})
+# Words of Gradio's own page that its Chinese translation lacks.
+register({f"common.{key}": pair for key, pair in {
+    "complete": ("Complete", "完成"), "runs": ("Runs", "运行记录"),
+    "runs_description": ("View runs saved in this browser", "查看保存在此浏览器中的运行记录"),
+    "back_to_app": ("App", "应用"), "back_to_app_description": ("Return to the app", "返回应用"),
+    "progress": ("Progress", "进度"), "run": ("Run", "运行"), "download_all": ("Download All", "全部下载"),
+}.items()})
 _tables: list[tuple[gr.Dataframe, list[str]]] = []
+_loads: list[tuple] = []
 
 
 def columns(headers: list[str], lang: str = "en") -> list[str]:
@@ -173,10 +181,19 @@ def table(headers: list[str], **kwargs) -> gr.Dataframe:
     return frame
 
 
-def localize_tables(ctx, app: gr.Blocks) -> None:
-    """As a page loads, give the tables made by :func:`table` since the last call their headers in its language."""
+def at_page_load(fn, inputs, outputs) -> None:
+    """Run ``fn(*inputs, lang=...)`` as each page loads: for text made on the server before any page existed."""
+    _loads.append((fn, inputs, outputs))
+
+
+def localize_page(ctx, app: gr.Blocks) -> None:
+    """Wire what :func:`table` and :func:`at_page_load` asked for since the last call to the loading of ``app``'s pages."""
+    loads = [(fn, inputs, outputs) for fn, inputs, outputs in _loads if app.blocks.get(outputs._id) is outputs]
     tables = [(frame, headers) for frame, headers in _tables if app.blocks.get(frame._id) is frame]
+    _loads.clear()
     _tables.clear()
+    for fn, inputs, outputs in loads:
+        app.load(with_lang(ctx, fn), inputs, outputs, show_progress="hidden", api_visibility="undocumented")
     if not tables:
         return
 
@@ -192,4 +209,4 @@ def localize_tables(ctx, app: gr.Blocks) -> None:
         return updates
 
     frames = [frame for frame, _ in tables]
-    app.load(on_load, frames, frames, api_name="localize_tables", show_progress="hidden")
+    app.load(on_load, frames, frames, api_name="localize_tables", show_progress="hidden", api_visibility="undocumented")

@@ -92,6 +92,8 @@ _FIELD_LABELS = {
     "model_author": ("Model author (中文, English)", "模型作者（中文, English）"),
 }  # fmt: skip
 STRINGS.update({f"train.f.{name}": pair for name, pair in _FIELD_LABELS.items()})
+STRINGS.update({"train.part.language": ("language model", "语言模型"), "train.part.vision": ("vision tower", "视觉编码器"),
+                "train.part.merger": ("merger (vision → language)", "投影层 merger（视觉 → 语言）")})
 i18n.register(STRINGS)
 
 
@@ -101,7 +103,8 @@ def _field_widget(name: str, value):
         choices = [str(p) for p in list_datasets(include_variants=True)]
         return gr.Dropdown(choices, value=value, allow_custom_value=True, label=label)
     if name == "lora_targets":
-        return gr.CheckboxGroup(["language", "vision", "merger"], value=value, label=label)
+        return gr.CheckboxGroup([(t(f"train.part.{part}"), part) for part in ("language", "vision", "merger")], value=value,
+                                label=label)
     if name in CHOICES:
         choices = [c if c is not None else "none" for c in CHOICES[name]]
         return gr.Dropdown(choices, value="none" if value is None else value, label=label)
@@ -299,7 +302,7 @@ def create_tab(ctx) -> None:
         loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.loss"), height=360)
         lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.lr"), height=360)
     with gr.Accordion(t("train.log"), open=False):
-        log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, show_label=False)
+        log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("train.log"), show_label=False)
     with gr.Accordion(t("train.runs"), open=False):
         runs = i18n.table(RUN_COLUMNS + ["path"], value=runs_table(), interactive=False, wrap=True)
         with gr.Row():
