@@ -224,6 +224,8 @@ def test_4bit_on_cpu(tiny_models):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("quantization", [None, "4bit"])
 def test_loads_on_gpu_in_half_precision(tiny_models, quantization):
+    if quantization:
+        pytest.importorskip("bitsandbytes")
     lm = load_model(tiny_models("qwen2_5_vl"), quantization=quantization)
     half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     assert (lm.device, lm.dtype) == ("cuda", half)
