@@ -51,7 +51,7 @@ def test_every_tab_refuses_in_chinese(zh_client, sample_dataset):
 def test_reports_and_status_lines_are_chinese(zh_client, sample_dataset, tmp_path):
     client, _ = zh_client
     report = client.predict(str(sample_dataset), api_name="/dataset_check")
-    assert report == f"{sample_dataset} 中的 60 条样本全部有效。", report
+    assert report == f"{sample_dataset / 'data.jsonl'} 中的 60 条样本全部有效。", report
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "1", "messages": []}\nnot json\n', encoding="utf-8")
     faults = client.predict(str(bad), api_name="/dataset_check").splitlines()
