@@ -50,6 +50,21 @@ def tiny_models(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="module")
+def loaded(tiny_models):
+    """``loaded(family) -> LoadedModel``: a tiny model loaded on the CPU, once per test module."""
+    from lab.models import load_model
+
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = load_model(tiny_models(family), device="cpu")
+        return cache[family]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def sample_dataset() -> Path:
     return SAMPLE

@@ -14,18 +14,6 @@ from lab.models import detect_family, load_model
 from conftest import FAMILIES
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_models):
-    cache = {}
-
-    def get(family):
-        if family not in cache:
-            cache[family] = load_model(tiny_models(family), device="cpu")
-        return cache[family]
-
-    return get
-
-
 def linear_names(model) -> set[str]:
     return {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 

@@ -27,18 +27,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_models):
-    cache = {}
-
-    def get(family):
-        if family not in cache:
-            cache[family] = load_model(tiny_models(family), device="cpu")
-        return cache[family]
-
-    return get
-
-
 def sample_image() -> Image.Image:
     images = list_images(SAMPLE / "images") if (SAMPLE / "images").is_dir() else []
     if images:
