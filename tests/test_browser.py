@@ -217,9 +217,10 @@ def shot(page, name: str, top, bottom, max_height: int = 1100) -> Path:
 
 def drawn_values(plot, series: str = "train") -> list[float]:
     """The values of the points Vega drew for ``series`` (its marks carry them in aria-label)."""
-    labels = plot.locator(f'[aria-roledescription="point"][aria-label*="series: {series}"]').evaluate_all(
+    labels = plot.locator(f'[aria-roledescription="point"][aria-label*=": {series}"]').evaluate_all(
         "marks => marks.map(m => m.getAttribute('aria-label'))")
-    values = [re.search(r"value: ([-\d.e]+)(;|$)", label) for label in labels]
+    # "step: 3; Loss: 7.78; series: train": the middle field is the value, named by the y axis's title.
+    values = [re.search(r"^[^;]+; [^:]+: ([-\d.e]+)(;|$)", label) for label in labels]
     assert all(values), labels  # "value: undefined" when the plot took the numbers for categories
     return [float(value.group(1)) for value in values]
 

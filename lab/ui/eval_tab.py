@@ -53,6 +53,8 @@ STRINGS = {
     "eval.stopping": ("Stopping after the current batch…", "当前批次完成后停止…"),
     "eval.idle": ("No evaluation is running in this page.", "本页面没有正在进行的评估。"),
     "eval.reference": ("reference", "参考答案"),
+    "eval.score": ("score", "得分"),
+    "eval.variant": ("model", "模型"),
     "eval.sort.gain": ("largest gain", "提升最大"),
     "eval.sort.loss": ("largest loss", "下降最大"),
     "eval.sort.id": ("id", "编号"),
@@ -197,7 +199,8 @@ def _result_widgets():
     summary = gr.Markdown()
     with gr.Row():
         metrics = gr.Dataframe(label=t("eval.metrics"), interactive=False, scale=1)
-        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("eval.chart"), scale=2)
+        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("eval.chart"), x_title=t("col.metric"),
+                           y_title=t("eval.score"), color_title=t("eval.variant"), scale=2)  # fmt: skip
     sort = gr.Radio([(t(f"eval.sort.{name}"), name) for name in SORTS], value="gain", label=t("eval.sort"))
     samples = gr.Dataframe(label=t("eval.samples"), interactive=False, wrap=True)
     with gr.Row():

@@ -39,6 +39,8 @@ STRINGS = {
     "train.command": ("Show command", "显示命令"),
     "train.loss": ("Loss", "损失"),
     "train.lr": ("Learning rate", "学习率"),
+    "train.step": ("step", "步数"),
+    "train.series": ("series", "曲线"),
     "train.log": ("Log", "日志"),
     "train.runs": ("Past runs", "历史训练"),
     "train.run": ("Run", "训练记录"),
@@ -299,8 +301,11 @@ def create_tab(ctx) -> None:
     command_box = gr.Code(language="shell", label=t("train.command"), visible=False)  # shown with its first command
     bar, status = gr.HTML(), gr.Markdown(elem_id="train-status")
     with gr.Row():
-        loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.loss"), height=360)
-        lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.lr"), height=360)
+        # No height: with one, Gradio cuts the legend off below the chart.
+        loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.loss"), x_title=t("train.step"),
+                                y_title=t("train.loss"), color_title=t("train.series"))  # fmt: skip
+        lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.lr"), x_title=t("train.step"),
+                              y_title=t("train.lr"), color_title=t("train.series"))  # fmt: skip
     with gr.Accordion(t("train.log"), open=False):
         log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("train.log"), show_label=False)
     with gr.Accordion(t("train.runs"), open=False):
