@@ -53,17 +53,24 @@ def _choices() -> list[str]:
     return [str(p) for p in list_datasets(include_variants=True)]
 
 
+def summary_line(path: str, lang: str = "en") -> str:
+    """Counts of records, images, answers and languages, as one line."""
+    try:
+        stats = dataset_stats(paths.resolve(path))
+    except LabError as err:
+        return localize(err, lang)
+    languages = ", ".join(f"{k}: {v}" for k, v in sorted(stats.languages.items()))
+    return i18n.text("data.summary", lang, records=stats.records, images=stats.images, turns=stats.turns,
+                     languages=languages)  # fmt: skip
+
+
 def show_dataset(path: str, lang: str = "en"):
     """Summary line, gallery and table of the first records."""
     try:
-        resolved = paths.resolve(path)
-        stats = dataset_stats(resolved)
-        records = load_records(resolved, absolute_images=True)
+        records = load_records(paths.resolve(path), absolute_images=True)
     except LabError as err:
         return localize(err, lang), [], []
-    languages = ", ".join(f"{k}: {v}" for k, v in sorted(stats.languages.items()))
-    summary = i18n.text("data.summary", lang, records=stats.records, images=stats.images, turns=stats.turns,
-                        languages=languages)  # fmt: skip
+    summary = summary_line(path, lang)
     gallery, rows = [], []
     for record in records[:PREVIEW_LIMIT]:
         messages = record.get("messages") or []
@@ -140,7 +147,7 @@ def create_tab(ctx) -> None:
         show = gr.Button(t("data.show"), variant="primary", scale=1)
     first = show_dataset(choices[0]) if choices else ("", [], [])
     summary = gr.Markdown(first[0])
-    i18n.at_page_load(lambda path, lang: show_dataset(path, lang)[0] if path else "", dataset, summary)
+    i18n.at_page_load(lambda path, lang: summary_line(path, lang) if path else "", dataset, summary)
     gallery = gr.Gallery(first[1], label=t("data.gallery"), columns=8, height=220, object_fit="contain", allow_preview=True)
     table = i18n.table(["id", "prompt", "answer"], value=first[2] or None, label=t("data.records"), wrap=True,
                        max_height=360)  # fmt: skip
