@@ -31,6 +31,11 @@ class Text(str):
     def __reduce__(self):
         return (Text, (str(self), self.zh))
 
+    @classmethod
+    def of(cls, message: object) -> "Text":
+        """``message`` (an error, say) in both languages, kept after the error itself is gone."""
+        return cls(str(message), localize(message, "zh"))
+
 
 def localize(message: object, lang: str = "en") -> str:
     """``message`` (a :class:`Text`, a :class:`LabError` or anything else) in ``lang``."""

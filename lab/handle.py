@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
-from lab.errors import BusyError, LabError, ModelLoadError, Text, localize
+from lab.errors import BusyError, LabError, ModelLoadError, Text
 from lab.paths import check_allowed
 
 
@@ -55,11 +55,6 @@ def _busy_error(state: ModelState) -> BusyError:
                      zh=f"模型正忙：{_BUSY[state].zh}；请等它结束后再试。")
 
 
-def _error_text(err: LabError) -> Text:
-    """An error's sentence in both languages, kept after the error itself is gone (``last_error``)."""
-    return Text(f"{err}", localize(err, "zh"))
-
-
 class ModelHandle:
     """Holds the loaded model (a :class:`lab.models.LoadedModel`) and its state."""
 
@@ -67,7 +62,7 @@ class ModelHandle:
         self._guard = threading.Lock()  # held only to read or change the state
         self._state = ModelState.EMPTY
         self.loaded: Any = None
-        self.last_error: str | None = None  # a Text when the lab set it: the header localizes it
+        self.last_error: Text | None = None  # both languages: the header shows the page's
         self.run_dir: Path | None = None  # the run folder the model or its adapter came from
         self.adapter_enabled = True  # what a request that does not say gets
 
@@ -108,7 +103,7 @@ class ModelHandle:
             self.loaded = load_model(resolve_model_name(name_or_path), **options)
             self.last_error = None
         except LabError as err:
-            self.last_error = _error_text(err)
+            self.last_error = Text.of(err)
             raise
         finally:
             self._release()
@@ -128,7 +123,7 @@ class ModelHandle:
             try:
                 self.load_model_or_run(name_or_path, run, **options)
             except LabError as err:
-                self.last_error = _error_text(err)  # shown in the header
+                self.last_error = Text.of(err)  # shown in the header
 
         thread = threading.Thread(target=target, name="model-load", daemon=True)
         thread.start()
@@ -171,7 +166,7 @@ class ModelHandle:
                 attach_adapter(self.loaded, run.adapter_dir, run.name)
             self.run_dir, self.last_error = run.path, None
         except LabError as err:
-            self.last_error = _error_text(err)
+            self.last_error = Text.of(err)
             raise
         finally:
             self._release()

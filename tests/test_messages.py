@@ -97,6 +97,8 @@ def test_localize_picks_the_language_and_falls_back_to_english():
     assert localize(ConfigError("Only English."), "zh") == "Only English."
     message = Text("3 records", "3 条样本")
     assert message == "3 records" and localize(message, "zh") == "3 条样本" and localize("plain", "zh") == "plain"
+    kept = Text.of(err)  # an error's sentence, kept after the error is gone
+    assert kept == "The model is busy." and kept.zh == "模型正忙。" and Text.of("plain").zh == "plain"
     image = BadImageError("/x/a.png", "file not found", "文件不存在")
     assert str(image) == "/x/a.png: file not found" and localize(image, "zh") == "/x/a.png：文件不存在"
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from lab import paths
 from lab.conversation import split_prompt
-from lab.errors import BadImageError, ConfigError, DatasetError, LabError, Text, localize
+from lab.errors import BadImageError, ConfigError, DatasetError, LabError, Text
 from lab.evaluation.metrics import metric_names, score_answers
 from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
 
@@ -229,7 +229,8 @@ def _answer_all(loaded, samples, variants, settings, progress, stop, start):
 
 def skip_row(sample_id: str, err: Exception) -> dict:
     """A skipped sample as kept in :attr:`EvalResult.skipped`: its id and why, in both languages."""
-    return {"id": sample_id, "reason": Text(f"{err}", localize(err, "zh")), "reason_zh": localize(err, "zh")}
+    reason = Text.of(err)
+    return {"id": sample_id, "reason": reason, "reason_zh": reason.zh}
 
 
 def score_variants(answered: list[EvalSample], answers: dict[str, list[str]], variants: list[str]) -> dict:

@@ -328,7 +328,7 @@ class LabelRun:
         try:
             asyncio.run(label_folder(*self._args, stop=self.stop_event, progress=self.progress, **self._options))
         except LabError as err:
-            self.progress.state, self.progress.message = "error", Text(f"{err}", localize(err, "zh"))
+            self.progress.state, self.progress.message = "error", Text.of(err)
         except Exception as err:  # shown in the page as one sentence; the traceback goes to the log
             log.exception("labeling run failed")
             self.progress.state = "error"

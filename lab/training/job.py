@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.errors import BusyError, ConfigError, LabError, Text, localize
+from lab.errors import BusyError, LabError, Text, localize
 
 _lock = threading.Lock()
 _current: "TrainingJob | None" = None
@@ -156,7 +156,7 @@ def _run_in_app(job: TrainingJob, handle: Any) -> None:
             _hand_over(job, handle, loaded, result)
         job.status, job.message = result.status, _outcome(result)
     except LabError as err:
-        job.status, job.message = "failed", Text(f"{err}", localize(err, "zh"))
+        job.status, job.message = "failed", Text.of(err)
     except Exception as err:  # a bug must not kill the app: report it in one line
         job.status = "failed"
         job.message = Text(f"Training failed: {type(err).__name__}: {err}", f"训练失败：{type(err).__name__}: {err}")
@@ -246,8 +246,8 @@ def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
         job.message = Text(f"{job.status}; the model is in {job.run_dir}",
                            f"{_STATUS_ZH.get(job.status, job.status)}；模型在 {job.run_dir}")
     except LabError as err:
-        job.status, job.message = "failed", Text(f"{err}", localize(err, "zh"))
-    except (OSError, ConfigError) as err:
+        job.status, job.message = "failed", Text.of(err)
+    except OSError as err:  # a LabError (ConfigError included) is caught above with its own sentence
         job.status = "failed"
-        job.message = Text(f"Could not start the multi-GPU run: {err}", f"无法启动多卡训练：{localize(err, 'zh')}")
+        job.message = Text(f"Could not start the multi-GPU run: {err}", f"无法启动多卡训练：{err}")
     job.log(job.message)

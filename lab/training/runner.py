@@ -153,7 +153,7 @@ def run_training(
     except MemoryError:
         failure = oom_advice(cfg, "cpu")
     except LabError as err:
-        failure = Text(f"{err}", localize(err, "zh"))
+        failure = Text.of(err)
         raise
     except Exception as err:
         detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""

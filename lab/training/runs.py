@@ -166,10 +166,6 @@ class Progress:
     eval_loss: float | None
     message: Text = Text("", "")  # why the run failed, in both languages
 
-    @property
-    def fraction(self) -> float:
-        return min(self.step / self.total, 1.0) if self.total else 0.0
-
 
 def progress(run_dir: str | Path) -> Progress:
     """The run's latest step, timing and throughput (a run with no metrics yet is ``new``)."""
