@@ -132,6 +132,8 @@ def load_model(
     processor = _load_processor(source, trust_remote_code)
     set_image_pixels(processor, min_pixels=min_pixels, max_pixels=max_pixels)
     model = _load_weights(source, config, torch_dtype, device, quant_config, attn_implementation, trust_remote_code)
+    if quantization == "4bit" and device == "cpu":
+        keep_cpu_4bit_layout(model)
     return LoadedModel(
         model=model,
         processor=processor,
@@ -176,6 +178,24 @@ def quantization_config(quantization: str | None, device: str, *, double_quant: 
 
 
 @functools.lru_cache(maxsize=None)
+def keep_cpu_4bit_layout(model) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for its AVX512-BF16 CPU kernel.
+
+    From bitsandbytes 0.50, a ``Linear4bit`` on a CPU with AVX512-BF16 rewrites its weight
+    in place into a packed layout the first time it runs in eval mode without gradients.
+    That layout needs ``in_features`` of at least the quantization block (64), so narrower
+    layers (the demo model's vision tower) crash with ``shape '[96, 0]' is invalid``; and a
+    layer once packed can no longer be trained (``a view of a leaf Variable ... in-place``),
+    so a QLoRA run died at its first step after a mid-run evaluation. The plain layout works
+    for every shape, in training and inference alike.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def _bitsandbytes_problem(quantization: str, device: str) -> Text | None:
     """Why bitsandbytes cannot quantize on ``device`` (None when a real quantized layer runs there)."""
     import torch

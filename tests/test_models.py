@@ -208,6 +208,39 @@ def test_4bit_on_cpu(tiny_models):
         assert torch.isfinite(lm.model(**inputs, labels=inputs["input_ids"]).loss)
 
 
+def test_4bit_on_cpu_trains_after_an_evaluation(tiny_models):
+    """QLoRA alternates inference (mid-run evaluation) and training on the same 4-bit layers.
+
+    bitsandbytes 0.50 repacked a layer's weight for its AVX512-BF16 kernel on the first
+    no-grad eval pass, after which the layer could not be trained.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from lab.models import _bitsandbytes_problem
+
+    problem = _bitsandbytes_problem("4bit", "cpu")
+    if problem:
+        pytest.skip(problem)
+    lm = load_model(tiny_models("qwen2_5_vl"), quantization="4bit", device="cpu")
+    model = get_peft_model(lm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    text = lm.processor.apply_chat_template(chat(), tokenize=False)
+    inputs = lm.processor(text=[text], images=[sample_image()], return_tensors="pt")
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        model.eval()
+        with torch.no_grad():
+            eval_loss = model(**inputs, labels=inputs["input_ids"]).loss
+        model.train()
+        loss = model(**inputs, labels=inputs["input_ids"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        assert torch.isfinite(eval_loss) and torch.isfinite(loss)
+    changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, lora[n])]
+    assert changed and len(changed) == len(lora)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("quantization", [None, "4bit"])
