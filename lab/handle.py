@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lab.errors import BusyError, LabError, ModelLoadError, Text
-from lab.paths import check_allowed
+from lab.paths import check_allowed, restricted
 
 
 # The name that stands for the tiny random demo model (built offline on first use).
@@ -63,8 +63,14 @@ class ModelHandle:
         self._state = ModelState.EMPTY
         self.loaded: Any = None
         self.last_error: Text | None = None  # both languages: the header shows the page's
+        self.error_owner: str | None = None  # the visitor whose request failed (None: anyone may see it)
+        self._requester = threading.local()  # .owner: the visitor a background load works for
         self.run_dir: Path | None = None  # the run folder the model or its adapter came from
         self.adapter_enabled = True  # what a request that does not say gets
+
+    def _record_error(self, err: LabError) -> None:
+        with self._guard:  # the sentence and whom it belongs to change together
+            self.last_error, self.error_owner = Text.of(err), getattr(self._requester, "owner", None)
 
     @property
     def state(self) -> ModelState:
@@ -103,27 +109,30 @@ class ModelHandle:
             self.loaded = load_model(resolve_model_name(name_or_path), **options)
             self.last_error = None
         except LabError as err:
-            self.last_error = Text.of(err)
+            self._record_error(err)
             raise
         finally:
             self._release()
         return self.loaded
 
-    def load_in_background(self, name_or_path: str | None, run: str | None = None, **options: Any) -> threading.Thread:
+    def load_in_background(self, name_or_path: str | None, run: str | None = None, owner: str | None = None,
+                           **options: Any) -> threading.Thread:
         """Start :meth:`load` (or :meth:`load_run` when ``run`` is given) in a thread.
 
         A model that is busy is refused at once (BusyError); other errors end up in
-        ``last_error``, which the app's header shows.
+        ``last_error``, which the app's header shows; on a shared deployment only to ``owner``
+        (the visitor who asked), since the sentence repeats what they typed.
         """
         with self._guard:
             if self._state in _BUSY:
                 raise _busy_error(self._state)
 
         def target() -> None:
+            self._requester.owner = owner
             try:
                 self.load_model_or_run(name_or_path, run, **options)
             except LabError as err:
-                self.last_error = Text.of(err)  # shown in the header
+                self._record_error(err)  # shown in the header
 
         thread = threading.Thread(target=target, name="model-load", daemon=True)
         thread.start()
@@ -166,7 +175,7 @@ class ModelHandle:
                 attach_adapter(self.loaded, run.adapter_dir, run.name)
             self.run_dir, self.last_error = run.path, None
         except LabError as err:
-            self.last_error = Text.of(err)
+            self._record_error(err)
             raise
         finally:
             self._release()
@@ -226,9 +235,16 @@ class ModelHandle:
             candidates.insert(0, runs_dir() / loaded.adapter)
         return next((c for c in candidates if (c / RUN_CONFIG).is_file()), None)
 
-    def describe(self) -> dict[str, Any]:
-        """What is loaded, for the app header and the API."""
-        info: dict[str, Any] = {"state": self._state.label, "error": self.last_error}
+    def describe(self, viewer: str | None = None) -> dict[str, Any]:
+        """What is loaded, for the app header and the API, as ``viewer`` (a visitor's session) may see it.
+
+        On a shared deployment a failed load's sentence is shown only to the visitor who asked
+        for it: it names what they typed.
+        """
+        error = self.last_error
+        if error is not None and self.error_owner is not None and viewer != self.error_owner and restricted():
+            error = None
+        info: dict[str, Any] = {"state": self._state.label, "error": error}
         loaded = self.loaded
         if loaded is not None:
             info.update(

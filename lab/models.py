@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.errors import ConfigError, ModelLoadError, Text, localize
-from lab.paths import check_allowed
+from lab.errors import ConfigError, LabError, ModelLoadError, Text, localize
+from lab.paths import check_allowed, resolve, restricted
 
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
@@ -260,6 +260,8 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
     if not name:
         raise ModelLoadError("No model given: pass a Hub id like Qwen/Qwen2.5-VL-3B-Instruct or a local folder path.",
                              zh="未指定模型：请传入 Hub 名称（如 Qwen/Qwen2.5-VL-3B-Instruct）或本地文件夹路径。")
+    if restricted():
+        return _allowed_source(name)
     path = Path(name).expanduser()
     if path.exists():
         check_allowed(path)
@@ -273,6 +275,56 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
     if _HUB_ID.fullmatch(name) and not name.startswith("."):
         return name, False
     raise ModelLoadError(f"Model folder {name} does not exist.", zh=f"模型文件夹 {name} 不存在。")
+
+
+ALLOWED_MODELS_ENV = "LAB_ALLOWED_MODELS"
+
+
+def allowed_models() -> list[str]:
+    """The Hub models visitors of a shared deployment may load.
+
+    ``LAB_ALLOWED_MODELS`` (comma-separated Hub ids; ``demo`` is the tiny demo model) when the
+    owner sets it; else the demo model and every model a training preset names.
+    """
+    import os
+
+    from lab.train_config import list_train_presets, train_preset_path
+
+    listed = os.environ.get(ALLOWED_MODELS_ENV)
+    if listed is not None:
+        return [name.strip() for name in listed.split(",") if name.strip()]
+    import yaml
+
+    names = ["demo"]
+    for preset in list_train_presets():
+        model = (yaml.safe_load(train_preset_path(preset).read_text(encoding="utf-8")) or {}).get("model")
+        if model and str(model) not in names:
+            names.append(str(model))
+    return names
+
+
+def _allowed_source(name: str) -> tuple[str, bool]:
+    """On a shared deployment: an allowed Hub id, or a model folder inside the workspace; nothing else.
+
+    A visitor's name is never tried as a download, and the refusal is the same whether or not
+    a folder of that name exists outside the workspace.
+    """
+    allowed = allowed_models()
+    refusal = ModelLoadError(
+        f"On this shared server only these models can be loaded: {', '.join(allowed) or 'none'} "
+        f"(the owner lists them in {ALLOWED_MODELS_ENV}), or a model trained or exported here.",
+        zh=f"在这个共享服务器上只能加载这些模型：{'、'.join(allowed) or '无'}"
+        f"（由所有者在 {ALLOWED_MODELS_ENV} 中列出），或在这里训练、导出的模型。",
+    )
+    try:
+        path = resolve(name)
+    except LabError:
+        path = None
+    if path is not None and path.is_dir() and (path / "config.json").is_file():
+        return str(path), True
+    if name in allowed and _HUB_ID.fullmatch(name):
+        return name, False
+    raise refusal
 
 
 def _load_config(source: str, trust_remote_code: bool):

@@ -50,10 +50,11 @@ def test_restricted_mode_reaches_every_way_in(lab_home, monkeypatch, tmp_path):
     for call in (
         lambda: validate_dataset(outside),
         lambda: list_images(outside),
-        lambda: load_model(outside / "model"),
         lambda: find_run(outside),
         lambda: export_run(outside, outside / "merged"),
     ):
         with pytest.raises(LabError, match="upload yours instead"):
             call()
+    with pytest.raises(LabError, match="only these models can be loaded"):
+        load_model(outside / "model")
     assert len(list_images(paths.SAMPLE_DATASET / "images")) == 60

@@ -8,6 +8,7 @@ import gradio as gr
 
 from lab.errors import LabError, localize
 from lab.handle import adapter_names
+from lab.models import allowed_models
 from lab.training.runs import list_runs
 from lab.ui import i18n
 from lab.ui.context import UIContext
@@ -42,8 +43,8 @@ STRINGS = {
 i18n.register(STRINGS)
 
 
-def status_markdown(ctx: UIContext, lang: str = "en") -> str:
-    info = ctx.handle.describe()
+def status_markdown(ctx: UIContext, lang: str = "en", viewer: str | None = None) -> str:
+    info = ctx.handle.describe(viewer)
     if info["state"] == "loading":
         return i18n.text("header.loading", lang)
     if "name" not in info:
@@ -79,7 +80,19 @@ def _model_call(ctx: UIContext, request, action) -> str:
         action()
     except LabError as err:
         raise gr.Error(localize(err, _page_lang(ctx, request))) from None
-    return status_markdown(ctx, _page_lang(ctx, request))
+    return status_markdown(ctx, _page_lang(ctx, request), _viewer(request))
+
+
+def _viewer(request) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
+def model_choices(ctx: UIContext) -> list[str]:
+    """The models offered in the picker: the allow-list on a shared deployment, else it and the started one."""
+    names = allowed_models()
+    if ctx.settings.model and ctx.settings.model not in names:
+        names = [ctx.settings.model, *names]
+    return names
 
 
 def adapter_choices(ctx: UIContext) -> list[str]:
@@ -90,7 +103,9 @@ def adapter_choices(ctx: UIContext) -> list[str]:
 def _controls(ctx: UIContext, status: gr.Markdown) -> None:
     with gr.Accordion(t("header.controls"), open=False):
         with gr.Row():
-            model = gr.Textbox(value=ctx.settings.model or "", label=t("header.model"), scale=3)
+            # On a shared deployment only the owner's allow-list can be loaded; elsewhere any name or folder.
+            model = gr.Dropdown(model_choices(ctx), value=ctx.settings.model or "", allow_custom_value=True,
+                                label=t("header.model"), scale=3)
             quant = gr.Dropdown(["none", "4bit", "8bit"], value="none", label=t("header.quant"), scale=1)
             load = gr.Button(t("header.load"), scale=1)
         with gr.Row():
@@ -103,10 +118,14 @@ def _controls(ctx: UIContext, status: gr.Markdown) -> None:
 
     def on_load(request: gr.Request, name, quantization):
         options = {"quantization": None if quantization == "none" else quantization}
-        return _model_call(ctx, request, lambda: ctx.handle.load_in_background(name.strip(), **options))
+        owner = _viewer(request)
+        return _model_call(ctx, request,
+                           lambda: ctx.handle.load_in_background((name or "").strip(), owner=owner, **options))
 
     def on_load_run(request: gr.Request, name):
-        return _model_call(ctx, request, lambda: ctx.handle.load_in_background(None, run=(name or "").strip()))
+        owner = _viewer(request)
+        return _model_call(ctx, request,
+                           lambda: ctx.handle.load_in_background(None, run=(name or "").strip(), owner=owner))
 
     def on_use(request: gr.Request, name):
         return _model_call(ctx, request, lambda: ctx.handle.select_adapter(None if name == NO_ADAPTER else name))
@@ -135,7 +154,7 @@ def create_header(ctx: UIContext) -> gr.Markdown:
     timer = gr.Timer(2.0)
 
     def on_tick(request: gr.Request):
-        return status_markdown(ctx, _page_lang(ctx, request))
+        return status_markdown(ctx, _page_lang(ctx, request), _viewer(request))
 
     timer.tick(on_tick, outputs=status, api_name="model_status", show_progress="hidden")
     return status
