@@ -177,7 +177,7 @@ def test_endpoint_is_scored_with_the_same_metrics(sample_dataset, tmp_path):
 
 def test_unreachable_endpoint_is_one_sentence(sample_dataset, tmp_path):
     samples = samples_from_dataset(sample_dataset)[:2]
-    with pytest.raises(LabError, match="Cannot reach the endpoint"):
+    with pytest.raises(LabError, match=r"^Evaluation stopped: cannot reach http://127.0.0.1:9/v1 \(3 tries\)\.$"):
         evaluate_endpoint(samples, EndpointConfig(base_url="http://127.0.0.1:9/v1", model="m"), out_dir=tmp_path)
     with pytest.raises(ConfigError):
         EndpointConfig(base_url="localhost:8000", model="m")

@@ -29,8 +29,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
     parser.add_argument("--name", default=None, help="name of the results files (default: dataset name and time)")
     parser.add_argument("--endpoint", default=None, metavar="URL", help="score an OpenAI-compatible server instead (e.g. http://localhost:8000/v1); --model is the served model's name")
-    parser.add_argument("--api-key", default=None, help="the endpoint's API key (default: $OPENAI_API_KEY, else EMPTY)")
+    parser.add_argument("--api-key-env", default=None, metavar="NAME",
+                        help="read the endpoint's API key from this environment variable (default: OPENAI_API_KEY "
+                             "when the URL is OPENAI_BASE_URL or OpenAI's, EMPTY for a local server)")
+    parser.add_argument("--api-key", default=None, help="deprecated, the key ends up in shell history and the process list: use --api-key-env")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight with --endpoint (default: 4)")
+    parser.add_argument("--max-retries", type=int, default=2, help="retries per request with --endpoint (default: 2)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request with --endpoint (default: 120)")
     parser.set_defaults(func=run)
 
 
@@ -87,10 +92,32 @@ def _run_endpoint(args: argparse.Namespace) -> int:
     if not args.dataset or not args.model:
         raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).",
                           zh="使用 --endpoint 时，请同时给出 --dataset 和 --model（服务端部署的模型名）。")
-    config = EndpointConfig(base_url=args.endpoint, model=args.model, api_key=args.api_key, concurrency=args.concurrency,
-                            max_tokens=args.max_new_tokens, temperature=args.temperature)  # fmt: skip
+    config = EndpointConfig(base_url=args.endpoint, model=args.model, api_key=_api_key(args), concurrency=args.concurrency,
+                            max_tokens=args.max_new_tokens, temperature=args.temperature, timeout=args.timeout,
+                            max_retries=args.max_retries)  # fmt: skip
     result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=args.name, source=args.dataset,
                                limit=args.limit, progress=_progress)  # fmt: skip
     print(file=sys.stderr)
     print(format_result(result))
     return 0
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key the person named for the endpoint: ``--api-key-env NAME``, or the deprecated ``--api-key``."""
+    import os
+
+    from lab.errors import ConfigError, Text, cli_lang, localize
+
+    if args.api_key:
+        warning = Text("warning: --api-key leaves the key in shell history and the process list; put it in an "
+                       "environment variable and pass --api-key-env NAME instead.",
+                       "警告：--api-key 会把密钥留在 shell 历史和进程列表中；请把它放进环境变量，改用 --api-key-env NAME。")
+        print(localize(warning, cli_lang()), file=sys.stderr)
+        return args.api_key
+    if not args.api_key_env:
+        return None
+    key = os.environ.get(args.api_key_env, "").strip()
+    if not key:
+        raise ConfigError(f"--api-key-env names {args.api_key_env}, which is not set or empty.",
+                          zh=f"--api-key-env 指定的环境变量 {args.api_key_env} 未设置或为空。")
+    return key

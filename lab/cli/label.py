@@ -2,8 +2,10 @@
 
 The API key comes from the environment (``OPENAI_API_KEY``, or the provider's own
 variable such as ``DASHSCOPE_API_KEY``), never from a flag: flags end up in shell
-history and process lists. Seed scripts' flags (``--image_folder``, ``--output_json``,
-``--max_retries``) are accepted as aliases.
+history and process lists. It is sent only to the URL it belongs to (``OPENAI_BASE_URL``,
+else OpenAI; the provider's ``base_url``); for another server set ``OPENAI_BASE_URL``.
+Seed scripts' flags (``--image_folder``, ``--output_json``, ``--max_retries``) are
+accepted as aliases.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 
 def add_parser(subparsers) -> None:
@@ -21,7 +24,8 @@ def add_parser(subparsers) -> None:
         "label", help="label a folder of images through an OpenAI-compatible API (resumable)",
         description="Label every image of a folder with a prompt through any OpenAI-compatible API (OpenAI, "
                     "DashScope, vLLM, Ollama) into a dataset folder. Rerunning skips what is done; Ctrl-C stops "
-                    "and keeps it. The API key is read from OPENAI_API_KEY (or the provider's variable).",
+                    "and keeps it. The API key is read from OPENAI_API_KEY (or the provider's variable) "
+                    "and sent only to OPENAI_BASE_URL (else OpenAI) or the provider's own URL.",
     )
     parser.add_argument("--images", "--image_folder", dest="images", help="folder of images to label (default: the last run's)")
     parser.add_argument("--prompt", help="prompt preset name or YAML file (default: the last run's)")
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise ConfigError("Give --images DIR, the folder of pictures to label.", zh="请用 --images DIR 指定要标注的图片文件夹。")
     prompt, preset, lang = _prompt(args, job)
-    labeler, settings = _labeler(args, job)
+    labeler, settings = _labeler(args, job, estimate_only=args.estimate)
     estimate = estimate_folder(images, out, prompt, labeler.name, max_pixels=settings.get("max_pixels"),
                                price=labeler.price, limit=args.limit)
     lang, summary = cli_lang(), estimate.summary()
@@ -105,10 +109,11 @@ def _prompt(args, job: dict):
                       zh="请用 --prompt 指定提示词预设名或 YAML 文件（见 presets/prompts/）。")
 
 
-def _labeler(args, job: dict):
-    """The labeler and its settings (without the key) for label_job.json."""
+def _labeler(args, job: dict, estimate_only: bool = False):
+    """The labeler and its settings (without the key) for label_job.json; an estimate's needs no key."""
     from lab.errors import ConfigError
     from lab.labeling.client import ApiLabeler, LabelerConfig
+    from lab.labeling.costs import price_for
 
     if args.local_model:
         return _local_labeler(args)
@@ -130,7 +135,11 @@ def _labeler(args, job: dict):
     settings.update({k: v for k, v in flags.items() if v is not None})
     settings["json_mode"] = args.json_mode or bool(settings.get("json_mode"))
     settings["reask"] = args.reask or bool(settings.get("reask"))
-    labeler = ApiLabeler(LabelerConfig(**settings))
+    config = LabelerConfig(**settings)
+    if estimate_only:  # an estimate sends nothing, so it asks for no key
+        resolved = config.resolved(need_key=False)
+        return SimpleNamespace(name=resolved.model, price=price_for(resolved.model)), resolved.public_dict()
+    labeler = ApiLabeler(config)
     return labeler, labeler.config.public_dict()
 
 

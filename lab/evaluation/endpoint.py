@@ -1,23 +1,23 @@
 """Score any OpenAI-compatible chat endpoint with the same samples and metrics as the local model.
 
 A merged model served by ``vllm serve``, or the labeler itself (an upper bound for what
-fine-tuning on its answers can reach), answers each sample through the ``openai``
-client; the results are saved and shown like a local evaluation, with one variant
-named ``endpoint``.
+fine-tuning on its answers can reach), answers each sample through
+:mod:`lab.endpoint_client` (the labeler's client: same messages, retries, errors and key
+rule); the results are saved and shown like a local evaluation, with one variant named
+``endpoint``.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab import paths
-from lab.conversation import IMAGE_PLACEHOLDER
-from lab.errors import BadImageError, ConfigError, LabError, Text, localize
+from lab.endpoint_client import ChatClient, Endpoint, EndpointError, chat_messages, encode_image, resolve_endpoint
+from lab.errors import BadImageError, ConfigError, LabError
 from lab.evaluation.runner import (EvalResult, EvalSample, ProgressFn, _default_name, save_result, score_variants,
                                   skip_row)
 
@@ -33,7 +33,7 @@ class EndpointConfig:
     model: str
     """The model name the server knows (for ``vllm serve DIR`` it is DIR unless ``--served-model-name``)."""
     api_key: str | None = None
-    """None takes ``OPENAI_API_KEY`` from the environment, else ``EMPTY`` (what local servers accept)."""
+    """None: a key from the environment if this URL is the one it was set up for, ``EMPTY`` for a local server."""
     concurrency: int = 4
     """Requests in flight at once."""
     max_tokens: int = 256
@@ -42,6 +42,8 @@ class EndpointConfig:
     """0 asks for greedy answers."""
     timeout: float = 120.0
     """Seconds to wait for one answer."""
+    max_retries: int = 2
+    """Retries per request on 429, 5xx, timeouts and dropped connections."""
     max_pixels: int = 1003520
     """Images are shrunk to at most this many pixels before they are sent."""
 
@@ -55,100 +57,61 @@ class EndpointConfig:
         if int(self.concurrency) < 1:
             raise ConfigError(f"Concurrency must be at least 1, not {self.concurrency}.",
                               zh=f"并发数至少为 1，当前为 {self.concurrency}。")
+        if self.timeout <= 0 or int(self.max_retries) < 0:
+            raise ConfigError(f"The timeout must be positive and the retries not negative "
+                              f"(got {self.timeout} s and {self.max_retries}).",
+                              zh=f"超时必须大于 0，重试次数不能为负数（当前为 {self.timeout} 秒和 {self.max_retries} 次）。")
 
     def public_dict(self) -> dict:
         """The settings without the API key, for the saved summary."""
         return {k: v for k, v in asdict(self).items() if k != "api_key"}
 
+    def endpoint(self) -> Endpoint:
+        """The URL, model and key to use; a ConfigError when no key may be sent to this URL."""
+        return resolve_endpoint(base_url=self.base_url, model=self.model, api_key=self.api_key or "")
+
 
 def openai_messages(sample: EvalSample, max_pixels: int) -> list[dict]:
     """The sample's messages with each ``<image>`` replaced by an inline image part, in order."""
-    from lab.labeling.client import encode_image
-
-    images = iter(sample.images)
-    converted = []
-    for message in sample.messages:
-        content = message["content"]
-        if not isinstance(content, str) or IMAGE_PLACEHOLDER not in content:
-            converted.append({"role": message["role"], "content": content})
-            continue
-        parts = []
-        for i, chunk in enumerate(content.split(IMAGE_PLACEHOLDER)):
-            if i > 0:
-                url = encode_image(Path(next(images)), max_pixels, "png")
-                parts.append({"type": "image_url", "image_url": {"url": url}})
-            if chunk:
-                parts.append({"type": "text", "text": chunk})
-        converted.append({"role": message["role"], "content": parts})
-    return converted
+    urls = [encode_image(Path(image), max_pixels, "png") for image in sample.images]
+    return chat_messages(sample.messages, urls)
 
 
-def _client(config: EndpointConfig):
-    from openai import OpenAI
-
-    key = config.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-    return OpenAI(base_url=config.base_url, api_key=key, timeout=config.timeout, max_retries=2)
-
-
-def _ask(client, config: EndpointConfig, sample: EvalSample) -> str:
-    import openai
-
-    try:
-        reply = client.chat.completions.create(
-            model=config.model, messages=openai_messages(sample, config.max_pixels),
-            max_tokens=int(config.max_tokens), temperature=float(config.temperature),
-        )  # fmt: skip
-    except openai.APIConnectionError:
-        raise LabError(f"Cannot reach the endpoint at {config.base_url}; is the server running?",
-                       zh=f"无法连接接口 {config.base_url}；服务是否已启动？") from None
-    except openai.AuthenticationError:
-        raise LabError(f"The endpoint at {config.base_url} refused the API key.",
-                       zh=f"接口 {config.base_url} 拒绝了 API 密钥。") from None
-    except openai.NotFoundError:
-        raise LabError(f"The endpoint at {config.base_url} does not serve a model named {config.model!r}.",
-                       zh=f"接口 {config.base_url} 上没有名为 {config.model!r} 的模型。") from None
-    except openai.APIStatusError as err:
-        raise _SampleFailure(Text(f"the server answered HTTP {err.status_code}",
-                                  f"服务端返回 HTTP {err.status_code}")) from None
-    return (reply.choices[0].message.content or "").strip() if reply.choices else ""
-
-
-class _SampleFailure(Exception):
-    """One sample could not be answered; the run goes on."""
-
-    def __init__(self, reason: Text):
-        super().__init__(reason)
-        self.zh = localize(reason, "zh")
-
-
-def _answer_concurrently(client, config: EndpointConfig, samples: list[EvalSample], progress, stop):
-    """``({index: answer}, skipped)``; a LabError (server unusable) stops sending and is raised."""
+async def _answer_all(client: ChatClient, config: EndpointConfig, samples: list[EvalSample], progress, stop):
+    """``({index: answer}, skipped)``; an error that makes the server unusable stops sending and is raised."""
     answers: dict[int, str] = {}
     skipped: list[dict] = []
-    lock, halt = threading.Lock(), threading.Event()
+    gate = asyncio.Semaphore(int(config.concurrency))
     start = time.perf_counter()
 
-    def one(index: int) -> None:
-        if halt.is_set() or (stop is not None and stop.is_set()):
-            return
-        try:
-            text = _ask(client, config, samples[index])
-            with lock:
-                answers[index] = text
-        except (_SampleFailure, BadImageError) as err:
-            with lock:
-                skipped.append(skip_row(samples[index].id, err))
-        except LabError:
-            halt.set()  # the server is unusable: do not send the remaining requests
-            raise
+    async def one(index: int) -> None:
+        async with gate:
+            if stop is not None and stop.is_set():
+                return
+            sample = samples[index]
+            try:
+                messages = await asyncio.to_thread(openai_messages, sample, config.max_pixels)
+                body = client.request(messages, max_tokens=int(config.max_tokens),
+                                      temperature=float(config.temperature))
+                answers[index] = (await client.complete(body)).text.strip()
+            except BadImageError as err:
+                skipped.append(skip_row(sample.id, err))
+            except EndpointError as err:
+                if err.fatal:
+                    raise LabError(f"Evaluation stopped: {err.reason}.", zh=f"评估已停止：{err.reason.zh}。") from None
+                skipped.append(skip_row(sample.id, err))
         if progress is not None:
-            with lock:
-                done = len(answers) + len(skipped)
+            done = len(answers) + len(skipped)
             progress(done, len(samples), (time.perf_counter() - start) / done * (len(samples) - done))
 
-    with ThreadPoolExecutor(max_workers=int(config.concurrency)) as pool:
-        for future in [pool.submit(one, i) for i in range(len(samples))]:
-            future.result()
+    async with client:
+        tasks = [asyncio.ensure_future(one(i)) for i in range(len(samples))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # after a fatal error, the requests not yet sent are not sent
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     return answers, skipped
 
 
@@ -171,8 +134,9 @@ def evaluate_endpoint(
     samples = samples[: int(limit)] if limit else samples
     if not samples:
         raise ConfigError("There are no samples to evaluate.", zh="没有可评估的样本。")
+    client = ChatClient(config.endpoint(), timeout=float(config.timeout), max_retries=int(config.max_retries))
     start = time.perf_counter()
-    answers, skipped = _answer_concurrently(_client(config), config, samples, progress, stop)
+    answers, skipped = asyncio.run(_answer_all(client, config, samples, progress, stop))
     order = sorted(answers)
     scored = score_variants([samples[i] for i in order], {VARIANT: [answers[i] for i in order]}, [VARIANT])
     result = EvalResult(

@@ -1,6 +1,6 @@
 """Labeling: turn a folder of images into a training set by asking a strong model.
 
-- :mod:`~lab.labeling.client`: the API labeler (any OpenAI-compatible endpoint), provider presets.
+- :mod:`~lab.labeling.client`: the API labeler (any OpenAI-compatible endpoint, through :mod:`lab.endpoint_client`).
 - :mod:`~lab.labeling.local`: the app's loaded model as the labeler (free, offline).
 - :mod:`~lab.labeling.answers`: is an answer usable (JSON, expected keys, refusals)?
 - :mod:`~lab.labeling.costs` and :mod:`~lab.labeling.estimate`: the price table, per-item cost, run estimates.

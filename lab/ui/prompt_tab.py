@@ -7,12 +7,12 @@ only as long as that request (or the run it starts); it is never stored on the s
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
+from lab.endpoint_client import environment_keys
 from lab.errors import ConfigError, LabError, localize
 from lab.labeling.client import ApiLabeler, LabelerConfig, load_providers
 from lab.labeling.item import PromptSpec
@@ -43,8 +43,9 @@ STRINGS = {
     "labeler.timeout": ("Timeout per request (s)", "单次请求超时（秒）"),
     "labeler.use_local": ("Use the loaded local model instead", "改用已加载的本地模型"),
     "labeler.key_found": (
-        "An API key was found in the environment; a key typed below takes its place.",
-        "已在环境变量中找到 API Key；在下方填写的 Key 会替代它。",
+        "An API key was found in the environment; it is sent only to the base URL it was set up for, "
+        "and a key typed below takes its place.",
+        "已在环境变量中找到 API Key；它只会发往为它配置的 Base URL，在下方填写的 Key 会替代它。",
     ),
     "labeler.no_key": (
         "No API key is set. Type one in the API key box below (it stays in this page), or set OPENAI_API_KEY "
@@ -110,8 +111,7 @@ class LabelerForm:
 
 
 def _env_key() -> str | None:
-    names = ["OPENAI_API_KEY", *(p.get("key_env") for p in load_providers().values() if p.get("needs_key", True))]
-    return next((name for name in names if name and os.environ.get(name)), None)
+    return next(iter(environment_keys()), None)
 
 
 def _provider_fields(provider: str):
