@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from lab.errors import BusyError, DatasetError
+from lab.file_lock import FileLock
 
 DATA_FILE = "data.jsonl"
 FAILURES_FILE = "failures.jsonl"
@@ -113,53 +114,22 @@ class DatasetLock:
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK_FILE
-        self.handle = None
+        self._lock = FileLock(self.path)
 
     def acquire(self) -> "DatasetLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            _lock_file(handle)
-        except OSError:
-            handle.close()
+        if not self._lock.acquire():
             raise BusyError(f"Another labeling run or review is writing to {self.path.parent}; stop it or wait for it to end.",
-                            zh=f"另一个标注任务或审核正在写入 {self.path.parent}；请先停止它或等它结束。") from None
-        self.handle = handle
+                            zh=f"另一个标注任务或审核正在写入 {self.path.parent}；请先停止它或等它结束。")
         return self
 
     def release(self) -> None:
-        if self.handle is not None:
-            _unlock_file(self.handle)
-            self.handle.close()
-            self.handle = None
+        self._lock.release()
 
     def __enter__(self) -> "DatasetLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def _lock_file(handle) -> None:
-    try:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # Windows
-        import msvcrt
-
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-
-
-def _unlock_file(handle) -> None:
-    try:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    except ImportError:
-        import msvcrt
-
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 
 
 class LabelStore:
