@@ -4,6 +4,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shutil
 import time
 
@@ -170,6 +171,42 @@ def test_a_torn_last_line_is_cut_before_appending(server, tmp_path):
     run_labeling(tmp_path / "pics", out, CAPTION, labeler(server))
     lines = (out / "data.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all(json.loads(line)["meta"]["status"] == "ok" for line in lines)
+
+
+def test_a_whole_last_record_without_its_newline_is_kept_on_resume(server, tmp_path):
+    many(tmp_path / "pics", 3)
+    out = tmp_path / "ds"
+    run_labeling(tmp_path / "pics", out, CAPTION, labeler(server), limit=2)
+    data = out / "data.jsonl"
+    data.write_bytes(data.read_bytes().rstrip(b"\n"))  # e.g. saved by an editor that drops the final newline
+    server.reset()
+    rest = run_labeling(tmp_path / "pics", out, CAPTION, labeler(server))
+    assert (rest.ok, rest.skipped, server.count) == (1, 2, 1)
+    assert sorted(r["meta"]["source"] for r in records(out)) == ["0000.png", "0001.png", "0002.png"]
+
+
+def test_a_file_name_that_is_not_utf8_is_labeled_and_the_run_goes_on(server, tmp_path):
+    pics = tmp_path / "pics"
+    many(pics, 3)
+    shutil.copyfile(plain(tmp_path / "src.png", (200, 10, 10)), os.path.join(os.fsencode(pics), b"caf\xe9.png"))
+    open(os.path.join(os.fsencode(pics), b"bro\xffken.png"), "wb").close()  # empty: fails, with its reason
+    out = tmp_path / "ds"
+    progress = run_labeling(pics, out, CAPTION, labeler(server))
+    assert (progress.state, progress.ok, progress.failed) == ("finished", 4, 1)
+    rows = {r["meta"]["source"]: r for r in records(out)}
+    assert set(rows) == {"0000.png", "0001.png", "0002.png", "caf\\xe9.png"}
+    odd = rows["caf\\xe9.png"]
+    original = pics / os.fsdecode(bytes.fromhex(odd["meta"]["source_bytes"]))  # the exact name, back from the record
+    assert os.fsencode(original.name) == b"caf\xe9.png"
+    assert original.read_bytes() == (out / odd["images"][0]).read_bytes()
+    assert odd["messages"][-1]["content"] == f"label-{digest(original)}"
+    failure = next(read_rows(out / "failures.jsonl"))
+    assert (failure["source"], failure["status"]) == ("bro\\xffken.png", "bad_image") and "empty" in failure["reason"]
+    assert bytes.fromhex(failure["source_bytes"]) == b"bro\xffken.png"
+    assert validate_dataset(out).ok
+    server.reset()
+    again = run_labeling(pics, out, CAPTION, labeler(server))  # resuming finds both again
+    assert (again.ok, again.skipped, server.count) == (0, 5, 0)
 
 
 def test_duplicate_images_are_labeled_once(server, tmp_path):

@@ -82,3 +82,68 @@ def test_the_first_plot_data_is_typed_and_names_every_series():
     first = plot.postprocess(plot_points([{"step": 1, "value": 8.1, "series": "train"}], ("train", "eval")))
     assert first.datatypes == {"step": "quantitative", "value": "quantitative", "series": "nominal"}
     assert first.data == [[1, 8.1, "train"], [1, None, "eval"]]  # eval named before its first point, not drawn
+
+
+@pytest.fixture
+def no_run_left():
+    """Stop whatever training a test leaves going (the job is the process's, not the app's), queued runs too."""
+    yield
+    for _ in range(5):  # the run going on, then each queued one as it starts
+        job = jobs.current_job()
+        if job is None or not job.active:
+            break
+        job.stop()
+        job.wait(120)
+
+
+def _wait_for_steps(run_dir, job, timeout=120):
+    from lab.training.metrics import log_rows, read_metrics
+
+    deadline = time.time() + timeout
+    while job.active and not log_rows(read_metrics(run_dir)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert log_rows(read_metrics(run_dir)), job.message
+
+
+def test_a_second_visitor_cannot_take_a_run_name_in_use(launch_app, lab_home, monkeypatch, no_run_left):
+    from gradio_client import Client
+
+    monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")  # a shared deployment: later runs wait in a queue
+    app, ctx, client = launch_app(model="demo")
+    _wait_ready(ctx)
+    form = dict(zip(FORM_FIELDS, form_values(TrainConfig.from_preset("cpu_demo", ["max_steps=300", "run_name=ui"]))))
+    assert client.predict(**form, api_name="/train_start") == "Started ui."
+    first, run_dir = jobs.current_job(), lab_home / "checkpoints" / "ui"
+    _wait_for_steps(run_dir, first)
+    config, logged = (run_dir / "config.yaml").read_bytes(), (run_dir / "metrics.jsonl").read_text().splitlines()
+
+    visitor = Client(app.local_url, verbose=False)
+    theirs = {**form, "learning_rate": 0.5, "max_steps": 2}
+    with pytest.raises(Exception, match="A run named ui is already going on or waiting in the queue; choose another"):
+        visitor.predict(**theirs, api_name="/train_start")
+    assert visitor.predict(**{**theirs, "run_name": "other"}, api_name="/train_start") == (
+        "Queued other: 1 run(s) ahead; it starts when they end.")  # fmt: skip
+    with pytest.raises(Exception, match="A run named other is already going on or waiting in the queue"):
+        client.predict(**{**form, "run_name": "other"}, api_name="/train_start")
+    assert (run_dir / "config.yaml").read_bytes() == config
+    assert (run_dir / "metrics.jsonl").read_text().splitlines()[: len(logged)] == logged
+    assert not (lab_home / "checkpoints" / "other").exists()
+
+    assert client.predict(api_name="/train_stop") == "Stopping ui after the current step…"
+    assert first.wait(120) and first.status == "stopped", first.message
+    queued = jobs.current_job()
+    assert queued.name == "other" and queued.wait(120) and queued.status == "finished", queued.message
+    assert TrainConfig.from_yaml(lab_home / "checkpoints" / "other" / "config.yaml").learning_rate == 0.5
+    assert (run_dir / "config.yaml").read_bytes() == config
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_model_loads(launch_app, lab_home, no_run_left):
+    (lab_home / "checkpoints").write_text("a file where the runs folder should be")
+    app, ctx, client = launch_app()
+    before = jobs.current_job()
+    form = dict(zip(FORM_FIELDS, form_values(TrainConfig.from_preset("cpu_demo", ["run_name=nowhere"]))))
+    with pytest.raises(Exception) as refused:
+        client.predict(**form, api_name="/train_start")
+    assert str(refused.value).endswith(f"The run folder {lab_home / 'checkpoints' / 'nowhere'} cannot be written: "
+                                       f"{lab_home / 'checkpoints'} is not a writable folder; choose another output_dir.")
+    assert jobs.current_job() is before and ctx.handle.loaded is None and ctx.handle.state.value == "empty"

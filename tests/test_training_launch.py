@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import threading
@@ -33,6 +34,32 @@ def test_cli_trains_and_reports_errors_in_one_sentence(tiny_models, lab_home, ca
     code = main(["train", "--preset", "cpu_demo", "--set", "dataset=data/nope", "run_name=bad"])
     err = capsys.readouterr().err
     assert code == 2 and err == "error: Dataset data/nope not found (looked in " + str(lab_home) + ").\n"
+
+
+def test_cli_refuses_an_output_folder_it_cannot_write_before_loading_the_model(tiny_models, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # a file where a folder should be: unwritable for root too
+    code = main(["train", "--preset", "cpu_demo", "--set", f"model={tiny_models('qwen2_5_vl')}", "run_name=cli",
+                 f"output_dir={blocker}/runs"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err == (f"error: The run folder {blocker}/runs/cli cannot be written: {blocker} is "
+                                          "not a writable folder; choose another output_dir.\n")  # fmt: skip
+    assert "Loading" not in captured.out and not blocker.with_name("runs").exists()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into a read-only folder anyway")
+def test_cli_refuses_a_read_only_output_folder(tiny_models, tmp_path, capsys):
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        code = main(["train", "--preset", "cpu_demo", "--set", f"model={tiny_models('qwen2_5_vl')}", "run_name=cli",
+                     f"output_dir={parent}/runs"])  # fmt: skip
+    finally:
+        parent.chmod(0o700)
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.startswith(f"error: The run folder {parent}/runs/cli cannot be written")
+    assert "Traceback" not in captured.err and "Loading" not in captured.out
 
 
 def test_show_command_reproduces_the_config(capsys):

@@ -153,6 +153,36 @@ def test_stop_ends_after_the_current_step_and_resume_continues_the_curve(tiny_mo
     assert [p.name for p in checkpoints(result.run_dir)][-1] == "checkpoint-6"
 
 
+def test_a_run_killed_after_its_checkpoint_resumes_with_each_step_logged_once(tiny_models, lab_home):
+    from transformers import TrainerCallback
+
+    class Killed(BaseException):
+        """Like SIGKILL: not an Exception, so the run writes no error event on its way out."""
+
+    class KillAfterStepFive(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.global_step == 5 and "loss" in (logs or {}):
+                raise Killed  # step 5 is logged; the last checkpoint is step 4's
+
+    cfg = tiny_config(tiny_models, max_steps=6, save_steps=2, val_ratio=0.0)
+    with pytest.raises(Killed):
+        run_training(cfg, log=lambda _: None, callbacks=[KillAfterStepFive()])
+    run_dir = lab_home / "checkpoints" / "run"
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 6, "loss": 0.')  # and killed in the middle of the next line
+    assert [r["step"] for r in log_rows(read_metrics(run_dir))] == [1, 2, 3, 4, 5]
+    assert latest_checkpoint(run_dir).name == "checkpoint-4"
+
+    resumed = run_training(load_run_config(run_dir), resume=True, log=lambda _: None)
+    assert resumed.status == "finished" and resumed.step == 6
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in log_rows(records)] == [1, 2, 3, 4, 5, 6]  # 5 once: the killed session's 5 was cut
+    elapsed = [r["elapsed_s"] for r in log_rows(records)]
+    assert elapsed == sorted(elapsed)
+    assert [(r["event"], r["step"]) for r in records if "event" in r] == [("start", 0), ("start", 4), ("end", 6)]
+    assert all(line.endswith("}") for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+
+
 def test_out_of_memory_in_the_app_is_one_sentence_and_the_model_stays_usable(tiny_models, lab_home, monkeypatch):
     import torch
     from transformers import TrainerCallback
@@ -206,6 +236,48 @@ def test_one_run_at_a_time_and_a_queue_on_shared_deployments(tiny_models, lab_ho
     assert second.wait(120) and second.status == "finished", second.message
     assert jobs.current_job() is second and not (third.run_dir / "metrics.jsonl").exists()
     assert handle.loaded.adapter == "second"
+
+
+def test_a_run_name_in_use_is_refused_when_asked_for_and_its_files_stay(tiny_models, lab_home):
+    from lab.errors import BusyError, ConfigError
+    from lab.handle import ModelHandle
+    from lab.training import job as jobs
+
+    handle = ModelHandle()
+    handle.load(str(tiny_models("qwen2_5_vl")))
+    first = jobs.start_training(tiny_config(tiny_models, run_name="mine", max_steps=400, val_ratio=0.0), handle, queue=True)
+    run_dir = first.run_dir
+    while first.active and not log_rows(read_metrics(run_dir)):
+        first.wait(0.2)
+    assert first.status == "running", first.message
+    config, logged = (run_dir / "config.yaml").read_bytes(), (run_dir / "metrics.jsonl").read_text().splitlines()
+    later = jobs.start_training(tiny_config(tiny_models, run_name="later"), handle, queue=True)
+    assert later.status == "queued" and not later.run_dir.exists()  # nothing is written before a run starts
+    for name in ("mine", "later"):  # going on, waiting: refused at once, whatever the settings
+        with pytest.raises(BusyError) as refused:
+            jobs.start_training(tiny_config(tiny_models, run_name=name, learning_rate=0.5), handle, queue=True)
+        assert str(refused.value) == (f"A run named {name} is already going on or waiting in the queue; "
+                                      "choose another run_name or wait for it to end.")  # fmt: skip
+        assert localize(refused.value, "zh") == f"名为 {name} 的训练正在进行或排队中；请换一个 run_name，或等它结束。"
+    with pytest.raises(BusyError, match="A run named mine is already going on"):
+        jobs.start_training(load_run_config(run_dir), handle, resume=True, queue=True)
+    assert (run_dir / "config.yaml").read_bytes() == config
+    assert (run_dir / "metrics.jsonl").read_text().splitlines()[: len(logged)] == logged  # only added to
+    later.stop()
+    first.stop()
+    assert first.wait(120) and first.status == "stopped", first.message
+    assert not later.run_dir.exists()
+
+    # A stopped (or finished) run's folder is used again only to resume it.
+    with pytest.raises(ConfigError, match="A run named mine already exists; choose another run_name or resume it."):
+        jobs.start_training(tiny_config(tiny_models, run_name="mine"), handle)
+    assert (run_dir / "config.yaml").read_bytes() == config
+    cfg = load_run_config(run_dir)
+    cfg.max_steps = describe_run(run_dir).step + 2
+    resumed = jobs.start_training(cfg, handle, resume=True)
+    assert resumed.wait(120) and resumed.status == "finished", resumed.message
+    steps = [r["step"] for r in log_rows(read_metrics(run_dir)) if r.get("loss") is not None]
+    assert steps == list(range(1, cfg.max_steps + 1))
 
 
 def test_out_of_memory_advice_names_each_tip_once_in_both_languages():

@@ -281,12 +281,25 @@ async def _work(run: _RunParts, queue: asyncio.Queue) -> None:
         raise
 
 
+def source_fields(path: Path, images_dir: Path) -> dict:
+    """``source``: the image's path in the folder, as text. A name that is not UTF-8 (possible on
+    Linux) shows its other bytes as ``\\xNN`` there and keeps its exact bytes in ``source_bytes``
+    (hex): ``images_dir / os.fsdecode(bytes.fromhex(...))`` is the file again."""
+    relative = path.relative_to(images_dir).as_posix()
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk gave the undecodable bytes as surrogates
+        raw = os.fsencode(relative)
+        return {"source": raw.decode("utf-8", "backslashreplace"), "source_bytes": raw.hex()}
+    return {"source": relative}
+
+
 def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: str) -> None:
-    source = path.relative_to(run.images_dir).as_posix()
-    result.extra.update(source=source, key=key)
+    source = source_fields(path, run.images_dir)
+    result.extra.update(source=source["source"], key=key)
     if not result.ok:
         run.store.add_failure({
-            "key": key, "image_sha": image_sha, "prompt_sha": run.prompt.sha, "source": source,
+            "key": key, "image_sha": image_sha, "prompt_sha": run.prompt.sha, **source,
             "status": result.status, "kind": result.extra.get("kind", result.status), "reason": result.reason,
             "reason_zh": localize(result.reason, "zh") if result.reason is not None else None,
             "answer": result.answer[:2000], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -297,7 +310,7 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
         "id": key, "images": [image], "messages": run.prompt.record_messages(result.answer),
         "meta": {
             "labeler": run.labeler.name, "prompt_sha": run.prompt.sha, "status": "ok", "key": key,
-            "image_sha": image_sha, "source": source, "prompt_tokens": result.prompt_tokens,
+            "image_sha": image_sha, **source, "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens, "cost_usd": round(result.cost_usd, 8),
             "seconds": round(result.seconds, 3), "retries": result.retries,
         },

@@ -11,8 +11,9 @@ Layout (the dataset contract of DESIGN.md, plus three files of the labeler's own
 Every image is keyed by the hash of its bytes and of the prompt (:func:`item_key`), so
 renaming files does not relabel them and changing the prompt does. A record is
 written with one ``write`` of a whole line, so SIGKILL leaves at most a torn last
-line, which :meth:`LabelStore.open` cuts off before appending again. Only one writer
-at a time: a lock file (released by the OS when a process dies) refuses a second.
+line (one that does not parse), which :meth:`LabelStore.open` cuts off before appending
+again; a whole record that only lacks its newline is kept. Only one writer at a time:
+a lock file (released by the OS when a process dies) refuses a second.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 from lab.errors import BusyError, DatasetError
+from lab.file_lock import FileLock
 
 DATA_FILE = "data.jsonl"
 FAILURES_FILE = "failures.jsonl"
@@ -60,7 +62,7 @@ class _Appender:
         self.last_sync = time.monotonic()
 
     def write(self, row: dict) -> None:
-        self.file.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        self.file.write(_json_line(row))
         self.file.flush()
         if time.monotonic() - self.last_sync > SYNC_EVERY_S:
             self.sync()
@@ -75,8 +77,19 @@ class _Appender:
             self.file.close()
 
 
+def _json_line(row: dict) -> bytes:
+    """``row`` as one UTF-8 line. A string no UTF-8 can hold (a lone surrogate: a file name that is
+    not UTF-8, an answer with a broken escape) is written as a JSON escape, so it reads back the same."""
+    line = json.dumps(row, ensure_ascii=False) + "\n"
+    try:
+        return line.encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(row) + "\n").encode("ascii")
+
+
 def _cut_torn_tail(path: Path) -> None:
-    """Drop a half-written last line (a run killed mid-write) so the next line starts clean."""
+    """End the file on a whole line before appending: a last line without its newline is kept
+    (the newline added) when it parses, and cut when it does not (a run killed mid-write)."""
     if not path.is_file() or path.stat().st_size == 0:
         return
     with open(path, "r+b") as f:
@@ -85,7 +98,18 @@ def _cut_torn_tail(path: Path) -> None:
             return
         f.seek(0)
         data = f.read()
-        f.truncate(data.rfind(b"\n") + 1)
+        start = data.rfind(b"\n") + 1
+        if _is_record(data[start:]):
+            f.write(b"\n")
+        else:
+            f.truncate(start)
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line.decode("utf-8")), dict)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
 
 
 def read_rows(path: Path):
@@ -113,53 +137,22 @@ class DatasetLock:
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK_FILE
-        self.handle = None
+        self._lock = FileLock(self.path)
 
     def acquire(self) -> "DatasetLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            _lock_file(handle)
-        except OSError:
-            handle.close()
+        if not self._lock.acquire():
             raise BusyError(f"Another labeling run or review is writing to {self.path.parent}; stop it or wait for it to end.",
-                            zh=f"另一个标注任务或审核正在写入 {self.path.parent}；请先停止它或等它结束。") from None
-        self.handle = handle
+                            zh=f"另一个标注任务或审核正在写入 {self.path.parent}；请先停止它或等它结束。")
         return self
 
     def release(self) -> None:
-        if self.handle is not None:
-            _unlock_file(self.handle)
-            self.handle.close()
-            self.handle = None
+        self._lock.release()
 
     def __enter__(self) -> "DatasetLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def _lock_file(handle) -> None:
-    try:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # Windows
-        import msvcrt
-
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-
-
-def _unlock_file(handle) -> None:
-    try:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    except ImportError:
-        import msvcrt
-
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 
 
 class LabelStore:

@@ -82,9 +82,13 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     with ``queue`` (the default on a shared deployment such as a Space), waits in line with
     status "queued" and starts when the runs before it end. To resume, ``cfg`` is the run's
     saved config (:func:`lab.training.runs.load_run_config`).
+
+    Whatever would stop the run is refused here, not when it starts: a run name in use (by
+    a run going on or waiting), the folder of an earlier run unless resuming it, a folder
+    that cannot be written. Nothing is written into the run folder until the run starts.
     """
     from lab.paths import restricted
-    from lab.training.runner import prepare_run_dir
+    from lab.training.runner import check_run_dir
 
     global _current
     queue = restricted() if queue is None else queue
@@ -96,7 +100,10 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
         if not running and cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
             raise BusyError(f"The model is busy ({handle.state.value}); try again when it is done.",
                             zh=f"模型正忙（{handle.state.value}）；请等它完成后再试。")
-        job = TrainingJob(config=cfg, run_dir=prepare_run_dir(cfg, resume), resume=resume)
+        if not cfg.run_name:
+            cfg.run_name = _unused_default_name(cfg)
+        _refuse_name_in_use(cfg)
+        job = TrainingJob(config=cfg, run_dir=check_run_dir(cfg, resume), resume=resume)
         target = _run_multi_gpu if cfg.num_gpus > 1 else _run_in_app
         job.thread = threading.Thread(target=_run_then_next, args=(job, handle, target), name=f"train-{job.name}",
                                       daemon=True)  # fmt: skip
@@ -107,6 +114,34 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
         _current = job
     job.thread.start()
     return job
+
+
+def _jobs_in_use() -> list[TrainingJob]:
+    """The run going on and the runs waiting (call with ``_lock`` held)."""
+    return [job for job in [_current, *_queue] if job is not None and job.active]
+
+
+def _refuse_name_in_use(cfg: Any) -> None:
+    from lab.training.runs import run_dir_for
+
+    wanted = run_dir_for(cfg).resolve()
+    if any(job.run_dir.resolve() == wanted for job in _jobs_in_use()):
+        raise BusyError(f"A run named {cfg.run_name} is already going on or waiting in the queue; "
+                        "choose another run_name or wait for it to end.",
+                        zh=f"名为 {cfg.run_name} 的训练正在进行或排队中；请换一个 run_name，或等它结束。")
+
+
+def _unused_default_name(cfg: Any) -> str:
+    """An automatic run name that no run going on, waiting or saved has (two starts in one second differ)."""
+    from lab.training.runs import default_run_name, runs_root
+
+    base, root = default_run_name(cfg), runs_root(cfg)
+    taken = {job.run_dir.resolve() for job in _jobs_in_use()}
+    name, n = base, 1
+    while (root / name).resolve() in taken or (root / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 def queue_position(job: TrainingJob) -> int:
@@ -234,8 +269,10 @@ def _recover(job: TrainingJob, handle: Any, loaded: Any) -> None:
 
 def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
     from lab.training.launch import run_accelerate
+    from lab.training.runner import prepare_run_dir
 
     try:
+        prepare_run_dir(job.config, job.resume)  # the subprocess trains from the config written here
         job.status = "running"
         code = run_accelerate(job.run_dir, job.config.num_gpus, job.config.deepspeed, job.stop_event, log=job.log,
                               resume=job.resume)  # fmt: skip

@@ -47,6 +47,35 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return records
 
 
+def cut_metrics(run_dir: str | Path, step: int) -> None:
+    """Keep the records up to ``step`` and drop every one after, in one atomic replace.
+
+    A resumed run restarts from its last checkpoint, so the steps a crashed session logged
+    after that checkpoint are trained and logged again; cut here first, each step appears
+    once. A torn last line (the process killed mid-write) goes with them.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if isinstance(record.get("step"), (int, float)) and record["step"] > step:
+            break  # the lines are in order: from here on everything came later
+        kept.append(line + "\n")
+    tmp = path.with_name(f".{METRICS_FILE}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def log_rows(records: list[dict]) -> list[dict]:
     """The log lines (no events), in order."""
     return [r for r in records if "event" not in r and r.get("step") is not None]

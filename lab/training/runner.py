@@ -1,6 +1,7 @@
 """One training run, start to finish: the function the CLI, the app's background job and the benchmark call.
 
-:func:`run_training` writes the resolved config into the run folder, encodes the data,
+:func:`run_training` claims the run folder (refusing one another run holds, locking it
+against other processes) and writes the resolved config into it, encodes the data,
 prepares the model, trains with :mod:`lab.training.trainer`, and saves the adapter (or
 the model) with the processor at the top of the run folder. A stop request ends the run
 after the current step with a checkpoint; running out of memory ends it with advice and
@@ -16,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lab.errors import ConfigError, LabError, Text, localize
+from lab.errors import BusyError, ConfigError, LabError, Text, localize
+from lab.file_lock import FileLock, locked_elsewhere
 from lab.handle import free_accelerator_memory
-from lab.training.metrics import METRICS_FILE, Throughput, append_metrics, make_metrics_callback
+from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_metrics, log_rows,
+                                  make_metrics_callback, read_metrics)
 from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
+
+RUN_LOCK = ".training.lock"  # held by the process training in the run folder
 
 
 @dataclass
@@ -70,24 +75,104 @@ def model_source(cfg: Any) -> str:
     return cfg.model
 
 
+def check_run_dir(cfg: Any, resume: bool = False) -> Path:
+    """The run folder ``cfg`` trains in, if it may; refused with one sentence before anything is written or loaded.
+
+    A fresh run needs a folder that holds no other run (an attempt that failed before its
+    first step may be reused); resuming needs a checkpoint. Either way the folder must be
+    writable and no other process may be training in it. Names a run without one.
+    """
+    run_dir = _usable_run_dir(cfg, resume)
+    if locked_elsewhere(run_dir / RUN_LOCK):
+        raise _in_use(cfg.run_name)
+    return run_dir
+
+
+def claim_run_dir(cfg: Any, resume: bool = False) -> tuple[Path, FileLock | None]:
+    """Check the run folder (:func:`check_run_dir`), lock it and prepare it: ``(run_dir, lock)``.
+
+    The lock keeps every other process out until it is released. Preparing writes the
+    resolved config (fresh) or cuts ``metrics.jsonl`` back to the checkpoint (resumed).
+    Only the main process of a multi-GPU launch does this; the others get the folder.
+    """
+    if not is_main_process():
+        if not cfg.run_name:
+            cfg.run_name = default_run_name(cfg)
+        return run_dir_for(cfg), None
+    run_dir = _usable_run_dir(cfg, resume)
+    lock = FileLock(run_dir / RUN_LOCK)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not lock.acquire():
+            raise _in_use(cfg.run_name)
+        _usable_run_dir(cfg, resume)  # again, under the lock: another process may have trained here meanwhile
+        if resume:
+            cut_metrics(run_dir, _step_of(latest_checkpoint(run_dir)))
+        else:
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)  # left by an attempt that failed before its first step
+            cfg.to_yaml(run_dir / CONFIG_FILE)
+    except OSError as err:
+        lock.release()
+        raise ConfigError(f"The run folder {run_dir} cannot be written ({err.strerror or err}); choose another output_dir.",
+                          zh=f"无法写入训练文件夹 {run_dir}（{err.strerror or err}）；请换一个 output_dir。") from None
+    except BaseException:
+        lock.release()
+        raise
+    return run_dir, lock
+
+
 def prepare_run_dir(cfg: Any, resume: bool = False) -> Path:
-    """Create (or, to resume, find) the run folder and write the resolved config into it."""
+    """Create (or, to resume, find) the run folder and write the resolved config into it, for a
+    run that trains in another process (which claims the folder again, see :func:`claim_run_dir`)."""
+    run_dir, lock = claim_run_dir(cfg, resume)
+    if lock is not None:
+        lock.release()
+    return run_dir
+
+
+def _usable_run_dir(cfg: Any, resume: bool) -> Path:
     if not cfg.run_name:
         cfg.run_name = default_run_name(cfg)
     run_dir = run_dir_for(cfg)
+    _check_writable(run_dir)
     if resume:
         if latest_checkpoint(run_dir) is None:
             raise ConfigError(f"Run {cfg.run_name} has no checkpoint to resume from; start it again instead.",
                               zh=f"训练记录 {cfg.run_name} 没有可以续训的检查点；请重新开始训练。")
-        return run_dir
-    if is_main_process() and any(run_dir.glob("checkpoint-*")):
+    elif _holds_a_run(run_dir):
         raise ConfigError(f"A run named {cfg.run_name} already exists; choose another run_name or resume it.",
                           zh=f"名为 {cfg.run_name} 的训练记录已存在；请换一个 run_name，或从它续训。")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)  # left by an attempt that failed before its first step
-        cfg.to_yaml(run_dir / CONFIG_FILE)
     return run_dir
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds anything but what an attempt that never trained a step leaves."""
+    if not run_dir.is_dir():
+        return False
+    if any(p.name not in (CONFIG_FILE, METRICS_FILE, RUN_LOCK) for p in run_dir.iterdir()):
+        return True
+    records = read_metrics(run_dir)
+    return bool(log_rows(records)) or any(r.get("event") in ("end", "stop") for r in records)
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Refuse a run folder that cannot be made or written: a read-only folder or a file in the way."""
+    existing = run_dir
+    while not os.path.exists(existing) and existing.parent != existing:  # os.path: False where it may not look
+        existing = existing.parent
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"The run folder {run_dir} cannot be written: {existing} is not a writable folder; "
+                          "choose another output_dir.",
+                          zh=f"无法写入训练文件夹 {run_dir}：{existing} 不是可写的文件夹；请换一个 output_dir。")
+
+
+def _in_use(name: str) -> BusyError:
+    return BusyError(f"Run {name} is being trained by another process; choose another run_name or wait for it to end.",
+                     zh=f"训练 {name} 正由另一个进程进行；请换一个 run_name，或等它结束。")
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
 
 
 def check_quantization(cfg: Any, loaded: Any) -> None:
@@ -143,7 +228,7 @@ def run_training(
     """
     import torch
 
-    run_dir = prepare_run_dir(cfg, resume)
+    run_dir, lock = claim_run_dir(cfg, resume)
     device = loaded.device if loaded is not None else training_device()
     failure: Text | None = None
     try:
@@ -166,6 +251,8 @@ def run_training(
                 append_metrics(run_dir, {"event": "error", "time": time.time(), "message": failure,
                                          "message_zh": localize(failure, "zh")})  # fmt: skip
             log(failure)
+        if lock is not None:
+            lock.release()
     raise LabError(failure, zh=localize(failure, "zh"))
 
 
