@@ -196,6 +196,20 @@ def run_evaluation(
     return result
 
 
+EVALUATION = Text("Evaluation", "评估")  # what failed, when a run fails
+
+
+def start_evaluation(evaluate: Callable[[ProgressFn, threading.Event], EvalResult]) -> Job:
+    """Run ``evaluate(progress, stop)`` in a background :class:`~lab.jobs.Job` and return the job.
+
+    ``evaluate`` is :func:`run_evaluation` or :func:`~lab.evaluation.endpoint.evaluate_endpoint`
+    with its data bound: the job's progress is the samples answered, ``job.stop()`` ends the
+    run after the current batch (what is answered is scored and saved), and ``job.result``
+    is the :class:`EvalResult`.
+    """
+    return start_job(lambda job: evaluate(job.report, job.stop_event), Job("evaluation", EVALUATION))
+
+
 def _answer_all(loaded, samples, variants, settings, progress, stop, start):
     from lab.generate import generate_batch
 
@@ -311,17 +325,3 @@ def list_results(folder: str | Path) -> list[Path]:
     """Saved evaluation summaries in ``folder`` (a run's ``eval/``), newest first."""
     folder = Path(folder)
     return sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
-
-
-EVALUATION = Text("Evaluation", "评估")  # what failed, when a run fails
-
-
-def start_evaluation(evaluate: Callable[[ProgressFn, threading.Event], EvalResult]) -> Job:
-    """Run ``evaluate(progress, stop)`` in a background :class:`~lab.jobs.Job` and return the job.
-
-    ``evaluate`` is :func:`run_evaluation` or :func:`~lab.evaluation.endpoint.evaluate_endpoint`
-    with its data bound: the job's progress is the samples answered, ``job.stop()`` ends the
-    run after the current batch (what is answered is scored and saved), and ``job.result``
-    is the :class:`EvalResult`.
-    """
-    return start_job(lambda job: evaluate(job.report, job.stop_event), Job("evaluation", EVALUATION))

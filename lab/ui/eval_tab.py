@@ -186,7 +186,7 @@ def _result_widgets():
 
 
 def create_tab(ctx) -> None:
-    stop_state, shown = gr.State(None), gr.State(None)  # this page's evaluation job; the result on screen
+    stop_state, shown = gr.State(None), gr.State(None)  # this page's stop switch; the result on screen
     with gr.Row():
         source = gr.Dropdown(data_choices(), value=str(paths.SAMPLE_DATASET), allow_custom_value=True,
                              label=t("eval.data"), scale=3)  # fmt: skip
