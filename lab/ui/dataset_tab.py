@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
-import zipfile
 from pathlib import Path
 
 import gradio as gr
@@ -13,9 +11,10 @@ from lab import paths
 from lab.dataset import dataset_stats, list_datasets, load_records, write_split
 from lab.dataset_check import validate_dataset
 from lab.errors import LabError, localize
-from lab.formats import FORMATS, export_dataset, import_dataset
+from lab.formats import FORMATS, export_for_download, import_dataset
 from lab.ui import i18n
 from lab.ui.i18n import t, with_lang
+from lab.uploads import receive
 
 STRINGS = {
     "data.choose": ("Dataset (folder or .jsonl file)", "数据集（文件夹或 .jsonl 文件）"),
@@ -41,6 +40,8 @@ STRINGS = {
     "data.split_done": ("{n} records → {path}", "{n} 条样本 → {path}"),
     "data.exported": ("Exported to {path}", "已导出到 {path}"),
     "data.choose_file": ("Choose a file to import first.", "请先选择要导入的文件。"),
+    "data.not_importable": ("{name} is neither a .json / .jsonl file nor a .zip.",
+                            "{name} 既不是 .json / .jsonl 文件，也不是 .zip。"),
     "data.bad_name": ("'{name}' is not a usable dataset name: use letters, digits, '-' and '_'.",
                       "'{name}' 不能用作数据集名称：请使用字母、数字、'-' 和 '_'。"),
 }
@@ -102,15 +103,10 @@ def split(path: str, val_ratio: float, seed: float, lang: str = "en") -> str:
 def export(path: str, fmt: str, lang: str = "en"):
     """Export into the workspace and offer the folder as a zip."""
     try:
-        source = paths.resolve(path)
-        out_dir = paths.workspace() / "exports" / f"{source.stem if source.is_file() else source.name}-{fmt}"
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        main_file = export_dataset(source, fmt, out_dir)
+        main_file, archive = export_for_download(paths.resolve(path), fmt)
     except LabError as err:
         return localize(err, lang), None
-    archive = shutil.make_archive(str(out_dir), "zip", root_dir=out_dir)
-    return i18n.text("data.exported", lang, path=main_file), archive
+    return i18n.text("data.exported", lang, path=main_file), str(archive)
 
 
 def import_upload(upload: str | None, name: str, lang: str = "en"):
@@ -120,17 +116,19 @@ def import_upload(upload: str | None, name: str, lang: str = "en"):
     if not name or "/" in name or "\\" in name or name.startswith("."):
         return i18n.text("data.bad_name", lang, name=name), gr.update()
     target = paths.datasets_dir() / name
+    received = None
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            source = Path(upload)
-            if zipfile.is_zipfile(source):
-                with zipfile.ZipFile(source) as archive:
-                    archive.extractall(tmp)  # zipfile drops '..' and absolute parts of member names
-                source = _single_top_folder(Path(tmp))
-            folder = import_dataset(source, None, target)
+        received = receive([upload], (".json", ".jsonl"))
+        if not received.entries:
+            return i18n.text("data.not_importable", lang, name=Path(upload).name), gr.update()
+        entry = received.entries[0]
+        folder = import_dataset(_single_top_folder(entry) if entry.is_dir() else entry, None, target)
         report = validate_dataset(folder)
     except LabError as err:
         return localize(err, lang), gr.update()
+    finally:
+        if received is not None:  # the upload was only on its way into the new dataset folder
+            shutil.rmtree(received.folder, ignore_errors=True)
     return localize(report.summary(), lang), gr.update(choices=_choices(), value=str(folder))
 
 
