@@ -6,10 +6,12 @@
 
 The app runs as ``python app.py`` in its own process on 127.0.0.1 with a fresh workspace;
 its resident memory is read from /proc before the visitors start, after they finish, and
-its peak (VmHWM). Each visitor is its own gradio_client session that opens ``--rounds``
+its peak (VmHWM), and so is the CPU time it spent per page open (a figure that, unlike the
+latencies, hardly depends on what else the machine is running). Each visitor is its own gradio_client session that opens ``--rounds``
 gallery pages one after the other (visitor i starts at page i, so the first round opens
-different pages and later rounds revisit pages others have opened) and downloads what the
-page shows, as a browser would. Everything is bounded: ``--timeout`` seconds in all, after
+different pages and later rounds revisit pages others have opened). A page open is timed
+from the request until every picture it shows has been fetched over one kept-alive
+connection, as a browser tab would (``p50_answer_s``: until the server's answer alone). Everything is bounded: ``--timeout`` seconds in all, after
 which the visitors stop and the figures so far are printed. Prints one JSON object.
 """
 
@@ -71,6 +73,12 @@ def memory_mib(pid: int) -> dict[str, float]:
     return fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_app(workspace: Path, port: int, deadline: float) -> subprocess.Popen:
     env = dict(os.environ, LAB_HOME=str(workspace), GRADIO_TEMP_DIR=str(workspace / "gradio-cache"),
                GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(REPO))
@@ -89,25 +97,44 @@ def start_app(workspace: Path, port: int, deadline: float) -> subprocess.Popen:
 
 
 def visit(url: str, dataset: str, args, pages: int, index: int, out: dict, deadline: float) -> None:
-    """One visitor: its own session, ``args.rounds`` page opens, each timed with its download."""
+    """One visitor: its own session, then ``args.rounds`` page opens, each timed until its pictures are in."""
+    import httpx
     from gradio_client import Client
 
-    downloads = Path(out["tmp"]) / f"visitor-{index}"
-    client = Client(url, verbose=False, download_files=str(downloads), analytics_enabled=False)
-    for round_ in range(args.rounds):
-        if time.monotonic() > deadline:
-            return
-        page = (index + round_) % pages + 1
-        started = time.perf_counter()
-        if args.endpoint == "show":
-            result = client.predict(dataset, api_name="/dataset_show")
-        else:
-            result = client.predict(dataset, page, api_name="/dataset_page")
-        seconds = time.perf_counter() - started
-        gallery = result[1] if args.endpoint == "show" else result[0]
-        size = sum(Path(item["image"]).stat().st_size for item in gallery)
-        with out["lock"]:
-            out["opens"].append({"round": round_, "seconds": seconds, "images": len(gallery), "bytes": size})
+    try:
+        client = Client(url, verbose=False, download_files=False, analytics_enabled=False,
+                        httpx_kwargs={"timeout": 120})  # fmt: skip
+    except Exception as err:  # a session that never starts is counted, not raised
+        client = None
+        out["errors"].append(f"session: {err!r}")
+    try:
+        out["ready"].wait(timeout=max(1.0, deadline - time.monotonic()))  # every visitor starts at once
+    except threading.BrokenBarrierError:
+        return
+    if client is None:
+        return
+    with httpx.Client(timeout=120) as browser:  # one kept-alive connection, as a browser tab has
+        for round_ in range(args.rounds):
+            if time.monotonic() > deadline:
+                return
+            try:
+                opened = open_page(client, browser, dataset, args.endpoint, (index + round_) % pages + 1)
+            except Exception as err:
+                out["errors"].append(f"page: {err!r}")
+                continue
+            out["opens"].append({**opened, "round": round_})
+
+
+def open_page(client, browser, dataset: str, endpoint: str, page: int) -> dict:
+    """Open one gallery page and fetch every picture it shows; the seconds it took and the bytes."""
+    started = time.perf_counter()
+    if endpoint == "show":
+        gallery = client.predict(dataset, api_name="/dataset_show")[1]
+    else:
+        gallery = client.predict(dataset, page, api_name="/dataset_page")[0]
+    answered = time.perf_counter() - started
+    size = sum(len(browser.get(item["image"]["url"]).raise_for_status().content) for item in gallery)
+    return {"answer_s": answered, "seconds": time.perf_counter() - started, "images": len(gallery), "bytes": size}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -122,10 +149,32 @@ def summarize(opens: list[dict]) -> dict:
         "page_opens": len(opens),
         "p50_s": round(percentile(seconds, 0.5), 2), "p95_s": round(percentile(seconds, 0.95), 2),
         "max_s": round(max(seconds, default=float("nan")), 2),
+        "p50_answer_s": round(percentile([o["answer_s"] for o in opens], 0.5), 2),
         "p50_after_first_round_s": round(percentile(later, 0.5), 2) if later else None,
         "images_per_open": round(statistics.mean(o["images"] for o in opens), 1) if opens else 0,
         "kib_per_open": round(statistics.mean(o["bytes"] for o in opens) / 1024, 1) if opens else 0,
     }
+
+
+def crowd(url: str, dataset: str, args, pages: int, pid: int, deadline: float) -> dict:
+    """Start every visitor's session, then let them all open pages at once; their figures and the server's memory."""
+    out = {"opens": [], "errors": [], "ready": threading.Barrier(args.visitors + 1)}
+    visitors = [threading.Thread(target=visit, args=(url, dataset, args, pages, i, out, deadline), daemon=True)
+                for i in range(args.visitors)]  # fmt: skip
+    for thread in visitors:
+        thread.start()
+    out["ready"].wait(timeout=max(1.0, deadline - time.monotonic()))  # every session has started
+    before, cpu = memory_mib(pid), cpu_seconds(pid)
+    started = time.perf_counter()
+    for thread in visitors:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    wall = time.perf_counter() - started
+    after, cpu = memory_mib(pid), cpu_seconds(pid) - cpu
+    return {"wall_s": round(wall, 1), **summarize(out["opens"]),
+            "server_cpu_ms_per_open": round(1000 * cpu / max(1, len(out["opens"]))), "rss_before_mib": before["VmRSS"],
+            "rss_after_mib": after["VmRSS"], "rss_peak_before_mib": before["VmHWM"], "rss_peak_mib": after["VmHWM"],
+            "errors": len(out["errors"]), "first_error": (out["errors"] or [None])[0],
+            "load_average_1min": round(os.getloadavg()[0], 1)}  # fmt: skip
 
 
 def main() -> None:
@@ -145,29 +194,16 @@ def main() -> None:
         else:
             dataset = str(REPO / "data" / "sample")
         records = args.images or 60
-        pages = max(1, -(-records // args.per_page))
         port = free_port()
         proc = start_app(workspace, port, deadline)
         try:
-            before = memory_mib(proc.pid)
-            out = {"opens": [], "lock": threading.Lock(), "tmp": str(workspace / "downloads")}
-            visitors = [threading.Thread(target=visit, args=(f"http://127.0.0.1:{port}/", dataset, args, pages, i,
-                                                             out, deadline), daemon=True)
-                        for i in range(args.visitors)]  # fmt: skip
-            started = time.perf_counter()
-            for thread in visitors:
-                thread.start()
-            for thread in visitors:
-                thread.join(max(0.0, deadline - time.monotonic()))
-            wall = time.perf_counter() - started
-            after = memory_mib(proc.pid)
+            figures = crowd(f"http://127.0.0.1:{port}/", dataset, args, max(1, -(-records // args.per_page)), proc.pid,
+                            deadline)  # fmt: skip
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        report = {"endpoint": args.endpoint, "visitors": args.visitors, "rounds": args.rounds, "records": records,
-                  "wall_s": round(wall, 1), **summarize(out["opens"]), "rss_before_mib": before["VmRSS"],
-                  "rss_after_mib": after["VmRSS"], "rss_peak_mib": after["VmHWM"]}  # fmt: skip
-        print(json.dumps(report))
+        print(json.dumps({"endpoint": args.endpoint, "visitors": args.visitors, "rounds": args.rounds,
+                          "records": records, **figures}))  # fmt: skip
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 
