@@ -29,6 +29,7 @@ A MB here is 2**20 bytes.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -88,7 +89,7 @@ def _positive(name: str, raw: str, kind: type) -> float:
         value = kind(raw)
     except ValueError:
         value = 0
-    if value <= 0:
+    if not 0 < value < math.inf:  # also refuses nan, which no size would ever exceed
         raise ConfigError(f"{name} must be a positive number, not {raw!r}.", zh=f"{name} 必须是正数，而不是 {raw!r}。")
     return value
 

@@ -159,9 +159,14 @@ def test_limits_come_from_the_environment(tmp_path, monkeypatch):
         check_file(big)
     assert str(err.value) == "big.png is 2.0 MB; this server takes at most 1 MB per uploaded file."
     assert localize(err.value, "zh") == "big.png 有 2.0 MB；此服务器每个上传文件最多 1 MB。"
-    for bad in ("lots", "-3", "0"):
+    for bad in ("lots", "-3", "0", "2.5"):
         monkeypatch.setenv("LAB_UPLOAD_MAX_FILES", bad)
         with pytest.raises(ConfigError, match=f"^LAB_UPLOAD_MAX_FILES must be a positive number, not '{bad}'"):
+            UploadLimits.from_env()
+    monkeypatch.setenv("LAB_UPLOAD_MAX_FILES", "7")
+    for bad in ("nan", "inf"):
+        monkeypatch.setenv("LAB_UPLOAD_MAX_RATIO", bad)
+        with pytest.raises(ConfigError, match="^LAB_UPLOAD_MAX_RATIO must be a positive number"):
             UploadLimits.from_env()
 
 
