@@ -18,6 +18,7 @@ from lab.errors import LabError, localize
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t
 from lab.ui.zerogpu import gpu
+from lab.uploads import check_file
 
 STRINGS = {
     "chat.system": ("System prompt (empty: the model's default)", "系统提示词（留空：模型默认）"),
@@ -63,7 +64,8 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
     """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox)."""
     try:
         settings = ChatSettings(system=system or "", temperature=temperature, top_p=top_p, max_new_tokens=int(max_new))
-        turn = user_turn((message or {}).get("text", ""), (message or {}).get("files") or [])
+        files = [check_file(f) for f in (message or {}).get("files") or []]
+        turn = user_turn((message or {}).get("text", ""), files)
     except LabError as err:
         raise gr.Error(localize(err, lang)) from None
     stop = threading.Event()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +17,7 @@ import gradio as gr
 
 from lab import paths
 from lab.errors import ConfigError, LabError, localize
-from lab.formats import FORMATS, export_dataset
+from lab.formats import FORMATS, export_for_download
 from lab.images import IMAGE_SUFFIXES
 from lab.jobs import JobState
 from lab.labeling.batch import start_labeling
@@ -32,6 +31,7 @@ from lab.presets import LANGS, list_prompt_presets, load_prompt_preset
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t, with_lang
 from lab.ui.prompt_tab import LOCAL, labeler_form, make_labeler
+from lab.uploads import receive
 
 STRINGS = {
     "label.images": ("Image folder on the server", "服务器上的图片文件夹"),
@@ -188,15 +188,10 @@ def upload(ctx, files, request: gr.Request = None):
     lang_ui = request_lang(ctx, request)
     if not files:
         return gr.update(), i18n.text("label.upload_first", lang_ui)
-    folder = paths.workspace() / "uploads" / time.strftime("%Y%m%d-%H%M%S")
-    folder.mkdir(parents=True, exist_ok=True)
-    for file in files:
-        source = Path(getattr(file, "name", file))
-        if zipfile.is_zipfile(source):
-            with zipfile.ZipFile(source) as archive:
-                archive.extractall(folder / source.stem)  # zipfile drops '..' and absolute parts of names
-        elif source.suffix.lower() in IMAGE_SUFFIXES:
-            shutil.copyfile(source, folder / source.name)
+    try:
+        folder = receive(files, IMAGE_SUFFIXES).folder
+    except LabError as err:
+        return gr.update(), localize(err, lang_ui)
     count = sum(1 for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not count:
         shutil.rmtree(folder, ignore_errors=True)
@@ -237,14 +232,10 @@ def _ticked(value) -> bool:
 def export(out, fmt, lang: str = "en"):
     """Export the labeled dataset into the workspace and offer it as a zip."""
     try:
-        out_dir = dataset_dir(out)
-        target = paths.workspace() / "exports" / f"{out_dir.name}-{fmt}"
-        if target.exists():
-            shutil.rmtree(target)
-        main_file = export_dataset(out_dir, fmt, target)
+        main_file, archive = export_for_download(dataset_dir(out), fmt)
     except LabError as err:
         return localize(err, lang), None
-    return i18n.text("label.exported", lang, path=main_file), shutil.make_archive(str(target), "zip", root_dir=target)
+    return i18n.text("label.exported", lang, path=main_file), str(archive)
 
 
 def _job_widgets() -> SimpleNamespace:

@@ -21,6 +21,7 @@ from lab.paths import SAMPLE_DATASET
 from lab.presets import LANGS, PromptPreset, PromptText, list_prompt_presets, load_prompt_preset, save_prompt_preset
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t
+from lab.uploads import check_file
 
 LOCAL = "local"  # the provider value meaning "the model loaded in the app"
 SAMPLE_IMAGES = SAMPLE_DATASET / "images"
@@ -215,7 +216,7 @@ def _spec(system: str, user: str, want_json: bool, keys: str) -> PromptSpec:
 
 def _chosen_images(samples: list[str] | None, uploads: list | None) -> list[Path]:
     images = [SAMPLE_IMAGES / name for name in samples or []]
-    images += [Path(getattr(u, "name", u)) for u in uploads or []]
+    images += [check_file(getattr(u, "name", u)) for u in uploads or []]
     if not images:
         raise ConfigError("Pick or upload at least one image for the preview.", zh="请至少选择或上传一张图片用于预览。")
     if len(images) > MAX_PREVIEW_IMAGES:
