@@ -119,15 +119,19 @@ def import_upload(upload: str | None, name: str, lang: str = "en"):
     name = (name or Path(upload).stem).strip()
     if not name or "/" in name or "\\" in name or name.startswith("."):
         return i18n.text("data.bad_name", lang, name=name), gr.update()
-    target = paths.datasets_dir() / name
     try:
+        target = paths.under(paths.datasets_dir(), name)
         with tempfile.TemporaryDirectory() as tmp:
             source = Path(upload)
             if zipfile.is_zipfile(source):
                 with zipfile.ZipFile(source) as archive:
-                    archive.extractall(tmp)  # zipfile drops '..' and absolute parts of member names
+                    # zipfile drops '..' and absolute parts of member names and writes a symlink
+                    # entry as a plain file, so nothing lands outside tmp.
+                    archive.extractall(tmp)
                 source = _single_top_folder(Path(tmp))
-            folder = import_dataset(source, None, target)
+            else:
+                source = Path(shutil.copy(source, tmp))
+            folder = import_dataset(source, None, target, bundle=tmp)  # records may only name files of the upload
         report = validate_dataset(folder)
     except LabError as err:
         return localize(err, lang), gr.update()
