@@ -261,6 +261,8 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
         raise ModelLoadError("No model given: pass a Hub id like Qwen/Qwen2.5-VL-3B-Instruct or a local folder path.",
                              zh="未指定模型：请传入 Hub 名称（如 Qwen/Qwen2.5-VL-3B-Instruct）或本地文件夹路径。")
     path = Path(name).expanduser()
+    if not _HUB_ID.fullmatch(name) or name.startswith(".") or ".." in name:
+        path = check_allowed(path)  # surely a path: on a shared server refused before it is looked at
     if path.exists():
         check_allowed(path)
         if not path.is_dir():

@@ -27,6 +27,7 @@ from lab.errors import DatasetError, LabError, Text, localize
 from lab.images import IMAGE_SUFFIXES
 from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
 from lab.labeling.store import LabelStore, file_sha, item_key, save_job
+from lab.paths import check_allowed, is_allowed
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,15 @@ def iter_images(folder: str | Path) -> Iterator[Path]:
         dirs.sort()
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in sorted(files):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                yield Path(root) / name
+            path = Path(root) / name
+            # On a shared deployment an image that links out of the workspace is not one of the folder's.
+            if path.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and is_allowed(path):
+                yield path
 
 
 def image_folder(folder: str | Path) -> Path:
     """``folder`` as a Path, or a DatasetError if it is not a folder."""
-    path = Path(folder).expanduser()
+    path = check_allowed(Path(folder).expanduser())
     if not path.is_dir():
         raise DatasetError(f"The image folder {path} does not exist.", zh=f"图片文件夹 {path} 不存在。")
     return path
@@ -313,7 +316,7 @@ class LabelRun:
     """A run in a background thread (the app's): read ``progress``, call ``stop()``, ``wait()``."""
 
     def __init__(self, images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options):
-        self.out_dir = Path(out_dir).expanduser()
+        self.out_dir = check_allowed(Path(out_dir).expanduser())
         self.progress = Progress()
         self.stop_event = threading.Event()
         self._args = (images_dir, out_dir, prompt, labeler)

@@ -84,10 +84,12 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     saved config (:func:`lab.training.runs.load_run_config`).
     """
     from lab.paths import restricted
+    from lab.training.data import check_datasets
     from lab.training.runner import prepare_run_dir
 
     global _current
     queue = restricted() if queue is None else queue
+    check_datasets(cfg)  # a wrong path is one sentence now, not a failed run later
     with _lock:
         running = _current is not None and _current.active
         if running and not queue:
