@@ -196,8 +196,8 @@ def write_split(path: str | Path, val_ratio: float, seed: int = 42) -> tuple[Pat
     file = dataset_file(path)
     train, val = split_dataset(file, val_ratio, seed)
     prefix = "" if file.name == DATA_FILE else f"{file.stem}_"
-    train_path = write_records(file.parent / f"{prefix}train.jsonl", train)
-    val_path = write_records(file.parent / f"{prefix}val.jsonl", val)
+    train_path = write_records(paths.check_allowed(file.parent / f"{prefix}train.jsonl", write=True), train)
+    val_path = write_records(paths.check_allowed(file.parent / f"{prefix}val.jsonl", write=True), val)
     return train_path, val_path
 
 

@@ -54,7 +54,7 @@ def allowed_roots() -> tuple[Path, ...]:
     return tuple(root.resolve() for root in (workspace(), REPO_ROOT / "data", PRESETS_DIR))
 
 
-def check_allowed(path: str | Path) -> Path:
+def check_allowed(path: str | Path, write: bool = False) -> Path:
     """The one path guard: on a shared deployment, refuse any path outside :func:`allowed_roots`.
 
     Every place where a person's path, name or URL meets the file system calls this (or
@@ -62,26 +62,27 @@ def check_allowed(path: str | Path) -> Path:
     is covered. A ``file://`` URL stands for the path it names. In restricted mode the path
     is resolved (``..`` and symlinks followed, also in its percent-decoded form) and the
     resolved path is returned; what is outside is refused with one sentence that is the
-    same whether it exists or not. Elsewhere (a person's own machine) the path is returned
-    as given: paths anywhere are fine.
+    same whether it exists or not. ``write`` means the caller will write there: then only
+    the workspace will do, the bundled data every visitor shares stays as it is. Elsewhere
+    (a person's own machine) the path is returned as given: paths anywhere are fine.
     """
     given = _local_path(path)
     if not restricted():
         return given
-    full = _inside_or_refused(given)
+    full = _inside_or_refused(given, write)
     decoded = unquote(str(given))
     if decoded != str(given):  # a later step that decodes '%2e%2e%2f' must not find a way out either
-        _inside_or_refused(Path(decoded))
+        _inside_or_refused(Path(decoded), write)
     return full
 
 
-def under(folder: str | Path, name: str) -> Path:
+def under(folder: str | Path, name: str, write: bool = False) -> Path:
     """``folder/name`` for a name a person gave (a dataset, a run), through :func:`check_allowed`.
 
     So a symlink in ``folder`` that leads out of the workspace, or a name with ``..``, is
     refused like any other path.
     """
-    return check_allowed(Path(folder) / name)
+    return check_allowed(Path(folder) / name, write)
 
 
 def is_allowed(path: str | Path) -> bool:
@@ -104,16 +105,20 @@ def _local_path(path: str | Path) -> Path:
     return Path(text)
 
 
-def _inside_or_refused(path: Path) -> Path:
+def _inside_or_refused(path: Path, write: bool) -> Path:
+    from lab.errors import LabError
+
     try:
         full = path.expanduser().resolve()
     except (OSError, RuntimeError, ValueError):  # a NUL byte, a symlink loop, an unknown ~user
         full = None
-    if full is None or not any(full.is_relative_to(root) for root in allowed_roots()):
-        from lab.errors import LabError
-
+    roots = allowed_roots()
+    if full is None or not any(full.is_relative_to(root) for root in roots):
         raise LabError("On this shared server only the workspace's own files can be used; upload yours instead.",
                        zh="在这个共享服务器上只能使用工作区自己的文件；请改为上传你的文件。")
+    if write and not full.is_relative_to(roots[0]):
+        raise LabError("The bundled files cannot be changed on this shared server; work on a copy in your workspace.",
+                       zh="在这个共享服务器上不能修改自带的文件；请在工作区中的副本上操作。")
     return full
 
 

@@ -285,7 +285,7 @@ def save_prompt_preset(preset: PromptPreset) -> Path:
                           zh=f"'{preset.name}' 是内置预设；请换个名称保存你的版本。")
     folder = user_prompts_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = check_allowed(folder / f"{preset.name}.yaml")  # a saved name must not lead out of the workspace
+    path = check_allowed(folder / f"{preset.name}.yaml", write=True)  # a saved name must not lead out of the workspace
     path.write_text(dump_yaml(preset.to_dict()), encoding="utf-8")
     return path
 

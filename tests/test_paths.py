@@ -169,3 +169,18 @@ def test_listings_skip_what_links_out_of_the_workspace(lab_home, outside, monkey
     assert list_runs() == [] and "link" not in list_prompt_presets() and list_results(lab_home / "eval") == []
     monkeypatch.delenv("LAB_RESTRICT_PATHS")
     assert latest_dataset() == lab_home / "data" / "link" and "link" in list_prompt_presets()
+
+
+def test_bundled_data_can_be_read_but_not_changed_on_a_shared_server(lab_home, monkeypatch):
+    """Every visitor shares the checkout's data/ and presets/: a split, a review or an export into them is refused."""
+    from lab.dataset import load_records, write_split
+
+    monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
+    assert load_records(paths.SAMPLE_DATASET)
+    with pytest.raises(LabError, match="bundled files cannot be changed") as caught:
+        write_split(paths.SAMPLE_DATASET, 0.2)
+    assert caught.value.zh != str(caught.value)
+    assert not (paths.SAMPLE_DATASET / "train.jsonl").exists()
+    with pytest.raises(LabError, match=REFUSED):  # outside everything: the usual sentence
+        paths.check_allowed("/etc/x", write=True)
+    assert paths.check_allowed(lab_home / "data" / "new", write=True) == lab_home / "data" / "new"

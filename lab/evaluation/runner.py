@@ -268,7 +268,7 @@ def _default_name(source: str) -> str:
 
 def save_result(result: EvalResult, folder: str | Path) -> Path:
     """Write ``<name>.json`` (summary) and ``<name>.jsonl`` (samples) into ``folder``."""
-    folder = paths.check_allowed(Path(folder))
+    folder = paths.check_allowed(Path(folder), write=True)
     folder.mkdir(parents=True, exist_ok=True)
     summary_path = folder / f"{result.name}.json"
     result.summary_path = str(summary_path)

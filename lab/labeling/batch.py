@@ -316,7 +316,7 @@ class LabelRun:
     """A run in a background thread (the app's): read ``progress``, call ``stop()``, ``wait()``."""
 
     def __init__(self, images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options):
-        self.out_dir = check_allowed(Path(out_dir).expanduser())
+        self.out_dir = check_allowed(Path(out_dir).expanduser(), write=True)
         self.progress = Progress()
         self.stop_event = threading.Event()
         self._args = (images_dir, out_dir, prompt, labeler)

@@ -79,7 +79,7 @@ def save_review(
     With ``want_json`` an edited answer must still be a JSON object with the expected
     keys; the first one that is not is refused with its id, and nothing is written.
     """
-    folder = check_allowed(Path(out_dir).expanduser())
+    folder = check_allowed(Path(out_dir).expanduser(), write=True)
     edits = {k: v for k, v in (edits or {}).items()}
     rejects = set(rejects)
     if not (folder / DATA_FILE).is_file():

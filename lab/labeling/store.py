@@ -167,7 +167,7 @@ class LabelStore:
     """The dataset folder during a run: what is done, what failed, and the appenders."""
 
     def __init__(self, folder: str | Path):
-        self.folder = check_allowed(Path(folder).expanduser())
+        self.folder = check_allowed(Path(folder).expanduser(), write=True)
         self.done: set[str] = set()
         self.failed: dict[str, dict] = {}  # key -> the latest failure row, for keys not done
         self._lock = DatasetLock(self.folder)

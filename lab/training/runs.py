@@ -43,7 +43,7 @@ def run_dir_for(cfg: Any) -> Path:
     if not cfg.run_name or not _NAME.fullmatch(cfg.run_name):
         raise ConfigError(f"run_name {cfg.run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
                           zh=f"run_name {cfg.run_name!r} 必须是普通的文件夹名（字母、数字、'.'、'-'、'_'）。")
-    return paths.under(runs_root(cfg), cfg.run_name)
+    return paths.under(runs_root(cfg), cfg.run_name, write=True)
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:

@@ -120,7 +120,7 @@ def import_upload(upload: str | None, name: str, lang: str = "en"):
     if not name or "/" in name or "\\" in name or name.startswith("."):
         return i18n.text("data.bad_name", lang, name=name), gr.update()
     try:
-        target = paths.under(paths.datasets_dir(), name)
+        target = paths.under(paths.datasets_dir(), name, write=True)
         with tempfile.TemporaryDirectory() as tmp:
             source = Path(upload)
             if zipfile.is_zipfile(source):
