@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import mimetypes
+import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -67,14 +68,15 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle
 def inside_bundle(image: str, bundle: str | Path | None, number: int) -> None:
     """Refuse an image of record ``number`` that lies outside ``bundle`` (``..``, absolute, a link out).
 
-    Decided from the path alone, before the file is looked at, so the sentence is the same
+    Decided from the path alone, before the file is opened, so the sentence is the same
     whether such a file exists or not.
     """
     if bundle is None or Path(image).resolve().is_relative_to(Path(bundle).resolve()):
         return
-    raise DatasetError(f"Record {number} names an image outside the imported files ({image}); "
+    shown = os.path.relpath(image, bundle) if image.startswith(str(bundle)) else image  # as the record wrote it
+    raise DatasetError(f"Record {number} names an image outside the imported files ({shown}); "
                        "only images that come with the dataset can be imported.",
-                       zh=f"第 {number} 条样本引用了导入文件之外的图片（{image}）；只能导入随数据集一起提供的图片。")
+                       zh=f"第 {number} 条样本引用了导入文件之外的图片（{shown}）；只能导入随数据集一起提供的图片。")
 
 
 def _source_file(src: Path) -> Path:
