@@ -371,8 +371,12 @@ def sweep(launch_app, lab_home, tmp_path, monkeypatch):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
+    # Gradio sums up its per-event statistics (a pandas frame of every event so far) after each
+    # event by default; for the many calls here, once in a while is enough.
+    monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     monkeypatch.setattr("lab.training.job._run_in_app", _no_training)
     monkeypatch.setattr("lab.labeling.batch.label_folder", _no_labeling)
+    monkeypatch.setattr("gradio_client.utils.time", _QuickPoll())
     refused = Reply(status=401, body=json.dumps({"error": {"message": "invalid key", "type": "invalid_request_error"}}))
     with FakeOpenAI(responder=lambda body: refused) as server:
         app, _, _ = launch_app(model="")
@@ -381,6 +385,20 @@ def sweep(launch_app, lab_home, tmp_path, monkeypatch):
         outside = [tmp_path, paths.REPO_ROOT / "data", paths.PRESETS_DIR]
         yield Sweep(app, client, server, lab_home, downloads, outside), payloads
         settle()
+
+
+class _QuickPoll:
+    """gradio_client waits 50 ms between looks at its message queue; over loopback 5 ms will do.
+
+    Hundreds of calls are made one after the other, so this is most of the test's time.
+    """
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(min(seconds, 0.005))
 
 
 def _no_training(job, handle) -> None:
