@@ -47,7 +47,7 @@ def dataset_file(path: str | Path) -> Path:
                                zh=f"{path.parent} 不是数据集文件夹：其中没有 {DATA_FILE}。")
     elif not path.is_file():
         raise DatasetError(f"Dataset not found: {path}.", zh=f"找不到数据集：{path}。")
-    return path
+    return paths.check_allowed(path)  # the data.jsonl of an allowed folder may itself be a link out
 
 
 def dataset_root(path: str | Path) -> Path:
@@ -101,11 +101,15 @@ def image_entry(entry) -> str:
 
 
 def image_paths(record: dict, root: str | Path) -> list[Path]:
-    """Absolute paths of a record's images, relative entries resolved against ``root``."""
+    """Absolute paths of a record's images, relative entries resolved against ``root``.
+
+    On a shared deployment an image outside the workspace is refused (:func:`lab.paths.check_allowed`),
+    so no record can make the lab show, copy or train on a file of the server.
+    """
     images = record.get("images") or []
     if isinstance(images, str):
         images = [images]
-    return [(Path(root) / image_entry(entry)).resolve() for entry in images]
+    return [paths.check_allowed(Path(root) / image_entry(entry)).resolve() for entry in images]
 
 
 def _dumps(record: dict) -> str:
@@ -192,8 +196,8 @@ def write_split(path: str | Path, val_ratio: float, seed: int = 42) -> tuple[Pat
     file = dataset_file(path)
     train, val = split_dataset(file, val_ratio, seed)
     prefix = "" if file.name == DATA_FILE else f"{file.stem}_"
-    train_path = write_records(file.parent / f"{prefix}train.jsonl", train)
-    val_path = write_records(file.parent / f"{prefix}val.jsonl", val)
+    train_path = write_records(paths.check_allowed(file.parent / f"{prefix}train.jsonl", write=True), train)
+    val_path = write_records(paths.check_allowed(file.parent / f"{prefix}val.jsonl", write=True), val)
     return train_path, val_path
 
 
@@ -249,7 +253,7 @@ def list_datasets(include_variants: bool = False) -> list[Path]:
     """
     found: list[Path] = []
     base = paths.datasets_dir()
-    folders = sorted(p for p in base.iterdir() if (p / DATA_FILE).is_file()) if base.is_dir() else []
+    folders = sorted(_dataset_folders(base))
     if (paths.SAMPLE_DATASET / DATA_FILE).is_file():
         folders.append(paths.SAMPLE_DATASET)
     for folder in folders:
@@ -257,12 +261,19 @@ def list_datasets(include_variants: bool = False) -> list[Path]:
             continue
         found.append(folder)
         if include_variants:
-            found += sorted(p for p in folder.glob("*.jsonl") if p.name != DATA_FILE)
+            found += sorted(p for p in folder.glob("*.jsonl") if p.name != DATA_FILE and paths.is_allowed(p))
     return found
+
+
+def _dataset_folders(base: Path) -> list[Path]:
+    """The dataset folders directly in ``base``; on a shared deployment not those that link out of it."""
+    if not base.is_dir():
+        return []
+    return [p for p in base.iterdir() if paths.is_allowed(p) and (p / DATA_FILE).is_file()]
 
 
 def latest_dataset() -> Path | None:
     """The dataset folder under :func:`lab.paths.datasets_dir` written most recently (labeled, imported)."""
     base = paths.datasets_dir()
-    files = [p / DATA_FILE for p in base.iterdir() if (p / DATA_FILE).is_file()] if base.is_dir() else []
+    files = [folder / DATA_FILE for folder in _dataset_folders(base)]
     return max(files, key=lambda f: f.stat().st_mtime).parent if files else None

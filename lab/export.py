@@ -72,7 +72,7 @@ def export_run(
     """
     start = time.perf_counter()
     run = RunFolder.read(find_run(run_dir))
-    out_dir = check_allowed(Path(out_dir).expanduser().resolve())
+    out_dir = check_allowed(Path(out_dir).expanduser().resolve(), write=True)
     _check_out_dir(out_dir, run.path, overwrite)
     base_name = base or (run.base_model if run.adapter_dir else str(run.model_dir))
     staging = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"

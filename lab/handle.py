@@ -355,7 +355,7 @@ class RunFolder:
         """Read a run folder; raises ModelLoadError when it holds neither an adapter nor a model."""
         import yaml
 
-        path = Path(run_dir).expanduser()
+        path = check_allowed(Path(run_dir).expanduser())
         if not path.is_dir():
             raise ModelLoadError(f"Run folder {path} does not exist.", zh=f"训练记录文件夹 {path} 不存在。")
         config_file = next((p / RUN_CONFIG for p in (path, path.parent) if (p / RUN_CONFIG).is_file()), None)
@@ -376,17 +376,20 @@ class RunFolder:
 
 
 def find_run(name_or_path: str | Path) -> Path:
-    """A run folder from its path or its name under the workspace's ``checkpoints/``."""
-    from lab.paths import resolve, runs_dir
+    """A run folder from its path or its name under the workspace's ``checkpoints/``.
 
-    path = check_allowed(Path(name_or_path).expanduser())
-    if path.is_dir():
-        return path
-    if (runs_dir() / str(name_or_path)).is_dir():
-        return runs_dir() / str(name_or_path)
-    resolved = resolve(path)
-    if resolved.is_dir():
-        return resolved
+    Both go through the path guard before anything is looked at, so on a shared deployment
+    a path or a link out of the workspace is refused alike whether it exists or not.
+    """
+    from lab.paths import resolve, runs_dir, under
+
+    text = str(name_or_path).strip()
+    if text:
+        path = resolve(text)  # as given, in the workspace, in the checkout
+        if not path.is_dir():
+            path = under(runs_dir(), text)  # a run's name
+        if path.is_dir():
+            return path
     raise ModelLoadError(f"No run named {name_or_path}: it is neither a folder nor a run in {runs_dir()}.",
                          zh=f"找不到训练任务 {name_or_path}：它既不是文件夹，也不是 {runs_dir()} 中的训练任务。")
 

@@ -26,10 +26,11 @@ MAX_IMAGE_PIXELS = 64_000_000
 
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly in ``folder`` or below it, sorted for a stable order."""
-    from lab.paths import check_allowed
+    from lab.paths import check_allowed, is_allowed
 
     folder = check_allowed(Path(folder))
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and is_allowed(p))
+    return sorted(p for p in found if p.is_file())
 
 
 def open_image(path: str | Path, max_pixels: int | None = None, draft: tuple[int, int] | None = None) -> Image.Image:

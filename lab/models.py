@@ -263,6 +263,8 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
     if restricted():
         return _allowed_source(name)
     path = Path(name).expanduser()
+    if not _HUB_ID.fullmatch(name) or name.startswith(".") or ".." in name:
+        path = check_allowed(path)  # surely a path: on a shared server refused before it is looked at
     if path.exists():
         check_allowed(path)
         if not path.is_dir():

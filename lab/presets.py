@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from lab.errors import ConfigError, Text, localize
-from lab.paths import PRESETS_DIR, workspace
+from lab.paths import PRESETS_DIR, check_allowed, is_allowed, workspace
 
 LANGS = ("zh", "en")
 IMAGE_TOKEN = "<image>"
@@ -64,8 +64,12 @@ def closest(word: str, choices) -> Text:
 
 
 def load_yaml_strict(path: str | Path, allowed_keys) -> dict:
-    """Read a YAML mapping from ``path``; an unknown top-level key is a :class:`ConfigError`."""
-    path = Path(path)
+    """Read a YAML mapping from ``path``; an unknown top-level key is a :class:`ConfigError`.
+
+    On a shared deployment a file outside the workspace is refused before it is read (its
+    keys would otherwise come back in the error).
+    """
+    path = check_allowed(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -233,7 +237,7 @@ def _load_file(path: Path) -> PromptPreset:
 def _preset_files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         return {}
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(folder.glob("*.yaml")) if is_allowed(p)}
 
 
 def list_prompt_presets() -> list[str]:
@@ -281,7 +285,7 @@ def save_prompt_preset(preset: PromptPreset) -> Path:
                           zh=f"'{preset.name}' 是内置预设；请换个名称保存你的版本。")
     folder = user_prompts_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{preset.name}.yaml"
+    path = check_allowed(folder / f"{preset.name}.yaml", write=True)  # a saved name must not lead out of the workspace
     path.write_text(dump_yaml(preset.to_dict()), encoding="utf-8")
     return path
 

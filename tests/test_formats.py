@@ -13,7 +13,7 @@ from PIL import Image
 from lab import dataset as ds
 from lab import dataset_check as check
 from lab.cli import main
-from lab.errors import ConfigError, DatasetError, localize
+from lab.errors import ConfigError, DatasetError, LabError, localize
 from lab.formats import FORMATS, detect_format, export_dataset, import_dataset
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -291,3 +291,78 @@ def test_sample_variant_file_exports(tmp_path):
         pytest.skip("no data_json_zh.jsonl variant")
     back = import_dataset(export_dataset(variant, "llamafactory", tmp_path / "out"), None, tmp_path / "back")
     assert snapshot(back) == snapshot(variant)
+
+
+def _uploaded(bundle: Path, images: list, fmt: str = "swift") -> Path:
+    """A one-record upload in ``bundle`` naming ``images`` (paths or URLs)."""
+    if fmt == "openai":
+        parts = [{"type": "image_url", "image_url": {"url": str(u)}} for u in images] + [{"type": "text", "text": "Q"}]
+        row = {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "A"}]}
+    else:
+        row = {"messages": [{"role": "user", "content": "<image>" * len(images) + "Q"},
+                            {"role": "assistant", "content": "A"}], "images": [str(i) for i in images]}
+    bundle.mkdir(parents=True, exist_ok=True)
+    (bundle / "up.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+    return bundle / "up.jsonl"
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_an_upload_may_only_name_images_inside_itself(tmp_path, monkeypatch, restricted):
+    """Absolute paths, '..' and file:// URLs to the server's files are refused per record, whether they exist or not."""
+    if restricted:
+        monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
+    secret = tmp_path / "outside" / "secret.png"
+    save_image(secret, (1, 2, 3))
+    bundle = tmp_path / "upload"
+    depth = "../" * len(bundle.parts)
+    names = {
+        "absolute": ([secret], [secret.with_name("gone.png")], "swift"),
+        "dotdot": ([f"{depth}{str(secret).lstrip('/')}"], [f"{depth}{str(secret.with_name('gone.png')).lstrip('/')}"], "swift"),
+        "file url": ([f"file://{secret}"], [f"file://{secret.with_name('gone.png')}"], "openai"),
+    }
+    for kind, (present, missing, fmt) in names.items():
+        errors = []
+        for images in (present, missing):
+            with pytest.raises(DatasetError) as caught:
+                import_dataset(_uploaded(bundle, images, fmt), None, tmp_path / "lab_home" / "data" / "x", bundle=bundle)
+            errors.append(caught.value)
+        assert "Record 1 names an image outside the imported files" in str(errors[0]), kind
+        assert "第 1 条样本引用了导入文件之外的图片" in localize(errors[0], "zh"), kind
+        gone = str(errors[1]).replace("gone.png", "secret.png")
+        assert gone == str(errors[0]), kind  # the same sentence whether the file exists or not
+        assert not (tmp_path / "lab_home" / "data" / "x").exists()
+
+
+def test_an_upload_keeps_its_own_images_and_data_urls(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
+    bundle = tmp_path / "lab_home" / "staging"
+    save_image(bundle / "pics" / "a.png", (9, 9, 9))
+    png = base64.b64encode((bundle / "pics" / "a.png").read_bytes()).decode()
+    back = import_dataset(_uploaded(bundle, ["pics/a.png"]), None, tmp_path / "lab_home" / "data" / "x", bundle=bundle)
+    assert ds.load_records(back)[0]["images"] == ["images/a.png"]
+    inline = _uploaded(tmp_path / "lab_home" / "inline", [f"data:image/png;base64,{png}"], "openai")
+    back = import_dataset(inline, None, tmp_path / "lab_home" / "data" / "y")
+    assert check.validate_dataset(back).ok
+
+
+def test_on_a_shared_server_a_workspace_folder_imports_only_its_own_images(tmp_path, monkeypatch):
+    """Without an upload, the folder being imported is the bundle: its records cannot reach the rest of the server."""
+    secret = tmp_path / "outside" / "secret.png"
+    save_image(secret, (1, 2, 3))
+    src = _uploaded(tmp_path / "lab_home" / "incoming", [secret])
+    monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
+    with pytest.raises(DatasetError, match="Record 1 names an image outside the imported files"):
+        import_dataset(src, None, tmp_path / "lab_home" / "data" / "x")
+    with pytest.raises(LabError, match="only the workspace's own files"):
+        import_dataset(secret.parent, None, tmp_path / "lab_home" / "data" / "y")
+    monkeypatch.delenv("LAB_RESTRICT_PATHS")
+    assert ds.load_records(import_dataset(src, None, tmp_path / "mine"))[0]["images"] == ["images/secret.png"]
+
+
+def test_a_llamafactory_info_file_cannot_point_outside_its_folder(tmp_path):
+    (tmp_path / "secret.json").write_text(json.dumps([{"conversations": [{"from": "human", "value": "S"}]}]))
+    folder = tmp_path / "lf"
+    folder.mkdir()
+    (folder / "dataset_info.json").write_text(json.dumps({"x": {"file_name": "../secret.json"}}), encoding="utf-8")
+    with pytest.raises(DatasetError, match="names no data file that exists"):
+        import_dataset(folder, None, tmp_path / "back")

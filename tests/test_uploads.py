@@ -204,9 +204,10 @@ def test_the_dataset_import_refuses_a_bomb_and_keeps_nothing(launch_app, tmp_pat
     assert status.startswith("sly.zip: '../../escaped.jsonl' points outside the archive")
     assert kept_files(lab_home) == before and uploads_left(lab_home) == []
     picture = many(tmp_path / "pics", 1)[0]
-    records = tmp_path / "records.jsonl"
-    records.write_text(json.dumps({"images": [str(picture)], "messages": [
-        {"role": "user", "content": "<image>What?"}, {"role": "assistant", "content": "A square."}]}) + "\n")
+    record = {"images": ["images/0000.png"], "messages": [
+        {"role": "user", "content": "<image>What?"}, {"role": "assistant", "content": "A square."}]}
+    records = make_zip(tmp_path / "records.zip", {"data.jsonl": (json.dumps(record) + "\n").encode(),
+                                                  "images/0000.png": picture.read_bytes()})
     status, chosen = client.predict(handle_file(str(records)), "records", api_name="/dataset_import")
     assert status.startswith("All 1 records"), status
     assert (paths.datasets_dir() / "records" / "data.jsonl").is_file()

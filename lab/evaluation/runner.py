@@ -283,7 +283,7 @@ def _default_name(source: str) -> str:
 
 def save_result(result: EvalResult, folder: str | Path) -> Path:
     """Write ``<name>.json`` (summary) and ``<name>.jsonl`` (samples) into ``folder``."""
-    folder = Path(folder)
+    folder = paths.check_allowed(Path(folder), write=True)
     folder.mkdir(parents=True, exist_ok=True)
     summary_path = folder / f"{result.name}.json"
     result.summary_path = str(summary_path)
@@ -306,11 +306,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def load_result(summary_path: str | Path) -> EvalResult:
-    """Read saved results back (summary + samples)."""
-    summary_path = Path(summary_path)
+    """Read saved results back (summary + samples); on a shared deployment only the workspace's own."""
+    summary_path = paths.check_allowed(Path(summary_path).expanduser())
+    samples_path = paths.check_allowed(summary_path.with_suffix(".jsonl"))
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        lines = summary_path.with_suffix(".jsonl").read_text(encoding="utf-8").splitlines()
+        lines = samples_path.read_text(encoding="utf-8").splitlines()
     except (OSError, json.JSONDecodeError) as err:
         raise LabError(f"Cannot read the evaluation results {summary_path} ({type(err).__name__}).",
                        zh=f"无法读取评估结果 {summary_path}（{type(err).__name__}）。") from None
@@ -318,10 +319,13 @@ def load_result(summary_path: str | Path) -> EvalResult:
     fields["skipped"] = [{**skip, "reason": Text(f"{skip.get('reason', '')}", zh=skip.get("reason_zh"))}
                          for skip in fields.get("skipped") or []]
     fields["samples"] = [json.loads(line) for line in lines if line.strip()]
+    for sample in fields["samples"]:  # the page shows a sample's picture: it must be one of the workspace's too
+        sample["images"] = [str(paths.check_allowed(image)) for image in sample.get("images") or []]
     return EvalResult(**fields)
 
 
 def list_results(folder: str | Path) -> list[Path]:
     """Saved evaluation summaries in ``folder`` (a run's ``eval/``), newest first."""
     folder = Path(folder)
-    return sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    found = [p for p in folder.glob("*.json") if paths.is_allowed(p)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import mimetypes
+import os
 import re
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
+from lab import paths
 from lab.dataset import DATA_FILE, IMAGE_TOKEN, image_entry, write_records
 from lab.errors import DatasetError
 from lab.formats.layout import (
@@ -21,12 +24,19 @@ from lab.formats.layout import (
 _DATA_URL = re.compile(r"data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)", re.S)
 
 
-def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path) -> Path:
+def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle: str | Path | None = None) -> Path:
     """Read ``src`` in format ``fmt`` (detected when ``None``) into the new dataset folder ``out_dir``.
 
-    Returns ``out_dir``, which then holds ``data.jsonl`` and ``images/``.
+    Returns ``out_dir``, which then holds ``data.jsonl`` and ``images/``. ``bundle`` is the
+    folder the caller unpacked an upload into (``src`` lies in it): a record may then only
+    name images inside it, so an uploaded file cannot copy the server's files into the
+    workspace. A ``src`` a person names goes through :func:`lab.paths.check_allowed`, and on a
+    shared deployment its images must lie in its own folder. Data URLs are always fine.
     """
     src = Path(src).expanduser()
+    if bundle is None:
+        src = paths.check_allowed(src)
+        bundle = (src if src.is_dir() else src.parent) if paths.restricted() else None
     if not src.exists():
         raise DatasetError(f"Nothing to import: {src} does not exist.", zh=f"没有可导入的内容：{src} 不存在。")
     fmt = check_format(fmt) if fmt else detect_format(src)
@@ -48,10 +58,25 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path) -> Pat
                     name = f"{record['id']}_{k}" if len(record["images"]) > 1 else record["id"]
                     stored.append(store.add(image[0], name + image[1]))
                 else:
+                    inside_bundle(image, bundle, n)
                     stored.append(store.add(source_image(image), Path(image).name))
             record["images"] = stored
         write_records(out / DATA_FILE, records)
     return out
+
+
+def inside_bundle(image: str, bundle: str | Path | None, number: int) -> None:
+    """Refuse an image of record ``number`` that lies outside ``bundle`` (``..``, absolute, a link out).
+
+    Decided from the path alone, before the file is opened, so the sentence is the same
+    whether such a file exists or not.
+    """
+    if bundle is None or Path(image).resolve().is_relative_to(Path(bundle).resolve()):
+        return
+    shown = os.path.relpath(image, bundle) if image.startswith(str(bundle)) else image  # as the record wrote it
+    raise DatasetError(f"Record {number} names an image outside the imported files ({shown}); "
+                       "only images that come with the dataset can be imported.",
+                       zh=f"第 {number} 条样本引用了导入文件之外的图片（{shown}）；只能导入随数据集一起提供的图片。")
 
 
 def _source_file(src: Path) -> Path:
@@ -195,7 +220,9 @@ def _decode_image_url(image_url, file: Path, number: int) -> tuple[bytes, str] |
     if url.startswith(("http://", "https://")):
         raise DatasetError(f"Record {number} of {file} links an image on the web ({url[:60]}); download it first.",
                            zh=f"{file} 的第 {number} 条样本引用了网络上的图片（{url[:60]}）；请先下载到本地。")
-    return str(file.parent / url.removeprefix("file://"))
+    if url.startswith("file:"):
+        url = unquote(urlsplit(url).path)  # the path it names; whether it may be used is decided with the others
+    return str(file.parent / url)
 
 
 def _llamafactory_entry(src: Path) -> tuple[Path, dict, Path]:
@@ -205,6 +232,8 @@ def _llamafactory_entry(src: Path) -> tuple[Path, dict, Path]:
     entries = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
     for entry in entries.values():
         data = folder / str(entry.get("file_name", ""))
+        if not data.resolve().is_relative_to(folder.resolve()):
+            continue  # an entry naming a file outside the dataset's folder is not this dataset's
         if data.is_file() and (src.is_dir() or data.resolve() == src.resolve()):
             return data, entry, folder
     if src.is_file():

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lab.errors import ConfigError, DatasetError
+from lab.paths import check_allowed
 
 FORMATS = ("llamafactory", "imagefolder", "openai", "swift")
 
@@ -56,7 +57,7 @@ class ImageStore:
 @contextmanager
 def fresh_out_dir(out_dir: str | Path) -> Iterator[Path]:
     """A new or empty folder to write into, removed again if writing fails half way."""
-    out = Path(out_dir).expanduser()
+    out = check_allowed(Path(out_dir).expanduser(), write=True)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"The output folder {out} is not empty; choose a new or empty folder.",
                            zh=f"输出文件夹 {out} 不是空的；请选择一个新的或空的文件夹。")

@@ -28,6 +28,7 @@ from lab.images import IMAGE_SUFFIXES
 from lab.jobs import Job, start_job
 from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
 from lab.labeling.store import LabelStore, file_sha, item_key, save_job
+from lab.paths import check_allowed, is_allowed
 
 RECENT_ITEMS = 50
 LABELING = Text("Labeling", "标注")  # what failed, when a run fails
@@ -41,13 +42,15 @@ def iter_images(folder: str | Path) -> Iterator[Path]:
         dirs.sort()
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in sorted(files):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                yield Path(root) / name
+            path = Path(root) / name
+            # On a shared deployment an image that links out of the workspace is not one of the folder's.
+            if path.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and is_allowed(path):
+                yield path
 
 
 def image_folder(folder: str | Path) -> Path:
     """``folder`` as a Path, or a DatasetError if it is not a folder."""
-    path = Path(folder).expanduser()
+    path = check_allowed(Path(folder).expanduser())
     if not path.is_dir():
         raise DatasetError(f"The image folder {path} does not exist.", zh=f"图片文件夹 {path} 不存在。")
     return path
@@ -68,7 +71,7 @@ class LabelRun(Job):
     """
 
     def __init__(self, out_dir: str | Path, stop_event: threading.Event | None = None):
-        self.out_dir = Path(out_dir).expanduser()
+        self.out_dir = check_allowed(Path(out_dir).expanduser(), write=True)
         super().__init__(self.out_dir.name, LABELING, stop_event)
         self.total = 0
         self.skipped = 0  # done (or failed) in an earlier run, or a duplicate of another image

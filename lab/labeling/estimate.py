@@ -13,6 +13,7 @@ from lab.labeling.batch import count_images, image_folder, iter_images
 from lab.labeling.costs import Estimate, Price, estimate_run
 from lab.labeling.item import PromptSpec
 from lab.labeling.store import DATA_FILE, done_and_failed, read_rows
+from lab.paths import check_allowed
 
 
 def estimate_folder(
@@ -37,7 +38,7 @@ def estimate_folder(
     total = count_images(images_dir)
     step = max(1, total // max(1, sample))
     sizes = [size for i, path in enumerate(iter_images(images_dir)) if i % step == 0 and (size := _header_size(path))]
-    finished, answer_tokens = _earlier_work(Path(out_dir).expanduser() if out_dir else None, prompt.sha)
+    finished, answer_tokens = _earlier_work(check_allowed(Path(out_dir).expanduser()) if out_dir else None, prompt.sha)
     todo = max(0, total - finished)
     todo = min(todo, limit) if limit else todo
     return estimate_run(sizes, system=prompt.system, user=prompt.user, model=model, images=total, todo=todo,

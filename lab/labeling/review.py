@@ -15,6 +15,7 @@ from lab.dataset import write_records
 from lab.errors import DatasetError, Text, localize
 from lab.labeling.answers import EMPTY_ANSWER, check_answer
 from lab.labeling.store import DATA_FILE, REJECTED_FILE, DatasetLock, done_and_failed, read_rows
+from lab.paths import check_allowed
 
 
 def _answer(record: dict) -> str:
@@ -24,7 +25,7 @@ def _answer(record: dict) -> str:
 
 def list_items(out_dir: str | Path, limit: int | None = None) -> list[dict]:
     """The labeled items, newest last: id, absolute image path, source file, answer, labeler."""
-    folder = Path(out_dir).expanduser()
+    folder = check_allowed(Path(out_dir).expanduser())
     items = []
     for record in read_rows(folder / DATA_FILE):
         images = record.get("images") or []
@@ -45,7 +46,7 @@ _FAILURE_FIELDS = ("source", "status", "kind", "reason", "time", "key")
 
 def list_failures(out_dir: str | Path) -> list[dict]:
     """The failures not yet put right by a retry: source, status, reason (a :class:`~lab.errors.Text`), time."""
-    _, failed = done_and_failed(Path(out_dir).expanduser())
+    _, failed = done_and_failed(check_allowed(Path(out_dir).expanduser()))
     rows = []
     for row in failed.values():
         # Older failure files have no reason_zh: the reason is then shown in English.
@@ -78,7 +79,7 @@ def save_review(
     With ``want_json`` an edited answer must still be a JSON object with the expected
     keys; the first one that is not is refused with its id, and nothing is written.
     """
-    folder = Path(out_dir).expanduser()
+    folder = check_allowed(Path(out_dir).expanduser(), write=True)
     edits = {k: v for k, v in (edits or {}).items()}
     rejects = set(rejects)
     if not (folder / DATA_FILE).is_file():

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lab.errors import BusyError, DatasetError
 from lab.file_lock import FileLock
+from lab.paths import check_allowed
 
 DATA_FILE = "data.jsonl"
 FAILURES_FILE = "failures.jsonl"
@@ -159,7 +160,7 @@ class LabelStore:
     """The dataset folder during a run: what is done, what failed, and the appenders."""
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder).expanduser()
+        self.folder = check_allowed(Path(folder).expanduser(), write=True)
         self.done: set[str] = set()
         self.failed: dict[str, dict] = {}  # key -> the latest failure row, for keys not done
         self._lock = DatasetLock(self.folder)

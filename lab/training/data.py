@@ -51,6 +51,13 @@ def resolve_dataset(path: str) -> Path:
     return found
 
 
+def check_datasets(cfg: Any) -> None:
+    """Refuse a missing dataset, or one a shared deployment may not read, before a run is started or queued."""
+    for path in (cfg.dataset, cfg.val_dataset):
+        if path:
+            resolve_dataset(path)
+
+
 def _absolute(records: list[dict], root: Path) -> list[dict]:
     return [{**r, "images": [str(p) for p in image_paths(r, root)]} for r in records]
 

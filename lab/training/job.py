@@ -55,9 +55,11 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     that cannot be written. Nothing is written into the run folder until the run starts.
     """
     from lab.paths import restricted
+    from lab.training.data import check_datasets
     from lab.training.runner import check_run_dir
 
     queue = restricted() if queue is None else queue
+    check_datasets(cfg)  # a wrong path is one sentence now, not a failed run later
     with _turns.lock:
         running = _turns.busy()
         if running and not queue:

@@ -40,11 +40,11 @@ def default_run_name(cfg: Any) -> str:
 
 
 def run_dir_for(cfg: Any) -> Path:
-    """The run folder of ``cfg`` (its ``run_name`` must be set)."""
+    """The run folder of ``cfg`` (its ``run_name`` must be set); on a shared deployment inside the workspace."""
     if not cfg.run_name or not _NAME.fullmatch(cfg.run_name):
         raise ConfigError(f"run_name {cfg.run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
                           zh=f"run_name {cfg.run_name!r} 必须是普通的文件夹名（字母、数字、'.'、'-'、'_'）。")
-    return runs_root(cfg) / cfg.run_name
+    return paths.under(runs_root(cfg), cfg.run_name, write=True)
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
@@ -66,11 +66,20 @@ def load_run_config(run_dir: str | Path):
     """The run's saved ``TrainConfig``."""
     from lab.train_config import TrainConfig
 
-    path = Path(run_dir) / CONFIG_FILE
+    return TrainConfig.from_yaml(_config_file(run_dir))
+
+
+def config_text(run_dir: str | Path) -> str:
+    """The run's ``config.yaml`` as it was saved, to show it."""
+    return _config_file(run_dir).read_text(encoding="utf-8")
+
+
+def _config_file(run_dir: str | Path) -> Path:
+    path = paths.check_allowed(Path(run_dir) / CONFIG_FILE)
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a training run: it has no {CONFIG_FILE}.",
                           zh=f"{run_dir} 不是训练记录：其中没有 {CONFIG_FILE}。")
-    return TrainConfig.from_yaml(path)
+    return path
 
 
 @dataclass
@@ -142,7 +151,7 @@ def list_runs(root: str | Path | None = None) -> list[RunInfo]:
     root = Path(root) if root is not None else runs_root()
     if not root.is_dir():
         return []
-    found = [describe_run(p) for p in root.iterdir() if (p / CONFIG_FILE).is_file()]
+    found = [describe_run(p) for p in root.iterdir() if paths.is_allowed(p) and (p / CONFIG_FILE).is_file()]
     return sorted(found, key=lambda info: info.started, reverse=True)
 
 

@@ -135,14 +135,16 @@ def import_upload(upload: str | None, name: str, lang: str = "en"):
     name = (name or Path(upload).stem).strip()
     if not name or "/" in name or "\\" in name or name.startswith("."):
         return i18n.text("data.bad_name", lang, name=name), gr.update()
-    target = paths.datasets_dir() / name
     received = None
     try:
+        target = paths.under(paths.datasets_dir(), name, write=True)
         received = receive([upload], (".json", ".jsonl"))
         if not received.entries:
             return i18n.text("data.not_importable", lang, name=Path(upload).name), gr.update()
         entry = received.entries[0]
-        folder = import_dataset(_single_top_folder(entry) if entry.is_dir() else entry, None, target)
+        source = _single_top_folder(entry) if entry.is_dir() else entry
+        # Records may only name files that came with the upload.
+        folder = import_dataset(source, None, target, bundle=received.folder)
         report = validate_dataset(folder)
     except LabError as err:
         return localize(err, lang), gr.update()

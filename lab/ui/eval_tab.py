@@ -136,7 +136,7 @@ def evaluate(ctx, source, compare, batch, max_new, limit, sort, lang="en"):
 def evaluate_url(ctx, source, url, model, api_key, concurrency, max_new, limit, sort, lang="en"):
     """Handler of "Evaluate endpoint": an OpenAI-compatible server on the chosen data."""
     try:
-        config = EndpointConfig(base_url=url.strip(), model=model.strip(), api_key=api_key or None,
+        config = EndpointConfig(base_url=(url or "").strip(), model=(model or "").strip(), api_key=api_key or None,
                                 concurrency=int(concurrency), max_tokens=int(max_new))  # fmt: skip
         data, where = load_samples(ctx, source)
     except LabError as err:

@@ -84,7 +84,7 @@ def dataset_dir(text: str) -> Path:
     if not text:
         raise ConfigError("Give the dataset a name, e.g. my_labels.", zh="请给数据集起个名字，例如 my_labels。")
     if "/" not in text and "\\" not in text and not text.startswith((".", "~")):
-        return paths.datasets_dir() / text
+        return paths.under(paths.datasets_dir(), text)
     return paths.resolve(text)
 
 

@@ -17,7 +17,7 @@ from lab.errors import ConfigError, LabError, localize
 from lab.labeling.client import ApiLabeler, LabelerConfig, load_providers
 from lab.labeling.item import PromptSpec
 from lab.labeling.preview import MAX_PREVIEW_IMAGES, preview_totals, run_preview
-from lab.paths import SAMPLE_DATASET
+from lab.paths import SAMPLE_DATASET, under
 from lab.presets import LANGS, PromptPreset, PromptText, list_prompt_presets, load_prompt_preset, save_prompt_preset
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t
@@ -215,7 +215,7 @@ def _spec(system: str, user: str, want_json: bool, keys: str) -> PromptSpec:
 
 
 def _chosen_images(samples: list[str] | None, uploads: list | None) -> list[Path]:
-    images = [SAMPLE_IMAGES / name for name in samples or []]
+    images = [under(SAMPLE_IMAGES, name) for name in samples or []]
     images += [check_file(getattr(u, "name", u)) for u in uploads or []]
     if not images:
         raise ConfigError("Pick or upload at least one image for the preview.", zh="请至少选择或上传一张图片用于预览。")

@@ -20,9 +20,10 @@ from lab import paths
 from lab.dataset import latest_dataset, list_datasets
 from lab.errors import LabError, localize
 from lab.jobs import JobState
+from lab.handle import find_run
 from lab.train_config import CHOICES, TrainConfig, list_train_presets
 from lab.training import job as jobs
-from lab.training.runs import RUN_COLUMNS, curves, list_runs, load_run_config, progress, train_command
+from lab.training.runs import RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, train_command
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t
 
@@ -223,7 +224,7 @@ def start(ctx, lang: str, values: list, resume_run: str | None = None) -> str:
     """Start a run from the form's values (or resume ``resume_run``); returns the message to show."""
     try:
         if resume_run is not None:
-            job = jobs.start_training(load_run_config(resume_run), ctx.handle, resume=True)
+            job = jobs.start_training(load_run_config(find_run(resume_run)), ctx.handle, resume=True)
         else:
             job = jobs.start_training(config_from_form(values), ctx.handle)
     except LabError as err:
@@ -327,9 +328,14 @@ def create_tab(ctx) -> None:
         return table, gr.update(choices=[row[-1] for row in table])
 
     def on_show(request: gr.Request, run_dir):
+        lang = request_lang(ctx, request)
         if not run_dir:
-            raise gr.Error(i18n.text("train.pick", request_lang(ctx, request)))
-        return run_dir, _config_text(run_dir)
+            raise gr.Error(i18n.text("train.pick", lang))
+        try:
+            found = find_run(run_dir)
+            return str(found), config_text(found)
+        except LabError as err:
+            raise gr.Error(localize(err, lang)) from None
 
     def on_resume(request: gr.Request, run_dir):
         lang = request_lang(ctx, request)
@@ -363,11 +369,3 @@ def preselect_dataset(current: str | None):
     latest = latest_dataset()
     is_default = not current or current == "data/sample" or current == str(paths.SAMPLE_DATASET)
     return gr.update(choices=choices, value=str(latest) if latest and is_default else current)
-
-
-def _config_text(run_dir: str) -> str:
-    from pathlib import Path
-
-    from lab.training.runs import CONFIG_FILE
-
-    return (Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")
