@@ -366,3 +366,13 @@ def test_a_llamafactory_info_file_cannot_point_outside_its_folder(tmp_path):
     (folder / "dataset_info.json").write_text(json.dumps({"x": {"file_name": "../secret.json"}}), encoding="utf-8")
     with pytest.raises(DatasetError, match="names no data file that exists"):
         import_dataset(folder, None, tmp_path / "back")
+
+
+def test_each_download_export_gets_its_own_folder(sample_dataset, lab_home):
+    """Two visitors exporting the same dataset at once must not write into or delete each other's files."""
+    from lab.formats import export_for_download
+
+    first_file, first_zip = export_for_download(sample_dataset, "llamafactory")
+    second_file, second_zip = export_for_download(sample_dataset, "llamafactory")
+    assert first_zip != second_zip and first_file.parent != second_file.parent
+    assert first_zip.is_file() and second_zip.is_file() and first_file.is_file()

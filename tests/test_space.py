@@ -128,3 +128,29 @@ def test_a_visitor_does_not_see_what_another_visitor_tried(launch_app, monkeypat
     theirs = second.predict(api_name="/model_status")
     assert mine.startswith("The model could not be loaded:")
     assert theirs == before and "could not be loaded" not in theirs
+
+
+def test_a_workspace_outside_the_app_folder_still_serves_its_files(launch_app, monkeypatch, sample_dataset):
+    """A Space's persistent storage (/data) is neither the working folder nor the temp folder, the
+    only places Gradio serves files from unless told: downloads and dataset images must still arrive."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    from lab import paths
+
+    root = Path("/var/tmp")
+    if not root.is_dir() or Path(tempfile.gettempdir()).resolve() == root.resolve():
+        pytest.skip("needs a folder outside the working folder and the temp folder")
+    home = Path(tempfile.mkdtemp(prefix="lab-home-", dir=root))
+    try:
+        monkeypatch.setenv("LAB_HOME", str(home))
+        shutil.copytree(sample_dataset, paths.datasets_dir() / "mine")
+        app, ctx, client = launch_app(model="")
+        message, archive = client.predict(str(paths.datasets_dir() / "mine"), "llamafactory", api_name="/dataset_export")
+        with zipfile.ZipFile(archive) as z:  # downloaded through the app
+            assert "data.json" in z.namelist()
+        summary, gallery, *_ = client.predict(str(paths.datasets_dir() / "mine"), api_name="/dataset_show")
+        assert len(gallery) == 24 and all(Path(item["image"]).is_file() for item in gallery)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

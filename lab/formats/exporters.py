@@ -7,10 +7,13 @@ as base64 ``data:`` URLs instead); every record gets an id where the format has 
 from __future__ import annotations
 
 import base64
+import glob
 import json
 import mimetypes
 import re
+import secrets
 import shutil
+import time
 from io import BytesIO
 from pathlib import Path
 
@@ -52,16 +55,34 @@ def export_dataset(src: str | Path, fmt: str, out_dir: str | Path) -> Path:
         return write_records(out / DATA_FILE, records)
 
 
+# An export for download is kept this long, so a visitor can fetch it; older ones are removed.
+DOWNLOAD_KEEP_S = 3600
+
+
 def export_for_download(src: str | Path, fmt: str) -> tuple[Path, Path]:
-    """Export ``src`` into ``<workspace>/exports/<name>-<fmt>/`` (replacing an earlier export
-    of the same) and zip that folder next to it; returns (main file, zip)."""
+    """Export ``src`` into a new ``<workspace>/exports/<name>-<fmt>-<stamp>/`` and zip that folder
+    next to it; returns (main file, zip). Each request gets its own folder, so two visitors
+    exporting the same dataset at once never write into (or delete) each other's files."""
     src = Path(src)
     check_format(fmt)  # before it becomes part of a folder name
-    out_dir = paths.check_allowed(paths.workspace() / "exports" / f"{src.stem if src.is_file() else src.name}-{fmt}")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+    root = paths.check_allowed(paths.workspace() / "exports", write=True)
+    prefix = f"{src.stem if src.is_file() else src.name}-{fmt}-"
+    _remove_old_downloads(root, prefix)
+    out_dir = root / f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     main_file = export_dataset(src, fmt, out_dir)
     return main_file, Path(shutil.make_archive(str(out_dir), "zip", root_dir=out_dir))
+
+
+def _remove_old_downloads(root: Path, prefix: str) -> None:
+    if not root.is_dir():
+        return
+    cutoff = time.time() - DOWNLOAD_KEEP_S
+    for old in root.glob(f"{glob.escape(prefix)}*"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        except OSError:
+            continue  # another request removed it first
 
 
 def _export_llamafactory(records: list[dict], out: Path, name: str) -> Path:

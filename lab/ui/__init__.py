@@ -15,6 +15,7 @@ from importlib import import_module
 import gradio as gr
 from starlette.middleware import Middleware
 
+from lab import paths
 from lab.ui import i18n
 from lab.ui.context import AppSettings, UIContext
 from lab.ui.guide import create_guide
@@ -72,5 +73,8 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         prevent_thread_lock=not block,
         show_error=True,
         max_file_size=UploadLimits.from_env().max_file_bytes,  # a bigger upload is stopped while it arrives
+        # Gradio serves files from the working folder and the temp folder only; a workspace elsewhere
+        # (a Space's persistent /data) needs its datasets and downloads named, or no image shows.
+        allowed_paths=[str(paths.datasets_dir()), str(paths.workspace() / "exports")],
     )
     return app, ctx
