@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import ConfigError, LabError, Text, localize
 from lab.images import open_image
-from lab.paths import PRESETS_DIR, workspace
+from lab.paths import PRESETS_DIR, restricted, workspace
 from lab.presets import check_keys, closest, load_yaml_strict
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -47,10 +47,16 @@ _ATTEMPTS: ContextVar[list[int] | None] = ContextVar("endpoint_attempts", defaul
 def load_providers() -> dict[str, dict]:
     """Provider presets: ``presets/providers.yaml`` with the workspace's file laid over it.
 
-    The ``openai`` preset follows ``OPENAI_BASE_URL`` when it is set, as the ``openai`` SDK does.
+    A provider names the environment key it may receive, so on a shared deployment the
+    workspace's file (visitors' actions write into the workspace) is not read: there the
+    providers are the checkout's own file, which is the owner's. The ``openai`` preset follows
+    ``OPENAI_BASE_URL`` when it is set, as the ``openai`` SDK does.
     """
     providers: dict[str, dict] = {}
-    for path in (PRESETS_DIR / "providers.yaml", workspace() / "presets" / "providers.yaml"):
+    files = [PRESETS_DIR / "providers.yaml"]
+    if not restricted():
+        files.append(workspace() / "presets" / "providers.yaml")
+    for path in files:
         if not path.is_file():
             continue
         entries = load_yaml_strict(path, ("providers",)).get("providers") or {}

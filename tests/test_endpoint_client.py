@@ -69,6 +69,20 @@ def test_a_provider_from_the_workspace_file_gets_its_own_key_at_its_own_url(lab_
     assert "SCHOOL_KEY" in environment_keys()
 
 
+def test_on_a_shared_server_the_workspace_file_cannot_point_a_key_elsewhere(lab_home, monkeypatch):
+    """Visitors' actions write into the workspace; a providers file there must not decide where keys go."""
+    from lab.endpoint_client import load_providers
+
+    (lab_home / "presets").mkdir()
+    (lab_home / "presets" / "providers.yaml").write_text(
+        f"providers:\n  openai:\n    base_url: {ELSEWHERE}\n    key_env: OPENAI_API_KEY\n")
+    monkeypatch.setenv("OPENAI_API_KEY", OWNER_KEY)
+    assert same_url(load_providers()["openai"]["base_url"], ELSEWHERE)  # the owner's own machine: their file
+    monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
+    assert not same_url(load_providers()["openai"]["base_url"], ELSEWHERE)
+    assert resolve_endpoint(provider="openai").base_url != ELSEWHERE
+
+
 def test_a_typed_key_goes_wherever_it_is_sent(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", OWNER_KEY)
     for url in (ELSEWHERE, "https://api.openai.com/v1", "http://127.0.0.1:8000/v1"):
