@@ -193,3 +193,11 @@ def test_cli_eval_prints_base_and_tuned(lora_run_dir, capsys):
     assert (lora_run_dir / "eval" / "cli.jsonl").is_file()
     assert main(["eval", "--model", "demo"]) == 2
     assert "--dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("summary, samples", [("[1, 2]", ""), ("3", ""), ('{"skipped": "x"}', ""), ("{}", "[1]\n")])
+def test_a_saved_result_of_the_wrong_shape_is_one_sentence(tmp_path, summary, samples):
+    (tmp_path / "r.json").write_text(summary)
+    (tmp_path / "r.jsonl").write_text(samples)
+    with pytest.raises(LabError, match="Cannot read the evaluation results"):
+        load_result(tmp_path / "r.json")

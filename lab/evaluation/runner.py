@@ -311,14 +311,18 @@ def load_result(summary_path: str | Path) -> EvalResult:
     samples_path = paths.check_allowed(summary_path.with_suffix(".jsonl"))
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        lines = samples_path.read_text(encoding="utf-8").splitlines()
-    except (OSError, json.JSONDecodeError) as err:
+        samples = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not isinstance(summary, dict) or not all(isinstance(s, dict) for s in samples):
+            raise ValueError("not a JSON object")
+        fields = {k: v for k, v in summary.items() if k in EvalResult.__dataclass_fields__}
+        fields["skipped"] = [{**skip, "reason": Text(f"{skip.get('reason', '')}", zh=skip.get("reason_zh"))}
+                             for skip in fields.get("skipped") or []]
+        fields["samples"] = samples
+        for sample in samples:
+            sample["images"] = list(sample.get("images") or [])
+    except (OSError, ValueError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
         raise LabError(f"Cannot read the evaluation results {summary_path} ({type(err).__name__}).",
                        zh=f"无法读取评估结果 {summary_path}（{type(err).__name__}）。") from None
-    fields = {k: v for k, v in summary.items() if k in EvalResult.__dataclass_fields__}
-    fields["skipped"] = [{**skip, "reason": Text(f"{skip.get('reason', '')}", zh=skip.get("reason_zh"))}
-                         for skip in fields.get("skipped") or []]
-    fields["samples"] = [json.loads(line) for line in lines if line.strip()]
     for sample in fields["samples"]:  # the page shows a sample's picture: it must be one of the workspace's too
         sample["images"] = [str(paths.check_allowed(image)) for image in sample.get("images") or []]
     return EvalResult(**fields)
