@@ -72,7 +72,7 @@ class ModelHandle:
         self.run_dir: Path | None = None  # the run folder the model or its adapter came from
         self.adapter_enabled = True  # what a request that does not say gets
 
-    def _record_error(self, err: LabError | Text) -> None:
+    def record_error(self, err: LabError | Text) -> None:
         with self._guard:  # the sentence and whom it belongs to change together
             self.last_error, self.error_owner = Text.of(err), getattr(self._requester, "owner", None)
 
@@ -113,7 +113,7 @@ class ModelHandle:
             self.loaded = load_model(resolve_model_name(name_or_path), **options)
             self.last_error = None
         except LabError as err:
-            self._record_error(err)
+            self.record_error(err)
             raise
         finally:
             self._release()
@@ -130,6 +130,12 @@ class ModelHandle:
         with self._guard:
             if self._state in _BUSY:
                 raise _busy_error(self._state)
+        if run:
+            find_run(run)  # a run that is not there (or not allowed) is refused at once, not in the background
+        elif name_or_path and name_or_path != DEMO_MODEL:
+            from lab.models import check_model_source
+
+            check_model_source(name_or_path)  # likewise a folder that is not a model, or a model not allowed
 
         def work(job: Job) -> None:
             self._requester.owner = owner
@@ -138,7 +144,7 @@ class ModelHandle:
 
         def then() -> None:
             if job.state is JobState.FAILED:
-                self._record_error(job.message)  # shown in the header
+                self.record_error(job.message)  # shown in the header
 
         job = Job("model-load", LOADING_THE_MODEL)
         return start_job(work, job, then=then)
@@ -180,7 +186,7 @@ class ModelHandle:
                 attach_adapter(self.loaded, run.adapter_dir, run.name)
             self.run_dir, self.last_error = run.path, None
         except LabError as err:
-            self._record_error(err)
+            self.record_error(err)
             raise
         finally:
             self._release()

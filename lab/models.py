@@ -254,6 +254,11 @@ def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: in
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
+def check_model_source(name_or_path: str | Path) -> None:
+    """Refuse at once what :func:`load_model` would refuse by name alone (nothing is loaded or downloaded)."""
+    _resolve_source(name_or_path)
+
+
 def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
     """``(source, is_local)``: a checked local folder, or a name that can only be a Hub id."""
     name = str(name_or_path).strip()

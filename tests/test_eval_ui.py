@@ -47,9 +47,9 @@ def test_header_loads_a_run_and_picks_the_adapter(launch_app, lora_run_dir, tmp_
     with ctx.handle.use(ModelState.TRAINING):
         with pytest.raises(AppError, match="busy"):
             client.predict("demo", "none", api_name="/model_load")
-    client.predict(str(tmp_path / "nothing-here"), "none", api_name="/model_load")
-    info = _wait_ready(ctx)
-    assert "does not exist" in info["error"] and "could not be loaded" in client.predict(api_name="/model_status")
+    with pytest.raises(AppError, match="does not exist"):  # a missing folder is refused at once
+        client.predict(str(tmp_path / "nothing-here"), "none", api_name="/model_load")
+    assert ctx.handle.describe()["name"]  # the loaded model stays
 
 
 def test_chat_streams_keeps_history_compares_and_reports_busy(launch_app, lora_run_dir, sample_dataset):

@@ -113,20 +113,27 @@ def _wait_loaded(ctx, timeout=60):
         time.sleep(0.2)
 
 
-def test_a_visitor_does_not_see_what_another_visitor_tried(launch_app, monkeypatch):
+def test_a_visitor_does_not_see_what_another_visitor_tried(launch_app, monkeypatch, lab_home):
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
     app, ctx, first = launch_app(model="")
     second = Client(app.local_url, verbose=False)
     before = second.predict(api_name="/model_status")
-    first.predict("visitor-one-private-name", "none", api_name="/model_load")
+    with pytest.raises(AppError, match="only these models can be loaded"):  # refused at once, to the asker only
+        first.predict("someone/not-allowed", "none", api_name="/model_load")
+    assert second.predict(api_name="/model_status") == before
+    broken = lab_home / "models" / "visitor-one-private-name"  # passes the name check, fails while loading
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{}")
+    first.predict(str(broken), "none", api_name="/model_load")
     time.sleep(0.5)
     _wait_loaded(ctx)
     assert ctx.handle.last_error, "the load should have failed"
     mine = first.predict(api_name="/model_status")
     theirs = second.predict(api_name="/model_status")
-    assert mine.startswith("The model could not be loaded:")
+    assert mine.startswith("The model could not be loaded:") and "visitor-one-private-name" in mine
     assert theirs == before and "could not be loaded" not in theirs
 
 

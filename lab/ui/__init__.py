@@ -16,6 +16,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from lab import paths
+from lab.errors import LabError
 from lab.ui import i18n
 from lab.ui.context import AppSettings, UIContext
 from lab.ui.guide import create_guide
@@ -62,7 +63,10 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
     ctx = UIContext(settings=settings)
     app = build_app(ctx)
     if settings.model:
-        ctx.handle.load_in_background(settings.model)
+        try:
+            ctx.handle.load_in_background(settings.model)
+        except LabError as err:  # a name refused at once: the header says why, the app still starts
+            ctx.handle.record_error(err)
     app.queue(default_concurrency_limit=4)
     app.launch(
         server_name=settings.host,
