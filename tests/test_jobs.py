@@ -166,9 +166,12 @@ def test_a_background_model_load_is_a_job_and_its_failure_reaches_the_header(tmp
     from lab.handle import ModelHandle
 
     handle = ModelHandle()
-    job = handle.load_in_background(str(tmp_path / "nowhere"))
+    broken_folder = tmp_path / "broken"  # passes the name check, fails while loading
+    broken_folder.mkdir()
+    (broken_folder / "config.json").write_text("{}")
+    job = handle.load_in_background(str(broken_folder))
     assert job.wait(60) and job.state is JobState.FAILED
-    assert job.message == f"Model folder {tmp_path / 'nowhere'} does not exist." == handle.describe()["error"]
+    assert job.message == f"{broken_folder} is not a model: its config.json names no model_type." == handle.describe()["error"]
 
     def broken(*args, **kwargs):
         raise RuntimeError("loader exploded\nwith details")

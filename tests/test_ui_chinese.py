@@ -27,7 +27,7 @@ def _chinese_error(call) -> str:
     return message
 
 
-def test_every_tab_refuses_in_chinese(zh_client, sample_dataset):
+def test_every_tab_refuses_in_chinese(zh_client, sample_dataset, lab_home):
     client, _ = zh_client
     # Chat and Evaluate need a model: the refusal is the core's, in Chinese.
     message = _chinese_error(lambda: client.predict({"text": "你好", "files": []}, "", 0.0, 0.9, 8, True, False,
@@ -40,8 +40,11 @@ def test_every_tab_refuses_in_chinese(zh_client, sample_dataset):
         "", "", "", "auto", "cpu", False, "", "", False, 4096, 1, 0.9, api_name="/export"))
     _chinese_error(lambda: client.predict("no-such-run", "", "", "auto", "cpu", False, "", "", False, 4096, 1, 0.9,
                                           api_name="/export"))  # fmt: skip
-    # A run that cannot be loaded (the header's controls) fails in the background: the header says why.
-    client.predict("no-such-run", api_name="/model_load_run")
+    # A run that is not there is refused at once (the header's controls).
+    _chinese_error(lambda: client.predict("no-such-run", api_name="/model_load_run"))
+    # One that is there but cannot be loaded fails in the background: the header says why.
+    (lab_home / "checkpoints" / "broken-run").mkdir(parents=True)
+    client.predict("broken-run", api_name="/model_load_run")
     deadline = time.time() + 30
     while "模型加载失败" not in (status := client.predict(api_name="/model_status")) and time.time() < deadline:
         time.sleep(0.3)
