@@ -145,6 +145,8 @@ def widget(cls: type, s: Setting, value, **options) -> gr.components.Component:
     if chosen in ("dropdown", "checkboxes"):
         choices = options.pop("choices", None)
         choices = choices if choices is not None else _choices(cls, s)
+        if not choices:  # filled by the tab later (a provider's models): anything typed is kept
+            options.setdefault("allow_custom_value", True)
         if chosen == "checkboxes":
             return gr.CheckboxGroup(choices, value=shown, **options)
         return gr.Dropdown(choices, value=shown, **options)
