@@ -252,7 +252,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, exclude=(), title: 
 def _flag_help(s: Setting) -> str:
     text = " ".join(s.help.replace("``", "").split()).replace("%", "%%")
     shown = _shown_default(s.default)
-    return f"{text} (default: {shown})" if shown else text
+    return f"{text.removesuffix('.')} (default: {shown})." if shown else text
 
 
 def _shown_default(value) -> str:
