@@ -81,10 +81,6 @@ class Form:
         return read_values(self.cls, {n: v for n, v in given.items() if n in self.components},
                            base=base if base is not None else self.value)
 
-    def shown(self, obj) -> list:
-        """The widgets' values for instance ``obj``, in :attr:`inputs` order (to fill the form from a preset)."""
-        return shown_values(self.cls, obj, list(self.components))
-
 
 def read_values(cls: type, given: Mapping, base=None, where: str | None = None):
     """An instance of ``cls`` from widget values by field name, over ``base`` (else the defaults)."""
