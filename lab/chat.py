@@ -31,9 +31,9 @@ class ChatSettings:
 
     system: str = setting("", label=("System prompt (empty: the model's default)", "系统提示词（留空：模型默认）"))
     """System prompt; empty leaves the chat template's default."""
-    temperature: float = setting(0.7, label=("Temperature (0: greedy)", "温度（0：贪心解码）"), min=0,
+    temperature: float = setting(0.0, label=("Temperature (0: greedy)", "温度（0：贪心解码）"), min=0,
                                  widget="slider", ui_max=2, step=0.05)
-    """0 is greedy (the same answer every time); higher is more varied."""
+    """0 is greedy (the same answer every time, as evaluation answers); higher is more varied."""
     top_p: float = setting(0.9, label=("Top-p", "Top-p"), above=0, max=1, widget="slider", ui_min=0.05, step=0.05)
     """Sample only from the smallest set of tokens whose probabilities add up to this."""
     max_new_tokens: int = setting(512, label=("Max new tokens", "最大生成 token 数"), min=1, widget="slider",
