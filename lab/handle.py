@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lab.errors import BusyError, LabError, ModelLoadError, Text
+from lab.jobs import Job, JobState, start_job
 from lab.paths import check_allowed, restricted
 
 
@@ -50,6 +51,9 @@ _BUSY = {
 }
 
 
+LOADING_THE_MODEL = Text("Loading the model", "加载模型")  # what failed, when a load fails
+
+
 def _busy_error(state: ModelState) -> BusyError:
     return BusyError(f"The model is busy: {_BUSY[state]}; try again when it is done.",
                      zh=f"模型正忙：{_BUSY[state].zh}；请等它结束后再试。")
@@ -68,7 +72,7 @@ class ModelHandle:
         self.run_dir: Path | None = None  # the run folder the model or its adapter came from
         self.adapter_enabled = True  # what a request that does not say gets
 
-    def _record_error(self, err: LabError) -> None:
+    def _record_error(self, err: LabError | Text) -> None:
         with self._guard:  # the sentence and whom it belongs to change together
             self.last_error, self.error_owner = Text.of(err), getattr(self._requester, "owner", None)
 
@@ -116,27 +120,28 @@ class ModelHandle:
         return self.loaded
 
     def load_in_background(self, name_or_path: str | None, run: str | None = None, owner: str | None = None,
-                           **options: Any) -> threading.Thread:
-        """Start :meth:`load` (or :meth:`load_run` when ``run`` is given) in a thread.
+                           **options: Any) -> Job:
+        """Start :meth:`load` (or :meth:`load_run` when ``run`` is given) as a background job; returns the job.
 
-        A model that is busy is refused at once (BusyError); other errors end up in
-        ``last_error``, which the app's header shows; on a shared deployment only to ``owner``
+        A model that is busy is refused at once (BusyError); a failure ends up in
+        ``last_error`` too, which the app's header shows; on a shared deployment only to ``owner``
         (the visitor who asked), since the sentence repeats what they typed.
         """
         with self._guard:
             if self._state in _BUSY:
                 raise _busy_error(self._state)
 
-        def target() -> None:
+        def work(job: Job) -> None:
             self._requester.owner = owner
-            try:
-                self.load_model_or_run(name_or_path, run, **options)
-            except LabError as err:
-                self._record_error(err)  # shown in the header
+            job.mark_running()
+            self.load_model_or_run(name_or_path, run, **options)  # the model is the handle's, not the job's
 
-        thread = threading.Thread(target=target, name="model-load", daemon=True)
-        thread.start()
-        return thread
+        def then() -> None:
+            if job.state is JobState.FAILED:
+                self._record_error(job.message)  # shown in the header
+
+        job = Job("model-load", LOADING_THE_MODEL)
+        return start_job(work, job, then=then)
 
     def unload(self) -> None:
         """Forget the loaded model and free its memory."""

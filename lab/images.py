@@ -32,8 +32,12 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
-    """Open ``path`` as an upright 8-bit RGB image, optionally downscaled to ``max_pixels``."""
+def open_image(path: str | Path, max_pixels: int | None = None, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Open ``path`` as an upright 8-bit RGB image, optionally downscaled to ``max_pixels``.
+
+    ``draft`` (width, height) lets a JPEG be decoded at a reduced scale no smaller than that
+    size, several times faster when only a thumbnail is wanted; other formats ignore it.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadImageError(path, "file not found", "文件不存在")
@@ -48,6 +52,8 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
                     raise BadImageError(path, f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,})",
                                         f"图片太大（{width}x{height} 像素，上限 {MAX_IMAGE_PIXELS:,}）")
                 im.seek(0)  # animated GIF/WebP: label the first frame
+                if draft:
+                    im.draft("RGB", draft)
                 im.load()
                 upright = ImageOps.exif_transpose(im)
                 rgb = to_rgb(upright)

@@ -248,6 +248,10 @@ def test_every_tab_renders_without_console_errors(browser, launch_app, locale, t
                 expect(v.page.get_by_text(re.compile(summary)).first).to_be_visible(timeout=10_000)
                 header = {"en": "prompt", "zh": "提问"}[lang]
                 expect(v.page.get_by_role("columnheader", name=header, exact=True).first).to_be_visible()
+                expect(v.page.get_by_text(text("data.page_of", lang, page=1, pages=3), exact=True)).to_be_visible()
+                v.page.get_by_role("button", name=text("data.next", lang), exact=True).click()
+                second = v.page.get_by_text(text("data.page_of", lang, page=2, pages=3), exact=True)
+                expect(second).to_be_visible(timeout=10_000)  # the gallery pages, in the page's language
         assert v.page.get_by_text(text("app.subtitle", lang)).is_visible()
         assert not v.errors, v.errors
 

@@ -13,9 +13,9 @@ def test_show_check_split_export_import(launch_app, sample_dataset, tmp_path):
     app, ctx, client = launch_app(model="")
     sample = str(sample_dataset)
 
-    summary, gallery, table = client.predict(sample, api_name="/dataset_show")
-    assert summary.startswith("60 records · 60 images")
-    assert len(gallery) == 48 and len(table["data"]) == 48
+    summary, gallery, table, page, page_line = client.predict(sample, api_name="/dataset_show")
+    assert summary.startswith("60 records · 60 images") and (page, page_line) == (1, "Page 1 of 3")
+    assert len(gallery) == 24 and len(table["data"]) == 24
     assert table["data"][0][2].startswith("A donut chart")
 
     report = client.predict(sample, api_name="/dataset_check")
@@ -42,8 +42,10 @@ def test_show_check_split_export_import(launch_app, sample_dataset, tmp_path):
 
 def test_bad_input_is_one_sentence(launch_app, tmp_path):
     app, ctx, client = launch_app(model="")
-    summary, gallery, table = client.predict(str(tmp_path / "nowhere"), api_name="/dataset_show")
-    assert "nowhere" in summary and "Traceback" not in summary and gallery == []
+    summary, gallery, table, page, page_line = client.predict(str(tmp_path / "nowhere"), api_name="/dataset_show")
+    assert "nowhere" in summary and "Traceback" not in summary and gallery == [] and page_line == ""
+    gallery, table, page, page_line = client.predict(str(tmp_path / "nowhere"), 2, api_name="/dataset_page")
+    assert "nowhere" in page_line and "Traceback" not in page_line and gallery == [] and page == 1
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "1", "messages": []}\nnot json\n')
     report = client.predict(str(bad), api_name="/dataset_check")
@@ -57,9 +59,10 @@ def test_a_chinese_page_gets_chinese_messages(launch_app, sample_dataset, tmp_pa
 
     app, ctx, _ = launch_app(model="")
     client = Client(app.local_url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
-    summary, _, _ = client.predict(str(sample_dataset), api_name="/dataset_show")
+    summary, _, _, _, page_line = client.predict(str(sample_dataset), api_name="/dataset_show")
     assert summary.startswith("60 条样本 · 60 张图片"), summary
-    missing, _, _ = client.predict(str(tmp_path / "nowhere"), api_name="/dataset_show")
+    assert page_line == "第 1 页，共 3 页"
+    missing, *_ = client.predict(str(tmp_path / "nowhere"), api_name="/dataset_show")
     assert "nowhere" in missing and any("\u4e00" <= ch <= "\u9fff" for ch in missing), missing
     status, _ = client.predict(None, "x", api_name="/dataset_import")
     assert status == "请先选择要导入的文件。"

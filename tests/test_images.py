@@ -103,3 +103,11 @@ def test_reasons_have_a_chinese_form_with_the_path(tmp_path):
         with pytest.raises(BadImageError) as err:
             open_image(path)
         assert localize(err.value, "zh") == f"{path}：{zh}"
+
+
+def test_a_draft_decodes_a_jpeg_at_a_reduced_scale_no_smaller_than_asked(tmp_path):
+    Image.new("RGB", (1600, 1200), "teal").save(tmp_path / "big.jpg")
+    assert open_image(tmp_path / "big.jpg", draft=(256, 256)).size == (400, 300)
+    assert open_image(tmp_path / "big.jpg").size == (1600, 1200)
+    Image.new("RGB", (1600, 1200), "teal").save(tmp_path / "big.png")
+    assert open_image(tmp_path / "big.png", draft=(256, 256)).size == (1600, 1200)  # only JPEG has drafts

@@ -39,7 +39,7 @@ def wait_until_done(client, out, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         progress = client.predict(out, api_name="/label_progress")[0]
-        if progress.split("  \n")[1].startswith(("finished", "stopped", "error")):
+        if progress.split("  \n")[1].startswith(("finished", "stopped", "failed")):
             return progress
         time.sleep(0.2)
     raise AssertionError(f"the run did not end: {progress}")

@@ -77,7 +77,7 @@ def wait_until_done(client, out, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         progress, *_ = result = client.predict(out, api_name="/label_progress")
-        if progress.split("  \n")[1].startswith(("finished", "stopped", "error")):
+        if progress.split("  \n")[1].startswith(("finished", "stopped", "failed")):
             return result
         time.sleep(0.2)
     raise AssertionError(f"the run did not end: {progress}")

@@ -151,12 +151,12 @@ def test_stop_keeps_what_is_finished_and_a_rerun_completes_exactly_once(server, 
     out = tmp_path / "ds"
     run = start_labeling(tmp_path / "pics", out, CAPTION, labeler(server))
     deadline = time.monotonic() + 20
-    while run.progress.ok < 8 and time.monotonic() < deadline:
+    while run.ok < 8 and time.monotonic() < deadline:
         time.sleep(0.02)
     run.stop()
-    assert run.wait(10) and run.progress.state == "stopped"
+    assert run.wait(10) and run.state == "stopped"
     kept = records(out)
-    assert 8 <= len(kept) == run.progress.ok < 40
+    assert 8 <= len(kept) == run.ok < 40
     rest = run_labeling(tmp_path / "pics", out, CAPTION, labeler(server))
     assert rest.ok == 40 - len(kept) and rest.skipped == len(kept)
     assert sorted(r["meta"]["source"] for r in records(out)) == [f"{i:04d}.png" for i in range(40)]
@@ -286,7 +286,7 @@ def test_review_edits_rejects_and_refuses_bad_json(server, tmp_path):
 
 def test_a_failed_background_run_says_why_in_both_languages(tmp_path):
     run = start_labeling(tmp_path / "missing", tmp_path / "ds", CAPTION, labeler=None)
-    assert run.wait(10) and run.progress.state == "error"
-    message = run.progress.snapshot()["message"]
+    assert run.wait(10) and run.state == "failed"
+    message = run.snapshot()["message"]
     assert message == f"The image folder {tmp_path / 'missing'} does not exist."
     assert localize(message, "zh") == f"图片文件夹 {tmp_path / 'missing'} 不存在。"

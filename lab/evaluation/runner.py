@@ -25,6 +25,7 @@ from lab.conversation import split_prompt
 from lab.errors import BadImageError, ConfigError, DatasetError, LabError, Text
 from lab.evaluation.metrics import metric_names, score_answers
 from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
+from lab.jobs import Job, start_job
 from lab.settings import check, setting
 
 GAIN_METRIC = "rouge_l"  # the per-sample gain (tuned - base) the sample view sorts by
@@ -185,6 +186,20 @@ def run_evaluation(
     folder = Path(out_dir) if out_dir else (run_dir / "eval" if run_dir else paths.workspace() / "eval")
     save_result(result, folder)
     return result
+
+
+EVALUATION = Text("Evaluation", "评估")  # what failed, when a run fails
+
+
+def start_evaluation(evaluate: Callable[[ProgressFn, threading.Event], EvalResult]) -> Job:
+    """Run ``evaluate(progress, stop)`` in a background :class:`~lab.jobs.Job` and return the job.
+
+    ``evaluate`` is :func:`run_evaluation` or :func:`~lab.evaluation.endpoint.evaluate_endpoint`
+    with its data bound: the job's progress is the samples answered, ``job.stop()`` ends the
+    run after the current batch (what is answered is scored and saved), and ``job.result``
+    is the :class:`EvalResult`.
+    """
+    return start_job(lambda job: evaluate(job.report, job.stop_event), Job("evaluation", EVALUATION))
 
 
 def _answer_all(loaded, samples, variants, settings, progress, stop, start):

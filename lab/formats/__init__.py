@@ -15,8 +15,8 @@ own form. A round trip keeps every record, its messages, its image bytes, and it
 the format has room for one (not ``openai``).
 """
 
-from lab.formats.exporters import export_dataset
+from lab.formats.exporters import export_dataset, export_for_download
 from lab.formats.importers import detect_format, import_dataset
 from lab.formats.layout import FORMATS, LLAMAFACTORY_TAGS
 
-__all__ = ["FORMATS", "LLAMAFACTORY_TAGS", "detect_format", "export_dataset", "import_dataset"]
+__all__ = ["FORMATS", "LLAMAFACTORY_TAGS", "detect_format", "export_dataset", "export_for_download", "import_dataset"]

@@ -10,9 +10,11 @@ import base64
 import json
 import mimetypes
 import re
+import shutil
 from io import BytesIO
 from pathlib import Path
 
+from lab import paths
 from lab.dataset import DATA_FILE, IMAGE_TOKEN, load_records, write_records
 from lab.dataset_check import validate_dataset
 from lab.errors import DatasetError
@@ -48,6 +50,18 @@ def export_dataset(src: str | Path, fmt: str, out_dir: str | Path) -> Path:
         if fmt == "imagefolder":
             return _export_imagefolder(records, out)
         return write_records(out / DATA_FILE, records)
+
+
+def export_for_download(src: str | Path, fmt: str) -> tuple[Path, Path]:
+    """Export ``src`` into ``<workspace>/exports/<name>-<fmt>/`` (replacing an earlier export
+    of the same) and zip that folder next to it; returns (main file, zip)."""
+    src = Path(src)
+    check_format(fmt)  # before it becomes part of a folder name
+    out_dir = paths.check_allowed(paths.workspace() / "exports" / f"{src.stem if src.is_file() else src.name}-{fmt}")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    main_file = export_dataset(src, fmt, out_dir)
+    return main_file, Path(shutil.make_archive(str(out_dir), "zip", root_dir=out_dir))
 
 
 def _export_llamafactory(records: list[dict], out: Path, name: str) -> Path:

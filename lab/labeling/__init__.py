@@ -13,16 +13,16 @@ Typical use::
 
     prompt = PromptSpec.from_preset(load_prompt_preset("sample_caption"), "en")
     labeler = ApiLabeler(LabelerConfig(provider="openai", model="gpt-4o-mini"))
-    progress = run_labeling("photos/", "data/photos", prompt, labeler)
+    run = run_labeling("photos/", "data/photos", prompt, labeler)  # a LabelRun: counts, cost, state
 """
 
-from lab.labeling.batch import LabelRun, Progress, label_folder, run_labeling, start_labeling
+from lab.labeling.batch import LabelRun, label_folder, run_labeling, start_labeling
 from lab.labeling.estimate import estimate_folder
 from lab.labeling.client import ApiLabeler, LabelerConfig, load_providers
 from lab.labeling.item import ItemResult, PromptSpec
 from lab.labeling.preview import run_preview
 
 __all__ = [
-    "ApiLabeler", "ItemResult", "LabelRun", "LabelerConfig", "Progress", "PromptSpec", "estimate_folder",
+    "ApiLabeler", "ItemResult", "LabelRun", "LabelerConfig", "PromptSpec", "estimate_folder",
     "label_folder", "load_providers", "run_labeling", "run_preview", "start_labeling",
 ]

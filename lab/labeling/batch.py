@@ -5,7 +5,8 @@ bounded, so memory does not grow with the number of images; results go to disk a
 they finish (:mod:`lab.labeling.store`) and only counts and the last few items stay in
 memory. A normal run skips what is done and what failed before; ``retry_failed``
 redoes the failures alone. Setting ``stop`` (the Stop button, Ctrl-C) cancels the
-requests in flight and keeps everything finished.
+requests in flight and keeps everything finished. A run is a :class:`LabelRun`, the
+:class:`~lab.jobs.Job` the app starts in the background and the CLI runs in its own thread.
 """
 
 from __future__ import annotations
@@ -13,26 +14,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import logging
 import os
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lab.errors import DatasetError, LabError, Text, localize
+from lab.errors import DatasetError, Text, localize
 from lab.images import IMAGE_SUFFIXES
+from lab.jobs import Job, start_job
 from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
 from lab.labeling.store import LabelStore, file_sha, item_key, save_job
 
-log = logging.getLogger(__name__)
-
 RECENT_ITEMS = 50
-_STATES_ZH = {"starting": "启动中", "running": "运行中", "stopping": "正在停止", "stopped": "已停止",
-              "finished": "已完成", "error": "出错"}
+LABELING = Text("Labeling", "标注")  # what failed, when a run fails
 _STOP_POLL_S = 0.05
 _HASH_BATCH = 32
 
@@ -60,39 +58,44 @@ def count_images(folder: str | Path) -> int:
     return sum(1 for _ in iter_images(folder))
 
 
-@dataclass
-class Progress:
-    """Where a run stands; safe to read from another thread through :meth:`snapshot`."""
+class LabelRun(Job):
+    """A labeling run: a :class:`~lab.jobs.Job` with the run's counts, cost and latest items.
 
-    total: int = 0  # images to consider (the folder, or the failures when retrying)
-    skipped: int = 0  # done (or failed) in an earlier run, or a duplicate of another image
-    ok: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    elapsed_s: float = 0.0
-    limit: int | None = None
-    state: str = "starting"  # running, stopping, stopped, finished, error
-    message: Text = Text("", "")  # why the run ended in error, in both languages
-    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_ITEMS))
-    _started: float = field(default_factory=time.monotonic, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    Its progress counts images: ``done`` is labeled, failed and skipped ones together,
+    ``total`` the images to consider (the folder, or the failures when retrying); the rate
+    and the ETA count only the images labeled (or failed) in this run, since skipping one
+    takes no time. Read it from another thread through :meth:`snapshot`.
+    """
+
+    def __init__(self, out_dir: str | Path, stop_event: threading.Event | None = None):
+        self.out_dir = Path(out_dir).expanduser()
+        super().__init__(self.out_dir.name, LABELING, stop_event)
+        self.total = 0
+        self.skipped = 0  # done (or failed) in an earlier run, or a duplicate of another image
+        self.ok = 0
+        self.failed = 0
+        self.in_flight = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd = 0.0
+        self.limit: int | None = None
+        self.recent: deque = deque(maxlen=RECENT_ITEMS)
 
     @property
     def rate(self) -> float:
         """Images labeled (or failed) per second in this run."""
-        return (self.ok + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        elapsed = self.elapsed_s
+        return (self.ok + self.failed) / elapsed if elapsed > 0 else 0.0
 
     @property
     def remaining(self) -> int:
         left = max(0, self.total - self.skipped - self.ok - self.failed)
         return min(left, max(0, self.limit - self.ok - self.failed)) if self.limit is not None else left
 
-    @property
-    def eta_s(self) -> float | None:
-        return self.remaining / self.rate if self.rate > 0 else None
+    def skip(self) -> None:
+        with self._lock:
+            self.skipped += 1
+            self.done += 1
 
     def record(self, result: ItemResult) -> None:
         with self._lock:
@@ -100,27 +103,19 @@ class Progress:
                 self.ok += 1
             else:
                 self.failed += 1
+            self.done += 1
             self.prompt_tokens += result.prompt_tokens
             self.completion_tokens += result.completion_tokens
             self.cost_usd += result.cost_usd
             self.recent.append(result)
-            self.tick()
-
-    def restart_clock(self) -> None:
-        """Count time from now: rate and ETA should not include start-up (imports, the lock, listing)."""
-        self._started = time.monotonic()
-
-    def tick(self) -> None:
-        self.elapsed_s = time.monotonic() - self._started
 
     def snapshot(self) -> dict:
-        """A plain copy: counts, rate, ETA and the recent items (newest last)."""
+        """The job's snapshot with the counts and the recent items (newest last)."""
+        data = super().snapshot()
         with self._lock:
-            if self.state in ("starting", "running", "stopping"):
-                self.tick()
-            data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.name != "recent"}
-            data["recent"] = [asdict(item) for item in self.recent]
-        data.update(rate=self.rate, eta_s=self.eta_s, remaining=self.remaining)
+            data.update(total=self.total, skipped=self.skipped, ok=self.ok, failed=self.failed, in_flight=self.in_flight,
+                        prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                        cost_usd=self.cost_usd, limit=self.limit, recent=[asdict(item) for item in self.recent])
         return data
 
     def line(self) -> Text:
@@ -128,11 +123,11 @@ class Progress:
         eta = Text("", "")
         if self.eta_s is not None and self.remaining:
             eta = Text(f", ETA {self.eta_s:.0f} s", f"，预计还需 {self.eta_s:.0f} 秒")
-        state_zh = _STATES_ZH.get(self.state, self.state)
-        return Text(f"{self.state}: {self.ok} labeled, {self.failed} failed, {self.skipped} skipped of {self.total}; "
+        state = self.state.label
+        return Text(f"{state}: {self.ok} labeled, {self.failed} failed, {self.skipped} skipped of {self.total}; "
                     f"${self.cost_usd:.4f}; {self.rate:.1f} images/s{eta}",
-                    f"{state_zh}：共 {self.total} 张，已标注 {self.ok}，失败 {self.failed}，跳过 {self.skipped}；"
-                    f"${self.cost_usd:.4f}；{self.rate:.1f} 张/秒{localize(eta, 'zh')}")
+                    f"{state.zh}：共 {self.total} 张，已标注 {self.ok}，失败 {self.failed}，跳过 {self.skipped}；"
+                    f"${self.cost_usd:.4f}；{self.rate:.1f} 张/秒{eta.zh}")
 
 
 async def label_folder(
@@ -144,41 +139,39 @@ async def label_folder(
     limit: int | None = None,
     retry_failed: bool = False,
     stop: threading.Event | None = None,
-    progress: Progress | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    run: LabelRun | None = None,
+    on_progress: Callable[[LabelRun], None] | None = None,
     job: dict | None = None,
-) -> Progress:
+) -> LabelRun:
     """Label every image of ``images_dir`` not yet done into the dataset folder ``out_dir``.
 
     ``labeler`` is an async context manager (:class:`~lab.labeling.client.ApiLabeler`,
     :class:`~lab.labeling.local.LocalLabeler`) entered here; ``job`` (settings without
-    secrets) is saved as ``label_job.json``. Returns the final :class:`Progress`.
+    secrets) is saved as ``label_job.json``. ``run`` is the :class:`LabelRun` to count in
+    (a new one, stopped by ``stop``, when not given); it is returned, ended.
     """
     images_dir = image_folder(images_dir)
     if limit is not None and limit < 1:
         raise DatasetError(f"The limit must be at least 1 image, not {limit}.", zh=f"数量上限至少为 1 张图片，当前为 {limit}。")
-    progress = progress or Progress()
-    progress.limit = limit
-    stop = stop or threading.Event()
+    run = run if run is not None else LabelRun(out_dir, stop)
+    run.limit = limit
     with LabelStore(out_dir) as store:
         if job is not None:
             save_job(store.folder, {**job, "images": str(images_dir.resolve())})
         if retry_failed:
-            progress.total = sum(1 for row in store.failed.values() if row.get("prompt_sha") == prompt.sha)
+            run.total = sum(1 for row in store.failed.values() if row.get("prompt_sha") == prompt.sha)
         else:
-            progress.total = count_images(images_dir)
+            run.total = count_images(images_dir)
         executor = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="label-io")
         try:
             async with labeler:
-                progress.state = "running"
-                progress.restart_clock()
-                await _run(_RunParts(images_dir, store, prompt, labeler, executor, progress, stop, on_progress),
+                run.mark_running()  # rate and ETA leave out start-up (imports, the lock, listing)
+                await _run(_RunParts(images_dir, store, prompt, labeler, executor, run, run.stop_event, on_progress),
                            limit, retry_failed)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
-    progress.tick()
-    progress.state = "stopped" if stop.is_set() else "finished"
-    return progress
+    run.finish()
+    return run
 
 
 @dataclass
@@ -188,9 +181,9 @@ class _RunParts:
     prompt: PromptSpec
     labeler: Labeler
     executor: ThreadPoolExecutor
-    progress: Progress
+    progress: LabelRun
     stop: threading.Event
-    on_progress: Callable[[Progress], None] | None
+    on_progress: Callable[[LabelRun], None] | None
 
 
 async def _run(run: _RunParts, limit: int | None, retry_failed: bool) -> None:
@@ -211,7 +204,7 @@ async def _run(run: _RunParts, limit: int | None, retry_failed: bool) -> None:
 async def _watch(run: _RunParts, tasks: list[asyncio.Future]) -> None:
     while not run.stop.is_set():
         await asyncio.sleep(_STOP_POLL_S)
-    run.progress.state = "stopping"
+    run.progress.stop()  # stopping (a Ctrl-C sets the event alone)
     for task in tasks:
         task.cancel()
 
@@ -231,7 +224,7 @@ async def _produce(run: _RunParts, queue: asyncio.Queue, workers: int, limit: in
             if retry_failed and key not in run.store.failed:
                 continue
             if key in seen or key in run.store.done or (not retry_failed and key in run.store.failed):
-                run.progress.skipped += 1
+                run.progress.skip()
                 continue
             seen.add(key)
             await queue.put((path, image_sha, key))
@@ -317,50 +310,15 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
     })
 
 
-def run_labeling(images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options) -> Progress:
-    """:func:`label_folder` in the calling thread (the CLI's); same options."""
+def run_labeling(images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options) -> LabelRun:
+    """:func:`label_folder` in the calling thread (the CLI's); same options. Errors are raised."""
     return asyncio.run(label_folder(images_dir, out_dir, prompt, labeler, **options))
 
 
-class LabelRun:
-    """A run in a background thread (the app's): read ``progress``, call ``stop()``, ``wait()``."""
-
-    def __init__(self, images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options):
-        self.out_dir = Path(out_dir).expanduser()
-        self.progress = Progress()
-        self.stop_event = threading.Event()
-        self._args = (images_dir, out_dir, prompt, labeler)
-        self._options = options
-        self._thread = threading.Thread(target=self._main, name="labeling", daemon=True)
-
-    def start(self) -> "LabelRun":
-        self._thread.start()
-        return self
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(label_folder(*self._args, stop=self.stop_event, progress=self.progress, **self._options))
-        except LabError as err:
-            self.progress.state, self.progress.message = "error", Text.of(err)
-        except Exception as err:  # shown in the page as one sentence; the traceback goes to the log
-            log.exception("labeling run failed")
-            self.progress.state = "error"
-            self.progress.message = Text(f"The run stopped on an unexpected error: {type(err).__name__}.",
-                                         f"标注因意外错误而停止：{type(err).__name__}。")
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the run to end; True if it has."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-
 def start_labeling(images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options) -> LabelRun:
-    """Start :func:`label_folder` in a background thread and return its :class:`LabelRun`."""
-    return LabelRun(images_dir, out_dir, prompt, labeler, **options).start()
+    """Start :func:`label_folder` in a background thread; read the returned :class:`LabelRun`, ``stop()`` it."""
+
+    def work(run: LabelRun) -> None:
+        asyncio.run(label_folder(images_dir, out_dir, prompt, labeler, run=run, **options))
+
+    return start_job(work, LabelRun(out_dir))

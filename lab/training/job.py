@@ -11,68 +11,35 @@ subprocess instead (:mod:`lab.training.launch`) and the app's model is not touch
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.errors import BusyError, LabError, Text, localize
+from lab.errors import BusyError, LabError, Text
+from lab.jobs import Job, JobQueue, JobState
+from lab.training.runner import TRAINING
 
-_lock = threading.Lock()
-_current: "TrainingJob | None" = None
-_queue: "list[TrainingJob]" = []  # runs waiting for the current one to end (shared deployments)
-_STATUS_ZH = {"finished": "已完成", "stopped": "已停止"}
+_turns = JobQueue()  # one run at a time; later runs wait in line (shared deployments)
 
 
-@dataclass
-class TrainingJob:
-    """A training run going on (or finished) in this process."""
+class TrainingJob(Job):
+    """A training run going on (or finished) in this process: a :class:`Job` with its config and folder."""
 
-    config: Any
-    run_dir: Path
-    resume: bool = False
-    status: str = "starting"  # queued, starting, loading, running, stopping, finished, stopped, failed
-    message: Text = Text("", "")  # the outcome or the failure, in both languages
-    started: float = field(default_factory=time.time)
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    log_lines: list[str] = field(default_factory=list)
-    thread: threading.Thread | None = None
+    def __init__(self, config: Any, run_dir: Path, resume: bool = False):
+        super().__init__(run_dir.name, TRAINING)
+        self.config = config
+        self.run_dir = run_dir
+        self.resume = resume
 
     @property
-    def name(self) -> str:
-        return self.run_dir.name
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("queued", "starting", "loading", "running", "stopping")
-
-    def stop(self) -> None:
-        """Ask the run to stop after the current step (it saves a checkpoint first); a queued run leaves the queue."""
-        with _lock:
-            if self.status == "queued" and self in _queue:
-                _queue.remove(self)
-                self.status = "stopped"
-                self.message = Text("removed from the queue before it started", "开始前已从队列中移除")
-                return
-        if self.active:
-            self.status = "stopping"
-            self.stop_event.set()
-
-    def log(self, line: str) -> None:
-        self.log_lines.append(line)
-        del self.log_lines[:-200]
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the run to end; True when it has."""
-        if self.thread is not None:
-            self.thread.join(timeout)
-        return not self.active
+    def status(self) -> JobState:
+        """The job's state, under the name a run folder's status has (:func:`lab.training.runs.describe_run`)."""
+        return self.state
 
 
 def current_job() -> TrainingJob | None:
     """The job started last in this process (running or not), for a page that reloads."""
-    return _current
+    return _turns.current
 
 
 def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | None = None) -> TrainingJob:
@@ -80,7 +47,7 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
 
     One run at a time. While one is going on, a new one is refused with one sentence, or,
     with ``queue`` (the default on a shared deployment such as a Space), waits in line with
-    status "queued" and starts when the runs before it end. To resume, ``cfg`` is the run's
+    state ``queued`` and starts when the runs before it end. To resume, ``cfg`` is the run's
     saved config (:func:`lab.training.runs.load_run_config`).
 
     Whatever would stop the run is refused here, not when it starts: a run name in use (by
@@ -90,35 +57,27 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     from lab.paths import restricted
     from lab.training.runner import check_run_dir
 
-    global _current
     queue = restricted() if queue is None else queue
-    with _lock:
-        running = _current is not None and _current.active
+    with _turns.lock:
+        running = _turns.busy()
         if running and not queue:
-            raise BusyError(f"A training run ({_current.name}) is already going on; stop it or wait for it to end.",
-                            zh=f"已有训练任务（{_current.name}）在进行；请先停止它或等它结束。")
+            name = _turns.current.name
+            raise BusyError(f"A training run ({name}) is already going on; stop it or wait for it to end.",
+                            zh=f"已有训练任务（{name}）在进行；请先停止它或等它结束。")
         if not running and cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
             raise BusyError(f"The model is busy ({handle.state.value}); try again when it is done.",
                             zh=f"模型正忙（{handle.state.value}）；请等它完成后再试。")
         if not cfg.run_name:
             cfg.run_name = _unused_default_name(cfg)
         _refuse_name_in_use(cfg)
-        job = TrainingJob(config=cfg, run_dir=check_run_dir(cfg, resume), resume=resume)
+        job = TrainingJob(cfg, check_run_dir(cfg, resume), resume)
         target = _run_multi_gpu if cfg.num_gpus > 1 else _run_in_app
-        job.thread = threading.Thread(target=_run_then_next, args=(job, handle, target), name=f"train-{job.name}",
-                                      daemon=True)  # fmt: skip
-        if running:
-            job.status = "queued"
-            _queue.append(job)
-            return job
-        _current = job
-    job.thread.start()
-    return job
+        return _turns.submit(job, lambda job: _wait_then(job, handle, target))
 
 
-def _jobs_in_use() -> list[TrainingJob]:
-    """The run going on and the runs waiting (call with ``_lock`` held)."""
-    return [job for job in [_current, *_queue] if job is not None and job.active]
+def _jobs_in_use() -> list[Job]:
+    """The run going on and the runs waiting."""
+    return _turns.jobs()
 
 
 def _refuse_name_in_use(cfg: Any) -> None:
@@ -146,16 +105,12 @@ def _unused_default_name(cfg: Any) -> str:
 
 def queue_position(job: TrainingJob) -> int:
     """How many runs are ahead of ``job`` (0 when it is not waiting)."""
-    with _lock:
-        return _queue.index(job) + 1 if job in _queue else 0
+    return _turns.position(job)
 
 
-def _run_then_next(job: TrainingJob, handle: Any, target) -> None:
-    try:
-        _wait_for_model(handle)
-        target(job, handle)
-    finally:
-        _start_next()
+def _wait_then(job: TrainingJob, handle: Any, target) -> None:
+    _wait_for_model(handle)
+    target(job, handle)
 
 
 def _wait_for_model(handle: Any, timeout: float = 600.0) -> None:
@@ -165,44 +120,26 @@ def _wait_for_model(handle: Any, timeout: float = 600.0) -> None:
         time.sleep(0.5)
 
 
-def _start_next() -> None:
-    global _current
-    with _lock:
-        if not _queue:
-            return
-        job = _queue.pop(0)
-        job.status = "starting"
-        _current = job
-    job.thread.start()
-
-
 def _run_in_app(job: TrainingJob, handle: Any) -> None:
     from lab.handle import ModelState
 
-    try:
-        _ensure_model(job, handle)
-        with handle.use(ModelState.TRAINING) as loaded:
-            job.status = "running" if not job.stop_event.is_set() else "stopping"
-            try:
-                result = _train(job, loaded)
-            except BaseException:
-                _recover(job, handle, loaded)
-                raise
-            _hand_over(job, handle, loaded, result)
-        job.status, job.message = result.status, _outcome(result)
-    except LabError as err:
-        job.status, job.message = "failed", Text.of(err)
-    except Exception as err:  # a bug must not kill the app: report it in one line
-        job.status = "failed"
-        job.message = Text(f"Training failed: {type(err).__name__}: {err}", f"训练失败：{type(err).__name__}: {err}")
-    job.log(job.message)
+    _ensure_model(job, handle)
+    with handle.use(ModelState.TRAINING) as loaded:
+        job.mark_running()
+        try:
+            result = _train(job, loaded)
+        except BaseException:
+            _recover(job, handle, loaded)
+            raise
+        _hand_over(job, handle, loaded, result)
+    job.finish(JobState(result.status), _outcome(result))
 
 
 def _outcome(result: Any) -> Text:
     """``finished at step 40, loss 0.1234`` in both languages."""
     loss = Text(f", loss {result.loss:.4f}", f"，损失 {result.loss:.4f}") if result.loss is not None else Text("", "")
-    return Text(f"{result.status} at step {result.step}{loss}",
-                f"{_STATUS_ZH.get(result.status, result.status)}，第 {result.step} 步{localize(loss, 'zh')}")
+    state = JobState(result.status).label
+    return Text(f"{state} at step {result.step}{loss}", f"{state.zh}，第 {result.step} 步{loss.zh}")
 
 
 def _train(job: TrainingJob, loaded: Any):
@@ -222,7 +159,7 @@ def _ensure_model(job: TrainingJob, handle: Any) -> None:
     loaded = handle.loaded
     if loaded is not None and _same_model(loaded.name, resolve_model_name(cfg.model)) and (loaded.quantization or None) == want:
         return
-    job.status = "loading"
+    job.set_phase(JobState.LOADING)
     job.log(f"Loading {cfg.model} ...")
     from lab.models import resolve_device
 
@@ -273,18 +210,13 @@ def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
 
     try:
         prepare_run_dir(job.config, job.resume)  # the subprocess trains from the config written here
-        job.status = "running"
+        job.mark_running()
         code = run_accelerate(job.run_dir, job.config.num_gpus, job.config.deepspeed, job.stop_event, log=job.log,
                               resume=job.resume)  # fmt: skip
-        if code != 0:
-            raise LabError(f"The multi-GPU run ended with exit code {code}; see the log for why.",
-                           zh=f"多卡训练以退出码 {code} 结束；原因请看日志。")
-        job.status = "stopped" if job.stop_event.is_set() else "finished"
-        job.message = Text(f"{job.status}; the model is in {job.run_dir}",
-                           f"{_STATUS_ZH.get(job.status, job.status)}；模型在 {job.run_dir}")
-    except LabError as err:
-        job.status, job.message = "failed", Text.of(err)
-    except OSError as err:  # a LabError (ConfigError included) is caught above with its own sentence
-        job.status = "failed"
-        job.message = Text(f"Could not start the multi-GPU run: {err}", f"无法启动多卡训练：{err}")
-    job.log(job.message)
+    except OSError as err:  # a LabError (ConfigError included) keeps its own sentence
+        raise LabError(f"Could not start the multi-GPU run: {err}", zh=f"无法启动多卡训练：{err}") from None
+    if code != 0:
+        raise LabError(f"The multi-GPU run ended with exit code {code}; see the log for why.",
+                       zh=f"多卡训练以退出码 {code} 结束；原因请看日志。")
+    state = JobState.STOPPED if job.stop_event.is_set() else JobState.FINISHED
+    job.finish(state, Text(f"{state}; the model is in {job.run_dir}", f"{state.zh}；模型在 {job.run_dir}"))

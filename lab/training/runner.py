@@ -20,11 +20,13 @@ from typing import Any, Callable
 from lab.errors import BusyError, ConfigError, LabError, Text, localize
 from lab.file_lock import FileLock, locked_elsewhere
 from lab.handle import free_accelerator_memory
+from lab.jobs import unexpected_failure
 from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_metrics, log_rows,
                                   make_metrics_callback, read_metrics)
 from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
 
 RUN_LOCK = ".training.lock"  # held by the process training in the run folder
+TRAINING = Text("Training", "训练")  # what failed, when a run fails
 
 
 @dataclass
@@ -241,8 +243,7 @@ def run_training(
         failure = Text.of(err)
         raise
     except Exception as err:
-        detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        failure = Text(f"Training failed: {type(err).__name__}: {detail}", f"训练失败：{type(err).__name__}: {detail}")
+        failure = unexpected_failure(TRAINING, err)
         raise
     finally:
         if failure is not None:

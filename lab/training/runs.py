@@ -17,6 +17,7 @@ from typing import Any
 
 from lab import paths
 from lab.errors import ConfigError, Text
+from lab.jobs import JobState
 from lab.training.metrics import last_event, log_rows, read_metrics
 
 CONFIG_FILE = "config.yaml"
@@ -78,7 +79,7 @@ class RunInfo:
 
     name: str
     path: Path
-    status: str  # running (or died without a word), finished, stopped, failed, new
+    status: JobState  # running (or died without a word), finished, stopped, failed, new
     step: int
     total_steps: int | None
     loss: float | None  # the last logged training loss
@@ -103,13 +104,16 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+_EVENT_STATES = {"start": JobState.RUNNING, "end": JobState.FINISHED, "stop": JobState.STOPPED, "error": JobState.FAILED}
+
+
 def describe_run(run_dir: str | Path) -> RunInfo:
     """Read a run folder into a :class:`RunInfo`."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     rows = log_rows(records)
     event = last_event(records) or {}
-    status = {"start": "running", "end": "finished", "stop": "stopped", "error": "failed"}.get(event.get("event"), "new")
+    status = _EVENT_STATES.get(event.get("event"), JobState.NEW)
     losses = [r["loss"] for r in rows if r.get("loss") is not None]
     evals = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None]
     starts = [r for r in records if r.get("event") == "start"]
@@ -152,10 +156,12 @@ def train_command(cfg: Any, base_preset: str = "lora") -> str:
 
 
 @dataclass
-class Progress:
-    """Where a run stands, from its metrics file: for the progress bar and the status line."""
+class RunProgress:
+    """Where a run stands, read from its metrics file (so it is the same for this process, a CLI
+    and a multi-GPU subprocess): for the progress bar and the status line. A job's own progress,
+    live in this process, is :class:`lab.jobs.Job`'s."""
 
-    status: str
+    status: JobState
     step: int
     total: int | None
     elapsed_s: float | None
@@ -167,15 +173,15 @@ class Progress:
     message: Text = Text("", "")  # why the run failed, in both languages
 
 
-def progress(run_dir: str | Path) -> Progress:
+def progress(run_dir: str | Path) -> RunProgress:
     """The run's latest step, timing and throughput (a run with no metrics yet is ``new``)."""
     info = describe_run(run_dir)
     rows = log_rows(read_metrics(run_dir))
     train_rows = [r for r in rows if r.get("loss") is not None]
     last = train_rows[-1] if train_rows else {}
-    return Progress(
+    return RunProgress(
         status=info.status, step=info.step, total=info.total_steps, elapsed_s=rows[-1].get("elapsed_s") if rows else None,
-        eta_s=last.get("eta_s") if info.status == "running" else None, samples_per_s=last.get("samples_per_s"),
+        eta_s=last.get("eta_s") if info.status is JobState.RUNNING else None, samples_per_s=last.get("samples_per_s"),
         tokens_per_s=last.get("tokens_per_s"), loss=info.loss, eval_loss=info.eval_loss, message=info.message,
     )  # fmt: skip
 

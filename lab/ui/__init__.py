@@ -19,6 +19,7 @@ from lab.ui import i18n
 from lab.ui.context import AppSettings, UIContext
 from lab.ui.guide import create_guide
 from lab.ui.header import create_header
+from lab.uploads import UploadLimits
 
 # (module, label key) in the order of the work.
 TABS = [
@@ -70,5 +71,6 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         app_kwargs={"middleware": [Middleware(i18n.LanguageScript, forced=settings.lang)]},
         prevent_thread_lock=not block,
         show_error=True,
+        max_file_size=UploadLimits.from_env().max_file_bytes,  # a bigger upload is stopped while it arrives
     )
     return app, ctx

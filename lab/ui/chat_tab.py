@@ -19,6 +19,7 @@ from lab.ui import i18n
 from lab.ui.forms import Form, read_values
 from lab.ui.i18n import request_lang, t
 from lab.ui.zerogpu import gpu
+from lab.uploads import check_file
 
 STRINGS = {
     "chat.settings": ("Generation settings", "生成设置"),
@@ -63,7 +64,8 @@ def respond(ctx, message, history, history_off, values: dict, adapter_on, compar
     """
     try:
         settings = read_values(ChatSettings, values)
-        turn = user_turn((message or {}).get("text", ""), (message or {}).get("files") or [])
+        files = [check_file(f) for f in (message or {}).get("files") or []]
+        turn = user_turn((message or {}).get("text", ""), files)
     except LabError as err:
         raise gr.Error(localize(err, lang)) from None
     stop = threading.Event()

@@ -1,7 +1,7 @@
 """Evaluate tab: score the loaded model on a dataset (or the loaded run's validation split).
 
-The run happens in a worker thread; this page streams its progress (with an ETA) and
-keeps the stop switch in per-session state, so "Stop" ends this page's run after the
+The run is a background job (:func:`lab.evaluation.runner.start_evaluation`); this page
+streams its progress (with an ETA) and keeps the job in per-session state, so "Stop" ends this page's run after the
 current batch and the samples already answered are scored, saved and shown. Results
 are the ones :func:`lab.evaluation.runner.run_evaluation` saves in the run folder; the
 CLI prints the same numbers.
@@ -10,19 +10,20 @@ CLI prints the same numbers.
 from __future__ import annotations
 
 import html
-import threading
 import time
 
 import gradio as gr
 
 from lab import paths
 from lab.dataset import list_datasets
-from lab.errors import LabError, Text, localize
+from lab.errors import LabError, localize
 from lab.evaluation.endpoint import EndpointConfig, evaluate_endpoint
 from lab.evaluation.report import bar_rows, metrics_table, sample_table, summary_line
 from lab.evaluation.runner import (
     EvalResult, EvalSettings, list_results, load_result, run_evaluation, samples_from_dataset, samples_from_run,
+    start_evaluation,
 )
+from lab.jobs import JobState
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values
 from lab.ui.i18n import request_lang, t, with_lang
@@ -95,45 +96,20 @@ def result_outputs(result: EvalResult, sort: str = "gain", lang: str = "en"):
     )
 
 
-def run_in_background(job):
-    """Run ``job()`` in a thread; returns the thread and a dict that receives ``result`` or ``error``."""
-    outcome: dict = {}
-
-    def target():
-        try:
-            outcome["result"] = job()
-        except LabError as err:
-            outcome["error"] = err
-        except Exception as err:  # shown as one sentence instead of a silent dead thread
-            outcome["error"] = Text(f"The evaluation failed: {type(err).__name__}: {err}",
-                                    zh=f"评估失败：{type(err).__name__}: {err}")
-
-    thread = threading.Thread(target=target, name="evaluation", daemon=True)
-    thread.start()
-    return thread, outcome
-
-
-def stream_job(job_factory, lang: str, sort: str):
-    """Generator for a handler: yields (stop, progress, summary, metrics, chart, samples, result) updates."""
-    stop = threading.Event()
-    state = {"done": 0, "total": 0, "eta": None}
-
-    def progress(done, total, eta):
-        state.update(done=done, total=total, eta=eta)
-
-    thread, outcome = run_in_background(lambda: job_factory(progress, stop))
+def stream_job(evaluate, lang: str, sort: str):
+    """Generator for a handler: yields (job, progress, summary, metrics, chart, samples, result) updates."""
+    job = start_evaluation(evaluate)
     keep = gr.update()
     try:
-        yield stop, i18n.text("eval.started", lang, total="…"), keep, keep, keep, keep, None
-        while thread.is_alive():
-            thread.join(0.5)
-            if state["total"]:
-                yield stop, progress_html(state["done"], state["total"], state["eta"], lang), keep, keep, keep, keep, None
+        yield job, i18n.text("eval.started", lang, total="…"), keep, keep, keep, keep, None
+        while not job.wait(0.5):
+            if job.total:
+                yield job, progress_html(job.done, job.total, job.eta_s, lang), keep, keep, keep, keep, None
     finally:
-        stop.set()  # the page went away or the run was cancelled: end the worker after its batch
-    if "error" in outcome:
-        raise gr.Error(localize(outcome["error"], lang))
-    result = outcome["result"]
+        job.stop()  # the page went away or the run was cancelled: end the worker after its batch
+    if job.state is JobState.FAILED:
+        raise gr.Error(localize(job.message, lang))
+    result = job.result
     done = progress_html(len(result.samples), result.total, 0, lang)
     yield None, done, *result_outputs(result, sort, lang), result.summary_path
 
@@ -229,10 +205,10 @@ def create_tab(ctx) -> None:
     def on_endpoint(request: gr.Request, **values):
         yield from evaluate_url(ctx, values, request_lang(ctx, request))
 
-    def on_stop(request: gr.Request, stop):
-        if stop is not None:
-            stop.set()
-        return i18n.text("eval.stopping" if stop is not None else "eval.idle", request_lang(ctx, request))
+    def on_stop(request: gr.Request, job):
+        if job is not None:
+            job.stop()
+        return i18n.text("eval.stopping" if job is not None else "eval.idle", request_lang(ctx, request))
 
     def on_select(request: gr.Request, summary_path, order, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index

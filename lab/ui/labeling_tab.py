@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,8 +17,9 @@ import gradio as gr
 
 from lab import paths
 from lab.errors import ConfigError, LabError, localize
-from lab.formats import FORMATS, export_dataset
+from lab.formats import FORMATS, export_for_download
 from lab.images import IMAGE_SUFFIXES
+from lab.jobs import JobState
 from lab.labeling.batch import start_labeling
 from lab.labeling.estimate import estimate_folder
 from lab.labeling.client import load_providers
@@ -31,6 +31,7 @@ from lab.presets import LANGS, list_prompt_presets, load_prompt_preset
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t, with_lang
 from lab.ui.prompt_tab import LABELER_INPUTS, LOCAL, labeler_config, labeler_form, make_labeler
+from lab.uploads import receive
 
 STRINGS = {
     "label.images": ("Image folder on the server", "服务器上的图片文件夹"),
@@ -68,12 +69,6 @@ STRINGS = {
     "label.uploaded": ("{n} image(s) ready in {folder}.", "{n} 张图片已放到 {folder}。"),
     "label.upload_first": ("Choose images or a .zip to upload first.", "请先选择要上传的图片或 .zip。"),
     "label.no_images": ("No images were found in the upload.", "上传的文件中没有找到图片。"),
-    "label.state.starting": ("starting", "启动中"),
-    "label.state.running": ("running", "进行中"),
-    "label.state.stopping": ("stopping", "正在停止"),
-    "label.state.stopped": ("stopped", "已停止"),
-    "label.state.finished": ("finished", "已完成"),
-    "label.state.error": ("error", "出错"),
 }
 i18n.register(STRINGS)
 
@@ -113,7 +108,7 @@ def estimate(folder, out, preset, lang, limit, labeler: dict, lang_ui: str = "en
 def start(ctx, run, folder, out, preset, lang, limit, labeler: dict, retry=False, request: gr.Request = None):
     """Start (or resume, or retry the failures of) a run in the background; ``labeler``: the form's values by name."""
     lang_ui = request_lang(ctx, request)
-    if run is not None and run.running:
+    if run is not None and run.active:
         return run, i18n.text("label.busy", lang_ui), gr.Timer(active=True)
     try:
         out_dir = dataset_dir(out)
@@ -131,7 +126,7 @@ def start(ctx, run, folder, out, preset, lang, limit, labeler: dict, retry=False
 def stop(ctx, run, request: gr.Request = None):
     """Ask the page's run to stop; what is finished stays."""
     lang_ui = request_lang(ctx, request)
-    if run is None or not run.running:
+    if run is None or not run.active:
         return i18n.text("label.idle", lang_ui)
     run.stop()
     return i18n.text("label.stopping", lang_ui)
@@ -149,7 +144,7 @@ def progress_markdown(snap: dict, lang: str) -> str:
     target = done + snap["remaining"]  # less than the total when a limit was set
     share = done / target if target else (1.0 if snap["state"] == "finished" else 0.0)
     bar = "█" * round(share * 30) + "░" * (30 - round(share * 30))
-    state = i18n.text(f"label.state.{snap['state']}", lang)
+    state = localize(JobState(snap["state"]).label, lang)
     line = i18n.text("label.line", lang, state=state, ok=snap["ok"], failed=snap["failed"],
                      skipped=snap["skipped"], total=snap["total"], cost=snap["cost_usd"], rate=snap["rate"],
                      eta=_eta(snap["eta_s"]))
@@ -180,12 +175,12 @@ def refresh(ctx, run, out, request: gr.Request = None):
         failures = _failure_rows(out_dir, lang_ui)
         message = i18n.text("label.on_disk", lang_ui, out=out_dir, ok=ok, failed=len(failures)) if out_dir.is_dir() else i18n.text("label.idle", lang_ui)
         return message, [], [], failures, gr.Timer(active=False)
-    snap = run.progress.snapshot()
+    snap = run.snapshot()
     recent = snap["recent"][::-1]
     gallery = [(str(run.out_dir / item["extra"]["image"]), item["answer"][:200])
                for item in recent if item["status"] == "ok" and item["extra"].get("image")][:24]
     return (progress_markdown(snap, lang_ui), gallery, [_item_row(item, lang_ui) for item in recent],
-            _failure_rows(run.out_dir, lang_ui), gr.Timer(active=run.running))
+            _failure_rows(run.out_dir, lang_ui), gr.Timer(active=run.active))
 
 
 def upload(ctx, files, request: gr.Request = None):
@@ -193,15 +188,10 @@ def upload(ctx, files, request: gr.Request = None):
     lang_ui = request_lang(ctx, request)
     if not files:
         return gr.update(), i18n.text("label.upload_first", lang_ui)
-    folder = paths.workspace() / "uploads" / time.strftime("%Y%m%d-%H%M%S")
-    folder.mkdir(parents=True, exist_ok=True)
-    for file in files:
-        source = Path(getattr(file, "name", file))
-        if zipfile.is_zipfile(source):
-            with zipfile.ZipFile(source) as archive:
-                archive.extractall(folder / source.stem)  # zipfile drops '..' and absolute parts of names
-        elif source.suffix.lower() in IMAGE_SUFFIXES:
-            shutil.copyfile(source, folder / source.name)
+    try:
+        folder = receive(files, IMAGE_SUFFIXES).folder
+    except LabError as err:
+        return gr.update(), localize(err, lang_ui)
     count = sum(1 for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not count:
         shutil.rmtree(folder, ignore_errors=True)
@@ -242,14 +232,10 @@ def _ticked(value) -> bool:
 def export(out, fmt, lang: str = "en"):
     """Export the labeled dataset into the workspace and offer it as a zip."""
     try:
-        out_dir = dataset_dir(out)
-        target = paths.workspace() / "exports" / f"{out_dir.name}-{fmt}"
-        if target.exists():
-            shutil.rmtree(target)
-        main_file = export_dataset(out_dir, fmt, target)
+        main_file, archive = export_for_download(dataset_dir(out), fmt)
     except LabError as err:
         return localize(err, lang), None
-    return i18n.text("label.exported", lang, path=main_file), shutil.make_archive(str(target), "zip", root_dir=target)
+    return i18n.text("label.exported", lang, path=main_file), str(archive)
 
 
 def _job_widgets() -> SimpleNamespace:

@@ -23,6 +23,7 @@ from lab.presets import LANGS, PromptPreset, PromptText, list_prompt_presets, lo
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values
 from lab.ui.i18n import request_lang, t
+from lab.uploads import check_file
 
 SAMPLE_IMAGES = SAMPLE_DATASET / "images"
 
@@ -176,7 +177,7 @@ def _spec(system: str, user: str, want_json: bool, keys: str) -> PromptSpec:
 
 def _chosen_images(samples: list[str] | None, uploads: list | None) -> list[Path]:
     images = [SAMPLE_IMAGES / name for name in samples or []]
-    images += [Path(getattr(u, "name", u)) for u in uploads or []]
+    images += [check_file(getattr(u, "name", u)) for u in uploads or []]
     if not images:
         raise ConfigError("Pick or upload at least one image for the preview.", zh="请至少选择或上传一张图片用于预览。")
     if len(images) > MAX_PREVIEW_IMAGES:

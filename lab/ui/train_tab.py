@@ -18,6 +18,7 @@ import gradio as gr
 from lab import paths
 from lab.dataset import latest_dataset, list_datasets
 from lab.errors import LabError, localize
+from lab.jobs import JobState
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
 from lab.training.runs import RUN_COLUMNS, curves, list_runs, load_run_config, progress, train_command
@@ -61,10 +62,6 @@ STRINGS = {
     "train.nothing": ("No training run is going on.", "当前没有进行中的训练。"),
     "train.loaded": ("Loaded {name}; Evaluate and Chat now use it.", "已加载 {name}；评估和对话将使用它。"),
     "train.pick": ("Pick a run first.", "请先选择一条训练记录。"),
-    **{f"train.state.{en}": (en, zh) for en, zh in [
-        ("new", "未开始"), ("queued", "排队中"), ("starting", "启动中"), ("loading", "加载中"), ("running", "训练中"),
-        ("stopping", "正在停止"), ("finished", "已完成"), ("stopped", "已停止"), ("failed", "失败"),
-    ]},
 }
 i18n.register(STRINGS)
 
@@ -101,13 +98,13 @@ def status_outputs(run_dir, lang: str = "en"):
         return "", i18n.text("train.idle", lang), None, None
     p = progress(run_dir)
     job = jobs.current_job()
-    status = job.status if job is not None and str(job.run_dir) == str(run_dir) else p.status
-    status = i18n.text(f"train.state.{status}", lang) if f"train.state.{status}" in STRINGS else status
+    mine = job is not None and str(job.run_dir) == str(run_dir)
+    status = localize((job.state if mine else p.status).label, lang)
     line = i18n.text("train.status", lang, name=html.escape(str(run_dir).rsplit("/", 1)[-1]), status=status,
                      step=p.step, total=p.total or "?", elapsed=_duration(p.elapsed_s), eta=_duration(p.eta_s),
                      samples=_num(p.samples_per_s, "{:.2f}"), tokens=_num(p.tokens_per_s, "{:.0f}"),
                      loss=_num(p.loss, "{:.4f}"))  # fmt: skip
-    if job is not None and str(job.run_dir) == str(run_dir) and job.status == "failed":
+    if mine and job.state is JobState.FAILED:
         line += f"  \n⚠️ {html.escape(localize(job.message, lang))}"
     elif p.message:
         line += f"  \n⚠️ {html.escape(localize(p.message, lang))}"
@@ -158,7 +155,7 @@ def start(ctx, lang: str, values: dict, resume_run: str | None = None) -> str:
             job = jobs.start_training(config_from_form(values), ctx.handle)
     except LabError as err:
         raise gr.Error(localize(err, lang)) from None
-    if job.status == "queued":
+    if job.state is JobState.QUEUED:
         return i18n.text("train.queued", lang, name=job.name, ahead=jobs.queue_position(job))
     return i18n.text("train.started", lang, name=job.name)
 
@@ -183,7 +180,7 @@ def poll(chosen, lang: str):
     """(progress bar, status line, loss points, lr points, log) of the run this page follows."""
     run_dir = watched_run(chosen)
     job = jobs.current_job()
-    log = "\n".join(job.log_lines[-60:]) if job is not None and str(job.run_dir) == str(run_dir) else ""
+    log = "\n".join(job.log_tail(60)) if job is not None and str(job.run_dir) == str(run_dir) else ""
     return (*status_outputs(run_dir, lang), log)
 
 
