@@ -290,12 +290,12 @@ class ChatClient:
             await self._sdk.close()
             self._sdk = None
 
-    def request(self, messages: list[dict], *, max_tokens: int, temperature: float, json_mode: bool = False) -> dict:
-        """The request body for ``messages``."""
+    def request(self, messages: list[dict], *, max_new_tokens: int, temperature: float, json_mode: bool = False) -> dict:
+        """The request body for ``messages``; the answer's length goes in the parameter the server knows."""
         body: dict = {"model": self.endpoint.model, "messages": messages, "temperature": temperature}
         # OpenAI's newer models refuse max_tokens; other servers may not know its successor.
         official = urlsplit(self.endpoint.base_url).hostname == "api.openai.com"
-        body["max_completion_tokens" if official else "max_tokens"] = max_tokens
+        body["max_completion_tokens" if official else "max_tokens"] = max_new_tokens
         if json_mode:
             body["response_format"] = {"type": "json_object"}
         return body

@@ -14,12 +14,13 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab.errors import ConfigError, LabError, ModelLoadError, Text, localize
 from lab.paths import check_allowed
 from lab.handle import RunFolder, find_run, resolve_model_name
+from lab.settings import check, setting
 
 # Files a complete folder has; each tuple is "one of these".
 REQUIRED_FILES = (
@@ -30,6 +31,39 @@ REQUIRED_FILES = (
     ("preprocessor_config.json", "processor_config.json"),
     ("chat_template.jinja", "chat_template.json"),
 )
+
+
+@dataclass
+class ExportSettings:
+    """How to merge and save a run, where to push it, and how the printed ``vllm serve`` recipe serves it."""
+
+    base: str = setting("", label=("Base model (empty: the one the run was trained on)",
+                                   "基座模型（留空：训练时所用模型）"), flags=("--model",), metavar="MODEL")
+    """The base model to merge into (empty: the one the run was trained on); 'demo' is the tiny offline model."""
+    dtype: str = setting("auto", label=("Weights dtype", "权重精度"), options=("auto", "bfloat16", "float16", "float32"))
+    """Weights dtype: auto (the base model's), bfloat16 (bf16), float16 (fp16), float32 (fp32)."""
+    device: str = setting("cpu", label=("Merge on", "合并设备"), options=("cpu", "cuda"))
+    """Where to merge: cpu (needs RAM for the whole model) or cuda."""
+    overwrite: bool = setting(False, label=("Replace the output folder if it exists", "输出文件夹已存在时覆盖"))
+    """Replace what is in the output folder."""
+    push_to_hub: str = setting("", label=("Push to the Hugging Face Hub as user/name (optional)",
+                                          "上传到 Hugging Face Hub，填写 用户/名称（可选）"), metavar="ID")
+    """Also upload to this Hugging Face Hub repo, user/name."""
+    token: str = setting("", label=("Hub token (empty: the saved login or HF_TOKEN)",
+                                    "Hub 令牌（留空：已保存的登录或 HF_TOKEN）"), secret=True, widget="password")
+    """Hugging Face token for the push; empty: the saved login or HF_TOKEN."""
+    public: bool = setting(False, label=("Public repo", "公开仓库"))
+    """Make the Hub repo public (else private)."""
+    max_model_len: int = setting(8192, label=("vLLM --max-model-len", "vLLM --max-model-len"), min=256)
+    """For the vllm command: the longest request in tokens; without it vLLM reserves the model's full context."""
+    images_per_prompt: int = setting(5, label=("Images per prompt", "每条提示的图片数"), min=0)
+    """For the vllm command: images one request may carry."""
+    gpu_memory_utilization: float = setting(0.9, label=("GPU memory utilization", "GPU 显存占用比例"), above=0, max=1,
+                                            widget="slider", ui_min=0.1, step=0.05)
+    """For the vllm command: the share of GPU memory vLLM may take."""
+
+    def __post_init__(self):
+        check(self)
 
 
 @dataclass
@@ -52,33 +86,25 @@ def missing_files(folder: str | Path) -> list[str]:
     return missing
 
 
-def export_run(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    base: str | None = None,
-    dtype: str = "auto",
-    device: str = "cpu",
-    overwrite: bool = False,
-    push_to_hub: str | None = None,
-    token: str | None = None,
-    private: bool = True,
-) -> ExportResult:
-    """Merge the run's adapter into ``base`` (default: the run's base model) and save a complete folder.
+def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSettings | None = None,
+               **changes) -> ExportResult:
+    """Merge the run's adapter into the base model (default: the run's) and save a complete folder.
 
-    A full fine-tuning run is re-saved the same way. The folder is written next to
-    ``out_dir`` and renamed into place, so a failed export leaves nothing half-written.
-    ``dtype`` "auto" keeps the base model's own dtype (as in its config).
+    ``settings`` (or the defaults), with ``changes`` to its fields. A full fine-tuning run is
+    re-saved the same way. The folder is written next to ``out_dir`` and renamed into place, so
+    a failed export leaves nothing half-written. ``dtype`` "auto" keeps the base model's own
+    dtype (as in its config).
     """
+    settings = replace(settings or ExportSettings(), **changes)
     start = time.perf_counter()
     run = RunFolder.read(find_run(run_dir))
     out_dir = check_allowed(Path(out_dir).expanduser().resolve(), write=True)
-    _check_out_dir(out_dir, run.path, overwrite)
-    base_name = base or (run.base_model if run.adapter_dir else str(run.model_dir))
+    _check_out_dir(out_dir, run.path, settings.overwrite)
+    base_name = settings.base or (run.base_model if run.adapter_dir else str(run.model_dir))
     staging = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _write_merged(run, resolve_model_name(base_name), staging, dtype, device)
+        _write_merged(run, resolve_model_name(base_name), staging, settings.dtype, settings.device)
         missing = missing_files(staging)
         if missing:
             raise LabError(f"The exported folder would lack {', '.join(missing)}; nothing was written to {out_dir}.",
@@ -90,8 +116,9 @@ def export_run(
         shutil.rmtree(staging, ignore_errors=True)
     result = ExportResult(out_dir, base_name, run.name, run.adapter_dir is not None,
                           sorted(p.name for p in out_dir.iterdir()), round(time.perf_counter() - start, 2))  # fmt: skip
-    if push_to_hub:
-        result.hub_url = push_folder(out_dir, push_to_hub, token=token, private=private)
+    if settings.push_to_hub:
+        result.hub_url = push_folder(out_dir, settings.push_to_hub, token=settings.token or None,
+                                     private=not settings.public)  # fmt: skip
     return result
 
 
@@ -215,35 +242,30 @@ def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, p
 
 def vllm_command(
     model_dir: str | Path,
+    settings: ExportSettings | None = None,
     *,
     served_name: str | None = None,
-    max_model_len: int = 8192,
-    images_per_prompt: int = 5,
-    gpu_memory_utilization: float = 0.9,
     port: int = 8000,
     dtype: str = "bfloat16",
     tensor_parallel_size: int = 1,
+    **changes,
 ) -> str:
     """The ``vllm serve`` command for an exported folder, with the flags that matter for VLMs.
 
-    ``--max-model-len``: without it vLLM reserves the model's full context (128k for
-    Qwen2.5-VL) and refuses to start when the KV cache cannot hold that much.
+    The serving numbers come from ``settings`` (or the defaults) with ``changes`` to its fields
+    (``max_model_len=...``). ``--max-model-len``: without it vLLM reserves the model's full
+    context (128k for Qwen2.5-VL) and refuses to start when the KV cache cannot hold that much.
     """
-    if not 0 < gpu_memory_utilization <= 1:
-        raise ConfigError(f"gpu_memory_utilization must be in (0, 1], not {gpu_memory_utilization}.",
-                          zh=f"gpu_memory_utilization 必须在 (0, 1] 之间，而不是 {gpu_memory_utilization}。")
-    if max_model_len < 256 or images_per_prompt < 0:
-        raise ConfigError("max_model_len must be at least 256 and the images per prompt at least 0.",
-                          zh="max_model_len 至少为 256，每条提示词的图片数不能小于 0。")
+    settings = replace(settings or ExportSettings(), **changes)
     name = served_name or Path(model_dir).name
     lines = [
         f"vllm serve {_quote(str(model_dir))}",
         f"--served-model-name {_quote(name)}",
         f"--port {int(port)}",
         f"--dtype {dtype}",
-        f"--max-model-len {int(max_model_len)}",
-        f"--limit-mm-per-prompt '{json.dumps({'image': int(images_per_prompt), 'video': 0})}'",
-        f"--gpu-memory-utilization {gpu_memory_utilization:g}",
+        f"--max-model-len {settings.max_model_len}",
+        f"--limit-mm-per-prompt '{json.dumps({'image': settings.images_per_prompt, 'video': 0})}'",
+        f"--gpu-memory-utilization {settings.gpu_memory_utilization:g}",
     ]
     if tensor_parallel_size > 1:
         lines.append(f"--tensor-parallel-size {int(tensor_parallel_size)}")

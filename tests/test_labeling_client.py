@@ -55,7 +55,7 @@ def test_request_carries_the_prompt_and_an_upright_downscaled_image(server, tmp_
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     Image.new("RGB", (400, 200), "red").save(photo, exif=exif.tobytes())
     prompt = PromptSpec("You label images.", "<image>What is it?")
-    result = label(config(server, max_pixels=100 * 50, temperature=0.3, max_tokens=77), photo, prompt)
+    result = label(config(server, max_pixels=100 * 50, temperature=0.3, max_new_tokens=77), photo, prompt)
     assert result.ok and result.answer.startswith("label-")
     request = server.requests[0]
     body = request["body"]
@@ -187,7 +187,7 @@ def test_key_and_url_resolution(monkeypatch):
     assert KEY not in repr(resolved) and "api_key" not in resolved.public_dict()
     with pytest.raises(ConfigError, match="Unknown provider 'opnai'.*did you mean 'openai'"):
         LabelerConfig(provider="opnai").resolved()
-    with pytest.raises(ConfigError, match="Concurrency must be at least 1"):
+    with pytest.raises(ConfigError, match="concurrency must be at least 1"):
         LabelerConfig(concurrency=0)
 
 

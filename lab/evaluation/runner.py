@@ -26,6 +26,7 @@ from lab.errors import BadImageError, ConfigError, DatasetError, LabError, Text
 from lab.evaluation.metrics import metric_names, score_answers
 from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
 from lab.jobs import Job, start_job
+from lab.settings import check, setting
 
 GAIN_METRIC = "rouge_l"  # the per-sample gain (tuned - base) the sample view sorts by
 
@@ -37,34 +38,25 @@ ProgressFn = Callable[[int, int, "float | None"], None]
 class EvalSettings:
     """How to generate the answers that are scored."""
 
-    batch_size: int = 8
+    batch_size: int = setting(8, label=("Batch size", "批大小"), min=1, widget="slider", ui_max=64)
     """Samples generated together (left-padded); larger is faster until memory runs out."""
-    max_new_tokens: int = 256
+    max_new_tokens: int = setting(256, label=("Max new tokens", "最大生成 token 数"), min=1, widget="slider",
+                                  ui_max=2048)
     """Longest answer in tokens."""
-    temperature: float = 0.0
+    temperature: float = setting(0.0, label=("Temperature", "温度"), min=0)
     """0 is greedy decoding (reproducible); above 0 samples."""
-    top_p: float = 1.0
+    top_p: float = setting(1.0, label=("Top-p", "Top-p"), above=0, max=1)
     """Nucleus sampling threshold when sampling."""
-    compare_base: bool = False
+    compare_base: bool = setting(False, label=("Compare with the base model (adapter off, then on)",
+                                               "与基座模型对比（先关闭适配器，再打开）"))
     """Also answer with the adapter turned off, for a base vs fine-tuned table."""
-    limit: int | None = None
-    """Score only the first this many samples; None scores all."""
-    name: str | None = None
-    """Name of the results files; None makes one from the data and the time."""
+    limit: int = setting(0, label=("Samples (0: all)", "样本数（0：全部）"), min=0)
+    """Score only the first this many samples; 0 scores all."""
+    name: str | None = setting(None, label=("Name of the results", "结果名称"))
+    """Name of the results files; empty makes one from the data and the time."""
 
     def __post_init__(self):
-        if int(self.batch_size) < 1:
-            raise ConfigError(f"The batch size must be at least 1, not {self.batch_size}.",
-                              zh=f"批大小至少为 1，当前为 {self.batch_size}。")
-        if int(self.max_new_tokens) < 1:
-            raise ConfigError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}.",
-                              zh=f"max_new_tokens 至少为 1，当前为 {self.max_new_tokens}。")
-        if self.limit is not None and int(self.limit) < 1:
-            raise ConfigError(f"The sample limit must be at least 1 (or empty for all), not {self.limit}.",
-                              zh=f"样本数上限至少为 1（留空表示全部），当前为 {self.limit}。")
-        if not 0 < float(self.top_p) <= 1 or float(self.temperature) < 0:
-            raise ConfigError("top_p must be in (0, 1] and the temperature at least 0.",
-                              zh="top_p 必须在 (0, 1] 之间，温度不能小于 0。")
+        check(self)
 
 
 @dataclass
@@ -177,7 +169,7 @@ def run_evaluation(
     ends the run after the current batch; the samples answered so far are scored and saved.
     """
     if settings.limit:
-        samples = samples[: int(settings.limit)]
+        samples = samples[: settings.limit]
     if not samples:
         raise DatasetError("There are no samples to evaluate.", zh="没有可评估的样本。")
     start = time.perf_counter()
@@ -216,7 +208,7 @@ def _answer_all(loaded, samples, variants, settings, progress, stop, start):
     answered: list[EvalSample] = []
     answers: dict[str, list[str]] = {v: [] for v in variants}
     skipped: list[dict] = []
-    size = int(settings.batch_size)
+    size = settings.batch_size
     for first in range(0, len(samples), size):
         if stop is not None and stop.is_set():
             break

@@ -16,16 +16,13 @@ import gradio as gr
 from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply, user_turn
 from lab.errors import LabError, localize
 from lab.ui import i18n
+from lab.ui.forms import Form, read_values
 from lab.ui.i18n import request_lang, t
 from lab.ui.zerogpu import gpu
 from lab.uploads import check_file
 
 STRINGS = {
-    "chat.system": ("System prompt (empty: the model's default)", "系统提示词（留空：模型默认）"),
     "chat.settings": ("Generation settings", "生成设置"),
-    "chat.temperature": ("Temperature (0: greedy)", "温度（0：贪心解码）"),
-    "chat.top_p": ("Top-p", "Top-p"),
-    "chat.max_new": ("Max new tokens", "最大生成 token 数"),
     "chat.adapter": ("Answer with the fine-tuned adapter", "使用微调适配器回答"),
     "chat.compare": ("Compare: adapter off | on", "对比：关闭适配器 | 打开适配器"),
     "chat.main": ("Chat", "对话"),
@@ -60,10 +57,13 @@ def _first(stream, lang: str):
         raise gr.Error(localize(err, lang)) from None
 
 
-def respond(ctx, message, history, history_off, system, temperature, top_p, max_new, adapter_on, compare, lang="en"):
-    """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox)."""
+def respond(ctx, message, history, history_off, values: dict, adapter_on, compare, lang="en"):
+    """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox).
+
+    ``values``: the settings form's values by field name.
+    """
     try:
-        settings = ChatSettings(system=system or "", temperature=temperature, top_p=top_p, max_new_tokens=int(max_new))
+        settings = read_values(ChatSettings, values)
         files = [check_file(f) for f in (message or {}).get("files") or []]
         turn = user_turn((message or {}).get("text", ""), files)
     except LabError as err:
@@ -106,12 +106,10 @@ def create_tab(ctx) -> None:
     history = gr.State([])
     history_off = gr.State([])
     stop_state = gr.State(None)
-    system = gr.Textbox(label=t("chat.system"), lines=1)
+    form = Form(ChatSettings)
+    form.add("system", lines=1)
     with gr.Accordion(t("chat.settings"), open=False):
-        with gr.Row():
-            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label=t("chat.temperature"))
-            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("chat.top_p"))
-            max_new = gr.Slider(1, 4096, value=512, step=1, label=t("chat.max_new"))
+        form.row("temperature", "top_p", "max_new_tokens")
     with gr.Row():
         adapter_on = gr.Checkbox(value=True, label=t("chat.adapter"))
         compare = gr.Checkbox(value=False, label=t("chat.compare"))
@@ -124,9 +122,8 @@ def create_tab(ctx) -> None:
         stop_btn = gr.Button(t("chat.stop"), variant="stop")
         clear_btn = gr.Button(t("chat.clear"))
 
-    def on_send(request: gr.Request, message, chat, chat_off, system_text, temp, p, new, adapter, both):
-        yield from respond(ctx, message, chat, chat_off, system_text, temp, p, new, adapter, both,
-                           lang=request_lang(ctx, request))  # fmt: skip
+    def on_send(request: gr.Request, message, chat, chat_off, adapter, compare, **settings):
+        yield from respond(ctx, message, chat, chat_off, settings, adapter, compare, lang=request_lang(ctx, request))
 
     def on_compare(both):
         label = t("chat.on") if both else t("chat.main")
@@ -137,9 +134,11 @@ def create_tab(ctx) -> None:
             stop.set()
         gr.Info(i18n.text("chat.stopping", request_lang(ctx, request)))
 
-    inputs = [textbox, history, history_off, system, temperature, top_p, max_new, adapter_on, compare]
+    # The API's parameters, in this order: message, the settings, adapter, compare.
+    inputs = {"message": textbox, "chat": history, "chat_off": history_off, **form.named(), "adapter": adapter_on,
+              "compare": compare}  # fmt: skip
     outputs = [stop_state, chatbot, chatbot_off, history, history_off, textbox]
-    textbox.submit(gpu(on_send), inputs, outputs, api_name="chat")
+    textbox.submit(gpu(on_send), None, outputs, api_name="chat", inputs_kwargs=inputs)
     stop_btn.click(on_stop, stop_state, None, api_name="chat_stop")
     clear_btn.click(lambda: ([], [], [], [], None), None, [chatbot, chatbot_off, history, history_off, stop_state],
                     api_name="chat_clear")  # fmt: skip

@@ -25,15 +25,12 @@ from lab.evaluation.runner import (
 )
 from lab.jobs import JobState
 from lab.ui import i18n
+from lab.ui.forms import Form, read_values
 from lab.ui.i18n import request_lang, t, with_lang
 from lab.ui.zerogpu import gpu
 
 STRINGS = {
     "eval.data": ("Data to evaluate on", "评估数据"),
-    "eval.compare": ("Compare with the base model (adapter off, then on)", "与基座模型对比（先关闭适配器，再打开）"),
-    "eval.batch": ("Batch size", "批大小"),
-    "eval.max_new": ("Max new tokens", "最大生成 token 数"),
-    "eval.limit": ("Samples (0: all)", "样本数（0：全部）"),
     "eval.run": ("Evaluate", "开始评估"),
     "eval.stop": ("Stop", "停止"),
     "eval.metrics": ("Metrics", "指标"),
@@ -42,10 +39,6 @@ STRINGS = {
     "eval.sort": ("Sort samples by", "样本排序"),
     "eval.sample": ("Sample", "样本"),
     "eval.endpoint": ("Score an OpenAI-compatible endpoint (vLLM, or the labeler as upper bound)", "评估 OpenAI 兼容接口（vLLM，或以标注模型为上限）"),
-    "eval.base_url": ("Base URL", "接口地址"),
-    "eval.model": ("Model name on the server", "服务端模型名"),
-    "eval.key": ("API key (empty: OPENAI_API_KEY or EMPTY)", "API 密钥（留空：OPENAI_API_KEY 或 EMPTY）"),
-    "eval.concurrency": ("Concurrent requests", "并发请求数"),
     "eval.run_endpoint": ("Evaluate endpoint", "评估接口"),
     "eval.saved": ("Saved results", "已保存的结果"),
     "eval.load": ("Show", "查看"),
@@ -121,29 +114,29 @@ def stream_job(evaluate, lang: str, sort: str):
     yield None, done, *result_outputs(result, sort, lang), result.summary_path
 
 
-def evaluate(ctx, source, compare, batch, max_new, limit, sort, lang="en"):
-    """Handler of "Evaluate": the loaded model on the chosen data."""
+def evaluate(ctx, values: dict, lang="en"):
+    """Handler of "Evaluate": the loaded model on the chosen data; ``values`` by name (source, sort, EvalSettings)."""
     try:
-        settings = EvalSettings(batch_size=int(batch), max_new_tokens=int(max_new), compare_base=bool(compare),
-                                limit=int(limit) or None)  # fmt: skip
-        data, where = load_samples(ctx, source)
+        settings = read_values(EvalSettings, values)
+        data, where = load_samples(ctx, values["source"])
     except LabError as err:
         raise gr.Error(localize(err, lang)) from None
     job = lambda progress, stop: run_evaluation(ctx.handle, data, settings, source=where, progress=progress, stop=stop)
-    yield from stream_job(job, lang, sort)
+    yield from stream_job(job, lang, values["sort"])
 
 
-def evaluate_url(ctx, source, url, model, api_key, concurrency, max_new, limit, sort, lang="en"):
-    """Handler of "Evaluate endpoint": an OpenAI-compatible server on the chosen data."""
+def evaluate_url(ctx, values: dict, lang="en"):
+    """Handler of "Evaluate endpoint": an OpenAI-compatible server on the chosen data; ``values`` by name
+    (source, sort, EndpointConfig's fields, and EvalSettings' max_new_tokens and limit)."""
     try:
-        config = EndpointConfig(base_url=(url or "").strip(), model=(model or "").strip(), api_key=api_key or None,
-                                concurrency=int(concurrency), max_tokens=int(max_new))  # fmt: skip
-        data, where = load_samples(ctx, source)
+        config = read_values(EndpointConfig, values)
+        limit = read_values(EvalSettings, values).limit
+        data, where = load_samples(ctx, values["source"])
     except LabError as err:
         raise gr.Error(localize(err, lang)) from None
-    job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=int(limit) or None,
-                                                   progress=progress, stop=stop)  # fmt: skip
-    yield from stream_job(job, lang, sort)
+    job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=limit or None, progress=progress,
+                                                   stop=stop)  # fmt: skip
+    yield from stream_job(job, lang, values["sort"])
 
 
 def saved_choices(ctx):
@@ -187,24 +180,18 @@ def _result_widgets():
 
 def create_tab(ctx) -> None:
     stop_state, shown = gr.State(None), gr.State(None)  # this page's stop switch; the result on screen
+    form, endpoint = Form(EvalSettings), Form(EndpointConfig)
     with gr.Row():
         source = gr.Dropdown(data_choices(), value=str(paths.SAMPLE_DATASET), allow_custom_value=True,
                              label=t("eval.data"), scale=3)  # fmt: skip
-        compare = gr.Checkbox(value=True, label=t("eval.compare"), scale=2)
-    with gr.Row():
-        batch = gr.Slider(1, 64, value=8, step=1, label=t("eval.batch"))
-        max_new = gr.Slider(1, 2048, value=128, step=1, label=t("eval.max_new"))
-        limit = gr.Number(value=0, precision=0, minimum=0, label=t("eval.limit"))
+        form.add("compare_base", scale=2)
+    form.row("batch_size", "max_new_tokens", "limit")
     with gr.Row():
         run_btn = gr.Button(t("eval.run"), variant="primary")
         stop_btn = gr.Button(t("eval.stop"), variant="stop")
     progress, summary, metrics, chart, sort, samples, sample_image, sample_text = _result_widgets()
     with gr.Accordion(t("eval.endpoint"), open=False):
-        with gr.Row():
-            base_url = gr.Textbox(value="http://localhost:8000/v1", label=t("eval.base_url"))
-            served = gr.Textbox(label=t("eval.model"))
-            key = gr.Textbox(type="password", label=t("eval.key"))
-            concurrency = gr.Slider(1, 32, value=4, step=1, label=t("eval.concurrency"))
+        endpoint.row("base_url", "model", "api_key", "concurrency")
         endpoint_btn = gr.Button(t("eval.run_endpoint"))
     with gr.Accordion(t("eval.saved"), open=False):
         with gr.Row():
@@ -212,12 +199,11 @@ def create_tab(ctx) -> None:
             load_btn = gr.Button(t("eval.load"), scale=1)
     outputs = [stop_state, progress, summary, metrics, chart, samples, shown]
 
-    # Gradio hands the request (for the page's language) only to a positional parameter.
-    def on_run(request: gr.Request, source, compare, batch, max_new, limit, sort):
-        yield from evaluate(ctx, source, compare, batch, max_new, limit, sort, request_lang(ctx, request))
+    def on_run(request: gr.Request, **values):
+        yield from evaluate(ctx, values, request_lang(ctx, request))
 
-    def on_endpoint(request: gr.Request, source, url, model, api_key, conc, max_new, limit, sort):
-        yield from evaluate_url(ctx, source, url, model, api_key, conc, max_new, limit, sort, request_lang(ctx, request))
+    def on_endpoint(request: gr.Request, **values):
+        yield from evaluate_url(ctx, values, request_lang(ctx, request))
 
     def on_stop(request: gr.Request, job):
         if job is not None:
@@ -228,9 +214,11 @@ def create_tab(ctx) -> None:
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return show_sample(summary_path, order, row, request_lang(ctx, request))
 
-    run_btn.click(gpu(on_run), [source, compare, batch, max_new, limit, sort], outputs, api_name="evaluate")
-    endpoint_btn.click(on_endpoint, [source, base_url, served, key, concurrency, max_new, limit, sort], outputs,
-                       api_name="evaluate_endpoint")  # fmt: skip
+    # The API's parameters, in this order.
+    local_inputs = {"source": source, **form.named(), "sort": sort}
+    endpoint_inputs = {"source": source, **endpoint.named(), **form.named("max_new_tokens", "limit"), "sort": sort}
+    run_btn.click(gpu(on_run), None, outputs, api_name="evaluate", inputs_kwargs=local_inputs)
+    endpoint_btn.click(on_endpoint, None, outputs, api_name="evaluate_endpoint", inputs_kwargs=endpoint_inputs)
     stop_btn.click(on_stop, stop_state, summary, api_name="evaluate_stop")
     sort.change(with_lang(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
     source.focus(lambda: gr.update(choices=data_choices()), outputs=source, api_name="evaluate_data_choices")

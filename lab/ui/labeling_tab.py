@@ -30,7 +30,7 @@ from lab.labeling.store import DATA_FILE, job_settings, load_job, read_rows
 from lab.presets import LANGS, list_prompt_presets, load_prompt_preset
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t, with_lang
-from lab.ui.prompt_tab import LOCAL, labeler_form, make_labeler
+from lab.ui.prompt_tab import LABELER_INPUTS, LOCAL, labeler_config, labeler_form, make_labeler
 from lab.uploads import receive
 
 STRINGS = {
@@ -92,31 +92,31 @@ def _prompt(preset: str, lang: str) -> PromptSpec:
     return PromptSpec.from_preset(load_prompt_preset(preset), lang if lang in LANGS else "en")
 
 
-def estimate(folder, out, preset, lang, limit, *labeler_values, lang_ui: str = "en"):
-    """The cost estimate before starting, as one line (needs no API key)."""
-    provider, _, model, _, _, _, max_pixels = labeler_values[:7]
+def estimate(folder, out, preset, lang, limit, labeler: dict, lang_ui: str = "en"):
+    """The cost estimate before starting, as one line (needs no API key); ``labeler``: the form's values by name."""
     try:
-        model_name = (model or "").strip() or (load_providers().get(provider or "", {}).get("models") or [""])[0]
-        price = FREE if provider == LOCAL else price_for(model_name)
+        config = labeler_config(labeler)
+        model_name = config.model or (load_providers().get(config.provider, {}).get("models") or [""])[0]
+        price = FREE if config.provider == LOCAL else price_for(model_name)
         found = estimate_folder(paths.resolve(folder), dataset_dir(out), _prompt(preset, lang), model_name,
-                                max_pixels=int(max_pixels or 0) or None, price=price, limit=int(limit or 0) or None)
+                                max_pixels=config.max_pixels, price=price, limit=int(limit or 0) or None)
     except LabError as err:
         return localize(err, lang_ui)
     return localize(found.summary(), lang_ui)
 
 
-def start(ctx, run, folder, out, preset, lang, limit, *labeler_values, retry=False, request: gr.Request = None):
-    """Start (or resume, or retry the failures of) a run in the background."""
+def start(ctx, run, folder, out, preset, lang, limit, labeler: dict, retry=False, request: gr.Request = None):
+    """Start (or resume, or retry the failures of) a run in the background; ``labeler``: the form's values by name."""
     lang_ui = request_lang(ctx, request)
     if run is not None and run.active:
         return run, i18n.text("label.busy", lang_ui), gr.Timer(active=True)
     try:
         out_dir = dataset_dir(out)
         prompt = _prompt(preset, lang)
-        labeler = make_labeler(ctx, *labeler_values)
-        settings = labeler.config.public_dict() if hasattr(labeler, "config") else {"model": labeler.name, "local": True}
+        chosen = make_labeler(ctx, labeler_config(labeler))
+        settings = chosen.config.public_dict() if hasattr(chosen, "config") else {"model": chosen.name, "local": True}
         job = job_settings(prompt, settings, preset=preset, lang=lang, limit=int(limit or 0) or None)
-        run = start_labeling(paths.resolve(folder), out_dir, prompt, labeler, limit=int(limit or 0) or None,
+        run = start_labeling(paths.resolve(folder), out_dir, prompt, chosen, limit=int(limit or 0) or None,
                              retry_failed=retry, job=job)
     except LabError as err:
         return run, localize(err, lang_ui), gr.Timer(active=False)
@@ -292,18 +292,19 @@ def create_tab(ctx) -> None:
     form = labeler_form("label")
     ui = _run_widgets()
     review = _review_widgets()
-    inputs = [run, job.folder, job.out, job.preset, job.lang, job.limit, *form.inputs]
+    inputs = [run, job.folder, job.out, job.preset, job.lang, job.limit]
+    labeler = form.named(*LABELER_INPUTS)
 
     # Gradio hands the request (for the page's language) only to a positional parameter
     # that comes before the others, hence these small wrappers.
     def on_upload(request: gr.Request, chosen):
         return upload(ctx, chosen, request)
 
-    def on_start(request: gr.Request, *values):
-        return start(ctx, *values, request=request)
+    def on_start(request: gr.Request, *values, **settings):
+        return start(ctx, *values, labeler=settings, request=request)
 
-    def on_retry(request: gr.Request, *values):
-        return start(ctx, *values, retry=True, request=request)
+    def on_retry(request: gr.Request, *values, **settings):
+        return start(ctx, *values, labeler=settings, retry=True, request=request)
 
     def on_stop(request: gr.Request, current):
         return stop(ctx, current, request)
@@ -311,14 +312,14 @@ def create_tab(ctx) -> None:
     def on_tick(request: gr.Request, current, out_text):
         return refresh(ctx, current, out_text, request)
 
-    def on_estimate(request: gr.Request, *values):
-        return estimate(*values, lang_ui=request_lang(ctx, request))
+    def on_estimate(request: gr.Request, *values, **settings):
+        return estimate(*values, labeler=settings, lang_ui=request_lang(ctx, request))
 
     job.files.upload(on_upload, job.files, [job.folder, ui.status], api_name="label_upload")
     job.preset.focus(lambda: gr.update(choices=list_prompt_presets()), outputs=job.preset, api_name="label_presets")
-    ui.estimate.click(on_estimate, inputs[1:], ui.status, api_name="label_estimate")
-    ui.start.click(on_start, inputs, [run, ui.status, ui.timer], api_name="label_start")
-    ui.retry.click(on_retry, inputs, [run, ui.status, ui.timer], api_name="label_retry")
+    ui.estimate.click(on_estimate, inputs[1:], ui.status, api_name="label_estimate", inputs_kwargs=labeler)
+    ui.start.click(on_start, inputs, [run, ui.status, ui.timer], api_name="label_start", inputs_kwargs=labeler)
+    ui.retry.click(on_retry, inputs, [run, ui.status, ui.timer], api_name="label_retry", inputs_kwargs=labeler)
     ui.stop.click(on_stop, run, ui.status, api_name="label_stop")
     ui.timer.tick(on_tick, [run, job.out], [ui.progress, ui.gallery, ui.items, ui.failures, ui.timer],
                   api_name="label_progress", show_progress="hidden")

@@ -7,7 +7,7 @@ only as long as that request (or the run it starts); it is never stored on the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import gradio as gr
@@ -16,32 +16,21 @@ from lab.endpoint_client import environment_keys
 from lab.errors import ConfigError, LabError, localize
 from lab.labeling.client import ApiLabeler, LabelerConfig, load_providers
 from lab.labeling.item import PromptSpec
+from lab.labeling.local import LOCAL, LocalLabeler
 from lab.labeling.preview import MAX_PREVIEW_IMAGES, preview_totals, run_preview
 from lab.paths import SAMPLE_DATASET, under
 from lab.presets import LANGS, PromptPreset, PromptText, list_prompt_presets, load_prompt_preset, save_prompt_preset
 from lab.ui import i18n
+from lab.ui.forms import Form, read_values
 from lab.ui.i18n import request_lang, t
 from lab.uploads import check_file
 
-LOCAL = "local"  # the provider value meaning "the model loaded in the app"
 SAMPLE_IMAGES = SAMPLE_DATASET / "images"
 
 STRINGS = {
     "labeler.title": ("Labeler", "标注模型"),
-    "labeler.provider": ("Provider", "服务商"),
     "labeler.custom": ("Custom (type the base URL)", "自定义（填写 Base URL）"),
     "labeler.local": ("Local model loaded in the app (free, offline, slower)", "应用中已加载的本地模型（免费、离线、较慢）"),
-    "labeler.base_url": ("Base URL", "Base URL"),
-    "labeler.model": ("Model", "模型"),
-    "labeler.api_key": ("API key (kept in this page only)", "API Key（只保存在本页面）"),
-    "labeler.temperature": ("Temperature", "温度"),
-    "labeler.max_tokens": ("Max answer tokens", "回答最大 token 数"),
-    "labeler.max_pixels": ("Pixel budget per image", "每张图片像素上限"),
-    "labeler.json_mode": ("Ask the server for JSON (response_format)", "要求服务端返回 JSON（response_format）"),
-    "labeler.reask": ("Ask again once if the JSON is invalid", "JSON 无效时重问一次"),
-    "labeler.concurrency": ("Requests at once", "并发请求数"),
-    "labeler.retries": ("Retries per request", "每个请求重试次数"),
-    "labeler.timeout": ("Timeout per request (s)", "单次请求超时（秒）"),
     "labeler.use_local": ("Use the loaded local model instead", "改用已加载的本地模型"),
     "labeler.key_found": (
         "An API key was found in the environment; it is sent only to the base URL it was set up for, "
@@ -89,26 +78,9 @@ DETAIL_HEADERS = ["image", "prompt", "status", "answer", "seconds", "tokens", "c
 
 # ---------------------------------------------------------------- the labeler form
 
-
-@dataclass
-class LabelerForm:
-    provider: gr.Dropdown
-    base_url: gr.Textbox
-    model: gr.Dropdown
-    api_key: gr.Textbox
-    temperature: gr.Slider
-    max_tokens: gr.Number
-    max_pixels: gr.Number
-    json_mode: gr.Checkbox
-    reask: gr.Checkbox
-    concurrency: gr.Number
-    max_retries: gr.Number
-    timeout: gr.Number
-
-    @property
-    def inputs(self) -> list:
-        return [self.provider, self.base_url, self.model, self.api_key, self.temperature, self.max_tokens,
-                self.max_pixels, self.json_mode, self.reask, self.concurrency, self.max_retries, self.timeout]
+# The labeler's widgets as the API takes them (prompt_preview, label_start, label_estimate, ...).
+LABELER_INPUTS = ("provider", "base_url", "model", "api_key", "temperature", "max_new_tokens", "max_pixels",
+                  "json_mode", "reask", "concurrency", "max_retries", "timeout")
 
 
 def _env_key() -> str | None:
@@ -125,63 +97,52 @@ def _provider_fields(provider: str):
     return gr.update(value=entry["base_url"], interactive=True), gr.update(choices=models, value=models[0], interactive=True)
 
 
-def labeler_form(api_prefix: str) -> LabelerForm:
-    """The labeler's settings; ``api_prefix`` keeps its event names apart per tab."""
+def labeler_start() -> LabelerConfig:
+    """What the form shows first: the OpenAI preset (when there is one) with its URL and first model."""
     providers = load_providers()
+    start = "openai" if "openai" in providers else ""
+    entry = providers.get(start, {})
+    return LabelerConfig(provider=start, base_url=entry.get("base_url", ""), model=(entry.get("models") or [""])[0])
+
+
+def labeler_form(api_prefix: str) -> Form:
+    """The labeler's settings; ``api_prefix`` keeps its event names apart per tab."""
+    providers, start = load_providers(), labeler_start()
     choices = [(entry.get("title", name), name) for name, entry in providers.items()]
     choices += [(STRINGS["labeler.custom"][0], ""), (STRINGS["labeler.local"][0], LOCAL)]
     env = _env_key()
-    start = "openai" if "openai" in providers else ""
+    form = Form(LabelerConfig, start)
     with gr.Accordion(t("labeler.title"), open=True):
-        if env:
-            gr.Markdown(t("labeler.key_found"))
-        else:
-            gr.Markdown(t("labeler.no_key"))
+        gr.Markdown(t("labeler.key_found") if env else t("labeler.no_key"))
         with gr.Row():
-            provider = gr.Dropdown(choices, value=start, label=t("labeler.provider"), scale=2)
-            base_url = gr.Textbox(providers.get(start, {}).get("base_url", ""), label=t("labeler.base_url"), scale=3)
-            models = providers.get(start, {}).get("models", [])
-            model = gr.Dropdown(models, value=models[0] if models else "", allow_custom_value=True, label=t("labeler.model"), scale=2)
-            api_key = gr.Textbox("", type="password", label=t("labeler.api_key"), scale=3)
+            form.add("provider", choices=choices, scale=2)
+            form.add("base_url", scale=3)
+            form.add("model", choices=providers.get(start.provider, {}).get("models", []), allow_custom_value=True,
+                     scale=2)  # fmt: skip
+            form.add("api_key", scale=3)
+        form.row("temperature", "max_new_tokens", "max_pixels", "concurrency", "max_retries", "timeout")
         with gr.Row():
-            temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label=t("labeler.temperature"))
-            max_tokens = gr.Number(1024, precision=0, minimum=1, label=t("labeler.max_tokens"))
-            max_pixels = gr.Number(768 * 768, precision=0, minimum=784, label=t("labeler.max_pixels"))
-            concurrency = gr.Number(8, precision=0, minimum=1, label=t("labeler.concurrency"))
-            max_retries = gr.Number(3, precision=0, minimum=0, label=t("labeler.retries"))
-            timeout = gr.Number(60, minimum=0.1, label=t("labeler.timeout"))
-        with gr.Row():
-            json_mode = gr.Checkbox(False, label=t("labeler.json_mode"))
-            reask = gr.Checkbox(False, label=t("labeler.reask"))
+            form.add("json_mode")
+            form.add("reask")
             use_local = gr.Button(t("labeler.use_local"), size="sm", visible=not env)
-    provider.change(_provider_fields, provider, [base_url, model], api_name=f"{api_prefix}_provider")
-    use_local.click(lambda: LOCAL, outputs=provider, api_name=f"{api_prefix}_use_local")
-    return LabelerForm(provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask,
-                       concurrency, max_retries, timeout)
+    form["provider"].change(_provider_fields, form["provider"], [form["base_url"], form["model"]],
+                            api_name=f"{api_prefix}_provider")  # fmt: skip
+    use_local.click(lambda: LOCAL, outputs=form["provider"], api_name=f"{api_prefix}_use_local")
+    return form
 
 
-def make_labeler(ctx, provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask,
-                 concurrency, max_retries, timeout):
-    """The labeler the form describes: an API client, or the app's loaded model."""
-    if provider == LOCAL:
-        from lab.labeling.local import LocalLabeler
+def labeler_config(values: Mapping) -> LabelerConfig:
+    """The labeler's settings from the form's values by field name; a bad value is one ConfigError."""
+    return read_values(LabelerConfig, values)
 
+
+def make_labeler(ctx, config: LabelerConfig):
+    """The labeler ``config`` describes: an API client, or the app's loaded model."""
+    if config.provider == LOCAL:
         if ctx.handle.loaded is None:
             raise LabError("No model is loaded in the app yet; wait for it to load, or pick an API provider.",
                            zh="应用中还没有加载模型；请等它加载完成，或选择一个 API 服务商。")
-        return LocalLabeler(ctx.handle, max_new_tokens=int(max_tokens or 256), temperature=float(temperature or 0),
-                            max_pixels=int(max_pixels or 512 * 512))
-    try:
-        config = LabelerConfig(
-            provider=provider or "", base_url=(base_url or "").strip(), model=(model or "").strip(),
-            api_key=(api_key or "").strip(), temperature=float(temperature or 0), max_tokens=int(max_tokens or 1024),
-            max_pixels=int(max_pixels or 768 * 768), json_mode=bool(json_mode), reask=bool(reask),
-            concurrency=int(concurrency or 8), max_retries=int(max_retries if max_retries is not None else 3),
-            timeout=float(timeout or 60),
-        )
-    except (TypeError, ValueError):
-        raise ConfigError("The labeler settings must be numbers where a number is asked for.",
-                          zh="标注模型设置中要求填数字的地方必须填数字。") from None
+        return LocalLabeler(ctx.handle, config)
     return ApiLabeler(config)
 
 
@@ -239,14 +200,15 @@ def _summary_line(name: str, results: list, lang: str) -> str:
 
 
 def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use_b, b_system, b_user, b_json, b_keys,
-                    *labeler_values, lang_ui: str = "en"):
-    """Run A (and B) on the chosen images: summary, one gallery per variant, and a details table."""
+                    labeler: Mapping, lang_ui: str = "en"):
+    """Run A (and B) on the chosen images with the labeler's settings (by name): summary, one gallery per
+    variant, and a details table."""
     try:
         images = _chosen_images(samples, uploads)
         prompts = [_spec(a_system, a_user, a_json, a_keys)]
         if use_b:
             prompts.append(_spec(b_system, b_user, b_json, b_keys))
-        results = run_preview(images, prompts, make_labeler(ctx, *labeler_values))
+        results = run_preview(images, prompts, make_labeler(ctx, labeler_config(labeler)))
     except LabError as err:
         return localize(err, lang_ui), [], [], []
     names = ["A", "B"]
@@ -330,14 +292,14 @@ def create_tab(ctx) -> None:
     def on_load(request: gr.Request, name, prompt_lang):
         return load_preset_fields(name, prompt_lang, request_lang(ctx, request))
 
-    def on_preview(request: gr.Request, *values):
-        return preview_prompts(ctx, *values, lang_ui=request_lang(ctx, request))
+    def on_preview(request: gr.Request, *values, **labeler):
+        return preview_prompts(ctx, *values, labeler=labeler, lang_ui=request_lang(ctx, request))
 
     preset.change(on_load, [preset, lang], list(a), api_name="prompt_load")
     lang.change(on_load, [preset, lang], list(a), api_name="prompt_load_lang")
     refresh.click(lambda: gr.update(choices=list_prompt_presets()), outputs=preset, api_name="prompt_presets")
-    run.click(on_preview, [samples, uploads, *a, use_b, *b, *form.inputs],
-              [summary, gallery_a, gallery_b, details], api_name="prompt_preview")
+    run.click(on_preview, [samples, uploads, *a, use_b, *b], [summary, gallery_a, gallery_b, details],
+              api_name="prompt_preview", inputs_kwargs=form.named(*LABELER_INPUTS))  # fmt: skip
 
     def on_save(request: gr.Request, *values):  # the request comes first: see labeling_tab.create_tab
         return save_prompt(*values, lang_ui=request_lang(ctx, request))
