@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lab.errors import ConfigError, LabError, ModelLoadError, Text, localize
+from lab.errors import ConfigError, LabError, ModelLoadError
 from lab.paths import check_allowed
 from lab.handle import RunFolder, find_run, resolve_model_name
 from lab.settings import check, setting
+from lab.text import Msg
 
 # Files a complete folder has; each tuple is "one of these".
 REQUIRED_FILES = (
@@ -37,28 +38,25 @@ REQUIRED_FILES = (
 class ExportSettings:
     """How to merge and save a run, where to push it, and how the printed ``vllm serve`` recipe serves it."""
 
-    base: str = setting("", label=("Base model (empty: the one the run was trained on)",
-                                   "基座模型（留空：训练时所用模型）"), flags=("--model",), metavar="MODEL")
+    base: str = setting("", label="Base model (empty: the one the run was trained on)", flags=("--model",), metavar="MODEL")
     """The base model to merge into (empty: the one the run was trained on); 'demo' is the tiny offline model."""
-    dtype: str = setting("auto", label=("Weights dtype", "权重精度"), options=("auto", "bfloat16", "float16", "float32"))
+    dtype: str = setting("auto", label="Weights dtype", options=("auto", "bfloat16", "float16", "float32"))
     """Weights dtype: auto (the base model's), bfloat16 (bf16), float16 (fp16), float32 (fp32)."""
-    device: str = setting("cpu", label=("Merge on", "合并设备"), options=("cpu", "cuda"))
+    device: str = setting("cpu", label="Merge on", options=("cpu", "cuda"))
     """Where to merge: cpu (needs RAM for the whole model) or cuda."""
-    overwrite: bool = setting(False, label=("Replace the output folder if it exists", "输出文件夹已存在时覆盖"))
+    overwrite: bool = setting(False, label="Replace the output folder if it exists")
     """Replace what is in the output folder."""
-    push_to_hub: str = setting("", label=("Push to the Hugging Face Hub as user/name (optional)",
-                                          "上传到 Hugging Face Hub，填写 用户/名称（可选）"), metavar="ID")
+    push_to_hub: str = setting("", label="Push to the Hugging Face Hub as user/name (optional)", metavar="ID")
     """Also upload to this Hugging Face Hub repo, user/name."""
-    token: str = setting("", label=("Hub token (empty: the saved login or HF_TOKEN)",
-                                    "Hub 令牌（留空：已保存的登录或 HF_TOKEN）"), secret=True, widget="password")
+    token: str = setting("", label="Hub token (empty: the saved login or HF_TOKEN)", secret=True, widget="password")
     """Hugging Face token for the push; empty: the saved login or HF_TOKEN."""
-    public: bool = setting(False, label=("Public repo", "公开仓库"))
+    public: bool = setting(False, label="Public repo")
     """Make the Hub repo public (else private)."""
-    max_model_len: int = setting(8192, label=("vLLM --max-model-len", "vLLM --max-model-len"), min=256)
+    max_model_len: int = setting(8192, label="vLLM --max-model-len", min=256)
     """For the vllm command: the longest request in tokens; without it vLLM reserves the model's full context."""
-    images_per_prompt: int = setting(5, label=("Images per prompt", "每条提示的图片数"), min=0)
+    images_per_prompt: int = setting(5, label="Images per prompt", min=0)
     """For the vllm command: images one request may carry."""
-    gpu_memory_utilization: float = setting(0.9, label=("GPU memory utilization", "GPU 显存占用比例"), above=0, max=1,
+    gpu_memory_utilization: float = setting(0.9, label="GPU memory utilization", above=0, max=1,
                                             widget="slider", ui_min=0.1, step=0.05)
     """For the vllm command: the share of GPU memory vLLM may take."""
 
@@ -107,8 +105,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
         _write_merged(run, resolve_model_name(base_name), staging, settings.dtype, settings.device)
         missing = missing_files(staging)
         if missing:
-            raise LabError(f"The exported folder would lack {', '.join(missing)}; nothing was written to {out_dir}.",
-                           zh=f"导出的文件夹会缺少 {', '.join(missing)}；{out_dir} 中没有写入任何内容。")
+            raise LabError("The exported folder would lack {missing}; nothing was written to {out_dir}.",
+                           missing=', '.join(missing), out_dir=out_dir)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -124,14 +122,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
 
 def _check_out_dir(out_dir: Path, run_path: Path, overwrite: bool) -> None:
     if out_dir == run_path or run_path in out_dir.parents:
-        raise ConfigError(f"Export into a folder outside the run ({run_path}), not into it.",
-                          zh=f"请导出到训练记录文件夹（{run_path}）之外的文件夹，而不是它里面。")
+        raise ConfigError("Export into a folder outside the run ({run_path}), not into it.", run_path=run_path)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} is a file; choose a folder to export into.",
-                          zh=f"{out_dir} 是一个文件；请选择一个文件夹作为导出位置。")
+        raise ConfigError("{out_dir} is a file; choose a folder to export into.", out_dir=out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{out_dir} is not empty; choose a new folder or allow overwriting.",
-                          zh=f"{out_dir} 不是空文件夹；请选择新文件夹或允许覆盖。")
+        raise ConfigError("{out_dir} is not empty; choose a new folder or allow overwriting.", out_dir=out_dir)
 
 
 def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: str) -> None:
@@ -148,8 +143,8 @@ def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: s
             model = PeftModel.from_pretrained(model, str(run.adapter_dir)).merge_and_unload()
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise ModelLoadError(f"The adapter of {run.name} does not fit {base}: {detail}",
-                                 zh=f"{run.name} 的适配器与 {base} 不匹配：{detail}") from None
+            raise ModelLoadError("The adapter of {run_name} does not fit {base}: {detail}",
+                                 run_name=run.name, base=base, detail=detail) from None
     # A run that trained lm_head apart from the tied embeddings stays untied: PEFT's merge
     # clears tie_word_embeddings (a test checks it, as saving tied would drop the trained head).
     model.save_pretrained(folder)
@@ -194,8 +189,7 @@ def _ensure_chat_template(folder: Path, processor) -> None:
         return
     template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
     if not template:
-        raise LabError("The model has no chat template, so a server could not format conversations for it.",
-                       zh="该模型没有对话模板（chat template），服务端无法为它格式化对话。")
+        raise LabError("The model has no chat template, so a server could not format conversations for it.")
     (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
 
 
@@ -212,28 +206,25 @@ def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, p
     from huggingface_hub.errors import HfHubHTTPError
 
     if "/" not in repo_id.strip("/"):
-        raise ConfigError(f"Name the Hub repo as user/name (or org/name), not {repo_id!r}.",
-                          zh=f"Hub 仓库名应写成 user/name（或 org/name），而不是 {repo_id!r}。")
+        raise ConfigError("Name the Hub repo as user/name (or org/name), not {repo_id!r}.", repo_id=repo_id)
     if hub_offline():
-        raise LabError("Cannot push to the Hugging Face Hub offline (HF_HUB_OFFLINE is set); the folder is saved locally.",
-                       zh="离线状态下无法推送到 Hugging Face Hub（已设置 HF_HUB_OFFLINE）；文件夹已保存在本地。")
+        raise LabError("Cannot push to the Hugging Face Hub offline (HF_HUB_OFFLINE is set); the folder is saved locally.")
     token = token or get_token()
     if not token:
-        raise LabError("Pushing to the Hub needs a Hugging Face token: run 'hf auth login', set HF_TOKEN, or paste one.",
-                       zh="推送到 Hub 需要 Hugging Face token：运行 'hf auth login'、设置 HF_TOKEN，或直接粘贴一个。")
+        raise LabError("Pushing to the Hub needs a Hugging Face token: run 'hf auth login', set HF_TOKEN, or paste one.")
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload model exported by VLM Lab")
     except HfHubHTTPError as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
-        refused = Text("the token was refused", "token 被拒绝")
+        refused = Msg("the token was refused")
         reason = refused if status in (401, 403) else f"HTTP {status}" if status else str(err)[:200]
-        raise LabError(f"The Hugging Face Hub refused the upload to {repo_id} ({reason}).",
-                       zh=f"Hugging Face Hub 拒绝了上传到 {repo_id} 的请求（{localize(reason, 'zh')}）。") from None
+        raise LabError("The Hugging Face Hub refused the upload to {repo_id} ({reason}).",
+                       repo_id=repo_id, reason=reason) from None
     except OSError as err:  # connection errors of the HTTP client are OSErrors
-        raise LabError(f"Cannot reach the Hugging Face Hub ({type(err).__name__}); the folder is saved locally.",
-                       zh=f"无法连接 Hugging Face Hub（{type(err).__name__}）；文件夹已保存在本地。") from None
+        raise LabError("Cannot reach the Hugging Face Hub ({err_type}); the folder is saved locally.",
+                       err_type=type(err).__name__) from None
     return str(url)
 
 

@@ -27,7 +27,8 @@ from collections import deque
 from enum import Enum
 from typing import Any, Callable
 
-from lab.errors import LabError, Text
+from lab.errors import LabError
+from lab.text import Msg, msg_of
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class JobState(str, Enum):
     __format__ = str.__format__
 
     @property
-    def label(self) -> Text:
+    def label(self) -> Msg:
         """The state's word: the English value, with its Chinese form."""
         return Text(self.value, self.zh)
 
@@ -69,11 +70,11 @@ class JobState(str, Enum):
         return self in (JobState.QUEUED, JobState.STARTING, JobState.LOADING, JobState.RUNNING, JobState.STOPPING)
 
 
-def unexpected_failure(what: Text, err: BaseException) -> Text:
+def unexpected_failure(what: Msg, err: BaseException) -> Msg:
     """``<what> failed: <Type>: <first line of the error>`` in both languages, for an error nobody foresaw."""
     lines = str(err).strip().splitlines()
     detail = f"{type(err).__name__}: {lines[0][:300]}" if lines else type(err).__name__
-    return Text(f"{what} failed: {detail}", f"{what.zh}失败：{detail}")
+    return Msg("{what} failed: {detail}", what=what, detail=detail)
 
 
 class Job:
@@ -84,11 +85,11 @@ class Job:
     checks; pass one to share it (a CLI's Ctrl-C).
     """
 
-    def __init__(self, name: str, what: Text, stop_event: threading.Event | None = None):
+    def __init__(self, name: str, what: Msg, stop_event: threading.Event | None = None):
         self.name = name
         self.what = what
         self.state = JobState.STARTING
-        self.message = Text("", "")  # the outcome or the failure, in both languages
+        self.message = Msg("")  # the outcome or the failure, in both languages
         self.done: int = 0
         self.total: int | None = None
         self.stop_event = stop_event or threading.Event()
@@ -133,17 +134,17 @@ class Job:
         """Add a line to the log tail (the last :data:`LOG_LINES` lines are kept)."""
         self._log.append(str(line))
 
-    def finish(self, state: JobState | None = None, message: Text | None = None) -> None:
+    def finish(self, state: JobState | None = None, message: Msg | None = None) -> None:
         """End the job: ``state`` (by default ``stopped`` when a stop was asked for, else ``finished``)."""
         if state is None:
             state = JobState.STOPPED if self.stop_event.is_set() else JobState.FINISHED
         self._end(state, message)
 
-    def fail(self, message: Text) -> None:
+    def fail(self, message: Msg) -> None:
         """End the job as ``failed`` with ``message``, the reason in both languages."""
         self._end(JobState.FAILED, message)
 
-    def _end(self, state: JobState, message: Text | None) -> None:
+    def _end(self, state: JobState, message: Msg | None) -> None:
         with self._lock:
             if self._over.is_set():
                 return
@@ -160,7 +161,7 @@ class Job:
         try:
             self.result = work(self)
         except LabError as err:
-            self.fail(Text.of(err))
+            self.fail(msg_of(err))
         except Exception as err:  # a bug must not kill the app: one sentence here, the traceback in the log
             logger.error("%s failed", self.what, exc_info=err)
             self.fail(unexpected_failure(self.what, err))
@@ -302,7 +303,7 @@ class JobQueue:
             if entry is None:
                 return False
             self._waiting.remove(entry)
-        job.finish(JobState.STOPPED, Text("removed from the queue before it started", "开始前已从队列中移除"))
+        job.finish(JobState.STOPPED, Msg("removed from the queue before it started"))
         return True
 
     def _next(self) -> None:

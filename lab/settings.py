@@ -173,14 +173,14 @@ def _check_choice(s: Setting, value) -> None:
     shown = ", ".join("null" if c is None else str(c) for c in s.choices)
     if not isinstance(value, list):
         if value not in s.choices:
-            raise ConfigError(f"{s.name} must be one of {shown}, not '{value}'.",
-                              zh=f"{s.name} 必须是 {shown} 之一，而不是 '{value}'。")
+            raise ConfigError("{s_name} must be one of {shown}, not '{value}'.",
+                              s_name=s.name, shown=shown, value=value)
         return
     for item in value:
         if item not in s.choices:
             hint = closest(item, s.choices)
-            raise ConfigError(f"{s.name} has '{item}'{hint}; the choices are {shown}.",
-                              zh=f"{s.name} 中的 '{item}' 不是可选值{hint.zh}；可选：{shown}。")
+            raise ConfigError("{s_name} has '{item}'{hint}; the choices are {shown}.",
+                              s_name=s.name, item=item, hint=hint, shown=shown)
 
 
 def _check_bounds(s: Setting, value) -> None:
@@ -193,9 +193,9 @@ def _check_bounds(s: Setting, value) -> None:
     words = {"en": " and ".join(f"{en} {b:g}" for b, en, _ in bounds if b is not None),
              "zh": " 且".join(f"{zh} {b:g}" for b, _, zh in bounds if b is not None)}
     if words["en"] == "at least 0":
-        raise ConfigError(f"{s.name} cannot be negative, not {value}.", zh=f"{s.name} 不能为负数，而不是 {value}。")
+        raise ConfigError("{s_name} cannot be negative, not {value}.", s_name=s.name, value=value)
     if words["en"].startswith("at least") and " and " not in words["en"]:
-        raise ConfigError(f"{s.name} must be at least {s.min:g}, not {value}.", zh=f"{s.name} 至少为 {s.min:g}，而不是 {value}。")
+        raise ConfigError("{s_name} must be at least {min:g}, not {value}.", s_name=s.name, min=s.min, value=value)
     raise ConfigError(f"{s.name} must be {words['en']}, not {value}.", zh=f"{s.name} 必须{words['zh']}，而不是 {value}。")
 
 

@@ -29,34 +29,32 @@ VARIANT = "endpoint"
 class EndpointConfig:
     """Where the endpoint is and how to ask it."""
 
-    base_url: str = setting("http://localhost:8000/v1", label=("Base URL", "接口地址"), cli=False)
+    base_url: str = setting("http://localhost:8000/v1", label="Base URL", cli=False)
     """The server's ``/v1`` URL, e.g. ``http://localhost:8000/v1``."""
-    model: str = setting("", label=("Model name on the server", "服务端模型名"), cli=False)
+    model: str = setting("", label="Model name on the server", cli=False)
     """The model name the server knows (for ``vllm serve DIR`` it is DIR unless ``--served-model-name``)."""
-    api_key: str | None = setting(None, label=("API key (empty: OPENAI_API_KEY or EMPTY)",
-                                               "API 密钥（留空：OPENAI_API_KEY 或 EMPTY）"), secret=True, widget="password")
+    api_key: str | None = setting(None, label="API key (empty: OPENAI_API_KEY or EMPTY)", secret=True, widget="password")
     """None: a key from the environment if this URL is the one it was set up for, ``EMPTY`` for a local server."""
-    concurrency: int = setting(4, label=("Concurrent requests", "并发请求数"), min=1, widget="slider", ui_max=32)
+    concurrency: int = setting(4, label="Concurrent requests", min=1, widget="slider", ui_max=32)
     """Requests in flight at once."""
-    max_new_tokens: int = setting(256, label=("Max new tokens", "最大生成 token 数"), min=1, old_names=("max_tokens",))
+    max_new_tokens: int = setting(256, label="Max new tokens", min=1, old_names=("max_tokens",))
     """Longest answer in tokens."""
-    temperature: float = setting(0.0, label=("Temperature", "温度"), min=0)
+    temperature: float = setting(0.0, label="Temperature", min=0)
     """0 asks for greedy answers."""
-    timeout: float = setting(120.0, label=("Timeout per request (s)", "单次请求超时（秒）"), above=0)
+    timeout: float = setting(120.0, label="Timeout per request (s)", above=0)
     """Seconds to wait for one answer."""
-    max_retries: int = setting(2, label=("Retries per request", "每个请求重试次数"), min=0)
+    max_retries: int = setting(2, label="Retries per request", min=0)
     """Retries per request on 429, 5xx, timeouts and dropped connections."""
-    max_pixels: int = setting(1003520, label=("Pixel budget per image", "每张图片像素上限"), min=28 * 28)
+    max_pixels: int = setting(1003520, label="Pixel budget per image", min=28 * 28)
     """Images are shrunk to at most this many pixels before they are sent."""
 
     def __post_init__(self):
         check(self)
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"The endpoint URL must start with http:// or https:// (got {self.base_url!r}).",
-                              zh=f"接口地址必须以 http:// 或 https:// 开头（当前为 {self.base_url!r}）。")
+            raise ConfigError("The endpoint URL must start with http:// or https:// (got {base_url!r}).",
+                              base_url=self.base_url)
         if not self.model.strip():
-            raise ConfigError("Name the model the endpoint serves (for vLLM, the folder or --served-model-name).",
-                              zh="请填写接口所部署的模型名称（vLLM 下为模型文件夹或 --served-model-name）。")
+            raise ConfigError("Name the model the endpoint serves (for vLLM, the folder or --served-model-name).")
 
     def public_dict(self) -> dict:
         """The settings without the API key, for the saved summary."""
@@ -93,7 +91,7 @@ async def _answer_all(client: ChatClient, config: EndpointConfig, samples: list[
                 skipped.append(skip_row(sample.id, err))
             except EndpointError as err:
                 if err.fatal:
-                    raise LabError(f"Evaluation stopped: {err.reason}.", zh=f"评估已停止：{err.reason.zh}。") from None
+                    raise LabError("Evaluation stopped: {reason}.", reason=err.reason) from None
                 skipped.append(skip_row(sample.id, err))
         if progress is not None:
             done = len(answers) + len(skipped)
@@ -128,7 +126,7 @@ def evaluate_endpoint(
     """
     samples = samples[: int(limit)] if limit else samples
     if not samples:
-        raise ConfigError("There are no samples to evaluate.", zh="没有可评估的样本。")
+        raise ConfigError("There are no samples to evaluate.")
     client = ChatClient(config.endpoint(), timeout=config.timeout, max_retries=config.max_retries)
     start = time.perf_counter()
     answers, skipped = asyncio.run(_answer_all(client, config, samples, progress, stop))

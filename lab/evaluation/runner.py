@@ -22,11 +22,12 @@ from typing import Any, Callable
 
 from lab import paths
 from lab.conversation import split_prompt
-from lab.errors import BadImageError, ConfigError, DatasetError, LabError, Text
+from lab.errors import BadImageError, ConfigError, DatasetError, LabError
 from lab.evaluation.metrics import metric_names, score_answers
 from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
 from lab.jobs import Job, start_job
 from lab.settings import check, setting
+from lab.text import Msg, msg_of
 
 GAIN_METRIC = "rouge_l"  # the per-sample gain (tuned - base) the sample view sorts by
 
@@ -38,21 +39,20 @@ ProgressFn = Callable[[int, int, "float | None"], None]
 class EvalSettings:
     """How to generate the answers that are scored."""
 
-    batch_size: int = setting(8, label=("Batch size", "批大小"), min=1, widget="slider", ui_max=64)
+    batch_size: int = setting(8, label="Batch size", min=1, widget="slider", ui_max=64)
     """Samples generated together (left-padded); larger is faster until memory runs out."""
-    max_new_tokens: int = setting(256, label=("Max new tokens", "最大生成 token 数"), min=1, widget="slider",
+    max_new_tokens: int = setting(256, label="Max new tokens", min=1, widget="slider",
                                   ui_max=2048)
     """Longest answer in tokens."""
-    temperature: float = setting(0.0, label=("Temperature", "温度"), min=0)
+    temperature: float = setting(0.0, label="Temperature", min=0)
     """0 is greedy decoding (reproducible); above 0 samples."""
-    top_p: float = setting(1.0, label=("Top-p", "Top-p"), above=0, max=1)
+    top_p: float = setting(1.0, label="Top-p", above=0, max=1)
     """Nucleus sampling threshold when sampling."""
-    compare_base: bool = setting(False, label=("Compare with the base model (adapter off, then on)",
-                                               "与基座模型对比（先关闭适配器，再打开）"))
+    compare_base: bool = setting(False, label="Compare with the base model (adapter off, then on)")
     """Also answer with the adapter turned off, for a base vs fine-tuned table."""
-    limit: int = setting(0, label=("Samples (0: all)", "样本数（0：全部）"), min=0)
+    limit: int = setting(0, label="Samples (0: all)", min=0)
     """Score only the first this many samples; 0 scores all."""
-    name: str | None = setting(None, label=("Name of the results", "结果名称"))
+    name: str | None = setting(None, label="Name of the results")
     """Name of the results files; empty makes one from the data and the time."""
 
     def __post_init__(self):
@@ -109,8 +109,7 @@ def samples_from_dataset(path: str | Path) -> list[EvalSample]:
 
     samples = samples_from_records(load_records(paths.resolve(path), absolute_images=True))
     if not samples:
-        raise DatasetError(f"{path} has no records with an assistant answer to score against.",
-                           zh=f"{path} 中没有带 assistant 回答的样本，无法评分。")
+        raise DatasetError("{path} has no records with an assistant answer to score against.", path=path)
     return samples
 
 
@@ -123,8 +122,8 @@ def samples_from_run(run_dir: str | Path) -> tuple[list[EvalSample], str]:
         return samples_from_dataset(config["val_dataset"]), str(config["val_dataset"])
     dataset, ratio = config.get("dataset"), float(config.get("val_ratio") or 0)
     if not dataset or ratio <= 0:
-        raise ConfigError(f"The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
-                          zh=f"{run_dir} 中的训练记录没有留出验证集（val_ratio 为 0）；请选择一个数据集来评估。")
+        raise ConfigError("The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
+                          run_dir=run_dir)
     path = paths.resolve(dataset)
     _, val = split_dataset(path, ratio, int(config.get("seed", 42)))
     root = dataset_root(path)
@@ -139,8 +138,7 @@ def choose_variants(loaded: Any, enabled: bool, compare_base: bool) -> list[str]
     """Which answers to produce: ``base``/``tuned`` for a model with an adapter, else ``model``."""
     if not adapter_names(loaded):
         if compare_base:
-            raise ConfigError("Comparing with the base model needs a LoRA adapter; load a LoRA run first.",
-                              zh="与基座模型对比需要 LoRA 适配器；请先加载一个 LoRA 训练记录。")
+            raise ConfigError("Comparing with the base model needs a LoRA adapter; load a LoRA run first.")
         return ["model"]
     if compare_base:
         return ["base", "tuned"]
@@ -171,7 +169,7 @@ def run_evaluation(
     if settings.limit:
         samples = samples[: settings.limit]
     if not samples:
-        raise DatasetError("There are no samples to evaluate.", zh="没有可评估的样本。")
+        raise DatasetError("There are no samples to evaluate.")
     start = time.perf_counter()
     with handle.use(ModelState.GENERATING) as loaded:
         variants = choose_variants(loaded, handle.adapter_enabled, settings.compare_base)
@@ -188,7 +186,7 @@ def run_evaluation(
     return result
 
 
-EVALUATION = Text("Evaluation", "评估")  # what failed, when a run fails
+EVALUATION = Msg("Evaluation")  # what failed, when a run fails
 
 
 def start_evaluation(evaluate: Callable[[ProgressFn, threading.Event], EvalResult]) -> Job:
@@ -236,7 +234,7 @@ def _answer_all(loaded, samples, variants, settings, progress, stop, start):
 
 def skip_row(sample_id: str, err: Exception) -> dict:
     """A skipped sample as kept in :attr:`EvalResult.skipped`: its id and why, in both languages."""
-    reason = Text.of(err)
+    reason = msg_of(err)
     return {"id": sample_id, "reason": reason, "reason_zh": reason.zh}
 
 
@@ -313,8 +311,8 @@ def load_result(summary_path: str | Path) -> EvalResult:
         for sample in samples:
             sample["images"] = list(sample.get("images") or [])
     except (OSError, ValueError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
-        raise LabError(f"Cannot read the evaluation results {summary_path} ({type(err).__name__}).",
-                       zh=f"无法读取评估结果 {summary_path}（{type(err).__name__}）。") from None
+        raise LabError("Cannot read the evaluation results {summary_path} ({err_type}).",
+                       summary_path=summary_path, err_type=type(err).__name__) from None
     for sample in fields["samples"]:  # the page shows a sample's picture: it must be one of the workspace's too
         sample["images"] = [str(paths.check_allowed(image)) for image in sample.get("images") or []]
     return EvalResult(**fields)

@@ -28,35 +28,34 @@ __all__ = ["ApiLabeler", "LabelerConfig", "build_messages", "encode_image", "loa
 class LabelerConfig:
     """How to reach a labeler model and how hard to push it."""
 
-    model: str = setting("", label=("Model", "模型"), widget="dropdown")
+    model: str = setting("", label="Model", widget="dropdown")
     """Labeler model name; empty: the provider's first."""
-    base_url: str = setting("", label=("Base URL", "Base URL"), flags=("--base-url", "--base_url"))
+    base_url: str = setting("", label="Base URL", flags=("--base-url", "--base_url"))
     """API base URL; empty: the provider's, else $OPENAI_BASE_URL, else OpenAI."""
-    api_key: str = setting("", label=("API key (kept in this page only)", "API Key（只保存在本页面）"), secret=True,
+    api_key: str = setting("", label="API key (kept in this page only)", secret=True,
                            widget="password")
     """Empty: a key from the environment, sent only to the URL it was set up for."""
-    provider: str = setting("", label=("Provider", "服务商"), widget="dropdown")
+    provider: str = setting("", label="Provider", widget="dropdown")
     """Provider preset from presets/providers.yaml (openai, dashscope, vllm, ollama): fills base URL and model."""
-    temperature: float = setting(0.0, label=("Temperature", "温度"), min=0, max=2, widget="slider", step=0.1)
+    temperature: float = setting(0.0, label="Temperature", min=0, max=2, widget="slider", step=0.1)
     """Sampling temperature; 0 gives the likeliest answer."""
-    max_new_tokens: int = setting(1024, label=("Max answer tokens", "回答最大 token 数"), min=1,
+    max_new_tokens: int = setting(1024, label="Max answer tokens", min=1,
                                   flags=("--max-new-tokens", "--max-tokens"), old_names=("max_tokens",))
     """Longest answer in tokens."""
-    json_mode: bool = setting(False, label=("Ask the server for JSON (response_format)",
-                                            "要求服务端返回 JSON（response_format）"))
+    json_mode: bool = setting(False, label="Ask the server for JSON (response_format)")
     """Ask the server for a JSON object (response_format json_object)."""
-    max_pixels: int = setting(768 * 768, label=("Pixel budget per image", "每张图片像素上限"), min=28 * 28)
+    max_pixels: int = setting(768 * 768, label="Pixel budget per image", min=28 * 28)
     """Images are shrunk to this many pixels before they are sent (image tokens are most of the bill)."""
-    image_format: str = setting("jpeg", label=("Image format", "图片格式"), choices=IMAGE_FORMATS)
+    image_format: str = setting("jpeg", label="Image format", choices=IMAGE_FORMATS)
     """How shrunk images are sent: jpeg (smaller) or png (lossless)."""
-    concurrency: int = setting(8, label=("Requests at once", "并发请求数"), min=1)
+    concurrency: int = setting(8, label="Requests at once", min=1)
     """Requests in flight at once."""
-    max_retries: int = setting(3, label=("Retries per request", "每个请求重试次数"), min=0,
+    max_retries: int = setting(3, label="Retries per request", min=0,
                                flags=("--max-retries", "--max_retries"))
     """Retries per request on 429, 5xx, timeouts and dropped connections."""
-    timeout: float = setting(60.0, label=("Timeout per request (s)", "单次请求超时（秒）"), above=0)
+    timeout: float = setting(60.0, label="Timeout per request (s)", above=0)
     """Seconds per request attempt."""
-    reask: bool = setting(False, label=("Ask again once if the JSON is invalid", "JSON 无效时重问一次"))
+    reask: bool = setting(False, label="Ask again once if the JSON is invalid")
     """Ask once more when a JSON answer is invalid."""
 
     def __post_init__(self):

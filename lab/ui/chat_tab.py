@@ -15,25 +15,11 @@ import gradio as gr
 
 from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply, user_turn
 from lab.errors import LabError, localize
-from lab.ui import i18n
+from lab.text import Msg
 from lab.ui.forms import Form, read_values
 from lab.ui.i18n import request_lang, t
 from lab.ui.zerogpu import gpu
 from lab.uploads import check_file
-
-STRINGS = {
-    "chat.settings": ("Generation settings", "生成设置"),
-    "chat.adapter": ("Answer with the fine-tuned adapter", "使用微调适配器回答"),
-    "chat.compare": ("Compare: adapter off | on", "对比：关闭适配器 | 打开适配器"),
-    "chat.main": ("Chat", "对话"),
-    "chat.off": ("Adapter off (base model)", "关闭适配器（基座模型）"),
-    "chat.on": ("Adapter on (fine-tuned)", "打开适配器（微调后）"),
-    "chat.input": ("Message; add one or more images", "输入消息；可添加多张图片"),
-    "chat.stop": ("Stop", "停止"),
-    "chat.clear": ("Clear", "清空"),
-    "chat.stopping": ("Stopping…", "正在停止…"),
-}
-i18n.register(STRINGS)
 
 
 def render(history: list[dict]) -> list[dict]:
@@ -108,31 +94,31 @@ def create_tab(ctx) -> None:
     stop_state = gr.State(None)
     form = Form(ChatSettings)
     form.add("system", lines=1)
-    with gr.Accordion(t("chat.settings"), open=False):
+    with gr.Accordion(t("Generation settings"), open=False):
         form.row("temperature", "top_p", "max_new_tokens")
     with gr.Row():
-        adapter_on = gr.Checkbox(value=True, label=t("chat.adapter"))
-        compare = gr.Checkbox(value=False, label=t("chat.compare"))
+        adapter_on = gr.Checkbox(value=True, label=t("Answer with the fine-tuned adapter"))
+        compare = gr.Checkbox(value=False, label=t("Compare: adapter off | on"))
     with gr.Row():
-        chatbot_off = gr.Chatbot(label=t("chat.off"), visible=False, height=480)
-        chatbot = gr.Chatbot(label=t("chat.main"), height=480)
+        chatbot_off = gr.Chatbot(label=t("Adapter off (base model)"), visible=False, height=480)
+        chatbot = gr.Chatbot(label=t("Chat"), height=480)
     textbox = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", placeholder=None,
-                                   label=t("chat.input"), submit_btn=True)  # fmt: skip
+                                   label=t("Message; add one or more images"), submit_btn=True)  # fmt: skip
     with gr.Row():
-        stop_btn = gr.Button(t("chat.stop"), variant="stop")
-        clear_btn = gr.Button(t("chat.clear"))
+        stop_btn = gr.Button(t("Stop"), variant="stop")
+        clear_btn = gr.Button(t("Clear"))
 
     def on_send(request: gr.Request, message, chat, chat_off, adapter, compare, **settings):
         yield from respond(ctx, message, chat, chat_off, settings, adapter, compare, lang=request_lang(ctx, request))
 
     def on_compare(both):
-        label = t("chat.on") if both else t("chat.main")
+        label = t("Adapter on (fine-tuned)") if both else t("Chat")
         return gr.update(visible=bool(both)), gr.update(label=label)
 
     def on_stop(request: gr.Request, stop):
         if stop is not None:
             stop.set()
-        gr.Info(i18n.text("chat.stopping", request_lang(ctx, request)))
+        gr.Info(localize(Msg("Stopping…"), request_lang(ctx, request)))
 
     # The API's parameters, in this order: message, the settings, adapter, compare.
     inputs = {"message": textbox, "chat": history, "chat_off": history_off, **form.named(), "adapter": adapter_on,

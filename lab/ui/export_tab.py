@@ -11,24 +11,10 @@ import gradio as gr
 from lab import paths
 from lab.errors import LabError, localize
 from lab.export import ExportSettings, export_run, openai_snippet, vllm_command
+from lab.text import Msg
 from lab.training.runs import list_runs
-from lab.ui import i18n
 from lab.ui.forms import Form, read_values
 from lab.ui.i18n import request_lang, t
-
-STRINGS = {
-    "export.run": ("Training run", "训练任务"),
-    "export.out": ("Output folder (empty: models/<run>-merged)", "输出文件夹（留空：models/<任务名>-merged）"),
-    "export.go": ("Merge and export", "合并并导出"),
-    "export.command": ("Show the serving command", "显示部署命令"),
-    "export.status": ("Status", "状态"),
-    "export.vllm": ("Serve with vLLM", "用 vLLM 部署"),
-    "export.client": ("Call it with the openai client", "用 openai 客户端调用"),
-    "export.done": ("Exported {run} to {out} in {seconds:.1f} s: {files}", "已将 {run} 导出到 {out}，用时 {seconds:.1f} 秒：{files}"),
-    "export.pushed": ("Uploaded to {url}", "已上传到 {url}"),
-    "export.pick": ("Pick a training run to export.", "请选择要导出的训练任务。"),
-}
-i18n.register(STRINGS)
 
 
 def run_choices() -> list[str]:
@@ -57,27 +43,28 @@ def do_export(values: dict, lang="en"):
     """Merge and save; returns (status, vllm command, snippet). ``values`` by name (run, out, ExportSettings' fields)."""
     run = (values.get("run") or "").strip()
     if not run:
-        raise gr.Error(i18n.text("export.pick", lang))
+        raise gr.Error(localize(Msg("Pick a training run to export."), lang))
     out = (values.get("out") or "").strip() or default_out(run)
     try:
         settings = read_values(ExportSettings, values)
         result = export_run(run, out, settings)
     except LabError as err:
         raise gr.Error(localize(err, lang)) from None
-    status = i18n.text("export.done", lang, run=result.run, out=result.out_dir, seconds=result.seconds,
-                       files=", ".join(result.files))  # fmt: skip
+    status = localize(Msg("Exported {run} to {out} in {seconds:.1f} s: {files}",
+                          run=result.run, out=result.out_dir, seconds=result.seconds,
+                          files=", ".join(result.files)), lang)  # fmt: skip
     if result.hub_url:
-        status += "  \n" + i18n.text("export.pushed", lang, url=result.hub_url)
+        status += "  \n" + localize(Msg("Uploaded to {url}", url=result.hub_url), lang)
     return (status, *serving_texts(str(result.out_dir), run, settings))
 
 
 def create_tab(ctx) -> None:
     form = Form(ExportSettings)
     with gr.Row():
-        run = gr.Dropdown(run_choices(), label=t("export.run"), allow_custom_value=True, scale=2)
+        run = gr.Dropdown(run_choices(), label=t("Training run"), allow_custom_value=True, scale=2)
         form.add("base", scale=2)
     with gr.Row():
-        out = gr.Textbox(label=t("export.out"), scale=3)
+        out = gr.Textbox(label=t("Output folder (empty: models/<run>-merged)"), scale=3)
         form.add("dtype", scale=1)
         form.add("device", scale=1)
         form.add("overwrite", scale=1)
@@ -87,11 +74,11 @@ def create_tab(ctx) -> None:
         form.add("public", scale=1)
     form.row("max_model_len", "images_per_prompt", "gpu_memory_utilization")
     with gr.Row():
-        go = gr.Button(t("export.go"), variant="primary")
-        show = gr.Button(t("export.command"))
+        go = gr.Button(t("Merge and export"), variant="primary")
+        show = gr.Button(t("Show the serving command"))
     status = gr.Markdown()
-    command = gr.Code(language="shell", label=t("export.vllm"))
-    snippet = gr.Code(language="python", label=t("export.client"))
+    command = gr.Code(language="shell", label=t("Serve with vLLM"))
+    snippet = gr.Code(language="python", label=t("Call it with the openai client"))
 
     def on_export(request: gr.Request, **values):
         return do_export(values, lang=request_lang(ctx, request))
