@@ -39,11 +39,10 @@ class ChatSettings:
 
     def __post_init__(self):
         if float(self.temperature) < 0 or not 0 < float(self.top_p) <= 1:
-            raise ConfigError("The temperature must be at least 0 and top-p in (0, 1].",
-                              zh="温度不能小于 0，top-p 必须在 (0, 1] 之间。")
+            raise ConfigError("The temperature must be at least 0 and top-p in (0, 1].")
         if int(self.max_new_tokens) < 1:
-            raise ConfigError(f"max new tokens must be at least 1, not {self.max_new_tokens}.",
-                              zh=f"最大生成 token 数至少为 1，而不是 {self.max_new_tokens}。")
+            raise ConfigError("max new tokens must be at least 1, not {max_new_tokens}.",
+                              max_new_tokens=self.max_new_tokens)
 
 
 def user_turn(text: str, images: list[str | Path] = ()) -> dict:
@@ -51,7 +50,7 @@ def user_turn(text: str, images: list[str | Path] = ()) -> dict:
     text = (text or "").replace(IMAGE_PLACEHOLDER, "").strip()
     images = [str(p) for p in images]
     if not text and not images:
-        raise LabError("Type a message or add an image first.", zh="请先输入消息或添加图片。")
+        raise LabError("Type a message or add an image first.")
     return {"role": "user", "text": text, "images": images}
 
 
@@ -87,7 +86,7 @@ def stream_reply(
     from lab.images import open_image
 
     if not history or history[-1]["role"] != "user":
-        raise LabError("The conversation must end with a user message.", zh="对话必须以用户消息结尾。")
+        raise LabError("The conversation must end with a user message.")
     messages, image_paths = to_conversation(history, settings.system)
     images = [open_image(p) for p in image_paths]
     with handle.generating(adapter) as loaded:
@@ -119,8 +118,7 @@ def stream_compare(
     user turn.
     """
     if handle.loaded is not None and not adapter_names(handle.loaded):
-        raise LabError("Compare mode needs a LoRA adapter; load or train a LoRA run first.",
-                       zh="对比模式需要 LoRA 适配器；请先加载或训练一个 LoRA 训练任务。")
+        raise LabError("Compare mode needs a LoRA adapter; load or train a LoRA run first.")
     off = ""
     for off in stream_reply(handle, history_off, settings, adapter=False, stop=stop):
         yield off, ""

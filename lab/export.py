@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.errors import ConfigError, LabError, ModelLoadError, Text, localize
+from lab.errors import ConfigError, LabError, ModelLoadError
 from lab.paths import check_allowed
 from lab.handle import RunFolder, find_run, resolve_model_name
+from lab.text import Msg
 
 # Files a complete folder has; each tuple is "one of these".
 REQUIRED_FILES = (
@@ -81,8 +82,8 @@ def export_run(
         _write_merged(run, resolve_model_name(base_name), staging, dtype, device)
         missing = missing_files(staging)
         if missing:
-            raise LabError(f"The exported folder would lack {', '.join(missing)}; nothing was written to {out_dir}.",
-                           zh=f"导出的文件夹会缺少 {', '.join(missing)}；{out_dir} 中没有写入任何内容。")
+            raise LabError("The exported folder would lack {missing}; nothing was written to {out_dir}.",
+                           missing=', '.join(missing), out_dir=out_dir)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -97,14 +98,11 @@ def export_run(
 
 def _check_out_dir(out_dir: Path, run_path: Path, overwrite: bool) -> None:
     if out_dir == run_path or run_path in out_dir.parents:
-        raise ConfigError(f"Export into a folder outside the run ({run_path}), not into it.",
-                          zh=f"请导出到训练记录文件夹（{run_path}）之外的文件夹，而不是它里面。")
+        raise ConfigError("Export into a folder outside the run ({run_path}), not into it.", run_path=run_path)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} is a file; choose a folder to export into.",
-                          zh=f"{out_dir} 是一个文件；请选择一个文件夹作为导出位置。")
+        raise ConfigError("{out_dir} is a file; choose a folder to export into.", out_dir=out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{out_dir} is not empty; choose a new folder or allow overwriting.",
-                          zh=f"{out_dir} 不是空文件夹；请选择新文件夹或允许覆盖。")
+        raise ConfigError("{out_dir} is not empty; choose a new folder or allow overwriting.", out_dir=out_dir)
 
 
 def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: str) -> None:
@@ -121,8 +119,8 @@ def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: s
             model = PeftModel.from_pretrained(model, str(run.adapter_dir)).merge_and_unload()
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise ModelLoadError(f"The adapter of {run.name} does not fit {base}: {detail}",
-                                 zh=f"{run.name} 的适配器与 {base} 不匹配：{detail}") from None
+            raise ModelLoadError("The adapter of {run_name} does not fit {base}: {detail}",
+                                 run_name=run.name, base=base, detail=detail) from None
     # A run that trained lm_head apart from the tied embeddings stays untied: PEFT's merge
     # clears tie_word_embeddings (a test checks it, as saving tied would drop the trained head).
     model.save_pretrained(folder)
@@ -167,8 +165,7 @@ def _ensure_chat_template(folder: Path, processor) -> None:
         return
     template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
     if not template:
-        raise LabError("The model has no chat template, so a server could not format conversations for it.",
-                       zh="该模型没有对话模板（chat template），服务端无法为它格式化对话。")
+        raise LabError("The model has no chat template, so a server could not format conversations for it.")
     (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
 
 
@@ -185,28 +182,25 @@ def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, p
     from huggingface_hub.errors import HfHubHTTPError
 
     if "/" not in repo_id.strip("/"):
-        raise ConfigError(f"Name the Hub repo as user/name (or org/name), not {repo_id!r}.",
-                          zh=f"Hub 仓库名应写成 user/name（或 org/name），而不是 {repo_id!r}。")
+        raise ConfigError("Name the Hub repo as user/name (or org/name), not {repo_id!r}.", repo_id=repo_id)
     if hub_offline():
-        raise LabError("Cannot push to the Hugging Face Hub offline (HF_HUB_OFFLINE is set); the folder is saved locally.",
-                       zh="离线状态下无法推送到 Hugging Face Hub（已设置 HF_HUB_OFFLINE）；文件夹已保存在本地。")
+        raise LabError("Cannot push to the Hugging Face Hub offline (HF_HUB_OFFLINE is set); the folder is saved locally.")
     token = token or get_token()
     if not token:
-        raise LabError("Pushing to the Hub needs a Hugging Face token: run 'hf auth login', set HF_TOKEN, or paste one.",
-                       zh="推送到 Hub 需要 Hugging Face token：运行 'hf auth login'、设置 HF_TOKEN，或直接粘贴一个。")
+        raise LabError("Pushing to the Hub needs a Hugging Face token: run 'hf auth login', set HF_TOKEN, or paste one.")
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload model exported by VLM Lab")
     except HfHubHTTPError as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
-        refused = Text("the token was refused", "token 被拒绝")
+        refused = Msg("the token was refused")
         reason = refused if status in (401, 403) else f"HTTP {status}" if status else str(err)[:200]
-        raise LabError(f"The Hugging Face Hub refused the upload to {repo_id} ({reason}).",
-                       zh=f"Hugging Face Hub 拒绝了上传到 {repo_id} 的请求（{localize(reason, 'zh')}）。") from None
+        raise LabError("The Hugging Face Hub refused the upload to {repo_id} ({reason}).",
+                       repo_id=repo_id, reason=reason) from None
     except OSError as err:  # connection errors of the HTTP client are OSErrors
-        raise LabError(f"Cannot reach the Hugging Face Hub ({type(err).__name__}); the folder is saved locally.",
-                       zh=f"无法连接 Hugging Face Hub（{type(err).__name__}）；文件夹已保存在本地。") from None
+        raise LabError("Cannot reach the Hugging Face Hub ({err_type}); the folder is saved locally.",
+                       err_type=type(err).__name__) from None
     return str(url)
 
 
@@ -230,11 +224,10 @@ def vllm_command(
     Qwen2.5-VL) and refuses to start when the KV cache cannot hold that much.
     """
     if not 0 < gpu_memory_utilization <= 1:
-        raise ConfigError(f"gpu_memory_utilization must be in (0, 1], not {gpu_memory_utilization}.",
-                          zh=f"gpu_memory_utilization 必须在 (0, 1] 之间，而不是 {gpu_memory_utilization}。")
+        raise ConfigError("gpu_memory_utilization must be in (0, 1], not {gpu_memory_utilization}.",
+                          gpu_memory_utilization=gpu_memory_utilization)
     if max_model_len < 256 or images_per_prompt < 0:
-        raise ConfigError("max_model_len must be at least 256 and the images per prompt at least 0.",
-                          zh="max_model_len 至少为 256，每条提示词的图片数不能小于 0。")
+        raise ConfigError("max_model_len must be at least 256 and the images per prompt at least 0.")
     name = served_name or Path(model_dir).name
     lines = [
         f"vllm serve {_quote(str(model_dir))}",

@@ -62,8 +62,7 @@ def check_allowed(path: str | Path) -> Path:
     if ".." in path.parts or not any(full.is_relative_to(root) for root in allowed):
         from lab.errors import LabError
 
-        raise LabError("On this shared server only the workspace's own files can be used; upload yours instead.",
-                       zh="在这个共享服务器上只能使用工作区自己的文件；请改为上传你的文件。")
+        raise LabError("On this shared server only the workspace's own files can be used; upload yours instead.")
     return path
 
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from lab.config_values import apply_overrides, coerce_value, format_override
-from lab.errors import ConfigError, Text
+from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR
 from lab.presets import check_keys, closest, dump_yaml, load_yaml_strict
+from lab.text import Msg
 
 DEMO_MODEL = "demo"
 METHODS = ("lora", "qlora", "full")
@@ -171,90 +172,77 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in allowed:
                 shown = ", ".join("null" if a is None else str(a) for a in allowed)
-                raise ConfigError(f"{name} must be one of {shown}, not '{value}'.",
-                                  zh=f"{name} 必须是 {shown} 之一，而不是 '{value}'。")
+                raise ConfigError("{name} must be one of {shown}, not '{value}'.", name=name, shown=shown, value=value)
         for part in self.lora_targets:
             if part not in PARTS:
                 hint, parts = closest(part, PARTS), ", ".join(PARTS)
-                raise ConfigError(f"lora_targets has '{part}'{hint}; parts are {parts}.",
-                                  zh=f"lora_targets 中的 '{part}' 不是模型的部分{hint.zh}；可选的部分：{parts}。")
-        _require(self.model.strip() != "", Text("model is empty; give a Hub id, a model folder or 'demo'.",
-                                                "model 为空；请填写 Hub id、模型文件夹或 'demo'。"))
-        _require(self.dataset.strip() != "", Text("dataset is empty; give a dataset folder or a .jsonl file.",
-                                                  "dataset 为空；请填写数据集文件夹或 .jsonl 文件。"))
+                raise ConfigError("lora_targets has '{part}'{hint}; parts are {parts}.",
+                                  part=part, hint=hint, parts=parts)
+        _require(self.model.strip() != "", Msg("model is empty; give a Hub id, a model folder or 'demo'."))
+        _require(self.dataset.strip() != "", Msg("dataset is empty; give a dataset folder or a .jsonl file."))
 
     def _check_numbers(self) -> None:
-        _require(self.learning_rate > 0, Text(f"learning_rate must be greater than 0, not {self.learning_rate}.",
-                                              f"learning_rate 必须大于 0，而不是 {self.learning_rate}。"))
+        _require(self.learning_rate > 0, Msg("learning_rate must be greater than 0, not {learning_rate}.",
+                                             learning_rate=self.learning_rate))
         _require(self.max_steps > 0 or self.num_epochs > 0,
-                 Text("max_steps and num_epochs are both <= 0, so there is nothing to train; set one of them.",
-                      "max_steps 和 num_epochs 都 <= 0，没有可训练的内容；请设置其中一个。"))
+                 Msg("max_steps and num_epochs are both <= 0, so there is nothing to train; set one of them."))
         _require(self.max_steps > 0 or self.max_steps == -1,
-                 Text(f"max_steps must be a positive number of steps or -1 (use num_epochs), not {self.max_steps}.",
-                      f"max_steps 必须是正的步数或 -1（按 num_epochs 训练），而不是 {self.max_steps}。"))
+                 Msg("max_steps must be a positive number of steps or -1 (use num_epochs), not {max_steps}.",
+                     max_steps=self.max_steps))
         for name in ("val_ratio", "warmup_ratio", "lora_dropout"):
             value = getattr(self, name)
-            _require(0 <= value < 1, Text(f"{name} must be at least 0 and below 1, not {value}.",
-                                          f"{name} 必须大于等于 0 且小于 1，而不是 {value}。"))
+            _require(0 <= value < 1, Msg("{name} must be at least 0 and below 1, not {value}.",
+                                         name=name, value=value))
         for name in ("weight_decay", "max_grad_norm"):
             value = getattr(self, name)
-            _require(value >= 0, Text(f"{name} cannot be negative, not {value}.", f"{name} 不能为负数，而不是 {value}。"))
+            _require(value >= 0, Msg("{name} cannot be negative, not {value}.", name=name, value=value))
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "lora_rank", "lora_alpha", "num_gpus",
                      "logging_steps", "eval_steps", "save_steps", "save_total_limit", "min_pixels", "max_pixels"):
             value = getattr(self, name)
-            _require(value is None or value >= 1, Text(f"{name} must be at least 1, not {value}.",
-                                                       f"{name} 至少为 1，而不是 {value}。"))
-        _require(self.max_length >= 32, Text(f"max_length must be at least 32 tokens, not {self.max_length}.",
-                                             f"max_length 至少为 32 个 token，而不是 {self.max_length}。"))
+            _require(value is None or value >= 1, Msg("{name} must be at least 1, not {value}.",
+                                                      name=name, value=value))
+        _require(self.max_length >= 32, Msg("max_length must be at least 32 tokens, not {max_length}.",
+                                            max_length=self.max_length))
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ConfigError(f"min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels}).",
-                              zh=f"min_pixels（{self.min_pixels}）大于 max_pixels（{self.max_pixels}）。")
+            raise ConfigError("min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
+                              min_pixels=self.min_pixels, max_pixels=self.max_pixels)
         for name in ("model_name", "model_author"):
             value = getattr(self, name)
             _require(len(value) == 2 and all(v.strip() for v in value),
-                     Text(f"{name} must be two names, [Chinese, English], not {value}.",
-                          f"{name} 必须是两个名字 [中文, 英文]，而不是 {value}。"))
+                     Msg("{name} must be two names, [Chinese, English], not {value}.", name=name, value=value))
 
     def _check_method(self) -> None:
         trained = [part for part in PARTS if getattr(self, f"train_{part}")]
         if self.method == "full":
             for name in ("use_rslora", "use_dora", "loraplus_lr_ratio"):
                 _require(getattr(self, name) in (False, None),
-                         Text(f"{name} applies to LoRA adapters, but method is 'full'; "
-                              "use method 'lora' or turn it off.",
-                              f"{name} 只用于 LoRA 适配器，但 method 是 'full'；请改用 method 'lora' 或关闭它。"))
-            _require(bool(trained), Text("method 'full' with train_vision, train_merger and train_language all false "
-                                         "trains nothing; set at least one to true.",
-                                         "method 为 'full' 时 train_vision、train_merger 和 train_language 都为 false，"
-                                         "什么也不会训练；请至少把其中一个设为 true。"))
+                         Msg("{name} applies to LoRA adapters, but method is 'full'; "
+                             "use method 'lora' or turn it off.", name=name))
+            _require(bool(trained), Msg("method 'full' with train_vision, train_merger and train_language all false "
+                                        "trains nothing; set at least one to true."))
             return
-        _require(bool(self.lora_targets), Text(f"method '{self.method}' needs at least one part in lora_targets; "
-                                               "to train parts without adapters use method 'full'.",
-                                               f"method '{self.method}' 需要在 lora_targets 中至少指定一个部分；"
-                                               "不加适配器直接训练请用 method 'full'。"))
+        _require(bool(self.lora_targets), Msg("method '{method}' needs at least one part in lora_targets; "
+                                              "to train parts without adapters use method 'full'.",
+                                              method=self.method))
         _require(self.loraplus_lr_ratio is None or self.loraplus_lr_ratio > 0,
-                 Text(f"loraplus_lr_ratio must be greater than 0, not {self.loraplus_lr_ratio}.",
-                      f"loraplus_lr_ratio 必须大于 0，而不是 {self.loraplus_lr_ratio}。"))
+                 Msg("loraplus_lr_ratio must be greater than 0, not {loraplus_lr_ratio}.",
+                     loraplus_lr_ratio=self.loraplus_lr_ratio))
         if self.method == "qlora":
             if trained:
-                raise ConfigError(f"qlora keeps the base weights quantized, which cannot train, so train_{trained[0]} "
+                raise ConfigError("qlora keeps the base weights quantized, which cannot train, so train_{trained} "
                                   "must be false; use method 'lora' to train full weights next to adapters.",
-                                  zh=f"qlora 的基础权重是量化的，无法训练，所以 train_{trained[0]} 必须为 false；"
-                                     "要在适配器之外训练完整权重，请用 method 'lora'。")
-            _require(self.deepspeed != "zero3", Text("qlora cannot be combined with DeepSpeed zero3, which shards the "
-                                                     "quantized weights; use zero2 or method 'lora'.",
-                                                     "qlora 不能与会切分量化权重的 DeepSpeed zero3 一起使用；"
-                                                     "请用 zero2 或 method 'lora'。"))
+                                  trained=trained[0])
+            _require(self.deepspeed != "zero3", Msg("qlora cannot be combined with DeepSpeed zero3, which shards the "
+                                                    "quantized weights; use zero2 or method 'lora'."))
         for part in trained:
-            _require(part not in self.lora_targets, Text(f"'{part}' is in lora_targets and train_{part} is true; "
-                                                         "a part gets either adapters or full training, not both.",
-                                                         f"'{part}' 在 lora_targets 中，而 train_{part} 又为 true；"
-                                                         "一个部分只能加适配器或全量训练，不能两者兼有。"))
+            _require(part not in self.lora_targets, Msg("'{part}' is in lora_targets and train_{part} is true; "
+                                                        "a part gets either adapters or full training, not both.",
+                                                        part=part))
 
     # --- YAML and overrides
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = Text("the training config", "训练配置")) -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str = Msg("the training config")) -> "TrainConfig":
         """Build from a mapping; an unknown key is a :class:`ConfigError` naming it and the closest field."""
         check_keys(data, field_names(), where)
         return cls(**data)
@@ -287,9 +275,9 @@ class TrainConfig:
         return [f"{name}={format_override(value)}" for name, value in self.to_dict().items() if base[name] != value]
 
 
-def _require(ok: bool, sentence: Text) -> None:
+def _require(ok: bool, sentence: Msg) -> None:
     if not ok:
-        raise ConfigError(sentence, zh=sentence.zh)
+        raise ConfigError(sentence)
 
 
 def _copy(value):
@@ -317,6 +305,6 @@ def train_preset_path(name: str) -> Path:
     if not path.is_file():
         known = list_train_presets()
         hint, names = closest(name, known), ", ".join(known)
-        raise ConfigError(f"no training preset named '{name}'{hint}; known presets: {names}.",
-                          zh=f"没有名为 '{name}' 的训练预设{hint.zh}；已有的预设：{names}。")
+        raise ConfigError("no training preset named '{name}'{hint}; known presets: {names}.",
+                          name=name, hint=hint, names=names)
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from lab.text import Msg
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def _progress(done: int, total: int, eta: float | None) -> None:
 
 def format_result(result) -> str:
     """A plain-text table of the metrics per variant, and where the results are."""
-    from lab.errors import Text, cli_lang, localize
+    from lab.errors import cli_lang, localize
     from lab.evaluation.report import metrics_table, summary_line
 
     lang = cli_lang()
@@ -55,7 +56,7 @@ def format_result(result) -> str:
     lines += [f"{row[0]:<14}" + "".join(f"{v:>12.2f}" for v in row[1:]) for row in rows]
     lines.append(localize(summary_line(result), lang))
     for skip in result.skipped:
-        line = Text(f"skipped {skip['id']}: {skip['reason']}", f"已跳过 {skip['id']}：{localize(skip['reason'], 'zh')}")
+        line = Msg("skipped {id}: {reason}", id=skip['id'], reason=skip['reason'])
         lines.append(localize(line, lang))
     return "\n".join(lines)
 
@@ -74,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.adapter:
         samples, source = samples_from_run(find_run(args.adapter))
     else:
-        raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).",
-                          zh="请用 --dataset 指定评估数据（或用 --adapter RUN 使用该训练记录的验证集）。")
+        raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).")
     handle = ModelHandle()
     handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
     result = run_evaluation(handle, samples, settings, source=source, progress=_progress)
@@ -90,8 +90,7 @@ def _run_endpoint(args: argparse.Namespace) -> int:
     from lab.evaluation.runner import samples_from_dataset
 
     if not args.dataset or not args.model:
-        raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).",
-                          zh="使用 --endpoint 时，请同时给出 --dataset 和 --model（服务端部署的模型名）。")
+        raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).")
     config = EndpointConfig(base_url=args.endpoint, model=args.model, api_key=_api_key(args), concurrency=args.concurrency,
                             max_tokens=args.max_new_tokens, temperature=args.temperature, timeout=args.timeout,
                             max_retries=args.max_retries)  # fmt: skip
@@ -106,18 +105,16 @@ def _api_key(args: argparse.Namespace) -> str | None:
     """The key the person named for the endpoint: ``--api-key-env NAME``, or the deprecated ``--api-key``."""
     import os
 
-    from lab.errors import ConfigError, Text, cli_lang, localize
+    from lab.errors import ConfigError, cli_lang, localize
 
     if args.api_key:
-        warning = Text("warning: --api-key leaves the key in shell history and the process list; put it in an "
-                       "environment variable and pass --api-key-env NAME instead.",
-                       "警告：--api-key 会把密钥留在 shell 历史和进程列表中；请把它放进环境变量，改用 --api-key-env NAME。")
+        warning = Msg("warning: --api-key leaves the key in shell history and the process list; put it in an "
+                      "environment variable and pass --api-key-env NAME instead.")
         print(localize(warning, cli_lang()), file=sys.stderr)
         return args.api_key
     if not args.api_key_env:
         return None
     key = os.environ.get(args.api_key_env, "").strip()
     if not key:
-        raise ConfigError(f"--api-key-env names {args.api_key_env}, which is not set or empty.",
-                          zh=f"--api-key-env 指定的环境变量 {args.api_key_env} 未设置或为空。")
+        raise ConfigError("--api-key-env names {api_key_env}, which is not set or empty.", api_key_env=args.api_key_env)
     return key

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from lab.text import Msg
 
 
 def add_parser(subparsers) -> None:
@@ -52,7 +53,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lab.errors import ConfigError, Text, cli_lang, localize
+    from lab.errors import ConfigError, cli_lang, localize
     from lab.labeling.batch import run_labeling
     from lab.labeling.estimate import estimate_folder
     from lab.labeling.store import job_settings, load_job
@@ -61,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     job = load_job(out) or {}
     images = args.images or job.get("images")
     if not images:
-        raise ConfigError("Give --images DIR, the folder of pictures to label.", zh="请用 --images DIR 指定要标注的图片文件夹。")
+        raise ConfigError("Give --images DIR, the folder of pictures to label.")
     prompt, preset, lang = _prompt(args, job)
     labeler, settings = _labeler(args, job, estimate_only=args.estimate)
     estimate = estimate_folder(images, out, prompt, labeler.name, max_pixels=settings.get("max_pixels"),
                                price=labeler.price, limit=args.limit)
     lang, summary = cli_lang(), estimate.summary()
-    print(localize(Text(f"estimate: {summary}", f"预估：{localize(summary, 'zh')}"), lang), file=sys.stderr)
+    print(localize(Msg("estimate: {summary}", summary=summary), lang), file=sys.stderr)
     if args.estimate:
         return 0
     stop = threading.Event()
@@ -78,10 +79,9 @@ def run(args: argparse.Namespace) -> int:
         show(progress, final=True)
     print(localize(progress.line(), lang), file=sys.stderr)
     if progress.failed:
-        failed = Text(f"{progress.failed} image(s) failed; reasons are in {out / 'failures.jsonl'}; "
-                      "rerun with --retry-failed to try them again.",
-                      f"{progress.failed} 张图片失败，原因见 {out / 'failures.jsonl'}；"
-                      "加上 --retry-failed 重新运行即可重试。")
+        failed = Msg("{failed} image(s) failed; reasons are in {out}; "
+                     "rerun with --retry-failed to try them again.",
+                     failed=progress.failed, out=out / 'failures.jsonl')
         print(localize(failed, lang), file=sys.stderr)
     print(out)
     return 130 if progress.state == "stopped" else 0
@@ -105,8 +105,7 @@ def _prompt(args, job: dict):
         return PromptSpec.from_preset(load_prompt_preset(args.prompt), lang), args.prompt, lang
     if job.get("prompt"):
         return PromptSpec.from_job(job), job.get("preset", ""), lang
-    raise ConfigError("Give --prompt, a prompt preset name or YAML file (see presets/prompts/).",
-                      zh="请用 --prompt 指定提示词预设名或 YAML 文件（见 presets/prompts/）。")
+    raise ConfigError("Give --prompt, a prompt preset name or YAML file (see presets/prompts/).")
 
 
 def _labeler(args, job: dict, estimate_only: bool = False):
@@ -121,9 +120,7 @@ def _labeler(args, job: dict, estimate_only: bool = False):
     saved.pop("api_key", None)
     if saved.get("local") and not (args.provider or args.base_url or args.model):
         raise ConfigError("The last run here used a local model; give --local-model NAME to go on with it, "
-                          "or --provider / --base-url / --model for an API.",
-                          zh="这里上次是用本地模型标注的；要继续请给出 --local-model NAME，"
-                          "要改用 API 请给出 --provider / --base-url / --model。")
+                          "or --provider / --base-url / --model for an API.")
     flags = {"model": args.model, "base_url": args.base_url, "provider": args.provider, "concurrency": args.concurrency,
              "max_retries": args.max_retries, "timeout": args.timeout, "max_pixels": args.max_pixels,
              "image_format": args.image_format, "temperature": args.temperature, "max_tokens": args.max_tokens}

@@ -49,18 +49,16 @@ class EndpointConfig:
 
     def __post_init__(self):
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"The endpoint URL must start with http:// or https:// (got {self.base_url!r}).",
-                              zh=f"接口地址必须以 http:// 或 https:// 开头（当前为 {self.base_url!r}）。")
+            raise ConfigError("The endpoint URL must start with http:// or https:// (got {base_url!r}).",
+                              base_url=self.base_url)
         if not self.model.strip():
-            raise ConfigError("Name the model the endpoint serves (for vLLM, the folder or --served-model-name).",
-                              zh="请填写接口所部署的模型名称（vLLM 下为模型文件夹或 --served-model-name）。")
+            raise ConfigError("Name the model the endpoint serves (for vLLM, the folder or --served-model-name).")
         if int(self.concurrency) < 1:
-            raise ConfigError(f"Concurrency must be at least 1, not {self.concurrency}.",
-                              zh=f"并发数至少为 1，当前为 {self.concurrency}。")
+            raise ConfigError("Concurrency must be at least 1, not {concurrency}.", concurrency=self.concurrency)
         if self.timeout <= 0 or int(self.max_retries) < 0:
-            raise ConfigError(f"The timeout must be positive and the retries not negative "
-                              f"(got {self.timeout} s and {self.max_retries}).",
-                              zh=f"超时必须大于 0，重试次数不能为负数（当前为 {self.timeout} 秒和 {self.max_retries} 次）。")
+            raise ConfigError("The timeout must be positive and the retries not negative "
+                              "(got {timeout} s and {max_retries}).",
+                              timeout=self.timeout, max_retries=self.max_retries)
 
     def public_dict(self) -> dict:
         """The settings without the API key, for the saved summary."""
@@ -98,7 +96,7 @@ async def _answer_all(client: ChatClient, config: EndpointConfig, samples: list[
                 skipped.append(skip_row(sample.id, err))
             except EndpointError as err:
                 if err.fatal:
-                    raise LabError(f"Evaluation stopped: {err.reason}.", zh=f"评估已停止：{err.reason.zh}。") from None
+                    raise LabError("Evaluation stopped: {reason}.", reason=err.reason) from None
                 skipped.append(skip_row(sample.id, err))
         if progress is not None:
             done = len(answers) + len(skipped)
@@ -133,7 +131,7 @@ def evaluate_endpoint(
     """
     samples = samples[: int(limit)] if limit else samples
     if not samples:
-        raise ConfigError("There are no samples to evaluate.", zh="没有可评估的样本。")
+        raise ConfigError("There are no samples to evaluate.")
     client = ChatClient(config.endpoint(), timeout=float(config.timeout), max_retries=int(config.max_retries))
     start = time.perf_counter()
     answers, skipped = asyncio.run(_answer_all(client, config, samples, progress, stop))

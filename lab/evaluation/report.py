@@ -7,9 +7,9 @@ sample, the samples the fine-tuning helped most first.
 
 from __future__ import annotations
 
-from lab.errors import Text
 from lab.evaluation.metrics import metric_names
 from lab.evaluation.runner import GAIN_METRIC, EvalResult
+from lab.text import Msg
 
 
 def metrics_table(result: EvalResult) -> tuple[list[str], list[list]]:
@@ -63,7 +63,7 @@ def _sorted(samples: list[dict], sort: str) -> list[dict]:
     return list(samples)
 
 
-def summary_line(result: EvalResult) -> Text:
+def summary_line(result: EvalResult) -> Msg:
     """One line: how many samples, how fast, stopped or not, where saved."""
     parts = [(f"{len(result.samples)}/{result.total} samples scored in {result.seconds:.1f} s ({result.samples_per_s:g} samples/s)",
               f"已评分 {len(result.samples)}/{result.total} 个样本，用时 {result.seconds:.1f} 秒（{result.samples_per_s:g} 个样本/秒）")]

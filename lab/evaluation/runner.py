@@ -22,9 +22,10 @@ from typing import Any, Callable
 
 from lab import paths
 from lab.conversation import split_prompt
-from lab.errors import BadImageError, ConfigError, DatasetError, LabError, Text
+from lab.errors import BadImageError, ConfigError, DatasetError, LabError
 from lab.evaluation.metrics import metric_names, score_answers
 from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
+from lab.text import msg_of
 
 GAIN_METRIC = "rouge_l"  # the per-sample gain (tuned - base) the sample view sorts by
 
@@ -53,17 +54,14 @@ class EvalSettings:
 
     def __post_init__(self):
         if int(self.batch_size) < 1:
-            raise ConfigError(f"The batch size must be at least 1, not {self.batch_size}.",
-                              zh=f"批大小至少为 1，当前为 {self.batch_size}。")
+            raise ConfigError("The batch size must be at least 1, not {batch_size}.", batch_size=self.batch_size)
         if int(self.max_new_tokens) < 1:
-            raise ConfigError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}.",
-                              zh=f"max_new_tokens 至少为 1，当前为 {self.max_new_tokens}。")
+            raise ConfigError("max_new_tokens must be at least 1, not {max_new_tokens}.",
+                              max_new_tokens=self.max_new_tokens)
         if self.limit is not None and int(self.limit) < 1:
-            raise ConfigError(f"The sample limit must be at least 1 (or empty for all), not {self.limit}.",
-                              zh=f"样本数上限至少为 1（留空表示全部），当前为 {self.limit}。")
+            raise ConfigError("The sample limit must be at least 1 (or empty for all), not {limit}.", limit=self.limit)
         if not 0 < float(self.top_p) <= 1 or float(self.temperature) < 0:
-            raise ConfigError("top_p must be in (0, 1] and the temperature at least 0.",
-                              zh="top_p 必须在 (0, 1] 之间，温度不能小于 0。")
+            raise ConfigError("top_p must be in (0, 1] and the temperature at least 0.")
 
 
 @dataclass
@@ -116,8 +114,7 @@ def samples_from_dataset(path: str | Path) -> list[EvalSample]:
 
     samples = samples_from_records(load_records(paths.resolve(path), absolute_images=True))
     if not samples:
-        raise DatasetError(f"{path} has no records with an assistant answer to score against.",
-                           zh=f"{path} 中没有带 assistant 回答的样本，无法评分。")
+        raise DatasetError("{path} has no records with an assistant answer to score against.", path=path)
     return samples
 
 
@@ -130,8 +127,8 @@ def samples_from_run(run_dir: str | Path) -> tuple[list[EvalSample], str]:
         return samples_from_dataset(config["val_dataset"]), str(config["val_dataset"])
     dataset, ratio = config.get("dataset"), float(config.get("val_ratio") or 0)
     if not dataset or ratio <= 0:
-        raise ConfigError(f"The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
-                          zh=f"{run_dir} 中的训练记录没有留出验证集（val_ratio 为 0）；请选择一个数据集来评估。")
+        raise ConfigError("The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
+                          run_dir=run_dir)
     path = paths.resolve(dataset)
     _, val = split_dataset(path, ratio, int(config.get("seed", 42)))
     root = dataset_root(path)
@@ -146,8 +143,7 @@ def choose_variants(loaded: Any, enabled: bool, compare_base: bool) -> list[str]
     """Which answers to produce: ``base``/``tuned`` for a model with an adapter, else ``model``."""
     if not adapter_names(loaded):
         if compare_base:
-            raise ConfigError("Comparing with the base model needs a LoRA adapter; load a LoRA run first.",
-                              zh="与基座模型对比需要 LoRA 适配器；请先加载一个 LoRA 训练记录。")
+            raise ConfigError("Comparing with the base model needs a LoRA adapter; load a LoRA run first.")
         return ["model"]
     if compare_base:
         return ["base", "tuned"]
@@ -178,7 +174,7 @@ def run_evaluation(
     if settings.limit:
         samples = samples[: int(settings.limit)]
     if not samples:
-        raise DatasetError("There are no samples to evaluate.", zh="没有可评估的样本。")
+        raise DatasetError("There are no samples to evaluate.")
     start = time.perf_counter()
     with handle.use(ModelState.GENERATING) as loaded:
         variants = choose_variants(loaded, handle.adapter_enabled, settings.compare_base)
@@ -229,7 +225,7 @@ def _answer_all(loaded, samples, variants, settings, progress, stop, start):
 
 def skip_row(sample_id: str, err: Exception) -> dict:
     """A skipped sample as kept in :attr:`EvalResult.skipped`: its id and why, in both languages."""
-    reason = Text.of(err)
+    reason = msg_of(err)
     return {"id": sample_id, "reason": reason, "reason_zh": reason.zh}
 
 
@@ -297,8 +293,8 @@ def load_result(summary_path: str | Path) -> EvalResult:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         lines = summary_path.with_suffix(".jsonl").read_text(encoding="utf-8").splitlines()
     except (OSError, json.JSONDecodeError) as err:
-        raise LabError(f"Cannot read the evaluation results {summary_path} ({type(err).__name__}).",
-                       zh=f"无法读取评估结果 {summary_path}（{type(err).__name__}）。") from None
+        raise LabError("Cannot read the evaluation results {summary_path} ({err_type}).",
+                       summary_path=summary_path, err_type=type(err).__name__) from None
     fields = {k: v for k, v in summary.items() if k in EvalResult.__dataclass_fields__}
     fields["skipped"] = [{**skip, "reason": Text(f"{skip.get('reason', '')}", zh=skip.get("reason_zh"))}
                          for skip in fields.get("skipped") or []]

@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lab.errors import DatasetError, LabError, Text, localize
+from lab.errors import DatasetError, LabError, localize
 from lab.images import IMAGE_SUFFIXES
 from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
 from lab.labeling.store import LabelStore, file_sha, item_key, save_job
+from lab.text import Msg, msg_of
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def image_folder(folder: str | Path) -> Path:
     """``folder`` as a Path, or a DatasetError if it is not a folder."""
     path = Path(folder).expanduser()
     if not path.is_dir():
-        raise DatasetError(f"The image folder {path} does not exist.", zh=f"图片文件夹 {path} 不存在。")
+        raise DatasetError("The image folder {path} does not exist.", path=path)
     return path
 
 
@@ -75,7 +76,7 @@ class Progress:
     elapsed_s: float = 0.0
     limit: int | None = None
     state: str = "starting"  # running, stopping, stopped, finished, error
-    message: Text = Text("", "")  # why the run ended in error, in both languages
+    message: Msg = Msg("")  # why the run ended in error, in both languages
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_ITEMS))
     _started: float = field(default_factory=time.monotonic, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -123,11 +124,11 @@ class Progress:
         data.update(rate=self.rate, eta_s=self.eta_s, remaining=self.remaining)
         return data
 
-    def line(self) -> Text:
+    def line(self) -> Msg:
         """One line for a log or a status box."""
-        eta = Text("", "")
+        eta = Msg("")
         if self.eta_s is not None and self.remaining:
-            eta = Text(f", ETA {self.eta_s:.0f} s", f"，预计还需 {self.eta_s:.0f} 秒")
+            eta = Msg(", ETA {eta_s:.0f} s", eta_s=self.eta_s)
         state_zh = _STATES_ZH.get(self.state, self.state)
         return Text(f"{self.state}: {self.ok} labeled, {self.failed} failed, {self.skipped} skipped of {self.total}; "
                     f"${self.cost_usd:.4f}; {self.rate:.1f} images/s{eta}",
@@ -156,7 +157,7 @@ async def label_folder(
     """
     images_dir = image_folder(images_dir)
     if limit is not None and limit < 1:
-        raise DatasetError(f"The limit must be at least 1 image, not {limit}.", zh=f"数量上限至少为 1 张图片，当前为 {limit}。")
+        raise DatasetError("The limit must be at least 1 image, not {limit}.", limit=limit)
     progress = progress or Progress()
     progress.limit = limit
     stop = stop or threading.Event()
@@ -341,12 +342,12 @@ class LabelRun:
         try:
             asyncio.run(label_folder(*self._args, stop=self.stop_event, progress=self.progress, **self._options))
         except LabError as err:
-            self.progress.state, self.progress.message = "error", Text.of(err)
+            self.progress.state, self.progress.message = "error", msg_of(err)
         except Exception as err:  # shown in the page as one sentence; the traceback goes to the log
             log.exception("labeling run failed")
             self.progress.state = "error"
-            self.progress.message = Text(f"The run stopped on an unexpected error: {type(err).__name__}.",
-                                         f"标注因意外错误而停止：{type(err).__name__}。")
+            self.progress.message = Msg("The run stopped on an unexpected error: {err_type}.",
+                                        err_type=type(err).__name__)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -44,26 +44,20 @@ class LabelerConfig:
 
     def __post_init__(self):
         if self.concurrency < 1:
-            raise ConfigError(f"Concurrency must be at least 1, not {self.concurrency}.",
-                              zh=f"并发数至少为 1，当前为 {self.concurrency}。")
+            raise ConfigError("Concurrency must be at least 1, not {concurrency}.", concurrency=self.concurrency)
         if self.max_retries < 0:
-            raise ConfigError(f"Max retries cannot be negative ({self.max_retries}).",
-                              zh=f"最大重试次数不能为负数（当前为 {self.max_retries}）。")
+            raise ConfigError("Max retries cannot be negative ({max_retries}).", max_retries=self.max_retries)
         if self.timeout <= 0:
-            raise ConfigError(f"The request timeout must be positive, not {self.timeout}.",
-                              zh=f"请求超时必须大于 0，当前为 {self.timeout}。")
+            raise ConfigError("The request timeout must be positive, not {timeout}.", timeout=self.timeout)
         if self.max_tokens < 1:
-            raise ConfigError(f"Max tokens must be at least 1, not {self.max_tokens}.",
-                              zh=f"最大 token 数至少为 1，当前为 {self.max_tokens}。")
+            raise ConfigError("Max tokens must be at least 1, not {max_tokens}.", max_tokens=self.max_tokens)
         if self.max_pixels < 28 * 28:
-            raise ConfigError(f"The pixel budget {self.max_pixels} is too small; use at least 784 (28x28).",
-                              zh=f"像素上限 {self.max_pixels} 太小，请至少设为 784（28x28）。")
+            raise ConfigError("The pixel budget {max_pixels} is too small; use at least 784 (28x28).",
+                              max_pixels=self.max_pixels)
         if not 0 <= self.temperature <= 2:
-            raise ConfigError(f"Temperature must be between 0 and 2, not {self.temperature}.",
-                              zh=f"温度必须在 0 到 2 之间，当前为 {self.temperature}。")
+            raise ConfigError("Temperature must be between 0 and 2, not {temperature}.", temperature=self.temperature)
         if self.image_format not in IMAGE_FORMATS:
-            raise ConfigError(f"Image format must be jpeg or png, not '{self.image_format}'.",
-                              zh=f"图片格式只能是 jpeg 或 png，不能是 '{self.image_format}'。")
+            raise ConfigError("Image format must be jpeg or png, not '{image_format}'.", image_format=self.image_format)
 
     def public_dict(self) -> dict:
         """Every setting except the API key: safe to save next to a dataset or show."""

@@ -12,12 +12,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from lab.errors import Text
 from lab.handle import ModelState
 from lab.images import open_image
 from lab.labeling.costs import FREE
 from lab.labeling.item import LabelFailure, Reply
 from lab.presets import with_image_placeholder
+from lab.text import Msg
 
 
 class LocalLabeler:
@@ -65,8 +65,8 @@ class LocalLabeler:
                 max_new_tokens=self.max_new_tokens, temperature=self.temperature,
             ))[0]
         except Exception as err:  # e.g. out of memory: this image fails, the run goes on
-            raise LabelFailure("local_error", Text(f"the local model failed: {type(err).__name__}: {str(err)[:160]}",
-                                                   f"本地模型出错：{type(err).__name__}: {str(err)[:160]}")) from None
+            raise LabelFailure("local_error", Msg("the local model failed: {err_type}: {err}",
+                                                  err_type=type(err).__name__, err=str(err)[:160])) from None
         return Reply(text=generation.text, prompt_tokens=generation.prompt_tokens,
                      completion_tokens=generation.completion_tokens, seconds=generation.seconds,
                      finish_reason="length" if generation.completion_tokens >= self.max_new_tokens else "stop")

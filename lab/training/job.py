@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.errors import BusyError, LabError, Text, localize
+from lab.errors import BusyError, LabError, localize
+from lab.text import Msg, msg_of
 
 _lock = threading.Lock()
 _current: "TrainingJob | None" = None
@@ -33,7 +34,7 @@ class TrainingJob:
     run_dir: Path
     resume: bool = False
     status: str = "starting"  # queued, starting, loading, running, stopping, finished, stopped, failed
-    message: Text = Text("", "")  # the outcome or the failure, in both languages
+    message: Msg = Msg("")  # the outcome or the failure, in both languages
     started: float = field(default_factory=time.time)
     stop_event: threading.Event = field(default_factory=threading.Event)
     log_lines: list[str] = field(default_factory=list)
@@ -53,7 +54,7 @@ class TrainingJob:
             if self.status == "queued" and self in _queue:
                 _queue.remove(self)
                 self.status = "stopped"
-                self.message = Text("removed from the queue before it started", "开始前已从队列中移除")
+                self.message = Msg("removed from the queue before it started")
                 return
         if self.active:
             self.status = "stopping"
@@ -95,11 +96,10 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     with _lock:
         running = _current is not None and _current.active
         if running and not queue:
-            raise BusyError(f"A training run ({_current.name}) is already going on; stop it or wait for it to end.",
-                            zh=f"已有训练任务（{_current.name}）在进行；请先停止它或等它结束。")
+            raise BusyError("A training run ({current_name}) is already going on; stop it or wait for it to end.",
+                            current_name=_current.name)
         if not running and cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
-            raise BusyError(f"The model is busy ({handle.state.value}); try again when it is done.",
-                            zh=f"模型正忙（{handle.state.value}）；请等它完成后再试。")
+            raise BusyError("The model is busy ({value}); try again when it is done.", value=handle.state.value)
         if not cfg.run_name:
             cfg.run_name = _unused_default_name(cfg)
         _refuse_name_in_use(cfg)
@@ -126,9 +126,8 @@ def _refuse_name_in_use(cfg: Any) -> None:
 
     wanted = run_dir_for(cfg).resolve()
     if any(job.run_dir.resolve() == wanted for job in _jobs_in_use()):
-        raise BusyError(f"A run named {cfg.run_name} is already going on or waiting in the queue; "
-                        "choose another run_name or wait for it to end.",
-                        zh=f"名为 {cfg.run_name} 的训练正在进行或排队中；请换一个 run_name，或等它结束。")
+        raise BusyError("A run named {run_name} is already going on or waiting in the queue; "
+                        "choose another run_name or wait for it to end.", run_name=cfg.run_name)
 
 
 def _unused_default_name(cfg: Any) -> str:
@@ -191,16 +190,16 @@ def _run_in_app(job: TrainingJob, handle: Any) -> None:
             _hand_over(job, handle, loaded, result)
         job.status, job.message = result.status, _outcome(result)
     except LabError as err:
-        job.status, job.message = "failed", Text.of(err)
+        job.status, job.message = "failed", msg_of(err)
     except Exception as err:  # a bug must not kill the app: report it in one line
         job.status = "failed"
-        job.message = Text(f"Training failed: {type(err).__name__}: {err}", f"训练失败：{type(err).__name__}: {err}")
+        job.message = Msg("Training failed: {err_type}: {err}", err_type=type(err).__name__, err=err)
     job.log(job.message)
 
 
-def _outcome(result: Any) -> Text:
+def _outcome(result: Any) -> Msg:
     """``finished at step 40, loss 0.1234`` in both languages."""
-    loss = Text(f", loss {result.loss:.4f}", f"，损失 {result.loss:.4f}") if result.loss is not None else Text("", "")
+    loss = Msg(", loss {loss:.4f}", loss=result.loss) if result.loss is not None else Msg("")
     return Text(f"{result.status} at step {result.step}{loss}",
                 f"{_STATUS_ZH.get(result.status, result.status)}，第 {result.step} 步{localize(loss, 'zh')}")
 
@@ -260,8 +259,7 @@ def _recover(job: TrainingJob, handle: Any, loaded: Any) -> None:
 
     if job.config.method == "full":
         handle.loaded = None  # half-trained weights must not pass for the base model
-        handle.last_error = Text("The model was unloaded because a full fine-tuning run failed halfway; load it again.",
-                                 "全量微调中途失败，模型已被卸载；请重新加载。")
+        handle.last_error = Msg("The model was unloaded because a full fine-tuning run failed halfway; load it again.")
         return
     loaded.model = unwrap_adapters(loaded.model)
     finish_model(loaded.model)
@@ -277,14 +275,13 @@ def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
         code = run_accelerate(job.run_dir, job.config.num_gpus, job.config.deepspeed, job.stop_event, log=job.log,
                               resume=job.resume)  # fmt: skip
         if code != 0:
-            raise LabError(f"The multi-GPU run ended with exit code {code}; see the log for why.",
-                           zh=f"多卡训练以退出码 {code} 结束；原因请看日志。")
+            raise LabError("The multi-GPU run ended with exit code {code}; see the log for why.", code=code)
         job.status = "stopped" if job.stop_event.is_set() else "finished"
         job.message = Text(f"{job.status}; the model is in {job.run_dir}",
                            f"{_STATUS_ZH.get(job.status, job.status)}；模型在 {job.run_dir}")
     except LabError as err:
-        job.status, job.message = "failed", Text.of(err)
+        job.status, job.message = "failed", msg_of(err)
     except OSError as err:  # a LabError (ConfigError included) is caught above with its own sentence
         job.status = "failed"
-        job.message = Text(f"Could not start the multi-GPU run: {err}", f"无法启动多卡训练：{err}")
+        job.message = Msg("Could not start the multi-GPU run: {err}", err=err)
     job.log(job.message)

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lab.errors import BusyError, ConfigError, LabError, Text, localize
+from lab.errors import BusyError, ConfigError, LabError, localize
 from lab.file_lock import FileLock, locked_elsewhere
 from lab.handle import free_accelerator_memory
+from lab.text import Msg, msg_of
 from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_metrics, log_rows,
                                   make_metrics_callback, read_metrics)
 from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
@@ -113,8 +114,8 @@ def claim_run_dir(cfg: Any, resume: bool = False) -> tuple[Path, FileLock | None
             cfg.to_yaml(run_dir / CONFIG_FILE)
     except OSError as err:
         lock.release()
-        raise ConfigError(f"The run folder {run_dir} cannot be written ({err.strerror or err}); choose another output_dir.",
-                          zh=f"无法写入训练文件夹 {run_dir}（{err.strerror or err}）；请换一个 output_dir。") from None
+        raise ConfigError("The run folder {run_dir} cannot be written ({strerror}); choose another output_dir.",
+                          run_dir=run_dir, strerror=err.strerror or err) from None
     except BaseException:
         lock.release()
         raise
@@ -137,11 +138,11 @@ def _usable_run_dir(cfg: Any, resume: bool) -> Path:
     _check_writable(run_dir)
     if resume:
         if latest_checkpoint(run_dir) is None:
-            raise ConfigError(f"Run {cfg.run_name} has no checkpoint to resume from; start it again instead.",
-                              zh=f"训练记录 {cfg.run_name} 没有可以续训的检查点；请重新开始训练。")
+            raise ConfigError("Run {run_name} has no checkpoint to resume from; start it again instead.",
+                              run_name=cfg.run_name)
     elif _holds_a_run(run_dir):
-        raise ConfigError(f"A run named {cfg.run_name} already exists; choose another run_name or resume it.",
-                          zh=f"名为 {cfg.run_name} 的训练记录已存在；请换一个 run_name，或从它续训。")
+        raise ConfigError("A run named {run_name} already exists; choose another run_name or resume it.",
+                          run_name=cfg.run_name)
     return run_dir
 
 
@@ -161,14 +162,13 @@ def _check_writable(run_dir: Path) -> None:
     while not os.path.exists(existing) and existing.parent != existing:  # os.path: False where it may not look
         existing = existing.parent
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"The run folder {run_dir} cannot be written: {existing} is not a writable folder; "
-                          "choose another output_dir.",
-                          zh=f"无法写入训练文件夹 {run_dir}：{existing} 不是可写的文件夹；请换一个 output_dir。")
+        raise ConfigError("The run folder {run_dir} cannot be written: {existing} is not a writable folder; "
+                          "choose another output_dir.", run_dir=run_dir, existing=existing)
 
 
 def _in_use(name: str) -> BusyError:
-    return BusyError(f"Run {name} is being trained by another process; choose another run_name or wait for it to end.",
-                     zh=f"训练 {name} 正由另一个进程进行；请换一个 run_name，或等它结束。")
+    return BusyError("Run {name} is being trained by another process; choose another run_name or wait for it to end.",
+                     name=name)
 
 
 def _step_of(checkpoint: Path) -> int:
@@ -180,13 +180,12 @@ def check_quantization(cfg: Any, loaded: Any) -> None:
     want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
     if (loaded.quantization or None) != want:
         have = loaded.quantization or "unquantized"
-        raise ConfigError(f"Method {cfg.method} needs the model loaded {want or 'unquantized'}, but it is loaded {have}; "
+        raise ConfigError("Method {method} needs the model loaded {want}, but it is loaded {have}; "
                           "load it again with the right quantization.",
-                          zh=f"方法 {cfg.method} 要求模型以 {want or 'unquantized'} 方式加载，但当前是 {have}；"
-                          "请用正确的量化方式重新加载。")
+                          method=cfg.method, want=want or 'unquantized', have=have)
 
 
-def oom_advice(cfg: Any, device: str) -> Text:
+def oom_advice(cfg: Any, device: str) -> Msg:
     """One sentence on what to change after running out of memory (English, ``.zh`` Chinese)."""
     tips = []  # (English, Chinese)
     if cfg.per_device_batch_size > 1:
@@ -230,7 +229,7 @@ def run_training(
 
     run_dir, lock = claim_run_dir(cfg, resume)
     device = loaded.device if loaded is not None else training_device()
-    failure: Text | None = None
+    failure: Msg | None = None
     try:
         return _train(cfg, run_dir, loaded, device, stop, resume, log, echo_metrics, list(callbacks))
     except torch.OutOfMemoryError:
@@ -238,11 +237,11 @@ def run_training(
     except MemoryError:
         failure = oom_advice(cfg, "cpu")
     except LabError as err:
-        failure = Text.of(err)
+        failure = msg_of(err)
         raise
     except Exception as err:
         detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        failure = Text(f"Training failed: {type(err).__name__}: {detail}", f"训练失败：{type(err).__name__}: {detail}")
+        failure = Msg("Training failed: {err_type}: {detail}", err_type=type(err).__name__, detail=detail)
         raise
     finally:
         if failure is not None:
@@ -253,7 +252,7 @@ def run_training(
             log(failure)
         if lock is not None:
             lock.release()
-    raise LabError(failure, zh=localize(failure, "zh"))
+    raise LabError(failure)
 
 
 def _prepare(cfg, loaded, device: str, log):

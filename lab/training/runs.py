@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lab import paths
-from lab.errors import ConfigError, Text
+from lab.errors import ConfigError
+from lab.text import Msg
 from lab.training.metrics import last_event, log_rows, read_metrics
 
 CONFIG_FILE = "config.yaml"
@@ -41,8 +42,8 @@ def default_run_name(cfg: Any) -> str:
 def run_dir_for(cfg: Any) -> Path:
     """The run folder of ``cfg`` (its ``run_name`` must be set)."""
     if not cfg.run_name or not _NAME.fullmatch(cfg.run_name):
-        raise ConfigError(f"run_name {cfg.run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
-                          zh=f"run_name {cfg.run_name!r} 必须是普通的文件夹名（字母、数字、'.'、'-'、'_'）。")
+        raise ConfigError("run_name {run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
+                          run_name=cfg.run_name)
     return runs_root(cfg) / cfg.run_name
 
 
@@ -67,8 +68,8 @@ def load_run_config(run_dir: str | Path):
 
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a training run: it has no {CONFIG_FILE}.",
-                          zh=f"{run_dir} 不是训练记录：其中没有 {CONFIG_FILE}。")
+        raise ConfigError("{run_dir} is not a training run: it has no {config_file}.",
+                          run_dir=run_dir, config_file=CONFIG_FILE)
     return TrainConfig.from_yaml(path)
 
 
@@ -87,7 +88,7 @@ class RunInfo:
     model: str
     dataset: str
     started: float  # folder creation time, seconds since the epoch
-    message: Text = Text("", "")  # why the run failed, in both languages
+    message: Msg = Msg("")  # why the run failed, in both languages
 
     def row(self) -> list:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
@@ -164,7 +165,7 @@ class Progress:
     tokens_per_s: float | None
     loss: float | None
     eval_loss: float | None
-    message: Text = Text("", "")  # why the run failed, in both languages
+    message: Msg = Msg("")  # why the run failed, in both languages
 
 
 def progress(run_dir: str | Path) -> Progress:

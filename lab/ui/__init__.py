@@ -31,11 +31,6 @@ TABS = [
     ("lab.ui.export_tab", "tab.export"),
 ]
 
-i18n.register({"tab.dataset": ("Dataset", "数据集")})
-i18n.register({"tab.train": ("Train", "训练")})
-i18n.register({"tab.eval": ("Evaluate", "评估"), "tab.chat": ("Chat", "对话"), "tab.export": ("Export", "导出")})
-i18n.register({"tab.prompt": ("Prompt design", "提示词设计"), "tab.labeling": ("Labeling", "批量标注")})
-
 
 def build_app(ctx: UIContext) -> gr.Blocks:
     with gr.Blocks(title="VLM Lab") as app:

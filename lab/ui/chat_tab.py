@@ -15,27 +15,9 @@ import gradio as gr
 
 from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply, user_turn
 from lab.errors import LabError, localize
-from lab.ui import i18n
+from lab.text import Msg
 from lab.ui.i18n import request_lang, t
 from lab.ui.zerogpu import gpu
-
-STRINGS = {
-    "chat.system": ("System prompt (empty: the model's default)", "系统提示词（留空：模型默认）"),
-    "chat.settings": ("Generation settings", "生成设置"),
-    "chat.temperature": ("Temperature (0: greedy)", "温度（0：贪心解码）"),
-    "chat.top_p": ("Top-p", "Top-p"),
-    "chat.max_new": ("Max new tokens", "最大生成 token 数"),
-    "chat.adapter": ("Answer with the fine-tuned adapter", "使用微调适配器回答"),
-    "chat.compare": ("Compare: adapter off | on", "对比：关闭适配器 | 打开适配器"),
-    "chat.main": ("Chat", "对话"),
-    "chat.off": ("Adapter off (base model)", "关闭适配器（基座模型）"),
-    "chat.on": ("Adapter on (fine-tuned)", "打开适配器（微调后）"),
-    "chat.input": ("Message; add one or more images", "输入消息；可添加多张图片"),
-    "chat.stop": ("Stop", "停止"),
-    "chat.clear": ("Clear", "清空"),
-    "chat.stopping": ("Stopping…", "正在停止…"),
-}
-i18n.register(STRINGS)
 
 
 def render(history: list[dict]) -> list[dict]:
@@ -104,36 +86,36 @@ def create_tab(ctx) -> None:
     history = gr.State([])
     history_off = gr.State([])
     stop_state = gr.State(None)
-    system = gr.Textbox(label=t("chat.system"), lines=1)
-    with gr.Accordion(t("chat.settings"), open=False):
+    system = gr.Textbox(label=t("System prompt (empty: the model's default)"), lines=1)
+    with gr.Accordion(t("Generation settings"), open=False):
         with gr.Row():
-            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label=t("chat.temperature"))
-            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("chat.top_p"))
-            max_new = gr.Slider(1, 4096, value=512, step=1, label=t("chat.max_new"))
+            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label=t("Temperature (0: greedy)"))
+            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("Top-p"))
+            max_new = gr.Slider(1, 4096, value=512, step=1, label=t("Max new tokens"))
     with gr.Row():
-        adapter_on = gr.Checkbox(value=True, label=t("chat.adapter"))
-        compare = gr.Checkbox(value=False, label=t("chat.compare"))
+        adapter_on = gr.Checkbox(value=True, label=t("Answer with the fine-tuned adapter"))
+        compare = gr.Checkbox(value=False, label=t("Compare: adapter off | on"))
     with gr.Row():
-        chatbot_off = gr.Chatbot(label=t("chat.off"), visible=False, height=480)
-        chatbot = gr.Chatbot(label=t("chat.main"), height=480)
+        chatbot_off = gr.Chatbot(label=t("Adapter off (base model)"), visible=False, height=480)
+        chatbot = gr.Chatbot(label=t("Chat"), height=480)
     textbox = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", placeholder=None,
-                                   label=t("chat.input"), submit_btn=True)  # fmt: skip
+                                   label=t("Message; add one or more images"), submit_btn=True)  # fmt: skip
     with gr.Row():
-        stop_btn = gr.Button(t("chat.stop"), variant="stop")
-        clear_btn = gr.Button(t("chat.clear"))
+        stop_btn = gr.Button(t("Stop"), variant="stop")
+        clear_btn = gr.Button(t("Clear"))
 
     def on_send(request: gr.Request, message, chat, chat_off, system_text, temp, p, new, adapter, both):
         yield from respond(ctx, message, chat, chat_off, system_text, temp, p, new, adapter, both,
                            lang=request_lang(ctx, request))  # fmt: skip
 
     def on_compare(both):
-        label = t("chat.on") if both else t("chat.main")
+        label = t("Adapter on (fine-tuned)") if both else t("Chat")
         return gr.update(visible=bool(both)), gr.update(label=label)
 
     def on_stop(request: gr.Request, stop):
         if stop is not None:
             stop.set()
-        gr.Info(i18n.text("chat.stopping", request_lang(ctx, request)))
+        gr.Info(localize(Msg("Stopping…"), request_lang(ctx, request)))
 
     inputs = [textbox, history, history_off, system, temperature, top_p, max_new, adapter_on, compare]
     outputs = [stop_state, chatbot, chatbot_off, history, history_off, textbox]

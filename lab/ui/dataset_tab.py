@@ -14,37 +14,10 @@ from lab.dataset import dataset_stats, list_datasets, load_records, write_split
 from lab.dataset_check import validate_dataset
 from lab.errors import LabError, localize
 from lab.formats import FORMATS, export_dataset, import_dataset
+from lab.text import Msg
 from lab.ui import i18n
 from lab.ui.i18n import t, with_lang
 
-STRINGS = {
-    "data.choose": ("Dataset (folder or .jsonl file)", "数据集（文件夹或 .jsonl 文件）"),
-    "data.refresh": ("Refresh list", "刷新列表"),
-    "data.show": ("Show", "查看"),
-    "data.stats": ("Summary", "概况"),
-    "data.gallery": ("Images", "图片"),
-    "data.records": ("Records", "样本"),
-    "data.check": ("Check", "校验"),
-    "data.report": ("Check report", "校验报告"),
-    "data.split": ("Split train / validation", "划分训练集 / 验证集"),
-    "data.val_ratio": ("Validation ratio", "验证集比例"),
-    "data.seed": ("Seed", "随机种子"),
-    "data.format": ("Export format", "导出格式"),
-    "data.export": ("Export", "导出"),
-    "data.download": ("Download", "下载"),
-    "data.import_file": ("Import: a .json / .jsonl file or a .zip of a dataset folder", "导入：.json / .jsonl 文件或数据集文件夹的 .zip"),
-    "data.import_name": ("Name of the new dataset", "新数据集名称"),
-    "data.import": ("Import", "导入"),
-    "data.status": ("Status", "状态"),
-    "data.summary": ("{records} records · {images} images · {turns} answers · {languages}",
-                     "{records} 条样本 · {images} 张图片 · {turns} 个回答 · {languages}"),
-    "data.split_done": ("{n} records → {path}", "{n} 条样本 → {path}"),
-    "data.exported": ("Exported to {path}", "已导出到 {path}"),
-    "data.choose_file": ("Choose a file to import first.", "请先选择要导入的文件。"),
-    "data.bad_name": ("'{name}' is not a usable dataset name: use letters, digits, '-' and '_'.",
-                      "'{name}' 不能用作数据集名称：请使用字母、数字、'-' 和 '_'。"),
-}
-i18n.register(STRINGS)
 
 PREVIEW_LIMIT = 48
 
@@ -60,8 +33,9 @@ def summary_line(path: str, lang: str = "en") -> str:
     except LabError as err:
         return localize(err, lang)
     languages = ", ".join(f"{k}: {v}" for k, v in sorted(stats.languages.items()))
-    return i18n.text("data.summary", lang, records=stats.records, images=stats.images, turns=stats.turns,
-                     languages=languages)  # fmt: skip
+    return localize(Msg("{records} records · {images} images · {turns} answers · {languages}",
+                        records=stats.records, images=stats.images, turns=stats.turns,
+                        languages=languages), lang)  # fmt: skip
 
 
 def show_dataset(path: str, lang: str = "en"):
@@ -96,7 +70,7 @@ def split(path: str, val_ratio: float, seed: float, lang: str = "en") -> str:
         parts = write_split(paths.resolve(path), float(val_ratio), int(seed))
     except LabError as err:
         return localize(err, lang)
-    return "\n".join(i18n.text("data.split_done", lang, n=len(load_records(part)), path=part) for part in parts)
+    return "\n".join(localize(Msg("{n} records → {path}", n=len(load_records(part)), path=part), lang) for part in parts)
 
 
 def export(path: str, fmt: str, lang: str = "en"):
@@ -110,15 +84,15 @@ def export(path: str, fmt: str, lang: str = "en"):
     except LabError as err:
         return localize(err, lang), None
     archive = shutil.make_archive(str(out_dir), "zip", root_dir=out_dir)
-    return i18n.text("data.exported", lang, path=main_file), archive
+    return localize(Msg("Exported to {path}", path=main_file), lang), archive
 
 
 def import_upload(upload: str | None, name: str, lang: str = "en"):
     if not upload:
-        return i18n.text("data.choose_file", lang), gr.update()
+        return localize(Msg("Choose a file to import first."), lang), gr.update()
     name = (name or Path(upload).stem).strip()
     if not name or "/" in name or "\\" in name or name.startswith("."):
-        return i18n.text("data.bad_name", lang, name=name), gr.update()
+        return localize(Msg("'{name}' is not a usable dataset name: use letters, digits, '-' and '_'.", name=name), lang), gr.update()
     target = paths.datasets_dir() / name
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -142,34 +116,34 @@ def _single_top_folder(root: Path) -> Path:
 def create_tab(ctx) -> None:
     choices = _choices()
     with gr.Row():
-        dataset = gr.Dropdown(choices, value=choices[0] if choices else None, label=t("data.choose"), allow_custom_value=True, scale=4)
-        refresh = gr.Button(t("data.refresh"), scale=1)
-        show = gr.Button(t("data.show"), variant="primary", scale=1)
+        dataset = gr.Dropdown(choices, value=choices[0] if choices else None, label=t("Dataset (folder or .jsonl file)"), allow_custom_value=True, scale=4)
+        refresh = gr.Button(t("Refresh list"), scale=1)
+        show = gr.Button(t("Show"), variant="primary", scale=1)
     first = show_dataset(choices[0]) if choices else ("", [], [])
     summary = gr.Markdown(first[0])
     i18n.at_page_load(lambda path, lang: summary_line(path, lang) if path else "", dataset, summary)
-    gallery = gr.Gallery(first[1], label=t("data.gallery"), columns=8, height=220, object_fit="contain", allow_preview=True)
-    table = i18n.table(["id", "prompt", "answer"], value=first[2] or None, label=t("data.records"), wrap=True,
+    gallery = gr.Gallery(first[1], label=t("Images"), columns=8, height=220, object_fit="contain", allow_preview=True)
+    table = i18n.table(["id", "prompt", "answer"], value=first[2] or None, label=t("Records"), wrap=True,
                        max_height=360)  # fmt: skip
     with gr.Row():
         with gr.Column():
-            check = gr.Button(t("data.check"))
-            report = gr.Textbox(label=t("data.report"), lines=4)
+            check = gr.Button(t("Check"))
+            report = gr.Textbox(label=t("Check report"), lines=4)
         with gr.Column():
-            val_ratio = gr.Slider(0.0, 0.5, value=0.1, step=0.01, label=t("data.val_ratio"))
-            seed = gr.Number(42, precision=0, label=t("data.seed"))
-            split_btn = gr.Button(t("data.split"))
-            split_out = gr.Textbox(label=t("data.status"), lines=2)
+            val_ratio = gr.Slider(0.0, 0.5, value=0.1, step=0.01, label=t("Validation ratio"))
+            seed = gr.Number(42, precision=0, label=t("Seed"))
+            split_btn = gr.Button(t("Split train / validation"))
+            split_out = gr.Textbox(label=t("Status"), lines=2)
         with gr.Column():
-            fmt = gr.Dropdown(list(FORMATS), value="llamafactory", label=t("data.format"))
-            export_btn = gr.Button(t("data.export"))
-            export_out = gr.Textbox(label=t("data.status"))
-            download = gr.File(label=t("data.download"))
+            fmt = gr.Dropdown(list(FORMATS), value="llamafactory", label=t("Export format"))
+            export_btn = gr.Button(t("Export"))
+            export_out = gr.Textbox(label=t("Status"))
+            download = gr.File(label=t("Download"))
     with gr.Row():
-        upload = gr.File(label=t("data.import_file"), file_types=[".json", ".jsonl", ".zip"], type="filepath")
-        import_name = gr.Textbox(label=t("data.import_name"))
-        import_btn = gr.Button(t("data.import"))
-        import_out = gr.Textbox(label=t("data.status"))
+        upload = gr.File(label=t("Import: a .json / .jsonl file or a .zip of a dataset folder"), file_types=[".json", ".jsonl", ".zip"], type="filepath")
+        import_name = gr.Textbox(label=t("Name of the new dataset"))
+        import_btn = gr.Button(t("Import"))
+        import_out = gr.Textbox(label=t("Status"))
 
     refresh.click(lambda: gr.update(choices=_choices()), outputs=dataset, api_name="dataset_list")
     show.click(with_lang(ctx, show_dataset), dataset, [summary, gallery, table], api_name="dataset_show")

@@ -17,49 +17,17 @@ import gradio as gr
 
 from lab import paths
 from lab.dataset import list_datasets
-from lab.errors import LabError, Text, localize
+from lab.errors import LabError, localize
 from lab.evaluation.endpoint import EndpointConfig, evaluate_endpoint
 from lab.evaluation.report import bar_rows, metrics_table, sample_table, summary_line
 from lab.evaluation.runner import (
     EvalResult, EvalSettings, list_results, load_result, run_evaluation, samples_from_dataset, samples_from_run,
 )
+from lab.text import Msg
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t, with_lang
 from lab.ui.zerogpu import gpu
 
-STRINGS = {
-    "eval.data": ("Data to evaluate on", "评估数据"),
-    "eval.compare": ("Compare with the base model (adapter off, then on)", "与基座模型对比（先关闭适配器，再打开）"),
-    "eval.batch": ("Batch size", "批大小"),
-    "eval.max_new": ("Max new tokens", "最大生成 token 数"),
-    "eval.limit": ("Samples (0: all)", "样本数（0：全部）"),
-    "eval.run": ("Evaluate", "开始评估"),
-    "eval.stop": ("Stop", "停止"),
-    "eval.metrics": ("Metrics", "指标"),
-    "eval.chart": ("Base vs fine-tuned", "基座 vs 微调"),
-    "eval.samples": ("Samples (largest gain first; click a row to see it)", "样本（提升最大的在前；点击一行查看）"),
-    "eval.sort": ("Sort samples by", "样本排序"),
-    "eval.sample": ("Sample", "样本"),
-    "eval.endpoint": ("Score an OpenAI-compatible endpoint (vLLM, or the labeler as upper bound)", "评估 OpenAI 兼容接口（vLLM，或以标注模型为上限）"),
-    "eval.base_url": ("Base URL", "接口地址"),
-    "eval.model": ("Model name on the server", "服务端模型名"),
-    "eval.key": ("API key (empty: OPENAI_API_KEY or EMPTY)", "API 密钥（留空：OPENAI_API_KEY 或 EMPTY）"),
-    "eval.concurrency": ("Concurrent requests", "并发请求数"),
-    "eval.run_endpoint": ("Evaluate endpoint", "评估接口"),
-    "eval.saved": ("Saved results", "已保存的结果"),
-    "eval.load": ("Show", "查看"),
-    "eval.started": ("Evaluating {total} samples…", "正在评估 {total} 个样本…"),
-    "eval.progress": ("{done}/{total} samples · ETA {eta}", "{done}/{total} 个样本 · 剩余 {eta}"),
-    "eval.stopping": ("Stopping after the current batch…", "当前批次完成后停止…"),
-    "eval.idle": ("No evaluation is running in this page.", "本页面没有正在进行的评估。"),
-    "eval.reference": ("reference", "参考答案"),
-    "eval.score": ("score", "得分"),
-    "eval.variant": ("model", "模型"),
-    "eval.sort.gain": ("largest gain", "提升最大"),
-    "eval.sort.loss": ("largest loss", "下降最大"),
-    "eval.sort.id": ("id", "编号"),
-}
-i18n.register(STRINGS)
 
 VAL_SPLIT = "(validation split of the loaded run)"
 SORTS = ["gain", "loss", "id"]
@@ -74,8 +42,7 @@ def load_samples(ctx, source: str):
     if not source or source == VAL_SPLIT:
         run_dir = ctx.handle.current_run_dir()
         if run_dir is None:
-            raise LabError("The loaded model is not a training run; pick a dataset to evaluate on.",
-                           zh="当前加载的模型不是一次训练的结果；请选择要评估的数据集。")
+            raise LabError("The loaded model is not a training run; pick a dataset to evaluate on.")
         return samples_from_run(run_dir)
     return samples_from_dataset(source), source
 
@@ -83,7 +50,7 @@ def load_samples(ctx, source: str):
 def progress_html(done: int, total: int, eta: float | None, lang: str = "en") -> str:
     """A progress bar with the counts and the time left."""
     eta_text = "…" if eta is None else time.strftime("%M:%S", time.gmtime(max(eta, 0))) if eta < 3600 else f"{eta / 3600:.1f} h"
-    line = html.escape(i18n.text("eval.progress", lang, done=done, total=total, eta=eta_text))
+    line = html.escape(localize(Msg("{done}/{total} samples · ETA {eta}", done=done, total=total, eta=eta_text), lang))
     return f'<progress value="{done}" max="{max(total, 1)}" style="width:100%"></progress><div>{line}</div>'
 
 
@@ -112,8 +79,7 @@ def run_in_background(job):
         except LabError as err:
             outcome["error"] = err
         except Exception as err:  # shown as one sentence instead of a silent dead thread
-            outcome["error"] = Text(f"The evaluation failed: {type(err).__name__}: {err}",
-                                    zh=f"评估失败：{type(err).__name__}: {err}")
+            outcome["error"] = Msg("The evaluation failed: {err_type}: {err}", err_type=type(err).__name__, err=err)
 
     thread = threading.Thread(target=target, name="evaluation", daemon=True)
     thread.start()
@@ -131,7 +97,7 @@ def stream_job(job_factory, lang: str, sort: str):
     thread, outcome = run_in_background(lambda: job_factory(progress, stop))
     keep = gr.update()
     try:
-        yield stop, i18n.text("eval.started", lang, total="…"), keep, keep, keep, keep, None
+        yield stop, localize(Msg("Evaluating {total} samples…", total="…"), lang), keep, keep, keep, keep, None
         while thread.is_alive():
             thread.join(0.5)
             if state["total"]:
@@ -198,13 +164,13 @@ def _result_widgets():
     progress = gr.HTML()
     summary = gr.Markdown()
     with gr.Row():
-        metrics = gr.Dataframe(label=t("eval.metrics"), interactive=False, scale=1)
-        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("eval.chart"), x_title=t("col.metric"),
-                           y_title=t("eval.score"), color_title=t("eval.variant"), scale=2)  # fmt: skip
-    sort = gr.Radio([(t(f"eval.sort.{name}"), name) for name in SORTS], value="gain", label=t("eval.sort"))
-    samples = gr.Dataframe(label=t("eval.samples"), interactive=False, wrap=True)
+        metrics = gr.Dataframe(label=t("Metrics"), interactive=False, scale=1)
+        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("Base vs fine-tuned"), x_title=t("metric"),
+                           y_title=t("score"), color_title=t("model"), scale=2)  # fmt: skip
+    sort = gr.Radio([(t(f"eval.sort.{name}"), name) for name in SORTS], value="gain", label=t("Sort samples by"))
+    samples = gr.Dataframe(label=t("Samples (largest gain first; click a row to see it)"), interactive=False, wrap=True)
     with gr.Row():
-        sample_image = gr.Image(label=t("eval.sample"), interactive=False, scale=1)
+        sample_image = gr.Image(label=t("Sample"), interactive=False, scale=1)
         sample_text = gr.Markdown()
     return progress, summary, metrics, chart, sort, samples, sample_image, sample_text
 
@@ -213,27 +179,27 @@ def create_tab(ctx) -> None:
     stop_state, shown = gr.State(None), gr.State(None)  # this page's stop switch; the result on screen
     with gr.Row():
         source = gr.Dropdown(data_choices(), value=str(paths.SAMPLE_DATASET), allow_custom_value=True,
-                             label=t("eval.data"), scale=3)  # fmt: skip
-        compare = gr.Checkbox(value=True, label=t("eval.compare"), scale=2)
+                             label=t("Data to evaluate on"), scale=3)  # fmt: skip
+        compare = gr.Checkbox(value=True, label=t("Compare with the base model (adapter off, then on)"), scale=2)
     with gr.Row():
-        batch = gr.Slider(1, 64, value=8, step=1, label=t("eval.batch"))
-        max_new = gr.Slider(1, 2048, value=128, step=1, label=t("eval.max_new"))
-        limit = gr.Number(value=0, precision=0, minimum=0, label=t("eval.limit"))
+        batch = gr.Slider(1, 64, value=8, step=1, label=t("Batch size"))
+        max_new = gr.Slider(1, 2048, value=128, step=1, label=t("Max new tokens"))
+        limit = gr.Number(value=0, precision=0, minimum=0, label=t("Samples (0: all)"))
     with gr.Row():
-        run_btn = gr.Button(t("eval.run"), variant="primary")
-        stop_btn = gr.Button(t("eval.stop"), variant="stop")
+        run_btn = gr.Button(t("Evaluate"), variant="primary")
+        stop_btn = gr.Button(t("Stop"), variant="stop")
     progress, summary, metrics, chart, sort, samples, sample_image, sample_text = _result_widgets()
-    with gr.Accordion(t("eval.endpoint"), open=False):
+    with gr.Accordion(t("Score an OpenAI-compatible endpoint (vLLM, or the labeler as upper bound)"), open=False):
         with gr.Row():
-            base_url = gr.Textbox(value="http://localhost:8000/v1", label=t("eval.base_url"))
-            served = gr.Textbox(label=t("eval.model"))
-            key = gr.Textbox(type="password", label=t("eval.key"))
-            concurrency = gr.Slider(1, 32, value=4, step=1, label=t("eval.concurrency"))
-        endpoint_btn = gr.Button(t("eval.run_endpoint"))
-    with gr.Accordion(t("eval.saved"), open=False):
+            base_url = gr.Textbox(value="http://localhost:8000/v1", label=t("Base URL"))
+            served = gr.Textbox(label=t("Model name on the server"))
+            key = gr.Textbox(type="password", label=t("API key (empty: OPENAI_API_KEY or EMPTY)"))
+            concurrency = gr.Slider(1, 32, value=4, step=1, label=t("Concurrent requests"))
+        endpoint_btn = gr.Button(t("Evaluate endpoint"))
+    with gr.Accordion(t("Saved results"), open=False):
         with gr.Row():
-            saved = gr.Dropdown([], label=t("eval.saved"), allow_custom_value=True, scale=3)
-            load_btn = gr.Button(t("eval.load"), scale=1)
+            saved = gr.Dropdown([], label=t("Saved results"), allow_custom_value=True, scale=3)
+            load_btn = gr.Button(t("Show"), scale=1)
     outputs = [stop_state, progress, summary, metrics, chart, samples, shown]
 
     # Gradio hands the request (for the page's language) only to a positional parameter.
@@ -278,7 +244,7 @@ def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"
         image = open_image(sample["images"][0]) if sample["images"] else None
     except LabError:
         image = None
-    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**{i18n.text('eval.reference', lang)}**: {html.escape(sample['reference'])}"]
+    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**{localize(Msg('reference'), lang)}**: {html.escape(sample['reference'])}"]
     for variant, answer in sample["answers"].items():
         scores = ", ".join(f"{k} {v:.1f}" for k, v in sample["scores"][variant].items())
         lines.append(f"**{variant}**: {html.escape(answer) or '∅'}  \n<small>{scores}</small>")

@@ -11,33 +11,9 @@ import gradio as gr
 from lab import paths
 from lab.errors import LabError, localize
 from lab.export import export_run, openai_snippet, vllm_command
+from lab.text import Msg
 from lab.training.runs import list_runs
-from lab.ui import i18n
 from lab.ui.i18n import request_lang, t, with_lang
-
-STRINGS = {
-    "export.run": ("Training run", "训练任务"),
-    "export.base": ("Base model (empty: the one the run was trained on)", "基座模型（留空：训练时所用模型）"),
-    "export.out": ("Output folder (empty: models/<run>-merged)", "输出文件夹（留空：models/<任务名>-merged）"),
-    "export.dtype": ("Weights dtype", "权重精度"),
-    "export.device": ("Merge on", "合并设备"),
-    "export.overwrite": ("Replace the output folder if it exists", "输出文件夹已存在时覆盖"),
-    "export.hub": ("Push to the Hugging Face Hub as user/name (optional)", "上传到 Hugging Face Hub，填写 用户/名称（可选）"),
-    "export.token": ("Hub token (empty: the saved login or HF_TOKEN)", "Hub 令牌（留空：已保存的登录或 HF_TOKEN）"),
-    "export.public": ("Public repo", "公开仓库"),
-    "export.max_len": ("vLLM --max-model-len", "vLLM --max-model-len"),
-    "export.images": ("Images per prompt", "每条提示的图片数"),
-    "export.gpu_util": ("GPU memory utilization", "GPU 显存占用比例"),
-    "export.go": ("Merge and export", "合并并导出"),
-    "export.command": ("Show the serving command", "显示部署命令"),
-    "export.status": ("Status", "状态"),
-    "export.vllm": ("Serve with vLLM", "用 vLLM 部署"),
-    "export.client": ("Call it with the openai client", "用 openai 客户端调用"),
-    "export.done": ("Exported {run} to {out} in {seconds:.1f} s: {files}", "已将 {run} 导出到 {out}，用时 {seconds:.1f} 秒：{files}"),
-    "export.pushed": ("Uploaded to {url}", "已上传到 {url}"),
-    "export.pick": ("Pick a training run to export.", "请选择要导出的训练任务。"),
-}
-i18n.register(STRINGS)
 
 
 def run_choices() -> list[str]:
@@ -62,7 +38,7 @@ def serving_texts(out: str, run: str, max_len, images, gpu_util, lang: str = "en
 def do_export(run, base, out, dtype, device, overwrite, hub_id, token, public, max_len, images, gpu_util, lang="en"):
     """Merge and save; returns (status, vllm command, snippet)."""
     if not (run or "").strip():
-        raise gr.Error(i18n.text("export.pick", lang))
+        raise gr.Error(localize(Msg("Pick a training run to export."), lang))
     out = (out or "").strip() or default_out(run)
     try:
         result = export_run(run.strip(), out, base=(base or "").strip() or None, dtype=dtype, device=device,
@@ -70,36 +46,37 @@ def do_export(run, base, out, dtype, device, overwrite, hub_id, token, public, m
                             token=(token or "").strip() or None, private=not public)  # fmt: skip
     except LabError as err:
         raise gr.Error(localize(err, lang)) from None
-    status = i18n.text("export.done", lang, run=result.run, out=result.out_dir, seconds=result.seconds,
-                       files=", ".join(result.files))  # fmt: skip
+    status = localize(Msg("Exported {run} to {out} in {seconds:.1f} s: {files}",
+                          run=result.run, out=result.out_dir, seconds=result.seconds,
+                          files=", ".join(result.files)), lang)  # fmt: skip
     if result.hub_url:
-        status += "  \n" + i18n.text("export.pushed", lang, url=result.hub_url)
+        status += "  \n" + localize(Msg("Uploaded to {url}", url=result.hub_url), lang)
     return (status, *serving_texts(str(result.out_dir), run, max_len, images, gpu_util, lang))
 
 
 def create_tab(ctx) -> None:
     with gr.Row():
-        run = gr.Dropdown(run_choices(), label=t("export.run"), allow_custom_value=True, scale=2)
-        base = gr.Textbox(label=t("export.base"), scale=2)
+        run = gr.Dropdown(run_choices(), label=t("Training run"), allow_custom_value=True, scale=2)
+        base = gr.Textbox(label=t("Base model (empty: the one the run was trained on)"), scale=2)
     with gr.Row():
-        out = gr.Textbox(label=t("export.out"), scale=3)
-        dtype = gr.Dropdown(["auto", "bfloat16", "float16", "float32"], value="auto", label=t("export.dtype"), scale=1)
-        device = gr.Dropdown(["cpu", "cuda"], value="cpu", label=t("export.device"), scale=1)
-        overwrite = gr.Checkbox(value=False, label=t("export.overwrite"), scale=1)
+        out = gr.Textbox(label=t("Output folder (empty: models/<run>-merged)"), scale=3)
+        dtype = gr.Dropdown(["auto", "bfloat16", "float16", "float32"], value="auto", label=t("Weights dtype"), scale=1)
+        device = gr.Dropdown(["cpu", "cuda"], value="cpu", label=t("Merge on"), scale=1)
+        overwrite = gr.Checkbox(value=False, label=t("Replace the output folder if it exists"), scale=1)
     with gr.Row():
-        hub_id = gr.Textbox(label=t("export.hub"), scale=2)
-        token = gr.Textbox(type="password", label=t("export.token"), scale=2)
-        public = gr.Checkbox(value=False, label=t("export.public"), scale=1)
+        hub_id = gr.Textbox(label=t("Push to the Hugging Face Hub as user/name (optional)"), scale=2)
+        token = gr.Textbox(type="password", label=t("Hub token (empty: the saved login or HF_TOKEN)"), scale=2)
+        public = gr.Checkbox(value=False, label=t("Public repo"), scale=1)
     with gr.Row():
-        max_len = gr.Number(value=8192, precision=0, minimum=256, label=t("export.max_len"))
-        images = gr.Number(value=5, precision=0, minimum=0, label=t("export.images"))
-        gpu_util = gr.Slider(0.1, 1.0, value=0.9, step=0.05, label=t("export.gpu_util"))
+        max_len = gr.Number(value=8192, precision=0, minimum=256, label=t("vLLM --max-model-len"))
+        images = gr.Number(value=5, precision=0, minimum=0, label=t("Images per prompt"))
+        gpu_util = gr.Slider(0.1, 1.0, value=0.9, step=0.05, label=t("GPU memory utilization"))
     with gr.Row():
-        go = gr.Button(t("export.go"), variant="primary")
-        show = gr.Button(t("export.command"))
+        go = gr.Button(t("Merge and export"), variant="primary")
+        show = gr.Button(t("Show the serving command"))
     status = gr.Markdown()
-    command = gr.Code(language="shell", label=t("export.vllm"))
-    snippet = gr.Code(language="python", label=t("export.client"))
+    command = gr.Code(language="shell", label=t("Serve with vLLM"))
+    snippet = gr.Code(language="python", label=t("Call it with the openai client"))
 
     def on_export(request: gr.Request, run, base, out, dtype, device, overwrite, hub_id, token, public, max_len, images,
                   gpu_util):  # fmt: skip

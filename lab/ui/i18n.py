@@ -145,21 +145,7 @@ def with_lang(ctx, fn):
 # headers, so a table made with :func:`table` gets its headers in the page's language from
 # the server as the page loads (:func:`localize_page`), and handlers that fill a table
 # name its columns with :func:`columns`.
-register({f"col.{en}": (en, zh) for en, zh in [
-    ("id", "编号"), ("prompt", "提问"), ("answer", "回答"), ("source", "来源"), ("status", "状态"),
-    ("answer / reason", "回答 / 原因"), ("tokens", "token 数"), ("cost $", "费用 $"), ("seconds", "秒"),
-    ("reason", "原因"), ("reject", "剔除"), ("image", "图片"), ("JSON ok", "JSON 有效"), ("run", "训练记录"),
-    ("method", "方法"), ("model", "模型"), ("step", "步数"), ("loss", "损失"), ("eval loss", "验证损失"),
-    ("started", "开始时间"), ("path", "路径"), ("metric", "指标"), ("gain", "提升"), ("reference", "参考答案"),
-    ("base", "基座"), ("tuned", "微调后"), ("endpoint", "接口"),
-]})
 # Words of Gradio's own page that its Chinese translation lacks.
-register({f"common.{key}": pair for key, pair in {
-    "complete": ("Complete", "完成"), "runs": ("Runs", "运行记录"),
-    "runs_description": ("View runs saved in this browser", "查看保存在此浏览器中的运行记录"),
-    "back_to_app": ("App", "应用"), "back_to_app_description": ("Return to the app", "返回应用"),
-    "progress": ("Progress", "进度"), "run": ("Run", "运行"), "download_all": ("Download All", "全部下载"),
-}.items()})
 _tables: list[tuple[gr.Dataframe, list[str]]] = []
 _loads: list[tuple] = []
 

@@ -28,54 +28,11 @@ from lab.labeling.item import PromptSpec
 from lab.labeling.review import list_failures, list_items, save_review
 from lab.labeling.store import DATA_FILE, job_settings, load_job, read_rows
 from lab.presets import LANGS, list_prompt_presets, load_prompt_preset
+from lab.text import Msg
 from lab.ui import i18n
 from lab.ui.i18n import request_lang, t, with_lang
 from lab.ui.prompt_tab import LOCAL, labeler_form, make_labeler
 
-STRINGS = {
-    "label.images": ("Image folder on the server", "服务器上的图片文件夹"),
-    "label.upload": ("Or upload images or a .zip of them", "或上传图片或图片的 .zip"),
-    "label.out": ("Dataset to write: a name under data/, or a folder", "写入的数据集：data/ 下的名称，或文件夹路径"),
-    "label.preset": ("Prompt preset", "提示词预设"),
-    "label.lang": ("Prompt language", "提示词语言"),
-    "label.limit": ("Label at most this many images now (0: all)", "本次最多标注多少张（0：全部）"),
-    "label.estimate": ("Estimate cost", "估算费用"),
-    "label.start": ("Start / resume", "开始 / 继续"),
-    "label.stop": ("Stop", "停止"),
-    "label.retry": ("Retry failed", "重试失败项"),
-    "label.progress": ("Progress", "进度"),
-    "label.recent": ("Latest labeled images", "最近标注的图片"),
-    "label.items": ("Latest items", "最近的条目"),
-    "label.failures": ("Failures and their reasons", "失败项及原因"),
-    "label.review": ("Review and export", "审阅与导出"),
-    "label.review_load": ("Load answers for review", "载入回答以审阅"),
-    "label.review_table": ("Edit answers; tick reject to drop an item; then save", "编辑回答；勾选“剔除”列去掉条目；然后保存"),
-    "label.review_save": ("Save review", "保存审阅"),
-    "label.format": ("Export format", "导出格式"),
-    "label.export": ("Export", "导出"),
-    "label.download": ("Download", "下载"),
-    "label.status": ("Status", "状态"),
-    "label.idle": ("No run started in this page.", "本页面尚未开始标注。"),
-    "label.busy": ("A run is still going in this page; stop it first.", "本页面的标注仍在进行，请先停止。"),
-    "label.started": ("Started: labeling into {out}.", "已开始：标注结果写入 {out}。"),
-    "label.stopping": ("Stopping; finished items are kept.", "正在停止；已完成的条目会保留。"),
-    "label.on_disk": ("{out}: {ok} labeled, {failed} failed so far.", "{out}：目前已标注 {ok} 张，失败 {failed} 张。"),
-    "label.line": (
-        "{state}: {ok} labeled · {failed} failed · {skipped} skipped · of {total} · ${cost:.4f} · {rate:.1f} images/s · ETA {eta}",
-        "{state}：已标注 {ok} · 失败 {failed} · 跳过 {skipped} · 共 {total} · ${cost:.4f} · {rate:.1f} 张/秒 · 剩余 {eta}",
-    ),
-    "label.exported": ("Exported to {path}", "已导出到 {path}"),
-    "label.uploaded": ("{n} image(s) ready in {folder}.", "{n} 张图片已放到 {folder}。"),
-    "label.upload_first": ("Choose images or a .zip to upload first.", "请先选择要上传的图片或 .zip。"),
-    "label.no_images": ("No images were found in the upload.", "上传的文件中没有找到图片。"),
-    "label.state.starting": ("starting", "启动中"),
-    "label.state.running": ("running", "进行中"),
-    "label.state.stopping": ("stopping", "正在停止"),
-    "label.state.stopped": ("stopped", "已停止"),
-    "label.state.finished": ("finished", "已完成"),
-    "label.state.error": ("error", "出错"),
-}
-i18n.register(STRINGS)
 
 ITEM_HEADERS = ["source", "status", "answer / reason", "tokens", "cost $", "seconds"]
 FAILURE_HEADERS = ["source", "status", "reason"]
@@ -87,7 +44,7 @@ def dataset_dir(text: str) -> Path:
     """A plain name means ``data/<name>`` in the workspace; anything else is a path."""
     text = (text or "").strip()
     if not text:
-        raise ConfigError("Give the dataset a name, e.g. my_labels.", zh="请给数据集起个名字，例如 my_labels。")
+        raise ConfigError("Give the dataset a name, e.g. my_labels.")
     if "/" not in text and "\\" not in text and not text.startswith((".", "~")):
         return paths.datasets_dir() / text
     return paths.resolve(text)
@@ -114,7 +71,7 @@ def start(ctx, run, folder, out, preset, lang, limit, *labeler_values, retry=Fal
     """Start (or resume, or retry the failures of) a run in the background."""
     lang_ui = request_lang(ctx, request)
     if run is not None and run.running:
-        return run, i18n.text("label.busy", lang_ui), gr.Timer(active=True)
+        return run, localize(Msg("A run is still going in this page; stop it first."), lang_ui), gr.Timer(active=True)
     try:
         out_dir = dataset_dir(out)
         prompt = _prompt(preset, lang)
@@ -125,16 +82,16 @@ def start(ctx, run, folder, out, preset, lang, limit, *labeler_values, retry=Fal
                              retry_failed=retry, job=job)
     except LabError as err:
         return run, localize(err, lang_ui), gr.Timer(active=False)
-    return run, i18n.text("label.started", lang_ui, out=out_dir), gr.Timer(active=True)
+    return run, localize(Msg("Started: labeling into {out}.", out=out_dir), lang_ui), gr.Timer(active=True)
 
 
 def stop(ctx, run, request: gr.Request = None):
     """Ask the page's run to stop; what is finished stays."""
     lang_ui = request_lang(ctx, request)
     if run is None or not run.running:
-        return i18n.text("label.idle", lang_ui)
+        return localize(Msg("No run started in this page."), lang_ui)
     run.stop()
-    return i18n.text("label.stopping", lang_ui)
+    return localize(Msg("Stopping; finished items are kept."), lang_ui)
 
 
 def _eta(seconds) -> str:
@@ -150,9 +107,11 @@ def progress_markdown(snap: dict, lang: str) -> str:
     share = done / target if target else (1.0 if snap["state"] == "finished" else 0.0)
     bar = "█" * round(share * 30) + "░" * (30 - round(share * 30))
     state = i18n.text(f"label.state.{snap['state']}", lang)
-    line = i18n.text("label.line", lang, state=state, ok=snap["ok"], failed=snap["failed"],
-                     skipped=snap["skipped"], total=snap["total"], cost=snap["cost_usd"], rate=snap["rate"],
-                     eta=_eta(snap["eta_s"]))
+    line = localize(Msg("{state}: {ok} labeled · {failed} failed · {skipped} skipped · of {total} · ${cost:.4f} · "
+                        "{rate:.1f} images/s · ETA {eta}",
+                        state=state, ok=snap["ok"], failed=snap["failed"],
+                        skipped=snap["skipped"], total=snap["total"], cost=snap["cost_usd"], rate=snap["rate"],
+                        eta=_eta(snap["eta_s"])), lang)
     text = f"`{bar}` {share:.0%}  \n{line}"
     return text + (f"  \n**{localize(snap['message'], lang)}**" if snap["message"] else "")
 
@@ -178,7 +137,7 @@ def refresh(ctx, run, out, request: gr.Request = None):
             return localize(err, lang_ui), [], [], [], gr.Timer(active=False)
         ok = sum(1 for _ in read_rows(out_dir / DATA_FILE))
         failures = _failure_rows(out_dir, lang_ui)
-        message = i18n.text("label.on_disk", lang_ui, out=out_dir, ok=ok, failed=len(failures)) if out_dir.is_dir() else i18n.text("label.idle", lang_ui)
+        message = localize(Msg("{out}: {ok} labeled, {failed} failed so far.", out=out_dir, ok=ok, failed=len(failures)), lang_ui) if out_dir.is_dir() else localize(Msg("No run started in this page."), lang_ui)
         return message, [], [], failures, gr.Timer(active=False)
     snap = run.progress.snapshot()
     recent = snap["recent"][::-1]
@@ -192,7 +151,7 @@ def upload(ctx, files, request: gr.Request = None):
     """Put uploaded images (or the images of uploaded zips) into a new folder under the workspace."""
     lang_ui = request_lang(ctx, request)
     if not files:
-        return gr.update(), i18n.text("label.upload_first", lang_ui)
+        return gr.update(), localize(Msg("Choose images or a .zip to upload first."), lang_ui)
     folder = paths.workspace() / "uploads" / time.strftime("%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
     for file in files:
@@ -205,8 +164,8 @@ def upload(ctx, files, request: gr.Request = None):
     count = sum(1 for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not count:
         shutil.rmtree(folder, ignore_errors=True)
-        return gr.update(), i18n.text("label.no_images", lang_ui)
-    return str(folder), i18n.text("label.uploaded", lang_ui, n=count, folder=folder)
+        return gr.update(), localize(Msg("No images were found in the upload."), lang_ui)
+    return str(folder), localize(Msg("{n} image(s) ready in {folder}.", n=count, folder=folder), lang_ui)
 
 
 def review_load(out, lang: str = "en"):
@@ -249,7 +208,7 @@ def export(out, fmt, lang: str = "en"):
         main_file = export_dataset(out_dir, fmt, target)
     except LabError as err:
         return localize(err, lang), None
-    return i18n.text("label.exported", lang, path=main_file), shutil.make_archive(str(target), "zip", root_dir=target)
+    return localize(Msg("Exported to {path}", path=main_file), lang), shutil.make_archive(str(target), "zip", root_dir=target)
 
 
 def _job_widgets() -> SimpleNamespace:
@@ -257,46 +216,46 @@ def _job_widgets() -> SimpleNamespace:
     sample = paths.SAMPLE_DATASET / "images"
     presets = list_prompt_presets()
     with gr.Row():
-        folder = gr.Textbox(str(sample) if sample.is_dir() else "", label=t("label.images"), scale=3)
-        files = gr.File(file_count="multiple", type="filepath", label=t("label.upload"), scale=2)
-        out = gr.Textbox("labeled", label=t("label.out"), scale=2)
+        folder = gr.Textbox(str(sample) if sample.is_dir() else "", label=t("Image folder on the server"), scale=3)
+        files = gr.File(file_count="multiple", type="filepath", label=t("Or upload images or a .zip of them"), scale=2)
+        out = gr.Textbox("labeled", label=t("Dataset to write: a name under data/, or a folder"), scale=2)
     with gr.Row():
         preset = gr.Dropdown(presets, value="sample_caption" if "sample_caption" in presets else None,
-                             label=t("label.preset"), scale=3)
-        lang = gr.Radio(list(LANGS), value="en", label=t("label.lang"), scale=1)
-        limit = gr.Number(0, precision=0, minimum=0, label=t("label.limit"), scale=1)
+                             label=t("Prompt preset"), scale=3)
+        lang = gr.Radio(list(LANGS), value="en", label=t("Prompt language"), scale=1)
+        limit = gr.Number(0, precision=0, minimum=0, label=t("Label at most this many images now (0: all)"), scale=1)
     return SimpleNamespace(folder=folder, files=files, out=out, preset=preset, lang=lang, limit=limit)
 
 
 def _run_widgets() -> SimpleNamespace:
     """Buttons, the progress line, the live thumbnails and tables."""
     with gr.Row():
-        estimate_btn = gr.Button(t("label.estimate"))
-        start_btn = gr.Button(t("label.start"), variant="primary")
-        stop_btn = gr.Button(t("label.stop"), variant="stop")
-        retry_btn = gr.Button(t("label.retry"))
+        estimate_btn = gr.Button(t("Estimate cost"))
+        start_btn = gr.Button(t("Start / resume"), variant="primary")
+        stop_btn = gr.Button(t("Stop"), variant="stop")
+        retry_btn = gr.Button(t("Retry failed"))
     return SimpleNamespace(
         estimate=estimate_btn, start=start_btn, stop=stop_btn, retry=retry_btn,
-        status=gr.Textbox(label=t("label.status")),
-        progress=gr.Markdown(label=t("label.progress")),
+        status=gr.Textbox(label=t("Status")),
+        progress=gr.Markdown(label=t("Progress")),
         timer=gr.Timer(1.0, active=False),
-        gallery=gr.Gallery(label=t("label.recent"), columns=8, height=220),
-        items=i18n.table(ITEM_HEADERS, label=t("label.items"), wrap=True, interactive=False, max_height=320),
-        failures=i18n.table(FAILURE_HEADERS, label=t("label.failures"), wrap=True, interactive=False,
+        gallery=gr.Gallery(label=t("Latest labeled images"), columns=8, height=220),
+        items=i18n.table(ITEM_HEADERS, label=t("Latest items"), wrap=True, interactive=False, max_height=320),
+        failures=i18n.table(FAILURE_HEADERS, label=t("Failures and their reasons"), wrap=True, interactive=False,
                               max_height=240),
     )
 
 
 def _review_widgets() -> SimpleNamespace:
-    with gr.Accordion(t("label.review"), open=False):
-        load = gr.Button(t("label.review_load"))
+    with gr.Accordion(t("Review and export"), open=False):
+        load = gr.Button(t("Load answers for review"))
         table = i18n.table(REVIEW_HEADERS, datatype=["str", "str", "str", "bool"], type="array",
-                             interactive=True, wrap=True, label=t("label.review_table"), static_columns=[0, 1])
-        save = gr.Button(t("label.review_save"))
+                             interactive=True, wrap=True, label=t("Edit answers; tick reject to drop an item; then save"), static_columns=[0, 1])
+        save = gr.Button(t("Save review"))
         with gr.Row():
-            fmt = gr.Dropdown(list(FORMATS), value="llamafactory", label=t("label.format"))
-            export_btn = gr.Button(t("label.export"))
-            download = gr.File(label=t("label.download"))
+            fmt = gr.Dropdown(list(FORMATS), value="llamafactory", label=t("Export format"))
+            export_btn = gr.Button(t("Export"))
+            download = gr.File(label=t("Download"))
     return SimpleNamespace(load=load, table=table, save=save, fmt=fmt, export=export_btn, download=download)
 
 

@@ -19,6 +19,7 @@ import gradio as gr
 from lab import paths
 from lab.dataset import latest_dataset, list_datasets
 from lab.errors import LabError, localize
+from lab.text import Msg
 from lab.train_config import CHOICES, TrainConfig, list_train_presets
 from lab.training import job as jobs
 from lab.training.runs import RUN_COLUMNS, curves, list_runs, load_run_config, progress, train_command
@@ -31,41 +32,6 @@ MAIN_FIELDS = ["model", "dataset", "run_name", "method", "lora_targets", "train_
 MORE_FIELDS = [f.name for f in fields(TrainConfig) if f.name not in MAIN_FIELDS and f.name != "output_dir"]
 FORM_FIELDS = MAIN_FIELDS + MORE_FIELDS
 
-STRINGS = {
-    "train.preset": ("Preset", "预设"),
-    "train.more": ("More settings", "更多设置"),
-    "train.start": ("Start training", "开始训练"),
-    "train.stop": ("Stop (after this step)", "停止（本步结束后）"),
-    "train.command": ("Show command", "显示命令"),
-    "train.loss": ("Loss", "损失"),
-    "train.lr": ("Learning rate", "学习率"),
-    "train.step": ("step", "步数"),
-    "train.series": ("series", "曲线"),
-    "train.log": ("Log", "日志"),
-    "train.runs": ("Past runs", "历史训练"),
-    "train.run": ("Run", "训练记录"),
-    "train.refresh": ("Refresh", "刷新"),
-    "train.show": ("Show curve and config", "显示曲线和配置"),
-    "train.resume": ("Resume from last checkpoint", "从最近的检查点继续"),
-    "train.load": ("Load for Evaluate / Chat", "加载用于评估/对话"),
-    "train.config": ("Config", "配置"),
-    "train.idle": ("No training run yet. Pick a preset and press Start.", "还没有训练。选择预设并点击开始。"),
-    "train.status": ("**{name}** · {status} · step {step}/{total} · elapsed {elapsed} · ETA {eta} · "
-                     "{samples} samples/s · {tokens} tokens/s · loss {loss}",
-                     "**{name}** · {status} · 第 {step}/{total} 步 · 已用 {elapsed} · 剩余 {eta} · "
-                     "{samples} 样本/秒 · {tokens} token/秒 · 损失 {loss}"),  # fmt: skip
-    "train.started": ("Started {name}.", "已开始训练 {name}。"),
-    "train.queued": ("Queued {name}: {ahead} run(s) ahead; it starts when they end.",
-                     "{name} 已排队：前面还有 {ahead} 个训练，结束后自动开始。"),
-    "train.stopping": ("Stopping {name} after the current step…", "{name} 将在当前步结束后停止…"),
-    "train.nothing": ("No training run is going on.", "当前没有进行中的训练。"),
-    "train.loaded": ("Loaded {name}; Evaluate and Chat now use it.", "已加载 {name}；评估和对话将使用它。"),
-    "train.pick": ("Pick a run first.", "请先选择一条训练记录。"),
-    **{f"train.state.{en}": (en, zh) for en, zh in [
-        ("new", "未开始"), ("queued", "排队中"), ("starting", "启动中"), ("loading", "加载中"), ("running", "训练中"),
-        ("stopping", "正在停止"), ("finished", "已完成"), ("stopped", "已停止"), ("failed", "失败"),
-    ]},
-}
 _FIELD_LABELS = {
     "model": ("Model (Hub id, folder, or demo)", "模型（Hub ID、文件夹或 demo）"),
     "dataset": ("Dataset", "数据集"), "val_dataset": ("Validation dataset (optional)", "验证集（可选）"),
@@ -93,10 +59,6 @@ _FIELD_LABELS = {
     "model_name": ("Model name (中文, English)", "模型名称（中文, English）"),
     "model_author": ("Model author (中文, English)", "模型作者（中文, English）"),
 }  # fmt: skip
-STRINGS.update({f"train.f.{name}": pair for name, pair in _FIELD_LABELS.items()})
-STRINGS.update({"train.part.language": ("language model", "语言模型"), "train.part.vision": ("vision tower", "视觉编码器"),
-                "train.part.merger": ("merger (vision → language)", "投影层 merger（视觉 → 语言）")})
-i18n.register(STRINGS)
 
 
 def _field_widget(name: str, value):
@@ -161,15 +123,17 @@ def _num(value, fmt: str) -> str:
 def status_outputs(run_dir, lang: str = "en"):
     """(progress bar HTML, status line, loss points, lr points) for the run in ``run_dir``."""
     if run_dir is None:
-        return "", i18n.text("train.idle", lang), None, None
+        return "", localize(Msg("No training run yet. Pick a preset and press Start."), lang), None, None
     p = progress(run_dir)
     job = jobs.current_job()
     status = job.status if job is not None and str(job.run_dir) == str(run_dir) else p.status
     status = i18n.text(f"train.state.{status}", lang) if f"train.state.{status}" in STRINGS else status
-    line = i18n.text("train.status", lang, name=html.escape(str(run_dir).rsplit("/", 1)[-1]), status=status,
-                     step=p.step, total=p.total or "?", elapsed=_duration(p.elapsed_s), eta=_duration(p.eta_s),
-                     samples=_num(p.samples_per_s, "{:.2f}"), tokens=_num(p.tokens_per_s, "{:.0f}"),
-                     loss=_num(p.loss, "{:.4f}"))  # fmt: skip
+    line = localize(Msg("**{name}** · {status} · step {step}/{total} · elapsed {elapsed} · ETA {eta} · {samples} "
+                        "samples/s · {tokens} tokens/s · loss {loss}",
+                        name=html.escape(str(run_dir).rsplit("/", 1)[-1]), status=status,
+                        step=p.step, total=p.total or "?", elapsed=_duration(p.elapsed_s), eta=_duration(p.eta_s),
+                        samples=_num(p.samples_per_s, "{:.2f}"), tokens=_num(p.tokens_per_s, "{:.0f}"),
+                        loss=_num(p.loss, "{:.4f}")), lang)  # fmt: skip
     if job is not None and str(job.run_dir) == str(run_dir) and job.status == "failed":
         line += f"  \n⚠️ {html.escape(localize(job.message, lang))}"
     elif p.message:
@@ -232,16 +196,17 @@ def start(ctx, lang: str, values: list, resume_run: str | None = None) -> str:
     except LabError as err:
         raise gr.Error(localize(err, lang)) from None
     if job.status == "queued":
-        return i18n.text("train.queued", lang, name=job.name, ahead=jobs.queue_position(job))
-    return i18n.text("train.started", lang, name=job.name)
+        return localize(Msg("Queued {name}: {ahead} run(s) ahead; it starts when they end.",
+                            name=job.name, ahead=jobs.queue_position(job)), lang)
+    return localize(Msg("Started {name}.", name=job.name), lang)
 
 
 def stop(lang: str) -> str:
     job = jobs.current_job()
     if job is None or not job.active:
-        return i18n.text("train.nothing", lang)
+        return localize(Msg("No training run is going on."), lang)
     job.stop()
-    return i18n.text("train.stopping", lang, name=job.name)
+    return localize(Msg("Stopping {name} after the current step…", name=job.name), lang)
 
 
 def command(preset_name: str, values: list, lang: str = "en"):
@@ -262,12 +227,12 @@ def poll(chosen, lang: str):
 
 def load_for_chat(ctx, lang: str, run_dir: str | None) -> str:
     if not run_dir:
-        raise gr.Error(i18n.text("train.pick", lang))
+        raise gr.Error(localize(Msg("Pick a run first."), lang))
     try:
         ctx.handle.load_run(run_dir)
     except LabError as err:
         raise gr.Error(localize(err, lang)) from None
-    return i18n.text("train.loaded", lang, name=run_dir.rsplit("/", 1)[-1])
+    return localize(Msg("Loaded {name}; Evaluate and Chat now use it.", name=run_dir.rsplit("/", 1)[-1]), lang)
 
 
 def _form_widgets(base: TrainConfig) -> dict:
@@ -280,7 +245,7 @@ def _form_widgets(base: TrainConfig) -> dict:
         with gr.Row():
             for name in names:
                 widgets[name] = _field_widget(name, getattr(base, name))
-    with gr.Accordion(t("train.more"), open=False):
+    with gr.Accordion(t("More settings"), open=False):
         for first in range(0, len(MORE_FIELDS), 6):
             with gr.Row():
                 for name in MORE_FIELDS[first : first + 6]:
@@ -290,32 +255,32 @@ def _form_widgets(base: TrainConfig) -> dict:
 
 def create_tab(ctx) -> None:
     selected = gr.State(None)  # the run this page follows (None: the app's current job)
-    preset = gr.Dropdown(list_train_presets(), value=default_preset(), label=t("train.preset"))
+    preset = gr.Dropdown(list_train_presets(), value=default_preset(), label=t("Preset"))
     widgets = _form_widgets(TrainConfig.from_preset(default_preset()))
     form = [widgets[name] for name in FORM_FIELDS]
     with gr.Row():
-        start_btn = gr.Button(t("train.start"), variant="primary")
-        stop_btn = gr.Button(t("train.stop"), variant="stop")
-        command_btn = gr.Button(t("train.command"))
+        start_btn = gr.Button(t("Start training"), variant="primary")
+        stop_btn = gr.Button(t("Stop (after this step)"), variant="stop")
+        command_btn = gr.Button(t("Show command"))
     message = gr.Markdown()
-    command_box = gr.Code(language="shell", label=t("train.command"), visible=False)  # shown with its first command
+    command_box = gr.Code(language="shell", label=t("Show command"), visible=False)  # shown with its first command
     bar, status = gr.HTML(), gr.Markdown(elem_id="train-status")
     with gr.Row():
         # No height: with one, Gradio cuts the legend off below the chart.
-        loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.loss"), x_title=t("train.step"),
-                                y_title=t("train.loss"), color_title=t("train.series"))  # fmt: skip
-        lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.lr"), x_title=t("train.step"),
-                              y_title=t("train.lr"), color_title=t("train.series"))  # fmt: skip
-    with gr.Accordion(t("train.log"), open=False):
-        log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("train.log"), show_label=False)
-    with gr.Accordion(t("train.runs"), open=False):
+        loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Loss"), x_title=t("step"),
+                                y_title=t("Loss"), color_title=t("series"))  # fmt: skip
+        lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Learning rate"), x_title=t("step"),
+                              y_title=t("Learning rate"), color_title=t("series"))  # fmt: skip
+    with gr.Accordion(t("Log"), open=False):
+        log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("Log"), show_label=False)
+    with gr.Accordion(t("Past runs"), open=False):
         runs = i18n.table(RUN_COLUMNS + ["path"], value=runs_table(), interactive=False, wrap=True)
         with gr.Row():
-            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("train.run"), allow_custom_value=True, scale=3)
-            refresh_btn = gr.Button(t("train.refresh"), scale=1)
+            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("Run"), allow_custom_value=True, scale=3)
+            refresh_btn = gr.Button(t("Refresh"), scale=1)
         with gr.Row():
-            show_btn, resume_btn, load_btn = gr.Button(t("train.show")), gr.Button(t("train.resume")), gr.Button(t("train.load"))
-        run_config = gr.Code(language="yaml", label=t("train.config"))
+            show_btn, resume_btn, load_btn = gr.Button(t("Show curve and config")), gr.Button(t("Resume from last checkpoint")), gr.Button(t("Load for Evaluate / Chat"))
+        run_config = gr.Code(language="yaml", label=t("Config"))
     def on_start(request: gr.Request, *values):
         return start(ctx, request_lang(ctx, request), list(values)), None
 
@@ -331,13 +296,13 @@ def create_tab(ctx) -> None:
 
     def on_show(request: gr.Request, run_dir):
         if not run_dir:
-            raise gr.Error(i18n.text("train.pick", request_lang(ctx, request)))
+            raise gr.Error(localize(Msg("Pick a run first."), request_lang(ctx, request)))
         return run_dir, _config_text(run_dir)
 
     def on_resume(request: gr.Request, run_dir):
         lang = request_lang(ctx, request)
         if not run_dir:
-            raise gr.Error(i18n.text("train.pick", lang))
+            raise gr.Error(localize(Msg("Pick a run first."), lang))
         return start(ctx, lang, [], resume_run=run_dir), run_dir
 
     def on_load(request: gr.Request, run_dir):
