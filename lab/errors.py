@@ -37,7 +37,7 @@ class LabError(Exception):
         if "zh" in values and not isinstance(message, Msg) and "{zh}" not in message:
             raise TypeError("LabError takes no zh=: write the sentence in English with named values and put "
                             "its Chinese into lab/locales/zh.json")
-        self.msg = message if isinstance(message, Msg) else Msg(message, **values)
+        self.msg = message if isinstance(message, Msg) else Msg(message, **values)  # dynamic template: the caller's
         super().__init__(self.msg)
 
     def __str__(self) -> str:
@@ -73,7 +73,7 @@ class BadImageError(LabError):
     def __init__(self, path, reason: Msg):
         self.path = str(path)
         self.reason = reason
-        super().__init__("{path}: {reason}", path=self.path, reason=reason)
+        super().__init__(Msg("{path}: {reason}", path=self.path, reason=reason))
 
 
 class BusyError(LabError):

@@ -25,7 +25,14 @@ import os
 from functools import cache
 
 LOCALES = os.path.join(os.path.dirname(__file__), "locales")
-LANGS: tuple[str, ...] = ("en", *sorted(name[:-5] for name in os.listdir(LOCALES) if name.endswith(".json")))
+
+
+def find_langs(folder: str = LOCALES) -> tuple[str, ...]:
+    """English, then the language of each catalog in ``folder`` (``zh.json``: zh)."""
+    return ("en", *sorted(name[: -len(".json")] for name in os.listdir(folder) if name.endswith(".json")))
+
+
+LANGS = find_langs()
 
 _NOT_A_STR = ("a Msg is not a str, so formatting it would drop its other languages; compose it with "
               "Msg('... {name} ...', name=msg), show it with localize(msg, lang), log it with str(msg)")
@@ -105,7 +112,7 @@ class Msg:
 
 
 def _restore(template: str, values: dict) -> Msg:
-    return Msg(template, **values)
+    return Msg(template, **values)  # dynamic template: a message unpickled
 
 
 def _message_of(value: object) -> Msg | None:

@@ -49,7 +49,7 @@ def test_header_loads_a_run_and_picks_the_adapter(launch_app, lora_run_dir, tmp_
             client.predict("demo", "none", api_name="/model_load")
     client.predict(str(tmp_path / "nothing-here"), "none", api_name="/model_load")
     info = _wait_ready(ctx)
-    assert "does not exist" in info["error"] and "could not be loaded" in client.predict(api_name="/model_status")
+    assert "does not exist" in str(info["error"]) and "could not be loaded" in client.predict(api_name="/model_status")
 
 
 def test_chat_streams_keeps_history_compares_and_reports_busy(launch_app, lora_run_dir, sample_dataset):

@@ -23,17 +23,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lab.errors import DatasetError, LabError, localize
+from lab.errors import DatasetError, LabError
 from lab.images import IMAGE_SUFFIXES
 from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
 from lab.labeling.store import LabelStore, file_sha, item_key, save_job
-from lab.text import Msg, msg_of
+from lab.text import Msg, msg_of, saved_fields
 
 log = logging.getLogger(__name__)
 
 RECENT_ITEMS = 50
-_STATES_ZH = {"starting": "启动中", "running": "运行中", "stopping": "正在停止", "stopped": "已停止",
-              "finished": "已完成", "error": "出错"}
+# A run's states as people read them (the English is the state).
+STATE_NAMES = {"starting": Msg("starting"), "running": Msg("running"), "stopping": Msg("stopping"),
+               "stopped": Msg("stopped"), "finished": Msg("finished"), "error": Msg("error")}
 _STOP_POLL_S = 0.05
 _HASH_BATCH = 32
 
@@ -129,11 +130,10 @@ class Progress:
         eta = Msg("")
         if self.eta_s is not None and self.remaining:
             eta = Msg(", ETA {eta_s:.0f} s", eta_s=self.eta_s)
-        state_zh = _STATES_ZH.get(self.state, self.state)
-        return Text(f"{self.state}: {self.ok} labeled, {self.failed} failed, {self.skipped} skipped of {self.total}; "
-                    f"${self.cost_usd:.4f}; {self.rate:.1f} images/s{eta}",
-                    f"{state_zh}：共 {self.total} 张，已标注 {self.ok}，失败 {self.failed}，跳过 {self.skipped}；"
-                    f"${self.cost_usd:.4f}；{self.rate:.1f} 张/秒{localize(eta, 'zh')}")
+        return Msg("{state}: {ok} labeled, {failed} failed, {skipped} skipped of {total}; ${cost:.4f}; "
+                   "{rate:.1f} images/s{eta}", state=STATE_NAMES.get(self.state, self.state), ok=self.ok,
+                   failed=self.failed, skipped=self.skipped, total=self.total, cost=self.cost_usd, rate=self.rate,
+                   eta=eta)
 
 
 async def label_folder(
@@ -301,9 +301,8 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
     if not result.ok:
         run.store.add_failure({
             "key": key, "image_sha": image_sha, "prompt_sha": run.prompt.sha, **source,
-            "status": result.status, "kind": result.extra.get("kind", result.status), "reason": result.reason,
-            "reason_zh": localize(result.reason, "zh") if result.reason is not None else None,
-            "answer": result.answer[:2000], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "status": result.status, "kind": result.extra.get("kind", result.status),
+            **saved_fields("reason", result.reason), "answer": result.answer[:2000], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
         return
     image = result.extra["image"]

@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.errors import BusyError, LabError, localize
+from lab.errors import BusyError, LabError
 from lab.text import Msg, msg_of
 
 _lock = threading.Lock()
 _current: "TrainingJob | None" = None
 _queue: "list[TrainingJob]" = []  # runs waiting for the current one to end (shared deployments)
-_STATUS_ZH = {"finished": "已完成", "stopped": "已停止"}
+# Each state as people read it (its English is the state).
+STATE_NAMES = {"new": Msg("new"), "queued": Msg("queued"), "starting": Msg("starting"), "loading": Msg("loading"),
+               "running": Msg("running"), "stopping": Msg("stopping"), "finished": Msg("finished"),
+               "stopped": Msg("stopped"), "failed": Msg("failed")}
 
 
 @dataclass
@@ -194,14 +197,14 @@ def _run_in_app(job: TrainingJob, handle: Any) -> None:
     except Exception as err:  # a bug must not kill the app: report it in one line
         job.status = "failed"
         job.message = Msg("Training failed: {err_type}: {err}", err_type=type(err).__name__, err=err)
-    job.log(job.message)
+    job.log(str(job.message))
 
 
 def _outcome(result: Any) -> Msg:
-    """``finished at step 40, loss 0.1234`` in both languages."""
+    """``finished at step 40, loss 0.1234``."""
     loss = Msg(", loss {loss:.4f}", loss=result.loss) if result.loss is not None else Msg("")
-    return Text(f"{result.status} at step {result.step}{loss}",
-                f"{_STATUS_ZH.get(result.status, result.status)}，第 {result.step} 步{localize(loss, 'zh')}")
+    return Msg("{status} at step {step}{loss}", status=STATE_NAMES.get(result.status, result.status), step=result.step,
+               loss=loss)
 
 
 def _train(job: TrainingJob, loaded: Any):
@@ -277,11 +280,10 @@ def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
         if code != 0:
             raise LabError("The multi-GPU run ended with exit code {code}; see the log for why.", code=code)
         job.status = "stopped" if job.stop_event.is_set() else "finished"
-        job.message = Text(f"{job.status}; the model is in {job.run_dir}",
-                           f"{_STATUS_ZH.get(job.status, job.status)}；模型在 {job.run_dir}")
+        job.message = Msg("{status}; the model is in {run_dir}", status=STATE_NAMES[job.status], run_dir=job.run_dir)
     except LabError as err:
         job.status, job.message = "failed", msg_of(err)
     except OSError as err:  # a LabError (ConfigError included) is caught above with its own sentence
         job.status = "failed"
         job.message = Msg("Could not start the multi-GPU run: {err}", err=err)
-    job.log(job.message)
+    job.log(str(job.message))

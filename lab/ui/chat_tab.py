@@ -14,9 +14,10 @@ import threading
 import gradio as gr
 
 from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply, user_turn
-from lab.errors import LabError, localize
+from lab.errors import localize
 from lab.text import Msg
-from lab.ui.i18n import request_lang, t
+from lab.ui import i18n
+from lab.ui.i18n import t
 from lab.ui.zerogpu import gpu
 
 
@@ -31,23 +32,20 @@ def render(history: list[dict]) -> list[dict]:
     return messages
 
 
-def _first(stream, lang: str):
+def _first(stream):
     """Run a stream up to its first value, so a busy model is reported before anything is shown."""
     try:
         return next(stream), stream
     except StopIteration:
         return None, iter(())
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
 
 
-def respond(ctx, message, history, history_off, system, temperature, top_p, max_new, adapter_on, compare, lang="en"):
-    """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox)."""
-    try:
-        settings = ChatSettings(system=system or "", temperature=temperature, top_p=top_p, max_new_tokens=int(max_new))
-        turn = user_turn((message or {}).get("text", ""), (message or {}).get("files") or [])
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+def respond(ctx, message, history, history_off, system, temperature, top_p, max_new, adapter_on, compare):
+    """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox).
+
+    A LabError (no model, a busy one, a bad image) ends it; the handler shows its sentence."""
+    settings = ChatSettings(system=system or "", temperature=temperature, top_p=top_p, max_new_tokens=int(max_new))
+    turn = user_turn((message or {}).get("text", ""), (message or {}).get("files") or [])
     stop = threading.Event()
     history = list(history or []) + [turn]
     history_off = list(history_off or []) + ([turn] if compare else [])
@@ -55,7 +53,7 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
         stream = stream_compare(ctx.handle, history_off, history, settings, stop=stop)
     else:
         stream = (("", text) for text in stream_reply(ctx.handle, history, settings, adapter=bool(adapter_on), stop=stop))
-    first, stream = _first(stream, lang)
+    first, stream = _first(stream)
     off, on = first if first is not None else ("", "")
     cleared = gr.MultimodalTextbox(value=None)
 
@@ -64,7 +62,7 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
         return render(history + [assistant_turn(on)]), render(side)
 
     try:
-        for off, on in itertools.chain([(off, on)], _pairs(stream, lang)):
+        for off, on in itertools.chain([(off, on)], stream):
             yield stop, *shown(off, on), history, history_off, cleared
     finally:
         stop.set()  # also reached when the page goes away: the model stops after its next token
@@ -72,14 +70,6 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
     if compare:
         history_off.append(assistant_turn(off))
     yield None, render(history), render(history_off), history, history_off, cleared
-
-
-def _pairs(stream, lang: str):
-    """The rest of a stream, errors turned into one sentence."""
-    try:
-        yield from stream
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
 
 
 def create_tab(ctx) -> None:
@@ -104,23 +94,22 @@ def create_tab(ctx) -> None:
         stop_btn = gr.Button(t("Stop"), variant="stop")
         clear_btn = gr.Button(t("Clear"))
 
-    def on_send(request: gr.Request, message, chat, chat_off, system_text, temp, p, new, adapter, both):
-        yield from respond(ctx, message, chat, chat_off, system_text, temp, p, new, adapter, both,
-                           lang=request_lang(ctx, request))  # fmt: skip
+    def on_send(message, chat, chat_off, system_text, temp, p, new, adapter, both, lang):
+        yield from respond(ctx, message, chat, chat_off, system_text, temp, p, new, adapter, both)
 
     def on_compare(both):
         label = t("Adapter on (fine-tuned)") if both else t("Chat")
         return gr.update(visible=bool(both)), gr.update(label=label)
 
-    def on_stop(request: gr.Request, stop):
+    def on_stop(stop, lang):
         if stop is not None:
             stop.set()
-        gr.Info(localize(Msg("Stopping…"), request_lang(ctx, request)))
+        gr.Info(localize(Msg("Stopping…"), lang))
 
     inputs = [textbox, history, history_off, system, temperature, top_p, max_new, adapter_on, compare]
     outputs = [stop_state, chatbot, chatbot_off, history, history_off, textbox]
-    textbox.submit(gpu(on_send), inputs, outputs, api_name="chat")
-    stop_btn.click(on_stop, stop_state, None, api_name="chat_stop")
+    textbox.submit(gpu(i18n.handler(ctx, on_send)), inputs, outputs, api_name="chat")
+    stop_btn.click(i18n.handler(ctx, on_stop), stop_state, None, api_name="chat_stop")
     clear_btn.click(lambda: ([], [], [], [], None), None, [chatbot, chatbot_off, history, history_off, stop_state],
                     api_name="chat_clear")  # fmt: skip
     compare.change(on_compare, compare, [chatbot_off, chatbot], api_name="chat_compare_mode")

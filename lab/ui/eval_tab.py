@@ -25,12 +25,11 @@ from lab.evaluation.runner import (
 )
 from lab.text import Msg
 from lab.ui import i18n
-from lab.ui.i18n import request_lang, t, with_lang
+from lab.ui.i18n import t
 from lab.ui.zerogpu import gpu
 
-
 VAL_SPLIT = "(validation split of the loaded run)"
-SORTS = ["gain", "loss", "id"]
+SORTS = {"gain": Msg("largest gain"), "loss": Msg("largest loss"), "id": Msg("id")}
 
 
 def data_choices() -> list[str]:
@@ -79,14 +78,14 @@ def run_in_background(job):
         except LabError as err:
             outcome["error"] = err
         except Exception as err:  # shown as one sentence instead of a silent dead thread
-            outcome["error"] = Msg("The evaluation failed: {err_type}: {err}", err_type=type(err).__name__, err=err)
+            outcome["error"] = LabError("The evaluation failed: {err_type}: {err}", err_type=type(err).__name__, err=err)
 
     thread = threading.Thread(target=target, name="evaluation", daemon=True)
     thread.start()
     return thread, outcome
 
 
-def stream_job(job_factory, lang: str, sort: str):
+def stream_job(job_factory, sort: str, lang: str):
     """Generator for a handler: yields (stop, progress, summary, metrics, chart, samples, result) updates."""
     stop = threading.Event()
     state = {"done": 0, "total": 0, "eta": None}
@@ -105,7 +104,7 @@ def stream_job(job_factory, lang: str, sort: str):
     finally:
         stop.set()  # the page went away or the run was cancelled: end the worker after its batch
     if "error" in outcome:
-        raise gr.Error(localize(outcome["error"], lang))
+        raise outcome["error"]  # the handler shows its sentence
     result = outcome["result"]
     done = progress_html(len(result.samples), result.total, 0, lang)
     yield None, done, *result_outputs(result, sort, lang), result.summary_path
@@ -113,27 +112,21 @@ def stream_job(job_factory, lang: str, sort: str):
 
 def evaluate(ctx, source, compare, batch, max_new, limit, sort, lang="en"):
     """Handler of "Evaluate": the loaded model on the chosen data."""
-    try:
-        settings = EvalSettings(batch_size=int(batch), max_new_tokens=int(max_new), compare_base=bool(compare),
-                                limit=int(limit) or None)  # fmt: skip
-        data, where = load_samples(ctx, source)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    settings = EvalSettings(batch_size=int(batch), max_new_tokens=int(max_new), compare_base=bool(compare),
+                            limit=int(limit) or None)  # fmt: skip
+    data, where = load_samples(ctx, source)
     job = lambda progress, stop: run_evaluation(ctx.handle, data, settings, source=where, progress=progress, stop=stop)
-    yield from stream_job(job, lang, sort)
+    yield from stream_job(job, sort, lang)
 
 
 def evaluate_url(ctx, source, url, model, api_key, concurrency, max_new, limit, sort, lang="en"):
     """Handler of "Evaluate endpoint": an OpenAI-compatible server on the chosen data."""
-    try:
-        config = EndpointConfig(base_url=url.strip(), model=model.strip(), api_key=api_key or None,
-                                concurrency=int(concurrency), max_tokens=int(max_new))  # fmt: skip
-        data, where = load_samples(ctx, source)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    config = EndpointConfig(base_url=url.strip(), model=model.strip(), api_key=api_key or None,
+                            concurrency=int(concurrency), max_tokens=int(max_new))  # fmt: skip
+    data, where = load_samples(ctx, source)
     job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=int(limit) or None,
                                                    progress=progress, stop=stop)  # fmt: skip
-    yield from stream_job(job, lang, sort)
+    yield from stream_job(job, sort, lang)
 
 
 def saved_choices(ctx):
@@ -146,11 +139,7 @@ def saved_choices(ctx):
 
 
 def show_saved(summary_path, order, lang="en"):
-    try:
-        result = load_result(summary_path)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
-    return (None, "", *result_outputs(result, order, lang), summary_path)
+    return (None, "", *result_outputs(load_result(summary_path), order, lang), summary_path)
 
 
 def resort(summary_path, order, lang="en"):
@@ -167,8 +156,10 @@ def _result_widgets():
         metrics = gr.Dataframe(label=t("Metrics"), interactive=False, scale=1)
         chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("Base vs fine-tuned"), x_title=t("metric"),
                            y_title=t("score"), color_title=t("model"), scale=2)  # fmt: skip
-    sort = gr.Radio([(t(f"eval.sort.{name}"), name) for name in SORTS], value="gain", label=t("Sort samples by"))
-    samples = gr.Dataframe(label=t("Samples (largest gain first; click a row to see it)"), interactive=False, wrap=True)
+    choices = [(t(label), name) for name, label in SORTS.items()]  # dynamic template: the Msgs of SORTS
+    sort = gr.Radio(choices, value="gain", label=t("Sort samples by"))
+    samples = gr.Dataframe(label=t("Samples (largest gain first; click a row to see it)"), interactive=False,
+                           wrap=True)
     with gr.Row():
         sample_image = gr.Image(label=t("Sample"), interactive=False, scale=1)
         sample_text = gr.Markdown()
@@ -186,12 +177,12 @@ def create_tab(ctx) -> None:
         max_new = gr.Slider(1, 2048, value=128, step=1, label=t("Max new tokens"))
         limit = gr.Number(value=0, precision=0, minimum=0, label=t("Samples (0: all)"))
     with gr.Row():
-        run_btn = gr.Button(t("Evaluate"), variant="primary")
+        run_btn = gr.Button(t("Evaluate", context="button"), variant="primary")
         stop_btn = gr.Button(t("Stop"), variant="stop")
     progress, summary, metrics, chart, sort, samples, sample_image, sample_text = _result_widgets()
     with gr.Accordion(t("Score an OpenAI-compatible endpoint (vLLM, or the labeler as upper bound)"), open=False):
         with gr.Row():
-            base_url = gr.Textbox(value="http://localhost:8000/v1", label=t("Base URL"))
+            base_url = gr.Textbox(value="http://localhost:8000/v1", label=t("Base URL", context="endpoint"))
             served = gr.Textbox(label=t("Model name on the server"))
             key = gr.Textbox(type="password", label=t("API key (empty: OPENAI_API_KEY or EMPTY)"))
             concurrency = gr.Slider(1, 32, value=4, step=1, label=t("Concurrent requests"))
@@ -202,31 +193,33 @@ def create_tab(ctx) -> None:
             load_btn = gr.Button(t("Show"), scale=1)
     outputs = [stop_state, progress, summary, metrics, chart, samples, shown]
 
-    # Gradio hands the request (for the page's language) only to a positional parameter.
-    def on_run(request: gr.Request, source, compare, batch, max_new, limit, sort):
-        yield from evaluate(ctx, source, compare, batch, max_new, limit, sort, request_lang(ctx, request))
+    # A LabError (no model, bad settings, a failed run) is one sentence in a toast (i18n.handler).
+    def on_run(source, compare, batch, max_new, limit, sort, lang):
+        yield from evaluate(ctx, source, compare, batch, max_new, limit, sort, lang)
 
-    def on_endpoint(request: gr.Request, source, url, model, api_key, conc, max_new, limit, sort):
-        yield from evaluate_url(ctx, source, url, model, api_key, conc, max_new, limit, sort, request_lang(ctx, request))
+    def on_endpoint(source, url, model, api_key, conc, max_new, limit, sort, lang):
+        yield from evaluate_url(ctx, source, url, model, api_key, conc, max_new, limit, sort, lang)
 
-    def on_stop(request: gr.Request, stop):
-        if stop is not None:
-            stop.set()
-        return i18n.text("eval.stopping" if stop is not None else "eval.idle", request_lang(ctx, request))
+    def on_stop(stop, lang):
+        if stop is None:
+            return localize(Msg("No evaluation is running in this page."), lang)
+        stop.set()
+        return localize(Msg("Stopping after the current batch…"), lang)
 
-    def on_select(request: gr.Request, summary_path, order, evt: gr.SelectData):
+    def on_select(summary_path, order, evt: gr.SelectData, lang):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return show_sample(summary_path, order, row, request_lang(ctx, request))
+        return show_sample(summary_path, order, row, lang)
 
-    run_btn.click(gpu(on_run), [source, compare, batch, max_new, limit, sort], outputs, api_name="evaluate")
-    endpoint_btn.click(on_endpoint, [source, base_url, served, key, concurrency, max_new, limit, sort], outputs,
-                       api_name="evaluate_endpoint")  # fmt: skip
-    stop_btn.click(on_stop, stop_state, summary, api_name="evaluate_stop")
-    sort.change(with_lang(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
+    run_btn.click(gpu(i18n.handler(ctx, on_run)), [source, compare, batch, max_new, limit, sort], outputs,
+                  api_name="evaluate")  # fmt: skip
+    endpoint_inputs = [source, base_url, served, key, concurrency, max_new, limit, sort]
+    endpoint_btn.click(i18n.handler(ctx, on_endpoint), endpoint_inputs, outputs, api_name="evaluate_endpoint")
+    stop_btn.click(i18n.handler(ctx, on_stop), stop_state, summary, api_name="evaluate_stop")
+    sort.change(i18n.handler(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
     source.focus(lambda: gr.update(choices=data_choices()), outputs=source, api_name="evaluate_data_choices")
     saved.focus(lambda: saved_choices(ctx), outputs=saved, api_name="evaluate_saved_list")
-    load_btn.click(with_lang(ctx, show_saved), [saved, sort], outputs, api_name="evaluate_load")
-    samples.select(on_select, [shown, sort], [sample_image, sample_text], api_name="evaluate_sample")
+    load_btn.click(i18n.handler(ctx, show_saved), [saved, sort], outputs, api_name="evaluate_load")
+    samples.select(i18n.handler(ctx, on_select), [shown, sort], [sample_image, sample_text], api_name="evaluate_sample")
 
 
 def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"):
@@ -244,7 +237,8 @@ def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"
         image = open_image(sample["images"][0]) if sample["images"] else None
     except LabError:
         image = None
-    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**{localize(Msg('reference'), lang)}**: {html.escape(sample['reference'])}"]
+    reference = localize(Msg("reference"), lang)
+    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**{reference}**: {html.escape(sample['reference'])}"]
     for variant, answer in sample["answers"].items():
         scores = ", ".join(f"{k} {v:.1f}" for k, v in sample["scores"][variant].items())
         lines.append(f"**{variant}**: {html.escape(answer) or '∅'}  \n<small>{scores}</small>")

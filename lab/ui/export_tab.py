@@ -13,7 +13,8 @@ from lab.errors import LabError, localize
 from lab.export import export_run, openai_snippet, vllm_command
 from lab.text import Msg
 from lab.training.runs import list_runs
-from lab.ui.i18n import request_lang, t, with_lang
+from lab.ui import i18n
+from lab.ui.i18n import t
 
 
 def run_choices() -> list[str]:
@@ -27,25 +28,19 @@ def default_out(run: str) -> str:
 def serving_texts(out: str, run: str, max_len, images, gpu_util, lang: str = "en") -> tuple[str, str]:
     """The vllm command and the openai snippet for the folder ``out`` (or the default for ``run``)."""
     folder = (out or "").strip() or default_out(run)
-    try:
-        command = vllm_command(folder, max_model_len=int(max_len), images_per_prompt=int(images),
-                               gpu_memory_utilization=float(gpu_util))  # fmt: skip
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    command = vllm_command(folder, max_model_len=int(max_len), images_per_prompt=int(images),
+                           gpu_memory_utilization=float(gpu_util))  # fmt: skip
     return command, openai_snippet(folder.rstrip("/").split("/")[-1])
 
 
 def do_export(run, base, out, dtype, device, overwrite, hub_id, token, public, max_len, images, gpu_util, lang="en"):
     """Merge and save; returns (status, vllm command, snippet)."""
     if not (run or "").strip():
-        raise gr.Error(localize(Msg("Pick a training run to export."), lang))
+        raise LabError("Pick a training run to export.")
     out = (out or "").strip() or default_out(run)
-    try:
-        result = export_run(run.strip(), out, base=(base or "").strip() or None, dtype=dtype, device=device,
-                            overwrite=bool(overwrite), push_to_hub=(hub_id or "").strip() or None,
-                            token=(token or "").strip() or None, private=not public)  # fmt: skip
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    result = export_run(run.strip(), out, base=(base or "").strip() or None, dtype=dtype, device=device,
+                        overwrite=bool(overwrite), push_to_hub=(hub_id or "").strip() or None,
+                        token=(token or "").strip() or None, private=not public)  # fmt: skip
     status = localize(Msg("Exported {run} to {out} in {seconds:.1f} s: {files}",
                           run=result.run, out=result.out_dir, seconds=result.seconds,
                           files=", ".join(result.files)), lang)  # fmt: skip
@@ -78,14 +73,11 @@ def create_tab(ctx) -> None:
     command = gr.Code(language="shell", label=t("Serve with vLLM"))
     snippet = gr.Code(language="python", label=t("Call it with the openai client"))
 
-    def on_export(request: gr.Request, run, base, out, dtype, device, overwrite, hub_id, token, public, max_len, images,
-                  gpu_util):  # fmt: skip
-        return do_export(run, base, out, dtype, device, overwrite, hub_id, token, public, max_len, images, gpu_util,
-                         lang=request_lang(ctx, request))  # fmt: skip
-
+    # A LabError (no run picked, a bad folder, a refused upload) is one sentence in a toast (i18n.handler).
     form = [run, base, out, dtype, device, overwrite, hub_id, token, public, max_len, images, gpu_util]
-    go.click(on_export, form, [status, command, snippet], api_name="export")
-    show.click(with_lang(ctx, serving_texts), [out, run, max_len, images, gpu_util], [command, snippet], api_name="export_command")
+    go.click(i18n.handler(ctx, do_export), form, [status, command, snippet], api_name="export")
+    show.click(i18n.handler(ctx, serving_texts), [out, run, max_len, images, gpu_util], [command, snippet],
+               api_name="export_command")  # fmt: skip
     run.focus(lambda: gr.update(choices=run_choices()), outputs=run, api_name="export_runs")
     return preselect_run, run
 

@@ -13,6 +13,7 @@ import html
 import inspect
 import time
 from dataclasses import fields
+from functools import partial
 
 import gradio as gr
 
@@ -24,7 +25,7 @@ from lab.train_config import CHOICES, TrainConfig, list_train_presets
 from lab.training import job as jobs
 from lab.training.runs import RUN_COLUMNS, curves, list_runs, load_run_config, progress, train_command
 from lab.ui import i18n
-from lab.ui.i18n import request_lang, t
+from lab.ui.i18n import t
 
 MAIN_FIELDS = ["model", "dataset", "run_name", "method", "lora_targets", "train_vision", "train_merger",
                "train_language", "learning_rate", "num_epochs", "max_steps", "per_device_batch_size",
@@ -33,42 +34,40 @@ MORE_FIELDS = [f.name for f in fields(TrainConfig) if f.name not in MAIN_FIELDS 
 FORM_FIELDS = MAIN_FIELDS + MORE_FIELDS
 
 _FIELD_LABELS = {
-    "model": ("Model (Hub id, folder, or demo)", "模型（Hub ID、文件夹或 demo）"),
-    "dataset": ("Dataset", "数据集"), "val_dataset": ("Validation dataset (optional)", "验证集（可选）"),
-    "run_name": ("Run name (empty: automatic)", "训练名称（留空自动生成）"),
-    "system": ("System prompt for every sample (empty: keep the samples')", "统一的系统提示词（留空：保留样本自带的）"),
-    "method": ("Method", "方法"), "lora_rank": ("LoRA rank", "LoRA 秩"), "lora_alpha": ("LoRA alpha", "LoRA alpha"),
-    "lora_dropout": ("LoRA dropout", "LoRA dropout"), "use_rslora": ("rsLoRA", "rsLoRA"), "use_dora": ("DoRA", "DoRA"),
-    "loraplus_lr_ratio": ("LoRA+ learning-rate ratio (empty: off)", "LoRA+ 学习率倍数（留空：关闭）"),
-    "lora_targets": ("LoRA on", "LoRA 作用于"), "train_vision": ("Train the vision tower (full)", "全量训练视觉编码器"),
-    "train_merger": ("Train the merger (full)", "全量训练连接层"), "train_language": ("Train the language model (full)", "全量训练语言模型"),
-    "quant_bits": ("QLoRA bits", "QLoRA 位数"), "double_quant": ("Double quantization", "双重量化"),
-    "quant_compute_dtype": ("QLoRA compute dtype", "QLoRA 计算精度"), "dtype": ("Precision", "精度"),
-    "learning_rate": ("Learning rate", "学习率"), "num_epochs": ("Epochs", "轮数"),
-    "max_steps": ("Max steps (-1: use epochs)", "最大步数（-1：按轮数）"), "per_device_batch_size": ("Batch size per GPU", "每卡批大小"),
-    "gradient_accumulation_steps": ("Gradient accumulation", "梯度累积"), "max_length": ("Max length (tokens)", "最大长度（token）"),
-    "overlong": ("Samples over max length", "超长样本"), "warmup_ratio": ("Warmup ratio", "预热比例"),
-    "lr_scheduler": ("Scheduler", "学习率调度"), "weight_decay": ("Weight decay", "权重衰减"),
-    "max_grad_norm": ("Max grad norm", "梯度裁剪"), "seed": ("Seed", "随机种子"), "val_ratio": ("Validation ratio", "验证集比例"),
-    "gradient_checkpointing": ("Gradient checkpointing", "梯度检查点"), "torch_compile": ("torch.compile (GPU)", "torch.compile（GPU）"),
-    "min_pixels": ("Min pixels per image", "每张图最少像素"), "max_pixels": ("Max pixels per image", "每张图最多像素"),
-    "logging_steps": ("Log every N steps", "每 N 步记录"), "eval_steps": ("Evaluate every N steps", "每 N 步验证"),
-    "save_steps": ("Save every N steps", "每 N 步保存"), "save_total_limit": ("Checkpoints to keep", "保留的检查点数"),
-    "report_to": ("Also log to", "同时记录到"), "num_gpus": ("GPUs", "GPU 数"), "deepspeed": ("DeepSpeed", "DeepSpeed"),
-    "identity": ("Add self-identity samples", "加入自我认知样本"),
-    "model_name": ("Model name (中文, English)", "模型名称（中文, English）"),
-    "model_author": ("Model author (中文, English)", "模型作者（中文, English）"),
+    "model": Msg("Model (Hub id, folder, or demo)"), "dataset": Msg("Dataset"),
+    "val_dataset": Msg("Validation dataset (optional)"), "run_name": Msg("Run name (empty: automatic)"),
+    "system": Msg("System prompt for every sample (empty: keep the samples')"), "method": Msg("Method"),
+    "lora_rank": Msg("LoRA rank"), "lora_alpha": Msg("LoRA alpha"), "lora_dropout": Msg("LoRA dropout"),
+    "use_rslora": Msg("rsLoRA"), "use_dora": Msg("DoRA"),
+    "loraplus_lr_ratio": Msg("LoRA+ learning-rate ratio (empty: off)"), "lora_targets": Msg("LoRA on"),
+    "train_vision": Msg("Train the vision tower (full)"), "train_merger": Msg("Train the merger (full)"),
+    "train_language": Msg("Train the language model (full)"), "quant_bits": Msg("QLoRA bits"),
+    "double_quant": Msg("Double quantization"), "quant_compute_dtype": Msg("QLoRA compute dtype"),
+    "dtype": Msg("Precision"), "learning_rate": Msg("Learning rate"), "num_epochs": Msg("Epochs"),
+    "max_steps": Msg("Max steps (-1: use epochs)"), "per_device_batch_size": Msg("Batch size per GPU"),
+    "gradient_accumulation_steps": Msg("Gradient accumulation"), "max_length": Msg("Max length (tokens)"),
+    "overlong": Msg("Samples over max length"), "warmup_ratio": Msg("Warmup ratio"), "lr_scheduler": Msg("Scheduler"),
+    "weight_decay": Msg("Weight decay"), "max_grad_norm": Msg("Max grad norm"), "seed": Msg("Seed"),
+    "val_ratio": Msg("Validation ratio"), "gradient_checkpointing": Msg("Gradient checkpointing"),
+    "torch_compile": Msg("torch.compile (GPU)"), "min_pixels": Msg("Min pixels per image"),
+    "max_pixels": Msg("Max pixels per image"), "logging_steps": Msg("Log every N steps"),
+    "eval_steps": Msg("Evaluate every N steps"), "save_steps": Msg("Save every N steps"),
+    "save_total_limit": Msg("Checkpoints to keep"), "report_to": Msg("Also log to"), "num_gpus": Msg("GPUs"),
+    "deepspeed": Msg("DeepSpeed"), "identity": Msg("Add self-identity samples"),
+    "model_name": Msg("Model name (中文, English)"), "model_author": Msg("Model author (中文, English)"),
 }  # fmt: skip
+_PART_LABELS = {"language": Msg("language model"), "vision": Msg("vision tower"),
+                "merger": Msg("merger (vision → language)")}
 
 
 def _field_widget(name: str, value):
-    label = t(f"train.f.{name}") if name in _FIELD_LABELS else name
+    label = t(_FIELD_LABELS[name]) if name in _FIELD_LABELS else name  # dynamic template: the Msgs of _FIELD_LABELS
     if name == "dataset" or name == "val_dataset":
         choices = [str(p) for p in list_datasets(include_variants=True)]
         return gr.Dropdown(choices, value=value, allow_custom_value=True, label=label)
     if name == "lora_targets":
-        return gr.CheckboxGroup([(t(f"train.part.{part}"), part) for part in ("language", "vision", "merger")], value=value,
-                                label=label)
+        parts = [(t(label), part) for part, label in _PART_LABELS.items()]  # dynamic template: the Msgs of _PART_LABELS
+        return gr.CheckboxGroup(parts, value=value, label=label)
     if name in CHOICES:
         choices = [c if c is not None else "none" for c in CHOICES[name]]
         return gr.Dropdown(choices, value="none" if value is None else value, label=label)
@@ -101,7 +100,7 @@ def config_from_form(values: list) -> TrainConfig:
     data = dict(zip(FORM_FIELDS, values))
     if data.get("deepspeed") == "none":
         data["deepspeed"] = None
-    return TrainConfig.from_dict(data, "the form")
+    return TrainConfig.from_dict(data, Msg("the form"))
 
 
 def default_preset() -> str:
@@ -127,7 +126,7 @@ def status_outputs(run_dir, lang: str = "en"):
     p = progress(run_dir)
     job = jobs.current_job()
     status = job.status if job is not None and str(job.run_dir) == str(run_dir) else p.status
-    status = i18n.text(f"train.state.{status}", lang) if f"train.state.{status}" in STRINGS else status
+    status = jobs.STATE_NAMES.get(status, status)
     line = localize(Msg("**{name}** · {status} · step {step}/{total} · elapsed {elapsed} · ETA {eta} · {samples} "
                         "samples/s · {tokens} tokens/s · loss {loss}",
                         name=html.escape(str(run_dir).rsplit("/", 1)[-1]), status=status,
@@ -186,22 +185,19 @@ def _named(fn, names: list[str]):
     return fn
 
 
-def start(ctx, lang: str, values: list, resume_run: str | None = None) -> str:
+def start(ctx, values: list, resume_run: str | None = None, lang: str = "en") -> str:
     """Start a run from the form's values (or resume ``resume_run``); returns the message to show."""
-    try:
-        if resume_run is not None:
-            job = jobs.start_training(load_run_config(resume_run), ctx.handle, resume=True)
-        else:
-            job = jobs.start_training(config_from_form(values), ctx.handle)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    if resume_run is not None:
+        job = jobs.start_training(load_run_config(resume_run), ctx.handle, resume=True)
+    else:
+        job = jobs.start_training(config_from_form(values), ctx.handle)
     if job.status == "queued":
         return localize(Msg("Queued {name}: {ahead} run(s) ahead; it starts when they end.",
                             name=job.name, ahead=jobs.queue_position(job)), lang)
     return localize(Msg("Started {name}.", name=job.name), lang)
 
 
-def stop(lang: str) -> str:
+def stop(lang: str = "en") -> str:
     job = jobs.current_job()
     if job is None or not job.active:
         return localize(Msg("No training run is going on."), lang)
@@ -211,13 +207,10 @@ def stop(lang: str) -> str:
 
 def command(preset_name: str, values: list, lang: str = "en"):
     """The CLI command of the form's settings, shown in a box that appears with it."""
-    try:
-        return gr.update(value=train_command(config_from_form(values), preset_name or "lora"), visible=True)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    return gr.update(value=train_command(config_from_form(values), preset_name or "lora"), visible=True)
 
 
-def poll(chosen, lang: str):
+def poll(chosen, lang: str = "en"):
     """(progress bar, status line, loss points, lr points, log) of the run this page follows."""
     run_dir = watched_run(chosen)
     job = jobs.current_job()
@@ -225,13 +218,14 @@ def poll(chosen, lang: str):
     return (*status_outputs(run_dir, lang), log)
 
 
-def load_for_chat(ctx, lang: str, run_dir: str | None) -> str:
+def _picked(run_dir: str | None) -> str:
     if not run_dir:
-        raise gr.Error(localize(Msg("Pick a run first."), lang))
-    try:
-        ctx.handle.load_run(run_dir)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+        raise LabError("Pick a run first.")
+    return run_dir
+
+
+def load_for_chat(ctx, run_dir: str | None, lang: str = "en") -> str:
+    ctx.handle.load_run(_picked(run_dir))
     return localize(Msg("Loaded {name}; Evaluate and Chat now use it.", name=run_dir.rsplit("/", 1)[-1]), lang)
 
 
@@ -276,52 +270,44 @@ def create_tab(ctx) -> None:
     with gr.Accordion(t("Past runs"), open=False):
         runs = i18n.table(RUN_COLUMNS + ["path"], value=runs_table(), interactive=False, wrap=True)
         with gr.Row():
-            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("Run"), allow_custom_value=True, scale=3)
+            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("Run"), allow_custom_value=True,
+                                   scale=3)
             refresh_btn = gr.Button(t("Refresh"), scale=1)
         with gr.Row():
-            show_btn, resume_btn, load_btn = gr.Button(t("Show curve and config")), gr.Button(t("Resume from last checkpoint")), gr.Button(t("Load for Evaluate / Chat"))
+            show_btn = gr.Button(t("Show curve and config"))
+            resume_btn = gr.Button(t("Resume from last checkpoint"))
+            load_btn = gr.Button(t("Load for Evaluate / Chat"))
         run_config = gr.Code(language="yaml", label=t("Config"))
-    def on_start(request: gr.Request, *values):
-        return start(ctx, request_lang(ctx, request), list(values)), None
 
-    def on_stop(request: gr.Request):
-        return stop(request_lang(ctx, request))
+    # A LabError (a bad setting, a busy model, no run picked) is one sentence in a toast (i18n.handler).
+    def on_start(*values, lang):
+        return start(ctx, list(values), lang=lang), None
 
-    def on_poll(request: gr.Request, chosen):
-        return poll(chosen, request_lang(ctx, request))
+    def on_command(name, *values, lang):
+        return command(name, list(values), lang)
 
     def on_refresh():
         table = runs_table()
         return table, gr.update(choices=[row[-1] for row in table])
 
-    def on_show(request: gr.Request, run_dir):
-        if not run_dir:
-            raise gr.Error(localize(Msg("Pick a run first."), request_lang(ctx, request)))
-        return run_dir, _config_text(run_dir)
+    def on_show(run_dir, lang):
+        return run_dir, _config_text(_picked(run_dir))
 
-    def on_resume(request: gr.Request, run_dir):
-        lang = request_lang(ctx, request)
-        if not run_dir:
-            raise gr.Error(localize(Msg("Pick a run first."), lang))
-        return start(ctx, lang, [], resume_run=run_dir), run_dir
-
-    def on_load(request: gr.Request, run_dir):
-        return load_for_chat(ctx, request_lang(ctx, request), run_dir)
+    def on_resume(run_dir, lang):
+        return start(ctx, [], resume_run=_picked(run_dir), lang=lang), run_dir
 
     preset.change(lambda name: form_values(TrainConfig.from_preset(name)), preset, form, api_name="train_preset")
-    start_btn.click(_named(on_start, FORM_FIELDS), form, [message, selected], api_name="train_start")
-    stop_btn.click(on_stop, None, message, api_name="train_stop")
-    def on_command(request: gr.Request, name, *values):
-        return command(name, list(values), request_lang(ctx, request))
-
-    command_btn.click(_named(on_command, ["preset", *FORM_FIELDS]), [preset, *form], command_box,
+    start_btn.click(_named(i18n.handler(ctx, on_start), FORM_FIELDS), form, [message, selected],
+                    api_name="train_start")  # fmt: skip
+    stop_btn.click(i18n.handler(ctx, stop), None, message, api_name="train_stop")
+    command_btn.click(_named(i18n.handler(ctx, on_command), ["preset", *FORM_FIELDS]), [preset, *form], command_box,
                       api_name="train_command")  # fmt: skip
-    gr.Timer(2.0).tick(on_poll, selected, [bar, status, loss_plot, lr_plot, log_box], api_name="train_poll",
-                       show_progress="hidden")  # fmt: skip
+    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected, [bar, status, loss_plot, lr_plot, log_box],
+                       api_name="train_poll", show_progress="hidden")  # fmt: skip
     refresh_btn.click(on_refresh, None, [runs, run_pick], api_name="train_runs")
-    show_btn.click(on_show, run_pick, [selected, run_config], api_name="train_show_run")
-    resume_btn.click(on_resume, run_pick, [message, selected], api_name="train_resume")
-    load_btn.click(on_load, run_pick, message, api_name="train_load_run")
+    show_btn.click(i18n.handler(ctx, on_show), run_pick, [selected, run_config], api_name="train_show_run")
+    resume_btn.click(i18n.handler(ctx, on_resume), run_pick, [message, selected], api_name="train_resume")
+    load_btn.click(i18n.handler(ctx, partial(load_for_chat, ctx)), run_pick, message, api_name="train_load_run")
     return preselect_dataset, widgets["dataset"]
 
 
