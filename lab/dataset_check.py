@@ -34,7 +34,8 @@ class Fault:
     def msg(self) -> Msg:
         if self.record_id is None:
             return Msg("line {line}: {reason}", line=self.line, reason=self.reason)
-        return Msg("line {line} (id {record_id}): {reason}", line=self.line, record_id=self.record_id, reason=self.reason)
+        return Msg("line {line} (id {record_id}): {reason}", line=self.line, record_id=self.record_id,
+                   reason=self.reason)
 
     def __str__(self) -> str:
         return str(self.msg)

@@ -134,6 +134,7 @@ def test_labels_are_english_keys_translated_from_the_catalog():
     assert translations["zh"]["Start / resume"] == "开始 / 继续"
     assert translations["en"]["button\x04Evaluate"] == "Evaluate" and translations["zh"]["button\x04Evaluate"] == "开始评估"
     assert translations["zh"]["Evaluate"] == "评估" and translations["zh"]["common.runs"] == "运行记录"
+    assert translations["en"]["common.complete"] == "Complete"  # Gradio's own words its English lacks
 
 
 def test_table_headers_follow_the_page():

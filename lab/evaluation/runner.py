@@ -297,7 +297,8 @@ def load_result(summary_path: str | Path) -> EvalResult:
                        summary_path=summary_path, err_type=type(err).__name__) from None
     fields = {k: v for k, v in summary.items() if k in EvalResult.__dataclass_fields__}
     # Files from before the catalogs have the English reason only (and reason_zh): the English is shown.
-    fields["skipped"] = [{"id": skip.get("id"), "reason": read_saved(skip, "reason")} for skip in fields.get("skipped") or []]
+    fields["skipped"] = [{"id": skip.get("id"), "reason": read_saved(skip, "reason")}
+                         for skip in fields.get("skipped") or []]
     fields["samples"] = [json.loads(line) for line in lines if line.strip()]
     return EvalResult(**fields)
 

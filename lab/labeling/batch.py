@@ -302,7 +302,8 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
         run.store.add_failure({
             "key": key, "image_sha": image_sha, "prompt_sha": run.prompt.sha, **source,
             "status": result.status, "kind": result.extra.get("kind", result.status),
-            **saved_fields("reason", result.reason), "answer": result.answer[:2000], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **saved_fields("reason", result.reason), "answer": result.answer[:2000],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
         return
     image = result.extra["image"]

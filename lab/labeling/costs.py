@@ -145,7 +145,8 @@ class Estimate:
         cost = Msg("about ${cost_usd:.4f}", cost_usd=self.cost_usd) if self.priced else Msg("cost unknown")
         return Msg("{todo} of {images} images to label, ~{prompt_tokens} + {completion_tokens} "
                    "tokens each: {cost}. {note}",
-                   todo=self.todo, images=self.images, prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, cost=cost, note=self.note)
+                   todo=self.todo, images=self.images, prompt_tokens=self.prompt_tokens,
+                   completion_tokens=self.completion_tokens, cost=cost, note=self.note)
 
 
 def estimate_run(

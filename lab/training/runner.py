@@ -189,7 +189,8 @@ def oom_advice(cfg: Any, device: str) -> Msg:
     """One sentence on what to change after running out of memory."""
     tips = []
     if cfg.per_device_batch_size > 1:
-        tips.append(Msg("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective batch)"))
+        tips.append(Msg("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective "
+                        "batch)"))
     tips.append(Msg("fewer pixels per image (max_pixels)"))
     if not cfg.gradient_checkpointing:
         tips.append(Msg("gradient_checkpointing: true"))
@@ -202,7 +203,9 @@ def oom_advice(cfg: Any, device: str) -> Msg:
 
 def _either(options: list[Msg]) -> Msg:
     """``"a, b or c"``; a single option alone."""
-    return Msg("{some} or {last}", some=join(Msg(", "), options[:-1]), last=options[-1]) if len(options) > 1 else options[0]
+    if len(options) == 1:
+        return options[0]
+    return Msg("{some} or {last}", some=join(Msg(", "), options[:-1]), last=options[-1])
 
 
 def run_training(

@@ -57,7 +57,8 @@ def check_dataset(path: str, lang: str = "en") -> str:
 
 def split(path: str, val_ratio: float, seed: float, lang: str = "en") -> str:
     parts = write_split(paths.resolve(path), float(val_ratio), int(seed))
-    return "\n".join(localize(Msg("{n} records → {path}", n=len(load_records(part)), path=part), lang) for part in parts)
+    lines = (Msg("{n} records → {path}", n=len(load_records(part)), path=part) for part in parts)
+    return "\n".join(localize(line, lang) for line in lines)
 
 
 def export(path: str, fmt: str, lang: str = "en"):
@@ -98,8 +99,8 @@ def _single_top_folder(root: Path) -> Path:
 def create_tab(ctx) -> None:
     choices = _choices()
     with gr.Row():
-        dataset = gr.Dropdown(choices, value=choices[0] if choices else None, label=t("Dataset (folder or .jsonl file)"),
-                              allow_custom_value=True, scale=4)
+        dataset = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=True,
+                              label=t("Dataset (folder or .jsonl file)"), scale=4)
         refresh = gr.Button(t("Refresh list"), scale=1)
         show = gr.Button(t("Show"), variant="primary", scale=1)
     # A dataset that cannot be read is one sentence in the summary (here and on each event below).

@@ -78,7 +78,8 @@ def run_in_background(job):
         except LabError as err:
             outcome["error"] = err
         except Exception as err:  # shown as one sentence instead of a silent dead thread
-            outcome["error"] = LabError("The evaluation failed: {err_type}: {err}", err_type=type(err).__name__, err=err)
+            outcome["error"] = LabError("The evaluation failed: {err_type}: {err}", err_type=type(err).__name__,
+                                        err=err)
 
     thread = threading.Thread(target=target, name="evaluation", daemon=True)
     thread.start()
@@ -238,7 +239,8 @@ def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"
     except LabError:
         image = None
     reference = localize(Msg("reference"), lang)
-    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**{reference}**: {html.escape(sample['reference'])}"]
+    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}",
+             f"**{reference}**: {html.escape(sample['reference'])}"]
     for variant, answer in sample["answers"].items():
         scores = ", ".join(f"{k} {v:.1f}" for k, v in sample["scores"][variant].items())
         lines.append(f"**{variant}**: {html.escape(answer) or '∅'}  \n<small>{scores}</small>")

@@ -70,10 +70,12 @@ def _controls(ctx: UIContext, status: gr.Markdown) -> None:
             quant = gr.Dropdown(["none", "4bit", "8bit"], value="none", label=t("Quantization"), scale=1)
             load = gr.Button(t("Load model"), scale=1)
         with gr.Row():
-            run = gr.Dropdown([p.name for p in list_runs()], allow_custom_value=True, label=t("Training run (its base model + adapter)"), scale=4)
+            run = gr.Dropdown([p.name for p in list_runs()], allow_custom_value=True,
+                              label=t("Training run (its base model + adapter)"), scale=4)
             load_run = gr.Button(t("Load run"), scale=1)
         with gr.Row():
-            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True, label=t("Active adapter"), scale=3)
+            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True, label=t("Active adapter"),
+                                  scale=3)
             use = gr.Button(t("Use"), scale=1)
             unload = gr.Button(t("Unload"), variant="stop", scale=1)
 

@@ -18,9 +18,13 @@ from lab.errors import LabError, localize
 from lab.text import LANGS, Msg, catalog
 
 _LABELS: dict[str, str] = {}  # catalog key -> English, of every label made with t()
-# Words of Gradio's own page that its Chinese translation lacks: Gradio's keys, translated in the catalogs.
-GRADIO_KEYS = ("common.complete", "common.runs", "common.runs_description", "common.back_to_app",
-               "common.back_to_app_description", "common.progress", "common.run", "common.download_all")
+# Words of Gradio's own page that its Chinese translation lacks: Gradio's keys, with their English;
+# the catalogs translate them under the same keys.
+GRADIO_WORDS = {
+    "common.complete": "Complete", "common.runs": "Runs", "common.runs_description": "View runs saved in this browser",
+    "common.back_to_app": "App", "common.back_to_app_description": "Return to the app", "common.progress": "Progress",
+    "common.run": "Run", "common.download_all": "Download All",
+}
 
 
 def t(text: str | Msg, context: str | None = None) -> I18nData:
@@ -37,10 +41,10 @@ def t(text: str | Msg, context: str | None = None) -> I18nData:
 
 def build_i18n() -> gr.I18n:
     """Gradio's translations of every label made so far: its English, and each catalog's entry."""
-    translations = {"en": dict(_LABELS)}
+    translations = {"en": {**GRADIO_WORDS, **_LABELS}}
     for lang in LANGS[1:]:
         words = catalog(lang)
-        translations[lang] = {key: words[key] for key in [*_LABELS, *GRADIO_KEYS] if key in words}
+        translations[lang] = {key: words[key] for key in [*_LABELS, *GRADIO_WORDS] if key in words}
     return gr.I18n(**translations)
 
 

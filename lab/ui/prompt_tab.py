@@ -87,7 +87,8 @@ def labeler_form(api_prefix: str) -> LabelerForm:
             provider = gr.Dropdown(choices, value=start, label=t("Provider"), scale=2)
             base_url = gr.Textbox(providers.get(start, {}).get("base_url", ""), label=t("Base URL"), scale=3)
             models = providers.get(start, {}).get("models", [])
-            model = gr.Dropdown(models, value=models[0] if models else "", allow_custom_value=True, label=t("Model"), scale=2)
+            model = gr.Dropdown(models, value=models[0] if models else "", allow_custom_value=True, label=t("Model"),
+                                scale=2)
             api_key = gr.Textbox("", type="password", label=t("API key (kept in this page only)"), scale=3)
         with gr.Row():
             temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label=t("Temperature"))
