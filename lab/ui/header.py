@@ -42,6 +42,8 @@ def status_markdown(ctx: UIContext, lang: str = "en", viewer: str | None = None)
 
 NO_ADAPTER = "(none)"
 LANG_NAMES = {"en": "English", "zh": "中文"}  # each language in its own words, on the switch
+SUBTITLE = Msg("From a folder of images to a fine-tuned vision-language model: design prompts, label, train, evaluate, "
+               "chat.")
 
 
 def _viewer(request) -> str | None:
@@ -111,8 +113,7 @@ def create_header(ctx: UIContext) -> gr.Markdown:
         for lang in LANGS:
             switch = gr.Button(LANG_NAMES.get(lang, lang), size="sm", scale=0, min_width=80, elem_id=f"lang-{lang}")
             switch.click(None, js=i18n.switch_js(lang), api_name=f"lang_{lang}")
-    gr.Markdown(t("From a folder of images to a fine-tuned vision-language model: design prompts, label, train, "
-                  "evaluate, chat."))
+    gr.Markdown(t(SUBTITLE))  # dynamic template: the Msg SUBTITLE above
     status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
     _controls(ctx, status)
     timer = gr.Timer(2.0)
