@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.dataset import IMAGE_TOKEN, ROLES, dataset_file, image_entry, iter_lines
-from lab.errors import BadImageError, DatasetError, localize
+from lab.errors import BadImageError, DatasetError
 from lab.images import open_image
 from lab.text import Msg
 
@@ -22,23 +22,23 @@ from lab.text import Msg
 class Fault:
     """One problem with one record: the line it is on, its id if it has one, and why.
 
-    ``str(fault)`` is the English line and ``fault.zh`` the Chinese one, so
-    :func:`lab.errors.localize` works on a fault as on a :class:`~lab.errors.Text`.
+    ``fault.msg`` is the report's line, so :func:`lab.errors.localize` works on a fault as on
+    an error; ``str(fault)`` is its English.
     """
 
     line: int
     record_id: str | None
     reason: Msg
 
-    def __str__(self) -> str:
-        where = f"line {self.line}" + (f" (id {self.record_id})" if self.record_id is not None else "")
-        return f"{where}: {self.reason}"
-
     @property
-    def zh(self) -> str:
-        """The same line in Chinese."""
-        where = f"第 {self.line} 行" + (f"（id {self.record_id}）" if self.record_id is not None else "")
-        return f"{where}：{localize(self.reason, 'zh')}"
+    def msg(self) -> Msg:
+        if self.record_id is None:
+            return Msg("line {line}: {reason}", line=self.line, reason=self.reason)
+        return Msg("line {line} (id {record_id}): {reason}", line=self.line, record_id=self.record_id,
+                   reason=self.reason)
+
+    def __str__(self) -> str:
+        return str(self.msg)
 
 
 @dataclass

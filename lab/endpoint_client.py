@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from lab.conversation import IMAGE_PLACEHOLDER
-from lab.errors import ConfigError, LabError, localize
+from lab.errors import ConfigError, LabError
 from lab.images import open_image
 from lab.paths import PRESETS_DIR, restricted, workspace
 from lab.presets import check_keys, closest, load_yaml_strict
@@ -123,7 +123,7 @@ def choose_key(base_url: str, typed: str = "", provider: dict | None = None) -> 
     if is_local(base_url) or (provider is not None and not provider.get("needs_key", True)):
         return PLACEHOLDER_KEY
     sentence = missing_key_sentence(homes[0]) if homes else foreign_url_sentence(base_url)
-    raise ConfigError(sentence)
+    raise ConfigError(sentence)  # dynamic template: one of the two sentences above
 
 
 def missing_key_sentence(env: str = OPENAI_KEY_ENV) -> Msg:
@@ -245,11 +245,11 @@ class EndpointError(LabError):
     """A request that failed for good (after the SDK's retries).
 
     ``kind`` is ``timeout``, ``connection``, ``malformed`` or ``http_<status>``; ``reason`` is a
-    :class:`~lab.errors.Text` without the key; ``retries`` were spent on it.
+    :class:`~lab.text.Msg` without the key; ``retries`` were spent on it.
     """
 
     def __init__(self, kind: str, reason: Msg, retries: int = 0):
-        super().__init__(str(reason), zh=reason.zh)
+        super().__init__(reason)
         self.kind = kind
         self.reason = reason
         self.retries = retries
@@ -338,11 +338,18 @@ class ChatClient:
                                             err_type=type(err).__name__)
         return EndpointError(kind, self._scrub(reason), tries - 1)
 
-    def _scrub(self, text: Msg) -> Msg:
+    def _scrub(self, reason: Msg) -> Msg:
         key = self.endpoint.api_key
         if not key or key == PLACEHOLDER_KEY:
-            return text
-        return Text(f"{text}".replace(key, "***"), localize(text, "zh").replace(key, "***"))
+            return reason
+        return _without(reason, key)
+
+
+def _without(message: Msg, key: str) -> Msg:
+    """``message`` with ``key`` starred out of its values (the server's own words may repeat it)."""
+    values = {name: _without(value, key) if isinstance(value, Msg) else value if isinstance(value, (int, float))
+              else str(value).replace(key, "***") for name, value in message.values.items()}
+    return Msg(message.template, **values)  # dynamic template: the same message, its values scrubbed
 
 
 async def _count_attempt(request) -> None:

@@ -39,11 +39,12 @@ class ModelState(str, Enum):
 
     @property
     def label(self) -> Msg:
-        """The state as the header shows it: the English value, with its Chinese form."""
-        return Text(self.value, _STATE_ZH[self.value])
+        """The state as the header shows it (its English is the value)."""
+        return _STATE_NAMES[self.value]
 
 
-_STATE_ZH = {"empty": "未加载", "loading": "加载中", "ready": "就绪", "training": "训练中", "generating": "生成中"}
+_STATE_NAMES = {"empty": Msg("empty"), "loading": Msg("loading"), "ready": Msg("ready"), "training": Msg("training"),
+                "generating": Msg("generating")}
 
 _BUSY = {
     ModelState.LOADING: Msg("a model is being loaded"),
@@ -253,7 +254,7 @@ class ModelHandle:
         error = self.last_error
         if error is not None and self.error_owner is not None and viewer != self.error_owner and restricted():
             error = None
-        info: dict[str, Any] = {"state": self._state.label, "error": error}
+        info: dict[str, Any] = {"state": self._state, "error": error}
         loaded = self.loaded
         if loaded is not None:
             info.update(

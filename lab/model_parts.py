@@ -77,8 +77,8 @@ def lora_target_modules(model, parts: set[str]) -> str:
     parts = set(parts)
     unknown = parts - set(PARTS)
     if not parts or unknown:
-        raise ConfigError("LoRA parts must be a non-empty subset of {parts} (got {parts2}).",
-                          parts=join(Msg(", "), PARTS), parts2=sorted(parts))
+        raise ConfigError("LoRA parts must be a non-empty subset of {parts} (got {got}).",
+                          parts=join(Msg(", "), PARTS), got=sorted(parts))
     groups = module_groups(model)
     empty = sorted(p for p in parts if not groups[p])
     if empty:

@@ -394,9 +394,9 @@ def _load_weights(source, config, torch_dtype, device, quant_config, attn_implem
             return AutoModelForImageTextToText.from_pretrained(source, attn_implementation="eager", **kwargs)
     except torch.OutOfMemoryError:
         raise ModelLoadError(
-            "Not enough memory on {device} to load {source} in {torch_dtype}; "
+            "Not enough memory on {device} to load {source} in {dtype}; "
             "try 4-bit quantization or a smaller model.",
-            device=device, source=source, torch_dtype=str(torch_dtype).removeprefix('torch.'),
+            device=device, source=source, dtype=str(torch_dtype).removeprefix("torch."),
         ) from None
     except (OSError, ValueError, ImportError, RuntimeError) as err:
         raise ModelLoadError("Could not load the weights of {source}: {first_line}",

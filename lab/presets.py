@@ -54,10 +54,7 @@ def user_prompts_dir() -> Path:
 
 
 def closest(word: str, choices) -> Msg:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string.
-
-    A :class:`~lab.errors.Text`: put ``hint`` in the English sentence and ``hint.zh`` in the Chinese one.
-    """
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty message: a value for a sentence."""
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     if not match:
         return Msg("")
@@ -92,11 +89,11 @@ def load_yaml_strict(path: str | Path, allowed_keys) -> dict:
     return data
 
 
-def check_keys(data: dict, allowed_keys, where: str) -> None:
+def check_keys(data: dict, allowed_keys, where: str | Msg) -> None:
     """Refuse the first key of ``data`` that is not in ``allowed_keys``, suggesting the closest.
 
-    ``where`` names the place in the error; pass a :class:`~lab.errors.Text` for a Chinese form
-    (a plain path reads the same in both languages).
+    ``where`` names the place in the error: a :class:`~lab.text.Msg` ("the training config"), or a
+    plain path, which reads the same in every language.
     """
     allowed = list(allowed_keys)
     for key in data:

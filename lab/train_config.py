@@ -205,7 +205,7 @@ class TrainConfig:
     # --- YAML and overrides
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = Msg("the training config")) -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str | Msg = Msg("the training config")) -> "TrainConfig":
         """Build from a mapping; an unknown key is a :class:`ConfigError` naming it and the closest field."""
         return build(cls, data, where=where)
 
@@ -239,7 +239,7 @@ class TrainConfig:
 
 def _require(ok: bool, sentence: Msg) -> None:
     if not ok:
-        raise ConfigError(sentence)
+        raise ConfigError(sentence)  # dynamic template: the Msg a check failed with
 
 
 def _copy(value):

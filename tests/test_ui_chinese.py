@@ -62,3 +62,83 @@ def test_reports_and_status_lines_are_chinese(zh_client, sample_dataset, tmp_pat
                             "openai", "", "", "", 0.0, 256, 262144, False, False, 4, 0, 10,
                             api_name="/label_start")[0]  # fmt: skip
     assert CJK.search(status) and "API" in status, status
+
+
+# ---------------------------------------------------------------- the handler every event goes through
+
+
+def _page(lang=None, accept="en-US"):
+    """(ctx, request) of a page: the switch's cookie ``lang``, the browser's ``accept``."""
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(settings=SimpleNamespace(lang=None))
+    return ctx, SimpleNamespace(cookies={"vlm-lab-lang": lang} if lang else {}, headers={"accept-language": accept})
+
+
+def test_a_handler_gets_the_page_language_and_shows_errors_in_it():
+    import gradio as gr
+
+    from lab.errors import ConfigError
+    from lab.text import Msg
+    from lab.ui.i18n import handler
+
+    def show(path, lang):
+        if not path:
+            raise ConfigError("Give the dataset a name, e.g. my_labels.")
+        return f"{lang}: {path}"
+
+    ctx, request = _page(accept="zh-CN,zh;q=0.9")
+    assert handler(ctx, show)(request, "a") == "zh: a"
+    assert handler(ctx, show)(_page("en", accept="zh-CN")[1], "a") == "en: a"  # the switch beats the browser
+    with pytest.raises(gr.Error) as toast:
+        handler(ctx, show)(request, "")
+    assert toast.value.message == "请给数据集起个名字，例如 my_labels。"
+    # A status box shows the sentence instead: the outputs come from on_error.
+    assert handler(ctx, show, on_error=lambda s: (s, None))(request, "") == ("请给数据集起个名字，例如 my_labels。", None)
+
+    def stream(n, lang):
+        yield Msg("{n} records → {path}", n=n, path="p").localize(lang)
+        raise ConfigError("Give the dataset a name, e.g. my_labels.")
+
+    steps = handler(ctx, stream, on_error=str)(request, 2)
+    assert list(steps) == ["2 条样本 → p", "请给数据集起个名字，例如 my_labels。"]
+
+
+def test_a_handler_names_its_api_parameters_after_the_function():
+    import inspect
+    import typing
+
+    import gradio as gr
+
+    from lab.ui.i18n import handler
+
+    def on_select(summary_path, order, evt: gr.SelectData, *, request, lang):
+        return request, lang
+
+    ctx, request = _page()
+    wrapped = handler(ctx, on_select)
+    assert list(inspect.signature(wrapped).parameters) == ["request", "summary_path", "order", "evt"]
+    hints = typing.get_type_hints(wrapped)  # how Gradio finds the request and the event data
+    assert hints["request"] is gr.Request and hints["evt"] is gr.SelectData
+    assert wrapped(request, "s", "gain", None) == (request, "en")  # the request too, when asked for
+
+
+def test_labels_are_english_keys_translated_from_the_catalog():
+    from lab.ui.i18n import build_i18n, t
+
+    assert t("Start / resume").key == "Start / resume"
+    assert t("Evaluate", context="button").key == "button\x04Evaluate"
+    t("Evaluate")
+    translations = build_i18n().translations_dict
+    assert translations["en"]["Start / resume"] == "Start / resume"
+    assert translations["zh"]["Start / resume"] == "开始 / 继续"
+    assert translations["en"]["button\x04Evaluate"] == "Evaluate" and translations["zh"]["button\x04Evaluate"] == "开始评估"
+    assert translations["zh"]["Evaluate"] == "评估" and translations["zh"]["common.runs"] == "运行记录"
+    assert translations["en"]["common.complete"] == "Complete"  # Gradio's own words its English lacks
+
+
+def test_table_headers_follow_the_page():
+    from lab.ui.i18n import columns
+
+    assert columns(["id", "rougeL base", "gain", "bleu"], "zh") == ["编号", "rougeL 基座", "提升", "bleu"]
+    assert columns(["id", "rougeL base"], "en") == ["id", "rougeL base"]

@@ -27,7 +27,7 @@ from lab.evaluation.metrics import metric_names, score_answers
 from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
 from lab.jobs import Job, start_job
 from lab.settings import check, setting
-from lab.text import Msg, msg_of
+from lab.text import Msg, msg_of, read_saved, saved_fields
 
 GAIN_METRIC = "rouge_l"  # the per-sample gain (tuned - base) the sample view sorts by
 
@@ -79,7 +79,7 @@ class EvalResult:
     total: int
     stopped: bool = False
     seconds: float = 0.0
-    skipped: list[dict] = field(default_factory=list)  # {"id", "reason" (a Text), "reason_zh"}
+    skipped: list[dict] = field(default_factory=list)  # {"id", "reason" (a Msg; saved as its English and its dict)}
     settings: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     summary_path: str | None = None
@@ -233,9 +233,8 @@ def _answer_all(loaded, samples, variants, settings, progress, stop, start):
 
 
 def skip_row(sample_id: str, err: Exception) -> dict:
-    """A skipped sample as kept in :attr:`EvalResult.skipped`: its id and why, in both languages."""
-    reason = msg_of(err)
-    return {"id": sample_id, "reason": reason, "reason_zh": reason.zh}
+    """A skipped sample as kept in :attr:`EvalResult.skipped`: its id and why (a Msg, in every language)."""
+    return {"id": sample_id, "reason": msg_of(err)}
 
 
 def score_variants(answered: list[EvalSample], answers: dict[str, list[str]], variants: list[str]) -> dict:
@@ -278,6 +277,7 @@ def save_result(result: EvalResult, folder: str | Path) -> Path:
     summary_path = folder / f"{result.name}.json"
     result.summary_path = str(summary_path)
     summary = {k: v for k, v in asdict(result).items() if k != "samples"}
+    summary["skipped"] = [{"id": skip["id"], **saved_fields("reason", skip["reason"])} for skip in result.skipped]
     summary.update(n_scored=len(result.samples), samples_per_s=result.samples_per_s, metric_order=_order(result))
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.samples)
     _write_atomic(folder / f"{result.name}.jsonl", lines)
@@ -305,7 +305,8 @@ def load_result(summary_path: str | Path) -> EvalResult:
         if not isinstance(summary, dict) or not all(isinstance(s, dict) for s in samples):
             raise ValueError("not a JSON object")
         fields = {k: v for k, v in summary.items() if k in EvalResult.__dataclass_fields__}
-        fields["skipped"] = [{**skip, "reason": Text(f"{skip.get('reason', '')}", zh=skip.get("reason_zh"))}
+        # Files from before the catalogs have the English reason only (and reason_zh): the English is shown.
+        fields["skipped"] = [{"id": skip.get("id"), "reason": read_saved(skip, "reason")}
                              for skip in fields.get("skipped") or []]
         fields["samples"] = samples
         for sample in samples:

@@ -37,7 +37,7 @@ class Verdict:
 
     status: str
     text: str
-    reason: Msg | None = None  # English, with the Chinese as ``.zh``
+    reason: Msg | None = None  # why it is not ok, in every language
     parsed: Any = None
 
     @property
@@ -54,7 +54,7 @@ def strip_fences(text: str) -> str:
 def parse_json_answer(text: str) -> Any:
     """Parse a JSON answer, forgiving a code fence or words around the object; raises ``ValueError``.
 
-    The error's only argument is a :class:`~lab.errors.Text`: the reason in both languages.
+    The error's only argument is a :class:`~lab.text.Msg`: the reason in both languages.
     """
     body = strip_fences(text)
     try:
@@ -102,7 +102,7 @@ def check_answer(
 ) -> Verdict:
     """Judge one answer; ``refusal`` and ``finish_reason`` are what the API said besides the text.
 
-    The verdict's ``reason`` is a :class:`~lab.errors.Text` (English, ``.zh`` Chinese).
+    The verdict's ``reason`` is a :class:`~lab.text.Msg`.
     """
     text = (text or "").strip()
     if refusal or finish_reason == "content_filter":
@@ -130,7 +130,7 @@ def check_answer(
     return Verdict("ok", json_body(text), parsed=parsed)
 
 
-def reask_message(reason: str, expected_keys: list[str] | tuple[str, ...]) -> str:
-    """The follow-up that asks once more for a clean JSON object after an invalid one."""
+def reask_message(reason: Msg, expected_keys: list[str] | tuple[str, ...]) -> str:
+    """The follow-up that asks once more for a clean JSON object after an invalid one (in English, for the model)."""
     keys = f" with the keys {', '.join(expected_keys)}" if expected_keys else ""
-    return f"Your answer was not usable ({reason}). Reply again with only the JSON object{keys}, nothing else."
+    return f"Your answer was not usable ({str(reason)}). Reply again with only the JSON object{keys}, nothing else."

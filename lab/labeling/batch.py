@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lab.errors import DatasetError, localize
+from lab.errors import DatasetError
 from lab.images import IMAGE_SUFFIXES
 from lab.jobs import Job, start_job
 from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
 from lab.labeling.store import LabelStore, file_sha, item_key, save_job
 from lab.paths import check_allowed, is_allowed
-from lab.text import Msg
+from lab.text import Msg, saved_fields
 
 RECENT_ITEMS = 50
 LABELING = Msg("Labeling")  # what failed, when a run fails
@@ -127,11 +127,9 @@ class LabelRun(Job):
         eta = Msg("")
         if self.eta_s is not None and self.remaining:
             eta = Msg(", ETA {eta_s:.0f} s", eta_s=self.eta_s)
-        state = self.state.label
-        return Msg("{state}: {ok} labeled, {failed} failed, {skipped} skipped of {total}; "
-                   "${cost_usd:.4f}; {rate:.1f} images/s{eta}",
-                   state=state, ok=self.ok, failed=self.failed, skipped=self.skipped, total=self.total,
-                   cost_usd=self.cost_usd, rate=self.rate, eta=eta)
+        return Msg("{state}: {ok} labeled, {failed} failed, {skipped} skipped of {total}; ${cost:.4f}; "
+                   "{rate:.1f} images/s{eta}", state=self.state.label, ok=self.ok, failed=self.failed,
+                   skipped=self.skipped, total=self.total, cost=self.cost_usd, rate=self.rate, eta=eta)
 
 
 async def label_folder(
@@ -297,9 +295,9 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
     if not result.ok:
         run.store.add_failure({
             "key": key, "image_sha": image_sha, "prompt_sha": run.prompt.sha, **source,
-            "status": result.status, "kind": result.extra.get("kind", result.status), "reason": result.reason,
-            "reason_zh": localize(result.reason, "zh") if result.reason is not None else None,
-            "answer": result.answer[:2000], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "status": result.status, "kind": result.extra.get("kind", result.status),
+            **saved_fields("reason", result.reason), "answer": result.answer[:2000],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
         return
     image = result.extra["image"]

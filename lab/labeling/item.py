@@ -24,7 +24,7 @@ from lab.text import Msg
 class LabelFailure(Exception):
     """A request that failed for good (after the retries); ``kind`` is e.g. ``http_500`` or ``timeout``.
 
-    ``reason`` is a :class:`~lab.errors.Text`, so the page can show it in Chinese.
+    ``reason`` is a :class:`~lab.text.Msg`, so the page can show it in Chinese.
     """
 
     def __init__(self, kind: str, reason: Msg, retries: int = 0):
@@ -96,7 +96,7 @@ class PromptSpec:
 
 @dataclass
 class ItemResult:
-    """The outcome for one image; ``reason`` (why it is not ``ok``) is a :class:`~lab.errors.Text`."""
+    """The outcome for one image; ``reason`` (why it is not ``ok``) is a :class:`~lab.text.Msg`."""
 
     source: str
     status: str

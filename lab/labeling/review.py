@@ -16,7 +16,7 @@ from lab.errors import DatasetError
 from lab.labeling.answers import EMPTY_ANSWER, check_answer
 from lab.labeling.store import DATA_FILE, REJECTED_FILE, DatasetLock, done_and_failed, read_rows
 from lab.paths import check_allowed
-from lab.text import Msg
+from lab.text import Msg, read_saved
 
 
 def _answer(record: dict) -> str:
@@ -46,12 +46,12 @@ _FAILURE_FIELDS = ("source", "status", "kind", "reason", "time", "key")
 
 
 def list_failures(out_dir: str | Path) -> list[dict]:
-    """The failures not yet put right by a retry: source, status, reason (a :class:`~lab.errors.Text`), time."""
+    """The failures not yet put right by a retry: source, status, reason (a :class:`~lab.text.Msg`), time."""
     _, failed = done_and_failed(check_allowed(Path(out_dir).expanduser()))
     rows = []
     for row in failed.values():
-        # Older failure files have no reason_zh: the reason is then shown in English.
-        reason = Text(f"{row.get('reason') or ''}", zh=row.get("reason_zh"))
+        # Older failure files have the English reason only (and reason_zh): the English is shown.
+        reason = read_saved(row, "reason")
         rows.append({k: reason if k == "reason" else row.get(k, "") for k in _FAILURE_FIELDS})
     return rows
 

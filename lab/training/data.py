@@ -37,7 +37,7 @@ class TrainingData:
         if self.dropped:
             reasons: dict[str, int] = {}
             for _, reason in self.dropped:
-                kind = reason.split(":")[0]
+                kind = str(reason).split(":")[0]
                 reasons[kind] = reasons.get(kind, 0) + 1
             line += "; left out " + ", ".join(f"{n} ({kind})" for kind, n in reasons.items())
         return line
@@ -88,7 +88,7 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
 def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> TrainingData:
     """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``."""
     train_records, val_records = load_splits(cfg)
-    dropped: list[tuple[str, str]] = []
+    dropped: list[tuple[str, Msg]] = []
     train = _encode_all(train_records, cfg, processor, dropped)
     val = _encode_all(val_records, cfg, processor, dropped)
     data = TrainingData(train, val, dropped)
@@ -101,7 +101,7 @@ def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> 
                            n_train_records=len(train_records), first=first)
     log(data.summary())
     for key, reason in dropped[:5]:
-        log(f"  left out sample {key}: {reason}")
+        log(f"  left out sample {key}: {str(reason)}")
     return data
 
 

@@ -64,8 +64,8 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     with _turns.lock:
         running = _turns.busy()
         if running and not queue:
-            name = _turns.current.name
-            raise BusyError("A training run ({name}) is already going on; stop it or wait for it to end.", name=name)
+            raise BusyError("A training run ({current_name}) is already going on; stop it or wait for it to end.",
+                            current_name=_turns.current.name)
         if not running and cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
             raise BusyError("The model is busy ({value}); try again when it is done.", value=handle.state.value)
         if not cfg.run_name:
@@ -138,8 +138,7 @@ def _run_in_app(job: TrainingJob, handle: Any) -> None:
 def _outcome(result: Any) -> Msg:
     """``finished at step 40, loss 0.1234`` in both languages."""
     loss = Msg(", loss {loss:.4f}", loss=result.loss) if result.loss is not None else Msg("")
-    state = JobState(result.status).label
-    return Msg("{state} at step {step}{loss}", state=state, step=result.step, loss=loss)
+    return Msg("{status} at step {step}{loss}", status=JobState(result.status).label, step=result.step, loss=loss)
 
 
 def _train(job: TrainingJob, loaded: Any):
@@ -217,4 +216,4 @@ def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
     if code != 0:
         raise LabError("The multi-GPU run ended with exit code {code}; see the log for why.", code=code)
     state = JobState.STOPPED if job.stop_event.is_set() else JobState.FINISHED
-    job.finish(state, Msg("{state}; the model is in {run_dir}", state=state, run_dir=job.run_dir))
+    job.finish(state, Msg("{status}; the model is in {run_dir}", status=state.label, run_dir=job.run_dir))

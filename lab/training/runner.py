@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lab.errors import BusyError, ConfigError, LabError, localize
+from lab.errors import BusyError, ConfigError, LabError
 from lab.file_lock import FileLock, locked_elsewhere
 from lab.handle import free_accelerator_memory
 from lab.jobs import unexpected_failure
-from lab.text import Msg, msg_of
+from lab.text import Msg, join, msg_of, saved_fields
 from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_metrics, log_rows,
                                   make_metrics_callback, read_metrics)
 from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
@@ -188,26 +188,26 @@ def check_quantization(cfg: Any, loaded: Any) -> None:
 
 
 def oom_advice(cfg: Any, device: str) -> Msg:
-    """One sentence on what to change after running out of memory (English, ``.zh`` Chinese)."""
-    tips = []  # (English, Chinese)
+    """One sentence on what to change after running out of memory."""
+    tips = []
     if cfg.per_device_batch_size > 1:
-        tips.append(("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective batch)",
-                     "减小 per_device_batch_size（同时加大 gradient_accumulation_steps 以保持等效批大小）"))
-    tips.append(("fewer pixels per image (max_pixels)", "减少每张图片的像素（max_pixels）"))
+        tips.append(Msg("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective "
+                        "batch)"))
+    tips.append(Msg("fewer pixels per image (max_pixels)"))
     if not cfg.gradient_checkpointing:
-        tips.append(("gradient_checkpointing: true", "开启 gradient_checkpointing（设为 true）"))
+        tips.append(Msg("gradient_checkpointing: true"))
     if cfg.method != "qlora" and device.startswith("cuda"):
-        tips.append(("method qlora", "改用 qlora 方法"))
-    gpu = device.startswith("cuda")
-    return Text(f"Training ran out of {'GPU' if gpu else 'computer'} memory; the memory is freed again, "
-                f"try {_either(t[0] for t in tips)}.",
-                f"训练时{'显存' if gpu else '内存'}不足，已重新释放；可以试试{_either((t[1] for t in tips), '、', '或')}。")
+        tips.append(Msg("method qlora"))
+    memory = Msg("GPU memory") if device.startswith("cuda") else Msg("computer memory")
+    return Msg("Training ran out of {memory}; the memory is freed again, try {tips}.", memory=memory,
+               tips=_either(tips))
 
 
-def _either(options, comma: str = ", ", last: str = " or ") -> str:
+def _either(options: list[Msg]) -> Msg:
     """``"a, b or c"``; a single option alone."""
-    options = list(options)
-    return comma.join(options[:-1]) + last + options[-1] if len(options) > 1 else options[0]
+    if len(options) == 1:
+        return options[0]
+    return Msg("{some} or {last}", some=join(Msg(", "), options[:-1]), last=options[-1])
 
 
 def run_training(
@@ -247,13 +247,12 @@ def run_training(
     finally:
         if failure is not None:
             free_accelerator_memory()
-            if is_main_process():  # both languages, so a reloaded page shows the reason in its own
-                append_metrics(run_dir, {"event": "error", "time": time.time(), "message": failure,
-                                         "message_zh": localize(failure, "zh")})  # fmt: skip
-            log(failure)
+            if is_main_process():  # the Msg too, so a reloaded page shows the reason in its own language
+                append_metrics(run_dir, {"event": "error", "time": time.time(), **saved_fields("message", failure)})
+            log(str(failure))
         if lock is not None:
             lock.release()
-    raise LabError(failure)
+    raise LabError(failure)  # dynamic template: the failure above
 
 
 def _prepare(cfg, loaded, device: str, log):

@@ -18,7 +18,7 @@ from typing import Any
 from lab import paths
 from lab.errors import ConfigError
 from lab.jobs import JobState
-from lab.text import Msg
+from lab.text import Msg, read_saved
 from lab.training.metrics import last_event, log_rows, read_metrics
 
 CONFIG_FILE = "config.yaml"
@@ -98,7 +98,7 @@ class RunInfo:
     model: str
     dataset: str
     started: float  # folder creation time, seconds since the epoch
-    message: Msg = Msg("")  # why the run failed, in both languages
+    message: Msg | str = Msg("")  # why the run failed (older runs: the English text)
 
     def row(self) -> list:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
@@ -143,7 +143,7 @@ def describe_run(run_dir: str | Path) -> RunInfo:
         model=str(config.get("model", "?")),
         dataset=str(config.get("dataset", "?")),
         started=run_dir.stat().st_ctime,
-        message=Text(f"{event.get('message') or ''}", zh=event.get("message_zh")),  # no message_zh: older runs
+        message=read_saved(event, "message"),  # older runs saved the English only (and message_zh)
     )
 
 
@@ -180,7 +180,7 @@ class RunProgress:
     tokens_per_s: float | None
     loss: float | None
     eval_loss: float | None
-    message: Msg = Msg("")  # why the run failed, in both languages
+    message: Msg | str = Msg("")  # why the run failed (older runs: the English text)
 
 
 def progress(run_dir: str | Path) -> RunProgress:

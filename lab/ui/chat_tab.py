@@ -14,10 +14,11 @@ import threading
 import gradio as gr
 
 from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply, user_turn
-from lab.errors import LabError, localize
+from lab.errors import localize
 from lab.text import Msg
+from lab.ui import i18n
 from lab.ui.forms import Form, read_values
-from lab.ui.i18n import request_lang, t
+from lab.ui.i18n import t
 from lab.ui.zerogpu import gpu
 from lab.uploads import check_file
 
@@ -33,27 +34,23 @@ def render(history: list[dict]) -> list[dict]:
     return messages
 
 
-def _first(stream, lang: str):
+def _first(stream):
     """Run a stream up to its first value, so a busy model is reported before anything is shown."""
     try:
         return next(stream), stream
     except StopIteration:
         return None, iter(())
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
 
 
-def respond(ctx, message, history, history_off, values: dict, adapter_on, compare, lang="en"):
+def respond(ctx, message, history, history_off, values: dict, adapter_on, compare):
     """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox).
 
-    ``values``: the settings form's values by field name.
+    ``values``: the settings form's values by field name. A LabError (no model, a busy one, a bad
+    image, a bad setting) ends it; the handler shows its sentence.
     """
-    try:
-        settings = read_values(ChatSettings, values)
-        files = [check_file(f) for f in (message or {}).get("files") or []]
-        turn = user_turn((message or {}).get("text", ""), files)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    settings = read_values(ChatSettings, values)
+    files = [check_file(f) for f in (message or {}).get("files") or []]
+    turn = user_turn((message or {}).get("text", ""), files)
     stop = threading.Event()
     history = list(history or []) + [turn]
     history_off = list(history_off or []) + ([turn] if compare else [])
@@ -61,7 +58,7 @@ def respond(ctx, message, history, history_off, values: dict, adapter_on, compar
         stream = stream_compare(ctx.handle, history_off, history, settings, stop=stop)
     else:
         stream = (("", text) for text in stream_reply(ctx.handle, history, settings, adapter=bool(adapter_on), stop=stop))
-    first, stream = _first(stream, lang)
+    first, stream = _first(stream)
     off, on = first if first is not None else ("", "")
     cleared = gr.MultimodalTextbox(value=None)
 
@@ -70,7 +67,7 @@ def respond(ctx, message, history, history_off, values: dict, adapter_on, compar
         return render(history + [assistant_turn(on)]), render(side)
 
     try:
-        for off, on in itertools.chain([(off, on)], _pairs(stream, lang)):
+        for off, on in itertools.chain([(off, on)], stream):
             yield stop, *shown(off, on), history, history_off, cleared
     finally:
         stop.set()  # also reached when the page goes away: the model stops after its next token
@@ -78,14 +75,6 @@ def respond(ctx, message, history, history_off, values: dict, adapter_on, compar
     if compare:
         history_off.append(assistant_turn(off))
     yield None, render(history), render(history_off), history, history_off, cleared
-
-
-def _pairs(stream, lang: str):
-    """The rest of a stream, errors turned into one sentence."""
-    try:
-        yield from stream
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
 
 
 def create_tab(ctx) -> None:
@@ -108,24 +97,24 @@ def create_tab(ctx) -> None:
         stop_btn = gr.Button(t("Stop"), variant="stop")
         clear_btn = gr.Button(t("Clear"))
 
-    def on_send(request: gr.Request, message, chat, chat_off, adapter, compare, **settings):
-        yield from respond(ctx, message, chat, chat_off, settings, adapter, compare, lang=request_lang(ctx, request))
+    def on_send(message, chat, chat_off, adapter, compare, *, lang, **settings):
+        yield from respond(ctx, message, chat, chat_off, settings, adapter, compare)
 
     def on_compare(both):
         label = t("Adapter on (fine-tuned)") if both else t("Chat")
         return gr.update(visible=bool(both)), gr.update(label=label)
 
-    def on_stop(request: gr.Request, stop):
+    def on_stop(stop, lang):
         if stop is not None:
             stop.set()
-        gr.Info(localize(Msg("Stopping…"), request_lang(ctx, request)))
+        gr.Info(localize(Msg("Stopping…"), lang))
 
     # The API's parameters, in this order: message, the settings, adapter, compare.
     inputs = {"message": textbox, "chat": history, "chat_off": history_off, **form.named(), "adapter": adapter_on,
               "compare": compare}  # fmt: skip
     outputs = [stop_state, chatbot, chatbot_off, history, history_off, textbox]
-    textbox.submit(gpu(on_send), None, outputs, api_name="chat", inputs_kwargs=inputs)
-    stop_btn.click(on_stop, stop_state, None, api_name="chat_stop")
+    textbox.submit(gpu(i18n.handler(ctx, on_send)), None, outputs, api_name="chat", inputs_kwargs=inputs)
+    stop_btn.click(i18n.handler(ctx, on_stop), stop_state, None, api_name="chat_stop")
     clear_btn.click(lambda: ([], [], [], [], None), None, [chatbot, chatbot_off, history, history_off, stop_state],
                     api_name="chat_clear")  # fmt: skip
     compare.change(on_compare, compare, [chatbot_off, chatbot], api_name="chat_compare_mode")

@@ -11,12 +11,12 @@ import gradio as gr
 from lab import paths
 from lab.dataset import dataset_stats, list_datasets, load_records, write_split
 from lab.dataset_check import validate_dataset
-from lab.errors import LabError, localize
+from lab.errors import localize
 from lab.formats import FORMATS, export_for_download, import_dataset
 from lab.gallery import dataset_page, thumbnail_dir
 from lab.text import Msg
 from lab.ui import i18n
-from lab.ui.i18n import t, with_lang
+from lab.ui.i18n import t
 from lab.uploads import receive
 
 
@@ -26,10 +26,7 @@ def _choices() -> list[str]:
 
 def summary_line(path: str, lang: str = "en") -> str:
     """Counts of records, images, answers and languages, as one line."""
-    try:
-        stats = dataset_stats(paths.resolve(path))
-    except LabError as err:
-        return localize(err, lang)
+    stats = dataset_stats(paths.resolve(path))
     languages = ", ".join(f"{k}: {v}" for k, v in sorted(stats.languages.items()))
     return localize(Msg("{records} records · {images} images · {turns} answers · {languages}",
                         records=stats.records, images=stats.images, turns=stats.turns,
@@ -46,7 +43,7 @@ def show_page(path: str, number, lang: str = "en"):
     """One page of the dataset: thumbnails, records table, page number, "page k of n" and what was left out."""
     try:
         page = dataset_page(paths.resolve(path), int(number or 1))
-    except (LabError, ValueError) as err:
+    except ValueError as err:  # a page number that is not a number
         return [], [], 1, localize(err, lang)
     rows = []
     for record in page.records:
@@ -56,9 +53,15 @@ def show_page(path: str, number, lang: str = "en"):
         rows.append([str(record.get("id", "")), prompt, answer])
     line = localize(Msg("Page {page} of {pages}", page=page.number, pages=page.pages), lang)
     if page.skipped:
-        lines = [localize(Msg("{n} image(s) on this page could not be shown:", n=len(page.skipped)), lang), *(f"- {localize(s, lang)}" for s in page.skipped)]
+        lines = [localize(Msg("{n} image(s) on this page could not be shown:", n=len(page.skipped)), lang),
+                 *(f"- {localize(s, lang)}" for s in page.skipped)]
         line = "\n\n".join([line, "\n".join(lines)])
     return page.images, rows, page.number, line
+
+
+def _no_page(sentence: str):
+    """The page's outputs when the dataset cannot be read: the sentence in place of "page k of n"."""
+    return [], [], 1, sentence
 
 
 def previous_page(path: str, number, lang: str = "en"):
@@ -70,28 +73,20 @@ def next_page(path: str, number, lang: str = "en"):
 
 
 def check_dataset(path: str, lang: str = "en") -> str:
-    try:
-        report = validate_dataset(paths.resolve(path))
-    except LabError as err:
-        return localize(err, lang)
+    report = validate_dataset(paths.resolve(path))
     faults = (f"- {localize(fault, lang)}" for fault in report.faults[:200])
     return "\n".join([localize(report.summary(), lang), *faults])
 
 
 def split(path: str, val_ratio: float, seed: float, lang: str = "en") -> str:
-    try:
-        parts = write_split(paths.resolve(path), float(val_ratio), int(seed))
-    except LabError as err:
-        return localize(err, lang)
-    return "\n".join(localize(Msg("{n} records → {path}", n=len(load_records(part)), path=part), lang) for part in parts)
+    parts = write_split(paths.resolve(path), float(val_ratio), int(seed))
+    lines = (Msg("{n} records → {path}", n=len(load_records(part)), path=part) for part in parts)
+    return "\n".join(localize(line, lang) for line in lines)
 
 
 def export(path: str, fmt: str, lang: str = "en"):
     """Export into the workspace and offer the folder as a zip."""
-    try:
-        main_file, archive = export_for_download(paths.resolve(path), fmt)
-    except LabError as err:
-        return localize(err, lang), None
+    main_file, archive = export_for_download(paths.resolve(path), fmt)
     return localize(Msg("Exported to {path}", path=main_file), lang), str(archive)
 
 
@@ -100,20 +95,20 @@ def import_upload(upload: str | None, name: str, lang: str = "en"):
         return localize(Msg("Choose a file to import first."), lang), gr.update()
     name = (name or Path(upload).stem).strip()
     if not name or "/" in name or "\\" in name or name.startswith("."):
-        return localize(Msg("'{name}' is not a usable dataset name: use letters, digits, '-' and '_'.", name=name), lang), gr.update()
+        refused = Msg("'{name}' is not a usable dataset name: use letters, digits, '-' and '_'.", name=name)
+        return localize(refused, lang), gr.update()
     received = None
     try:
         target = paths.under(paths.datasets_dir(), name, write=True)
         received = receive([upload], (".json", ".jsonl"))
         if not received.entries:
-            return localize(Msg("{name} is neither a .json / .jsonl file nor a .zip.", name=Path(upload).name), lang), gr.update()
+            refused = Msg("{name} is neither a .json / .jsonl file nor a .zip.", name=Path(upload).name)
+            return localize(refused, lang), gr.update()
         entry = received.entries[0]
         source = _single_top_folder(entry) if entry.is_dir() else entry
         # Records may only name files that came with the upload.
         folder = import_dataset(source, None, target, bundle=received.folder)
         report = validate_dataset(folder)
-    except LabError as err:
-        return localize(err, lang), gr.update()
     finally:
         if received is not None:  # the upload was only on its way into the new dataset folder
             shutil.rmtree(received.folder, ignore_errors=True)
@@ -134,7 +129,7 @@ def _page_widgets(dataset, first) -> SimpleNamespace:
         next_btn = gr.Button(t("Next ▶"), scale=1, min_width=100)
         page_line = gr.Markdown(first[4])
     i18n.at_page_load(lambda path, number, lang: show_page(path, number, lang)[3] if path else "",
-                      [dataset, page_number], page_line)  # fmt: skip
+                      [dataset, page_number], page_line, on_error=str)  # fmt: skip
     table = i18n.table(["id", "prompt", "answer"], value=first[2] or None, label=t("Records"), wrap=True,
                        max_height=360)  # fmt: skip
     return SimpleNamespace(prev=prev_btn, next=next_btn, outputs=[gallery, table, page_number, page_line])
@@ -144,12 +139,16 @@ def create_tab(ctx) -> None:
     gr.set_static_paths([thumbnail_dir()])  # served as they are: small, made by us, no copy per visitor
     choices = _choices()
     with gr.Row():
-        dataset = gr.Dropdown(choices, value=choices[0] if choices else None, label=t("Dataset (folder or .jsonl file)"), allow_custom_value=True, scale=4)
+        dataset = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=True,
+                              label=t("Dataset (folder or .jsonl file)"), scale=4)
         refresh = gr.Button(t("Refresh list"), scale=1)
         show = gr.Button(t("Show"), variant="primary", scale=1)
-    first = show_dataset(choices[0]) if choices else ("", [], [], 1, "")
+    # A dataset that cannot be read is one sentence in the summary (here and on each event below).
+    on_show = i18n.handler(ctx, show_dataset, on_error=lambda sentence: (sentence, [], [], 1, ""))
+    first = on_show(None, choices[0]) if choices else ("", [], [], 1, "")
     summary = gr.Markdown(first[0])
-    i18n.at_page_load(lambda path, lang: summary_line(path, lang) if path else "", dataset, summary)
+    i18n.at_page_load(lambda path, lang: summary_line(path, lang) if path else "", dataset, summary,
+                      on_error=str)
     pages = _page_widgets(dataset, first)
     gallery, table, page_number, page_line = pages.outputs
     with gr.Row():
@@ -167,21 +166,26 @@ def create_tab(ctx) -> None:
             export_out = gr.Textbox(label=t("Status"))
             download = gr.File(label=t("Download"))
     with gr.Row():
-        upload = gr.File(label=t("Import: a .json / .jsonl file or a .zip of a dataset folder"), file_types=[".json", ".jsonl", ".zip"], type="filepath")
+        upload = gr.File(label=t("Import: a .json / .jsonl file or a .zip of a dataset folder"),
+                         file_types=[".json", ".jsonl", ".zip"], type="filepath")
         import_name = gr.Textbox(label=t("Name of the new dataset"))
         import_btn = gr.Button(t("Import"))
         import_out = gr.Textbox(label=t("Status"))
 
     refresh.click(lambda: gr.update(choices=_choices()), outputs=dataset, api_name="dataset_list")
     shown = [summary, gallery, table, page_number, page_line]
-    show.click(with_lang(ctx, show_dataset), dataset, shown, api_name="dataset_show")
-    dataset.change(with_lang(ctx, show_dataset), dataset, shown, api_name="dataset_select",
-                   api_visibility="undocumented")  # fmt: skip
-    page_number.submit(with_lang(ctx, show_page), [dataset, page_number], pages.outputs, api_name="dataset_page")
-    pages.prev.click(with_lang(ctx, previous_page), [dataset, page_number], pages.outputs, api_name="dataset_page_prev")
-    pages.next.click(with_lang(ctx, next_page), [dataset, page_number], pages.outputs, api_name="dataset_page_next")
-    check.click(with_lang(ctx, check_dataset), dataset, report, api_name="dataset_check")
-    split_btn.click(with_lang(ctx, split), [dataset, val_ratio, seed], split_out, api_name="dataset_split")
-    export_btn.click(with_lang(ctx, export), [dataset, fmt], [export_out, download], api_name="dataset_export")
-    import_btn.click(with_lang(ctx, import_upload), [upload, import_name], [import_out, dataset],
-                     api_name="dataset_import")  # fmt: skip
+    show.click(on_show, dataset, shown, api_name="dataset_show")
+    dataset.change(on_show, dataset, shown, api_name="dataset_select", api_visibility="undocumented")
+    page_number.submit(i18n.handler(ctx, show_page, on_error=_no_page), [dataset, page_number], pages.outputs,
+                       api_name="dataset_page")  # fmt: skip
+    pages.prev.click(i18n.handler(ctx, previous_page, on_error=_no_page), [dataset, page_number], pages.outputs,
+                     api_name="dataset_page_prev")  # fmt: skip
+    pages.next.click(i18n.handler(ctx, next_page, on_error=_no_page), [dataset, page_number], pages.outputs,
+                     api_name="dataset_page_next")  # fmt: skip
+    check.click(i18n.handler(ctx, check_dataset, on_error=str), dataset, report, api_name="dataset_check")
+    split_btn.click(i18n.handler(ctx, split, on_error=str), [dataset, val_ratio, seed], split_out,
+                    api_name="dataset_split")  # fmt: skip
+    export_btn.click(i18n.handler(ctx, export, on_error=lambda sentence: (sentence, None)), [dataset, fmt],
+                     [export_out, download], api_name="dataset_export")  # fmt: skip
+    import_btn.click(i18n.handler(ctx, import_upload, on_error=lambda sentence: (sentence, gr.update())),
+                     [upload, import_name], [import_out, dataset], api_name="dataset_import")  # fmt: skip

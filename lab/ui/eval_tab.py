@@ -27,12 +27,12 @@ from lab.jobs import JobState
 from lab.text import Msg
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values
-from lab.ui.i18n import request_lang, t, with_lang
+from lab.ui.i18n import t
 from lab.ui.zerogpu import gpu
 
 
 VAL_SPLIT = "(validation split of the loaded run)"
-SORTS = ["gain", "loss", "id"]
+SORTS = {"gain": Msg("largest gain"), "loss": Msg("largest loss"), "id": Msg("id")}
 
 
 def data_choices() -> list[str]:
@@ -91,11 +91,8 @@ def stream_job(evaluate, lang: str, sort: str):
 
 def evaluate(ctx, values: dict, lang="en"):
     """Handler of "Evaluate": the loaded model on the chosen data; ``values`` by name (source, sort, EvalSettings)."""
-    try:
-        settings = read_values(EvalSettings, values)
-        data, where = load_samples(ctx, values["source"])
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    settings = read_values(EvalSettings, values)
+    data, where = load_samples(ctx, values["source"])
     job = lambda progress, stop: run_evaluation(ctx.handle, data, settings, source=where, progress=progress, stop=stop)
     yield from stream_job(job, lang, values["sort"])
 
@@ -103,12 +100,9 @@ def evaluate(ctx, values: dict, lang="en"):
 def evaluate_url(ctx, values: dict, lang="en"):
     """Handler of "Evaluate endpoint": an OpenAI-compatible server on the chosen data; ``values`` by name
     (source, sort, EndpointConfig's fields, and EvalSettings' max_new_tokens and limit)."""
-    try:
-        config = read_values(EndpointConfig, values)
-        limit = read_values(EvalSettings, values).limit
-        data, where = load_samples(ctx, values["source"])
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    config = read_values(EndpointConfig, values)
+    limit = read_values(EvalSettings, values).limit
+    data, where = load_samples(ctx, values["source"])
     job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=limit or None, progress=progress,
                                                    stop=stop)  # fmt: skip
     yield from stream_job(job, lang, values["sort"])
@@ -124,11 +118,7 @@ def saved_choices(ctx):
 
 
 def show_saved(summary_path, order, lang="en"):
-    try:
-        result = load_result(summary_path)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
-    return (None, "", *result_outputs(result, order, lang), summary_path)
+    return (None, "", *result_outputs(load_result(summary_path), order, lang), summary_path)
 
 
 def resort(summary_path, order, lang="en"):
@@ -143,10 +133,12 @@ def _result_widgets():
     summary = gr.Markdown()
     with gr.Row():
         metrics = gr.Dataframe(label=t("Metrics"), interactive=False, scale=1)
-        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("Base vs fine-tuned"), x_title=t("col.metric"),
+        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("Base vs fine-tuned"), x_title=t("metric"),
                            y_title=t("score"), color_title=t("model"), scale=2)  # fmt: skip
-    sort = gr.Radio([(t(f"eval.sort.{name}"), name) for name in SORTS], value="gain", label=t("Sort samples by"))
-    samples = gr.Dataframe(label=t("Samples (largest gain first; click a row to see it)"), interactive=False, wrap=True)
+    choices = [(t(label), name) for name, label in SORTS.items()]  # dynamic template: the Msgs of SORTS
+    sort = gr.Radio(choices, value="gain", label=t("Sort samples by"))
+    samples = gr.Dataframe(label=t("Samples (largest gain first; click a row to see it)"), interactive=False,
+                           wrap=True)
     with gr.Row():
         sample_image = gr.Image(label=t("Sample"), interactive=False, scale=1)
         sample_text = gr.Markdown()
@@ -162,7 +154,7 @@ def create_tab(ctx) -> None:
         form.add("compare_base", scale=2)
     form.row("batch_size", "max_new_tokens", "limit")
     with gr.Row():
-        run_btn = gr.Button(t("Evaluate"), variant="primary")
+        run_btn = gr.Button(t("Evaluate", context="button"), variant="primary")
         stop_btn = gr.Button(t("Stop"), variant="stop")
     progress, summary, metrics, chart, sort, samples, sample_image, sample_text = _result_widgets()
     with gr.Accordion(t("Score an OpenAI-compatible endpoint (vLLM, or the labeler as upper bound)"), open=False):
@@ -174,32 +166,35 @@ def create_tab(ctx) -> None:
             load_btn = gr.Button(t("Show"), scale=1)
     outputs = [stop_state, progress, summary, metrics, chart, samples, shown]
 
-    def on_run(request: gr.Request, **values):
-        yield from evaluate(ctx, values, request_lang(ctx, request))
+    # A LabError (no model, bad settings, a failed run) is one sentence in a toast (i18n.handler).
+    def on_run(*, lang, **values):
+        yield from evaluate(ctx, values, lang)
 
-    def on_endpoint(request: gr.Request, **values):
-        yield from evaluate_url(ctx, values, request_lang(ctx, request))
+    def on_endpoint(*, lang, **values):
+        yield from evaluate_url(ctx, values, lang)
 
-    def on_stop(request: gr.Request, job):
-        if job is not None:
-            job.stop()
-        return i18n.text("eval.stopping" if job is not None else "eval.idle", request_lang(ctx, request))
+    def on_stop(job, lang):
+        if job is None:
+            return localize(Msg("No evaluation is running in this page."), lang)
+        job.stop()
+        return localize(Msg("Stopping after the current batch…"), lang)
 
-    def on_select(request: gr.Request, summary_path, order, evt: gr.SelectData):
+    def on_select(summary_path, order, evt: gr.SelectData, lang):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return show_sample(summary_path, order, row, request_lang(ctx, request))
+        return show_sample(summary_path, order, row, lang)
 
     # The API's parameters, in this order.
     local_inputs = {"source": source, **form.named(), "sort": sort}
     endpoint_inputs = {"source": source, **endpoint.named(), **form.named("max_new_tokens", "limit"), "sort": sort}
-    run_btn.click(gpu(on_run), None, outputs, api_name="evaluate", inputs_kwargs=local_inputs)
-    endpoint_btn.click(on_endpoint, None, outputs, api_name="evaluate_endpoint", inputs_kwargs=endpoint_inputs)
-    stop_btn.click(on_stop, stop_state, summary, api_name="evaluate_stop")
-    sort.change(with_lang(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
+    run_btn.click(gpu(i18n.handler(ctx, on_run)), None, outputs, api_name="evaluate", inputs_kwargs=local_inputs)
+    endpoint_btn.click(i18n.handler(ctx, on_endpoint), None, outputs, api_name="evaluate_endpoint",
+                       inputs_kwargs=endpoint_inputs)  # fmt: skip
+    stop_btn.click(i18n.handler(ctx, on_stop), stop_state, summary, api_name="evaluate_stop")
+    sort.change(i18n.handler(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
     source.focus(lambda: gr.update(choices=data_choices()), outputs=source, api_name="evaluate_data_choices")
     saved.focus(lambda: saved_choices(ctx), outputs=saved, api_name="evaluate_saved_list")
-    load_btn.click(with_lang(ctx, show_saved), [saved, sort], outputs, api_name="evaluate_load")
-    samples.select(on_select, [shown, sort], [sample_image, sample_text], api_name="evaluate_sample")
+    load_btn.click(i18n.handler(ctx, show_saved), [saved, sort], outputs, api_name="evaluate_load")
+    samples.select(i18n.handler(ctx, on_select), [shown, sort], [sample_image, sample_text], api_name="evaluate_sample")
 
 
 def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"):
@@ -217,7 +212,9 @@ def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"
         image = open_image(sample["images"][0]) if sample["images"] else None
     except LabError:
         image = None
-    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**{localize(Msg('reference'), lang)}**: {html.escape(sample['reference'])}"]
+    reference = localize(Msg("reference"), lang)
+    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}",
+             f"**{reference}**: {html.escape(sample['reference'])}"]
     for variant, answer in sample["answers"].items():
         scores = ", ".join(f"{k} {v:.1f}" for k, v in sample["scores"][variant].items())
         lines.append(f"**{variant}**: {html.escape(answer) or '∅'}  \n<small>{scores}</small>")

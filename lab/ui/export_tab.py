@@ -13,8 +13,9 @@ from lab.errors import LabError, localize
 from lab.export import ExportSettings, export_run, openai_snippet, vllm_command
 from lab.text import Msg
 from lab.training.runs import list_runs
+from lab.ui import i18n
 from lab.ui.forms import Form, read_values
-from lab.ui.i18n import request_lang, t
+from lab.ui.i18n import t
 
 
 def run_choices() -> list[str]:
@@ -31,25 +32,19 @@ def serving_texts(out: str, run: str, settings: ExportSettings) -> tuple[str, st
     return vllm_command(folder, settings), openai_snippet(folder.rstrip("/").split("/")[-1])
 
 
-def show_command(values: dict, lang: str = "en") -> tuple[str, str]:
+def show_command(values: dict) -> tuple[str, str]:
     """Handler of "Show the serving command"; ``values`` by name (out, run, ExportSettings' fields)."""
-    try:
-        return serving_texts(values["out"], values["run"], read_values(ExportSettings, values))
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    return serving_texts(values["out"], values["run"], read_values(ExportSettings, values))
 
 
 def do_export(values: dict, lang="en"):
     """Merge and save; returns (status, vllm command, snippet). ``values`` by name (run, out, ExportSettings' fields)."""
     run = (values.get("run") or "").strip()
     if not run:
-        raise gr.Error(localize(Msg("Pick a training run to export."), lang))
+        raise LabError("Pick a training run to export.")
     out = (values.get("out") or "").strip() or default_out(run)
-    try:
-        settings = read_values(ExportSettings, values)
-        result = export_run(run, out, settings)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    settings = read_values(ExportSettings, values)
+    result = export_run(run, out, settings)
     status = localize(Msg("Exported {run} to {out} in {seconds:.1f} s: {files}",
                           run=result.run, out=result.out_dir, seconds=result.seconds,
                           files=", ".join(result.files)), lang)  # fmt: skip
@@ -80,19 +75,21 @@ def create_tab(ctx) -> None:
     command = gr.Code(language="shell", label=t("Serve with vLLM"))
     snippet = gr.Code(language="python", label=t("Call it with the openai client"))
 
-    def on_export(request: gr.Request, **values):
-        return do_export(values, lang=request_lang(ctx, request))
+    # A LabError (no run picked, a bad folder, a refused upload) is one sentence in a toast (i18n.handler).
+    def on_export(*, lang, **values):
+        return do_export(values, lang=lang)
 
-    def on_show(request: gr.Request, **values):
-        return show_command(values, lang=request_lang(ctx, request))
+    def on_show(*, lang, **values):
+        return show_command(values)
 
     # The API's parameters, in this order.
     serving = form.named("max_model_len", "images_per_prompt", "gpu_memory_utilization")
     inputs = {"run": run, **form.named("base"), "out": out,
               **form.named("dtype", "device", "overwrite", "push_to_hub", "token", "public"), **serving}
     serving = {"out": out, "run": run, **serving}
-    go.click(on_export, None, [status, command, snippet], api_name="export", inputs_kwargs=inputs)
-    show.click(on_show, None, [command, snippet], api_name="export_command", inputs_kwargs=serving)
+    go.click(i18n.handler(ctx, on_export), None, [status, command, snippet], api_name="export", inputs_kwargs=inputs)
+    show.click(i18n.handler(ctx, on_show), None, [command, snippet], api_name="export_command",
+               inputs_kwargs=serving)  # fmt: skip
     run.focus(lambda: gr.update(choices=run_choices()), outputs=run, api_name="export_runs")
     return preselect_run, run
 

@@ -9,7 +9,8 @@ from lab.ui.i18n import t
 
 
 def create_guide(ctx: UIContext) -> None:
-    with gr.Accordion(t("Classroom demo: the whole loop offline, on a CPU, in a few minutes"), open=ctx.settings.model == "demo", elem_id="classroom-guide"):
+    title = t("Classroom demo: the whole loop offline, on a CPU, in a few minutes")
+    with gr.Accordion(title, open=ctx.settings.model == "demo", elem_id="classroom-guide"):
         gr.Markdown(t("The header says a **tiny random demo model** is loaded: it knows nothing yet, and that is the "
                       "point.\n"
                       "\n"

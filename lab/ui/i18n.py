@@ -135,7 +135,8 @@ def handler(ctx, fn=None, *, on_error=None):
 
     A :class:`LabError` from ``fn`` becomes the page's sentence: ``on_error(sentence)`` gives the
     outputs that show it (a status box), else it is raised as ``gr.Error`` (a toast). The handler
-    has ``fn``'s parameters but ``lang``, after the request: they name the event's API parameters.
+    has ``fn``'s parameters but ``lang``, after the request: they name the event's API parameters,
+    and a ``**values`` parameter takes the event's ``inputs_kwargs`` (a form's fields by name).
     ``fn`` may take the request too, as ``request=``. Also a decorator: ``@handler(ctx, on_error=...)``.
     """
     if fn is None:
@@ -148,26 +149,26 @@ def handler(ctx, fn=None, *, on_error=None):
         return on_error(localize(err, lang))
 
     if inspect.isgeneratorfunction(fn):
-        def wrapper(request: gr.Request, *inputs):
+        def wrapper(request: gr.Request, *inputs, **named):
             lang = request_lang(ctx, request)
             extra = {"request": request} if wants_request else {}
             try:
-                yield from fn(*inputs, lang=lang, **extra)
+                yield from fn(*inputs, **named, lang=lang, **extra)
             except LabError as err:
                 yield shown(err, lang)
     else:
-        def wrapper(request: gr.Request, *inputs):
+        def wrapper(request: gr.Request, *inputs, **named):
             lang = request_lang(ctx, request)
             extra = {"request": request} if wants_request else {}
             try:
-                return fn(*inputs, lang=lang, **extra)
+                return fn(*inputs, **named, lang=lang, **extra)
             except LabError as err:
                 return shown(err, lang)
     return _signed(wrapper, fn)
 
 
 def _signed(wrapper, fn):
-    """``wrapper(request, *inputs)`` with the signature of ``fn`` (without ``lang``) after the request."""
+    """``wrapper(request, *inputs, **named)`` with the signature of ``fn`` (without ``lang``) after the request."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("lang", "request")]
     wrapper.__signature__ = inspect.Signature([inspect.Parameter("request", kind, annotation=gr.Request), *params])

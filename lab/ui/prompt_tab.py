@@ -8,6 +8,7 @@ only as long as that request (or the run it starts); it is never stored on the s
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -23,7 +24,7 @@ from lab.presets import LANGS, PromptPreset, PromptText, list_prompt_presets, lo
 from lab.text import Msg
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values
-from lab.ui.i18n import request_lang, t
+from lab.ui.i18n import t
 from lab.uploads import check_file
 
 SAMPLE_IMAGES = SAMPLE_DATASET / "images"
@@ -69,12 +70,13 @@ def labeler_form(api_prefix: str) -> Form:
     env = _env_key()
     form = Form(LabelerConfig, start)
     with gr.Accordion(t("Labeler"), open=True):
-        gr.Markdown(t("An API key was found in the environment; it is sent only to the base URL it was set up for, and "
-                      "a key typed below takes its place.") if env else t("No API key is set. Type one in the API key box below (it "
-                                                         "stays in this page), or set OPENAI_API_KEY "
-                                                         "(DASHSCOPE_API_KEY for DashScope) before starting the app. "
-                                                         "Without a key you can label with the model loaded in the "
-                                                         "app: slower, free and offline."))
+        if env:
+            gr.Markdown(t("An API key was found in the environment; it is sent only to the base URL it was set up for, "
+                          "and a key typed below takes its place."))
+        else:
+            gr.Markdown(t("No API key is set. Type one in the API key box below (it stays in this page), or set "
+                          "OPENAI_API_KEY (DASHSCOPE_API_KEY for DashScope) before starting the app. Without a key you "
+                          "can label with the model loaded in the app: slower, free and offline."))
         with gr.Row():
             form.add("provider", choices=choices, scale=2)
             form.add("base_url", scale=3)
@@ -114,13 +116,10 @@ def sample_image_names() -> list[str]:
     return sorted(p.name for p in SAMPLE_IMAGES.glob("*.png")) if SAMPLE_IMAGES.is_dir() else []
 
 
-def load_preset_fields(name: str, lang: str, lang_ui: str = "en"):
+def load_preset_fields(name: str, prompt_lang: str, lang: str = "en"):
     """System, user, JSON flag and expected keys of a preset, for variant A."""
-    try:
-        preset = load_prompt_preset(name)
-    except LabError as err:
-        raise gr.Error(localize(err, lang_ui)) from None
-    system, user, keys = preset.prompt(lang or "en")
+    preset = load_prompt_preset(name)
+    system, user, keys = preset.prompt(prompt_lang or "en")
     return system, user, preset.json, ", ".join(keys)
 
 
@@ -161,25 +160,22 @@ def _summary_line(name: str, results: list, lang: str) -> str:
 
 
 def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use_b, b_system, b_user, b_json, b_keys,
-                    labeler: Mapping, lang_ui: str = "en"):
+                    *, lang: str = "en", **labeler):
     """Run A (and B) on the chosen images with the labeler's settings (by name): summary, one gallery per
     variant, and a details table."""
-    try:
-        images = _chosen_images(samples, uploads)
-        prompts = [_spec(a_system, a_user, a_json, a_keys)]
-        if use_b:
-            prompts.append(_spec(b_system, b_user, b_json, b_keys))
-        results = run_preview(images, prompts, make_labeler(ctx, labeler_config(labeler)))
-    except LabError as err:
-        return localize(err, lang_ui), [], [], []
+    images = _chosen_images(samples, uploads)
+    prompts = [_spec(a_system, a_user, a_json, a_keys)]
+    if use_b:
+        prompts.append(_spec(b_system, b_user, b_json, b_keys))
+    results = run_preview(images, prompts, make_labeler(ctx, labeler_config(labeler)))
     names = ["A", "B"]
     galleries, rows, lines = [], [], []
     for name, prompt, row in zip(names, prompts, results):
-        lines.append(_summary_line(name, row, lang_ui))
-        galleries.append([(str(image), r.answer or f"[{r.status}] {localize(r.reason, lang_ui)}")
+        lines.append(_summary_line(name, row, lang))
+        galleries.append([(str(image), r.answer or f"[{r.status}] {localize(r.reason, lang)}")
                           for image, r in zip(images, row)])  # fmt: skip
         for image, r in zip(images, row):
-            reason = localize(r.reason, lang_ui)
+            reason = localize(r.reason, lang)
             rows.append([image.name, name, r.status, r.answer if r.ok else f"{reason}: {r.answer}".rstrip(": "),
                          round(r.seconds, 2), f"{r.prompt_tokens}+{r.completion_tokens}", round(r.cost_usd, 6),
                          _json_mark(r, prompt.want_json)])
@@ -187,30 +183,28 @@ def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use
     return "  \n".join(lines), galleries[0], galleries[1], rows
 
 
-def save_prompt(which, name, title, lang, a_system, a_user, a_json, a_keys, b_system, b_user, b_json, b_keys,
-                lang_ui: str = "en"):
+def save_prompt(which, name, title, prompt_lang, a_system, a_user, a_json, a_keys, b_system, b_user, b_json, b_keys,
+                lang: str = "en"):
     """Save variant A or B as a user preset (in this language; its other language is kept)."""
     system, user, want_json, keys = (b_system, b_user, b_json, b_keys) if which == "B" else (a_system, a_user, a_json, a_keys)
     name = (name or "").strip()
-    lang = lang if lang in LANGS else "en"
-    try:
-        spec = _spec(system, user, want_json, keys)
-        texts, titles = {}, {}
-        if name in list_prompt_presets():
-            old = load_prompt_preset(name)
-            texts, titles = dict(old.texts), dict(old.title)
-        texts[lang] = PromptText(spec.system, spec.user, spec.expected_keys)
-        if (title or "").strip():
-            titles[lang] = title.strip()
-        path = save_prompt_preset(PromptPreset(name=name, texts=texts, title=titles, json=spec.want_json))
-    except LabError as err:
-        return localize(err, lang_ui), gr.update()
-    return localize(Msg("Saved {path}; the labeling tab can use '{name}' now.", path=path, name=name), lang_ui), gr.update(choices=list_prompt_presets(), value=name)
+    prompt_lang = prompt_lang if prompt_lang in LANGS else "en"
+    spec = _spec(system, user, want_json, keys)
+    texts, titles = {}, {}
+    if name in list_prompt_presets():
+        old = load_prompt_preset(name)
+        texts, titles = dict(old.texts), dict(old.title)
+    texts[prompt_lang] = PromptText(spec.system, spec.user, spec.expected_keys)
+    if (title or "").strip():
+        titles[prompt_lang] = title.strip()
+    path = save_prompt_preset(PromptPreset(name=name, texts=texts, title=titles, json=spec.want_json))
+    saved = Msg("Saved {path}; the labeling tab can use '{name}' now.", path=path, name=name)
+    return localize(saved, lang), gr.update(choices=list_prompt_presets(), value=name)
 
 
-def _variant(label_key: str, initial=("", "", False, "")):
+def _variant(label, initial=("", "", False, "")):
     with gr.Column():
-        gr.Markdown(t(label_key))
+        gr.Markdown(label)
         system = gr.Textbox(initial[0], label=t("System prompt"), lines=2)
         user = gr.Textbox(initial[1], label=t("User prompt (<image> marks where the picture goes)"), lines=5)
         with gr.Row():
@@ -228,21 +222,23 @@ def create_tab(ctx) -> None:
         refresh = gr.Button(t("Refresh presets"), scale=1)
     initial = load_preset_fields(first, "en") if first else ("", "", False, "")
     with gr.Row():
-        a = _variant("prompt.variant_a", initial)
-        b = _variant("prompt.variant_b", initial)
+        a = _variant(t("Prompt A"), initial)
+        b = _variant(t("Prompt B"), initial)
     use_b = gr.Checkbox(False, label=t("Compare with prompt B on the same images"))
     with gr.Row():
         names = sample_image_names()
         samples = gr.Dropdown(names, value=names[:4], multiselect=True, max_choices=MAX_PREVIEW_IMAGES,
                               label=t("Sample images from data/sample"), scale=3)
-        uploads = gr.File(file_count="multiple", file_types=["image"], type="filepath", label=t("Or upload images (at most 8 in all)"), scale=2)
+        uploads = gr.File(file_count="multiple", file_types=["image"], type="filepath",
+                          label=t("Or upload images (at most 8 in all)"), scale=2)
     form = labeler_form("prompt")
     run = gr.Button(t("Run preview"), variant="primary")
     summary = gr.Markdown()
     with gr.Row():
         gallery_a = gr.Gallery(label=t("Answers to A"), columns=4, height=300)
         gallery_b = gr.Gallery(label=t("Answers to B"), columns=4, height=300)
-    details = i18n.table(DETAIL_HEADERS, label=t("Details: latency, tokens, cost, JSON validity"), wrap=True, interactive=False)
+    details = i18n.table(DETAIL_HEADERS, label=t("Details: latency, tokens, cost, JSON validity"), wrap=True,
+                         interactive=False)
     with gr.Row():
         which = gr.Radio(["A", "B"], value="A", label=t("Save which prompt"), scale=1)
         save_name = gr.Textbox(label=t("New preset name (letters, digits, _ and -)"), scale=2)
@@ -250,19 +246,12 @@ def create_tab(ctx) -> None:
         save = gr.Button(t("Save as a preset"), scale=1)
     status = gr.Textbox(label=t("Status"))
 
-    def on_load(request: gr.Request, name, prompt_lang):
-        return load_preset_fields(name, prompt_lang, request_lang(ctx, request))
-
-    def on_preview(request: gr.Request, *values, **labeler):
-        return preview_prompts(ctx, *values, labeler=labeler, lang_ui=request_lang(ctx, request))
-
+    on_load = i18n.handler(ctx, load_preset_fields)
     preset.change(on_load, [preset, lang], list(a), api_name="prompt_load")
     lang.change(on_load, [preset, lang], list(a), api_name="prompt_load_lang")
     refresh.click(lambda: gr.update(choices=list_prompt_presets()), outputs=preset, api_name="prompt_presets")
-    run.click(on_preview, [samples, uploads, *a, use_b, *b], [summary, gallery_a, gallery_b, details],
-              api_name="prompt_preview", inputs_kwargs=form.named(*LABELER_INPUTS))  # fmt: skip
-
-    def on_save(request: gr.Request, *values):  # the request comes first: see labeling_tab.create_tab
-        return save_prompt(*values, lang_ui=request_lang(ctx, request))
-
-    save.click(on_save, [which, save_name, save_title, lang, *a, *b], [status, preset], api_name="prompt_save")
+    run.click(i18n.handler(ctx, partial(preview_prompts, ctx), on_error=lambda sentence: (sentence, [], [], [])),
+              [samples, uploads, *a, use_b, *b], [summary, gallery_a, gallery_b, details], api_name="prompt_preview",
+              inputs_kwargs=form.named(*LABELER_INPUTS))  # fmt: skip
+    save.click(i18n.handler(ctx, save_prompt, on_error=lambda sentence: (sentence, gr.update())),
+               [which, save_name, save_title, lang, *a, *b], [status, preset], api_name="prompt_save")

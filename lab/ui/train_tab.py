@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import fields
+from functools import partial
 
 import gradio as gr
 
@@ -26,7 +27,7 @@ from lab.training import job as jobs
 from lab.training.runs import RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, train_command
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values, shown_values
-from lab.ui.i18n import request_lang, t
+from lab.ui.i18n import t
 
 MAIN_FIELDS = ["model", "dataset", "run_name", "method", "lora_targets", "train_vision", "train_merger",
                "train_language", "learning_rate", "num_epochs", "max_steps", "per_device_batch_size",
@@ -42,7 +43,7 @@ def form_values(cfg: TrainConfig) -> list:
 
 def config_from_form(values: dict) -> TrainConfig:
     """A ``TrainConfig`` from the form's values by field name; bad values raise ConfigError."""
-    return read_values(TrainConfig, values, where="the form")
+    return read_values(TrainConfig, values, where=Msg("the form"))
 
 
 def default_preset() -> str:
@@ -68,7 +69,7 @@ def status_outputs(run_dir, lang: str = "en"):
     p = progress(run_dir)
     job = jobs.current_job()
     mine = job is not None and str(job.run_dir) == str(run_dir)
-    status = localize((job.state if mine else p.status).label, lang)
+    status = (job.state if mine else p.status).label
     line = localize(Msg("**{name}** · {status} · step {step}/{total} · elapsed {elapsed} · ETA {eta} · {samples} "
                         "samples/s · {tokens} tokens/s · loss {loss}",
                         name=html.escape(str(run_dir).rsplit("/", 1)[-1]), status=status,
@@ -117,22 +118,19 @@ def runs_table():
     return [info.row() + [str(info.path)] for info in list_runs()]
 
 
-def start(ctx, lang: str, values: dict, resume_run: str | None = None) -> str:
+def start(ctx, values: dict, resume_run: str | None = None, lang: str = "en") -> str:
     """Start a run from the form's values by name (or resume ``resume_run``); returns the message to show."""
-    try:
-        if resume_run is not None:
-            job = jobs.start_training(load_run_config(find_run(resume_run)), ctx.handle, resume=True)
-        else:
-            job = jobs.start_training(config_from_form(values), ctx.handle)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    if resume_run is not None:
+        job = jobs.start_training(load_run_config(find_run(resume_run)), ctx.handle, resume=True)
+    else:
+        job = jobs.start_training(config_from_form(values), ctx.handle)
     if job.state is JobState.QUEUED:
         return localize(Msg("Queued {name}: {ahead} run(s) ahead; it starts when they end.",
                             name=job.name, ahead=jobs.queue_position(job)), lang)
     return localize(Msg("Started {name}.", name=job.name), lang)
 
 
-def stop(lang: str) -> str:
+def stop(lang: str = "en") -> str:
     job = jobs.current_job()
     if job is None or not job.active:
         return localize(Msg("No training run is going on."), lang)
@@ -142,13 +140,10 @@ def stop(lang: str) -> str:
 
 def command(preset_name: str, values: dict, lang: str = "en"):
     """The CLI command of the form's settings, shown in a box that appears with it."""
-    try:
-        return gr.update(value=train_command(config_from_form(values), preset_name or "lora"), visible=True)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    return gr.update(value=train_command(config_from_form(values), preset_name or "lora"), visible=True)
 
 
-def poll(chosen, lang: str):
+def poll(chosen, lang: str = "en"):
     """(progress bar, status line, loss points, lr points, log) of the run this page follows."""
     run_dir = watched_run(chosen)
     job = jobs.current_job()
@@ -156,13 +151,14 @@ def poll(chosen, lang: str):
     return (*status_outputs(run_dir, lang), log)
 
 
-def load_for_chat(ctx, lang: str, run_dir: str | None) -> str:
+def _picked(run_dir: str | None) -> str:
     if not run_dir:
-        raise gr.Error(localize(Msg("Pick a run first."), lang))
-    try:
-        ctx.handle.load_run(run_dir)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+        raise LabError("Pick a run first.")
+    return run_dir
+
+
+def load_for_chat(ctx, run_dir: str | None, lang: str = "en") -> str:
+    ctx.handle.load_run(_picked(run_dir))
     return localize(Msg("Loaded {name}; Evaluate and Chat now use it.", name=run_dir.rsplit("/", 1)[-1]), lang)
 
 
@@ -208,58 +204,46 @@ def create_tab(ctx) -> None:
     with gr.Accordion(t("Past runs"), open=False):
         runs = i18n.table(RUN_COLUMNS + ["path"], value=runs_table(), interactive=False, wrap=True)
         with gr.Row():
-            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("Run"), allow_custom_value=True, scale=3)
+            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("Run"), allow_custom_value=True,
+                                   scale=3)
             refresh_btn = gr.Button(t("Refresh"), scale=1)
         with gr.Row():
-            show_btn, resume_btn, load_btn = gr.Button(t("Show curve and config")), gr.Button(t("Resume from last checkpoint")), gr.Button(t("Load for Evaluate / Chat"))
+            show_btn = gr.Button(t("Show curve and config"))
+            resume_btn = gr.Button(t("Resume from last checkpoint"))
+            load_btn = gr.Button(t("Load for Evaluate / Chat"))
         run_config = gr.Code(language="yaml", label=t("Config"))
-    def on_start(request: gr.Request, **values):
-        return start(ctx, request_lang(ctx, request), values), None
 
-    def on_stop(request: gr.Request):
-        return stop(request_lang(ctx, request))
+    # A LabError (a bad setting, a busy model, no run picked) is one sentence in a toast (i18n.handler).
+    def on_start(*, lang, **values):
+        return start(ctx, values, lang=lang), None
 
-    def on_poll(request: gr.Request, chosen):
-        return poll(chosen, request_lang(ctx, request))
+    def on_command(preset, *, lang, **values):
+        return command(preset, values, lang)
 
     def on_refresh():
         table = runs_table()
         return table, gr.update(choices=[row[-1] for row in table])
 
-    def on_show(request: gr.Request, run_dir):
-        lang = request_lang(ctx, request)
-        if not run_dir:
-            raise gr.Error(localize(Msg("Pick a run first."), lang))
-        try:
-            found = find_run(run_dir)
-            return str(found), config_text(found)
-        except LabError as err:
-            raise gr.Error(localize(err, lang)) from None
+    def on_show(run_dir, lang):
+        found = find_run(_picked(run_dir))
+        return str(found), config_text(found)
 
-    def on_resume(request: gr.Request, run_dir):
-        lang = request_lang(ctx, request)
-        if not run_dir:
-            raise gr.Error(localize(Msg("Pick a run first."), lang))
-        return start(ctx, lang, {}, resume_run=run_dir), run_dir
-
-    def on_load(request: gr.Request, run_dir):
-        return load_for_chat(ctx, request_lang(ctx, request), run_dir)
-
-    def on_command(request: gr.Request, preset, **values):
-        return command(preset, values, request_lang(ctx, request))
+    def on_resume(run_dir, lang):
+        return start(ctx, {}, resume_run=_picked(run_dir), lang=lang), run_dir
 
     preset.change(lambda name: form_values(TrainConfig.from_preset(name)), preset, list(widgets.values()),
                   api_name="train_preset")  # fmt: skip
-    start_btn.click(on_start, None, [message, selected], api_name="train_start", inputs_kwargs=widgets)
-    stop_btn.click(on_stop, None, message, api_name="train_stop")
-    command_btn.click(on_command, None, command_box, api_name="train_command",
+    start_btn.click(i18n.handler(ctx, on_start), None, [message, selected], api_name="train_start",
+                    inputs_kwargs=widgets)  # fmt: skip
+    stop_btn.click(i18n.handler(ctx, stop), None, message, api_name="train_stop")
+    command_btn.click(i18n.handler(ctx, on_command), None, command_box, api_name="train_command",
                       inputs_kwargs={"preset": preset, **widgets})  # fmt: skip
-    gr.Timer(2.0).tick(on_poll, selected, [bar, status, loss_plot, lr_plot, log_box], api_name="train_poll",
-                       show_progress="hidden")  # fmt: skip
+    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected, [bar, status, loss_plot, lr_plot, log_box],
+                       api_name="train_poll", show_progress="hidden")  # fmt: skip
     refresh_btn.click(on_refresh, None, [runs, run_pick], api_name="train_runs")
-    show_btn.click(on_show, run_pick, [selected, run_config], api_name="train_show_run")
-    resume_btn.click(on_resume, run_pick, [message, selected], api_name="train_resume")
-    load_btn.click(on_load, run_pick, message, api_name="train_load_run")
+    show_btn.click(i18n.handler(ctx, on_show), run_pick, [selected, run_config], api_name="train_show_run")
+    resume_btn.click(i18n.handler(ctx, on_resume), run_pick, [message, selected], api_name="train_resume")
+    load_btn.click(i18n.handler(ctx, partial(load_for_chat, ctx)), run_pick, message, api_name="train_load_run")
     return preselect_dataset, widgets["dataset"]
 
 
