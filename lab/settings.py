@@ -7,12 +7,15 @@ all made from those fields, so a new option is one field and its docstring::
 
     @dataclass
     class ChatSettings:
-        top_p: float = setting(0.9, label=("Top-p", "Top-p"), above=0, max=1, widget="slider", ui_min=0.05)
+        top_p: float = setting(0.9, label="Top-p", above=0, max=1, widget="slider", ui_min=0.05)
         \"\"\"Sample only from the smallest set of tokens whose probabilities add up to this.\"\"\"
 
         def __post_init__(self):
-            check(self)   # types coerced, then bounds and choices: ConfigError("top_p must be ...", zh=...)
+            check(self)   # types coerced, then bounds and choices: ConfigError("{name} must be ...", ...)
 
+A label is English, the key of its translations in ``lab/locales/`` (the form shows it with
+``t(label)``); ``context`` tells apart one English label with two translations (gettext's msgctxt),
+and ``choice_labels`` are the choices' words as :class:`~lab.text.Msg`.
 The docstring under a field is its help (``--help`` of the CLI), read from the source once.
 Bounds are ``min``/``max`` (inclusive) and ``above``/``below`` (exclusive); ``choices`` are
 enforced (each item, for a list), ``options`` are only offered by the form. A ``secret``
@@ -34,6 +37,7 @@ from typing import Any
 from lab.config_values import coerce_value
 from lab.errors import ConfigError
 from lab.presets import check_keys, closest
+from lab.text import Msg, join
 
 _KEY = "lab.setting"
 
@@ -42,14 +46,14 @@ _KEY = "lab.setting"
 class Setting:
     """One field of a settings class, as the form, the flags and the check see it."""
 
-    label: tuple[str, str]  # (English, Chinese)
+    label: str  # English; its Chinese is in the catalog
     help: str = ""
     min: float | None = None
     max: float | None = None
     above: float | None = None
     below: float | None = None
     choices: tuple | None = None
-    choice_labels: dict = field(default_factory=dict)  # value -> (English, Chinese)
+    choice_labels: dict = field(default_factory=dict)  # value -> Msg
     options: tuple | None = None
     widget: str | None = None  # checkbox, number, text, textarea, password, slider, dropdown, checkboxes, path
     step: float | None = None
@@ -60,6 +64,7 @@ class Setting:
     flags: tuple[str, ...] = ()
     metavar: str | None = None
     old_names: tuple[str, ...] = ()
+    context: str | None = None  # for a label whose English has another translation elsewhere
     # Filled in by settings_of():
     name: str = ""
     type: str = ""
@@ -82,12 +87,15 @@ class Setting:
         return self.flags or ("--" + self.name.replace("_", "-"),)
 
 
-def setting(default=MISSING, *, label: tuple[str, str], secret: bool = False, **declared) -> Any:
+def setting(default=MISSING, *, label: str, secret: bool = False, **declared) -> Any:
     """A dataclass field whose metadata describes it (see :class:`Setting` for the keywords).
 
-    A list default is copied for each instance. ``label`` is ``(English, Chinese)``.
+    A list default is copied for each instance. ``label`` is the English label; its Chinese goes
+    into ``lab/locales/zh.json``.
     """
-    meta = Setting(label=tuple(label), secret=secret, **{k: tuple(v) if isinstance(v, list) else v
+    if not isinstance(label, str):
+        raise TypeError("setting(label=...) takes the English label only; its Chinese goes into lab/locales/zh.json")
+    meta = Setting(label=label, secret=secret, **{k: tuple(v) if isinstance(v, list) else v
                                                           for k, v in declared.items()})
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={_KEY: meta}, repr=not secret)
@@ -100,7 +108,7 @@ def settings_of(cls: type) -> tuple[Setting, ...]:
     docs = _docstrings(cls)
     found = []
     for f in fields(cls):
-        meta = f.metadata.get(_KEY) or Setting(label=())
+        meta = f.metadata.get(_KEY) or Setting(label="")
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else MISSING)  # fmt: skip
         found.append(replace(meta, name=f.name, type=_type_name(f.type), default=default,
@@ -156,7 +164,7 @@ def _copy(value):
 def check(obj) -> None:
     """Coerce every field of ``obj`` to its declared type, then refuse a value out of bounds or choices.
 
-    Each refusal is a :class:`ConfigError` of one sentence in both languages that names the field.
+    Each refusal is a :class:`ConfigError` of one sentence that names the field.
     """
     for s in settings_of(type(obj)):
         value = coerce_value(s.name, getattr(obj, s.name), s.type)
@@ -173,14 +181,13 @@ def _check_choice(s: Setting, value) -> None:
     shown = ", ".join("null" if c is None else str(c) for c in s.choices)
     if not isinstance(value, list):
         if value not in s.choices:
-            raise ConfigError("{s_name} must be one of {shown}, not '{value}'.",
-                              s_name=s.name, shown=shown, value=value)
+            raise ConfigError("{name} must be one of {shown}, not '{value}'.", name=s.name, shown=shown, value=value)
         return
     for item in value:
         if item not in s.choices:
             hint = closest(item, s.choices)
-            raise ConfigError("{s_name} has '{item}'{hint}; the choices are {shown}.",
-                              s_name=s.name, item=item, hint=hint, shown=shown)
+            raise ConfigError("{name} has '{item}'{hint}; the choices are {shown}.",
+                              name=s.name, item=item, hint=hint, shown=shown)
 
 
 def _check_bounds(s: Setting, value) -> None:
@@ -188,15 +195,17 @@ def _check_bounds(s: Setting, value) -> None:
     high = (s.max is None or value <= s.max) and (s.below is None or value < s.below)
     if low and high:
         return
-    bounds = [(s.min, "at least", "大于等于"), (s.above, "greater than", "大于"), (s.max, "at most", "小于等于"),
-              (s.below, "below", "小于")]  # fmt: skip
-    words = {"en": " and ".join(f"{en} {b:g}" for b, en, _ in bounds if b is not None),
-             "zh": " 且".join(f"{zh} {b:g}" for b, _, zh in bounds if b is not None)}
-    if words["en"] == "at least 0":
-        raise ConfigError("{s_name} cannot be negative, not {value}.", s_name=s.name, value=value)
-    if words["en"].startswith("at least") and " and " not in words["en"]:
-        raise ConfigError("{s_name} must be at least {min:g}, not {value}.", s_name=s.name, min=s.min, value=value)
-    raise ConfigError(f"{s.name} must be {words['en']}, not {value}.", zh=f"{s.name} 必须{words['zh']}，而不是 {value}。")
+    bounds = [Msg("at least {bound:g}", bound=s.min) if s.min is not None else None,
+              Msg("greater than {bound:g}", bound=s.above) if s.above is not None else None,
+              Msg("at most {bound:g}", bound=s.max) if s.max is not None else None,
+              Msg("below {bound:g}", bound=s.below) if s.below is not None else None]  # fmt: skip
+    bounds = [bound for bound in bounds if bound is not None]
+    if s.min is not None and len(bounds) == 1:
+        if s.min == 0:
+            raise ConfigError("{name} cannot be negative, not {value}.", name=s.name, value=value)
+        raise ConfigError("{name} must be at least {min:g}, not {value}.", name=s.name, min=s.min, value=value)
+    raise ConfigError("{name} must be {bounds}, not {value}.", name=s.name, bounds=join(Msg(" and "), bounds),
+                      value=value)
 
 
 # ---------------------------------------------------------------- building from names and values
@@ -213,7 +222,7 @@ def renamed(cls: type, data: Mapping) -> dict:
     return out
 
 
-def build(cls: type, data: Mapping, *, base=None, where: str | None = None):
+def build(cls: type, data: Mapping, *, base=None, where: str | Msg | None = None):
     """An instance of ``cls`` from ``{name: value}`` over ``base`` (an instance or a mapping; else the defaults).
 
     Values are coerced and checked by the class; an unknown name is a :class:`ConfigError` that

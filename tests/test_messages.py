@@ -1,7 +1,7 @@
 """Every sentence a person can be shown exists in English and Chinese.
 
 Sentences are English templates where they are made (``Msg("...")``, ``ConfigError("...")``,
-``t("...")``) and ``lab/locales/zh.json`` holds their Chinese. These tests read the source, so
+``t("...")``, a setting's ``label="..."``) and ``lab/locales/zh.json`` holds their Chinese. These tests read the source, so
 a new sentence without its Chinese, a Chinese that drops a value, or a catalog entry nothing
 uses any more fails here, not in front of a Chinese class.
 """
@@ -69,25 +69,36 @@ def _is_label(call: ast.Call) -> bool:
         isinstance(func, ast.Attribute) and func.attr == "t" and getattr(func.value, "id", None) == "i18n")
 
 
+def _setting_label(call: ast.Call) -> ast.expr | None:
+    """The ``label=`` of a ``setting(...)`` field (lab.settings): a label like ``t(...)``'s."""
+    func = call.func
+    if (func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)) != "setting":
+        return None
+    return next((k.value for k in call.keywords if k.arg == "label"), None)
+
+
 def _sites():
     """(where, kind, catalog key or None, marked dynamic) for every Msg, error and label in lab/."""
     errors = _message_errors()
     for path, text, tree in _sources():
         lines = text.splitlines()
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Call) or not node.args:
+            if not isinstance(node, ast.Call):
                 continue
             func = node.func
             name = func.id if isinstance(func, ast.Name) else None
-            if name == "Msg" or name in errors:
+            english = node.args[0] if node.args else None
+            if english is not None and (name == "Msg" or name in errors):
                 kind = "message"
-            elif _is_label(node):
+            elif english is not None and _is_label(node):
                 kind = "label"
+            elif _setting_label(node) is not None:
+                kind, english = "label", _setting_label(node)
             else:
                 continue
             where = f"{path.relative_to(LAB.parent)}:{node.lineno}"
             marked = any(DYNAMIC.search(line) for line in lines[node.lineno - 1 : node.end_lineno])
-            key = _literal(node.args[0])
+            key = _literal(english)
             context = next((_literal(k.value) for k in node.keywords if k.arg == "context"), None)
             if key is not None and context is not None:
                 key = f"{context}\x04{key}"

@@ -26,6 +26,7 @@ from lab.export import ExportSettings
 from lab.labeling.client import LabelerConfig
 from lab.settings import (add_flags, build, check, defaults, flag_values, from_flags, public_dict, setting, setting_of,
                           settings_of, values)
+from lab.text import Msg, catalog
 from lab.train_config import TrainConfig, list_train_presets
 
 LAB = Path(__file__).resolve().parents[1] / "lab"
@@ -34,9 +35,10 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def unlabeled(cls) -> list[str]:
-    """Fields of ``cls`` without a label in English and in Chinese."""
+    """Fields of ``cls`` without a label in English and in Chinese (its catalog entry)."""
+    chinese = catalog("zh")
     return [s.name for s in settings_of(cls)
-            if len(s.label) != 2 or not all(isinstance(x, str) and x.strip() for x in s.label)]
+            if not s.label.strip() or not chinese.get(s.label if s.context is None else f"{s.context}\x04{s.label}")]
 
 
 def changed_value(s):
@@ -80,12 +82,24 @@ def test_every_field_has_a_label_in_both_languages_and_help(cls):
 def test_a_field_without_a_label_is_found():
     @dataclass
     class Careless:
-        labeled: int = setting(1, label=("Labeled", "有标签"))
-        """Has both."""
+        labeled: int = setting(1, label="Learning rate")
+        """Has both: its Chinese is in the catalog."""
         plain: int = 2
-        half: int = setting(3, label=("Half", ""))
+        half: int = setting(3, label="A label nobody translated")
 
     assert unlabeled(Careless) == ["plain", "half"]
+
+
+def test_a_label_is_english_and_its_chinese_is_in_the_catalog():
+    with pytest.raises(TypeError, match="English label only"):
+        setting(1, label=("Learning rate", "学习率"))
+    assert setting_of(TrainConfig, "learning_rate").label == "Learning rate" == localize(Msg("Learning rate"))
+    assert localize(Msg("Learning rate"), "zh") == "学习率"
+    labeler, endpoint = setting_of(LabelerConfig, "base_url"), setting_of(EndpointConfig, "base_url")
+    assert labeler.label == endpoint.label == "Base URL" and endpoint.context == "endpoint"  # two translations
+    assert catalog("zh")["Base URL"] == "Base URL" and catalog("zh")["endpoint\x04Base URL"] == "接口地址"
+    parts = setting_of(TrainConfig, "lora_targets").choice_labels
+    assert localize(parts["vision"], "zh") == "视觉编码器"
 
 
 def test_help_is_the_docstring_under_the_field():
@@ -99,28 +113,32 @@ def test_help_is_the_docstring_under_the_field():
 # ---------------------------------------------------------------- defaults: dataclass, form, flags
 
 
-def _app_widgets() -> dict[str, list]:
+def _app_widgets(monkeypatch) -> dict[str, list]:
     """``{"Class.field": [widget values]}`` of the settings widgets in the whole app (not launched)."""
-    from gradio.i18n import I18nData
-
-    from lab.ui import build_app
+    from lab.ui import build_app, forms
     from lab.ui.context import AppSettings, UIContext
 
-    app = build_app(UIContext(AppSettings(model="")))
+    made, add = [], forms.Form.add
+
+    def recorded(form, name, **options):
+        component = add(form, name, **options)
+        made.append((f"{form.cls.__name__}.{name}", component))
+        return component
+
+    monkeypatch.setattr(forms.Form, "add", recorded)
+    build_app(UIContext(AppSettings(model="")))
     widgets: dict[str, list] = {}
-    for block in app.blocks.values():
-        label = getattr(block, "label", None)
-        if isinstance(label, I18nData) and label.key.split(".")[0] in {cls.__name__ for cls in GROUPS}:
-            widgets.setdefault(label.key, []).append(block.value)
+    for key, component in made:
+        widgets.setdefault(key, []).append(component.value)
     return widgets
 
 
-def test_the_apps_forms_show_the_dataclass_defaults():
+def test_the_apps_forms_show_the_dataclass_defaults(monkeypatch):
     from lab.ui.forms import to_widget
     from lab.ui.prompt_tab import labeler_start
     from lab.ui.train_tab import default_preset
 
-    widgets = _app_widgets()
+    widgets = _app_widgets(monkeypatch)
     start = {cls: defaults(cls) for cls in GROUPS}
     start[LabelerConfig] = values(labeler_start())  # the first provider preset is picked for the person
     start[TrainConfig] = values(TrainConfig.from_preset(default_preset()))  # so is a training preset
@@ -197,21 +215,21 @@ def test_given_flags_win_over_saved_settings():
 
 @dataclass
 class Knobs:
-    count: int = setting(1, label=("Count", "数量"), min=1)
+    count: int = setting(1, label="Count", min=1)
     """At least one."""
-    size: int = setting(0, label=("Size", "大小"), min=0)
+    size: int = setting(0, label="Size", min=0)
     """Not negative."""
-    share: float = setting(0.5, label=("Share", "比例"), min=0, below=1)
+    share: float = setting(0.5, label="Share", min=0, below=1)
     """In [0, 1)."""
-    rate: float = setting(1.0, label=("Rate", "速率"), above=0)
+    rate: float = setting(1.0, label="Rate", above=0)
     """Above 0."""
-    level: float = setting(1.0, label=("Level", "级别"), above=0, max=2)
+    level: float = setting(1.0, label="Level", above=0, max=2)
     """In (0, 2]."""
-    mode: str | None = setting("a", label=("Mode", "模式"), choices=("a", "b", None))
+    mode: str | None = setting("a", label="Mode", choices=("a", "b", None))
     """a, b or none."""
-    parts: list[str] = setting(["vision"], label=("Parts", "部分"), choices=("vision", "language"))
+    parts: list[str] = setting(["vision"], label="Parts", choices=("vision", "language"))
     """Any of vision, language."""
-    note: str | None = setting(None, label=("Note", "备注"))
+    note: str | None = setting(None, label="Note")
     """Free text."""
 
     def __post_init__(self):

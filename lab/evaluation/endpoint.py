@@ -29,7 +29,7 @@ VARIANT = "endpoint"
 class EndpointConfig:
     """Where the endpoint is and how to ask it."""
 
-    base_url: str = setting("http://localhost:8000/v1", label="Base URL", cli=False)
+    base_url: str = setting("http://localhost:8000/v1", label="Base URL", context="endpoint", cli=False)
     """The server's ``/v1`` URL, e.g. ``http://localhost:8000/v1``."""
     model: str = setting("", label="Model name on the server", cli=False)
     """The model name the server knows (for ``vllm serve DIR`` it is DIR unless ``--served-model-name``)."""

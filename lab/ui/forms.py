@@ -4,7 +4,7 @@ A field's label, widget kind, range and choices come from its :func:`lab.setting
 metadata, so a tab only places the widgets (in its own rows and accordions) and a handler
 never unpacks values by position::
 
-    form = Form(ChatSettings)              # labels registered with lab.ui.i18n
+    form = Form(ChatSettings)              # labels: the fields' English, shown with i18n.t
     with gr.Row():
         form.add("temperature")
         form.add("max_new_tokens", scale=2)
@@ -24,29 +24,16 @@ from collections.abc import Mapping, Sequence
 import gradio as gr
 
 from lab.settings import Setting, build, defaults, settings_of, values
+from lab.text import Msg
 from lab.ui import i18n
 
 NONE = "none"  # how a dropdown shows the choice None
-
-
-def label_key(cls: type, name: str) -> str:
-    return f"{cls.__name__}.{name}"
-
-
-def register_labels(cls: type) -> None:
-    """Every field's label (and its choices' labels) into :mod:`lab.ui.i18n`."""
-    strings = {}
-    for s in settings_of(cls):
-        strings[label_key(cls, s.name)] = tuple(s.label)
-        strings.update({f"{label_key(cls, s.name)}.{value}": tuple(pair) for value, pair in s.choice_labels.items()})
-    i18n.register(strings)
 
 
 class Form:
     """Widgets for fields of settings class ``cls``, keyed by field name, with ``value``'s values (else the defaults)."""
 
     def __init__(self, cls: type, value=None):
-        register_labels(cls)
         self.cls, self.value = cls, value
         self.fields = {s.name: s for s in settings_of(cls)}
         self.start = values(value) if value is not None else defaults(cls)
@@ -82,7 +69,7 @@ class Form:
                            base=base if base is not None else self.value)
 
 
-def read_values(cls: type, given: Mapping, base=None, where: str | None = None):
+def read_values(cls: type, given: Mapping, base=None, where: str | Msg | None = None):
     """An instance of ``cls`` from widget values by field name, over ``base`` (else the defaults)."""
     fields = {s.name: s for s in settings_of(cls)}
     return build(cls, {n: from_widget(fields[n], v) for n, v in given.items() if n in fields}, base=base, where=where)
@@ -130,7 +117,7 @@ def from_widget(s: Setting, value):
 
 def widget(cls: type, s: Setting, value, **options) -> gr.components.Component:
     """The component for field ``s`` showing ``value``."""
-    options.setdefault("label", i18n.t(label_key(cls, s.name)))
+    options.setdefault("label", i18n.t(s.label, context=s.context))  # dynamic template: the field's label
     shown, chosen = to_widget(s, value), kind(s)
     if chosen == "checkbox":
         return gr.Checkbox(value=bool(shown), **options)
@@ -162,5 +149,6 @@ def _choices(cls: type, s: Setting) -> list:
     out = []
     for value in listed:
         shown = NONE if value is None else value
-        out.append((i18n.t(f"{label_key(cls, s.name)}.{value}"), shown) if value in s.choice_labels else shown)
+        word = s.choice_labels.get(value)
+        out.append((i18n.t(word), shown) if word is not None else shown)  # dynamic template: a choice's Msg
     return out
