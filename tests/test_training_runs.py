@@ -293,17 +293,20 @@ def test_out_of_memory_advice_names_each_tip_once_in_both_languages():
 
 
 def test_a_failure_is_read_back_in_every_language_and_older_runs_in_english(tmp_path):
-    from lab.text import Msg, saved_fields
+    from lab.jobs import unexpected_failure
+    from lab.text import saved_fields
     from lab.training.metrics import append_metrics
+    from lab.training.runner import TRAINING
 
     new, old = tmp_path / "new", tmp_path / "old"
     for folder in (new, old):
         folder.mkdir()
-    failure = Msg("Training failed: {err_type}: {detail}", err_type="X", detail="y")
+    failure = unexpected_failure(TRAINING, KeyError("y"))  # as run_training saves an unexpected error
     append_metrics(new, {"event": "error", "time": 1.0, **saved_fields("message", failure)})
     # Runs saved before the catalogs kept a Chinese copy; the English is shown for them.
-    append_metrics(old, {"event": "error", "time": 1.0, "message": "Training failed: X: y", "message_zh": "训练失败：X: y"})
+    append_metrics(old, {"event": "error", "time": 1.0, "message": "Training failed: KeyError: 'y'",
+                         "message_zh": "训练失败：KeyError: 'y'"})  # fmt: skip
     assert not any(key.endswith("_zh") for key in last_event(read_metrics(new)))
-    assert describe_run(new).status == "failed" and localize(describe_run(new).message, "zh") == "训练失败：X: y"
+    assert describe_run(new).status == "failed" and localize(describe_run(new).message, "zh") == "训练失败：KeyError: 'y'"
     assert describe_run(new).message == failure
-    assert localize(describe_run(old).message, "zh") == describe_run(old).message == "Training failed: X: y"
+    assert localize(describe_run(old).message, "zh") == describe_run(old).message == "Training failed: KeyError: 'y'"

@@ -27,21 +27,22 @@ def _chinese_error(call) -> str:
     return message
 
 
-def test_every_tab_refuses_in_chinese(zh_client, sample_dataset):
+def test_every_tab_refuses_in_chinese(zh_client, sample_dataset, lab_home):
     client, _ = zh_client
-    # Chat and Evaluate need a model: the refusal is the core's, in Chinese.
-    message = _chinese_error(lambda: client.predict({"text": "你好", "files": []}, "", 0.0, 0.9, 8, True, False,
+    # Chat and Evaluate need a model: the refusal is the core's, in Chinese. (The forms' fields by name.)
+    message = _chinese_error(lambda: client.predict(message={"text": "你好", "files": []}, max_new_tokens=8,
                                                     api_name="/chat"))  # fmt: skip
     assert "尚未加载模型" in message
-    _chinese_error(lambda: client.predict("(validation split of the loaded run)", True, 4, 8, 0, "gain",
+    _chinese_error(lambda: client.predict(source="(validation split of the loaded run)", batch_size=4,
                                           api_name="/evaluate"))  # fmt: skip
     # Export without a run, and a run that does not exist.
-    assert "请选择要导出的训练任务" in _chinese_error(lambda: client.predict(
-        "", "", "", "auto", "cpu", False, "", "", False, 4096, 1, 0.9, api_name="/export"))
-    _chinese_error(lambda: client.predict("no-such-run", "", "", "auto", "cpu", False, "", "", False, 4096, 1, 0.9,
-                                          api_name="/export"))  # fmt: skip
-    # A run that cannot be loaded (the header's controls) fails in the background: the header says why.
-    client.predict("no-such-run", api_name="/model_load_run")
+    assert "请选择要导出的训练任务" in _chinese_error(lambda: client.predict(run="", out="", api_name="/export"))
+    _chinese_error(lambda: client.predict(run="no-such-run", out="", api_name="/export"))
+    # The header's controls refuse a run that is not there at once, to the one who asked.
+    assert "找不到训练任务" in _chinese_error(lambda: client.predict("no-such-run", api_name="/model_load_run"))
+    # A run that is there but cannot be loaded fails in the background: the header says why.
+    (lab_home / "checkpoints" / "empty-run").mkdir(parents=True)
+    client.predict("empty-run", api_name="/model_load_run")
     deadline = time.time() + 30
     while "模型加载失败" not in (status := client.predict(api_name="/model_status")) and time.time() < deadline:
         time.sleep(0.3)
@@ -121,6 +122,24 @@ def test_a_handler_names_its_api_parameters_after_the_function():
     hints = typing.get_type_hints(wrapped)  # how Gradio finds the request and the event data
     assert hints["request"] is gr.Request and hints["evt"] is gr.SelectData
     assert wrapped(request, "s", "gain", None) == (request, "en")  # the request too, when asked for
+
+
+def test_a_handler_passes_a_forms_fields_on_by_name():
+    import inspect
+
+    from lab.errors import ConfigError
+    from lab.ui.i18n import handler
+
+    def on_send(message, *, lang, **values):  # a form's widgets come as the event's inputs_kwargs
+        if values.get("temperature", 0) < 0:
+            raise ConfigError("{name} cannot be negative, not {value}.", name="temperature", value=values["temperature"])
+        return message, lang, values
+
+    ctx, request = _page(accept="zh-CN")
+    wrapped = handler(ctx, on_send, on_error=str)
+    assert list(inspect.signature(wrapped).parameters) == ["request", "message", "values"]
+    assert wrapped(request, "hi", temperature=0.5, top_p=0.9) == ("hi", "zh", {"temperature": 0.5, "top_p": 0.9})
+    assert wrapped(request, "hi", temperature=-1) == "temperature 不能为负数，而不是 -1。"
 
 
 def test_labels_are_english_keys_translated_from_the_catalog():
