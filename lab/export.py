@@ -38,7 +38,8 @@ REQUIRED_FILES = (
 class ExportSettings:
     """How to merge and save a run, where to push it, and how the printed ``vllm serve`` recipe serves it."""
 
-    base: str = setting("", label="Base model (empty: the one the run was trained on)", flags=("--model",), metavar="MODEL")
+    base: str = setting("", label="Base model (empty: the one the run was trained on)", flags=("--model",),
+                        metavar="MODEL")
     """The base model to merge into (empty: the one the run was trained on); 'demo' is the tiny offline model."""
     dtype: str = setting("auto", label="Weights dtype", options=("auto", "bfloat16", "float16", "float32"))
     """Weights dtype: auto (the base model's), bfloat16 (bf16), float16 (fp16), float32 (fp32)."""

@@ -178,7 +178,8 @@ def test_a_background_model_load_is_a_job_and_its_failure_reaches_the_header(tmp
     monkeypatch.setattr(handle, "load_model_or_run", broken)
     job = handle.load_in_background("demo")
     assert job.wait(60) and job.state is JobState.FAILED
-    assert str(job.message) == "Loading the model failed: RuntimeError: loader exploded" == str(handle.describe()["error"])
+    assert str(job.message) == "Loading the model failed: RuntimeError: loader exploded"
+    assert str(handle.describe()["error"]) == str(job.message)
     assert localize(handle.describe()["error"], "zh") == "加载模型失败：RuntimeError: loader exploded"
     assert handle.state.value == "empty"
 

@@ -1,9 +1,9 @@
 """Every sentence a person can be shown exists in English and Chinese.
 
 Sentences are English templates where they are made (``Msg("...")``, ``ConfigError("...")``,
-``t("...")``, a setting's ``label="..."``) and ``lab/locales/zh.json`` holds their Chinese. These tests read the source, so
-a new sentence without its Chinese, a Chinese that drops a value, or a catalog entry nothing
-uses any more fails here, not in front of a Chinese class.
+``t("...")``, a setting's ``label="..."``) and ``lab/locales/zh.json`` holds their Chinese.
+These tests read the source, so a new sentence without its Chinese, a Chinese that drops a
+value, or a catalog entry nothing uses any more fails here, not in front of a Chinese class.
 """
 
 from __future__ import annotations

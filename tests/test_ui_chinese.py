@@ -132,7 +132,8 @@ def test_a_handler_passes_a_forms_fields_on_by_name():
 
     def on_send(message, *, lang, **values):  # a form's widgets come as the event's inputs_kwargs
         if values.get("temperature", 0) < 0:
-            raise ConfigError("{name} cannot be negative, not {value}.", name="temperature", value=values["temperature"])
+            raise ConfigError("{name} cannot be negative, not {value}.", name="temperature",
+                              value=values["temperature"])
         return message, lang, values
 
     ctx, request = _page(accept="zh-CN")

@@ -33,7 +33,8 @@ class EndpointConfig:
     """The server's ``/v1`` URL, e.g. ``http://localhost:8000/v1``."""
     model: str = setting("", label="Model name on the server", cli=False)
     """The model name the server knows (for ``vllm serve DIR`` it is DIR unless ``--served-model-name``)."""
-    api_key: str | None = setting(None, label="API key (empty: OPENAI_API_KEY or EMPTY)", secret=True, widget="password")
+    api_key: str | None = setting(None, label="API key (empty: OPENAI_API_KEY or EMPTY)", secret=True,
+                                  widget="password")
     """None: a key from the environment if this URL is the one it was set up for, ``EMPTY`` for a local server."""
     concurrency: int = setting(4, label="Concurrent requests", min=1, widget="slider", ui_max=32)
     """Requests in flight at once."""

@@ -27,7 +27,7 @@ class TrainingData:
 
     train: list[EncodedSample]
     val: list[EncodedSample]
-    dropped: list[tuple[str, Msg]] = field(default_factory=list)  # (sample key, reason in both languages)
+    dropped: list[tuple[str, Msg]] = field(default_factory=list)  # (sample key, reason)
 
     def summary(self) -> str:
         """One line for the log: counts, token lengths and dropped samples."""

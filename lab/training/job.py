@@ -136,7 +136,7 @@ def _run_in_app(job: TrainingJob, handle: Any) -> None:
 
 
 def _outcome(result: Any) -> Msg:
-    """``finished at step 40, loss 0.1234`` in both languages."""
+    """``finished at step 40, loss 0.1234``."""
     loss = Msg(", loss {loss:.4f}", loss=result.loss) if result.loss is not None else Msg("")
     return Msg("{status} at step {step}{loss}", status=JobState(result.status).label, step=result.step, loss=loss)
 
