@@ -20,30 +20,28 @@ from pathlib import Path
 from typing import Iterator
 
 from lab.conversation import IMAGE_PLACEHOLDER
-from lab.errors import ConfigError, LabError
+from lab.errors import LabError
 from lab.handle import ModelHandle, adapter_names
+from lab.settings import check, setting
 
 
 @dataclass
 class ChatSettings:
     """The knobs of one answer."""
 
-    system: str = ""
+    system: str = setting("", label="System prompt (empty: the model's default)")
     """System prompt; empty leaves the chat template's default."""
-    temperature: float = 0.7
-    """0 is greedy (the same answer every time); higher is more varied."""
-    top_p: float = 0.9
+    temperature: float = setting(0.0, label="Temperature (0: greedy)", min=0,
+                                 widget="slider", ui_max=2, step=0.05)
+    """0 is greedy (the same answer every time, as evaluation answers); higher is more varied."""
+    top_p: float = setting(0.9, label="Top-p", above=0, max=1, widget="slider", ui_min=0.05, step=0.05)
     """Sample only from the smallest set of tokens whose probabilities add up to this."""
-    max_new_tokens: int = 512
+    max_new_tokens: int = setting(512, label="Max new tokens", min=1, widget="slider",
+                                  ui_max=4096)
     """Longest answer in tokens."""
 
     def __post_init__(self):
-        if float(self.temperature) < 0 or not 0 < float(self.top_p) <= 1:
-            raise ConfigError("The temperature must be at least 0 and top-p in (0, 1].",
-                              zh="温度不能小于 0，top-p 必须在 (0, 1] 之间。")
-        if int(self.max_new_tokens) < 1:
-            raise ConfigError(f"max new tokens must be at least 1, not {self.max_new_tokens}.",
-                              zh=f"最大生成 token 数至少为 1，而不是 {self.max_new_tokens}。")
+        check(self)
 
 
 def user_turn(text: str, images: list[str | Path] = ()) -> dict:
@@ -51,7 +49,7 @@ def user_turn(text: str, images: list[str | Path] = ()) -> dict:
     text = (text or "").replace(IMAGE_PLACEHOLDER, "").strip()
     images = [str(p) for p in images]
     if not text and not images:
-        raise LabError("Type a message or add an image first.", zh="请先输入消息或添加图片。")
+        raise LabError("Type a message or add an image first.")
     return {"role": "user", "text": text, "images": images}
 
 
@@ -87,13 +85,13 @@ def stream_reply(
     from lab.images import open_image
 
     if not history or history[-1]["role"] != "user":
-        raise LabError("The conversation must end with a user message.", zh="对话必须以用户消息结尾。")
+        raise LabError("The conversation must end with a user message.")
     messages, image_paths = to_conversation(history, settings.system)
     images = [open_image(p) for p in image_paths]
     with handle.generating(adapter) as loaded:
         yield from stream_generate(
-            loaded, messages, images, max_new_tokens=int(settings.max_new_tokens),
-            temperature=float(settings.temperature), top_p=float(settings.top_p), stop=stop,
+            loaded, messages, images, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+            top_p=settings.top_p, stop=stop,
         )  # fmt: skip
 
 
@@ -119,8 +117,7 @@ def stream_compare(
     user turn.
     """
     if handle.loaded is not None and not adapter_names(handle.loaded):
-        raise LabError("Compare mode needs a LoRA adapter; load or train a LoRA run first.",
-                       zh="对比模式需要 LoRA 适配器；请先加载或训练一个 LoRA 训练任务。")
+        raise LabError("Compare mode needs a LoRA adapter; load or train a LoRA run first.")
     off = ""
     for off in stream_reply(handle, history_off, settings, adapter=False, stop=stop):
         yield off, ""

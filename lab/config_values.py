@@ -40,12 +40,10 @@ def apply_overrides(data: dict, overrides, config: type) -> dict:
         key, sep, raw = str(item).partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"override '{item}' is not of the form key=value.",
-                              zh=f"覆盖项 '{item}' 不是 key=value 的形式。")
+            raise ConfigError("override '{item}' is not of the form key=value.", item=item)
         if key not in types:
             hint = closest(key, list(types))
-            raise ConfigError(f"unknown setting '{key}' in override '{item}'{hint}.",
-                              zh=f"覆盖项 '{item}' 中的设置 '{key}' 不存在{hint.zh}。")
+            raise ConfigError("unknown setting '{key}' in override '{item}'{hint}.", key=key, item=item, hint=hint)
         out[key] = _read_override(key, raw.strip(), types[key])
     return out
 
@@ -62,8 +60,7 @@ def _read_override(key: str, text: str, type_: str):
     except yaml.YAMLError:
         if type_.startswith("str"):
             return text
-        raise ConfigError(f"cannot read the value of {key} in '{key}={text}'.",
-                          zh=f"无法读取 '{key}={text}' 中 {key} 的值。") from None
+        raise ConfigError("cannot read the value of {key} in '{key}={text}'.", key=key, text=text) from None
 
 
 def format_override(value) -> str:
@@ -90,22 +87,21 @@ def coerce_value(name: str, value, type_: str):
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
         if optional:
             return None
-        raise ConfigError(f"{name} cannot be empty.", zh=f"{name} 不能为空。")
+        raise ConfigError("{name} cannot be empty.", name=name)
     base = type_.replace("| None", "").strip()
     if base == "list[str]":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or any(isinstance(v, (dict, list)) for v in value):
-            raise ConfigError(f"{name} must be a list, like [a, b], not {value!r}.",
-                              zh=f"{name} 必须是列表，例如 [a, b]，而不是 {value!r}。")
+            raise ConfigError("{name} must be a list, like [a, b], not {value!r}.", name=name, value=value)
         return [str(v) for v in value]
     if base == "bool":
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{name} must be true or false, not {value!r}.", zh=f"{name} 必须是 true 或 false，而不是 {value!r}。")
+        raise ConfigError("{name} must be true or false, not {value!r}.", name=name, value=value)
     if base == "str":
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{name} must be text, not {value!r}.", zh=f"{name} 必须是文本，而不是 {value!r}。")
+            raise ConfigError("{name} must be text, not {value!r}.", name=name, value=value)
         return str(value)
     return _number(name, value, int if base == "int" else float)
 
@@ -117,9 +113,9 @@ def _number(name: str, value, kind: type):
     except ValueError:
         number = None
     if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-        raise ConfigError(f"{name} must be a number, not {value!r}.", zh=f"{name} 必须是数字，而不是 {value!r}。")
+        raise ConfigError("{name} must be a number, not {value!r}.", name=name, value=value)
     if kind is int:
         if float(number) != int(number):
-            raise ConfigError(f"{name} must be a whole number, not {value!r}.", zh=f"{name} 必须是整数，而不是 {value!r}。")
+            raise ConfigError("{name} must be a whole number, not {value!r}.", name=name, value=value)
         return int(number)
     return float(number)

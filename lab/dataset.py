@@ -43,10 +43,10 @@ def dataset_file(path: str | Path) -> Path:
     if path.is_dir():
         path = path / DATA_FILE
         if not path.is_file():
-            raise DatasetError(f"{path.parent} is not a dataset folder: it has no {DATA_FILE}.",
-                               zh=f"{path.parent} 不是数据集文件夹：其中没有 {DATA_FILE}。")
+            raise DatasetError("{path_parent} is not a dataset folder: it has no {data_file}.",
+                               path_parent=path.parent, data_file=DATA_FILE)
     elif not path.is_file():
-        raise DatasetError(f"Dataset not found: {path}.", zh=f"找不到数据集：{path}。")
+        raise DatasetError("Dataset not found: {path}.", path=path)
     return paths.check_allowed(path)  # the data.jsonl of an allowed folder may itself be a link out
 
 
@@ -64,7 +64,7 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 if line.strip():
                     yield number, line
     except UnicodeDecodeError:
-        raise DatasetError(f"{file} is not UTF-8 text.", zh=f"{file} 不是 UTF-8 编码的文本。") from None
+        raise DatasetError("{file} is not UTF-8 text.", file=file) from None
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -74,11 +74,10 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DatasetError(f"Line {number} of {file} is not valid JSON ({err.msg}).",
-                               zh=f"{file} 第 {number} 行不是有效的 JSON（{err.msg}）。") from None
+            raise DatasetError("Line {number} of {file} is not valid JSON ({err_msg}).",
+                               number=number, file=file, err_msg=err.msg) from None
         if not isinstance(record, dict):
-            raise DatasetError(f"Line {number} of {file} is not a JSON object.",
-                               zh=f"{file} 第 {number} 行不是 JSON 对象。")
+            raise DatasetError("Line {number} of {file} is not a JSON object.", number=number, file=file)
         yield number, record
 
 
@@ -97,7 +96,7 @@ def image_entry(entry) -> str:
         return entry["path"]
     if isinstance(entry, str):
         return entry
-    raise DatasetError(f"Image entry {entry!r} is not a path.", zh=f"图片条目 {entry!r} 不是路径。")
+    raise DatasetError("Image entry {entry!r} is not a path.", entry=entry)
 
 
 def image_paths(record: dict, root: str | Path) -> list[Path]:
@@ -171,8 +170,7 @@ def split_dataset(path: str | Path, val_ratio: float, seed: int = 42) -> tuple[l
     with ``val_ratio > 0`` and at least 2 records both sides get at least one record.
     """
     if not 0 <= val_ratio < 1:
-        raise ConfigError(f"The validation ratio must be at least 0 and below 1, not {val_ratio}.",
-                          zh=f"验证集比例必须大于等于 0 且小于 1，当前为 {val_ratio}。")
+        raise ConfigError("The validation ratio must be at least 0 and below 1, not {val_ratio}.", val_ratio=val_ratio)
     records = load_records(path)
     if val_ratio == 0 or len(records) < 2:
         return records, []

@@ -26,10 +26,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from lab.conversation import IMAGE_PLACEHOLDER
-from lab.errors import ConfigError, LabError, Text, localize
+from lab.errors import ConfigError, LabError
 from lab.images import open_image
 from lab.paths import PRESETS_DIR, restricted, workspace
 from lab.presets import check_keys, closest, load_yaml_strict
+from lab.text import Msg
 
 OPENAI_URL = "https://api.openai.com/v1"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
@@ -62,8 +63,7 @@ def load_providers() -> dict[str, dict]:
         entries = load_yaml_strict(path, ("providers",)).get("providers") or {}
         for name, entry in entries.items():
             if not isinstance(entry, dict) or not entry.get("base_url"):
-                raise ConfigError(f"Provider '{name}' in {path} needs at least a base_url.",
-                                  zh=f"{path} 中的服务商 '{name}' 至少需要填写 base_url。")
+                raise ConfigError("Provider '{name}' in {path} needs at least a base_url.", name=name, path=path)
             check_keys(entry, PROVIDER_KEYS, f"provider '{name}' in {path}")
             providers[str(name)] = {"title": str(name), "models": [], "needs_key": True, **entry}
     openai = providers.get("openai")
@@ -123,26 +123,21 @@ def choose_key(base_url: str, typed: str = "", provider: dict | None = None) -> 
     if is_local(base_url) or (provider is not None and not provider.get("needs_key", True)):
         return PLACEHOLDER_KEY
     sentence = missing_key_sentence(homes[0]) if homes else foreign_url_sentence(base_url)
-    raise ConfigError(sentence, zh=sentence.zh)
+    raise ConfigError(sentence)  # dynamic template: one of the two sentences above
 
 
-def missing_key_sentence(env: str = OPENAI_KEY_ENV) -> Text:
+def missing_key_sentence(env: str = OPENAI_KEY_ENV) -> Msg:
     """What to do when the URL is a key's home but the key is not set."""
-    return Text(f"No API key: set {env} in the environment, or type a key of your own (the API key box in the "
-                "app), or use a local model, which needs none (the model loaded in the app, --local-model on the "
-                "command line).",
-                f"没有 API 密钥：请在环境变量中设置 {env}，或填写你自己的密钥（应用中的 API Key 输入框），"
-                "或改用不需要密钥的本地模型（应用中已加载的模型，命令行用 --local-model）。")
+    return Msg("No API key: set {env} in the environment, or type a key of your own (the API key box in the "
+               "app), or use a local model, which needs none (the model loaded in the app, --local-model on the "
+               "command line).", env=env)
 
 
-def foreign_url_sentence(base_url: str) -> Text:
+def foreign_url_sentence(base_url: str) -> Msg:
     """Why a URL no key from the environment belongs to gets none, and how the owner makes it official."""
-    return Text(f"No API key for {base_url}: keys from the server's environment are sent only to the address they "
-                f"were set up for, so give a key of your own (the API key box in the app), or, if this server is "
-                f"yours, set OPENAI_BASE_URL={base_url} so that OPENAI_API_KEY goes there.",
-                f"没有可用于 {base_url} 的 API 密钥：服务器环境变量中的密钥只会发往为它配置的地址，"
-                f"请提供你自己的密钥（应用中的 API Key 输入框）；若这是你自己的服务器，"
-                f"请设置 OPENAI_BASE_URL={base_url}，OPENAI_API_KEY 就会发往那里。")
+    return Msg("No API key for {base_url}: keys from the server's environment are sent only to the address they "
+               "were set up for, so give a key of your own (the API key box in the app), or, if this server is "
+               "yours, set OPENAI_BASE_URL={base_url} so that OPENAI_API_KEY goes there.", base_url=base_url)
 
 
 @dataclass(frozen=True)
@@ -163,13 +158,12 @@ def resolve_endpoint(provider: str = "", base_url: str = "", model: str = "", ap
     providers = load_providers() if provider else {}
     if provider and provider not in providers:
         hint = closest(provider, providers)
-        raise ConfigError(f"Unknown provider '{provider}'{hint}.", zh=f"未知的服务商 '{provider}'{localize(hint, 'zh')}。")
+        raise ConfigError("Unknown provider '{provider}'{hint}.", provider=provider, hint=hint)
     entry = providers.get(provider)
     base_url = base_url or (entry or {}).get("base_url") or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
     model = model or ((entry or {}).get("models") or [""])[0]
     if not model:
-        raise ConfigError("No model given; pick a provider or type a model name (for example gpt-4o-mini).",
-                          zh="没有指定模型；请选择一个服务商，或填写模型名称（例如 gpt-4o-mini）。")
+        raise ConfigError("No model given; pick a provider or type a model name (for example gpt-4o-mini).")
     key = choose_key(base_url, api_key, entry) if need_key else api_key
     return Endpoint(base_url, model, key)
 
@@ -251,11 +245,11 @@ class EndpointError(LabError):
     """A request that failed for good (after the SDK's retries).
 
     ``kind`` is ``timeout``, ``connection``, ``malformed`` or ``http_<status>``; ``reason`` is a
-    :class:`~lab.errors.Text` without the key; ``retries`` were spent on it.
+    :class:`~lab.text.Msg` without the key; ``retries`` were spent on it.
     """
 
-    def __init__(self, kind: str, reason: Text, retries: int = 0):
-        super().__init__(str(reason), zh=reason.zh)
+    def __init__(self, kind: str, reason: Msg, retries: int = 0):
+        super().__init__(reason)
         self.kind = kind
         self.reason = reason
         self.retries = retries
@@ -290,12 +284,12 @@ class ChatClient:
             await self._sdk.close()
             self._sdk = None
 
-    def request(self, messages: list[dict], *, max_tokens: int, temperature: float, json_mode: bool = False) -> dict:
-        """The request body for ``messages``."""
+    def request(self, messages: list[dict], *, max_new_tokens: int, temperature: float, json_mode: bool = False) -> dict:
+        """The request body for ``messages``; the answer's length goes in the parameter the server knows."""
         body: dict = {"model": self.endpoint.model, "messages": messages, "temperature": temperature}
         # OpenAI's newer models refuse max_tokens; other servers may not know its successor.
         official = urlsplit(self.endpoint.base_url).hostname == "api.openai.com"
-        body["max_completion_tokens" if official else "max_tokens"] = max_tokens
+        body["max_completion_tokens" if official else "max_tokens"] = max_new_tokens
         if json_mode:
             body["response_format"] = {"type": "json_object"}
         return body
@@ -333,22 +327,29 @@ class ChatClient:
 
         tries, url = max(1, attempts), self.endpoint.base_url
         if isinstance(err, openai.APITimeoutError):
-            kind, reason = "timeout", Text(f"timed out after {self.timeout:g} s ({tries} tries)",
-                                           f"{self.timeout:g} 秒后超时（共尝试 {tries} 次）")
+            kind, reason = "timeout", Msg("timed out after {timeout:g} s ({tries} tries)",
+                                          timeout=self.timeout, tries=tries)
         elif isinstance(err, openai.APIStatusError):
             kind, reason = f"http_{err.status_code}", _status_reason(err, tries)
         elif isinstance(err, openai.APIConnectionError):
-            kind, reason = "connection", Text(f"cannot reach {url} ({tries} tries)", f"无法连接 {url}（共尝试 {tries} 次）")
+            kind, reason = "connection", Msg("cannot reach {url} ({tries} tries)", url=url, tries=tries)
         else:
-            kind, reason = "malformed", Text(f"malformed response from the server ({type(err).__name__})",
-                                             f"服务端返回的响应格式有误（{type(err).__name__}）")
+            kind, reason = "malformed", Msg("malformed response from the server ({err_type})",
+                                            err_type=type(err).__name__)
         return EndpointError(kind, self._scrub(reason), tries - 1)
 
-    def _scrub(self, text: Text) -> Text:
+    def _scrub(self, reason: Msg) -> Msg:
         key = self.endpoint.api_key
         if not key or key == PLACEHOLDER_KEY:
-            return text
-        return Text(f"{text}".replace(key, "***"), localize(text, "zh").replace(key, "***"))
+            return reason
+        return _without(reason, key)
+
+
+def _without(message: Msg, key: str) -> Msg:
+    """``message`` with ``key`` starred out of its values (the server's own words may repeat it)."""
+    values = {name: _without(value, key) if isinstance(value, Msg) else value if isinstance(value, (int, float))
+              else str(value).replace(key, "***") for name, value in message.values.items()}
+    return Msg(message.template, **values)  # dynamic template: the same message, its values scrubbed
 
 
 async def _count_attempt(request) -> None:
@@ -358,22 +359,20 @@ async def _count_attempt(request) -> None:
         counter[0] += 1
 
 
-def _status_reason(err, tries: int) -> Text:
+def _status_reason(err, tries: int) -> Msg:
     status = err.status_code
     body = getattr(err, "body", None)  # the SDK has already unwrapped {"error": {...}}
     detail = body.get("message") if isinstance(body, dict) else body
     detail = str(detail or "").strip()[:200]  # the server's own words, shown as they are in both languages
     if status == 401:
-        return Text(f"the server refused the API key (HTTP 401): {detail or 'no details'}",
-                    f"服务端拒绝了 API 密钥（HTTP 401）：{detail or '无详细信息'}")
+        return Msg("the server refused the API key (HTTP 401): {detail}", detail=detail or Msg("no details"))
     if status == 404:
-        return Text(f"not found (HTTP 404), check the base URL and the model name: {detail or 'no details'}",
-                    f"未找到（HTTP 404），请检查 Base URL 和模型名称：{detail or '无详细信息'}")
+        return Msg("not found (HTTP 404), check the base URL and the model name: {detail}",
+                   detail=detail or Msg("no details"))
     if status == 429:
-        return Text(f"rate limited (HTTP 429) after {tries} tries: {detail or 'no details'}",
-                    f"请求被限流（HTTP 429），已尝试 {tries} 次：{detail or '无详细信息'}")
+        return Msg("rate limited (HTTP 429) after {tries} tries: {detail}",
+                   tries=tries, detail=detail or Msg("no details"))
     if status >= 500:
-        return Text(f"server error (HTTP {status}) after {tries} tries: {detail or 'no details'}",
-                    f"服务端出错（HTTP {status}），已尝试 {tries} 次：{detail or '无详细信息'}")
-    return Text(f"request refused (HTTP {status}): {detail or 'no details'}",
-                f"请求被拒绝（HTTP {status}）：{detail or '无详细信息'}")
+        return Msg("server error (HTTP {status}) after {tries} tries: {detail}",
+                   status=status, tries=tries, detail=detail or Msg("no details"))
+    return Msg("request refused (HTTP {status}): {detail}", status=status, detail=detail or Msg("no details"))

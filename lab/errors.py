@@ -1,49 +1,20 @@
-"""Errors a person can cause, and sentences in two languages.
+"""Errors a person can cause, each one sentence in every language.
 
 Every error carries a single sentence meant for the person, shown as is by the UI and the
 CLI (never a traceback). Code that catches a library exception and knows what it means
 for the user re-raises it as one of these.
 
-Pages are English or Chinese, so each sentence is written in both where it is raised:
-``ConfigError(f"... {x}", zh=f"... {x}")``. ``str(err)`` is the English sentence (logs,
-files, tests); :func:`localize` gives the one for a language. Messages that are not
-errors (a job's status line, a dataset check's faults) use :class:`Text`, an English
-``str`` that carries its Chinese form along.
+The sentence is a :class:`~lab.text.Msg`, written in English where it is raised:
+``ConfigError("Unknown key '{key}' in {path}.", key=key, path=path)``; ``lab/locales/zh.json``
+holds its Chinese. ``str(err)`` is the English sentence (logs, files, tests);
+:func:`localize` gives the one for a language.
 """
 
 from __future__ import annotations
 
 import os
 
-LANGS = ("en", "zh")
-
-
-class Text(str):
-    """An English sentence that carries its Chinese form as ``.zh``; otherwise a plain str."""
-
-    zh: str
-
-    def __new__(cls, en: str, zh: str | None = None):
-        obj = super().__new__(cls, en)
-        obj.zh = zh or en
-        return obj
-
-    def __reduce__(self):
-        return (Text, (str(self), self.zh))
-
-    @classmethod
-    def of(cls, message: object) -> "Text":
-        """``message`` (an error, say) in both languages, kept after the error itself is gone."""
-        return cls(str(message), localize(message, "zh"))
-
-
-def localize(message: object, lang: str = "en") -> str:
-    """``message`` (a :class:`Text`, a :class:`LabError` or anything else) in ``lang``."""
-    if lang == "zh":
-        zh = getattr(message, "zh", None)
-        if zh:
-            return str(zh)
-    return str(message)
+from lab.text import LANGS, Msg, localize, msg_of  # noqa: F401  (localize and msg_of are used through here too)
 
 
 def cli_lang() -> str:
@@ -54,25 +25,32 @@ def cli_lang() -> str:
     for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
         value = os.environ.get(name, "")
         if value:
-            return "zh" if value.lower().startswith("zh") else "en"
+            lang = value.lower().split(".")[0].split("_")[0].split("-")[0]
+            return lang if lang in LANGS else "en"
     return "en"
 
 
 class LabError(Exception):
-    """A problem the user can fix; ``str(err)`` is one clear sentence, ``err.zh`` its Chinese form."""
+    """A problem the user can fix: ``err.msg`` is its sentence (a :class:`Msg`), ``str(err)`` the English."""
 
-    def __init__(self, message: str, zh: str | None = None):
-        super().__init__(message)
-        self.zh = zh
+    def __init__(self, message: str | Msg, /, **values: object):
+        if "zh" in values and not isinstance(message, Msg) and "{zh}" not in message:
+            raise TypeError("LabError takes no zh=: write the sentence in English with named values and put "
+                            "its Chinese into lab/locales/zh.json")
+        self.msg = message if isinstance(message, Msg) else Msg(message, **values)  # dynamic template: the caller's
+        super().__init__(self.msg)
+
+    def __str__(self) -> str:
+        return str(self.msg)
 
     def __reduce__(self):
-        return (_rebuild, (type(self), str(self), self.zh, dict(self.__dict__)))
+        return (_rebuild, (type(self), self.msg, dict(self.__dict__)))
 
 
-def _rebuild(cls, message, zh, state):
-    # Errors cross process boundaries (training workers); keep both languages on the way.
+def _rebuild(cls, msg, state):
+    # Errors cross process boundaries (training workers); the sentence keeps its values on the way.
     err = LabError.__new__(cls)
-    LabError.__init__(err, message, zh)
+    LabError.__init__(err, msg)
     err.__dict__.update(state)
     return err
 
@@ -90,13 +68,12 @@ class DatasetError(LabError):
 
 
 class BadImageError(LabError):
-    """An image that cannot be used; the message names the file and the reason."""
+    """An image that cannot be used; the message names the file and the reason (a :class:`Msg`)."""
 
-    def __init__(self, path, reason: str, reason_zh: str | None = None):
+    def __init__(self, path, reason: Msg):
         self.path = str(path)
         self.reason = reason
-        self.reason_zh = reason_zh or reason
-        super().__init__(f"{self.path}: {reason}", zh=f"{self.path}：{reason_zh}" if reason_zh else None)
+        super().__init__(Msg("{path}: {reason}", path=self.path, reason=reason))
 
 
 class BusyError(LabError):

@@ -14,12 +14,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lab.errors import ConfigError, LabError, ModelLoadError, Text, localize
+from lab.errors import ConfigError, LabError, ModelLoadError
 from lab.paths import check_allowed
 from lab.handle import RunFolder, find_run, resolve_model_name
+from lab.settings import check, setting
+from lab.text import Msg
 
 # Files a complete folder has; each tuple is "one of these".
 REQUIRED_FILES = (
@@ -30,6 +32,37 @@ REQUIRED_FILES = (
     ("preprocessor_config.json", "processor_config.json"),
     ("chat_template.jinja", "chat_template.json"),
 )
+
+
+@dataclass
+class ExportSettings:
+    """How to merge and save a run, where to push it, and how the printed ``vllm serve`` recipe serves it."""
+
+    base: str = setting("", label="Base model (empty: the one the run was trained on)", flags=("--model",),
+                        metavar="MODEL")
+    """The base model to merge into (empty: the one the run was trained on); 'demo' is the tiny offline model."""
+    dtype: str = setting("auto", label="Weights dtype", options=("auto", "bfloat16", "float16", "float32"))
+    """Weights dtype: auto (the base model's), bfloat16 (bf16), float16 (fp16), float32 (fp32)."""
+    device: str = setting("cpu", label="Merge on", options=("cpu", "cuda"))
+    """Where to merge: cpu (needs RAM for the whole model) or cuda."""
+    overwrite: bool = setting(False, label="Replace the output folder if it exists")
+    """Replace what is in the output folder."""
+    push_to_hub: str = setting("", label="Push to the Hugging Face Hub as user/name (optional)", metavar="ID")
+    """Also upload to this Hugging Face Hub repo, user/name."""
+    token: str = setting("", label="Hub token (empty: the saved login or HF_TOKEN)", secret=True, widget="password")
+    """Hugging Face token for the push; empty: the saved login or HF_TOKEN."""
+    public: bool = setting(False, label="Public repo")
+    """Make the Hub repo public (else private)."""
+    max_model_len: int = setting(8192, label="vLLM --max-model-len", min=256)
+    """For the vllm command: the longest request in tokens; without it vLLM reserves the model's full context."""
+    images_per_prompt: int = setting(5, label="Images per prompt", min=0)
+    """For the vllm command: images one request may carry."""
+    gpu_memory_utilization: float = setting(0.9, label="GPU memory utilization", above=0, max=1,
+                                            widget="slider", ui_min=0.1, step=0.05)
+    """For the vllm command: the share of GPU memory vLLM may take."""
+
+    def __post_init__(self):
+        check(self)
 
 
 @dataclass
@@ -52,37 +85,29 @@ def missing_files(folder: str | Path) -> list[str]:
     return missing
 
 
-def export_run(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    base: str | None = None,
-    dtype: str = "auto",
-    device: str = "cpu",
-    overwrite: bool = False,
-    push_to_hub: str | None = None,
-    token: str | None = None,
-    private: bool = True,
-) -> ExportResult:
-    """Merge the run's adapter into ``base`` (default: the run's base model) and save a complete folder.
+def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSettings | None = None,
+               **changes) -> ExportResult:
+    """Merge the run's adapter into the base model (default: the run's) and save a complete folder.
 
-    A full fine-tuning run is re-saved the same way. The folder is written next to
-    ``out_dir`` and renamed into place, so a failed export leaves nothing half-written.
-    ``dtype`` "auto" keeps the base model's own dtype (as in its config).
+    ``settings`` (or the defaults), with ``changes`` to its fields. A full fine-tuning run is
+    re-saved the same way. The folder is written next to ``out_dir`` and renamed into place, so
+    a failed export leaves nothing half-written. ``dtype`` "auto" keeps the base model's own
+    dtype (as in its config).
     """
+    settings = replace(settings or ExportSettings(), **changes)
     start = time.perf_counter()
     run = RunFolder.read(find_run(run_dir))
     out_dir = check_allowed(Path(out_dir).expanduser().resolve(), write=True)
-    _check_out_dir(out_dir, run.path, overwrite)
-    base_name = base or (run.base_model if run.adapter_dir else str(run.model_dir))
+    _check_out_dir(out_dir, run.path, settings.overwrite)
+    base_name = settings.base or (run.base_model if run.adapter_dir else str(run.model_dir))
     staging = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _write_merged(run, resolve_model_name(base_name), staging, dtype, device)
+        _write_merged(run, resolve_model_name(base_name), staging, settings.dtype, settings.device)
         missing = missing_files(staging)
         if missing:
-            raise LabError(f"The exported folder would lack {', '.join(missing)}; nothing was written to {out_dir}.",
-                           zh=f"导出的文件夹会缺少 {', '.join(missing)}；{out_dir} 中没有写入任何内容。")
+            raise LabError("The exported folder would lack {missing}; nothing was written to {out_dir}.",
+                           missing=', '.join(missing), out_dir=out_dir)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -90,21 +115,19 @@ def export_run(
         shutil.rmtree(staging, ignore_errors=True)
     result = ExportResult(out_dir, base_name, run.name, run.adapter_dir is not None,
                           sorted(p.name for p in out_dir.iterdir()), round(time.perf_counter() - start, 2))  # fmt: skip
-    if push_to_hub:
-        result.hub_url = push_folder(out_dir, push_to_hub, token=token, private=private)
+    if settings.push_to_hub:
+        result.hub_url = push_folder(out_dir, settings.push_to_hub, token=settings.token or None,
+                                     private=not settings.public)  # fmt: skip
     return result
 
 
 def _check_out_dir(out_dir: Path, run_path: Path, overwrite: bool) -> None:
     if out_dir == run_path or run_path in out_dir.parents:
-        raise ConfigError(f"Export into a folder outside the run ({run_path}), not into it.",
-                          zh=f"请导出到训练记录文件夹（{run_path}）之外的文件夹，而不是它里面。")
+        raise ConfigError("Export into a folder outside the run ({run_path}), not into it.", run_path=run_path)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir} is a file; choose a folder to export into.",
-                          zh=f"{out_dir} 是一个文件；请选择一个文件夹作为导出位置。")
+        raise ConfigError("{out_dir} is a file; choose a folder to export into.", out_dir=out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{out_dir} is not empty; choose a new folder or allow overwriting.",
-                          zh=f"{out_dir} 不是空文件夹；请选择新文件夹或允许覆盖。")
+        raise ConfigError("{out_dir} is not empty; choose a new folder or allow overwriting.", out_dir=out_dir)
 
 
 def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: str) -> None:
@@ -121,8 +144,8 @@ def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: s
             model = PeftModel.from_pretrained(model, str(run.adapter_dir)).merge_and_unload()
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise ModelLoadError(f"The adapter of {run.name} does not fit {base}: {detail}",
-                                 zh=f"{run.name} 的适配器与 {base} 不匹配：{detail}") from None
+            raise ModelLoadError("The adapter of {run_name} does not fit {base}: {detail}",
+                                 run_name=run.name, base=base, detail=detail) from None
     # A run that trained lm_head apart from the tied embeddings stays untied: PEFT's merge
     # clears tie_word_embeddings (a test checks it, as saving tied would drop the trained head).
     model.save_pretrained(folder)
@@ -167,8 +190,7 @@ def _ensure_chat_template(folder: Path, processor) -> None:
         return
     template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
     if not template:
-        raise LabError("The model has no chat template, so a server could not format conversations for it.",
-                       zh="该模型没有对话模板（chat template），服务端无法为它格式化对话。")
+        raise LabError("The model has no chat template, so a server could not format conversations for it.")
     (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
 
 
@@ -185,28 +207,25 @@ def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, p
     from huggingface_hub.errors import HfHubHTTPError
 
     if "/" not in repo_id.strip("/"):
-        raise ConfigError(f"Name the Hub repo as user/name (or org/name), not {repo_id!r}.",
-                          zh=f"Hub 仓库名应写成 user/name（或 org/name），而不是 {repo_id!r}。")
+        raise ConfigError("Name the Hub repo as user/name (or org/name), not {repo_id!r}.", repo_id=repo_id)
     if hub_offline():
-        raise LabError("Cannot push to the Hugging Face Hub offline (HF_HUB_OFFLINE is set); the folder is saved locally.",
-                       zh="离线状态下无法推送到 Hugging Face Hub（已设置 HF_HUB_OFFLINE）；文件夹已保存在本地。")
+        raise LabError("Cannot push to the Hugging Face Hub offline (HF_HUB_OFFLINE is set); the folder is saved locally.")
     token = token or get_token()
     if not token:
-        raise LabError("Pushing to the Hub needs a Hugging Face token: run 'hf auth login', set HF_TOKEN, or paste one.",
-                       zh="推送到 Hub 需要 Hugging Face token：运行 'hf auth login'、设置 HF_TOKEN，或直接粘贴一个。")
+        raise LabError("Pushing to the Hub needs a Hugging Face token: run 'hf auth login', set HF_TOKEN, or paste one.")
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload model exported by VLM Lab")
     except HfHubHTTPError as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
-        refused = Text("the token was refused", "token 被拒绝")
+        refused = Msg("the token was refused")
         reason = refused if status in (401, 403) else f"HTTP {status}" if status else str(err)[:200]
-        raise LabError(f"The Hugging Face Hub refused the upload to {repo_id} ({reason}).",
-                       zh=f"Hugging Face Hub 拒绝了上传到 {repo_id} 的请求（{localize(reason, 'zh')}）。") from None
+        raise LabError("The Hugging Face Hub refused the upload to {repo_id} ({reason}).",
+                       repo_id=repo_id, reason=reason) from None
     except OSError as err:  # connection errors of the HTTP client are OSErrors
-        raise LabError(f"Cannot reach the Hugging Face Hub ({type(err).__name__}); the folder is saved locally.",
-                       zh=f"无法连接 Hugging Face Hub（{type(err).__name__}）；文件夹已保存在本地。") from None
+        raise LabError("Cannot reach the Hugging Face Hub ({err_type}); the folder is saved locally.",
+                       err_type=type(err).__name__) from None
     return str(url)
 
 
@@ -215,35 +234,30 @@ def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, p
 
 def vllm_command(
     model_dir: str | Path,
+    settings: ExportSettings | None = None,
     *,
     served_name: str | None = None,
-    max_model_len: int = 8192,
-    images_per_prompt: int = 5,
-    gpu_memory_utilization: float = 0.9,
     port: int = 8000,
     dtype: str = "bfloat16",
     tensor_parallel_size: int = 1,
+    **changes,
 ) -> str:
     """The ``vllm serve`` command for an exported folder, with the flags that matter for VLMs.
 
-    ``--max-model-len``: without it vLLM reserves the model's full context (128k for
-    Qwen2.5-VL) and refuses to start when the KV cache cannot hold that much.
+    The serving numbers come from ``settings`` (or the defaults) with ``changes`` to its fields
+    (``max_model_len=...``). ``--max-model-len``: without it vLLM reserves the model's full
+    context (128k for Qwen2.5-VL) and refuses to start when the KV cache cannot hold that much.
     """
-    if not 0 < gpu_memory_utilization <= 1:
-        raise ConfigError(f"gpu_memory_utilization must be in (0, 1], not {gpu_memory_utilization}.",
-                          zh=f"gpu_memory_utilization 必须在 (0, 1] 之间，而不是 {gpu_memory_utilization}。")
-    if max_model_len < 256 or images_per_prompt < 0:
-        raise ConfigError("max_model_len must be at least 256 and the images per prompt at least 0.",
-                          zh="max_model_len 至少为 256，每条提示词的图片数不能小于 0。")
+    settings = replace(settings or ExportSettings(), **changes)
     name = served_name or Path(model_dir).name
     lines = [
         f"vllm serve {_quote(str(model_dir))}",
         f"--served-model-name {_quote(name)}",
         f"--port {int(port)}",
         f"--dtype {dtype}",
-        f"--max-model-len {int(max_model_len)}",
-        f"--limit-mm-per-prompt '{json.dumps({'image': int(images_per_prompt), 'video': 0})}'",
-        f"--gpu-memory-utilization {gpu_memory_utilization:g}",
+        f"--max-model-len {settings.max_model_len}",
+        f"--limit-mm-per-prompt '{json.dumps({'image': settings.images_per_prompt, 'video': 0})}'",
+        f"--gpu-memory-utilization {settings.gpu_memory_utilization:g}",
     ]
     if tensor_parallel_size > 1:
         lines.append(f"--tensor-parallel-size {int(tensor_parallel_size)}")

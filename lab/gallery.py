@@ -19,8 +19,9 @@ from pathlib import Path
 
 from lab import paths
 from lab.dataset import load_records
-from lab.errors import BadImageError, LabError, Text
+from lab.errors import BadImageError, LabError
 from lab.images import open_image
+from lab.text import Msg, msg_of
 
 PAGE_SIZE = 24
 THUMB_SIDE = 256
@@ -40,7 +41,7 @@ def thumbnail(image: str | Path, side: int = THUMB_SIDE) -> Path:
     try:
         stat = image.stat()
     except OSError:
-        raise BadImageError(image, "file not found", "文件不存在") from None
+        raise BadImageError(image, Msg("file not found")) from None
     key = hashlib.sha256(str(image).encode()).hexdigest()[:24]
     version = hashlib.sha256(f"{stat.st_mtime_ns}:{stat.st_size}:{side}".encode()).hexdigest()[:12]
     target = thumbnail_dir() / key[:2] / f"{key}-{version}.jpg"
@@ -67,7 +68,7 @@ class DatasetPage:
     pages: int
     records: list[dict]
     images: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[Text] = field(default_factory=list)
+    skipped: list[Msg] = field(default_factory=list)
 
 
 def page_count(total: int, per_page: int = PAGE_SIZE) -> int:
@@ -85,5 +86,5 @@ def dataset_page(path: str | Path, number: int, per_page: int = PAGE_SIZE) -> Da
             try:
                 page.images.append((str(thumbnail(image)), str(record.get("id", ""))))
             except LabError as err:
-                page.skipped.append(Text.of(err))
+                page.skipped.append(msg_of(err))
     return page

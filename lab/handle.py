@@ -20,9 +20,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
-from lab.errors import BusyError, LabError, ModelLoadError, Text
+from lab.errors import BusyError, LabError, ModelLoadError
 from lab.jobs import Job, JobState, start_job
 from lab.paths import check_allowed, restricted
+from lab.text import Msg, msg_of
 
 
 # The name that stands for the tiny random demo model (built offline on first use).
@@ -37,26 +38,26 @@ class ModelState(str, Enum):
     GENERATING = "generating"
 
     @property
-    def label(self) -> Text:
-        """The state as the header shows it: the English value, with its Chinese form."""
-        return Text(self.value, _STATE_ZH[self.value])
+    def label(self) -> Msg:
+        """The state as the header shows it (its English is the value)."""
+        return _STATE_NAMES[self.value]
 
 
-_STATE_ZH = {"empty": "未加载", "loading": "加载中", "ready": "就绪", "training": "训练中", "generating": "生成中"}
+_STATE_NAMES = {"empty": Msg("empty"), "loading": Msg("loading"), "ready": Msg("ready"), "training": Msg("training"),
+                "generating": Msg("generating")}
 
 _BUSY = {
-    ModelState.LOADING: Text("a model is being loaded", "正在加载模型"),
-    ModelState.TRAINING: Text("a training run is using the model", "训练任务正在使用模型"),
-    ModelState.GENERATING: Text("the model is answering another request", "模型正在回答另一个请求"),
+    ModelState.LOADING: Msg("a model is being loaded"),
+    ModelState.TRAINING: Msg("a training run is using the model"),
+    ModelState.GENERATING: Msg("the model is answering another request"),
 }
 
 
-LOADING_THE_MODEL = Text("Loading the model", "加载模型")  # what failed, when a load fails
+LOADING_THE_MODEL = Msg("Loading the model")  # what failed, when a load fails
 
 
 def _busy_error(state: ModelState) -> BusyError:
-    return BusyError(f"The model is busy: {_BUSY[state]}; try again when it is done.",
-                     zh=f"模型正忙：{_BUSY[state].zh}；请等它结束后再试。")
+    return BusyError("The model is busy: {busy}; try again when it is done.", busy=_BUSY[state])
 
 
 class ModelHandle:
@@ -66,15 +67,15 @@ class ModelHandle:
         self._guard = threading.Lock()  # held only to read or change the state
         self._state = ModelState.EMPTY
         self.loaded: Any = None
-        self.last_error: Text | None = None  # both languages: the header shows the page's
+        self.last_error: Msg | None = None  # both languages: the header shows the page's
         self.error_owner: str | None = None  # the visitor whose request failed (None: anyone may see it)
         self._requester = threading.local()  # .owner: the visitor a background load works for
         self.run_dir: Path | None = None  # the run folder the model or its adapter came from
         self.adapter_enabled = True  # what a request that does not say gets
 
-    def record_error(self, err: LabError | Text) -> None:
+    def record_error(self, err: LabError | Msg) -> None:
         with self._guard:  # the sentence and whom it belongs to change together
-            self.last_error, self.error_owner = Text.of(err), getattr(self._requester, "owner", None)
+            self.last_error, self.error_owner = msg_of(err), getattr(self._requester, "owner", None)
 
     @property
     def state(self) -> ModelState:
@@ -85,7 +86,7 @@ class ModelHandle:
             if self._state in _BUSY:
                 raise _busy_error(self._state)
             if need_model and self.loaded is None:
-                raise LabError("No model is loaded yet; load one first.", zh="尚未加载模型；请先加载一个。")
+                raise LabError("No model is loaded yet; load one first.")
             self._previous = self._state
             self._state = new_state
 
@@ -197,8 +198,7 @@ class ModelHandle:
         if run:
             return self.load_run(run, base=model, **options)
         if not model:
-            raise LabError("Name a model (--model, e.g. demo or Qwen/Qwen2.5-VL-3B-Instruct) or a run (--adapter).",
-                           zh="请指定模型（--model，如 demo 或 Qwen/Qwen2.5-VL-3B-Instruct）或训练任务（--adapter）。")
+            raise LabError("Name a model (--model, e.g. demo or Qwen/Qwen2.5-VL-3B-Instruct) or a run (--adapter).")
         return self.load(model, **options)
 
     def _holds_base(self, run: "RunFolder", quantization: str | None) -> bool:
@@ -215,8 +215,7 @@ class ModelHandle:
                 return
             key = name if name in adapter_names(loaded) else peft_adapter_name(name)
             if key not in adapter_names(loaded):
-                raise LabError(f"No adapter named {name} is loaded; load that run first.",
-                               zh=f"没有加载名为 {name} 的适配器；请先加载这个训练任务。")
+                raise LabError("No adapter named {name} is loaded; load that run first.", name=name)
             loaded.model.set_adapter(key)
             loaded.adapter, self.adapter_enabled = name, True
 
@@ -255,7 +254,7 @@ class ModelHandle:
         error = self.last_error
         if error is not None and self.error_owner is not None and viewer != self.error_owner and restricted():
             error = None
-        info: dict[str, Any] = {"state": self._state.label, "error": error}
+        info: dict[str, Any] = {"state": self._state, "error": error}
         loaded = self.loaded
         if loaded is not None:
             info.update(
@@ -324,8 +323,8 @@ def attach_adapter(loaded: Any, adapter_dir: Path, run_name: str) -> None:
         loaded.model.set_adapter(name)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"The adapter in {adapter_dir} does not fit {loaded.name}: {first}",
-                             zh=f"{adapter_dir} 中的适配器与 {loaded.name} 不匹配：{first}") from None
+        raise ModelLoadError("The adapter in {adapter_dir} does not fit {loaded_name}: {first}",
+                             adapter_dir=adapter_dir, loaded_name=loaded.name, first=first) from None
     loaded.model.eval()
     loaded.adapter = run_name
 
@@ -352,8 +351,7 @@ class RunFolder:
             return str(self.config["model"])
         adapter = json.loads((self.adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         if not adapter.get("base_model_name_or_path"):
-            raise ModelLoadError(f"{self.path} does not say which base model it was trained on.",
-                                 zh=f"{self.path} 没有写明它是在哪个基座模型上训练的。")
+            raise ModelLoadError("{path} does not say which base model it was trained on.", path=self.path)
         return str(adapter["base_model_name_or_path"])
 
     @classmethod
@@ -363,20 +361,20 @@ class RunFolder:
 
         path = check_allowed(Path(run_dir).expanduser())
         if not path.is_dir():
-            raise ModelLoadError(f"Run folder {path} does not exist.", zh=f"训练记录文件夹 {path} 不存在。")
+            raise ModelLoadError("Run folder {path} does not exist.", path=path)
         config_file = next((p / RUN_CONFIG for p in (path, path.parent) if (p / RUN_CONFIG).is_file()), None)
         try:
             config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file else {}
         except (OSError, yaml.YAMLError) as err:
-            raise ModelLoadError(f"{config_file} is not readable YAML ({type(err).__name__}).",
-                                 zh=f"{config_file} 不是可读的 YAML（{type(err).__name__}）。") from None
+            raise ModelLoadError("{config_file} is not readable YAML ({err_type}).",
+                                 config_file=config_file, err_type=type(err).__name__) from None
         config = config if isinstance(config, dict) else {}
         adapter_dir = find_adapter_dir(path, config.get("run_name") or path.name)
         model_dir = path if adapter_dir is None and (path / "config.json").is_file() else None
         if adapter_dir is None and model_dir is None:
             raise ModelLoadError(
-                f"{path} holds no trained model: no {ADAPTER_CONFIG} and no config.json (did the run finish?).",
-                zh=f"{path} 中没有训练好的模型：既没有 {ADAPTER_CONFIG}，也没有 config.json（训练完成了吗？）。",
+                "{path} holds no trained model: no {adapter_config} and no config.json (did the run finish?).",
+                path=path, adapter_config=ADAPTER_CONFIG,
             )
         return cls(path.resolve(), config, adapter_dir, model_dir)
 
@@ -396,8 +394,8 @@ def find_run(name_or_path: str | Path) -> Path:
             path = under(runs_dir(), text)  # a run's name
         if path.is_dir():
             return path
-    raise ModelLoadError(f"No run named {name_or_path}: it is neither a folder nor a run in {runs_dir()}.",
-                         zh=f"找不到训练任务 {name_or_path}：它既不是文件夹，也不是 {runs_dir()} 中的训练任务。")
+    raise ModelLoadError("No run named {name_or_path}: it is neither a folder nor a run in {runs_dir}.",
+                         name_or_path=name_or_path, runs_dir=runs_dir())
 
 
 def find_adapter_dir(run_dir: Path, run_name: str) -> Path | None:

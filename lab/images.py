@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lab.errors import BadImageError
+from lab.text import Msg
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -41,17 +42,17 @@ def open_image(path: str | Path, max_pixels: int | None = None, draft: tuple[int
     """
     path = Path(path)
     if not path.is_file():
-        raise BadImageError(path, "file not found", "文件不存在")
+        raise BadImageError(path, Msg("file not found"))
     if path.stat().st_size == 0:
-        raise BadImageError(path, "empty file (0 bytes)", "空文件（0 字节）")
+        raise BadImageError(path, Msg("empty file (0 bytes)"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 width, height = im.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise BadImageError(path, f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,})",
-                                        f"图片太大（{width}x{height} 像素，上限 {MAX_IMAGE_PIXELS:,}）")
+                    raise BadImageError(path, Msg("image too large ({width}x{height} pixels, limit {max_image_pixels:,})",
+                                        width=width, height=height, max_image_pixels=MAX_IMAGE_PIXELS))
                 im.seek(0)  # animated GIF/WebP: label the first frame
                 if draft:
                     im.draft("RGB", draft)
@@ -61,13 +62,12 @@ def open_image(path: str | Path, max_pixels: int | None = None, draft: tuple[int
     except BadImageError:
         raise
     except Image.DecompressionBombError:
-        raise BadImageError(path, f"image too large (more than {MAX_IMAGE_PIXELS:,} pixels)",
-                            f"图片太大（超过 {MAX_IMAGE_PIXELS:,} 像素）") from None
+        raise BadImageError(path, Msg("image too large (more than {max_image_pixels:,} pixels)",
+                            max_image_pixels=MAX_IMAGE_PIXELS)) from None
     except UnidentifiedImageError:
-        raise BadImageError(path, "not an image, or an image format that cannot be read",
-                            "不是图片，或是无法读取的图片格式") from None
+        raise BadImageError(path, Msg("not an image, or an image format that cannot be read")) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise BadImageError(path, f"truncated or corrupt image ({err})", f"图片被截断或已损坏（{err}）") from None
+        raise BadImageError(path, Msg("truncated or corrupt image ({err})", err=err)) from None
     return downscale(rgb, max_pixels) if max_pixels else rgb
 
 

@@ -2,11 +2,11 @@
 
 A :class:`Job` is what a page (or the CLI) reads while the work goes on: a state from
 :class:`JobState`, progress (done / total, a fraction, the rate and the time left), a
-stop request the work checks (``stop_event``), a message in both languages, a bounded
-log tail, and when it started and ended. :func:`start_job` runs ``work(job)`` in a daemon
-thread; :meth:`Job.run` is the one place where the end of the work becomes the job's
+stop request the work checks (``stop_event``), a message (a :class:`~lab.text.Msg`), a
+bounded log tail, and when it started and ended. :func:`start_job` runs ``work(job)`` in a
+daemon thread; :meth:`Job.run` is the one place where the end of the work becomes the job's
 outcome: a :class:`LabError` keeps its own sentence, anything else becomes "<what> failed:
-<the error's first line>" in both languages, with the traceback in the server log.
+<the error's first line>", with the traceback in the server log.
 
 States move one way::
 
@@ -27,7 +27,8 @@ from collections import deque
 from enum import Enum
 from typing import Any, Callable
 
-from lab.errors import LabError, Text
+from lab.errors import LabError
+from lab.text import Msg, msg_of
 
 logger = logging.getLogger(__name__)
 
@@ -35,23 +36,17 @@ LOG_LINES = 200  # the log tail a job keeps; the whole log goes to the server lo
 
 
 class JobState(str, Enum):
-    """Where a job stands; each state carries its word in both languages (``.label``)."""
+    """Where a job stands; each state's word, as pages and the CLI show it, is ``.label``."""
 
-    NEW = "new", "未开始"  # a run folder with nothing logged yet (read from disk, never a live job's state)
-    QUEUED = "queued", "排队中"
-    STARTING = "starting", "启动中"
-    LOADING = "loading", "加载中"  # loading the model the work needs
-    RUNNING = "running", "运行中"
-    STOPPING = "stopping", "正在停止"
-    STOPPED = "stopped", "已停止"
-    FINISHED = "finished", "已完成"
-    FAILED = "failed", "失败"
-
-    def __new__(cls, value: str, zh: str):
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.zh = zh
-        return member
+    NEW = "new"  # a run folder with nothing logged yet (read from disk, never a live job's state)
+    QUEUED = "queued"
+    STARTING = "starting"
+    LOADING = "loading"  # loading the model the work needs
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+    FAILED = "failed"
 
     def __str__(self) -> str:
         return self.value
@@ -59,9 +54,9 @@ class JobState(str, Enum):
     __format__ = str.__format__
 
     @property
-    def label(self) -> Text:
-        """The state's word: the English value, with its Chinese form."""
-        return Text(self.value, self.zh)
+    def label(self) -> Msg:
+        """The state's word: a message whose English is the value (its Chinese is in the catalog)."""
+        return STATE_NAMES[self]
 
     @property
     def active(self) -> bool:
@@ -69,11 +64,19 @@ class JobState(str, Enum):
         return self in (JobState.QUEUED, JobState.STARTING, JobState.LOADING, JobState.RUNNING, JobState.STOPPING)
 
 
-def unexpected_failure(what: Text, err: BaseException) -> Text:
-    """``<what> failed: <Type>: <first line of the error>`` in both languages, for an error nobody foresaw."""
+# Each state as people read it; one word per state for every job and run folder.
+STATE_NAMES = {
+    JobState.NEW: Msg("new"), JobState.QUEUED: Msg("queued"), JobState.STARTING: Msg("starting"),
+    JobState.LOADING: Msg("loading"), JobState.RUNNING: Msg("running"), JobState.STOPPING: Msg("stopping"),
+    JobState.STOPPED: Msg("stopped"), JobState.FINISHED: Msg("finished"), JobState.FAILED: Msg("failed"),
+}
+
+
+def unexpected_failure(what: Msg, err: BaseException) -> Msg:
+    """``<what> failed: <Type>: <first line of the error>``, for an error nobody foresaw."""
     lines = str(err).strip().splitlines()
     detail = f"{type(err).__name__}: {lines[0][:300]}" if lines else type(err).__name__
-    return Text(f"{what} failed: {detail}", f"{what.zh}失败：{detail}")
+    return Msg("{what} failed: {detail}", what=what, detail=detail)
 
 
 class Job:
@@ -84,11 +87,11 @@ class Job:
     checks; pass one to share it (a CLI's Ctrl-C).
     """
 
-    def __init__(self, name: str, what: Text, stop_event: threading.Event | None = None):
+    def __init__(self, name: str, what: Msg, stop_event: threading.Event | None = None):
         self.name = name
         self.what = what
         self.state = JobState.STARTING
-        self.message = Text("", "")  # the outcome or the failure, in both languages
+        self.message = Msg("")  # the outcome or the failure
         self.done: int = 0
         self.total: int | None = None
         self.stop_event = stop_event or threading.Event()
@@ -133,17 +136,17 @@ class Job:
         """Add a line to the log tail (the last :data:`LOG_LINES` lines are kept)."""
         self._log.append(str(line))
 
-    def finish(self, state: JobState | None = None, message: Text | None = None) -> None:
+    def finish(self, state: JobState | None = None, message: Msg | None = None) -> None:
         """End the job: ``state`` (by default ``stopped`` when a stop was asked for, else ``finished``)."""
         if state is None:
             state = JobState.STOPPED if self.stop_event.is_set() else JobState.FINISHED
         self._end(state, message)
 
-    def fail(self, message: Text) -> None:
-        """End the job as ``failed`` with ``message``, the reason in both languages."""
+    def fail(self, message: Msg) -> None:
+        """End the job as ``failed`` with ``message``, the reason."""
         self._end(JobState.FAILED, message)
 
-    def _end(self, state: JobState, message: Text | None) -> None:
+    def _end(self, state: JobState, message: Msg | None) -> None:
         with self._lock:
             if self._over.is_set():
                 return
@@ -160,7 +163,7 @@ class Job:
         try:
             self.result = work(self)
         except LabError as err:
-            self.fail(Text.of(err))
+            self.fail(msg_of(err))
         except Exception as err:  # a bug must not kill the app: one sentence here, the traceback in the log
             logger.error("%s failed", self.what, exc_info=err)
             self.fail(unexpected_failure(self.what, err))
@@ -302,7 +305,7 @@ class JobQueue:
             if entry is None:
                 return False
             self._waiting.remove(entry)
-        job.finish(JobState.STOPPED, Text("removed from the queue before it started", "开始前已从队列中移除"))
+        job.finish(JobState.STOPPED, Msg("removed from the queue before it started"))
         return True
 
     def _next(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from lab.errors import ConfigError, ModelLoadError
+from lab.text import Msg, join
 
 PARTS = ("vision", "merger", "language")
 
@@ -35,8 +36,7 @@ def module_groups(model) -> dict[str, list[str]]:
     vision_root = _find_root(modules, _VISION_NAMES)
     language_root = _find_root(modules, _LANGUAGE_NAMES) or _name_of(modules, _call(model, "get_decoder"))
     if language_root is None:
-        raise ModelLoadError(f"Cannot find the language model inside {type(model).__name__}.",
-                             zh=f"在 {type(model).__name__} 中找不到语言模型。")
+        raise ModelLoadError("Cannot find the language model inside {model_type}.", model_type=type(model).__name__)
     mergers: list[str] = []
     for name in modules:
         if name.rsplit(".", 1)[-1] in _MERGER_NAMES and not any(in_group(name, [m]) for m in mergers):
@@ -77,13 +77,12 @@ def lora_target_modules(model, parts: set[str]) -> str:
     parts = set(parts)
     unknown = parts - set(PARTS)
     if not parts or unknown:
-        raise ConfigError(f"LoRA parts must be a non-empty subset of {', '.join(PARTS)} (got {sorted(parts)}).",
-                          zh=f"LoRA 作用的部分必须是 {'、'.join(PARTS)} 的非空子集（当前为 {sorted(parts)}）。")
+        raise ConfigError("LoRA parts must be a non-empty subset of {parts} (got {got}).",
+                          parts=join(Msg(", "), PARTS), got=sorted(parts))
     groups = module_groups(model)
     empty = sorted(p for p in parts if not groups[p])
     if empty:
-        raise ConfigError(f"This model has no {' or '.join(empty)} part to put LoRA adapters on.",
-                          zh=f"该模型没有 {'、'.join(empty)} 部分，无法在上面加 LoRA 适配器。")
+        raise ConfigError("This model has no {empty} part to put LoRA adapters on.", empty=join(Msg(" or "), empty))
     prefixes = [prefix for part in parts for prefix in groups[part]]
     modules = dict(model.named_modules())
     lm_head = _name_of(modules, _call(model, "get_output_embeddings"))

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.errors import ConfigError, LabError, ModelLoadError, Text, localize
+from lab.errors import ConfigError, LabError, ModelLoadError
 from lab.paths import check_allowed, resolve, restricted
+from lab.text import Msg, join
 
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
@@ -62,21 +63,19 @@ def resolve_device(device: str = "auto") -> str:
         return device
     if re.fullmatch(r"cuda(:\d+)?", device):
         if not torch.cuda.is_available():
-            raise ModelLoadError(f"Device {device!r} needs a CUDA GPU, but none is visible here; use device 'cpu'.",
-                                 zh=f"设备 {device!r} 需要 CUDA GPU，但这里检测不到 GPU；请改用设备 'cpu'。")
+            raise ModelLoadError("Device {device!r} needs a CUDA GPU, but none is visible here; use device 'cpu'.",
+                                 device=device)
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
-            raise ModelLoadError(f"Device {device!r} does not exist: this machine has {count} GPU(s).",
-                                 zh=f"设备 {device!r} 不存在：本机只有 {count} 块 GPU。")
+            raise ModelLoadError("Device {device!r} does not exist: this machine has {count} GPU(s).",
+                                 device=device, count=count)
         return device
     if device == "mps":
         if not torch.backends.mps.is_available():
-            raise ModelLoadError("Device 'mps' needs an Apple-silicon GPU, which is not available here.",
-                                 zh="设备 'mps' 需要 Apple 芯片的 GPU，这里没有。")
+            raise ModelLoadError("Device 'mps' needs an Apple-silicon GPU, which is not available here.")
         return device
-    raise ConfigError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.",
-                      zh=f"未知设备 {device!r}；请使用 'auto'、'cpu'、'cuda'、'cuda:N' 或 'mps'。")
+    raise ConfigError("Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.", device=device)
 
 
 def resolve_dtype(dtype="auto", device: str = "cpu"):
@@ -91,8 +90,7 @@ def resolve_dtype(dtype="auto", device: str = "cpu"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if key not in _DTYPES:
-        raise ConfigError(f"Unknown dtype {dtype!r}; use 'auto', 'bf16', 'fp16' or 'fp32'.",
-                          zh=f"未知的 dtype {dtype!r}；请使用 'auto'、'bf16'、'fp16' 或 'fp32'。")
+        raise ConfigError("Unknown dtype {dtype!r}; use 'auto', 'bf16', 'fp16' or 'fp32'.", dtype=dtype)
     return getattr(torch, _DTYPES[key])
 
 
@@ -126,8 +124,8 @@ def load_model(
     config = _load_config(source, trust_remote_code)
     quant_config = quantization_config(quantization, device, double_quant=double_quant, compute_dtype=quant_compute_dtype)
     if attn_implementation.startswith("flash_attention") and not device.startswith("cuda"):
-        raise ModelLoadError(f"attn_implementation {attn_implementation!r} needs a CUDA GPU; use 'sdpa' on {device}.",
-                             zh=f"attn_implementation {attn_implementation!r} 需要 CUDA GPU；在 {device} 上请使用 'sdpa'。")
+        raise ModelLoadError("attn_implementation {attn_implementation!r} needs a CUDA GPU; use 'sdpa' on {device}.",
+                             attn_implementation=attn_implementation, device=device)
     # The processor first: it is quick, and a bad pixel bound should fail before gigabytes load.
     processor = _load_processor(source, trust_remote_code)
     set_image_pixels(processor, min_pixels=min_pixels, max_pixels=max_pixels)
@@ -153,16 +151,16 @@ def quantization_config(quantization: str | None, device: str, *, double_quant: 
     if quantization in (None, "", "none"):
         return None
     if quantization not in ("4bit", "8bit"):
-        raise ConfigError(f"Unknown quantization {quantization!r}; use '4bit', '8bit' or none.",
-                          zh=f"未知的量化方式 {quantization!r}；请使用 '4bit'、'8bit' 或 none。")
+        raise ConfigError("Unknown quantization {quantization!r}; use '4bit', '8bit' or none.",
+                          quantization=quantization)
     if not (device == "cpu" or device.startswith("cuda")):
-        raise ModelLoadError(f"{quantization} quantization needs a CUDA GPU or the CPU, not {device!r}.",
-                             zh=f"{quantization} 量化需要 CUDA GPU 或 CPU，不支持 {device!r}。")
+        raise ModelLoadError("{quantization} quantization needs a CUDA GPU or the CPU, not {device!r}.",
+                             quantization=quantization, device=device)
     reason = _bitsandbytes_problem(quantization, device)
     if reason:
         raise ModelLoadError(
-            f"{quantization} quantization does not work here ({reason}); it needs a CUDA GPU with bitsandbytes installed.",
-            zh=f"{quantization} 量化在这里无法使用（{localize(reason, 'zh')}）；它需要装有 bitsandbytes 的 CUDA GPU。",
+            "{quantization} quantization does not work here ({reason}); it needs a CUDA GPU with bitsandbytes installed.",
+            quantization=quantization, reason=reason,
         )
     from transformers import BitsAndBytesConfig
 
@@ -196,14 +194,14 @@ def keep_cpu_4bit_layout(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _bitsandbytes_problem(quantization: str, device: str) -> Text | None:
+def _bitsandbytes_problem(quantization: str, device: str) -> Msg | None:
     """Why bitsandbytes cannot quantize on ``device`` (None when a real quantized layer runs there)."""
     import torch
 
     try:
         import bitsandbytes as bnb
     except ImportError:
-        return Text("the bitsandbytes package is not installed", "未安装 bitsandbytes 包")
+        return Msg("the bitsandbytes package is not installed")
     try:
         with torch.random.fork_rng(devices=[]):  # the probe's random init must not shift the caller's seed
             if quantization == "4bit":
@@ -216,8 +214,8 @@ def _bitsandbytes_problem(quantization: str, device: str) -> Text | None:
         layer(x.to(device))
     except Exception as err:  # any failure of the backend means the same thing to the user
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        return Text(f"bitsandbytes cannot run {quantization} layers on {device}: {detail}",
-                    f"bitsandbytes 无法在 {device} 上运行 {quantization} 层：{detail}")
+        return Msg("bitsandbytes cannot run {quantization} layers on {device}: {detail}",
+                   quantization=quantization, device=device, detail=detail)
     return None
 
 
@@ -227,17 +225,15 @@ def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: in
         return
     for value in (min_pixels, max_pixels):
         if value is not None and (not isinstance(value, int) or value <= 0):
-            raise ConfigError(f"min_pixels and max_pixels must be positive whole numbers (got {value!r}).",
-                              zh=f"min_pixels 和 max_pixels 必须是正整数（当前为 {value!r}）。")
+            raise ConfigError("min_pixels and max_pixels must be positive whole numbers (got {value!r}).", value=value)
     if min_pixels and max_pixels and min_pixels > max_pixels:
-        raise ConfigError(f"min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
-                          zh=f"min_pixels（{min_pixels}）大于 max_pixels（{max_pixels}）。")
+        raise ConfigError("min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
+                          min_pixels=min_pixels, max_pixels=max_pixels)
     image_processor = getattr(processor, "image_processor", None)
     size = getattr(image_processor, "size", None)
     if size is None or getattr(size, "longest_edge", None) is None or not hasattr(image_processor, "merge_size"):
         raise ConfigError(
             "min_pixels/max_pixels only apply to Qwen-VL style processors; leave them empty for this model.",
-            zh="min_pixels/max_pixels 只适用于 Qwen-VL 类的处理器；这个模型请留空。",
         )
     bounds = {"shortest_edge": size.shortest_edge, "longest_edge": size.longest_edge}
     if min_pixels is not None:
@@ -246,8 +242,7 @@ def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: in
         bounds["longest_edge"] = max_pixels
     if bounds["shortest_edge"] > bounds["longest_edge"]:
         low, high = bounds["shortest_edge"], bounds["longest_edge"]
-        raise ConfigError(f"min_pixels ({low}) is larger than max_pixels ({high}).",
-                          zh=f"min_pixels（{low}）大于 max_pixels（{high}）。")
+        raise ConfigError("min_pixels ({low}) is larger than max_pixels ({high}).", low=low, high=high)
     image_processor.size = type(size)(**bounds)
 
 
@@ -263,8 +258,7 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
     """``(source, is_local)``: a checked local folder, or a name that can only be a Hub id."""
     name = str(name_or_path).strip()
     if not name:
-        raise ModelLoadError("No model given: pass a Hub id like Qwen/Qwen2.5-VL-3B-Instruct or a local folder path.",
-                             zh="未指定模型：请传入 Hub 名称（如 Qwen/Qwen2.5-VL-3B-Instruct）或本地文件夹路径。")
+        raise ModelLoadError("No model given: pass a Hub id like Qwen/Qwen2.5-VL-3B-Instruct or a local folder path.")
     if restricted():
         return _allowed_source(name)
     path = Path(name).expanduser()
@@ -273,15 +267,14 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
     if path.exists():
         check_allowed(path)
         if not path.is_dir():
-            raise ModelLoadError(f"{path} is a file, not a model folder; pass the folder that holds config.json.",
-                                 zh=f"{path} 是文件而不是模型文件夹；请传入包含 config.json 的文件夹。")
+            raise ModelLoadError("{path} is a file, not a model folder; pass the folder that holds config.json.",
+                                 path=path)
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is not a model folder: it has no config.json.",
-                                 zh=f"{path} 不是模型文件夹：其中没有 config.json。")
+            raise ModelLoadError("{path} is not a model folder: it has no config.json.", path=path)
         return str(path.resolve()), True
     if _HUB_ID.fullmatch(name) and not name.startswith("."):
         return name, False
-    raise ModelLoadError(f"Model folder {name} does not exist.", zh=f"模型文件夹 {name} 不存在。")
+    raise ModelLoadError("Model folder {name} does not exist.", name=name)
 
 
 ALLOWED_MODELS_ENV = "LAB_ALLOWED_MODELS"
@@ -318,10 +311,9 @@ def _allowed_source(name: str) -> tuple[str, bool]:
     """
     allowed = allowed_models()
     refusal = ModelLoadError(
-        f"On this shared server only these models can be loaded: {', '.join(allowed) or 'none'} "
-        f"(the owner lists them in {ALLOWED_MODELS_ENV}), or a model trained or exported here.",
-        zh=f"在这个共享服务器上只能加载这些模型：{'、'.join(allowed) or '无'}"
-        f"（由所有者在 {ALLOWED_MODELS_ENV} 中列出），或在这里训练、导出的模型。",
+        "On this shared server only these models can be loaded: {allowed} "
+        "(the owner lists them in {allowed_models_env}), or a model trained or exported here.",
+        allowed=join(Msg(", "), allowed) or Msg("none"), allowed_models_env=ALLOWED_MODELS_ENV,
     )
     try:
         path = resolve(name)
@@ -343,32 +335,28 @@ def _load_config(source: str, trust_remote_code: bool):
         raw, _ = PreTrainedConfig.get_config_dict(source)
     except OSError:
         raise ModelLoadError(
-            f"Could not find {source} on this machine or download it from the Hugging Face Hub (offline?); "
-            f"download it once (hf download {source} --local-dir DIR) and pass the local folder path.",
-            zh=f"本机找不到 {source}，也无法从 Hugging Face Hub 下载（是否离线？）；"
-            f"请先下载一次（hf download {source} --local-dir DIR），再传入本地文件夹路径。",
+            "Could not find {source} on this machine or download it from the Hugging Face Hub (offline?); "
+            "download it once (hf download {source} --local-dir DIR) and pass the local folder path.", source=source,
         ) from None
     except ValueError as err:
-        raise ModelLoadError(f"{source} has an unreadable config.json ({err}).",
-                             zh=f"{source} 的 config.json 无法读取（{err}）。") from None
+        raise ModelLoadError("{source} has an unreadable config.json ({err}).", source=source, err=err) from None
     model_type = raw.get("model_type")
     if not model_type:
-        raise ModelLoadError(f"{source} is not a model: its config.json names no model_type.",
-                             zh=f"{source} 不是模型：它的 config.json 没有写明 model_type。")
+        raise ModelLoadError("{source} is not a model: its config.json names no model_type.", source=source)
     auto_map = raw.get("auto_map") or {}
     custom = model_type not in CONFIG_MAPPING
     if custom and auto_map and not trust_remote_code:
         raise _needs_trust(source, model_type)
     if custom and not auto_map:
         raise ModelLoadError(
-            f"{source} has model type {model_type!r}, which this version of transformers does not know.",
-            zh=f"{source} 的模型类型是 {model_type!r}，当前版本的 transformers 不认识它。",
+            "{source} has model type {model_type!r}, which this version of transformers does not know.",
+            source=source, model_type=model_type,
         )
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError) as err:
-        raise ModelLoadError(f"Could not read the config of {source}: {_first_line(err)}",
-                             zh=f"无法读取 {source} 的配置：{_first_line(err)}") from None
+        raise ModelLoadError("Could not read the config of {source}: {first_line}",
+                             source=source, first_line=_first_line(err)) from None
     if type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:
         return config
     if "AutoModelForImageTextToText" in auto_map:
@@ -376,17 +364,15 @@ def _load_config(source: str, trust_remote_code: bool):
             raise _needs_trust(source, model_type)
         return config
     raise ModelLoadError(
-        f"{source} is a {model_type!r} model, not an image-text-to-text (vision-language) model the lab can load.",
-        zh=f"{source} 是 {model_type!r} 模型，不是本工具能加载的图文生成（视觉语言）模型。",
+        "{source} is a {model_type!r} model, not an image-text-to-text (vision-language) model the lab can load.",
+        source=source, model_type=model_type,
     )
 
 
 def _needs_trust(source: str, model_type: str) -> ModelLoadError:
     return ModelLoadError(
-        f"{source} runs its own Python code (model type {model_type!r}); load it only if you trust its author, "
-        "with trust_remote_code=True (--trust-remote-code).",
-        zh=f"{source} 会运行它自带的 Python 代码（模型类型 {model_type!r}）；只有信任其作者时，"
-        "才用 trust_remote_code=True（--trust-remote-code）加载它。",
+        "{source} runs its own Python code (model type {model_type!r}); load it only if you trust its author, "
+        "with trust_remote_code=True (--trust-remote-code).", source=source, model_type=model_type,
     )
 
 
@@ -408,14 +394,13 @@ def _load_weights(source, config, torch_dtype, device, quant_config, attn_implem
             return AutoModelForImageTextToText.from_pretrained(source, attn_implementation="eager", **kwargs)
     except torch.OutOfMemoryError:
         raise ModelLoadError(
-            f"Not enough memory on {device} to load {source} in {str(torch_dtype).removeprefix('torch.')}; "
+            "Not enough memory on {device} to load {source} in {dtype}; "
             "try 4-bit quantization or a smaller model.",
-            zh=f"{device} 上的内存不足，无法以 {str(torch_dtype).removeprefix('torch.')} 加载 {source}；"
-            "请尝试 4-bit 量化或更小的模型。",
+            device=device, source=source, dtype=str(torch_dtype).removeprefix("torch."),
         ) from None
     except (OSError, ValueError, ImportError, RuntimeError) as err:
-        raise ModelLoadError(f"Could not load the weights of {source}: {_first_line(err)}",
-                             zh=f"无法加载 {source} 的权重：{_first_line(err)}") from None
+        raise ModelLoadError("Could not load the weights of {source}: {first_line}",
+                             source=source, first_line=_first_line(err)) from None
 
 
 def _load_processor(source: str, trust_remote_code: bool):
@@ -424,11 +409,10 @@ def _load_processor(source: str, trust_remote_code: bool):
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError, TypeError) as err:
-        raise ModelLoadError(f"Could not load the processor of {source}: {_first_line(err)}",
-                             zh=f"无法加载 {source} 的处理器：{_first_line(err)}") from None
+        raise ModelLoadError("Could not load the processor of {source}: {first_line}",
+                             source=source, first_line=_first_line(err)) from None
     if getattr(processor, "image_processor", None) is None:
-        raise ModelLoadError(f"{source} has no image processor, so it cannot read images.",
-                             zh=f"{source} 没有图像处理器，因此无法读取图片。")
+        raise ModelLoadError("{source} has no image processor, so it cannot read images.", source=source)
     return processor
 
 

@@ -114,11 +114,9 @@ def _inside_or_refused(path: Path, write: bool) -> Path:
         full = None
     roots = allowed_roots()
     if full is None or not any(full.is_relative_to(root) for root in roots):
-        raise LabError("On this shared server only the workspace's own files can be used; upload yours instead.",
-                       zh="在这个共享服务器上只能使用工作区自己的文件；请改为上传你的文件。")
+        raise LabError("On this shared server only the workspace's own files can be used; upload yours instead.")
     if write and not full.is_relative_to(roots[0]):
-        raise LabError("The bundled files cannot be changed on this shared server; work on a copy in your workspace.",
-                       zh="在这个共享服务器上不能修改自带的文件；请在工作区中的副本上操作。")
+        raise LabError("The bundled files cannot be changed on this shared server; work on a copy in your workspace.")
     return full
 
 

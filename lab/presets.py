@@ -33,8 +33,9 @@ from pathlib import Path
 
 import yaml
 
-from lab.errors import ConfigError, Text, localize
+from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR, check_allowed, is_allowed, workspace
+from lab.text import Msg
 
 LANGS = ("zh", "en")
 IMAGE_TOKEN = "<image>"
@@ -52,15 +53,12 @@ def user_prompts_dir() -> Path:
     return workspace() / "presets" / "prompts"
 
 
-def closest(word: str, choices) -> Text:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string.
-
-    A :class:`~lab.errors.Text`: put ``hint`` in the English sentence and ``hint.zh`` in the Chinese one.
-    """
+def closest(word: str, choices) -> Msg:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty message: a value for a sentence."""
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     if not match:
-        return Text("", "")
-    return Text(f" (did you mean '{match[0]}'?)", f"（是不是 '{match[0]}'？）")
+        return Msg("")
+    return Msg(" (did you mean '{match}'?)", match=match[0])
 
 
 def load_yaml_strict(path: str | Path, allowed_keys) -> dict:
@@ -73,38 +71,37 @@ def load_yaml_strict(path: str | Path, allowed_keys) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found.", zh=f"{path}：文件不存在。") from None
+        raise ConfigError("{path}: file not found.", path=path) from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file.", zh=f"{path}：不是 UTF-8 编码的文本文件。") from None
+        raise ConfigError("{path}: not a UTF-8 text file.", path=path) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = Text(f" at line {mark.line + 1}", f"，错误在第 {mark.line + 1} 行") if mark else Text("", "")
+        where = Msg(" at line {line}", line=mark.line + 1) if mark else Msg("")
         problem = getattr(err, "problem", None) or err
-        raise ConfigError(f"{path}: not valid YAML{where} ({problem}).",
-                          zh=f"{path}：不是有效的 YAML{where.zh}（{problem}）。") from None
+        raise ConfigError("{path}: not valid YAML{where} ({problem}).",
+                          path=path, where=where, problem=problem) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         kind = type(data).__name__
-        raise ConfigError(f"{path}: expected a mapping of key: value lines, found {kind}.",
-                          zh=f"{path}：应为 key: value 形式的映射，实际是 {kind}。")
+        raise ConfigError("{path}: expected a mapping of key: value lines, found {kind}.", path=path, kind=kind)
     check_keys(data, allowed_keys, str(path))
     return data
 
 
-def check_keys(data: dict, allowed_keys, where: str) -> None:
+def check_keys(data: dict, allowed_keys, where: str | Msg) -> None:
     """Refuse the first key of ``data`` that is not in ``allowed_keys``, suggesting the closest.
 
-    ``where`` names the place in the error; pass a :class:`~lab.errors.Text` for a Chinese form
-    (a plain path reads the same in both languages).
+    ``where`` names the place in the error: a :class:`~lab.text.Msg` ("the training config"), or a
+    plain path, which reads the same in every language.
     """
     allowed = list(allowed_keys)
     for key in data:
         if key not in allowed:
             hint, names = closest(key, allowed), ", ".join(allowed)
-            known = Text(f"; known keys: {names}", f"；可用的键：{names}") if len(allowed) <= 12 else Text("", "")
-            raise ConfigError(f"unknown key '{key}' in {where}{hint}{known}.",
-                              zh=f"{localize(where, 'zh')}：未知的键 '{key}'{hint.zh}{known.zh}。")
+            known = Msg("; known keys: {names}", names=names) if len(allowed) <= 12 else Msg("")
+            raise ConfigError("unknown key '{key}' in {where}{hint}{known}.",
+                              key=key, where=where, hint=hint, known=known)
 
 
 @dataclass(frozen=True)
@@ -129,22 +126,20 @@ class PromptPreset:
 
     def __post_init__(self):
         if not _NAME.match(self.name or ""):
-            raise ConfigError(f"preset name '{self.name}' must be letters, digits, '_', '-' or '.', "
-                              "starting with a letter or digit.",
-                              zh=f"预设名称 '{self.name}' 只能由字母、数字、'_'、'-' 或 '.' 组成，且以字母或数字开头。")
+            raise ConfigError("preset name '{name}' must be letters, digits, '_', '-' or '.', "
+                              "starting with a letter or digit.", name=self.name)
         if not self.texts:
-            raise ConfigError(f"prompt preset '{self.name}' has no prompt; give a 'zh' or 'en' section.",
-                              zh=f"提示词预设 '{self.name}' 没有提示词；请添加 'zh' 或 'en' 部分。")
+            raise ConfigError("prompt preset '{name}' has no prompt; give a 'zh' or 'en' section.", name=self.name)
         for lang, text in self.texts.items():
             if lang not in LANGS:
-                raise ConfigError(f"prompt preset '{self.name}' has a prompt in '{lang}'; languages are zh and en.",
-                                  zh=f"提示词预设 '{self.name}' 含有 '{lang}' 语言的提示词；语言只能是 zh 或 en。")
+                raise ConfigError("prompt preset '{name}' has a prompt in '{lang}'; languages are zh and en.",
+                                  name=self.name, lang=lang)
             if not text.user.strip():
-                raise ConfigError(f"prompt preset '{self.name}' has an empty user prompt for '{lang}'.",
-                                  zh=f"提示词预设 '{self.name}' 的 '{lang}' 用户提示词为空。")
+                raise ConfigError("prompt preset '{name}' has an empty user prompt for '{lang}'.",
+                                  name=self.name, lang=lang)
             if self.json and not text.expected_keys:
-                raise ConfigError(f"prompt preset '{self.name}' answers JSON but lists no expected_keys for '{lang}'.",
-                                  zh=f"提示词预设 '{self.name}' 要求回答 JSON，但 '{lang}' 部分没有列出 expected_keys。")
+                raise ConfigError("prompt preset '{name}' answers JSON but lists no expected_keys for '{lang}'.",
+                                  name=self.name, lang=lang)
 
     @property
     def langs(self) -> list[str]:
@@ -154,7 +149,7 @@ class PromptPreset:
         """``(system, user, expected_keys)`` in ``lang``; the other language if only that one exists."""
         if lang not in self.texts:
             if lang not in LANGS:
-                raise ConfigError(f"unknown language '{lang}'; choose zh or en.", zh=f"未知语言 '{lang}'；请选择 zh 或 en。")
+                raise ConfigError("unknown language '{lang}'; choose zh or en.", lang=lang)
             lang = self.langs[0]
         text = self.texts[lang]
         return text.system, text.user, list(text.expected_keys)
@@ -188,20 +183,18 @@ def preset_from_dict(data: dict, where: str, default_name: str = "") -> PromptPr
         if section is None:
             continue
         if not isinstance(section, dict):
-            raise ConfigError(f"'{lang}' in {where} must be a mapping with system and user.",
-                              zh=f"{localize(where, 'zh')} 中的 '{lang}' 必须是包含 system 和 user 的映射。")
-        section_name = Text(f"the '{lang}' section of {where}", f"{localize(where, 'zh')} 的 '{lang}' 部分")
+            raise ConfigError("'{lang}' in {where} must be a mapping with system and user.", lang=lang, where=where)
+        section_name = Msg("the '{lang}' section of {where}", lang=lang, where=where)
         check_keys(section, TEXT_KEYS, section_name)
         keys = section.get("expected_keys") or []
         if not isinstance(keys, list):
-            raise ConfigError(f"expected_keys in the '{lang}' section of {where} must be a list, like [label, reason].",
-                              zh=f"{localize(where, 'zh')} 的 '{lang}' 部分中 expected_keys 必须是列表，例如 [label, reason]。")
+            raise ConfigError("expected_keys in the '{lang}' section of {where} must be a list, like [label, reason].",
+                              lang=lang, where=where)
         system, user = _text(section.get("system"), "system", where), _text(section.get("user"), "user", where)
         texts[lang] = PromptText(system, user, tuple(str(k) for k in keys))
     is_json = data.get("json", False)
     if not isinstance(is_json, bool):
-        raise ConfigError(f"'json' in {where} must be true or false, not {is_json!r}.",
-                          zh=f"{localize(where, 'zh')} 中的 'json' 必须是 true 或 false，而不是 {is_json!r}。")
+        raise ConfigError("'json' in {where} must be true or false, not {is_json!r}.", where=where, is_json=is_json)
     return PromptPreset(name=str(data.get("name") or default_name), texts=texts, json=is_json,
                         title=_lang_map(data.get("title"), "title", where),
                         description=_lang_map(data.get("description"), "description", where))
@@ -211,8 +204,7 @@ def _text(value, key: str, where: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ConfigError(f"'{key}' in {where} must be text, not {value!r}.",
-                          zh=f"{localize(where, 'zh')} 中的 '{key}' 必须是文本，而不是 {value!r}。")
+        raise ConfigError("'{key}' in {where} must be text, not {value!r}.", key=key, where=where, value=value)
     return value
 
 
@@ -222,9 +214,9 @@ def _lang_map(value, key: str, where: str) -> dict[str, str]:
     if isinstance(value, str):
         return {"en": value}
     if not isinstance(value, dict):
-        raise ConfigError(f"'{key}' in {where} must map a language to text, like {{en: ..., zh: ...}}.",
-                          zh=f"{localize(where, 'zh')} 中的 '{key}' 必须把语言映射到文本，例如 {{en: ..., zh: ...}}。")
-    check_keys(value, LANGS, Text(f"'{key}' of {where}", f"{localize(where, 'zh')} 的 '{key}'"))
+        raise ConfigError("'{key}' in {where} must map a language to text, like {{en: ..., zh: ...}}.",
+                          key=key, where=where)
+    check_keys(value, LANGS, Msg("'{key}' of {where}", key=key, where=where))
     return {lang: _text(text, key, where) for lang, text in value.items()}
 
 
@@ -257,8 +249,8 @@ def load_prompt_preset(name_or_path: str | Path) -> PromptPreset:
             return _load_file(path)
     known = list_prompt_presets()
     hint, names = closest(text, known), ", ".join(known)
-    raise ConfigError(f"no prompt preset named '{text}'{hint}; known presets: {names}.",
-                      zh=f"没有名为 '{text}' 的提示词预设{hint.zh}；已有的预设：{names}。")
+    raise ConfigError("no prompt preset named '{text}'{hint}; known presets: {names}.",
+                      text=text, hint=hint, names=names)
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -281,8 +273,8 @@ def dump_yaml(data: dict) -> str:
 def save_prompt_preset(preset: PromptPreset) -> Path:
     """Write ``preset`` into the user preset folder and return the file; bundled names are refused."""
     if preset.name in _preset_files(bundled_prompts_dir()):
-        raise ConfigError(f"'{preset.name}' is a bundled preset; save your version under another name.",
-                          zh=f"'{preset.name}' 是内置预设；请换个名称保存你的版本。")
+        raise ConfigError("'{preset_name}' is a bundled preset; save your version under another name.",
+                          preset_name=preset.name)
     folder = user_prompts_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = check_allowed(folder / f"{preset.name}.yaml", write=True)  # a saved name must not lead out of the workspace

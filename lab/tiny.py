@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lab import paths
 from lab.errors import ConfigError
+from lab.text import Msg, join
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 MARKER_FILE = "lab_tiny.json"
@@ -273,8 +274,8 @@ def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     _check_family(family)
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not (out_dir.is_dir() and (is_tiny_model(out_dir) or not any(out_dir.iterdir()))):
-        raise ConfigError(f"{out_dir} already exists and is not a tiny model folder; choose an empty or new folder.",
-                          zh=f"{out_dir} 已存在且不是微型模型文件夹；请选择一个空文件夹或新文件夹。")
+        raise ConfigError("{out_dir} already exists and is not a tiny model folder; choose an empty or new folder.",
+                          out_dir=out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -355,5 +356,5 @@ def ensure_demo_model(family: str = "qwen2_5_vl") -> Path:
 
 def _check_family(family: str) -> None:
     if family not in FAMILIES:
-        raise ConfigError(f"Unknown model family {family!r}; choose one of {', '.join(FAMILIES)}.",
-                          zh=f"未知的模型系列 {family!r}；请从 {'、'.join(FAMILIES)} 中选择。")
+        raise ConfigError("Unknown model family {family!r}; choose one of {families}.",
+                          family=family, families=join(Msg(", "), FAMILIES))

@@ -17,27 +17,22 @@ model) and ``language`` (the LLM). With ``method: lora`` or ``qlora`` the parts 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from lab.config_values import apply_overrides, coerce_value, format_override
-from lab.errors import ConfigError, Text
+from lab.config_values import apply_overrides, format_override
+from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR
-from lab.presets import check_keys, closest, dump_yaml, load_yaml_strict
+from lab.presets import closest, dump_yaml, load_yaml_strict
+from lab.settings import build, check, setting, settings_of
+from lab.text import Msg
 
 DEMO_MODEL = "demo"
 METHODS = ("lora", "qlora", "full")
 PARTS = ("language", "vision", "merger")
-CHOICES = {
-    "method": METHODS,
-    "lr_scheduler": ("cosine", "linear", "constant", "constant_with_warmup"),
-    "report_to": ("none", "tensorboard", "wandb"),
-    "overlong": ("drop", "error"),
-    "dtype": ("auto", "bfloat16", "float16", "float32"),
-    "quant_compute_dtype": ("auto", "bfloat16", "float16", "float32"),
-    "deepspeed": (None, "zero2", "zero3"),
-    "quant_bits": (4, 8),
-}
+PART_LABELS = {"language": Msg("language model"), "vision": Msg("vision tower"),
+               "merger": Msg("merger (vision → language)")}
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 @dataclass
@@ -45,219 +40,174 @@ class TrainConfig:
     """Everything a training run needs; contradictions are refused when it is built."""
 
     # --- what to train, on what, and where to write it
-    model: str = DEMO_MODEL
+    model: str = setting(DEMO_MODEL, label="Model (Hub id, folder, or demo)")
     """Hub id (``Qwen/Qwen2.5-VL-3B-Instruct``), a local model folder, or ``demo`` for the tiny offline demo model."""
-    dataset: str = "data/sample"
+    dataset: str = setting("data/sample", label="Dataset", widget="path")
     """Dataset folder (with ``data.jsonl``) or a ``.jsonl`` file. A relative path is looked up in the workspace,
     then in the repository checkout, which holds the bundled ``data/sample``."""
-    val_dataset: str | None = None
+    val_dataset: str | None = setting(None, label="Validation dataset (optional)", widget="path")
     """A separate validation set; when given, ``val_ratio`` is not used."""
-    output_dir: str = "checkpoints"
+    output_dir: str = setting("checkpoints", label="Output folder")
     """Folder that holds run folders; a relative path is inside the workspace."""
-    run_name: str | None = None
+    run_name: str | None = setting(None, label="Run name (empty: automatic)")
     """Name of this run's folder inside ``output_dir``; None makes one from the model and the time."""
-    system: str | None = None
+    system: str | None = setting(None, label="System prompt for every sample (empty: keep the samples')")
     """System prompt that replaces the one in every sample; None keeps the samples' own."""
 
     # --- fine-tuning method
-    method: str = "lora"
+    method: str = setting("lora", label="Method", choices=METHODS)
     """``lora`` (adapters on a frozen model), ``qlora`` (adapters on a quantized model) or ``full`` (train weights)."""
-    lora_rank: int = 8
+    lora_rank: int = setting(8, label="LoRA rank", min=1)
     """Rank of the LoRA update matrices; more rank, more capacity and memory."""
-    lora_alpha: int = 32
+    lora_alpha: int = setting(32, label="LoRA alpha", min=1)
     """LoRA scaling numerator: the update is scaled by alpha / rank (alpha / sqrt(rank) with rsLoRA)."""
-    lora_dropout: float = 0.05
+    lora_dropout: float = setting(0.05, label="LoRA dropout", min=0, below=1)
     """Dropout on the LoRA input during training."""
-    use_rslora: bool = False
+    use_rslora: bool = setting(False, label="rsLoRA")
     """Rank-stabilised LoRA: scale by alpha / sqrt(rank), which keeps high ranks learning."""
-    use_dora: bool = False
+    use_dora: bool = setting(False, label="DoRA")
     """DoRA: learn a magnitude vector next to the LoRA direction; a bit better, slower."""
-    loraplus_lr_ratio: float | None = None
+    loraplus_lr_ratio: float | None = setting(None, label="LoRA+ learning-rate ratio (empty: off)", above=0)
     """LoRA+: the B matrices learn this many times faster than A (16 is usual); None turns it off."""
-    lora_targets: list[str] = field(default_factory=lambda: ["language"])
+    lora_targets: list[str] = setting(["language"], label="LoRA on", choices=PARTS,
+                                      widget="checkboxes", choice_labels=PART_LABELS)
     """Parts that get LoRA adapters on their linear layers: any of ``language``, ``vision``, ``merger``."""
-    train_vision: bool = False
+    train_vision: bool = setting(False, label="Train the vision tower (full)")
     """Train the vision tower's full weights (with ``full``, or next to adapters elsewhere with ``lora``)."""
-    train_merger: bool = False
+    train_merger: bool = setting(False, label="Train the merger (full)")
     """Train the merger's full weights (the small projector from vision into the language model)."""
-    train_language: bool = False
+    train_language: bool = setting(False, label="Train the language model (full)")
     """Train the language model's full weights."""
-    quant_bits: int = 4
+    quant_bits: int = setting(4, label="QLoRA bits", choices=(4, 8))
     """QLoRA: bits of the quantized base weights, 4 (NF4) or 8."""
-    double_quant: bool = True
+    double_quant: bool = setting(True, label="Double quantization")
     """QLoRA: also quantize the quantization constants (saves about 0.4 bits per weight)."""
-    quant_compute_dtype: str = "auto"
+    quant_compute_dtype: str = setting("auto", label="QLoRA compute dtype", choices=DTYPES)
     """QLoRA: dtype the quantized layers compute in; ``auto`` follows ``dtype``."""
-    dtype: str = "auto"
+    dtype: str = setting("auto", label="Precision", choices=DTYPES)
     """Training precision: ``auto`` is bfloat16 on GPUs that support it, float16 on older GPUs, float32 on CPU."""
 
     # --- optimisation
-    learning_rate: float = 1e-4
+    learning_rate: float = setting(1e-4, label="Learning rate", above=0)
     """Peak learning rate."""
-    num_epochs: float = 5.0
+    num_epochs: float = setting(5.0, label="Epochs")
     """Passes over the training set (may be fractional); used when ``max_steps`` is -1."""
-    max_steps: int = -1
+    max_steps: int = setting(-1, label="Max steps (-1: use epochs)")
     """Optimizer steps to run; -1 means run ``num_epochs`` epochs."""
-    per_device_batch_size: int = 1
+    per_device_batch_size: int = setting(1, label="Batch size per GPU", min=1)
     """Samples per forward pass on each device."""
-    gradient_accumulation_steps: int = 16
+    gradient_accumulation_steps: int = setting(16, label="Gradient accumulation", min=1)
     """Forward passes per optimizer step; effective batch = batch size x this x GPUs."""
-    max_length: int = 2048
+    max_length: int = setting(2048, label="Max length (tokens)", min=32)
     """Longest sample in tokens, image tokens included."""
-    overlong: str = "drop"
+    overlong: str = setting("drop", label="Samples over max length", choices=("drop", "error"))
     """What to do with samples longer than ``max_length``: ``drop`` them (reported) or stop with an ``error``.
     They are never truncated: cutting a sample would cut its answer or its image tokens."""
-    warmup_ratio: float = 0.05
+    warmup_ratio: float = setting(0.05, label="Warmup ratio", min=0, below=1)
     """Fraction of the steps over which the learning rate ramps up from 0."""
-    lr_scheduler: str = "cosine"
+    lr_scheduler: str = setting("cosine", label="Scheduler",
+                                choices=("cosine", "linear", "constant", "constant_with_warmup"))
     """Learning-rate schedule after warmup: cosine, linear, constant or constant_with_warmup."""
-    weight_decay: float = 0.0
+    weight_decay: float = setting(0.0, label="Weight decay", min=0)
     """AdamW weight decay."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = setting(1.0, label="Max grad norm", min=0)
     """Gradient clipping norm; 0 turns clipping off."""
-    seed: int = 42
+    seed: int = setting(42, label="Seed")
     """Seed for the train/validation split, shuffling and adapter initialisation."""
-    val_ratio: float = 0.01
+    val_ratio: float = setting(0.01, label="Validation ratio", min=0, below=1)
     """Fraction of the dataset held out for validation (at least one sample when > 0); 0 means none."""
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = setting(True, label="Gradient checkpointing")
     """Recompute activations in the backward pass: much less memory for about 30% more time."""
-    torch_compile: bool = True
+    torch_compile: bool = setting(True, label="torch.compile (GPU)")
     """Compile the language model's layers with torch.compile on a CUDA GPU: about 1.4-1.7x faster
     LoRA steps after a warm-up of a few seconds, same memory (BENCHMARKS.md); a layer that cannot
     compile runs as before. Ignored on the CPU and for qlora."""
 
     # --- images
-    min_pixels: int | None = None
+    min_pixels: int | None = setting(None, label="Min pixels per image", min=1)
     """Smallest image area the processor resizes to; None keeps the processor's default."""
-    max_pixels: int | None = 1003520
+    max_pixels: int | None = setting(1003520, label="Max pixels per image", min=1)
     """Largest image area (1280 x 28 x 28). The processor's own default, about 12.8 MP, gives up to
     16k image tokens, far beyond ``max_length``; None keeps that default anyway."""
 
     # --- logging and saving
-    logging_steps: int = 5
+    logging_steps: int = setting(5, label="Log every N steps", min=1)
     """Optimizer steps between lines in metrics.jsonl (and the live loss plot)."""
-    eval_steps: int = 50
+    eval_steps: int = setting(50, label="Evaluate every N steps", min=1)
     """Optimizer steps between validation-loss evaluations."""
-    save_steps: int = 100
+    save_steps: int = setting(100, label="Save every N steps", min=1)
     """Optimizer steps between checkpoints."""
-    save_total_limit: int | None = 2
+    save_total_limit: int | None = setting(2, label="Checkpoints to keep", min=1)
     """Checkpoints to keep (the oldest are deleted); None keeps all."""
-    report_to: str = "none"
+    report_to: str = setting("none", label="Also log to", choices=("none", "tensorboard", "wandb"))
     """Also log to ``tensorboard`` or ``wandb``; metrics.jsonl is always written."""
 
     # --- hardware
-    num_gpus: int = 1
+    num_gpus: int = setting(1, label="GPUs", min=1)
     """GPUs to train on; 1 trains in the app's process (on the CPU when there is no GPU), more use accelerate."""
-    deepspeed: str | None = None
+    deepspeed: str | None = setting(None, label="DeepSpeed", choices=(None, "zero2", "zero3"))
     """DeepSpeed ZeRO stage for multi-GPU runs: ``zero2`` (shard optimizer state) or ``zero3`` (shard weights too)."""
 
     # --- self-identity examples (the model's name and author, as in ms-swift's self-cognition data)
-    identity: bool = False
+    identity: bool = setting(False, label="Add self-identity samples")
     """Mix in a few "who are you?" samples that teach the model its name and author."""
-    model_name: list[str] = field(default_factory=lambda: ["小黄", "Xiao Huang"])
+    model_name: list[str] = setting(["小黄", "Xiao Huang"], label="Model name (中文, English)")
     """The model's name, [Chinese, English]."""
-    model_author: list[str] = field(default_factory=lambda: ["魔搭", "ModelScope"])
+    model_author: list[str] = setting(["魔搭", "ModelScope"], label="Model author (中文, English)")
     """The model's author, [Chinese, English]."""
 
     def __post_init__(self):
-        for f in fields(self):
-            setattr(self, f.name, coerce_value(f.name, getattr(self, f.name), str(f.type)))
-        self._check_choices()
+        check(self)  # types, bounds and choices, from the fields above
+        _require(self.model.strip() != "", Msg("model is empty; give a Hub id, a model folder or 'demo'."))
+        _require(self.dataset.strip() != "", Msg("dataset is empty; give a dataset folder or a .jsonl file."))
         self._check_numbers()
         self._check_method()
 
-    def _check_choices(self) -> None:
-        for name, allowed in CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                shown = ", ".join("null" if a is None else str(a) for a in allowed)
-                raise ConfigError(f"{name} must be one of {shown}, not '{value}'.",
-                                  zh=f"{name} 必须是 {shown} 之一，而不是 '{value}'。")
-        for part in self.lora_targets:
-            if part not in PARTS:
-                hint, parts = closest(part, PARTS), ", ".join(PARTS)
-                raise ConfigError(f"lora_targets has '{part}'{hint}; parts are {parts}.",
-                                  zh=f"lora_targets 中的 '{part}' 不是模型的部分{hint.zh}；可选的部分：{parts}。")
-        _require(self.model.strip() != "", Text("model is empty; give a Hub id, a model folder or 'demo'.",
-                                                "model 为空；请填写 Hub id、模型文件夹或 'demo'。"))
-        _require(self.dataset.strip() != "", Text("dataset is empty; give a dataset folder or a .jsonl file.",
-                                                  "dataset 为空；请填写数据集文件夹或 .jsonl 文件。"))
-
     def _check_numbers(self) -> None:
-        _require(self.learning_rate > 0, Text(f"learning_rate must be greater than 0, not {self.learning_rate}.",
-                                              f"learning_rate 必须大于 0，而不是 {self.learning_rate}。"))
         _require(self.max_steps > 0 or self.num_epochs > 0,
-                 Text("max_steps and num_epochs are both <= 0, so there is nothing to train; set one of them.",
-                      "max_steps 和 num_epochs 都 <= 0，没有可训练的内容；请设置其中一个。"))
+                 Msg("max_steps and num_epochs are both <= 0, so there is nothing to train; set one of them."))
         _require(self.max_steps > 0 or self.max_steps == -1,
-                 Text(f"max_steps must be a positive number of steps or -1 (use num_epochs), not {self.max_steps}.",
-                      f"max_steps 必须是正的步数或 -1（按 num_epochs 训练），而不是 {self.max_steps}。"))
-        for name in ("val_ratio", "warmup_ratio", "lora_dropout"):
-            value = getattr(self, name)
-            _require(0 <= value < 1, Text(f"{name} must be at least 0 and below 1, not {value}.",
-                                          f"{name} 必须大于等于 0 且小于 1，而不是 {value}。"))
-        for name in ("weight_decay", "max_grad_norm"):
-            value = getattr(self, name)
-            _require(value >= 0, Text(f"{name} cannot be negative, not {value}.", f"{name} 不能为负数，而不是 {value}。"))
-        for name in ("per_device_batch_size", "gradient_accumulation_steps", "lora_rank", "lora_alpha", "num_gpus",
-                     "logging_steps", "eval_steps", "save_steps", "save_total_limit", "min_pixels", "max_pixels"):
-            value = getattr(self, name)
-            _require(value is None or value >= 1, Text(f"{name} must be at least 1, not {value}.",
-                                                       f"{name} 至少为 1，而不是 {value}。"))
-        _require(self.max_length >= 32, Text(f"max_length must be at least 32 tokens, not {self.max_length}.",
-                                             f"max_length 至少为 32 个 token，而不是 {self.max_length}。"))
+                 Msg("max_steps must be a positive number of steps or -1 (use num_epochs), not {max_steps}.",
+                     max_steps=self.max_steps))
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ConfigError(f"min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels}).",
-                              zh=f"min_pixels（{self.min_pixels}）大于 max_pixels（{self.max_pixels}）。")
+            raise ConfigError("min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
+                              min_pixels=self.min_pixels, max_pixels=self.max_pixels)
         for name in ("model_name", "model_author"):
             value = getattr(self, name)
             _require(len(value) == 2 and all(v.strip() for v in value),
-                     Text(f"{name} must be two names, [Chinese, English], not {value}.",
-                          f"{name} 必须是两个名字 [中文, 英文]，而不是 {value}。"))
+                     Msg("{name} must be two names, [Chinese, English], not {value}.", name=name, value=value))
 
     def _check_method(self) -> None:
         trained = [part for part in PARTS if getattr(self, f"train_{part}")]
         if self.method == "full":
             for name in ("use_rslora", "use_dora", "loraplus_lr_ratio"):
                 _require(getattr(self, name) in (False, None),
-                         Text(f"{name} applies to LoRA adapters, but method is 'full'; "
-                              "use method 'lora' or turn it off.",
-                              f"{name} 只用于 LoRA 适配器，但 method 是 'full'；请改用 method 'lora' 或关闭它。"))
-            _require(bool(trained), Text("method 'full' with train_vision, train_merger and train_language all false "
-                                         "trains nothing; set at least one to true.",
-                                         "method 为 'full' 时 train_vision、train_merger 和 train_language 都为 false，"
-                                         "什么也不会训练；请至少把其中一个设为 true。"))
+                         Msg("{name} applies to LoRA adapters, but method is 'full'; "
+                             "use method 'lora' or turn it off.", name=name))
+            _require(bool(trained), Msg("method 'full' with train_vision, train_merger and train_language all false "
+                                        "trains nothing; set at least one to true."))
             return
-        _require(bool(self.lora_targets), Text(f"method '{self.method}' needs at least one part in lora_targets; "
-                                               "to train parts without adapters use method 'full'.",
-                                               f"method '{self.method}' 需要在 lora_targets 中至少指定一个部分；"
-                                               "不加适配器直接训练请用 method 'full'。"))
-        _require(self.loraplus_lr_ratio is None or self.loraplus_lr_ratio > 0,
-                 Text(f"loraplus_lr_ratio must be greater than 0, not {self.loraplus_lr_ratio}.",
-                      f"loraplus_lr_ratio 必须大于 0，而不是 {self.loraplus_lr_ratio}。"))
+        _require(bool(self.lora_targets), Msg("method '{method}' needs at least one part in lora_targets; "
+                                              "to train parts without adapters use method 'full'.",
+                                              method=self.method))
         if self.method == "qlora":
             if trained:
-                raise ConfigError(f"qlora keeps the base weights quantized, which cannot train, so train_{trained[0]} "
+                raise ConfigError("qlora keeps the base weights quantized, which cannot train, so train_{trained} "
                                   "must be false; use method 'lora' to train full weights next to adapters.",
-                                  zh=f"qlora 的基础权重是量化的，无法训练，所以 train_{trained[0]} 必须为 false；"
-                                     "要在适配器之外训练完整权重，请用 method 'lora'。")
-            _require(self.deepspeed != "zero3", Text("qlora cannot be combined with DeepSpeed zero3, which shards the "
-                                                     "quantized weights; use zero2 or method 'lora'.",
-                                                     "qlora 不能与会切分量化权重的 DeepSpeed zero3 一起使用；"
-                                                     "请用 zero2 或 method 'lora'。"))
+                                  trained=trained[0])
+            _require(self.deepspeed != "zero3", Msg("qlora cannot be combined with DeepSpeed zero3, which shards the "
+                                                    "quantized weights; use zero2 or method 'lora'."))
         for part in trained:
-            _require(part not in self.lora_targets, Text(f"'{part}' is in lora_targets and train_{part} is true; "
-                                                         "a part gets either adapters or full training, not both.",
-                                                         f"'{part}' 在 lora_targets 中，而 train_{part} 又为 true；"
-                                                         "一个部分只能加适配器或全量训练，不能两者兼有。"))
+            _require(part not in self.lora_targets, Msg("'{part}' is in lora_targets and train_{part} is true; "
+                                                        "a part gets either adapters or full training, not both.",
+                                                        part=part))
 
     # --- YAML and overrides
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = Text("the training config", "训练配置")) -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str | Msg = Msg("the training config")) -> "TrainConfig":
         """Build from a mapping; an unknown key is a :class:`ConfigError` naming it and the closest field."""
-        check_keys(data, field_names(), where)
-        return cls(**data)
+        return build(cls, data, where=where)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides=()) -> "TrainConfig":
@@ -287,9 +237,9 @@ class TrainConfig:
         return [f"{name}={format_override(value)}" for name, value in self.to_dict().items() if base[name] != value]
 
 
-def _require(ok: bool, sentence: Text) -> None:
+def _require(ok: bool, sentence: Msg) -> None:
     if not ok:
-        raise ConfigError(sentence, zh=sentence.zh)
+        raise ConfigError(sentence)  # dynamic template: the Msg a check failed with
 
 
 def _copy(value):
@@ -297,7 +247,8 @@ def _copy(value):
 
 
 def field_names() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]
+    """The fields' names, and the names they had before (read back from older run configs)."""
+    return [name for s in settings_of(TrainConfig) for name in (s.name, *s.old_names)]
 
 
 def train_presets_dir() -> Path:
@@ -317,6 +268,6 @@ def train_preset_path(name: str) -> Path:
     if not path.is_file():
         known = list_train_presets()
         hint, names = closest(name, known), ", ".join(known)
-        raise ConfigError(f"no training preset named '{name}'{hint}; known presets: {names}.",
-                          zh=f"没有名为 '{name}' 的训练预设{hint.zh}；已有的预设：{names}。")
+        raise ConfigError("no training preset named '{name}'{hint}; known presets: {names}.",
+                          name=name, hint=hint, names=names)
     return path

@@ -90,7 +90,7 @@ def _positive(name: str, raw: str, kind: type) -> float:
     except ValueError:
         value = 0
     if not 0 < value < math.inf:  # also refuses nan, which no size would ever exceed
-        raise ConfigError(f"{name} must be a positive number, not {raw!r}.", zh=f"{name} 必须是正数，而不是 {raw!r}。")
+        raise ConfigError("{name} must be a positive number, not {raw!r}.", name=name, raw=raw)
     return value
 
 
@@ -99,13 +99,12 @@ def check_file(path: str | Path, limits: UploadLimits | None = None) -> Path:
     limits = limits or UploadLimits.from_env()
     path = Path(path)
     if not path.is_file():
-        raise LabError(f"The uploaded file {path.name} is gone; upload it again.",
-                       zh=f"上传的文件 {path.name} 已不存在；请重新上传。")  # fmt: skip
+        raise LabError("The uploaded file {path_name} is gone; upload it again.", path_name=path.name)  # fmt: skip
     size = path.stat().st_size
     if size > limits.max_file_bytes:
         mb, limit = f"{size / MB:.1f}", f"{limits.max_file_mb:g}"
-        raise LabError(f"{path.name} is {mb} MB; this server takes at most {limit} MB per uploaded file.",
-                       zh=f"{path.name} 有 {mb} MB；此服务器每个上传文件最多 {limit} MB。")  # fmt: skip
+        raise LabError("{path_name} is {mb} MB; this server takes at most {limit} MB per uploaded file.",
+                       path_name=path.name, mb=mb, limit=limit)  # fmt: skip
     return path
 
 
@@ -145,7 +144,7 @@ def unpack(archive: str | Path, target: str | Path, limits: UploadLimits | None 
     """Unpack the zip ``archive`` into the new folder ``target``, all or nothing; returns ``target``."""
     archive, target = Path(archive), paths.check_allowed(Path(target))
     if target.exists():
-        raise LabError(f"{target} already exists; unpack into a new folder.", zh=f"{target} 已存在；请解压到新的文件夹。")
+        raise LabError("{target} already exists; unpack into a new folder.", target=target)
     limits = limits or UploadLimits.from_env()
     check_file(archive, limits)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -171,10 +170,8 @@ class _Tally:
         self.files += n
         if self.files > self.limits.max_files:
             limit = self.limits.max_files
-            raise LabError(f"{upload} holds more than {limit} files, the most one upload may create here; "
-                           "nothing was kept.",
-                           zh=f"{upload} 包含超过 {limit} 个文件，超出此处单次上传的上限；"
-                              "没有保留任何内容。")  # fmt: skip
+            raise LabError("{upload} holds more than {limit} files, the most one upload may create here; "
+                           "nothing was kept.", upload=upload, limit=limit)  # fmt: skip
 
     def add_bytes(self, upload: str, n: int) -> None:
         self.check_room(upload, n)
@@ -184,10 +181,8 @@ class _Tally:
         """Refuse the upload if ``n`` more bytes would take it over the unpacked size limit."""
         if self.bytes + n > self.limits.max_unpacked_bytes:
             limit = f"{self.limits.max_unpacked_mb:g}"
-            raise LabError(f"{upload} unpacks to more than {limit} MB, the most one upload may take here; "
-                           "nothing was kept.",
-                           zh=f"{upload} 解压后超过 {limit} MB，超出此处单次上传的上限；"
-                              "没有保留任何内容。")  # fmt: skip
+            raise LabError("{upload} unpacks to more than {limit} MB, the most one upload may take here; "
+                           "nothing was kept.", upload=upload, limit=limit)  # fmt: skip
 
     def check_ratio(self, upload: str, member: str | None, unpacked: int, packed: int) -> None:
         """Refuse a member (or, for ``None``, the whole zip) that expands more than the ratio allows."""
@@ -195,14 +190,10 @@ class _Tally:
             return
         limit = f"{self.limits.max_ratio:g}"
         if member is None:
-            raise LabError(f"{upload} unpacks to more than {limit} times its own size, as zip bombs do; "
-                           "nothing was kept.",
-                           zh=f"{upload} 解压后超过其自身大小的 {limit} 倍（压缩炸弹的特征）；"
-                              "没有保留任何内容。")  # fmt: skip
-        raise LabError(f"{upload}: {member!r} unpacks to more than {limit} times its compressed size, "
-                       "as zip bombs do; nothing was kept.",
-                       zh=f"{upload}：{member!r} 解压后超过其压缩大小的 {limit} 倍（压缩炸弹的特征）；"
-                          "没有保留任何内容。")  # fmt: skip
+            raise LabError("{upload} unpacks to more than {limit} times its own size, as zip bombs do; "
+                           "nothing was kept.", upload=upload, limit=limit)  # fmt: skip
+        raise LabError("{upload}: {member!r} unpacks to more than {limit} times its compressed size, "
+                       "as zip bombs do; nothing was kept.", upload=upload, member=member, limit=limit)  # fmt: skip
 
 
 def _take(source: Path, staging: Path, suffixes: set[str], tally: _Tally) -> Path | None:
@@ -244,11 +235,10 @@ def _extract(archive: Path, dest: Path, tally: _Tally) -> Path:
                 written += _write_member(upload, zf, info, target, tally)
                 tally.check_ratio(upload, None, written, packed)
     except UnicodeDecodeError:
-        raise LabError(f"{upload} has a file name that cannot be read (not valid UTF-8); nothing was kept.",
-                       zh=f"{upload} 中有无法读取的文件名（不是有效的 UTF-8）；没有保留任何内容。") from None
+        raise LabError("{upload} has a file name that cannot be read (not valid UTF-8); nothing was kept.",
+                       upload=upload) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as err:
-        raise LabError(f"{upload} could not be unpacked ({err}); nothing was kept.",
-                       zh=f"{upload} 无法解压（{err}）；没有保留任何内容。") from None
+        raise LabError("{upload} could not be unpacked ({err}); nothing was kept.", upload=upload, err=err) from None
     return dest
 
 
@@ -272,20 +262,18 @@ def _member_parts(upload: str, info: zipfile.ZipInfo) -> tuple[str, ...] | None:
     """The path parts of a member, None for one to leave out; refuses links and escapes."""
     member, kind = info.filename, stat.S_IFMT(info.external_attr >> 16)
     if kind == stat.S_IFLNK:
-        raise LabError(f"{upload}: {member!r} is a symbolic link, which uploads may not contain; nothing was kept.",
-                       zh=f"{upload}：{member!r} 是符号链接，上传内容中不允许；没有保留任何内容。")  # fmt: skip
+        raise LabError("{upload}: {member!r} is a symbolic link, which uploads may not contain; nothing was kept.",
+                       upload=upload, member=member)  # fmt: skip
     if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-        raise LabError(f"{upload}: {member!r} is not a plain file or folder; nothing was kept.",
-                       zh=f"{upload}：{member!r} 不是普通文件或文件夹；没有保留任何内容。")  # fmt: skip
+        raise LabError("{upload}: {member!r} is not a plain file or folder; nothing was kept.",
+                       upload=upload, member=member)  # fmt: skip
     if info.flag_bits & 0x1:
-        raise LabError(f"{upload}: {member!r} is encrypted; upload a zip without a password.",
-                       zh=f"{upload}：{member!r} 已加密；请上传没有密码的 zip。")  # fmt: skip
+        raise LabError("{upload}: {member!r} is encrypted; upload a zip without a password.",
+                       upload=upload, member=member)  # fmt: skip
     name = member.replace("\\", "/")
     if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in name.split("/"):
-        raise LabError(f"{upload}: {member!r} points outside the archive (an absolute path or '..'); "
-                       "nothing was kept.",
-                       zh=f"{upload}：{member!r} 指向压缩包之外（绝对路径或 '..'）；"
-                          "没有保留任何内容。")  # fmt: skip
+        raise LabError("{upload}: {member!r} points outside the archive (an absolute path or '..'); "
+                       "nothing was kept.", upload=upload, member=member)  # fmt: skip
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     return None if not parts or parts[0] in SKIPPED_FOLDERS else parts
 
@@ -293,8 +281,8 @@ def _member_parts(upload: str, info: zipfile.ZipInfo) -> tuple[str, ...] | None:
 def _target(upload: str, root: Path, parts: tuple[str, ...], member: str) -> Path:
     target = root.joinpath(*parts).resolve()
     if not target.is_relative_to(root):
-        raise LabError(f"{upload}: {member!r} points outside the archive; nothing was kept.",
-                       zh=f"{upload}：{member!r} 指向压缩包之外；没有保留任何内容。")  # fmt: skip
+        raise LabError("{upload}: {member!r} points outside the archive; nothing was kept.",
+                       upload=upload, member=member)  # fmt: skip
     return paths.check_allowed(target)
 
 

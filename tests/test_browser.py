@@ -230,29 +230,32 @@ def drawn_values(plot, series: str = "train") -> list[float]:
 
 @pytest.mark.parametrize("locale, tab_names", [("en-US", ["Dataset"]), ("zh-CN", ["数据集"])])
 def test_every_tab_renders_without_console_errors(browser, launch_app, locale, tab_names):
+    from lab.errors import localize
+    from lab.text import Msg
     from lab.ui import TABS
-    from lab.ui.i18n import text
+    from lab.ui.header import SUBTITLE
 
     app, ctx, client = launch_app(model="")
     lang = "zh" if locale.startswith("zh") else "en"
-    expected = [text(label, lang) for _, label in TABS]
+    expected = [localize(label, lang) for _, label in TABS]
     assert set(tab_names) <= set(expected)
     with visitor(browser, app.local_url, locale) as v:
         ARTIFACTS.mkdir(exist_ok=True)
         for name in expected:
             open_tab(v.page, name)
             v.page.screenshot(path=str(ARTIFACTS / f"tab-{lang}-{name}.png"))
-            if name == text("tab.dataset", lang):
+            if name == localize(dict(TABS)["lab.ui.dataset_tab"], lang):
                 # Text the server made before the page existed, and table headers, follow the page too.
                 summary = {"en": "60 records · 60 images", "zh": "60 条样本 · 60 张图片"}[lang]
                 expect(v.page.get_by_text(re.compile(summary)).first).to_be_visible(timeout=10_000)
                 header = {"en": "prompt", "zh": "提问"}[lang]
                 expect(v.page.get_by_role("columnheader", name=header, exact=True).first).to_be_visible()
-                expect(v.page.get_by_text(text("data.page_of", lang, page=1, pages=3), exact=True)).to_be_visible()
-                v.page.get_by_role("button", name=text("data.next", lang), exact=True).click()
-                second = v.page.get_by_text(text("data.page_of", lang, page=2, pages=3), exact=True)
+                page_of = localize(Msg("Page {page} of {pages}", page=1, pages=3), lang)
+                expect(v.page.get_by_text(page_of, exact=True)).to_be_visible()
+                v.page.get_by_role("button", name=localize(Msg("Next ▶"), lang), exact=True).click()
+                second = v.page.get_by_text(localize(Msg("Page {page} of {pages}", page=2, pages=3), lang), exact=True)
                 expect(second).to_be_visible(timeout=10_000)  # the gallery pages, in the page's language
-        assert v.page.get_by_text(text("app.subtitle", lang)).is_visible()
+        assert v.page.get_by_text(localize(SUBTITLE, lang)).is_visible()
         assert not v.errors, v.errors
 
 
@@ -303,7 +306,9 @@ def test_evaluate_shows_base_vs_tuned(browser, demo_app):
         page = v.page
         collapse_guide(page)
         open_tab(page, "Evaluate")
-        expect(field(page, "Compare with the base model (adapter off, then on)")).to_be_checked()
+        compare = field(page, "Compare with the base model (adapter off, then on)")
+        expect(compare).not_to_be_checked()  # off by default, as in the CLI; the guide says to tick it
+        compare.check()
         field(page, "Samples (0: all)").fill("8")
         field(page, "number input for Max new tokens").fill("32")
         field(page, "number input for Max new tokens").press("Tab")
@@ -423,8 +428,10 @@ def test_two_visitors_one_trains_the_other_is_told_busy_and_never_sees_the_key(b
 
 
 def test_the_language_switch_changes_the_tab_names(browser, demo_app):
+    from lab.errors import localize
     from lab.ui import TABS
-    from lab.ui.i18n import head_script, text
+    from lab.ui.header import SUBTITLE
+    from lab.ui.i18n import head_script
 
     # Gradio picks its language before it runs scripts given as head=, so the page's own <head> carries
     # the choice: an inline script there runs while the page is parsed, before Gradio's deferred module.
@@ -433,12 +440,12 @@ def test_the_language_switch_changes_the_tab_names(browser, demo_app):
     with visitor(browser, demo_app.url, locale="en-US") as v:
         page = v.page
         tabs = page.get_by_role("tab")
-        expect(tabs).to_have_text([text(label, "en") for _, label in TABS])
+        expect(tabs).to_have_text([localize(label, "en") for _, label in TABS])
         page.get_by_role("button", name="中文").click()
-        expect(tabs).to_have_text([text(label, "zh") for _, label in TABS], timeout=30_000)
-        expect(page.get_by_text(text("app.subtitle", "zh"))).to_be_visible()
+        expect(tabs).to_have_text([localize(label, "zh") for _, label in TABS], timeout=30_000)
+        expect(page.get_by_text(localize(SUBTITLE, "zh"))).to_be_visible()
         expect(page.locator("#model-status")).to_contain_text("状态", timeout=10_000)  # server-side text follows
         page.screenshot(path=str(ARTIFACTS / "language-zh.png"))
         page.get_by_role("button", name="English").click()
-        expect(tabs).to_have_text([text(label, "en") for _, label in TABS], timeout=30_000)
+        expect(tabs).to_have_text([localize(label, "en") for _, label in TABS], timeout=30_000)
         assert not v.errors, v.errors

@@ -12,7 +12,8 @@ from PIL import Image
 from lab import dataset as ds
 from lab import dataset_check as check
 from lab.cli import main
-from lab.errors import BadImageError, ConfigError, DatasetError, Text, localize
+from lab.errors import BadImageError, ConfigError, DatasetError, localize
+from lab.text import Msg
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 needs_sample = pytest.mark.skipif(not (SAMPLE / "data.jsonl").is_file(), reason="data/sample not generated yet")
@@ -153,10 +154,10 @@ def test_validator_names_each_fault_with_its_line(tmp_path):
     by_line = {f.line: f for f in report.faults}
     assert len(report.faults) == len(EXPECTED) and set(by_line) == set(EXPECTED)
     for line, reason in EXPECTED.items():
-        assert reason in by_line[line].reason, (line, by_line[line])
+        assert reason in str(by_line[line].reason), (line, by_line[line])
     assert by_line[5].record_id == "noans" and by_line[2].record_id is None
     assert "line 9 (id corrupt): image images/corrupt.png cannot be used" in str(by_line[9])
-    assert "3 of 13 records" in report.summary() and "2, 3, 4" in report.summary()
+    assert "3 of 13 records" in str(report.summary()) and "2, 3, 4" in str(report.summary())
 
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -171,20 +172,20 @@ def test_every_fault_and_the_summary_have_a_chinese_form(tmp_path):
     duplicate = next(f for f in report.faults if f.line == 11)
     assert localize(duplicate, "zh") == "第 11 行（id g1）：id 'g1' 重复（首次出现在第 1 行）"
     summary = report.summary()
-    assert isinstance(summary, Text) and "3 of 13 records" in summary
-    assert localize(summary, "zh").startswith(f"{report.path} 中 13 条样本有 3 条有效") and "2, 3, 4" in summary.zh
+    assert isinstance(summary, Msg) and "3 of 13 records" in str(summary)
+    assert localize(summary, "zh").startswith(f"{report.path} 中 13 条样本有 3 条有效") and "2, 3, 4" in localize(summary, "zh")
 
 
 def test_an_image_error_keeps_its_chinese_reason(tmp_path, monkeypatch):
     def refuse(path, max_pixels=None):
-        raise BadImageError(path, "empty file (0 bytes)", "空文件（0 字节）")
+        raise BadImageError(path, Msg("empty file (0 bytes)"))
 
     monkeypatch.setattr(check, "open_image", refuse)
     png(tmp_path / "a.png")
     ds.write_records(tmp_path / "data.jsonl", [record("1", ["a.png"])])
     [fault] = check.validate_dataset(tmp_path).faults
     assert str(fault) == "line 1 (id 1): image a.png cannot be used: empty file (0 bytes)"
-    assert fault.zh == "第 1 行（id 1）：图片 a.png 无法使用：空文件（0 字节）"
+    assert localize(fault, "zh") == "第 1 行（id 1）：图片 a.png 无法使用：空文件（0 字节）"
 
 
 def test_undecodable_image_is_skipped_when_images_are_not_checked(tmp_path):
@@ -196,7 +197,7 @@ def test_undecodable_image_is_skipped_when_images_are_not_checked(tmp_path):
 def test_valid_multi_turn_dataset_passes(folder):
     report = check.validate_dataset(folder)
     assert report.ok and report.total == report.valid == 4
-    assert report.summary() == f"All 4 records in {folder / 'data.jsonl'} are valid."
+    assert str(report.summary()) == f"All 4 records in {folder / 'data.jsonl'} are valid."
 
 
 def test_conversation_must_end_with_an_answer(tmp_path):
@@ -205,7 +206,7 @@ def test_conversation_must_end_with_an_answer(tmp_path):
     rec["messages"].append({"role": "user", "content": "And then?"})
     ds.write_records(tmp_path / "data.jsonl", [rec])
     [fault] = check.validate_dataset(tmp_path).faults
-    assert "ends without an assistant answer" in fault.reason
+    assert "ends without an assistant answer" in str(fault.reason)
 
 
 def many(tmp_path, n: int) -> Path:

@@ -136,7 +136,7 @@ def test_messages_put_each_picture_where_its_placeholder_is():
 def _complete(endpoint, **client):
     async def go():
         async with ChatClient(endpoint, **client) as chat:
-            return await chat.complete(chat.request([{"role": "user", "content": "hi"}], max_tokens=8, temperature=0))
+            return await chat.complete(chat.request([{"role": "user", "content": "hi"}], max_new_tokens=8, temperature=0))
 
     return asyncio.run(go())
 

@@ -133,12 +133,14 @@ def test_unreadable_image_is_skipped_with_its_reason(tiny_models, sample_dataset
     handle.load(str(tiny_models("qwen2_5_vl")))
     result = run_evaluation(handle, samples_from_dataset(folder), EvalSettings(max_new_tokens=2), out_dir=tmp_path)
     assert [s["id"] for s in result.samples] == ["0001", "0003"]
-    assert result.skipped[0]["id"] == "0002" and "0002.png" in result.skipped[0]["reason"]
+    assert result.skipped[0]["id"] == "0002" and "0002.png" in str(result.skipped[0]["reason"])
     # The reason and the summary reach a Chinese page in Chinese, also from the saved files.
     reason = result.skipped[0]["reason"]
-    assert localize(reason, "zh").startswith(str(folder / "images" / "0002.png") + "：") and localize(reason, "zh") != reason
+    assert localize(reason, "zh").startswith(str(folder / "images" / "0002.png") + "：") and localize(reason, "zh") != str(reason)
     saved = load_result(result.summary_path).skipped[0]["reason"]
-    assert saved == reason and localize(saved, "zh") == localize(reason, "zh") != reason
+    assert saved == reason and localize(saved, "zh") == localize(reason, "zh") != str(reason)
+    summary = json.loads(Path(result.summary_path).read_text(encoding="utf-8"))
+    assert summary["skipped"][0]["reason"] == str(reason) and "reason_zh" not in summary["skipped"][0]
     assert localize(summary_line(result), "zh").startswith("已评分 2/3 个样本") and "跳过 1 个" in localize(summary_line(result), "zh")
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from labeling_images import many, plain
 from lab import gallery
-from lab.errors import LabError
+from lab.errors import LabError, localize
 from lab.gallery import PAGE_SIZE, THUMB_SIDE, dataset_page, thumbnail, thumbnail_dir
 
 
@@ -81,7 +81,7 @@ def test_an_unreadable_image_is_left_out_and_named(tmp_path, lab_home):
     assert [caption for _, caption in page.images] == ["r00", "r02"] and len(page.records) == 4
     assert [str(reason).split(": ", 1)[1] for reason in page.skipped] == [
         "not an image, or an image format that cannot be read", "file not found"]
-    assert str(page.skipped[0]).startswith(str(images[1])) and "不是图片" in page.skipped[0].zh
+    assert str(page.skipped[0]).startswith(str(images[1])) and "不是图片" in localize(page.skipped[0], "zh")
 
 
 def test_on_a_shared_server_images_outside_the_workspace_get_no_thumbnail(tmp_path, lab_home, monkeypatch):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab.errors import BusyError, ModelLoadError, Text, localize
+from lab.errors import BusyError, ModelLoadError, localize
+from lab.text import Msg
 from lab.handle import ModelHandle, ModelState
 
 
@@ -14,14 +15,14 @@ def test_a_failed_load_is_kept_in_both_languages(tmp_path):
     with pytest.raises(ModelLoadError):
         handle.load(str(missing))
     error = handle.describe()["error"]
-    assert isinstance(error, Text) and error == f"Model folder {missing} does not exist."
+    assert isinstance(error, Msg) and str(error) == f"Model folder {missing} does not exist."
     assert localize(error, "zh") == f"模型文件夹 {missing} 不存在。"
 
 
 def test_states_and_busy_refusals_have_a_chinese_form():
     handle = ModelHandle()
     state = handle.describe()["state"]
-    assert state == "empty" == ModelState.EMPTY and localize(state, "zh") == "未加载"
+    assert state == "empty" == ModelState.EMPTY and localize(state.label, "zh") == "未加载"
     handle.loaded = object()  # only the claim is tested: nothing touches the model
     with handle.use(ModelState.TRAINING):
         assert localize(handle.state.label, "zh") == "训练中"

@@ -68,6 +68,6 @@ def test_estimate_run_uses_the_pixel_budget_and_says_what_it_assumed():
     assert estimate.prompt_tokens == 100 + text_tokens("<image>Describe.") + 10
     assert estimate.completion_tokens == costs.DEFAULT_COMPLETION_TOKENS[False]
     assert estimate.cost_usd == pytest.approx(4 * price.cost(estimate.prompt_tokens, estimate.completion_tokens))
-    assert "assumed" in estimate.note and estimate.priced
+    assert "assumed" in str(estimate.note) and estimate.priced
     measured = estimate_run([], system="", user="x", model="nobody", images=1, todo=1, completion_tokens=7)
-    assert not measured.priced and measured.cost_usd == 0 and "no price for 'nobody'" in measured.summary()
+    assert not measured.priced and measured.cost_usd == 0 and "no price for 'nobody'" in str(measured.summary())

@@ -341,13 +341,15 @@ def test_qlora_options_reach_the_quantization_config():
 
 def test_load_errors_reach_a_chinese_page(tmp_path, monkeypatch):
     from lab import models
-    from lab.errors import Text, localize
+    from lab.errors import localize
+    from lab.text import Msg
 
     with pytest.raises(ModelLoadError) as err:
         load_model(str(tmp_path / "nowhere"))
     assert localize(err.value, "zh") == f"模型文件夹 {tmp_path / 'nowhere'} 不存在。"
-    # The reason bitsandbytes gives is itself bilingual and is wrapped in the page's language.
-    monkeypatch.setattr(models, "_bitsandbytes_problem", lambda q, d: Text("no backend", "没有后端"))
+    # The reason bitsandbytes gives is itself a message, shown in the page's language inside the sentence.
+    monkeypatch.setattr(models, "_bitsandbytes_problem", lambda q, d: Msg("the bitsandbytes package is not installed"))
     with pytest.raises(ModelLoadError) as err:
         models.quantization_config("4bit", "cpu")
-    assert "(no backend)" in str(err.value) and "（没有后端）" in localize(err.value, "zh")
+    assert "(the bitsandbytes package is not installed)" in str(err.value)
+    assert "（未安装 bitsandbytes 包）" in localize(err.value, "zh")

@@ -3,7 +3,7 @@
 import pytest
 
 from lab import paths
-from lab.errors import LabError
+from lab.errors import LabError, localize
 
 
 def test_resolve_finds_the_bundled_sample_from_anywhere(tmp_path, monkeypatch):
@@ -107,8 +107,8 @@ def test_refusal_does_not_tell_whether_the_outside_path_exists(lab_home, outside
     (lab_home / "data" / "dangling").symlink_to(outside / "gone")
     errors = [refusal(p) for p in (outside / "secret.txt", outside, outside / "gone", outside / "gone" / "deeper",
                                    lab_home / "data" / "dangling")]
-    assert len({(str(e), e.zh) for e in errors}) == 1
-    assert "outside" not in str(errors[0]) and errors[0].zh != str(errors[0])
+    assert len({(str(e), localize(e, "zh")) for e in errors}) == 1
+    assert "outside" not in str(errors[0]) and localize(errors[0], "zh") != str(errors[0])
     for find in (paths.resolve, lambda p: paths.under(lab_home, p)):
         assert str(pytest.raises(LabError, find, "../outside/secret.txt").value) == str(errors[0])
         assert str(pytest.raises(LabError, find, "../outside/gone").value) == str(errors[0])
@@ -180,7 +180,7 @@ def test_bundled_data_can_be_read_but_not_changed_on_a_shared_server(lab_home, m
     assert load_records(paths.SAMPLE_DATASET)
     with pytest.raises(LabError, match="bundled files cannot be changed") as caught:
         write_split(paths.SAMPLE_DATASET, 0.2)
-    assert caught.value.zh != str(caught.value)
+    assert localize(caught.value, "zh") != str(caught.value)
     assert not (paths.SAMPLE_DATASET / "train.jsonl").exists()
     with pytest.raises(LabError, match=REFUSED):  # outside everything: the usual sentence
         paths.check_allowed("/etc/x", write=True)

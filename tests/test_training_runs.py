@@ -202,11 +202,11 @@ def test_out_of_memory_in_the_app_is_one_sentence_and_the_model_stays_usable(tin
     handle.load(str(tiny_models("qwen2_5_vl")))
     job = jobs.start_training(tiny_config(tiny_models, per_device_batch_size=2, gradient_checkpointing=False), handle)
     assert job.wait(120) and job.status == "failed"
-    assert job.message.startswith("Training ran out of computer memory; the memory is freed again, try a smaller "
+    assert str(job.message).startswith("Training ran out of computer memory; the memory is freed again, try a smaller "
                                   "per_device_batch_size")  # fmt: skip
-    assert "gradient_checkpointing: true" in job.message and "Traceback" not in job.message
+    assert "gradient_checkpointing: true" in str(job.message) and "Traceback" not in str(job.message)
     assert localize(job.message, "zh").startswith("训练时内存不足") and "per_device_batch_size" in localize(job.message, "zh")
-    # A reloaded page reads the reason back from the run folder, in both languages.
+    # A reloaded page reads the reason back from the run folder, in every language.
     saved = describe_run(job.run_dir).message
     assert saved == job.message and localize(saved, "zh") == localize(job.message, "zh")
     assert last_event(read_metrics(job.run_dir)) == {**last_event(read_metrics(job.run_dir)), "event": "error"}
@@ -285,20 +285,28 @@ def test_out_of_memory_advice_names_each_tip_once_in_both_languages():
 
     cfg = SimpleNamespace(per_device_batch_size=1, gradient_checkpointing=True, method="qlora")
     advice = oom_advice(cfg, "cpu")
-    assert advice == ("Training ran out of computer memory; the memory is freed again, "
+    assert str(advice) == ("Training ran out of computer memory; the memory is freed again, "
                       "try fewer pixels per image (max_pixels).")  # fmt: skip
     assert localize(advice, "zh") == "训练时内存不足，已重新释放；可以试试减少每张图片的像素（max_pixels）。"
     cfg = SimpleNamespace(per_device_batch_size=4, gradient_checkpointing=False, method="lora")
     assert localize(oom_advice(cfg, "cuda:0"), "zh").endswith("开启 gradient_checkpointing（设为 true）或改用 qlora 方法。")
 
 
-def test_a_failure_is_read_back_in_both_languages_and_older_runs_in_english(tmp_path):
+def test_a_failure_is_read_back_in_every_language_and_older_runs_in_english(tmp_path):
+    from lab.jobs import unexpected_failure
+    from lab.text import saved_fields
     from lab.training.metrics import append_metrics
+    from lab.training.runner import TRAINING
 
     new, old = tmp_path / "new", tmp_path / "old"
     for folder in (new, old):
         folder.mkdir()
-    append_metrics(new, {"event": "error", "time": 1.0, "message": "Training failed: X: y", "message_zh": "训练失败：X: y"})
-    append_metrics(old, {"event": "error", "time": 1.0, "message": "Training failed: X: y"})
-    assert describe_run(new).status == "failed" and localize(describe_run(new).message, "zh") == "训练失败：X: y"
-    assert localize(describe_run(old).message, "zh") == describe_run(old).message == "Training failed: X: y"
+    failure = unexpected_failure(TRAINING, KeyError("y"))  # as run_training saves an unexpected error
+    append_metrics(new, {"event": "error", "time": 1.0, **saved_fields("message", failure)})
+    # Runs saved before the catalogs kept a Chinese copy; the English is shown for them.
+    append_metrics(old, {"event": "error", "time": 1.0, "message": "Training failed: KeyError: 'y'",
+                         "message_zh": "训练失败：KeyError: 'y'"})  # fmt: skip
+    assert not any(key.endswith("_zh") for key in last_event(read_metrics(new)))
+    assert describe_run(new).status == "failed" and localize(describe_run(new).message, "zh") == "训练失败：KeyError: 'y'"
+    assert describe_run(new).message == failure
+    assert localize(describe_run(old).message, "zh") == describe_run(old).message == "Training failed: KeyError: 'y'"

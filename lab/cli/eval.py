@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lab.evaluation.endpoint import EndpointConfig
+from lab.evaluation.runner import EvalSettings
+from lab.settings import add_flags
+from lab.text import Msg
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model / --adapter / --quantization / --device, shared by eval and chat."""
@@ -22,20 +27,13 @@ def add_parser(subparsers) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("--dataset", default=None, help="dataset folder or .jsonl file (default with --adapter: the run's validation split)")
-    parser.add_argument("--compare-base", action="store_true", help="also answer with the adapter off and show base vs fine-tuned")
-    parser.add_argument("--batch-size", type=int, default=8, help="samples generated together (default: 8)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default: 256)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy decoding")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N samples")
-    parser.add_argument("--name", default=None, help="name of the results files (default: dataset name and time)")
+    add_flags(parser, EvalSettings, title="generation")
     parser.add_argument("--endpoint", default=None, metavar="URL", help="score an OpenAI-compatible server instead (e.g. http://localhost:8000/v1); --model is the served model's name")
     parser.add_argument("--api-key-env", default=None, metavar="NAME",
                         help="read the endpoint's API key from this environment variable (default: OPENAI_API_KEY "
                              "when the URL is OPENAI_BASE_URL or OpenAI's, EMPTY for a local server)")
     parser.add_argument("--api-key", default=None, help="deprecated, the key ends up in shell history and the process list: use --api-key-env")
-    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight with --endpoint (default: 4)")
-    parser.add_argument("--max-retries", type=int, default=2, help="retries per request with --endpoint (default: 2)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request with --endpoint (default: 120)")
+    add_flags(parser, EndpointConfig, exclude=("max_new_tokens", "temperature"), title="with --endpoint")
     parser.set_defaults(func=run)
 
 
@@ -46,7 +44,7 @@ def _progress(done: int, total: int, eta: float | None) -> None:
 
 def format_result(result) -> str:
     """A plain-text table of the metrics per variant, and where the results are."""
-    from lab.errors import Text, cli_lang, localize
+    from lab.errors import cli_lang, localize
     from lab.evaluation.report import metrics_table, summary_line
 
     lang = cli_lang()
@@ -55,27 +53,26 @@ def format_result(result) -> str:
     lines += [f"{row[0]:<14}" + "".join(f"{v:>12.2f}" for v in row[1:]) for row in rows]
     lines.append(localize(summary_line(result), lang))
     for skip in result.skipped:
-        line = Text(f"skipped {skip['id']}: {skip['reason']}", f"已跳过 {skip['id']}：{localize(skip['reason'], 'zh')}")
+        line = Msg("skipped {id}: {reason}", id=skip['id'], reason=skip['reason'])
         lines.append(localize(line, lang))
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     from lab.errors import ConfigError
-    from lab.evaluation.runner import EvalSettings, run_evaluation, samples_from_dataset, samples_from_run
+    from lab.evaluation.runner import run_evaluation, samples_from_dataset, samples_from_run
     from lab.handle import ModelHandle, find_run
+    from lab.settings import from_flags
 
     if args.endpoint:
         return _run_endpoint(args)
-    settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                            compare_base=args.compare_base, limit=args.limit, name=args.name)  # fmt: skip
+    settings = from_flags(EvalSettings, args)
     if args.dataset:
         samples, source = samples_from_dataset(args.dataset), args.dataset
     elif args.adapter:
         samples, source = samples_from_run(find_run(args.adapter))
     else:
-        raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).",
-                          zh="请用 --dataset 指定评估数据（或用 --adapter RUN 使用该训练记录的验证集）。")
+        raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).")
     handle = ModelHandle()
     handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
     result = run_evaluation(handle, samples, settings, source=source, progress=_progress)
@@ -86,17 +83,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_endpoint(args: argparse.Namespace) -> int:
     from lab.errors import ConfigError
-    from lab.evaluation.endpoint import EndpointConfig, evaluate_endpoint
+    from lab.evaluation.endpoint import evaluate_endpoint
     from lab.evaluation.runner import samples_from_dataset
+    from lab.settings import from_flags
 
     if not args.dataset or not args.model:
-        raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).",
-                          zh="使用 --endpoint 时，请同时给出 --dataset 和 --model（服务端部署的模型名）。")
-    config = EndpointConfig(base_url=args.endpoint, model=args.model, api_key=_api_key(args), concurrency=args.concurrency,
-                            max_tokens=args.max_new_tokens, temperature=args.temperature, timeout=args.timeout,
-                            max_retries=args.max_retries)  # fmt: skip
-    result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=args.name, source=args.dataset,
-                               limit=args.limit, progress=_progress)  # fmt: skip
+        raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).")
+    settings = from_flags(EvalSettings, args)
+    config = from_flags(EndpointConfig, args, base_url=args.endpoint, model=args.model, api_key=_api_key(args))
+    result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=settings.name, source=args.dataset,
+                               limit=settings.limit or None, progress=_progress)  # fmt: skip
     print(file=sys.stderr)
     print(format_result(result))
     return 0
@@ -106,18 +102,16 @@ def _api_key(args: argparse.Namespace) -> str | None:
     """The key the person named for the endpoint: ``--api-key-env NAME``, or the deprecated ``--api-key``."""
     import os
 
-    from lab.errors import ConfigError, Text, cli_lang, localize
+    from lab.errors import ConfigError, cli_lang, localize
 
     if args.api_key:
-        warning = Text("warning: --api-key leaves the key in shell history and the process list; put it in an "
-                       "environment variable and pass --api-key-env NAME instead.",
-                       "警告：--api-key 会把密钥留在 shell 历史和进程列表中；请把它放进环境变量，改用 --api-key-env NAME。")
+        warning = Msg("warning: --api-key leaves the key in shell history and the process list; put it in an "
+                      "environment variable and pass --api-key-env NAME instead.")
         print(localize(warning, cli_lang()), file=sys.stderr)
         return args.api_key
     if not args.api_key_env:
         return None
     key = os.environ.get(args.api_key_env, "").strip()
     if not key:
-        raise ConfigError(f"--api-key-env names {args.api_key_env}, which is not set or empty.",
-                          zh=f"--api-key-env 指定的环境变量 {args.api_key_env} 未设置或为空。")
+        raise ConfigError("--api-key-env names {api_key_env}, which is not set or empty.", api_key_env=args.api_key_env)
     return key

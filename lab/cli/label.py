@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from lab.labeling.client import LabelerConfig
+from lab.settings import add_flags
+from lab.text import Msg
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -32,27 +36,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--lang", choices=["en", "zh"], default=None, help="language of the preset's prompt (default: en)")
     parser.add_argument("--out", "--output_json", dest="out", required=True,
                         help="dataset folder to write (data.jsonl, images/, failures.jsonl)")
-    parser.add_argument("--provider", default=None, help="provider preset: openai, dashscope, vllm, ollama (fills base URL and model)")
-    parser.add_argument("--base-url", "--base_url", dest="base_url", default=None, help="API base URL (default: the provider's, else $OPENAI_BASE_URL)")
-    parser.add_argument("--model", default=None, help="labeler model name (default: the provider's first)")
     parser.add_argument("--local-model", default=None, help="label with a local model instead of an API: 'demo', a Hub id or a folder")
-    parser.add_argument("--concurrency", type=int, default=None, help="requests in flight at once (default 8)")
-    parser.add_argument("--max-retries", "--max_retries", dest="max_retries", type=int, default=None, help="retries per request (default 3)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per request attempt (default 60)")
     parser.add_argument("--limit", type=int, default=None, help="label at most N more images in this run")
-    parser.add_argument("--max-pixels", type=int, default=None, help="shrink images to this many pixels before sending (default 589824)")
-    parser.add_argument("--image-format", choices=["jpeg", "png"], default=None, help="how images are sent (default jpeg)")
-    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0)")
-    parser.add_argument("--max-tokens", type=int, default=None, help="longest answer in tokens (default 1024)")
-    parser.add_argument("--json-mode", action="store_true", help="ask the server for a JSON object (response_format)")
-    parser.add_argument("--reask", action="store_true", help="ask once more when a JSON answer is invalid")
+    add_flags(parser, LabelerConfig, title="labeler (a flag not given keeps the last run's setting here)")
     parser.add_argument("--retry-failed", action="store_true", help="redo only the images that failed before")
     parser.add_argument("--estimate", action="store_true", help="print the cost estimate and exit")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lab.errors import ConfigError, Text, cli_lang, localize
+    from lab.errors import ConfigError, cli_lang, localize
     from lab.labeling.batch import run_labeling
     from lab.labeling.estimate import estimate_folder
     from lab.labeling.store import job_settings, load_job
@@ -61,13 +54,13 @@ def run(args: argparse.Namespace) -> int:
     job = load_job(out) or {}
     images = args.images or job.get("images")
     if not images:
-        raise ConfigError("Give --images DIR, the folder of pictures to label.", zh="请用 --images DIR 指定要标注的图片文件夹。")
+        raise ConfigError("Give --images DIR, the folder of pictures to label.")
     prompt, preset, lang = _prompt(args, job)
     labeler, settings = _labeler(args, job, estimate_only=args.estimate)
     estimate = estimate_folder(images, out, prompt, labeler.name, max_pixels=settings.get("max_pixels"),
                                price=labeler.price, limit=args.limit)
     lang, summary = cli_lang(), estimate.summary()
-    print(localize(Text(f"estimate: {summary}", f"预估：{localize(summary, 'zh')}"), lang), file=sys.stderr)
+    print(localize(Msg("estimate: {summary}", summary=summary), lang), file=sys.stderr)
     if args.estimate:
         return 0
     stop = threading.Event()
@@ -78,10 +71,9 @@ def run(args: argparse.Namespace) -> int:
         show(progress, final=True)
     print(localize(progress.line(), lang), file=sys.stderr)
     if progress.failed:
-        failed = Text(f"{progress.failed} image(s) failed; reasons are in {out / 'failures.jsonl'}; "
-                      "rerun with --retry-failed to try them again.",
-                      f"{progress.failed} 张图片失败，原因见 {out / 'failures.jsonl'}；"
-                      "加上 --retry-failed 重新运行即可重试。")
+        failed = Msg("{failed} image(s) failed; reasons are in {out}; "
+                     "rerun with --retry-failed to try them again.",
+                     failed=progress.failed, out=out / 'failures.jsonl')
         print(localize(failed, lang), file=sys.stderr)
     print(out)
     return 130 if progress.state == "stopped" else 0
@@ -105,37 +97,28 @@ def _prompt(args, job: dict):
         return PromptSpec.from_preset(load_prompt_preset(args.prompt), lang), args.prompt, lang
     if job.get("prompt"):
         return PromptSpec.from_job(job), job.get("preset", ""), lang
-    raise ConfigError("Give --prompt, a prompt preset name or YAML file (see presets/prompts/).",
-                      zh="请用 --prompt 指定提示词预设名或 YAML 文件（见 presets/prompts/）。")
+    raise ConfigError("Give --prompt, a prompt preset name or YAML file (see presets/prompts/).")
 
 
 def _labeler(args, job: dict, estimate_only: bool = False):
     """The labeler and its settings (without the key) for label_job.json; an estimate's needs no key."""
     from lab.errors import ConfigError
-    from lab.labeling.client import ApiLabeler, LabelerConfig
+    from lab.labeling.client import ApiLabeler
     from lab.labeling.costs import price_for
+    from lab.settings import build, flag_values, renamed, settings_of
 
     if args.local_model:
         return _local_labeler(args)
-    saved = dict(job.get("labeler") or {})
-    saved.pop("api_key", None)
-    if saved.get("local") and not (args.provider or args.base_url or args.model):
+    saved = renamed(LabelerConfig, job.get("labeler") or {})  # older runs saved max_tokens
+    given = flag_values(LabelerConfig, args)
+    if saved.get("local") and not {"provider", "base_url", "model"} & set(given):
         raise ConfigError("The last run here used a local model; give --local-model NAME to go on with it, "
-                          "or --provider / --base-url / --model for an API.",
-                          zh="这里上次是用本地模型标注的；要继续请给出 --local-model NAME，"
-                          "要改用 API 请给出 --provider / --base-url / --model。")
-    flags = {"model": args.model, "base_url": args.base_url, "provider": args.provider, "concurrency": args.concurrency,
-             "max_retries": args.max_retries, "timeout": args.timeout, "max_pixels": args.max_pixels,
-             "image_format": args.image_format, "temperature": args.temperature, "max_tokens": args.max_tokens}
-    if args.provider or args.base_url:  # a new endpoint: the last run's model and URL no longer apply
+                          "or --provider / --base-url / --model for an API.")
+    if "provider" in given or "base_url" in given:  # a new endpoint: the last run's model and URL no longer apply
         saved.pop("model", None)
         saved.pop("base_url", None)
-    fields = LabelerConfig.__dataclass_fields__
-    settings = {k: v for k, v in saved.items() if k in fields}
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    settings["json_mode"] = args.json_mode or bool(settings.get("json_mode"))
-    settings["reask"] = args.reask or bool(settings.get("reask"))
-    config = LabelerConfig(**settings)
+    kept = {s.name: saved[s.name] for s in settings_of(LabelerConfig) if s.name in saved and not s.secret}
+    config = build(LabelerConfig, {**kept, **given})
     if estimate_only:  # an estimate sends nothing, so it asks for no key
         resolved = config.resolved(need_key=False)
         return SimpleNamespace(name=resolved.model, price=price_for(resolved.model)), resolved.public_dict()
@@ -146,12 +129,13 @@ def _labeler(args, job: dict, estimate_only: bool = False):
 def _local_labeler(args):
     from lab.handle import ModelHandle
     from lab.labeling.local import LocalLabeler
+    from lab.settings import from_flags
 
+    config = from_flags(LabelerConfig, args)
     handle = ModelHandle()
     print(f"loading {args.local_model} ...", file=sys.stderr)
     handle.load(args.local_model)
-    labeler = LocalLabeler(handle, max_new_tokens=args.max_tokens or 256, temperature=args.temperature or 0.0,
-                           max_pixels=args.max_pixels or 512 * 512)
+    labeler = LocalLabeler(handle, config)
     return labeler, {"model": labeler.name, "local": True, "max_pixels": labeler.max_pixels}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab import paths
@@ -20,6 +20,7 @@ from lab.endpoint_client import ChatClient, Endpoint, EndpointError, chat_messag
 from lab.errors import BadImageError, ConfigError, LabError
 from lab.evaluation.runner import (EvalResult, EvalSample, ProgressFn, _default_name, save_result, score_variants,
                                   skip_row)
+from lab.settings import check, public_dict, setting
 
 VARIANT = "endpoint"
 
@@ -28,43 +29,37 @@ VARIANT = "endpoint"
 class EndpointConfig:
     """Where the endpoint is and how to ask it."""
 
-    base_url: str
+    base_url: str = setting("http://localhost:8000/v1", label="Base URL", context="endpoint", cli=False)
     """The server's ``/v1`` URL, e.g. ``http://localhost:8000/v1``."""
-    model: str
+    model: str = setting("", label="Model name on the server", cli=False)
     """The model name the server knows (for ``vllm serve DIR`` it is DIR unless ``--served-model-name``)."""
-    api_key: str | None = None
+    api_key: str | None = setting(None, label="API key (empty: OPENAI_API_KEY or EMPTY)", secret=True,
+                                  widget="password")
     """None: a key from the environment if this URL is the one it was set up for, ``EMPTY`` for a local server."""
-    concurrency: int = 4
+    concurrency: int = setting(4, label="Concurrent requests", min=1, widget="slider", ui_max=32)
     """Requests in flight at once."""
-    max_tokens: int = 256
+    max_new_tokens: int = setting(256, label="Max new tokens", min=1, old_names=("max_tokens",))
     """Longest answer in tokens."""
-    temperature: float = 0.0
+    temperature: float = setting(0.0, label="Temperature", min=0)
     """0 asks for greedy answers."""
-    timeout: float = 120.0
+    timeout: float = setting(120.0, label="Timeout per request (s)", above=0)
     """Seconds to wait for one answer."""
-    max_retries: int = 2
+    max_retries: int = setting(2, label="Retries per request", min=0)
     """Retries per request on 429, 5xx, timeouts and dropped connections."""
-    max_pixels: int = 1003520
+    max_pixels: int = setting(1003520, label="Pixel budget per image", min=28 * 28)
     """Images are shrunk to at most this many pixels before they are sent."""
 
     def __post_init__(self):
+        check(self)
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"The endpoint URL must start with http:// or https:// (got {self.base_url!r}).",
-                              zh=f"接口地址必须以 http:// 或 https:// 开头（当前为 {self.base_url!r}）。")
+            raise ConfigError("The endpoint URL must start with http:// or https:// (got {base_url!r}).",
+                              base_url=self.base_url)
         if not self.model.strip():
-            raise ConfigError("Name the model the endpoint serves (for vLLM, the folder or --served-model-name).",
-                              zh="请填写接口所部署的模型名称（vLLM 下为模型文件夹或 --served-model-name）。")
-        if int(self.concurrency) < 1:
-            raise ConfigError(f"Concurrency must be at least 1, not {self.concurrency}.",
-                              zh=f"并发数至少为 1，当前为 {self.concurrency}。")
-        if self.timeout <= 0 or int(self.max_retries) < 0:
-            raise ConfigError(f"The timeout must be positive and the retries not negative "
-                              f"(got {self.timeout} s and {self.max_retries}).",
-                              zh=f"超时必须大于 0，重试次数不能为负数（当前为 {self.timeout} 秒和 {self.max_retries} 次）。")
+            raise ConfigError("Name the model the endpoint serves (for vLLM, the folder or --served-model-name).")
 
     def public_dict(self) -> dict:
         """The settings without the API key, for the saved summary."""
-        return {k: v for k, v in asdict(self).items() if k != "api_key"}
+        return public_dict(self)
 
     def endpoint(self) -> Endpoint:
         """The URL, model and key to use; a ConfigError when no key may be sent to this URL."""
@@ -81,7 +76,7 @@ async def _answer_all(client: ChatClient, config: EndpointConfig, samples: list[
     """``({index: answer}, skipped)``; an error that makes the server unusable stops sending and is raised."""
     answers: dict[int, str] = {}
     skipped: list[dict] = []
-    gate = asyncio.Semaphore(int(config.concurrency))
+    gate = asyncio.Semaphore(config.concurrency)
     start = time.perf_counter()
 
     async def one(index: int) -> None:
@@ -91,14 +86,13 @@ async def _answer_all(client: ChatClient, config: EndpointConfig, samples: list[
             sample = samples[index]
             try:
                 messages = await asyncio.to_thread(openai_messages, sample, config.max_pixels)
-                body = client.request(messages, max_tokens=int(config.max_tokens),
-                                      temperature=float(config.temperature))
+                body = client.request(messages, max_new_tokens=config.max_new_tokens, temperature=config.temperature)
                 answers[index] = (await client.complete(body)).text.strip()
             except BadImageError as err:
                 skipped.append(skip_row(sample.id, err))
             except EndpointError as err:
                 if err.fatal:
-                    raise LabError(f"Evaluation stopped: {err.reason}.", zh=f"评估已停止：{err.reason.zh}。") from None
+                    raise LabError("Evaluation stopped: {reason}.", reason=err.reason) from None
                 skipped.append(skip_row(sample.id, err))
         if progress is not None:
             done = len(answers) + len(skipped)
@@ -133,8 +127,8 @@ def evaluate_endpoint(
     """
     samples = samples[: int(limit)] if limit else samples
     if not samples:
-        raise ConfigError("There are no samples to evaluate.", zh="没有可评估的样本。")
-    client = ChatClient(config.endpoint(), timeout=float(config.timeout), max_retries=int(config.max_retries))
+        raise ConfigError("There are no samples to evaluate.")
+    client = ChatClient(config.endpoint(), timeout=config.timeout, max_retries=config.max_retries)
     start = time.perf_counter()
     answers, skipped = asyncio.run(_answer_all(client, config, samples, progress, stop))
     order = sorted(answers)

@@ -7,9 +7,9 @@ sample, the samples the fine-tuning helped most first.
 
 from __future__ import annotations
 
-from lab.errors import Text
 from lab.evaluation.metrics import metric_names
 from lab.evaluation.runner import GAIN_METRIC, EvalResult
+from lab.text import Msg, join
 
 
 def metrics_table(result: EvalResult) -> tuple[list[str], list[list]]:
@@ -63,15 +63,14 @@ def _sorted(samples: list[dict], sort: str) -> list[dict]:
     return list(samples)
 
 
-def summary_line(result: EvalResult) -> Text:
+def summary_line(result: EvalResult) -> Msg:
     """One line: how many samples, how fast, stopped or not, where saved."""
-    parts = [(f"{len(result.samples)}/{result.total} samples scored in {result.seconds:.1f} s ({result.samples_per_s:g} samples/s)",
-              f"已评分 {len(result.samples)}/{result.total} 个样本，用时 {result.seconds:.1f} 秒（{result.samples_per_s:g} 个样本/秒）")]
+    parts = [Msg("{scored}/{total} samples scored in {seconds:.1f} s ({rate:g} samples/s)", scored=len(result.samples),
+                 total=result.total, seconds=result.seconds, rate=result.samples_per_s)]
     if result.stopped:
-        parts.append(("stopped early, the scored samples are kept", "已提前停止，已评分的样本都保留"))
+        parts.append(Msg("stopped early, the scored samples are kept"))
     if result.skipped:
-        parts.append((f"{len(result.skipped)} skipped (unreadable images or failed requests)",
-                      f"跳过 {len(result.skipped)} 个（图片无法读取或请求失败）"))
+        parts.append(Msg("{skipped} skipped (unreadable images or failed requests)", skipped=len(result.skipped)))
     if result.summary_path:
-        parts.append((f"saved to {result.summary_path}", f"已保存到 {result.summary_path}"))
-    return Text("; ".join(p[0] for p in parts), "；".join(p[1] for p in parts))
+        parts.append(Msg("saved to {path}", path=result.summary_path))
+    return join(Msg("; "), parts)

@@ -22,10 +22,12 @@ from typing import Any, Callable
 
 from lab import paths
 from lab.conversation import split_prompt
-from lab.errors import BadImageError, ConfigError, DatasetError, LabError, Text
+from lab.errors import BadImageError, ConfigError, DatasetError, LabError
 from lab.evaluation.metrics import metric_names, score_answers
 from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
 from lab.jobs import Job, start_job
+from lab.settings import check, setting
+from lab.text import Msg, msg_of, read_saved, saved_fields
 
 GAIN_METRIC = "rouge_l"  # the per-sample gain (tuned - base) the sample view sorts by
 
@@ -37,34 +39,24 @@ ProgressFn = Callable[[int, int, "float | None"], None]
 class EvalSettings:
     """How to generate the answers that are scored."""
 
-    batch_size: int = 8
+    batch_size: int = setting(8, label="Batch size", min=1, widget="slider", ui_max=64)
     """Samples generated together (left-padded); larger is faster until memory runs out."""
-    max_new_tokens: int = 256
+    max_new_tokens: int = setting(256, label="Max new tokens", min=1, widget="slider",
+                                  ui_max=2048)
     """Longest answer in tokens."""
-    temperature: float = 0.0
+    temperature: float = setting(0.0, label="Temperature", min=0)
     """0 is greedy decoding (reproducible); above 0 samples."""
-    top_p: float = 1.0
+    top_p: float = setting(1.0, label="Top-p", above=0, max=1)
     """Nucleus sampling threshold when sampling."""
-    compare_base: bool = False
+    compare_base: bool = setting(False, label="Compare with the base model (adapter off, then on)")
     """Also answer with the adapter turned off, for a base vs fine-tuned table."""
-    limit: int | None = None
-    """Score only the first this many samples; None scores all."""
-    name: str | None = None
-    """Name of the results files; None makes one from the data and the time."""
+    limit: int = setting(0, label="Samples (0: all)", min=0)
+    """Score only the first this many samples; 0 scores all."""
+    name: str | None = setting(None, label="Name of the results")
+    """Name of the results files; empty makes one from the data and the time."""
 
     def __post_init__(self):
-        if int(self.batch_size) < 1:
-            raise ConfigError(f"The batch size must be at least 1, not {self.batch_size}.",
-                              zh=f"批大小至少为 1，当前为 {self.batch_size}。")
-        if int(self.max_new_tokens) < 1:
-            raise ConfigError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}.",
-                              zh=f"max_new_tokens 至少为 1，当前为 {self.max_new_tokens}。")
-        if self.limit is not None and int(self.limit) < 1:
-            raise ConfigError(f"The sample limit must be at least 1 (or empty for all), not {self.limit}.",
-                              zh=f"样本数上限至少为 1（留空表示全部），当前为 {self.limit}。")
-        if not 0 < float(self.top_p) <= 1 or float(self.temperature) < 0:
-            raise ConfigError("top_p must be in (0, 1] and the temperature at least 0.",
-                              zh="top_p 必须在 (0, 1] 之间，温度不能小于 0。")
+        check(self)
 
 
 @dataclass
@@ -87,7 +79,7 @@ class EvalResult:
     total: int
     stopped: bool = False
     seconds: float = 0.0
-    skipped: list[dict] = field(default_factory=list)  # {"id", "reason" (a Text), "reason_zh"}
+    skipped: list[dict] = field(default_factory=list)  # {"id", "reason" (a Msg; saved as its English and its dict)}
     settings: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     summary_path: str | None = None
@@ -117,8 +109,7 @@ def samples_from_dataset(path: str | Path) -> list[EvalSample]:
 
     samples = samples_from_records(load_records(paths.resolve(path), absolute_images=True))
     if not samples:
-        raise DatasetError(f"{path} has no records with an assistant answer to score against.",
-                           zh=f"{path} 中没有带 assistant 回答的样本，无法评分。")
+        raise DatasetError("{path} has no records with an assistant answer to score against.", path=path)
     return samples
 
 
@@ -131,8 +122,8 @@ def samples_from_run(run_dir: str | Path) -> tuple[list[EvalSample], str]:
         return samples_from_dataset(config["val_dataset"]), str(config["val_dataset"])
     dataset, ratio = config.get("dataset"), float(config.get("val_ratio") or 0)
     if not dataset or ratio <= 0:
-        raise ConfigError(f"The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
-                          zh=f"{run_dir} 中的训练记录没有留出验证集（val_ratio 为 0）；请选择一个数据集来评估。")
+        raise ConfigError("The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
+                          run_dir=run_dir)
     path = paths.resolve(dataset)
     _, val = split_dataset(path, ratio, int(config.get("seed", 42)))
     root = dataset_root(path)
@@ -147,8 +138,7 @@ def choose_variants(loaded: Any, enabled: bool, compare_base: bool) -> list[str]
     """Which answers to produce: ``base``/``tuned`` for a model with an adapter, else ``model``."""
     if not adapter_names(loaded):
         if compare_base:
-            raise ConfigError("Comparing with the base model needs a LoRA adapter; load a LoRA run first.",
-                              zh="与基座模型对比需要 LoRA 适配器；请先加载一个 LoRA 训练记录。")
+            raise ConfigError("Comparing with the base model needs a LoRA adapter; load a LoRA run first.")
         return ["model"]
     if compare_base:
         return ["base", "tuned"]
@@ -177,9 +167,9 @@ def run_evaluation(
     ends the run after the current batch; the samples answered so far are scored and saved.
     """
     if settings.limit:
-        samples = samples[: int(settings.limit)]
+        samples = samples[: settings.limit]
     if not samples:
-        raise DatasetError("There are no samples to evaluate.", zh="没有可评估的样本。")
+        raise DatasetError("There are no samples to evaluate.")
     start = time.perf_counter()
     with handle.use(ModelState.GENERATING) as loaded:
         variants = choose_variants(loaded, handle.adapter_enabled, settings.compare_base)
@@ -196,7 +186,7 @@ def run_evaluation(
     return result
 
 
-EVALUATION = Text("Evaluation", "评估")  # what failed, when a run fails
+EVALUATION = Msg("Evaluation")  # what failed, when a run fails
 
 
 def start_evaluation(evaluate: Callable[[ProgressFn, threading.Event], EvalResult]) -> Job:
@@ -216,7 +206,7 @@ def _answer_all(loaded, samples, variants, settings, progress, stop, start):
     answered: list[EvalSample] = []
     answers: dict[str, list[str]] = {v: [] for v in variants}
     skipped: list[dict] = []
-    size = int(settings.batch_size)
+    size = settings.batch_size
     for first in range(0, len(samples), size):
         if stop is not None and stop.is_set():
             break
@@ -243,9 +233,8 @@ def _answer_all(loaded, samples, variants, settings, progress, stop, start):
 
 
 def skip_row(sample_id: str, err: Exception) -> dict:
-    """A skipped sample as kept in :attr:`EvalResult.skipped`: its id and why, in both languages."""
-    reason = Text.of(err)
-    return {"id": sample_id, "reason": reason, "reason_zh": reason.zh}
+    """A skipped sample as kept in :attr:`EvalResult.skipped`: its id and why (a Msg, in every language)."""
+    return {"id": sample_id, "reason": msg_of(err)}
 
 
 def score_variants(answered: list[EvalSample], answers: dict[str, list[str]], variants: list[str]) -> dict:
@@ -288,6 +277,7 @@ def save_result(result: EvalResult, folder: str | Path) -> Path:
     summary_path = folder / f"{result.name}.json"
     result.summary_path = str(summary_path)
     summary = {k: v for k, v in asdict(result).items() if k != "samples"}
+    summary["skipped"] = [{"id": skip["id"], **saved_fields("reason", skip["reason"])} for skip in result.skipped]
     summary.update(n_scored=len(result.samples), samples_per_s=result.samples_per_s, metric_order=_order(result))
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.samples)
     _write_atomic(folder / f"{result.name}.jsonl", lines)
@@ -315,14 +305,15 @@ def load_result(summary_path: str | Path) -> EvalResult:
         if not isinstance(summary, dict) or not all(isinstance(s, dict) for s in samples):
             raise ValueError("not a JSON object")
         fields = {k: v for k, v in summary.items() if k in EvalResult.__dataclass_fields__}
-        fields["skipped"] = [{**skip, "reason": Text(f"{skip.get('reason', '')}", zh=skip.get("reason_zh"))}
+        # Files from before the catalogs have the English reason only (and reason_zh): the English is shown.
+        fields["skipped"] = [{"id": skip.get("id"), "reason": read_saved(skip, "reason")}
                              for skip in fields.get("skipped") or []]
         fields["samples"] = samples
         for sample in samples:
             sample["images"] = list(sample.get("images") or [])
     except (OSError, ValueError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
-        raise LabError(f"Cannot read the evaluation results {summary_path} ({type(err).__name__}).",
-                       zh=f"无法读取评估结果 {summary_path}（{type(err).__name__}）。") from None
+        raise LabError("Cannot read the evaluation results {summary_path} ({err_type}).",
+                       summary_path=summary_path, err_type=type(err).__name__) from None
     for sample in fields["samples"]:  # the page shows a sample's picture: it must be one of the workspace's too
         sample["images"] = [str(paths.check_allowed(image)) for image in sample.get("images") or []]
     return EvalResult(**fields)

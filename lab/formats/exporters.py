@@ -34,10 +34,9 @@ def export_dataset(src: str | Path, fmt: str, out_dir: str | Path) -> Path:
     if not report.ok:
         first = report.faults[0]
         raise DatasetError(
-            f"Cannot export {report.path}: {len(report.faults)} problem(s), the first on {first}; "
+            "Cannot export {report_path}: {n_faults} problem(s), the first on {first}; "
             "run 'python -m lab data check' to see them all.",
-            zh=f"无法导出 {report.path}：共有 {len(report.faults)} 个问题，第一个在{first.zh}；"
-               "运行 'python -m lab data check' 查看全部。",
+            report_path=report.path, n_faults=len(report.faults), first=first,
         )
     records = load_records(src, absolute_images=True)
     for n, record in enumerate(records, start=1):
@@ -109,8 +108,7 @@ def _export_llamafactory(records: list[dict], out: Path, name: str) -> Path:
 
 def _export_imagefolder(records: list[dict], out: Path) -> Path:
     if not any(r["images"] for r in records):
-        raise DatasetError("The imagefolder format needs images, and this dataset has none.",
-                           zh="imagefolder 格式需要图片，而这个数据集没有图片。")
+        raise DatasetError("The imagefolder format needs images, and this dataset has none.")
     # imagefolder types every row alike: `file_name` holds exactly one image, so a single
     # record with another count switches the whole file to the `file_names` list column.
     single = all(len(r["images"]) == 1 for r in records)

@@ -38,15 +38,15 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle
         src = paths.check_allowed(src)
         bundle = (src if src.is_dir() else src.parent) if paths.restricted() else None
     if not src.exists():
-        raise DatasetError(f"Nothing to import: {src} does not exist.", zh=f"没有可导入的内容：{src} 不存在。")
+        raise DatasetError("Nothing to import: {src} does not exist.", src=src)
     fmt = check_format(fmt) if fmt else detect_format(src)
     readers = {"llamafactory": _read_llamafactory, "imagefolder": _read_imagefolder}
     try:
         records = readers.get(fmt, _read_messages_records)(src)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
         # Foreign files break in many small ways; the exception still says where.
-        raise DatasetError(f"{src} is not valid {fmt} data ({type(err).__name__}: {err}).",
-                           zh=f"{src} 不是有效的 {fmt} 数据（{type(err).__name__}: {err}）。") from None
+        raise DatasetError("{src} is not valid {fmt} data ({err_type}: {err}).",
+                           src=src, fmt=fmt, err_type=type(err).__name__, err=err) from None
     width = max(4, len(str(len(records))))
     with fresh_out_dir(out_dir) as out:
         store = ImageStore(out)
@@ -74,9 +74,8 @@ def inside_bundle(image: str, bundle: str | Path | None, number: int) -> None:
     if bundle is None or Path(image).resolve().is_relative_to(Path(bundle).resolve()):
         return
     shown = os.path.relpath(image, bundle) if image.startswith(str(bundle)) else image  # as the record wrote it
-    raise DatasetError(f"Record {number} names an image outside the imported files ({shown}); "
-                       "only images that come with the dataset can be imported.",
-                       zh=f"第 {number} 条样本引用了导入文件之外的图片（{shown}）；只能导入随数据集一起提供的图片。")
+    raise DatasetError("Record {number} names an image outside the imported files ({shown}); "
+                       "only images that come with the dataset can be imported.", number=number, shown=shown)
 
 
 def _source_file(src: Path) -> Path:
@@ -88,10 +87,8 @@ def _source_file(src: Path) -> Path:
     candidates = [p for p in src.glob("*.json*") if p.suffix in (".json", ".jsonl")]
     if len(candidates) != 1:
         raise DatasetError(
-            f"Cannot tell which file in {src} holds the records; name the file, or give a folder with "
-            f"dataset_info.json, metadata.jsonl or {DATA_FILE}.",
-            zh=f"无法确定 {src} 中哪个文件存放样本；请指定该文件，或给出含有 dataset_info.json、"
-               f"metadata.jsonl 或 {DATA_FILE} 的文件夹。",
+            "Cannot tell which file in {src} holds the records; name the file, or give a folder with "
+            "dataset_info.json, metadata.jsonl or {data_file}.", src=src, data_file=DATA_FILE,
         )
     return candidates[0]
 
@@ -115,8 +112,7 @@ def detect_format(src: str | Path) -> str:
         return "openai"
     if "messages" in first or "query" in first:
         return "swift"
-    raise DatasetError(f"Cannot tell the format of {src}; choose the format explicitly.",
-                       zh=f"无法判断 {src} 的格式；请明确指定格式。")
+    raise DatasetError("Cannot tell the format of {src}; choose the format explicitly.", src=src)
 
 
 def _read_rows(file: Path, limit: int | None = None) -> list[dict]:
@@ -124,15 +120,15 @@ def _read_rows(file: Path, limit: int | None = None) -> list[dict]:
     try:
         text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(f"Cannot read {file} ({err}).", zh=f"无法读取 {file}（{err}）。") from None
+        raise DatasetError("Cannot read {file} ({err}).", file=file, err=err) from None
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DatasetError(f"{file} is not valid JSON ({err.msg} on line {err.lineno}).",
-                               zh=f"{file} 不是有效的 JSON（第 {err.lineno} 行：{err.msg}）。") from None
+            raise DatasetError("{file} is not valid JSON ({err_msg} on line {lineno}).",
+                               file=file, err_msg=err.msg, lineno=err.lineno) from None
         if not isinstance(rows, list):
-            raise DatasetError(f"{file} is not a JSON list of records.", zh=f"{file} 不是由样本组成的 JSON 列表。")
+            raise DatasetError("{file} is not a JSON list of records.", file=file)
         rows = rows[:limit] if limit else rows
     else:
         rows = []
@@ -141,12 +137,12 @@ def _read_rows(file: Path, limit: int | None = None) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise DatasetError(f"Line {number} of {file} is not valid JSON ({err.msg}).",
-                                       zh=f"{file} 第 {number} 行不是有效的 JSON（{err.msg}）。") from None
+                    raise DatasetError("Line {number} of {file} is not valid JSON ({err_msg}).",
+                                       number=number, file=file, err_msg=err.msg) from None
                 if limit and len(rows) >= limit:
                     break
     if not all(isinstance(row, dict) for row in rows):
-        raise DatasetError(f"{file} has an entry that is not a JSON object.", zh=f"{file} 中有一项不是 JSON 对象。")
+        raise DatasetError("{file} has an entry that is not a JSON object.", file=file)
     return rows
 
 
@@ -177,8 +173,8 @@ def _read_messages_records(src: Path) -> list[dict]:
         elif "query" in row:
             messages = _from_query_response(row)
         else:
-            raise DatasetError(f"Record {number} of {file} has neither 'messages' nor 'query'.",
-                               zh=f"{file} 的第 {number} 条样本既没有 'messages' 也没有 'query'。")
+            raise DatasetError("Record {number} of {file} has neither 'messages' nor 'query'.",
+                               number=number, file=file)
         records.append(_keep_extras(row, {"messages": messages, "images": images}))
     return records
 
@@ -196,8 +192,7 @@ def _from_query_response(row: dict) -> list[dict]:
 def _from_openai_message(message: dict, images: list, file: Path, number: int) -> dict:
     """A message whose content may be OpenAI parts; image parts become ``<image>`` and append to ``images``."""
     if not isinstance(message, dict):
-        raise DatasetError(f"Record {number} of {file} has a message that is not an object.",
-                           zh=f"{file} 的第 {number} 条样本中有一条消息不是对象。")
+        raise DatasetError("Record {number} of {file} has a message that is not an object.", number=number, file=file)
     content = message.get("content")
     if isinstance(content, list):
         text = []
@@ -218,8 +213,8 @@ def _decode_image_url(image_url, file: Path, number: int) -> tuple[bytes, str] |
         ext = MIME_EXT.get(found["mime"]) or mimetypes.guess_extension(found["mime"]) or ".img"
         return base64.b64decode(found["data"]), ext
     if url.startswith(("http://", "https://")):
-        raise DatasetError(f"Record {number} of {file} links an image on the web ({url[:60]}); download it first.",
-                           zh=f"{file} 的第 {number} 条样本引用了网络上的图片（{url[:60]}）；请先下载到本地。")
+        raise DatasetError("Record {number} of {file} links an image on the web ({url}); download it first.",
+                           number=number, file=file, url=url[:60])
     if url.startswith("file:"):
         url = unquote(urlsplit(url).path)  # the path it names; whether it may be used is decided with the others
     return str(file.parent / url)
@@ -238,16 +233,15 @@ def _llamafactory_entry(src: Path) -> tuple[Path, dict, Path]:
             return data, entry, folder
     if src.is_file():
         return src, {}, folder
-    raise DatasetError(f"{info_file} names no data file that exists in {folder}.",
-                       zh=f"{info_file} 中列出的数据文件在 {folder} 中都不存在。")
+    raise DatasetError("{info_file} names no data file that exists in {folder}.", info_file=info_file, folder=folder)
 
 
 def _read_llamafactory(src: Path) -> list[dict]:
     data, entry, folder = _llamafactory_entry(src)
     if entry.get("formatting", "sharegpt") != "sharegpt":
         kind = entry["formatting"]
-        raise DatasetError(f"{data} is in LLaMA-Factory's {kind} format; only sharegpt is supported.",
-                           zh=f"{data} 是 LLaMA-Factory 的 {kind} 格式；目前只支持 sharegpt。")
+        raise DatasetError("{data} is in LLaMA-Factory's {kind} format; only sharegpt is supported.",
+                           data=data, kind=kind)
     tags = {**LLAMAFACTORY_TAGS, **entry.get("tags", {})}
     columns = {"messages": "conversations", "images": "images", **entry.get("columns", {})}
     to_role = {tags[tag]: role for role, tag in ROLE_TO_LF.items()}
@@ -260,8 +254,8 @@ def _read_llamafactory(src: Path) -> list[dict]:
             sender = turn[tags["role_tag"]]
             role = to_role.get(sender)
             if role is None:
-                raise DatasetError(f"Record {number} of {data} has a turn from unknown role {sender!r}.",
-                                   zh=f"{data} 的第 {number} 条样本中有一轮对话来自未知角色 {sender!r}。")
+                raise DatasetError("Record {number} of {data} has a turn from unknown role {sender!r}.",
+                                   number=number, data=data, sender=sender)
             messages.append({"role": role, "content": turn.get(tags["content_tag"], "")})
         images = row.get(columns["images"]) or []
         images = [str(folder / image_entry(i)) for i in ([images] if isinstance(images, str) else images)]
@@ -272,7 +266,7 @@ def _read_llamafactory(src: Path) -> list[dict]:
 def _read_imagefolder(src: Path) -> list[dict]:
     metadata = src / "metadata.jsonl" if src.is_dir() else src
     if not metadata.is_file():
-        raise DatasetError(f"{src} has no metadata.jsonl.", zh=f"{src} 中没有 metadata.jsonl。")
+        raise DatasetError("{src} has no metadata.jsonl.", src=src)
     records = []
     for number, row in enumerate(_read_rows(metadata), start=1):
         names = row.get("file_names") if "file_names" in row else [row.get("file_name")]
@@ -291,8 +285,8 @@ def _messages_from_text_columns(row: dict, n_images: int, file: Path, number: in
     """A caption-style row (``text``/``caption``/``answer``, optional ``prompt``/``question``)."""
     answer = next((row[k] for k in ("text", "caption", "answer", "response") if row.get(k)), None)
     if answer is None:
-        raise DatasetError(f"Row {number} of {file} has no 'messages' and no text column (text, caption, answer).",
-                           zh=f"{file} 的第 {number} 行没有 'messages'，也没有文本列（text、caption、answer）。")
+        raise DatasetError("Row {number} of {file} has no 'messages' and no text column (text, caption, answer).",
+                           number=number, file=file)
     prompt = next((row[k] for k in ("prompt", "question", "query") if row.get(k)), "")
     return [{"role": "user", "content": IMAGE_TOKEN * n_images + str(prompt)},
             {"role": "assistant", "content": str(answer)}]

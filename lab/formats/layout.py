@@ -59,8 +59,7 @@ def fresh_out_dir(out_dir: str | Path) -> Iterator[Path]:
     """A new or empty folder to write into, removed again if writing fails half way."""
     out = check_allowed(Path(out_dir).expanduser(), write=True)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DatasetError(f"The output folder {out} is not empty; choose a new or empty folder.",
-                           zh=f"输出文件夹 {out} 不是空的；请选择一个新的或空的文件夹。")
+        raise DatasetError("The output folder {out} is not empty; choose a new or empty folder.", out=out)
     existed = out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -78,8 +77,7 @@ def check_format(fmt: str) -> str:
     """``fmt`` if it is one of :data:`FORMATS`, else a :class:`ConfigError` listing them."""
     if fmt not in FORMATS:
         choices = ", ".join(FORMATS)
-        raise ConfigError(f"Unknown dataset format {fmt!r}; choose one of {choices}.",
-                          zh=f"未知的数据集格式 {fmt!r}；可选：{choices}。")
+        raise ConfigError("Unknown dataset format {fmt!r}; choose one of {choices}.", fmt=fmt, choices=choices)
     return fmt
 
 
@@ -87,5 +85,5 @@ def source_image(path: str) -> Path:
     """The image file at ``path``, which must exist."""
     image = Path(path)
     if not image.is_file():
-        raise DatasetError(f"Image {image} not found.", zh=f"找不到图片 {image}。")
+        raise DatasetError("Image {image} not found.", image=image)
     return image

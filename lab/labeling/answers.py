@@ -14,8 +14,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from lab.text import Msg
 
-from lab.errors import Text
 
 _FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n?(.*?)\n?[ \t]*```", re.S)
 
@@ -28,7 +28,7 @@ _REFUSAL_STARTS = re.compile(
     re.I,
 )
 _REFUSAL_MAX_CHARS = 300
-EMPTY_ANSWER = Text("empty answer", "回答为空")
+EMPTY_ANSWER = Msg("empty answer")
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Verdict:
 
     status: str
     text: str
-    reason: Text | None = None  # English, with the Chinese as ``.zh``
+    reason: Msg | None = None  # why it is not ok, in every language
     parsed: Any = None
 
     @property
@@ -54,7 +54,7 @@ def strip_fences(text: str) -> str:
 def parse_json_answer(text: str) -> Any:
     """Parse a JSON answer, forgiving a code fence or words around the object; raises ``ValueError``.
 
-    The error's only argument is a :class:`~lab.errors.Text`: the reason in both languages.
+    The error's only argument is a :class:`~lab.text.Msg`: the reason in both languages.
     """
     body = strip_fences(text)
     try:
@@ -67,8 +67,8 @@ def parse_json_answer(text: str) -> Any:
                 return json.loads(body[start : end + 1])
             except json.JSONDecodeError:
                 pass
-        raise ValueError(Text(f"not valid JSON ({first.msg} at line {first.lineno} column {first.colno})",
-                              f"不是有效的 JSON（第 {first.lineno} 行第 {first.colno} 列：{first.msg}）")) from None
+        raise ValueError(Msg("not valid JSON ({first_msg} at line {lineno} column {colno})",
+                             first_msg=first.msg, lineno=first.lineno, colno=first.colno)) from None
 
 
 def json_body(text: str) -> str:
@@ -102,36 +102,35 @@ def check_answer(
 ) -> Verdict:
     """Judge one answer; ``refusal`` and ``finish_reason`` are what the API said besides the text.
 
-    The verdict's ``reason`` is a :class:`~lab.errors.Text` (English, ``.zh`` Chinese).
+    The verdict's ``reason`` is a :class:`~lab.text.Msg`.
     """
     text = (text or "").strip()
     if refusal or finish_reason == "content_filter":
-        return Verdict("refused", text, Text(f"refused: {refusal or 'blocked by the content filter'}",
-                                             f"拒绝回答：{refusal or '被内容过滤器拦截'}"))
+        return Verdict("refused", text, Msg("refused: {refusal}",
+                                            refusal=refusal or Msg("blocked by the content filter")))
     if not text:
         return Verdict("invalid", text, EMPTY_ANSWER)
     if finish_reason == "length":
-        return Verdict("invalid", text, Text("answer cut off at the max tokens limit", "回答达到最大 token 数被截断"))
+        return Verdict("invalid", text, Msg("answer cut off at the max tokens limit"))
     if looks_like_refusal(text):
-        return Verdict("refused", text, Text(f"refused: {text[:120]}", f"拒绝回答：{text[:120]}"))
+        return Verdict("refused", text, Msg("refused: {text}", text=text[:120]))
     if not want_json:
         return Verdict("ok", text)
     try:
         parsed = parse_json_answer(text)
     except ValueError as err:
-        reason = err.args[0] if err.args and isinstance(err.args[0], Text) else Text(f"{err}", f"JSON 无法解析：{err}")
+        reason = err.args[0] if err.args and isinstance(err.args[0], Msg) else Msg("{err}", err=err)
         return Verdict("invalid", text, reason)
     if not isinstance(parsed, dict):
-        return Verdict("invalid", text, Text(f"JSON is a {type(parsed).__name__}, not an object",
-                                             f"JSON 是 {type(parsed).__name__}，不是对象"), parsed)
+        return Verdict("invalid", text, Msg("JSON is a {parsed_type}, not an object",
+                                            parsed_type=type(parsed).__name__), parsed)
     missing = missing_keys(parsed, expected_keys)
     if missing:
-        return Verdict("invalid", text, Text(f"JSON lacks the key(s) {', '.join(missing)}",
-                                             f"JSON 缺少键 {', '.join(missing)}"), parsed)
+        return Verdict("invalid", text, Msg("JSON lacks the key(s) {missing}", missing=', '.join(missing)), parsed)
     return Verdict("ok", json_body(text), parsed=parsed)
 
 
-def reask_message(reason: str, expected_keys: list[str] | tuple[str, ...]) -> str:
-    """The follow-up that asks once more for a clean JSON object after an invalid one."""
+def reask_message(reason: Msg, expected_keys: list[str] | tuple[str, ...]) -> str:
+    """The follow-up that asks once more for a clean JSON object after an invalid one (in English, for the model)."""
     keys = f" with the keys {', '.join(expected_keys)}" if expected_keys else ""
-    return f"Your answer was not usable ({reason}). Reply again with only the JSON object{keys}, nothing else."
+    return f"Your answer was not usable ({str(reason)}). Reply again with only the JSON object{keys}, nothing else."

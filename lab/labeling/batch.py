@@ -23,15 +23,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lab.errors import DatasetError, Text, localize
+from lab.errors import DatasetError
 from lab.images import IMAGE_SUFFIXES
 from lab.jobs import Job, start_job
 from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
 from lab.labeling.store import LabelStore, file_sha, item_key, save_job
 from lab.paths import check_allowed, is_allowed
+from lab.text import Msg, saved_fields
 
 RECENT_ITEMS = 50
-LABELING = Text("Labeling", "标注")  # what failed, when a run fails
+LABELING = Msg("Labeling")  # what failed, when a run fails
 _STOP_POLL_S = 0.05
 _HASH_BATCH = 32
 
@@ -52,7 +53,7 @@ def image_folder(folder: str | Path) -> Path:
     """``folder`` as a Path, or a DatasetError if it is not a folder."""
     path = check_allowed(Path(folder).expanduser())
     if not path.is_dir():
-        raise DatasetError(f"The image folder {path} does not exist.", zh=f"图片文件夹 {path} 不存在。")
+        raise DatasetError("The image folder {path} does not exist.", path=path)
     return path
 
 
@@ -121,16 +122,14 @@ class LabelRun(Job):
                         cost_usd=self.cost_usd, limit=self.limit, recent=[asdict(item) for item in self.recent])
         return data
 
-    def line(self) -> Text:
+    def line(self) -> Msg:
         """One line for a log or a status box."""
-        eta = Text("", "")
+        eta = Msg("")
         if self.eta_s is not None and self.remaining:
-            eta = Text(f", ETA {self.eta_s:.0f} s", f"，预计还需 {self.eta_s:.0f} 秒")
-        state = self.state.label
-        return Text(f"{state}: {self.ok} labeled, {self.failed} failed, {self.skipped} skipped of {self.total}; "
-                    f"${self.cost_usd:.4f}; {self.rate:.1f} images/s{eta}",
-                    f"{state.zh}：共 {self.total} 张，已标注 {self.ok}，失败 {self.failed}，跳过 {self.skipped}；"
-                    f"${self.cost_usd:.4f}；{self.rate:.1f} 张/秒{eta.zh}")
+            eta = Msg(", ETA {eta_s:.0f} s", eta_s=self.eta_s)
+        return Msg("{state}: {ok} labeled, {failed} failed, {skipped} skipped of {total}; ${cost:.4f}; "
+                   "{rate:.1f} images/s{eta}", state=self.state.label, ok=self.ok, failed=self.failed,
+                   skipped=self.skipped, total=self.total, cost=self.cost_usd, rate=self.rate, eta=eta)
 
 
 async def label_folder(
@@ -155,7 +154,7 @@ async def label_folder(
     """
     images_dir = image_folder(images_dir)
     if limit is not None and limit < 1:
-        raise DatasetError(f"The limit must be at least 1 image, not {limit}.", zh=f"数量上限至少为 1 张图片，当前为 {limit}。")
+        raise DatasetError("The limit must be at least 1 image, not {limit}.", limit=limit)
     run = run if run is not None else LabelRun(out_dir, stop)
     run.limit = limit
     with LabelStore(out_dir) as store:
@@ -296,9 +295,9 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
     if not result.ok:
         run.store.add_failure({
             "key": key, "image_sha": image_sha, "prompt_sha": run.prompt.sha, **source,
-            "status": result.status, "kind": result.extra.get("kind", result.status), "reason": result.reason,
-            "reason_zh": localize(result.reason, "zh") if result.reason is not None else None,
-            "answer": result.answer[:2000], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "status": result.status, "kind": result.extra.get("kind", result.status),
+            **saved_fields("reason", result.reason), "answer": result.answer[:2000],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
         return
     image = result.extra["image"]

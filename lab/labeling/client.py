@@ -12,14 +12,14 @@ The API key lives only in :class:`LabelerConfig` (kept out of its repr and of
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lab.endpoint_client import (IMAGE_FORMATS, ChatClient, Endpoint, EndpointError, build_messages, encode_image,
                                  load_providers, resolve_endpoint)
-from lab.errors import ConfigError
 from lab.labeling.costs import Price, price_for
 from lab.labeling.item import LabelFailure, Reply
+from lab.settings import check, public_dict, setting
 
 __all__ = ["ApiLabeler", "LabelerConfig", "build_messages", "encode_image", "load_providers"]
 
@@ -28,48 +28,42 @@ __all__ = ["ApiLabeler", "LabelerConfig", "build_messages", "encode_image", "loa
 class LabelerConfig:
     """How to reach a labeler model and how hard to push it."""
 
-    model: str = ""  # empty: the provider's first model
-    base_url: str = ""  # empty: the provider's, else $OPENAI_BASE_URL, else OpenAI
-    api_key: str = field(default="", repr=False)  # empty: a key from the environment, sent only to its own URL
-    provider: str = ""  # a name from presets/providers.yaml, or empty
-    temperature: float = 0.0
-    max_tokens: int = 1024
-    json_mode: bool = False  # ask the server for response_format json_object
-    max_pixels: int = 768 * 768  # images are shrunk to this many pixels before sending
-    image_format: str = "jpeg"  # how shrunk images are encoded: jpeg (smaller) or png (lossless)
-    concurrency: int = 8  # requests in flight at once
-    max_retries: int = 3  # retries per request on 429, 5xx, timeouts and dropped connections
-    timeout: float = 60.0  # seconds per request attempt
-    reask: bool = False  # ask once more when a JSON answer is invalid
+    model: str = setting("", label="Model", widget="dropdown")
+    """Labeler model name; empty: the provider's first."""
+    base_url: str = setting("", label="Base URL", flags=("--base-url", "--base_url"))
+    """API base URL; empty: the provider's, else $OPENAI_BASE_URL, else OpenAI."""
+    api_key: str = setting("", label="API key (kept in this page only)", secret=True,
+                           widget="password")
+    """Empty: a key from the environment, sent only to the URL it was set up for."""
+    provider: str = setting("", label="Provider", widget="dropdown")
+    """Provider preset from presets/providers.yaml (openai, dashscope, vllm, ollama): fills base URL and model."""
+    temperature: float = setting(0.0, label="Temperature", min=0, max=2, widget="slider", step=0.1)
+    """Sampling temperature; 0 gives the likeliest answer."""
+    max_new_tokens: int = setting(1024, label="Max answer tokens", min=1,
+                                  flags=("--max-new-tokens", "--max-tokens"), old_names=("max_tokens",))
+    """Longest answer in tokens."""
+    json_mode: bool = setting(False, label="Ask the server for JSON (response_format)")
+    """Ask the server for a JSON object (response_format json_object)."""
+    max_pixels: int = setting(768 * 768, label="Pixel budget per image", min=28 * 28)
+    """Images are shrunk to this many pixels before they are sent (image tokens are most of the bill)."""
+    image_format: str = setting("jpeg", label="Image format", choices=IMAGE_FORMATS)
+    """How shrunk images are sent: jpeg (smaller) or png (lossless)."""
+    concurrency: int = setting(8, label="Requests at once", min=1)
+    """Requests in flight at once."""
+    max_retries: int = setting(3, label="Retries per request", min=0,
+                               flags=("--max-retries", "--max_retries"))
+    """Retries per request on 429, 5xx, timeouts and dropped connections."""
+    timeout: float = setting(60.0, label="Timeout per request (s)", above=0)
+    """Seconds per request attempt."""
+    reask: bool = setting(False, label="Ask again once if the JSON is invalid")
+    """Ask once more when a JSON answer is invalid."""
 
     def __post_init__(self):
-        if self.concurrency < 1:
-            raise ConfigError(f"Concurrency must be at least 1, not {self.concurrency}.",
-                              zh=f"并发数至少为 1，当前为 {self.concurrency}。")
-        if self.max_retries < 0:
-            raise ConfigError(f"Max retries cannot be negative ({self.max_retries}).",
-                              zh=f"最大重试次数不能为负数（当前为 {self.max_retries}）。")
-        if self.timeout <= 0:
-            raise ConfigError(f"The request timeout must be positive, not {self.timeout}.",
-                              zh=f"请求超时必须大于 0，当前为 {self.timeout}。")
-        if self.max_tokens < 1:
-            raise ConfigError(f"Max tokens must be at least 1, not {self.max_tokens}.",
-                              zh=f"最大 token 数至少为 1，当前为 {self.max_tokens}。")
-        if self.max_pixels < 28 * 28:
-            raise ConfigError(f"The pixel budget {self.max_pixels} is too small; use at least 784 (28x28).",
-                              zh=f"像素上限 {self.max_pixels} 太小，请至少设为 784（28x28）。")
-        if not 0 <= self.temperature <= 2:
-            raise ConfigError(f"Temperature must be between 0 and 2, not {self.temperature}.",
-                              zh=f"温度必须在 0 到 2 之间，当前为 {self.temperature}。")
-        if self.image_format not in IMAGE_FORMATS:
-            raise ConfigError(f"Image format must be jpeg or png, not '{self.image_format}'.",
-                              zh=f"图片格式只能是 jpeg 或 png，不能是 '{self.image_format}'。")
+        check(self)
 
     def public_dict(self) -> dict:
         """Every setting except the API key: safe to save next to a dataset or show."""
-        data = asdict(self)
-        data.pop("api_key")
-        return data
+        return public_dict(self)
 
     def resolved(self, need_key: bool = True) -> "LabelerConfig":
         """Base URL, model and key filled in from the provider and the environment (:func:`resolve_endpoint`).
@@ -106,8 +100,9 @@ class ApiLabeler:
     async def ask(self, prepared: str, system: str, user: str, history: list[tuple[str, str]] = ()) -> Reply:
         """Ask about one prepared image; raises LabelFailure once the SDK's retries are spent."""
         cfg = self.config
-        body = self._client.request(build_messages(system, user, [prepared], history), max_tokens=cfg.max_tokens,
-                                    temperature=cfg.temperature, json_mode=cfg.json_mode)
+        body = self._client.request(build_messages(system, user, [prepared], history),
+                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                    json_mode=cfg.json_mode)  # fmt: skip
         try:
             completion = await self._client.complete(body)
         except EndpointError as err:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from lab.errors import ConfigError, Text, localize
+from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR, workspace
 from lab.presets import check_keys, load_yaml_strict
+from lab.text import Msg
 
 PRICE_KEYS = ("input", "output", "image")
 IMAGE_RULE_KEYS = ("tiles", "base", "per_tile", "patches", "multiplier", "max_patches")
@@ -68,26 +69,23 @@ def _read_prices(path: Path) -> dict[str, Price]:
     data = load_yaml_strict(path, ("models",))
     models = data.get("models") or {}
     if not isinstance(models, dict):
-        raise ConfigError(f"{path}: 'models' must map model names to prices.",
-                          zh=f"{path}：'models' 必须是从模型名到价格的映射。")
+        raise ConfigError("{path}: 'models' must map model names to prices.", path=path)
     table = {}
     for name, entry in models.items():
-        where = Text(f"the price of '{name}' in {path}", f"{path} 中 '{name}' 的价格")
+        where = Msg("the price of '{name}' in {path}", name=name, path=path)
         if not isinstance(entry, dict):
-            raise ConfigError(f"{where} must be a mapping with input and output.",
-                              zh=f"{localize(where, 'zh')}必须是包含 input 和 output 的映射。")
+            raise ConfigError("{where} must be a mapping with input and output.", where=where)
         check_keys(entry, PRICE_KEYS, where)
         image = entry.get("image")
         if image is not None:
             if not isinstance(image, dict):
-                raise ConfigError(f"'image' in {where} must be a mapping, like {{patches: 28}}.",
-                                  zh=f"{localize(where, 'zh')}中的 'image' 必须是映射，例如 {{patches: 28}}。")
-            check_keys(image, IMAGE_RULE_KEYS, Text(f"'image' of {where}", f"{localize(where, 'zh')}的 'image'"))
+                raise ConfigError("'image' in {where} must be a mapping, like {{patches: 28}}.", where=where)
+            check_keys(image, IMAGE_RULE_KEYS, Msg("'image' of {where}", where=where))
         try:
             table[str(name)] = Price(str(name), float(entry.get("input", 0)), float(entry.get("output", 0)), image)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: input and output must be numbers (dollars per million tokens).",
-                              zh=f"{localize(where, 'zh')}：input 和 output 必须是数字（美元/百万 token）。") from None
+            raise ConfigError("{where}: input and output must be numbers (dollars per million tokens).",
+                              where=where) from None
     return table
 
 
@@ -140,15 +138,15 @@ class Estimate:
     completion_tokens: int  # per image
     cost_usd: float
     priced: bool
-    note: Text  # what was assumed, in both languages
+    note: Msg  # what was assumed, in both languages
 
-    def summary(self) -> Text:
+    def summary(self) -> Msg:
         """One sentence: how many images, tokens each, the cost and what was assumed."""
-        cost = Text(f"about ${self.cost_usd:.4f}", f"约 ${self.cost_usd:.4f}") if self.priced else Text("cost unknown", "费用未知")
-        return Text(f"{self.todo} of {self.images} images to label, ~{self.prompt_tokens} + {self.completion_tokens} "
-                    f"tokens each: {cost}. {self.note}",
-                    f"{self.images} 张图片中有 {self.todo} 张待标注，每张约 {self.prompt_tokens} + {self.completion_tokens} "
-                    f"个 token：{localize(cost, 'zh')}。{localize(self.note, 'zh')}")
+        cost = Msg("about ${cost_usd:.4f}", cost_usd=self.cost_usd) if self.priced else Msg("cost unknown")
+        return Msg("{todo} of {images} images to label, ~{prompt_tokens} + {completion_tokens} "
+                   "tokens each: {cost}. {note}",
+                   todo=self.todo, images=self.images, prompt_tokens=self.prompt_tokens,
+                   completion_tokens=self.completion_tokens, cost=cost, note=self.note)
 
 
 def estimate_run(
@@ -174,11 +172,11 @@ def estimate_run(
     completion = completion_tokens if measured else DEFAULT_COMPLETION_TOKENS[bool(want_json)]
     cost = price.cost(prompt, completion) * todo if price else 0.0
     if measured:
-        note = Text("answer length measured on earlier answers.", "回答长度按之前的回答实测。")
+        note = Msg("answer length measured on earlier answers.")
     else:
-        note = Text(f"answer length assumed ({completion} tokens); run a preview for a better estimate.",
-                    f"回答长度按假设值估算（{completion} 个 token）；先运行预览可以估得更准。")
+        note = Msg("answer length assumed ({completion} tokens); run a preview for a better estimate.",
+                   completion=completion)
     if price is None:
-        note = Text(f"no price for '{model}' in presets/prices.yaml; add one to see costs. {note}",
-                    f"presets/prices.yaml 中没有 '{model}' 的价格，添加后即可看到费用。{localize(note, 'zh')}")
+        note = Msg("no price for '{model}' in presets/prices.yaml; add one to see costs. {note}",
+                   model=model, note=note)
     return Estimate(images, todo, prompt, completion, cost, price is not None, note)

@@ -14,19 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from lab.errors import BadImageError, Text
+from lab.errors import BadImageError
 from lab.labeling.answers import check_answer, reask_message
 from lab.labeling.costs import Price
 from lab.presets import prompt_sha, with_image_placeholder
+from lab.text import Msg
 
 
 class LabelFailure(Exception):
     """A request that failed for good (after the retries); ``kind`` is e.g. ``http_500`` or ``timeout``.
 
-    ``reason`` is a :class:`~lab.errors.Text`, so the page can show it in Chinese.
+    ``reason`` is a :class:`~lab.text.Msg`, so the page can show it in Chinese.
     """
 
-    def __init__(self, kind: str, reason: Text, retries: int = 0):
+    def __init__(self, kind: str, reason: Msg, retries: int = 0):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
@@ -95,12 +96,12 @@ class PromptSpec:
 
 @dataclass
 class ItemResult:
-    """The outcome for one image; ``reason`` (why it is not ``ok``) is a :class:`~lab.errors.Text`."""
+    """The outcome for one image; ``reason`` (why it is not ``ok``) is a :class:`~lab.text.Msg`."""
 
     source: str
     status: str
     answer: str = ""
-    reason: Text | None = None
+    reason: Msg | None = None
     parsed: Any = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -130,7 +131,7 @@ async def label_one(labeler: Labeler, prompt: PromptSpec, path: Path, executor: 
             verdict = _judge(reply, prompt)
         result.status, result.answer, result.reason, result.parsed = verdict.status, verdict.text, verdict.reason, verdict.parsed
     except BadImageError as err:
-        result.status, result.reason = "bad_image", Text(err.reason, zh=err.reason_zh)
+        result.status, result.reason = "bad_image", err.reason
     except LabelFailure as err:
         result.reason = err.reason
         result.retries += err.retries

@@ -9,29 +9,38 @@ middle of it; if the model is busy the run is refused at once with a BusyError.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lab.errors import Text
 from lab.handle import ModelState
 from lab.images import open_image
+from lab.labeling.client import LabelerConfig
 from lab.labeling.costs import FREE
 from lab.labeling.item import LabelFailure, Reply
 from lab.presets import with_image_placeholder
+from lab.text import Msg
+
+LOCAL = "local"  # the provider name that means "the model loaded in the app"
 
 
 class LocalLabeler:
-    """Labels with ``handle``'s model through :func:`lab.generate.generate_batch`, one image at a time."""
+    """Labels with ``handle``'s model through :func:`lab.generate.generate_batch`, one image at a time.
+
+    It takes the labeler's settings (:class:`LabelerConfig`) and uses ``max_new_tokens``,
+    ``temperature`` and ``max_pixels``; the endpoint's settings do not apply.
+    """
 
     concurrency = 1  # one GPU (or CPU) generates one answer at a time
     price = FREE
     reask = False
 
-    def __init__(self, handle, *, max_new_tokens: int = 256, temperature: float = 0.0, max_pixels: int = 512 * 512):
+    def __init__(self, handle, config: LabelerConfig | None = None, **settings):
+        config = replace(config or LabelerConfig(), **settings)
         self.handle = handle
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.max_pixels = max_pixels
+        self.max_new_tokens = config.max_new_tokens
+        self.temperature = config.temperature
+        self.max_pixels = config.max_pixels
         loaded = handle.loaded
         self.name = f"local:{Path(str(getattr(loaded, 'name', 'model'))).name}"
         self._claim = None
@@ -65,8 +74,8 @@ class LocalLabeler:
                 max_new_tokens=self.max_new_tokens, temperature=self.temperature,
             ))[0]
         except Exception as err:  # e.g. out of memory: this image fails, the run goes on
-            raise LabelFailure("local_error", Text(f"the local model failed: {type(err).__name__}: {str(err)[:160]}",
-                                                   f"本地模型出错：{type(err).__name__}: {str(err)[:160]}")) from None
+            raise LabelFailure("local_error", Msg("the local model failed: {err_type}: {err}",
+                                                  err_type=type(err).__name__, err=str(err)[:160])) from None
         return Reply(text=generation.text, prompt_tokens=generation.prompt_tokens,
                      completion_tokens=generation.completion_tokens, seconds=generation.seconds,
                      finish_reason="length" if generation.completion_tokens >= self.max_new_tokens else "stop")

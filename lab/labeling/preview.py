@@ -20,10 +20,10 @@ MAX_PREVIEW_IMAGES = 8
 async def preview(images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler) -> list[list[ItemResult]]:
     """``results[v][i]``: prompt variant ``v`` on image ``i``; the labeler is entered here."""
     if not images:
-        raise ConfigError("Pick at least one sample image for the preview.", zh="请至少选择一张示例图片用于预览。")
+        raise ConfigError("Pick at least one sample image for the preview.")
     if len(images) > MAX_PREVIEW_IMAGES:
-        raise ConfigError(f"A preview takes at most {MAX_PREVIEW_IMAGES} images; {len(images)} were given.",
-                          zh=f"预览最多使用 {MAX_PREVIEW_IMAGES} 张图片，当前给了 {len(images)} 张。")
+        raise ConfigError("A preview takes at most {max_preview_images} images; {n_images} were given.",
+                          max_preview_images=MAX_PREVIEW_IMAGES, n_images=len(images))
     gate = asyncio.Semaphore(labeler.concurrency)
 
     async def one(prompt: PromptSpec, image: str | Path) -> ItemResult:

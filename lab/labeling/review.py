@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Iterable
 
 from lab.dataset import write_records
-from lab.errors import DatasetError, Text, localize
+from lab.errors import DatasetError
 from lab.labeling.answers import EMPTY_ANSWER, check_answer
 from lab.labeling.store import DATA_FILE, REJECTED_FILE, DatasetLock, done_and_failed, read_rows
 from lab.paths import check_allowed
+from lab.text import Msg, read_saved
 
 
 def _answer(record: dict) -> str:
@@ -45,12 +46,12 @@ _FAILURE_FIELDS = ("source", "status", "kind", "reason", "time", "key")
 
 
 def list_failures(out_dir: str | Path) -> list[dict]:
-    """The failures not yet put right by a retry: source, status, reason (a :class:`~lab.errors.Text`), time."""
+    """The failures not yet put right by a retry: source, status, reason (a :class:`~lab.text.Msg`), time."""
     _, failed = done_and_failed(check_allowed(Path(out_dir).expanduser()))
     rows = []
     for row in failed.values():
-        # Older failure files have no reason_zh: the reason is then shown in English.
-        reason = Text(f"{row.get('reason') or ''}", zh=row.get("reason_zh"))
+        # Older failure files have the English reason only (and reason_zh): the English is shown.
+        reason = read_saved(row, "reason")
         rows.append({k: reason if k == "reason" else row.get(k, "") for k in _FAILURE_FIELDS})
     return rows
 
@@ -60,10 +61,10 @@ class ReviewSaved:
     edited: int
     rejected: int
 
-    def summary(self) -> Text:
+    def summary(self) -> Msg:
         """One sentence for the page."""
-        return Text(f"Saved: {self.edited} answer(s) edited, {self.rejected} item(s) rejected.",
-                    f"已保存：修改了 {self.edited} 条回答，剔除了 {self.rejected} 个条目。")
+        return Msg("Saved: {edited} answer(s) edited, {rejected} item(s) rejected.",
+                   edited=self.edited, rejected=self.rejected)
 
 
 def save_review(
@@ -83,20 +84,20 @@ def save_review(
     edits = {k: v for k, v in (edits or {}).items()}
     rejects = set(rejects)
     if not (folder / DATA_FILE).is_file():
-        raise DatasetError(f"{folder} has no {DATA_FILE} to review.", zh=f"{folder} 中没有可审核的 {DATA_FILE}。")
+        raise DatasetError("{folder} has no {data_file} to review.", folder=folder, data_file=DATA_FILE)
     for record_id, text in edits.items():
         verdict = check_answer(text, want_json=want_json, expected_keys=tuple(expected_keys))
         if verdict.status == "invalid" or not text.strip():
             reason = verdict.reason or EMPTY_ANSWER
-            raise DatasetError(f"The edited answer of item {record_id} is not usable: {reason}.",
-                               zh=f"条目 {record_id} 修改后的回答不可用：{localize(reason, 'zh')}。")
+            raise DatasetError("The edited answer of item {record_id} is not usable: {reason}.",
+                               record_id=record_id, reason=reason)
     with DatasetLock(folder):
         records = list(read_rows(folder / DATA_FILE))
         known = {str(r.get("id")) for r in records}
         unknown = (set(edits) | rejects) - known
         if unknown:
-            raise DatasetError(f"No item with id {sorted(unknown)[0]} in {folder / DATA_FILE}.",
-                               zh=f"{folder / DATA_FILE} 中没有 id 为 {sorted(unknown)[0]} 的条目。")
+            raise DatasetError("No item with id {unknown} in {folder}.",
+                               unknown=sorted(unknown)[0], folder=folder / DATA_FILE)
         kept, edited, rejected = [], 0, []
         for record in records:
             record_id = str(record.get("id"))

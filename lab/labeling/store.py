@@ -142,8 +142,8 @@ class DatasetLock:
 
     def acquire(self) -> "DatasetLock":
         if not self._lock.acquire():
-            raise BusyError(f"Another labeling run or review is writing to {self.path.parent}; stop it or wait for it to end.",
-                            zh=f"另一个标注任务或审核正在写入 {self.path.parent}；请先停止它或等它结束。")
+            raise BusyError("Another labeling run or review is writing to {parent}; stop it or wait for it to end.",
+                            parent=self.path.parent)
         return self
 
     def release(self) -> None:
@@ -170,8 +170,7 @@ class LabelStore:
     def open(self) -> "LabelStore":
         """Take the lock, cut torn lines, and read what is done and what failed."""
         if self.folder.exists() and not self.folder.is_dir():
-            raise DatasetError(f"{self.folder} is a file; give a folder for the dataset.",
-                               zh=f"{self.folder} 是一个文件；数据集请指定一个文件夹。")
+            raise DatasetError("{folder} is a file; give a folder for the dataset.", folder=self.folder)
         self._lock.acquire()
         try:
             (self.folder / IMAGES_DIR).mkdir(parents=True, exist_ok=True)

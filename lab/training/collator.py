@@ -39,6 +39,7 @@ from PIL import Image, UnidentifiedImageError
 from lab.conversation import to_hf_messages
 from lab.errors import BadImageError
 from lab.images import open_image
+from lab.text import Msg
 
 IGNORE = -100
 # EXIF orientations 5-8 rotate by 90 degrees, which swaps width and height.
@@ -72,9 +73,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
             width, height = im.size
             orientation = im.getexif().get(0x0112, 1)
     except FileNotFoundError:
-        raise BadImageError(path, "file not found", "文件不存在") from None
+        raise BadImageError(path, Msg("file not found")) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise BadImageError(path, f"not a readable image ({err})", f"无法读取的图片（{err}）") from None
+        raise BadImageError(path, Msg("not a readable image ({err})", err=err)) from None
     return (width, height) if orientation in _SWAPPED_ORIENTATIONS else (height, width)
 
 

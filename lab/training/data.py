@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from lab import paths
 from lab.dataset import dataset_root, image_paths, load_records, split_dataset
-from lab.errors import BadImageError, ConfigError, DatasetError, Text, localize
+from lab.errors import BadImageError, ConfigError, DatasetError
+from lab.text import Msg
 from lab.training.collator import EncodedSample, encode_sample, image_token_id
 from lab.training.identity import identity_records
 
@@ -26,7 +27,7 @@ class TrainingData:
 
     train: list[EncodedSample]
     val: list[EncodedSample]
-    dropped: list[tuple[str, Text]] = field(default_factory=list)  # (sample key, reason in both languages)
+    dropped: list[tuple[str, Msg]] = field(default_factory=list)  # (sample key, reason)
 
     def summary(self) -> str:
         """One line for the log: counts, token lengths and dropped samples."""
@@ -36,7 +37,7 @@ class TrainingData:
         if self.dropped:
             reasons: dict[str, int] = {}
             for _, reason in self.dropped:
-                kind = reason.split(":")[0]
+                kind = str(reason).split(":")[0]
                 reasons[kind] = reasons.get(kind, 0) + 1
             line += "; left out " + ", ".join(f"{n} ({kind})" for kind, n in reasons.items())
         return line
@@ -46,8 +47,7 @@ def resolve_dataset(path: str) -> Path:
     """A dataset path from a config, found as :func:`lab.paths.resolve` finds it (workspace, then checkout)."""
     found = paths.resolve(path)
     if not found.exists():
-        raise DatasetError(f"Dataset {path} not found (looked in {paths.workspace()}).",
-                           zh=f"找不到数据集 {path}（已在 {paths.workspace()} 中查找）。")
+        raise DatasetError("Dataset {path} not found (looked in {workspace}).", path=path, workspace=paths.workspace())
     return found
 
 
@@ -88,20 +88,20 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
 def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> TrainingData:
     """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``."""
     train_records, val_records = load_splits(cfg)
-    dropped: list[tuple[str, str]] = []
+    dropped: list[tuple[str, Msg]] = []
     train = _encode_all(train_records, cfg, processor, dropped)
     val = _encode_all(val_records, cfg, processor, dropped)
     data = TrainingData(train, val, dropped)
     if not train:
-        first = Text("", "")
+        first = Msg("")
         if dropped:
             key, reason = dropped[0]
-            first = Text(f" (first: sample {key}: {reason})", f"（首个被剔除的样本 {key}：{localize(reason, 'zh')}）")
-        raise DatasetError(f"No training samples are left out of {len(train_records)}{first}.",
-                           zh=f"{len(train_records)} 个样本中没有剩下可训练的样本{localize(first, 'zh')}。")
+            first = Msg(" (first: sample {key}: {reason})", key=key, reason=reason)
+        raise DatasetError("No training samples are left out of {n_train_records}{first}.",
+                           n_train_records=len(train_records), first=first)
     log(data.summary())
     for key, reason in dropped[:5]:
-        log(f"  left out sample {key}: {reason}")
+        log(f"  left out sample {key}: {str(reason)}")
     return data
 
 
@@ -113,25 +113,24 @@ def _encode_all(records: list[dict], cfg: Any, processor: Any, dropped: list) ->
         try:
             sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"])
         except BadImageError as err:
-            dropped.append((key, Text(f"unreadable image: {err}", f"图片无法读取：{localize(err, 'zh')}")))
+            dropped.append((key, Msg("unreadable image: {err}", err=err)))
             continue
         except ValueError as err:
-            dropped.append((key, Text(f"cannot be encoded: {err}", f"无法编码：{err}")))
+            dropped.append((key, Msg("cannot be encoded: {err}", err=err)))
             continue
         if sample.num_targets == 0:
-            dropped.append((key, Text("no answer tokens", "没有回答 token")))
+            dropped.append((key, Msg("no answer tokens")))
         elif sample.length > cfg.max_length:
             if cfg.overlong == "error":
                 n_image = sample.input_ids.count(placeholder)
                 raise ConfigError(
-                    f"Sample {key} needs {sample.length} tokens ({n_image} of them for its images) but max_length is "
-                    f"{cfg.max_length}; raise max_length to at least {sample.length}, lower max_pixels, "
+                    "Sample {key} needs {length} tokens ({n_image} of them for its images) but max_length is "
+                    "{max_length}; raise max_length to at least {length}, lower max_pixels, "
                     "or set overlong to drop.",
-                    zh=f"样本 {key} 需要 {sample.length} 个 token（其中 {n_image} 个用于图片），但 max_length 只有 "
-                    f"{cfg.max_length}；请把 max_length 调到至少 {sample.length}、调低 max_pixels，或把 overlong 设为 drop。",
+                    key=key, length=sample.length, n_image=n_image, max_length=cfg.max_length,
                 )
-            dropped.append((key, Text(f"overlong: {sample.length} tokens > max_length {cfg.max_length}",
-                                      f"超长：{sample.length} 个 token > max_length {cfg.max_length}")))
+            dropped.append((key, Msg("overlong: {length} tokens > max_length {max_length}",
+                                     length=sample.length, max_length=cfg.max_length)))
         else:
             samples.append(sample)
     return samples

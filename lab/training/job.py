@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.errors import BusyError, LabError, Text
+from lab.errors import BusyError, LabError
 from lab.jobs import Job, JobQueue, JobState
+from lab.text import Msg
 from lab.training.runner import TRAINING
 
 _turns = JobQueue()  # one run at a time; later runs wait in line (shared deployments)
@@ -63,12 +64,10 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     with _turns.lock:
         running = _turns.busy()
         if running and not queue:
-            name = _turns.current.name
-            raise BusyError(f"A training run ({name}) is already going on; stop it or wait for it to end.",
-                            zh=f"已有训练任务（{name}）在进行；请先停止它或等它结束。")
+            raise BusyError("A training run ({current_name}) is already going on; stop it or wait for it to end.",
+                            current_name=_turns.current.name)
         if not running and cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
-            raise BusyError(f"The model is busy ({handle.state.value}); try again when it is done.",
-                            zh=f"模型正忙（{handle.state.value}）；请等它完成后再试。")
+            raise BusyError("The model is busy ({value}); try again when it is done.", value=handle.state.value)
         if not cfg.run_name:
             cfg.run_name = _unused_default_name(cfg)
         _refuse_name_in_use(cfg)
@@ -87,9 +86,8 @@ def _refuse_name_in_use(cfg: Any) -> None:
 
     wanted = run_dir_for(cfg).resolve()
     if any(job.run_dir.resolve() == wanted for job in _jobs_in_use()):
-        raise BusyError(f"A run named {cfg.run_name} is already going on or waiting in the queue; "
-                        "choose another run_name or wait for it to end.",
-                        zh=f"名为 {cfg.run_name} 的训练正在进行或排队中；请换一个 run_name，或等它结束。")
+        raise BusyError("A run named {run_name} is already going on or waiting in the queue; "
+                        "choose another run_name or wait for it to end.", run_name=cfg.run_name)
 
 
 def _unused_default_name(cfg: Any) -> str:
@@ -137,11 +135,10 @@ def _run_in_app(job: TrainingJob, handle: Any) -> None:
     job.finish(JobState(result.status), _outcome(result))
 
 
-def _outcome(result: Any) -> Text:
-    """``finished at step 40, loss 0.1234`` in both languages."""
-    loss = Text(f", loss {result.loss:.4f}", f"，损失 {result.loss:.4f}") if result.loss is not None else Text("", "")
-    state = JobState(result.status).label
-    return Text(f"{state} at step {result.step}{loss}", f"{state.zh}，第 {result.step} 步{loss.zh}")
+def _outcome(result: Any) -> Msg:
+    """``finished at step 40, loss 0.1234``."""
+    loss = Msg(", loss {loss:.4f}", loss=result.loss) if result.loss is not None else Msg("")
+    return Msg("{status} at step {step}{loss}", status=JobState(result.status).label, step=result.step, loss=loss)
 
 
 def _train(job: TrainingJob, loaded: Any):
@@ -199,8 +196,7 @@ def _recover(job: TrainingJob, handle: Any, loaded: Any) -> None:
 
     if job.config.method == "full":
         handle.loaded = None  # half-trained weights must not pass for the base model
-        handle.last_error = Text("The model was unloaded because a full fine-tuning run failed halfway; load it again.",
-                                 "全量微调中途失败，模型已被卸载；请重新加载。")
+        handle.last_error = Msg("The model was unloaded because a full fine-tuning run failed halfway; load it again.")
         return
     loaded.model = unwrap_adapters(loaded.model)
     finish_model(loaded.model)
@@ -216,9 +212,8 @@ def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
         code = run_accelerate(job.run_dir, job.config.num_gpus, job.config.deepspeed, job.stop_event, log=job.log,
                               resume=job.resume)  # fmt: skip
     except OSError as err:  # a LabError (ConfigError included) keeps its own sentence
-        raise LabError(f"Could not start the multi-GPU run: {err}", zh=f"无法启动多卡训练：{err}") from None
+        raise LabError("Could not start the multi-GPU run: {err}", err=err) from None
     if code != 0:
-        raise LabError(f"The multi-GPU run ended with exit code {code}; see the log for why.",
-                       zh=f"多卡训练以退出码 {code} 结束；原因请看日志。")
+        raise LabError("The multi-GPU run ended with exit code {code}; see the log for why.", code=code)
     state = JobState.STOPPED if job.stop_event.is_set() else JobState.FINISHED
-    job.finish(state, Text(f"{state}; the model is in {job.run_dir}", f"{state.zh}；模型在 {job.run_dir}"))
+    job.finish(state, Msg("{status}; the model is in {run_dir}", status=state.label, run_dir=job.run_dir))

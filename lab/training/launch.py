@@ -34,14 +34,12 @@ def accelerate_dir() -> Path:
 def deepspeed_config(stage: str) -> dict:
     """The DeepSpeed config of ``stage`` (``zero2`` or ``zero3``) from ``presets/accelerate/``."""
     if importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError(f"deepspeed: {stage} needs the deepspeed package (pip install deepspeed); "
-                          "set deepspeed to null to train with plain multi-GPU instead.",
-                          zh=f"deepspeed: {stage} 需要安装 deepspeed 包（pip install deepspeed）；"
-                          "或把 deepspeed 设为 null，改用普通多卡训练。")  # fmt: skip
+        raise ConfigError("deepspeed: {stage} needs the deepspeed package (pip install deepspeed); "
+                          "set deepspeed to null to train with plain multi-GPU instead.", stage=stage)  # fmt: skip
     path = accelerate_dir() / f"{stage}.yaml"
     if not path.is_file():
-        raise ConfigError(f"No DeepSpeed config {path.name} in {accelerate_dir()}.",
-                          zh=f"{accelerate_dir()} 中没有 DeepSpeed 配置 {path.name}。")
+        raise ConfigError("No DeepSpeed config {path_name} in {accelerate_dir}.",
+                          path_name=path.name, accelerate_dir=accelerate_dir())
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
@@ -88,8 +86,8 @@ def _check_gpus(num_gpus: int) -> None:
 
     have = torch.cuda.device_count()
     if have < num_gpus:
-        raise ConfigError(f"num_gpus is {num_gpus} but this machine has {have} GPU(s); lower num_gpus.",
-                          zh=f"num_gpus 为 {num_gpus}，但这台机器只有 {have} 块 GPU；请调小 num_gpus。")
+        raise ConfigError("num_gpus is {num_gpus} but this machine has {have} GPU(s); lower num_gpus.",
+                          num_gpus=num_gpus, have=have)
 
 
 def _forward_output(process: subprocess.Popen, log: Callable[[str], None]) -> None:

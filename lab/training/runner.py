@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lab.errors import BusyError, ConfigError, LabError, Text, localize
+from lab.errors import BusyError, ConfigError, LabError
 from lab.file_lock import FileLock, locked_elsewhere
 from lab.handle import free_accelerator_memory
 from lab.jobs import unexpected_failure
+from lab.text import Msg, join, msg_of, saved_fields
 from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_metrics, log_rows,
                                   make_metrics_callback, read_metrics)
 from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
 
 RUN_LOCK = ".training.lock"  # held by the process training in the run folder
-TRAINING = Text("Training", "训练")  # what failed, when a run fails
+TRAINING = Msg("Training")  # what failed, when a run fails
 
 
 @dataclass
@@ -115,8 +116,8 @@ def claim_run_dir(cfg: Any, resume: bool = False) -> tuple[Path, FileLock | None
             cfg.to_yaml(run_dir / CONFIG_FILE)
     except OSError as err:
         lock.release()
-        raise ConfigError(f"The run folder {run_dir} cannot be written ({err.strerror or err}); choose another output_dir.",
-                          zh=f"无法写入训练文件夹 {run_dir}（{err.strerror or err}）；请换一个 output_dir。") from None
+        raise ConfigError("The run folder {run_dir} cannot be written ({strerror}); choose another output_dir.",
+                          run_dir=run_dir, strerror=err.strerror or err) from None
     except BaseException:
         lock.release()
         raise
@@ -139,11 +140,11 @@ def _usable_run_dir(cfg: Any, resume: bool) -> Path:
     _check_writable(run_dir)
     if resume:
         if latest_checkpoint(run_dir) is None:
-            raise ConfigError(f"Run {cfg.run_name} has no checkpoint to resume from; start it again instead.",
-                              zh=f"训练记录 {cfg.run_name} 没有可以续训的检查点；请重新开始训练。")
+            raise ConfigError("Run {run_name} has no checkpoint to resume from; start it again instead.",
+                              run_name=cfg.run_name)
     elif _holds_a_run(run_dir):
-        raise ConfigError(f"A run named {cfg.run_name} already exists; choose another run_name or resume it.",
-                          zh=f"名为 {cfg.run_name} 的训练记录已存在；请换一个 run_name，或从它续训。")
+        raise ConfigError("A run named {run_name} already exists; choose another run_name or resume it.",
+                          run_name=cfg.run_name)
     return run_dir
 
 
@@ -163,14 +164,13 @@ def _check_writable(run_dir: Path) -> None:
     while not os.path.exists(existing) and existing.parent != existing:  # os.path: False where it may not look
         existing = existing.parent
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"The run folder {run_dir} cannot be written: {existing} is not a writable folder; "
-                          "choose another output_dir.",
-                          zh=f"无法写入训练文件夹 {run_dir}：{existing} 不是可写的文件夹；请换一个 output_dir。")
+        raise ConfigError("The run folder {run_dir} cannot be written: {existing} is not a writable folder; "
+                          "choose another output_dir.", run_dir=run_dir, existing=existing)
 
 
 def _in_use(name: str) -> BusyError:
-    return BusyError(f"Run {name} is being trained by another process; choose another run_name or wait for it to end.",
-                     zh=f"训练 {name} 正由另一个进程进行；请换一个 run_name，或等它结束。")
+    return BusyError("Run {name} is being trained by another process; choose another run_name or wait for it to end.",
+                     name=name)
 
 
 def _step_of(checkpoint: Path) -> int:
@@ -182,33 +182,32 @@ def check_quantization(cfg: Any, loaded: Any) -> None:
     want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
     if (loaded.quantization or None) != want:
         have = loaded.quantization or "unquantized"
-        raise ConfigError(f"Method {cfg.method} needs the model loaded {want or 'unquantized'}, but it is loaded {have}; "
+        raise ConfigError("Method {method} needs the model loaded {want}, but it is loaded {have}; "
                           "load it again with the right quantization.",
-                          zh=f"方法 {cfg.method} 要求模型以 {want or 'unquantized'} 方式加载，但当前是 {have}；"
-                          "请用正确的量化方式重新加载。")
+                          method=cfg.method, want=want or 'unquantized', have=have)
 
 
-def oom_advice(cfg: Any, device: str) -> Text:
-    """One sentence on what to change after running out of memory (English, ``.zh`` Chinese)."""
-    tips = []  # (English, Chinese)
+def oom_advice(cfg: Any, device: str) -> Msg:
+    """One sentence on what to change after running out of memory."""
+    tips = []
     if cfg.per_device_batch_size > 1:
-        tips.append(("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective batch)",
-                     "减小 per_device_batch_size（同时加大 gradient_accumulation_steps 以保持等效批大小）"))
-    tips.append(("fewer pixels per image (max_pixels)", "减少每张图片的像素（max_pixels）"))
+        tips.append(Msg("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective "
+                        "batch)"))
+    tips.append(Msg("fewer pixels per image (max_pixels)"))
     if not cfg.gradient_checkpointing:
-        tips.append(("gradient_checkpointing: true", "开启 gradient_checkpointing（设为 true）"))
+        tips.append(Msg("gradient_checkpointing: true"))
     if cfg.method != "qlora" and device.startswith("cuda"):
-        tips.append(("method qlora", "改用 qlora 方法"))
-    gpu = device.startswith("cuda")
-    return Text(f"Training ran out of {'GPU' if gpu else 'computer'} memory; the memory is freed again, "
-                f"try {_either(t[0] for t in tips)}.",
-                f"训练时{'显存' if gpu else '内存'}不足，已重新释放；可以试试{_either((t[1] for t in tips), '、', '或')}。")
+        tips.append(Msg("method qlora"))
+    memory = Msg("GPU memory") if device.startswith("cuda") else Msg("computer memory")
+    return Msg("Training ran out of {memory}; the memory is freed again, try {tips}.", memory=memory,
+               tips=_either(tips))
 
 
-def _either(options, comma: str = ", ", last: str = " or ") -> str:
+def _either(options: list[Msg]) -> Msg:
     """``"a, b or c"``; a single option alone."""
-    options = list(options)
-    return comma.join(options[:-1]) + last + options[-1] if len(options) > 1 else options[0]
+    if len(options) == 1:
+        return options[0]
+    return Msg("{some} or {last}", some=join(Msg(", "), options[:-1]), last=options[-1])
 
 
 def run_training(
@@ -232,7 +231,7 @@ def run_training(
 
     run_dir, lock = claim_run_dir(cfg, resume)
     device = loaded.device if loaded is not None else training_device()
-    failure: Text | None = None
+    failure: Msg | None = None
     try:
         return _train(cfg, run_dir, loaded, device, stop, resume, log, echo_metrics, list(callbacks))
     except torch.OutOfMemoryError:
@@ -240,7 +239,7 @@ def run_training(
     except MemoryError:
         failure = oom_advice(cfg, "cpu")
     except LabError as err:
-        failure = Text.of(err)
+        failure = msg_of(err)
         raise
     except Exception as err:
         failure = unexpected_failure(TRAINING, err)
@@ -248,13 +247,12 @@ def run_training(
     finally:
         if failure is not None:
             free_accelerator_memory()
-            if is_main_process():  # both languages, so a reloaded page shows the reason in its own
-                append_metrics(run_dir, {"event": "error", "time": time.time(), "message": failure,
-                                         "message_zh": localize(failure, "zh")})  # fmt: skip
-            log(failure)
+            if is_main_process():  # the Msg too, so a reloaded page shows the reason in its own language
+                append_metrics(run_dir, {"event": "error", "time": time.time(), **saved_fields("message", failure)})
+            log(str(failure))
         if lock is not None:
             lock.release()
-    raise LabError(failure, zh=localize(failure, "zh"))
+    raise LabError(failure)  # dynamic template: the failure above
 
 
 def _prepare(cfg, loaded, device: str, log):

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from lab import paths
-from lab.errors import ConfigError, Text
+from lab.errors import ConfigError
 from lab.jobs import JobState
+from lab.text import Msg, read_saved
 from lab.training.metrics import last_event, log_rows, read_metrics
 
 CONFIG_FILE = "config.yaml"
@@ -42,8 +43,8 @@ def default_run_name(cfg: Any) -> str:
 def run_dir_for(cfg: Any) -> Path:
     """The run folder of ``cfg`` (its ``run_name`` must be set); on a shared deployment inside the workspace."""
     if not cfg.run_name or not _NAME.fullmatch(cfg.run_name):
-        raise ConfigError(f"run_name {cfg.run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
-                          zh=f"run_name {cfg.run_name!r} 必须是普通的文件夹名（字母、数字、'.'、'-'、'_'）。")
+        raise ConfigError("run_name {run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
+                          run_name=cfg.run_name)
     return paths.under(runs_root(cfg), cfg.run_name, write=True)
 
 
@@ -77,8 +78,8 @@ def config_text(run_dir: str | Path) -> str:
 def _config_file(run_dir: str | Path) -> Path:
     path = paths.check_allowed(Path(run_dir) / CONFIG_FILE)
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a training run: it has no {CONFIG_FILE}.",
-                          zh=f"{run_dir} 不是训练记录：其中没有 {CONFIG_FILE}。")
+        raise ConfigError("{run_dir} is not a training run: it has no {config_file}.",
+                          run_dir=run_dir, config_file=CONFIG_FILE)
     return path
 
 
@@ -97,7 +98,7 @@ class RunInfo:
     model: str
     dataset: str
     started: float  # folder creation time, seconds since the epoch
-    message: Text = Text("", "")  # why the run failed, in both languages
+    message: Msg | str = Msg("")  # why the run failed (older runs: the English text)
 
     def row(self) -> list:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
@@ -142,7 +143,7 @@ def describe_run(run_dir: str | Path) -> RunInfo:
         model=str(config.get("model", "?")),
         dataset=str(config.get("dataset", "?")),
         started=run_dir.stat().st_ctime,
-        message=Text(f"{event.get('message') or ''}", zh=event.get("message_zh")),  # no message_zh: older runs
+        message=read_saved(event, "message"),  # older runs saved the English only (and message_zh)
     )
 
 
@@ -179,7 +180,7 @@ class RunProgress:
     tokens_per_s: float | None
     loss: float | None
     eval_loss: float | None
-    message: Text = Text("", "")  # why the run failed, in both languages
+    message: Msg | str = Msg("")  # why the run failed (older runs: the English text)
 
 
 def progress(run_dir: str | Path) -> RunProgress:

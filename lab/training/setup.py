@@ -89,8 +89,8 @@ def _modules_to_save(model: Any, cfg: Any) -> list[str]:
         for prefix in groups[part]:
             module = modules.get(prefix)
             if module is None:
-                raise ConfigError(f"train_{part} needs weights at {prefix}, which this model lacks.",
-                                  zh=f"train_{part} 需要 {prefix} 处的权重，但这个模型没有。")
+                raise ConfigError("train_{part} needs weights at {prefix}, which this model lacks.",
+                                  part=part, prefix=prefix)
             if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
                 names += [f"{prefix}.{child}" for child, _ in module.named_children()]
             elif any(True for _ in module.parameters()):
@@ -99,10 +99,9 @@ def _modules_to_save(model: Any, cfg: Any) -> list[str]:
     for name in names:
         for part, prefixes in lora_parts.items():
             if any(in_group(p, [name]) for p in prefixes):
-                raise ConfigError(f"{name} would get both LoRA adapters ({part}) and full training; "
-                                  f"drop {part} from lora_targets or the full training of the part around it.",
-                                  zh=f"{name} 会同时挂上 LoRA 适配器（{part}）并做全量训练；"
-                                  f"请从 lora_targets 中去掉 {part}，或取消包含它的部分的全量训练。")  # fmt: skip
+                raise ConfigError("{name} would get both LoRA adapters ({part}) and full training; "
+                                  "drop {part} from lora_targets or the full training of the part around it.",
+                                  name=name, part=part)  # fmt: skip
     return names
 
 
@@ -110,8 +109,7 @@ def _prepared(model: Any, is_peft: bool) -> Prepared:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     if trainable == 0:
-        raise ConfigError("Nothing would train with these settings; pick LoRA targets or parts to train.",
-                          zh="按这些设置没有任何参数会被训练；请选择 LoRA 作用的部分或要训练的部分。")
+        raise ConfigError("Nothing would train with these settings; pick LoRA targets or parts to train.")
     return Prepared(model, trainable, total, is_peft)
 
 

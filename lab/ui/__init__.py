@@ -17,27 +17,23 @@ from starlette.middleware import Middleware
 
 from lab import paths
 from lab.errors import LabError
+from lab.text import Msg
 from lab.ui import i18n
 from lab.ui.context import AppSettings, UIContext
 from lab.ui.guide import create_guide
 from lab.ui.header import create_header
 from lab.uploads import UploadLimits
 
-# (module, label key) in the order of the work.
+# (module, label) in the order of the work.
 TABS = [
-    ("lab.ui.prompt_tab", "tab.prompt"),
-    ("lab.ui.labeling_tab", "tab.labeling"),
-    ("lab.ui.dataset_tab", "tab.dataset"),
-    ("lab.ui.train_tab", "tab.train"),
-    ("lab.ui.eval_tab", "tab.eval"),
-    ("lab.ui.chat_tab", "tab.chat"),
-    ("lab.ui.export_tab", "tab.export"),
+    ("lab.ui.prompt_tab", Msg("Prompt design")),
+    ("lab.ui.labeling_tab", Msg("Labeling")),
+    ("lab.ui.dataset_tab", Msg("Dataset")),
+    ("lab.ui.train_tab", Msg("Train")),
+    ("lab.ui.eval_tab", Msg("Evaluate")),
+    ("lab.ui.chat_tab", Msg("Chat")),
+    ("lab.ui.export_tab", Msg("Export")),
 ]
-
-i18n.register({"tab.dataset": ("Dataset", "数据集")})
-i18n.register({"tab.train": ("Train", "训练")})
-i18n.register({"tab.eval": ("Evaluate", "评估"), "tab.chat": ("Chat", "对话"), "tab.export": ("Export", "导出")})
-i18n.register({"tab.prompt": ("Prompt design", "提示词设计"), "tab.labeling": ("Labeling", "批量标注")})
 
 
 def build_app(ctx: UIContext) -> gr.Blocks:
@@ -46,12 +42,12 @@ def build_app(ctx: UIContext) -> gr.Blocks:
         create_guide(ctx)
         with gr.Tabs():
             for module, label in TABS:
-                with gr.Tab(i18n.t(label)) as tab:
+                with gr.Tab(i18n.t(label)) as tab:  # dynamic template: the Msgs of TABS
                     handoff = import_module(module).create_tab(ctx)
                 if handoff is not None:
                     # What the earlier tabs made (a labeled dataset, a finished run) is preselected on arrival.
                     update, component = handoff
-                    tab.select(update, component, component, api_name=f"{label.split('.')[-1]}_tab_select")
+                    tab.select(update, component, component, api_name=f"{module.rsplit('.', 1)[-1]}_select")
         i18n.localize_page(ctx, app)
     return app
 

@@ -14,29 +14,13 @@ import threading
 import gradio as gr
 
 from lab.chat import ChatSettings, assistant_turn, stream_compare, stream_reply, user_turn
-from lab.errors import LabError, localize
+from lab.errors import localize
+from lab.text import Msg
 from lab.ui import i18n
-from lab.ui.i18n import request_lang, t
+from lab.ui.forms import Form, read_values
+from lab.ui.i18n import t
 from lab.ui.zerogpu import gpu
 from lab.uploads import check_file
-
-STRINGS = {
-    "chat.system": ("System prompt (empty: the model's default)", "系统提示词（留空：模型默认）"),
-    "chat.settings": ("Generation settings", "生成设置"),
-    "chat.temperature": ("Temperature (0: greedy)", "温度（0：贪心解码）"),
-    "chat.top_p": ("Top-p", "Top-p"),
-    "chat.max_new": ("Max new tokens", "最大生成 token 数"),
-    "chat.adapter": ("Answer with the fine-tuned adapter", "使用微调适配器回答"),
-    "chat.compare": ("Compare: adapter off | on", "对比：关闭适配器 | 打开适配器"),
-    "chat.main": ("Chat", "对话"),
-    "chat.off": ("Adapter off (base model)", "关闭适配器（基座模型）"),
-    "chat.on": ("Adapter on (fine-tuned)", "打开适配器（微调后）"),
-    "chat.input": ("Message; add one or more images", "输入消息；可添加多张图片"),
-    "chat.stop": ("Stop", "停止"),
-    "chat.clear": ("Clear", "清空"),
-    "chat.stopping": ("Stopping…", "正在停止…"),
-}
-i18n.register(STRINGS)
 
 
 def render(history: list[dict]) -> list[dict]:
@@ -50,24 +34,23 @@ def render(history: list[dict]) -> list[dict]:
     return messages
 
 
-def _first(stream, lang: str):
+def _first(stream):
     """Run a stream up to its first value, so a busy model is reported before anything is shown."""
     try:
         return next(stream), stream
     except StopIteration:
         return None, iter(())
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
 
 
-def respond(ctx, message, history, history_off, system, temperature, top_p, max_new, adapter_on, compare, lang="en"):
-    """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox)."""
-    try:
-        settings = ChatSettings(system=system or "", temperature=temperature, top_p=top_p, max_new_tokens=int(max_new))
-        files = [check_file(f) for f in (message or {}).get("files") or []]
-        turn = user_turn((message or {}).get("text", ""), files)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+def respond(ctx, message, history, history_off, values: dict, adapter_on, compare):
+    """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox).
+
+    ``values``: the settings form's values by field name. A LabError (no model, a busy one, a bad
+    image, a bad setting) ends it; the handler shows its sentence.
+    """
+    settings = read_values(ChatSettings, values)
+    files = [check_file(f) for f in (message or {}).get("files") or []]
+    turn = user_turn((message or {}).get("text", ""), files)
     stop = threading.Event()
     history = list(history or []) + [turn]
     history_off = list(history_off or []) + ([turn] if compare else [])
@@ -75,7 +58,7 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
         stream = stream_compare(ctx.handle, history_off, history, settings, stop=stop)
     else:
         stream = (("", text) for text in stream_reply(ctx.handle, history, settings, adapter=bool(adapter_on), stop=stop))
-    first, stream = _first(stream, lang)
+    first, stream = _first(stream)
     off, on = first if first is not None else ("", "")
     cleared = gr.MultimodalTextbox(value=None)
 
@@ -84,7 +67,7 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
         return render(history + [assistant_turn(on)]), render(side)
 
     try:
-        for off, on in itertools.chain([(off, on)], _pairs(stream, lang)):
+        for off, on in itertools.chain([(off, on)], stream):
             yield stop, *shown(off, on), history, history_off, cleared
     finally:
         stop.set()  # also reached when the page goes away: the model stops after its next token
@@ -94,53 +77,44 @@ def respond(ctx, message, history, history_off, system, temperature, top_p, max_
     yield None, render(history), render(history_off), history, history_off, cleared
 
 
-def _pairs(stream, lang: str):
-    """The rest of a stream, errors turned into one sentence."""
-    try:
-        yield from stream
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
-
-
 def create_tab(ctx) -> None:
     history = gr.State([])
     history_off = gr.State([])
     stop_state = gr.State(None)
-    system = gr.Textbox(label=t("chat.system"), lines=1)
-    with gr.Accordion(t("chat.settings"), open=False):
-        with gr.Row():
-            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label=t("chat.temperature"))
-            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("chat.top_p"))
-            max_new = gr.Slider(1, 4096, value=512, step=1, label=t("chat.max_new"))
+    form = Form(ChatSettings)
+    form.add("system", lines=1)
+    with gr.Accordion(t("Generation settings"), open=False):
+        form.row("temperature", "top_p", "max_new_tokens")
     with gr.Row():
-        adapter_on = gr.Checkbox(value=True, label=t("chat.adapter"))
-        compare = gr.Checkbox(value=False, label=t("chat.compare"))
+        adapter_on = gr.Checkbox(value=True, label=t("Answer with the fine-tuned adapter"))
+        compare = gr.Checkbox(value=False, label=t("Compare: adapter off | on"))
     with gr.Row():
-        chatbot_off = gr.Chatbot(label=t("chat.off"), visible=False, height=480)
-        chatbot = gr.Chatbot(label=t("chat.main"), height=480)
+        chatbot_off = gr.Chatbot(label=t("Adapter off (base model)"), visible=False, height=480)
+        chatbot = gr.Chatbot(label=t("Chat"), height=480)
     textbox = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", placeholder=None,
-                                   label=t("chat.input"), submit_btn=True)  # fmt: skip
+                                   label=t("Message; add one or more images"), submit_btn=True)  # fmt: skip
     with gr.Row():
-        stop_btn = gr.Button(t("chat.stop"), variant="stop")
-        clear_btn = gr.Button(t("chat.clear"))
+        stop_btn = gr.Button(t("Stop"), variant="stop")
+        clear_btn = gr.Button(t("Clear"))
 
-    def on_send(request: gr.Request, message, chat, chat_off, system_text, temp, p, new, adapter, both):
-        yield from respond(ctx, message, chat, chat_off, system_text, temp, p, new, adapter, both,
-                           lang=request_lang(ctx, request))  # fmt: skip
+    def on_send(message, chat, chat_off, adapter, compare, *, lang, **settings):
+        yield from respond(ctx, message, chat, chat_off, settings, adapter, compare)
 
     def on_compare(both):
-        label = t("chat.on") if both else t("chat.main")
+        label = t("Adapter on (fine-tuned)") if both else t("Chat")
         return gr.update(visible=bool(both)), gr.update(label=label)
 
-    def on_stop(request: gr.Request, stop):
+    def on_stop(stop, lang):
         if stop is not None:
             stop.set()
-        gr.Info(i18n.text("chat.stopping", request_lang(ctx, request)))
+        gr.Info(localize(Msg("Stopping…"), lang))
 
-    inputs = [textbox, history, history_off, system, temperature, top_p, max_new, adapter_on, compare]
+    # The API's parameters, in this order: message, the settings, adapter, compare.
+    inputs = {"message": textbox, "chat": history, "chat_off": history_off, **form.named(), "adapter": adapter_on,
+              "compare": compare}  # fmt: skip
     outputs = [stop_state, chatbot, chatbot_off, history, history_off, textbox]
-    textbox.submit(gpu(on_send), inputs, outputs, api_name="chat")
-    stop_btn.click(on_stop, stop_state, None, api_name="chat_stop")
+    textbox.submit(gpu(i18n.handler(ctx, on_send)), None, outputs, api_name="chat", inputs_kwargs=inputs)
+    stop_btn.click(i18n.handler(ctx, on_stop), stop_state, None, api_name="chat_stop")
     clear_btn.click(lambda: ([], [], [], [], None), None, [chatbot, chatbot_off, history, history_off, stop_state],
                     api_name="chat_clear")  # fmt: skip
     compare.change(on_compare, compare, [chatbot_off, chatbot], api_name="chat_compare_mode")

@@ -24,46 +24,15 @@ from lab.evaluation.runner import (
     start_evaluation,
 )
 from lab.jobs import JobState
+from lab.text import Msg
 from lab.ui import i18n
-from lab.ui.i18n import request_lang, t, with_lang
+from lab.ui.forms import Form, read_values
+from lab.ui.i18n import t
 from lab.ui.zerogpu import gpu
 
-STRINGS = {
-    "eval.data": ("Data to evaluate on", "评估数据"),
-    "eval.compare": ("Compare with the base model (adapter off, then on)", "与基座模型对比（先关闭适配器，再打开）"),
-    "eval.batch": ("Batch size", "批大小"),
-    "eval.max_new": ("Max new tokens", "最大生成 token 数"),
-    "eval.limit": ("Samples (0: all)", "样本数（0：全部）"),
-    "eval.run": ("Evaluate", "开始评估"),
-    "eval.stop": ("Stop", "停止"),
-    "eval.metrics": ("Metrics", "指标"),
-    "eval.chart": ("Base vs fine-tuned", "基座 vs 微调"),
-    "eval.samples": ("Samples (largest gain first; click a row to see it)", "样本（提升最大的在前；点击一行查看）"),
-    "eval.sort": ("Sort samples by", "样本排序"),
-    "eval.sample": ("Sample", "样本"),
-    "eval.endpoint": ("Score an OpenAI-compatible endpoint (vLLM, or the labeler as upper bound)", "评估 OpenAI 兼容接口（vLLM，或以标注模型为上限）"),
-    "eval.base_url": ("Base URL", "接口地址"),
-    "eval.model": ("Model name on the server", "服务端模型名"),
-    "eval.key": ("API key (empty: OPENAI_API_KEY or EMPTY)", "API 密钥（留空：OPENAI_API_KEY 或 EMPTY）"),
-    "eval.concurrency": ("Concurrent requests", "并发请求数"),
-    "eval.run_endpoint": ("Evaluate endpoint", "评估接口"),
-    "eval.saved": ("Saved results", "已保存的结果"),
-    "eval.load": ("Show", "查看"),
-    "eval.started": ("Evaluating {total} samples…", "正在评估 {total} 个样本…"),
-    "eval.progress": ("{done}/{total} samples · ETA {eta}", "{done}/{total} 个样本 · 剩余 {eta}"),
-    "eval.stopping": ("Stopping after the current batch…", "当前批次完成后停止…"),
-    "eval.idle": ("No evaluation is running in this page.", "本页面没有正在进行的评估。"),
-    "eval.reference": ("reference", "参考答案"),
-    "eval.score": ("score", "得分"),
-    "eval.variant": ("model", "模型"),
-    "eval.sort.gain": ("largest gain", "提升最大"),
-    "eval.sort.loss": ("largest loss", "下降最大"),
-    "eval.sort.id": ("id", "编号"),
-}
-i18n.register(STRINGS)
 
 VAL_SPLIT = "(validation split of the loaded run)"
-SORTS = ["gain", "loss", "id"]
+SORTS = {"gain": Msg("largest gain"), "loss": Msg("largest loss"), "id": Msg("id")}
 
 
 def data_choices() -> list[str]:
@@ -75,8 +44,7 @@ def load_samples(ctx, source: str):
     if not source or source == VAL_SPLIT:
         run_dir = ctx.handle.current_run_dir()
         if run_dir is None:
-            raise LabError("The loaded model is not a training run; pick a dataset to evaluate on.",
-                           zh="当前加载的模型不是一次训练的结果；请选择要评估的数据集。")
+            raise LabError("The loaded model is not a training run; pick a dataset to evaluate on.")
         return samples_from_run(run_dir)
     return samples_from_dataset(source), source
 
@@ -84,7 +52,7 @@ def load_samples(ctx, source: str):
 def progress_html(done: int, total: int, eta: float | None, lang: str = "en") -> str:
     """A progress bar with the counts and the time left."""
     eta_text = "…" if eta is None else time.strftime("%M:%S", time.gmtime(max(eta, 0))) if eta < 3600 else f"{eta / 3600:.1f} h"
-    line = html.escape(i18n.text("eval.progress", lang, done=done, total=total, eta=eta_text))
+    line = html.escape(localize(Msg("{done}/{total} samples · ETA {eta}", done=done, total=total, eta=eta_text), lang))
     return f'<progress value="{done}" max="{max(total, 1)}" style="width:100%"></progress><div>{line}</div>'
 
 
@@ -108,7 +76,7 @@ def stream_job(evaluate, lang: str, sort: str):
     job = start_evaluation(evaluate)
     keep = gr.update()
     try:
-        yield job, i18n.text("eval.started", lang, total="…"), keep, keep, keep, keep, None
+        yield job, localize(Msg("Evaluating {total} samples…", total="…"), lang), keep, keep, keep, keep, None
         while not job.wait(0.5):
             if job.total:
                 yield job, progress_html(job.done, job.total, job.eta_s, lang), keep, keep, keep, keep, None
@@ -121,29 +89,23 @@ def stream_job(evaluate, lang: str, sort: str):
     yield None, done, *result_outputs(result, sort, lang), result.summary_path
 
 
-def evaluate(ctx, source, compare, batch, max_new, limit, sort, lang="en"):
-    """Handler of "Evaluate": the loaded model on the chosen data."""
-    try:
-        settings = EvalSettings(batch_size=int(batch), max_new_tokens=int(max_new), compare_base=bool(compare),
-                                limit=int(limit) or None)  # fmt: skip
-        data, where = load_samples(ctx, source)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+def evaluate(ctx, values: dict, lang="en"):
+    """Handler of "Evaluate": the loaded model on the chosen data; ``values`` by name (source, sort, EvalSettings)."""
+    settings = read_values(EvalSettings, values)
+    data, where = load_samples(ctx, values["source"])
     job = lambda progress, stop: run_evaluation(ctx.handle, data, settings, source=where, progress=progress, stop=stop)
-    yield from stream_job(job, lang, sort)
+    yield from stream_job(job, lang, values["sort"])
 
 
-def evaluate_url(ctx, source, url, model, api_key, concurrency, max_new, limit, sort, lang="en"):
-    """Handler of "Evaluate endpoint": an OpenAI-compatible server on the chosen data."""
-    try:
-        config = EndpointConfig(base_url=(url or "").strip(), model=(model or "").strip(), api_key=api_key or None,
-                                concurrency=int(concurrency), max_tokens=int(max_new))  # fmt: skip
-        data, where = load_samples(ctx, source)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
-    job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=int(limit) or None,
-                                                   progress=progress, stop=stop)  # fmt: skip
-    yield from stream_job(job, lang, sort)
+def evaluate_url(ctx, values: dict, lang="en"):
+    """Handler of "Evaluate endpoint": an OpenAI-compatible server on the chosen data; ``values`` by name
+    (source, sort, EndpointConfig's fields, and EvalSettings' max_new_tokens and limit)."""
+    config = read_values(EndpointConfig, values)
+    limit = read_values(EvalSettings, values).limit
+    data, where = load_samples(ctx, values["source"])
+    job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=limit or None, progress=progress,
+                                                   stop=stop)  # fmt: skip
+    yield from stream_job(job, lang, values["sort"])
 
 
 def saved_choices(ctx):
@@ -156,11 +118,7 @@ def saved_choices(ctx):
 
 
 def show_saved(summary_path, order, lang="en"):
-    try:
-        result = load_result(summary_path)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
-    return (None, "", *result_outputs(result, order, lang), summary_path)
+    return (None, "", *result_outputs(load_result(summary_path), order, lang), summary_path)
 
 
 def resort(summary_path, order, lang="en"):
@@ -174,69 +132,69 @@ def _result_widgets():
     progress = gr.HTML()
     summary = gr.Markdown()
     with gr.Row():
-        metrics = gr.Dataframe(label=t("eval.metrics"), interactive=False, scale=1)
-        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("eval.chart"), x_title=t("col.metric"),
-                           y_title=t("eval.score"), color_title=t("eval.variant"), scale=2)  # fmt: skip
-    sort = gr.Radio([(t(f"eval.sort.{name}"), name) for name in SORTS], value="gain", label=t("eval.sort"))
-    samples = gr.Dataframe(label=t("eval.samples"), interactive=False, wrap=True)
+        metrics = gr.Dataframe(label=t("Metrics"), interactive=False, scale=1)
+        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("Base vs fine-tuned"), x_title=t("metric"),
+                           y_title=t("score"), color_title=t("model"), scale=2)  # fmt: skip
+    choices = [(t(label), name) for name, label in SORTS.items()]  # dynamic template: the Msgs of SORTS
+    sort = gr.Radio(choices, value="gain", label=t("Sort samples by"))
+    samples = gr.Dataframe(label=t("Samples (largest gain first; click a row to see it)"), interactive=False,
+                           wrap=True)
     with gr.Row():
-        sample_image = gr.Image(label=t("eval.sample"), interactive=False, scale=1)
+        sample_image = gr.Image(label=t("Sample"), interactive=False, scale=1)
         sample_text = gr.Markdown()
     return progress, summary, metrics, chart, sort, samples, sample_image, sample_text
 
 
 def create_tab(ctx) -> None:
     stop_state, shown = gr.State(None), gr.State(None)  # this page's stop switch; the result on screen
+    form, endpoint = Form(EvalSettings), Form(EndpointConfig)
     with gr.Row():
         source = gr.Dropdown(data_choices(), value=str(paths.SAMPLE_DATASET), allow_custom_value=True,
-                             label=t("eval.data"), scale=3)  # fmt: skip
-        compare = gr.Checkbox(value=True, label=t("eval.compare"), scale=2)
+                             label=t("Data to evaluate on"), scale=3)  # fmt: skip
+        form.add("compare_base", scale=2)
+    form.row("batch_size", "max_new_tokens", "limit")
     with gr.Row():
-        batch = gr.Slider(1, 64, value=8, step=1, label=t("eval.batch"))
-        max_new = gr.Slider(1, 2048, value=128, step=1, label=t("eval.max_new"))
-        limit = gr.Number(value=0, precision=0, minimum=0, label=t("eval.limit"))
-    with gr.Row():
-        run_btn = gr.Button(t("eval.run"), variant="primary")
-        stop_btn = gr.Button(t("eval.stop"), variant="stop")
+        run_btn = gr.Button(t("Evaluate", context="button"), variant="primary")
+        stop_btn = gr.Button(t("Stop"), variant="stop")
     progress, summary, metrics, chart, sort, samples, sample_image, sample_text = _result_widgets()
-    with gr.Accordion(t("eval.endpoint"), open=False):
+    with gr.Accordion(t("Score an OpenAI-compatible endpoint (vLLM, or the labeler as upper bound)"), open=False):
+        endpoint.row("base_url", "model", "api_key", "concurrency")
+        endpoint_btn = gr.Button(t("Evaluate endpoint"))
+    with gr.Accordion(t("Saved results"), open=False):
         with gr.Row():
-            base_url = gr.Textbox(value="http://localhost:8000/v1", label=t("eval.base_url"))
-            served = gr.Textbox(label=t("eval.model"))
-            key = gr.Textbox(type="password", label=t("eval.key"))
-            concurrency = gr.Slider(1, 32, value=4, step=1, label=t("eval.concurrency"))
-        endpoint_btn = gr.Button(t("eval.run_endpoint"))
-    with gr.Accordion(t("eval.saved"), open=False):
-        with gr.Row():
-            saved = gr.Dropdown([], label=t("eval.saved"), allow_custom_value=True, scale=3)
-            load_btn = gr.Button(t("eval.load"), scale=1)
+            saved = gr.Dropdown([], label=t("Saved results"), allow_custom_value=True, scale=3)
+            load_btn = gr.Button(t("Show"), scale=1)
     outputs = [stop_state, progress, summary, metrics, chart, samples, shown]
 
-    # Gradio hands the request (for the page's language) only to a positional parameter.
-    def on_run(request: gr.Request, source, compare, batch, max_new, limit, sort):
-        yield from evaluate(ctx, source, compare, batch, max_new, limit, sort, request_lang(ctx, request))
+    # A LabError (no model, bad settings, a failed run) is one sentence in a toast (i18n.handler).
+    def on_run(*, lang, **values):
+        yield from evaluate(ctx, values, lang)
 
-    def on_endpoint(request: gr.Request, source, url, model, api_key, conc, max_new, limit, sort):
-        yield from evaluate_url(ctx, source, url, model, api_key, conc, max_new, limit, sort, request_lang(ctx, request))
+    def on_endpoint(*, lang, **values):
+        yield from evaluate_url(ctx, values, lang)
 
-    def on_stop(request: gr.Request, job):
-        if job is not None:
-            job.stop()
-        return i18n.text("eval.stopping" if job is not None else "eval.idle", request_lang(ctx, request))
+    def on_stop(job, lang):
+        if job is None:
+            return localize(Msg("No evaluation is running in this page."), lang)
+        job.stop()
+        return localize(Msg("Stopping after the current batch…"), lang)
 
-    def on_select(request: gr.Request, summary_path, order, evt: gr.SelectData):
+    def on_select(summary_path, order, evt: gr.SelectData, lang):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return show_sample(summary_path, order, row, request_lang(ctx, request))
+        return show_sample(summary_path, order, row, lang)
 
-    run_btn.click(gpu(on_run), [source, compare, batch, max_new, limit, sort], outputs, api_name="evaluate")
-    endpoint_btn.click(on_endpoint, [source, base_url, served, key, concurrency, max_new, limit, sort], outputs,
-                       api_name="evaluate_endpoint")  # fmt: skip
-    stop_btn.click(on_stop, stop_state, summary, api_name="evaluate_stop")
-    sort.change(with_lang(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
+    # The API's parameters, in this order.
+    local_inputs = {"source": source, **form.named(), "sort": sort}
+    endpoint_inputs = {"source": source, **endpoint.named(), **form.named("max_new_tokens", "limit"), "sort": sort}
+    run_btn.click(gpu(i18n.handler(ctx, on_run)), None, outputs, api_name="evaluate", inputs_kwargs=local_inputs)
+    endpoint_btn.click(i18n.handler(ctx, on_endpoint), None, outputs, api_name="evaluate_endpoint",
+                       inputs_kwargs=endpoint_inputs)  # fmt: skip
+    stop_btn.click(i18n.handler(ctx, on_stop), stop_state, summary, api_name="evaluate_stop")
+    sort.change(i18n.handler(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
     source.focus(lambda: gr.update(choices=data_choices()), outputs=source, api_name="evaluate_data_choices")
     saved.focus(lambda: saved_choices(ctx), outputs=saved, api_name="evaluate_saved_list")
-    load_btn.click(with_lang(ctx, show_saved), [saved, sort], outputs, api_name="evaluate_load")
-    samples.select(on_select, [shown, sort], [sample_image, sample_text], api_name="evaluate_sample")
+    load_btn.click(i18n.handler(ctx, show_saved), [saved, sort], outputs, api_name="evaluate_load")
+    samples.select(i18n.handler(ctx, on_select), [shown, sort], [sample_image, sample_text], api_name="evaluate_sample")
 
 
 def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"):
@@ -254,7 +212,9 @@ def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"
         image = open_image(sample["images"][0]) if sample["images"] else None
     except LabError:
         image = None
-    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}", f"**{i18n.text('eval.reference', lang)}**: {html.escape(sample['reference'])}"]
+    reference = localize(Msg("reference"), lang)
+    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}",
+             f"**{reference}**: {html.escape(sample['reference'])}"]
     for variant, answer in sample["answers"].items():
         scores = ", ".join(f"{k} {v:.1f}" for k, v in sample["scores"][variant].items())
         lines.append(f"**{variant}**: {html.escape(answer) or '∅'}  \n<small>{scores}</small>")

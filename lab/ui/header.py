@@ -6,81 +6,44 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lab.errors import LabError, localize
+from lab.errors import localize
 from lab.handle import adapter_names
 from lab.models import allowed_models
+from lab.text import LANGS, Msg
 from lab.training.runs import list_runs
 from lab.ui import i18n
 from lab.ui.context import UIContext
 from lab.ui.i18n import t
 
-STRINGS = {
-    "app.title": ("VLM Lab", "VLM Lab 视觉语言模型工坊"),
-    "app.subtitle": (
-        "From a folder of images to a fine-tuned vision-language model: design prompts, label, train, evaluate, chat.",
-        "从一个图片文件夹到微调好的视觉语言模型：设计提示词、标注、训练、评估、对话。",
-    ),
-    "header.none": ("No model loaded.", "尚未加载模型。"),
-    "header.loading": ("Loading the model…", "正在加载模型…"),
-    "header.error": ("The model could not be loaded: {error}", "模型加载失败：{error}"),
-    "header.tiny": (
-        "tiny random demo model: its answers are noise until you train it",
-        "微型随机演示模型：训练之前它的回答是随机的",
-    ),
-    "header.state": ("state", "状态"),
-    "header.adapter": ("LoRA adapter {name}", "LoRA 适配器 {name}"),
-    "header.adapter_off": ("off by default", "默认关闭"),
-    "header.controls": ("Model: load, pick the adapter, unload", "模型：加载、选择适配器、卸载"),
-    "header.model": ("Model: Hub id, local folder or demo", "模型：Hub 名称、本地文件夹或 demo"),
-    "header.quant": ("Quantization", "量化"),
-    "header.load": ("Load model", "加载模型"),
-    "header.run": ("Training run (its base model + adapter)", "训练任务（基座模型 + 适配器）"),
-    "header.load_run": ("Load run", "加载训练任务"),
-    "header.active": ("Active adapter", "当前适配器"),
-    "header.use": ("Use", "使用"),
-    "header.unload": ("Unload", "卸载"),
-}
-i18n.register(STRINGS)
-
 
 def status_markdown(ctx: UIContext, lang: str = "en", viewer: str | None = None) -> str:
     info = ctx.handle.describe(viewer)
     if info["state"] == "loading":
-        return i18n.text("header.loading", lang)
+        return localize(Msg("Loading the model…"), lang)
     if "name" not in info:
         if info["error"]:
-            return i18n.text("header.error", lang, error=localize(info["error"], lang))
-        return i18n.text("header.none", lang)
+            return localize(Msg("The model could not be loaded: {error}", error=info["error"]), lang)
+        return localize(Msg("No model loaded."), lang)
     parts = [f"**{info['name']}**"]
     if info.get("adapter"):
-        adapter = i18n.text("header.adapter", lang, name=f"**{info['adapter']}**")
-        parts.append(adapter if info.get("adapter_enabled") else f"{adapter} ({i18n.text('header.adapter_off', lang)})")
+        adapter = localize(Msg("LoRA adapter {name}", name=f"**{info['adapter']}**"), lang)
+        parts.append(adapter if info.get("adapter_enabled") else f"{adapter} ({localize(Msg('off by default'), lang)})")
     parts += [info["family"], info["device"], info["dtype"]]
     if info["quantization"] != "none":
         parts.append(info["quantization"])
     if info["memory_gib"] is not None:
         parts.append(f"{info['memory_gib']} GiB")
-    parts.append(f"{i18n.text('header.state', lang)}: {localize(info['state'], lang)}")
+    parts.append(f"{localize(Msg('state'), lang)}: {localize(info['state'].label, lang)}")
     line = " · ".join(parts)
     if info["is_tiny"]:
-        line += f"  \n⚠️ {i18n.text('header.tiny', lang)}"
+        line += f"  \n⚠️ {localize(Msg('tiny random demo model: its answers are noise until you train it'), lang)}"
     return line
 
 
 NO_ADAPTER = "(none)"
-
-
-def _page_lang(ctx: UIContext, request) -> str:
-    return i18n.request_lang(ctx, request)
-
-
-def _model_call(ctx: UIContext, request, action) -> str:
-    """Run a handle action; a busy model or a bad name is one sentence on the page."""
-    try:
-        action()
-    except LabError as err:
-        raise gr.Error(localize(err, _page_lang(ctx, request))) from None
-    return status_markdown(ctx, _page_lang(ctx, request), _viewer(request))
+LANG_NAMES = {"en": "English", "zh": "中文"}  # each language in its own words, on the switch
+SUBTITLE = Msg("From a folder of images to a fine-tuned vision-language model: design prompts, label, train, evaluate, "
+               "chat.")
 
 
 def _viewer(request) -> str | None:
@@ -101,60 +64,62 @@ def adapter_choices(ctx: UIContext) -> list[str]:
 
 
 def _controls(ctx: UIContext, status: gr.Markdown) -> None:
-    with gr.Accordion(t("header.controls"), open=False):
+    with gr.Accordion(t("Model: load, pick the adapter, unload"), open=False):
         with gr.Row():
             # On a shared deployment only the owner's allow-list can be loaded; elsewhere any name or folder.
             model = gr.Dropdown(model_choices(ctx), value=ctx.settings.model or "", allow_custom_value=True,
-                                label=t("header.model"), scale=3)
-            quant = gr.Dropdown(["none", "4bit", "8bit"], value="none", label=t("header.quant"), scale=1)
-            load = gr.Button(t("header.load"), scale=1)
+                                label=t("Model: Hub id, local folder or demo"), scale=3)
+            quant = gr.Dropdown(["none", "4bit", "8bit"], value="none", label=t("Quantization"), scale=1)
+            load = gr.Button(t("Load model"), scale=1)
         with gr.Row():
-            run = gr.Dropdown([p.name for p in list_runs()], allow_custom_value=True, label=t("header.run"), scale=4)
-            load_run = gr.Button(t("header.load_run"), scale=1)
+            run = gr.Dropdown([p.name for p in list_runs()], allow_custom_value=True,
+                              label=t("Training run (its base model + adapter)"), scale=4)
+            load_run = gr.Button(t("Load run"), scale=1)
         with gr.Row():
-            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True, label=t("header.active"), scale=3)
-            use = gr.Button(t("header.use"), scale=1)
-            unload = gr.Button(t("header.unload"), variant="stop", scale=1)
+            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True, label=t("Active adapter"),
+                                  scale=3)
+            use = gr.Button(t("Use"), scale=1)
+            unload = gr.Button(t("Unload"), variant="stop", scale=1)
 
-    def on_load(request: gr.Request, name, quantization):
+    # A busy model or a bad name is one sentence on the page (i18n.handler); else the new status line.
+    def on_load(name, quantization, *, request, lang):
         options = {"quantization": None if quantization == "none" else quantization}
-        owner = _viewer(request)
-        return _model_call(ctx, request,
-                           lambda: ctx.handle.load_in_background((name or "").strip(), owner=owner, **options))
+        ctx.handle.load_in_background((name or "").strip(), owner=_viewer(request), **options)
+        return status_markdown(ctx, lang, _viewer(request))
 
-    def on_load_run(request: gr.Request, name):
-        owner = _viewer(request)
-        return _model_call(ctx, request,
-                           lambda: ctx.handle.load_in_background(None, run=(name or "").strip(), owner=owner))
+    def on_load_run(name, *, request, lang):
+        ctx.handle.load_in_background(None, run=(name or "").strip(), owner=_viewer(request))
+        return status_markdown(ctx, lang, _viewer(request))
 
-    def on_use(request: gr.Request, name):
-        return _model_call(ctx, request, lambda: ctx.handle.select_adapter(None if name == NO_ADAPTER else name))
+    def on_use(name, *, request, lang):
+        ctx.handle.select_adapter(None if name == NO_ADAPTER else name)
+        return status_markdown(ctx, lang, _viewer(request))
 
-    def on_unload(request: gr.Request):
-        return _model_call(ctx, request, ctx.handle.unload)
+    def on_unload(*, request, lang):
+        ctx.handle.unload()
+        return status_markdown(ctx, lang, _viewer(request))
 
-    load.click(on_load, [model, quant], status, api_name="model_load")
-    load_run.click(on_load_run, run, status, api_name="model_load_run")
-    use.click(on_use, adapter, status, api_name="model_use_adapter")
-    unload.click(on_unload, None, status, api_name="model_unload")
+    load.click(i18n.handler(ctx, on_load), [model, quant], status, api_name="model_load")
+    load_run.click(i18n.handler(ctx, on_load_run), run, status, api_name="model_load_run")
+    use.click(i18n.handler(ctx, on_use), adapter, status, api_name="model_use_adapter")
+    unload.click(i18n.handler(ctx, on_unload), None, status, api_name="model_unload")
     run.focus(lambda: gr.update(choices=[p.name for p in list_runs()]), outputs=run, api_name="model_runs")
     adapter.focus(lambda: gr.update(choices=adapter_choices(ctx)), outputs=adapter, api_name="model_adapters")
 
 
 def create_header(ctx: UIContext) -> gr.Markdown:
     with gr.Row():
-        gr.Markdown(f"# {STRINGS['app.title'][0]}")
-        english = gr.Button("English", size="sm", scale=0, min_width=80, elem_id="lang-en")
-        chinese = gr.Button("中文", size="sm", scale=0, min_width=80, elem_id="lang-zh")
-    english.click(None, js=i18n.switch_js("en"), api_name="lang_en")
-    chinese.click(None, js=i18n.switch_js("zh"), api_name="lang_zh")
-    gr.Markdown(t("app.subtitle"))
+        gr.Markdown("# VLM Lab")
+        for lang in LANGS:
+            switch = gr.Button(LANG_NAMES.get(lang, lang), size="sm", scale=0, min_width=80, elem_id=f"lang-{lang}")
+            switch.click(None, js=i18n.switch_js(lang), api_name=f"lang_{lang}")
+    gr.Markdown(t(SUBTITLE))  # dynamic template: the Msg SUBTITLE above
     status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
     _controls(ctx, status)
     timer = gr.Timer(2.0)
 
-    def on_tick(request: gr.Request):
-        return status_markdown(ctx, _page_lang(ctx, request), _viewer(request))
+    def on_tick(*, request, lang):
+        return status_markdown(ctx, lang, _viewer(request))
 
-    timer.tick(on_tick, outputs=status, api_name="model_status", show_progress="hidden")
+    timer.tick(i18n.handler(ctx, on_tick), outputs=status, api_name="model_status", show_progress="hidden")
     return status

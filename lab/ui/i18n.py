@@ -1,9 +1,10 @@
-"""Labels in English and Chinese.
+"""The page's language: labels, handlers and table headers.
 
-Each UI module declares its strings next to its widgets as
-``STRINGS = {"key": ("English", "中文")}`` and registers them; widgets use ``t(key)``,
-which the browser translates from its language (Gradio's ``I18n``). Messages made on
-the server (status lines, errors) use ``text(key, lang)``.
+English is the key. A widget takes ``t("Start training")``; the browser shows it in the page's
+language through Gradio's ``I18n``, built from the catalogs in ``lab/locales/``. A handler made
+with :func:`handler` gets the page's language as ``lang=`` and shows a
+:class:`~lab.errors.LabError` as the page's sentence; text made on the server is
+``localize(Msg("Started {name}.", name=name), lang)``.
 """
 
 from __future__ import annotations
@@ -13,36 +14,38 @@ import inspect
 import gradio as gr
 from gradio.i18n import I18nData
 
-from lab.errors import LANGS
+from lab.errors import LabError, localize
+from lab.text import LANGS, Msg, catalog
 
-_STRINGS: dict[str, tuple[str, str]] = {}
+_LABELS: dict[str, str] = {}  # catalog key -> English, of every label made with t()
+# Words of Gradio's own page that its Chinese translation lacks: Gradio's keys, with their English;
+# the catalogs translate them under the same keys.
+GRADIO_WORDS = {
+    "common.complete": "Complete", "common.runs": "Runs", "common.runs_description": "View runs saved in this browser",
+    "common.back_to_app": "App", "common.back_to_app_description": "Return to the app", "common.progress": "Progress",
+    "common.run": "Run", "common.download_all": "Download All",
+}
 
 
-def register(strings: dict[str, tuple[str, str]]) -> None:
-    for key, pair in strings.items():
-        if key in _STRINGS and _STRINGS[key] != pair:
-            raise ValueError(f"UI string {key!r} is registered twice with different texts")
-        _STRINGS[key] = pair
+def t(text: str | Msg, context: str | None = None) -> I18nData:
+    """A label the browser shows in the page's language; its English is the key of its translations.
 
-
-def t(key: str) -> I18nData:
-    """A label the browser shows in its language."""
-    if key not in _STRINGS:
-        raise KeyError(f"UI string {key!r} is not registered")
+    ``context`` tells apart two labels with the same English and different translations (gettext's
+    msgctxt): their catalog key is ``context + "\\x04" + text``.
+    """
+    english = text.template if isinstance(text, Msg) else text
+    key = english if context is None else f"{context}\x04{english}"
+    _LABELS[key] = english
     return I18nData(key)
 
 
-def text(key: str, lang: str = "en", **values: object) -> str:
-    """A server-side message in ``lang`` ("en" or "zh"), formatted with ``values``."""
-    en, zh = _STRINGS[key]
-    return (zh if lang == "zh" else en).format(**values)
-
-
 def build_i18n() -> gr.I18n:
-    return gr.I18n(
-        en={key: pair[0] for key, pair in _STRINGS.items()},
-        zh={key: pair[1] for key, pair in _STRINGS.items()},
-    )
+    """Gradio's translations of every label made so far: its English, and each catalog's entry."""
+    translations = {"en": {**GRADIO_WORDS, **_LABELS}}
+    for lang in LANGS[1:]:
+        words = catalog(lang)
+        translations[lang] = {key: words[key] for key in [*_LABELS, *GRADIO_WORDS] if key in words}
+    return gr.I18n(**translations)
 
 
 # The browser's language decides, unless the person picked one with the switch (kept in
@@ -60,7 +63,7 @@ def head_script(forced: str | None = None) -> str:
         "<script>(function(){var lang=null;"
         f"try{{lang=localStorage.getItem('{_STORAGE_KEY}');}}catch(e){{}}"
         f"lang=lang||{default};if(!lang)return;"
-        "var tag=lang==='zh'?'zh-CN':'en-US';"
+        "var tag={en:'en-US',zh:'zh-CN'}[lang]||lang;"
         "Object.defineProperty(navigator,'language',{get:function(){return tag;}});"
         "Object.defineProperty(navigator,'languages',{get:function(){return [tag];}});"
         "})();</script>"
@@ -123,55 +126,94 @@ def request_lang(ctx, request) -> str:
     if request is None:
         return "en"
     accept = (request.headers.get("accept-language", "") or "").lower()
-    return "zh" if accept.startswith("zh") else "en"
+    first = accept.split(",")[0].split(";")[0].split("-")[0].strip()
+    return first if first in LANGS else "en"
 
 
-def with_lang(ctx, fn):
-    """``fn(*inputs, lang=...)`` as an event handler: the page's language comes from the request.
+def handler(ctx, fn=None, *, on_error=None):
+    """``fn(*inputs, lang=...)`` as an event handler, in the page's language (:func:`request_lang`).
 
-    Gradio injects the request into the first parameter by its annotation; the inputs follow.
+    A :class:`LabError` from ``fn`` becomes the page's sentence: ``on_error(sentence)`` gives the
+    outputs that show it (a status box), else it is raised as ``gr.Error`` (a toast). The handler
+    has ``fn``'s parameters but ``lang``, after the request: they name the event's API parameters,
+    and a ``**values`` parameter takes the event's ``inputs_kwargs`` (a form's fields by name).
+    ``fn`` may take the request too, as ``request=``. Also a decorator: ``@handler(ctx, on_error=...)``.
     """
+    if fn is None:
+        return lambda f: handler(ctx, f, on_error=on_error)
+    wants_request = "request" in inspect.signature(fn).parameters
+
+    def shown(err: LabError, lang: str):
+        if on_error is None:
+            raise gr.Error(localize(err, lang)) from None
+        return on_error(localize(err, lang))
+
     if inspect.isgeneratorfunction(fn):
-        def handler(request: gr.Request, *inputs):
-            yield from fn(*inputs, lang=request_lang(ctx, request))
+        def wrapper(request: gr.Request, *inputs, **named):
+            lang = request_lang(ctx, request)
+            extra = {"request": request} if wants_request else {}
+            try:
+                yield from fn(*inputs, **named, lang=lang, **extra)
+            except LabError as err:
+                yield shown(err, lang)
     else:
-        def handler(request: gr.Request, *inputs):
-            return fn(*inputs, lang=request_lang(ctx, request))
-    handler.__name__ = getattr(fn, "__name__", "handler")
-    return handler
+        def wrapper(request: gr.Request, *inputs, **named):
+            lang = request_lang(ctx, request)
+            extra = {"request": request} if wants_request else {}
+            try:
+                return fn(*inputs, **named, lang=lang, **extra)
+            except LabError as err:
+                return shown(err, lang)
+    return _signed(wrapper, fn)
+
+
+def _signed(wrapper, fn):
+    """``wrapper(request, *inputs, **named)`` with the signature of ``fn`` (without ``lang``) after the request."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("lang", "request")]
+    wrapper.__signature__ = inspect.Signature([inspect.Parameter("request", kind, annotation=gr.Request), *params])
+    # Gradio finds the request (and gr.SelectData) parameters by these annotations.
+    hints = {k: v for k, v in _annotations(fn).items() if k not in ("lang", "request", "return")}
+    wrapper.__annotations__ = {**hints, "request": gr.Request}
+    wrapper.__name__ = getattr(fn, "__name__", "handler")
+    return wrapper
+
+
+def _annotations(fn) -> dict:
+    """``fn``'s annotations, each resolved where it can be (in ``fn``'s module, else here); others left out."""
+    found = {}
+    for name, annotation in getattr(fn, "__annotations__", {}).items():
+        for scope in (getattr(fn, "__globals__", {}), globals()) if isinstance(annotation, str) else ():
+            try:
+                annotation = eval(annotation, dict(scope))  # what typing.get_type_hints does
+                break
+            except Exception:
+                continue
+        if not isinstance(annotation, str):
+            found[name] = annotation
+    return found
 
 
 # Column headers of tables. Gradio translates labels in the browser but not a Dataframe's
 # headers, so a table made with :func:`table` gets its headers in the page's language from
 # the server as the page loads (:func:`localize_page`), and handlers that fill a table
-# name its columns with :func:`columns`.
-register({f"col.{en}": (en, zh) for en, zh in [
-    ("id", "编号"), ("prompt", "提问"), ("answer", "回答"), ("source", "来源"), ("status", "状态"),
-    ("answer / reason", "回答 / 原因"), ("tokens", "token 数"), ("cost $", "费用 $"), ("seconds", "秒"),
-    ("reason", "原因"), ("reject", "剔除"), ("image", "图片"), ("JSON ok", "JSON 有效"), ("run", "训练记录"),
-    ("method", "方法"), ("model", "模型"), ("step", "步数"), ("loss", "损失"), ("eval loss", "验证损失"),
-    ("started", "开始时间"), ("path", "路径"), ("metric", "指标"), ("gain", "提升"), ("reference", "参考答案"),
-    ("base", "基座"), ("tuned", "微调后"), ("endpoint", "接口"),
-]})
-# Words of Gradio's own page that its Chinese translation lacks.
-register({f"common.{key}": pair for key, pair in {
-    "complete": ("Complete", "完成"), "runs": ("Runs", "运行记录"),
-    "runs_description": ("View runs saved in this browser", "查看保存在此浏览器中的运行记录"),
-    "back_to_app": ("App", "应用"), "back_to_app_description": ("Return to the app", "返回应用"),
-    "progress": ("Progress", "进度"), "run": ("Run", "运行"), "download_all": ("Download All", "全部下载"),
-}.items()})
+# name its columns with :func:`columns`. Headers are English, made of these words.
+HEADER_WORDS = {word.template: word for word in (
+    Msg("id"), Msg("prompt"), Msg("answer"), Msg("source"), Msg("status"), Msg("answer / reason"), Msg("tokens"),
+    Msg("cost $"), Msg("seconds"), Msg("reason"), Msg("reject"), Msg("image"), Msg("JSON ok"), Msg("run"),
+    Msg("method"), Msg("model"), Msg("step"), Msg("loss"), Msg("eval loss"), Msg("started"), Msg("path"),
+    Msg("metric"), Msg("gain"), Msg("reference"), Msg("base"), Msg("tuned"), Msg("endpoint"),
+)}
 _tables: list[tuple[gr.Dataframe, list[str]]] = []
 _loads: list[tuple] = []
 
 
 def columns(headers: list[str], lang: str = "en") -> list[str]:
     """English column headers in ``lang``; a header of several words ("rougeL base") word by word."""
-    def one(header: str) -> str:
-        if f"col.{header}" in _STRINGS:
-            return text(f"col.{header}", lang)
-        return " ".join(text(f"col.{w}", lang) if f"col.{w}" in _STRINGS else w for w in header.split(" "))
+    def word(text: str) -> str:
+        return HEADER_WORDS[text].localize(lang) if text in HEADER_WORDS else text
 
-    return [one(h) for h in headers] if lang == "zh" else list(headers)
+    return [word(h) if h in HEADER_WORDS else " ".join(word(w) for w in h.split(" ")) for h in headers]
 
 
 def table(headers: list[str], **kwargs) -> gr.Dataframe:
@@ -181,25 +223,26 @@ def table(headers: list[str], **kwargs) -> gr.Dataframe:
     return frame
 
 
-def at_page_load(fn, inputs, outputs) -> None:
-    """Run ``fn(*inputs, lang=...)`` as each page loads: for text made on the server before any page existed."""
-    _loads.append((fn, inputs, outputs))
+def at_page_load(fn, inputs, outputs, on_error=None) -> None:
+    """Run ``fn(*inputs, lang=...)`` as each page loads (a :func:`handler`): for text made on the server
+    before any page existed."""
+    _loads.append((fn, inputs, outputs, on_error))
 
 
 def localize_page(ctx, app: gr.Blocks) -> None:
     """Wire what :func:`table` and :func:`at_page_load` asked for since the last call to the loading of ``app``'s pages."""
-    loads = [(fn, inputs, outputs) for fn, inputs, outputs in _loads if app.blocks.get(outputs._id) is outputs]
+    loads = [load for load in _loads if app.blocks.get(load[2]._id) is load[2]]
     tables = [(frame, headers) for frame, headers in _tables if app.blocks.get(frame._id) is frame]
     _loads.clear()
     _tables.clear()
-    for fn, inputs, outputs in loads:
-        app.load(with_lang(ctx, fn), inputs, outputs, show_progress="hidden", api_visibility="undocumented")
+    for fn, inputs, outputs, on_error in loads:
+        app.load(handler(ctx, fn, on_error=on_error), inputs, outputs, show_progress="hidden",
+                 api_visibility="undocumented")  # fmt: skip
     if not tables:
         return
 
-    def on_load(request: gr.Request, *values):
-        lang = request_lang(ctx, request)
-        if lang != "zh":
+    def on_load(*values, lang: str):
+        if lang == "en":
             return [gr.update() for _ in tables]
         updates = []
         for (_, headers), value in zip(tables, values):
@@ -209,4 +252,5 @@ def localize_page(ctx, app: gr.Blocks) -> None:
         return updates
 
     frames = [frame for frame, _ in tables]
-    app.load(on_load, frames, frames, api_name="localize_tables", show_progress="hidden", api_visibility="undocumented")
+    app.load(handler(ctx, on_load), frames, frames, api_name="localize_tables", show_progress="hidden",
+             api_visibility="undocumented")  # fmt: skip

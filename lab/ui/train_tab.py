@@ -10,9 +10,9 @@ reloaded page finds the running job and its whole curve again. Logic lives in
 from __future__ import annotations
 
 import html
-import inspect
 import time
 from dataclasses import fields
+from functools import partial
 
 import gradio as gr
 
@@ -21,11 +21,13 @@ from lab.dataset import latest_dataset, list_datasets
 from lab.errors import LabError, localize
 from lab.jobs import JobState
 from lab.handle import find_run
-from lab.train_config import CHOICES, TrainConfig, list_train_presets
+from lab.text import Msg
+from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
 from lab.training.runs import RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, train_command
 from lab.ui import i18n
-from lab.ui.i18n import request_lang, t
+from lab.ui.forms import Form, read_values, shown_values
+from lab.ui.i18n import t
 
 MAIN_FIELDS = ["model", "dataset", "run_name", "method", "lora_targets", "train_vision", "train_merger",
                "train_language", "learning_rate", "num_epochs", "max_steps", "per_device_batch_size",
@@ -33,111 +35,15 @@ MAIN_FIELDS = ["model", "dataset", "run_name", "method", "lora_targets", "train_
 MORE_FIELDS = [f.name for f in fields(TrainConfig) if f.name not in MAIN_FIELDS and f.name != "output_dir"]
 FORM_FIELDS = MAIN_FIELDS + MORE_FIELDS
 
-STRINGS = {
-    "train.preset": ("Preset", "预设"),
-    "train.more": ("More settings", "更多设置"),
-    "train.start": ("Start training", "开始训练"),
-    "train.stop": ("Stop (after this step)", "停止（本步结束后）"),
-    "train.command": ("Show command", "显示命令"),
-    "train.loss": ("Loss", "损失"),
-    "train.lr": ("Learning rate", "学习率"),
-    "train.step": ("step", "步数"),
-    "train.series": ("series", "曲线"),
-    "train.log": ("Log", "日志"),
-    "train.runs": ("Past runs", "历史训练"),
-    "train.run": ("Run", "训练记录"),
-    "train.refresh": ("Refresh", "刷新"),
-    "train.show": ("Show curve and config", "显示曲线和配置"),
-    "train.resume": ("Resume from last checkpoint", "从最近的检查点继续"),
-    "train.load": ("Load for Evaluate / Chat", "加载用于评估/对话"),
-    "train.config": ("Config", "配置"),
-    "train.idle": ("No training run yet. Pick a preset and press Start.", "还没有训练。选择预设并点击开始。"),
-    "train.status": ("**{name}** · {status} · step {step}/{total} · elapsed {elapsed} · ETA {eta} · "
-                     "{samples} samples/s · {tokens} tokens/s · loss {loss}",
-                     "**{name}** · {status} · 第 {step}/{total} 步 · 已用 {elapsed} · 剩余 {eta} · "
-                     "{samples} 样本/秒 · {tokens} token/秒 · 损失 {loss}"),  # fmt: skip
-    "train.started": ("Started {name}.", "已开始训练 {name}。"),
-    "train.queued": ("Queued {name}: {ahead} run(s) ahead; it starts when they end.",
-                     "{name} 已排队：前面还有 {ahead} 个训练，结束后自动开始。"),
-    "train.stopping": ("Stopping {name} after the current step…", "{name} 将在当前步结束后停止…"),
-    "train.nothing": ("No training run is going on.", "当前没有进行中的训练。"),
-    "train.loaded": ("Loaded {name}; Evaluate and Chat now use it.", "已加载 {name}；评估和对话将使用它。"),
-    "train.pick": ("Pick a run first.", "请先选择一条训练记录。"),
-}
-_FIELD_LABELS = {
-    "model": ("Model (Hub id, folder, or demo)", "模型（Hub ID、文件夹或 demo）"),
-    "dataset": ("Dataset", "数据集"), "val_dataset": ("Validation dataset (optional)", "验证集（可选）"),
-    "run_name": ("Run name (empty: automatic)", "训练名称（留空自动生成）"),
-    "system": ("System prompt for every sample (empty: keep the samples')", "统一的系统提示词（留空：保留样本自带的）"),
-    "method": ("Method", "方法"), "lora_rank": ("LoRA rank", "LoRA 秩"), "lora_alpha": ("LoRA alpha", "LoRA alpha"),
-    "lora_dropout": ("LoRA dropout", "LoRA dropout"), "use_rslora": ("rsLoRA", "rsLoRA"), "use_dora": ("DoRA", "DoRA"),
-    "loraplus_lr_ratio": ("LoRA+ learning-rate ratio (empty: off)", "LoRA+ 学习率倍数（留空：关闭）"),
-    "lora_targets": ("LoRA on", "LoRA 作用于"), "train_vision": ("Train the vision tower (full)", "全量训练视觉编码器"),
-    "train_merger": ("Train the merger (full)", "全量训练连接层"), "train_language": ("Train the language model (full)", "全量训练语言模型"),
-    "quant_bits": ("QLoRA bits", "QLoRA 位数"), "double_quant": ("Double quantization", "双重量化"),
-    "quant_compute_dtype": ("QLoRA compute dtype", "QLoRA 计算精度"), "dtype": ("Precision", "精度"),
-    "learning_rate": ("Learning rate", "学习率"), "num_epochs": ("Epochs", "轮数"),
-    "max_steps": ("Max steps (-1: use epochs)", "最大步数（-1：按轮数）"), "per_device_batch_size": ("Batch size per GPU", "每卡批大小"),
-    "gradient_accumulation_steps": ("Gradient accumulation", "梯度累积"), "max_length": ("Max length (tokens)", "最大长度（token）"),
-    "overlong": ("Samples over max length", "超长样本"), "warmup_ratio": ("Warmup ratio", "预热比例"),
-    "lr_scheduler": ("Scheduler", "学习率调度"), "weight_decay": ("Weight decay", "权重衰减"),
-    "max_grad_norm": ("Max grad norm", "梯度裁剪"), "seed": ("Seed", "随机种子"), "val_ratio": ("Validation ratio", "验证集比例"),
-    "gradient_checkpointing": ("Gradient checkpointing", "梯度检查点"), "torch_compile": ("torch.compile (GPU)", "torch.compile（GPU）"),
-    "min_pixels": ("Min pixels per image", "每张图最少像素"), "max_pixels": ("Max pixels per image", "每张图最多像素"),
-    "logging_steps": ("Log every N steps", "每 N 步记录"), "eval_steps": ("Evaluate every N steps", "每 N 步验证"),
-    "save_steps": ("Save every N steps", "每 N 步保存"), "save_total_limit": ("Checkpoints to keep", "保留的检查点数"),
-    "report_to": ("Also log to", "同时记录到"), "num_gpus": ("GPUs", "GPU 数"), "deepspeed": ("DeepSpeed", "DeepSpeed"),
-    "identity": ("Add self-identity samples", "加入自我认知样本"),
-    "model_name": ("Model name (中文, English)", "模型名称（中文, English）"),
-    "model_author": ("Model author (中文, English)", "模型作者（中文, English）"),
-}  # fmt: skip
-STRINGS.update({f"train.f.{name}": pair for name, pair in _FIELD_LABELS.items()})
-STRINGS.update({"train.part.language": ("language model", "语言模型"), "train.part.vision": ("vision tower", "视觉编码器"),
-                "train.part.merger": ("merger (vision → language)", "投影层 merger（视觉 → 语言）")})
-i18n.register(STRINGS)
-
-
-def _field_widget(name: str, value):
-    label = t(f"train.f.{name}") if name in _FIELD_LABELS else name
-    if name == "dataset" or name == "val_dataset":
-        choices = [str(p) for p in list_datasets(include_variants=True)]
-        return gr.Dropdown(choices, value=value, allow_custom_value=True, label=label)
-    if name == "lora_targets":
-        return gr.CheckboxGroup([(t(f"train.part.{part}"), part) for part in ("language", "vision", "merger")], value=value,
-                                label=label)
-    if name in CHOICES:
-        choices = [c if c is not None else "none" for c in CHOICES[name]]
-        return gr.Dropdown(choices, value="none" if value is None else value, label=label)
-    if isinstance(value, bool):
-        return gr.Checkbox(value=value, label=label)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return gr.Number(value=value, label=label)
-    if isinstance(value, list):
-        return gr.Textbox(value=", ".join(value), label=label)
-    return gr.Textbox(value="" if value is None else str(value), label=label)
-
 
 def form_values(cfg: TrainConfig) -> list:
     """The form's values for ``cfg``, in :data:`FORM_FIELDS` order."""
-    values = []
-    for name in FORM_FIELDS:
-        value = getattr(cfg, name)
-        if name in CHOICES and value is None:
-            value = "none"
-        elif isinstance(value, list) and name != "lora_targets":
-            value = ", ".join(value)
-        elif value is None:
-            value = "" if name not in ("loraplus_lr_ratio", "min_pixels", "max_pixels", "save_total_limit") else None
-        values.append(value)
-    return values
+    return shown_values(TrainConfig, cfg, FORM_FIELDS)
 
 
-def config_from_form(values: list) -> TrainConfig:
-    """A ``TrainConfig`` from the form's values (in :data:`FORM_FIELDS` order); bad values raise ConfigError."""
-    data = dict(zip(FORM_FIELDS, values))
-    if data.get("deepspeed") == "none":
-        data["deepspeed"] = None
-    return TrainConfig.from_dict(data, "the form")
+def config_from_form(values: dict) -> TrainConfig:
+    """A ``TrainConfig`` from the form's values by field name; bad values raise ConfigError."""
+    return read_values(TrainConfig, values, where=Msg("the form"))
 
 
 def default_preset() -> str:
@@ -159,15 +65,17 @@ def _num(value, fmt: str) -> str:
 def status_outputs(run_dir, lang: str = "en"):
     """(progress bar HTML, status line, loss points, lr points) for the run in ``run_dir``."""
     if run_dir is None:
-        return "", i18n.text("train.idle", lang), None, None
+        return "", localize(Msg("No training run yet. Pick a preset and press Start."), lang), None, None
     p = progress(run_dir)
     job = jobs.current_job()
     mine = job is not None and str(job.run_dir) == str(run_dir)
-    status = localize((job.state if mine else p.status).label, lang)
-    line = i18n.text("train.status", lang, name=html.escape(str(run_dir).rsplit("/", 1)[-1]), status=status,
-                     step=p.step, total=p.total or "?", elapsed=_duration(p.elapsed_s), eta=_duration(p.eta_s),
-                     samples=_num(p.samples_per_s, "{:.2f}"), tokens=_num(p.tokens_per_s, "{:.0f}"),
-                     loss=_num(p.loss, "{:.4f}"))  # fmt: skip
+    status = (job.state if mine else p.status).label
+    line = localize(Msg("**{name}** · {status} · step {step}/{total} · elapsed {elapsed} · ETA {eta} · {samples} "
+                        "samples/s · {tokens} tokens/s · loss {loss}",
+                        name=html.escape(str(run_dir).rsplit("/", 1)[-1]), status=status,
+                        step=p.step, total=p.total or "?", elapsed=_duration(p.elapsed_s), eta=_duration(p.eta_s),
+                        samples=_num(p.samples_per_s, "{:.2f}"), tokens=_num(p.tokens_per_s, "{:.0f}"),
+                        loss=_num(p.loss, "{:.4f}")), lang)  # fmt: skip
     if mine and job.state is JobState.FAILED:
         line += f"  \n⚠️ {html.escape(localize(job.message, lang))}"
     elif p.message:
@@ -210,47 +118,32 @@ def runs_table():
     return [info.row() + [str(info.path)] for info in list_runs()]
 
 
-def _named(fn, names: list[str]):
-    """Give ``fn(request, *values)`` a signature naming each form field, so the API has named parameters."""
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [inspect.Parameter("request", kind, annotation=gr.Request)]
-    params += [inspect.Parameter(n, kind) for n in names]
-    fn.__signature__ = inspect.Signature(params)
-    fn.__annotations__ = {"request": gr.Request}  # how Gradio spots the request parameter
-    return fn
-
-
-def start(ctx, lang: str, values: list, resume_run: str | None = None) -> str:
-    """Start a run from the form's values (or resume ``resume_run``); returns the message to show."""
-    try:
-        if resume_run is not None:
-            job = jobs.start_training(load_run_config(find_run(resume_run)), ctx.handle, resume=True)
-        else:
-            job = jobs.start_training(config_from_form(values), ctx.handle)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+def start(ctx, values: dict, resume_run: str | None = None, lang: str = "en") -> str:
+    """Start a run from the form's values by name (or resume ``resume_run``); returns the message to show."""
+    if resume_run is not None:
+        job = jobs.start_training(load_run_config(find_run(resume_run)), ctx.handle, resume=True)
+    else:
+        job = jobs.start_training(config_from_form(values), ctx.handle)
     if job.state is JobState.QUEUED:
-        return i18n.text("train.queued", lang, name=job.name, ahead=jobs.queue_position(job))
-    return i18n.text("train.started", lang, name=job.name)
+        return localize(Msg("Queued {name}: {ahead} run(s) ahead; it starts when they end.",
+                            name=job.name, ahead=jobs.queue_position(job)), lang)
+    return localize(Msg("Started {name}.", name=job.name), lang)
 
 
-def stop(lang: str) -> str:
+def stop(lang: str = "en") -> str:
     job = jobs.current_job()
     if job is None or not job.active:
-        return i18n.text("train.nothing", lang)
+        return localize(Msg("No training run is going on."), lang)
     job.stop()
-    return i18n.text("train.stopping", lang, name=job.name)
+    return localize(Msg("Stopping {name} after the current step…", name=job.name), lang)
 
 
-def command(preset_name: str, values: list, lang: str = "en"):
+def command(preset_name: str, values: dict, lang: str = "en"):
     """The CLI command of the form's settings, shown in a box that appears with it."""
-    try:
-        return gr.update(value=train_command(config_from_form(values), preset_name or "lora"), visible=True)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
+    return gr.update(value=train_command(config_from_form(values), preset_name or "lora"), visible=True)
 
 
-def poll(chosen, lang: str):
+def poll(chosen, lang: str = "en"):
     """(progress bar, status line, loss points, lr points, log) of the run this page follows."""
     run_dir = watched_run(chosen)
     job = jobs.current_job()
@@ -258,18 +151,20 @@ def poll(chosen, lang: str):
     return (*status_outputs(run_dir, lang), log)
 
 
-def load_for_chat(ctx, lang: str, run_dir: str | None) -> str:
+def _picked(run_dir: str | None) -> str:
     if not run_dir:
-        raise gr.Error(i18n.text("train.pick", lang))
-    try:
-        ctx.handle.load_run(run_dir)
-    except LabError as err:
-        raise gr.Error(localize(err, lang)) from None
-    return i18n.text("train.loaded", lang, name=run_dir.rsplit("/", 1)[-1])
+        raise LabError("Pick a run first.")
+    return run_dir
 
 
-def _form_widgets(base: TrainConfig) -> dict:
-    widgets = {}
+def load_for_chat(ctx, run_dir: str | None, lang: str = "en") -> str:
+    ctx.handle.load_run(_picked(run_dir))
+    return localize(Msg("Loaded {name}; Evaluate and Chat now use it.", name=run_dir.rsplit("/", 1)[-1]), lang)
+
+
+def _form(base: TrainConfig) -> Form:
+    form = Form(TrainConfig, base)
+    datasets = [str(p) for p in list_datasets(include_variants=True)]
     rows = [("model", "dataset", "run_name", "method"),
             ("lora_targets", "train_vision", "train_merger", "train_language", "num_gpus"),
             ("learning_rate", "num_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
@@ -277,89 +172,78 @@ def _form_widgets(base: TrainConfig) -> dict:
     for names in rows:
         with gr.Row():
             for name in names:
-                widgets[name] = _field_widget(name, getattr(base, name))
-    with gr.Accordion(t("train.more"), open=False):
+                form.add(name, **({"choices": datasets} if name == "dataset" else {}))
+    with gr.Accordion(t("More settings"), open=False):
         for first in range(0, len(MORE_FIELDS), 6):
             with gr.Row():
                 for name in MORE_FIELDS[first : first + 6]:
-                    widgets[name] = _field_widget(name, getattr(base, name))
-    return widgets
+                    form.add(name, **({"choices": datasets} if name == "val_dataset" else {}))
+    return form
 
 
 def create_tab(ctx) -> None:
     selected = gr.State(None)  # the run this page follows (None: the app's current job)
-    preset = gr.Dropdown(list_train_presets(), value=default_preset(), label=t("train.preset"))
-    widgets = _form_widgets(TrainConfig.from_preset(default_preset()))
-    form = [widgets[name] for name in FORM_FIELDS]
+    preset = gr.Dropdown(list_train_presets(), value=default_preset(), label=t("Preset"))
+    form = _form(TrainConfig.from_preset(default_preset()))
+    widgets = form.named(*FORM_FIELDS)  # the API's parameters, in this order
     with gr.Row():
-        start_btn = gr.Button(t("train.start"), variant="primary")
-        stop_btn = gr.Button(t("train.stop"), variant="stop")
-        command_btn = gr.Button(t("train.command"))
+        start_btn = gr.Button(t("Start training"), variant="primary")
+        stop_btn = gr.Button(t("Stop (after this step)"), variant="stop")
+        command_btn = gr.Button(t("Show command"))
     message = gr.Markdown()
-    command_box = gr.Code(language="shell", label=t("train.command"), visible=False)  # shown with its first command
+    command_box = gr.Code(language="shell", label=t("Show command"), visible=False)  # shown with its first command
     bar, status = gr.HTML(), gr.Markdown(elem_id="train-status")
     with gr.Row():
         # No height: with one, Gradio cuts the legend off below the chart.
-        loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.loss"), x_title=t("train.step"),
-                                y_title=t("train.loss"), color_title=t("train.series"))  # fmt: skip
-        lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("train.lr"), x_title=t("train.step"),
-                              y_title=t("train.lr"), color_title=t("train.series"))  # fmt: skip
-    with gr.Accordion(t("train.log"), open=False):
-        log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("train.log"), show_label=False)
-    with gr.Accordion(t("train.runs"), open=False):
+        loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Loss"), x_title=t("step"),
+                                y_title=t("Loss"), color_title=t("series"))  # fmt: skip
+        lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Learning rate"), x_title=t("step"),
+                              y_title=t("Learning rate"), color_title=t("series"))  # fmt: skip
+    with gr.Accordion(t("Log"), open=False):
+        log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("Log"), show_label=False)
+    with gr.Accordion(t("Past runs"), open=False):
         runs = i18n.table(RUN_COLUMNS + ["path"], value=runs_table(), interactive=False, wrap=True)
         with gr.Row():
-            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("train.run"), allow_custom_value=True, scale=3)
-            refresh_btn = gr.Button(t("train.refresh"), scale=1)
+            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("Run"), allow_custom_value=True,
+                                   scale=3)
+            refresh_btn = gr.Button(t("Refresh"), scale=1)
         with gr.Row():
-            show_btn, resume_btn, load_btn = gr.Button(t("train.show")), gr.Button(t("train.resume")), gr.Button(t("train.load"))
-        run_config = gr.Code(language="yaml", label=t("train.config"))
-    def on_start(request: gr.Request, *values):
-        return start(ctx, request_lang(ctx, request), list(values)), None
+            show_btn = gr.Button(t("Show curve and config"))
+            resume_btn = gr.Button(t("Resume from last checkpoint"))
+            load_btn = gr.Button(t("Load for Evaluate / Chat"))
+        run_config = gr.Code(language="yaml", label=t("Config"))
 
-    def on_stop(request: gr.Request):
-        return stop(request_lang(ctx, request))
+    # A LabError (a bad setting, a busy model, no run picked) is one sentence in a toast (i18n.handler).
+    def on_start(*, lang, **values):
+        return start(ctx, values, lang=lang), None
 
-    def on_poll(request: gr.Request, chosen):
-        return poll(chosen, request_lang(ctx, request))
+    def on_command(preset, *, lang, **values):
+        return command(preset, values, lang)
 
     def on_refresh():
         table = runs_table()
         return table, gr.update(choices=[row[-1] for row in table])
 
-    def on_show(request: gr.Request, run_dir):
-        lang = request_lang(ctx, request)
-        if not run_dir:
-            raise gr.Error(i18n.text("train.pick", lang))
-        try:
-            found = find_run(run_dir)
-            return str(found), config_text(found)
-        except LabError as err:
-            raise gr.Error(localize(err, lang)) from None
+    def on_show(run_dir, lang):
+        found = find_run(_picked(run_dir))
+        return str(found), config_text(found)
 
-    def on_resume(request: gr.Request, run_dir):
-        lang = request_lang(ctx, request)
-        if not run_dir:
-            raise gr.Error(i18n.text("train.pick", lang))
-        return start(ctx, lang, [], resume_run=run_dir), run_dir
+    def on_resume(run_dir, lang):
+        return start(ctx, {}, resume_run=_picked(run_dir), lang=lang), run_dir
 
-    def on_load(request: gr.Request, run_dir):
-        return load_for_chat(ctx, request_lang(ctx, request), run_dir)
-
-    preset.change(lambda name: form_values(TrainConfig.from_preset(name)), preset, form, api_name="train_preset")
-    start_btn.click(_named(on_start, FORM_FIELDS), form, [message, selected], api_name="train_start")
-    stop_btn.click(on_stop, None, message, api_name="train_stop")
-    def on_command(request: gr.Request, name, *values):
-        return command(name, list(values), request_lang(ctx, request))
-
-    command_btn.click(_named(on_command, ["preset", *FORM_FIELDS]), [preset, *form], command_box,
-                      api_name="train_command")  # fmt: skip
-    gr.Timer(2.0).tick(on_poll, selected, [bar, status, loss_plot, lr_plot, log_box], api_name="train_poll",
-                       show_progress="hidden")  # fmt: skip
+    preset.change(lambda name: form_values(TrainConfig.from_preset(name)), preset, list(widgets.values()),
+                  api_name="train_preset")  # fmt: skip
+    start_btn.click(i18n.handler(ctx, on_start), None, [message, selected], api_name="train_start",
+                    inputs_kwargs=widgets)  # fmt: skip
+    stop_btn.click(i18n.handler(ctx, stop), None, message, api_name="train_stop")
+    command_btn.click(i18n.handler(ctx, on_command), None, command_box, api_name="train_command",
+                      inputs_kwargs={"preset": preset, **widgets})  # fmt: skip
+    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected, [bar, status, loss_plot, lr_plot, log_box],
+                       api_name="train_poll", show_progress="hidden")  # fmt: skip
     refresh_btn.click(on_refresh, None, [runs, run_pick], api_name="train_runs")
-    show_btn.click(on_show, run_pick, [selected, run_config], api_name="train_show_run")
-    resume_btn.click(on_resume, run_pick, [message, selected], api_name="train_resume")
-    load_btn.click(on_load, run_pick, message, api_name="train_load_run")
+    show_btn.click(i18n.handler(ctx, on_show), run_pick, [selected, run_config], api_name="train_show_run")
+    resume_btn.click(i18n.handler(ctx, on_resume), run_pick, [message, selected], api_name="train_resume")
+    load_btn.click(i18n.handler(ctx, partial(load_for_chat, ctx)), run_pick, message, api_name="train_load_run")
     return preselect_dataset, widgets["dataset"]
 
 
