@@ -17,7 +17,6 @@ from lab.errors import ConfigError, DatasetError, LabError, localize
 from lab.formats import FORMATS, detect_format, export_dataset, import_dataset
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-needs_sample = pytest.mark.skipif(not (SAMPLE / "data.jsonl").is_file(), reason="data/sample not generated yet")
 
 
 def save_image(path: Path, color, fmt: str = "PNG") -> str:
@@ -276,7 +275,6 @@ def test_cli_help_for_every_action(capsys):
         assert "usage: python -m lab data " + action in capsys.readouterr().out
 
 
-@needs_sample
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_sample_round_trips(tmp_path, fmt):
     back = import_dataset(export_dataset(SAMPLE, fmt, tmp_path / "out"), fmt, tmp_path / "back")
@@ -284,7 +282,6 @@ def test_sample_round_trips(tmp_path, fmt):
     assert snapshot(back, keeps_ids) == snapshot(SAMPLE, keeps_ids)
 
 
-@needs_sample
 def test_sample_variant_file_exports(tmp_path):
     variant = SAMPLE / "data_json_zh.jsonl"
     if not variant.is_file():
