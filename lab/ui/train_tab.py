@@ -47,9 +47,9 @@ def config_from_form(values: dict) -> TrainConfig:
 
 
 def default_preset() -> str:
-    import torch
+    from lab.models import gpu_present
 
-    return "lora" if torch.cuda.is_available() else "cpu_demo"
+    return "lora" if gpu_present() else "cpu_demo"
 
 
 def _duration(seconds) -> str:
