@@ -39,7 +39,7 @@ def test_train_tab_start_poll_stop_and_reattach(launch_app, lab_home):
     assert message == "Started ui."
     deadline, status, loss = time.time() + 120, "", []
     while time.time() < deadline:
-        bar, status, loss_plot, lr_plot, log = client.predict(None, api_name="/train_poll")
+        bar, status, loss_plot, lr_plot, score_plot, log = client.predict(None, api_name="/train_poll")
         loss = _plot_rows(loss_plot)
         if loss:
             break
@@ -59,7 +59,7 @@ def test_train_tab_start_poll_stop_and_reattach(launch_app, lab_home):
     assert client.predict(api_name="/train_stop") == "Stopping ui after the current step…"
     job = jobs.current_job()
     assert job.wait(120) and job.status == "stopped", job.message
-    bar, status, loss_plot, _, _ = client.predict(None, api_name="/train_poll")
+    bar, status, loss_plot, _, _, _ = client.predict(None, api_name="/train_poll")
     assert "stopped" in status and len(_plot_rows(loss_plot)) >= len(loss)
     # The trained adapter stays on the model, under the run's name, for Evaluate and Chat.
     assert ctx.handle.state.value == "ready" and ctx.handle.loaded.adapter == "ui"
@@ -76,7 +76,7 @@ def test_the_first_plot_data_is_typed_and_names_every_series():
 
     from lab.ui.train_tab import plot_points, status_outputs
 
-    assert status_outputs(None)[2:] == (None, None)  # idle: an empty plot, not an untyped empty frame
+    assert status_outputs(None)[2:] == (None, None, None)  # idle: an empty plot, not an untyped empty frame
     assert plot_points([]) is None
     plot = gr.LinePlot(x="step", y="value", color="series")
     first = plot.postprocess(plot_points([{"step": 1, "value": 8.1, "series": "train"}], ("train", "eval")))
