@@ -28,7 +28,8 @@ from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, 
 
 RUN_LOCK = ".training.lock"  # held by the process training in the run folder
 # What a run that failed before its first step may leave: its folder can be used again.
-ATTEMPT_FILES = (CONFIG_FILE, METRICS_FILE, RUN_LOCK, "data_mix.json", "deepspeed.json", "accelerate.yaml")
+ATTEMPT_FILES = (CONFIG_FILE, METRICS_FILE, RUN_LOCK, "data_mix.json", "deepspeed.json", "accelerate.yaml", "runs",
+                 "wandb")
 TRAINING = Msg("Training")  # what failed, when a run fails
 
 
@@ -288,11 +289,11 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
 
     from lab.training.launch import run_deepspeed_config
     from lab.training.mix import write_data_mix
-    from lab.training.scoring import AnswerScorer
+    from lab.training.scoring import AnswerScorer, best_checkpoint, check_validation
 
     loaded, data, prepared = _prepare(cfg, loaded, device, log)
     processor = loaded.processor
-    _check_validation(cfg, data)
+    check_validation(cfg, data)
     if is_main_process():
         write_data_mix(run_dir, data.mix)
     args = training_arguments(cfg, str(run_dir), device, loaded.dtype, bool(data.val), run_deepspeed_config(cfg, run_dir))
@@ -306,7 +307,7 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
                            callbacks, _optimizers(prepared.model, cfg),
                            AnswerScorer.for_run(cfg, data.val_records, processor))  # fmt: skip
     checkpoint = latest_checkpoint(run_dir) if resume else None
-    undo = speedups(prepared.model, cfg, args, loaded)
+    undo = speedups(prepared.model, cfg, args, loaded) + [_wandb_in(run_dir, cfg)]
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopped = stop is not None and stop.is_set()
@@ -314,7 +315,7 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
         if trainer.is_world_process_zero():
             processor.save_pretrained(str(run_dir))
         step = trainer.state.global_step
-        best = _best_checkpoint(trainer, cfg)
+        best = best_checkpoint(trainer, cfg)
     finally:
         for restore in reversed(undo):
             restore()
@@ -341,6 +342,14 @@ def speedups(model: Any, cfg: Any, args: Any, loaded: Any) -> list[Callable[[], 
     if cfg.torch_compile and str(loaded.device).startswith("cuda") and not loaded.quantization:
         undo.append(compile_blocks(model))
     return undo
+
+
+def _wandb_in(run_dir: Path, cfg: Any) -> Callable[[], None]:
+    """W&B keeps its files (offline runs too) in the run folder unless ``WANDB_DIR`` says otherwise; returns the undo."""
+    if cfg.report_to != "wandb" or "WANDB_DIR" in os.environ:
+        return lambda: None
+    os.environ["WANDB_DIR"] = str(run_dir)
+    return lambda: os.environ.pop("WANDB_DIR", None)
 
 
 def _last_loss(run_dir: Path) -> float | None:
@@ -377,19 +386,3 @@ def _optimizers(model: Any, cfg: Any):
     optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=cfg.learning_rate,
                                           loraplus_lr_ratio=cfg.loraplus_lr_ratio, weight_decay=cfg.weight_decay)  # fmt: skip
     return (optimizer, None)
-
-
-def _check_validation(cfg: Any, data) -> None:
-    """Evaluating answers or keeping the best checkpoint needs validation samples that survived encoding."""
-    if (cfg.eval_metrics or cfg.keep_best) and not data.val:
-        raise ConfigError("keep_best and eval_metrics need validation samples, but none is left after encoding; "
-                          "raise val_ratio or max_length, or give a val_dataset.")
-
-
-def _best_checkpoint(trainer: Any, cfg: Any) -> dict:
-    """What ``keep_best`` ended with, for the run's last event (empty without it)."""
-    state = trainer.state
-    if not cfg.keep_best or state.best_model_checkpoint is None:
-        return {}
-    return {"best_metric": cfg.best_metric, "best_value": state.best_metric,
-            "best_step": _step_of(Path(state.best_model_checkpoint))}

@@ -12,8 +12,11 @@ ZeRO-3 each forward pass needs all of them); only the main process writes the li
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from lab.errors import ConfigError
 
 
 def greater_is_better(metric: str) -> bool:
@@ -35,6 +38,22 @@ def generation_scores(predictions: list[str], references: list[str], names: list
         elif name == "json_key_f1":
             scores[name] = round(sum(json_key_f1(p, r) for p, r in zip(predictions, references)) / len(predictions), 4)
     return scores
+
+
+def check_validation(cfg: Any, data) -> None:
+    """Evaluating answers or keeping the best checkpoint needs validation samples that survived encoding."""
+    if (cfg.eval_metrics or cfg.keep_best) and not data.val:
+        raise ConfigError("keep_best and eval_metrics need validation samples, but none is left after encoding; "
+                          "raise val_ratio or max_length, or give a val_dataset.")
+
+
+def best_checkpoint(trainer: Any, cfg: Any) -> dict:
+    """What ``keep_best`` ended with, for the run's last event (empty without it)."""
+    state = trainer.state
+    if not cfg.keep_best or state.best_model_checkpoint is None:
+        return {}
+    return {"best_metric": cfg.best_metric, "best_value": state.best_metric,
+            "best_step": int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[1])}
 
 
 @dataclass

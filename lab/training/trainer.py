@@ -194,6 +194,7 @@ def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val:
     workers = dataloader_workers(device)
     wanted = dict(
         output_dir=str(run_dir),
+        run_name=cfg.run_name,  # the run's name in W&B
         per_device_train_batch_size=cfg.per_device_batch_size,
         per_device_eval_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
