@@ -61,7 +61,7 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     from lab.training.runner import check_run_dir
 
     queue = restricted() if queue is None else queue
-    check_run_environment(cfg)  # a wrong path, a missing package, too few GPUs: one sentence now, not a failed run later
+    check_run_environment(cfg)  # a wrong path, a missing package, too few GPUs: one sentence now, not a failed run
     with _turns.lock:
         running = _turns.busy()
         if running and not queue:

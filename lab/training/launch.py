@@ -89,7 +89,8 @@ def run_deepspeed_config(cfg: Any, run_dir: Path) -> str | dict | None:
     return str(written) if written.is_file() else deepspeed_config(cfg.deepspeed)
 
 
-def train_command(run_dir: str | Path, num_gpus: int, resume: bool = False, config_file: str | Path | None = None) -> list[str]:
+def train_command(run_dir: str | Path, num_gpus: int, resume: bool = False,
+                  config_file: str | Path | None = None) -> list[str]:
     """The command that trains the run in ``run_dir``: plain Python on one GPU, ``accelerate launch`` on several
     (with ``config_file``, from :func:`write_launch_files`, else ``multi_gpu.yaml``)."""
     run_dir = Path(run_dir)

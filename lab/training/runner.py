@@ -296,7 +296,8 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
     check_validation(cfg, data)
     if is_main_process():
         write_data_mix(run_dir, data.mix)
-    args = training_arguments(cfg, str(run_dir), device, loaded.dtype, bool(data.val), run_deepspeed_config(cfg, run_dir))
+    deepspeed = run_deepspeed_config(cfg, run_dir)
+    args = training_arguments(cfg, str(run_dir), device, loaded.dtype, bool(data.val), deepspeed)
     throughput = Throughput()
     callbacks = [make_metrics_callback(run_dir, throughput, log if echo_metrics else None),
                  _start_event(run_dir, data, prepared, resume), *extra_callbacks]  # fmt: skip
@@ -345,7 +346,7 @@ def speedups(model: Any, cfg: Any, args: Any, loaded: Any) -> list[Callable[[], 
 
 
 def _wandb_in(run_dir: Path, cfg: Any) -> Callable[[], None]:
-    """W&B keeps its files (offline runs too) in the run folder unless ``WANDB_DIR`` says otherwise; returns the undo."""
+    """W&B keeps its files (offline runs too) in the run folder unless ``WANDB_DIR`` says otherwise; returns undo."""
     if cfg.report_to != "wandb" or "WANDB_DIR" in os.environ:
         return lambda: None
     os.environ["WANDB_DIR"] = str(run_dir)

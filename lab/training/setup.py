@@ -132,7 +132,8 @@ def restore_original_modules(model: Any) -> None:
     """Put back, in place of each ``modules_to_save`` wrapper of ``model``, the module it wraps (untrained)."""
     from peft.utils.other import AuxiliaryTrainingWrapper
 
-    wrappers = [(name, module) for name, module in model.named_modules() if isinstance(module, AuxiliaryTrainingWrapper)]
+    wrappers = [(name, module) for name, module in model.named_modules()
+                if isinstance(module, AuxiliaryTrainingWrapper)]
     outer = [(name, module) for name, module in wrappers
              if not any(name.startswith(other + ".") for other, _ in wrappers)]  # fmt: skip
     for name, wrapper in outer:
