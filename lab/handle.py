@@ -268,8 +268,18 @@ class ModelHandle:
                 adapter=loaded.adapter,
                 adapters=adapter_names(loaded),
                 adapter_enabled=bool(loaded.adapter) and self.adapter_enabled,
+                tuned_from=self._tuned_from(loaded),
             )
         return info
+
+    def _tuned_from(self, loaded: Any) -> str | None:
+        """The base model of a fully fine-tuned run's weights when those are what is loaded (None otherwise)."""
+        if loaded.adapter or self.run_dir is None or Path(str(loaded.name)).resolve() != Path(self.run_dir).resolve():
+            return None
+        try:
+            return str(RunFolder.read(self.run_dir).config.get("model") or "") or None
+        except LabError:
+            return None
 
 
 # ---------------------------------------------------------------- runs and adapters

@@ -26,6 +26,7 @@ from lab.paths import PRESETS_DIR
 from lab.presets import closest, dump_yaml, load_yaml_strict
 from lab.settings import build, check, setting, settings_of
 from lab.text import Msg
+from lab.training.mix import dataset_entries, normalize_datasets
 
 DEMO_MODEL = "demo"
 METHODS = ("lora", "qlora", "full")
@@ -33,6 +34,9 @@ PARTS = ("language", "vision", "merger")
 PART_LABELS = {"language": Msg("language model"), "vision": Msg("vision tower"),
                "merger": Msg("merger (vision → language)")}
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+GENERATION_METRICS = ("bleu", "chrf", "rouge_l", "exact_match", "json_valid", "json_key_f1")
+BEST_METRICS = ("eval_loss", *GENERATION_METRICS)
+DEEPSPEED_STAGES = ("zero2", "zero3", "zero3_offload")
 
 
 @dataclass
@@ -42,9 +46,15 @@ class TrainConfig:
     # --- what to train, on what, and where to write it
     model: str = setting(DEMO_MODEL, label="Model (Hub id, folder, or demo)")
     """Hub id (``Qwen/Qwen2.5-VL-3B-Instruct``), a local model folder, or ``demo`` for the tiny offline demo model."""
-    dataset: str = setting("data/sample", label="Dataset", widget="path")
-    """Dataset folder (with ``data.jsonl``) or a ``.jsonl`` file. A relative path is looked up in the workspace,
-    then in the repository checkout, which holds the bundled ``data/sample``."""
+    dataset: str | list[str] = setting("data/sample", label="Dataset", widget="paths")
+    """Dataset folder (with ``data.jsonl``) or a ``.jsonl`` file, or a list of them mixed into one run:
+    ``[data/a, data/b:0.5, data/c:200]``. After a ``:``, a number with a point scales that dataset (``0.5``
+    takes half of its samples, ``2.0`` each sample twice) and a whole number takes that many samples
+    (repeating some when the dataset has fewer); in YAML an entry may also be a mapping,
+    ``{path: data/b, weight: 0.5}`` or ``{path: data/c, samples: 200}``. The samples are drawn with
+    ``seed``, ``val_ratio`` holds out the same share of each dataset, and the run folder's
+    ``data_mix.json`` records how many each gave. A relative path is looked up in the workspace, then
+    in the repository checkout, which holds the bundled ``data/sample``."""
     val_dataset: str | None = setting(None, label="Validation dataset (optional)", widget="path")
     """A separate validation set; when given, ``val_ratio`` is not used."""
     output_dir: str = setting("checkpoints", label="Output folder")
@@ -140,13 +150,33 @@ class TrainConfig:
     save_total_limit: int | None = setting(2, label="Checkpoints to keep", min=1)
     """Checkpoints to keep (the oldest are deleted); None keeps all."""
     report_to: str = setting("none", label="Also log to", choices=("none", "tensorboard", "wandb"))
-    """Also log to ``tensorboard`` or ``wandb``; metrics.jsonl is always written."""
+    """Also log to ``tensorboard`` (event files in the run folder's ``runs/``) or ``wandb`` (offline too, with
+    ``WANDB_MODE=offline``); metrics.jsonl is always written. Needs the package: ``pip install vlm-lab[logging]``."""
+
+    # --- evaluation during training and the best checkpoint
+    eval_metrics: list[str] = setting([], label="Answer and score while training", choices=GENERATION_METRICS)
+    """At every evaluation, besides the validation loss, answer the first ``eval_samples`` validation samples
+    (greedy) and score them with these metrics (0-100): written to metrics.jsonl as ``eval_<metric>`` and
+    drawn on the live plot. Empty: the loss only."""
+    eval_samples: int = setting(16, label="Samples answered at each evaluation", min=1)
+    """How many validation samples (the first ones, the same each time) are answered for ``eval_metrics``."""
+    eval_max_new_tokens: int = setting(128, label="Longest answer while training (tokens)", min=1)
+    """Longest answer, in tokens, for ``eval_metrics``."""
+    keep_best: bool = setting(False, label="End with the best checkpoint")
+    """End the run with the weights of the checkpoint that scored best on ``best_metric`` (LLaMA-Factory's
+    ``load_best_model_at_end``): the run folder then holds those. Needs validation samples, and save_steps a
+    multiple of eval_steps so that every evaluated step has a checkpoint."""
+    best_metric: str = setting("eval_loss", label="Best by", choices=BEST_METRICS)
+    """What ``keep_best`` compares: ``eval_loss`` (lower is better) or one of ``eval_metrics`` (higher is better)."""
 
     # --- hardware
     num_gpus: int = setting(1, label="GPUs", min=1)
     """GPUs to train on; 1 trains in the app's process (on the CPU when there is no GPU), more use accelerate."""
-    deepspeed: str | None = setting(None, label="DeepSpeed", choices=(None, "zero2", "zero3"))
-    """DeepSpeed ZeRO stage for multi-GPU runs: ``zero2`` (shard optimizer state) or ``zero3`` (shard weights too)."""
+    deepspeed: str | None = setting(None, label="DeepSpeed", choices=(None, *DEEPSPEED_STAGES))
+    """DeepSpeed ZeRO for runs on several GPUs (num_gpus 2 or more, with the deepspeed package):
+    ``zero2`` (shard optimizer state and gradients), ``zero3`` (shard the weights too) or ``zero3_offload``
+    (ZeRO-3 with optimizer state and weights kept in CPU memory: slower, for full fine-tuning of a model
+    too big for the GPUs' memory, as seeds 001/002 trained 7B). The configs are in presets/accelerate/."""
 
     # --- self-identity examples (the model's name and author, as in ms-swift's self-cognition data)
     identity: bool = setting(False, label="Add self-identity samples")
@@ -157,11 +187,16 @@ class TrainConfig:
     """The model's author, [Chinese, English]."""
 
     def __post_init__(self):
+        self.dataset = normalize_datasets(self.dataset)  # YAML mappings ({path, weight}) as their text
         check(self)  # types, bounds and choices, from the fields above
         _require(self.model.strip() != "", Msg("model is empty; give a Hub id, a model folder or 'demo'."))
-        _require(self.dataset.strip() != "", Msg("dataset is empty; give a dataset folder or a .jsonl file."))
+        _require(self.dataset != [] and self.dataset != "" and not str(self.dataset).isspace(),
+                 Msg("dataset is empty; give a dataset folder or a .jsonl file."))
+        dataset_entries(self.dataset)  # each entry readable, none twice
         self._check_numbers()
         self._check_method()
+        self._check_evaluation()
+        self._check_hardware()
 
     def _check_numbers(self) -> None:
         _require(self.max_steps > 0 or self.num_epochs > 0,
@@ -195,12 +230,35 @@ class TrainConfig:
                 raise ConfigError("qlora keeps the base weights quantized, which cannot train, so train_{trained} "
                                   "must be false; use method 'lora' to train full weights next to adapters.",
                                   trained=trained[0])
-            _require(self.deepspeed != "zero3", Msg("qlora cannot be combined with DeepSpeed zero3, which shards the "
+            _require(not str(self.deepspeed).startswith("zero3"), Msg("qlora cannot be combined with DeepSpeed zero3, which shards the "
                                                     "quantized weights; use zero2 or method 'lora'."))
         for part in trained:
             _require(part not in self.lora_targets, Msg("'{part}' is in lora_targets and train_{part} is true; "
                                                         "a part gets either adapters or full training, not both.",
                                                         part=part))
+
+    def _check_evaluation(self) -> None:
+        validates = self.val_ratio > 0 or bool(self.val_dataset)
+        if self.eval_metrics or self.keep_best:
+            what = "keep_best" if self.keep_best else "eval_metrics"
+            _require(validates, Msg("{what} needs validation samples; set val_ratio above 0 or give a val_dataset.",
+                                    what=what))
+        if self.keep_best and self.save_steps % self.eval_steps:
+            raise ConfigError("keep_best picks among the checkpoints of evaluated steps, so save_steps ({save_steps}) "
+                              "must be a multiple of eval_steps ({eval_steps}).",
+                              save_steps=self.save_steps, eval_steps=self.eval_steps)
+        if self.best_metric != "eval_loss" and self.best_metric not in self.eval_metrics:
+            raise ConfigError("best_metric {metric} is a score of the answers, so eval_metrics must include it.",
+                              metric=self.best_metric)
+
+    def _check_hardware(self) -> None:
+        if self.deepspeed and self.num_gpus < 2:
+            raise ConfigError("deepspeed {stage} shards training over several GPUs, but num_gpus is {num_gpus}; "
+                              "set num_gpus to 2 or more, or deepspeed to null.",
+                              stage=self.deepspeed, num_gpus=self.num_gpus)
+        if self.deepspeed == "zero3_offload" and self.loraplus_lr_ratio:
+            raise ConfigError("zero3_offload trains with DeepSpeed's own CPU optimizer, which has no LoRA+ rates; "
+                              "set loraplus_lr_ratio to null or use zero3.")
 
     # --- YAML and overrides
 

@@ -215,6 +215,11 @@ def test_train_presets_say_what_they_promise():
         (["use_dora=maybe"], "use_dora must be true or false"),
         (["model_name=[小黄]"], "two names"),
         (["model="], "model cannot be empty"),
+        (["keep_best=true", "save_steps=75"], "save_steps \\(75\\) must be a multiple of eval_steps \\(50\\)"),
+        (["eval_metrics=[bleu]", "val_ratio=0"], "eval_metrics needs validation samples"),
+        (["best_metric=rouge_l"], "eval_metrics must include it"),
+        (["eval_metrics=[perplexity]"], "eval_metrics has 'perplexity'"),
+        (["deepspeed=zero2"], "num_gpus is 1"),
     ],
 )
 def test_contradictions_are_refused_in_one_sentence(overrides, message):

@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(cfg, resume: bool, stop) -> int:
+    from lab.training.preflight import check_run_environment
+
+    check_run_environment(cfg)  # before a run folder is made or a model loads, as the Train tab does
     if cfg.num_gpus > 1 and not _in_distributed_launch():
         from lab.training.launch import run_accelerate
         from lab.training.runner import prepare_run_dir

@@ -115,20 +115,18 @@ def samples_from_dataset(path: str | Path) -> list[EvalSample]:
 
 def samples_from_run(run_dir: str | Path) -> tuple[list[EvalSample], str]:
     """The validation samples of a run (its ``val_dataset``, or the split it held out) and their source."""
-    from lab.dataset import dataset_root, image_paths, split_dataset
+    from lab.training.mix import mixed_splits, normalize_datasets
 
     config = RunFolder.read(run_dir).config
     if config.get("val_dataset"):
         return samples_from_dataset(config["val_dataset"]), str(config["val_dataset"])
-    dataset, ratio = config.get("dataset"), float(config.get("val_ratio") or 0)
+    dataset, ratio = normalize_datasets(config.get("dataset")), float(config.get("val_ratio") or 0)
     if not dataset or ratio <= 0:
         raise ConfigError("The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
                           run_dir=run_dir)
-    path = paths.resolve(dataset)
-    _, val = split_dataset(path, ratio, int(config.get("seed", 42)))
-    root = dataset_root(path)
-    records = [{**r, "images": [str(p) for p in image_paths(r, root)]} for r in val]
-    return samples_from_records(records), f"{dataset} (validation split)"
+    _, records, _ = mixed_splits(dataset, ratio, int(config.get("seed", 42)))  # as the run mixed and split them
+    shown = dataset if isinstance(dataset, str) else ", ".join(dataset)
+    return samples_from_records(records), f"{shown} (validation split)"
 
 
 # ---------------------------------------------------------------- running

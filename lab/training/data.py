@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab import paths
-from lab.dataset import dataset_root, image_paths, load_records, split_dataset
+from lab.dataset import dataset_root, image_paths, load_records
 from lab.errors import BadImageError, ConfigError, DatasetError
 from lab.text import Msg
 from lab.training.collator import EncodedSample, encode_sample, image_token_id
 from lab.training.identity import identity_records
+from lab.training.mix import dataset_entries, mixed_splits
 
 
 @dataclass
@@ -28,6 +29,8 @@ class TrainingData:
     train: list[EncodedSample]
     val: list[EncodedSample]
     dropped: list[tuple[str, Msg]] = field(default_factory=list)  # (sample key, reason)
+    mix: list[dict] = field(default_factory=list)  # per dataset: available and taken (lab.training.mix)
+    val_records: list[dict] = field(default_factory=list)  # the validation records, for answers while training
 
     def summary(self) -> str:
         """One line for the log: counts, token lengths and dropped samples."""
@@ -53,9 +56,10 @@ def resolve_dataset(path: str) -> Path:
 
 def check_datasets(cfg: Any) -> None:
     """Refuse a missing dataset, or one a shared deployment may not read, before a run is started or queued."""
-    for path in (cfg.dataset, cfg.val_dataset):
-        if path:
-            resolve_dataset(path)
+    for entry in dataset_entries(cfg.dataset):
+        resolve_dataset(entry.path)
+    if cfg.val_dataset:
+        resolve_dataset(cfg.val_dataset)
 
 
 def _absolute(records: list[dict], root: Path) -> list[dict]:
@@ -64,18 +68,19 @@ def _absolute(records: list[dict], root: Path) -> list[dict]:
 
 def load_splits(cfg: Any) -> tuple[list[dict], list[dict]]:
     """Train and validation records (image paths made absolute), per ``val_dataset`` or ``val_ratio``."""
-    dataset = resolve_dataset(cfg.dataset)
+    train, val, _ = load_mixed_splits(cfg)
+    return train, val
+
+
+def load_mixed_splits(cfg: Any) -> tuple[list[dict], list[dict], list[dict]]:
+    """:func:`load_splits` and what each dataset gave (:func:`lab.training.mix.mixed_splits`)."""
+    train, val, mix = mixed_splits(cfg.dataset, cfg.val_ratio, cfg.seed, with_val=not cfg.val_dataset)
     if cfg.val_dataset:
         val_path = resolve_dataset(cfg.val_dataset)
-        train = _absolute(load_records(dataset), dataset_root(dataset))
         val = _absolute(load_records(val_path), dataset_root(val_path))
-    else:
-        train, val = split_dataset(dataset, cfg.val_ratio, cfg.seed)
-        root = dataset_root(dataset)
-        train, val = _absolute(train, root), _absolute(val, root)
     if cfg.identity:
         train = train + identity_records(cfg.model_name, cfg.model_author)
-    return train, val
+    return train, val, mix
 
 
 def with_system(messages: list[dict], system: str | None) -> list[dict]:
@@ -87,11 +92,11 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
 
 def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> TrainingData:
     """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``."""
-    train_records, val_records = load_splits(cfg)
+    train_records, val_records, mix = load_mixed_splits(cfg)
     dropped: list[tuple[str, Msg]] = []
     train = _encode_all(train_records, cfg, processor, dropped)
     val = _encode_all(val_records, cfg, processor, dropped)
-    data = TrainingData(train, val, dropped)
+    data = TrainingData(train, val, dropped, mix, val_records)
     if not train:
         first = Msg("")
         if dropped:

@@ -3,7 +3,8 @@
 :func:`start_training` returns at once; the run goes on in a thread that claims the
 shared model (``ModelState.TRAINING``), so chat and evaluation answer "busy" meanwhile.
 When it ends, the trained model stays loaded: a LoRA run leaves the adapter on the
-model under the run's name, a full run leaves the tuned weights. Progress is read from
+model under the run's name (the base weights under it as they were loaded), a full run leaves
+its tuned weights, loaded as the run. Progress is read from
 the run folder's ``metrics.jsonl`` by anyone (a reloaded page finds the job with
 :func:`current_job`). With ``num_gpus > 1`` the job runs ``accelerate launch`` in a
 subprocess instead (:mod:`lab.training.launch`) and the app's model is not touched.
@@ -56,11 +57,11 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     that cannot be written. Nothing is written into the run folder until the run starts.
     """
     from lab.paths import restricted
-    from lab.training.data import check_datasets
+    from lab.training.preflight import check_run_environment
     from lab.training.runner import check_run_dir
 
     queue = restricted() if queue is None else queue
-    check_datasets(cfg)  # a wrong path is one sentence now, not a failed run later
+    check_run_environment(cfg)  # a wrong path, a missing package, too few GPUs: one sentence now, not a failed run
     with _turns.lock:
         running = _turns.busy()
         if running and not queue:
@@ -184,6 +185,9 @@ def _hand_over(job: TrainingJob, handle: Any, loaded: Any, result: Any) -> None:
         if ADAPTER in loaded.model.peft_config:
             loaded.model.delete_adapter(ADAPTER)
     else:
+        # A full run trained the loaded weights themselves. A spare copy of the base would double the memory and
+        # reloading the base would put the result away, so the run's weights stay loaded under the run's name: the
+        # header says "run X, fully fine-tuned from BASE", and a later run on the base model loads it again.
         loaded.name, loaded.adapter = str(result.run_dir), None
     finish_model(loaded.model)
     handle.run_dir = result.run_dir

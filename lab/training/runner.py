@@ -27,6 +27,9 @@ from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_
 from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
 
 RUN_LOCK = ".training.lock"  # held by the process training in the run folder
+# What a run that failed before its first step may leave: its folder can be used again.
+ATTEMPT_FILES = (CONFIG_FILE, METRICS_FILE, RUN_LOCK, "data_mix.json", "deepspeed.json", "accelerate.yaml", "runs",
+                 "wandb")
 TRAINING = Msg("Training")  # what failed, when a run fails
 
 
@@ -152,7 +155,7 @@ def _holds_a_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds anything but what an attempt that never trained a step leaves."""
     if not run_dir.is_dir():
         return False
-    if any(p.name not in (CONFIG_FILE, METRICS_FILE, RUN_LOCK) for p in run_dir.iterdir()):
+    if any(p.name not in ATTEMPT_FILES for p in run_dir.iterdir()):
         return True
     records = read_metrics(run_dir)
     return bool(log_rows(records)) or any(r.get("event") in ("end", "stop") for r in records)
@@ -229,6 +232,9 @@ def run_training(
     """
     import torch
 
+    from lab.training.preflight import check_run_environment
+
+    check_run_environment(cfg)  # before the folder is claimed or anything loads
     run_dir, lock = claim_run_dir(cfg, resume)
     device = loaded.device if loaded is not None else training_device()
     failure: Msg | None = None
@@ -258,12 +264,9 @@ def run_training(
 def _prepare(cfg, loaded, device: str, log):
     """Load (if needed) and prepare the model, and encode the data: ``(loaded, data, prepared)``."""
     from lab.models import load_model, set_image_pixels
-    from lab.training.data import build_data, resolve_dataset
+    from lab.training.data import build_data
     from lab.training.setup import prepare_model, unwrap_adapters
 
-    for path in (cfg.dataset, cfg.val_dataset):
-        if path:
-            resolve_dataset(path)  # a wrong path fails before minutes of model loading
     if loaded is None:
         log(f"Loading {cfg.model} on {device} ...")
         loaded = load_model(model_source(cfg), **load_options(cfg, device))
@@ -284,9 +287,17 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
     from lab.training.collator import TrainDataset
     from lab.training.trainer import LossCollator, make_trainer, training_arguments
 
+    from lab.training.launch import run_deepspeed_config
+    from lab.training.mix import write_data_mix
+    from lab.training.scoring import AnswerScorer, best_checkpoint, check_validation
+
     loaded, data, prepared = _prepare(cfg, loaded, device, log)
     processor = loaded.processor
-    args = training_arguments(cfg, str(run_dir), device, loaded.dtype, bool(data.val), _deepspeed_config(cfg))
+    check_validation(cfg, data)
+    if is_main_process():
+        write_data_mix(run_dir, data.mix)
+    deepspeed = run_deepspeed_config(cfg, run_dir)
+    args = training_arguments(cfg, str(run_dir), device, loaded.dtype, bool(data.val), deepspeed)
     throughput = Throughput()
     callbacks = [make_metrics_callback(run_dir, throughput, log if echo_metrics else None),
                  _start_event(run_dir, data, prepared, resume), *extra_callbacks]  # fmt: skip
@@ -294,9 +305,10 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
     pixels = loaded.dtype if (args.bf16 or args.fp16) else None
     trainer = make_trainer(prepared.model, args, TrainDataset(data.train, processor, pixels),
                            TrainDataset(data.val, processor, pixels) if data.val else None, collator, stop, throughput,
-                           callbacks, _optimizers(prepared.model, cfg))  # fmt: skip
+                           callbacks, _optimizers(prepared.model, cfg),
+                           AnswerScorer.for_run(cfg, data.val_records, processor))  # fmt: skip
     checkpoint = latest_checkpoint(run_dir) if resume else None
-    undo = speedups(prepared.model, cfg, args, loaded)
+    undo = speedups(prepared.model, cfg, args, loaded) + [_wandb_in(run_dir, cfg)]
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopped = stop is not None and stop.is_set()
@@ -304,6 +316,7 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
         if trainer.is_world_process_zero():
             processor.save_pretrained(str(run_dir))
         step = trainer.state.global_step
+        best = best_checkpoint(trainer, cfg)
     finally:
         for restore in reversed(undo):
             restore()
@@ -315,7 +328,7 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
     loss = _last_loss(run_dir)
     if is_main_process():
         append_metrics(run_dir, {"event": "stop" if stopped else "end", "time": time.time(), "step": step,
-                                 "loss": loss, "train_loss": output.training_loss})  # fmt: skip
+                                 "loss": loss, "train_loss": output.training_loss, **best})  # fmt: skip
     log(f"{'Stopped' if stopped else 'Finished'} at step {step}; saved to {run_dir}")
     return TrainResult(run_dir, "stopped" if stopped else "finished", step, loss, prepared.model, prepared.is_peft)
 
@@ -330,6 +343,14 @@ def speedups(model: Any, cfg: Any, args: Any, loaded: Any) -> list[Callable[[], 
     if cfg.torch_compile and str(loaded.device).startswith("cuda") and not loaded.quantization:
         undo.append(compile_blocks(model))
     return undo
+
+
+def _wandb_in(run_dir: Path, cfg: Any) -> Callable[[], None]:
+    """W&B keeps its files (offline runs too) in the run folder unless ``WANDB_DIR`` says otherwise; returns undo."""
+    if cfg.report_to != "wandb" or "WANDB_DIR" in os.environ:
+        return lambda: None
+    os.environ["WANDB_DIR"] = str(run_dir)
+    return lambda: os.environ.pop("WANDB_DIR", None)
 
 
 def _last_loss(run_dir: Path) -> float | None:
@@ -349,6 +370,7 @@ def _start_event(run_dir: Path, data, prepared, resume: bool):
                     "event": "start", "time": time.time(), "step": state.global_step,
                     "total_steps": state.max_steps, "resumed": resume,
                     "train_samples": len(data.train), "val_samples": len(data.val), "dropped": len(data.dropped),
+                    "data_mix": data.mix,
                     "trainable_params": prepared.trainable, "total_params": prepared.total,
                 })  # fmt: skip
 
@@ -365,11 +387,3 @@ def _optimizers(model: Any, cfg: Any):
     optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=cfg.learning_rate,
                                           loraplus_lr_ratio=cfg.loraplus_lr_ratio, weight_decay=cfg.weight_decay)  # fmt: skip
     return (optimizer, None)
-
-
-def _deepspeed_config(cfg: Any) -> dict | None:
-    if not cfg.deepspeed or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from lab.training.launch import deepspeed_config
-
-    return deepspeed_config(cfg.deepspeed)

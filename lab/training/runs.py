@@ -203,3 +203,11 @@ def curves(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     loss += [{"step": r["step"], "value": r["eval_loss"], "series": "eval"} for r in rows if r.get("eval_loss") is not None]
     lr = [{"step": r["step"], "value": r["lr"], "series": "lr"} for r in rows if r.get("lr") is not None]
     return sorted(loss, key=lambda p: p["step"]), lr
+
+
+def score_curves(run_dir: str | Path) -> list[dict]:
+    """Points of the answers' scores at each evaluation (``eval_metrics``): ``[{step, value, series: bleu|...}]``."""
+    from lab.training.metrics import answer_scores
+
+    return [{"step": r["step"], "value": value, "series": key.removeprefix("eval_")}
+            for r in log_rows(read_metrics(run_dir)) for key, value in answer_scores(r).items() if value is not None]

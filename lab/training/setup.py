@@ -114,12 +114,31 @@ def _prepared(model: Any, is_peft: bool) -> Prepared:
 
 
 def unwrap_adapters(model: Any) -> Any:
-    """The base model under any PEFT adapters (removed without merging), or ``model`` itself."""
+    """The base model under any PEFT adapters, as it was loaded, or ``model`` itself.
+
+    Adapters come off without merging. A part trained in full next to them (``modules_to_save``)
+    gets its original module back: PEFT's ``unload()`` alone would put the active adapter's trained
+    copy in its place, so the next run, and Evaluate's "base", would start from another run's weights.
+    """
     from peft import PeftModel
 
-    if isinstance(model, PeftModel):
-        return model.unload()
-    return model
+    if not isinstance(model, PeftModel):
+        return model
+    restore_original_modules(model)
+    return model.unload()
+
+
+def restore_original_modules(model: Any) -> None:
+    """Put back, in place of each ``modules_to_save`` wrapper of ``model``, the module it wraps (untrained)."""
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    wrappers = [(name, module) for name, module in model.named_modules()
+                if isinstance(module, AuxiliaryTrainingWrapper)]
+    outer = [(name, module) for name, module in wrappers
+             if not any(name.startswith(other + ".") for other, _ in wrappers)]  # fmt: skip
+    for name, wrapper in outer:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, wrapper.original_module)
 
 
 def finish_model(model: Any) -> None:

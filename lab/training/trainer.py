@@ -70,8 +70,12 @@ def _accepts_logits_to_keep(model: Any) -> bool:
 
 
 def make_trainer(model: Any, args: Any, train_dataset: Any, eval_dataset: Any, collator: Any,
-                 stop: threading.Event | None, throughput: Throughput, callbacks: list, optimizers=(None, None)):
-    """A :class:`LabTrainer` (the class is built here so that importing this module stays light)."""
+                 stop: threading.Event | None, throughput: Throughput, callbacks: list, optimizers=(None, None),
+                 scorer: Any = None):
+    """A :class:`LabTrainer` (the class is built here so that importing this module stays light).
+
+    ``scorer`` (a :class:`lab.training.scoring.AnswerScorer`) adds the scores of answers to every evaluation.
+    """
     import torch
     import torch.nn.functional as F
     from transformers import PrinterCallback, Trainer, TrainerCallback
@@ -104,6 +108,13 @@ def make_trainer(model: Any, args: Any, train_dataset: Any, eval_dataset: Any, c
             finally:
                 for restore in undo:
                     restore()
+
+        def evaluation_loop(self, *a, **kw):
+            output = super().evaluation_loop(*a, **kw)
+            if scorer is not None:  # before the Trainer logs the metrics and compares checkpoints by them
+                prefix = kw.get("metric_key_prefix", "eval")
+                output.metrics.update({f"{prefix}_{name}": value for name, value in scorer.scores(self.model).items()})
+            return output
 
         def _get_train_sampler(self, *a, **kw):
             group = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
@@ -171,15 +182,19 @@ def dataloader_workers(device: str) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 2))
 
 
-def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val: bool, deepspeed: dict | None = None):
+def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val: bool,
+                       deepspeed: dict | str | None = None):
     """``TrainingArguments`` for ``cfg``; keys this transformers version lacks are left out."""
     import torch
     from transformers import TrainingArguments
+
+    from lab.training.scoring import greater_is_better
 
     cuda = device.startswith("cuda")
     workers = dataloader_workers(device)
     wanted = dict(
         output_dir=str(run_dir),
+        run_name=cfg.run_name,  # the run's name in W&B
         per_device_train_batch_size=cfg.per_device_batch_size,
         per_device_eval_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -222,6 +237,9 @@ def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val:
         # trainable weights without gradients, which DDP must be told to expect.
         ddp_find_unused_parameters=_trains_vision_side(cfg),
         deepspeed=deepspeed,
+        load_best_model_at_end=cfg.keep_best,
+        metric_for_best_model=cfg.best_metric if cfg.keep_best else None,
+        greater_is_better=greater_is_better(cfg.best_metric) if cfg.keep_best else None,
         save_safetensors=True,
         skip_memory_metrics=True,
     )

@@ -24,7 +24,8 @@ from lab.handle import find_run
 from lab.text import Msg
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
-from lab.training.runs import RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, train_command
+from lab.training.runs import (RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, score_curves,
+                               train_command)
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values, shown_values
 from lab.ui.i18n import t
@@ -63,9 +64,9 @@ def _num(value, fmt: str) -> str:
 
 
 def status_outputs(run_dir, lang: str = "en"):
-    """(progress bar HTML, status line, loss points, lr points) for the run in ``run_dir``."""
+    """(progress bar HTML, status line, loss points, lr points, answer-score points) for the run in ``run_dir``."""
     if run_dir is None:
-        return "", localize(Msg("No training run yet. Pick a preset and press Start."), lang), None, None
+        return "", localize(Msg("No training run yet. Pick a preset and press Start."), lang), None, None, None
     p = progress(run_dir)
     job = jobs.current_job()
     mine = job is not None and str(job.run_dir) == str(run_dir)
@@ -82,7 +83,7 @@ def status_outputs(run_dir, lang: str = "en"):
         line += f"  \n⚠️ {html.escape(localize(p.message, lang))}"
     bar = f'<progress value="{p.step}" max="{max(p.total or 1, 1)}" style="width:100%"></progress>'
     loss, lr = curves(run_dir)
-    return bar, line, plot_points(loss, ("train", "eval")), plot_points(lr)
+    return bar, line, plot_points(loss, ("train", "eval")), plot_points(lr), plot_points(score_curves(run_dir))
 
 
 def plot_points(rows: list, series: tuple[str, ...] = ()):
@@ -144,7 +145,7 @@ def command(preset_name: str, values: dict, lang: str = "en"):
 
 
 def poll(chosen, lang: str = "en"):
-    """(progress bar, status line, loss points, lr points, log) of the run this page follows."""
+    """(progress bar, status line, loss points, lr points, answer-score points, log) of the run this page follows."""
     run_dir = watched_run(chosen)
     job = jobs.current_job()
     log = "\n".join(job.log_tail(60)) if job is not None and str(job.run_dir) == str(run_dir) else ""
@@ -162,6 +163,9 @@ def load_for_chat(ctx, run_dir: str | None, lang: str = "en") -> str:
     return localize(Msg("Loaded {name}; Evaluate and Chat now use it.", name=run_dir.rsplit("/", 1)[-1]), lang)
 
 
+DATASET_HINT = Msg("Pick one or more; type path:0.5 to take half of a dataset, path:200 to take 200 samples.")
+
+
 def _form(base: TrainConfig) -> Form:
     form = Form(TrainConfig, base)
     datasets = [str(p) for p in list_datasets(include_variants=True)]
@@ -172,7 +176,8 @@ def _form(base: TrainConfig) -> Form:
     for names in rows:
         with gr.Row():
             for name in names:
-                form.add(name, **({"choices": datasets} if name == "dataset" else {}))
+                form.add(name, **({"choices": datasets, "info": t(DATASET_HINT)}  # dynamic template: DATASET_HINT
+                                  if name == "dataset" else {}))
     with gr.Accordion(t("More settings"), open=False):
         for first in range(0, len(MORE_FIELDS), 6):
             with gr.Row():
@@ -199,6 +204,8 @@ def create_tab(ctx) -> None:
                                 y_title=t("Loss"), color_title=t("series"))  # fmt: skip
         lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Learning rate"), x_title=t("step"),
                               y_title=t("Learning rate"), color_title=t("series"))  # fmt: skip
+        score_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Scores of the answers"),
+                                 x_title=t("step"), y_title=t("score (0-100)"), color_title=t("series"))  # fmt: skip
     with gr.Accordion(t("Log"), open=False):
         log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("Log"), show_label=False)
     with gr.Accordion(t("Past runs"), open=False):
@@ -238,7 +245,7 @@ def create_tab(ctx) -> None:
     stop_btn.click(i18n.handler(ctx, stop), None, message, api_name="train_stop")
     command_btn.click(i18n.handler(ctx, on_command), None, command_box, api_name="train_command",
                       inputs_kwargs={"preset": preset, **widgets})  # fmt: skip
-    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected, [bar, status, loss_plot, lr_plot, log_box],
+    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected, [bar, status, loss_plot, lr_plot, score_plot, log_box],
                        api_name="train_poll", show_progress="hidden")  # fmt: skip
     refresh_btn.click(on_refresh, None, [runs, run_pick], api_name="train_runs")
     show_btn.click(i18n.handler(ctx, on_show), run_pick, [selected, run_config], api_name="train_show_run")
@@ -251,5 +258,6 @@ def preselect_dataset(current: str | None):
     """On arrival: the newest labeled or imported dataset replaces the bundled sample as the choice."""
     choices = [str(p) for p in list_datasets(include_variants=True)]
     latest = latest_dataset()
-    is_default = not current or current == "data/sample" or current == str(paths.SAMPLE_DATASET)
-    return gr.update(choices=choices, value=str(latest) if latest and is_default else current)
+    current = [current] if isinstance(current, str) else list(current or [])
+    is_default = not current or current in (["data/sample"], [str(paths.SAMPLE_DATASET)])
+    return gr.update(choices=choices, value=[str(latest)] if latest and is_default else current)
