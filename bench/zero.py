@@ -1,9 +1,9 @@
 """DeepSpeed on several GPUs of one host, through ``python -m lab train`` (the path the Train tab's
 "GPUs: N" and "DeepSpeed" settings take).
 
-    python bench/deepspeed.py --gpus 2                       # LoRA 3B: plain, zero2, zero3, zero3_offload
-    python bench/deepspeed.py --gpus 2 --stages zero3 --full7b  # also full fine-tuning of the 7B architecture
-    python bench/deepspeed.py --qlora7b                      # QLoRA 7B on one GPU, evaluating while it trains
+    python bench/zero.py --gpus 2                       # LoRA 3B: plain, zero2, zero3, zero3_offload
+    python bench/zero.py --gpus 2 --stages zero3 --full7b  # also full fine-tuning of the 7B architecture
+    python bench/zero.py --qlora7b                      # QLoRA 7B on one GPU, evaluating while it trains
 
 The models are Qwen2.5-VL's real 3B / 7B architectures with random weights (``bench/train.py``),
 saved once to a folder so every process loads them like real models. The LoRA runs use
@@ -106,7 +106,7 @@ def main() -> int:
     from train import bench_config, make_dataset, make_processor
 
     if not torch.cuda.is_available():
-        print("bench/deepspeed.py needs CUDA GPUs; none is visible.")
+        print("bench/zero.py needs CUDA GPUs; none is visible.")
         return 0
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lab-ds-"))
     os.environ["LAB_HOME"] = str(work / "home")
