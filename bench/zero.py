@@ -45,7 +45,11 @@ def train(work: Path, cfg, timeout: float) -> dict:
     try:
         done = subprocess.run([sys.executable, "-m", "lab", "train", "--config", str(config)], cwd=ROOT,
                               timeout=timeout, capture_output=True, text=True)
-        code, tail = done.returncode, (done.stdout + done.stderr)[-1500:]
+        output = done.stdout + done.stderr
+        (work / f"{cfg.run_name}.log").write_text(output)
+        # The launcher's own traceback comes last; the rank's error is the first line that names one.
+        errors = [line for line in output.splitlines() if "Error" in line or "error:" in line]
+        code, tail = done.returncode, "\n".join(errors[:12]) or output[-1500:]
     except subprocess.TimeoutExpired:
         code, tail = "timeout", ""
     result = {"exit": code, "wall_s": round(time.perf_counter() - started, 1)}
