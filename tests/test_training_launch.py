@@ -107,6 +107,8 @@ def test_a_deepspeed_launch_names_its_config_and_every_process_trains_with_it(tm
     launch = yaml.safe_load((run_dir / "accelerate.yaml").read_text())
     assert (launch["distributed_type"], launch["num_processes"]) == ("DEEPSPEED", 4)
     assert launch["deepspeed_config"] == {"deepspeed_config_file": str(run_dir / "deepspeed.json"), "zero3_init_flag": False}
+    # accelerate refuses mixed precision in the launch config next to a DeepSpeed config file.
+    assert "mixed_precision" not in launch
     read = load_config_from_file(str(run_dir / "accelerate.yaml"))  # as accelerate launch reads it
     assert read.distributed_type == DistributedType.DEEPSPEED and read.num_processes == 4
     ds = json.loads((run_dir / "deepspeed.json").read_text())

@@ -66,6 +66,9 @@ def write_launch_files(run_dir: str | Path, num_gpus: int, deepspeed: str | None
         ds_file = run_dir / DEEPSPEED_FILE
         ds_file.write_text(json.dumps(deepspeed_config(deepspeed), indent=2) + "\n", encoding="utf-8")
         launch["distributed_type"] = "DEEPSPEED"
+        # accelerate refuses a launch config that sets mixed precision next to a DeepSpeed config
+        # file (the file's bf16/fp16 "auto" decides, filled in by the Trainer).
+        launch.pop("mixed_precision", None)
         # The weights are loaded before the Trainer starts DeepSpeed, which then partitions them.
         launch["deepspeed_config"] = {"deepspeed_config_file": str(ds_file), "zero3_init_flag": False}
     path = run_dir / LAUNCH_FILE
