@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -64,6 +65,22 @@ def _generate_kwargs(loaded: Any, max_new_tokens: int, min_new_tokens: int, temp
     return kwargs
 
 
+@contextmanager
+def _inference(loaded: Any):
+    """No gradients, and on a GPU the model's half precision for every matrix product.
+
+    A QLoRA model keeps its LoRA weights in float32 next to bfloat16 activations; training
+    runs under autocast, and so must answers (evaluation while training, chat and Evaluate
+    afterwards), or PEFT's layers meet mixed dtypes and fail.
+    """
+    import torch
+
+    dtype = getattr(loaded, "dtype", None)
+    half = str(getattr(loaded, "device", "")).startswith("cuda") and dtype in (torch.bfloat16, torch.float16)
+    with torch.inference_mode(), (torch.autocast("cuda", dtype=dtype) if half else nullcontext()):
+        yield
+
+
 def _ready_for_inference(loaded: Any) -> None:
     # Training leaves the model in train mode, where LoRA dropout would make answers random.
     if loaded.model.training:
@@ -81,12 +98,10 @@ def generate_batch(
     min_new_tokens: int = 0,
 ) -> list[Generation]:
     """Answer each conversation with its images in one batch (greedy when ``temperature`` is 0)."""
-    import torch
-
     _ready_for_inference(loaded)
     start = time.perf_counter()
     inputs = prepare_inputs(loaded, conversations, images)
-    with torch.inference_mode():
+    with _inference(loaded):
         output = loaded.model.generate(
             **inputs, **_generate_kwargs(loaded, max_new_tokens, min_new_tokens, temperature, top_p)
         )
@@ -154,10 +169,8 @@ def stream_generate(
     errors: list[BaseException] = []
 
     def run() -> None:
-        import torch
-
         try:
-            with torch.inference_mode():
+            with _inference(loaded):
                 loaded.model.generate(**kwargs)
         except BaseException as err:  # re-raised in the caller's thread below
             errors.append(err)
