@@ -75,8 +75,11 @@ def _inference(loaded: Any):
     """
     import torch
 
-    dtype = getattr(loaded, "dtype", None)
-    half = str(getattr(loaded, "device", "")).startswith("cuda") and dtype in (torch.bfloat16, torch.float16)
+    model = loaded.model
+    first = next(model.parameters(), None)
+    dtype = getattr(loaded, "dtype", None) or getattr(model, "dtype", None) or getattr(first, "dtype", None)
+    device = getattr(loaded, "device", None) or getattr(model, "device", None) or getattr(first, "device", "")
+    half = str(device).startswith("cuda") and dtype in (torch.bfloat16, torch.float16)
     with torch.inference_mode(), (torch.autocast("cuda", dtype=dtype) if half else nullcontext()):
         yield
 
