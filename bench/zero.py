@@ -141,7 +141,7 @@ def main() -> int:
     if args.qlora7b:
         model = save_model(work, "7b", processor)
         cfg = bench_config(dataset, 4, 20, "qlora7b-eval", method="qlora")
-        cfg = dataclasses.replace(cfg, model=str(model), val_ratio=0.05, eval_steps=10, eval_metrics=["rouge_l"],
+        cfg = dataclasses.replace(cfg, model=str(model), val_ratio=0.05, eval_steps=10, eval_metrics=["bleu", "json_valid"],
                                   eval_samples=8, eval_max_new_tokens=32)
         run = train(work, cfg, args.timeout)
         run.pop("losses", None)
