@@ -102,6 +102,7 @@ def main() -> int:
     parser.add_argument("--full7b", action="store_true", help="full fine-tuning of the 7B architecture with zero3")
     parser.add_argument("--full-steps", type=int, default=12)
     parser.add_argument("--qlora7b", action="store_true", help="QLoRA on the 7B architecture, evaluating while it trains")
+    parser.add_argument("--score", action="store_true", help="with --qlora7b: also answer and score while training")
     parser.add_argument("--timeout", type=float, default=420, help="seconds one run may take")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
@@ -141,7 +142,9 @@ def main() -> int:
     if args.qlora7b:
         model = save_model(work, "7b", processor)
         cfg = bench_config(dataset, 4, 20, "qlora7b-eval", method="qlora")
-        cfg = dataclasses.replace(cfg, model=str(model), val_ratio=0.05, eval_steps=10, eval_metrics=["bleu", "json_valid"],
+        # Answers are scored too with --score (it needs rouge-score, nltk and jieba installed).
+        metrics = ["bleu", "json_valid"] if args.score else []
+        cfg = dataclasses.replace(cfg, model=str(model), val_ratio=0.05, eval_steps=10, eval_metrics=metrics,
                                   eval_samples=8, eval_max_new_tokens=32)
         run = train(work, cfg, args.timeout)
         run.pop("losses", None)
