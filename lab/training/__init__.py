@@ -6,6 +6,7 @@
 * :mod:`~lab.training.trainer` is the ``transformers.Trainer`` with a lean loss;
 * :mod:`~lab.training.metrics` writes ``metrics.jsonl``;
 * :mod:`~lab.training.runner` runs one training start to finish (:func:`run_training`);
+* :mod:`~lab.training.grpo` trains from reward functions (:mod:`~lab.training.rewards`) instead of answers;
 * :mod:`~lab.training.job` runs it in the app's background thread;
 * :mod:`~lab.training.launch` runs it on several GPUs through ``accelerate launch``;
 * :mod:`~lab.training.runs` lists and describes run folders.

@@ -61,6 +61,10 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
 
     queue = restricted() if queue is None else queue
     check_datasets(cfg)  # a wrong path is one sentence now, not a failed run later
+    if cfg.trainer == "grpo":
+        from lab.training.rewards import load_rewards
+
+        load_rewards(cfg)  # so is a reward file that cannot run, or any reward file on a shared deployment
     with _turns.lock:
         running = _turns.busy()
         if running and not queue:
