@@ -49,6 +49,28 @@ def test_the_loss_clips_the_ratio_and_the_kl_is_zero_on_the_reference():
     assert kl.item() == pytest.approx((math.e - 2) / 2 / 2)
 
 
+def test_grpo_settings_that_cannot_work_are_refused_when_the_config_is_made():
+    from lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^trainer 'grpo' trains on one GPU \(or the CPU\); set num_gpus to 1\.$"):
+        TrainConfig(trainer="grpo", num_gpus=2)
+    with pytest.raises(ConfigError, match=r"^max_new_tokens \(600\) leaves no room for the prompt within max_length"):
+        TrainConfig(trainer="grpo", max_new_tokens=600, max_length=512)
+    with pytest.raises(ConfigError, match="num_generations must be at least 2"):
+        TrainConfig(trainer="grpo", num_generations=1)
+    TrainConfig(num_gpus=2, max_new_tokens=600, max_length=512)  # an SFT run does not sample
+
+
+def test_answers_are_sampled_from_the_plain_distribution_without_image_placeholders(loaded):
+    from lab.generate import _generate_kwargs
+
+    tiny = loaded("qwen2_5_vl")
+    plain = _generate_kwargs(tiny, 8, 0, 1.0, 1.0, plain=True)
+    assert plain["top_k"] == 0 and plain["repetition_penalty"] == 1.0 and plain["do_sample"] is True
+    assert plain["suppress_tokens"] == [tiny.processor.image_token_id, tiny.processor.video_token_id]
+    assert "suppress_tokens" not in _generate_kwargs(tiny, 8, 0, 1.0, 1.0)  # chat and evaluation are unchanged
+
+
 def test_answers_come_back_as_the_prompt_then_the_sampled_tokens(loaded):
     import torch
 

@@ -83,9 +83,17 @@ def test_rewards_are_written_as_a_list_or_a_mapping_and_a_typo_is_one_sentence()
 
 
 GOOD = '''
+from dataclasses import dataclass
+
+
+@dataclass
+class Scale:
+    top: float = 1.0
+
+
 def brevity(completions, references, **kw):
     assert len(kw["prompts"]) == len(kw["images"]) == len(completions)
-    return [1.0 / (1 + len(c)) for c in completions]
+    return [Scale().top / (1 + len(c)) for c in completions]
 
 not_a_function = 3
 

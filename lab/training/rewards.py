@@ -10,17 +10,15 @@ and a function in it, each with an optional weight after a colon (1 when left ou
 Built-in rewards, each between 0 and 1 (the scores of :mod:`lab.evaluation.metrics`, so
 Chinese is cut into words for BLEU and ROUGE-L as in Evaluate):
 
-========== ================================================================================
-json_valid the answer parses as JSON (a ```json fence allowed) of the reference's kind: an
-           object for an object, a list for a list (a bare number is valid JSON too, and an
-           easy reward to earn without doing the task)
-json_key_f1 F1 of the answer's JSON key paths against the reference's
-exact_match the answer equals the reference (whitespace collapsed)
-bleu       sentence BLEU-4 against the reference
-rouge_l    ROUGE-L F-measure against the reference
-length     closeness to ``target_length`` characters: 1 - |n - target| / max(n, target)
-format     the whole answer matches the regular expression ``reward_pattern``
-========== ================================================================================
+* ``json_valid``: the answer parses as JSON (a ```json fence allowed) of the reference's kind,
+  an object for an object, a list for a list (a bare number is valid JSON too, and an easy
+  reward to earn without doing the task);
+* ``json_key_f1``: F1 of the answer's JSON key paths against the reference's;
+* ``exact_match``: the answer equals the reference (whitespace collapsed);
+* ``bleu``: sentence BLEU-4 against the reference;
+* ``rouge_l``: ROUGE-L F-measure against the reference (``rougeL`` is read as ``rouge_l``);
+* ``length``: closeness to ``target_length`` characters, ``1 - |n - target| / max(n, target)``;
+* ``format``: the whole answer matches the regular expression ``reward_pattern``.
 
 A function of your own takes the answers of a batch and their references and returns one
 number per answer (higher is better)::
@@ -217,11 +215,12 @@ def _load_function(spec: RewardSpec) -> RewardFn:
     module_name = f"lab_reward_{abs(hash(str(path)))}"
     loader = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader)
+    sys.modules[module_name] = module  # before it runs: a dataclass in the file looks its module up there
     try:
         loader.loader.exec_module(module)
     except Exception as err:  # the person's code: whatever it raises is a reason to show
+        sys.modules.pop(module_name, None)
         raise ConfigError("Reward file {path} cannot be loaded: {err}", path=spec.path, err=_first_line(err)) from None
-    sys.modules[module_name] = module  # so that what it defines can be pickled or inspected like any module's
     fn = getattr(module, spec.function, None)
     if fn is None:
         raise ConfigError("Reward file {path} has no function {function}.", path=spec.path, function=spec.function)
