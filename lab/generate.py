@@ -29,6 +29,7 @@ class Generation:
     completion_tokens: int
     seconds: float
     token_ids: list[int] = field(default_factory=list)
+    end_token_id: int | None = None  # the end-of-sequence token that ended it; None when cut at max_new_tokens
 
 
 def _sampling_kwargs(temperature: float, top_p: float) -> dict[str, Any]:
@@ -51,7 +52,8 @@ def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[li
     return inputs.to(loaded.model.device)
 
 
-def _generate_kwargs(loaded: Any, max_new_tokens: int, min_new_tokens: int, temperature: float, top_p: float) -> dict:
+def _generate_kwargs(loaded: Any, max_new_tokens: int, min_new_tokens: int, temperature: float, top_p: float,
+                     plain: bool = False) -> dict:
     tokenizer = loaded.processor.tokenizer
     kwargs = dict(
         max_new_tokens=int(max_new_tokens),
@@ -62,6 +64,11 @@ def _generate_kwargs(loaded: Any, max_new_tokens: int, min_new_tokens: int, temp
     )
     if min_new_tokens:
         kwargs["min_new_tokens"] = int(min_new_tokens)
+    if plain:
+        # Sample from the model's distribution at this temperature and nothing else: transformers adds top_k 50
+        # unless told otherwise, and a model's generation_config may bring its own top_k or repetition penalty.
+        # Placeholders of image features are left out: an answer holding one could not be fed back to the model.
+        kwargs.update(top_k=0, repetition_penalty=1.0, suppress_tokens=feature_placeholders(loaded.processor))
     return kwargs
 
 
@@ -84,6 +91,12 @@ def _inference(loaded: Any):
         yield
 
 
+def feature_placeholders(processor: Any) -> list[int]:
+    """Ids of the tokens that stand for image or video features (``<|image_pad|>``, ``<|video_pad|>``)."""
+    ids = [getattr(processor, name, None) for name in ("image_token_id", "video_token_id")]
+    return [int(i) for i in ids if i is not None]
+
+
 def _ready_for_inference(loaded: Any) -> None:
     # Training leaves the model in train mode, where LoRA dropout would make answers random.
     if loaded.model.training:
@@ -99,14 +112,19 @@ def generate_batch(
     temperature: float = 0.0,
     top_p: float = 1.0,
     min_new_tokens: int = 0,
+    plain: bool = False,
 ) -> list[Generation]:
-    """Answer each conversation with its images in one batch (greedy when ``temperature`` is 0)."""
+    """Answer each conversation with its images in one batch (greedy when ``temperature`` is 0).
+
+    ``plain`` samples from the model's own distribution at ``temperature`` (and ``top_p``), with none of the
+    top-k or repetition-penalty defaults of transformers or the model: GRPO scores answers by that distribution.
+    """
     _ready_for_inference(loaded)
     start = time.perf_counter()
     inputs = prepare_inputs(loaded, conversations, images)
     with _inference(loaded):
         output = loaded.model.generate(
-            **inputs, **_generate_kwargs(loaded, max_new_tokens, min_new_tokens, temperature, top_p)
+            **inputs, **_generate_kwargs(loaded, max_new_tokens, min_new_tokens, temperature, top_p, plain)
         )
     prompt_len = inputs["input_ids"].shape[1]
     new_tokens = output[:, prompt_len:].tolist()
@@ -114,20 +132,21 @@ def generate_batch(
     tokenizer = loaded.processor.tokenizer
     results = []
     for row, mask in zip(new_tokens, inputs["attention_mask"]):
-        completion = _strip_after_eos(row, loaded)
+        completion, end = _split_at_eos(row, loaded)
         text = tokenizer.decode(completion, skip_special_tokens=True)
-        results.append(Generation(text.strip(), int(mask.sum()), len(completion), seconds, completion))
+        results.append(Generation(text.strip(), int(mask.sum()), len(completion), seconds, completion, end))
     return results
 
 
-def _strip_after_eos(ids: list[int], loaded: Any) -> list[int]:
+def _split_at_eos(ids: list[int], loaded: Any) -> tuple[list[int], int | None]:
+    """The answer's tokens before the end of sequence, and the token that ended it (None: none did)."""
     eos = loaded.model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
     pad = loaded.processor.tokenizer.pad_token_id
     for i, token in enumerate(ids):
         if token in eos_ids or token == pad:
-            return ids[:i]
-    return ids
+            return ids[:i], token
+    return ids, None
 
 
 def _stop_on_events(*events: threading.Event | None):

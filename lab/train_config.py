@@ -13,6 +13,10 @@ The model is split in three parts that can be trained or frozen independently:
 model) and ``language`` (the LLM). With ``method: lora`` or ``qlora`` the parts in
 ``lora_targets`` get adapters; ``train_<part>`` trains a part's full weights (with
 ``full``, or next to adapters on the other parts with ``lora``).
+
+``trainer`` says what the chosen weights learn from: ``sft`` the reference answers, ``grpo``
+rewards for answers the model samples itself (:mod:`lab.training.grpo`, with its settings in
+the block of its own at the end). Any trainer goes with any method.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from lab.presets import closest, dump_yaml, load_yaml_strict
 from lab.settings import build, check, setting, settings_of
 from lab.text import Msg
 from lab.training.mix import dataset_entries, normalize_datasets
+from lab.training.rewards import as_entries, check_pattern, parse_rewards
 
 DEMO_MODEL = "demo"
 METHODS = ("lora", "qlora", "full")
@@ -37,6 +42,8 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 GENERATION_METRICS = ("bleu", "chrf", "rouge_l", "exact_match", "json_valid", "json_key_f1")
 BEST_METRICS = ("eval_loss", *GENERATION_METRICS)
 DEEPSPEED_STAGES = ("zero2", "zero3", "zero3_offload")
+TRAINERS = ("sft", "grpo")
+TRAINER_LABELS = {"sft": Msg("SFT: learn the reference answers"), "grpo": Msg("GRPO: learn from rewards")}
 
 
 @dataclass
@@ -186,8 +193,37 @@ class TrainConfig:
     model_author: list[str] = setting(["魔搭", "ModelScope"], label="Model author (中文, English)")
     """The model's author, [Chinese, English]."""
 
+    # --- GRPO: learning from rewards instead of from the reference answers (lab/training/grpo.py)
+    trainer: str = setting("sft", label="Trainer", choices=TRAINERS, choice_labels=TRAINER_LABELS)
+    """``sft`` learns the reference answers token by token; ``grpo`` samples several answers per prompt, scores them
+    with ``rewards`` and learns from how each scores against its group (Group Relative Policy Optimization). Either
+    trains the weights ``method`` names: LoRA, QLoRA or full."""
+    num_generations: int = setting(4, label="Answers per prompt", min=2)
+    """GRPO: answers sampled for each prompt; an answer's advantage is its reward against the others of its group."""
+    temperature: float = setting(1.0, label="Temperature", above=0, max=2)
+    """GRPO: sampling temperature of the answers; the group needs variety to learn anything."""
+    max_new_tokens: int = setting(128, label="Max new tokens", min=1)
+    """GRPO: longest sampled answer in tokens; an answer cut there is scored as it is."""
+    beta: float = setting(0.04, label="KL weight (beta)", min=0)
+    """GRPO: weight of the KL penalty that keeps the policy near the model it started from (the base with the
+    adapter switched off; with ``method: full`` a frozen copy, which doubles the weights' memory); 0 turns it off."""
+    clip_epsilon: float = setting(0.2, label="Clip range (epsilon)", above=0, below=1)
+    """GRPO: the policy ratio is clipped to [1 - epsilon, 1 + epsilon], as in PPO; it only bites when
+    ``num_iterations`` > 1."""
+    num_iterations: int = setting(1, label="Updates per batch of answers", min=1)
+    """GRPO: optimizer steps taken on each batch of sampled answers before new ones are sampled."""
+    rewards: list[str] = setting(["json_valid"], label="Rewards")
+    """GRPO: reward functions, each ``name`` or ``name:weight``: json_valid, json_key_f1, exact_match, bleu,
+    rouge_l, length, format, or a function of your own, ``path/to/file.py:function`` (lab/training/rewards.py says how
+    to write one). A YAML mapping ``{json_valid: 1, rouge_l: 0.5}`` works too."""
+    reward_pattern: str | None = setting(None, label="Pattern of a good answer (format reward)")
+    """GRPO: the regular expression the whole answer must match for the ``format`` reward."""
+    target_length: int = setting(200, label="Target length in characters (length reward)", min=1)
+    """GRPO: the answer length, in characters, that the ``length`` reward likes best."""
+
     def __post_init__(self):
         self.dataset = normalize_datasets(self.dataset)  # YAML mappings ({path, weight}) as their text
+        self.rewards = as_entries(self.rewards)  # a YAML mapping {name: weight} is the list [name:weight]
         check(self)  # types, bounds and choices, from the fields above
         _require(self.model.strip() != "", Msg("model is empty; give a Hub id, a model folder or 'demo'."))
         _require(self.dataset != [] and self.dataset != "" and not str(self.dataset).isspace(),
@@ -197,6 +233,7 @@ class TrainConfig:
         self._check_method()
         self._check_evaluation()
         self._check_hardware()
+        self._check_grpo()
 
     def _check_numbers(self) -> None:
         _require(self.max_steps > 0 or self.num_epochs > 0,
@@ -259,6 +296,18 @@ class TrainConfig:
         if self.deepspeed == "zero3_offload" and self.loraplus_lr_ratio:
             raise ConfigError("zero3_offload trains with DeepSpeed's own CPU optimizer, which has no LoRA+ rates; "
                               "set loraplus_lr_ratio to null or use zero3.")
+    def _check_grpo(self) -> None:
+        specs = parse_rewards(self.rewards)  # a typo in a reward's name is refused for any trainer
+        if self.trainer != "grpo":
+            return
+        _require(bool(specs), Msg("trainer 'grpo' needs at least one reward in rewards, such as json_valid."))
+        _require(self.num_gpus == 1, Msg("trainer 'grpo' trains on one GPU (or the CPU); set num_gpus to 1."))
+        _require(self.max_new_tokens < self.max_length,
+                 Msg("max_new_tokens ({max_new_tokens}) leaves no room for the prompt within max_length "
+                     "({max_length}); raise max_length or lower max_new_tokens.",
+                     max_new_tokens=self.max_new_tokens, max_length=self.max_length))
+        if any(spec.name == "format" for spec in specs):
+            check_pattern(self.reward_pattern)
 
     # --- YAML and overrides
 

@@ -39,12 +39,13 @@ def test_train_tab_start_poll_stop_and_reattach(launch_app, lab_home):
     assert message == "Started ui."
     deadline, status, loss = time.time() + 120, "", []
     while time.time() < deadline:
-        bar, status, loss_plot, lr_plot, score_plot, log = client.predict(None, api_name="/train_poll")
+        bar, status, loss_plot, lr_plot, score_plot, log, rewards = client.predict(None, api_name="/train_poll")
         loss = _plot_rows(loss_plot)
         if loss:
             break
         time.sleep(0.5)
     assert loss and "**ui** · running" in status and "<progress" in bar, status
+    assert rewards["visible"] is False  # the reward plot is a GRPO run's
     # While it trains, the model is busy for everyone else, and a second run is refused.
     assert ctx.handle.state.value == "training"
     with pytest.raises(BusyError, match="training run"):
@@ -59,7 +60,7 @@ def test_train_tab_start_poll_stop_and_reattach(launch_app, lab_home):
     assert client.predict(api_name="/train_stop") == "Stopping ui after the current step…"
     job = jobs.current_job()
     assert job.wait(120) and job.status == "stopped", job.message
-    bar, status, loss_plot, _, _, _ = client.predict(None, api_name="/train_poll")
+    bar, status, loss_plot, _, _, _, _ = client.predict(None, api_name="/train_poll")
     assert "stopped" in status and len(_plot_rows(loss_plot)) >= len(loss)
     # The trained adapter stays on the model, under the run's name, for Evaluate and Chat.
     assert ctx.handle.state.value == "ready" and ctx.handle.loaded.adapter == "ui"
@@ -103,6 +104,28 @@ def _wait_for_steps(run_dir, job, timeout=120):
     while job.active and not log_rows(read_metrics(run_dir)) and time.time() < deadline:
         time.sleep(0.2)
     assert log_rows(read_metrics(run_dir)), job.message
+
+
+def test_a_grpo_run_shows_its_settings_and_draws_reward_kl_and_loss(launch_app, lab_home, no_run_left):
+    app, ctx, client = launch_app(model="demo")
+    _wait_ready(ctx)
+    # The trainer's choice shows GRPO's settings, from rewards to target_length.
+    assert [u["visible"] for u in client.predict("grpo", api_name="/train_trainer")] == [True] * 9
+    assert [u["visible"] for u in client.predict("sft", api_name="/train_trainer")] == [False] * 9
+    cfg = TrainConfig.from_preset("grpo_json", ["model=demo", "max_steps=3", "num_generations=2", "max_new_tokens=4",
+                                                "per_device_batch_size=1", "gradient_accumulation_steps=1",
+                                                "gradient_checkpointing=false", "rewards=[length, json_valid]",
+                                                "run_name=rl"])  # fmt: skip
+    form = dict(zip(FORM_FIELDS, form_values(cfg)))
+    assert client.predict(**form, api_name="/train_start") == "Started rl."
+    job = jobs.current_job()
+    assert job.wait(120) and job.status == "finished", job.message
+    bar, status, loss_plot, lr_plot, _, log, rewards = client.predict(None, api_name="/train_poll")
+    assert "**rl** · finished · step 3/3" in status and rewards["visible"] is True
+    assert {row[2] for row in _plot_rows(rewards)} == {"reward", "length", "json_valid"}
+    assert {row[2] for row in _plot_rows(loss_plot)} == {"train", "kl"} and _plot_rows(lr_plot)
+    # Like an SFT run, it leaves its adapter on the model for Evaluate and Chat.
+    assert ctx.handle.state.value == "ready" and ctx.handle.loaded.adapter == "rl"
 
 
 def test_a_second_visitor_cannot_take_a_run_name_in_use(launch_app, lab_home, monkeypatch, no_run_left):
@@ -176,5 +199,5 @@ def test_the_tab_trains_on_several_datasets_and_plots_the_answers_scores(launch_
     assert TrainConfig.from_yaml(run_dir / "config.yaml").dataset == mix
     taken = {m["dataset"]: m["train"] for m in json.loads((run_dir / "data_mix.json").read_text())}
     assert taken["data/sample/data_json_en.jsonl"] == round(taken["data/sample/data_caption_zh.jsonl"] / 2)
-    _, status, _, _, score_plot, _ = client.predict(None, api_name="/train_poll")
+    _, status, _, _, score_plot, _, _ = client.predict(None, api_name="/train_poll")
     assert {row[2] for row in _plot_rows(score_plot)} == {"rouge_l", "json_valid"}, status

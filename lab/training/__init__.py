@@ -9,6 +9,7 @@
 * :mod:`~lab.training.metrics` writes ``metrics.jsonl``;
 * :mod:`~lab.training.preflight` refuses what this machine cannot train before anything loads;
 * :mod:`~lab.training.runner` runs one training start to finish (:func:`run_training`);
+* :mod:`~lab.training.grpo` trains from reward functions (:mod:`~lab.training.rewards`) instead of answers;
 * :mod:`~lab.training.job` runs it in the app's background thread;
 * :mod:`~lab.training.launch` runs it on several GPUs through ``accelerate launch``;
 * :mod:`~lab.training.runs` lists and describes run folders.

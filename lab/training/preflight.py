@@ -2,9 +2,9 @@
 :func:`lab.training.runner.run_training` alike.
 
 :class:`~lab.train_config.TrainConfig` refuses settings that contradict each other; this
-refuses settings this machine cannot honour (a dataset that is not there, a logging
-package or DeepSpeed that is not installed, GPUs it does not have), each with one
-sentence, before minutes go into loading a model. Nothing asked for is dropped silently.
+refuses settings this machine cannot honour (a dataset that is not there, a reward file
+that cannot run, a logging package or DeepSpeed that is not installed, GPUs it does not
+have), each with one sentence, before minutes go into loading a model. Nothing asked for is dropped silently.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ def check_run_environment(cfg: Any) -> None:
     check_datasets(cfg)
     check_logging(cfg)
     check_gpus(cfg)
+    if cfg.trainer == "grpo":
+        from lab.training.rewards import load_rewards
+
+        load_rewards(cfg)  # a reward file that cannot run, or any reward file on a shared deployment
 
 
 def _installed(*modules: str) -> bool:

@@ -239,6 +239,10 @@ def run_training(
     device = loaded.device if loaded is not None else training_device()
     failure: Msg | None = None
     try:
+        if cfg.trainer == "grpo":  # learning from rewards: lab/training/grpo.py (a fresh run; it keeps no checkpoints)
+            from lab.training.grpo import train_grpo
+
+            return train_grpo(cfg, run_dir, loaded, device, stop, log, echo_metrics)
         return _train(cfg, run_dir, loaded, device, stop, resume, log, echo_metrics, list(callbacks))
     except torch.OutOfMemoryError:
         failure = oom_advice(cfg, device)
@@ -261,8 +265,11 @@ def run_training(
     raise LabError(failure)  # dynamic template: the failure above
 
 
-def _prepare(cfg, loaded, device: str, log):
-    """Load (if needed) and prepare the model, and encode the data: ``(loaded, data, prepared)``."""
+def _prepare(cfg, loaded, device: str, log, build=None):
+    """Load (if needed) and prepare the model, and encode the data: ``(loaded, data, prepared)``.
+
+    ``build(cfg, processor, log)`` makes the data (default: the SFT samples of :func:`build_data`).
+    """
     from lab.models import load_model, set_image_pixels
     from lab.training.data import build_data
     from lab.training.setup import prepare_model, unwrap_adapters
@@ -274,7 +281,7 @@ def _prepare(cfg, loaded, device: str, log):
     if getattr(getattr(loaded.processor, "image_processor", None), "merge_size", None) is not None:
         # The processor keeps the run's pixel bounds afterwards: the trained model expects them.
         set_image_pixels(loaded.processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
-    data = build_data(cfg, loaded.processor, log)
+    data = (build or build_data)(cfg, loaded.processor, log)
     loaded.model = unwrap_adapters(loaded.model)
     prepared = prepare_model(loaded.model, cfg)
     loaded.model = prepared.model  # so that whoever holds ``loaded`` can undo the adapters if training fails

@@ -211,3 +211,19 @@ def score_curves(run_dir: str | Path) -> list[dict]:
 
     return [{"step": r["step"], "value": value, "series": key.removeprefix("eval_")}
             for r in log_rows(read_metrics(run_dir)) for key, value in answer_scores(r).items() if value is not None]
+def reward_curves(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """A GRPO run's points: ``([{step, value, series: kl}], [{step, value, series: reward | <reward name>}])``.
+
+    The mean reward is the weighted sum of the run's rewards; each reward gets its own series
+    when there are several. An SFT run has neither.
+    """
+    rows = [r for r in log_rows(read_metrics(run_dir)) if r.get("reward") is not None]
+    kl = [{"step": r["step"], "value": r["kl"], "series": "kl"} for r in rows if r.get("kl") is not None]
+    rewards = []
+    for r in rows:
+        rewards.append({"step": r["step"], "value": r["reward"], "series": "reward"})
+        each = r.get("rewards") or {}
+        if len(each) > 1:
+            rewards += [{"step": r["step"], "value": value, "series": name} for name, value in each.items()
+                        if value is not None]  # fmt: skip
+    return kl, rewards
