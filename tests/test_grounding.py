@@ -166,3 +166,56 @@ def test_the_sample_grounding_boxes_cover_what_was_drawn(sample_dataset):
         inside = np.all(pixels[y1:y2, x1:x2] == color, axis=-1).mean()
         outside = np.all(pixels == color, axis=-1).sum() - np.all(pixels[y1:y2, x1:x2] == color, axis=-1).sum()
         assert inside > 0.8 and outside == 0, record["id"]
+
+
+def test_answers_with_boxes_are_scored_next_to_the_text_metrics(tiny_models, sample_dataset):
+    from lab.evaluation.report import metrics_table
+    from lab.evaluation.runner import EvalResult, for_model, samples_from_dataset, score_variants
+
+    processor = _processor(tiny_models, "qwen2_vl")
+    samples = [for_model(s, processor, "qwen2_vl") for s in samples_from_dataset(sample_dataset / "data_grounding.jsonl")]
+    button, handle = samples[0], samples[1]  # 0005 (phrase in the answer) and 0008 ("Find the <ref-object>.")
+    assert button.reference == GRID_ANSWER and button.target.boxes == [[12.0, 38.0, 109.0, 75.0]]
+    assert "<|object_ref_start|>slider handle<|object_ref_end|>" in handle.messages[-1]["content"]
+    assert handle.reference.startswith("<|box_start|>") and len(handle.target.boxes) == 1
+    answers = {"model": [button.reference, "<|box_start|>(0,0),(10,10)<|box_end|>"]}
+    scored = score_variants([button, handle], answers, ["model"])
+    first, second = (row["scores"]["model"] for row in scored["samples"])
+    assert first["box_acc50"] == 100.0 and first["box_iou"] > 98  # the grid's rounding costs a little
+    assert first["exact_match"] == 100.0
+    assert second["box_iou"] == 0.0 and second["box_acc50"] == 0.0
+    assert scored["metrics"]["model"]["box_acc50"] == 50.0
+    result = EvalResult(name="t", source="", total=2, **scored)
+    names = [row[0] for row in metrics_table(result)[1]]
+    assert names[-2:] == ["box_iou", "box_acc50"] and names[0] == "bleu"
+
+
+def test_generated_answers_keep_the_box_tokens_and_drop_the_others(tiny_models):
+    from lab.generate import answer_text
+
+    tokenizer = _processor(tiny_models, "qwen2_vl").tokenizer
+    ids = tokenizer("<|object_ref_start|>a cat<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|><|vision_start|>",
+                    add_special_tokens=False)["input_ids"]
+    assert answer_text(tokenizer, ids) == "<|object_ref_start|>a cat<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|>"
+    assert answer_text(tokenizer, tokenizer("plain words", add_special_tokens=False)["input_ids"]) == "plain words"
+
+
+def test_a_grounding_label_run_writes_records_with_objects(tmp_path):
+    from fake_openai import FakeOpenAI, answer
+    from PIL import Image
+
+    from lab.labeling.batch import run_labeling
+    from lab.labeling.client import ApiLabeler, LabelerConfig
+    from lab.labeling.item import PromptSpec
+    from lab.presets import load_prompt_preset
+
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (200, 100), "white").save(tmp_path / "pics" / "a.png")
+    reply = json.dumps({"objects": [{"ref": "OK button", "bbox": [100, 200, 500, 800]}]})
+    with FakeOpenAI(responder=lambda body: answer(reply)) as server:
+        labeler = ApiLabeler(LabelerConfig(model="fake-vl", base_url=server.base_url, api_key="sk-x", max_retries=0))
+        run_labeling(tmp_path / "pics", tmp_path / "ds", PromptSpec.from_preset(load_prompt_preset("grounding")), labeler)
+    record = json.loads((tmp_path / "ds" / "data.jsonl").read_text(encoding="utf-8"))
+    assert record["messages"][-1]["content"] == "<ref-object><bbox>"
+    assert record["objects"] == {"ref": ["OK button"], "bbox": [[20.0, 20.0, 100.0, 80.0]]}
+    assert validate_dataset(tmp_path / "ds").ok
