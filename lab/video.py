@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.conversation import VIDEO_PLACEHOLDER  # noqa: F401  (the placeholder, for importers)
+from lab.conversation import VIDEO_PLACEHOLDER  # noqa: F401  (with the video rules, for the checker)
 from lab.errors import BadImageError, DatasetError
 from lab.images import IMAGE_SUFFIXES, open_image
 from lab.text import Msg
@@ -37,9 +37,9 @@ VIDEO_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 class VideoBudget:
     """How much of a video the model sees: the TrainConfig fields ``video_*`` (a run's, or the defaults)."""
 
-    max_frames: int = 16
-    fps: float = 2.0
-    max_pixels: int = 100352
+    max_frames: int
+    fps: float
+    max_pixels: int
 
     @classmethod
     def of(cls, config: Any = None) -> "VideoBudget":
@@ -192,7 +192,7 @@ def _file_fault(path: Path) -> Msg | None:
 
 def processor_media(processor: Any, images: list[str], videos: list[str], budget: VideoBudget | None) -> dict:
     """The processor's ``images`` and ``videos`` arguments for a sample's files (videos read within ``budget``)."""
-    media = processor_videos(processor, [read_video(v, budget or VideoBudget(), patch_size(processor)) for v in videos])
+    media = processor_videos(processor, [read_video(v, budget or VideoBudget.of(), patch_size(processor)) for v in videos])
     if images:
         media["images"] = [open_image(p) for p in images]
     return media

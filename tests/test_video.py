@@ -53,9 +53,9 @@ def test_a_file_is_sampled_at_the_budgets_rate_and_size(tmp_path):
 
 
 def test_a_frame_folder_is_thinned_to_the_budget_and_kept_even(tmp_path):
-    many = read_video(frame_folder(tmp_path / "many", 10), VideoBudget(max_frames=4), patch_size=14)
+    many = read_video(frame_folder(tmp_path / "many", 10), VideoBudget.of({"video_max_frames": 4}), patch_size=14)
     assert many.indices == [0, 3, 6, 9] and many.frames.shape[0] == 4
-    odd = read_video(frame_folder(tmp_path / "odd", 3), VideoBudget(max_frames=4), patch_size=16)
+    odd = read_video(frame_folder(tmp_path / "odd", 3), VideoBudget.of({"video_max_frames": 4}), patch_size=16)
     assert odd.frames.shape[0] == 4 and odd.indices == [0, 1, 2, 2]  # the last frame repeated, as qwen-vl-utils does
     assert odd.frames.shape[2] % 32 == 0 and odd.frames.shape[3] % 32 == 0  # Qwen3-VL: patch 16, merged 32
 
@@ -71,7 +71,7 @@ def test_an_unreadable_video_has_its_reason(tmp_path):
     assert str(video_fault(tmp_path / "missing.mp4")) == "file not found"
     assert video_fault(write_mp4(tmp_path / "ok.mp4")) is None
     with pytest.raises(DatasetError, match="bad.mp4 cannot be used: not a readable video"):
-        read_video(tmp_path / "bad.mp4", VideoBudget())
+        read_video(tmp_path / "bad.mp4", VideoBudget.of())
 
 
 def test_the_checker_names_each_bad_video_and_a_family_without_video(tmp_path):
@@ -161,3 +161,13 @@ def test_a_family_without_video_drops_video_samples_with_the_reason(tmp_path, sa
 
 class _NoVideoProcessor:
     image_token_id = 1
+
+
+def test_the_budget_is_a_runs_video_settings_or_the_training_defaults():
+    from lab.train_config import TrainConfig
+
+    defaults = TrainConfig()
+    assert VideoBudget.of() == VideoBudget(defaults.video_max_frames, defaults.video_fps, defaults.video_max_pixels)
+    assert VideoBudget.of(TrainConfig(video_max_frames=8)).max_frames == 8
+    assert VideoBudget.of({"video_fps": 1.0, "model": "demo"}).fps == 1.0  # a run's saved config.yaml
+    assert VideoBudget.of({"model": "demo"}) == VideoBudget.of()  # a run saved before the video settings

@@ -209,7 +209,7 @@ def _encode_with_videos(processor: Any, key: str, text: str, spans: list[tuple[i
     """Labels on the processor's own expansion of ``text``: the answer spans moved past what it inserted."""
     from lab.video import VideoBudget, processor_media
 
-    budget = budget or VideoBudget()
+    budget = budget or VideoBudget.of()
     out = processor(text=[text], return_text_replacement_offsets=True,
                     **processor_media(processor, images, videos, budget))  # fmt: skip
     expanded, moved = text, list(spans)
