@@ -6,7 +6,9 @@ every Qwen-VL family: transformers builds the multimodal rope positions from the
 attention mask, so the padding does not shift them).
 
 Conversations are ms-swift messages (string contents with ``<image>`` placeholders, no
-final assistant turn); ``images`` holds each conversation's PIL images in order.
+final assistant turn); ``images`` holds each conversation's PIL images in order, ``videos``
+its :class:`lab.video.Video` s (read within a budget) for ``<video>`` placeholders.
+An answer keeps Qwen's grounding tokens (``<|box_start|>`` ...), so its boxes can be read back.
 """
 
 from __future__ import annotations
@@ -39,16 +41,21 @@ def _sampling_kwargs(temperature: float, top_p: float) -> dict[str, Any]:
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
-def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[list[Any]]) -> Any:
-    """Tokenize prompts (ending with the assistant's turn opened) and their images, left-padded."""
+def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[list[Any]],
+                   videos: list[list[Any]] | None = None) -> Any:
+    """Tokenize prompts (ending with the assistant's turn opened) and their images and videos, left-padded."""
+    from lab.video import processor_videos
+
     processor = loaded.processor
     texts = [
         processor.apply_chat_template(to_hf_messages(conv), tokenize=False, add_generation_prompt=True)
         for conv in conversations
     ]
     flat_images = [image for per_conv in images for image in per_conv]
+    media = processor_videos(processor, [video for per_conv in videos or [] for video in per_conv])
     # padding_side per call: the training collator shares this processor and pads on the right.
-    inputs = processor(text=texts, images=flat_images or None, return_tensors="pt", padding=True, padding_side="left")
+    inputs = processor(text=texts, images=flat_images or None, return_tensors="pt", padding=True, padding_side="left",
+                       **media)  # fmt: skip
     return inputs.to(loaded.model.device)
 
 
@@ -113,15 +120,16 @@ def generate_batch(
     top_p: float = 1.0,
     min_new_tokens: int = 0,
     plain: bool = False,
+    videos: list[list[Any]] | None = None,
 ) -> list[Generation]:
-    """Answer each conversation with its images in one batch (greedy when ``temperature`` is 0).
+    """Answer each conversation with its images (and videos) in one batch (greedy when ``temperature`` is 0).
 
     ``plain`` samples from the model's own distribution at ``temperature`` (and ``top_p``), with none of the
     top-k or repetition-penalty defaults of transformers or the model: GRPO scores answers by that distribution.
     """
     _ready_for_inference(loaded)
     start = time.perf_counter()
-    inputs = prepare_inputs(loaded, conversations, images)
+    inputs = prepare_inputs(loaded, conversations, images, videos)
     with _inference(loaded):
         output = loaded.model.generate(
             **inputs, **_generate_kwargs(loaded, max_new_tokens, min_new_tokens, temperature, top_p, plain)
@@ -133,9 +141,19 @@ def generate_batch(
     results = []
     for row, mask in zip(new_tokens, inputs["attention_mask"]):
         completion, end = _split_at_eos(row, loaded)
-        text = tokenizer.decode(completion, skip_special_tokens=True)
+        text = answer_text(tokenizer, completion)
         results.append(Generation(text.strip(), int(mask.sum()), len(completion), seconds, completion, end))
     return results
+
+
+def answer_text(tokenizer: Any, ids: list[int]) -> str:
+    """The text of generated ``ids`` without special tokens, except Qwen's grounding tokens."""
+    from lab.grounding import BOX_TOKENS
+
+    special = {i: t.content for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    special.update({i: "" for i in tokenizer.all_special_ids if i not in special})
+    kept = [i for i in ids if i not in special or special[i] in BOX_TOKENS]
+    return tokenizer.decode(kept, skip_special_tokens=False)
 
 
 def _split_at_eos(ids: list[int], loaded: Any) -> tuple[list[int], int | None]:

@@ -147,6 +147,15 @@ class TrainConfig:
     """Largest image area (1280 x 28 x 28). The processor's own default, about 12.8 MP, gives up to
     16k image tokens, far beyond ``max_length``; None keeps that default anyway."""
 
+    # --- videos (records with "videos"; Qwen2-VL, Qwen2.5-VL and Qwen3-VL)
+    video_max_frames: int = setting(16, label="Max frames per video", min=2)
+    """Frames sampled from a video at most (an even number is used: two frames make one temporal patch)."""
+    video_fps: float = setting(2.0, label="Video frames per second", above=0)
+    """Frames per second sampled from a video file (qwen-vl-utils' rule); a folder of frames is taken as
+    sampled at this rate."""
+    video_max_pixels: int = setting(100352, label="Max pixels per video frame", min=3136)
+    """Largest area of one video frame (128 x 28 x 28): 16 frames of this size are about 1024 tokens."""
+
     # --- logging and saving
     logging_steps: int = setting(5, label="Log every N steps", min=1)
     """Optimizer steps between lines in metrics.jsonl (and the live loss plot)."""

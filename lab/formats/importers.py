@@ -18,7 +18,7 @@ from lab import paths
 from lab.dataset import DATA_FILE, IMAGE_TOKEN, image_entry, write_records
 from lab.errors import DatasetError
 from lab.formats.layout import (
-    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, check_format, fresh_out_dir, source_image,
+    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, VideoStore, check_format, fresh_out_dir, source_image,
 )
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)", re.S)
@@ -49,7 +49,7 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle
                            src=src, fmt=fmt, err_type=type(err).__name__, err=err) from None
     width = max(4, len(str(len(records))))
     with fresh_out_dir(out_dir) as out:
-        store = ImageStore(out)
+        store, videos = ImageStore(out), VideoStore(out)
         for n, record in enumerate(records, start=1):
             record.setdefault("id", f"{n:0{width}d}")
             stored = []
@@ -61,6 +61,10 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle
                     inside_bundle(image, bundle, n)
                     stored.append(store.add(source_image(image), Path(image).name))
             record["images"] = stored
+            for video in record.get("videos") or []:
+                inside_bundle(video, bundle, n)
+            if record.get("videos"):
+                record["videos"] = [videos.add(video) for video in record["videos"]]
         write_records(out / DATA_FILE, records)
     return out
 
@@ -146,9 +150,18 @@ def _read_rows(file: Path, limit: int | None = None) -> list[dict]:
     return rows
 
 
-def _keep_extras(row: dict, record: dict) -> dict:
+def _keep_extras(row: dict, record: dict, folder: Path | None = None) -> dict:
+    """``record`` with the row's id, meta, boxes (``objects``, also as a JSON string) and videos."""
     if row.get("id") is not None:
         record["id"] = str(row["id"])
+    objects = row.get("objects")
+    if isinstance(objects, str) and objects.strip():
+        objects = json.loads(objects)
+    if objects:
+        record["objects"] = objects
+    videos = row.get("videos") or []
+    if folder is not None and videos:
+        record["videos"] = [str(folder / image_entry(v)) for v in ([videos] if isinstance(videos, str) else videos)]
     meta = row.get("meta")
     if isinstance(meta, str):
         try:
@@ -175,7 +188,7 @@ def _read_messages_records(src: Path) -> list[dict]:
         else:
             raise DatasetError("Record {number} of {file} has neither 'messages' nor 'query'.",
                                number=number, file=file)
-        records.append(_keep_extras(row, {"messages": messages, "images": images}))
+        records.append(_keep_extras(row, {"messages": messages, "images": images}, file.parent))
     return records
 
 
@@ -259,8 +272,41 @@ def _read_llamafactory(src: Path) -> list[dict]:
             messages.append({"role": role, "content": turn.get(tags["content_tag"], "")})
         images = row.get(columns["images"]) or []
         images = [str(folder / image_entry(i)) for i in ([images] if isinstance(images, str) else images)]
-        records.append(_keep_extras(row, {"messages": messages, "images": images}))
+        if columns.get("videos") and row.get(columns["videos"]):
+            row = {**row, "videos": row[columns["videos"]]}
+        record = _keep_extras({k: v for k, v in row.items() if k != "videos"}, {"messages": messages, "images": images})
+        records.append(_with_placeholders(record, row, folder))
     return records
+
+
+def _with_placeholders(record: dict, row: dict, folder: Path) -> dict:
+    """Qwen's box tokens in the turns back to ``<ref-object>``/``<bbox>`` and ``objects``.
+
+    The row's own ``objects`` (written by our export) keep the exact boxes; otherwise the
+    0-1000 grid is turned into pixels of the record's first image.
+    """
+    from lab.grounding import GRID, unrender
+
+    refs: list[str] = []
+    boxes: list[list[float]] = []
+    for message in record["messages"]:
+        message["content"], found_refs, found_boxes = unrender(message["content"])
+        refs, boxes = refs + found_refs, boxes + found_boxes
+    if row.get("videos"):
+        record["videos"] = [str(folder / image_entry(v)) for v in row["videos"]]
+    kept = record.get("objects") or {}
+    if len(kept.get("ref") or []) == len(refs) and len(kept.get("bbox") or []) == len(boxes):
+        return record
+    if not record["images"] and boxes:
+        raise ValueError("boxes without an image")
+    from lab.training.collator import image_size
+
+    height, width = image_size(record["images"][0]) if boxes else (GRID, GRID)
+    pixels = [[round(b[0] * width / GRID, 1), round(b[1] * height / GRID, 1), round(b[2] * width / GRID, 1),
+               round(b[3] * height / GRID, 1)] for b in boxes]  # fmt: skip
+    if refs or boxes:
+        record["objects"] = {"ref": refs, "bbox": pixels}
+    return record
 
 
 def _read_imagefolder(src: Path) -> list[dict]:
@@ -277,7 +323,8 @@ def _read_imagefolder(src: Path) -> list[dict]:
         if not messages:
             messages = _messages_from_text_columns(row, len(images), metadata, number)
         messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
-        records.append(_keep_extras(row, {"messages": messages, "images": images}))
+        records.append(_keep_extras({k: v for k, v in row.items() if k != "videos"},
+                                    {"messages": messages, "images": images}))
     return records
 
 

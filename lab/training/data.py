@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab import paths
-from lab.dataset import dataset_root, image_paths, load_records
+from lab.dataset import absolute_media, dataset_root, load_records
 from lab.errors import BadImageError, ConfigError, DatasetError
-from lab.text import Msg
+from lab.text import Msg, msg_of
 from lab.training.collator import EncodedSample, encode_sample, image_token_id
 from lab.training.identity import identity_records
 from lab.training.mix import dataset_entries, mixed_splits
@@ -63,7 +63,7 @@ def check_datasets(cfg: Any) -> None:
 
 
 def _absolute(records: list[dict], root: Path) -> list[dict]:
-    return [{**r, "images": [str(p) for p in image_paths(r, root)]} for r in records]
+    return [absolute_media(r, root) for r in records]
 
 
 def load_splits(cfg: Any) -> tuple[list[dict], list[dict]]:
@@ -90,12 +90,15 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
 
 
-def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> TrainingData:
-    """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``."""
+def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print, family: str | None = None) -> TrainingData:
+    """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``.
+
+    ``family`` (the model's ``model_type``) decides how boxes are written and whether videos can be used.
+    """
     train_records, val_records, mix = load_mixed_splits(cfg)
     dropped: list[tuple[str, Msg]] = []
-    train = _encode_all(train_records, cfg, processor, dropped)
-    val = _encode_all(val_records, cfg, processor, dropped)
+    train = _encode_all(train_records, cfg, processor, dropped, family)
+    val = _encode_all(val_records, cfg, processor, dropped, family)
     data = TrainingData(train, val, dropped, mix, val_records)
     if not train:
         first = Msg("")
@@ -110,13 +113,24 @@ def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> 
     return data
 
 
-def _encode_all(records: list[dict], cfg: Any, processor: Any, dropped: list) -> list[EncodedSample]:
+def _encode_all(records: list[dict], cfg: Any, processor: Any, dropped: list, family: str | None) -> list[EncodedSample]:
+    from lab.video import VIDEO_FAMILIES, VideoBudget
+
     placeholder = image_token_id(processor)
+    budget = VideoBudget.of(cfg)
     samples = []
     for index, record in enumerate(records):
         key = str(record.get("id", f"#{index + 1}"))
+        if record.get("videos") and family not in VIDEO_FAMILIES:
+            dropped.append((key, Msg("a video, which {family} models cannot take", family=family or "other")))
+            continue
         try:
-            sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"])
+            sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"],
+                                   objects=record.get("objects"), videos=record.get("videos") or [], family=family,
+                                   video_budget=budget)  # fmt: skip
+        except DatasetError as err:  # a video that cannot be read; the sentence names it
+            dropped.append((key, msg_of(err)))
+            continue
         except BadImageError as err:
             dropped.append((key, Msg("unreadable image: {err}", err=err)))
             continue

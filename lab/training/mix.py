@@ -132,12 +132,12 @@ def _share_of(val: list, taken: int, available: int, rng: random.Random) -> list
 
 
 def mixed_splits(value: str | list[str], val_ratio: float, seed: int, with_val: bool = True):
-    """``(train, val, mix)``: the records of every dataset entry (image paths absolute) and what each gave.
+    """``(train, val, mix)``: the records of every dataset entry (image and video paths absolute) and what each gave.
 
     ``with_val`` False leaves validation to another set (``val_dataset``): each dataset is
     then used whole for training.
     """
-    from lab.dataset import dataset_root, image_paths, split_dataset
+    from lab.dataset import absolute_media, dataset_root, split_dataset
     from lab.training.data import resolve_dataset
 
     train, val, mix = [], [], []
@@ -148,8 +148,8 @@ def mixed_splits(value: str | list[str], val_ratio: float, seed: int, with_val: 
         taken = _draw(part_train, _wanted(entry, len(part_train)), rng)
         held = _share_of(part_val, len(taken), len(part_train), rng)
         root = dataset_root(path)
-        train += [_absolute(r, root, image_paths) for r in taken]
-        val += [_absolute(r, root, image_paths) for r in held]
+        train += [absolute_media(r, root) for r in taken]
+        val += [absolute_media(r, root) for r in held]
         mix.append({"dataset": entry.path, "weight": entry.weight, "samples": entry.samples,
                     "train_available": len(part_train), "val_available": len(part_val),
                     "train": len(taken), "val": len(held)})  # fmt: skip
@@ -161,5 +161,3 @@ def write_data_mix(run_dir: Path, mix: list[dict]) -> None:
     (run_dir / MIX_FILE).write_text(json.dumps(mix, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
-def _absolute(record: dict, root: Path, image_paths) -> dict:
-    return {**record, "images": [str(p) for p in image_paths(record, root)]}

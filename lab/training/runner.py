@@ -281,7 +281,10 @@ def _prepare(cfg, loaded, device: str, log, build=None):
     if getattr(getattr(loaded.processor, "image_processor", None), "merge_size", None) is not None:
         # The processor keeps the run's pixel bounds afterwards: the trained model expects them.
         set_image_pixels(loaded.processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
-    data = (build or build_data)(cfg, loaded.processor, log)
+    if build is None:
+        data = build_data(cfg, loaded.processor, log, family=loaded.family)
+    else:
+        data = build(cfg, loaded.processor, log)
     loaded.model = unwrap_adapters(loaded.model)
     prepared = prepare_model(loaded.model, cfg)
     loaded.model = prepared.model  # so that whoever holds ``loaded`` can undo the adapters if training fails
