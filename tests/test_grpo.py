@@ -171,12 +171,12 @@ def test_the_mean_reward_rises_on_a_learnable_reward(tiny_models):
     from lab.training.runner import run_training
 
     cfg = grpo_config(tiny_models("qwen2_5_vl"), method="full", train_language=True, beta=0.0, num_generations=8,
-                      max_steps=20, learning_rate=2e-2, seed=7)  # fmt: skip
+                      max_steps=30, learning_rate=2e-2, seed=7)  # fmt: skip
     result = run_training(cfg, log=lambda _: None)
     rewards = [row["reward"] for row in log_rows(read_metrics(result.run_dir))]
-    assert len(rewards) == 20
+    assert len(rewards) == 30
     start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert end > 2 * start, rewards
+    assert end > 2 * start, str(rewards)
 
 
 def test_the_grpo_preset_runs_from_the_cli(tiny_models, lab_home, capsys):
