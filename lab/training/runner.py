@@ -22,6 +22,7 @@ from lab.file_lock import FileLock, locked_elsewhere
 from lab.handle import free_accelerator_memory
 from lab.jobs import unexpected_failure
 from lab.text import Msg, join, msg_of, saved_fields
+from lab.training.fit import resolve_auto
 from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_metrics, log_rows,
                                   make_metrics_callback, read_metrics)
 from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
@@ -130,6 +131,8 @@ def claim_run_dir(cfg: Any, resume: bool = False) -> tuple[Path, FileLock | None
 def prepare_run_dir(cfg: Any, resume: bool = False) -> Path:
     """Create (or, to resume, find) the run folder and write the resolved config into it, for a
     run that trains in another process (which claims the folder again, see :func:`claim_run_dir`)."""
+    if not resume and is_main_process():
+        resolve_auto(cfg, training_device(), lambda line: None)
     run_dir, lock = claim_run_dir(cfg, resume)
     if lock is not None:
         lock.release()
@@ -235,8 +238,10 @@ def run_training(
     from lab.training.preflight import check_run_environment
 
     check_run_environment(cfg)  # before the folder is claimed or anything loads
-    run_dir, lock = claim_run_dir(cfg, resume)
     device = loaded.device if loaded is not None else training_device()
+    if not resume:  # "auto" batch and checkpointing become numbers before config.yaml is written
+        resolve_auto(cfg, str(device), log)
+    run_dir, lock = claim_run_dir(cfg, resume)
     failure: Msg | None = None
     try:
         if cfg.trainer == "grpo":  # learning from rewards: lab/training/grpo.py (a fresh run; it keeps no checkpoints)
