@@ -196,3 +196,13 @@ def test_bench_script_runs_on_the_cpu_with_the_tiny_model(tmp_path):
     assert [r["run"] for r in rows] == ["tiny-lora-b2-ckpt", "tiny-lora-b2-nockpt", "tiny-full-b2-ckpt"]
     assert all("error" not in r and r["tokens_per_s"] > 0 and r["forecast_peak_gib"] > 0 for r in rows), rows
     assert "| run | batch | checkpointing | forecast GiB | measured GiB |" in done.stdout
+
+
+def test_train_tab_forecasts_the_form_in_the_page_language():
+    from lab.ui import train_tab
+
+    values = {"model": "Qwen/Qwen2.5-VL-3B-Instruct", "dataset": "data/sample", "per_device_batch_size": "auto",
+              "gradient_checkpointing": "auto"}
+    text = train_tab.forecast(values, "h200", "zh")
+    assert "NVIDIA H200" in text and "（自动选择）" in text and "放得下。" in text
+    assert "Forecast for" in train_tab.forecast(values, train_tab.HERE, "en")  # this machine: the CPU here

@@ -173,7 +173,7 @@ def test_train_presets_say_what_they_promise():
     lora = TrainConfig.from_preset("lora")
     assert (lora.lora_rank, lora.lora_alpha, lora.learning_rate) == (8, 32, 1e-4)
     assert (lora.gradient_accumulation_steps, lora.num_epochs, lora.max_length) == (16, 5, 2048)
-    assert (lora.val_ratio, lora.seed, lora.per_device_batch_size) == (0.01, 42, 1)
+    assert (lora.val_ratio, lora.seed, lora.per_device_batch_size) == (0.01, 42, "auto")  # fitted to the GPU
     frozen = TrainConfig.from_preset("lora_freeze_vision")
     assert frozen.lora_targets == ["language"] and not (frozen.train_vision or frozen.train_merger)
     vision = TrainConfig.from_preset("vision_only")
