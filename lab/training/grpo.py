@@ -26,7 +26,7 @@ such switch, so it keeps a frozen copy (the weights' memory twice); ``beta: 0`` 
 
 What is reused: sampling is :func:`lab.generate.generate_batch` (left-padded batches, the
 model's own distribution); the answers are scored with the prompt by the SFT collator
-(:class:`~lab.training.trainer.LossCollator`: right padding, the answer's tokens as the
+(:class:`~lab.training.collator.LossCollator`: right padding, the answer's tokens as the
 learned positions, M-RoPE positions on the CPU, logits computed only there); the run folder,
 its lock, failure sentences and ``metrics.jsonl`` are the SFT run's (:mod:`lab.training.runner`).
 A GRPO run saves its result at the end or at a stop; it writes no checkpoints to resume from.
@@ -322,7 +322,7 @@ def _setup(cfg: Any, loaded: Any, prepared: Any, rewards: list, total: int) -> G
     from lab.generate import feature_placeholders
     from lab.training.collator import RopeIndex
     from lab.training.runner import _optimizers
-    from lab.training.trainer import LossCollator
+    from lab.training.collator import LossCollator
 
     model = prepared.model
     reference = None

@@ -151,13 +151,14 @@ def _train(job: TrainingJob, loaded: Any):
 
 def _ensure_model(job: TrainingJob, handle: Any) -> None:
     """Load the run's model into the handle unless it is already there, with the right quantization."""
-    from lab.handle import resolve_model_name
+    from lab.handle import resolve_model_name, same_model
     from lab.training.runner import load_options
 
     cfg = job.config
     want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
     loaded = handle.loaded
-    if loaded is not None and _same_model(loaded.name, resolve_model_name(cfg.model)) and (loaded.quantization or None) == want:
+    same = loaded is not None and same_model(loaded.name, resolve_model_name(cfg.model))
+    if same and (loaded.quantization or None) == want:
         return
     job.set_phase(JobState.LOADING)
     job.log(f"Loading {cfg.model} ...")
@@ -165,13 +166,6 @@ def _ensure_model(job: TrainingJob, handle: Any) -> None:
 
     options = load_options(cfg, resolve_device("auto"))
     handle.load(cfg.model, **{k: v for k, v in options.items() if k != "device"})
-
-
-def _same_model(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def _hand_over(job: TrainingJob, handle: Any, loaded: Any, result: Any) -> None:

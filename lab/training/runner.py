@@ -294,8 +294,8 @@ def _prepare(cfg, loaded, device: str, log, build=None):
 
 def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, echo_metrics: bool,
            extra_callbacks: list) -> TrainResult:
-    from lab.training.collator import TrainDataset
-    from lab.training.trainer import LossCollator, make_trainer, training_arguments
+    from lab.training.collator import LossCollator, TrainDataset
+    from lab.training.trainer import make_trainer, training_arguments
 
     from lab.training.launch import run_deepspeed_config
     from lab.training.mix import write_data_mix
