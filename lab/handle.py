@@ -23,11 +23,10 @@ from lab.errors import BusyError, LabError, ModelLoadError
 from lab.jobs import Job, JobState, start_job
 from lab.paths import restricted
 from lab.text import Msg, msg_of
+from lab.train_config import DEMO_MODEL
 from lab.training.runs import CONFIG_FILE, RunFolder, find_run, peft_adapter_name
 
 
-# The name that stands for the tiny random demo model (built offline on first use).
-DEMO_MODEL = "demo"
 
 
 class ModelState(str, Enum):

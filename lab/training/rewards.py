@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab.errors import ConfigError, LabError
-from lab.presets import closest
+from lab.yaml_files import closest
 
 BUILT_IN = ("json_valid", "json_key_f1", "exact_match", "bleu", "rouge_l", "length", "format")
 ALIASES = {"rougeL": "rouge_l", "rouge-l": "rouge_l", "rougel": "rouge_l"}

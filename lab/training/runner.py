@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from lab.errors import BusyError, ConfigError, LabError
 from lab.file_lock import FileLock, locked_elsewhere
-from lab.handle import free_accelerator_memory
+from lab.handle import free_accelerator_memory, resolve_model_name
 from lab.jobs import unexpected_failure
 from lab.text import Msg, join, msg_of, saved_fields
 from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_metrics, log_rows,
@@ -74,11 +74,7 @@ def load_options(cfg: Any, device: str) -> dict:
 
 def model_source(cfg: Any) -> str:
     """The folder or Hub id to load: ``demo`` is the tiny offline demo model."""
-    if cfg.model == "demo":
-        from lab.tiny import ensure_demo_model
-
-        return str(ensure_demo_model())
-    return cfg.model
+    return resolve_model_name(cfg.model)
 
 
 def check_run_dir(cfg: Any, resume: bool = False) -> Path:
