@@ -14,13 +14,16 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lab import paths
 from lab.errors import ConfigError, ModelLoadError
 from lab.jobs import JobState
 from lab.text import Msg, read_saved
 from lab.training.metrics import last_event, log_rows, read_metrics
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 CONFIG_FILE = "config.yaml"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -29,20 +32,20 @@ _UNSAFE = re.compile(r"[^\w.-]+")
 _NAME = re.compile(r"\w[\w.-]*")
 
 
-def runs_root(cfg: Any = None) -> Path:
+def runs_root(cfg: TrainConfig | None = None) -> Path:
     """The folder that holds run folders: ``cfg.output_dir`` (relative to the workspace), else the default."""
     output_dir = getattr(cfg, "output_dir", None) or "checkpoints"
     path = Path(output_dir).expanduser()
     return path if path.is_absolute() else paths.workspace() / path
 
 
-def default_run_name(cfg: Any) -> str:
+def default_run_name(cfg: TrainConfig) -> str:
     """``<model>-<method>-<date-time>``, e.g. ``Qwen2.5-VL-3B-Instruct-lora-20261118-153012``."""
     model = _UNSAFE.sub("-", Path(str(cfg.model).rstrip("/")).name).strip("-") or "model"
     return f"{model}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_dir_for(cfg: Any) -> Path:
+def run_dir_for(cfg: TrainConfig) -> Path:
     """The run folder of ``cfg`` (its ``run_name`` must be set); on a shared deployment inside the workspace."""
     if not cfg.run_name or not _NAME.fullmatch(cfg.run_name):
         raise ConfigError("run_name {run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
@@ -158,7 +161,7 @@ def list_runs(root: str | Path | None = None) -> list[RunInfo]:
     return sorted(found, key=lambda info: info.started, reverse=True)
 
 
-def train_command(cfg: Any, base_preset: str = "lora") -> str:
+def train_command(cfg: TrainConfig, base_preset: str = "lora") -> str:
     """The CLI line that reproduces ``cfg``: a preset plus the settings that differ from it."""
     overrides = cfg.cli_overrides(base_preset)
     line = ["python", "-m", "lab", "train", "--preset", base_preset]

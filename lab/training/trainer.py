@@ -24,11 +24,14 @@ import dataclasses
 import inspect
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.training.collator import LossCollator, RopeIndex
 from lab.training.metrics import Throughput
 from lab.training.speed import frozen_towers_without_grad, pad_for_compiled_blocks
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
@@ -140,7 +143,7 @@ def _any_rank(flag: bool, device) -> bool:
     return bool(value.item())
 
 
-def _trains_vision_side(cfg: Any) -> bool:
+def _trains_vision_side(cfg: TrainConfig) -> bool:
     adapters = set(cfg.lora_targets) if cfg.method != "full" else set()
     return bool(adapters & {"vision", "merger"}) or cfg.train_vision or cfg.train_merger
 
@@ -152,7 +155,7 @@ def dataloader_workers(device: str) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 2))
 
 
-def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val: bool,
+def training_arguments(cfg: TrainConfig, run_dir: str, device: str, dtype: Any, has_val: bool,
                        deepspeed: dict | str | None = None):
     """``TrainingArguments`` for ``cfg``; keys this transformers version lacks are left out."""
     import torch
