@@ -23,7 +23,7 @@ from dataclasses import fields
 import yaml
 
 from lab.errors import ConfigError
-from lab.presets import closest
+from lab.yaml_files import closest
 
 _WORD = re.compile(r"^[^\W\d][\w.-]*$")
 

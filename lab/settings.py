@@ -36,7 +36,7 @@ from typing import Any
 
 from lab.config_values import coerce_value
 from lab.errors import ConfigError
-from lab.presets import check_keys, closest
+from lab.yaml_files import check_keys, closest
 from lab.text import Msg, join
 
 _KEY = "lab.setting"

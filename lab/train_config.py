@@ -27,13 +27,13 @@ from pathlib import Path
 from lab.config_values import apply_overrides, format_override
 from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR
-from lab.presets import closest, dump_yaml, load_yaml_strict
+from lab.yaml_files import closest, dump_yaml, load_yaml_strict
 from lab.settings import build, check, setting, settings_of
 from lab.text import Msg
 from lab.training.mix import dataset_entries, normalize_datasets
 from lab.training.rewards import as_entries, check_pattern, parse_rewards
 
-DEMO_MODEL = "demo"
+DEMO_MODEL = "demo"  # the tiny random demo model, built offline on first use (lab/tiny.py)
 METHODS = ("lora", "qlora", "full")
 PARTS = ("language", "vision", "merger")
 PART_LABELS = {"language": Msg("language model"), "vision": Msg("vision tower"),

@@ -10,16 +10,8 @@ import yaml
 from lab.config_values import format_override
 from lab.errors import ConfigError, localize
 from lab.paths import PRESETS_DIR
-from lab.presets import (
-    PromptPreset,
-    PromptText,
-    list_prompt_presets,
-    load_prompt_preset,
-    load_yaml_strict,
-    prompt_sha,
-    save_prompt_preset,
-    with_image_placeholder,
-)
+from lab.presets import PromptPreset, PromptText, list_prompt_presets, load_prompt_preset, prompt_sha, save_prompt_preset, with_image_placeholder
+from lab.yaml_files import load_yaml_strict
 from lab.train_config import TrainConfig, list_train_presets
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -34,7 +26,7 @@ TRAIN_FILES = sorted((PRESETS_DIR / "train").glob("*.yaml"))
 def test_every_prompt_preset_loads(path):
     preset = load_prompt_preset(path.stem)
     assert preset.name == path.stem
-    assert preset.langs == ["zh", "en"]
+    assert preset.langs == ["en", "zh"]
     assert set(preset.title) == {"en", "zh"} and set(preset.description) == {"en", "zh"}
     for lang in ("zh", "en"):
         system, user, keys = preset.prompt(lang)

@@ -41,7 +41,7 @@ def build_config(args: argparse.Namespace):
     from lab.train_config import TrainConfig
 
     if args.resume:
-        from lab.handle import find_run
+        from lab.training.runs import find_run
         from lab.training.runs import load_run_config
 
         run_dir = find_run(args.resume)
