@@ -118,12 +118,12 @@ def gpu_rows(work: Path, dataset: Path, steps: int, auto: bool) -> list[dict]:
         for method, batch, ckpt in jobs:
             name = f"{size}-{method}-b{batch}-{'ckpt' if ckpt else 'nockpt'}"
             cfg = job_config(folder, dataset, method, batch, ckpt, steps, name, 448)
-            rows.append(_safe(lambda: run_job(loaded, cfg, "cuda", 3), name))
+            rows.append(_safe(name, loaded, cfg, "cuda", 3))
             print(_line(rows[-1]), flush=True)
         if auto and size == "3b" and not quantized:
             cfg = job_config(folder, dataset, "lora", "auto", "auto", steps, "3b-lora-auto", 448)
             cfg.gradient_accumulation_steps = 16
-            rows.append(_safe(lambda: run_job(loaded, cfg, "cuda", 3), cfg.run_name))
+            rows.append(_safe(cfg.run_name, loaded, cfg, "cuda", 3))
             print(_line(rows[-1]), flush=True)
         del loaded
         gc.collect()
@@ -131,9 +131,9 @@ def gpu_rows(work: Path, dataset: Path, steps: int, auto: bool) -> list[dict]:
     return rows
 
 
-def _safe(run, name: str) -> dict:
+def _safe(name: str, *job) -> dict:
     try:
-        return run()
+        return run_job(*job)
     except Exception as err:  # one failed job must not lose the others' figures
         return {"run": name, "error": f"{type(err).__name__}: {err}"}
 
@@ -148,7 +148,7 @@ def tiny_rows(work: Path, steps: int) -> list[dict]:
         loaded = load_model(str(folder), device="cpu")
         name = f"{size}-{method}-b{batch}-{'ckpt' if ckpt else 'nockpt'}"
         cfg = job_config(folder, Path("data/sample"), method, batch, ckpt, steps, name, 112)
-        rows.append(_safe(lambda: run_job(loaded, cfg, "cpu", 1), name))
+        rows.append(_safe(name, loaded, cfg, "cpu", 1))
         print(_line(rows[-1]), flush=True)
     return rows
 

@@ -15,8 +15,19 @@ from PIL import Image
 from lab.train_config import TrainConfig
 from lab.training import fit
 from lab.training.fit import KNOWN_CONFIGS, Where, arch_of, plan, resolve_auto
-from lab.training.forecast import (CARDS, GIB, Arch, Card, Job, activation_bytes, fits, forecast, lora_params,
-                                   part_params, trainable_bytes, weight_bytes)
+from lab.training.forecast import (
+    CARDS,
+    Arch,
+    Card,
+    Job,
+    activation_bytes,
+    fits,
+    forecast,
+    lora_params,
+    part_params,
+    trainable_bytes,
+    weight_bytes,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = Arch("qwen2_5_vl", hidden=4, intermediate=8, layers=2, heads=2, kv_heads=1, head_dim=2, vocab=10, tied=True,

@@ -16,15 +16,27 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lab import paths
 from lab.errors import ConfigError
 from lab.text import Msg, join
-from lab.training.forecast import (CARDS, GIB, Arch, Card, Forecast, Job, divisors, fits, forecast,
-                                   largest_batch, with_batch)
+from lab.training.forecast import (
+    CARDS,
+    GIB,
+    Arch,
+    Card,
+    Forecast,
+    Job,
+    divisors,
+    fits,
+    forecast,
+    largest_batch,
+    with_batch,
+)
 
 AUTO = "auto"
 SAMPLED_RECORDS = 2000  # records whose lengths are counted; a larger dataset is sampled evenly
@@ -67,7 +79,7 @@ def read_model_config(model: str) -> dict:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(model, "config.json")
-    except Exception:  # not a valid repo id either
+    except ValueError:  # not a valid repo id either (HFValidationError)
         cached = None
     if isinstance(cached, str):
         return _read_json(Path(cached))
