@@ -23,7 +23,7 @@ from dataclasses import fields
 import yaml
 
 from lab.errors import ConfigError
-from lab.presets import closest
+from lab.yaml_files import closest
 
 _WORD = re.compile(r"^[^\W\d][\w.-]*$")
 
@@ -96,6 +96,8 @@ def coerce_value(name: str, value, type_: str):
             return coerce_value(name, value, "str")
         items = coerce_value(name, value, "list[str]")
         return items[0] if len(items) == 1 else items
+    if base in ("int | str", "bool | str"):  # a number or a switch that may be left to the lab: "auto"
+        return _or_auto(name, value, base.split(" | ")[0])
     if base == "list[str]":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -111,6 +113,20 @@ def coerce_value(name: str, value, type_: str):
             raise ConfigError("{name} must be text, not {value!r}.", name=name, value=value)
         return str(value)
     return _number(name, value, int if base == "int" else float)
+
+
+def _or_auto(name: str, value, base: str):
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "auto":
+        return "auto"
+    if base == "bool" and text in ("true", "false", "on", "off"):
+        return text in ("true", "on")
+    try:
+        return coerce_value(name, value, base)
+    except ConfigError:
+        if base == "bool":
+            raise ConfigError("{name} must be true, false or auto, not {value!r}.", name=name, value=value) from None
+        raise ConfigError("{name} must be a whole number or auto, not {value!r}.", name=name, value=value) from None
 
 
 def _number(name: str, value, kind: type):

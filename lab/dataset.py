@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from lab import paths
+from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import ConfigError, DatasetError
 
 DATA_FILE = "data.jsonl"
-IMAGE_TOKEN = "<image>"
 ROLES = ("system", "user", "assistant", "tool")
 
 _append_lock = threading.Lock()
@@ -257,7 +257,7 @@ def dataset_stats(path: str | Path) -> DatasetStats:
         images += len(record.get("images") or [])
         turns += answers
         multi_turn += answers > 1
-        languages[guess_language(text.replace(IMAGE_TOKEN, ""))] += 1
+        languages[guess_language(text.replace(IMAGE_PLACEHOLDER, ""))] += 1
     return DatasetStats(len(records), images, turns, multi_turn, dict(languages))
 
 

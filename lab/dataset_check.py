@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.dataset import IMAGE_TOKEN, ROLES, dataset_file, image_entry, iter_lines
+from lab.conversation import IMAGE_PLACEHOLDER
+from lab.dataset import ROLES, dataset_file, image_entry, iter_lines
 from lab.errors import BadImageError, DatasetError
 from lab.images import open_image
 from lab.text import Msg
@@ -113,10 +114,10 @@ def _record_faults(line: str, root: Path, check_images: bool, cache: dict,
     if not isinstance(images, list):
         return reasons + [Msg("'images' is not a list of paths")], record_id
     if not reasons:
-        placeholders = sum(m["content"].count(IMAGE_TOKEN) for m in record["messages"])
+        placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in record["messages"])
         if placeholders != len(images):
             reasons.append(Msg("{placeholders} {image_token} placeholder(s) but {n_images} image(s)",
-                               placeholders=placeholders, image_token=IMAGE_TOKEN, n_images=len(images)))
+                               placeholders=placeholders, image_token=IMAGE_PLACEHOLDER, n_images=len(images)))
     reasons += [r for entry in images if (r := _image_fault(entry, root, check_images, cache))]
     if not reasons:
         from lab.grounding import object_faults

@@ -29,7 +29,7 @@ from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import ConfigError, LabError
 from lab.images import open_image
 from lab.paths import PRESETS_DIR, restricted, workspace
-from lab.presets import check_keys, closest, load_yaml_strict
+from lab.yaml_files import check_keys, closest, load_yaml_strict
 from lab.text import Msg
 
 OPENAI_URL = "https://api.openai.com/v1"

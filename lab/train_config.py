@@ -27,13 +27,13 @@ from pathlib import Path
 from lab.config_values import apply_overrides, format_override
 from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR
-from lab.presets import closest, dump_yaml, load_yaml_strict
+from lab.yaml_files import closest, dump_yaml, load_yaml_strict
 from lab.settings import build, check, setting, settings_of
 from lab.text import Msg
 from lab.training.mix import dataset_entries, normalize_datasets
 from lab.training.rewards import as_entries, check_pattern, parse_rewards
 
-DEMO_MODEL = "demo"
+DEMO_MODEL = "demo"  # the tiny random demo model, built offline on first use (lab/tiny.py)
 METHODS = ("lora", "qlora", "full")
 PARTS = ("language", "vision", "merger")
 PART_LABELS = {"language": Msg("language model"), "vision": Msg("vision tower"),
@@ -43,6 +43,8 @@ GENERATION_METRICS = ("bleu", "chrf", "rouge_l", "exact_match", "json_valid", "j
 BEST_METRICS = ("eval_loss", *GENERATION_METRICS)
 DEEPSPEED_STAGES = ("zero2", "zero3", "zero3_offload")
 TRAINERS = ("sft", "grpo")
+AUTO = "auto"  # per_device_batch_size and gradient_checkpointing chosen from the memory forecast
+CHECKPOINTING_LABELS = {AUTO: Msg("auto: off when the memory allows"), True: Msg("on"), False: Msg("off")}
 TRAINER_LABELS = {"sft": Msg("SFT: learn the reference answers"), "grpo": Msg("GRPO: learn from rewards")}
 
 
@@ -111,8 +113,11 @@ class TrainConfig:
     """Passes over the training set (may be fractional); used when ``max_steps`` is -1."""
     max_steps: int = setting(-1, label="Max steps (-1: use epochs)")
     """Optimizer steps to run; -1 means run ``num_epochs`` epochs."""
-    per_device_batch_size: int = setting(1, label="Batch size per GPU", min=1)
-    """Samples per forward pass on each device."""
+    per_device_batch_size: int | str = setting(AUTO, label="Batch size per GPU", min=1,
+                                               options=(AUTO, 1, 2, 4, 8, 16, 32))
+    """Samples per forward pass on each device, or ``auto``: on a GPU the largest batch that the memory forecast
+    fits on the card (``gradient_accumulation_steps`` then changes so that the effective batch stays that of a
+    batch of 1, see ``auto_keeps_effective_batch``); on the CPU 1. The run's config.yaml holds the number."""
     gradient_accumulation_steps: int = setting(16, label="Gradient accumulation", min=1)
     """Forward passes per optimizer step; effective batch = batch size x this x GPUs."""
     max_length: int = setting(2048, label="Max length (tokens)", min=32)
@@ -133,8 +138,10 @@ class TrainConfig:
     """Seed for the train/validation split, shuffling and adapter initialisation."""
     val_ratio: float = setting(0.01, label="Validation ratio", min=0, below=1)
     """Fraction of the dataset held out for validation (at least one sample when > 0); 0 means none."""
-    gradient_checkpointing: bool = setting(True, label="Gradient checkpointing")
-    """Recompute activations in the backward pass: much less memory for about 30% more time."""
+    gradient_checkpointing: bool | str = setting(AUTO, label="Gradient checkpointing", choices=(AUTO, True, False),
+                                                 choice_labels=CHECKPOINTING_LABELS)
+    """Recompute activations in the backward pass: much less memory for about 30% more time. ``auto``: off on a
+    GPU when the forecast says the activations fit (the fastest setting that fits), on on the CPU."""
     torch_compile: bool = setting(True, label="torch.compile (GPU)")
     """Compile the language model's layers with torch.compile on a CUDA GPU: about 1.4-1.7x faster
     LoRA steps after a warm-up of a few seconds, same memory (BENCHMARKS.md); a layer that cannot
@@ -193,6 +200,12 @@ class TrainConfig:
     ``zero2`` (shard optimizer state and gradients), ``zero3`` (shard the weights too) or ``zero3_offload``
     (ZeRO-3 with optimizer state and weights kept in CPU memory: slower, for full fine-tuning of a model
     too big for the GPUs' memory, as seeds 001/002 trained 7B). The configs are in presets/accelerate/."""
+
+    # --- automatic fitting to the GPU (lab/training/fit.py)
+    auto_keeps_effective_batch: bool = setting(True, label="Automatic batch keeps the effective batch")
+    """With ``per_device_batch_size: auto``, change ``gradient_accumulation_steps`` so that batch x accumulation x
+    GPUs stays what a batch of 1 would give (the batch is then a divisor of the accumulation asked for); off keeps
+    the accumulation and takes the largest batch that fits."""
 
     # --- self-identity examples (the model's name and author, as in ms-swift's self-cognition data)
     identity: bool = setting(False, label="Add self-identity samples")

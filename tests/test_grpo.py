@@ -76,7 +76,7 @@ def test_answers_come_back_as_the_prompt_then_the_sampled_tokens(loaded):
 
     from lab.images import open_image
     from lab.training.collator import RopeIndex
-    from lab.training.trainer import LossCollator
+    from lab.training.collator import LossCollator
 
     tiny = loaded("qwen2_5_vl")
     processor = tiny.processor

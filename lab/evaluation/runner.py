@@ -24,7 +24,8 @@ from lab import paths
 from lab.conversation import split_prompt
 from lab.errors import BadImageError, ConfigError, DatasetError, LabError
 from lab.evaluation.metrics import metric_names, score_answers
-from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
+from lab.handle import ModelHandle, ModelState, adapter_names, adapter_scope
+from lab.training.runs import RunFolder
 from lab.jobs import Job, start_job
 from lab.settings import check, setting
 from lab.text import Msg, msg_of, read_saved, saved_fields

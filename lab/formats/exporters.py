@@ -17,7 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 from lab import paths
-from lab.dataset import DATA_FILE, IMAGE_TOKEN, load_records, write_records
+from lab.conversation import IMAGE_PLACEHOLDER
+from lab.dataset import DATA_FILE, load_records, write_records
 from lab.dataset_check import validate_dataset
 from lab.errors import DatasetError
 from lab.formats.layout import (
@@ -191,8 +192,8 @@ def _to_openai(record: dict, converted: Counter) -> dict:
     messages = []
     for message in _grid_boxes(record, Path("/"), tokens=False):
         content = message["content"]
-        if IMAGE_TOKEN in content:
-            pieces = content.split(IMAGE_TOKEN)
+        if IMAGE_PLACEHOLDER in content:
+            pieces = content.split(IMAGE_PLACEHOLDER)
             parts = [{"type": "text", "text": pieces[0]}] if pieces[0] else []
             for piece in pieces[1:]:
                 parts.append({"type": "image_url", "image_url": {"url": next(urls)}})

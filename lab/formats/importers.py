@@ -15,7 +15,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from lab import paths
-from lab.dataset import DATA_FILE, IMAGE_TOKEN, image_entry, write_records
+from lab.conversation import IMAGE_PLACEHOLDER
+from lab.dataset import DATA_FILE, image_entry, write_records
 from lab.errors import DatasetError
 from lab.formats.layout import (
     LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, VideoStore, check_format, fresh_out_dir, source_image,
@@ -214,7 +215,7 @@ def _from_openai_message(message: dict, images: list, file: Path, number: int) -
         for part in content:
             if isinstance(part, dict) and part.get("type") == "image_url":
                 images.append(_decode_image_url(part.get("image_url"), file, number))
-                text.append(IMAGE_TOKEN)
+                text.append(IMAGE_PLACEHOLDER)
             elif isinstance(part, dict):
                 text.append(str(part.get("text", "")))
         content = "".join(text)
@@ -337,5 +338,5 @@ def _messages_from_text_columns(row: dict, n_images: int, file: Path, number: in
         raise DatasetError("Row {number} of {file} has no 'messages' and no text column (text, caption, answer).",
                            number=number, file=file)
     prompt = next((row[k] for k in ("prompt", "question", "query") if row.get(k)), "")
-    return [{"role": "user", "content": IMAGE_TOKEN * n_images + str(prompt)},
+    return [{"role": "user", "content": IMAGE_PLACEHOLDER * n_images + str(prompt)},
             {"role": "assistant", "content": str(answer)}]

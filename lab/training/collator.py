@@ -360,6 +360,35 @@ class Collator:
         return batch
 
 
+class LossCollator(Collator):
+    """A :class:`Collator` that also lists, on the CPU, where the loss looks (see :mod:`lab.training.trainer`).
+
+    ``loss_positions``: sequence positions (shared by the batch) whose next token is learned;
+    ``loss_index``: flat indices into ``batch x positions`` of the learned ones;
+    ``loss_targets``: their token ids. With a :class:`RopeIndex` (``rope``) it also adds the
+    model's ``position_ids``, so the model need not compute them on the GPU.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, rope: RopeIndex | None = None):
+        super().__init__(pad_token_id, pad_to_multiple_of)
+        self.rope = rope
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = super().__call__(items)
+        rope_positions = self.rope(batch) if self.rope is not None else None
+        if rope_positions is not None:
+            batch["position_ids"] = rope_positions
+        shifted = batch["labels"][:, 1:]
+        learned = shifted != IGNORE
+        positions = learned.any(dim=0).nonzero().squeeze(1)
+        kept = shifted[:, positions]
+        flat = (kept != IGNORE).reshape(-1).nonzero().squeeze(1)
+        batch["loss_positions"] = positions
+        batch["loss_index"] = flat
+        batch["loss_targets"] = kept.reshape(-1)[flat]
+        return batch
+
+
 def _per_token(item: dict, key: str) -> bool:
     value = item[key]
     return (value.dim() == 1 and key not in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lab import paths
 from lab.dataset import absolute_media, dataset_root, load_records
@@ -20,6 +20,9 @@ from lab.text import Msg, msg_of
 from lab.training.collator import EncodedSample, encode_sample, image_token_id
 from lab.training.identity import identity_records
 from lab.training.mix import dataset_entries, mixed_splits
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 
 @dataclass
@@ -54,7 +57,7 @@ def resolve_dataset(path: str) -> Path:
     return found
 
 
-def check_datasets(cfg: Any) -> None:
+def check_datasets(cfg: TrainConfig) -> None:
     """Refuse a missing dataset, or one a shared deployment may not read, before a run is started or queued."""
     for entry in dataset_entries(cfg.dataset):
         resolve_dataset(entry.path)
@@ -66,13 +69,13 @@ def _absolute(records: list[dict], root: Path) -> list[dict]:
     return [absolute_media(r, root) for r in records]
 
 
-def load_splits(cfg: Any) -> tuple[list[dict], list[dict]]:
+def load_splits(cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
     """Train and validation records (image paths made absolute), per ``val_dataset`` or ``val_ratio``."""
     train, val, _ = load_mixed_splits(cfg)
     return train, val
 
 
-def load_mixed_splits(cfg: Any) -> tuple[list[dict], list[dict], list[dict]]:
+def load_mixed_splits(cfg: TrainConfig) -> tuple[list[dict], list[dict], list[dict]]:
     """:func:`load_splits` and what each dataset gave (:func:`lab.training.mix.mixed_splits`)."""
     train, val, mix = mixed_splits(cfg.dataset, cfg.val_ratio, cfg.seed, with_val=not cfg.val_dataset)
     if cfg.val_dataset:
@@ -90,7 +93,7 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
 
 
-def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print, family: str | None = None) -> TrainingData:
+def build_data(cfg: TrainConfig, processor: Any, log: Callable[[str], None] = print, family: str | None = None) -> TrainingData:
     """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``.
 
     ``family`` (the model's ``model_type``) decides how boxes are written and whether videos can be used.
@@ -113,7 +116,7 @@ def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print, fam
     return data
 
 
-def _encode_all(records: list[dict], cfg: Any, processor: Any, dropped: list, family: str | None) -> list[EncodedSample]:
+def _encode_all(records: list[dict], cfg: TrainConfig, processor: Any, dropped: list, family: str | None) -> list[EncodedSample]:
     from lab.video import VIDEO_FAMILIES, VideoBudget
 
     placeholder = image_token_id(processor)

@@ -26,7 +26,7 @@ such switch, so it keeps a frozen copy (the weights' memory twice); ``beta: 0`` 
 
 What is reused: sampling is :func:`lab.generate.generate_batch` (left-padded batches, the
 model's own distribution); the answers are scored with the prompt by the SFT collator
-(:class:`~lab.training.trainer.LossCollator`: right padding, the answer's tokens as the
+(:class:`~lab.training.collator.LossCollator`: right padding, the answer's tokens as the
 learned positions, M-RoPE positions on the CPU, logits computed only there); the run folder,
 its lock, failure sentences and ``metrics.jsonl`` are the SFT run's (:mod:`lab.training.runner`).
 A GRPO run saves its result at the end or at a stop; it writes no checkpoints to resume from.
@@ -40,10 +40,19 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from lab.training.grpo_data import Prompt, answer_ids, build_batch, load_prompts, to_device
+from lab.training.grpo_data import (
+    Prompt,
+    answer_ids,
+    build_batch,
+    load_prompts,
+    to_device,
+)
 from lab.training.metrics import append_metrics, format_line
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 LOSS_KEYS = ("labels", "loss_positions", "loss_index", "loss_targets")
 
@@ -174,7 +183,7 @@ def _each(values: list, group: int) -> list:
 class GRPORun:
     """What every step uses: the settings, the model and its reference, the rewards, the collator, the optimizer."""
 
-    cfg: Any
+    cfg: TrainConfig
     loaded: Any
     model: Any
     reference: Any  # a frozen copy for full fine-tuning with beta > 0; None: the adapter is switched off instead
@@ -193,7 +202,7 @@ class GRPORun:
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
 
 
-def total_steps(cfg: Any, n_prompts: int) -> int:
+def total_steps(cfg: TrainConfig, n_prompts: int) -> int:
     """Optimizer steps of the run: ``max_steps``, else enough batches of prompts for ``num_epochs``."""
     if cfg.max_steps > 0:
         return cfg.max_steps
@@ -271,7 +280,7 @@ def train_steps(run: GRPORun, order: PromptOrder, total: int, run_dir: Path, sto
     return step, stopped, meter
 
 
-def train_grpo(cfg: Any, run_dir: Path, loaded: Any, device: str, stop: Any, log: Callable[[str], None],
+def train_grpo(cfg: TrainConfig, run_dir: Path, loaded: Any, device: str, stop: Any, log: Callable[[str], None],
                echo_metrics: bool = False):
     """Train ``cfg`` with GRPO in the claimed ``run_dir``: a :class:`~lab.training.runner.TrainResult`."""
     import torch
@@ -279,7 +288,10 @@ def train_grpo(cfg: Any, run_dir: Path, loaded: Any, device: str, stop: Any, log
     from lab.handle import free_accelerator_memory
     from lab.training.rewards import load_rewards
     from lab.training.runner import TrainResult, _prepare
-    from lab.training.speed import frozen_towers_without_grad, use_grouped_vision_attention
+    from lab.training.speed import (
+        frozen_towers_without_grad,
+        use_grouped_vision_attention,
+    )
 
     rewards = load_rewards(cfg)  # a reward file that cannot run fails here, before minutes of model loading
     loaded, prompts, prepared = _prepare(cfg, loaded, device, log, build=load_prompts)
@@ -312,7 +324,7 @@ def train_grpo(cfg: Any, run_dir: Path, loaded: Any, device: str, stop: Any, log
                        prepared.is_peft)
 
 
-def _setup(cfg: Any, loaded: Any, prepared: Any, rewards: list, total: int) -> GRPORun:
+def _setup(cfg: TrainConfig, loaded: Any, prepared: Any, rewards: list, total: int) -> GRPORun:
     """The run's parts: the reference model if one is needed, the collator, the optimizer, mixed precision."""
     import copy
 
@@ -320,9 +332,8 @@ def _setup(cfg: Any, loaded: Any, prepared: Any, rewards: list, total: int) -> G
     from transformers import get_scheduler
 
     from lab.generate import feature_placeholders
-    from lab.training.collator import RopeIndex
+    from lab.training.collator import LossCollator, RopeIndex
     from lab.training.runner import _optimizers
-    from lab.training.trainer import LossCollator
 
     model = prepared.model
     reference = None

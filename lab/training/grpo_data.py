@@ -16,11 +16,14 @@ with the answer's tokens as the labels::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lab.conversation import split_prompt, to_hf_messages
 from lab.errors import BadImageError, ConfigError, DatasetError
 from lab.text import Msg
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Prompts:
     dropped: list[tuple[str, Msg]] = field(default_factory=list)
 
 
-def load_prompts(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> Prompts:
+def load_prompts(cfg: TrainConfig, processor: Any, log: Callable[[str], None] = print) -> Prompts:
     """The run's training prompts (the split, system prompt and identity samples as for SFT); a prompt whose
     tokens and ``max_new_tokens`` do not fit ``max_length`` is dropped or refused per ``overlong``."""
     from lab.training.data import load_splits, with_system

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.errors import BusyError, LabError
 from lab.jobs import Job, JobQueue, JobState
 from lab.text import Msg
 from lab.training.runner import TRAINING
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 _turns = JobQueue()  # one run at a time; later runs wait in line (shared deployments)
 
@@ -44,7 +47,7 @@ def current_job() -> TrainingJob | None:
     return _turns.current
 
 
-def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | None = None) -> TrainingJob:
+def start_training(cfg: TrainConfig, handle: Any, resume: bool = False, queue: bool | None = None) -> TrainingJob:
     """Start ``cfg`` in a background thread on ``handle``'s model; returns the job at once.
 
     One run at a time. While one is going on, a new one is refused with one sentence, or,
@@ -82,7 +85,7 @@ def _jobs_in_use() -> list[Job]:
     return _turns.jobs()
 
 
-def _refuse_name_in_use(cfg: Any) -> None:
+def _refuse_name_in_use(cfg: TrainConfig) -> None:
     from lab.training.runs import run_dir_for
 
     wanted = run_dir_for(cfg).resolve()
@@ -91,7 +94,7 @@ def _refuse_name_in_use(cfg: Any) -> None:
                         "choose another run_name or wait for it to end.", run_name=cfg.run_name)
 
 
-def _unused_default_name(cfg: Any) -> str:
+def _unused_default_name(cfg: TrainConfig) -> str:
     """An automatic run name that no run going on, waiting or saved has (two starts in one second differ)."""
     from lab.training.runs import default_run_name, runs_root
 
@@ -151,13 +154,14 @@ def _train(job: TrainingJob, loaded: Any):
 
 def _ensure_model(job: TrainingJob, handle: Any) -> None:
     """Load the run's model into the handle unless it is already there, with the right quantization."""
-    from lab.handle import resolve_model_name
+    from lab.handle import resolve_model_name, same_model
     from lab.training.runner import load_options
 
     cfg = job.config
     want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
     loaded = handle.loaded
-    if loaded is not None and _same_model(loaded.name, resolve_model_name(cfg.model)) and (loaded.quantization or None) == want:
+    same = loaded is not None and same_model(loaded.name, resolve_model_name(cfg.model))
+    if same and (loaded.quantization or None) == want:
         return
     job.set_phase(JobState.LOADING)
     job.log(f"Loading {cfg.model} ...")
@@ -165,13 +169,6 @@ def _ensure_model(job: TrainingJob, handle: Any) -> None:
 
     options = load_options(cfg, resolve_device("auto"))
     handle.load(cfg.model, **{k: v for k, v in options.items() if k != "device"})
-
-
-def _same_model(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def _hand_over(job: TrainingJob, handle: Any, loaded: Any, result: Any) -> None:

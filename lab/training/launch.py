@@ -19,13 +19,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import yaml
 
 from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR, REPO_ROOT
 from lab.training.runs import CONFIG_FILE
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 DEEPSPEED_FILE = "deepspeed.json"  # the DeepSpeed config a run on several GPUs trains with
 LAUNCH_FILE = "accelerate.yaml"  # the accelerate launch config it was started with
@@ -76,7 +79,7 @@ def write_launch_files(run_dir: str | Path, num_gpus: int, deepspeed: str | None
     return path
 
 
-def run_deepspeed_config(cfg: Any, run_dir: Path) -> str | dict | None:
+def run_deepspeed_config(cfg: TrainConfig, run_dir: Path) -> str | dict | None:
     """The DeepSpeed config this process trains with: the run folder's ``deepspeed.json``, which the launch
     wrote (:func:`write_launch_files`), else the stage's preset.
 

@@ -10,14 +10,17 @@ have), each with one sentence, before minutes go into loading a model. Nothing a
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 LOGGING_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
-def check_run_environment(cfg: Any) -> None:
+def check_run_environment(cfg: TrainConfig) -> None:
     """Refuse ``cfg`` with one sentence if this machine cannot train it as asked."""
     from lab.training.data import check_datasets
 
@@ -34,7 +37,7 @@ def _installed(*modules: str) -> bool:
     return any(importlib.util.find_spec(module) is not None for module in modules)
 
 
-def check_logging(cfg: Any) -> None:
+def check_logging(cfg: TrainConfig) -> None:
     """``report_to`` needs its package."""
     modules = LOGGING_PACKAGES.get(cfg.report_to)
     if modules and not _installed(*modules):
@@ -42,7 +45,7 @@ def check_logging(cfg: Any) -> None:
                           "install it or set report_to to none.", target=cfg.report_to, package=modules[0])
 
 
-def check_gpus(cfg: Any) -> None:
+def check_gpus(cfg: TrainConfig) -> None:
     """Several GPUs and DeepSpeed need CUDA GPUs, enough of them, and DeepSpeed its package."""
     from lab.training.launch import check_deepspeed_package
 

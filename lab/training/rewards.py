@@ -41,10 +41,13 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lab.errors import ConfigError, LabError
-from lab.presets import closest
+from lab.yaml_files import closest
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 BUILT_IN = ("json_valid", "json_key_f1", "exact_match", "bleu", "rouge_l", "length", "format")
 ALIASES = {"rougeL": "rouge_l", "rouge-l": "rouge_l", "rougel": "rouge_l"}
@@ -180,7 +183,7 @@ def format_reward(pattern: str) -> RewardFn:
     return reward
 
 
-def built_in(name: str, cfg: Any) -> RewardFn:
+def built_in(name: str, cfg: TrainConfig) -> RewardFn:
     """The function of built-in reward ``name``, with its settings from ``cfg``."""
     from lab.evaluation.metrics import exact_match, json_key_f1
 
@@ -266,7 +269,7 @@ def _trial_call(reward: Reward) -> None:
 # ---------------------------------------------------------------- loading and scoring
 
 
-def load_rewards(cfg: Any) -> list[Reward]:
+def load_rewards(cfg: TrainConfig) -> list[Reward]:
     """The rewards of ``cfg``, ready to score: functions from files imported and tried once.
 
     On a shared deployment a file is refused before it is looked at: it would run code on the server.

@@ -15,16 +15,32 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lab.errors import BusyError, ConfigError, LabError
 from lab.file_lock import FileLock, locked_elsewhere
-from lab.handle import free_accelerator_memory
+from lab.handle import free_accelerator_memory, resolve_model_name
 from lab.jobs import unexpected_failure
 from lab.text import Msg, join, msg_of, saved_fields
-from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_metrics, log_rows,
-                                  make_metrics_callback, read_metrics)
-from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
+from lab.training.fit import resolve_auto
+from lab.training.metrics import (
+    METRICS_FILE,
+    Throughput,
+    append_metrics,
+    cut_metrics,
+    log_rows,
+    make_metrics_callback,
+    read_metrics,
+)
+from lab.training.runs import (
+    CONFIG_FILE,
+    default_run_name,
+    latest_checkpoint,
+    run_dir_for,
+)
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 RUN_LOCK = ".training.lock"  # held by the process training in the run folder
 # What a run that failed before its first step may leave: its folder can be used again.
@@ -58,7 +74,7 @@ def training_device() -> str:
     return resolve_device("auto")
 
 
-def load_options(cfg: Any, device: str) -> dict:
+def load_options(cfg: TrainConfig, device: str) -> dict:
     """``load_model`` options for a run: quantization for QLoRA, float32 master weights for full fp16 training."""
     from lab.models import resolve_dtype
 
@@ -72,16 +88,12 @@ def load_options(cfg: Any, device: str) -> dict:
     return options
 
 
-def model_source(cfg: Any) -> str:
+def model_source(cfg: TrainConfig) -> str:
     """The folder or Hub id to load: ``demo`` is the tiny offline demo model."""
-    if cfg.model == "demo":
-        from lab.tiny import ensure_demo_model
-
-        return str(ensure_demo_model())
-    return cfg.model
+    return resolve_model_name(cfg.model)
 
 
-def check_run_dir(cfg: Any, resume: bool = False) -> Path:
+def check_run_dir(cfg: TrainConfig, resume: bool = False) -> Path:
     """The run folder ``cfg`` trains in, if it may; refused with one sentence before anything is written or loaded.
 
     A fresh run needs a folder that holds no other run (an attempt that failed before its
@@ -94,7 +106,7 @@ def check_run_dir(cfg: Any, resume: bool = False) -> Path:
     return run_dir
 
 
-def claim_run_dir(cfg: Any, resume: bool = False) -> tuple[Path, FileLock | None]:
+def claim_run_dir(cfg: TrainConfig, resume: bool = False) -> tuple[Path, FileLock | None]:
     """Check the run folder (:func:`check_run_dir`), lock it and prepare it: ``(run_dir, lock)``.
 
     The lock keeps every other process out until it is released. Preparing writes the
@@ -127,16 +139,18 @@ def claim_run_dir(cfg: Any, resume: bool = False) -> tuple[Path, FileLock | None
     return run_dir, lock
 
 
-def prepare_run_dir(cfg: Any, resume: bool = False) -> Path:
+def prepare_run_dir(cfg: TrainConfig, resume: bool = False) -> Path:
     """Create (or, to resume, find) the run folder and write the resolved config into it, for a
     run that trains in another process (which claims the folder again, see :func:`claim_run_dir`)."""
+    if not resume and is_main_process():
+        resolve_auto(cfg, training_device(), lambda line: None)
     run_dir, lock = claim_run_dir(cfg, resume)
     if lock is not None:
         lock.release()
     return run_dir
 
 
-def _usable_run_dir(cfg: Any, resume: bool) -> Path:
+def _usable_run_dir(cfg: TrainConfig, resume: bool) -> Path:
     if not cfg.run_name:
         cfg.run_name = default_run_name(cfg)
     run_dir = run_dir_for(cfg)
@@ -180,7 +194,7 @@ def _step_of(checkpoint: Path) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1])
 
 
-def check_quantization(cfg: Any, loaded: Any) -> None:
+def check_quantization(cfg: TrainConfig, loaded: Any) -> None:
     """QLoRA needs the model loaded quantized; the other methods need it unquantized."""
     want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
     if (loaded.quantization or None) != want:
@@ -190,7 +204,7 @@ def check_quantization(cfg: Any, loaded: Any) -> None:
                           method=cfg.method, want=want or 'unquantized', have=have)
 
 
-def oom_advice(cfg: Any, device: str) -> Msg:
+def oom_advice(cfg: TrainConfig, device: str) -> Msg:
     """One sentence on what to change after running out of memory."""
     tips = []
     if cfg.per_device_batch_size > 1:
@@ -214,7 +228,7 @@ def _either(options: list[Msg]) -> Msg:
 
 
 def run_training(
-    cfg: Any,
+    cfg: TrainConfig,
     *,
     loaded: Any = None,
     stop: threading.Event | None = None,
@@ -235,8 +249,10 @@ def run_training(
     from lab.training.preflight import check_run_environment
 
     check_run_environment(cfg)  # before the folder is claimed or anything loads
-    run_dir, lock = claim_run_dir(cfg, resume)
     device = loaded.device if loaded is not None else training_device()
+    if not resume:  # "auto" batch and checkpointing become numbers before config.yaml is written
+        resolve_auto(cfg, str(device), log)
+    run_dir, lock = claim_run_dir(cfg, resume)
     failure: Msg | None = None
     try:
         if cfg.trainer == "grpo":  # learning from rewards: lab/training/grpo.py (a fresh run; it keeps no checkpoints)
@@ -294,12 +310,11 @@ def _prepare(cfg, loaded, device: str, log, build=None):
 
 def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, echo_metrics: bool,
            extra_callbacks: list) -> TrainResult:
-    from lab.training.collator import TrainDataset
-    from lab.training.trainer import LossCollator, make_trainer, training_arguments
-
+    from lab.training.collator import LossCollator, TrainDataset
     from lab.training.launch import run_deepspeed_config
     from lab.training.mix import write_data_mix
     from lab.training.scoring import AnswerScorer, best_checkpoint, check_validation
+    from lab.training.trainer import make_trainer, training_arguments
 
     loaded, data, prepared = _prepare(cfg, loaded, device, log)
     processor = loaded.processor
@@ -343,9 +358,13 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
     return TrainResult(run_dir, "stopped" if stopped else "finished", step, loss, prepared.model, prepared.is_peft)
 
 
-def speedups(model: Any, cfg: Any, args: Any, loaded: Any) -> list[Callable[[], None]]:
+def speedups(model: Any, cfg: TrainConfig, args: Any, loaded: Any) -> list[Callable[[], None]]:
     """Switch on the fast paths of :mod:`lab.training.speed` that apply; returns their undo functions."""
-    from lab.training.speed import compile_blocks, skip_adapter_input_cast, use_grouped_vision_attention
+    from lab.training.speed import (
+        compile_blocks,
+        skip_adapter_input_cast,
+        use_grouped_vision_attention,
+    )
 
     undo = [use_grouped_vision_attention(model)]
     if (args.bf16 or args.fp16) and cfg.method != "full" and not cfg.use_dora:
@@ -355,7 +374,7 @@ def speedups(model: Any, cfg: Any, args: Any, loaded: Any) -> list[Callable[[], 
     return undo
 
 
-def _wandb_in(run_dir: Path, cfg: Any) -> Callable[[], None]:
+def _wandb_in(run_dir: Path, cfg: TrainConfig) -> Callable[[], None]:
     """W&B keeps its files (offline runs too) in the run folder unless ``WANDB_DIR`` says otherwise; returns undo."""
     if cfg.report_to != "wandb" or "WANDB_DIR" in os.environ:
         return lambda: None
@@ -387,7 +406,7 @@ def _start_event(run_dir: Path, data, prepared, resume: bool):
     return StartEvent()
 
 
-def _optimizers(model: Any, cfg: Any):
+def _optimizers(model: Any, cfg: TrainConfig):
     """LoRA+ needs its own optimizer (B matrices at a higher rate); otherwise the Trainer makes one."""
     if cfg.method == "full" or not cfg.loraplus_lr_ratio:
         return (None, None)

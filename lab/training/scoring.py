@@ -14,9 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 
 def greater_is_better(metric: str) -> bool:
@@ -40,14 +43,14 @@ def generation_scores(predictions: list[str], references: list[str], names: list
     return scores
 
 
-def check_validation(cfg: Any, data) -> None:
+def check_validation(cfg: TrainConfig, data) -> None:
     """Evaluating answers or keeping the best checkpoint needs validation samples that survived encoding."""
     if (cfg.eval_metrics or cfg.keep_best) and not data.val:
         raise ConfigError("keep_best and eval_metrics need validation samples, but none is left after encoding; "
                           "raise val_ratio or max_length, or give a val_dataset.")
 
 
-def best_checkpoint(trainer: Any, cfg: Any) -> dict:
+def best_checkpoint(trainer: Any, cfg: TrainConfig) -> dict:
     """What ``keep_best`` ended with, for the run's last event (empty without it)."""
     state = trainer.state
     if not cfg.keep_best or state.best_model_checkpoint is None:
@@ -69,7 +72,7 @@ class AnswerScorer:
     batch_size: int
 
     @classmethod
-    def for_run(cls, cfg: Any, val_records: list[dict], processor: Any) -> "AnswerScorer | None":
+    def for_run(cls, cfg: TrainConfig, val_records: list[dict], processor: Any) -> "AnswerScorer | None":
         """The scorer of ``cfg.eval_metrics`` on the first ``cfg.eval_samples`` answered records (None: no metrics)."""
         from lab.evaluation.runner import samples_from_records
         from lab.images import open_image

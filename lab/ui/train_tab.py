@@ -20,10 +20,11 @@ from lab import paths
 from lab.dataset import latest_dataset, list_datasets
 from lab.errors import LabError, localize
 from lab.jobs import JobState
-from lab.handle import find_run
+from lab.training.runs import find_run
 from lab.text import Msg
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
+from lab.training.forecast import CARDS
 from lab.training.runs import (RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, reward_curves,
                                score_curves, train_command)
 from lab.ui import i18n
@@ -146,6 +147,17 @@ def start(ctx, values: dict, resume_run: str | None = None, lang: str = "en") ->
     return localize(Msg("Started {name}.", name=job.name), lang)
 
 
+def forecast(values: dict, card: str | None, lang: str = "en") -> str:
+    """The run's forecast for the form's values, on ``card`` (a name of ``CARDS``) or on this machine."""
+    from lab.models import gpu_present
+    from lab.training.fit import plan, report
+
+    cfg = config_from_form(values)
+    card = card if card in CARDS else None
+    found = plan(cfg, "cuda" if card is None and gpu_present() else "cpu", card)
+    return localize(report(found, cfg.model), lang).replace("\n", "  \n")
+
+
 def stop(lang: str = "en") -> str:
     job = jobs.current_job()
     if job is None or not job.active:
@@ -179,6 +191,7 @@ def load_for_chat(ctx, run_dir: str | None, lang: str = "en") -> str:
     return localize(Msg("Loaded {name}; Evaluate and Chat now use it.", name=run_dir.rsplit("/", 1)[-1]), lang)
 
 
+HERE = "here"  # the "Plan for" choice of this machine's own GPU (or CPU)
 DATASET_HINT = Msg("Pick one or more; type path:0.5 to take half of a dataset, path:200 to take 200 samples.")
 
 
@@ -193,7 +206,8 @@ def _form(base: TrainConfig) -> Form:
         with gr.Row():
             for name in names:
                 form.add(name, **({"choices": datasets, "info": t(DATASET_HINT)}  # dynamic template: DATASET_HINT
-                                  if name == "dataset" else {}))
+                                  if name == "dataset" else {"allow_custom_value": True}
+                                  if name == "per_device_batch_size" else {}))
     grpo = base.trainer == "grpo"
     with gr.Row():
         form.add("rewards", scale=2, visible=grpo)
@@ -219,6 +233,10 @@ def create_tab(ctx) -> None:
         start_btn = gr.Button(t("Start training"), variant="primary")
         stop_btn = gr.Button(t("Stop (after this step)"), variant="stop")
         command_btn = gr.Button(t("Show command"))
+        forecast_btn = gr.Button(t("Forecast memory and time"))
+        card = gr.Dropdown([(t("This machine"), HERE), *((c.name, name) for name, c in CARDS.items())], value=HERE,
+                           label=t("Plan for"), scale=1)  # fmt: skip
+    forecast_box = gr.Markdown()
     message = gr.Markdown()
     command_box = gr.Code(language="shell", label=t("Show command"), visible=False)  # shown with its first command
     bar, status = gr.HTML(), gr.Markdown(elem_id="train-status")
@@ -253,6 +271,9 @@ def create_tab(ctx) -> None:
     def on_command(preset, *, lang, **values):
         return command(preset, values, lang)
 
+    def on_forecast(card, *, lang, **values):
+        return forecast(values, card, lang)
+
     def on_refresh():
         table = runs_table()
         return table, gr.update(choices=[row[-1] for row in table])
@@ -271,6 +292,8 @@ def create_tab(ctx) -> None:
     stop_btn.click(i18n.handler(ctx, stop), None, message, api_name="train_stop")
     command_btn.click(i18n.handler(ctx, on_command), None, command_box, api_name="train_command",
                       inputs_kwargs={"preset": preset, **widgets})  # fmt: skip
+    forecast_btn.click(i18n.handler(ctx, on_forecast, on_error=lambda sentence: sentence), None, forecast_box, api_name="train_forecast",
+                       inputs_kwargs={"card": card, **widgets})  # fmt: skip
     gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected,
                        [bar, status, loss_plot, lr_plot, score_plot, log_box, rewards_plot],
                        api_name="train_poll", show_progress="hidden")  # fmt: skip
