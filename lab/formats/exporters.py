@@ -178,7 +178,7 @@ def _check_openai_limits(records: list[dict]) -> None:
         if len(record["images"]) > MAX_IMAGES_PER_EXAMPLE:
             raise DatasetError("Record {id} has {n} images; OpenAI fine-tuning takes at most {limit} per example.",
                                id=record["id"], n=len(record["images"]), limit=MAX_IMAGES_PER_EXAMPLE)
-        if any(IMAGE_TOKEN in m["content"] for m in record["messages"] if m["role"] == "assistant"):
+        if any(IMAGE_PLACEHOLDER in m["content"] for m in record["messages"] if m["role"] == "assistant"):
             raise DatasetError("Record {id} has an image in an assistant message, which OpenAI fine-tuning refuses.",
                                id=record["id"])
     with_images = sum(1 for record in records if record["images"])
