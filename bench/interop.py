@@ -138,7 +138,7 @@ def check_serve(work: Path) -> dict:
     server = subprocess.Popen(["transformers", "serve", str(work / "merged"), "--host", "127.0.0.1", "--port", str(port),
                                "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        reply = _ask(port, str(work / "merged"), SAMPLE / "images" / sorted(os.listdir(SAMPLE / "images"))[0])
+        reply = _ask(port, str(work / "merged"), SAMPLE / "images" / min(os.listdir(SAMPLE / "images")))
         return {"ok": bool(reply), "answer": reply[:80]}
     except Exception as err:  # the server's log says why
         server.terminate()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fake_openai import FakeOpenAI, server_error
 from labeling_images import many
+from PIL import Image
+
 from lab import dataset as ds
 from lab.cli import main
 from lab.errors import DatasetError, localize
