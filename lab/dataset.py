@@ -209,6 +209,8 @@ def write_split(path: str | Path, val_ratio: float, seed: int = 42) -> tuple[Pat
     """
     file = dataset_file(path)
     train, val = split_dataset(file, val_ratio, seed)
+    if not train and not val:
+        raise DatasetError("{path} has no records; there is nothing to split.", path=file)
     prefix = "" if file.name == DATA_FILE else f"{file.stem}_"
     train_path = write_records(paths.check_allowed(file.parent / f"{prefix}train.jsonl", write=True), train)
     val_path = write_records(paths.check_allowed(file.parent / f"{prefix}val.jsonl", write=True), val)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import base64
 import glob
 import json
-import mimetypes
 import re
 import secrets
 import shutil
 import time
-from io import BytesIO
+from collections import Counter
 from pathlib import Path
 
 from lab import paths
@@ -23,13 +22,19 @@ from lab.dataset import DATA_FILE, load_records, write_records
 from lab.dataset_check import validate_dataset
 from lab.errors import DatasetError
 from lab.formats.layout import (
-    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, VideoStore, check_format, fresh_out_dir, source_image,
+    LLAMAFACTORY_TAGS, ROLE_TO_LF, ImageStore, VideoStore, check_format, fresh_out_dir, source_image,
 )
-from lab.images import open_image
+from lab.formats.openai_rules import MAX_EXAMPLES_WITH_IMAGES, MAX_IMAGES_PER_EXAMPLE, openai_image
+from lab.formats.summary import ExportSummary
 
 
 def export_dataset(src: str | Path, fmt: str, out_dir: str | Path) -> Path:
     """Write dataset ``src`` in format ``fmt`` into the new folder ``out_dir``; returns its main file."""
+    return export_with_summary(src, fmt, out_dir).main_file
+
+
+def export_with_summary(src: str | Path, fmt: str, out_dir: str | Path) -> ExportSummary:
+    """:func:`export_dataset`, returning what it wrote and converted (its ``summary()`` is for people)."""
     check_format(fmt)
     report = validate_dataset(src, check_images=False)
     if not report.ok:
@@ -40,33 +45,43 @@ def export_dataset(src: str | Path, fmt: str, out_dir: str | Path) -> Path:
             report_path=report.path, n_faults=len(report.faults), first=first,
         )
     records = load_records(src, absolute_images=True)
+    if not records:
+        raise DatasetError("{path} has no records; there is nothing to export.", path=report.path)
     for n, record in enumerate(records, start=1):
         record["id"] = str(record["id"]) if record.get("id") is not None else str(n)
     if fmt in ("openai", "imagefolder") and any(r.get("videos") for r in records):
         raise DatasetError("The {fmt} format has no room for videos, and this dataset has some; "
                            "export it as swift or llamafactory.", fmt=fmt)
+    if fmt == "openai":
+        _check_openai_limits(records)
     with fresh_out_dir(out_dir) as out:
-        if fmt == "openai":
-            return write_records(out / "chat.jsonl", [_to_openai(r) for r in records])
-        store, videos = ImageStore(out), VideoStore(out)
-        for record in records:
-            record["images"] = [store.add(source_image(p), Path(p).name) for p in record["images"]]
-            if record.get("videos"):
-                record["videos"] = [videos.add(p) for p in record["videos"]]
-        if fmt == "llamafactory":
-            return _export_llamafactory(records, out, report.path.parent.name)
-        if fmt == "imagefolder":
-            return _export_imagefolder(records, out)
-        return write_records(out / DATA_FILE, records)
+        converted = Counter()
+        main_file = _write(records, fmt, out, report.path.parent.name, converted)
+    return ExportSummary(main_file, fmt, len(records), converted)
+
+
+def _write(records: list[dict], fmt: str, out: Path, name: str, converted: Counter) -> Path:
+    if fmt == "openai":
+        return write_records(out / "chat.jsonl", [_to_openai(r, converted) for r in records])
+    store, videos = ImageStore(out), VideoStore(out)
+    for record in records:
+        record["images"] = [store.add(source_image(p), Path(p).name) for p in record["images"]]
+        if record.get("videos"):
+            record["videos"] = [videos.add(p) for p in record["videos"]]
+    if fmt == "llamafactory":
+        return _export_llamafactory(records, out, name)
+    if fmt == "imagefolder":
+        return _export_imagefolder(records, out)
+    return write_records(out / DATA_FILE, records)
 
 
 # An export for download is kept this long, so a visitor can fetch it; older ones are removed.
 DOWNLOAD_KEEP_S = 3600
 
 
-def export_for_download(src: str | Path, fmt: str) -> tuple[Path, Path]:
+def export_for_download(src: str | Path, fmt: str) -> tuple[ExportSummary, Path]:
     """Export ``src`` into a new ``<workspace>/exports/<name>-<fmt>-<stamp>/`` and zip that folder
-    next to it; returns (main file, zip). Each request gets its own folder, so two visitors
+    next to it; returns (what was written, zip). Each request gets its own folder, so two visitors
     exporting the same dataset at once never write into (or delete) each other's files."""
     src = Path(src)
     check_format(fmt)  # before it becomes part of a folder name
@@ -74,8 +89,9 @@ def export_for_download(src: str | Path, fmt: str) -> tuple[Path, Path]:
     prefix = f"{src.stem if src.is_file() else src.name}-{fmt}-"
     _remove_old_downloads(root, prefix)
     out_dir = root / f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-    main_file = export_dataset(src, fmt, out_dir)
-    return main_file, Path(shutil.make_archive(str(out_dir), "zip", root_dir=out_dir))
+    exported = export_with_summary(src, fmt, out_dir)
+    exported.download = True
+    return exported, Path(shutil.make_archive(str(out_dir), "zip", root_dir=out_dir))
 
 
 def _remove_old_downloads(root: Path, prefix: str) -> None:
@@ -150,21 +166,29 @@ def _grid_boxes(record: dict, root: Path, tokens: bool) -> list[dict]:
     return render_objects(record["messages"], read_objects(record, sizes), fmt, spaces)
 
 
-def _image_data_url(path: str) -> str:
-    image = source_image(path)
-    mime = mimetypes.guess_type(image.name)[0]
-    if mime in MIME_EXT:
-        raw = image.read_bytes()
-    else:
-        # OpenAI takes PNG, JPEG, WebP and GIF only; anything else travels as PNG.
-        buffer = BytesIO()
-        open_image(image).save(buffer, format="PNG")
-        mime, raw = "image/png", buffer.getvalue()
+def _image_data_url(path: str, converted: Counter) -> str:
+    mime, raw, kinds = openai_image(source_image(path))
+    converted.update(kinds)
     return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
 
 
-def _to_openai(record: dict) -> dict:
-    urls = iter([_image_data_url(p) for p in record["images"]])
+def _check_openai_limits(records: list[dict]) -> None:
+    """OpenAI's limits that an export cannot meet by converting images (see :mod:`lab.formats.openai_rules`)."""
+    for record in records:
+        if len(record["images"]) > MAX_IMAGES_PER_EXAMPLE:
+            raise DatasetError("Record {id} has {n} images; OpenAI fine-tuning takes at most {limit} per example.",
+                               id=record["id"], n=len(record["images"]), limit=MAX_IMAGES_PER_EXAMPLE)
+        if any(IMAGE_PLACEHOLDER in m["content"] for m in record["messages"] if m["role"] == "assistant"):
+            raise DatasetError("Record {id} has an image in an assistant message, which OpenAI fine-tuning refuses.",
+                               id=record["id"])
+    with_images = sum(1 for record in records if record["images"])
+    if with_images > MAX_EXAMPLES_WITH_IMAGES:
+        raise DatasetError("{n} records have images; an OpenAI fine-tuning file takes at most {limit}.",
+                           n=with_images, limit=MAX_EXAMPLES_WITH_IMAGES)
+
+
+def _to_openai(record: dict, converted: Counter) -> dict:
+    urls = iter([_image_data_url(p, converted) for p in record["images"]])
     messages = []
     for message in _grid_boxes(record, Path("/"), tokens=False):
         content = message["content"]

@@ -48,6 +48,8 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle
         # Foreign files break in many small ways; the exception still says where.
         raise DatasetError("{src} is not valid {fmt} data ({err_type}: {err}).",
                            src=src, fmt=fmt, err_type=type(err).__name__, err=err) from None
+    if not records:
+        raise DatasetError("{src} holds no records; there is nothing to import.", src=src)
     width = max(4, len(str(len(records))))
     with fresh_out_dir(out_dir) as out:
         store, videos = ImageStore(out), VideoStore(out)

@@ -87,8 +87,8 @@ def split(path: str, val_ratio: float, seed: float, lang: str = "en") -> str:
 
 def export(path: str, fmt: str, lang: str = "en"):
     """Export into the workspace and offer the folder as a zip."""
-    main_file, archive = export_for_download(paths.resolve(path), fmt)
-    return localize(Msg("Exported to {path}", path=main_file), lang), str(archive)
+    exported, archive = export_for_download(paths.resolve(path), fmt)
+    return localize(exported.summary(), lang), str(archive)
 
 
 def import_upload(upload: str | None, name: str, lang: str = "en"):
