@@ -31,6 +31,9 @@ from lab import paths
 from lab.errors import ConfigError, DatasetError
 
 DATA_FILE = "data.jsonl"
+# A labeled folder's bookkeeping (lab.labeling.store): images that failed and records a person
+# rejected. They sit next to data.jsonl but are not training data, so no list offers them.
+NOT_DATASETS = ("failures.jsonl", "rejected.jsonl")
 IMAGE_TOKEN = "<image>"
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -259,7 +262,8 @@ def list_datasets(include_variants: bool = False) -> list[Path]:
             continue
         found.append(folder)
         if include_variants:
-            found += sorted(p for p in folder.glob("*.jsonl") if p.name != DATA_FILE and paths.is_allowed(p))
+            found += sorted(p for p in folder.glob("*.jsonl")
+                            if p.name != DATA_FILE and p.name not in NOT_DATASETS and paths.is_allowed(p))
     return found
 
 
@@ -270,8 +274,20 @@ def _dataset_folders(base: Path) -> list[Path]:
     return [p for p in base.iterdir() if paths.is_allowed(p) and (p / DATA_FILE).is_file()]
 
 
-def latest_dataset() -> Path | None:
-    """The dataset folder under :func:`lab.paths.datasets_dir` written most recently (labeled, imported)."""
-    base = paths.datasets_dir()
-    files = [folder / DATA_FILE for folder in _dataset_folders(base)]
+def latest_dataset(with_records: bool = True) -> Path | None:
+    """The dataset folder under :func:`lab.paths.datasets_dir` written most recently (labeled, imported);
+    with ``with_records``, the newest that has a record (a labeling run whose answers all failed leaves
+    an empty one)."""
+    files = [folder / DATA_FILE for folder in _dataset_folders(paths.datasets_dir())]
+    if with_records:
+        files = [f for f in files if has_records(f)]
     return max(files, key=lambda f: f.stat().st_mtime).parent if files else None
+
+
+def has_records(path: str | Path) -> bool:
+    """Whether a dataset file (or folder) has a line that is not blank."""
+    try:
+        with open(dataset_file(path), "rb") as file:
+            return any(line.strip() for line in file)
+    except (DatasetError, OSError):
+        return False

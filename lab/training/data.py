@@ -52,10 +52,12 @@ def resolve_dataset(path: str) -> Path:
 
 
 def check_datasets(cfg: Any) -> None:
-    """Refuse a missing dataset, or one a shared deployment may not read, before a run is started or queued."""
+    """Refuse a missing dataset, one a shared deployment may not read, one that does not parse or one
+    without a record, before a run is started or queued, its folder made or its model loaded."""
     for path in (cfg.dataset, cfg.val_dataset):
         if path:
-            resolve_dataset(path)
+            if not load_records(resolve_dataset(path)):
+                raise DatasetError("{path} has no records to train on; label or import some first.", path=path)
 
 
 def _absolute(records: list[dict], root: Path) -> list[dict]:

@@ -35,7 +35,7 @@ def status_markdown(ctx: UIContext, lang: str = "en", viewer: str | None = None)
         parts.append(f"{info['memory_gib']} GiB")
     parts.append(f"{localize(Msg('state'), lang)}: {localize(info['state'].label, lang)}")
     line = " · ".join(parts)
-    if info["is_tiny"]:
+    if info["is_tiny"] and not (info.get("adapter") or ctx.handle.run_dir):  # once trained it is no longer noise
         line += f"  \n⚠️ {localize(Msg('tiny random demo model: its answers are noise until you train it'), lang)}"
     return line
 

@@ -17,6 +17,7 @@ from gradio.i18n import I18nData
 from lab.errors import LabError, localize
 from lab.text import LANGS, Msg, catalog
 
+ERROR_TITLE = Msg("Error")  # the title of the pop-up that shows a refusal
 _LABELS: dict[str, str] = {}  # catalog key -> English, of every label made with t()
 # Words of Gradio's own page that its Chinese translation lacks: Gradio's keys, with their English;
 # the catalogs translate them under the same keys.
@@ -144,8 +145,8 @@ def handler(ctx, fn=None, *, on_error=None):
     wants_request = "request" in inspect.signature(fn).parameters
 
     def shown(err: LabError, lang: str):
-        if on_error is None:
-            raise gr.Error(localize(err, lang)) from None
+        if on_error is None:  # a handled sentence: no traceback in the server's terminal
+            raise gr.Error(localize(err, lang), title=localize(ERROR_TITLE, lang), print_exception=False) from None
         return on_error(localize(err, lang))
 
     if inspect.isgeneratorfunction(fn):
