@@ -53,6 +53,17 @@ def dataset_file(path: str | Path) -> Path:
     return paths.check_allowed(path)  # the data.jsonl of an allowed folder may itself be a link out
 
 
+def named_dataset(text: str) -> Path:
+    """Where a dataset a person names goes: a plain name means ``data/<name>`` in the workspace, anything
+    else is a path (the Labeling tab's "Dataset to write", ``python -m lab review NAME``)."""
+    text = (text or "").strip()
+    if not text:
+        raise ConfigError("Give the dataset a name, e.g. my_labels.")
+    if "/" not in text and "\\" not in text and not text.startswith((".", "~")):
+        return paths.under(paths.datasets_dir(), text)
+    return paths.resolve(text)
+
+
 def dataset_root(path: str | Path) -> Path:
     """The folder that a dataset's relative image paths start from."""
     return dataset_file(path).parent

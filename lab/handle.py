@@ -201,6 +201,13 @@ class ModelHandle:
             raise LabError("Name a model (--model, e.g. demo or Qwen/Qwen2.5-VL-3B-Instruct) or a run (--adapter).")
         return self.load(model, **options)
 
+    def load_any(self, name: str, **options: Any) -> Any:
+        """``name`` as a person types it: a training run (its name under ``checkpoints/`` or its folder;
+        its base model plus its adapter) or a model (a Hub id, a folder, ``demo``)."""
+        if run_folder_of(name) is not None:
+            return self.load_run(name, **options)
+        return self.load(name, **options)
+
     def _holds_base(self, run: "RunFolder", quantization: str | None) -> bool:
         loaded = self.loaded
         if loaded is None or (loaded.quantization or None) != (quantization or None):
@@ -396,6 +403,17 @@ def find_run(name_or_path: str | Path) -> Path:
             return path
     raise ModelLoadError("No run named {name_or_path}: it is neither a folder nor a run in {runs_dir}.",
                          name_or_path=name_or_path, runs_dir=runs_dir())
+
+
+def run_folder_of(name: str) -> Path | None:
+    """The training run ``name`` names (a folder with a run's config, or a run's name), else None."""
+    if not str(name).strip() or str(name) == DEMO_MODEL:
+        return None
+    try:
+        path = find_run(name)
+    except LabError:
+        return None
+    return path if any((p / RUN_CONFIG).is_file() for p in (path, path.parent)) else None
 
 
 def find_adapter_dir(run_dir: Path, run_name: str) -> Path | None:

@@ -63,7 +63,8 @@ def result_outputs(result: EvalResult, sort: str = "gain", lang: str = "en"):
 
     headers, rows = metrics_table(result)
     sample_headers, sample_rows = sample_table(result, sort)
-    chart = pd.DataFrame(bar_rows(result), columns=["metric", "variant", "score"])
+    bars = [{**row, "variant": i18n.columns([row["variant"]], lang)[0]} for row in bar_rows(result)]  # the legend
+    chart = pd.DataFrame(bars, columns=["metric", "variant", "score"])
     return (
         localize(summary_line(result), lang),
         gr.update(value=rows, headers=i18n.columns(headers, lang)),

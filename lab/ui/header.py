@@ -111,8 +111,7 @@ def create_header(ctx: UIContext) -> gr.Markdown:
     with gr.Row():
         gr.Markdown("# VLM Lab")
         for lang in LANGS:
-            switch = gr.Button(LANG_NAMES.get(lang, lang), size="sm", scale=0, min_width=80, elem_id=f"lang-{lang}")
-            switch.click(None, js=i18n.switch_js(lang), api_name=f"lang_{lang}")
+            i18n.switch_button(lang, LANG_NAMES.get(lang, lang), size="sm", scale=0, min_width=80, elem_id=f"lang-{lang}")
     gr.Markdown(t(SUBTITLE))  # dynamic template: the Msg SUBTITLE above
     status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
     _controls(ctx, status)

@@ -82,7 +82,15 @@ def status_outputs(run_dir, lang: str = "en"):
         line += f"  \n⚠️ {html.escape(localize(p.message, lang))}"
     bar = f'<progress value="{p.step}" max="{max(p.total or 1, 1)}" style="width:100%"></progress>'
     loss, lr = curves(run_dir)
-    return bar, line, plot_points(loss, ("train", "eval")), plot_points(lr)
+    named = [localize(SERIES[name], lang) for name in ("train", "eval")]  # the legend, in the page's language
+    return bar, line, plot_points(_named(loss, lang), tuple(named)), plot_points(_named(lr, lang))
+
+
+SERIES = {"train": Msg("train"), "eval": Msg("eval"), "lr": Msg("learning rate")}
+
+
+def _named(points: list[dict], lang: str) -> list[dict]:
+    return [{**point, "series": localize(SERIES[point["series"]], lang)} for point in points]
 
 
 def plot_points(rows: list, series: tuple[str, ...] = ()):
