@@ -229,3 +229,58 @@ def test_export_shows_the_serving_command_without_merging(tmp_path, capsys):
     assert main(["export", "--adapter", "any", "--out", str(tmp_path / "merged"), "--show-command"]) == 0
     out = capsys.readouterr().out
     assert f"vllm serve {tmp_path / 'merged'}" in out and "OpenAI(" in out and not (tmp_path / "merged").exists()
+
+
+# ---------------------------------------------------------------- chat, and a run as the labeler
+
+from lora_run import lora_run_dir  # noqa: E402,F401  (a fixture)
+
+
+def test_chat_keeps_a_conversation_in_a_history_file(lora_run_dir, tmp_path, capsys):
+    history = tmp_path / "talk.json"
+    image = str(SAMPLE / "images" / "0001.png")
+    base = ["chat", "--adapter", str(lora_run_dir), "--history", str(history), "--max-new-tokens", "6"]
+    assert main([*base, "--image", image, "--prompt", "Describe this UI component in one sentence."]) == 0
+    assert main([*base, "--prompt", "And its colour?"]) == 0
+    turns = json.loads(history.read_text())
+    assert [(t["role"], t["text"][:8]) for t in turns[::2]] == [("user", "Describe"), ("user", "And its ")]
+    assert turns[0]["images"] == [image] and turns[2]["images"] == [] and all(t["role"] == "assistant" for t in turns[1::2])
+    assert capsys.readouterr().out == f"{turns[1]['text']}\n{turns[3]['text']}\n"  # streamed, as saved
+
+    compared = tmp_path / "both.json"
+    assert main(["chat", "--adapter", str(lora_run_dir), "--history", str(compared), "--compare", "--image", image,
+                 "--prompt", "Describe this UI component in one sentence.", "--max-new-tokens", "6"]) == 0
+    sides = json.loads(compared.read_text())
+    assert set(sides) == {"base", "tuned"} and [len(sides["base"]), len(sides["tuned"])] == [2, 2]
+    out = capsys.readouterr().out
+    assert out.startswith("[base] ") and "\n[tuned] " in out
+
+
+def test_chat_on_the_terminal(lora_run_dir, tmp_path, capsys, monkeypatch):
+    history = tmp_path / "talk.json"
+    image = SAMPLE / "images" / "0002.png"
+    lines = [f"/image {image}", "What is it?", "/adapter off", "And without the adapter?", "/what", "/reset", "Hi",
+             "/quit", "never read"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert main(["chat", "--adapter", str(lora_run_dir), "--history", str(history), "--max-new-tokens", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) go with the next message." in err and "Unknown command /what" in err
+    assert "A new conversation." in err
+    turns = json.loads(history.read_text())
+    assert [t["text"] for t in turns if t["role"] == "user"] == ["Hi"]  # after /reset, one exchange
+
+
+def test_a_runs_adapter_labels_a_folder(lora_run_dir, tmp_path, capsys):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name in ("0001.png", "0002.png"):
+        (pics / name).write_bytes((SAMPLE / "images" / name).read_bytes())
+    out = tmp_path / "relabeled"
+    code = main(["label", "--images", str(pics), "--prompt", "sample_caption", "--out", str(out), "--local-model",
+                 str(lora_run_dir), "--temperature", "0"])
+    job = json.loads((out / "label_job.json").read_text())
+    assert job["labeler"]["model"].endswith(f"+{lora_run_dir.name}") and job["labeler"]["local"] is True
+    assert job["labeler"]["max_pixels"] == 256 * 28 * 28  # the local labeler's own default
+    records = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    assert code == 0 and records, capsys.readouterr().err  # the fine-tuned model answers, and stops
+    assert all(r["meta"]["labeler"] == job["labeler"]["model"] for r in records)

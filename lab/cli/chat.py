@@ -172,13 +172,17 @@ def talk(handle, conversation: Conversation, settings, adapter, images: list[str
             images = []
         except LabError as err:  # a busy model, a bad picture: the message and the pictures stay for a retry
             print(localize(err, lang), file=sys.stderr)
+        except KeyboardInterrupt:  # Ctrl-C stops the answer, not the conversation
+            print(localize(Msg("(stopped; that answer is not kept)"), lang), file=sys.stderr)
     return 0
 
 
 def _read_line() -> str | None:
+    """The next line typed, or None at the end of the input (Ctrl-D) or on Ctrl-C at the prompt."""
     try:
         return input("> " if sys.stdin.isatty() else "")
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
         return None
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 
+from lab.cli.stopping import StopOnCtrlC
 from lab.evaluation.endpoint import EndpointConfig
 from lab.evaluation.runner import EvalSettings
 from lab.settings import add_flags
 from lab.text import Msg
+
+
+STOPPING = Msg("stopping after this batch; the answered samples are scored and kept (Ctrl-C again to quit at once)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,10 +95,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).")
     handle = ModelHandle()
     handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
-    result = run_evaluation(handle, samples, settings, source=source, progress=_progress)
+    stop = threading.Event()
+    with StopOnCtrlC(stop, STOPPING):
+        result = run_evaluation(handle, samples, settings, source=source, progress=_progress, stop=stop)
     print(file=sys.stderr)
     print(format_result(result))
-    return 0
+    return nothing_scored(result)
 
 
 def _run_endpoint(args: argparse.Namespace) -> int:
@@ -106,11 +113,24 @@ def _run_endpoint(args: argparse.Namespace) -> int:
         raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).")
     settings = from_flags(EvalSettings, args)
     config = from_flags(EndpointConfig, args, base_url=args.endpoint, model=args.model, api_key=_api_key(args))
-    result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=settings.name, source=args.dataset,
-                               limit=settings.limit or None, progress=_progress)  # fmt: skip
+    stop = threading.Event()
+    with StopOnCtrlC(stop, STOPPING):
+        result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=settings.name,
+                                   source=args.dataset, limit=settings.limit or None, progress=_progress, stop=stop)
     print(file=sys.stderr)
     print(format_result(result))
-    return 0
+    return nothing_scored(result)
+
+
+def nothing_scored(result) -> int:
+    """1, with the reason, when no sample could be scored (every image unreadable, every request failed); else 0."""
+    from lab.errors import cli_lang, localize
+
+    if result.samples or result.stopped and not result.skipped:
+        return 0
+    print(localize(Msg("Nothing was scored: every sample was skipped (the reasons are above)."), cli_lang()),
+          file=sys.stderr)
+    return 1
 
 
 def _api_key(args: argparse.Namespace) -> str | None:

@@ -11,13 +11,13 @@ accepted as aliases.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from lab.cli.stopping import StopOnCtrlC
 from lab.labeling.client import LabelerConfig
 from lab.settings import add_flags
 from lab.text import Msg
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.estimate:
         return 0
     stop = threading.Event()
-    with _progress_bar() as show, _stop_on_ctrl_c(stop):
+    with _progress_bar() as show, StopOnCtrlC(stop, STOPPING):
         progress = run_labeling(images, out, prompt, labeler, limit=args.limit, retry_failed=args.retry_failed,
                                 stop=stop, on_progress=show,
                                 job=job_settings(prompt, settings, preset=preset, lang=lang, limit=args.limit))
@@ -95,6 +95,9 @@ def nothing_done(progress, lang: str) -> int:
     print(localize(Msg("Nothing was labeled: every image failed (the first: {reason}).", reason=reason), lang),
           file=sys.stderr)
     return 1
+
+
+STOPPING = Msg("stopping; finished items are kept (Ctrl-C again to quit at once)")
 
 
 def _out_dir(out: str) -> Path:
@@ -185,25 +188,3 @@ class _progress_bar:
 
     def __exit__(self, *exc):
         self.bar.close()
-
-
-class _stop_on_ctrl_c:
-    """First Ctrl-C: stop after saving what is finished. Second: quit at once."""
-
-    def __init__(self, stop: threading.Event):
-        self.stop = stop
-
-    def __enter__(self):
-        self.previous = signal.getsignal(signal.SIGINT)
-
-        def handler(signum, frame):
-            if self.stop.is_set():
-                raise KeyboardInterrupt
-            self.stop.set()
-            print("\nstopping; finished items are kept (Ctrl-C again to quit at once)", file=sys.stderr)
-
-        signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
