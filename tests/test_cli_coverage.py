@@ -57,6 +57,8 @@ PAGE_ONLY = {
     "lang_en": "the page's language switch; the CLI speaks LAB_LANG",
     "lang_zh": "the page's language switch; the CLI speaks LAB_LANG",
     "lang_en_tables": "rewrites table headers after the switch", "lang_zh_tables": "rewrites table headers after the switch",
+    "lang_en_labels": "sends the tabs' names again after the switch",
+    "lang_zh_labels": "sends the tabs' names again after the switch",
     "lang_en_dataset_summary_text": "rewrites a shown line after the switch",
     "lang_zh_dataset_summary_text": "rewrites a shown line after the switch",
     "lang_en_dataset_page_text": "rewrites a shown line after the switch",

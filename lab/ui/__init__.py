@@ -44,6 +44,7 @@ def build_app(ctx: UIContext) -> gr.Blocks:
             for module, label in TABS:
                 with gr.Tab(i18n.t(label)) as tab:  # dynamic template: the Msgs of TABS
                     handoff = import_module(module).create_tab(ctx)
+                i18n.relabel_on_switch(tab, label)
                 if handoff is not None:
                     # What the earlier tabs made (a labeled dataset, a finished run) is preselected on arrival:
                     # (update, component), or (update, inputs, outputs) when a note says why.

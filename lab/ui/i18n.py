@@ -10,6 +10,7 @@ with :func:`handler` gets the page's language as ``lang=`` and shows a
 from __future__ import annotations
 
 import inspect
+import json
 
 import gradio as gr
 from gradio.i18n import I18nData
@@ -67,7 +68,22 @@ def head_script(forced: str | None = None) -> str:
         "var tag={en:'en-US',zh:'zh-CN'}[lang]||lang;"
         "Object.defineProperty(navigator,'language',{get:function(){return tag;}});"
         "Object.defineProperty(navigator,'languages',{get:function(){return [tag];}});"
-        "})();</script>"
+        "})();</script>" + _toast_title_script()
+    )
+
+
+def _toast_title_script() -> str:
+    """Gradio 6 titles an error pop-up with its kind in English ("Error"), whatever ``gr.Error(title=...)``
+    says: this script writes the page language's word there as each pop-up appears."""
+    titles = json.dumps({lang: localize(ERROR_TITLE, lang) for lang in LANGS}, ensure_ascii=False)
+    return (
+        f"<script>(function(){{var titles={titles};function word(){{var l=null;"
+        f"try{{l=localStorage.getItem('{_STORAGE_KEY}');}}catch(e){{}}"
+        "return titles[l||(navigator.language||'en').split('-')[0]];}"
+        "new MutationObserver(function(){var w=word();if(!w)return;"
+        "document.querySelectorAll('.toast-title.error').forEach(function(el){var n=el.firstChild;"
+        "if(n&&n.nodeType===3&&n.nodeValue.trim()!==w)n.nodeValue=w+' ';});})"
+        ".observe(document.documentElement,{childList:true,subtree:true});})();</script>"
     )
 
 
@@ -228,6 +244,7 @@ HEADER_WORDS = {word.template: word for word in (
 )}
 _tables: list[tuple[gr.Dataframe, list[str]]] = []
 _loads: list[tuple] = []
+_named: list[tuple] = []  # (component, English label) whose label the switch sends again
 
 
 def columns(headers: list[str], lang: str = "en") -> list[str]:
@@ -243,6 +260,12 @@ def table(headers: list[str], **kwargs) -> gr.Dataframe:
     frame = gr.Dataframe(headers=headers, **kwargs)
     _tables.append((frame, list(headers)))
     return frame
+
+
+def relabel_on_switch(component, label: str | Msg) -> None:
+    """Send ``component``'s label again when the language switch is pressed: a tab that is not open keeps
+    the name it was given when the page started, unless its label comes anew (Gradio's tab bar)."""
+    _named.append((component, label))
 
 
 def at_page_load(fn, inputs, outputs, *, api_name: str, on_error=None, on_switch: bool = True) -> None:
@@ -263,9 +286,15 @@ def localize_page(ctx, app: gr.Blocks) -> None:
     loads = [load for load in _loads if _in_app(app, load[2])]
     tables = [(frame, headers) for frame, headers in _tables if app.blocks.get(frame._id) is frame]
     switches = [(lang, clicked) for lang, button, clicked in _switches if app.blocks.get(button._id) is button]
+    named = [(component, label) for component, label in _named if app.blocks.get(component._id) is component]
     _loads.clear()
     _tables.clear()
     _switches.clear()
+    _named.clear()
+    for lang, clicked in switches if named else ():
+        clicked.then(lambda: [gr.update(label=t(label)) for _, label in named], None,  # dynamic template: tab names
+                     [c for c, _ in named], show_progress="hidden", api_name=f"lang_{lang}_labels",
+                     api_visibility="undocumented")
     for fn, inputs, outputs, on_error, on_switch, name in loads:
         app.load(handler(ctx, fn, on_error=on_error), inputs, outputs, show_progress="hidden", api_name=name,
                  api_visibility="undocumented")  # fmt: skip
