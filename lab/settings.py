@@ -36,7 +36,7 @@ from typing import Any
 
 from lab.config_values import coerce_value
 from lab.errors import ConfigError
-from lab.presets import check_keys, closest
+from lab.yaml_files import check_keys, closest
 from lab.text import Msg, join
 
 _KEY = "lab.setting"
@@ -55,7 +55,7 @@ class Setting:
     choices: tuple | None = None
     choice_labels: dict = field(default_factory=dict)  # value -> Msg
     options: tuple | None = None
-    widget: str | None = None  # checkbox, number, text, textarea, password, slider, dropdown, checkboxes, path
+    widget: str | None = None  # checkbox, number, text, textarea, password, slider, dropdown, checkboxes, path, paths
     step: float | None = None
     ui_min: float | None = None
     ui_max: float | None = None

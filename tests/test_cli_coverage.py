@@ -71,6 +71,7 @@ PAGE_ONLY = {
     "label_follow": "copies the labeler chosen in Prompt design into the Labeling tab's form",
     "model_unload": "a command frees its model when it ends",
     "model_status": "the header's line about the app's shared model; a command says what it loads",
+    "train_trainer": "shows the GRPO fields when the trainer is grpo; a command sets trainer=grpo",
     "train_tab_select": "preselects the newest dataset as the tab opens; a command names its dataset",
     "export_tab_select": "preselects the newest run as the tab opens; a command names its run",
 }

@@ -77,7 +77,7 @@ def test_the_train_form_takes_what_its_api_advertises_and_refuses_an_empty_datas
 
     # Opening the Train tab preselects the newest dataset that has records, and says which and why.
     shown, note = client.predict(str(SAMPLE), api_name="/train_tab_select")
-    assert shown["value"] == str(found["good"]), shown
+    assert shown["value"] == [str(found["good"])], shown
     assert f"Dataset preselected: {found['good']}" in note and "(2 records)" in note, note
     assert f"{found['empty']} has no records yet" in note, note
     shown, note = client.predict("data/mine", api_name="/train_tab_select")

@@ -9,9 +9,8 @@ import pytest
 
 from lab.errors import ConfigError
 from lab.train_config import TrainConfig
-from lab.training.collator import IGNORE, Collator, RopeIndex, TrainDataset, encode_sample
+from lab.training.collator import IGNORE, Collator, LossCollator, RopeIndex, TrainDataset, encode_sample
 from lab.training.data import build_data
-from lab.training.trainer import LossCollator
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 

@@ -33,6 +33,7 @@ def add_parser(subparsers) -> None:
                                description="Check every record; exit status 1 when any record has a problem.")
     check.add_argument("path", help="dataset folder or .jsonl file")
     check.add_argument("--no-images", action="store_true", help="do not decode the images (faster; missing files are still reported)")
+    check.add_argument("--family", default=None, help="the model family to train (qwen2_vl, qwen2_5_vl, qwen3_vl, ...): refuse videos it cannot take")
     check.set_defaults(func=run_check)
 
     export = actions.add_parser("export", help="write a dataset in another tool's format",
@@ -61,7 +62,7 @@ def run_check(args: argparse.Namespace) -> int:
     from lab.dataset_check import validate_dataset
     from lab.errors import cli_lang, localize
 
-    report = validate_dataset(args.path, check_images=not args.no_images)
+    report = validate_dataset(args.path, check_images=not args.no_images, family=args.family)
     lang = cli_lang()
     for fault in report.faults:
         print(localize(fault, lang))

@@ -81,7 +81,8 @@ def format_result(result) -> str:
 def run(args: argparse.Namespace) -> int:
     from lab.errors import ConfigError
     from lab.evaluation.runner import run_evaluation, samples_from_dataset, samples_from_run
-    from lab.handle import ModelHandle, find_run
+    from lab.handle import ModelHandle
+    from lab.training.runs import find_run
     from lab.settings import from_flags
 
     if args.endpoint:

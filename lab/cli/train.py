@@ -34,7 +34,7 @@ def build_config(args: argparse.Namespace):
     from lab.train_config import TrainConfig
 
     if args.resume:
-        from lab.handle import find_run
+        from lab.training.runs import find_run
         from lab.training.runs import load_run_config
 
         run_dir = find_run(args.resume)
@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(cfg, resume: bool, stop) -> int:
+    from lab.training.preflight import check_run_environment
+
+    check_run_environment(cfg)  # before a run folder is made or a model loads, as the Train tab does
     if cfg.num_gpus > 1 and not _in_distributed_launch():
         from lab.training.launch import run_accelerate
         from lab.training.runner import prepare_run_dir

@@ -18,11 +18,12 @@ from io import BytesIO
 from pathlib import Path
 
 from lab import paths
-from lab.dataset import DATA_FILE, IMAGE_TOKEN, load_records, write_records
+from lab.conversation import IMAGE_PLACEHOLDER
+from lab.dataset import DATA_FILE, load_records, write_records
 from lab.dataset_check import validate_dataset
 from lab.errors import DatasetError
 from lab.formats.layout import (
-    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, check_format, fresh_out_dir, source_image,
+    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, VideoStore, check_format, fresh_out_dir, source_image,
 )
 from lab.images import open_image
 
@@ -41,12 +42,17 @@ def export_dataset(src: str | Path, fmt: str, out_dir: str | Path) -> Path:
     records = load_records(src, absolute_images=True)
     for n, record in enumerate(records, start=1):
         record["id"] = str(record["id"]) if record.get("id") is not None else str(n)
+    if fmt in ("openai", "imagefolder") and any(r.get("videos") for r in records):
+        raise DatasetError("The {fmt} format has no room for videos, and this dataset has some; "
+                           "export it as swift or llamafactory.", fmt=fmt)
     with fresh_out_dir(out_dir) as out:
         if fmt == "openai":
             return write_records(out / "chat.jsonl", [_to_openai(r) for r in records])
-        store = ImageStore(out)
+        store, videos = ImageStore(out), VideoStore(out)
         for record in records:
             record["images"] = [store.add(source_image(p), Path(p).name) for p in record["images"]]
+            if record.get("videos"):
+                record["videos"] = [videos.add(p) for p in record["videos"]]
         if fmt == "llamafactory":
             return _export_llamafactory(records, out, report.path.parent.name)
         if fmt == "imagefolder":
@@ -87,10 +93,15 @@ def _remove_old_downloads(root: Path, prefix: str) -> None:
 def _export_llamafactory(records: list[dict], out: Path, name: str) -> Path:
     rows = []
     for record in records:
-        turns = [{"from": LLAMAFACTORY_TAGS[ROLE_TO_LF[m["role"]]], "value": m["content"]} for m in record["messages"]]
+        messages = _grid_boxes(record, out, tokens=True)
+        turns = [{"from": LLAMAFACTORY_TAGS[ROLE_TO_LF[m["role"]]], "value": m["content"]} for m in messages]
         row = {"id": record["id"], "conversations": turns, "images": record["images"]}
+        if record.get("videos"):
+            row["videos"] = record["videos"]
         if record.get("meta") is not None:
             row["meta"] = json.dumps(record["meta"], ensure_ascii=False)
+        if record.get("objects") is not None:  # the exact boxes, for an import back
+            row["objects"] = json.dumps(record["objects"], ensure_ascii=False)
         rows.append(row)
     data = out / "data.json"
     data.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -98,7 +109,8 @@ def _export_llamafactory(records: list[dict], out: Path, name: str) -> Path:
         re.sub(r"\W+", "_", name).strip("_") or "vlm_lab": {
             "file_name": data.name,
             "formatting": "sharegpt",
-            "columns": {"messages": "conversations", "images": "images"},
+            "columns": {"messages": "conversations", "images": "images",
+                        **({"videos": "videos"} if any("videos" in r for r in rows) else {})},
             "tags": LLAMAFACTORY_TAGS,
         }
     }
@@ -118,8 +130,24 @@ def _export_imagefolder(records: list[dict], out: Path) -> Path:
         row["id"] = record["id"]
         row["messages"] = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
         row["meta"] = json.dumps(record.get("meta") or {}, ensure_ascii=False)
+        if record.get("objects") is not None:
+            row["objects"] = json.dumps(record["objects"], ensure_ascii=False)
         rows.append(row)
     return write_records(out / "metadata.jsonl", rows)
+
+
+def _grid_boxes(record: dict, root: Path, tokens: bool) -> list[dict]:
+    """A record's messages with its boxes written on the 0-1000 grid: Qwen's tokens (as Qwen2-VL and
+    Qwen3-VL read them, for LLaMA-Factory) or plain JSON (for OpenAI)."""
+    if not record.get("objects"):
+        return record["messages"]
+    from lab.grounding import PLAIN, ImageSpace, box_format, read_objects, render_objects
+    from lab.training.collator import image_size
+
+    sizes = [image_size(Path(root) / p) for p in record["images"]]
+    spaces = [ImageSpace(width, height, width, height) for height, width in sizes]
+    fmt = box_format("qwen2_vl") if tokens else PLAIN
+    return render_objects(record["messages"], read_objects(record, sizes), fmt, spaces)
 
 
 def _image_data_url(path: str) -> str:
@@ -138,10 +166,10 @@ def _image_data_url(path: str) -> str:
 def _to_openai(record: dict) -> dict:
     urls = iter([_image_data_url(p) for p in record["images"]])
     messages = []
-    for message in record["messages"]:
+    for message in _grid_boxes(record, Path("/"), tokens=False):
         content = message["content"]
-        if IMAGE_TOKEN in content:
-            pieces = content.split(IMAGE_TOKEN)
+        if IMAGE_PLACEHOLDER in content:
+            pieces = content.split(IMAGE_PLACEHOLDER)
             parts = [{"type": "text", "text": pieces[0]}] if pieces[0] else []
             for piece in pieces[1:]:
                 parts.append({"type": "image_url", "image_url": {"url": next(urls)}})

@@ -60,11 +60,6 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         os.environ["LAB_HOME"] = settings.workspace
     ctx = UIContext(settings=settings)
     app = build_app(ctx)
-    if settings.model:
-        try:
-            ctx.handle.load_in_background(settings.model)
-        except LabError as err:  # a name refused at once: the header says why, the app still starts
-            ctx.handle.record_error(err)
     app.queue(default_concurrency_limit=4)
     app.launch(
         server_name=settings.host,
@@ -72,18 +67,25 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         share=settings.share,
         i18n=i18n.build_i18n(),
         app_kwargs={"middleware": [Middleware(i18n.LanguageScript, forced=settings.lang)]},
-        prevent_thread_lock=True,
         quiet=True,  # its own lines speak of launch(share=True); ours below name --share
         show_error=True,
         max_file_size=UploadLimits.from_env().max_file_bytes,  # a bigger upload is stopped while it arrives
         # Gradio serves files from the working folder and the temp folder only; a workspace elsewhere
         # (a Space's persistent /data) needs its datasets and downloads named, or no image shows.
         allowed_paths=[str(paths.datasets_dir()), str(paths.workspace() / "exports")],
+        prevent_thread_lock=True,
     )
     lang = cli_lang()
     print(localize(Msg("VLM Lab is running on {url}", url=app.local_url), lang), flush=True)
     if not settings.share and not os.environ.get("SPACE_ID"):
         print(localize(Msg("Start it with --share for a temporary public link."), lang), flush=True)
+    # The model loads once the page is served: importing torch and reading weights would
+    # otherwise hold up the first page by seconds.
+    if settings.model:
+        try:
+            ctx.handle.load_in_background(settings.model)
+        except LabError as err:  # a name refused at once: the header says why, the app still starts
+            ctx.handle.record_error(err)
     if block:
         app.block_thread()
     return app, ctx

@@ -1,4 +1,4 @@
-"""Train tab: a form over ``TrainConfig``, a live loss plot, and the past runs.
+"""Train tab: a form over ``TrainConfig``, a live loss plot (and a reward plot for GRPO runs), and the past runs.
 
 The form's widgets are made from the config's fields (a preset fills them); Start builds
 a ``TrainConfig`` and calls :func:`lab.training.job.start_training`, which trains in a
@@ -20,11 +20,12 @@ from lab import paths
 from lab.dataset import dataset_stats, latest_dataset, list_datasets
 from lab.errors import LabError, localize
 from lab.jobs import JobState
-from lab.handle import find_run
+from lab.training.runs import find_run
 from lab.text import Msg
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
-from lab.training.runs import RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, train_command
+from lab.training.runs import (RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, reward_curves,
+                               score_curves, train_command)
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values, shown_values
 from lab.ui.i18n import t
@@ -32,8 +33,12 @@ from lab.ui.i18n import t
 MAIN_FIELDS = ["model", "dataset", "run_name", "method", "lora_targets", "train_vision", "train_merger",
                "train_language", "learning_rate", "num_epochs", "max_steps", "per_device_batch_size",
                "gradient_accumulation_steps", "max_length", "num_gpus"]  # fmt: skip
-MORE_FIELDS = [f.name for f in fields(TrainConfig) if f.name not in MAIN_FIELDS and f.name != "output_dir"]
-FORM_FIELDS = MAIN_FIELDS + MORE_FIELDS
+# The trainer's choice shows GRPO's own settings (lab/training/grpo.py) only when it is grpo.
+GRPO_FIELDS = ["trainer", "rewards", "num_generations", "temperature", "max_new_tokens", "beta", "clip_epsilon",
+               "num_iterations", "reward_pattern", "target_length"]  # fmt: skip
+MORE_FIELDS = [f.name for f in fields(TrainConfig)
+               if f.name not in MAIN_FIELDS + GRPO_FIELDS and f.name != "output_dir"]  # fmt: skip
+FORM_FIELDS = MAIN_FIELDS + MORE_FIELDS + GRPO_FIELDS
 
 
 def form_values(cfg: TrainConfig) -> list:
@@ -47,9 +52,9 @@ def config_from_form(values: dict) -> TrainConfig:
 
 
 def default_preset() -> str:
-    import torch
+    from lab.models import gpu_present
 
-    return "lora" if torch.cuda.is_available() else "cpu_demo"
+    return "lora" if gpu_present() else "cpu_demo"
 
 
 def _duration(seconds) -> str:
@@ -63,9 +68,9 @@ def _num(value, fmt: str) -> str:
 
 
 def status_outputs(run_dir, lang: str = "en"):
-    """(progress bar HTML, status line, loss points, lr points) for the run in ``run_dir``."""
+    """(progress bar HTML, status line, loss points, lr points, answer-score points) for the run in ``run_dir``."""
     if run_dir is None:
-        return "", localize(Msg("No training run yet. Pick a preset and press Start."), lang), None, None
+        return "", localize(Msg("No training run yet. Pick a preset and press Start."), lang), None, None, None
     p = progress(run_dir)
     job = jobs.current_job()
     mine = job is not None and str(job.run_dir) == str(run_dir)
@@ -82,15 +87,27 @@ def status_outputs(run_dir, lang: str = "en"):
         line += f"  \n⚠️ {html.escape(localize(p.message, lang))}"
     bar = f'<progress value="{p.step}" max="{max(p.total or 1, 1)}" style="width:100%"></progress>'
     loss, lr = curves(run_dir)
-    named = [localize(SERIES[name], lang) for name in ("train", "eval")]  # the legend, in the page's language
-    return bar, line, plot_points(_named(loss, lang), tuple(named)), plot_points(_named(lr, lang))
+    kl, _ = reward_curves(run_dir)  # a GRPO run draws its KL next to its loss
+    named = [localize(SERIES[name], lang) for name in (("train", "kl") if kl else ("train", "eval"))]  # the legend
+    return (bar, line, plot_points(_named(loss + kl, lang), tuple(named)), plot_points(_named(lr, lang)),
+            plot_points(score_curves(run_dir)))
 
 
-SERIES = {"train": Msg("train"), "eval": Msg("eval"), "lr": Msg("learning rate")}
+SERIES = {"train": Msg("train"), "eval": Msg("eval"), "kl": Msg("kl"), "lr": Msg("learning rate")}
 
 
 def _named(points: list[dict], lang: str) -> list[dict]:
+    """The points with their series named in the page's language (the legend)."""
     return [{**point, "series": localize(SERIES[point["series"]], lang)} for point in points]
+
+
+def reward_plot(run_dir):
+    """The reward plot of a GRPO run (mean reward, and each reward when there are several); hidden for other runs."""
+    _, rewards = reward_curves(run_dir) if run_dir is not None else ([], [])
+    if not rewards:
+        return gr.update(visible=False)
+    series = tuple(dict.fromkeys(point["series"] for point in rewards))
+    return gr.update(value=plot_points(rewards, series), visible=True)
 
 
 def plot_points(rows: list, series: tuple[str, ...] = ()):
@@ -152,11 +169,12 @@ def command(preset_name: str, values: dict, lang: str = "en"):
 
 
 def poll(chosen, lang: str = "en"):
-    """(progress bar, status line, loss points, lr points, log) of the run this page follows."""
+    """(progress bar, status line, loss points, lr points, answer-score points, log, reward plot) of the run this
+    page follows."""
     run_dir = watched_run(chosen)
     job = jobs.current_job()
     log = "\n".join(job.log_tail(60)) if job is not None and str(job.run_dir) == str(run_dir) else ""
-    return (*status_outputs(run_dir, lang), log)
+    return (*status_outputs(run_dir, lang), log, reward_plot(run_dir))
 
 
 def _picked(run_dir: str | None) -> str:
@@ -170,17 +188,29 @@ def load_for_chat(ctx, run_dir: str | None, lang: str = "en") -> str:
     return localize(Msg("Loaded {name}; Evaluate and Chat now use it.", name=run_dir.rsplit("/", 1)[-1]), lang)
 
 
+DATASET_HINT = Msg("Pick one or more; type path:0.5 to take half of a dataset, path:200 to take 200 samples.")
+
+
 def _form(base: TrainConfig) -> Form:
     form = Form(TrainConfig, base)
     datasets = [str(p) for p in list_datasets(include_variants=True)]
-    rows = [("model", "dataset", "run_name", "method"),
+    rows = [("model", "dataset", "run_name", "method", "trainer"),
             ("lora_targets", "train_vision", "train_merger", "train_language", "num_gpus"),
             ("learning_rate", "num_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
              "max_length")]  # fmt: skip
     for names in rows:
         with gr.Row():
             for name in names:
-                form.add(name, **({"choices": datasets} if name == "dataset" else {}))
+                form.add(name, **({"choices": datasets, "info": t(DATASET_HINT)}  # dynamic template: DATASET_HINT
+                                  if name == "dataset" else {}))
+    grpo = base.trainer == "grpo"
+    with gr.Row():
+        form.add("rewards", scale=2, visible=grpo)
+        for name in GRPO_FIELDS[2:5]:
+            form.add(name, visible=grpo)
+    with gr.Row():
+        for name in GRPO_FIELDS[5:]:
+            form.add(name, visible=grpo)
     with gr.Accordion(t("More settings"), open=False):
         for first in range(0, len(MORE_FIELDS), 6):
             with gr.Row():
@@ -208,6 +238,10 @@ def create_tab(ctx) -> None:
                                 y_title=t("Loss"), color_title=t("series"))  # fmt: skip
         lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Learning rate"), x_title=t("step"),
                               y_title=t("Learning rate"), color_title=t("series"))  # fmt: skip
+        score_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Scores of the answers"),
+                                 x_title=t("step"), y_title=t("score (0-100)"), color_title=t("series"))  # fmt: skip
+        rewards_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Reward"), x_title=t("step"),
+                                   y_title=t("Reward"), color_title=t("series"), visible=False)  # fmt: skip
     with gr.Accordion(t("Log"), open=False):
         log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("Log"), show_label=False)
     with gr.Accordion(t("Past runs"), open=False):
@@ -247,8 +281,12 @@ def create_tab(ctx) -> None:
     stop_btn.click(i18n.handler(ctx, stop), None, message, api_name="train_stop")
     command_btn.click(i18n.handler(ctx, on_command), None, command_box, api_name="train_command",
                       inputs_kwargs={"preset": preset, **widgets})  # fmt: skip
-    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected, [bar, status, loss_plot, lr_plot, log_box],
+    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected,
+                       [bar, status, loss_plot, lr_plot, score_plot, log_box, rewards_plot],
                        api_name="train_poll", show_progress="hidden")  # fmt: skip
+    grpo_widgets = [widgets[name] for name in GRPO_FIELDS[1:]]
+    widgets["trainer"].change(lambda trainer: [gr.update(visible=trainer == "grpo")] * len(grpo_widgets),
+                              widgets["trainer"], grpo_widgets, api_name="train_trainer")  # fmt: skip
     refresh_btn.click(on_refresh, None, [runs, run_pick], api_name="train_runs")
     show_btn.click(i18n.handler(ctx, on_show), run_pick, [selected, run_config], api_name="train_show_run")
     resume_btn.click(i18n.handler(ctx, on_resume), run_pick, [message, selected], api_name="train_resume")
@@ -260,10 +298,11 @@ def preselect_dataset(current: str | None, lang: str = "en"):
     """On arrival: the newest labeled or imported dataset that has records replaces the bundled sample as the
     choice; the note says which one and why (and why a newer one without records is not it)."""
     choices = [str(p) for p in list_datasets(include_variants=True)]
-    if current and current != "data/sample" and current != str(paths.SAMPLE_DATASET):
+    current = [current] if isinstance(current, str) else list(current or [])
+    if current and current not in (["data/sample"], [str(paths.SAMPLE_DATASET)]):
         return gr.update(choices=choices), ""  # the person's own choice stays
     latest, newest = latest_dataset(), latest_dataset(with_records=False)
-    value = str(latest) if latest else current
+    value = [str(latest)] if latest else current
     notes = []
     if latest:
         notes.append(Msg("Dataset preselected: {path}, the newest labeled or imported one ({n} records).",
