@@ -5,3 +5,7 @@ The core modules in this package never import gradio (a test checks it); the UI 
 """
 
 __version__ = "0.1.0"
+
+from lab.library_messages import silence as _silence
+
+_silence()  # library warnings that do not apply to the lab, each with its reason there

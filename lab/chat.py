@@ -14,6 +14,7 @@ meanwhile are told the model is busy, and the other way round.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,12 @@ from typing import Iterator
 from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import LabError
 from lab.handle import ModelHandle, adapter_names
+from lab.jobs import unexpected_failure
 from lab.settings import check, setting
+from lab.text import Msg
+
+logger = logging.getLogger(__name__)
+ANSWERING = Msg("Answering")  # what failed, when an answer breaks off
 
 
 @dataclass
@@ -89,10 +95,14 @@ def stream_reply(
     messages, image_paths = to_conversation(history, settings.system)
     images = [open_image(p) for p in image_paths]
     with handle.generating(adapter) as loaded:
-        yield from stream_generate(
-            loaded, messages, images, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-            top_p=settings.top_p, stop=stop,
-        )  # fmt: skip
+        try:
+            yield from stream_generate(
+                loaded, messages, images, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                top_p=settings.top_p, stop=stop,
+            )  # fmt: skip
+        except Exception as err:  # the library broke off: one sentence for the person, the traceback in the log
+            logger.error("answering failed", exc_info=err)
+            raise LabError(unexpected_failure(ANSWERING, err)) from None  # dynamic template: the failure
 
 
 def reply(handle: ModelHandle, history: list[dict], settings: ChatSettings, *, adapter: bool | None = None) -> str:

@@ -32,6 +32,9 @@ from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import ConfigError, DatasetError
 
 DATA_FILE = "data.jsonl"
+# A labeled folder's bookkeeping (lab.labeling.store): images that failed and records a person
+# rejected. They sit next to data.jsonl but are not training data, so no list offers them.
+NOT_DATASETS = ("failures.jsonl", "rejected.jsonl")
 ROLES = ("system", "user", "assistant", "tool")
 
 _append_lock = threading.Lock()
@@ -48,6 +51,17 @@ def dataset_file(path: str | Path) -> Path:
     elif not path.is_file():
         raise DatasetError("Dataset not found: {path}.", path=path)
     return paths.check_allowed(path)  # the data.jsonl of an allowed folder may itself be a link out
+
+
+def named_dataset(text: str) -> Path:
+    """Where a dataset a person names goes: a plain name means ``data/<name>`` in the workspace, anything
+    else is a path (the Labeling tab's "Dataset to write", ``python -m lab review NAME``)."""
+    text = (text or "").strip()
+    if not text:
+        raise ConfigError("Give the dataset a name, e.g. my_labels.")
+    if "/" not in text and "\\" not in text and not text.startswith((".", "~")):
+        return paths.under(paths.datasets_dir(), text)
+    return paths.resolve(text)
 
 
 def dataset_root(path: str | Path) -> Path:
@@ -277,7 +291,8 @@ def list_datasets(include_variants: bool = False) -> list[Path]:
             continue
         found.append(folder)
         if include_variants:
-            found += sorted(p for p in folder.glob("*.jsonl") if p.name != DATA_FILE and paths.is_allowed(p))
+            found += sorted(p for p in folder.glob("*.jsonl")
+                            if p.name != DATA_FILE and p.name not in NOT_DATASETS and paths.is_allowed(p))
     return found
 
 
@@ -288,8 +303,20 @@ def _dataset_folders(base: Path) -> list[Path]:
     return [p for p in base.iterdir() if paths.is_allowed(p) and (p / DATA_FILE).is_file()]
 
 
-def latest_dataset() -> Path | None:
-    """The dataset folder under :func:`lab.paths.datasets_dir` written most recently (labeled, imported)."""
-    base = paths.datasets_dir()
-    files = [folder / DATA_FILE for folder in _dataset_folders(base)]
+def latest_dataset(with_records: bool = True) -> Path | None:
+    """The dataset folder under :func:`lab.paths.datasets_dir` written most recently (labeled, imported);
+    with ``with_records``, the newest that has a record (a labeling run whose answers all failed leaves
+    an empty one)."""
+    files = [folder / DATA_FILE for folder in _dataset_folders(paths.datasets_dir())]
+    if with_records:
+        files = [f for f in files if has_records(f)]
     return max(files, key=lambda f: f.stat().st_mtime).parent if files else None
+
+
+def has_records(path: str | Path) -> bool:
+    """Whether a dataset file (or folder) has a line that is not blank."""
+    try:
+        with open(dataset_file(path), "rb") as file:
+            return any(line.strip() for line in file)
+    except (DatasetError, OSError):
+        return False

@@ -200,6 +200,13 @@ class ModelHandle:
             raise LabError("Name a model (--model, e.g. demo or Qwen/Qwen2.5-VL-3B-Instruct) or a run (--adapter).")
         return self.load(model, **options)
 
+    def load_any(self, name: str, **options: Any) -> Any:
+        """``name`` as a person types it: a training run (its name under ``checkpoints/`` or its folder;
+        its base model plus its adapter) or a model (a Hub id, a folder, ``demo``)."""
+        if run_folder_of(name) is not None:
+            return self.load_run(name, **options)
+        return self.load(name, **options)
+
     def _holds_base(self, run: "RunFolder", quantization: str | None) -> bool:
         loaded = self.loaded
         if loaded is None or (loaded.quantization or None) != (quantization or None):
@@ -335,6 +342,17 @@ def same_model(a: str, b: str) -> bool:
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def run_folder_of(name: str) -> Path | None:
+    """The training run ``name`` names (a folder with a run's config, or a run's name), else None."""
+    if not str(name).strip() or str(name) == DEMO_MODEL:
+        return None
+    try:
+        path = find_run(name)
+    except LabError:
+        return None
+    return path if any((p / CONFIG_FILE).is_file() for p in (path, path.parent)) else None
 
 
 def free_accelerator_memory() -> None:

@@ -212,6 +212,21 @@ def save_prompt_preset(preset: PromptPreset) -> Path:
     return path
 
 
+def save_prompt_text(name: str, lang: str, text: PromptText, want_json: bool, title: str = "") -> Path:
+    """Save ``text`` as the ``lang`` prompt of the user preset ``name`` (its other language, if saved
+    before, is kept) and return the file; the prompt tab and ``python -m lab prompt save`` call this."""
+    name, lang = (name or "").strip(), lang if lang in LANGS else "en"
+    texts: dict[str, PromptText] = {}
+    titles: dict[str, str] = {}
+    if name in list_prompt_presets():
+        old = load_prompt_preset(name)
+        texts, titles = dict(old.texts), dict(old.title)
+    texts[lang] = text
+    if (title or "").strip():
+        titles[lang] = title.strip()
+    return save_prompt_preset(PromptPreset(name=name, texts=texts, title=titles, json=bool(want_json)))
+
+
 def prompt_sha(system: str, user: str, *extra) -> str:
     """A short stable hash of a prompt (plus e.g. model and settings) that keys labeling results.
 

@@ -27,7 +27,7 @@ def test_show_check_split_export_import(launch_app, sample_dataset, tmp_path):
         names = set(z.namelist())
     assert {"data.json", "dataset_info.json"} <= names and sum(n.startswith("images/") and n.endswith(".png") for n in names) == 60
 
-    status, chosen = client.predict(handle_file(archive), "imported", api_name="/dataset_import")
+    status, chosen = client.predict([handle_file(archive)], "imported", api_name="/dataset_import")
     assert status.startswith("All 60 records"), status
     imported = paths.datasets_dir() / "imported"
     assert Path(chosen["value"]) == imported and (imported / "data.jsonl").is_file()

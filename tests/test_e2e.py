@@ -98,7 +98,7 @@ def test_the_loop_through_the_app(launch_app, labeler, pictures, lab_home):
     system, user, want_json, keys = client.predict("sample_caption", "en", api_name="/prompt_load")
     summary, gallery_a, _, _ = client.predict(["0001.png", "0002.png"], None, system, user, False, "", False, "", "",
                                               False, "", *_labeler_values(labeler), api_name="/prompt_preview")  # fmt: skip
-    assert "**A**: 2/2 usable" in summary and gallery_a[0]["caption"].startswith("A donut chart")
+    assert "**A**: 2/2 answered, 2 usable" in summary and gallery_a[0]["caption"].startswith("A donut chart")
 
     # Labeling: the whole folder, into a new dataset.
     status, _ = client.predict(str(pictures), "classroom", "sample_caption", "en", 0, *_labeler_values(labeler),
@@ -110,8 +110,8 @@ def test_the_loop_through_the_app(launch_app, labeler, pictures, lab_home):
     dataset = lab_home / "data" / "classroom"
 
     # Train: the labeled dataset is preselected; train until the loss falls.
-    chosen = client.predict("data/sample", api_name="/train_tab_select")
-    assert [Path(v) for v in chosen["value"]] == [dataset]
+    chosen, note = client.predict("data/sample", api_name="/train_tab_select")
+    assert [Path(v) for v in chosen["value"]] == [dataset] and f"Dataset preselected: {dataset}" in note
     cfg = TrainConfig.from_preset("cpu_demo", [f"dataset={chosen['value'][0]}", "run_name=loop", "num_epochs=25",
                                                "val_ratio=0", "eval_steps=1000"])  # fmt: skip
     assert client.predict(**dict(zip(FORM_FIELDS, form_values(cfg))), api_name="/train_start") == "Started loop."

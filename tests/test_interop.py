@@ -180,9 +180,9 @@ def test_eval_and_label_with_nothing_done_exit_non_zero(tmp_path, capsys, monkey
     with FakeOpenAI(responder=lambda body: server_error(400)) as server:
         code = main(["eval", "--endpoint", server.base_url, "--model", "m", "--dataset", str(SAMPLE), "--limit", "2"])
         assert code == 1
-        assert "No sample was scored" in capsys.readouterr().err
+        assert "Nothing was scored" in capsys.readouterr().err
         many(tmp_path / "pics", 2)
         code = main(["label", "--images", str(tmp_path / "pics"), "--prompt", "sample_caption", "--out",
                      str(tmp_path / "ds"), "--base-url", server.base_url, "--model", "m", "--max-retries", "0"])
         assert code == 1
-        assert "2 image(s) failed" in capsys.readouterr().err
+        assert "Nothing was labeled: every image failed" in capsys.readouterr().err

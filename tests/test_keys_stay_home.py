@@ -67,7 +67,8 @@ def test_the_app_sends_the_owner_key_only_to_its_own_url(launch_app, server, tmp
 
     # A visitor's URL (the local test server, which is not OPENAI_BASE_URL): the placeholder, never the key.
     summary, status, evaluation = use_the_endpoint(client, server.base_url, "", folder, "visitor", sample_dataset)
-    assert "**A**: 1/1 usable" in summary and "finished: 2 labeled" in status and "2/2 samples scored" in evaluation
+    assert "**A**: 1/1 answered, 1 usable" in summary and "finished: 2 labeled" in status
+    assert "2/2 samples scored" in evaluation
     assert server.count == 5 and bearers(server) == {"Bearer EMPTY"}
 
     # A visitor's URL elsewhere: one sentence, nothing sent.
@@ -83,7 +84,8 @@ def test_the_app_sends_the_owner_key_only_to_its_own_url(launch_app, server, tmp
     server.reset()
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     summary, status, evaluation = use_the_endpoint(client, server.base_url, "", folder, "owner", sample_dataset)
-    assert "**A**: 1/1 usable" in summary and "finished: 2 labeled" in status and "2/2 samples scored" in evaluation
+    assert "**A**: 1/1 answered, 1 usable" in summary and "finished: 2 labeled" in status
+    assert "2/2 samples scored" in evaluation
     assert server.count == 5 and bearers(server) == {f"Bearer {OWNER_KEY}"}
 
 

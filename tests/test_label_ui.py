@@ -40,7 +40,7 @@ def test_preview_shows_a_and_b_side_by_side_and_saves_a_preset(launch_app, serve
     summary, gallery_a, gallery_b, details = client.predict(
         ["0001.png", "0002.png"], [handle_file(str(upload))], system, user, False, "", True, "", b_user, True,
         "label, reason", *labeler_values(server), api_name="/prompt_preview")
-    assert "**A**: 3/3 usable" in summary and "**B**: 3/3 usable" in summary
+    assert "**A**: 3/3 answered, 3 usable" in summary and "**B**: 3/3 answered, 3 usable" in summary
     assert [item["caption"] for item in gallery_a] == ["A small coloured rectangle."] * 3
     assert json.loads(gallery_b[0]["caption"]) == {"label": "chart", "reason": "it has bars"}
     rows = details["data"]
@@ -113,7 +113,7 @@ def test_label_review_and_export_a_folder(launch_app, server, tmp_path, lab_home
     from gradio_client import Client
 
     reloaded = Client(app.local_url, verbose=False)  # a new page: no run of its own, the counts come from disk
-    message, gallery, items, failures, timer = reloaded.predict("ui_set", api_name="/label_progress")
+    message, gallery, items, failures, timer, status = reloaded.predict("ui_set", api_name="/label_progress")
     assert message.endswith("ui_set: 9 labeled, 0 failed so far.") and timer["active"] is False
 
     status, archive = client.predict("ui_set", "llamafactory", api_name="/label_export")

@@ -65,10 +65,12 @@ def test_cli_labels_with_a_local_model_and_resuming_asks_for_it_again(tiny_model
     shutil.copy(sample_dataset / "images" / "0004.png", pics)
     out = tmp_path / "ds"
     model = str(tiny_models("qwen2_5_vl"))
+    # Greedy, the untrained model repeats a blank line to the limit: nothing usable, so the exit status is 1.
     assert main(["label", "--images", str(pics), "--prompt", "sample_caption", "--out", str(out),
-                 "--local-model", model, "--max-tokens", "4"]) == 0
+                 "--local-model", model, "--max-tokens", "4", "--temperature", "0"]) == 1
     err = capsys.readouterr().err
-    assert "finished: " in err and "of 1" in err and "$0.0000" in err
+    assert "finished: 0 labeled, 1 failed" in err and "of 1" in err and "$0.0000" in err
+    assert "Nothing was labeled: every image failed (the first: 0004.png: empty answer)" in err
     rows = list(read_rows(out / "data.jsonl")) + list(read_rows(out / "failures.jsonl"))
     assert len(rows) == 1 and rows[0].get("source", rows[0].get("meta", {}).get("source")) == "0004.png"
     assert main(["label", "--out", str(out)]) == 2

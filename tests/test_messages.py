@@ -26,7 +26,7 @@ CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")  # Chinese charac
 DYNAMIC = re.compile(r"# dynamic template: \S")  # a known exception, with its reason
 # Chinese that is the English on purpose: names of methods, settings and tools.
 SAME_IN_CHINESE = {
-    "Base URL", "DeepSpeed", "DoRA", "LoRA alpha", "LoRA dropout", "Top-p", "rsLoRA", "vLLM --max-model-len",
+    "DeepSpeed", "DoRA", "LoRA alpha", "LoRA dropout", "Top-p", "rsLoRA", "vLLM --max-model-len",
 }
 
 

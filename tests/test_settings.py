@@ -97,7 +97,7 @@ def test_a_label_is_english_and_its_chinese_is_in_the_catalog():
     assert localize(Msg("Learning rate"), "zh") == "学习率"
     labeler, endpoint = setting_of(LabelerConfig, "base_url"), setting_of(EndpointConfig, "base_url")
     assert labeler.label == endpoint.label == "Base URL" and endpoint.context == "endpoint"  # two translations
-    assert catalog("zh")["Base URL"] == "Base URL" and catalog("zh")["endpoint\x04Base URL"] == "接口地址"
+    assert catalog("zh")["Base URL"] == "接口地址（Base URL）" and catalog("zh")["endpoint\x04Base URL"] == "接口地址"
     parts = setting_of(TrainConfig, "lora_targets").choice_labels
     assert localize(parts["vision"], "zh") == "视觉编码器"
 

@@ -33,8 +33,9 @@ def test_every_tab_refuses_in_chinese(zh_client, sample_dataset, lab_home):
     message = _chinese_error(lambda: client.predict(message={"text": "你好", "files": []}, max_new_tokens=8,
                                                     api_name="/chat"))  # fmt: skip
     assert "尚未加载模型" in message
-    _chinese_error(lambda: client.predict(source="(validation split of the loaded run)", batch_size=4,
-                                          api_name="/evaluate"))  # fmt: skip
+    progress, summary, *_ = client.predict(source="(validation split of the loaded run)", batch_size=4,
+                                           api_name="/evaluate")  # shown where the result would go
+    assert progress == "" and CJK.search(summary) and "Traceback" not in summary, summary
     # Export without a run, and a run that does not exist.
     assert "请选择要导出的训练任务" in _chinese_error(lambda: client.predict(run="", out="", api_name="/export"))
     _chinese_error(lambda: client.predict(run="no-such-run", out="", api_name="/export"))

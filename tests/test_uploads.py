@@ -196,11 +196,11 @@ def test_the_labeling_upload_refuses_a_bomb_and_keeps_nothing(launch_app, tmp_pa
 def test_the_dataset_import_refuses_a_bomb_and_keeps_nothing(launch_app, tmp_path, lab_home):
     app, ctx, client = launch_app(model="")
     before = kept_files(lab_home)
-    status, _ = client.predict(handle_file(str(bomb(tmp_path / "bomb.zip"))), "boom", api_name="/dataset_import")
+    status, _ = client.predict([handle_file(str(bomb(tmp_path / "bomb.zip")))], "boom", api_name="/dataset_import")
     assert status == BOMB
     assert kept_files(lab_home) == before and uploads_left(lab_home) == [] and not paths.datasets_dir().exists()
     sly = make_zip(tmp_path / "sly.zip", {"data.jsonl": b"{}", "../../escaped.jsonl": b"{}"})
-    status, _ = client.predict(handle_file(str(sly)), "sly", api_name="/dataset_import")
+    status, _ = client.predict([handle_file(str(sly))], "sly", api_name="/dataset_import")
     assert status.startswith("sly.zip: '../../escaped.jsonl' points outside the archive")
     assert kept_files(lab_home) == before and uploads_left(lab_home) == []
     picture = many(tmp_path / "pics", 1)[0]
@@ -208,7 +208,7 @@ def test_the_dataset_import_refuses_a_bomb_and_keeps_nothing(launch_app, tmp_pat
         {"role": "user", "content": "<image>What?"}, {"role": "assistant", "content": "A square."}]}
     records = make_zip(tmp_path / "records.zip", {"data.jsonl": (json.dumps(record) + "\n").encode(),
                                                   "images/0000.png": picture.read_bytes()})
-    status, chosen = client.predict(handle_file(str(records)), "records", api_name="/dataset_import")
+    status, chosen = client.predict([handle_file(str(records))], "records", api_name="/dataset_import")
     assert status.startswith("All 1 records"), status
     assert (paths.datasets_dir() / "records" / "data.jsonl").is_file()
     assert uploads_left(lab_home) == []  # the upload was only on its way into the dataset folder

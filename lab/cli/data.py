@@ -17,6 +17,19 @@ def add_parser(subparsers) -> None:
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
+    listing = actions.add_parser("list", help="the datasets of the workspace and the bundled sample, with their splits",
+                                 description="Every dataset folder under data/ (and the bundled sample), each followed "
+                                             "by its other .jsonl files (variants, train/val splits).")
+    listing.add_argument("--json", action="store_true", help="print JSON (with each dataset's counts)")
+    listing.set_defaults(func=run_list)
+
+    show = actions.add_parser("show", help="a dataset's counts and one page of its records",
+                              description="Counts of records, images, answers and languages, then a page of records.")
+    show.add_argument("path", help="dataset folder or .jsonl file")
+    show.add_argument("--page", type=int, default=1, help="page number, of 24 records each (default: 1)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=run_show)
+
     check = actions.add_parser("check", help="report every problem in a dataset, line by line",
                                description="Check every record; exit status 1 when any record has a problem.")
     check.add_argument("path", help="dataset folder or .jsonl file")
@@ -92,3 +105,62 @@ def run_split(args: argparse.Namespace) -> int:
                 n_train=n_train, train_path=train_path, n_val=n_val, val_path=val_path)
     print(localize(wrote, cli_lang()))
     return 0
+
+
+def _stats(path) -> dict:
+    from dataclasses import asdict
+
+    from lab.dataset import dataset_stats
+
+    return asdict(dataset_stats(path))
+
+
+def run_list(args: argparse.Namespace) -> int:
+    import json
+
+    from lab.dataset import list_datasets
+
+    found = list_datasets(include_variants=True)
+    if args.json:
+        print(json.dumps([{"path": str(p), **_stats(p)} for p in found], ensure_ascii=False, indent=2))
+        return 0
+    for path in found:
+        print(path)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    import json
+
+    from lab import paths
+    from lab.dataset import load_records
+    from lab.errors import cli_lang, localize
+    from lab.gallery import PAGE_SIZE, page_count
+    from lab.text import Msg
+
+    path = paths.resolve(args.path)
+    records, stats = load_records(path), _stats(path)
+    pages = page_count(len(records))
+    number = min(max(args.page, 1), pages)
+    rows = [_row(r) for r in records[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]]
+    if args.json:
+        print(json.dumps({"path": str(path), **stats, "page": number, "pages": pages, "records": rows},
+                         ensure_ascii=False, indent=2))
+        return 0
+    languages = ", ".join(f"{k}: {v}" for k, v in sorted(stats["languages"].items()))
+    lang = cli_lang()
+    print(localize(Msg("{records} records · {images} images · {turns} answers · {languages}", records=stats["records"],
+                       images=stats["images"], turns=stats["turns"], languages=languages), lang))
+    for row in rows:
+        print("  ".join(" ".join(str(row[k]).split())[:80] for k in ("id", "images", "prompt", "answer")))
+    print(localize(Msg("Page {page} of {pages}", page=number, pages=pages), lang))
+    return 0
+
+
+def _row(record: dict) -> dict:
+    messages = [m for m in record.get("messages") or [] if isinstance(m, dict)]
+    prompt = next((m.get("content", "") for m in messages if m.get("role") == "user"), "")
+    answer = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
+    images = record.get("images") or []
+    return {"id": str(record.get("id", "")), "images": ", ".join(map(str, images)) if isinstance(images, list) else images,
+            "prompt": prompt, "answer": answer}

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import threading
 
+from lab.cli.stopping import StopOnCtrlC
 from lab.evaluation.endpoint import EndpointConfig
 from lab.evaluation.runner import EvalSettings
 from lab.settings import add_flags
 from lab.text import Msg
 
 
+STOPPING = Msg("stopping after this batch; the answered samples are scored and kept (Ctrl-C again to quit at once)")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model / --adapter / --quantization / --device, shared by eval and chat."""
     parser.add_argument("--model", default=None, help="Hub id, local folder or 'demo' (the tiny offline model); with --adapter, the base model (default: the run's)")
     parser.add_argument("--adapter", default=None, metavar="RUN", help="a training run (name under checkpoints/ or folder): its LoRA adapter, or its fine-tuned model")
-    parser.add_argument("--quantization", choices=["4bit", "8bit"], default=None, help="load the model quantized (needs a CUDA GPU)")
+    parser.add_argument("--quantization", choices=["4bit", "8bit"], default=None,
+                        help="load the model quantized with bitsandbytes (4bit is NF4); a CUDA GPU, or the CPU (slower)")
     parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N")
 
 
@@ -35,6 +42,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--api-key", default=None, help="deprecated, the key ends up in shell history and the process list: use --api-key-env")
     add_flags(parser, EndpointConfig, exclude=("max_new_tokens", "temperature"), title="with --endpoint")
     parser.set_defaults(func=run)
+    saved = parser.add_subparsers(dest="action", metavar="[list | show]",
+                                  help="browse saved results instead: 'eval list', 'eval show RESULT'")
+    listing = saved.add_parser("list", help="saved evaluation results, newest first (the workspace's and every run's)")
+    listing.add_argument("--adapter", dest="run", default=None, metavar="RUN", help="only this run's results")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=run_list)
+    show = saved.add_parser("show", help="one saved result: metrics per variant and the samples")
+    show.add_argument("result", help="a result's .json file (see 'eval list')")
+    show.add_argument("--sort", choices=["gain", "loss", "id"], default="gain",
+                      help="order of the samples: largest gain first, largest loss first, or as in the data")
+    show.add_argument("--sample", default=None, metavar="ID", help="show one sample in full: prompt, reference, answers, scores")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=run_show)
 
 
 def _progress(done: int, total: int, eta: float | None) -> None:
@@ -76,10 +96,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).")
     handle = ModelHandle()
     handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
-    result = run_evaluation(handle, samples, settings, source=source, progress=_progress)
+    stop = threading.Event()
+    with StopOnCtrlC(stop, STOPPING):
+        result = run_evaluation(handle, samples, settings, source=source, progress=_progress, stop=stop)
     print(file=sys.stderr)
     print(format_result(result))
-    return _status(result)
+    return nothing_scored(result)
 
 
 def _run_endpoint(args: argparse.Namespace) -> int:
@@ -92,20 +114,23 @@ def _run_endpoint(args: argparse.Namespace) -> int:
         raise ConfigError("With --endpoint, give --dataset and --model (the name the server serves).")
     settings = from_flags(EvalSettings, args)
     config = from_flags(EndpointConfig, args, base_url=args.endpoint, model=args.model, api_key=_api_key(args))
-    result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=settings.name, source=args.dataset,
-                               limit=settings.limit or None, progress=_progress)  # fmt: skip
+    stop = threading.Event()
+    with StopOnCtrlC(stop, STOPPING):
+        result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=settings.name,
+                                   source=args.dataset, limit=settings.limit or None, progress=_progress, stop=stop)
     print(file=sys.stderr)
     print(format_result(result))
-    return _status(result)
+    return nothing_scored(result)
 
 
-def _status(result) -> int:
-    """1 when no sample was scored (the skipped ones' reasons are printed above), else 0."""
+def nothing_scored(result) -> int:
+    """1, with the reason, when no sample could be scored (every image unreadable, every request failed); else 0."""
     from lab.errors import cli_lang, localize
 
-    if result.samples:
+    if result.samples or result.stopped and not result.skipped:
         return 0
-    print(localize(Msg("No sample was scored; the reasons are above."), cli_lang()), file=sys.stderr)
+    print(localize(Msg("Nothing was scored: every sample was skipped (the reasons are above)."), cli_lang()),
+          file=sys.stderr)
     return 1
 
 
@@ -126,3 +151,61 @@ def _api_key(args: argparse.Namespace) -> str | None:
     if not key:
         raise ConfigError("--api-key-env names {api_key_env}, which is not set or empty.", api_key_env=args.api_key_env)
     return key
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from lab import paths
+    from lab.evaluation.runner import list_results, load_result
+    from lab.handle import find_run
+    from lab.training.runs import list_runs
+
+    folders = [find_run(args.run) / "eval"] if args.run else [paths.workspace() / "eval"] + [
+        info.path / "eval" for info in list_runs()]
+    found = sorted((p for folder in folders for p in list_results(folder)), key=lambda p: p.stat().st_mtime,
+                   reverse=True)  # fmt: skip
+    rows = []
+    for path in found:
+        result = load_result(path)
+        rows.append({"path": str(path), "name": result.name, "source": result.source, "variants": result.variants,
+                     "scored": len(result.samples), "total": result.total, "model": result.model,
+                     "metrics": result.metrics})
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['path']}  {row['scored']}/{row['total']}  {'/'.join(row['variants'])}  {row['source']}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from lab.errors import ConfigError, cli_lang, localize
+    from lab.evaluation.report import sample_table, summary_line
+    from lab.evaluation.runner import load_result
+
+    result = load_result(args.result)
+    if args.sample is not None:
+        sample = next((s for s in result.samples if str(s["id"]) == args.sample), None)
+        if sample is None:
+            raise ConfigError("No sample {id} in {path}.", id=args.sample, path=args.result)
+        print(json.dumps(sample, ensure_ascii=False, indent=2) if args.json else _sample_text(sample, cli_lang()))
+        return 0
+    headers, rows = sample_table(result, args.sort)
+    if args.json:
+        shown = {"name": result.name, "source": result.source, "variants": result.variants, "metrics": result.metrics,
+                 "summary": localize(summary_line(result), cli_lang()), "samples": [dict(zip(headers, r)) for r in rows]}
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+        return 0
+    print(format_result(result))
+    for row in rows:
+        print("  ".join(" ".join(str(v).split())[:60] if isinstance(v, str) else f"{v:g}" for v in row))
+    return 0
+
+
+def _sample_text(sample: dict, lang: str) -> str:
+    from lab.errors import localize
+
+    lines = [f"{sample['id']} · {sample['prompt']}", f"{localize(Msg('reference'), lang)}: {sample['reference']}"]
+    for variant, answer in sample["answers"].items():
+        scores = ", ".join(f"{k} {v:.1f}" for k, v in sample["scores"][variant].items())
+        lines.append(f"{variant}: {answer}\n    {scores}")
+    return "\n".join(lines)

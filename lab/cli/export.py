@@ -17,14 +17,23 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--adapter", required=True, metavar="RUN", help="the training run: a name under checkpoints/ or a folder")
     parser.add_argument("--out", required=True, help="new (or empty) folder for the merged model")
     add_flags(parser, ExportSettings)
+    parser.add_argument("--show-command", action="store_true",
+                        help="only print how to serve --out with vLLM and call it, without merging")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lab.export import export_run, openai_snippet, vllm_command
     from lab.settings import from_flags
 
     settings = from_flags(ExportSettings, args)
+    if args.show_command:
+        print(vllm_command(args.out, settings))
+        print()
+        print(openai_snippet(Path(args.out).name))
+        return 0
     result = export_run(args.adapter, args.out, settings)
     what = "Merged the LoRA adapter of" if result.merged else "Saved the fine-tuned model of"
     print(f"{what} {result.run} into {result.out_dir} ({result.seconds:.1f} s): {', '.join(result.files)}")

@@ -11,13 +11,13 @@ accepted as aliases.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from lab.cli.stopping import StopOnCtrlC
 from lab.labeling.client import LabelerConfig
 from lab.settings import add_flags
 from lab.text import Msg
@@ -36,7 +36,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--lang", choices=["en", "zh"], default=None, help="language of the preset's prompt (default: en)")
     parser.add_argument("--out", "--output_json", dest="out", required=True,
                         help="dataset folder to write (data.jsonl, images/, failures.jsonl)")
-    parser.add_argument("--local-model", default=None, help="label with a local model instead of an API: 'demo', a Hub id or a folder")
+    parser.add_argument("--local-model", default=None, metavar="NAME",
+                        help="label with a local model instead of an API: 'demo', a Hub id, a folder, or a training run "
+                             "(its name under checkpoints/ or its folder: the fine-tuned model); flags not given take "
+                             "the local labeler's defaults (64 answer tokens, 200,704 pixels, temperature 0.7)")
     parser.add_argument("--limit", type=int, default=None, help="label at most N more images in this run")
     add_flags(parser, LabelerConfig, title="labeler (a flag not given keeps the last run's setting here)")
     parser.add_argument("--retry-failed", action="store_true", help="redo only the images that failed before")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.estimate:
         return 0
     stop = threading.Event()
-    with _progress_bar() as show, _stop_on_ctrl_c(stop):
+    with _progress_bar() as show, StopOnCtrlC(stop, STOPPING):
         progress = run_labeling(images, out, prompt, labeler, limit=args.limit, retry_failed=args.retry_failed,
                                 stop=stop, on_progress=show,
                                 job=job_settings(prompt, settings, preset=preset, lang=lang, limit=args.limit))
@@ -78,7 +81,23 @@ def run(args: argparse.Namespace) -> int:
     print(out)
     if progress.state == "stopped":
         return 130
-    return 1 if progress.failed and not progress.ok else 0  # nothing labeled: the reasons are above
+    return nothing_done(progress, lang)
+
+
+def nothing_done(progress, lang: str) -> int:
+    """1, with the reason, when images were tried and none was labeled; else 0."""
+    from lab.errors import localize
+
+    if progress.ok or not progress.failed:
+        return 0
+    first = next((item for item in progress.recent if not item.ok), None)
+    reason = Msg("{source}: {reason}", source=Path(first.source).name, reason=first.reason) if first else Msg("")
+    print(localize(Msg("Nothing was labeled: every image failed (the first: {reason}).", reason=reason), lang),
+          file=sys.stderr)
+    return 1
+
+
+STOPPING = Msg("stopping; finished items are kept (Ctrl-C again to quit at once)")
 
 
 def _out_dir(out: str) -> Path:
@@ -110,7 +129,8 @@ def _labeler(args, job: dict, estimate_only: bool = False):
     from lab.settings import build, flag_values, renamed, settings_of
 
     if args.local_model:
-        return _local_labeler(args)
+        labeler = local_labeler(args)
+        return labeler, {"model": labeler.name, "local": True, "max_pixels": labeler.max_pixels}
     saved = renamed(LabelerConfig, job.get("labeler") or {})  # older runs saved max_tokens
     given = flag_values(LabelerConfig, args)
     if saved.get("local") and not {"provider", "base_url", "model"} & set(given):
@@ -128,17 +148,19 @@ def _labeler(args, job: dict, estimate_only: bool = False):
     return labeler, labeler.config.public_dict()
 
 
-def _local_labeler(args):
+def local_labeler(args):
+    """The labeler of ``--local-model NAME`` (a model, or a run with its adapter on): the local labeler's
+    defaults under the labeler flags given."""
+    from lab.errors import cli_lang, localize
     from lab.handle import ModelHandle
-    from lab.labeling.local import LocalLabeler
+    from lab.labeling.local import LocalLabeler, local_config
     from lab.settings import from_flags
 
-    config = from_flags(LabelerConfig, args)
+    config = from_flags(LabelerConfig, args, base=local_config())
     handle = ModelHandle()
-    print(f"loading {args.local_model} ...", file=sys.stderr)
-    handle.load(args.local_model)
-    labeler = LocalLabeler(handle, config)
-    return labeler, {"model": labeler.name, "local": True, "max_pixels": labeler.max_pixels}
+    print(localize(Msg("Loading {name} ...", name=args.local_model), cli_lang()), file=sys.stderr)
+    handle.load_any(args.local_model)
+    return LocalLabeler(handle, config)
 
 
 class _progress_bar:
@@ -166,25 +188,3 @@ class _progress_bar:
 
     def __exit__(self, *exc):
         self.bar.close()
-
-
-class _stop_on_ctrl_c:
-    """First Ctrl-C: stop after saving what is finished. Second: quit at once."""
-
-    def __init__(self, stop: threading.Event):
-        self.stop = stop
-
-    def __enter__(self):
-        self.previous = signal.getsignal(signal.SIGINT)
-
-        def handler(signum, frame):
-            if self.stop.is_set():
-                raise KeyboardInterrupt
-            self.stop.set()
-            print("\nstopping; finished items are kept (Ctrl-C again to quit at once)", file=sys.stderr)
-
-        signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)

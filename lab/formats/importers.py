@@ -62,7 +62,7 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle
                     stored.append(store.add(image[0], name + image[1]))
                 else:
                     inside_bundle(image, bundle, n)
-                    stored.append(store.add(source_image(image), Path(image).name))
+                    stored.append(store.add(_image_file(image, bundle, n), Path(image).name))
             record["images"] = stored
             for video in record.get("videos") or []:
                 inside_bundle(video, bundle, n)
@@ -83,6 +83,46 @@ def inside_bundle(image: str, bundle: str | Path | None, number: int) -> None:
     shown = os.path.relpath(image, bundle) if image.startswith(str(bundle)) else image  # as the record wrote it
     raise DatasetError("Record {number} names an image outside the imported files ({shown}); "
                        "only images that come with the dataset can be imported.", number=number, shown=shown)
+
+
+def _image_file(image: str, bundle: str | Path | None, number: int) -> Path:
+    """The file of an image record ``number`` names. In an upload it may lie where the upload put it: a
+    .json uploaded with a .zip of its images finds them in the folder the zip unpacked into."""
+    if bundle is None or Path(image).is_file():
+        return source_image(image)
+    found = find_in_bundle(Path(image), Path(bundle))
+    if found is None:
+        raise DatasetError("Record {number} names the image {image}, which is not in the upload; upload the .json "
+                           "together with a .zip of its images, or one .zip of the whole dataset folder.",
+                           number=number, image=os.path.relpath(image, bundle))
+    return found
+
+
+def find_in_bundle(image: Path, bundle: Path) -> Path | None:
+    """The one file in ``bundle`` whose path ends like ``image`` (its folders and name), the longest such
+    ending first; None when there is none, or more than one of the shortest."""
+    files = [p for p in bundle.rglob("*") if p.is_file() and not p.is_symlink()]
+    parts = image.resolve().relative_to(bundle.resolve()).parts if image.resolve().is_relative_to(bundle.resolve()) \
+        else image.parts[-1:]
+    for n in range(len(parts), 0, -1):
+        matches = [p for p in files if p.parts[-n:] == parts[-n:]]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def upload_source(entries: list[Path]) -> Path:
+    """What to import from an upload's entries: its one records file (a .json or .jsonl, which may come with
+    a .zip of its images), else the folder of its one zip (or the single folder at the top of that zip)."""
+    files = [p for p in entries if p.is_file() and p.suffix.lower() in (".json", ".jsonl")]
+    folders = [p for p in entries if p.is_dir()]
+    if len(files) == 1:
+        return files[0]
+    if not files and len(folders) == 1:
+        inside = [p for p in folders[0].iterdir() if not p.name.startswith(("__MACOSX", "."))]
+        return inside[0] if len(inside) == 1 and inside[0].is_dir() else folders[0]
+    raise DatasetError("Upload one .json or .jsonl file (with a .zip of its images if it names any), or one .zip "
+                       "of a dataset folder.")
 
 
 def _source_file(src: Path) -> Path:

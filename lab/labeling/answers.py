@@ -29,6 +29,7 @@ _REFUSAL_STARTS = re.compile(
 )
 _REFUSAL_MAX_CHARS = 300
 EMPTY_ANSWER = Msg("empty answer")
+CUT_OFF = Msg("answer cut off at the max tokens limit")
 
 
 @dataclass
@@ -111,7 +112,7 @@ def check_answer(
     if not text:
         return Verdict("invalid", text, EMPTY_ANSWER)
     if finish_reason == "length":
-        return Verdict("invalid", text, Msg("answer cut off at the max tokens limit"))
+        return Verdict("invalid", text, CUT_OFF)
     if looks_like_refusal(text):
         return Verdict("refused", text, Msg("refused: {text}", text=text[:120]))
     if not want_json:

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lab.handle import ModelState
 from lab.images import open_image
 from lab.labeling.client import LabelerConfig
 from lab.labeling.costs import FREE
@@ -22,6 +21,17 @@ from lab.presets import with_image_placeholder
 from lab.text import Msg
 
 LOCAL = "local"  # the provider name that means "the model loaded in the app"
+
+# What the local labeler starts with, where the API's settings would not do: a model on a laptop's
+# CPU answers a few tokens a second, so answers are short and pictures small; and an untrained model
+# (the demo) decoded greedily repeats one token (a blank line) to the limit, while sampling shows
+# what it knows. Every one of them can still be changed in the form or by a flag.
+LOCAL_DEFAULTS = {"max_new_tokens": 64, "max_pixels": 256 * 28 * 28, "temperature": 0.7}
+
+
+def local_config(**given) -> LabelerConfig:
+    """The local labeler's settings: :data:`LOCAL_DEFAULTS`, then ``given``."""
+    return LabelerConfig(**{**LOCAL_DEFAULTS, **given})
 
 
 class LocalLabeler:
@@ -42,12 +52,14 @@ class LocalLabeler:
         self.temperature = config.temperature
         self.max_pixels = config.max_pixels
         loaded = handle.loaded
-        self.name = f"local:{Path(str(getattr(loaded, 'name', 'model'))).name}"
+        # With a run's adapter on, the fine-tuned model labels (as the header's adapter switch says).
+        adapter = getattr(loaded, "adapter", None) if handle.adapter_enabled else None
+        self.name = f"local:{Path(str(getattr(loaded, 'name', 'model'))).name}" + (f"+{adapter}" if adapter else "")
         self._claim = None
         self._loaded: Any = None
 
     async def __aenter__(self) -> "LocalLabeler":
-        self._claim = self.handle.use(ModelState.GENERATING)
+        self._claim = self.handle.generating()
         self._loaded = self._claim.__enter__()  # BusyError when training or loading
         return self
 

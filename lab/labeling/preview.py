@@ -8,16 +8,32 @@ latency, tokens, cost, JSON validity) is what the run will produce.
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterator
 
 from lab.errors import ConfigError
+from lab.labeling.answers import CUT_OFF
 from lab.labeling.item import ItemResult, Labeler, PromptSpec, label_one
+from lab.paths import SAMPLE_DATASET
+from lab.text import Msg
 
 MAX_PREVIEW_IMAGES = 8
 
 
-async def preview(images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler) -> list[list[ItemResult]]:
+def sample_images() -> list[Path]:
+    """The bundled sample images offered for previews, by name."""
+    folder = SAMPLE_DATASET / "images"
+    return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
+OnResult = Callable[[int, int, ItemResult], None]  # (variant, image, result) as each answer arrives
+
+
+async def preview(images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler,
+                  on_result: OnResult | None = None) -> list[list[ItemResult]]:
     """``results[v][i]``: prompt variant ``v`` on image ``i``; the labeler is entered here."""
     if not images:
         raise ConfigError("Pick at least one sample image for the preview.")
@@ -26,28 +42,72 @@ async def preview(images: list[str | Path], prompts: list[PromptSpec], labeler: 
                           max_preview_images=MAX_PREVIEW_IMAGES, n_images=len(images))
     gate = asyncio.Semaphore(labeler.concurrency)
 
-    async def one(prompt: PromptSpec, image: str | Path) -> ItemResult:
+    async def one(variant: int, index: int) -> ItemResult:
         async with gate:
-            return await label_one(labeler, prompt, Path(image), executor)
+            result = await label_one(labeler, prompts[variant], Path(images[index]), executor)
+        if on_result is not None:
+            on_result(variant, index, result)
+        return result
 
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="preview-io") as executor:
         async with labeler:
-            rows = [asyncio.gather(*(one(prompt, image) for image in images)) for prompt in prompts]
+            rows = [asyncio.gather(*(one(v, i) for i in range(len(images)))) for v in range(len(prompts))]
             return [list(row) for row in await asyncio.gather(*rows)]
 
 
-def run_preview(images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler) -> list[list[ItemResult]]:
+def run_preview(images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler,
+                on_result: OnResult | None = None) -> list[list[ItemResult]]:
     """:func:`preview` from synchronous code (a UI handler, the CLI)."""
-    return asyncio.run(preview(images, prompts, labeler))
+    return asyncio.run(preview(images, prompts, labeler, on_result))
+
+
+def stream_preview(images: list[str | Path], prompts: list[PromptSpec],
+                   labeler: Labeler) -> Iterator[list[list[ItemResult | None]]]:
+    """:func:`preview` in a worker thread, yielding the results so far (None: not answered yet) as each
+    answer arrives, so a page or a terminal shows progress image by image (a local model on a CPU takes
+    seconds per answer). Errors of the preview (a busy model, no key) are raised here."""
+    results: list[list[ItemResult | None]] = [[None] * len(images) for _ in prompts]
+    arrived: queue.Queue = queue.Queue()
+    outcome: list = []
+
+    def work() -> None:
+        try:
+            outcome.append(run_preview(images, prompts, labeler, lambda v, i, r: arrived.put((v, i, r))))
+        except BaseException as err:  # raised again in the caller's thread
+            outcome.append(err)
+        arrived.put(None)
+
+    threading.Thread(target=work, name="preview", daemon=True).start()
+    while (item := arrived.get()) is not None:
+        variant, index, result = item
+        results[variant][index] = result
+        yield [list(row) for row in results]
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
 
 
 def preview_totals(results: list[ItemResult]) -> dict:
     """Sums over one variant's results: cost, tokens, mean latency, share of usable answers."""
     n = max(1, len(results))
     return {
+        "answered": sum(bool(r.answer) for r in results),
+        "cut_off": sum(r.reason == CUT_OFF for r in results),
         "cost_usd": sum(r.cost_usd for r in results),
         "prompt_tokens": sum(r.prompt_tokens for r in results),
         "completion_tokens": sum(r.completion_tokens for r in results),
         "mean_seconds": sum(r.seconds for r in results) / n,
         "ok_share": sum(r.ok for r in results) / n,
     }
+
+
+def preview_line(name: str, results: list[ItemResult]) -> Msg:
+    """One variant's outcome in a line: answered, usable (and why not), time, tokens, cost."""
+    totals = preview_totals(results)
+    line = Msg("{name}: {answered}/{total} answered, {usable} usable · {seconds:.2f} s each · {prompt_tokens} + "
+               "{completion_tokens} tokens · ${cost:.4f}",
+               name=name, answered=totals["answered"], total=len(results), usable=sum(r.ok for r in results),
+               seconds=totals["mean_seconds"], prompt_tokens=totals["prompt_tokens"],
+               completion_tokens=totals["completion_tokens"], cost=totals["cost_usd"])  # fmt: skip
+    if totals["cut_off"]:
+        return Msg("{line} · {n} cut off at the answer-length limit", line=line, n=totals["cut_off"])
+    return line

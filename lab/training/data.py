@@ -58,11 +58,11 @@ def resolve_dataset(path: str) -> Path:
 
 
 def check_datasets(cfg: TrainConfig) -> None:
-    """Refuse a missing dataset, or one a shared deployment may not read, before a run is started or queued."""
-    for entry in dataset_entries(cfg.dataset):
-        resolve_dataset(entry.path)
-    if cfg.val_dataset:
-        resolve_dataset(cfg.val_dataset)
+    """Refuse a missing dataset, one a shared deployment may not read, one that does not parse or one
+    without a record, before a run is started or queued, its folder made or its model loaded."""
+    for path in [entry.path for entry in dataset_entries(cfg.dataset)] + [cfg.val_dataset]:
+        if path and not load_records(resolve_dataset(path)):
+            raise DatasetError("{path} has no records to train on; label or import some first.", path=path)
 
 
 def _absolute(records: list[dict], root: Path) -> list[dict]:

@@ -113,6 +113,9 @@ def claim_run_dir(cfg: TrainConfig, resume: bool = False) -> tuple[Path, FileLoc
     resolved config (fresh) or cuts ``metrics.jsonl`` back to the checkpoint (resumed).
     Only the main process of a multi-GPU launch does this; the others get the folder.
     """
+    from lab.training.data import check_datasets
+
+    check_datasets(cfg)  # a missing or empty dataset leaves no run folder behind
     if not is_main_process():
         if not cfg.run_name:
             cfg.run_name = default_run_name(cfg)

@@ -148,7 +148,10 @@ def finish_model(model: Any) -> None:
     """Back to inference: eval mode, no gradients, no checkpointing, KV cache on."""
     model.eval()
     model.requires_grad_(False)
-    if getattr(model, "is_gradient_checkpointing", False):
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers 5's name
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if checkpointing:
         model.gradient_checkpointing_disable()
     config = getattr(model, "config", None)
     if config is not None:

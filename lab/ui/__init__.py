@@ -3,7 +3,7 @@
 Each tab lives in its own module with ``create_tab(ctx)``; it reads its form, calls one
 core function and shows the result. ``create_tab`` may return ``(update, component)``:
 ``update(current_value)`` runs when the person opens the tab, so it can preselect what
-the earlier tabs made. Every event has an ``api_name``: that is the
+the earlier tabs made (``(update, inputs, outputs)`` when it shows more). Every event has an ``api_name``: that is the
 app's test surface and its API for ``gradio_client``.
 """
 
@@ -16,7 +16,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from lab import paths
-from lab.errors import LabError
+from lab.errors import LabError, cli_lang, localize
 from lab.text import Msg
 from lab.ui import i18n
 from lab.ui.context import AppSettings, UIContext
@@ -44,10 +44,12 @@ def build_app(ctx: UIContext) -> gr.Blocks:
             for module, label in TABS:
                 with gr.Tab(i18n.t(label)) as tab:  # dynamic template: the Msgs of TABS
                     handoff = import_module(module).create_tab(ctx)
+                i18n.relabel_on_switch(tab, label)
                 if handoff is not None:
-                    # What the earlier tabs made (a labeled dataset, a finished run) is preselected on arrival.
-                    update, component = handoff
-                    tab.select(update, component, component, api_name=f"{module.rsplit('.', 1)[-1]}_select")
+                    # What the earlier tabs made (a labeled dataset, a finished run) is preselected on arrival:
+                    # (update, component), or (update, inputs, outputs) when a note says why.
+                    update, inputs, outputs = handoff if len(handoff) == 3 else (*handoff, handoff[1])
+                    tab.select(update, inputs, outputs, api_name=f"{module.rsplit('.', 1)[-1]}_select")
         i18n.localize_page(ctx, app)
     return app
 
@@ -65,6 +67,7 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         share=settings.share,
         i18n=i18n.build_i18n(),
         app_kwargs={"middleware": [Middleware(i18n.LanguageScript, forced=settings.lang)]},
+        quiet=True,  # its own lines speak of launch(share=True); ours below name --share
         show_error=True,
         max_file_size=UploadLimits.from_env().max_file_bytes,  # a bigger upload is stopped while it arrives
         # Gradio serves files from the working folder and the temp folder only; a workspace elsewhere
@@ -72,6 +75,10 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         allowed_paths=[str(paths.datasets_dir()), str(paths.workspace() / "exports")],
         prevent_thread_lock=True,
     )
+    lang = cli_lang()
+    print(localize(Msg("VLM Lab is running on {url}", url=app.local_url), lang), flush=True)
+    if not settings.share and not os.environ.get("SPACE_ID"):
+        print(localize(Msg("Start it with --share for a temporary public link."), lang), flush=True)
     # The model loads once the page is served: importing torch and reading weights would
     # otherwise hold up the first page by seconds.
     if settings.model:

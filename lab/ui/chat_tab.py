@@ -69,6 +69,11 @@ def respond(ctx, message, history, history_off, values: dict, adapter_on, compar
     try:
         for off, on in itertools.chain([(off, on)], stream):
             yield stop, *shown(off, on), history, history_off, cleared
+    except Exception:
+        # The answer broke off: the conversation is as it was and the message is back in the box, to send again.
+        before, before_off = history[:-1], history_off[:-1] if compare else history_off
+        yield None, render(before), render(before_off), before, before_off, gr.MultimodalTextbox(value=message)
+        raise
     finally:
         stop.set()  # also reached when the page goes away: the model stops after its next token
     history.append(assistant_turn(on))

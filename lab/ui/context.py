@@ -21,3 +21,4 @@ class AppSettings:
 class UIContext:
     settings: AppSettings
     handle: ModelHandle = field(default_factory=ModelHandle)
+    forms: dict = field(default_factory=dict)  # forms a later tab follows (the labeler chosen in Prompt design)

@@ -13,6 +13,7 @@ from lab.dataset import dataset_stats, list_datasets, load_records, write_split
 from lab.dataset_check import validate_dataset
 from lab.errors import localize
 from lab.formats import FORMATS, export_for_download, import_dataset
+from lab.formats.importers import upload_source
 from lab.gallery import dataset_page, thumbnail_dir
 from lab.text import Msg
 from lab.ui import i18n
@@ -91,22 +92,24 @@ def export(path: str, fmt: str, lang: str = "en"):
     return localize(exported.summary(), lang), str(archive)
 
 
-def import_upload(upload: str | None, name: str, lang: str = "en"):
-    if not upload:
+def import_upload(upload: list | str | None, name: str, lang: str = "en"):
+    """Import an upload: a .json / .jsonl file (with a .zip of its images), or a .zip of a dataset folder."""
+    uploads = [upload] if isinstance(upload, str) else list(upload or [])
+    if not uploads:
         return localize(Msg("Choose a file to import first."), lang), gr.update()
-    name = (name or Path(upload).stem).strip()
+    records = [u for u in uploads if Path(u).suffix.lower() in (".json", ".jsonl")]
+    name = (name or Path((records or uploads)[0]).stem).strip()
     if not name or "/" in name or "\\" in name or name.startswith("."):
         refused = Msg("'{name}' is not a usable dataset name: use letters, digits, '-' and '_'.", name=name)
         return localize(refused, lang), gr.update()
     received = None
     try:
         target = paths.under(paths.datasets_dir(), name, write=True)
-        received = receive([upload], (".json", ".jsonl"))
+        received = receive(uploads, (".json", ".jsonl"))
         if not received.entries:
-            refused = Msg("{name} is neither a .json / .jsonl file nor a .zip.", name=Path(upload).name)
+            refused = Msg("{name} is neither a .json / .jsonl file nor a .zip.", name=Path(uploads[0]).name)
             return localize(refused, lang), gr.update()
-        entry = received.entries[0]
-        source = _single_top_folder(entry) if entry.is_dir() else entry
+        source = upload_source(received.entries)
         # Records may only name files that came with the upload.
         folder = import_dataset(source, None, target, bundle=received.folder)
         report = validate_dataset(folder)
@@ -114,11 +117,6 @@ def import_upload(upload: str | None, name: str, lang: str = "en"):
         if received is not None:  # the upload was only on its way into the new dataset folder
             shutil.rmtree(received.folder, ignore_errors=True)
     return localize(report.summary(), lang), gr.update(choices=_choices(), value=str(folder))
-
-
-def _single_top_folder(root: Path) -> Path:
-    entries = [p for p in root.iterdir() if not p.name.startswith(("__MACOSX", "."))]
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else root
 
 
 def _page_widgets(dataset, first) -> SimpleNamespace:
@@ -130,7 +128,7 @@ def _page_widgets(dataset, first) -> SimpleNamespace:
         next_btn = gr.Button(t("Next ▶"), scale=1, min_width=100)
         page_line = gr.Markdown(first[4])
     i18n.at_page_load(lambda path, number, lang: show_page(path, number, lang)[3] if path else "",
-                      [dataset, page_number], page_line, on_error=str)  # fmt: skip
+                      [dataset, page_number], page_line, on_error=str, api_name="dataset_page_text")  # fmt: skip
     table = i18n.table(["id", "prompt", "answer"], value=first[2] or None, label=t("Records"), wrap=True,
                        max_height=360)  # fmt: skip
     return SimpleNamespace(prev=prev_btn, next=next_btn, outputs=[gallery, table, page_number, page_line])
@@ -149,7 +147,7 @@ def create_tab(ctx) -> None:
     first = on_show(None, choices[0]) if choices else ("", [], [], 1, "")
     summary = gr.Markdown(first[0])
     i18n.at_page_load(lambda path, lang: summary_line(path, lang) if path else "", dataset, summary,
-                      on_error=str)
+                      on_error=str, api_name="dataset_summary_text")
     pages = _page_widgets(dataset, first)
     gallery, table, page_number, page_line = pages.outputs
     with gr.Row():
@@ -167,8 +165,9 @@ def create_tab(ctx) -> None:
             export_out = gr.Textbox(label=t("Status"))
             download = gr.File(label=t("Download"))
     with gr.Row():
-        upload = gr.File(label=t("Import: a .json / .jsonl file or a .zip of a dataset folder"),
-                         file_types=[".json", ".jsonl", ".zip"], type="filepath")
+        upload = gr.File(label=t("Import: a .json / .jsonl file with a .zip of its images, or a .zip of a dataset "
+                                 "folder"), file_types=[".json", ".jsonl", ".zip"], file_count="multiple",
+                         type="filepath")  # fmt: skip
         import_name = gr.Textbox(label=t("Name of the new dataset"))
         import_btn = gr.Button(t("Import"))
         import_out = gr.Textbox(label=t("Status"))

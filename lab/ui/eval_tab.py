@@ -32,6 +32,7 @@ from lab.ui.zerogpu import gpu
 
 
 VAL_SPLIT = "(validation split of the loaded run)"
+SAMPLE_HEADERS = ["id", "gain", "reference", "base", "tuned", "rouge_l base", "rouge_l tuned"]  # until a result
 SORTS = {"gain": Msg("largest gain"), "loss": Msg("largest loss"), "id": Msg("id")}
 
 
@@ -62,7 +63,8 @@ def result_outputs(result: EvalResult, sort: str = "gain", lang: str = "en"):
 
     headers, rows = metrics_table(result)
     sample_headers, sample_rows = sample_table(result, sort)
-    chart = pd.DataFrame(bar_rows(result), columns=["metric", "variant", "score"])
+    bars = [{**row, "variant": i18n.columns([row["variant"]], lang)[0]} for row in bar_rows(result)]  # the legend
+    chart = pd.DataFrame(bars, columns=["metric", "variant", "score"])
     return (
         localize(summary_line(result), lang),
         gr.update(value=rows, headers=i18n.columns(headers, lang)),
@@ -83,7 +85,7 @@ def stream_job(evaluate, lang: str, sort: str):
     finally:
         job.stop()  # the page went away or the run was cancelled: end the worker after its batch
     if job.state is JobState.FAILED:
-        raise gr.Error(localize(job.message, lang))
+        raise LabError(job.message)  # dynamic template: the job's sentence, shown by failed() below
     result = job.result
     done = progress_html(len(result.samples), result.total, 0, lang)
     yield None, done, *result_outputs(result, sort, lang), result.summary_path
@@ -106,6 +108,13 @@ def evaluate_url(ctx, values: dict, lang="en"):
     job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=limit or None, progress=progress,
                                                    stop=stop)  # fmt: skip
     yield from stream_job(job, lang, values["sort"])
+
+
+def failed(sentence: str):
+    """What the outputs show when an evaluation is refused or fails: the sentence where the summary goes,
+    no progress left behind, earlier results kept."""
+    keep = gr.update()
+    return None, "", f"⚠️ {sentence}", keep, keep, keep, keep
 
 
 def saved_choices(ctx):
@@ -137,8 +146,9 @@ def _result_widgets():
                            y_title=t("score"), color_title=t("model"), scale=2)  # fmt: skip
     choices = [(t(label), name) for name, label in SORTS.items()]  # dynamic template: the Msgs of SORTS
     sort = gr.Radio(choices, value="gain", label=t("Sort samples by"))
-    samples = gr.Dataframe(label=t("Samples (largest gain first; click a row to see it)"), interactive=False,
-                           wrap=True)
+    # Long answers are cut in the cells (a click on a row shows the whole sample), so every column stays in view.
+    samples = i18n.table(SAMPLE_HEADERS, label=t("Samples (largest gain first; click a row to see it)"),
+                         interactive=False, wrap=True, max_chars=160)
     with gr.Row():
         sample_image = gr.Image(label=t("Sample"), interactive=False, scale=1)
         sample_text = gr.Markdown()
@@ -166,7 +176,7 @@ def create_tab(ctx) -> None:
             load_btn = gr.Button(t("Show"), scale=1)
     outputs = [stop_state, progress, summary, metrics, chart, samples, shown]
 
-    # A LabError (no model, bad settings, a failed run) is one sentence in a toast (i18n.handler).
+    # A LabError (no model, bad settings, a failed run) is one sentence where the summary goes (failed()).
     def on_run(*, lang, **values):
         yield from evaluate(ctx, values, lang)
 
@@ -186,14 +196,15 @@ def create_tab(ctx) -> None:
     # The API's parameters, in this order.
     local_inputs = {"source": source, **form.named(), "sort": sort}
     endpoint_inputs = {"source": source, **endpoint.named(), **form.named("max_new_tokens", "limit"), "sort": sort}
-    run_btn.click(gpu(i18n.handler(ctx, on_run)), None, outputs, api_name="evaluate", inputs_kwargs=local_inputs)
-    endpoint_btn.click(i18n.handler(ctx, on_endpoint), None, outputs, api_name="evaluate_endpoint",
+    run_btn.click(gpu(i18n.handler(ctx, on_run, on_error=failed)), None, outputs, api_name="evaluate",
+                  inputs_kwargs=local_inputs)  # fmt: skip
+    endpoint_btn.click(i18n.handler(ctx, on_endpoint, on_error=failed), None, outputs, api_name="evaluate_endpoint",
                        inputs_kwargs=endpoint_inputs)  # fmt: skip
     stop_btn.click(i18n.handler(ctx, on_stop), stop_state, summary, api_name="evaluate_stop")
     sort.change(i18n.handler(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
     source.focus(lambda: gr.update(choices=data_choices()), outputs=source, api_name="evaluate_data_choices")
     saved.focus(lambda: saved_choices(ctx), outputs=saved, api_name="evaluate_saved_list")
-    load_btn.click(i18n.handler(ctx, show_saved), [saved, sort], outputs, api_name="evaluate_load")
+    load_btn.click(i18n.handler(ctx, show_saved, on_error=failed), [saved, sort], outputs, api_name="evaluate_load")
     samples.select(i18n.handler(ctx, on_select), [shown, sort], [sample_image, sample_text], api_name="evaluate_sample")
 
 

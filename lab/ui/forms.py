@@ -101,6 +101,8 @@ def to_widget(s: Setting, value):
         return [] if value is None else list(value) if isinstance(value, list) else [value]
     if value is None:
         return NONE if s.choices is not None and None in s.choices else None if chosen in ("number", "slider") else ""
+    if s.choices is not None and _is_number(value):
+        return str(value)  # the API shows a dropdown's choices as text (Literal['4', '8']); the field coerces back
     if isinstance(value, list) and chosen != "checkboxes":
         return ", ".join(value)
     return value
@@ -149,11 +151,15 @@ def widget(cls: type, s: Setting, value, **options) -> gr.components.Component:
     return gr.Textbox(shown, **options)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _choices(cls: type, s: Setting) -> list:
     listed = s.choices if s.choices is not None else s.options or ()
     out = []
     for value in listed:
-        shown = NONE if value is None else value
+        shown = NONE if value is None else str(value) if _is_number(value) else value
         word = s.choice_labels.get(value)
         out.append((i18n.t(word), shown) if word is not None else shown)  # dynamic template: a choice's Msg
     return out

@@ -40,7 +40,7 @@ def status_markdown(ctx: UIContext, lang: str = "en", viewer: str | None = None)
         parts.append(f"{info['memory_gib']} GiB")
     parts.append(f"{localize(Msg('state'), lang)}: {localize(info['state'].label, lang)}")
     line = " · ".join(parts)
-    if info["is_tiny"]:
+    if info["is_tiny"] and not (info.get("adapter") or ctx.handle.run_dir):  # once trained it is no longer noise
         line += f"  \n⚠️ {localize(Msg('tiny random demo model: its answers are noise until you train it'), lang)}"
     return line
 
@@ -116,8 +116,7 @@ def create_header(ctx: UIContext) -> gr.Markdown:
     with gr.Row():
         gr.Markdown("# VLM Lab")
         for lang in LANGS:
-            switch = gr.Button(LANG_NAMES.get(lang, lang), size="sm", scale=0, min_width=80, elem_id=f"lang-{lang}")
-            switch.click(None, js=i18n.switch_js(lang), api_name=f"lang_{lang}")
+            i18n.switch_button(lang, LANG_NAMES.get(lang, lang), size="sm", scale=0, min_width=80, elem_id=f"lang-{lang}")
     gr.Markdown(t(SUBTITLE))  # dynamic template: the Msg SUBTITLE above
     status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
     _controls(ctx, status)

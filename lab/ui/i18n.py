@@ -10,6 +10,7 @@ with :func:`handler` gets the page's language as ``lang=`` and shows a
 from __future__ import annotations
 
 import inspect
+import json
 
 import gradio as gr
 from gradio.i18n import I18nData
@@ -17,6 +18,7 @@ from gradio.i18n import I18nData
 from lab.errors import LabError, localize
 from lab.text import LANGS, Msg, catalog
 
+ERROR_TITLE = Msg("Error")  # the title of the pop-up that shows a refusal
 _LABELS: dict[str, str] = {}  # catalog key -> English, of every label made with t()
 # Words of Gradio's own page that its Chinese translation lacks: Gradio's keys, with their English;
 # the catalogs translate them under the same keys.
@@ -66,7 +68,22 @@ def head_script(forced: str | None = None) -> str:
         "var tag={en:'en-US',zh:'zh-CN'}[lang]||lang;"
         "Object.defineProperty(navigator,'language',{get:function(){return tag;}});"
         "Object.defineProperty(navigator,'languages',{get:function(){return [tag];}});"
-        "})();</script>"
+        "})();</script>" + _toast_title_script()
+    )
+
+
+def _toast_title_script() -> str:
+    """Gradio 6 titles an error pop-up with its kind in English ("Error"), whatever ``gr.Error(title=...)``
+    says: this script writes the page language's word there as each pop-up appears."""
+    titles = json.dumps({lang: localize(ERROR_TITLE, lang) for lang in LANGS}, ensure_ascii=False)
+    return (
+        f"<script>(function(){{var titles={titles};function word(){{var l=null;"
+        f"try{{l=localStorage.getItem('{_STORAGE_KEY}');}}catch(e){{}}"
+        "return titles[l||(navigator.language||'en').split('-')[0]];}"
+        "new MutationObserver(function(){var w=word();if(!w)return;"
+        "document.querySelectorAll('.toast-title.error').forEach(function(el){var n=el.firstChild;"
+        "if(n&&n.nodeType===3&&n.nodeValue.trim()!==w)n.nodeValue=w+' ';});})"
+        ".observe(document.documentElement,{childList:true,subtree:true});})();</script>"
     )
 
 
@@ -107,11 +124,32 @@ class LanguageScript:
 
 
 def switch_js(lang: str) -> str:
-    """Browser-side handler of a language button: remember the choice and reload."""
+    """Browser-side handler of a language button: remember the choice and change the page's language in
+    place, so nothing typed, chatted or shown is lost.
+
+    Gradio's own language setting (its Settings panel) calls ``changeLocale`` of its core module; the
+    button calls the same function of the module the page has already loaded. Should a later Gradio
+    name it differently, the page reloads in the new language instead (what the button did before).
+    """
+    tag = {"en": "en", "zh": "zh-CN"}.get(lang, lang)  # as the page's own start (head_script) names it
     return (
-        f"() => {{ try {{ localStorage.setItem('{_STORAGE_KEY}', '{lang}'); }} catch (e) {{}} "
-        f"document.cookie = '{_STORAGE_KEY}={lang}; path=/; SameSite=Lax'; location.reload(); }}"
+        f"async () => {{ try {{ localStorage.setItem('{_STORAGE_KEY}', '{lang}'); }} catch (e) {{}} "
+        f"document.cookie = '{_STORAGE_KEY}={lang}; path=/; SameSite=Lax'; "
+        "const core = performance.getEntriesByType('resource').map((e) => e.name)"
+        ".find((name) => /\\/core-[\\w-]+\\.js(\\?|$)/.test(name)); "
+        f"try {{ (await import(core)).changeLocale('{tag}'); }} catch (e) {{ location.reload(); }} }}"
     )
+
+
+_switches: list[tuple] = []  # (lang, button, its click), whose server-side follow-ups localize_page adds
+
+
+def switch_button(lang: str, label: str, **options) -> gr.Button:
+    """The button that switches the page to ``lang`` (:func:`switch_js`); what the server wrote for the page
+    (table headers, texts made at page load) is written again in the new language (:func:`localize_page`)."""
+    button = gr.Button(label, **options)
+    _switches.append((lang, button, button.click(None, js=switch_js(lang), api_name=f"lang_{lang}")))
+    return button
 
 
 def request_lang(ctx, request) -> str:
@@ -144,8 +182,8 @@ def handler(ctx, fn=None, *, on_error=None):
     wants_request = "request" in inspect.signature(fn).parameters
 
     def shown(err: LabError, lang: str):
-        if on_error is None:
-            raise gr.Error(localize(err, lang)) from None
+        if on_error is None:  # a handled sentence: no traceback in the server's terminal
+            raise gr.Error(localize(err, lang), title=localize(ERROR_TITLE, lang), print_exception=False) from None
         return on_error(localize(err, lang))
 
     if inspect.isgeneratorfunction(fn):
@@ -206,6 +244,7 @@ HEADER_WORDS = {word.template: word for word in (
 )}
 _tables: list[tuple[gr.Dataframe, list[str]]] = []
 _loads: list[tuple] = []
+_named: list[tuple] = []  # (component, English label) whose label the switch sends again
 
 
 def columns(headers: list[str], lang: str = "en") -> list[str]:
@@ -223,34 +262,68 @@ def table(headers: list[str], **kwargs) -> gr.Dataframe:
     return frame
 
 
-def at_page_load(fn, inputs, outputs, on_error=None) -> None:
+def relabel_on_switch(component, label: str | Msg) -> None:
+    """Send ``component``'s label again when the language switch is pressed: a tab that is not open keeps
+    the name it was given when the page started, unless its label comes anew (Gradio's tab bar)."""
+    _named.append((component, label))
+
+
+def at_page_load(fn, inputs, outputs, *, api_name: str, on_error=None, on_switch: bool = True) -> None:
     """Run ``fn(*inputs, lang=...)`` as each page loads (a :func:`handler`): for text made on the server
-    before any page existed."""
-    _loads.append((fn, inputs, outputs, on_error))
+    before any page existed. ``on_switch``: again when the language switch is pressed (text only; a choice
+    the person may have changed since, such as the prompt language, is left alone), as
+    ``lang_<lang>_<api_name>``."""
+    _loads.append((fn, inputs, outputs, on_error, on_switch, api_name))
+
+
+def _in_app(app: gr.Blocks, outputs) -> bool:
+    first = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    return app.blocks.get(first._id) is first
 
 
 def localize_page(ctx, app: gr.Blocks) -> None:
     """Wire what :func:`table` and :func:`at_page_load` asked for since the last call to the loading of ``app``'s pages."""
-    loads = [load for load in _loads if app.blocks.get(load[2]._id) is load[2]]
+    loads = [load for load in _loads if _in_app(app, load[2])]
     tables = [(frame, headers) for frame, headers in _tables if app.blocks.get(frame._id) is frame]
+    switches = [(lang, clicked) for lang, button, clicked in _switches if app.blocks.get(button._id) is button]
+    named = [(component, label) for component, label in _named if app.blocks.get(component._id) is component]
     _loads.clear()
     _tables.clear()
-    for fn, inputs, outputs, on_error in loads:
-        app.load(handler(ctx, fn, on_error=on_error), inputs, outputs, show_progress="hidden",
+    _switches.clear()
+    _named.clear()
+    for lang, clicked in switches if named else ():
+        clicked.then(lambda: [gr.update(label=t(label)) for _, label in named], None,  # dynamic template: tab names
+                     [c for c, _ in named], show_progress="hidden", api_name=f"lang_{lang}_labels",
+                     api_visibility="undocumented")
+    for fn, inputs, outputs, on_error, on_switch, name in loads:
+        app.load(handler(ctx, fn, on_error=on_error), inputs, outputs, show_progress="hidden", api_name=name,
                  api_visibility="undocumented")  # fmt: skip
+        for lang, clicked in switches if on_switch else ():  # after the click's script has set the new language
+            clicked.then(handler(ctx, fn, on_error=on_error), inputs, outputs, show_progress="hidden",
+                         api_name=f"lang_{lang}_{name}", api_visibility="undocumented")  # fmt: skip
     if not tables:
         return
 
-    def on_load(*values, lang: str):
-        if lang == "en":
-            return [gr.update() for _ in tables]
+    def relabel(values, lang: str):
         updates = []
         for (_, headers), value in zip(tables, values):
             rows = value.values.tolist() if hasattr(value, "values") else list(value or [])
+            if rows and len(rows[0]) != len(headers):  # a result with other columns: its handler named them
+                updates.append(gr.update())
+                continue
             names = columns(headers, lang)
             updates.append(gr.update(value={"data": rows, "headers": names}, headers=names))
         return updates
 
+    def on_load(*values, lang: str):
+        return [gr.update() for _ in tables] if lang == "en" else relabel(values, lang)
+
+    def on_switch(*values, lang: str):
+        return relabel(values, lang)
+
     frames = [frame for frame, _ in tables]
     app.load(handler(ctx, on_load), frames, frames, api_name="localize_tables", show_progress="hidden",
              api_visibility="undocumented")  # fmt: skip
+    for lang, clicked in switches:
+        clicked.then(handler(ctx, on_switch), frames, frames, show_progress="hidden", api_name=f"lang_{lang}_tables",
+                     api_visibility="undocumented")  # fmt: skip

@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from lab import paths
-from lab.errors import ConfigError, localize
+from lab.dataset import named_dataset
+from lab.errors import localize
 from lab.formats import FORMATS, export_for_download
 from lab.images import IMAGE_SUFFIXES
 from lab.jobs import JobState
@@ -44,12 +45,7 @@ SHOWN_FAILURES = 200
 
 def dataset_dir(text: str) -> Path:
     """A plain name means ``data/<name>`` in the workspace; anything else is a path."""
-    text = (text or "").strip()
-    if not text:
-        raise ConfigError("Give the dataset a name, e.g. my_labels.")
-    if "/" not in text and "\\" not in text and not text.startswith((".", "~")):
-        return paths.under(paths.datasets_dir(), text)
-    return paths.resolve(text)
+    return named_dataset(text)
 
 
 def _prompt(preset: str, lang: str) -> PromptSpec:
@@ -126,21 +122,33 @@ def _failure_rows(out_dir: Path, lang: str) -> list[list]:
 
 
 def refresh(run, out, lang: str = "en"):
-    """Progress line, thumbnails, latest items and failures; stops the timer once the run is over."""
+    """Progress line, thumbnails, latest items, failures, the timer (stopped once the run is over) and the
+    status box (how the run ended, in place of "Started", once it is over)."""
     if run is None:
         out_dir = dataset_dir(out)
         ok = sum(1 for _ in read_rows(out_dir / DATA_FILE))
         failures = _failure_rows(out_dir, lang)
         if not out_dir.is_dir():
-            return localize(Msg("No run started in this page."), lang), [], [], failures, gr.Timer(active=False)
+            return (localize(Msg("No run started in this page."), lang), [], [], failures, gr.Timer(active=False),
+                    gr.update())  # fmt: skip
         message = Msg("{out}: {ok} labeled, {failed} failed so far.", out=out_dir, ok=ok, failed=len(failures))
-        return localize(message, lang), [], [], failures, gr.Timer(active=False)
+        return localize(message, lang), [], [], failures, gr.Timer(active=False), gr.update()
     snap = run.snapshot()
     recent = snap["recent"][::-1]
     gallery = [(str(run.out_dir / item["extra"]["image"]), item["answer"][:200])
                for item in recent if item["status"] == "ok" and item["extra"].get("image")][:24]
+    ended = gr.update() if run.active else localize(_ending(run), lang)
     return (progress_markdown(snap, lang), gallery, [_item_row(item, lang) for item in recent],
-            _failure_rows(run.out_dir, lang), gr.Timer(active=run.active))
+            _failure_rows(run.out_dir, lang), gr.Timer(active=run.active), ended)
+
+
+def _ending(run) -> Msg:
+    """How a run ended, for the status box: its counts, and its reason when it failed or got nothing done."""
+    if run.state is JobState.FAILED or run.message:
+        return Msg("{line}; {message}", line=run.line(), message=run.message)
+    if run.failed and not run.ok:
+        return Msg("{line}; nothing was labeled: every image failed, the reasons are below.", line=run.line())
+    return run.line()
 
 
 def upload(files, lang: str = "en"):
@@ -197,6 +205,9 @@ def _job_widgets() -> SimpleNamespace:
                              label=t("Prompt preset"), scale=3)
         lang = gr.Radio(list(LANGS), value="en", label=t("Prompt language"), scale=1)
         limit = gr.Number(0, precision=0, minimum=0, label=t("Label at most this many images now (0: all)"), scale=1)
+    # A Chinese page asks in Chinese (once, as it loads: the person's choice stays when the page switches).
+    i18n.at_page_load(lambda lang: lang if lang in LANGS else "en", [], lang, on_switch=False,
+                      api_name="label_page_lang")
     return SimpleNamespace(folder=folder, files=files, out=out, preset=preset, lang=lang, limit=limit)
 
 
@@ -236,7 +247,7 @@ def _review_widgets() -> SimpleNamespace:
 def create_tab(ctx) -> None:
     run = gr.State(None)  # this page's LabelRun: per browser session, never shared
     job = _job_widgets()
-    form = labeler_form("label")
+    form = labeler_form("label", ctx)
     ui = _run_widgets()
     review = _review_widgets()
     inputs = [run, job.folder, job.out, job.preset, job.lang, job.limit]
@@ -245,7 +256,8 @@ def create_tab(ctx) -> None:
     # A sentence the core refuses with shows in the status box (or as a toast where there is none).
     started = i18n.handler(ctx, partial(start, ctx), on_error=_refused)
     retried = i18n.handler(ctx, partial(start, ctx, retry=True), on_error=_refused)
-    ticked = i18n.handler(ctx, refresh, on_error=lambda sentence: (sentence, [], [], [], gr.Timer(active=False)))
+    ticked = i18n.handler(ctx, refresh, on_error=lambda sentence: (sentence, [], [], [], gr.Timer(active=False),
+                                                                   gr.update()))
     job.files.upload(i18n.handler(ctx, upload, on_error=lambda sentence: (gr.update(), sentence)), job.files,
                      [job.folder, ui.status], api_name="label_upload")  # fmt: skip
     job.preset.focus(lambda: gr.update(choices=list_prompt_presets()), outputs=job.preset, api_name="label_presets")
@@ -254,7 +266,7 @@ def create_tab(ctx) -> None:
     ui.start.click(started, inputs, [run, ui.status, ui.timer], api_name="label_start", inputs_kwargs=labeler)
     ui.retry.click(retried, inputs, [run, ui.status, ui.timer], api_name="label_retry", inputs_kwargs=labeler)
     ui.stop.click(i18n.handler(ctx, stop), run, ui.status, api_name="label_stop")
-    ui.timer.tick(ticked, [run, job.out], [ui.progress, ui.gallery, ui.items, ui.failures, ui.timer],
+    ui.timer.tick(ticked, [run, job.out], [ui.progress, ui.gallery, ui.items, ui.failures, ui.timer, ui.status],
                   api_name="label_progress", show_progress="hidden")
     review.load.click(i18n.handler(ctx, review_load), job.out, review.table, api_name="label_review_load")
     review.save.click(i18n.handler(ctx, review_save, on_error=lambda sentence: (sentence, gr.update())),

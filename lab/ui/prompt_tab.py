@@ -17,10 +17,10 @@ from lab.endpoint_client import environment_keys
 from lab.errors import ConfigError, LabError, localize
 from lab.labeling.client import ApiLabeler, LabelerConfig, load_providers
 from lab.labeling.item import PromptSpec
-from lab.labeling.local import LOCAL, LocalLabeler
-from lab.labeling.preview import MAX_PREVIEW_IMAGES, preview_totals, run_preview
+from lab.labeling.local import LOCAL, LOCAL_DEFAULTS, LocalLabeler, local_config
+from lab.labeling.preview import MAX_PREVIEW_IMAGES, preview_line, sample_images, stream_preview
 from lab.paths import SAMPLE_DATASET, under
-from lab.presets import LANGS, PromptPreset, PromptText, list_prompt_presets, load_prompt_preset, save_prompt_preset
+from lab.presets import LANGS, PromptText, list_prompt_presets, load_prompt_preset, save_prompt_text
 from lab.text import Msg
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values
@@ -44,14 +44,26 @@ def _env_key() -> str | None:
     return next(iter(environment_keys()), None)
 
 
-def _provider_fields(provider: str):
-    entry = load_providers().get(provider or "")
-    if provider == LOCAL:
-        return gr.update(interactive=False), gr.update(interactive=False)
-    if entry is None:  # custom: keep what was typed
-        return gr.update(interactive=True), gr.update(interactive=True)
-    models = entry["models"] or [""]
-    return gr.update(value=entry["base_url"], interactive=True), gr.update(choices=models, value=models[0], interactive=True)
+# Settings only an API has: hidden while the local model labels (its knobs are LOCAL_KNOBS).
+API_ONLY = ("base_url", "model", "api_key", "json_mode", "reask", "concurrency", "max_retries", "timeout")
+LOCAL_KNOBS = ("temperature", "max_new_tokens", "max_pixels")
+
+
+def provider_fields(provider: str, *knobs):
+    """The form for ``provider``: an API's URL and models; for the local model only its own knobs, with the
+    local labeler's defaults (and the API's defaults again when going back). Outputs: the fields of
+    :data:`API_ONLY`, then :data:`LOCAL_KNOBS`, then the key notice and the "use the local model" button."""
+    local, entry = provider == LOCAL, load_providers().get(provider or "")
+    shown = {name: gr.update(visible=not local) for name in API_ONLY}
+    if entry is not None:
+        models = entry["models"] or [""]
+        shown["base_url"] = gr.update(value=entry["base_url"], visible=True)
+        shown["model"] = gr.update(choices=models, value=models[0], visible=True)
+    was_local = tuple(knobs) == tuple(LOCAL_DEFAULTS[name] for name in LOCAL_KNOBS)
+    start = local_config() if local else LabelerConfig() if was_local else None
+    values = [gr.update() if start is None else gr.update(value=getattr(start, name)) for name in LOCAL_KNOBS]
+    return [*(shown[name] for name in API_ONLY), *values, gr.update(visible=not local),
+            gr.update(visible=not local and not _env_key())]
 
 
 def labeler_start() -> LabelerConfig:
@@ -62,23 +74,25 @@ def labeler_start() -> LabelerConfig:
     return LabelerConfig(provider=start, base_url=entry.get("base_url", ""), model=(entry.get("models") or [""])[0])
 
 
-def labeler_form(api_prefix: str) -> Form:
-    """The labeler's settings; ``api_prefix`` keeps its event names apart per tab."""
+def labeler_form(api_prefix: str, ctx=None) -> Form:
+    """The labeler's settings; ``api_prefix`` keeps its event names apart per tab. With ``ctx``, the form of
+    the tab before (Prompt design) is followed: the labeler chosen there is the one chosen here."""
     providers, start = load_providers(), labeler_start()
     choices = [(entry.get("title", name), name) for name, entry in providers.items()]
-    choices += [("Custom (type the base URL)", ""), ("Local model loaded in the app (free, offline, slower)", LOCAL)]
+    choices += [(t("Custom (type the base URL)"), ""), (t("Local model loaded in the app (free, offline, slower)"), LOCAL)]
     env = _env_key()
     form = Form(LabelerConfig, start)
     with gr.Accordion(t("Labeler"), open=True):
         if env:
-            gr.Markdown(t("An API key was found in the environment; it is sent only to the base URL it was set up for, "
-                          "and a key typed below takes its place."))
+            notice = gr.Markdown(t("An API key was found in the environment; it is sent only to the base URL it was set "
+                                   "up for, and a key typed below takes its place."))
         else:
-            gr.Markdown(t("No API key is set. Type one in the API key box below (it stays in this page), or set "
-                          "OPENAI_API_KEY (DASHSCOPE_API_KEY for DashScope) before starting the app. Without a key you "
-                          "can label with the model loaded in the app: slower, free and offline."))
+            notice = gr.Markdown(t("No API key is set. Type one in the API key box below (it stays in this page), or "
+                                   "set OPENAI_API_KEY (DASHSCOPE_API_KEY for DashScope) before starting the app. "
+                                   "Without a key you can label with the model loaded in the app: slower, free and "
+                                   "offline."))
         with gr.Row():
-            form.add("provider", choices=choices, scale=2)
+            form.add("provider", choices=choices, scale=3, min_width=300)  # wide enough for the longest title
             form.add("base_url", scale=3)
             form.add("model", choices=providers.get(start.provider, {}).get("models", []), allow_custom_value=True,
                      scale=2)  # fmt: skip
@@ -88,10 +102,23 @@ def labeler_form(api_prefix: str) -> Form:
             form.add("json_mode")
             form.add("reask")
             use_local = gr.Button(t("Use the loaded local model instead"), size="sm", visible=not env)
-    form["provider"].change(_provider_fields, form["provider"], [form["base_url"], form["model"]],
+    form["provider"].change(provider_fields, [form["provider"], *(form[name] for name in LOCAL_KNOBS)],
+                            [*(form[name] for name in (*API_ONLY, *LOCAL_KNOBS)), notice, use_local],
                             api_name=f"{api_prefix}_provider")  # fmt: skip
     use_local.click(lambda: LOCAL, outputs=form["provider"], api_name=f"{api_prefix}_use_local")
+    if ctx is not None:
+        _follow(ctx.forms.get("labeler"), form, api_prefix)
+        ctx.forms["labeler"] = form
     return form
+
+
+def _follow(before: Form | None, form: Form, api_prefix: str) -> None:
+    """Copy each change of the labeler form of the tab before into ``form``."""
+    if before is None:
+        return
+    gr.on([before[name].change for name in LABELER_INPUTS], lambda *values: values,
+          [before[name] for name in LABELER_INPUTS], [form[name] for name in LABELER_INPUTS],
+          api_name=f"{api_prefix}_follow", show_progress="hidden", api_visibility="undocumented")
 
 
 def labeler_config(values: Mapping) -> LabelerConfig:
@@ -113,7 +140,7 @@ def make_labeler(ctx, config: LabelerConfig):
 
 def sample_image_names() -> list[str]:
     """The bundled sample images offered for previews."""
-    return sorted(p.name for p in SAMPLE_IMAGES.glob("*.png")) if SAMPLE_IMAGES.is_dir() else []
+    return [p.name for p in sample_images()]
 
 
 def load_preset_fields(name: str, prompt_lang: str, lang: str = "en"):
@@ -121,6 +148,14 @@ def load_preset_fields(name: str, prompt_lang: str, lang: str = "en"):
     preset = load_prompt_preset(name)
     system, user, keys = preset.prompt(prompt_lang or "en")
     return system, user, preset.json, ", ".join(keys)
+
+
+def page_prompts(name: str | None, lang: str):
+    """The prompt language of a page in ``lang`` (its own, when presets have it) and preset ``name``'s
+    fields in it, for both variants."""
+    prompt_lang = lang if lang in LANGS else "en"
+    fields = load_preset_fields(name, prompt_lang) if name else ("", "", False, "")
+    return prompt_lang, *fields, *fields
 
 
 def _keys(text: str) -> tuple[str, ...]:
@@ -150,54 +185,56 @@ def _json_mark(result, want_json: bool) -> str:
     return "✓" if result.ok else "✗"
 
 
-def _summary_line(name: str, results: list, lang: str) -> str:
-    totals = preview_totals(results)
-    return localize(Msg("**{name}**: {usable}/{total} usable · {seconds:.2f} s each · {prompt_tokens} + "
-                        "{completion_tokens} tokens · ${cost:.4f}",
-                        name=name, usable=sum(r.ok for r in results), total=len(results),
-                        seconds=totals["mean_seconds"], prompt_tokens=totals["prompt_tokens"],
-                        completion_tokens=totals["completion_tokens"], cost=totals["cost_usd"]), lang)  # fmt: skip
+def _caption(result, lang: str) -> str:
+    """An answer as the gallery shows it: the text, and why it is not usable when it is not."""
+    if result.ok:
+        return result.answer
+    return f"[{localize(result.reason, lang)}] {result.answer}".strip()
 
 
-def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use_b, b_system, b_user, b_json, b_keys,
-                    *, lang: str = "en", **labeler):
-    """Run A (and B) on the chosen images with the labeler's settings (by name): summary, one gallery per
-    variant, and a details table."""
-    images = _chosen_images(samples, uploads)
-    prompts = [_spec(a_system, a_user, a_json, a_keys)]
-    if use_b:
-        prompts.append(_spec(b_system, b_user, b_json, b_keys))
-    results = run_preview(images, prompts, make_labeler(ctx, labeler_config(labeler)))
-    names = ["A", "B"]
+def preview_outputs(images: list[Path], prompts: list[PromptSpec], results: list, lang: str):
+    """(summary, gallery A, gallery B, details rows) of the results so far (None: not answered yet)."""
     galleries, rows, lines = [], [], []
-    for name, prompt, row in zip(names, prompts, results):
-        lines.append(_summary_line(name, row, lang))
-        galleries.append([(str(image), r.answer or f"[{r.status}] {localize(r.reason, lang)}")
-                          for image, r in zip(images, row)])  # fmt: skip
-        for image, r in zip(images, row):
+    for name, prompt, row in zip(["A", "B"], prompts, results):
+        answered = [(image, r) for image, r in zip(images, row) if r is not None]
+        if len(answered) == len(images):
+            lines.append(localize(preview_line(f"**{name}**", row), lang))
+        galleries.append([(str(image), _caption(r, lang)) for image, r in answered])
+        for image, r in answered:
             reason = localize(r.reason, lang)
             rows.append([image.name, name, r.status, r.answer if r.ok else f"{reason}: {r.answer}".rstrip(": "),
                          round(r.seconds, 2), f"{r.prompt_tokens}+{r.completion_tokens}", round(r.cost_usd, 6),
                          _json_mark(r, prompt.want_json)])
     galleries += [[]] * (2 - len(galleries))
+    done, total = sum(r is not None for row in results for r in row), len(images) * len(prompts)
+    if done < total:
+        lines = [localize(Msg("Answering… {done} of {total} answers so far.", done=done, total=total), lang)]
     return "  \n".join(lines), galleries[0], galleries[1], rows
+
+
+def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use_b, b_system, b_user, b_json, b_keys,
+                    *, lang: str = "en", **labeler):
+    """Run A (and B) on the chosen images with the labeler's settings (by name): summary, one gallery per
+    variant, and a details table, shown answer by answer as they arrive."""
+    images = _chosen_images(samples, uploads)
+    prompts = [_spec(a_system, a_user, a_json, a_keys)]
+    if use_b:
+        prompts.append(_spec(b_system, b_user, b_json, b_keys))
+    chosen = make_labeler(ctx, labeler_config(labeler))
+    results: list = [[None] * len(images) for _ in prompts]
+    yield preview_outputs(images, prompts, results, lang)
+    for results in stream_preview(images, prompts, chosen):
+        yield preview_outputs(images, prompts, results, lang)
 
 
 def save_prompt(which, name, title, prompt_lang, a_system, a_user, a_json, a_keys, b_system, b_user, b_json, b_keys,
                 lang: str = "en"):
     """Save variant A or B as a user preset (in this language; its other language is kept)."""
     system, user, want_json, keys = (b_system, b_user, b_json, b_keys) if which == "B" else (a_system, a_user, a_json, a_keys)
-    name = (name or "").strip()
-    prompt_lang = prompt_lang if prompt_lang in LANGS else "en"
     spec = _spec(system, user, want_json, keys)
-    texts, titles = {}, {}
-    if name in list_prompt_presets():
-        old = load_prompt_preset(name)
-        texts, titles = dict(old.texts), dict(old.title)
-    texts[prompt_lang] = PromptText(spec.system, spec.user, spec.expected_keys)
-    if (title or "").strip():
-        titles[prompt_lang] = title.strip()
-    path = save_prompt_preset(PromptPreset(name=name, texts=texts, title=titles, json=spec.want_json))
+    name = (name or "").strip()
+    path = save_prompt_text(name, prompt_lang, PromptText(spec.system, spec.user, spec.expected_keys), spec.want_json,
+                            title)  # fmt: skip
     saved = Msg("Saved {path}; the labeling tab can use '{name}' now.", path=path, name=name)
     return localize(saved, lang), gr.update(choices=list_prompt_presets(), value=name)
 
@@ -231,7 +268,7 @@ def create_tab(ctx) -> None:
                               label=t("Sample images from data/sample"), scale=3)
         uploads = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                           label=t("Or upload images (at most 8 in all)"), scale=2)
-    form = labeler_form("prompt")
+    form = labeler_form("prompt", ctx)
     run = gr.Button(t("Run preview"), variant="primary")
     summary = gr.Markdown()
     with gr.Row():
@@ -246,6 +283,9 @@ def create_tab(ctx) -> None:
         save = gr.Button(t("Save as a preset"), scale=1)
     status = gr.Textbox(label=t("Status"))
 
+    # A Chinese page starts with the prompts in Chinese (both variants, as the English ones did).
+    i18n.at_page_load(lambda name, lang: page_prompts(name, lang), [preset], [lang, *a, *b], on_switch=False,
+                      api_name="prompt_page_lang")
     on_load = i18n.handler(ctx, load_preset_fields)
     preset.change(on_load, [preset, lang], list(a), api_name="prompt_load")
     lang.change(on_load, [preset, lang], list(a), api_name="prompt_load_lang")

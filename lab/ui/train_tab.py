@@ -17,7 +17,7 @@ from functools import partial
 import gradio as gr
 
 from lab import paths
-from lab.dataset import latest_dataset, list_datasets
+from lab.dataset import dataset_stats, latest_dataset, list_datasets
 from lab.errors import LabError, localize
 from lab.jobs import JobState
 from lab.training.runs import find_run
@@ -89,8 +89,17 @@ def status_outputs(run_dir, lang: str = "en"):
     bar = f'<progress value="{p.step}" max="{max(p.total or 1, 1)}" style="width:100%"></progress>'
     loss, lr = curves(run_dir)
     kl, _ = reward_curves(run_dir)  # a GRPO run draws its KL next to its loss
-    return (bar, line, plot_points(loss + kl, ("train", "kl") if kl else ("train", "eval")), plot_points(lr),
+    named = [localize(SERIES[name], lang) for name in (("train", "kl") if kl else ("train", "eval"))]  # the legend
+    return (bar, line, plot_points(_named(loss + kl, lang), tuple(named)), plot_points(_named(lr, lang)),
             plot_points(score_curves(run_dir)))
+
+
+SERIES = {"train": Msg("train"), "eval": Msg("eval"), "kl": Msg("kl"), "lr": Msg("learning rate")}
+
+
+def _named(points: list[dict], lang: str) -> list[dict]:
+    """The points with their series named in the page's language (the legend)."""
+    return [{**point, "series": localize(SERIES[point["series"]], lang)} for point in points]
 
 
 def reward_plot(run_dir):
@@ -229,6 +238,7 @@ def create_tab(ctx) -> None:
     preset = gr.Dropdown(list_train_presets(), value=default_preset(), label=t("Preset"))
     form = _form(TrainConfig.from_preset(default_preset()))
     widgets = form.named(*FORM_FIELDS)  # the API's parameters, in this order
+    dataset_note = gr.Markdown()  # which dataset was preselected, and why
     with gr.Row():
         start_btn = gr.Button(t("Start training"), variant="primary")
         stop_btn = gr.Button(t("Stop (after this step)"), variant="stop")
@@ -304,13 +314,23 @@ def create_tab(ctx) -> None:
     show_btn.click(i18n.handler(ctx, on_show), run_pick, [selected, run_config], api_name="train_show_run")
     resume_btn.click(i18n.handler(ctx, on_resume), run_pick, [message, selected], api_name="train_resume")
     load_btn.click(i18n.handler(ctx, partial(load_for_chat, ctx)), run_pick, message, api_name="train_load_run")
-    return preselect_dataset, widgets["dataset"]
+    return i18n.handler(ctx, preselect_dataset), [widgets["dataset"]], [widgets["dataset"], dataset_note]
 
 
-def preselect_dataset(current: str | None):
-    """On arrival: the newest labeled or imported dataset replaces the bundled sample as the choice."""
+def preselect_dataset(current: str | None, lang: str = "en"):
+    """On arrival: the newest labeled or imported dataset that has records replaces the bundled sample as the
+    choice; the note says which one and why (and why a newer one without records is not it)."""
     choices = [str(p) for p in list_datasets(include_variants=True)]
-    latest = latest_dataset()
     current = [current] if isinstance(current, str) else list(current or [])
-    is_default = not current or current in (["data/sample"], [str(paths.SAMPLE_DATASET)])
-    return gr.update(choices=choices, value=[str(latest)] if latest and is_default else current)
+    if current and current not in (["data/sample"], [str(paths.SAMPLE_DATASET)]):
+        return gr.update(choices=choices), ""  # the person's own choice stays
+    latest, newest = latest_dataset(), latest_dataset(with_records=False)
+    value = [str(latest)] if latest else current
+    notes = []
+    if latest:
+        notes.append(Msg("Dataset preselected: {path}, the newest labeled or imported one ({n} records).",
+                         path=latest, n=dataset_stats(latest).records))
+    if newest and newest != latest:
+        notes.append(Msg("{path} has no records yet (none of its answers was usable), so it is not preselected.",
+                         path=newest))
+    return gr.update(choices=choices, value=value), "  \n".join(localize(note, lang) for note in notes)
