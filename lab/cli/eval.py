@@ -44,11 +44,11 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
     saved = parser.add_subparsers(dest="action", metavar="[list | show]",
                                   help="browse saved results instead: 'eval list', 'eval show RESULT'")
-    listing = saved.add_parser("list", help="saved evaluation results, newest first (the workspace's and every run's)")
+    listing = saved.add_parser("list", help="saved evaluation results, newest first (the workspace's and every run's)", description="Saved evaluation results, newest first (the workspace's and every run's).")
     listing.add_argument("--adapter", dest="run", default=None, metavar="RUN", help="only this run's results")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=run_list)
-    show = saved.add_parser("show", help="one saved result: metrics per variant and the samples")
+    show = saved.add_parser("show", help="one saved result: metrics per variant and the samples", description="One saved result: metrics per variant and the samples.")
     show.add_argument("result", help="a result's .json file (see 'eval list')")
     show.add_argument("--sort", choices=["gain", "loss", "id"], default="gain",
                       help="order of the samples: largest gain first, largest loss first, or as in the data")

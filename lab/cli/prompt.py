@@ -28,11 +28,11 @@ def add_parser(subparsers) -> None:
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    listing = actions.add_parser("list", help="the prompt presets (bundled, then saved)")
+    listing = actions.add_parser("list", help="the prompt presets (bundled, then saved)", description="The prompt presets (bundled, then saved).")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=run_list)
 
-    show = actions.add_parser("show", help="a preset's system prompt, user prompt and expected JSON keys")
+    show = actions.add_parser("show", help="a preset's system prompt, user prompt and expected JSON keys", description="A preset's system prompt, user prompt and expected JSON keys.")
     show.add_argument("name", help="preset name or YAML file")
     show.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the prompt (default: en)")
     show.add_argument("--json", action="store_true", help="print JSON")

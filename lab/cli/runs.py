@@ -17,10 +17,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("runs", help="list the training runs, or show one (status, curve, config)",
                                    description="The training runs under checkpoints/ (or another output_dir).")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="every run, newest first: status, method, model, step, loss")
+    listing = actions.add_parser("list", help="every run, newest first: status, method, model, step, loss", description="Every run, newest first: status, method, model, step, loss.")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=run_list)
-    show = actions.add_parser("show", help="one run: status, progress, loss curve, config, saved evaluations")
+    show = actions.add_parser("show", help="one run: status, progress, loss curve, config, saved evaluations", description="One run: status, progress, loss curve, config, saved evaluations.")
     show.add_argument("run", help="a run's name under checkpoints/ or its folder")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=run_show)

@@ -10,24 +10,24 @@ from lab.text import Msg
 
 
 class StopOnCtrlC:
-    """While in effect, the first Ctrl-C sets ``stop`` and prints ``message``; the second raises KeyboardInterrupt."""
+    """While in effect, the first Ctrl-C (or one of ``signals``) sets ``stop`` and prints ``message``; the second
+    raises KeyboardInterrupt."""
 
-    def __init__(self, stop: threading.Event, message: Msg):
-        self.stop, self.message = stop, message
+    def __init__(self, stop: threading.Event, message: Msg, signals: tuple[int, ...] = (signal.SIGINT,)):
+        self.stop, self.message, self.signals = stop, message, signals
 
-    def __enter__(self) -> "StopOnCtrlC":
+    def __enter__(self) -> StopOnCtrlC:
         from lab.errors import cli_lang, localize
-
-        self.previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
             if self.stop.is_set():
                 raise KeyboardInterrupt
             self.stop.set()
-            print(f"\n{localize(self.message, cli_lang())}", file=sys.stderr)
+            print(f"\n{localize(self.message, cli_lang())}", file=sys.stderr, flush=True)
 
-        signal.signal(signal.SIGINT, handler)
+        self.previous = {sig: signal.signal(sig, handler) for sig in self.signals}
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)

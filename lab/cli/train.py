@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+
+from lab.cli.stopping import StopOnCtrlC
+from lab.text import Msg
 
 
 def add_parser(subparsers) -> None:
@@ -77,19 +79,11 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(cfg, args.card, args.json)
     stop = threading.Event()
-
-    def request_stop(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("Stopping after the current step (again to quit at once) ...", file=sys.stderr, flush=True)
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with StopOnCtrlC(stop, STOPPING, signals=(signal.SIGINT, signal.SIGTERM)):  # SIGTERM: a scheduler's stop
         return _train(cfg, resume, stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+
+STOPPING = Msg("Stopping after the current step (again to quit at once) ...")
 
 
 def _dry_run(cfg, card: str | None, as_json: bool) -> int:
