@@ -2,8 +2,8 @@
 
 Batches are left-padded so every prompt ends where generation starts; with greedy
 decoding a batch gives the same answers as one prompt at a time (a test checks it on
-every Qwen-VL family: transformers builds the multimodal rope positions from the
-attention mask, so the padding does not shift them).
+every family of :mod:`lab.families`: transformers builds the multimodal rope positions
+from the attention mask, so the padding does not shift them).
 
 Conversations are ms-swift messages (string contents with ``<image>`` placeholders, no
 final assistant turn); ``images`` holds each conversation's PIL images in order.
@@ -45,8 +45,10 @@ def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[li
         for conv in conversations
     ]
     flat_images = [image for per_conv in images for image in per_conv]
-    # padding_side per call: the training collator shares this processor and pads on the right.
-    inputs = processor(text=texts, images=flat_images or None, return_tensors="pt", padding=True, padding_side="left")
+    # padding_side per call: the training collator shares this processor and pads on the right. The chat
+    # template already wrote any begin-of-text token (Gemma's <bos>), so the tokenizer adds none.
+    inputs = processor(text=texts, images=flat_images or None, return_tensors="pt", padding=True, padding_side="left",
+                       add_special_tokens=False)
     return inputs.to(loaded.model.device)
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lab.chat import ChatSettings
-from lab.cli.eval import add_model_arguments
+from lab.cli.eval import add_model_arguments, source_options
 from lab.settings import add_flags
 
 
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     settings = from_flags(ChatSettings, args)
     history = [user_turn(args.prompt, args.image)]
     handle = ModelHandle()
-    handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
+    handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device,
+                             **source_options(args))
     shown = ""
     for text in stream_reply(handle, history, settings, adapter=False if args.no_adapter else None):
         sys.stdout.write(text[len(shown):])

@@ -17,6 +17,22 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default=None, metavar="RUN", help="a training run (name under checkpoints/ or folder): its LoRA adapter, or its fine-tuned model")
     parser.add_argument("--quantization", choices=["4bit", "8bit"], default=None, help="load the model quantized (needs a CUDA GPU)")
     parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N")
+    add_source_flags(parser)
+
+
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """--trust-remote-code / --hub, for every command that loads a model."""
+    from lab.hubs import SourceSettings
+
+    add_flags(parser, SourceSettings, title="model source")
+
+
+def source_options(args: argparse.Namespace) -> dict:
+    """``load_model`` options from --trust-remote-code / --hub."""
+    from lab.hubs import SourceSettings
+    from lab.settings import from_flags
+
+    return from_flags(SourceSettings, args).load_options()
 
 
 def add_parser(subparsers) -> None:
@@ -74,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).")
     handle = ModelHandle()
-    handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
+    handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device,
+                             **source_options(args))
     result = run_evaluation(handle, samples, settings, source=source, progress=_progress)
     print(file=sys.stderr)
     print(format_result(result))

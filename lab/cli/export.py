@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lab.cli.eval import add_source_flags, source_options
 from lab.export import ExportSettings
 from lab.settings import add_flags
 
@@ -17,6 +18,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--adapter", required=True, metavar="RUN", help="the training run: a name under checkpoints/ or a folder")
     parser.add_argument("--out", required=True, help="new (or empty) folder for the merged model")
     add_flags(parser, ExportSettings)
+    add_source_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from lab.settings import from_flags
 
     settings = from_flags(ExportSettings, args)
-    result = export_run(args.adapter, args.out, settings)
+    result = export_run(args.adapter, args.out, settings, source=source_options(args))
     what = "Merged the LoRA adapter of" if result.merged else "Saved the fine-tuned model of"
     print(f"{what} {result.run} into {result.out_dir} ({result.seconds:.1f} s): {', '.join(result.files)}")
     if result.hub_url:

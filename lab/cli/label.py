@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from lab.labeling.client import LabelerConfig
+from lab.cli.eval import add_source_flags, source_options
 from lab.settings import add_flags
 from lab.text import Msg
 
@@ -37,6 +38,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", "--output_json", dest="out", required=True,
                         help="dataset folder to write (data.jsonl, images/, failures.jsonl)")
     parser.add_argument("--local-model", default=None, help="label with a local model instead of an API: 'demo', a Hub id or a folder")
+    add_source_flags(parser)
     parser.add_argument("--limit", type=int, default=None, help="label at most N more images in this run")
     add_flags(parser, LabelerConfig, title="labeler (a flag not given keeps the last run's setting here)")
     parser.add_argument("--retry-failed", action="store_true", help="redo only the images that failed before")
@@ -134,7 +136,7 @@ def _local_labeler(args):
     config = from_flags(LabelerConfig, args)
     handle = ModelHandle()
     print(f"loading {args.local_model} ...", file=sys.stderr)
-    handle.load(args.local_model)
+    handle.load(args.local_model, **source_options(args))
     labeler = LocalLabeler(handle, config)
     return labeler, {"model": labeler.name, "local": True, "max_pixels": labeler.max_pixels}
 

@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 
+from lab.cli.eval import add_source_flags
+from lab.hubs import SourceSettings
+from lab.settings import flag_values
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -26,11 +30,22 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="change a setting, e.g. --set learning_rate=2e-4 lora_targets=[language,vision]")  # fmt: skip
     parser.add_argument("--show-command", action="store_true", help="print the command that reproduces this config and exit")
+    add_source_flags(parser)
     parser.set_defaults(func=run)
 
 
 def build_config(args: argparse.Namespace):
-    """``(config, resume)`` from the command line."""
+    """``(config, resume)`` from the command line; --trust-remote-code and --hub set the config's fields."""
+    cfg, resume = _config(args)
+    given = flag_values(SourceSettings, args)
+    if given:
+        from lab.train_config import TrainConfig
+
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), **given})
+    return cfg, resume
+
+
+def _config(args: argparse.Namespace):
     from lab.train_config import TrainConfig
 
     if args.resume:

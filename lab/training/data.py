@@ -85,12 +85,15 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
 
 
-def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> TrainingData:
-    """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``."""
+def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print, family: str | None = None) -> TrainingData:
+    """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``.
+
+    ``family`` (:mod:`lab.families`) tells how the model's images become tokens.
+    """
     train_records, val_records = load_splits(cfg)
     dropped: list[tuple[str, Msg]] = []
-    train = _encode_all(train_records, cfg, processor, dropped)
-    val = _encode_all(val_records, cfg, processor, dropped)
+    train = _encode_all(train_records, cfg, processor, dropped, family)
+    val = _encode_all(val_records, cfg, processor, dropped, family)
     data = TrainingData(train, val, dropped)
     if not train:
         first = Msg("")
@@ -105,13 +108,13 @@ def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print) -> 
     return data
 
 
-def _encode_all(records: list[dict], cfg: Any, processor: Any, dropped: list) -> list[EncodedSample]:
+def _encode_all(records: list[dict], cfg: Any, processor: Any, dropped: list, family: str | None) -> list[EncodedSample]:
     placeholder = image_token_id(processor)
     samples = []
     for index, record in enumerate(records):
         key = str(record.get("id", f"#{index + 1}"))
         try:
-            sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"])
+            sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"], family)
         except BadImageError as err:
             dropped.append((key, Msg("unreadable image: {err}", err=err)))
             continue

@@ -59,7 +59,10 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     from lab.training.data import check_datasets
     from lab.training.runner import check_run_dir
 
+    from lab.models import check_trust
+
     queue = restricted() if queue is None else queue
+    check_trust(cfg.trust_remote_code)  # refused on a shared server now, not when the run loads its model
     check_datasets(cfg)  # a wrong path is one sentence now, not a failed run later
     with _turns.lock:
         running = _turns.busy()

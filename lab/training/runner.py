@@ -62,7 +62,8 @@ def load_options(cfg: Any, device: str) -> dict:
     dtype = resolve_dtype(cfg.dtype, device)
     if cfg.method == "full" and str(dtype) == "torch.float16":
         dtype = "float32"  # fp16 weights cannot take optimizer updates; autocast still computes in fp16
-    options = dict(dtype=dtype, device=device, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    options = dict(dtype=dtype, device=device, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+                   trust_remote_code=cfg.trust_remote_code, hub=cfg.hub)
     if cfg.method == "qlora":
         options.update(quantization=f"{cfg.quant_bits}bit", double_quant=cfg.double_quant,
                        quant_compute_dtype=cfg.quant_compute_dtype)  # fmt: skip
@@ -268,10 +269,9 @@ def _prepare(cfg, loaded, device: str, log):
         log(f"Loading {cfg.model} on {device} ...")
         loaded = load_model(model_source(cfg), **load_options(cfg, device))
     check_quantization(cfg, loaded)
-    if getattr(getattr(loaded.processor, "image_processor", None), "merge_size", None) is not None:
-        # The processor keeps the run's pixel bounds afterwards: the trained model expects them.
-        set_image_pixels(loaded.processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
-    data = build_data(cfg, loaded.processor, log)
+    # The processor keeps the run's pixel bounds afterwards: the trained model expects them.
+    set_image_pixels(loaded.processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, family=loaded.family)
+    data = build_data(cfg, loaded.processor, log, family=loaded.family)
     loaded.model = unwrap_adapters(loaded.model)
     prepared = prepare_model(loaded.model, cfg)
     loaded.model = prepared.model  # so that whoever holds ``loaded`` can undo the adapters if training fails
@@ -281,6 +281,7 @@ def _prepare(cfg, loaded, device: str, log):
 
 def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, echo_metrics: bool,
            extra_callbacks: list) -> TrainResult:
+    from lab.families import get_family
     from lab.training.collator import TrainDataset
     from lab.training.trainer import LossCollator, make_trainer, training_arguments
 
@@ -290,7 +291,8 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
     throughput = Throughput()
     callbacks = [make_metrics_callback(run_dir, throughput, log if echo_metrics else None),
                  _start_event(run_dir, data, prepared, resume), *extra_callbacks]  # fmt: skip
-    collator = LossCollator(processor.tokenizer.pad_token_id, 8 if device.startswith("cuda") else 1)
+    collator = LossCollator(processor.tokenizer.pad_token_id, 8 if device.startswith("cuda") else 1,
+                            packed=get_family(loaded.family).packed)
     pixels = loaded.dtype if (args.bf16 or args.fp16) else None
     trainer = make_trainer(prepared.model, args, TrainDataset(data.train, processor, pixels),
                            TrainDataset(data.val, processor, pixels) if data.val else None, collator, stop, throughput,

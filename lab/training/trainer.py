@@ -39,8 +39,9 @@ class LossCollator(Collator):
     model's ``position_ids``, so the model need not compute them on the GPU.
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, rope: RopeIndex | None = None):
-        super().__init__(pad_token_id, pad_to_multiple_of)
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, rope: RopeIndex | None = None,
+                 packed: tuple[str, ...] = ()):
+        super().__init__(pad_token_id, pad_to_multiple_of, packed)
         self.rope = rope
 
     def __call__(self, items: list[dict]) -> dict:

@@ -22,6 +22,7 @@ from lab.errors import LabError, localize
 from lab.jobs import JobState
 from lab.handle import find_run
 from lab.text import Msg
+from lab.models import offered_models
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
 from lab.training.runs import RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, train_command
@@ -169,10 +170,11 @@ def _form(base: TrainConfig) -> Form:
             ("lora_targets", "train_vision", "train_merger", "train_language", "num_gpus"),
             ("learning_rate", "num_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
              "max_length")]  # fmt: skip
+    choices = {"dataset": datasets, "model": offered_models()}
     for names in rows:
         with gr.Row():
             for name in names:
-                form.add(name, **({"choices": datasets} if name == "dataset" else {}))
+                form.add(name, **({"choices": choices[name]} if name in choices else {}))
     with gr.Accordion(t("More settings"), open=False):
         for first in range(0, len(MORE_FIELDS), 6):
             with gr.Row():
