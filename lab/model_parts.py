@@ -120,6 +120,10 @@ def lora_target_modules(model, parts: set[str]) -> str:
         for name, module in modules.items()
         if isinstance(module, torch.nn.Linear) and name != lm_head and in_group(name, prefixes)
     )
+    bare = sorted(p for p in parts if not any(in_group(t, groups[p]) for t in targets))
+    if bare:  # Gemma 3's projector is a plain weight matrix, no linear layer
+        raise ConfigError("The {part} of this model has no linear layers to put LoRA adapters on; train it in full "
+                          "(train_{part}) or leave it frozen.", part=bare[0])
     return _compact_regex(targets, list(modules))
 
 

@@ -129,6 +129,11 @@ def train_tokenizer(family: str, texts: list[str], vocab_size: int = VOCAB_SIZE)
     real tokenizer's size, as the real vocabulary fills those ids. ``<|image_pad|>`` is then
     151655 as in Qwen2-VL, and tools that hard-code such ids see the tokens they expect.
     """
+    return _tokenizer_and_used_ids(family, texts, vocab_size)[0]
+
+
+def _tokenizer_and_used_ids(family: str, texts: list[str], vocab_size: int = VOCAB_SIZE):
+    """:func:`train_tokenizer`, and the ids of its tokens that are not fillers."""
     import transformers
     from tokenizers import AddedToken
 
@@ -139,12 +144,12 @@ def train_tokenizer(family: str, texts: list[str], vocab_size: int = VOCAB_SIZE)
     trained = _train_bpe(cls(**names).backend_tokenizer, spec, texts, vocab_size)
     model = json.loads(trained.to_str())["model"]
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    tokenizer = cls(vocab=_layout(model["vocab"], spec), merges=merges, extra_special_tokens=dict(spec.extra),
-                    **names)
+    vocab, used = _layout(model["vocab"], spec)
+    tokenizer = cls(vocab=vocab, merges=merges, extra_special_tokens=dict(spec.extra), **names)
     ordered = sorted(spec.special, key=spec.special.get)
     tokenizer.add_tokens([AddedToken(t, special=t not in spec.normal, normalized=False) for t in ordered])
     tokenizer.chat_template = family_entry.chat_template
-    return tokenizer
+    return tokenizer, used
 
 
 def _train_bpe(pipeline, spec, texts: list[str], vocab_size: int):
@@ -164,23 +169,25 @@ def _train_bpe(pipeline, spec, texts: list[str], vocab_size: int):
     return bpe
 
 
-def _layout(trained: dict[str, int], spec) -> dict[str, int]:
+def _layout(trained: dict[str, int], spec) -> tuple[dict[str, int], set[int]]:
     """Special tokens at their real ids, the trained tokens at the free ids from 0, fillers up to ``spec.size``.
 
     A sentencepiece-style vocabulary also gets the 256 byte tokens (``<0x41>``) its byte
-    fallback spells unknown characters with.
+    fallback spells unknown characters with. Returns the vocabulary and the ids that are not fillers.
     """
     regular = sorted(trained, key=trained.get)
     if spec.style == "sentencepiece":
         regular = [f"<0x{b:02X}>" for b in range(256)] + regular
     regular = [t for t in regular if t not in spec.special]
+    taken = set(spec.special.values())
+    free = (i for i in range(spec.size) if i not in taken)
     vocab = dict(spec.special)
-    free = (i for i in range(spec.size) if i not in set(spec.special.values()))
     for token, index in zip(regular, free):
         vocab[token] = index
+    used = set(vocab.values())
     for index in free:
         vocab[f"<|unused_{index}|>"] = index  # no text produces it: the BPE has no merge that makes it
-    return vocab
+    return vocab, used
 
 
 def special_ids(tokenizer, family: str) -> dict[str, int]:
@@ -230,7 +237,7 @@ def _write_model(family: str, folder: Path, seed: int) -> None:
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    tokenizer = train_tokenizer(family, corpus_texts())
+    tokenizer, used = _tokenizer_and_used_ids(family, corpus_texts())
     config = model_config(family, tokenizer)
     # fork_rng: building a model must not change the caller's random stream.
     with torch.random.fork_rng(devices=[]):
@@ -239,7 +246,7 @@ def _write_model(family: str, folder: Path, seed: int) -> None:
         randomize = check_family(family).tiny.randomize
         if randomize is not None:
             randomize(model)
-    _quiet_unused_rows(model, tokenizer, family)
+    _quiet_unused_rows(model, used)
     spec = check_family(family).tokens
     stop = tokenizer.convert_tokens_to_ids(list(spec.stop or (spec.eos,)))
     pad = tokenizer.convert_tokens_to_ids(spec.pad)
@@ -269,8 +276,8 @@ def _write_model(family: str, folder: Path, seed: int) -> None:
     (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
-def _quiet_unused_rows(model, tokenizer, family: str) -> None:
-    """Zero the embedding rows of the fillers and of the ids past the tokenizer.
+def _quiet_unused_rows(model, used: set[int]) -> None:
+    """Zero the embedding rows of the fillers and of the ids past the tokenizer (all but ``used``).
 
     Their logits are then exactly 0 while the trained tokens' are random, so a random model
     answers with real words (the largest of a few thousand random logits is above 0), not
@@ -278,8 +285,9 @@ def _quiet_unused_rows(model, tokenizer, family: str) -> None:
     """
     import torch
 
-    used = {i for t, i in tokenizer.get_vocab().items() if not t.startswith("<|unused_")}
-    unused = torch.tensor(sorted(set(range(model.get_input_embeddings().weight.shape[0])) - used), dtype=torch.long)
+    rows = model.get_input_embeddings().weight.shape[0]
+    unused = torch.ones(rows, dtype=torch.bool)
+    unused[sorted(used)] = False
     with torch.no_grad():
         for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
             layer.weight[unused] = 0
