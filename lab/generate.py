@@ -44,10 +44,11 @@ def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[li
         processor.apply_chat_template(to_hf_messages(conv), tokenize=False, add_generation_prompt=True)
         for conv in conversations
     ]
-    flat_images = [image for per_conv in images for image in per_conv]
+    # One list of pictures per conversation: Gemma 3 and SmolVLM need to know which prompt each belongs to.
+    nested = [list(per_conv) for per_conv in images] if any(images) else None
     # padding_side per call: the training collator shares this processor and pads on the right. The chat
     # template already wrote any begin-of-text token (Gemma's <bos>), so the tokenizer adds none.
-    inputs = processor(text=texts, images=flat_images or None, return_tensors="pt", padding=True, padding_side="left",
+    inputs = processor(text=texts, images=nested, return_tensors="pt", padding=True, padding_side="left",
                        add_special_tokens=False)
     return inputs.to(loaded.model.device)
 

@@ -230,6 +230,27 @@ def test_min_and_max_pixels_change_the_number_of_image_tokens(tiny_models):
         load_model(tiny_models("qwen2_5_vl"), min_pixels=10_000, max_pixels=1_000)
 
 
+@pytest.mark.parametrize("family", ["internvl", "minicpmv4_6", "smolvlm"])
+def test_max_pixels_turns_each_familys_own_knob(tiny_models, family):
+    """InternVL's tiles, MiniCPM-V's slices, SmolVLM's longest edge: fewer pixels, fewer image tokens."""
+    def image_tokens(lm):
+        text = lm.processor.apply_chat_template(chat(), tokenize=False)
+        inputs = lm.processor(text=[text], images=[Image.new("RGB", (600, 300))], return_tensors="pt",
+                              add_special_tokens=False)
+        return int((inputs["input_ids"] == lm.model.config.image_token_id).sum())
+
+    free = load_model(tiny_models(family))
+    bounded = load_model(tiny_models(family), max_pixels=64 * 64)
+    assert image_tokens(bounded) < image_tokens(free)
+    assert load_model(tiny_models(family), max_pixels=10**9).processor.image_processor.to_dict() == \
+        free.processor.image_processor.to_dict()  # only ever lowered: these processors resize up to their limit
+
+
+def test_a_fixed_image_size_has_no_pixel_bounds_to_set(tiny_models):
+    lm = load_model(tiny_models("gemma3"), min_pixels=28 * 28, max_pixels=64 * 64)
+    assert lm.processor.image_processor.size == load_model(tiny_models("gemma3")).processor.image_processor.size
+
+
 def test_4bit_on_cpu(tiny_models):
     from lab.models import _bitsandbytes_problem
 
