@@ -3,7 +3,8 @@
     python bench/classroom.py            # app start + the whole guided loop
     python bench/classroom.py --start    # only: app start to first page
 
-Start: ``python app.py`` in a subprocess until ``/`` answers. Loop: the real app in this
+Start: ``python app.py`` in a subprocess until ``/`` answers, beside a bare ``import gradio``
+(best of three each, interleaved): what the app adds on top of Gradio's own import. Loop: the real app in this
 process (fresh workspace, tiny demo model, bundled sample set), driven through its API
 with gradio_client exactly as the guide's clicks: preview the caption prompt with the
 local model, train the ``cpu_demo`` preset, evaluate base vs tuned on data/sample, one
@@ -23,6 +24,13 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def time_gradio_import() -> float:
+    """A bare ``import gradio`` in a fresh interpreter: the part of the start that is Gradio's own."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gradio"], check=True)
+    return time.perf_counter() - started
 
 
 def time_app_start(port: int = 7991) -> float:
@@ -100,7 +108,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", action="store_true", help="only time the app start")
     args = parser.parse_args()
-    figures = {"app_start_to_first_page_s": round(min(time_app_start() for _ in range(3)), 2)}
+    starts, imports = [], []
+    for _ in range(3):  # interleaved, so both see the same load on the machine
+        starts.append(time_app_start())
+        imports.append(time_gradio_import())
+    figures = {"app_start_to_first_page_s": round(min(starts), 2), "import_gradio_s": round(min(imports), 2),
+               "ours_on_top_of_gradio_s": round(min(starts) - min(imports), 2)}
     if not args.start:
         figures.update(run_loop())
     print(json.dumps(figures, indent=2))

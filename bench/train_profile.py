@@ -41,10 +41,10 @@ VARIANTS = ("stock", "lab", "pad64", "compile")
 @contextlib.contextmanager
 def variant_switches(name: str):
     """Switch off the fast paths ``name`` does without (module attributes, restored afterwards)."""
-    from lab.training import trainer
+    from lab.training import collator, trainer
 
-    saved = {k: getattr(trainer, k) for k in ("frozen_towers_without_grad", "RopeIndex", "LossCollator",
-                                              "training_arguments")}  # fmt: skip
+    saved = {k: getattr(trainer, k) for k in ("frozen_towers_without_grad", "RopeIndex", "training_arguments")}
+    saved_collator = collator.LossCollator
     try:
         if name == "stock":
             trainer.frozen_towers_without_grad = lambda model: (lambda: None)
@@ -58,13 +58,14 @@ def variant_switches(name: str):
 
             trainer.training_arguments = blocking
         if name == "pad64":
-            base = saved["LossCollator"]
-            trainer.LossCollator = type("Pad64", (base,), {"__init__": lambda self, pad_id, multiple=1, rope=None:
+            base = saved_collator
+            collator.LossCollator = type("Pad64", (base,), {"__init__": lambda self, pad_id, multiple=1, rope=None:
                                                            base.__init__(self, pad_id, 64, rope)})  # fmt: skip
         yield
     finally:
         for k, v in saved.items():
             setattr(trainer, k, v)
+        collator.LossCollator = saved_collator
 
 
 def step_clock(times: list):
@@ -149,7 +150,7 @@ def check_compiled_gradients(loaded, dataset: Path, batch: int) -> list[tuple[st
     from lab.training.data import build_data
     from lab.training.setup import prepare_model
     from lab.training.speed import compile_blocks, frozen_towers_without_grad, skip_adapter_input_cast, use_grouped_vision_attention
-    from lab.training.trainer import LossCollator
+    from lab.training.collator import LossCollator
 
     cfg = bench.bench_config(dataset, batch, 1, "check")
     processor = loaded.processor

@@ -5,6 +5,9 @@ drawn from a handful of parameters (colour, count, value, orientation). The refe
 answers are written from the same parameters, so they are correct by construction:
 a one-sentence caption and a JSON "component function" description (the shape of the
 project's seed example: 组件名 / 功能 / 描述 / 细节), each in English and Chinese.
+Two variant files go beyond captions: ``data_grounding.jsonl`` asks where things are
+(boxes of drawn elements, known exactly, in ms-swift's ``objects`` form) and
+``data_video.jsonl`` asks about short clips of a progress bar (folders of frames).
 
 The output is deterministic: parameters come from ``random.Random`` seeded with a
 string, text is drawn with Pillow's built-in bitmap font (no system font whose
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -38,6 +41,15 @@ FILES = {
     ("json", "zh"): "data_json_zh.jsonl",
 }
 JSON_KEYS = {"en": ("component", "functions", "description", "details"), "zh": ("组件名", "功能", "描述", "细节")}
+GROUNDING_FILE, VIDEO_FILE = "data_grounding.jsonl", "data_video.jsonl"
+GROUNDING_PROMPTS = {
+    "button_group": "<image>Find the selected button.",
+    "slider": "<image>Find the <ref-object>.",
+    "form": "<image>Locate every input field and the submit button.",
+}
+VIDEO_PROMPT = "<video>What happens to the progress bar in this clip?"
+# (colour, first %, last %) of each clip; four frames each, 112x56 pixels.
+CLIPS = [("blue", 20, 80), ("orange", 90, 30), ("green", 10, 70), ("purple", 80, 20)]
 
 # name -> (RGB, Chinese name); five well-separated hues keep captions easy to learn.
 COLORS = {
@@ -54,12 +66,13 @@ FONT = ImageFont.load_default_imagefont()
 
 @dataclass
 class Answer:
-    """The four reference answers of one picture."""
+    """The four reference answers of one picture, and the boxes of drawn elements a question can ask for."""
 
     caption_en: str
     caption_zh: str
     json_en: dict
     json_zh: dict
+    boxes: list = field(default_factory=list)  # (phrase, [x1, y1, x2, y2]) in pixels of the picture
 
 
 def rgb(name: str) -> tuple[int, int, int]:
@@ -82,6 +95,12 @@ def functions(lang: str, name: str, items: list[tuple[str, list[str]]]) -> dict:
 
 def answer(en: str, zh_: str, name: tuple[str, str], en_items: list, zh_items: list) -> Answer:
     return Answer(en, zh_, functions("en", name[0], en_items), functions("zh", name[1], zh_items))
+
+
+def edges(shape: tuple[float, float, float, float]) -> list[float]:
+    """The box ``[x1, y1, x2, y2]`` of a shape Pillow drew from (x0, y0) to (x1, y1) inclusive: its pixels' edges."""
+    x0, y0, x1, y1 = shape
+    return [int(v) if float(v).is_integer() else v for v in (round(x0, 1), round(y0, 1), round(x1 + 1, 1), round(y1 + 1, 1))]
 
 
 def centered_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill=DARK) -> None:
@@ -232,7 +251,7 @@ def button_group(rng: random.Random, i: int):
         draw.rounded_rectangle(box, 6, fill=rgb(color) if selected else LIGHT)
         centered_text(draw, ((box[0] + box[2]) / 2, 56), label, fill=WHITE if selected else DARK)
     nth = ordinal(chosen + 1)
-    return im, answer(
+    result = answer(
         f"A button group with {n} buttons; the {nth} is selected in {color}.",
         f"一个按钮组，共{n}个按钮，第{chosen + 1}个被选中，为{zh(color)}。",
         ("button group", "按钮组组件"),
@@ -241,6 +260,9 @@ def button_group(rng: random.Random, i: int):
         [("让用户从多个选项中选一个", [f"一排{n}个按钮", f"第{chosen + 1}个按钮被选中"]),
          ("用颜色标出当前选项", [f"选中的按钮为{zh(color)}"])],
     )
+    result.boxes = [(f"the {color} {labels[chosen]} button", edges((12 + chosen * width, 38,
+                                                                    12 + (chosen + 1) * width - 4, 74)))]
+    return im, result
 
 
 def progress_bar(rng: random.Random, i: int):
@@ -296,7 +318,7 @@ def slider(rng: random.Random, i: int):
     centered_text(draw, (x, 34), str(value))
     centered_text(draw, (24, 80), "0")
     centered_text(draw, (200, 80), "100")
-    return im, answer(
+    result = answer(
         f"A slider set to {value}, in {color}.",
         f"一个滑块，当前值为{value}，{zh(color)}。",
         ("slider", "滑块组件"),
@@ -305,6 +327,8 @@ def slider(rng: random.Random, i: int):
         [("在一个范围内选择数值", ["范围是0到100", f"滑块位于{value}"]),
          ("用颜色标出已选部分", [f"已选轨道为{zh(color)}"])],
     )
+    result.boxes = [("slider handle", edges((x - 9, 48, x + 9, 66)))]
+    return im, result
 
 
 def tabs(rng: random.Random, i: int):
@@ -344,7 +368,8 @@ def form(rng: random.Random, i: int):
     y = 24 + n * 40
     draw.rounded_rectangle((20, y, 110, y + 26), 5, fill=rgb(color))
     centered_text(draw, (65, y + 13), "Submit", fill=WHITE)
-    return im, answer(
+    boxes = [(f"{name} field", edges((20, 30 + k * 40, 204, 48 + k * 40))) for k, name in enumerate(fields)]
+    result = answer(
         f"A form with {n} input fields and a {color} button.",
         f"一个表单，共{n}个输入框和一个{zh(color)}按钮。",
         ("form", "表单组件"),
@@ -353,6 +378,8 @@ def form(rng: random.Random, i: int):
         [("收集用户填写的信息", [f"共{n}个输入框", "每个输入框上方有标签"]),
          ("提交填写的数据", [f"底部有一个{zh(color)}提交按钮"])],
     )
+    result.boxes = boxes + [(f"{color} Submit button", edges((20, y, 110, y + 26)))]
+    return im, result
 
 
 KINDS = [donut_chart, bar_chart, line_chart, table, button_group, progress_bar, toggle_switch, slider, tabs, form]
@@ -382,11 +409,59 @@ def record(sample_id: str, kind: str, style: str, lang: str, ans: Answer) -> dic
     }
 
 
+def grounding_record(sample_id: str, kind: str, ans: Answer) -> dict:
+    """A question about where things are: the phrases and boxes fill ms-swift's placeholders."""
+    prompt = GROUNDING_PROMPTS[kind]
+    if "<ref-object>" in prompt:  # the phrase is asked for, the answer is the box
+        answer_text = "<bbox>"
+    else:
+        answer_text = "\n".join("<ref-object><bbox>" for _ in ans.boxes)
+    return {
+        "id": sample_id,
+        "images": [f"images/{sample_id}.png"],
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer_text}],
+        "objects": {"ref": [ref for ref, _ in ans.boxes], "bbox": [box for _, box in ans.boxes]},
+        "meta": {"labeler": "generator", "kind": kind, "status": "ok"},
+    }
+
+
+def progress_frame(color: str, pct: int) -> Image.Image:
+    """One frame of a clip: a progress bar at ``pct``, 112x56 pixels."""
+    im = Image.new("RGB", (112, 56), WHITE)
+    draw = ImageDraw.Draw(im)
+    draw.rounded_rectangle((8, 30, 104, 42), 6, fill=LIGHT)
+    draw.rounded_rectangle((8, 30, 8 + 96 * pct / 100, 42), 6, fill=rgb(color))
+    centered_text(draw, (56, 16), f"{pct}%")
+    return im
+
+
+def write_clips(out: Path) -> list[str]:
+    """Write ``videos/clip_NN/frame_K.png`` (four frames each) and return the clips' records as JSON lines."""
+    lines = []
+    for n, (color, first, last) in enumerate(CLIPS, start=1):
+        folder = out / "videos" / f"clip_{n:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(4):
+            pct = round(first + (last - first) * k / 3)
+            to_palette(progress_frame(color, pct)).save(folder / f"frame_{k}.png", optimize=True)
+        way_en = "fills up" if last > first else "empties"
+        rec = {
+            "id": f"clip_{n:02d}",
+            "videos": [f"videos/clip_{n:02d}"],
+            "messages": [{"role": "user", "content": VIDEO_PROMPT},
+                         {"role": "assistant", "content": f"The {color} progress bar {way_en} from {first}% to {last}%."}],
+            "meta": {"labeler": "generator", "kind": "progress_clip", "status": "ok"},
+        }
+        lines.append(json.dumps(rec, ensure_ascii=False))
+    return lines
+
+
 def generate(out_dir: str | Path) -> list[str]:
-    """Write images/NNNN.png and the four JSONL files into ``out_dir``; return the ids."""
+    """Write images/NNNN.png, the JSONL files and the clips' frames into ``out_dir``; return the picture ids."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     lines: dict[tuple[str, str], list[str]] = {key: [] for key in FILES}
+    grounding: list[str] = []
     ids = []
     # Variant-major order, so that any first ten samples cover all ten kinds.
     for i in range(VARIANTS):
@@ -397,9 +472,13 @@ def generate(out_dir: str | Path) -> list[str]:
             for style, lang in FILES:
                 rec = record(sample_id, draw_kind.__name__, style, lang, ans)
                 lines[(style, lang)].append(json.dumps(rec, ensure_ascii=False))
+            if ans.boxes:
+                grounding.append(json.dumps(grounding_record(sample_id, draw_kind.__name__, ans), ensure_ascii=False))
             ids.append(sample_id)
     for key, name in FILES.items():
         (out / name).write_text("\n".join(lines[key]) + "\n", encoding="utf-8", newline="\n")
+    (out / GROUNDING_FILE).write_text("\n".join(grounding) + "\n", encoding="utf-8", newline="\n")
+    (out / VIDEO_FILE).write_text("\n".join(write_clips(out)) + "\n", encoding="utf-8", newline="\n")
     return ids
 
 

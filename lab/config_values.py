@@ -23,7 +23,7 @@ from dataclasses import fields
 import yaml
 
 from lab.errors import ConfigError
-from lab.presets import closest
+from lab.yaml_files import closest
 
 _WORD = re.compile(r"^[^\W\d][\w.-]*$")
 
@@ -53,7 +53,7 @@ def _read_override(key: str, text: str, type_: str):
         return None
     # Free text is taken as typed ("system=Note: be brief #1" is a sentence, not YAML);
     # quotes are there for text with leading spaces or line breaks.
-    if type_.startswith("str") and text[0] not in "'\"":
+    if type_.startswith("str") and text[0] not in "'\"" and not (text[0] == "[" and "list" in type_):
         return text
     try:
         return yaml.safe_load(text)
@@ -89,6 +89,15 @@ def coerce_value(name: str, value, type_: str):
             return None
         raise ConfigError("{name} cannot be empty.", name=name)
     base = type_.replace("| None", "").strip()
+    if base == "str | list[str]":  # one text, or a list of them (one item stays a text)
+        if isinstance(value, str) and "," in value:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            return coerce_value(name, value, "str")
+        items = coerce_value(name, value, "list[str]")
+        return items[0] if len(items) == 1 else items
+    if base in ("int | str", "bool | str"):  # a number or a switch that may be left to the lab: "auto"
+        return _or_auto(name, value, base.split(" | ")[0])
     if base == "list[str]":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -104,6 +113,20 @@ def coerce_value(name: str, value, type_: str):
             raise ConfigError("{name} must be text, not {value!r}.", name=name, value=value)
         return str(value)
     return _number(name, value, int if base == "int" else float)
+
+
+def _or_auto(name: str, value, base: str):
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "auto":
+        return "auto"
+    if base == "bool" and text in ("true", "false", "on", "off"):
+        return text in ("true", "on")
+    try:
+        return coerce_value(name, value, base)
+    except ConfigError:
+        if base == "bool":
+            raise ConfigError("{name} must be true, false or auto, not {value!r}.", name=name, value=value) from None
+        raise ConfigError("{name} must be a whole number or auto, not {value!r}.", name=name, value=value) from None
 
 
 def _number(name: str, value, kind: type):

@@ -1,7 +1,8 @@
 """Between the dataset's messages and what a processor's chat template wants.
 
-Datasets store ms-swift's form: string contents with ``<image>`` placeholders and a
-separate list of images. Hugging Face chat templates want content parts::
+Datasets store ms-swift's form: string contents with ``<image>`` (and ``<video>``)
+placeholders and separate lists of images (and videos). Hugging Face chat templates want
+content parts::
 
     [{"role": "user", "content": "<image>What is it?"}]
     -> [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
@@ -9,11 +10,15 @@ separate list of images. Hugging Face chat templates want content parts::
 
 from __future__ import annotations
 
+import re
+
 IMAGE_PLACEHOLDER = "<image>"
+VIDEO_PLACEHOLDER = "<video>"
+_MEDIA = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
 
 
 def to_hf_messages(messages: list[dict]) -> list[dict]:
-    """Turn ``<image>`` placeholders into image parts, keeping text order."""
+    """Turn ``<image>`` and ``<video>`` placeholders into image and video parts, keeping text order."""
     converted = []
     for message in messages:
         content = message["content"]
@@ -21,10 +26,12 @@ def to_hf_messages(messages: list[dict]) -> list[dict]:
             converted.append(message)
             continue
         parts: list[dict] = []
-        for i, chunk in enumerate(content.split(IMAGE_PLACEHOLDER)):
-            if i > 0:
+        for chunk in _MEDIA.split(content):
+            if chunk == IMAGE_PLACEHOLDER:
                 parts.append({"type": "image"})
-            if chunk:
+            elif chunk == VIDEO_PLACEHOLDER:
+                parts.append({"type": "video"})
+            elif chunk:
                 parts.append({"type": "text", "text": chunk})
         converted.append({"role": message["role"], "content": parts})
     return converted

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from lab import paths
+from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import ConfigError, DatasetError
 
 DATA_FILE = "data.jsonl"
-IMAGE_TOKEN = "<image>"
 ROLES = ("system", "user", "assistant", "tool")
 
 _append_lock = threading.Lock()
@@ -82,12 +82,20 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 
 def load_records(path: str | Path, absolute_images: bool = False) -> list[dict]:
-    """All records of a dataset; with ``absolute_images`` their image paths are made absolute."""
+    """All records of a dataset; with ``absolute_images`` their image (and video) paths are made absolute."""
     root = dataset_root(path)
     records = [record for _, record in iter_records(path)]
     if absolute_images:
-        records = [{**r, "images": [str(p) for p in image_paths(r, root)]} for r in records]
+        records = [absolute_media(r, root) for r in records]
     return records
+
+
+def absolute_media(record: dict, root: str | Path) -> dict:
+    """``record`` with its image paths, and its video paths if it has any, made absolute against ``root``."""
+    record = {**record, "images": [str(p) for p in image_paths(record, root)]}
+    if record.get("videos"):
+        record["videos"] = [str(p) for p in video_paths(record, root)]
+    return record
 
 
 def image_entry(entry) -> str:
@@ -109,6 +117,14 @@ def image_paths(record: dict, root: str | Path) -> list[Path]:
     if isinstance(images, str):
         images = [images]
     return [paths.check_allowed(Path(root) / image_entry(entry)).resolve() for entry in images]
+
+
+def video_paths(record: dict, root: str | Path) -> list[Path]:
+    """Absolute paths of a record's videos (files or folders of frames), under the same guard as images."""
+    videos = record.get("videos") or []
+    if isinstance(videos, str):
+        videos = [videos]
+    return [paths.check_allowed(Path(root) / image_entry(entry)).resolve() for entry in videos]
 
 
 def _dumps(record: dict) -> str:
@@ -193,6 +209,8 @@ def write_split(path: str | Path, val_ratio: float, seed: int = 42) -> tuple[Pat
     """
     file = dataset_file(path)
     train, val = split_dataset(file, val_ratio, seed)
+    if not train and not val:
+        raise DatasetError("{path} has no records; there is nothing to split.", path=file)
     prefix = "" if file.name == DATA_FILE else f"{file.stem}_"
     train_path = write_records(paths.check_allowed(file.parent / f"{prefix}train.jsonl", write=True), train)
     val_path = write_records(paths.check_allowed(file.parent / f"{prefix}val.jsonl", write=True), val)
@@ -239,7 +257,7 @@ def dataset_stats(path: str | Path) -> DatasetStats:
         images += len(record.get("images") or [])
         turns += answers
         multi_turn += answers > 1
-        languages[guess_language(text.replace(IMAGE_TOKEN, ""))] += 1
+        languages[guess_language(text.replace(IMAGE_PLACEHOLDER, ""))] += 1
     return DatasetStats(len(records), images, turns, multi_turn, dict(languages))
 
 

@@ -3,7 +3,9 @@
 :func:`validate_dataset` reads the file line by line rather than through
 :func:`lab.dataset.iter_records`, so one broken line becomes a fault on that line
 instead of stopping the check; the UI's Check button and ``python -m lab data check``
-show the report.
+show the report. Boxes (``objects``) are checked against their placeholders and images
+(:func:`lab.grounding.object_faults`); videos must be readable, and with a ``family`` that
+takes no video, a record with one is a fault.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.dataset import IMAGE_TOKEN, ROLES, dataset_file, image_entry, iter_lines
+from lab.conversation import IMAGE_PLACEHOLDER
+from lab.dataset import ROLES, dataset_file, image_entry, iter_lines
 from lab.errors import BadImageError, DatasetError
 from lab.images import open_image
 from lab.text import Msg
@@ -69,11 +72,12 @@ class ValidationReport:
         )
 
 
-def validate_dataset(path: str | Path, check_images: bool = True) -> ValidationReport:
+def validate_dataset(path: str | Path, check_images: bool = True, family: str | None = None) -> ValidationReport:
     """Check every record of a dataset; each fault names its line and the reason.
 
     With ``check_images`` every image is decoded (each file once), which catches
-    truncated or non-image files before training does.
+    truncated or non-image files before training does; every video is opened too.
+    ``family`` (a ``model_type``) refuses videos when that family takes none.
     """
     file = dataset_file(path)
     report = ValidationReport(path=file)
@@ -82,7 +86,7 @@ def validate_dataset(path: str | Path, check_images: bool = True) -> ValidationR
     seen_ids: dict[str, int] = {}
     for number, line in iter_lines(file):
         report.total += 1
-        reasons, record_id = _record_faults(line, root, check_images, image_cache)
+        reasons, record_id = _record_faults(line, root, check_images, image_cache, family)
         if record_id is not None:
             if record_id in seen_ids:
                 first = seen_ids[record_id]
@@ -94,7 +98,8 @@ def validate_dataset(path: str | Path, check_images: bool = True) -> ValidationR
     return report
 
 
-def _record_faults(line: str, root: Path, check_images: bool, cache: dict) -> tuple[list[Msg], str | None]:
+def _record_faults(line: str, root: Path, check_images: bool, cache: dict,
+                   family: str | None = None) -> tuple[list[Msg], str | None]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
@@ -109,12 +114,57 @@ def _record_faults(line: str, root: Path, check_images: bool, cache: dict) -> tu
     if not isinstance(images, list):
         return reasons + [Msg("'images' is not a list of paths")], record_id
     if not reasons:
-        placeholders = sum(m["content"].count(IMAGE_TOKEN) for m in record["messages"])
+        placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in record["messages"])
         if placeholders != len(images):
             reasons.append(Msg("{placeholders} {image_token} placeholder(s) but {n_images} image(s)",
-                               placeholders=placeholders, image_token=IMAGE_TOKEN, n_images=len(images)))
+                               placeholders=placeholders, image_token=IMAGE_PLACEHOLDER, n_images=len(images)))
     reasons += [r for entry in images if (r := _image_fault(entry, root, check_images, cache))]
-    return reasons, record_id
+    if not reasons:
+        from lab.grounding import object_faults
+
+        reasons += object_faults(record, [_size(root / image_entry(entry)) for entry in images])
+    return reasons + _video_faults(record, root, check_images, family), record_id
+
+
+def _size(path: Path) -> tuple[int, int] | None:
+    from lab.training.collator import image_size
+
+    try:
+        return image_size(path)
+    except BadImageError:
+        return None
+
+
+def _video_faults(record: dict, root: Path, check_videos: bool, family: str | None) -> list[Msg]:
+    from lab.video import VIDEO_FAMILIES, VIDEO_PLACEHOLDER, video_fault
+
+    videos = record.get("videos") or []
+    videos = [videos] if isinstance(videos, str) else videos
+    messages = record.get("messages") if isinstance(record.get("messages"), list) else []
+    placeholders = sum(m["content"].count(VIDEO_PLACEHOLDER) for m in messages
+                       if isinstance(m, dict) and isinstance(m.get("content"), str))  # fmt: skip
+    if not isinstance(videos, list):
+        return [Msg("'videos' is not a list of paths")]
+    reasons = []
+    if placeholders != len(videos):
+        reasons.append(Msg("{placeholders} {video_token} placeholder(s) but {n_videos} video(s)",
+                           placeholders=placeholders, video_token=VIDEO_PLACEHOLDER, n_videos=len(videos)))
+    if videos and family is not None and family not in VIDEO_FAMILIES:
+        reasons.append(Msg("it has a video, which {family} models cannot take", family=family))
+    for entry in videos:
+        try:
+            name = image_entry(entry)
+        except DatasetError:
+            reasons.append(Msg("video entry {entry!r} is not a path", entry=entry))
+            continue
+        path = (root / name).resolve()
+        if not path.is_relative_to(root):
+            reasons.append(Msg("video {name} is outside the dataset folder", name=name))
+        elif not path.exists():
+            reasons.append(Msg("video {name} not found", name=name))
+        elif check_videos and (reason := video_fault(path)) is not None:
+            reasons.append(Msg("video {name} cannot be used: {reason}", name=name, reason=reason))
+    return reasons
 
 
 def _message_faults(messages) -> list[Msg]:

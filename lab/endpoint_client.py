@@ -29,7 +29,7 @@ from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import ConfigError, LabError
 from lab.images import open_image
 from lab.paths import PRESETS_DIR, restricted, workspace
-from lab.presets import check_keys, closest, load_yaml_strict
+from lab.yaml_files import check_keys, closest, load_yaml_strict
 from lab.text import Msg
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -270,11 +270,11 @@ class ChatClient:
         self._sdk = None
 
     async def __aenter__(self) -> "ChatClient":
-        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+        from openai import AsyncOpenAI, DefaultAioHttpClient
 
         # The SDK's connection pool belongs to the event loop it first runs in, so the
         # client is made here, inside the caller's loop, and closed when it is done.
-        http = DefaultAsyncHttpxClient(event_hooks={"request": [_count_attempt]})
+        http = DefaultAioHttpClient(event_hooks={"request": [_count_attempt]})
         self._sdk = AsyncOpenAI(api_key=self.endpoint.api_key, base_url=self.endpoint.base_url, http_client=http,
                                 timeout=self.timeout, max_retries=self.max_retries)
         return self
@@ -326,7 +326,7 @@ class ChatClient:
         import openai
 
         tries, url = max(1, attempts), self.endpoint.base_url
-        if isinstance(err, openai.APITimeoutError):
+        if isinstance(err, openai.APITimeoutError) and not _never_connected(err):
             kind, reason = "timeout", Msg("timed out after {timeout:g} s ({tries} tries)",
                                           timeout=self.timeout, tries=tries)
         elif isinstance(err, openai.APIStatusError):
@@ -343,6 +343,21 @@ class ChatClient:
         if not key or key == PLACEHOLDER_KEY:
             return reason
         return _without(reason, key)
+
+
+def _never_connected(err: BaseException) -> bool:
+    """Whether a "timeout" was really a refused or unreachable server.
+
+    The aiohttp transport reports every failed connect (refused, no route, unknown host)
+    as a connect timeout; the OS error underneath says what happened.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ == "ClientConnectorError" or isinstance(err, ConnectionRefusedError):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _without(message: Msg, key: str) -> Msg:

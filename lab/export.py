@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lab.errors import ConfigError, LabError, ModelLoadError
 from lab.paths import check_allowed
-from lab.handle import RunFolder, find_run, resolve_model_name
+from lab.handle import resolve_model_name
+from lab.training.runs import RunFolder, find_run
 from lab.settings import check, setting
 from lab.text import Msg
 

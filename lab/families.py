@@ -109,7 +109,7 @@ _ENTRIES = [
         (("Qwen/Qwen3-VL-2B-Instruct", "2B"), ("Qwen/Qwen3-VL-4B-Instruct", "4B"), ("Qwen/Qwen3-VL-8B-Instruct", "8B"),
          ("Qwen/Qwen3-VL-32B-Instruct", "32B")),
         image_token="<|image_pad|>", parts=QWEN_PARTS, pixels="qwen", expands="repeat", video=True,
-        box_format="pixels", tokens=_qwen_tokens(151643, _QWEN_BASE, _QWEN_TOOLS, _QWEN_THINK),
+        box_format="0-1000", tokens=_qwen_tokens(151643, _QWEN_BASE, _QWEN_TOOLS, _QWEN_THINK),
         chat_template=chat_templates.QWEN2_VL, tiny=tiny_recipes.QWEN3_VL,
     ),
     Family(
@@ -117,7 +117,7 @@ _ENTRIES = [
         (("Qwen/Qwen3.5-0.8B", "0.8B"), ("Qwen/Qwen3.5-2B", "2B"), ("Qwen/Qwen3.5-4B", "4B"), ("Qwen/Qwen3.5-9B", "9B"),
          ("Qwen/Qwen3.5-27B", "27B")),
         image_token="<|image_pad|>", parts=QWEN_PARTS, pixels="qwen", expands="repeat", video=True,
-        box_format="pixels", tokens=_qwen_tokens(248044, _QWEN_BASE, _QWEN_TOOLS, _QWEN_THINK,
+        box_format="0-1000", tokens=_qwen_tokens(248044, _QWEN_BASE, _QWEN_TOOLS, _QWEN_THINK,
                                                  tokenizer_class="Qwen3_5Tokenizer"),
         chat_template=chat_templates.QWEN3_5, tiny=tiny_recipes.QWEN3_5,
     ),

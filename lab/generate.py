@@ -6,13 +6,16 @@ every family of :mod:`lab.families`: transformers builds the multimodal rope pos
 from the attention mask, so the padding does not shift them).
 
 Conversations are ms-swift messages (string contents with ``<image>`` placeholders, no
-final assistant turn); ``images`` holds each conversation's PIL images in order.
+final assistant turn); ``images`` holds each conversation's PIL images in order, ``videos``
+its :class:`lab.video.Video` s (read within a budget) for ``<video>`` placeholders.
+An answer keeps Qwen's grounding tokens (``<|box_start|>`` ...), so its boxes can be read back.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -28,6 +31,7 @@ class Generation:
     completion_tokens: int
     seconds: float
     token_ids: list[int] = field(default_factory=list)
+    end_token_id: int | None = None  # the end-of-sequence token that ended it; None when cut at max_new_tokens
 
 
 def _sampling_kwargs(temperature: float, top_p: float) -> dict[str, Any]:
@@ -37,8 +41,11 @@ def _sampling_kwargs(temperature: float, top_p: float) -> dict[str, Any]:
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
-def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[list[Any]]) -> Any:
-    """Tokenize prompts (ending with the assistant's turn opened) and their images, left-padded."""
+def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[list[Any]],
+                   videos: list[list[Any]] | None = None) -> Any:
+    """Tokenize prompts (ending with the assistant's turn opened) and their images and videos, left-padded."""
+    from lab.video import processor_videos
+
     processor = loaded.processor
     texts = [
         processor.apply_chat_template(to_hf_messages(conv), tokenize=False, add_generation_prompt=True)
@@ -46,14 +53,16 @@ def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[li
     ]
     # One list of pictures per conversation: Gemma 3 and SmolVLM need to know which prompt each belongs to.
     nested = [list(per_conv) for per_conv in images] if any(images) else None
+    media = processor_videos(processor, [video for per_conv in videos or [] for video in per_conv])
     # padding_side per call: the training collator shares this processor and pads on the right. The chat
     # template already wrote any begin-of-text token (Gemma's <bos>), so the tokenizer adds none.
     inputs = processor(text=texts, images=nested, return_tensors="pt", padding=True, padding_side="left",
-                       add_special_tokens=False)
+                       add_special_tokens=False, **media)
     return inputs.to(loaded.model.device)
 
 
-def _generate_kwargs(loaded: Any, max_new_tokens: int, min_new_tokens: int, temperature: float, top_p: float) -> dict:
+def _generate_kwargs(loaded: Any, max_new_tokens: int, min_new_tokens: int, temperature: float, top_p: float,
+                     plain: bool = False) -> dict:
     tokenizer = loaded.processor.tokenizer
     kwargs = dict(
         max_new_tokens=int(max_new_tokens),
@@ -64,7 +73,37 @@ def _generate_kwargs(loaded: Any, max_new_tokens: int, min_new_tokens: int, temp
     )
     if min_new_tokens:
         kwargs["min_new_tokens"] = int(min_new_tokens)
+    if plain:
+        # Sample from the model's distribution at this temperature and nothing else: transformers adds top_k 50
+        # unless told otherwise, and a model's generation_config may bring its own top_k or repetition penalty.
+        # Placeholders of image features are left out: an answer holding one could not be fed back to the model.
+        kwargs.update(top_k=0, repetition_penalty=1.0, suppress_tokens=feature_placeholders(loaded.processor))
     return kwargs
+
+
+@contextmanager
+def _inference(loaded: Any):
+    """No gradients, and on a GPU the model's half precision for every matrix product.
+
+    A QLoRA model keeps its LoRA weights in float32 next to bfloat16 activations; training
+    runs under autocast, and so must answers (evaluation while training, chat and Evaluate
+    afterwards), or PEFT's layers meet mixed dtypes and fail.
+    """
+    import torch
+
+    model = loaded.model
+    first = next(model.parameters(), None)
+    dtype = getattr(loaded, "dtype", None) or getattr(model, "dtype", None) or getattr(first, "dtype", None)
+    device = getattr(loaded, "device", None) or getattr(model, "device", None) or getattr(first, "device", "")
+    half = str(device).startswith("cuda") and dtype in (torch.bfloat16, torch.float16)
+    with torch.inference_mode(), (torch.autocast("cuda", dtype=dtype) if half else nullcontext()):
+        yield
+
+
+def feature_placeholders(processor: Any) -> list[int]:
+    """Ids of the tokens that stand for image or video features (``<|image_pad|>``, ``<|video_pad|>``)."""
+    ids = [getattr(processor, name, None) for name in ("image_token_id", "video_token_id")]
+    return [int(i) for i in ids if i is not None]
 
 
 def _ready_for_inference(loaded: Any) -> None:
@@ -82,16 +121,20 @@ def generate_batch(
     temperature: float = 0.0,
     top_p: float = 1.0,
     min_new_tokens: int = 0,
+    plain: bool = False,
+    videos: list[list[Any]] | None = None,
 ) -> list[Generation]:
-    """Answer each conversation with its images in one batch (greedy when ``temperature`` is 0)."""
-    import torch
+    """Answer each conversation with its images (and videos) in one batch (greedy when ``temperature`` is 0).
 
+    ``plain`` samples from the model's own distribution at ``temperature`` (and ``top_p``), with none of the
+    top-k or repetition-penalty defaults of transformers or the model: GRPO scores answers by that distribution.
+    """
     _ready_for_inference(loaded)
     start = time.perf_counter()
-    inputs = prepare_inputs(loaded, conversations, images)
-    with torch.inference_mode():
+    inputs = prepare_inputs(loaded, conversations, images, videos)
+    with _inference(loaded):
         output = loaded.model.generate(
-            **inputs, **_generate_kwargs(loaded, max_new_tokens, min_new_tokens, temperature, top_p)
+            **inputs, **_generate_kwargs(loaded, max_new_tokens, min_new_tokens, temperature, top_p, plain)
         )
     prompt_len = inputs["input_ids"].shape[1]
     new_tokens = output[:, prompt_len:].tolist()
@@ -99,20 +142,31 @@ def generate_batch(
     tokenizer = loaded.processor.tokenizer
     results = []
     for row, mask in zip(new_tokens, inputs["attention_mask"]):
-        completion = _strip_after_eos(row, loaded)
-        text = tokenizer.decode(completion, skip_special_tokens=True)
-        results.append(Generation(text.strip(), int(mask.sum()), len(completion), seconds, completion))
+        completion, end = _split_at_eos(row, loaded)
+        text = answer_text(tokenizer, completion)
+        results.append(Generation(text.strip(), int(mask.sum()), len(completion), seconds, completion, end))
     return results
 
 
-def _strip_after_eos(ids: list[int], loaded: Any) -> list[int]:
+def answer_text(tokenizer: Any, ids: list[int]) -> str:
+    """The text of generated ``ids`` without special tokens, except Qwen's grounding tokens."""
+    from lab.grounding import BOX_TOKENS
+
+    special = {i: t.content for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    special.update({i: "" for i in tokenizer.all_special_ids if i not in special})
+    kept = [i for i in ids if i not in special or special[i] in BOX_TOKENS]
+    return tokenizer.decode(kept, skip_special_tokens=False)
+
+
+def _split_at_eos(ids: list[int], loaded: Any) -> tuple[list[int], int | None]:
+    """The answer's tokens before the end of sequence, and the token that ended it (None: none did)."""
     eos = loaded.model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
     pad = loaded.processor.tokenizer.pad_token_id
     for i, token in enumerate(ids):
         if token in eos_ids or token == pad:
-            return ids[:i]
-    return ids
+            return ids[:i], token
+    return ids, None
 
 
 def _stop_on_events(*events: threading.Event | None):
@@ -157,10 +211,8 @@ def stream_generate(
     errors: list[BaseException] = []
 
     def run() -> None:
-        import torch
-
         try:
-            with torch.inference_mode():
+            with _inference(loaded):
                 loaded.model.generate(**kwargs)
         except BaseException as err:  # re-raised in the caller's thread below
             errors.append(err)

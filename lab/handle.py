@@ -13,7 +13,6 @@ of the weights and no reload.
 
 from __future__ import annotations
 
-import json
 import threading
 from contextlib import contextmanager, nullcontext
 from enum import Enum
@@ -22,12 +21,12 @@ from typing import Any, Iterator
 
 from lab.errors import BusyError, LabError, ModelLoadError
 from lab.jobs import Job, JobState, start_job
-from lab.paths import check_allowed, restricted
+from lab.paths import restricted
 from lab.text import Msg, msg_of
+from lab.train_config import DEMO_MODEL
+from lab.training.runs import CONFIG_FILE, RunFolder, find_run, peft_adapter_name
 
 
-# The name that stands for the tiny random demo model (built offline on first use).
-DEMO_MODEL = "demo"
 
 
 class ModelState(str, Enum):
@@ -216,7 +215,7 @@ class ModelHandle:
         loaded = self.loaded
         if loaded is None or (loaded.quantization or None) != (quantization or None):
             return False
-        return _same_model(loaded.name, resolve_model_name(run.base_model))
+        return same_model(loaded.name, resolve_model_name(run.base_model))
 
     def select_adapter(self, name: str | None) -> None:
         """Make the loaded adapter ``name`` (a run name) the active one; None turns adapters off for good."""
@@ -254,7 +253,7 @@ class ModelHandle:
         candidates = [Path(str(loaded.name))]
         if loaded.adapter:
             candidates.insert(0, runs_dir() / loaded.adapter)
-        return next((c for c in candidates if (c / RUN_CONFIG).is_file()), None)
+        return next((c for c in candidates if (c / CONFIG_FILE).is_file()), None)
 
     def describe(self, viewer: str | None = None) -> dict[str, Any]:
         """What is loaded, for the app header and the API, as ``viewer`` (a visitor's session) may see it.
@@ -279,15 +278,21 @@ class ModelHandle:
                 adapter=loaded.adapter,
                 adapters=adapter_names(loaded),
                 adapter_enabled=bool(loaded.adapter) and self.adapter_enabled,
+                tuned_from=self._tuned_from(loaded),
             )
         return info
 
+    def _tuned_from(self, loaded: Any) -> str | None:
+        """The base model of a fully fine-tuned run's weights when those are what is loaded (None otherwise)."""
+        if loaded.adapter or self.run_dir is None or Path(str(loaded.name)).resolve() != Path(self.run_dir).resolve():
+            return None
+        try:
+            return str(RunFolder.read(self.run_dir).config.get("model") or "") or None
+        except LabError:
+            return None
+
 
 # ---------------------------------------------------------------- runs and adapters
-
-RUN_CONFIG = "config.yaml"
-ADAPTER_CONFIG = "adapter_config.json"
-
 
 def resolve_model_name(name_or_path: str) -> str:
     """``demo`` -> the tiny demo model's folder (built on first use); anything else unchanged."""
@@ -296,11 +301,6 @@ def resolve_model_name(name_or_path: str) -> str:
 
         return str(ensure_demo_model())
     return str(name_or_path)
-
-
-def peft_adapter_name(run_name: str) -> str:
-    """The PEFT adapter name of a run: PEFT refuses dots in names (they are module paths)."""
-    return run_name.replace(".", "_")
 
 
 def adapter_names(loaded: Any) -> list[str]:
@@ -340,83 +340,12 @@ def attach_adapter(loaded: Any, adapter_dir: Path, run_name: str) -> None:
     loaded.adapter = run_name
 
 
-def _same_model(a: str, b: str) -> bool:
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names or paths name the same model (a path and its resolved form alike)."""
     if a == b:
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
-
-
-class RunFolder:
-    """What the lab needs from a run folder (``checkpoints/<run>/`` or one of its ``checkpoint-N/``)."""
-
-    def __init__(self, path: Path, config: dict, adapter_dir: Path | None, model_dir: Path | None):
-        self.path, self.config, self.adapter_dir, self.model_dir = path, config, adapter_dir, model_dir
-        self.name = str(config.get("run_name") or (path.parent.name if path.name.startswith("checkpoint-") else path.name))
-        self.min_pixels, self.max_pixels = config.get("min_pixels"), config.get("max_pixels")
-
-    @property
-    def base_model(self) -> str:
-        """The base model the adapter was trained on: the run's config, else the adapter's own record."""
-        if self.config.get("model"):
-            return str(self.config["model"])
-        adapter = json.loads((self.adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-        if not adapter.get("base_model_name_or_path"):
-            raise ModelLoadError("{path} does not say which base model it was trained on.", path=self.path)
-        return str(adapter["base_model_name_or_path"])
-
-    @classmethod
-    def read(cls, run_dir: str | Path) -> "RunFolder":
-        """Read a run folder; raises ModelLoadError when it holds neither an adapter nor a model."""
-        import yaml
-
-        path = check_allowed(Path(run_dir).expanduser())
-        if not path.is_dir():
-            raise ModelLoadError("Run folder {path} does not exist.", path=path)
-        config_file = next((p / RUN_CONFIG for p in (path, path.parent) if (p / RUN_CONFIG).is_file()), None)
-        try:
-            config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file else {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ModelLoadError("{config_file} is not readable YAML ({err_type}).",
-                                 config_file=config_file, err_type=type(err).__name__) from None
-        config = config if isinstance(config, dict) else {}
-        adapter_dir = find_adapter_dir(path, config.get("run_name") or path.name)
-        model_dir = path if adapter_dir is None and (path / "config.json").is_file() else None
-        if adapter_dir is None and model_dir is None:
-            raise ModelLoadError(
-                "{path} holds no trained model: no {adapter_config} and no config.json (did the run finish?).",
-                path=path, adapter_config=ADAPTER_CONFIG,
-            )
-        return cls(path.resolve(), config, adapter_dir, model_dir)
-
-
-def find_run(name_or_path: str | Path) -> Path:
-    """A run folder from its path or its name under the workspace's ``checkpoints/``.
-
-    Both go through the path guard before anything is looked at, so on a shared deployment
-    a path or a link out of the workspace is refused alike whether it exists or not.
-    """
-    from lab.paths import resolve, runs_dir, under
-
-    text = str(name_or_path).strip()
-    if text:
-        path = resolve(text)  # as given, in the workspace, in the checkout
-        if not path.is_dir():
-            path = under(runs_dir(), text)  # a run's name
-        if path.is_dir():
-            return path
-    raise ModelLoadError("No run named {name_or_path}: it is neither a folder nor a run in {runs_dir}.",
-                         name_or_path=name_or_path, runs_dir=runs_dir())
-
-
-def find_adapter_dir(run_dir: Path, run_name: str) -> Path | None:
-    """Where a run's adapter files are: the folder itself, or the sub-folder PEFT makes for a named adapter."""
-    for candidate in (run_dir, run_dir / peft_adapter_name(run_name), run_dir / run_name):
-        if (candidate / ADAPTER_CONFIG).is_file():
-            return candidate
-    found = sorted(run_dir.glob(f"*/{ADAPTER_CONFIG}"))
-    found = [p.parent for p in found if not p.parent.name.startswith("checkpoint-")]
-    return found[0] if len(found) == 1 else None
 
 
 def free_accelerator_memory() -> None:

@@ -46,6 +46,23 @@ def detect_family(config_or_model) -> str:
     return family_name(config_or_model)
 
 
+def gpu_present() -> bool:
+    """Whether a CUDA GPU is visible, without importing torch when it is not loaded yet.
+
+    Pages ask this to pick defaults before any model is loaded; importing torch for it
+    would hold up the first page by seconds.
+    """
+    import os
+    import sys
+
+    if "torch" in sys.modules:
+        return sys.modules["torch"].cuda.is_available()
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
+
+
 def resolve_device(device: str = "auto") -> str:
     """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; a GPU device without a GPU is an error."""
     import torch

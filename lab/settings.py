@@ -36,7 +36,7 @@ from typing import Any
 
 from lab.config_values import coerce_value
 from lab.errors import ConfigError
-from lab.presets import check_keys, closest
+from lab.yaml_files import check_keys, closest
 from lab.text import Msg, join
 
 _KEY = "lab.setting"
@@ -55,7 +55,7 @@ class Setting:
     choices: tuple | None = None
     choice_labels: dict = field(default_factory=dict)  # value -> Msg
     options: tuple | None = None
-    widget: str | None = None  # checkbox, number, text, textarea, password, slider, dropdown, checkboxes, path
+    widget: str | None = None  # checkbox, number, text, textarea, password, slider, dropdown, checkboxes, path, paths
     step: float | None = None
     ui_min: float | None = None
     ui_max: float | None = None
@@ -173,7 +173,7 @@ def check(obj) -> None:
             continue
         if s.choices is not None:
             _check_choice(s, value)
-        elif s.base_type in ("int", "float"):
+        elif s.base_type in ("int", "float") or type(value) in (int, float):  # a number where "auto" may be too
             _check_bounds(s, value)
 
 
@@ -281,6 +281,8 @@ def _metavar(s: Setting) -> str:
 def _flag_type(s: Setting):
     """The flag's value converter: argparse names it in its error (``invalid int value``)."""
     base = {"int": int, "float": float}.get(s.base_type, str)
+    if s.base_type in ("int | str", "bool | str"):  # a number or a switch, or "auto"
+        return _auto_flag_type(s)
 
     def convert(text: str):
         if s.optional and text.strip().lower() in ("none", "null"):
@@ -288,6 +290,17 @@ def _flag_type(s: Setting):
         return base(text)
 
     convert.__name__ = base.__name__
+    return convert
+
+
+def _auto_flag_type(s: Setting):
+    def convert(text: str):
+        try:
+            return coerce_value(s.name, text, s.type)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+
+    convert.__name__ = "auto" if s.base_type == "int | str" else "true/false/auto"
     return convert
 
 

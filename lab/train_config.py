@@ -13,6 +13,10 @@ The model is split in three parts that can be trained or frozen independently:
 model) and ``language`` (the LLM). With ``method: lora`` or ``qlora`` the parts in
 ``lora_targets`` get adapters; ``train_<part>`` trains a part's full weights (with
 ``full``, or next to adapters on the other parts with ``lora``).
+
+``trainer`` says what the chosen weights learn from: ``sft`` the reference answers, ``grpo``
+rewards for answers the model samples itself (:mod:`lab.training.grpo`, with its settings in
+the block of its own at the end). Any trainer goes with any method.
 """
 
 from __future__ import annotations
@@ -23,16 +27,25 @@ from pathlib import Path
 from lab.config_values import apply_overrides, format_override
 from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR
-from lab.presets import closest, dump_yaml, load_yaml_strict
+from lab.yaml_files import closest, dump_yaml, load_yaml_strict
 from lab.settings import build, check, setting, settings_of
 from lab.text import Msg
+from lab.training.mix import dataset_entries, normalize_datasets
+from lab.training.rewards import as_entries, check_pattern, parse_rewards
 
-DEMO_MODEL = "demo"
+DEMO_MODEL = "demo"  # the tiny random demo model, built offline on first use (lab/tiny.py)
 METHODS = ("lora", "qlora", "full")
 PARTS = ("language", "vision", "merger")
 PART_LABELS = {"language": Msg("language model"), "vision": Msg("vision tower"),
                "merger": Msg("merger (vision → language)")}
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+GENERATION_METRICS = ("bleu", "chrf", "rouge_l", "exact_match", "json_valid", "json_key_f1")
+BEST_METRICS = ("eval_loss", *GENERATION_METRICS)
+DEEPSPEED_STAGES = ("zero2", "zero3", "zero3_offload")
+TRAINERS = ("sft", "grpo")
+AUTO = "auto"  # per_device_batch_size and gradient_checkpointing chosen from the memory forecast
+CHECKPOINTING_LABELS = {AUTO: Msg("auto: off when the memory allows"), True: Msg("on"), False: Msg("off")}
+TRAINER_LABELS = {"sft": Msg("SFT: learn the reference answers"), "grpo": Msg("GRPO: learn from rewards")}
 
 
 @dataclass
@@ -42,9 +55,15 @@ class TrainConfig:
     # --- what to train, on what, and where to write it
     model: str = setting(DEMO_MODEL, label="Model (Hub id, folder, or demo)", widget="path")
     """Hub id (``Qwen/Qwen2.5-VL-3B-Instruct``), a local model folder, or ``demo`` for the tiny offline demo model."""
-    dataset: str = setting("data/sample", label="Dataset", widget="path")
-    """Dataset folder (with ``data.jsonl``) or a ``.jsonl`` file. A relative path is looked up in the workspace,
-    then in the repository checkout, which holds the bundled ``data/sample``."""
+    dataset: str | list[str] = setting("data/sample", label="Dataset", widget="paths")
+    """Dataset folder (with ``data.jsonl``) or a ``.jsonl`` file, or a list of them mixed into one run:
+    ``[data/a, data/b:0.5, data/c:200]``. After a ``:``, a number with a point scales that dataset (``0.5``
+    takes half of its samples, ``2.0`` each sample twice) and a whole number takes that many samples
+    (repeating some when the dataset has fewer); in YAML an entry may also be a mapping,
+    ``{path: data/b, weight: 0.5}`` or ``{path: data/c, samples: 200}``. The samples are drawn with
+    ``seed``, ``val_ratio`` holds out the same share of each dataset, and the run folder's
+    ``data_mix.json`` records how many each gave. A relative path is looked up in the workspace, then
+    in the repository checkout, which holds the bundled ``data/sample``."""
     val_dataset: str | None = setting(None, label="Validation dataset (optional)", widget="path")
     """A separate validation set; when given, ``val_ratio`` is not used."""
     output_dir: str = setting("checkpoints", label="Output folder")
@@ -101,8 +120,11 @@ class TrainConfig:
     """Passes over the training set (may be fractional); used when ``max_steps`` is -1."""
     max_steps: int = setting(-1, label="Max steps (-1: use epochs)")
     """Optimizer steps to run; -1 means run ``num_epochs`` epochs."""
-    per_device_batch_size: int = setting(1, label="Batch size per GPU", min=1)
-    """Samples per forward pass on each device."""
+    per_device_batch_size: int | str = setting(AUTO, label="Batch size per GPU", min=1,
+                                               options=(AUTO, 1, 2, 4, 8, 16, 32))
+    """Samples per forward pass on each device, or ``auto``: on a GPU the largest batch that the memory forecast
+    fits on the card (``gradient_accumulation_steps`` then changes so that the effective batch stays that of a
+    batch of 1, see ``auto_keeps_effective_batch``); on the CPU 1. The run's config.yaml holds the number."""
     gradient_accumulation_steps: int = setting(16, label="Gradient accumulation", min=1)
     """Forward passes per optimizer step; effective batch = batch size x this x GPUs."""
     max_length: int = setting(2048, label="Max length (tokens)", min=32)
@@ -123,8 +145,10 @@ class TrainConfig:
     """Seed for the train/validation split, shuffling and adapter initialisation."""
     val_ratio: float = setting(0.01, label="Validation ratio", min=0, below=1)
     """Fraction of the dataset held out for validation (at least one sample when > 0); 0 means none."""
-    gradient_checkpointing: bool = setting(True, label="Gradient checkpointing")
-    """Recompute activations in the backward pass: much less memory for about 30% more time."""
+    gradient_checkpointing: bool | str = setting(AUTO, label="Gradient checkpointing", choices=(AUTO, True, False),
+                                                 choice_labels=CHECKPOINTING_LABELS)
+    """Recompute activations in the backward pass: much less memory for about 30% more time. ``auto``: off on a
+    GPU when the forecast says the activations fit (the fastest setting that fits), on on the CPU."""
     torch_compile: bool = setting(True, label="torch.compile (GPU)")
     """Compile the language model's layers with torch.compile on a CUDA GPU: about 1.4-1.7x faster
     LoRA steps after a warm-up of a few seconds, same memory (BENCHMARKS.md); a layer that cannot
@@ -137,6 +161,15 @@ class TrainConfig:
     """Largest image area (1280 x 28 x 28). The processor's own default, about 12.8 MP, gives up to
     16k image tokens, far beyond ``max_length``; None keeps that default anyway."""
 
+    # --- videos (records with "videos"; Qwen2-VL, Qwen2.5-VL and Qwen3-VL)
+    video_max_frames: int = setting(16, label="Max frames per video", min=2)
+    """Frames sampled from a video at most (an even number is used: two frames make one temporal patch)."""
+    video_fps: float = setting(2.0, label="Video frames per second", above=0)
+    """Frames per second sampled from a video file (qwen-vl-utils' rule); a folder of frames is taken as
+    sampled at this rate."""
+    video_max_pixels: int = setting(100352, label="Max pixels per video frame", min=3136)
+    """Largest area of one video frame (128 x 28 x 28): 16 frames of this size are about 1024 tokens."""
+
     # --- logging and saving
     logging_steps: int = setting(5, label="Log every N steps", min=1)
     """Optimizer steps between lines in metrics.jsonl (and the live loss plot)."""
@@ -147,13 +180,39 @@ class TrainConfig:
     save_total_limit: int | None = setting(2, label="Checkpoints to keep", min=1)
     """Checkpoints to keep (the oldest are deleted); None keeps all."""
     report_to: str = setting("none", label="Also log to", choices=("none", "tensorboard", "wandb"))
-    """Also log to ``tensorboard`` or ``wandb``; metrics.jsonl is always written."""
+    """Also log to ``tensorboard`` (event files in the run folder's ``runs/``) or ``wandb`` (offline too, with
+    ``WANDB_MODE=offline``); metrics.jsonl is always written. Needs the package: ``pip install vlm-lab[logging]``."""
+
+    # --- evaluation during training and the best checkpoint
+    eval_metrics: list[str] = setting([], label="Answer and score while training", choices=GENERATION_METRICS)
+    """At every evaluation, besides the validation loss, answer the first ``eval_samples`` validation samples
+    (greedy) and score them with these metrics (0-100): written to metrics.jsonl as ``eval_<metric>`` and
+    drawn on the live plot. Empty: the loss only."""
+    eval_samples: int = setting(16, label="Samples answered at each evaluation", min=1)
+    """How many validation samples (the first ones, the same each time) are answered for ``eval_metrics``."""
+    eval_max_new_tokens: int = setting(128, label="Longest answer while training (tokens)", min=1)
+    """Longest answer, in tokens, for ``eval_metrics``."""
+    keep_best: bool = setting(False, label="End with the best checkpoint")
+    """End the run with the weights of the checkpoint that scored best on ``best_metric`` (LLaMA-Factory's
+    ``load_best_model_at_end``): the run folder then holds those. Needs validation samples, and save_steps a
+    multiple of eval_steps so that every evaluated step has a checkpoint."""
+    best_metric: str = setting("eval_loss", label="Best by", choices=BEST_METRICS)
+    """What ``keep_best`` compares: ``eval_loss`` (lower is better) or one of ``eval_metrics`` (higher is better)."""
 
     # --- hardware
     num_gpus: int = setting(1, label="GPUs", min=1)
     """GPUs to train on; 1 trains in the app's process (on the CPU when there is no GPU), more use accelerate."""
-    deepspeed: str | None = setting(None, label="DeepSpeed", choices=(None, "zero2", "zero3"))
-    """DeepSpeed ZeRO stage for multi-GPU runs: ``zero2`` (shard optimizer state) or ``zero3`` (shard weights too)."""
+    deepspeed: str | None = setting(None, label="DeepSpeed", choices=(None, *DEEPSPEED_STAGES))
+    """DeepSpeed ZeRO for runs on several GPUs (num_gpus 2 or more, with the deepspeed package):
+    ``zero2`` (shard optimizer state and gradients), ``zero3`` (shard the weights too) or ``zero3_offload``
+    (ZeRO-3 with optimizer state and weights kept in CPU memory: slower, for full fine-tuning of a model
+    too big for the GPUs' memory, as seeds 001/002 trained 7B). The configs are in presets/accelerate/."""
+
+    # --- automatic fitting to the GPU (lab/training/fit.py)
+    auto_keeps_effective_batch: bool = setting(True, label="Automatic batch keeps the effective batch")
+    """With ``per_device_batch_size: auto``, change ``gradient_accumulation_steps`` so that batch x accumulation x
+    GPUs stays what a batch of 1 would give (the batch is then a divisor of the accumulation asked for); off keeps
+    the accumulation and takes the largest batch that fits."""
 
     # --- self-identity examples (the model's name and author, as in ms-swift's self-cognition data)
     identity: bool = setting(False, label="Add self-identity samples")
@@ -163,12 +222,47 @@ class TrainConfig:
     model_author: list[str] = setting(["魔搭", "ModelScope"], label="Model author (中文, English)")
     """The model's author, [Chinese, English]."""
 
+    # --- GRPO: learning from rewards instead of from the reference answers (lab/training/grpo.py)
+    trainer: str = setting("sft", label="Trainer", choices=TRAINERS, choice_labels=TRAINER_LABELS)
+    """``sft`` learns the reference answers token by token; ``grpo`` samples several answers per prompt, scores them
+    with ``rewards`` and learns from how each scores against its group (Group Relative Policy Optimization). Either
+    trains the weights ``method`` names: LoRA, QLoRA or full."""
+    num_generations: int = setting(4, label="Answers per prompt", min=2)
+    """GRPO: answers sampled for each prompt; an answer's advantage is its reward against the others of its group."""
+    temperature: float = setting(1.0, label="Temperature", above=0, max=2)
+    """GRPO: sampling temperature of the answers; the group needs variety to learn anything."""
+    max_new_tokens: int = setting(128, label="Max new tokens", min=1)
+    """GRPO: longest sampled answer in tokens; an answer cut there is scored as it is."""
+    beta: float = setting(0.04, label="KL weight (beta)", min=0)
+    """GRPO: weight of the KL penalty that keeps the policy near the model it started from (the base with the
+    adapter switched off; with ``method: full`` a frozen copy, which doubles the weights' memory); 0 turns it off."""
+    clip_epsilon: float = setting(0.2, label="Clip range (epsilon)", above=0, below=1)
+    """GRPO: the policy ratio is clipped to [1 - epsilon, 1 + epsilon], as in PPO; it only bites when
+    ``num_iterations`` > 1."""
+    num_iterations: int = setting(1, label="Updates per batch of answers", min=1)
+    """GRPO: optimizer steps taken on each batch of sampled answers before new ones are sampled."""
+    rewards: list[str] = setting(["json_valid"], label="Rewards")
+    """GRPO: reward functions, each ``name`` or ``name:weight``: json_valid, json_key_f1, exact_match, bleu,
+    rouge_l, length, format, or a function of your own, ``path/to/file.py:function`` (lab/training/rewards.py says how
+    to write one). A YAML mapping ``{json_valid: 1, rouge_l: 0.5}`` works too."""
+    reward_pattern: str | None = setting(None, label="Pattern of a good answer (format reward)")
+    """GRPO: the regular expression the whole answer must match for the ``format`` reward."""
+    target_length: int = setting(200, label="Target length in characters (length reward)", min=1)
+    """GRPO: the answer length, in characters, that the ``length`` reward likes best."""
+
     def __post_init__(self):
+        self.dataset = normalize_datasets(self.dataset)  # YAML mappings ({path, weight}) as their text
+        self.rewards = as_entries(self.rewards)  # a YAML mapping {name: weight} is the list [name:weight]
         check(self)  # types, bounds and choices, from the fields above
         _require(self.model.strip() != "", Msg("model is empty; give a Hub id, a model folder or 'demo'."))
-        _require(self.dataset.strip() != "", Msg("dataset is empty; give a dataset folder or a .jsonl file."))
+        _require(self.dataset != [] and self.dataset != "" and not str(self.dataset).isspace(),
+                 Msg("dataset is empty; give a dataset folder or a .jsonl file."))
+        dataset_entries(self.dataset)  # each entry readable, none twice
         self._check_numbers()
         self._check_method()
+        self._check_evaluation()
+        self._check_hardware()
+        self._check_grpo()
 
     def _check_numbers(self) -> None:
         _require(self.max_steps > 0 or self.num_epochs > 0,
@@ -202,12 +296,47 @@ class TrainConfig:
                 raise ConfigError("qlora keeps the base weights quantized, which cannot train, so train_{trained} "
                                   "must be false; use method 'lora' to train full weights next to adapters.",
                                   trained=trained[0])
-            _require(self.deepspeed != "zero3", Msg("qlora cannot be combined with DeepSpeed zero3, which shards the "
+            _require(not str(self.deepspeed).startswith("zero3"), Msg("qlora cannot be combined with DeepSpeed zero3, which shards the "
                                                     "quantized weights; use zero2 or method 'lora'."))
         for part in trained:
             _require(part not in self.lora_targets, Msg("'{part}' is in lora_targets and train_{part} is true; "
                                                         "a part gets either adapters or full training, not both.",
                                                         part=part))
+
+    def _check_evaluation(self) -> None:
+        validates = self.val_ratio > 0 or bool(self.val_dataset)
+        if self.eval_metrics or self.keep_best:
+            what = "keep_best" if self.keep_best else "eval_metrics"
+            _require(validates, Msg("{what} needs validation samples; set val_ratio above 0 or give a val_dataset.",
+                                    what=what))
+        if self.keep_best and self.save_steps % self.eval_steps:
+            raise ConfigError("keep_best picks among the checkpoints of evaluated steps, so save_steps ({save_steps}) "
+                              "must be a multiple of eval_steps ({eval_steps}).",
+                              save_steps=self.save_steps, eval_steps=self.eval_steps)
+        if self.best_metric != "eval_loss" and self.best_metric not in self.eval_metrics:
+            raise ConfigError("best_metric {metric} is a score of the answers, so eval_metrics must include it.",
+                              metric=self.best_metric)
+
+    def _check_hardware(self) -> None:
+        if self.deepspeed and self.num_gpus < 2:
+            raise ConfigError("deepspeed {stage} shards training over several GPUs, but num_gpus is {num_gpus}; "
+                              "set num_gpus to 2 or more, or deepspeed to null.",
+                              stage=self.deepspeed, num_gpus=self.num_gpus)
+        if self.deepspeed == "zero3_offload" and self.loraplus_lr_ratio:
+            raise ConfigError("zero3_offload trains with DeepSpeed's own CPU optimizer, which has no LoRA+ rates; "
+                              "set loraplus_lr_ratio to null or use zero3.")
+    def _check_grpo(self) -> None:
+        specs = parse_rewards(self.rewards)  # a typo in a reward's name is refused for any trainer
+        if self.trainer != "grpo":
+            return
+        _require(bool(specs), Msg("trainer 'grpo' needs at least one reward in rewards, such as json_valid."))
+        _require(self.num_gpus == 1, Msg("trainer 'grpo' trains on one GPU (or the CPU); set num_gpus to 1."))
+        _require(self.max_new_tokens < self.max_length,
+                 Msg("max_new_tokens ({max_new_tokens}) leaves no room for the prompt within max_length "
+                     "({max_length}); raise max_length or lower max_new_tokens.",
+                     max_new_tokens=self.max_new_tokens, max_length=self.max_length))
+        if any(spec.name == "format" for spec in specs):
+            check_pattern(self.reward_pattern)
 
     # --- YAML and overrides
 

@@ -54,7 +54,7 @@ def train_lora_run(model_dir: Path, run_dir: Path, dataset: Path, *, samples: in
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from lab.handle import peft_adapter_name
+    from lab.training.runs import peft_adapter_name
     from lab.model_parts import lora_target_modules
     from lab.train_config import TrainConfig
 

@@ -1,5 +1,6 @@
 """Dependencies point one way: app.py -> lab.ui -> lab core. The core never imports gradio."""
 
+import argparse
 import pkgutil
 import subprocess
 import sys
@@ -36,11 +37,26 @@ def test_every_command_has_help():
     from lab.cli import build_parser
 
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert {"app", "tiny-model", "data"} <= set(sub.choices)
-    for name, command_parser in sub.choices.items():
-        assert command_parser.format_help().strip(), name
-        assert command_parser.description or command_parser.format_usage(), name
+    assert {"app", "tiny-model", "data", "label", "train", "eval", "chat", "export"} <= set(_commands(parser))
+    for name, command_parser in _commands(parser).items():
+        assert (command_parser.description or "").strip(), f"{name} has no description"
+        for action in command_parser._actions:
+            if action.dest == "help" or isinstance(action, argparse._SubParsersAction):
+                continue
+            assert (action.help or "").strip() and action.help != argparse.SUPPRESS, f"{name} {action.dest} has no help"
+
+
+def _commands(parser, prefix="") -> dict:
+    """Every command and sub-command (``data check``, ...) with its parser, listed with help in its parent."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            listed = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                assert (listed.get(name) or "").strip(), f"{prefix}{name} is not listed with a help line"
+                found[f"{prefix}{name}"] = child
+                found.update(_commands(child, f"{prefix}{name} "))
+    return found
 
 
 def test_app_py_help_lists_the_app_options():

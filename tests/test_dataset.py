@@ -16,7 +16,6 @@ from lab.errors import BadImageError, ConfigError, DatasetError, localize
 from lab.text import Msg
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-needs_sample = pytest.mark.skipif(not (SAMPLE / "data.jsonl").is_file(), reason="data/sample not generated yet")
 
 
 def png(path: Path, color=(200, 30, 30), size=(8, 6)) -> Path:
@@ -300,7 +299,6 @@ def test_check_cli_on_a_valid_dataset_and_on_nothing(folder, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: Dataset not found")
 
 
-@needs_sample
 def test_sample_dataset_is_all_valid(capsys):
     assert main(["data", "check", str(SAMPLE)]) == 0
     report = check.validate_dataset(SAMPLE)
@@ -308,7 +306,6 @@ def test_sample_dataset_is_all_valid(capsys):
     assert "All" in capsys.readouterr().out
 
 
-@needs_sample
 def test_sample_split_and_stats_agree():
     stats = ds.dataset_stats(SAMPLE)
     train, val = ds.split_dataset(SAMPLE, 0.1)

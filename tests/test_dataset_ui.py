@@ -22,7 +22,7 @@ def test_show_check_split_export_import(launch_app, sample_dataset, tmp_path):
     assert report.startswith("All 60 records") and "valid" in report
 
     message, archive = client.predict(sample, "llamafactory", api_name="/dataset_export")
-    assert message.endswith("data.json")
+    assert message.splitlines()[0].endswith("data.json.") and "LLaMA-Factory: set dataset_dir" in message
     with zipfile.ZipFile(archive) as z:
         names = set(z.namelist())
     assert {"data.json", "dataset_info.json"} <= names and sum(n.startswith("images/") and n.endswith(".png") for n in names) == 60

@@ -111,8 +111,8 @@ def test_the_loop_through_the_app(launch_app, labeler, pictures, lab_home):
 
     # Train: the labeled dataset is preselected; train until the loss falls.
     chosen = client.predict("data/sample", api_name="/train_tab_select")
-    assert Path(chosen["value"]) == dataset
-    cfg = TrainConfig.from_preset("cpu_demo", [f"dataset={chosen['value']}", "run_name=loop", "num_epochs=25",
+    assert [Path(v) for v in chosen["value"]] == [dataset]
+    cfg = TrainConfig.from_preset("cpu_demo", [f"dataset={chosen['value'][0]}", "run_name=loop", "num_epochs=25",
                                                "val_ratio=0", "eval_steps=1000"])  # fmt: skip
     assert client.predict(**dict(zip(FORM_FIELDS, form_values(cfg))), api_name="/train_start") == "Started loop."
     job = jobs.current_job()

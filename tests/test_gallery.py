@@ -62,6 +62,21 @@ def test_a_changed_image_gets_a_new_thumbnail_and_the_old_one_goes(tmp_path, lab
     assert blue > 200 and red < 50
 
 
+def test_a_records_boxes_are_drawn_on_its_thumbnail(sample_dataset, lab_home):
+    import numpy as np
+
+    from lab.gallery import BOX_COLORS
+
+    page = dataset_page(sample_dataset / "data_grounding.jsonl", 1)
+    assert not page.skipped
+    framed = np.asarray(Image.open(page.images[0][0]).convert("RGB")).astype(int)  # 0005: the purple "Day" button
+    plain_thumb = np.asarray(Image.open(thumbnail(sample_dataset / "images" / "0005.png")).convert("RGB")).astype(int)
+    red = np.array(BOX_COLORS[0])
+    # The box [12, 38, 109, 75] (the thumbnail keeps the 224x112 size): its left edge is red, the plain one's is not.
+    assert np.abs(framed[60, 12] - red).max() < 60 and np.abs(plain_thumb[60, 12] - red).max() > 60
+    assert page.images[0][0] != str(thumbnail(sample_dataset / "images" / "0005.png"))  # kept apart
+
+
 def test_pages_hold_page_size_records_and_numbers_are_brought_into_range(tmp_path, lab_home):
     folder = write_dataset(tmp_path / "set", many(tmp_path / "set" / "images", PAGE_SIZE + 5))
     first = dataset_page(folder, 1)

@@ -117,7 +117,7 @@ def test_label_review_and_export_a_folder(launch_app, server, tmp_path, lab_home
     assert message.endswith("ui_set: 9 labeled, 0 failed so far.") and timer["active"] is False
 
     status, archive = client.predict("ui_set", "llamafactory", api_name="/label_export")
-    assert status.endswith("data.json")
+    assert status.splitlines()[0].endswith("data.json.") and "LLaMA-Factory: set dataset_dir" in status
     with zipfile.ZipFile(archive) as z:
         assert sum(n.startswith("images/") and not n.endswith("/") for n in z.namelist()) == 9
     for path in lab_home.rglob("*"):

@@ -19,7 +19,7 @@ def test_requirements_txt_matches_pyproject():
 
 def test_installed_versions_meet_the_lower_bounds():
     for spec in _pyproject()["project"]["dependencies"]:
-        name, low = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", spec).groups()
+        name, low = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[a-z0-9,]+\])?>=([0-9.]+)", spec).groups()
         installed = tuple(int(x) for x in re.findall(r"\d+", version(name))[:3])
         wanted = tuple(int(x) for x in low.split("."))
         assert installed[: len(wanted)] >= wanted, f"{name} {version(name)} < {low}"

@@ -39,7 +39,7 @@ def test_restricted_mode_reaches_every_way_in(lab_home, monkeypatch, tmp_path):
     """Datasets, image folders, model folders, runs and export targets outside the workspace are refused."""
     from lab.dataset_check import validate_dataset
     from lab.export import export_run
-    from lab.handle import find_run
+    from lab.training.runs import find_run
     from lab.images import list_images
     from lab.models import load_model
 
@@ -141,7 +141,7 @@ def test_unrestricted_mode_leaves_paths_alone(lab_home, outside, monkeypatch):
 
 
 def test_a_run_is_found_by_name_on_a_shared_server_but_not_through_a_link_out(lab_home, outside, monkeypatch):
-    from lab.handle import find_run
+    from lab.training.runs import find_run
 
     monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
     (lab_home / "checkpoints" / "mine").mkdir(parents=True)

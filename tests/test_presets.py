@@ -10,16 +10,8 @@ import yaml
 from lab.config_values import format_override
 from lab.errors import ConfigError, localize
 from lab.paths import PRESETS_DIR
-from lab.presets import (
-    PromptPreset,
-    PromptText,
-    list_prompt_presets,
-    load_prompt_preset,
-    load_yaml_strict,
-    prompt_sha,
-    save_prompt_preset,
-    with_image_placeholder,
-)
+from lab.presets import PromptPreset, PromptText, list_prompt_presets, load_prompt_preset, prompt_sha, save_prompt_preset, with_image_placeholder
+from lab.yaml_files import load_yaml_strict
 from lab.train_config import TrainConfig, list_train_presets
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -34,7 +26,7 @@ TRAIN_FILES = sorted((PRESETS_DIR / "train").glob("*.yaml"))
 def test_every_prompt_preset_loads(path):
     preset = load_prompt_preset(path.stem)
     assert preset.name == path.stem
-    assert preset.langs == ["zh", "en"]
+    assert preset.langs == ["en", "zh"]
     assert set(preset.title) == {"en", "zh"} and set(preset.description) == {"en", "zh"}
     for lang in ("zh", "en"):
         system, user, keys = preset.prompt(lang)
@@ -173,7 +165,7 @@ def test_train_presets_say_what_they_promise():
     lora = TrainConfig.from_preset("lora")
     assert (lora.lora_rank, lora.lora_alpha, lora.learning_rate) == (8, 32, 1e-4)
     assert (lora.gradient_accumulation_steps, lora.num_epochs, lora.max_length) == (16, 5, 2048)
-    assert (lora.val_ratio, lora.seed, lora.per_device_batch_size) == (0.01, 42, 1)
+    assert (lora.val_ratio, lora.seed, lora.per_device_batch_size) == (0.01, 42, "auto")  # fitted to the GPU
     frozen = TrainConfig.from_preset("lora_freeze_vision")
     assert frozen.lora_targets == ["language"] and not (frozen.train_vision or frozen.train_merger)
     vision = TrainConfig.from_preset("vision_only")
@@ -215,6 +207,11 @@ def test_train_presets_say_what_they_promise():
         (["use_dora=maybe"], "use_dora must be true or false"),
         (["model_name=[小黄]"], "two names"),
         (["model="], "model cannot be empty"),
+        (["keep_best=true", "save_steps=75"], "save_steps \\(75\\) must be a multiple of eval_steps \\(50\\)"),
+        (["eval_metrics=[bleu]", "val_ratio=0"], "eval_metrics needs validation samples"),
+        (["best_metric=rouge_l"], "eval_metrics must include it"),
+        (["eval_metrics=[perplexity]"], "eval_metrics has 'perplexity'"),
+        (["deepspeed=zero2"], "num_gpus is 1"),
     ],
 )
 def test_contradictions_are_refused_in_one_sentence(overrides, message):

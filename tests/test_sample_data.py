@@ -56,7 +56,7 @@ def all_files(folder: Path) -> dict[str, bytes]:
 def test_generator_is_deterministic(generated):
     first, second = generated
     files = all_files(first)
-    assert len(files) == 60 + 4
+    assert len(files) == 60 + 4 + 2 + 4 * 4  # pictures, caption/JSON files, grounding and video files, clip frames
     assert files == all_files(second)
 
 
@@ -151,6 +151,21 @@ def test_numbers_in_captions_match_the_pictures():
         assert abs((filled.max() - 16 + 1) / 192 * 100 - pct) < 2, (rec["id"], pct)
         checked += 1
     assert checked == 6
+
+
+def test_the_variant_files_for_boxes_and_clips():
+    grounding = read_jsonl(SAMPLE / "data_grounding.jsonl")
+    assert len(grounding) == 18 and {r["meta"]["kind"] for r in grounding} == {"button_group", "slider", "form"}
+    for rec in grounding:  # the same pictures as the caption files, with ms-swift's boxes
+        assert (SAMPLE / rec["images"][0]).is_file() and len(rec["objects"]["bbox"]) == len(rec["objects"]["ref"])
+    clips = read_jsonl(SAMPLE / "data_video.jsonl")
+    assert [r["videos"] for r in clips] == [[f"videos/clip_{n:02d}"] for n in range(1, 5)]
+    for rec in clips:
+        frames = sorted((SAMPLE / rec["videos"][0]).glob("*.png"))
+        assert len(frames) == 4 and all(Image.open(f).size == (112, 56) for f in frames)
+        first, last = (int(p) for p in re.findall(r"(\d+)%", rec["messages"][-1]["content"]))
+        filled = [np.all(np.asarray(open_image(f))[36] != (226, 230, 236), axis=1).sum() for f in frames]
+        assert (filled[-1] > filled[0]) == (last > first), rec["id"]  # the bar moves the way the answer says
 
 
 def test_sample_is_small():

@@ -39,12 +39,13 @@ def test_train_tab_start_poll_stop_and_reattach(launch_app, lab_home):
     assert message == "Started ui."
     deadline, status, loss = time.time() + 120, "", []
     while time.time() < deadline:
-        bar, status, loss_plot, lr_plot, log = client.predict(None, api_name="/train_poll")
+        bar, status, loss_plot, lr_plot, score_plot, log, rewards = client.predict(None, api_name="/train_poll")
         loss = _plot_rows(loss_plot)
         if loss:
             break
         time.sleep(0.5)
     assert loss and "**ui** · running" in status and "<progress" in bar, status
+    assert rewards["visible"] is False  # the reward plot is a GRPO run's
     # While it trains, the model is busy for everyone else, and a second run is refused.
     assert ctx.handle.state.value == "training"
     with pytest.raises(BusyError, match="training run"):
@@ -59,7 +60,7 @@ def test_train_tab_start_poll_stop_and_reattach(launch_app, lab_home):
     assert client.predict(api_name="/train_stop") == "Stopping ui after the current step…"
     job = jobs.current_job()
     assert job.wait(120) and job.status == "stopped", job.message
-    bar, status, loss_plot, _, _ = client.predict(None, api_name="/train_poll")
+    bar, status, loss_plot, _, _, _, _ = client.predict(None, api_name="/train_poll")
     assert "stopped" in status and len(_plot_rows(loss_plot)) >= len(loss)
     # The trained adapter stays on the model, under the run's name, for Evaluate and Chat.
     assert ctx.handle.state.value == "ready" and ctx.handle.loaded.adapter == "ui"
@@ -76,7 +77,7 @@ def test_the_first_plot_data_is_typed_and_names_every_series():
 
     from lab.ui.train_tab import plot_points, status_outputs
 
-    assert status_outputs(None)[2:] == (None, None)  # idle: an empty plot, not an untyped empty frame
+    assert status_outputs(None)[2:] == (None, None, None)  # idle: an empty plot, not an untyped empty frame
     assert plot_points([]) is None
     plot = gr.LinePlot(x="step", y="value", color="series")
     first = plot.postprocess(plot_points([{"step": 1, "value": 8.1, "series": "train"}], ("train", "eval")))
@@ -103,6 +104,28 @@ def _wait_for_steps(run_dir, job, timeout=120):
     while job.active and not log_rows(read_metrics(run_dir)) and time.time() < deadline:
         time.sleep(0.2)
     assert log_rows(read_metrics(run_dir)), job.message
+
+
+def test_a_grpo_run_shows_its_settings_and_draws_reward_kl_and_loss(launch_app, lab_home, no_run_left):
+    app, ctx, client = launch_app(model="demo")
+    _wait_ready(ctx)
+    # The trainer's choice shows GRPO's settings, from rewards to target_length.
+    assert [u["visible"] for u in client.predict("grpo", api_name="/train_trainer")] == [True] * 9
+    assert [u["visible"] for u in client.predict("sft", api_name="/train_trainer")] == [False] * 9
+    cfg = TrainConfig.from_preset("grpo_json", ["model=demo", "max_steps=3", "num_generations=2", "max_new_tokens=4",
+                                                "per_device_batch_size=1", "gradient_accumulation_steps=1",
+                                                "gradient_checkpointing=false", "rewards=[length, json_valid]",
+                                                "run_name=rl"])  # fmt: skip
+    form = dict(zip(FORM_FIELDS, form_values(cfg)))
+    assert client.predict(**form, api_name="/train_start") == "Started rl."
+    job = jobs.current_job()
+    assert job.wait(120) and job.status == "finished", job.message
+    bar, status, loss_plot, lr_plot, _, log, rewards = client.predict(None, api_name="/train_poll")
+    assert "**rl** · finished · step 3/3" in status and rewards["visible"] is True
+    assert {row[2] for row in _plot_rows(rewards)} == {"reward", "length", "json_valid"}
+    assert {row[2] for row in _plot_rows(loss_plot)} == {"train", "kl"} and _plot_rows(lr_plot)
+    # Like an SFT run, it leaves its adapter on the model for Evaluate and Chat.
+    assert ctx.handle.state.value == "ready" and ctx.handle.loaded.adapter == "rl"
 
 
 def test_a_second_visitor_cannot_take_a_run_name_in_use(launch_app, lab_home, monkeypatch, no_run_left):
@@ -147,3 +170,34 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_model_loa
     assert str(refused.value).endswith(f"The run folder {lab_home / 'checkpoints' / 'nowhere'} cannot be written: "
                                        f"{lab_home / 'checkpoints'} is not a writable folder; choose another output_dir.")
     assert jobs.current_job() is before and ctx.handle.loaded is None and ctx.handle.state.value == "empty"
+
+
+@pytest.mark.slow
+def test_the_tab_trains_on_several_datasets_and_plots_the_answers_scores(launch_app, lab_home, no_run_left):
+    import json
+
+    import gradio as gr
+
+    from lab.ui.train_tab import _form
+
+    with gr.Blocks():  # the dataset widget: a multi-select of the datasets, a typed entry may carry a weight
+        widget = _form(TrainConfig.from_preset("cpu_demo")).named("dataset")["dataset"]
+    assert widget.multiselect and widget.allow_custom_value
+    assert any(str(value).endswith("data/sample/data_json_en.jsonl") for _, value in widget.choices)
+
+    app, ctx, client = launch_app(model="demo")
+    _wait_ready(ctx)
+    mix = ["data/sample/data_caption_zh.jsonl", "data/sample/data_json_en.jsonl:0.5"]
+    cfg = TrainConfig.from_preset("cpu_demo", ["max_steps=2", "eval_steps=1", "run_name=mixed",
+                                               "eval_metrics=[rouge_l, json_valid]", "eval_samples=2",
+                                               "eval_max_new_tokens=8"])  # fmt: skip
+    form = {**dict(zip(FORM_FIELDS, form_values(cfg))), "dataset": mix}
+    assert client.predict(**form, api_name="/train_start") == "Started mixed."
+    job = jobs.current_job()
+    assert job.wait(300) and job.status == "finished", job.message
+    run_dir = lab_home / "checkpoints" / "mixed"
+    assert TrainConfig.from_yaml(run_dir / "config.yaml").dataset == mix
+    taken = {m["dataset"]: m["train"] for m in json.loads((run_dir / "data_mix.json").read_text())}
+    assert taken["data/sample/data_json_en.jsonl"] == round(taken["data/sample/data_caption_zh.jsonl"] / 2)
+    _, status, _, _, score_plot, _, _ = client.predict(None, api_name="/train_poll")
+    assert {row[2] for row in _plot_rows(score_plot)} == {"rouge_l", "json_valid"}, status

@@ -10,9 +10,8 @@ import pytest
 from lab.errors import ConfigError
 from lab.families import FAMILIES as FAMILY_TABLE
 from lab.train_config import TrainConfig
-from lab.training.collator import IGNORE, Collator, RopeIndex, TrainDataset, encode_sample
+from lab.training.collator import IGNORE, Collator, LossCollator, RopeIndex, TrainDataset, encode_sample
 from lab.training.data import build_data
-from lab.training.trainer import LossCollator
 
 from conftest import FAMILIES
 
@@ -54,7 +53,7 @@ def test_labels_cover_the_answer_and_its_end_token_only(loaded_tiny, sample_data
     processor, tokenizer = loaded.processor, loaded.processor.tokenizer
     end = FAMILY_TABLE[family].tokens.stop[0]  # what closes a turn: <|im_end|>, <end_of_turn>, <end_of_utterance>
     record = first_record(sample_dataset)
-    sample = encode_sample(processor, record["id"], record["messages"], record["images"], family)
+    sample = encode_sample(processor, record["id"], record["messages"], record["images"], family=family)
 
     # The ids are exactly what the processor makes of the text and the picture.
     assert sample.input_ids == processor_ids(processor, sample.text, sample.images)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lab.formats import FORMATS
+from lab.text import Msg
 
 FORMAT_HELP = "llamafactory (sharegpt + dataset_info.json), imagefolder (Hugging Face metadata.jsonl), openai (chat fine-tuning JSONL), swift (our own data.jsonl)"
 
@@ -20,6 +21,7 @@ def add_parser(subparsers) -> None:
                                description="Check every record; exit status 1 when any record has a problem.")
     check.add_argument("path", help="dataset folder or .jsonl file")
     check.add_argument("--no-images", action="store_true", help="do not decode the images (faster; missing files are still reported)")
+    check.add_argument("--family", default=None, help="the model family to train (qwen2_vl, qwen2_5_vl, qwen3_vl, ...): refuse videos it cannot take")
     check.set_defaults(func=run_check)
 
     export = actions.add_parser("export", help="write a dataset in another tool's format",
@@ -48,7 +50,7 @@ def run_check(args: argparse.Namespace) -> int:
     from lab.dataset_check import validate_dataset
     from lab.errors import cli_lang, localize
 
-    report = validate_dataset(args.path, check_images=not args.no_images)
+    report = validate_dataset(args.path, check_images=not args.no_images, family=args.family)
     lang = cli_lang()
     for fault in report.faults:
         print(localize(fault, lang))
@@ -57,10 +59,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from lab.formats import export_dataset
+    from lab.errors import cli_lang, localize
+    from lab.formats import export_with_summary
 
-    written = export_dataset(args.path, args.format, args.out)
-    print(f"Exported {args.path} as {args.format} to {written}.")
+    exported = export_with_summary(args.path, args.format, args.out)
+    print(localize(exported.summary(), cli_lang()))
     return 0
 
 
@@ -70,9 +73,9 @@ def run_import(args: argparse.Namespace) -> int:
     from lab.formats import import_dataset
 
     folder = import_dataset(args.src, args.format, args.out)
-    print(f"Imported {args.src} into {folder}.")
-    report = validate_dataset(folder)
     lang = cli_lang()
+    print(localize(Msg("Imported {src} into {folder}.", src=args.src, folder=folder), lang))
+    report = validate_dataset(folder)
     for fault in report.faults[:20]:
         print(localize(fault, lang))
     print(localize(report.summary(), lang))
@@ -81,8 +84,11 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_split(args: argparse.Namespace) -> int:
     from lab.dataset import load_records, write_split
+    from lab.errors import cli_lang, localize
 
     train_path, val_path = write_split(args.path, args.val_ratio, args.seed)
     n_train, n_val = len(load_records(train_path)), len(load_records(val_path))
-    print(f"Wrote {n_train} records to {train_path} and {n_val} to {val_path}.")
+    wrote = Msg("Wrote {n_train} records to {train_path} and {n_val} to {val_path}.",
+                n_train=n_train, train_path=train_path, n_val=n_val, val_path=val_path)
+    print(localize(wrote, cli_lang()))
     return 0

@@ -77,7 +77,8 @@ def format_result(result) -> str:
 def run(args: argparse.Namespace) -> int:
     from lab.errors import ConfigError
     from lab.evaluation.runner import run_evaluation, samples_from_dataset, samples_from_run
-    from lab.handle import ModelHandle, find_run
+    from lab.handle import ModelHandle
+    from lab.training.runs import find_run
     from lab.settings import from_flags
 
     if args.endpoint:
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_evaluation(handle, samples, settings, source=source, progress=_progress)
     print(file=sys.stderr)
     print(format_result(result))
-    return 0
+    return _status(result)
 
 
 def _run_endpoint(args: argparse.Namespace) -> int:
@@ -112,7 +113,17 @@ def _run_endpoint(args: argparse.Namespace) -> int:
                                limit=settings.limit or None, progress=_progress)  # fmt: skip
     print(file=sys.stderr)
     print(format_result(result))
-    return 0
+    return _status(result)
+
+
+def _status(result) -> int:
+    """1 when no sample was scored (the skipped ones' reasons are printed above), else 0."""
+    from lab.errors import cli_lang, localize
+
+    if result.samples:
+        return 0
+    print(localize(Msg("No sample was scored; the reasons are above."), cli_lang()), file=sys.stderr)
+    return 1
 
 
 def _api_key(args: argparse.Namespace) -> str | None:

@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
                      failed=progress.failed, out=out / 'failures.jsonl')
         print(localize(failed, lang), file=sys.stderr)
     print(out)
-    return 130 if progress.state == "stopped" else 0
+    if progress.state == "stopped":
+        return 130
+    return 1 if progress.failed and not progress.ok else 0  # nothing labeled: the reasons are above
 
 
 def _out_dir(out: str) -> Path:

@@ -30,6 +30,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="change a setting, e.g. --set learning_rate=2e-4 lora_targets=[language,vision]")  # fmt: skip
     parser.add_argument("--show-command", action="store_true", help="print the command that reproduces this config and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the forecast (peak GPU memory, speed, whether it fits, the automatic batch and "
+                        "checkpointing) and exit without loading the model")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="with --dry-run: the forecast as JSON")
+    parser.add_argument("--card", metavar="NAME", default=None,
+                        help="with --dry-run: plan for this GPU instead of this machine's (h200, h100-80g, a100-80g, "
+                        "a100-40g, l40s, a10g, 4090, 3090, t4)")  # fmt: skip
     add_source_flags(parser)
     parser.set_defaults(func=run)
 
@@ -49,7 +56,7 @@ def _config(args: argparse.Namespace):
     from lab.train_config import TrainConfig
 
     if args.resume:
-        from lab.handle import find_run
+        from lab.training.runs import find_run
         from lab.training.runs import load_run_config
 
         run_dir = find_run(args.resume)
@@ -82,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     if args.show_command:
         print(train_command(cfg, args.preset or "lora"))
         return 0
+    if args.dry_run:
+        return _dry_run(cfg, args.card, args.json)
     stop = threading.Event()
 
     def request_stop(signum, frame):
@@ -98,7 +107,23 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+def _dry_run(cfg, card: str | None, as_json: bool) -> int:
+    """The forecast of ``cfg``: nothing loads, and torch is imported only to ask a GPU of this machine."""
+    import json
+
+    from lab.errors import cli_lang, localize
+    from lab.models import gpu_present
+    from lab.training.fit import as_dict, plan, report
+
+    found = plan(cfg, "cuda" if card is None and gpu_present() else "cpu", card)
+    print(json.dumps(as_dict(found, cfg.model), indent=2) if as_json else localize(report(found, cfg.model), cli_lang()))
+    return 0
+
+
 def _train(cfg, resume: bool, stop) -> int:
+    from lab.training.preflight import check_run_environment
+
+    check_run_environment(cfg)  # before a run folder is made or a model loads, as the Train tab does
     if cfg.num_gpus > 1 and not _in_distributed_launch():
         from lab.training.launch import run_accelerate
         from lab.training.runner import prepare_run_dir

@@ -18,9 +18,10 @@ from pathlib import Path
 from lab import paths
 from lab.endpoint_client import ChatClient, Endpoint, EndpointError, chat_messages, encode_image, resolve_endpoint
 from lab.errors import BadImageError, ConfigError, LabError
-from lab.evaluation.runner import (EvalResult, EvalSample, ProgressFn, _default_name, save_result, score_variants,
-                                  skip_row)
+from lab.evaluation.runner import (EvalResult, EvalSample, ProgressFn, _default_name, for_model, save_result,
+                                  score_variants, skip_row)
 from lab.settings import check, public_dict, setting
+from lab.text import Msg
 
 VARIANT = "endpoint"
 
@@ -85,6 +86,8 @@ async def _answer_all(client: ChatClient, config: EndpointConfig, samples: list[
                 return
             sample = samples[index]
             try:
+                if sample.videos:
+                    raise BadImageError(sample.videos[0], Msg("videos are not sent to endpoints"))
                 messages = await asyncio.to_thread(openai_messages, sample, config.max_pixels)
                 body = client.request(messages, max_new_tokens=config.max_new_tokens, temperature=config.temperature)
                 answers[index] = (await client.complete(body)).text.strip()
@@ -128,6 +131,7 @@ def evaluate_endpoint(
     samples = samples[: int(limit)] if limit else samples
     if not samples:
         raise ConfigError("There are no samples to evaluate.")
+    samples = [for_model(s) for s in samples]  # boxes as plain JSON on the 0-1000 grid
     client = ChatClient(config.endpoint(), timeout=config.timeout, max_retries=config.max_retries)
     start = time.perf_counter()
     answers, skipped = asyncio.run(_answer_all(client, config, samples, progress, stop))

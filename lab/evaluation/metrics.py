@@ -29,6 +29,7 @@ _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
 # Names of the scores in the order tables show them.
 TEXT_METRICS = ("bleu", "chrf", "rouge_1", "rouge_2", "rouge_l", "cider", "exact_match")
 JSON_METRICS = ("json_valid", "json_key_f1")
+BOX_METRICS = ("box_iou", "box_acc50")  # lab.grounding.box_scores, for samples whose answer has boxes
 
 
 # ---------------------------------------------------------------- tokenizing
@@ -184,12 +185,14 @@ def cider_d(predictions: list[str], references: list[list[str]], sigma: float = 
 # ---------------------------------------------------------------- a whole set
 
 
-def score_answers(predictions: list[str], references: list[str]) -> tuple[dict[str, float], list[dict[str, float]]]:
+def score_answers(predictions: list[str], references: list[str],
+                  targets: list | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Corpus scores and per-sample scores of ``predictions`` against ``references``.
 
     BLEU and chrF of the corpus are sacrebleu's corpus scores (not the mean of sentence
     scores); the others are means over the samples. JSON scores appear when the
-    references are JSON.
+    references are JSON; box scores (IoU, accuracy at IoU 0.5) for the samples whose
+    ``targets`` entry is a :class:`lab.grounding.BoxTarget`, averaged over those samples.
     """
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -213,13 +216,21 @@ def score_answers(predictions: list[str], references: list[str]) -> tuple[dict[s
         if json_task:
             scores["json_valid"] = 100.0 if parse_json(pred) is not None else 0.0
             scores["json_key_f1"] = json_key_f1(pred, ref)
+        target = targets[len(per_sample)] if targets else None
+        if target is not None:
+            scores.update(target.scores(pred))
         per_sample.append({k: round(v, 4) for k, v in scores.items()})
-    summary = {name: sum(s[name] for s in per_sample) / len(per_sample) for name in per_sample[0]}
+    names = dict.fromkeys(name for s in per_sample for name in s)
+    summary = {name: _mean([s[name] for s in per_sample if name in s]) for name in names}
     summary["bleu"] = bleu.corpus_score(predictions, [references]).score
     summary["chrf"] = chrf.corpus_score(predictions, [references]).score
     return {k: round(v, 4) for k, v in summary.items()}, per_sample
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def metric_names(summary: dict[str, float]) -> list[str]:
     """The metrics of a summary in display order."""
-    return [m for m in TEXT_METRICS + JSON_METRICS if m in summary]
+    return [m for m in TEXT_METRICS + JSON_METRICS + BOX_METRICS if m in summary]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +24,8 @@ from lab import paths
 from lab.conversation import split_prompt
 from lab.errors import BadImageError, ConfigError, DatasetError, LabError
 from lab.evaluation.metrics import metric_names, score_answers
-from lab.handle import ModelHandle, ModelState, RunFolder, adapter_names, adapter_scope
+from lab.handle import ModelHandle, ModelState, adapter_names, adapter_scope
+from lab.training.runs import RunFolder
 from lab.jobs import Job, start_job
 from lab.settings import check, setting
 from lab.text import Msg, msg_of, read_saved, saved_fields
@@ -61,12 +62,19 @@ class EvalSettings:
 
 @dataclass
 class EvalSample:
-    """A prompt (messages without the answer), its images and the reference answer."""
+    """A prompt (messages without the answer), its images (and videos) and the reference answer.
+
+    A sample with ``objects`` (boxes, :mod:`lab.grounding`) is written for a model by
+    :func:`for_model`, which also sets ``target``: the answer's boxes to score.
+    """
 
     id: str
     messages: list[dict]
     images: list[str]
     reference: str
+    videos: list[str] = field(default_factory=list)
+    objects: dict | None = None
+    target: Any = None  # lab.grounding.BoxTarget
 
 
 @dataclass
@@ -99,8 +107,25 @@ def samples_from_records(records: list[dict]) -> list[EvalSample]:
         messages, answer = split_prompt(record.get("messages") or [])
         if answer is None:
             continue  # a record without an answer cannot be scored
-        samples.append(EvalSample(str(record.get("id", i + 1)), messages, list(record.get("images") or []), answer))
+        samples.append(EvalSample(str(record.get("id", i + 1)), messages, list(record.get("images") or []), answer,
+                                  list(record.get("videos") or []), record.get("objects")))  # fmt: skip
     return samples
+
+
+def for_model(sample: EvalSample, processor: Any = None, family: str | None = None) -> EvalSample:
+    """``sample`` with its boxes written as ``family`` writes them (plain JSON without a processor)."""
+    if not sample.objects:
+        return sample
+    from lab.grounding import eval_parts
+    from lab.training.collator import image_size
+
+    try:
+        sizes = [image_size(p) for p in sample.images]
+    except BadImageError:
+        return sample  # answering skips it with the reason
+    messages, reference, target = eval_parts(sample.messages, sample.reference, sample.objects, sizes, processor,
+                                             family)  # fmt: skip
+    return replace(sample, messages=messages, reference=reference, target=target)
 
 
 def samples_from_dataset(path: str | Path) -> list[EvalSample]:
@@ -115,20 +140,18 @@ def samples_from_dataset(path: str | Path) -> list[EvalSample]:
 
 def samples_from_run(run_dir: str | Path) -> tuple[list[EvalSample], str]:
     """The validation samples of a run (its ``val_dataset``, or the split it held out) and their source."""
-    from lab.dataset import dataset_root, image_paths, split_dataset
+    from lab.training.mix import mixed_splits, normalize_datasets
 
     config = RunFolder.read(run_dir).config
     if config.get("val_dataset"):
         return samples_from_dataset(config["val_dataset"]), str(config["val_dataset"])
-    dataset, ratio = config.get("dataset"), float(config.get("val_ratio") or 0)
+    dataset, ratio = normalize_datasets(config.get("dataset")), float(config.get("val_ratio") or 0)
     if not dataset or ratio <= 0:
         raise ConfigError("The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
                           run_dir=run_dir)
-    path = paths.resolve(dataset)
-    _, val = split_dataset(path, ratio, int(config.get("seed", 42)))
-    root = dataset_root(path)
-    records = [{**r, "images": [str(p) for p in image_paths(r, root)]} for r in val]
-    return samples_from_records(records), f"{dataset} (validation split)"
+    _, records, _ = mixed_splits(dataset, ratio, int(config.get("seed", 42)))  # as the run mixed and split them
+    shown = dataset if isinstance(dataset, str) else ", ".join(dataset)
+    return samples_from_records(records), f"{shown} (validation split)"
 
 
 # ---------------------------------------------------------------- running
@@ -145,10 +168,24 @@ def choose_variants(loaded: Any, enabled: bool, compare_base: bool) -> list[str]
     return ["tuned"] if enabled else ["base"]
 
 
-def _load_images(sample: EvalSample) -> list:
-    from lab.images import open_image
+class _MediaReader:
+    """A sample's images and videos for the loaded model; videos within the run's budget (lab.video)."""
 
-    return [open_image(p) for p in sample.images]
+    def __init__(self, loaded: Any, run_config: dict | None):
+        from lab.video import VideoBudget
+
+        self.loaded = loaded
+        self.budget = VideoBudget.of(run_config)
+
+    def __call__(self, sample: EvalSample) -> tuple[list, list]:
+        from lab.images import open_image
+        from lab.video import VIDEO_FAMILIES, patch_size, read_video
+
+        if sample.videos and self.loaded.family not in VIDEO_FAMILIES:
+            raise DatasetError("Sample {id} has a video, which {family} models cannot take.", id=sample.id,
+                               family=self.loaded.family)
+        videos = [read_video(v, self.budget, patch_size(self.loaded.processor)) for v in sample.videos]
+        return [open_image(p) for p in sample.images], videos
 
 
 def run_evaluation(
@@ -173,9 +210,11 @@ def run_evaluation(
     start = time.perf_counter()
     with handle.use(ModelState.GENERATING) as loaded:
         variants = choose_variants(loaded, handle.adapter_enabled, settings.compare_base)
-        answered, answers, skipped = _answer_all(loaded, samples, variants, settings, progress, stop, start)
-        model = {"name": loaded.name, "adapter": loaded.adapter if "model" not in variants else None}
         run_dir = handle.current_run_dir()
+        samples = [for_model(s, loaded.processor, loaded.family) for s in samples]
+        reader = _MediaReader(loaded, RunFolder.read(run_dir).config if run_dir else None)
+        answered, answers, skipped = _answer_all(loaded, samples, variants, settings, progress, stop, start, reader)
+        model = {"name": loaded.name, "adapter": loaded.adapter if "model" not in variants else None}
     result = score_variants(answered, answers, variants)
     result.update(source=source, total=len(samples), skipped=skipped, model=model,
                   stopped=len(answered) + len(skipped) < len(samples), seconds=round(time.perf_counter() - start, 3),
@@ -200,7 +239,7 @@ def start_evaluation(evaluate: Callable[[ProgressFn, threading.Event], EvalResul
     return start_job(lambda job: evaluate(job.report, job.stop_event), Job("evaluation", EVALUATION))
 
 
-def _answer_all(loaded, samples, variants, settings, progress, stop, start):
+def _answer_all(loaded, samples, variants, settings, progress, stop, start, read_media):
     from lab.generate import generate_batch
 
     answered: list[EvalSample] = []
@@ -210,18 +249,21 @@ def _answer_all(loaded, samples, variants, settings, progress, stop, start):
     for first in range(0, len(samples), size):
         if stop is not None and stop.is_set():
             break
-        batch, images = [], []
+        batch, images, videos = [], [], []
         for sample in samples[first : first + size]:
             try:
-                images.append(_load_images(sample))
-                batch.append(sample)
-            except BadImageError as err:
+                sample_images, sample_videos = read_media(sample)
+            except (BadImageError, DatasetError) as err:
                 skipped.append(skip_row(sample.id, err))
+                continue
+            images.append(sample_images)
+            videos.append(sample_videos)
+            batch.append(sample)
         for variant in variants if batch else []:
             with adapter_scope(loaded, variant != "base"):
                 generations = generate_batch(
                     loaded, [s.messages for s in batch], images, max_new_tokens=settings.max_new_tokens,
-                    temperature=settings.temperature, top_p=settings.top_p,
+                    temperature=settings.temperature, top_p=settings.top_p, videos=videos,
                 )  # fmt: skip
             answers[variant].extend(g.text for g in generations)
         answered.extend(batch)
@@ -240,10 +282,11 @@ def skip_row(sample_id: str, err: Exception) -> dict:
 def score_variants(answered: list[EvalSample], answers: dict[str, list[str]], variants: list[str]) -> dict:
     """Metrics per variant and one row per sample (answers, scores, gain), as saved."""
     references = [s.reference for s in answered]
+    targets = [s.target for s in answered]
     metrics: dict[str, dict[str, float]] = {}
     per_variant: dict[str, list[dict]] = {}
     for variant in variants:
-        metrics[variant], per_variant[variant] = score_answers(answers[variant], references)
+        metrics[variant], per_variant[variant] = score_answers(answers[variant], references, targets)
     rows = []
     for i, sample in enumerate(answered):
         scores = {v: per_variant[v][i] for v in variants}

@@ -15,10 +15,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from lab import paths
-from lab.dataset import DATA_FILE, IMAGE_TOKEN, image_entry, write_records
+from lab.conversation import IMAGE_PLACEHOLDER
+from lab.dataset import DATA_FILE, image_entry, write_records
 from lab.errors import DatasetError
 from lab.formats.layout import (
-    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, check_format, fresh_out_dir, source_image,
+    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, VideoStore, check_format, fresh_out_dir, source_image,
 )
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)", re.S)
@@ -47,9 +48,11 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle
         # Foreign files break in many small ways; the exception still says where.
         raise DatasetError("{src} is not valid {fmt} data ({err_type}: {err}).",
                            src=src, fmt=fmt, err_type=type(err).__name__, err=err) from None
+    if not records:
+        raise DatasetError("{src} holds no records; there is nothing to import.", src=src)
     width = max(4, len(str(len(records))))
     with fresh_out_dir(out_dir) as out:
-        store = ImageStore(out)
+        store, videos = ImageStore(out), VideoStore(out)
         for n, record in enumerate(records, start=1):
             record.setdefault("id", f"{n:0{width}d}")
             stored = []
@@ -61,6 +64,10 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle
                     inside_bundle(image, bundle, n)
                     stored.append(store.add(source_image(image), Path(image).name))
             record["images"] = stored
+            for video in record.get("videos") or []:
+                inside_bundle(video, bundle, n)
+            if record.get("videos"):
+                record["videos"] = [videos.add(video) for video in record["videos"]]
         write_records(out / DATA_FILE, records)
     return out
 
@@ -146,9 +153,18 @@ def _read_rows(file: Path, limit: int | None = None) -> list[dict]:
     return rows
 
 
-def _keep_extras(row: dict, record: dict) -> dict:
+def _keep_extras(row: dict, record: dict, folder: Path | None = None) -> dict:
+    """``record`` with the row's id, meta, boxes (``objects``, also as a JSON string) and videos."""
     if row.get("id") is not None:
         record["id"] = str(row["id"])
+    objects = row.get("objects")
+    if isinstance(objects, str) and objects.strip():
+        objects = json.loads(objects)
+    if objects:
+        record["objects"] = objects
+    videos = row.get("videos") or []
+    if folder is not None and videos:
+        record["videos"] = [str(folder / image_entry(v)) for v in ([videos] if isinstance(videos, str) else videos)]
     meta = row.get("meta")
     if isinstance(meta, str):
         try:
@@ -175,7 +191,7 @@ def _read_messages_records(src: Path) -> list[dict]:
         else:
             raise DatasetError("Record {number} of {file} has neither 'messages' nor 'query'.",
                                number=number, file=file)
-        records.append(_keep_extras(row, {"messages": messages, "images": images}))
+        records.append(_keep_extras(row, {"messages": messages, "images": images}, file.parent))
     return records
 
 
@@ -199,7 +215,7 @@ def _from_openai_message(message: dict, images: list, file: Path, number: int) -
         for part in content:
             if isinstance(part, dict) and part.get("type") == "image_url":
                 images.append(_decode_image_url(part.get("image_url"), file, number))
-                text.append(IMAGE_TOKEN)
+                text.append(IMAGE_PLACEHOLDER)
             elif isinstance(part, dict):
                 text.append(str(part.get("text", "")))
         content = "".join(text)
@@ -259,8 +275,41 @@ def _read_llamafactory(src: Path) -> list[dict]:
             messages.append({"role": role, "content": turn.get(tags["content_tag"], "")})
         images = row.get(columns["images"]) or []
         images = [str(folder / image_entry(i)) for i in ([images] if isinstance(images, str) else images)]
-        records.append(_keep_extras(row, {"messages": messages, "images": images}))
+        if columns.get("videos") and row.get(columns["videos"]):
+            row = {**row, "videos": row[columns["videos"]]}
+        record = _keep_extras({k: v for k, v in row.items() if k != "videos"}, {"messages": messages, "images": images})
+        records.append(_with_placeholders(record, row, folder))
     return records
+
+
+def _with_placeholders(record: dict, row: dict, folder: Path) -> dict:
+    """Qwen's box tokens in the turns back to ``<ref-object>``/``<bbox>`` and ``objects``.
+
+    The row's own ``objects`` (written by our export) keep the exact boxes; otherwise the
+    0-1000 grid is turned into pixels of the record's first image.
+    """
+    from lab.grounding import GRID, unrender
+
+    refs: list[str] = []
+    boxes: list[list[float]] = []
+    for message in record["messages"]:
+        message["content"], found_refs, found_boxes = unrender(message["content"])
+        refs, boxes = refs + found_refs, boxes + found_boxes
+    if row.get("videos"):
+        record["videos"] = [str(folder / image_entry(v)) for v in row["videos"]]
+    kept = record.get("objects") or {}
+    if len(kept.get("ref") or []) == len(refs) and len(kept.get("bbox") or []) == len(boxes):
+        return record
+    if not record["images"] and boxes:
+        raise ValueError("boxes without an image")
+    from lab.training.collator import image_size
+
+    height, width = image_size(record["images"][0]) if boxes else (GRID, GRID)
+    pixels = [[round(b[0] * width / GRID, 1), round(b[1] * height / GRID, 1), round(b[2] * width / GRID, 1),
+               round(b[3] * height / GRID, 1)] for b in boxes]  # fmt: skip
+    if refs or boxes:
+        record["objects"] = {"ref": refs, "bbox": pixels}
+    return record
 
 
 def _read_imagefolder(src: Path) -> list[dict]:
@@ -277,7 +326,8 @@ def _read_imagefolder(src: Path) -> list[dict]:
         if not messages:
             messages = _messages_from_text_columns(row, len(images), metadata, number)
         messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
-        records.append(_keep_extras(row, {"messages": messages, "images": images}))
+        records.append(_keep_extras({k: v for k, v in row.items() if k != "videos"},
+                                    {"messages": messages, "images": images}))
     return records
 
 
@@ -288,5 +338,5 @@ def _messages_from_text_columns(row: dict, n_images: int, file: Path, number: in
         raise DatasetError("Row {number} of {file} has no 'messages' and no text column (text, caption, answer).",
                            number=number, file=file)
     prompt = next((row[k] for k in ("prompt", "question", "query") if row.get(k)), "")
-    return [{"role": "user", "content": IMAGE_TOKEN * n_images + str(prompt)},
+    return [{"role": "user", "content": IMAGE_PLACEHOLDER * n_images + str(prompt)},
             {"role": "assistant", "content": str(answer)}]

@@ -54,6 +54,34 @@ class ImageStore:
         return self.by_hash[digest]
 
 
+class VideoStore:
+    """Copies videos (files, or folders of frames) into ``<out_dir>/videos/`` under unique names."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.done: dict[Path, str] = {}
+
+    def add(self, source: str | Path) -> str:
+        """Copy the video at ``source`` once; returns its path relative to ``out_dir``."""
+        source = Path(source)
+        if not source.exists():
+            raise DatasetError("Video {video} not found.", video=source)
+        if source.resolve() in self.done:
+            return self.done[source.resolve()]
+        stem = re.sub(r"[^\w.-]+", "_", source.name).strip(".") or "video"
+        candidate, n = stem, 1
+        while (self.out_dir / "videos" / candidate).exists():
+            candidate, n = f"{Path(stem).stem}_{n}{Path(stem).suffix}", n + 1
+        target = self.out_dir / "videos" / candidate
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=False)
+        else:
+            shutil.copyfile(source, target)
+        self.done[source.resolve()] = f"videos/{candidate}"
+        return self.done[source.resolve()]
+
+
 @contextmanager
 def fresh_out_dir(out_dir: str | Path) -> Iterator[Path]:
     """A new or empty folder to write into, removed again if writing fails half way."""

@@ -301,8 +301,9 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
         })
         return
     image = result.extra["image"]
+    messages, objects = _answer_parts(run.prompt, result, path)
     run.store.add_record({
-        "id": key, "images": [image], "messages": run.prompt.record_messages(result.answer),
+        "id": key, "images": [image], "messages": messages, **({"objects": objects} if objects else {}),
         "meta": {
             "labeler": run.labeler.name, "prompt_sha": run.prompt.sha, "status": "ok", "key": key,
             "image_sha": image_sha, **source, "prompt_tokens": result.prompt_tokens,
@@ -310,6 +311,23 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
             "seconds": round(result.seconds, 3), "retries": result.retries,
         },
     })
+
+
+def _answer_parts(prompt: PromptSpec, result: ItemResult, path: Path) -> tuple[list[dict], dict | None]:
+    """The record's messages, and its ``objects`` when the answer lists boxes (the ``grounding`` preset)."""
+    from lab.errors import BadImageError
+    from lab.grounding import labeled_objects
+    from lab.training.collator import image_size
+
+    if isinstance(result.parsed, dict) and "objects" in result.parsed:
+        try:
+            height, width = image_size(path)
+        except BadImageError:
+            height = width = 0
+        grounded = labeled_objects(result.parsed, width, height) if width else None
+        if grounded is not None:
+            return prompt.record_messages(grounded[0]), grounded[1]
+    return prompt.record_messages(result.answer), None
 
 
 def run_labeling(images_dir, out_dir, prompt: PromptSpec, labeler: Labeler, **options) -> LabelRun:

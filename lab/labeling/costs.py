@@ -18,7 +18,7 @@ from typing import Iterable
 
 from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR, workspace
-from lab.presets import check_keys, load_yaml_strict
+from lab.yaml_files import check_keys, load_yaml_strict
 from lab.text import Msg
 
 PRICE_KEYS = ("input", "output", "image")

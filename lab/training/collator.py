@@ -61,6 +61,8 @@ class EncodedSample:
     input_ids: list[int]
     labels: list[int]
     image_sizes: list[tuple[int, int]] = field(default_factory=list)  # (height, width), upright
+    videos: list[str] = field(default_factory=list)  # absolute video paths (files or frame folders)
+    video_budget: Any = None  # the lab.video.VideoBudget its videos are read with
 
     @property
     def length(self) -> int:
@@ -173,15 +175,24 @@ def image_token_counts(processor: Any, sizes: list[tuple[int, int]]) -> list[int
     return [int(n) for n in data["num_image_tokens"]]
 
 
-def encode_sample(processor: Any, key: str, messages: list[dict], images: list[str],
-                  family: str | None = None) -> EncodedSample:
+def encode_sample(processor: Any, key: str, messages: list[dict], images: list[str], *, objects: dict | None = None,
+                  videos: list[str] = (), family: str | None = None, video_budget: Any = None) -> EncodedSample:
     """Render, tokenize and label one conversation; image placeholders expanded from the image sizes.
 
-    ``family`` (:mod:`lab.families`) says whether the placeholder is only repeated; otherwise,
-    and for a model of no known family, the processor expands it.
+    ``objects`` (a record's boxes, :mod:`lab.grounding`) are written in ``family``'s form first;
+    a sample with ``videos`` is expanded by the processor itself from the frames it will be
+    trained on (:mod:`lab.video`), as the number of frames is only known once they are read.
+    ``family`` (:mod:`lab.families`) also says whether an image placeholder is only repeated;
+    otherwise, and for a model of no known family, the processor expands it.
     """
     sizes = [image_size(path) for path in images]
+    if objects:
+        from lab.grounding import grounded_messages
+
+        messages = grounded_messages(processor, messages, objects, sizes, family)
     text, spans = render_with_spans(processor, messages)
+    if videos:
+        return _encode_with_videos(processor, key, text, spans, images, sizes, list(videos), video_budget)
     if sizes and get_family(family or "").expands != "repeat":
         ids, labels = _expanded_by_processor(processor, text, spans, sizes)
     else:
@@ -220,12 +231,33 @@ def _as_list(value: Any) -> list:
 
 def image_token_id(processor: Any) -> int:
     """The id of the token whose embeddings the image features replace."""
-    token_id = getattr(processor.tokenizer, "image_token_id", None)  # Gemma 3: the processor's is <start_of_image>
+    # Gemma 3: the processor's is <start_of_image>, the tokenizer's the image soft token.
+    token_id = getattr(getattr(processor, "tokenizer", None), "image_token_id", None)
     if not isinstance(token_id, int):
         token_id = getattr(processor, "image_token_id", None)
     if token_id is None:
         token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
     return int(token_id)
+
+
+def _encode_with_videos(processor: Any, key: str, text: str, spans: list[tuple[int, int]], images: list[str],
+                        sizes: list[tuple[int, int]], videos: list[str], budget: Any) -> EncodedSample:
+    """Labels on the processor's own expansion of ``text``: the answer spans moved past what it inserted."""
+    from lab.video import VideoBudget, processor_media
+
+    budget = budget or VideoBudget.of()
+    out = processor(text=[text], return_text_replacement_offsets=True,
+                    **processor_media(processor, images, videos, budget))  # fmt: skip
+    expanded, moved = text, list(spans)
+    for change in reversed(out["text_replacement_offsets"][0]):
+        start, end = change["span"]
+        expanded = expanded[:start] + change["replacement"] + expanded[end:]
+        grow = len(change["replacement"]) - (end - start)
+        moved = [(a + grow if a >= end else a, b + grow if b >= end else b) for a, b in moved]
+    ids, labels = label_tokens(processor.tokenizer, expanded, moved)
+    if ids != list(out["input_ids"][0]):
+        raise ValueError("the processor tokenizes the expanded text differently")
+    return EncodedSample(key, text, [str(p) for p in images], ids, labels, sizes, [str(v) for v in videos], budget)
 
 
 class TrainDataset:
@@ -252,16 +284,24 @@ class TrainDataset:
         import torch
 
         sample = self.samples[index]
-        images = [open_image(path) for path in sample.images]
-        out = self.processor(text=[sample.text], images=images or None, return_tensors="pt", add_special_tokens=False)
+        if sample.videos:
+            from lab.video import processor_media
+
+            media = processor_media(self.processor, sample.images, sample.videos, sample.video_budget)
+            out = self.processor(text=[sample.text], return_tensors="pt", **media)
+        else:
+            images = [open_image(path) for path in sample.images]
+            out = self.processor(text=[sample.text], images=images or None, return_tensors="pt",
+                                      add_special_tokens=False)
         ids = out["input_ids"][0]
         if ids.tolist() != sample.input_ids:
             raise RuntimeError(
                 f"sample {sample.key}: the processor produced {len(ids)} tokens where {sample.length} were planned"
             )
         item = {k: (v[0] if _is_sequence(v, len(ids)) else v) for k, v in out.items() if v is not None}
-        if self.pixel_dtype is not None and "pixel_values" in item:
-            item["pixel_values"] = item["pixel_values"].to(self.pixel_dtype)
+        for pixels in ("pixel_values", "pixel_values_videos"):
+            if self.pixel_dtype is not None and pixels in item:
+                item[pixels] = item[pixels].to(self.pixel_dtype)
         item["labels"] = torch.tensor(sample.labels, dtype=torch.long)
         return item
 
@@ -310,12 +350,13 @@ class Collator:
     """Pads a list of :class:`TrainDataset` items into one batch (right padding).
 
     Per-token fields (ids, attention mask, token types) are padded to the longest sample,
-    rounded up to ``pad_to_multiple_of``; labels are padded with -100. Image fields
-    (``pixel_values``, ``image_grid_thw``) are concatenated, as the processor does for a batch;
-    where samples differ in size beyond the first dimension (SmolVLM's tiles per picture,
-    MiniCPM-V's packed patches) they are padded with zeros first, as the processor pads them.
-    The ``packed`` fields (a family's :attr:`~lab.families.Family.packed`: MiniCPM-V puts the
-    patches of every picture of a batch into one sequence) are joined along their last dimension.
+    rounded up to ``pad_to_multiple_of``; labels are padded with -100. Image and video fields
+    (``pixel_values``, ``image_grid_thw``, ``pixel_values_videos``, ``video_grid_thw``) are
+    concatenated, as the processor does for a batch; where samples differ in size beyond the
+    first dimension (SmolVLM's tiles per picture, MiniCPM-V's packed patches) they are padded
+    with zeros first, as the processor pads them. The ``packed`` fields (a family's
+    :attr:`~lab.families.Family.packed`: MiniCPM-V puts the patches of every picture of a batch
+    into one sequence) are joined along their last dimension.
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, packed: tuple[str, ...] = ()):
@@ -342,9 +383,40 @@ class Collator:
         return batch
 
 
+class LossCollator(Collator):
+    """A :class:`Collator` that also lists, on the CPU, where the loss looks (see :mod:`lab.training.trainer`).
+
+    ``loss_positions``: sequence positions (shared by the batch) whose next token is learned;
+    ``loss_index``: flat indices into ``batch x positions`` of the learned ones;
+    ``loss_targets``: their token ids. With a :class:`RopeIndex` (``rope``) it also adds the
+    model's ``position_ids``, so the model need not compute them on the GPU.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, rope: RopeIndex | None = None,
+                 packed: tuple[str, ...] = ()):
+        super().__init__(pad_token_id, pad_to_multiple_of, packed)
+        self.rope = rope
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = super().__call__(items)
+        rope_positions = self.rope(batch) if self.rope is not None else None
+        if rope_positions is not None:
+            batch["position_ids"] = rope_positions
+        shifted = batch["labels"][:, 1:]
+        learned = shifted != IGNORE
+        positions = learned.any(dim=0).nonzero().squeeze(1)
+        kept = shifted[:, positions]
+        flat = (kept != IGNORE).reshape(-1).nonzero().squeeze(1)
+        batch["loss_positions"] = positions
+        batch["loss_index"] = flat
+        batch["loss_targets"] = kept.reshape(-1)[flat]
+        return batch
+
+
 def _per_token(item: dict, key: str) -> bool:
     value = item[key]
-    return value.dim() == 1 and key != "image_grid_thw" and value.shape[0] == item["input_ids"].shape[0]
+    return (value.dim() == 1 and key not in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+            and value.shape[0] == item["input_ids"].shape[0])
 
 
 def _pad_trailing(tensors: list) -> list:

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lab import paths
-from lab.dataset import dataset_root, image_paths, load_records, split_dataset
+from lab.dataset import absolute_media, dataset_root, load_records
 from lab.errors import BadImageError, ConfigError, DatasetError
-from lab.text import Msg
+from lab.text import Msg, msg_of
 from lab.training.collator import EncodedSample, encode_sample, image_token_id
 from lab.training.identity import identity_records
+from lab.training.mix import dataset_entries, mixed_splits
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 
 @dataclass
@@ -28,6 +32,8 @@ class TrainingData:
     train: list[EncodedSample]
     val: list[EncodedSample]
     dropped: list[tuple[str, Msg]] = field(default_factory=list)  # (sample key, reason)
+    mix: list[dict] = field(default_factory=list)  # per dataset: available and taken (lab.training.mix)
+    val_records: list[dict] = field(default_factory=list)  # the validation records, for answers while training
 
     def summary(self) -> str:
         """One line for the log: counts, token lengths and dropped samples."""
@@ -51,31 +57,33 @@ def resolve_dataset(path: str) -> Path:
     return found
 
 
-def check_datasets(cfg: Any) -> None:
+def check_datasets(cfg: TrainConfig) -> None:
     """Refuse a missing dataset, or one a shared deployment may not read, before a run is started or queued."""
-    for path in (cfg.dataset, cfg.val_dataset):
-        if path:
-            resolve_dataset(path)
+    for entry in dataset_entries(cfg.dataset):
+        resolve_dataset(entry.path)
+    if cfg.val_dataset:
+        resolve_dataset(cfg.val_dataset)
 
 
 def _absolute(records: list[dict], root: Path) -> list[dict]:
-    return [{**r, "images": [str(p) for p in image_paths(r, root)]} for r in records]
+    return [absolute_media(r, root) for r in records]
 
 
-def load_splits(cfg: Any) -> tuple[list[dict], list[dict]]:
+def load_splits(cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
     """Train and validation records (image paths made absolute), per ``val_dataset`` or ``val_ratio``."""
-    dataset = resolve_dataset(cfg.dataset)
+    train, val, _ = load_mixed_splits(cfg)
+    return train, val
+
+
+def load_mixed_splits(cfg: TrainConfig) -> tuple[list[dict], list[dict], list[dict]]:
+    """:func:`load_splits` and what each dataset gave (:func:`lab.training.mix.mixed_splits`)."""
+    train, val, mix = mixed_splits(cfg.dataset, cfg.val_ratio, cfg.seed, with_val=not cfg.val_dataset)
     if cfg.val_dataset:
         val_path = resolve_dataset(cfg.val_dataset)
-        train = _absolute(load_records(dataset), dataset_root(dataset))
         val = _absolute(load_records(val_path), dataset_root(val_path))
-    else:
-        train, val = split_dataset(dataset, cfg.val_ratio, cfg.seed)
-        root = dataset_root(dataset)
-        train, val = _absolute(train, root), _absolute(val, root)
     if cfg.identity:
         train = train + identity_records(cfg.model_name, cfg.model_author)
-    return train, val
+    return train, val, mix
 
 
 def with_system(messages: list[dict], system: str | None) -> list[dict]:
@@ -85,16 +93,16 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
 
 
-def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print, family: str | None = None) -> TrainingData:
+def build_data(cfg: TrainConfig, processor: Any, log: Callable[[str], None] = print, family: str | None = None) -> TrainingData:
     """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``.
 
-    ``family`` (:mod:`lab.families`) tells how the model's images become tokens.
+    ``family`` (the model's ``model_type``) decides how boxes are written and whether videos can be used.
     """
-    train_records, val_records = load_splits(cfg)
+    train_records, val_records, mix = load_mixed_splits(cfg)
     dropped: list[tuple[str, Msg]] = []
     train = _encode_all(train_records, cfg, processor, dropped, family)
     val = _encode_all(val_records, cfg, processor, dropped, family)
-    data = TrainingData(train, val, dropped)
+    data = TrainingData(train, val, dropped, mix, val_records)
     if not train:
         first = Msg("")
         if dropped:
@@ -108,13 +116,24 @@ def build_data(cfg: Any, processor: Any, log: Callable[[str], None] = print, fam
     return data
 
 
-def _encode_all(records: list[dict], cfg: Any, processor: Any, dropped: list, family: str | None) -> list[EncodedSample]:
+def _encode_all(records: list[dict], cfg: TrainConfig, processor: Any, dropped: list, family: str | None) -> list[EncodedSample]:
+    from lab.video import VIDEO_FAMILIES, VideoBudget
+
     placeholder = image_token_id(processor)
+    budget = VideoBudget.of(cfg)
     samples = []
     for index, record in enumerate(records):
         key = str(record.get("id", f"#{index + 1}"))
+        if record.get("videos") and family not in VIDEO_FAMILIES:
+            dropped.append((key, Msg("a video, which {family} models cannot take", family=family or "other")))
+            continue
         try:
-            sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"], family)
+            sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"],
+                                   objects=record.get("objects"), videos=record.get("videos") or [], family=family,
+                                   video_budget=budget)  # fmt: skip
+        except DatasetError as err:  # a video that cannot be read; the sentence names it
+            dropped.append((key, msg_of(err)))
+            continue
         except BadImageError as err:
             dropped.append((key, Msg("unreadable image: {err}", err=err)))
             continue

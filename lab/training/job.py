@@ -3,7 +3,8 @@
 :func:`start_training` returns at once; the run goes on in a thread that claims the
 shared model (``ModelState.TRAINING``), so chat and evaluation answer "busy" meanwhile.
 When it ends, the trained model stays loaded: a LoRA run leaves the adapter on the
-model under the run's name, a full run leaves the tuned weights. Progress is read from
+model under the run's name (the base weights under it as they were loaded), a full run leaves
+its tuned weights, loaded as the run. Progress is read from
 the run folder's ``metrics.jsonl`` by anyone (a reloaded page finds the job with
 :func:`current_job`). With ``num_gpus > 1`` the job runs ``accelerate launch`` in a
 subprocess instead (:mod:`lab.training.launch`) and the app's model is not touched.
@@ -13,12 +14,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.errors import BusyError, LabError
 from lab.jobs import Job, JobQueue, JobState
 from lab.text import Msg
 from lab.training.runner import TRAINING
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 _turns = JobQueue()  # one run at a time; later runs wait in line (shared deployments)
 
@@ -43,7 +47,7 @@ def current_job() -> TrainingJob | None:
     return _turns.current
 
 
-def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | None = None) -> TrainingJob:
+def start_training(cfg: TrainConfig, handle: Any, resume: bool = False, queue: bool | None = None) -> TrainingJob:
     """Start ``cfg`` in a background thread on ``handle``'s model; returns the job at once.
 
     One run at a time. While one is going on, a new one is refused with one sentence, or,
@@ -56,14 +60,14 @@ def start_training(cfg: Any, handle: Any, resume: bool = False, queue: bool | No
     that cannot be written. Nothing is written into the run folder until the run starts.
     """
     from lab.paths import restricted
-    from lab.training.data import check_datasets
+    from lab.training.preflight import check_run_environment
     from lab.training.runner import check_run_dir
 
     from lab.models import check_trust
 
     queue = restricted() if queue is None else queue
     check_trust(cfg.trust_remote_code)  # refused on a shared server now, not when the run loads its model
-    check_datasets(cfg)  # a wrong path is one sentence now, not a failed run later
+    check_run_environment(cfg)  # a wrong path, a missing package, too few GPUs: one sentence now, not a failed run
     with _turns.lock:
         running = _turns.busy()
         if running and not queue:
@@ -84,7 +88,7 @@ def _jobs_in_use() -> list[Job]:
     return _turns.jobs()
 
 
-def _refuse_name_in_use(cfg: Any) -> None:
+def _refuse_name_in_use(cfg: TrainConfig) -> None:
     from lab.training.runs import run_dir_for
 
     wanted = run_dir_for(cfg).resolve()
@@ -93,7 +97,7 @@ def _refuse_name_in_use(cfg: Any) -> None:
                         "choose another run_name or wait for it to end.", run_name=cfg.run_name)
 
 
-def _unused_default_name(cfg: Any) -> str:
+def _unused_default_name(cfg: TrainConfig) -> str:
     """An automatic run name that no run going on, waiting or saved has (two starts in one second differ)."""
     from lab.training.runs import default_run_name, runs_root
 
@@ -153,13 +157,14 @@ def _train(job: TrainingJob, loaded: Any):
 
 def _ensure_model(job: TrainingJob, handle: Any) -> None:
     """Load the run's model into the handle unless it is already there, with the right quantization."""
-    from lab.handle import resolve_model_name
+    from lab.handle import resolve_model_name, same_model
     from lab.training.runner import load_options
 
     cfg = job.config
     want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
     loaded = handle.loaded
-    if loaded is not None and _same_model(loaded.name, resolve_model_name(cfg.model)) and (loaded.quantization or None) == want:
+    same = loaded is not None and same_model(loaded.name, resolve_model_name(cfg.model))
+    if same and (loaded.quantization or None) == want:
         return
     job.set_phase(JobState.LOADING)
     job.log(f"Loading {cfg.model} ...")
@@ -167,13 +172,6 @@ def _ensure_model(job: TrainingJob, handle: Any) -> None:
 
     options = load_options(cfg, resolve_device("auto"))
     handle.load(cfg.model, **{k: v for k, v in options.items() if k != "device"})
-
-
-def _same_model(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def _hand_over(job: TrainingJob, handle: Any, loaded: Any, result: Any) -> None:
@@ -187,6 +185,9 @@ def _hand_over(job: TrainingJob, handle: Any, loaded: Any, result: Any) -> None:
         if ADAPTER in loaded.model.peft_config:
             loaded.model.delete_adapter(ADAPTER)
     else:
+        # A full run trained the loaded weights themselves. A spare copy of the base would double the memory and
+        # reloading the base would put the result away, so the run's weights stay loaded under the run's name: the
+        # header says "run X, fully fine-tuned from BASE", and a later run on the base model loads it again.
         loaded.name, loaded.adapter = str(result.run_dir), None
     finish_model(loaded.model)
     handle.run_dir = result.run_dir

@@ -11,6 +11,7 @@ is still alive after a grace period is killed, the whole process tree with it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import yaml
 
@@ -26,16 +27,26 @@ from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR, REPO_ROOT
 from lab.training.runs import CONFIG_FILE
 
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
+
+DEEPSPEED_FILE = "deepspeed.json"  # the DeepSpeed config a run on several GPUs trains with
+LAUNCH_FILE = "accelerate.yaml"  # the accelerate launch config it was started with
+
 
 def accelerate_dir() -> Path:
     return PRESETS_DIR / "accelerate"
 
 
-def deepspeed_config(stage: str) -> dict:
-    """The DeepSpeed config of ``stage`` (``zero2`` or ``zero3``) from ``presets/accelerate/``."""
+def check_deepspeed_package(stage: str) -> None:
+    """Refuse a DeepSpeed stage when the deepspeed package is missing."""
     if importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("deepspeed: {stage} needs the deepspeed package (pip install deepspeed); "
                           "set deepspeed to null to train with plain multi-GPU instead.", stage=stage)  # fmt: skip
+
+
+def deepspeed_config(stage: str) -> dict:
+    """The DeepSpeed config of ``stage`` (``zero2``, ``zero3``, ``zero3_offload``) from ``presets/accelerate/``."""
     path = accelerate_dir() / f"{stage}.yaml"
     if not path.is_file():
         raise ConfigError("No DeepSpeed config {path_name} in {accelerate_dir}.",
@@ -43,15 +54,58 @@ def deepspeed_config(stage: str) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def train_command(run_dir: str | Path, num_gpus: int, resume: bool = False) -> list[str]:
-    """The command that trains the run in ``run_dir``: plain Python on one GPU, ``accelerate launch`` on several."""
+def write_launch_files(run_dir: str | Path, num_gpus: int, deepspeed: str | None = None) -> Path:
+    """The ``accelerate launch`` config of a run on several GPUs, written into its folder; returns its path.
+
+    It is ``multi_gpu.yaml`` for ``num_gpus`` processes; with a DeepSpeed stage it launches
+    DeepSpeed, whose config (``deepspeed.json``, from the stage's preset) is written beside it and
+    is the one every process trains with (:func:`run_deepspeed_config`): the
+    run folder keeps exactly what was launched.
+    """
+    run_dir = Path(run_dir)
+    launch = yaml.safe_load((accelerate_dir() / "multi_gpu.yaml").read_text(encoding="utf-8"))
+    launch["num_processes"] = num_gpus
+    if deepspeed:
+        ds_file = run_dir / DEEPSPEED_FILE
+        ds_file.write_text(json.dumps(deepspeed_config(deepspeed), indent=2) + "\n", encoding="utf-8")
+        launch["distributed_type"] = "DEEPSPEED"
+        # accelerate refuses a launch config that sets mixed precision next to a DeepSpeed config
+        # file (the file's bf16/fp16 "auto" decides, filled in by the Trainer).
+        launch.pop("mixed_precision", None)
+        # The weights are loaded before the Trainer starts DeepSpeed, which then partitions them.
+        launch["deepspeed_config"] = {"deepspeed_config_file": str(ds_file), "zero3_init_flag": False}
+    path = run_dir / LAUNCH_FILE
+    path.write_text(yaml.safe_dump(launch, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_deepspeed_config(cfg: TrainConfig, run_dir: Path) -> str | dict | None:
+    """The DeepSpeed config this process trains with: the run folder's ``deepspeed.json``, which the launch
+    wrote (:func:`write_launch_files`), else the stage's preset.
+
+    DeepSpeed shards over the processes of a multi-GPU launch; a run with ``deepspeed`` that is not
+    in one is refused rather than trained without it.
+    """
+    if not cfg.deepspeed:
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise ConfigError("deepspeed {stage} runs only in a launch on several GPUs; start the run with "
+                          "python -m lab train (num_gpus 2 or more) or from the Train tab.", stage=cfg.deepspeed)
+    written = run_dir / DEEPSPEED_FILE
+    return str(written) if written.is_file() else deepspeed_config(cfg.deepspeed)
+
+
+def train_command(run_dir: str | Path, num_gpus: int, resume: bool = False,
+                  config_file: str | Path | None = None) -> list[str]:
+    """The command that trains the run in ``run_dir``: plain Python on one GPU, ``accelerate launch`` on several
+    (with ``config_file``, from :func:`write_launch_files`, else ``multi_gpu.yaml``)."""
     run_dir = Path(run_dir)
     lab_args = ["-m", "lab", "train"] + (["--resume", str(run_dir)] if resume else ["--config", str(run_dir / CONFIG_FILE)])
     if num_gpus <= 1:
         return [sys.executable, *lab_args]
     return [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(accelerate_dir() / "multi_gpu.yaml"),
+        "--config_file", str(config_file or accelerate_dir() / "multi_gpu.yaml"),
         "--num_processes", str(num_gpus), "--num_machines", "1", "--dynamo_backend", "no",
         *lab_args,
     ]  # fmt: skip
@@ -63,8 +117,9 @@ def run_accelerate(run_dir: str | Path, num_gpus: int, deepspeed: str | None, st
     if num_gpus > 1:
         _check_gpus(num_gpus)
     if deepspeed:
-        deepspeed_config(deepspeed)  # refuse a missing package before starting anything
-    command = train_command(run_dir, num_gpus, resume)
+        check_deepspeed_package(deepspeed)  # refuse a missing package before starting anything
+    config_file = write_launch_files(run_dir, num_gpus, deepspeed) if num_gpus > 1 else None
+    command = train_command(run_dir, num_gpus, resume, config_file)
     log("$ " + " ".join(command))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))

@@ -2,7 +2,8 @@
 
 One JSON object per line. Log lines carry ``step, epoch, loss, eval_loss, lr,
 grad_norm, samples_per_s, tokens_per_s, elapsed_s, eta_s, gpu_mem_gib`` (absent values
-are null); event lines carry ``event`` (``start``, ``end``, ``stop``, ``error``) and
+are null), and an evaluation's line the scores of the answers a run with ``eval_metrics``
+gave (``eval_bleu``, ``eval_rouge_l``, ...); event lines carry ``event`` (``start``, ``end``, ``stop``, ``error``) and
 what the event knows. The app plots from this file, so a reloaded page, the CLI and a
 multi-GPU subprocess all show the same curve. Throughput counts text and image tokens
 (padding excluded) and is measured over the steps since the previous line.
@@ -175,9 +176,17 @@ def make_metrics_callback(run_dir: str | Path, throughput: Throughput, echo: Cal
                 "elapsed_s": round(self.previous_elapsed + session, 2),
                 "eta_s": round(session / done * remaining, 1) if done else None,
                 "gpu_mem_gib": _gpu_mem_gib(),
+                **answer_scores(logs),
             }
 
     return MetricsCallback()
+
+
+def answer_scores(logs: dict) -> dict:
+    """The scores of answers in a Trainer's log (``eval_bleu``, ...), rounded."""
+    from lab.train_config import GENERATION_METRICS
+
+    return {f"eval_{name}": _round(logs[f"eval_{name}"], 4) for name in GENERATION_METRICS if f"eval_{name}" in logs}
 
 
 def _elapsed_so_far(records: list[dict]) -> float:
@@ -194,4 +203,5 @@ def format_line(record: dict, max_steps: int | None = None) -> str:
                             ("eta_s", "eta", "{:.0f}s")):  # fmt: skip
         if record.get(key) is not None:
             parts.append(f"{label} {fmt.format(record[key])}")
+    parts += [f"{key} {value:.2f}" for key, value in answer_scores(record).items() if value is not None]
     return "  ".join(parts)

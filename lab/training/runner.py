@@ -15,18 +15,37 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lab.errors import BusyError, ConfigError, LabError
 from lab.file_lock import FileLock, locked_elsewhere
-from lab.handle import free_accelerator_memory
+from lab.handle import free_accelerator_memory, resolve_model_name
 from lab.jobs import unexpected_failure
 from lab.text import Msg, join, msg_of, saved_fields
-from lab.training.metrics import (METRICS_FILE, Throughput, append_metrics, cut_metrics, log_rows,
-                                  make_metrics_callback, read_metrics)
-from lab.training.runs import CONFIG_FILE, default_run_name, latest_checkpoint, run_dir_for
+from lab.training.fit import resolve_auto
+from lab.training.metrics import (
+    METRICS_FILE,
+    Throughput,
+    append_metrics,
+    cut_metrics,
+    log_rows,
+    make_metrics_callback,
+    read_metrics,
+)
+from lab.training.runs import (
+    CONFIG_FILE,
+    default_run_name,
+    latest_checkpoint,
+    run_dir_for,
+)
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 RUN_LOCK = ".training.lock"  # held by the process training in the run folder
+# What a run that failed before its first step may leave: its folder can be used again.
+ATTEMPT_FILES = (CONFIG_FILE, METRICS_FILE, RUN_LOCK, "data_mix.json", "deepspeed.json", "accelerate.yaml", "runs",
+                 "wandb")
 TRAINING = Msg("Training")  # what failed, when a run fails
 
 
@@ -55,7 +74,7 @@ def training_device() -> str:
     return resolve_device("auto")
 
 
-def load_options(cfg: Any, device: str) -> dict:
+def load_options(cfg: TrainConfig, device: str) -> dict:
     """``load_model`` options for a run: quantization for QLoRA, float32 master weights for full fp16 training."""
     from lab.models import resolve_dtype
 
@@ -70,16 +89,12 @@ def load_options(cfg: Any, device: str) -> dict:
     return options
 
 
-def model_source(cfg: Any) -> str:
+def model_source(cfg: TrainConfig) -> str:
     """The folder or Hub id to load: ``demo`` is the tiny offline demo model."""
-    if cfg.model == "demo":
-        from lab.tiny import ensure_demo_model
-
-        return str(ensure_demo_model())
-    return cfg.model
+    return resolve_model_name(cfg.model)
 
 
-def check_run_dir(cfg: Any, resume: bool = False) -> Path:
+def check_run_dir(cfg: TrainConfig, resume: bool = False) -> Path:
     """The run folder ``cfg`` trains in, if it may; refused with one sentence before anything is written or loaded.
 
     A fresh run needs a folder that holds no other run (an attempt that failed before its
@@ -92,7 +107,7 @@ def check_run_dir(cfg: Any, resume: bool = False) -> Path:
     return run_dir
 
 
-def claim_run_dir(cfg: Any, resume: bool = False) -> tuple[Path, FileLock | None]:
+def claim_run_dir(cfg: TrainConfig, resume: bool = False) -> tuple[Path, FileLock | None]:
     """Check the run folder (:func:`check_run_dir`), lock it and prepare it: ``(run_dir, lock)``.
 
     The lock keeps every other process out until it is released. Preparing writes the
@@ -125,16 +140,18 @@ def claim_run_dir(cfg: Any, resume: bool = False) -> tuple[Path, FileLock | None
     return run_dir, lock
 
 
-def prepare_run_dir(cfg: Any, resume: bool = False) -> Path:
+def prepare_run_dir(cfg: TrainConfig, resume: bool = False) -> Path:
     """Create (or, to resume, find) the run folder and write the resolved config into it, for a
     run that trains in another process (which claims the folder again, see :func:`claim_run_dir`)."""
+    if not resume and is_main_process():
+        resolve_auto(cfg, training_device(), lambda line: None)
     run_dir, lock = claim_run_dir(cfg, resume)
     if lock is not None:
         lock.release()
     return run_dir
 
 
-def _usable_run_dir(cfg: Any, resume: bool) -> Path:
+def _usable_run_dir(cfg: TrainConfig, resume: bool) -> Path:
     if not cfg.run_name:
         cfg.run_name = default_run_name(cfg)
     run_dir = run_dir_for(cfg)
@@ -153,7 +170,7 @@ def _holds_a_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds anything but what an attempt that never trained a step leaves."""
     if not run_dir.is_dir():
         return False
-    if any(p.name not in (CONFIG_FILE, METRICS_FILE, RUN_LOCK) for p in run_dir.iterdir()):
+    if any(p.name not in ATTEMPT_FILES for p in run_dir.iterdir()):
         return True
     records = read_metrics(run_dir)
     return bool(log_rows(records)) or any(r.get("event") in ("end", "stop") for r in records)
@@ -178,7 +195,7 @@ def _step_of(checkpoint: Path) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1])
 
 
-def check_quantization(cfg: Any, loaded: Any) -> None:
+def check_quantization(cfg: TrainConfig, loaded: Any) -> None:
     """QLoRA needs the model loaded quantized; the other methods need it unquantized."""
     want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
     if (loaded.quantization or None) != want:
@@ -188,7 +205,7 @@ def check_quantization(cfg: Any, loaded: Any) -> None:
                           method=cfg.method, want=want or 'unquantized', have=have)
 
 
-def oom_advice(cfg: Any, device: str) -> Msg:
+def oom_advice(cfg: TrainConfig, device: str) -> Msg:
     """One sentence on what to change after running out of memory."""
     tips = []
     if cfg.per_device_batch_size > 1:
@@ -212,7 +229,7 @@ def _either(options: list[Msg]) -> Msg:
 
 
 def run_training(
-    cfg: Any,
+    cfg: TrainConfig,
     *,
     loaded: Any = None,
     stop: threading.Event | None = None,
@@ -230,10 +247,19 @@ def run_training(
     """
     import torch
 
-    run_dir, lock = claim_run_dir(cfg, resume)
+    from lab.training.preflight import check_run_environment
+
+    check_run_environment(cfg)  # before the folder is claimed or anything loads
     device = loaded.device if loaded is not None else training_device()
+    if not resume:  # "auto" batch and checkpointing become numbers before config.yaml is written
+        resolve_auto(cfg, str(device), log)
+    run_dir, lock = claim_run_dir(cfg, resume)
     failure: Msg | None = None
     try:
+        if cfg.trainer == "grpo":  # learning from rewards: lab/training/grpo.py (a fresh run; it keeps no checkpoints)
+            from lab.training.grpo import train_grpo
+
+            return train_grpo(cfg, run_dir, loaded, device, stop, log, echo_metrics)
         return _train(cfg, run_dir, loaded, device, stop, resume, log, echo_metrics, list(callbacks))
     except torch.OutOfMemoryError:
         failure = oom_advice(cfg, device)
@@ -256,22 +282,25 @@ def run_training(
     raise LabError(failure)  # dynamic template: the failure above
 
 
-def _prepare(cfg, loaded, device: str, log):
-    """Load (if needed) and prepare the model, and encode the data: ``(loaded, data, prepared)``."""
+def _prepare(cfg, loaded, device: str, log, build=None):
+    """Load (if needed) and prepare the model, and encode the data: ``(loaded, data, prepared)``.
+
+    ``build(cfg, processor, log)`` makes the data (default: the SFT samples of :func:`build_data`).
+    """
     from lab.models import load_model, set_image_pixels
-    from lab.training.data import build_data, resolve_dataset
+    from lab.training.data import build_data
     from lab.training.setup import prepare_model, unwrap_adapters
 
-    for path in (cfg.dataset, cfg.val_dataset):
-        if path:
-            resolve_dataset(path)  # a wrong path fails before minutes of model loading
     if loaded is None:
         log(f"Loading {cfg.model} on {device} ...")
         loaded = load_model(model_source(cfg), **load_options(cfg, device))
     check_quantization(cfg, loaded)
     # The processor keeps the run's pixel bounds afterwards: the trained model expects them.
     set_image_pixels(loaded.processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, family=loaded.family)
-    data = build_data(cfg, loaded.processor, log, family=loaded.family)
+    if build is None:
+        data = build_data(cfg, loaded.processor, log, family=loaded.family)
+    else:
+        data = build(cfg, loaded.processor, log)
     loaded.model = unwrap_adapters(loaded.model)
     prepared = prepare_model(loaded.model, cfg)
     loaded.model = prepared.model  # so that whoever holds ``loaded`` can undo the adapters if training fails
@@ -282,12 +311,19 @@ def _prepare(cfg, loaded, device: str, log):
 def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, echo_metrics: bool,
            extra_callbacks: list) -> TrainResult:
     from lab.families import get_family
-    from lab.training.collator import TrainDataset
-    from lab.training.trainer import LossCollator, make_trainer, training_arguments
+    from lab.training.collator import LossCollator, TrainDataset
+    from lab.training.launch import run_deepspeed_config
+    from lab.training.mix import write_data_mix
+    from lab.training.scoring import AnswerScorer, best_checkpoint, check_validation
+    from lab.training.trainer import make_trainer, training_arguments
 
     loaded, data, prepared = _prepare(cfg, loaded, device, log)
     processor = loaded.processor
-    args = training_arguments(cfg, str(run_dir), device, loaded.dtype, bool(data.val), _deepspeed_config(cfg))
+    check_validation(cfg, data)
+    if is_main_process():
+        write_data_mix(run_dir, data.mix)
+    deepspeed = run_deepspeed_config(cfg, run_dir)
+    args = training_arguments(cfg, str(run_dir), device, loaded.dtype, bool(data.val), deepspeed)
     throughput = Throughput()
     callbacks = [make_metrics_callback(run_dir, throughput, log if echo_metrics else None),
                  _start_event(run_dir, data, prepared, resume), *extra_callbacks]  # fmt: skip
@@ -296,9 +332,10 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
     pixels = loaded.dtype if (args.bf16 or args.fp16) else None
     trainer = make_trainer(prepared.model, args, TrainDataset(data.train, processor, pixels),
                            TrainDataset(data.val, processor, pixels) if data.val else None, collator, stop, throughput,
-                           callbacks, _optimizers(prepared.model, cfg))  # fmt: skip
+                           callbacks, _optimizers(prepared.model, cfg),
+                           AnswerScorer.for_run(cfg, data.val_records, processor))  # fmt: skip
     checkpoint = latest_checkpoint(run_dir) if resume else None
-    undo = speedups(prepared.model, cfg, args, loaded)
+    undo = speedups(prepared.model, cfg, args, loaded) + [_wandb_in(run_dir, cfg)]
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopped = stop is not None and stop.is_set()
@@ -306,6 +343,7 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
         if trainer.is_world_process_zero():
             processor.save_pretrained(str(run_dir))
         step = trainer.state.global_step
+        best = best_checkpoint(trainer, cfg)
     finally:
         for restore in reversed(undo):
             restore()
@@ -317,14 +355,18 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
     loss = _last_loss(run_dir)
     if is_main_process():
         append_metrics(run_dir, {"event": "stop" if stopped else "end", "time": time.time(), "step": step,
-                                 "loss": loss, "train_loss": output.training_loss})  # fmt: skip
+                                 "loss": loss, "train_loss": output.training_loss, **best})  # fmt: skip
     log(f"{'Stopped' if stopped else 'Finished'} at step {step}; saved to {run_dir}")
     return TrainResult(run_dir, "stopped" if stopped else "finished", step, loss, prepared.model, prepared.is_peft)
 
 
-def speedups(model: Any, cfg: Any, args: Any, loaded: Any) -> list[Callable[[], None]]:
+def speedups(model: Any, cfg: TrainConfig, args: Any, loaded: Any) -> list[Callable[[], None]]:
     """Switch on the fast paths of :mod:`lab.training.speed` that apply; returns their undo functions."""
-    from lab.training.speed import compile_blocks, skip_adapter_input_cast, use_grouped_vision_attention
+    from lab.training.speed import (
+        compile_blocks,
+        skip_adapter_input_cast,
+        use_grouped_vision_attention,
+    )
 
     undo = [use_grouped_vision_attention(model)]
     if (args.bf16 or args.fp16) and cfg.method != "full" and not cfg.use_dora:
@@ -332,6 +374,14 @@ def speedups(model: Any, cfg: Any, args: Any, loaded: Any) -> list[Callable[[], 
     if cfg.torch_compile and str(loaded.device).startswith("cuda") and not loaded.quantization:
         undo.append(compile_blocks(model))
     return undo
+
+
+def _wandb_in(run_dir: Path, cfg: TrainConfig) -> Callable[[], None]:
+    """W&B keeps its files (offline runs too) in the run folder unless ``WANDB_DIR`` says otherwise; returns undo."""
+    if cfg.report_to != "wandb" or "WANDB_DIR" in os.environ:
+        return lambda: None
+    os.environ["WANDB_DIR"] = str(run_dir)
+    return lambda: os.environ.pop("WANDB_DIR", None)
 
 
 def _last_loss(run_dir: Path) -> float | None:
@@ -351,13 +401,14 @@ def _start_event(run_dir: Path, data, prepared, resume: bool):
                     "event": "start", "time": time.time(), "step": state.global_step,
                     "total_steps": state.max_steps, "resumed": resume,
                     "train_samples": len(data.train), "val_samples": len(data.val), "dropped": len(data.dropped),
+                    "data_mix": data.mix,
                     "trainable_params": prepared.trainable, "total_params": prepared.total,
                 })  # fmt: skip
 
     return StartEvent()
 
 
-def _optimizers(model: Any, cfg: Any):
+def _optimizers(model: Any, cfg: TrainConfig):
     """LoRA+ needs its own optimizer (B matrices at a higher rate); otherwise the Trainer makes one."""
     if cfg.method == "full" or not cfg.loraplus_lr_ratio:
         return (None, None)
@@ -367,11 +418,3 @@ def _optimizers(model: Any, cfg: Any):
     optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=cfg.learning_rate,
                                           loraplus_lr_ratio=cfg.loraplus_lr_ratio, weight_decay=cfg.weight_decay)  # fmt: skip
     return (optimizer, None)
-
-
-def _deepspeed_config(cfg: Any) -> dict | None:
-    if not cfg.deepspeed or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from lab.training.launch import deepspeed_config
-
-    return deepspeed_config(cfg.deepspeed)

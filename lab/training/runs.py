@@ -8,39 +8,44 @@ of this process, of a CLI in another terminal and of a multi-GPU subprocess alik
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lab import paths
-from lab.errors import ConfigError
+from lab.errors import ConfigError, ModelLoadError
 from lab.jobs import JobState
 from lab.text import Msg, read_saved
 from lab.training.metrics import last_event, log_rows, read_metrics
 
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
+
 CONFIG_FILE = "config.yaml"
+ADAPTER_CONFIG = "adapter_config.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _UNSAFE = re.compile(r"[^\w.-]+")
 _NAME = re.compile(r"\w[\w.-]*")
 
 
-def runs_root(cfg: Any = None) -> Path:
+def runs_root(cfg: TrainConfig | None = None) -> Path:
     """The folder that holds run folders: ``cfg.output_dir`` (relative to the workspace), else the default."""
     output_dir = getattr(cfg, "output_dir", None) or "checkpoints"
     path = Path(output_dir).expanduser()
     return path if path.is_absolute() else paths.workspace() / path
 
 
-def default_run_name(cfg: Any) -> str:
+def default_run_name(cfg: TrainConfig) -> str:
     """``<model>-<method>-<date-time>``, e.g. ``Qwen2.5-VL-3B-Instruct-lora-20261118-153012``."""
     model = _UNSAFE.sub("-", Path(str(cfg.model).rstrip("/")).name).strip("-") or "model"
     return f"{model}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_dir_for(cfg: Any) -> Path:
+def run_dir_for(cfg: TrainConfig) -> Path:
     """The run folder of ``cfg`` (its ``run_name`` must be set); on a shared deployment inside the workspace."""
     if not cfg.run_name or not _NAME.fullmatch(cfg.run_name):
         raise ConfigError("run_name {run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
@@ -156,7 +161,7 @@ def list_runs(root: str | Path | None = None) -> list[RunInfo]:
     return sorted(found, key=lambda info: info.started, reverse=True)
 
 
-def train_command(cfg: Any, base_preset: str = "lora") -> str:
+def train_command(cfg: TrainConfig, base_preset: str = "lora") -> str:
     """The CLI line that reproduces ``cfg``: a preset plus the settings that differ from it."""
     overrides = cfg.cli_overrides(base_preset)
     line = ["python", "-m", "lab", "train", "--preset", base_preset]
@@ -203,3 +208,106 @@ def curves(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     loss += [{"step": r["step"], "value": r["eval_loss"], "series": "eval"} for r in rows if r.get("eval_loss") is not None]
     lr = [{"step": r["step"], "value": r["lr"], "series": "lr"} for r in rows if r.get("lr") is not None]
     return sorted(loss, key=lambda p: p["step"]), lr
+
+
+def score_curves(run_dir: str | Path) -> list[dict]:
+    """Points of the answers' scores at each evaluation (``eval_metrics``): ``[{step, value, series: bleu|...}]``."""
+    from lab.training.metrics import answer_scores
+
+    return [{"step": r["step"], "value": value, "series": key.removeprefix("eval_")}
+            for r in log_rows(read_metrics(run_dir)) for key, value in answer_scores(r).items() if value is not None]
+def reward_curves(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """A GRPO run's points: ``([{step, value, series: kl}], [{step, value, series: reward | <reward name>}])``.
+
+    The mean reward is the weighted sum of the run's rewards; each reward gets its own series
+    when there are several. An SFT run has neither.
+    """
+    rows = [r for r in log_rows(read_metrics(run_dir)) if r.get("reward") is not None]
+    kl = [{"step": r["step"], "value": r["kl"], "series": "kl"} for r in rows if r.get("kl") is not None]
+    rewards = []
+    for r in rows:
+        rewards.append({"step": r["step"], "value": r["reward"], "series": "reward"})
+        each = r.get("rewards") or {}
+        if len(each) > 1:
+            rewards += [{"step": r["step"], "value": value, "series": name} for name, value in each.items()
+                        if value is not None]  # fmt: skip
+    return kl, rewards
+
+
+# ---------------------------------------------------------------- reading a run folder to load it
+
+def peft_adapter_name(run_name: str) -> str:
+    """The PEFT adapter name of a run: PEFT refuses dots in names (they are module paths)."""
+    return run_name.replace(".", "_")
+
+
+class RunFolder:
+    """What the lab needs from a run folder (``checkpoints/<run>/`` or one of its ``checkpoint-N/``)."""
+
+    def __init__(self, path: Path, config: dict, adapter_dir: Path | None, model_dir: Path | None):
+        self.path, self.config, self.adapter_dir, self.model_dir = path, config, adapter_dir, model_dir
+        self.name = str(config.get("run_name") or (path.parent.name if path.name.startswith("checkpoint-") else path.name))
+        self.min_pixels, self.max_pixels = config.get("min_pixels"), config.get("max_pixels")
+
+    @property
+    def base_model(self) -> str:
+        """The base model the adapter was trained on: the run's config, else the adapter's own record."""
+        if self.config.get("model"):
+            return str(self.config["model"])
+        adapter = json.loads((self.adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        if not adapter.get("base_model_name_or_path"):
+            raise ModelLoadError("{path} does not say which base model it was trained on.", path=self.path)
+        return str(adapter["base_model_name_or_path"])
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> "RunFolder":
+        """Read a run folder; raises ModelLoadError when it holds neither an adapter nor a model."""
+        import yaml
+
+        path = paths.check_allowed(Path(run_dir).expanduser())
+        if not path.is_dir():
+            raise ModelLoadError("Run folder {path} does not exist.", path=path)
+        config_file = next((p / CONFIG_FILE for p in (path, path.parent) if (p / CONFIG_FILE).is_file()), None)
+        try:
+            config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file else {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ModelLoadError("{config_file} is not readable YAML ({err_type}).",
+                                 config_file=config_file, err_type=type(err).__name__) from None
+        config = config if isinstance(config, dict) else {}
+        adapter_dir = find_adapter_dir(path, config.get("run_name") or path.name)
+        model_dir = path if adapter_dir is None and (path / "config.json").is_file() else None
+        if adapter_dir is None and model_dir is None:
+            raise ModelLoadError(
+                "{path} holds no trained model: no {adapter_config} and no config.json (did the run finish?).",
+                path=path, adapter_config=ADAPTER_CONFIG,
+            )
+        return cls(path.resolve(), config, adapter_dir, model_dir)
+
+
+def find_run(name_or_path: str | Path) -> Path:
+    """A run folder from its path or its name under the workspace's ``checkpoints/``.
+
+    Both go through the path guard before anything is looked at, so on a shared deployment
+    a path or a link out of the workspace is refused alike whether it exists or not.
+    """
+    from lab.paths import resolve, runs_dir, under
+
+    text = str(name_or_path).strip()
+    if text:
+        path = resolve(text)  # as given, in the workspace, in the checkout
+        if not path.is_dir():
+            path = under(runs_dir(), text)  # a run's name
+        if path.is_dir():
+            return path
+    raise ModelLoadError("No run named {name_or_path}: it is neither a folder nor a run in {runs_dir}.",
+                         name_or_path=name_or_path, runs_dir=runs_dir())
+
+
+def find_adapter_dir(run_dir: Path, run_name: str) -> Path | None:
+    """Where a run's adapter files are: the folder itself, or the sub-folder PEFT makes for a named adapter."""
+    for candidate in (run_dir, run_dir / peft_adapter_name(run_name), run_dir / run_name):
+        if (candidate / ADAPTER_CONFIG).is_file():
+            return candidate
+    found = sorted(run_dir.glob(f"*/{ADAPTER_CONFIG}"))
+    found = [p.parent for p in found if not p.parent.name.startswith("checkpoint-")]
+    return found[0] if len(found) == 1 else None

@@ -11,10 +11,13 @@ PEFT's ``modules_to_save``, so the adapter folder is complete on its own).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.errors import ConfigError
 from lab.model_parts import in_group, lora_target_modules, module_groups
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 ADAPTER = "default"  # PEFT's name while training, so files land at the top of the run folder
 PARTS = ("vision", "merger", "language")
@@ -34,12 +37,12 @@ class Prepared:
         return f"{self.trainable:,} of {self.total:,} parameters train ({share:.2f}%)"
 
 
-def trained_parts(cfg: Any) -> list[str]:
+def trained_parts(cfg: TrainConfig) -> list[str]:
     """Parts whose full weights train."""
     return [part for part in PARTS if getattr(cfg, f"train_{part}")]
 
 
-def prepare_model(model: Any, cfg: Any) -> Prepared:
+def prepare_model(model: Any, cfg: TrainConfig) -> Prepared:
     """Freeze, wrap with LoRA if asked, and return the model ready for ``Trainer``."""
     model.requires_grad_(False)
     if getattr(model, "config", None) is not None:
@@ -54,7 +57,7 @@ def prepare_model(model: Any, cfg: Any) -> Prepared:
     return _prepared(_with_lora(model, cfg), is_peft=True)
 
 
-def _with_lora(model: Any, cfg: Any) -> Any:
+def _with_lora(model: Any, cfg: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     target = lora_target_modules(model, set(cfg.lora_targets))
@@ -71,7 +74,7 @@ def _with_lora(model: Any, cfg: Any) -> Any:
     return get_peft_model(model, config, adapter_name=ADAPTER)
 
 
-def _modules_to_save(model: Any, cfg: Any) -> list[str]:
+def _modules_to_save(model: Any, cfg: TrainConfig) -> list[str]:
     """Full names of the modules whose full weights train next to the adapters.
 
     PEFT replaces each with a trainable copy; a ModuleList cannot be wrapped (the model
@@ -114,12 +117,31 @@ def _prepared(model: Any, is_peft: bool) -> Prepared:
 
 
 def unwrap_adapters(model: Any) -> Any:
-    """The base model under any PEFT adapters (removed without merging), or ``model`` itself."""
+    """The base model under any PEFT adapters, as it was loaded, or ``model`` itself.
+
+    Adapters come off without merging. A part trained in full next to them (``modules_to_save``)
+    gets its original module back: PEFT's ``unload()`` alone would put the active adapter's trained
+    copy in its place, so the next run, and Evaluate's "base", would start from another run's weights.
+    """
     from peft import PeftModel
 
-    if isinstance(model, PeftModel):
-        return model.unload()
-    return model
+    if not isinstance(model, PeftModel):
+        return model
+    restore_original_modules(model)
+    return model.unload()
+
+
+def restore_original_modules(model: Any) -> None:
+    """Put back, in place of each ``modules_to_save`` wrapper of ``model``, the module it wraps (untrained)."""
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    wrappers = [(name, module) for name, module in model.named_modules()
+                if isinstance(module, AuxiliaryTrainingWrapper)]
+    outer = [(name, module) for name, module in wrappers
+             if not any(name.startswith(other + ".") for other, _ in wrappers)]  # fmt: skip
+    for name, wrapper in outer:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, wrapper.original_module)
 
 
 def finish_model(model: Any) -> None:

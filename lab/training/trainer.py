@@ -7,7 +7,8 @@ These things differ from a stock ``Trainer``:
   output layer of a Qwen model has 152k rows, so full logits (and their float32 copy in
   the loss) are the largest tensors of a step. The collator lists the positions whose
   next token is learned; the model computes logits for those (``logits_to_keep``) and
-  the cross-entropy runs over the learned tokens alone. Same loss, far less memory.
+  the cross-entropy runs over the learned tokens alone (the collator's
+  :class:`~lab.training.collator.LossCollator`). Same loss, far less memory.
 * Batches are drawn from groups of similar length (when a batch has more than one
   sample), so little of a step is spent on padding.
 * A stop request ends training after the current optimizer step, with a checkpoint.
@@ -23,43 +24,14 @@ import dataclasses
 import inspect
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lab.training.collator import IGNORE, Collator, RopeIndex
+from lab.training.collator import LossCollator, RopeIndex
 from lab.training.metrics import Throughput
 from lab.training.speed import frozen_towers_without_grad, pad_for_compiled_blocks
 
-
-class LossCollator(Collator):
-    """A :class:`Collator` that also lists, on the CPU, where the loss looks (see the module doc).
-
-    ``loss_positions``: sequence positions (shared by the batch) whose next token is learned;
-    ``loss_index``: flat indices into ``batch x positions`` of the learned ones;
-    ``loss_targets``: their token ids. With a :class:`RopeIndex` (``rope``) it also adds the
-    model's ``position_ids``, so the model need not compute them on the GPU.
-    """
-
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, rope: RopeIndex | None = None,
-                 packed: tuple[str, ...] = ()):
-        super().__init__(pad_token_id, pad_to_multiple_of, packed)
-        self.rope = rope
-
-    def __call__(self, items: list[dict]) -> dict:
-        import torch
-
-        batch = super().__call__(items)
-        rope_positions = self.rope(batch) if self.rope is not None else None
-        if rope_positions is not None:
-            batch["position_ids"] = rope_positions
-        shifted = batch["labels"][:, 1:]
-        learned = shifted != IGNORE
-        positions = learned.any(dim=0).nonzero().squeeze(1)
-        kept = shifted[:, positions]
-        flat = (kept != IGNORE).reshape(-1).nonzero().squeeze(1)
-        batch["loss_positions"] = positions
-        batch["loss_index"] = flat
-        batch["loss_targets"] = kept.reshape(-1)[flat]
-        return batch
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
@@ -71,8 +43,12 @@ def _accepts_logits_to_keep(model: Any) -> bool:
 
 
 def make_trainer(model: Any, args: Any, train_dataset: Any, eval_dataset: Any, collator: Any,
-                 stop: threading.Event | None, throughput: Throughput, callbacks: list, optimizers=(None, None)):
-    """A :class:`LabTrainer` (the class is built here so that importing this module stays light)."""
+                 stop: threading.Event | None, throughput: Throughput, callbacks: list, optimizers=(None, None),
+                 scorer: Any = None):
+    """A :class:`LabTrainer` (the class is built here so that importing this module stays light).
+
+    ``scorer`` (a :class:`lab.training.scoring.AnswerScorer`) adds the scores of answers to every evaluation.
+    """
     import torch
     import torch.nn.functional as F
     from transformers import PrinterCallback, Trainer, TrainerCallback
@@ -105,6 +81,13 @@ def make_trainer(model: Any, args: Any, train_dataset: Any, eval_dataset: Any, c
             finally:
                 for restore in undo:
                     restore()
+
+        def evaluation_loop(self, *a, **kw):
+            output = super().evaluation_loop(*a, **kw)
+            if scorer is not None:  # before the Trainer logs the metrics and compares checkpoints by them
+                prefix = kw.get("metric_key_prefix", "eval")
+                output.metrics.update({f"{prefix}_{name}": value for name, value in scorer.scores(self.model).items()})
+            return output
 
         def _get_train_sampler(self, *a, **kw):
             group = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
@@ -160,7 +143,7 @@ def _any_rank(flag: bool, device) -> bool:
     return bool(value.item())
 
 
-def _trains_vision_side(cfg: Any) -> bool:
+def _trains_vision_side(cfg: TrainConfig) -> bool:
     adapters = set(cfg.lora_targets) if cfg.method != "full" else set()
     return bool(adapters & {"vision", "merger"}) or cfg.train_vision or cfg.train_merger
 
@@ -172,15 +155,19 @@ def dataloader_workers(device: str) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 2))
 
 
-def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val: bool, deepspeed: dict | None = None):
+def training_arguments(cfg: TrainConfig, run_dir: str, device: str, dtype: Any, has_val: bool,
+                       deepspeed: dict | str | None = None):
     """``TrainingArguments`` for ``cfg``; keys this transformers version lacks are left out."""
     import torch
     from transformers import TrainingArguments
+
+    from lab.training.scoring import greater_is_better
 
     cuda = device.startswith("cuda")
     workers = dataloader_workers(device)
     wanted = dict(
         output_dir=str(run_dir),
+        run_name=cfg.run_name,  # the run's name in W&B
         per_device_train_batch_size=cfg.per_device_batch_size,
         per_device_eval_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -223,6 +210,9 @@ def training_arguments(cfg: Any, run_dir: str, device: str, dtype: Any, has_val:
         # trainable weights without gradients, which DDP must be told to expect.
         ddp_find_unused_parameters=_trains_vision_side(cfg),
         deepspeed=deepspeed,
+        load_best_model_at_end=cfg.keep_best,
+        metric_for_best_model=cfg.best_metric if cfg.keep_best else None,
+        greater_is_better=greater_is_better(cfg.best_metric) if cfg.keep_best else None,
         save_safetensors=True,
         skip_memory_metrics=True,
     )

@@ -58,12 +58,6 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         os.environ["LAB_HOME"] = settings.workspace
     ctx = UIContext(settings=settings)
     app = build_app(ctx)
-    if settings.model:
-        try:
-            options = {"trust_remote_code": True} if settings.trust_remote_code else {}
-            ctx.handle.load_in_background(settings.model, **options)
-        except LabError as err:  # a name refused at once: the header says why, the app still starts
-            ctx.handle.record_error(err)
     app.queue(default_concurrency_limit=4)
     app.launch(
         server_name=settings.host,
@@ -71,11 +65,21 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
         share=settings.share,
         i18n=i18n.build_i18n(),
         app_kwargs={"middleware": [Middleware(i18n.LanguageScript, forced=settings.lang)]},
-        prevent_thread_lock=not block,
         show_error=True,
         max_file_size=UploadLimits.from_env().max_file_bytes,  # a bigger upload is stopped while it arrives
         # Gradio serves files from the working folder and the temp folder only; a workspace elsewhere
         # (a Space's persistent /data) needs its datasets and downloads named, or no image shows.
         allowed_paths=[str(paths.datasets_dir()), str(paths.workspace() / "exports")],
+        prevent_thread_lock=True,
     )
+    # The model loads once the page is served: importing torch and reading weights would
+    # otherwise hold up the first page by seconds.
+    if settings.model:
+        try:
+            options = {"trust_remote_code": True} if settings.trust_remote_code else {}
+            ctx.handle.load_in_background(settings.model, **options)
+        except LabError as err:  # a name refused at once: the header says why, the app still starts
+            ctx.handle.record_error(err)
+    if block:
+        app.block_thread()
     return app, ctx

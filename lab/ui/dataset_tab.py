@@ -72,8 +72,9 @@ def next_page(path: str, number, lang: str = "en"):
     return show_page(path, int(number or 1) + 1, lang)
 
 
-def check_dataset(path: str, lang: str = "en") -> str:
-    report = validate_dataset(paths.resolve(path))
+def check_dataset(path: str, lang: str = "en", family: str | None = None) -> str:
+    """The check report; with ``family`` (the loaded model's) a video it cannot take is a fault too."""
+    report = validate_dataset(paths.resolve(path), family=family)
     faults = (f"- {localize(fault, lang)}" for fault in report.faults[:200])
     return "\n".join([localize(report.summary(), lang), *faults])
 
@@ -86,8 +87,8 @@ def split(path: str, val_ratio: float, seed: float, lang: str = "en") -> str:
 
 def export(path: str, fmt: str, lang: str = "en"):
     """Export into the workspace and offer the folder as a zip."""
-    main_file, archive = export_for_download(paths.resolve(path), fmt)
-    return localize(Msg("Exported to {path}", path=main_file), lang), str(archive)
+    exported, archive = export_for_download(paths.resolve(path), fmt)
+    return localize(exported.summary(), lang), str(archive)
 
 
 def import_upload(upload: str | None, name: str, lang: str = "en"):
@@ -182,7 +183,10 @@ def create_tab(ctx) -> None:
                      api_name="dataset_page_prev")  # fmt: skip
     pages.next.click(i18n.handler(ctx, next_page, on_error=_no_page), [dataset, page_number], pages.outputs,
                      api_name="dataset_page_next")  # fmt: skip
-    check.click(i18n.handler(ctx, check_dataset, on_error=str), dataset, report, api_name="dataset_check")
+    def check_for_loaded_model(path: str, lang: str = "en") -> str:
+        return check_dataset(path, lang, getattr(ctx.handle.loaded, "family", None))
+
+    check.click(i18n.handler(ctx, check_for_loaded_model, on_error=str), dataset, report, api_name="dataset_check")
     split_btn.click(i18n.handler(ctx, split, on_error=str), [dataset, val_ratio, seed], split_out,
                     api_name="dataset_split")  # fmt: skip
     export_btn.click(i18n.handler(ctx, export, on_error=lambda sentence: (sentence, None)), [dataset, fmt],

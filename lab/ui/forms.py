@@ -97,6 +97,8 @@ def kind(s: Setting) -> str:
 def to_widget(s: Setting, value):
     """A field's value as its widget shows it."""
     chosen = kind(s)
+    if chosen == "paths":  # a multi-select: one path or several
+        return [] if value is None else list(value) if isinstance(value, list) else [value]
     if value is None:
         return NONE if s.choices is not None and None in s.choices else None if chosen in ("number", "slider") else ""
     if isinstance(value, list) and chosen != "checkboxes":
@@ -135,6 +137,9 @@ def widget(cls: type, s: Setting, value, **options) -> gr.components.Component:
         return gr.Dropdown(choices, value=shown, **options)
     if chosen == "path":
         return gr.Dropdown(options.pop("choices", []), value=shown, allow_custom_value=True, **options)
+    if chosen == "paths":  # pick several; a typed entry may carry a weight (data/x:0.5)
+        return gr.Dropdown(options.pop("choices", []), value=shown, multiselect=True, allow_custom_value=True,
+                           **options)
     if chosen == "number":
         return gr.Number(value=shown, precision=0 if s.base_type == "int" else None, **options)
     if chosen == "password":

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gradio as gr
 
+from lab.train_config import DEMO_MODEL
 from lab.ui.context import UIContext
 from lab.ui.i18n import t
 
 
 def create_guide(ctx: UIContext) -> None:
     title = t("Classroom demo: the whole loop offline, on a CPU, in a few minutes")
-    with gr.Accordion(title, open=ctx.settings.model == "demo", elem_id="classroom-guide"):
+    with gr.Accordion(title, open=ctx.settings.model == DEMO_MODEL, elem_id="classroom-guide"):
         gr.Markdown(t("The header says a **tiny random demo model** is loaded: it knows nothing yet, and that is the "
                       "point.\n"
                       "\n"

@@ -4,6 +4,8 @@ adapter, unload. Loading runs in the background; the status line follows it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from lab.errors import localize
@@ -29,6 +31,9 @@ def status_markdown(ctx: UIContext, lang: str = "en", viewer: str | None = None)
             return localize(Msg("The model could not be loaded: {error}", error=info["error"]), lang)
         return localize(Msg("No model loaded."), lang)
     parts = [f"**{info['name']}**"]
+    if info.get("tuned_from"):  # a full fine-tune's weights replaced the base model's in memory
+        parts = [localize(Msg("run {run}, fully fine-tuned from {base}", run=f"**{Path(info['name']).name}**",
+                              base=info["tuned_from"]), lang)]
     if info.get("adapter"):
         adapter = localize(Msg("LoRA adapter {name}", name=f"**{info['adapter']}**"), lang)
         parts.append(adapter if info.get("adapter_enabled") else f"{adapter} ({localize(Msg('off by default'), lang)})")

@@ -180,8 +180,8 @@ def _ticked(value) -> bool:
 
 def export(out, fmt, lang: str = "en"):
     """Export the labeled dataset into the workspace and offer it as a zip."""
-    main_file, archive = export_for_download(dataset_dir(out), fmt)
-    return localize(Msg("Exported to {path}", path=main_file), lang), str(archive)
+    exported, archive = export_for_download(dataset_dir(out), fmt)
+    return localize(exported.summary(), lang), str(archive)
 
 
 def _job_widgets() -> SimpleNamespace:

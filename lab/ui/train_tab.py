@@ -1,4 +1,4 @@
-"""Train tab: a form over ``TrainConfig``, a live loss plot, and the past runs.
+"""Train tab: a form over ``TrainConfig``, a live loss plot (and a reward plot for GRPO runs), and the past runs.
 
 The form's widgets are made from the config's fields (a preset fills them); Start builds
 a ``TrainConfig`` and calls :func:`lab.training.job.start_training`, which trains in a
@@ -20,12 +20,14 @@ from lab import paths
 from lab.dataset import latest_dataset, list_datasets
 from lab.errors import LabError, localize
 from lab.jobs import JobState
-from lab.handle import find_run
+from lab.training.runs import find_run
 from lab.text import Msg
 from lab.models import offered_models
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
-from lab.training.runs import RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, train_command
+from lab.training.forecast import CARDS
+from lab.training.runs import (RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, reward_curves,
+                               score_curves, train_command)
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values, shown_values
 from lab.ui.i18n import t
@@ -33,8 +35,12 @@ from lab.ui.i18n import t
 MAIN_FIELDS = ["model", "dataset", "run_name", "method", "lora_targets", "train_vision", "train_merger",
                "train_language", "learning_rate", "num_epochs", "max_steps", "per_device_batch_size",
                "gradient_accumulation_steps", "max_length", "num_gpus"]  # fmt: skip
-MORE_FIELDS = [f.name for f in fields(TrainConfig) if f.name not in MAIN_FIELDS and f.name != "output_dir"]
-FORM_FIELDS = MAIN_FIELDS + MORE_FIELDS
+# The trainer's choice shows GRPO's own settings (lab/training/grpo.py) only when it is grpo.
+GRPO_FIELDS = ["trainer", "rewards", "num_generations", "temperature", "max_new_tokens", "beta", "clip_epsilon",
+               "num_iterations", "reward_pattern", "target_length"]  # fmt: skip
+MORE_FIELDS = [f.name for f in fields(TrainConfig)
+               if f.name not in MAIN_FIELDS + GRPO_FIELDS and f.name != "output_dir"]  # fmt: skip
+FORM_FIELDS = MAIN_FIELDS + MORE_FIELDS + GRPO_FIELDS
 
 
 def form_values(cfg: TrainConfig) -> list:
@@ -48,9 +54,9 @@ def config_from_form(values: dict) -> TrainConfig:
 
 
 def default_preset() -> str:
-    import torch
+    from lab.models import gpu_present
 
-    return "lora" if torch.cuda.is_available() else "cpu_demo"
+    return "lora" if gpu_present() else "cpu_demo"
 
 
 def _duration(seconds) -> str:
@@ -64,9 +70,9 @@ def _num(value, fmt: str) -> str:
 
 
 def status_outputs(run_dir, lang: str = "en"):
-    """(progress bar HTML, status line, loss points, lr points) for the run in ``run_dir``."""
+    """(progress bar HTML, status line, loss points, lr points, answer-score points) for the run in ``run_dir``."""
     if run_dir is None:
-        return "", localize(Msg("No training run yet. Pick a preset and press Start."), lang), None, None
+        return "", localize(Msg("No training run yet. Pick a preset and press Start."), lang), None, None, None
     p = progress(run_dir)
     job = jobs.current_job()
     mine = job is not None and str(job.run_dir) == str(run_dir)
@@ -83,7 +89,18 @@ def status_outputs(run_dir, lang: str = "en"):
         line += f"  \n⚠️ {html.escape(localize(p.message, lang))}"
     bar = f'<progress value="{p.step}" max="{max(p.total or 1, 1)}" style="width:100%"></progress>'
     loss, lr = curves(run_dir)
-    return bar, line, plot_points(loss, ("train", "eval")), plot_points(lr)
+    kl, _ = reward_curves(run_dir)  # a GRPO run draws its KL next to its loss
+    return (bar, line, plot_points(loss + kl, ("train", "kl") if kl else ("train", "eval")), plot_points(lr),
+            plot_points(score_curves(run_dir)))
+
+
+def reward_plot(run_dir):
+    """The reward plot of a GRPO run (mean reward, and each reward when there are several); hidden for other runs."""
+    _, rewards = reward_curves(run_dir) if run_dir is not None else ([], [])
+    if not rewards:
+        return gr.update(visible=False)
+    series = tuple(dict.fromkeys(point["series"] for point in rewards))
+    return gr.update(value=plot_points(rewards, series), visible=True)
 
 
 def plot_points(rows: list, series: tuple[str, ...] = ()):
@@ -131,6 +148,17 @@ def start(ctx, values: dict, resume_run: str | None = None, lang: str = "en") ->
     return localize(Msg("Started {name}.", name=job.name), lang)
 
 
+def forecast(values: dict, card: str | None, lang: str = "en") -> str:
+    """The run's forecast for the form's values, on ``card`` (a name of ``CARDS``) or on this machine."""
+    from lab.models import gpu_present
+    from lab.training.fit import plan, report
+
+    cfg = config_from_form(values)
+    card = card if card in CARDS else None
+    found = plan(cfg, "cuda" if card is None and gpu_present() else "cpu", card)
+    return localize(report(found, cfg.model), lang).replace("\n", "  \n")
+
+
 def stop(lang: str = "en") -> str:
     job = jobs.current_job()
     if job is None or not job.active:
@@ -145,11 +173,12 @@ def command(preset_name: str, values: dict, lang: str = "en"):
 
 
 def poll(chosen, lang: str = "en"):
-    """(progress bar, status line, loss points, lr points, log) of the run this page follows."""
+    """(progress bar, status line, loss points, lr points, answer-score points, log, reward plot) of the run this
+    page follows."""
     run_dir = watched_run(chosen)
     job = jobs.current_job()
     log = "\n".join(job.log_tail(60)) if job is not None and str(job.run_dir) == str(run_dir) else ""
-    return (*status_outputs(run_dir, lang), log)
+    return (*status_outputs(run_dir, lang), log, reward_plot(run_dir))
 
 
 def _picked(run_dir: str | None) -> str:
@@ -163,18 +192,31 @@ def load_for_chat(ctx, run_dir: str | None, lang: str = "en") -> str:
     return localize(Msg("Loaded {name}; Evaluate and Chat now use it.", name=run_dir.rsplit("/", 1)[-1]), lang)
 
 
+HERE = "here"  # the "Plan for" choice of this machine's own GPU (or CPU)
+DATASET_HINT = Msg("Pick one or more; type path:0.5 to take half of a dataset, path:200 to take 200 samples.")
+
+
 def _form(base: TrainConfig) -> Form:
     form = Form(TrainConfig, base)
     datasets = [str(p) for p in list_datasets(include_variants=True)]
-    rows = [("model", "dataset", "run_name", "method"),
+    rows = [("model", "dataset", "run_name", "method", "trainer"),
             ("lora_targets", "train_vision", "train_merger", "train_language", "num_gpus"),
             ("learning_rate", "num_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
              "max_length")]  # fmt: skip
-    choices = {"dataset": datasets, "model": offered_models()}
+    extra = {"dataset": {"choices": datasets, "info": t(DATASET_HINT)},  # dynamic template: DATASET_HINT
+             "model": {"choices": offered_models()}, "per_device_batch_size": {"allow_custom_value": True}}
     for names in rows:
         with gr.Row():
             for name in names:
-                form.add(name, **({"choices": choices[name]} if name in choices else {}))
+                form.add(name, **extra.get(name, {}))
+    grpo = base.trainer == "grpo"
+    with gr.Row():
+        form.add("rewards", scale=2, visible=grpo)
+        for name in GRPO_FIELDS[2:5]:
+            form.add(name, visible=grpo)
+    with gr.Row():
+        for name in GRPO_FIELDS[5:]:
+            form.add(name, visible=grpo)
     with gr.Accordion(t("More settings"), open=False):
         for first in range(0, len(MORE_FIELDS), 6):
             with gr.Row():
@@ -192,6 +234,10 @@ def create_tab(ctx) -> None:
         start_btn = gr.Button(t("Start training"), variant="primary")
         stop_btn = gr.Button(t("Stop (after this step)"), variant="stop")
         command_btn = gr.Button(t("Show command"))
+        forecast_btn = gr.Button(t("Forecast memory and time"))
+        card = gr.Dropdown([(t("This machine"), HERE), *((c.name, name) for name, c in CARDS.items())], value=HERE,
+                           label=t("Plan for"), scale=1)  # fmt: skip
+    forecast_box = gr.Markdown()
     message = gr.Markdown()
     command_box = gr.Code(language="shell", label=t("Show command"), visible=False)  # shown with its first command
     bar, status = gr.HTML(), gr.Markdown(elem_id="train-status")
@@ -201,6 +247,10 @@ def create_tab(ctx) -> None:
                                 y_title=t("Loss"), color_title=t("series"))  # fmt: skip
         lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Learning rate"), x_title=t("step"),
                               y_title=t("Learning rate"), color_title=t("series"))  # fmt: skip
+        score_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Scores of the answers"),
+                                 x_title=t("step"), y_title=t("score (0-100)"), color_title=t("series"))  # fmt: skip
+        rewards_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Reward"), x_title=t("step"),
+                                   y_title=t("Reward"), color_title=t("series"), visible=False)  # fmt: skip
     with gr.Accordion(t("Log"), open=False):
         log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("Log"), show_label=False)
     with gr.Accordion(t("Past runs"), open=False):
@@ -222,6 +272,9 @@ def create_tab(ctx) -> None:
     def on_command(preset, *, lang, **values):
         return command(preset, values, lang)
 
+    def on_forecast(card, *, lang, **values):
+        return forecast(values, card, lang)
+
     def on_refresh():
         table = runs_table()
         return table, gr.update(choices=[row[-1] for row in table])
@@ -240,8 +293,14 @@ def create_tab(ctx) -> None:
     stop_btn.click(i18n.handler(ctx, stop), None, message, api_name="train_stop")
     command_btn.click(i18n.handler(ctx, on_command), None, command_box, api_name="train_command",
                       inputs_kwargs={"preset": preset, **widgets})  # fmt: skip
-    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected, [bar, status, loss_plot, lr_plot, log_box],
+    forecast_btn.click(i18n.handler(ctx, on_forecast, on_error=lambda sentence: sentence), None, forecast_box, api_name="train_forecast",
+                       inputs_kwargs={"card": card, **widgets})  # fmt: skip
+    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected,
+                       [bar, status, loss_plot, lr_plot, score_plot, log_box, rewards_plot],
                        api_name="train_poll", show_progress="hidden")  # fmt: skip
+    grpo_widgets = [widgets[name] for name in GRPO_FIELDS[1:]]
+    widgets["trainer"].change(lambda trainer: [gr.update(visible=trainer == "grpo")] * len(grpo_widgets),
+                              widgets["trainer"], grpo_widgets, api_name="train_trainer")  # fmt: skip
     refresh_btn.click(on_refresh, None, [runs, run_pick], api_name="train_runs")
     show_btn.click(i18n.handler(ctx, on_show), run_pick, [selected, run_config], api_name="train_show_run")
     resume_btn.click(i18n.handler(ctx, on_resume), run_pick, [message, selected], api_name="train_resume")
@@ -253,5 +312,6 @@ def preselect_dataset(current: str | None):
     """On arrival: the newest labeled or imported dataset replaces the bundled sample as the choice."""
     choices = [str(p) for p in list_datasets(include_variants=True)]
     latest = latest_dataset()
-    is_default = not current or current == "data/sample" or current == str(paths.SAMPLE_DATASET)
-    return gr.update(choices=choices, value=str(latest) if latest and is_default else current)
+    current = [current] if isinstance(current, str) else list(current or [])
+    is_default = not current or current in (["data/sample"], [str(paths.SAMPLE_DATASET)])
+    return gr.update(choices=choices, value=[str(latest)] if latest and is_default else current)

@@ -1,0 +1,412 @@
+"""GRPO: learning from reward functions instead of reference answers, in one loop read top to bottom.
+
+Group Relative Policy Optimization (DeepSeekMath, https://arxiv.org/abs/2402.03300). For each
+prompt the model samples a group of ``num_generations`` answers; the reward functions
+(:mod:`lab.training.rewards`) score each one, and an answer's advantage is its score against
+its own group::
+
+    A_i = (r_i - mean(r_group)) / (std(r_group) + eps)
+
+so an answer better than its siblings is made more likely and a worse one less, with no value
+model to train. Each answer token ``t`` then has the loss of PPO's clipped objective plus a
+penalty for drifting from the reference model (the model the run started from)::
+
+    ratio_t = exp(logp_t - logp_old_t)
+    loss_t  = -min(ratio_t * A, clip(ratio_t, 1 - epsilon, 1 + epsilon) * A) + beta * KL_t
+    KL_t    = exp(ref_t - logp_t) - (ref_t - logp_t) - 1      (an estimator that is never negative)
+
+averaged over each answer's tokens, then over the answers, as in the paper. With
+``num_iterations`` 1 the answers are used for one step only, ``logp_old`` equals ``logp``
+and the clip never bites; it does with more updates per batch of answers.
+
+``trainer: grpo`` sets the objective; ``method`` still says which weights learn, so it
+composes with LoRA, QLoRA and full fine-tuning alike. The reference costs no second model
+with adapters: it is the same model with the adapter switched off. A full fine-tune has no
+such switch, so it keeps a frozen copy (the weights' memory twice); ``beta: 0`` drops it.
+
+What is reused: sampling is :func:`lab.generate.generate_batch` (left-padded batches, the
+model's own distribution); the answers are scored with the prompt by the SFT collator
+(:class:`~lab.training.collator.LossCollator`: right padding, the answer's tokens as the
+learned positions, M-RoPE positions on the CPU, logits computed only there); the run folder,
+its lock, failure sentences and ``metrics.jsonl`` are the SFT run's (:mod:`lab.training.runner`).
+A GRPO run saves its result at the end or at a stop; it writes no checkpoints to resume from.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from lab.training.grpo_data import (
+    Prompt,
+    answer_ids,
+    build_batch,
+    load_prompts,
+    to_device,
+)
+from lab.training.metrics import append_metrics, format_line
+
+if TYPE_CHECKING:
+    from lab.train_config import TrainConfig
+
+LOSS_KEYS = ("labels", "loss_positions", "loss_index", "loss_targets")
+
+
+# ---------------------------------------------------------------- the numbers
+
+
+def group_advantages(rewards: Any, group_size: int, eps: float = 1e-4) -> Any:
+    """``(r - mean) / (std + eps)`` within each consecutive group of ``group_size`` rewards.
+
+    The standard deviation is the sample one (n - 1), as in TRL; a group whose answers all
+    scored the same gets advantages of 0 and teaches nothing.
+    """
+    grouped = rewards.view(-1, group_size)
+    mean, std = grouped.mean(dim=1, keepdim=True), grouped.std(dim=1, keepdim=True)
+    return ((grouped - mean) / (std + eps)).reshape(-1)
+
+
+def per_answer_mean(values: Any, rows: Any, n: int) -> Any:
+    """The mean of per-token ``values`` over each answer's tokens (``rows``: the answer of each token)."""
+    import torch
+
+    sums = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    counts = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, torch.ones_like(values))
+    return sums / counts.clamp(min=1)
+
+
+def grpo_loss(logps: Any, old: Any, ref: Any, advantages: Any, rows: Any, beta: float, epsilon: float):
+    """``(loss, kl)``: the clipped policy-gradient loss with its KL penalty, and the mean KL (see the module doc)."""
+    import torch
+
+    old = logps.detach() if old is None else old
+    ratio = torch.exp(logps - old)
+    adv = advantages[rows]
+    per_token = -torch.min(ratio * adv, ratio.clamp(1 - epsilon, 1 + epsilon) * adv)
+    kl = torch.zeros_like(logps)
+    if ref is not None:
+        kl = torch.exp(ref - logps) - (ref - logps) - 1
+        per_token = per_token + beta * kl
+    n = advantages.shape[0]
+    return per_answer_mean(per_token, rows, n).mean(), per_answer_mean(kl.detach(), rows, n).mean()
+
+
+def token_logps(model: Any, batch: dict, temperature: float, suppressed: list[int] = ()) -> Any:
+    """Log-probabilities of the answer tokens of ``batch`` under ``model``, flat in the collator's token order.
+
+    ``suppressed`` are token ids the answers were sampled without (image placeholders).
+    """
+    import torch
+
+    from lab.training.trainer import _accepts_logits_to_keep
+
+    inputs = {k: v for k, v in batch.items() if k not in LOSS_KEYS}
+    positions, index, targets = batch["loss_positions"], batch["loss_index"], batch["loss_targets"]
+    if _accepts_logits_to_keep(model):
+        logits = model(**inputs, use_cache=False, logits_to_keep=positions).logits
+    else:
+        logits = model(**inputs, use_cache=False).logits[:, positions]
+    # At the temperature and without the tokens the answers were sampled with: the probabilities they were drawn with.
+    picked = logits.reshape(-1, logits.shape[-1]).index_select(0, index).float() / temperature
+    if suppressed:
+        picked = picked.index_fill(1, torch.tensor(list(suppressed), device=picked.device), float("-inf"))
+    return picked.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+
+
+# ---------------------------------------------------------------- one batch of answers
+
+
+@dataclass
+class Rollout:
+    """Sampled answers with what the update needs: the batch (on the CPU), advantages, old and reference log-probs."""
+
+    batch: dict
+    advantages: Any
+    rows: Any  # the answer each learned token belongs to
+    old: Any  # log-probs when sampled (None: the update's own, detached)
+    ref: Any  # log-probs under the reference model (None: beta is 0)
+    rewards: list[float]
+    per_reward: dict[str, list[float]]
+    lengths: list[int]
+    tokens: int
+
+
+def rollout(run: Any, prompts: list[Prompt]) -> Rollout:
+    """Sample ``num_generations`` answers per prompt, score them, and compute what the update needs."""
+    import torch
+
+    from lab.generate import generate_batch
+    from lab.images import open_image
+    from lab.training.rewards import score
+
+    cfg, group = run.cfg, run.cfg.num_generations
+    images = [[open_image(path) for path in prompt.images] for prompt in prompts]
+    answers = generate_batch(run.loaded, [p.messages for p in prompts for _ in range(group)],
+                             [im for im in images for _ in range(group)], max_new_tokens=cfg.max_new_tokens,
+                             temperature=cfg.temperature, plain=True)  # fmt: skip
+    rewards, per_reward = score(run.rewards, [a.text for a in answers], _each([p.reference for p in prompts], group),
+                                prompts=_each([p.question for p in prompts], group),
+                                images=_each([p.images for p in prompts], group))  # fmt: skip
+    advantages = group_advantages(torch.tensor(rewards, dtype=torch.float32), group).to(run.device)
+    batch = build_batch(run.loaded.processor, prompts, images, answers, run.collator)
+    rows = (batch["loss_index"] // max(len(batch["loss_positions"]), 1)).to(run.device)
+    run.model.train()  # generation left it in eval mode
+    old = ref = None
+    with torch.no_grad(), run.autocast():
+        on_device = to_device(batch, run.device)
+        if cfg.num_iterations > 1:  # later updates on these answers compare against the policy that sampled them
+            old = token_logps(run.model, on_device, cfg.temperature, run.suppressed)
+        if cfg.beta > 0:
+            if run.reference is not None:
+                ref = token_logps(run.reference, on_device, cfg.temperature, run.suppressed)
+            else:
+                with run.model.disable_adapter():  # the base model: the adapter switched off, no second copy
+                    ref = token_logps(run.model, on_device, cfg.temperature, run.suppressed)
+    return Rollout(batch, advantages, rows, old, ref, rewards, per_reward, [len(answer_ids(a)) for a in answers],
+                   int(batch["attention_mask"].sum()))
+
+
+def _each(values: list, group: int) -> list:
+    """One value per answer: each prompt's value repeated for the answers of its group."""
+    return [value for value in values for _ in range(group)]
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class GRPORun:
+    """What every step uses: the settings, the model and its reference, the rewards, the collator, the optimizer."""
+
+    cfg: TrainConfig
+    loaded: Any
+    model: Any
+    reference: Any  # a frozen copy for full fine-tuning with beta > 0; None: the adapter is switched off instead
+    rewards: list
+    collator: Any
+    device: Any
+    amp_dtype: Any  # autocast's dtype on a GPU in half precision, else None
+    suppressed: list[int]  # token ids never sampled (image placeholders)
+    optimizer: Any = None
+    scheduler: Any = None
+    scaler: Any = None
+
+    def autocast(self):
+        import torch
+
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
+
+
+def total_steps(cfg: TrainConfig, n_prompts: int) -> int:
+    """Optimizer steps of the run: ``max_steps``, else enough batches of prompts for ``num_epochs``."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_batch = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
+    return max(1, math.ceil(cfg.num_epochs * n_prompts / per_batch)) * cfg.num_iterations
+
+
+class PromptOrder:
+    """Batches of prompts in a new shuffled order each epoch (from ``seed``); counts what was drawn."""
+
+    def __init__(self, prompts: list[Prompt], size: int, seed: int):
+        self.prompts, self.size, self.rng = prompts, size, random.Random(seed)
+        self.queue: list[int] = []
+        self.drawn = 0
+
+    def next(self) -> list[Prompt]:
+        while len(self.queue) < self.size:
+            order = list(range(len(self.prompts)))
+            self.rng.shuffle(order)
+            self.queue += order
+        picked, self.queue = self.queue[: self.size], self.queue[self.size :]
+        self.drawn += self.size
+        return [self.prompts[i] for i in picked]
+
+    @property
+    def epoch(self) -> float:
+        return self.drawn / len(self.prompts)
+
+
+def update(run: GRPORun, rollouts: list[Rollout]) -> tuple[float, float, float]:
+    """One optimizer step on the answers of ``rollouts`` (their gradients accumulated): ``(loss, kl, grad_norm)``."""
+    import torch
+
+    cfg, losses, kls = run.cfg, [], []
+    for r in rollouts:
+        with run.autocast():
+            logps = token_logps(run.model, to_device(r.batch, run.device), cfg.temperature, run.suppressed)
+        loss, kl = grpo_loss(logps, r.old, r.ref, r.advantages, r.rows, cfg.beta, cfg.clip_epsilon)
+        run.scaler.scale(loss / len(rollouts)).backward()
+        losses.append(loss.item())
+        kls.append(kl.item())
+    run.scaler.unscale_(run.optimizer)
+    trainable = [p for p in run.model.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    return sum(losses) / len(losses), sum(kls) / len(kls), float(grad_norm)
+
+
+def train_steps(run: GRPORun, order: PromptOrder, total: int, run_dir: Path, stop: Any,
+                echo: Callable[[str], None] | None) -> tuple[int, bool, Meter]:
+    """The loop: sample and score answers, then learn from them, until ``total`` steps or a stop request.
+
+    Returns ``(steps taken, stopped, meter)``; a line goes to ``metrics.jsonl`` every ``logging_steps``.
+    """
+    cfg, meter, step, stopped = run.cfg, Meter(), 0, False
+    while step < total and not stopped:
+        # 1. Answers: a group per prompt, sampled by the policy as it is now, and scored.
+        rollouts = [rollout(run, order.next()) for _ in range(cfg.gradient_accumulation_steps)]
+        meter.sampled(rollouts, cfg.num_generations)
+        # 2. Updates: num_iterations optimizer steps on those answers.
+        for _ in range(cfg.num_iterations):
+            meter.stepped(*update(run, rollouts))
+            step += 1
+            stopped = stop is not None and stop.is_set()
+            if step == 1 or step % cfg.logging_steps == 0 or step == total or stopped:
+                record = meter.record(step, total, order.epoch, run.scheduler.get_last_lr()[0])
+                append_metrics(run_dir, record)
+                if echo is not None:
+                    echo(f"{format_line(record, total)}  reward {record['reward']:.4f}  kl {record['kl']:.4f}")
+            if stopped or step >= total:
+                break
+    return step, stopped, meter
+
+
+def train_grpo(cfg: TrainConfig, run_dir: Path, loaded: Any, device: str, stop: Any, log: Callable[[str], None],
+               echo_metrics: bool = False):
+    """Train ``cfg`` with GRPO in the claimed ``run_dir``: a :class:`~lab.training.runner.TrainResult`."""
+    import torch
+
+    from lab.handle import free_accelerator_memory
+    from lab.training.rewards import load_rewards
+    from lab.training.runner import TrainResult, _prepare
+    from lab.training.speed import (
+        frozen_towers_without_grad,
+        use_grouped_vision_attention,
+    )
+
+    rewards = load_rewards(cfg)  # a reward file that cannot run fails here, before minutes of model loading
+    loaded, prompts, prepared = _prepare(cfg, loaded, device, log, build=load_prompts)
+    torch.manual_seed(cfg.seed)
+    total = total_steps(cfg, len(prompts.train))
+    run = _setup(cfg, loaded, prepared, rewards, total)
+    append_metrics(run_dir, {"event": "start", "time": time.time(), "step": 0, "total_steps": total, "resumed": False,
+                             "trainer": "grpo", "train_samples": len(prompts.train), "val_samples": prompts.val_count,
+                             "dropped": len(prompts.dropped), "trainable_params": prepared.trainable,
+                             "total_params": prepared.total})  # fmt: skip
+    if cfg.gradient_checkpointing:
+        run.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # A group repeats its prompt's images: batched vision attention and no autograd in a frozen tower pay off here.
+    undo = [use_grouped_vision_attention(run.model), frozen_towers_without_grad(run.model)]
+    try:
+        order = PromptOrder(prompts.train, cfg.per_device_batch_size, cfg.seed)
+        step, stopped, meter = train_steps(run, order, total, run_dir, stop, log if echo_metrics else None)
+    finally:
+        for restore in reversed(undo):
+            restore()
+        run.model.zero_grad(set_to_none=True)
+        run.optimizer = run.scheduler = run.reference = None
+        free_accelerator_memory()
+    prepared.model.save_pretrained(str(run_dir))  # with LoRA the adapter, at the top of the run folder
+    loaded.processor.save_pretrained(str(run_dir))
+    append_metrics(run_dir, {"event": "stop" if stopped else "end", "time": time.time(), "step": step,
+                             "loss": meter.last_loss})  # fmt: skip
+    log(f"{'Stopped' if stopped else 'Finished'} at step {step}; saved to {run_dir}")
+    return TrainResult(run_dir, "stopped" if stopped else "finished", step, meter.last_loss, prepared.model,
+                       prepared.is_peft)
+
+
+def _setup(cfg: TrainConfig, loaded: Any, prepared: Any, rewards: list, total: int) -> GRPORun:
+    """The run's parts: the reference model if one is needed, the collator, the optimizer, mixed precision."""
+    import copy
+
+    import torch
+    from transformers import get_scheduler
+
+    from lab.generate import feature_placeholders
+    from lab.training.collator import LossCollator, RopeIndex
+    from lab.training.runner import _optimizers
+
+    model = prepared.model
+    reference = None
+    if cfg.beta > 0 and not prepared.is_peft:
+        reference = copy.deepcopy(model).eval().requires_grad_(False)  # full fine-tuning: a frozen copy
+    cuda = str(loaded.device).startswith("cuda")
+    amp = loaded.dtype if cuda and loaded.dtype in (torch.bfloat16, torch.float16) else None
+    collator = LossCollator(loaded.processor.tokenizer.pad_token_id, 8 if cuda else 1, RopeIndex.of(model))
+    run = GRPORun(cfg, loaded, model, reference, rewards, collator, model.device, amp,
+                  feature_placeholders(loaded.processor))  # fmt: skip
+    run.optimizer = _optimizers(model, cfg)[0] or torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    run.scheduler = get_scheduler(cfg.lr_scheduler, run.optimizer, math.ceil(cfg.warmup_ratio * total), total)
+    run.scaler = torch.amp.GradScaler(enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
+    return run
+
+
+class Meter:
+    """The numbers of the steps since the last ``metrics.jsonl`` line, and that line."""
+
+    def __init__(self) -> None:
+        self.began = self.window = time.perf_counter()
+        self.last_loss: float | None = None
+        self.sample: dict = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.losses, self.kls, self.norms = [], [], []
+        self.prompts = self.tokens = 0
+
+    def sampled(self, rollouts: list[Rollout], group: int) -> None:
+        """The answers just sampled: their rewards (total and per function), spread in a group, lengths."""
+        import torch
+
+        totals = [r for ro in rollouts for r in ro.rewards]
+        spread = torch.tensor(totals).view(-1, group).std(dim=1).mean().item()
+        names = rollouts[0].per_reward
+        self.sample = {
+            "reward": sum(totals) / len(totals),
+            "reward_std": spread,
+            "rewards": {name: _mean([v for ro in rollouts for v in ro.per_reward[name]]) for name in names},
+            "completion_length": _mean([n for ro in rollouts for n in ro.lengths]),
+        }
+        self.prompts += len(totals) // group
+        self.tokens += sum(ro.tokens for ro in rollouts)
+
+    def stepped(self, loss: float, kl: float, grad_norm: float) -> None:
+        self.losses.append(loss)
+        self.kls.append(kl)
+        self.norms.append(grad_norm)
+        self.last_loss = loss
+
+    def record(self, step: int, total: int, epoch: float, lr: float) -> dict:
+        from lab.training.metrics import _gpu_mem_gib, _round
+
+        now = time.perf_counter()
+        window, elapsed = max(now - self.window, 1e-9), now - self.began
+        sample = self.sample
+        record = {
+            "step": step, "epoch": _round(epoch, 4), "loss": _round(_mean(self.losses)), "kl": _round(_mean(self.kls)),
+            "reward": _round(sample["reward"]), "reward_std": _round(sample["reward_std"]),
+            "rewards": {name: _round(value) for name, value in sample["rewards"].items()},
+            "completion_length": _round(sample["completion_length"], 2), "lr": _round(lr, 10),
+            "grad_norm": _round(_mean(self.norms)),
+            "samples_per_s": _round(self.prompts / window, 3) if self.prompts else None,
+            "tokens_per_s": _round(self.tokens / window, 1) if self.prompts else None,
+            "elapsed_s": round(elapsed, 2), "eta_s": round(elapsed / step * (total - step), 1),
+            "gpu_mem_gib": _gpu_mem_gib(),
+        }  # fmt: skip
+        self.window = now
+        self._reset()
+        return record
+
+
+def _mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None
