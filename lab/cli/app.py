@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--lang", choices=["en", "zh"], default=None, help="interface language (default: the browser's)")
     parser.add_argument("--workspace", default=None, help="folder for datasets, runs and models (default: $LAB_HOME or this checkout)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let the model loaded at start run its own Python code (only for authors you trust)")
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from lab.ui.context import AppSettings
 
     settings = AppSettings(model=args.model, host=listen_host(args.host), port=listen_port(args.port), share=args.share,
-                           lang=args.lang, workspace=args.workspace)
+                           lang=args.lang, workspace=args.workspace, trust_remote_code=args.trust_remote_code)
     launch(settings)
     return 0
 

@@ -63,7 +63,10 @@ def start_training(cfg: TrainConfig, handle: Any, resume: bool = False, queue: b
     from lab.training.preflight import check_run_environment
     from lab.training.runner import check_run_dir
 
+    from lab.models import check_trust
+
     queue = restricted() if queue is None else queue
+    check_trust(cfg.trust_remote_code)  # refused on a shared server now, not when the run loads its model
     check_run_environment(cfg)  # a wrong path, a missing package, too few GPUs: one sentence now, not a failed run
     with _turns.lock:
         running = _turns.busy()

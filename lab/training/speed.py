@@ -48,7 +48,8 @@ from typing import Any, Callable
 
 GROUPED_ATTENTION = "lab_flash_grouped_sdpa"
 COMPILED_PAD_MULTIPLE = 64
-_VISION_ATTENTION_CLASSES = ("VisionAttention", "Qwen2_5_VLVisionAttention", "Qwen3VLVisionAttention")
+_VISION_ATTENTION_CLASSES = ("VisionAttention", "Qwen2_5_VLVisionAttention", "Qwen3VLVisionAttention",
+                             "Qwen3_5VisionAttention")
 
 
 def grouped_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any = None, scaling: float | None = None,

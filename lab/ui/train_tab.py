@@ -22,6 +22,7 @@ from lab.errors import LabError, localize
 from lab.jobs import JobState
 from lab.training.runs import find_run
 from lab.text import Msg
+from lab.models import offered_models
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
 from lab.training.forecast import CARDS
@@ -211,12 +212,12 @@ def _form(base: TrainConfig) -> Form:
             ("lora_targets", "train_vision", "train_merger", "train_language", "num_gpus"),
             ("learning_rate", "num_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
              "max_length")]  # fmt: skip
+    extra = {"dataset": {"choices": datasets, "info": t(DATASET_HINT)},  # dynamic template: DATASET_HINT
+             "model": {"choices": offered_models()}, "per_device_batch_size": {"allow_custom_value": True}}
     for names in rows:
         with gr.Row():
             for name in names:
-                form.add(name, **({"choices": datasets, "info": t(DATASET_HINT)}  # dynamic template: DATASET_HINT
-                                  if name == "dataset" else {"allow_custom_value": True}
-                                  if name == "per_device_batch_size" else {}))
+                form.add(name, **extra.get(name, {}))
     grpo = base.trainer == "grpo"
     with gr.Row():
         form.add("rewards", scale=2, visible=grpo)
