@@ -12,8 +12,9 @@ parametrized over this table).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from lab import chat_templates, tiny_recipes
 from lab.errors import ConfigError
@@ -66,116 +67,292 @@ def _qwen_specials(first: int, *groups: tuple[str, ...]) -> dict[str, int]:
     return {name: first + i for i, name in enumerate(names)}
 
 
-_QWEN_BASE = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-              "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-              "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
-_QWEN_TOOLS = ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-               "<|repo_name|>", "<|file_sep|>")
+_QWEN_BASE = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+_QWEN_TOOLS = (
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
 _QWEN_THINK = ("<tool_response>", "</tool_response>", "<think>", "</think>")
 _QWEN_STOP = ("<|im_end|>", "<|endoftext|>")
 
 
-def _qwen_tokens(first: int, *groups: tuple[str, ...], extra_tokens: tuple[str, ...] = (),
-                 tokenizer_class: str = "Qwen2Tokenizer", attrs: dict | None = None) -> Tokens:
+def _qwen_tokens(
+    first: int,
+    *groups: tuple[str, ...],
+    extra_tokens: tuple[str, ...] = (),
+    tokenizer_class: str = "Qwen2Tokenizer",
+    attrs: dict | None = None,
+) -> Tokens:
     special = _qwen_specials(first, *groups, extra_tokens)
     normal = tuple(t for group in groups[1:] for t in group)  # tools and thinking tokens are not special
-    return Tokens(tokenizer_class, "bytelevel", max(special.values()) + 1, special, bos=None, eos="<|im_end|>",
-                  pad="<|endoftext|>", stop=_QWEN_STOP, extra=attrs or {}, normal=normal)
+    return Tokens(
+        tokenizer_class,
+        "bytelevel",
+        max(special.values()) + 1,
+        special,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        stop=_QWEN_STOP,
+        extra=attrs or {},
+        normal=normal,
+    )
 
 
-QWEN_PARTS = {"vision": ("model.visual",), "merger": ("model.visual.merger", "model.visual.deepstack_merger_list"),
-              "language": ("model.language_model", "lm_head")}
-_PROJECTOR_PARTS = {"vision": ("model.vision_tower",), "merger": ("model.multi_modal_projector",),
-                    "language": ("model.language_model", "lm_head")}
+QWEN_PARTS = {
+    "vision": ("model.visual",),
+    "merger": ("model.visual.merger", "model.visual.deepstack_merger_list"),
+    "language": ("model.language_model", "lm_head"),
+}
+_PROJECTOR_PARTS = {
+    "vision": ("model.vision_tower",),
+    "merger": ("model.multi_modal_projector",),
+    "language": ("model.language_model", "lm_head"),
+}
 
 _ENTRIES = [
     Family(
-        "qwen2_vl", "Qwen2-VL",
-        (("Qwen/Qwen2-VL-2B-Instruct", "2B"), ("Qwen/Qwen2-VL-7B-Instruct", "7B"), ("Qwen/Qwen2-VL-72B-Instruct", "72B")),
-        image_token="<|image_pad|>", parts=QWEN_PARTS, pixels="qwen", expands="repeat", video=True,
-        box_format="0-1000", tokens=_qwen_tokens(151643, _QWEN_BASE), chat_template=chat_templates.QWEN2_VL,
+        "qwen2_vl",
+        "Qwen2-VL",
+        (
+            ("Qwen/Qwen2-VL-2B-Instruct", "2B"),
+            ("Qwen/Qwen2-VL-7B-Instruct", "7B"),
+            ("Qwen/Qwen2-VL-72B-Instruct", "72B"),
+        ),
+        image_token="<|image_pad|>",
+        parts=QWEN_PARTS,
+        pixels="qwen",
+        expands="repeat",
+        video=True,
+        box_format="0-1000",
+        tokens=_qwen_tokens(151643, _QWEN_BASE),
+        chat_template=chat_templates.QWEN2_VL,
         tiny=tiny_recipes.QWEN2_VL,
     ),
     Family(
-        "qwen2_5_vl", "Qwen2.5-VL",
-        (("Qwen/Qwen2.5-VL-3B-Instruct", "3B"), ("Qwen/Qwen2.5-VL-7B-Instruct", "7B"),
-         ("Qwen/Qwen2.5-VL-32B-Instruct", "32B"), ("Qwen/Qwen2.5-VL-72B-Instruct", "72B")),
-        image_token="<|image_pad|>", parts=QWEN_PARTS, pixels="qwen", expands="repeat", video=True,
-        box_format="pixels", tokens=_qwen_tokens(151643, _QWEN_BASE, _QWEN_TOOLS),
-        chat_template=chat_templates.QWEN2_VL, tiny=tiny_recipes.QWEN2_5_VL,
+        "qwen2_5_vl",
+        "Qwen2.5-VL",
+        (
+            ("Qwen/Qwen2.5-VL-3B-Instruct", "3B"),
+            ("Qwen/Qwen2.5-VL-7B-Instruct", "7B"),
+            ("Qwen/Qwen2.5-VL-32B-Instruct", "32B"),
+            ("Qwen/Qwen2.5-VL-72B-Instruct", "72B"),
+        ),
+        image_token="<|image_pad|>",
+        parts=QWEN_PARTS,
+        pixels="qwen",
+        expands="repeat",
+        video=True,
+        box_format="pixels",
+        tokens=_qwen_tokens(151643, _QWEN_BASE, _QWEN_TOOLS),
+        chat_template=chat_templates.QWEN2_VL,
+        tiny=tiny_recipes.QWEN2_5_VL,
     ),
     Family(
-        "qwen3_vl", "Qwen3-VL",
-        (("Qwen/Qwen3-VL-2B-Instruct", "2B"), ("Qwen/Qwen3-VL-4B-Instruct", "4B"), ("Qwen/Qwen3-VL-8B-Instruct", "8B"),
-         ("Qwen/Qwen3-VL-32B-Instruct", "32B")),
-        image_token="<|image_pad|>", parts=QWEN_PARTS, pixels="qwen", expands="repeat", video=True,
-        box_format="0-1000", tokens=_qwen_tokens(151643, _QWEN_BASE, _QWEN_TOOLS, _QWEN_THINK),
-        chat_template=chat_templates.QWEN2_VL, tiny=tiny_recipes.QWEN3_VL,
+        "qwen3_vl",
+        "Qwen3-VL",
+        (
+            ("Qwen/Qwen3-VL-2B-Instruct", "2B"),
+            ("Qwen/Qwen3-VL-4B-Instruct", "4B"),
+            ("Qwen/Qwen3-VL-8B-Instruct", "8B"),
+            ("Qwen/Qwen3-VL-32B-Instruct", "32B"),
+        ),
+        image_token="<|image_pad|>",
+        parts=QWEN_PARTS,
+        pixels="qwen",
+        expands="repeat",
+        video=True,
+        box_format="0-1000",
+        tokens=_qwen_tokens(151643, _QWEN_BASE, _QWEN_TOOLS, _QWEN_THINK),
+        chat_template=chat_templates.QWEN2_VL,
+        tiny=tiny_recipes.QWEN3_VL,
     ),
     Family(
-        "qwen3_5", "Qwen3.5",
-        (("Qwen/Qwen3.5-0.8B", "0.8B"), ("Qwen/Qwen3.5-2B", "2B"), ("Qwen/Qwen3.5-4B", "4B"), ("Qwen/Qwen3.5-9B", "9B"),
-         ("Qwen/Qwen3.5-27B", "27B")),
-        image_token="<|image_pad|>", parts=QWEN_PARTS, pixels="qwen", expands="repeat", video=True,
-        box_format="0-1000", tokens=_qwen_tokens(248044, _QWEN_BASE, _QWEN_TOOLS, _QWEN_THINK,
-                                                 tokenizer_class="Qwen3_5Tokenizer"),
-        chat_template=chat_templates.QWEN3_5, tiny=tiny_recipes.QWEN3_5,
+        "qwen3_5",
+        "Qwen3.5",
+        (
+            ("Qwen/Qwen3.5-0.8B", "0.8B"),
+            ("Qwen/Qwen3.5-2B", "2B"),
+            ("Qwen/Qwen3.5-4B", "4B"),
+            ("Qwen/Qwen3.5-9B", "9B"),
+            ("Qwen/Qwen3.5-27B", "27B"),
+        ),
+        image_token="<|image_pad|>",
+        parts=QWEN_PARTS,
+        pixels="qwen",
+        expands="repeat",
+        video=True,
+        box_format="0-1000",
+        tokens=_qwen_tokens(248044, _QWEN_BASE, _QWEN_TOOLS, _QWEN_THINK, tokenizer_class="Qwen3_5Tokenizer"),
+        chat_template=chat_templates.QWEN3_5,
+        tiny=tiny_recipes.QWEN3_5,
     ),
     Family(
-        "minicpmv4_6", "MiniCPM-V 4.6",
+        "minicpmv4_6",
+        "MiniCPM-V 4.6",
         (("openbmb/MiniCPM-V-4.6", "1.3B"), ("openbmb/MiniCPM-V-4.6-Thinking", "1.3B")),
         image_token="<|image_pad|>",
-        parts={"vision": ("model.vision_tower",), "merger": ("model.merger",), "language": ("model.language_model", "lm_head")},
-        pixels="slices", packed=("pixel_values", "pixel_values_videos"), video=True,
-        tokens=_qwen_tokens(248044, _QWEN_BASE, _QWEN_TOOLS, _QWEN_THINK,
-                            extra_tokens=("<image>", "</image>", "<slice>", "</slice>", "<image_id>", "</image_id>"),
-                            tokenizer_class="Qwen3_5Tokenizer",
-                            attrs={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                                   "image_start_token": "<image>", "image_end_token": "</image>",
-                                   "slice_start_token": "<slice>", "slice_end_token": "</slice>",
-                                   "image_id_start_token": "<image_id>", "image_id_end_token": "</image_id>"}),
-        chat_template=chat_templates.MINICPMV4_6, tiny=tiny_recipes.MINICPMV4_6,
+        parts={
+            "vision": ("model.vision_tower",),
+            "merger": ("model.merger",),
+            "language": ("model.language_model", "lm_head"),
+        },
+        pixels="slices",
+        packed=("pixel_values", "pixel_values_videos"),
+        video=True,
+        tokens=_qwen_tokens(
+            248044,
+            _QWEN_BASE,
+            _QWEN_TOOLS,
+            _QWEN_THINK,
+            extra_tokens=("<image>", "</image>", "<slice>", "</slice>", "<image_id>", "</image_id>"),
+            tokenizer_class="Qwen3_5Tokenizer",
+            attrs={
+                "image_token": "<|image_pad|>",
+                "video_token": "<|video_pad|>",
+                "image_start_token": "<image>",
+                "image_end_token": "</image>",
+                "slice_start_token": "<slice>",
+                "slice_end_token": "</slice>",
+                "image_id_start_token": "<image_id>",
+                "image_id_end_token": "</image_id>",
+            },
+        ),
+        chat_template=chat_templates.MINICPMV4_6,
+        tiny=tiny_recipes.MINICPMV4_6,
     ),
     Family(
-        "internvl", "InternVL",
+        "internvl",
+        "InternVL",
         (("OpenGVLab/InternVL3-1B-hf", "1B"), ("OpenGVLab/InternVL3-2B-hf", "2B"), ("OpenGVLab/InternVL3-8B-hf", "8B")),
-        image_token="<IMG_CONTEXT>", parts=_PROJECTOR_PARTS, pixels="tiles", video=True,
-        tokens=_qwen_tokens(151643, _QWEN_BASE, _QWEN_TOOLS,
-                            extra_tokens=("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>",
-                                          "<box>", "</box>", "<video>"),
-                            attrs={"start_image_token": "<img>", "end_image_token": "</img>",
-                                   "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}),
-        chat_template=chat_templates.INTERNVL, tiny=tiny_recipes.INTERNVL,
+        image_token="<IMG_CONTEXT>",
+        parts=_PROJECTOR_PARTS,
+        pixels="tiles",
+        video=True,
+        tokens=_qwen_tokens(
+            151643,
+            _QWEN_BASE,
+            _QWEN_TOOLS,
+            extra_tokens=(
+                "<img>",
+                "</img>",
+                "<IMG_CONTEXT>",
+                "<quad>",
+                "</quad>",
+                "<ref>",
+                "</ref>",
+                "<box>",
+                "</box>",
+                "<video>",
+            ),
+            attrs={
+                "start_image_token": "<img>",
+                "end_image_token": "</img>",
+                "context_image_token": "<IMG_CONTEXT>",
+                "video_token": "<video>",
+            },
+        ),
+        chat_template=chat_templates.INTERNVL,
+        tiny=tiny_recipes.INTERNVL,
     ),
     Family(
-        "gemma3", "Gemma 3",
+        "gemma3",
+        "Gemma 3",
         (("google/gemma-3-4b-it", "4B"), ("google/gemma-3-12b-it", "12B"), ("google/gemma-3-27b-it", "27B")),
-        image_token="<image_soft_token>", parts=_PROJECTOR_PARTS, pixels="fixed",
-        tokens=Tokens("GemmaTokenizer", "sentencepiece", 262145,
-                      {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4, "[multimodal]": 5,
-                       "<start_of_turn>": 105, "<end_of_turn>": 106, "<start_of_image>": 255999,
-                       "<end_of_image>": 256000, "<image_soft_token>": 262144},
-                      bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", stop=("<end_of_turn>", "<eos>"),
-                      extra={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
-                             "image_token": "<image_soft_token>"}),
-        chat_template=chat_templates.GEMMA3, tiny=tiny_recipes.GEMMA3,
+        image_token="<image_soft_token>",
+        parts=_PROJECTOR_PARTS,
+        pixels="fixed",
+        tokens=Tokens(
+            "GemmaTokenizer",
+            "sentencepiece",
+            262145,
+            {
+                "<pad>": 0,
+                "<eos>": 1,
+                "<bos>": 2,
+                "<unk>": 3,
+                "<mask>": 4,
+                "[multimodal]": 5,
+                "<start_of_turn>": 105,
+                "<end_of_turn>": 106,
+                "<start_of_image>": 255999,
+                "<end_of_image>": 256000,
+                "<image_soft_token>": 262144,
+            },
+            bos="<bos>",
+            eos="<eos>",
+            pad="<pad>",
+            unk="<unk>",
+            stop=("<end_of_turn>", "<eos>"),
+            extra={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"},
+        ),
+        chat_template=chat_templates.GEMMA3,
+        tiny=tiny_recipes.GEMMA3,
     ),
     Family(
-        "smolvlm", "SmolVLM",
-        (("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "256M"), ("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "500M"),
-         ("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "2.2B")),
+        "smolvlm",
+        "SmolVLM",
+        (
+            ("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "256M"),
+            ("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "500M"),
+            ("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "2.2B"),
+        ),
         image_token="<image>",
-        parts={"vision": ("model.vision_model",), "merger": ("model.connector",), "language": ("model.text_model", "lm_head")},
+        parts={
+            "vision": ("model.vision_model",),
+            "merger": ("model.connector",),
+            "language": ("model.text_model", "lm_head"),
+        },
         pixels="splits",
-        tokens=Tokens("GPT2Tokenizer", "bytelevel", 49280,
-                      {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "<global-img>": 49152,
-                       **{f"<row_{r}_col_{c}>": 49152 + 6 * (r - 1) + c for r in range(1, 7) for c in range(1, 7)},
-                       "<fake_token_around_image>": 49189, "<image>": 49190, "<end_of_utterance>": 49279},
-                      bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>", unk="<|endoftext|>",
-                      stop=("<end_of_utterance>",),
-                      extra={"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
-                             "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}),
-        chat_template=chat_templates.SMOLVLM, tiny=tiny_recipes.SMOLVLM,
+        tokens=Tokens(
+            "GPT2Tokenizer",
+            "bytelevel",
+            49280,
+            {
+                "<|endoftext|>": 0,
+                "<|im_start|>": 1,
+                "<|im_end|>": 2,
+                "<global-img>": 49152,
+                **{f"<row_{r}_col_{c}>": 49152 + 6 * (r - 1) + c for r in range(1, 7) for c in range(1, 7)},
+                "<fake_token_around_image>": 49189,
+                "<image>": 49190,
+                "<end_of_utterance>": 49279,
+            },
+            bos="<|im_start|>",
+            eos="<end_of_utterance>",
+            pad="<|im_end|>",
+            unk="<|endoftext|>",
+            stop=("<end_of_utterance>",),
+            extra={
+                "fake_image_token": "<fake_token_around_image>",
+                "image_token": "<image>",
+                "global_image_token": "<global-img>",
+                "end_of_utterance_token": "<end_of_utterance>",
+            },
+        ),
+        chat_template=chat_templates.SMOLVLM,
+        tiny=tiny_recipes.SMOLVLM,
     ),
 ]
 
@@ -204,8 +381,11 @@ def check_family(name: str) -> Family:
     from lab.text import Msg, join
 
     if name not in FAMILIES:
-        raise ConfigError("Unknown model family {family!r}; choose one of {families}.",
-                          family=name, families=join(Msg(", "), list(FAMILIES)))
+        raise ConfigError(
+            "Unknown model family {family!r}; choose one of {families}.",
+            family=name,
+            families=join(Msg(", "), list(FAMILIES)),
+        )
     return FAMILIES[name]
 
 
@@ -264,5 +444,10 @@ def _split_pixels(image_processor, min_pixels: int | None, max_pixels: int | Non
         image_processor.size = {**dict(image_processor.size), "longest_edge": edge}
 
 
-PIXEL_SETTERS: dict[str, Callable | None] = {"qwen": _qwen_pixels, "tiles": _tile_pixels, "slices": _slice_pixels,
-                                             "splits": _split_pixels, "fixed": None}
+PIXEL_SETTERS: dict[str, Callable | None] = {
+    "qwen": _qwen_pixels,
+    "tiles": _tile_pixels,
+    "slices": _slice_pixels,
+    "splits": _split_pixels,
+    "fixed": None,
+}

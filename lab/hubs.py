@@ -13,8 +13,8 @@ from __future__ import annotations
 import inspect
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from lab.errors import ConfigError, ModelLoadError
 from lab.settings import check, setting
@@ -36,7 +36,8 @@ class SourceSettings:
     """Run the Python code a model ships with (its config's auto_map); only for authors you trust. Refused on
     shared deployments."""
     hub: str | None = setting(None, label="Download models from", choices=(None, *HUBS))
-    """Where Hub ids are downloaded from: huggingface or modelscope; empty: $LAB_MODEL_HUB, else the Hugging Face Hub."""
+    """Where Hub ids are downloaded from: huggingface or modelscope; empty: $LAB_MODEL_HUB, else the Hugging Face
+    Hub."""
 
     def __post_init__(self):
         check(self)
@@ -54,8 +55,11 @@ def model_hub(hub: str | None = None) -> str:
     aliases = {"hf": "huggingface", "hugging_face": "huggingface", "ms": "modelscope"}
     chosen = aliases.get(chosen, chosen)
     if chosen not in HUBS:
-        raise ConfigError("Unknown model hub {hub!r} (from {where}); use 'huggingface' or 'modelscope'.",
-                          hub=hub or os.environ.get(HUB_ENV), where="hub" if hub else HUB_ENV)
+        raise ConfigError(
+            "Unknown model hub {hub!r} (from {where}); use 'huggingface' or 'modelscope'.",
+            hub=hub or os.environ.get(HUB_ENV),
+            where="hub" if hub else HUB_ENV,
+        )
     return chosen
 
 
@@ -72,7 +76,11 @@ def _offline(repo_id: str, hub: str) -> ModelLoadError:
     return ModelLoadError(
         "{repo_id} is not on this machine and {hub_name} cannot be reached (offline?); download it once "
         "(hf download {repo_id} --local-dir DIR) and pass the local folder path, or set {env}={other} to "
-        "download it from there.", repo_id=repo_id, hub_name=HUB_NAMES[hub], env=HUB_ENV, other=other,
+        "download it from there.",
+        repo_id=repo_id,
+        hub_name=HUB_NAMES[hub],
+        env=HUB_ENV,
+        other=other,
     )
 
 
@@ -83,11 +91,15 @@ def _from_huggingface(repo_id: str, progress: Progress | None) -> str:
     try:
         return snapshot_download(repo_id, allow_patterns=MODEL_FILES, tqdm_class=reporting_tqdm(progress))
     except GatedRepoError:
-        raise ModelLoadError("{repo_id} is gated on the Hugging Face Hub: accept its terms on its page and set "
-                             "HF_TOKEN (or run 'hf auth login').", repo_id=repo_id) from None
+        raise ModelLoadError(
+            "{repo_id} is gated on the Hugging Face Hub: accept its terms on its page and set "
+            "HF_TOKEN (or run 'hf auth login').",
+            repo_id=repo_id,
+        ) from None
     except RepositoryNotFoundError:
-        raise ModelLoadError("The Hugging Face Hub has no model {repo_id} (or it is private: set HF_TOKEN).",
-                             repo_id=repo_id) from None
+        raise ModelLoadError(
+            "The Hugging Face Hub has no model {repo_id} (or it is private: set HF_TOKEN).", repo_id=repo_id
+        ) from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
         raise _offline(repo_id, "huggingface") from None
 
@@ -96,8 +108,11 @@ def _from_modelscope(repo_id: str, progress: Progress | None) -> str:
     try:
         from modelscope import snapshot_download
     except ImportError:
-        raise ModelLoadError("Downloading from ModelScope needs the modelscope package: pip install modelscope "
-                             "(or unset {env} to use the Hugging Face Hub).", env=HUB_ENV) from None
+        raise ModelLoadError(
+            "Downloading from ModelScope needs the modelscope package: pip install modelscope "
+            "(or unset {env} to use the Hugging Face Hub).",
+            env=HUB_ENV,
+        ) from None
     kwargs = {}
     parameters = inspect.signature(snapshot_download).parameters
     if "allow_patterns" in parameters:

@@ -21,8 +21,18 @@ PARTS = ("vision", "merger", "language")
 # get_decoder); the first match from the root of the module tree wins.
 _VISION_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder", "image_tower", "vpm")
 _LANGUAGE_NAMES = ("language_model", "text_model", "llm", "decoder", "text_decoder")
-_MERGER_NAMES = ("merger", "deepstack_merger_list", "multi_modal_projector", "mm_projector", "connector",
-                 "projector", "visual_projection", "aligner", "mlp1", "resampler")
+_MERGER_NAMES = (
+    "merger",
+    "deepstack_merger_list",
+    "multi_modal_projector",
+    "mm_projector",
+    "connector",
+    "projector",
+    "visual_projection",
+    "aligner",
+    "mlp1",
+    "resampler",
+)
 
 
 def module_groups(model) -> dict[str, list[str]]:
@@ -49,8 +59,11 @@ def module_groups(model) -> dict[str, list[str]]:
         if inner:
             # The merger lives inside the vision tower (Qwen): the tower is its other children.
             root = modules[vision_root]
-            vision = [f"{vision_root}.{child}" for child, _ in root.named_children()
-                      if not any(in_group(m, [f"{vision_root}.{child}"]) for m in inner)]
+            vision = [
+                f"{vision_root}.{child}"
+                for child, _ in root.named_children()
+                if not any(in_group(m, [f"{vision_root}.{child}"]) for m in inner)
+            ]
             vision += [f"{vision_root}.{p}" for p, _ in root.named_parameters(recurse=False)]
         else:
             vision = [vision_root]
@@ -59,6 +72,7 @@ def module_groups(model) -> dict[str, list[str]]:
 
 def _named_parts(modules: dict, paths: dict, prefix: str) -> tuple[str | None, list[str], list[str]]:
     """The parts a family entry names (paths of the bare model; under PEFT they gain its prefix)."""
+
     def present(part):
         return [prefix + p for p in paths[part] if prefix + p in modules]
 
@@ -106,8 +120,11 @@ def lora_target_modules(model, parts: set[str]) -> str:
     parts = set(parts)
     unknown = parts - set(PARTS)
     if not parts or unknown:
-        raise ConfigError("LoRA parts must be a non-empty subset of {parts} (got {got}).",
-                          parts=join(Msg(", "), PARTS), got=sorted(parts))
+        raise ConfigError(
+            "LoRA parts must be a non-empty subset of {parts} (got {got}).",
+            parts=join(Msg(", "), PARTS),
+            got=sorted(parts),
+        )
     groups = module_groups(model)
     empty = sorted(p for p in parts if not groups[p])
     if empty:
@@ -122,8 +139,11 @@ def lora_target_modules(model, parts: set[str]) -> str:
     )
     bare = sorted(p for p in parts if not any(in_group(t, groups[p]) for t in targets))
     if bare:  # Gemma 3's projector is a plain weight matrix, no linear layer
-        raise ConfigError("The {part} of this model has no linear layers to put LoRA adapters on; train it in full "
-                          "(train_{part}) or leave it frozen.", part=bare[0])
+        raise ConfigError(
+            "The {part} of this model has no linear layers to put LoRA adapters on; train it in full "
+            "(train_{part}) or leave it frozen.",
+            part=bare[0],
+        )
     return _compact_regex(targets, list(modules))
 
 

@@ -22,8 +22,16 @@ from lab.families import FAMILIES, PIXEL_SETTERS, family_name, get_family
 from lab.paths import check_allowed, resolve, restricted
 from lab.text import Msg, join
 
-_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
-           "fp32": "float32", "float32": "float32", "float": "float32"}
+_DTYPES = {
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+    "float": "float32",
+}
 
 
 @dataclass
@@ -74,13 +82,15 @@ def resolve_device(device: str = "auto") -> str:
         return device
     if re.fullmatch(r"cuda(:\d+)?", device):
         if not torch.cuda.is_available():
-            raise ModelLoadError("Device {device!r} needs a CUDA GPU, but none is visible here; use device 'cpu'.",
-                                 device=device)
+            raise ModelLoadError(
+                "Device {device!r} needs a CUDA GPU, but none is visible here; use device 'cpu'.", device=device
+            )
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
-            raise ModelLoadError("Device {device!r} does not exist: this machine has {count} GPU(s).",
-                                 device=device, count=count)
+            raise ModelLoadError(
+                "Device {device!r} does not exist: this machine has {count} GPU(s).", device=device, count=count
+            )
         return device
     if device == "mps":
         if not torch.backends.mps.is_available():
@@ -142,10 +152,15 @@ def load_model(
     if not is_local:
         source = fetch_model(source, hub=hub, progress=progress)
     config = _load_config(source, trust_remote_code)
-    quant_config = quantization_config(quantization, device, double_quant=double_quant, compute_dtype=quant_compute_dtype)
+    quant_config = quantization_config(
+        quantization, device, double_quant=double_quant, compute_dtype=quant_compute_dtype
+    )
     if attn_implementation.startswith("flash_attention") and not device.startswith("cuda"):
-        raise ModelLoadError("attn_implementation {attn_implementation!r} needs a CUDA GPU; use 'sdpa' on {device}.",
-                             attn_implementation=attn_implementation, device=device)
+        raise ModelLoadError(
+            "attn_implementation {attn_implementation!r} needs a CUDA GPU; use 'sdpa' on {device}.",
+            attn_implementation=attn_implementation,
+            device=device,
+        )
     # The processor first: it is quick, and a bad pixel bound should fail before gigabytes load.
     processor = _load_processor(source, trust_remote_code)
     set_image_pixels(processor, min_pixels=min_pixels, max_pixels=max_pixels, family=detect_family(config))
@@ -164,23 +179,31 @@ def load_model(
     )
 
 
-def quantization_config(quantization: str | None, device: str, *, double_quant: bool = True, compute_dtype: str = "auto"):
+def quantization_config(
+    quantization: str | None, device: str, *, double_quant: bool = True, compute_dtype: str = "auto"
+):
     """The ``BitsAndBytesConfig`` for "4bit" / "8bit" on ``device`` (None for no quantization)."""
     import torch
 
     if quantization in (None, "", "none"):
         return None
     if quantization not in ("4bit", "8bit"):
-        raise ConfigError("Unknown quantization {quantization!r}; use '4bit', '8bit' or none.",
-                          quantization=quantization)
+        raise ConfigError(
+            "Unknown quantization {quantization!r}; use '4bit', '8bit' or none.", quantization=quantization
+        )
     if not (device == "cpu" or device.startswith("cuda")):
-        raise ModelLoadError("{quantization} quantization needs a CUDA GPU or the CPU, not {device!r}.",
-                             quantization=quantization, device=device)
+        raise ModelLoadError(
+            "{quantization} quantization needs a CUDA GPU or the CPU, not {device!r}.",
+            quantization=quantization,
+            device=device,
+        )
     reason = _bitsandbytes_problem(quantization, device)
     if reason:
         raise ModelLoadError(
-            "{quantization} quantization does not work here ({reason}); it needs a CUDA GPU with bitsandbytes installed.",
-            quantization=quantization, reason=reason,
+            "{quantization} quantization does not work here ({reason}); it needs a CUDA GPU with bitsandbytes "
+            "installed.",
+            quantization=quantization,
+            reason=reason,
         )
     from transformers import BitsAndBytesConfig
 
@@ -191,11 +214,14 @@ def quantization_config(quantization: str | None, device: str, *, double_quant: 
     else:
         compute = resolve_dtype(compute_dtype, device)
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute,
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def keep_cpu_4bit_layout(model) -> None:
     """Stop bitsandbytes from repacking 4-bit weights for its AVX512-BF16 CPU kernel.
 
@@ -234,13 +260,18 @@ def _bitsandbytes_problem(quantization: str, device: str) -> Msg | None:
         layer(x.to(device))
     except Exception as err:  # any failure of the backend means the same thing to the user
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        return Msg("bitsandbytes cannot run {quantization} layers on {device}: {detail}",
-                   quantization=quantization, device=device, detail=detail)
+        return Msg(
+            "bitsandbytes cannot run {quantization} layers on {device}: {detail}",
+            quantization=quantization,
+            device=device,
+            detail=detail,
+        )
     return None
 
 
-def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: int | None = None,
-                     family: str | None = None) -> None:
+def set_image_pixels(
+    processor, *, min_pixels: int | None = None, max_pixels: int | None = None, family: str | None = None
+) -> None:
     """Bound the pixels per image the processor keeps (fewer pixels: fewer image tokens).
 
     Each family has its knob (:data:`lab.families.PIXEL_SETTERS`): Qwen-VL's processors keep
@@ -254,8 +285,11 @@ def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: in
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ConfigError("min_pixels and max_pixels must be positive whole numbers (got {value!r}).", value=value)
     if min_pixels and max_pixels and min_pixels > max_pixels:
-        raise ConfigError("min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
-                          min_pixels=min_pixels, max_pixels=max_pixels)
+        raise ConfigError(
+            "min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+        )
     image_processor = getattr(processor, "image_processor", None)
     knob = get_family(family).pixels if family in FAMILIES else _pixel_knob(image_processor)
     setter = PIXEL_SETTERS[knob]
@@ -277,8 +311,9 @@ def _pixel_knob(image_processor) -> str:
 def check_trust(trust_remote_code: bool) -> None:
     """Refuse a model's own Python code on a shared deployment, where visitors choose what loads."""
     if trust_remote_code and restricted():
-        raise ModelLoadError("Models that run their own Python code (trust_remote_code) cannot be loaded on this "
-                             "shared server.")
+        raise ModelLoadError(
+            "Models that run their own Python code (trust_remote_code) cannot be loaded on this shared server."
+        )
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -302,8 +337,9 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
     if path.exists():
         check_allowed(path)
         if not path.is_dir():
-            raise ModelLoadError("{path} is a file, not a model folder; pass the folder that holds config.json.",
-                                 path=path)
+            raise ModelLoadError(
+                "{path} is a file, not a model folder; pass the folder that holds config.json.", path=path
+            )
         if not (path / "config.json").is_file():
             raise ModelLoadError("{path} is not a model folder: it has no config.json.", path=path)
         return str(path.resolve()), True
@@ -361,7 +397,8 @@ def _allowed_source(name: str) -> tuple[str, bool]:
     refusal = ModelLoadError(
         "On this shared server only these models can be loaded: {allowed} "
         "(the owner lists them in {allowed_models_env}), or a model trained or exported here.",
-        allowed=join(Msg(", "), allowed) or Msg("none"), allowed_models_env=ALLOWED_MODELS_ENV,
+        allowed=join(Msg(", "), allowed) or Msg("none"),
+        allowed_models_env=ALLOWED_MODELS_ENV,
     )
     try:
         path = resolve(name)
@@ -395,13 +432,15 @@ def _load_config(source: str, trust_remote_code: bool):
     if custom and not auto_map:
         raise ModelLoadError(
             "{source} has model type {model_type!r}, which this version of transformers does not know.",
-            source=source, model_type=model_type,
+            source=source,
+            model_type=model_type,
         )
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError) as err:
-        raise ModelLoadError("Could not read the config of {source}: {first_line}",
-                             source=source, first_line=_first_line(err)) from None
+        raise ModelLoadError(
+            "Could not read the config of {source}: {first_line}", source=source, first_line=_first_line(err)
+        ) from None
     if type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:
         return config
     if "AutoModelForImageTextToText" in auto_map:
@@ -410,7 +449,8 @@ def _load_config(source: str, trust_remote_code: bool):
         return config
     raise ModelLoadError(
         "{source} is a {model_type!r} model, not an image-text-to-text (vision-language) model the lab can load.",
-        source=source, model_type=model_type,
+        source=source,
+        model_type=model_type,
     )
 
 
@@ -418,7 +458,8 @@ def _needs_trust(source: str, model_type: str) -> ModelLoadError:
     return ModelLoadError(
         "{source} runs its own Python code (model type {model_type!r}); load it only if you trust its author, "
         "with trust_remote_code=True (the --trust-remote-code flag, or Trust remote code on the page).",
-        source=source, model_type=model_type,
+        source=source,
+        model_type=model_type,
     )
 
 
@@ -426,8 +467,13 @@ def _load_weights(source, config, torch_dtype, device, quant_config, attn_implem
     import torch
     from transformers import AutoModelForImageTextToText
 
-    kwargs = dict(config=config, dtype=torch_dtype, device_map={"": torch.device(device)},
-                  trust_remote_code=trust_remote_code, quantization_config=quant_config)
+    kwargs = dict(
+        config=config,
+        dtype=torch_dtype,
+        device_map={"": torch.device(device)},
+        trust_remote_code=trust_remote_code,
+        quantization_config=quant_config,
+    )
     try:
         try:
             return AutoModelForImageTextToText.from_pretrained(
@@ -440,13 +486,15 @@ def _load_weights(source, config, torch_dtype, device, quant_config, attn_implem
             return AutoModelForImageTextToText.from_pretrained(source, attn_implementation="eager", **kwargs)
     except torch.OutOfMemoryError:
         raise ModelLoadError(
-            "Not enough memory on {device} to load {source} in {dtype}; "
-            "try 4-bit quantization or a smaller model.",
-            device=device, source=source, dtype=str(torch_dtype).removeprefix("torch."),
+            "Not enough memory on {device} to load {source} in {dtype}; try 4-bit quantization or a smaller model.",
+            device=device,
+            source=source,
+            dtype=str(torch_dtype).removeprefix("torch."),
         ) from None
     except (OSError, ValueError, ImportError, RuntimeError) as err:
-        raise ModelLoadError("Could not load the weights of {source}: {first_line}",
-                             source=source, first_line=_first_line(err)) from None
+        raise ModelLoadError(
+            "Could not load the weights of {source}: {first_line}", source=source, first_line=_first_line(err)
+        ) from None
 
 
 def _load_processor(source: str, trust_remote_code: bool):
@@ -455,8 +503,9 @@ def _load_processor(source: str, trust_remote_code: bool):
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError, TypeError) as err:
-        raise ModelLoadError("Could not load the processor of {source}: {first_line}",
-                             source=source, first_line=_first_line(err)) from None
+        raise ModelLoadError(
+            "Could not load the processor of {source}: {first_line}", source=source, first_line=_first_line(err)
+        ) from None
     if getattr(processor, "image_processor", None) is None:
         raise ModelLoadError("{source} has no image processor, so it cannot read images.", source=source)
     return processor

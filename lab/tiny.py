@@ -170,8 +170,9 @@ def _train_bpe(pipeline, spec, texts: list[str], vocab_size: int):
     if pipeline.pre_tokenizer is not None:
         bpe.pre_tokenizer = pipeline.pre_tokenizer
     alphabet = [] if byte_fallback else pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, initial_alphabet=alphabet,
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=1, initial_alphabet=alphabet, show_progress=False
+    )
     bpe.train_from_iterator(texts, trainer)
     return bpe
 
@@ -225,8 +226,9 @@ def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     check_family(family)
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not (out_dir.is_dir() and (is_tiny_model(out_dir) or not any(out_dir.iterdir()))):
-        raise ConfigError("{out_dir} already exists and is not a tiny model folder; choose an empty or new folder.",
-                          out_dir=out_dir)
+        raise ConfigError(
+            "{out_dir} already exists and is not a tiny model folder; choose an empty or new folder.", out_dir=out_dir
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -259,7 +261,9 @@ def _write_model(family: str, folder: Path, seed: int) -> None:
     pad = tokenizer.convert_tokens_to_ids(spec.pad)
     # Greedy by default: a random model sampled at temperature 1 would make tests flaky.
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.convert_tokens_to_ids(spec.bos or spec.pad), pad_token_id=pad, eos_token_id=stop,
+        bos_token_id=tokenizer.convert_tokens_to_ids(spec.bos or spec.pad),
+        pad_token_id=pad,
+        eos_token_id=stop,
         do_sample=False,
     )
     from transformers.utils import logging as hf_logging

@@ -13,6 +13,8 @@ import pytest
 
 from lab.families import tiny_families
 
+pytest_plugins = ["lora_run"]  # the trained-run fixtures (lora_run_dir, family_run) for every test module
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -32,8 +32,10 @@ def test_modelscope_without_its_package_is_one_sentence(monkeypatch):
     monkeypatch.setenv(HUB_ENV, "modelscope")
     with pytest.raises(ModelLoadError) as err:
         load_model("Qwen/Qwen2.5-VL-3B-Instruct")
-    assert str(err.value) == ("Downloading from ModelScope needs the modelscope package: pip install modelscope "
-                              "(or unset LAB_MODEL_HUB to use the Hugging Face Hub).")
+    assert str(err.value) == (
+        "Downloading from ModelScope needs the modelscope package: pip install modelscope "
+        "(or unset LAB_MODEL_HUB to use the Hugging Face Hub)."
+    )
     assert "pip install modelscope" in localize(err.value, "zh")
 
 
@@ -51,7 +53,9 @@ def test_modelscope_downloads_through_its_package_and_reports_progress(monkeypat
 
     monkeypatch.setitem(sys.modules, "modelscope", types.SimpleNamespace(snapshot_download=snapshot_download))
     seen = []
-    loaded = load_model("Qwen/Qwen2-VL-2B-Instruct", hub="modelscope", progress=lambda done, total: seen.append((done, total)))
+    loaded = load_model(
+        "Qwen/Qwen2-VL-2B-Instruct", hub="modelscope", progress=lambda done, total: seen.append((done, total))
+    )
     assert calls[0][0] == "Qwen/Qwen2-VL-2B-Instruct" and "*.safetensors" in calls[0][1]
     assert seen == [(100, 300), (300, 300)]
     assert loaded.family == "qwen2_vl" and loaded.name == "Qwen/Qwen2-VL-2B-Instruct"
@@ -73,8 +77,12 @@ def test_hugging_face_offline_names_the_model_and_the_way_out(monkeypatch):
     with pytest.raises(ModelLoadError) as err:
         load_model("lab-tests/no-such-model-xyz")
     message = str(err.value)
-    assert message.startswith("lab-tests/no-such-model-xyz is not on this machine and Hugging Face Hub cannot be reached")
-    assert "hf download lab-tests/no-such-model-xyz --local-dir DIR" in message and "LAB_MODEL_HUB=modelscope" in message
+    assert message.startswith(
+        "lab-tests/no-such-model-xyz is not on this machine and Hugging Face Hub cannot be reached"
+    )
+    assert (
+        "hf download lab-tests/no-such-model-xyz --local-dir DIR" in message and "LAB_MODEL_HUB=modelscope" in message
+    )
     assert "LAB_MODEL_HUB=modelscope" in localize(err.value, "zh")
 
 
@@ -128,10 +136,17 @@ def test_trust_remote_code_is_refused_on_a_shared_server(monkeypatch, tiny_model
 def test_the_flag_the_custom_code_error_names_exists_on_every_loading_command(tmp_path):
     import json
 
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "my_private_vlm",
-        "auto_map": {"AutoConfig": "configuration_my.MyConfig", "AutoModelForImageTextToText": "modeling_my.MyModel"},
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "my_private_vlm",
+                "auto_map": {
+                    "AutoConfig": "configuration_my.MyConfig",
+                    "AutoModelForImageTextToText": "modeling_my.MyModel",
+                },
+            }
+        )
+    )
     with pytest.raises(ModelLoadError) as err:
         load_model(tmp_path)
     assert "--trust-remote-code" in str(err.value)

@@ -8,17 +8,15 @@ import re
 
 import pytest
 import torch
+from conftest import FAMILIES, SAMPLE
 from PIL import Image, ImageDraw
 
 from lab import paths
 from lab.errors import ConfigError, ModelLoadError
-from lab.images import list_images, open_image
 from lab.families import FAMILIES as FAMILY_TABLE
+from lab.images import list_images, open_image
 from lab.models import detect_family, load_model, resolve_device, resolve_dtype
 from lab.tiny import build_tiny_model, corpus_texts, ensure_demo_model, is_tiny_model, tiny_model_info
-
-from conftest import FAMILIES, SAMPLE
-
 
 TEXTS = [
     "Describe the image in one sentence.",
@@ -79,12 +77,13 @@ def test_chat_template_puts_the_picture_before_the_question_and_the_answer_last(
     text = processor.apply_chat_template(chat(), tokenize=False)
     question, answer = text.index("这是什么元件？What is it?"), text.index("一个电容。A capacitor.")
     assert question < answer and text[answer:].count("A capacitor.") == 1
-    inputs = processor(text=[text], images=[Image.new("RGB", (224, 224), "red")], return_tensors="pt",
-                       add_special_tokens=False)
+    inputs = processor(
+        text=[text], images=[Image.new("RGB", (224, 224), "red")], return_tensors="pt", add_special_tokens=False
+    )
     image_tokens = [i for i, t in enumerate(inputs["input_ids"][0].tolist()) if t == config.image_token_id]
     assert 16 <= len(image_tokens) <= 100  # small enough for CPU tests
     tokens = processor.tokenizer
-    assert tokens.decode(inputs["input_ids"][0, image_tokens[-1] + 1:]).count("这是什么元件？What is it?") == 1
+    assert tokens.decode(inputs["input_ids"][0, image_tokens[-1] + 1 :]).count("这是什么元件？What is it?") == 1
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -93,7 +92,9 @@ def test_tokenizer_round_trips_text_and_has_the_real_special_ids(loaded, family)
     tokenizer, config, spec = lm.processor.tokenizer, lm.model.config, FAMILY_TABLE[family].tokens
     for text in TEXTS:
         assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
-    assert len(tokenizer.encode("电路板的图片", add_special_tokens=False)) < len("电路板的图片".encode())  # merges, not bytes
+    assert len(tokenizer.encode("电路板的图片", add_special_tokens=False)) < len(
+        "电路板的图片".encode()
+    )  # merges, not bytes
     # Every special token has the id of the real tokenizer, within the model's embedding.
     assert {t: tokenizer.convert_tokens_to_ids(t) for t in spec.special} == spec.special
     assert len(tokenizer) == spec.size and config.get_text_config().vocab_size >= spec.size
@@ -107,7 +108,10 @@ def test_tokenizer_round_trips_text_and_has_the_real_special_ids(loaded, family)
 
 def test_qwen_special_ids_are_those_other_tools_hard_code(loaded):
     """ms-swift's Qwen2-VL template names <|image_pad|> 151655 and <|video_pad|> 151656; Qwen3.5's are 248056-7."""
-    assert loaded("qwen2_vl").processor.tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"]) == [151655, 151656]
+    assert loaded("qwen2_vl").processor.tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"]) == [
+        151655,
+        151656,
+    ]
     assert loaded("qwen2_5_vl").model.config.image_token_id == 151655
     assert loaded("qwen3_5").model.config.image_token_id == 248056
 
@@ -128,8 +132,18 @@ def test_stand_ins_fit_other_tools_and_stay_small(loaded, family):
 
 
 def test_detect_family(loaded):
-    from transformers import (BertConfig, Gemma3Config, InternVLConfig, LlavaConfig, MiniCPMV4_6Config, Qwen2_5_VLConfig,
-                              Qwen2VLConfig, Qwen3_5Config, Qwen3VLConfig, SmolVLMConfig)
+    from transformers import (
+        BertConfig,
+        Gemma3Config,
+        InternVLConfig,
+        LlavaConfig,
+        MiniCPMV4_6Config,
+        Qwen2_5_VLConfig,
+        Qwen2VLConfig,
+        Qwen3_5Config,
+        Qwen3VLConfig,
+        SmolVLMConfig,
+    )
 
     assert detect_family(Qwen2VLConfig()) == "qwen2_vl"
     assert detect_family(Qwen2_5_VLConfig()) == "qwen2_5_vl"
@@ -187,24 +201,38 @@ def test_missing_folder_file_and_folder_without_config(tmp_path):
 def test_text_only_model_is_refused(tmp_path):
     from transformers import BertConfig
 
-    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(ModelLoadError, match="not an image-text-to-text") as err:
         load_model(tmp_path)
     one_sentence(err)
 
 
 def test_custom_code_needs_explicit_trust(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "my_private_vlm",
-        "auto_map": {"AutoConfig": "configuration_my.MyConfig", "AutoModelForImageTextToText": "modeling_my.MyModel"},
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "my_private_vlm",
+                "auto_map": {
+                    "AutoConfig": "configuration_my.MyConfig",
+                    "AutoModelForImageTextToText": "modeling_my.MyModel",
+                },
+            }
+        )
+    )
     with pytest.raises(ModelLoadError, match="trust_remote_code=True") as err:
         load_model(tmp_path)
     one_sentence(err)
     # A known model type whose image-text-to-text class is custom code needs the same consent.
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "qwen2", "auto_map": {"AutoModelForImageTextToText": "modeling_my.MyModel"},
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "auto_map": {"AutoModelForImageTextToText": "modeling_my.MyModel"},
+            }
+        )
+    )
     with pytest.raises(ModelLoadError, match="trust_remote_code=True"):
         load_model(tmp_path)
 
@@ -233,17 +261,21 @@ def test_min_and_max_pixels_change_the_number_of_image_tokens(tiny_models):
 @pytest.mark.parametrize("family", ["internvl", "minicpmv4_6", "smolvlm"])
 def test_max_pixels_turns_each_familys_own_knob(tiny_models, family):
     """InternVL's tiles, MiniCPM-V's slices, SmolVLM's longest edge: fewer pixels, fewer image tokens."""
+
     def image_tokens(lm):
         text = lm.processor.apply_chat_template(chat(), tokenize=False)
-        inputs = lm.processor(text=[text], images=[Image.new("RGB", (600, 300))], return_tensors="pt",
-                              add_special_tokens=False)
+        inputs = lm.processor(
+            text=[text], images=[Image.new("RGB", (600, 300))], return_tensors="pt", add_special_tokens=False
+        )
         return int((inputs["input_ids"] == lm.model.config.image_token_id).sum())
 
     free = load_model(tiny_models(family))
     bounded = load_model(tiny_models(family), max_pixels=64 * 64)
     assert image_tokens(bounded) < image_tokens(free)
-    assert load_model(tiny_models(family), max_pixels=10**9).processor.image_processor.to_dict() == \
-        free.processor.image_processor.to_dict()  # only ever lowered: these processors resize up to their limit
+    assert (
+        load_model(tiny_models(family), max_pixels=10**9).processor.image_processor.to_dict()
+        == free.processor.image_processor.to_dict()
+    )  # only ever lowered: these processors resize up to their limit
 
 
 def test_a_fixed_image_size_has_no_pixel_bounds_to_set(tiny_models):
@@ -352,7 +384,12 @@ def test_ensure_demo_model_builds_once_in_the_workspace(lab_home):
 
 
 def test_corpus_takes_every_text_of_the_sample_jsonl(tmp_path):
-    record = {"messages": [{"role": "user", "content": "<image>独一无二的问题"}, {"role": "assistant", "content": "zyxwv answer"}]}
+    record = {
+        "messages": [
+            {"role": "user", "content": "<image>独一无二的问题"},
+            {"role": "assistant", "content": "zyxwv answer"},
+        ]
+    }
     (tmp_path / "data.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n{broken line\n", encoding="utf-8")
     texts = corpus_texts(tmp_path)
     assert "<image>独一无二的问题" in texts and "zyxwv answer" in texts

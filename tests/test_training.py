@@ -6,14 +6,13 @@ import json
 import shutil
 
 import pytest
+from conftest import FAMILIES
 
 from lab.errors import ConfigError
 from lab.families import FAMILIES as FAMILY_TABLE
 from lab.train_config import TrainConfig
 from lab.training.collator import IGNORE, Collator, LossCollator, RopeIndex, TrainDataset, encode_sample
 from lab.training.data import build_data
-
-from conftest import FAMILIES
 
 # The Qwen-style families: M-RoPE positions, and vision towers that run every picture as one packed sequence.
 QWEN_STYLE = [f for f in FAMILIES if FAMILY_TABLE[f].pixels == "qwen"]
@@ -42,8 +41,9 @@ def first_record(sample_dataset):
 def processor_ids(processor, text, images):
     from lab.images import open_image
 
-    out = processor(text=[text], images=[open_image(p) for p in images] or None, return_tensors="pt",
-                    add_special_tokens=False)
+    out = processor(
+        text=[text], images=[open_image(p) for p in images] or None, return_tensors="pt", add_special_tokens=False
+    )
     return out["input_ids"][0].tolist()
 
 
@@ -64,7 +64,7 @@ def test_labels_cover_the_answer_and_its_end_token_only(loaded_tiny, sample_data
     assert [sample.labels[i] for i in learned] == [sample.input_ids[i] for i in learned]
     answer = record["messages"][-1]["content"]
     assert tokenizer.decode([sample.input_ids[i] for i in learned]).lstrip() == answer + end
-    assert tokenizer.decode(sample.input_ids[learned[-1] + 1:]).strip() == ""
+    assert tokenizer.decode(sample.input_ids[learned[-1] + 1 :]).strip() == ""
     assert sample.input_ids[learned[-1]] == tokenizer.convert_tokens_to_ids(end)
     image_id = loaded.model.config.image_token_id
     n_image = sample.input_ids.count(image_id)
@@ -102,14 +102,19 @@ def test_overlong_samples_are_dropped_with_a_count_or_refused_with_a_sentence(lo
     lengths = sorted(s.length for s in kept_all.train)
     limit = lengths[len(lengths) // 2]
     lines = []
-    data = build_data(TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, max_length=limit), processor, lines.append)
+    data = build_data(
+        TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, max_length=limit), processor, lines.append
+    )
     too_long = sum(n > limit for n in lengths)
     assert len(data.train) == 60 - too_long and too_long > 0
     assert all(s.length <= limit for s in data.train)
     assert f"left out {too_long} (overlong)" in lines[0]
     with pytest.raises(ConfigError) as err:
-        build_data(TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, max_length=limit, overlong="error"),
-                   processor, lambda _: None)  # fmt: skip
+        build_data(
+            TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, max_length=limit, overlong="error"),
+            processor,
+            lambda _: None,
+        )
     message = str(err.value)
     assert "max_length is" in message and "needs" in message and "tokens" in message
     needed = int(message.split("needs ")[1].split(" ")[0])
@@ -118,8 +123,14 @@ def test_overlong_samples_are_dropped_with_a_count_or_refused_with_a_sentence(lo
 
 def test_identity_samples_and_system_prompt(loaded_tiny, sample_dataset):
     processor = loaded_tiny().processor
-    cfg = TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, identity=True, system="Be brief.",
-                      model_name=["小明", "Xiao Ming"], model_author=["课堂", "Classroom"])  # fmt: skip
+    cfg = TrainConfig(
+        dataset=str(sample_dataset),
+        val_ratio=0.0,
+        identity=True,
+        system="Be brief.",
+        model_name=["小明", "Xiao Ming"],
+        model_author=["课堂", "Classroom"],
+    )
     data = build_data(cfg, processor, lambda _: None)
     identity = [s for s in data.train if s.key.startswith("identity-")]
     assert len(identity) == 16 and not any(s.images for s in identity)
@@ -178,8 +189,9 @@ def test_positions_from_the_data_loader_equal_the_models_own(loaded_tiny, sample
 
     loaded = loaded_tiny(family)
     processor = loaded.processor
-    cfg = TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, identity=True, model_name=["A", "B"],
-                      model_author=["C", "D"])  # fmt: skip
+    cfg = TrainConfig(
+        dataset=str(sample_dataset), val_ratio=0.0, identity=True, model_name=["A", "B"], model_author=["C", "D"]
+    )
     data = build_data(cfg, processor, lambda _: None, family=family)
     samples = sorted(data.train, key=lambda s: s.length)  # the shortest is a text-only identity sample
     assert not samples[0].images and samples[-1].images
@@ -187,9 +199,12 @@ def test_positions_from_the_data_loader_equal_the_models_own(loaded_tiny, sample
     rope = RopeIndex.of(loaded.model)
     batch = LossCollator(processor.tokenizer.pad_token_id, 8, rope)([dataset[i] for i in range(3)])
     inputs = {k: v for k, v in batch.items() if not k.startswith("loss_") and k != "labels"}
-    expected, _ = loaded.model.model.get_rope_index(inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
-                                                    image_grid_thw=inputs["image_grid_thw"],
-                                                    attention_mask=inputs["attention_mask"])  # fmt: skip
+    expected, _ = loaded.model.model.get_rope_index(
+        inputs["input_ids"],
+        mm_token_type_ids=inputs["mm_token_type_ids"],
+        image_grid_thw=inputs["image_grid_thw"],
+        attention_mask=inputs["attention_mask"],
+    )
     assert torch.equal(batch["position_ids"], expected)
     with torch.no_grad():
         ours = loaded.model(**inputs).logits
@@ -250,8 +265,11 @@ def test_grouped_vision_attention_matches_the_stock_path(loaded_tiny, sample_dat
     loaded = loaded_tiny(family)
     pad = "<|vision_start|><|image_pad|><|vision_end|>"
     # Different sizes make pieces of different lengths share a batch; equal sizes take the fast path.
-    images = [open_image(sample_dataset / "images" / "0001.png"), open_image(sample_dataset / "images" / "0005.png"),
-              open_image(sample_dataset / "images" / "0003.png")]  # fmt: skip
+    images = [
+        open_image(sample_dataset / "images" / "0001.png"),
+        open_image(sample_dataset / "images" / "0005.png"),
+        open_image(sample_dataset / "images" / "0003.png"),
+    ]
     if mixed_sizes:
         images[2] = images[2].resize((300, 180))
     inputs = loaded.processor(text=[pad * 3 + "Describe."], images=images, return_tensors="pt")
@@ -298,8 +316,9 @@ def test_batches_are_padded_coarser_only_while_layers_are_compiled():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler"
+)
 def test_compiled_layers_give_the_eager_gradients_under_dropout_and_checkpointing(tiny_models):
     """A checkpointed layer recomputes its forward pass in the backward one; compiled, it must
     draw the same dropout masks again, or its gradients are not those of its loss."""

@@ -13,7 +13,9 @@ def add_parser(subparsers) -> None:
         "template of a model family (its real processor classes, its real special-token ids), without any "
         "download. Its answers are noise: it is for trying the lab's workflow (training, evaluation, chat) on a CPU.",
     )
-    parser.add_argument("--family", choices=tiny_families(), default="qwen2_5_vl", help="model family (default: %(default)s)")
+    parser.add_argument(
+        "--family", choices=tiny_families(), default="qwen2_5_vl", help="model family (default: %(default)s)"
+    )
     parser.add_argument(
         "--out", metavar="DIR", default=None, help="folder to write (default: the workspace's models/tiny-FAMILY)"
     )

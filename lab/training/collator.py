@@ -175,8 +175,17 @@ def image_token_counts(processor: Any, sizes: list[tuple[int, int]]) -> list[int
     return [int(n) for n in data["num_image_tokens"]]
 
 
-def encode_sample(processor: Any, key: str, messages: list[dict], images: list[str], *, objects: dict | None = None,
-                  videos: list[str] = (), family: str | None = None, video_budget: Any = None) -> EncodedSample:
+def encode_sample(
+    processor: Any,
+    key: str,
+    messages: list[dict],
+    images: list[str],
+    *,
+    objects: dict | None = None,
+    videos: list[str] = (),
+    family: str | None = None,
+    video_budget: Any = None,
+) -> EncodedSample:
     """Render, tokenize and label one conversation; image placeholders expanded from the image sizes.
 
     ``objects`` (a record's boxes, :mod:`lab.grounding`) are written in ``family``'s form first;
@@ -203,23 +212,32 @@ def encode_sample(processor: Any, key: str, messages: list[dict], images: list[s
     return EncodedSample(key, text, [str(p) for p in images], ids, labels, sizes)
 
 
-def _expanded_by_processor(processor: Any, text: str, spans: list[tuple[int, int]],
-                           sizes: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+def _expanded_by_processor(
+    processor: Any, text: str, spans: list[tuple[int, int]], sizes: list[tuple[int, int]]
+) -> tuple[list[int], list[int]]:
     """Ids and labels of ``text`` as the processor expands its images (blank pictures of ``sizes``)."""
     blanks = [Image.new("RGB", (width, height)) for height, width in sizes]
-    out = processor(text=[text], images=blanks, add_special_tokens=False, return_offsets_mapping=True,
-                    return_text_replacement_offsets=True)
+    out = processor(
+        text=[text],
+        images=blanks,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_text_replacement_offsets=True,
+    )
     ids = _as_list(out["input_ids"])
     offsets = _as_list(out["offset_mapping"])
     inserted = out["text_replacement_offsets"][0]
 
     def shifted(position: int) -> int:  # a position of ``text`` in the expanded text
-        return position + sum(len(r["replacement"]) - (r["span"][1] - r["span"][0])
-                              for r in inserted if r["span"][1] <= position)
+        return position + sum(
+            len(r["replacement"]) - (r["span"][1] - r["span"][0]) for r in inserted if r["span"][1] <= position
+        )
 
     moved = [(shifted(start), shifted(end)) for start, end in spans]
-    labels = [token if any(start <= offset[0] < end for start, end in moved) else IGNORE
-              for token, offset in zip(ids, offsets)]
+    labels = [
+        token if any(start <= offset[0] < end for start, end in moved) else IGNORE
+        for token, offset in zip(ids, offsets)
+    ]
     return ids, labels
 
 
@@ -240,14 +258,23 @@ def image_token_id(processor: Any) -> int:
     return int(token_id)
 
 
-def _encode_with_videos(processor: Any, key: str, text: str, spans: list[tuple[int, int]], images: list[str],
-                        sizes: list[tuple[int, int]], videos: list[str], budget: Any) -> EncodedSample:
+def _encode_with_videos(
+    processor: Any,
+    key: str,
+    text: str,
+    spans: list[tuple[int, int]],
+    images: list[str],
+    sizes: list[tuple[int, int]],
+    videos: list[str],
+    budget: Any,
+) -> EncodedSample:
     """Labels on the processor's own expansion of ``text``: the answer spans moved past what it inserted."""
     from lab.video import VideoBudget, processor_media
 
     budget = budget or VideoBudget.of()
-    out = processor(text=[text], return_text_replacement_offsets=True,
-                    **processor_media(processor, images, videos, budget))  # fmt: skip
+    out = processor(
+        text=[text], return_text_replacement_offsets=True, **processor_media(processor, images, videos, budget)
+    )
     expanded, moved = text, list(spans)
     for change in reversed(out["text_replacement_offsets"][0]):
         start, end = change["span"]
@@ -291,8 +318,9 @@ class TrainDataset:
             out = self.processor(text=[sample.text], return_tensors="pt", **media)
         else:
             images = [open_image(path) for path in sample.images]
-            out = self.processor(text=[sample.text], images=images or None, return_tensors="pt",
-                                      add_special_tokens=False)
+            out = self.processor(
+                text=[sample.text], images=images or None, return_tensors="pt", add_special_tokens=False
+            )
         ids = out["input_ids"][0]
         if ids.tolist() != sample.input_ids:
             raise RuntimeError(
@@ -341,8 +369,13 @@ class RopeIndex:
         # The method is called on a bare instance that has the config and no weights.
         bare = object.__new__(self.owner)
         vars(bare)["config"] = self.config
-        positions, _ = self.owner.get_rope_index(bare, batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
-                                                 attention_mask=batch.get("attention_mask"), **grids)  # fmt: skip
+        positions, _ = self.owner.get_rope_index(
+            bare,
+            batch["input_ids"],
+            mm_token_type_ids=batch["mm_token_type_ids"],
+            attention_mask=batch.get("attention_mask"),
+            **grids,
+        )
         return positions
 
 
@@ -392,8 +425,13 @@ class LossCollator(Collator):
     model's ``position_ids``, so the model need not compute them on the GPU.
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, rope: RopeIndex | None = None,
-                 packed: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        pad_token_id: int,
+        pad_to_multiple_of: int = 1,
+        rope: RopeIndex | None = None,
+        packed: tuple[str, ...] = (),
+    ):
         super().__init__(pad_token_id, pad_to_multiple_of, packed)
         self.rope = rope
 
@@ -415,8 +453,11 @@ class LossCollator(Collator):
 
 def _per_token(item: dict, key: str) -> bool:
     value = item[key]
-    return (value.dim() == 1 and key not in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
-            and value.shape[0] == item["input_ids"].shape[0])
+    return (
+        value.dim() == 1
+        and key not in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+        and value.shape[0] == item["input_ids"].shape[0]
+    )
 
 
 def _pad_trailing(tensors: list) -> list:
