@@ -36,8 +36,12 @@ def time_gradio_import() -> float:
 def time_app_start(port: int = 7991) -> float:
     env = dict(os.environ, LAB_HOME=tempfile.mkdtemp(prefix="lab-start-"))
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while True:
             try:
@@ -45,7 +49,7 @@ def time_app_start(port: int = 7991) -> float:
                 return time.perf_counter() - started
             except OSError:
                 if proc.poll() is not None:
-                    raise SystemExit("the app exited before serving its first page")
+                    raise SystemExit("the app exited before serving its first page") from None
                 time.sleep(0.05)
     finally:
         proc.terminate()
@@ -78,8 +82,21 @@ def run_loop() -> dict:
     lap("demo_model_ready_s")
     system, user, _, _ = client.predict("sample_caption", "en", api_name="/prompt_load")
     local = ["local", "", "", "", 0.0, 32, 224 * 224, False, False, 1, 0, 60]
-    client.predict(["0001.png", "0002.png"], None, system, user, False, "", False, "", "", False, "", *local,
-                   api_name="/prompt_preview")  # fmt: skip
+    client.predict(
+        ["0001.png", "0002.png"],
+        None,
+        system,
+        user,
+        False,
+        "",
+        False,
+        "",
+        "",
+        False,
+        "",
+        *local,
+        api_name="/prompt_preview",
+    )
     lap("preview_local_model_s")
     cfg = TrainConfig.from_preset("cpu_demo", ["run_name=classroom"])
     client.predict(**dict(zip(FORM_FIELDS, form_values(cfg))), api_name="/train_start")
@@ -89,19 +106,35 @@ def run_loop() -> dict:
     lap("train_cpu_demo_s")
     rows = [json.loads(line) for line in (job.run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r.get("loss") is not None]
-    _, summary, metrics, _, _ = client.predict(str(ROOT / "data" / "sample"), True, 8, 24, 0, "gain", api_name="/evaluate")
+    _, summary, metrics, _, _ = client.predict(
+        str(ROOT / "data" / "sample"), True, 8, 24, 0, "gain", api_name="/evaluate"
+    )
     rouge_l = next(r for r in metrics["value"]["data"] if r[0] == "rouge_l")
     lap("evaluate_base_vs_tuned_60_s")
     image = handle_file(str(ROOT / "data" / "sample" / "images" / "0001.png"))
-    client.submit({"text": "Describe this UI component in one sentence.", "files": [image]}, "", 0.0, 0.9, 32, True,
-                  False, api_name="/chat").result()  # fmt: skip
+    client.submit(
+        {"text": "Describe this UI component in one sentence.", "files": [image]},
+        "",
+        0.0,
+        0.9,
+        32,
+        True,
+        False,
+        api_name="/chat",
+    ).result()
     lap("chat_one_answer_s")
     client.predict("classroom", "", "", "auto", "cpu", False, "", "", False, 4096, 1, 0.9, api_name="/export")
     lap("export_merged_s")
     app.close()
-    return {**times, "loop_total_s": round(sum(times.values()), 1), "train_steps": len(losses),
-            "loss_first": round(losses[0], 3), "loss_last": round(losses[-1], 3),
-            "rouge_l_base": rouge_l[1], "rouge_l_tuned": rouge_l[2]}  # fmt: skip
+    return {
+        **times,
+        "loop_total_s": round(sum(times.values()), 1),
+        "train_steps": len(losses),
+        "loss_first": round(losses[0], 3),
+        "loss_last": round(losses[-1], 3),
+        "rouge_l_base": rouge_l[1],
+        "rouge_l_tuned": rouge_l[2],
+    }
 
 
 def main() -> None:
@@ -112,8 +145,11 @@ def main() -> None:
     for _ in range(3):  # interleaved, so both see the same load on the machine
         starts.append(time_app_start())
         imports.append(time_gradio_import())
-    figures = {"app_start_to_first_page_s": round(min(starts), 2), "import_gradio_s": round(min(imports), 2),
-               "ours_on_top_of_gradio_s": round(min(starts) - min(imports), 2)}
+    figures = {
+        "app_start_to_first_page_s": round(min(starts), 2),
+        "import_gradio_s": round(min(imports), 2),
+        "ours_on_top_of_gradio_s": round(min(starts) - min(imports), 2),
+    }
     if not args.start:
         figures.update(run_loop())
     print(json.dumps(figures, indent=2))

@@ -59,8 +59,16 @@ def build(tiny: bool):
 
     processor = make_processor()
     model = build_model("3b", processor).eval()
-    return LoadedModel(model=model, processor=processor, family="qwen2_5_vl", name="Qwen2.5-VL-3B (random)",
-                       device="cuda", dtype=torch.bfloat16, quantization=None, is_tiny=False)  # fmt: skip
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        family="qwen2_5_vl",
+        name="Qwen2.5-VL-3B (random)",
+        device="cuda",
+        dtype=torch.bfloat16,
+        quantization=None,
+        is_tiny=False,
+    )
 
 
 def samples(n: int):
@@ -95,15 +103,21 @@ def generation_speed(loaded, data, batch: int, new_tokens: int) -> dict:
     tokens = 0
     for first in range(0, len(data), batch):
         chunk = data[first : first + batch]
-        answers = generate_batch(loaded, [c for c, _ in chunk], [i for _, i in chunk],
-                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens)  # fmt: skip
+        answers = generate_batch(
+            loaded, [c for c, _ in chunk], [i for _, i in chunk], max_new_tokens=new_tokens, min_new_tokens=new_tokens
+        )
         tokens += sum(a.completion_tokens for a in answers)
     _sync()
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return {"batch": batch, "samples": len(data), "seconds": round(seconds, 2),
-            "samples_per_s": round(len(data) / seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
-            "peak_gib": round(peak, 2) if peak else None}  # fmt: skip
+    return {
+        "batch": batch,
+        "samples": len(data),
+        "seconds": round(seconds, 2),
+        "samples_per_s": round(len(data) / seconds, 3),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "peak_gib": round(peak, 2) if peak else None,
+    }
 
 
 def chat_speed(loaded, data, new_tokens: int, repeats: int) -> dict:
@@ -123,9 +137,13 @@ def chat_speed(loaded, data, new_tokens: int, repeats: int) -> dict:
             first_text.append(time.perf_counter() - start)
             break
     ttft, total = statistics.median(first_token), statistics.median(full)
-    return {"ttft_s": round(ttft, 3), "decode_tokens_per_s": round((new_tokens - 1) / (total - ttft), 1),
-            "answer_s": round(total, 2), "new_tokens": new_tokens,
-            "first_streamed_text_s": round(statistics.median(first_text), 3)}  # fmt: skip
+    return {
+        "ttft_s": round(ttft, 3),
+        "decode_tokens_per_s": round((new_tokens - 1) / (total - ttft), 1),
+        "answer_s": round(total, 2),
+        "new_tokens": new_tokens,
+        "first_streamed_text_s": round(statistics.median(first_text), 3),
+    }
 
 
 def main(argv=None) -> int:
@@ -149,9 +167,14 @@ def main(argv=None) -> int:
     loaded = build(args.tiny)
     data = samples(max(args.samples, args.single, args.repeats))
     generation_speed(loaded, data[:2], 2, 4)  # warm-up: kernels, cuBLAS handles, allocator
-    report = {"device": torch.cuda.get_device_name() if not args.tiny else "cpu", "model": loaded.name,
-              "torch": torch.__version__, "transformers": transformers.__version__, "image_side": IMAGE_SIDE,
-              "new_tokens": args.new_tokens}  # fmt: skip
+    report = {
+        "device": torch.cuda.get_device_name() if not args.tiny else "cpu",
+        "model": loaded.name,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "image_side": IMAGE_SIDE,
+        "new_tokens": args.new_tokens,
+    }
     report["one_at_a_time"] = generation_speed(loaded, data[: args.single], 1, args.new_tokens)
     report["batched"] = [generation_speed(loaded, data[: args.samples], b, args.new_tokens) for b in args.batches]
     single = report["one_at_a_time"]["samples_per_s"]

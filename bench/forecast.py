@@ -28,9 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 GIB = 2**30
 JOBS = [  # (size, method, batch, checkpointing)
-    ("3b", "lora", 4, True), ("3b", "lora", 16, True), ("3b", "lora", 8, False), ("3b", "full", 4, True),
-    ("3b", "qlora", 4, True), ("7b", "lora", 4, True), ("7b", "qlora", 4, True), ("7b", "full", 4, True),
-]  # fmt: skip
+    ("3b", "lora", 4, True),
+    ("3b", "lora", 16, True),
+    ("3b", "lora", 8, False),
+    ("3b", "full", 4, True),
+    ("3b", "qlora", 4, True),
+    ("7b", "lora", 4, True),
+    ("7b", "qlora", 4, True),
+    ("7b", "full", 4, True),
+]
 TINY_JOBS = [("tiny", "lora", 2, True), ("tiny", "lora", 2, False), ("tiny", "full", 2, True)]
 
 
@@ -39,12 +45,29 @@ def job_config(model_dir: Path, dataset: Path, method: str, batch, checkpointing
 
     full = dict(train_language=True, train_merger=True) if method == "full" else {}
     return TrainConfig(
-        model=str(model_dir), dataset=str(dataset), run_name=name, method=method, lora_rank=8, lora_alpha=32,
-        lora_targets=["language"], learning_rate=1e-5 if method == "full" else 1e-4, max_steps=steps,
-        per_device_batch_size=batch, gradient_accumulation_steps=1, gradient_checkpointing=checkpointing,
-        max_length=1024, warmup_ratio=0.0, lr_scheduler="constant", val_ratio=0.0, logging_steps=1,
-        save_steps=100000, torch_compile=False, min_pixels=side * side, max_pixels=side * side, **full,
-    )  # fmt: skip
+        model=str(model_dir),
+        dataset=str(dataset),
+        run_name=name,
+        method=method,
+        lora_rank=8,
+        lora_alpha=32,
+        lora_targets=["language"],
+        learning_rate=1e-5 if method == "full" else 1e-4,
+        max_steps=steps,
+        per_device_batch_size=batch,
+        gradient_accumulation_steps=1,
+        gradient_checkpointing=checkpointing,
+        max_length=1024,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        val_ratio=0.0,
+        logging_steps=1,
+        save_steps=100000,
+        torch_compile=False,
+        min_pixels=side * side,
+        max_pixels=side * side,
+        **full,
+    )
 
 
 def measured(run_dir: Path, skip: int) -> dict:
@@ -64,9 +87,18 @@ def run_job(loaded, cfg, device: str, skip: int) -> dict:
     from lab.training.setup import finish_model, unwrap_adapters
 
     found = plan(cfg, device)
-    row = {"run": cfg.run_name, "method": cfg.method, "batch": found.batch, "checkpointing": found.checkpointing,
-           "forecast_peak_gib": round(found.result.allocated_gib, 4), "forecast_tokens_per_s": found.result.tokens_per_s,
-           "fits": found.fits, "mean_tokens": round(found.lengths.mean_tokens), "peak_gib": None, "tokens_per_s": None}
+    row = {
+        "run": cfg.run_name,
+        "method": cfg.method,
+        "batch": found.batch,
+        "checkpointing": found.checkpointing,
+        "forecast_peak_gib": round(found.result.allocated_gib, 4),
+        "forecast_tokens_per_s": found.result.tokens_per_s,
+        "fits": found.fits,
+        "mean_tokens": round(found.lengths.mean_tokens),
+        "peak_gib": None,
+        "tokens_per_s": None,
+    }
     if found.fits is False:
         row["skipped"] = "the forecast says it does not fit"
         return row
@@ -158,8 +190,10 @@ def _line(r: dict) -> str:
         return f"{r['run']:>22}: failed: {r['error']}"
     if r.get("skipped"):
         return f"{r['run']:>22}: skipped ({r['skipped']}; forecast {r['forecast_peak_gib']} GiB)"
-    return (f"{r['run']:>22}: forecast {r['forecast_peak_gib']} GiB, {_num(r['forecast_tokens_per_s'])} tokens/s; "
-            f"measured {_num(r['peak_gib'], '{:.2f}')} GiB, {_num(r['tokens_per_s'])} tokens/s")
+    return (
+        f"{r['run']:>22}: forecast {r['forecast_peak_gib']} GiB, {_num(r['forecast_tokens_per_s'])} tokens/s; "
+        f"measured {_num(r['peak_gib'], '{:.2f}')} GiB, {_num(r['tokens_per_s'])} tokens/s"
+    )
 
 
 def _num(value, fmt: str = "{:,.0f}") -> str:
@@ -167,22 +201,28 @@ def _num(value, fmt: str = "{:,.0f}") -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | batch | checkpointing | forecast GiB | measured GiB | forecast tokens/s | measured tokens/s |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "| run | batch | checkpointing | forecast GiB | measured GiB | forecast tokens/s | measured tokens/s |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['run']} | | | | failed: {r['error'][:60]} | | |")
             continue
-        lines.append(f"| {r['run']} | {r['batch']} | {'on' if r['checkpointing'] else 'off'} | "
-                     f"{r['forecast_peak_gib']} | {_num(r['peak_gib'], '{:.2f}')} | {_num(r['forecast_tokens_per_s'])} | "
-                     f"{_num(r['tokens_per_s'])} |" + (" skipped: does not fit |" if r.get("skipped") else ""))
+        lines.append(
+            f"| {r['run']} | {r['batch']} | {'on' if r['checkpointing'] else 'off'} | "
+            f"{r['forecast_peak_gib']} | {_num(r['peak_gib'], '{:.2f}')} | {_num(r['forecast_tokens_per_s'])} | "
+            f"{_num(r['tokens_per_s'])} |" + (" skipped: does not fit |" if r.get("skipped") else "")
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=12, help="steps of each run (the first 3 are not timed)")
-    parser.add_argument("--auto", action="store_true", help="also train the 3B LoRA job with batch and checkpointing auto")
+    parser.add_argument(
+        "--auto", action="store_true", help="also train the 3B LoRA job with batch and checkpointing auto"
+    )
     parser.add_argument("--tiny", action="store_true", help="the tiny model on the CPU (a check of the script itself)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--workdir", default=None)

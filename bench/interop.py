@@ -110,7 +110,9 @@ def check_swift(python: Path, work: Path) -> dict:
     elsewhere.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "ROOT_IMAGE_DIR"}
     without = run([str(python), "-c", SWIFT_CHECK, str(folder)], cwd=elsewhere, env=env)
-    with_root = run([str(python), "-c", SWIFT_CHECK, str(folder)], cwd=elsewhere, env={**env, "ROOT_IMAGE_DIR": str(folder)})
+    with_root = run(
+        [str(python), "-c", SWIFT_CHECK, str(folder)], cwd=elsewhere, env={**env, "ROOT_IMAGE_DIR": str(folder)}
+    )
     result = {"without ROOT_IMAGE_DIR": _last_json(without), "with ROOT_IMAGE_DIR": _last_json(with_root)}
     loaded = result["with ROOT_IMAGE_DIR"]
     result["ok"] = bool(loaded) and loaded["loaded"] == loaded["images"] > 0
@@ -128,15 +130,21 @@ def check_llamafactory(python: Path, work: Path) -> dict:
 def check_serve(work: Path) -> dict:
     """transformers serve (this environment's transformers) on a merged tiny LoRA export."""
     env = {**os.environ, "LAB_HOME": str(work / "home"), "PYTHONPATH": str(REPO)}
-    steps = [["train", "--preset", "cpu_demo", "--set", "max_steps=2", "run_name=interop"],
-             ["export", "--adapter", "interop", "--out", str(work / "merged")]]
+    steps = [
+        ["train", "--preset", "cpu_demo", "--set", "max_steps=2", "run_name=interop"],
+        ["export", "--adapter", "interop", "--out", str(work / "merged")],
+    ]
     for step in steps:
         done = run([sys.executable, "-m", "lab", *step], env=env, cwd=REPO)
         if done.returncode:
             return {"ok": False, "error": f"lab {step[0]}: {done.stderr.strip()[-600:]}"}
     port = _free_port()
-    server = subprocess.Popen(["transformers", "serve", str(work / "merged"), "--host", "127.0.0.1", "--port", str(port),
-                               "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        ["transformers", "serve", str(work / "merged"), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         reply = _ask(port, str(work / "merged"), SAMPLE / "images" / min(os.listdir(SAMPLE / "images")))
         return {"ok": bool(reply), "answer": reply[:80]}
@@ -151,10 +159,23 @@ def check_serve(work: Path) -> dict:
 
 def _ask(port: int, model: str, image: Path, wait_s: float = 300) -> str:
     url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
-    body = {"model": model, "max_tokens": 8, "stream": False, "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "Describe the component."}]}]}
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})
+    body = {
+        "model": model,
+        "max_tokens": 8,
+        "stream": False,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "text", "text": "Describe the component."},
+                ],
+            }
+        ],
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -182,7 +203,9 @@ def _last_json(done: subprocess.CompletedProcess) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tools", nargs="*", default=["swift", "llamafactory", "serve", "vllm"])
-    parser.add_argument("--own-deps", action="store_true", help="let each tool bring its own transformers, peft, datasets")
+    parser.add_argument(
+        "--own-deps", action="store_true", help="let each tool bring its own transformers, peft, datasets"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     for tool in args.tools:

@@ -40,8 +40,11 @@ def make_images(folder: Path, n: int) -> None:
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    server = subprocess.Popen([sys.executable, str(REPO / "tests" / "fake_openai.py"), "--latency", str(latency)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "fake_openai.py"), "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     url = server.stdout.readline().strip()
     if not url.startswith("http"):
         server.kill()
@@ -51,30 +54,57 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
 
 def child(args: argparse.Namespace) -> None:
     """One setting, in its own process: label, then print the figures as JSON."""
+    import openai  # noqa: F401  (imported up front so start-up is not counted as CPU per image)
+
     from lab.labeling.batch import run_labeling
     from lab.labeling.client import ApiLabeler, LabelerConfig
     from lab.labeling.item import PromptSpec
 
-    import openai  # noqa: F401  (imported up front so start-up is not counted as CPU per image)
-
-    config = LabelerConfig(model="bench-vl", base_url=args.url, api_key="bench", concurrency=args.concurrency[0],
-                           max_retries=0, timeout=30)
+    config = LabelerConfig(
+        model="bench-vl", base_url=args.url, api_key="bench", concurrency=args.concurrency[0], max_retries=0, timeout=30
+    )
     before = resource.getrusage(resource.RUSAGE_SELF)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        progress = run_labeling(args.images, out, PromptSpec("", "<image>Describe."), ApiLabeler(config), limit=args.limit)
+        progress = run_labeling(
+            args.images, out, PromptSpec("", "<image>Describe."), ApiLabeler(config), limit=args.limit
+        )
         wall = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"ok": progress.ok, "failed": progress.failed, "seconds": progress.elapsed_s, "wall": wall,
-                      "rate": progress.rate, "peak_rss_mib": usage.ru_maxrss / 1024,
-                      "cpu_ms_per_image": 1000 * (usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime)
-                      / max(1, progress.ok)}))
+    print(
+        json.dumps(
+            {
+                "ok": progress.ok,
+                "failed": progress.failed,
+                "seconds": progress.elapsed_s,
+                "wall": wall,
+                "rate": progress.rate,
+                "peak_rss_mib": usage.ru_maxrss / 1024,
+                "cpu_ms_per_image": 1000
+                * (usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime)
+                / max(1, progress.ok),
+            }
+        )
+    )
 
 
 def run_setting(url: str, images: Path, concurrency: int, limit: int) -> dict:
-    command = [sys.executable, __file__, "--child", "--url", url, "--images", str(images),
-               "--concurrency", str(concurrency), "--limit", str(limit)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, "LAB_HOME": str(images.parent)})
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--url",
+        url,
+        "--images",
+        str(images),
+        "--concurrency",
+        str(concurrency),
+        "--limit",
+        str(limit),
+    ]
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=True, env={**os.environ, "LAB_HOME": str(images.parent)}
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -108,13 +138,15 @@ def main() -> None:
     print(f"\nfake API latency {args.latency * 1000:.0f} ms, {args.n} images of 64x48, {os.cpu_count()} CPUs\n")
     print("| concurrency | images | seconds | images/s | ideal | % of ideal | client CPU ms/image | peak RSS MiB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for concurrency, limit, ideal, r in rows:
-        print(f"| {concurrency} | {r['ok']} | {r['seconds']:.1f} | {r['rate']:.1f} | {ideal:.0f} | "
-              f"{100 * r['rate'] / ideal:.0f}% | {r['cpu_ms_per_image']:.1f} | {r['peak_rss_mib']:.0f} |")
+    for concurrency, _limit, ideal, r in rows:
+        print(
+            f"| {concurrency} | {r['ok']} | {r['seconds']:.1f} | {r['rate']:.1f} | {ideal:.0f} | "
+            f"{100 * r['rate'] / ideal:.0f}% | {r['cpu_ms_per_image']:.1f} | {r['peak_rss_mib']:.0f} |"
+        )
     print("\nmemory against folder size (concurrency 32):\n")
     print("| images labeled | peak RSS MiB |")
     print("|---:|---:|")
-    for n, r in memory:
+    for _n, r in memory:
         print(f"| {r['ok']} | {r['peak_rss_mib']:.0f} |")
 
 

@@ -49,14 +49,18 @@ def main() -> int:
     results = {}
     for n in (1, args.gpus):
         name = f"gpus{n}"
-        cfg = dataclasses.replace(bench_config(dataset, args.batch, args.steps, name), model=str(work / "model"),
-                                  num_gpus=n)  # fmt: skip
+        cfg = dataclasses.replace(
+            bench_config(dataset, args.batch, args.steps, name), model=str(work / "model"), num_gpus=n
+        )
         config = cfg.to_yaml(work / f"{name}.yaml")
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "lab", "train", "--config", str(config)], cwd=ROOT)
         figures = steady_state(work / "checkpoints" / name)
-        results[name] = {"exit": done.returncode, "wall_s": round(time.perf_counter() - started, 1),
-                         **{k: round(v, 2) for k, v in figures.items()}}  # fmt: skip
+        results[name] = {
+            "exit": done.returncode,
+            "wall_s": round(time.perf_counter() - started, 1),
+            **{k: round(v, 2) for k, v in figures.items()},
+        }
     one, many = results["gpus1"], results[f"gpus{args.gpus}"]
     results["scaling"] = round(many["tokens_per_s"] / one["tokens_per_s"], 2)
     results["command"] = f"python -m lab train --config CONFIG  (num_gpus: {args.gpus}; runs accelerate launch)"

@@ -13,7 +13,8 @@ plus answer of about 170 text tokens (chat template included), ~426 tokens in al
 
 "ours" is :func:`lab.training.runner.run_training`, the same call the app and the CLI
 make; "ours+compile" is the same with ``torch_compile: true`` (its first steps include
-the compilation, printed as the time of the first 10 steps). The floor is the usual recipe: ``transformers.Trainer`` + PEFT, the processor
+the compilation, printed as the time of the first 10 steps). The floor is the usual recipe: ``transformers.Trainer`` +
+PEFT, the processor
 called in the collator on each batch, the model's own loss over full logits,
 gradient checkpointing with the default (reentrant) mode. Both use LoRA rank 8 on
 every linear layer of the language model, the vision tower frozen, bf16, gradient
@@ -42,11 +43,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 IMAGE_SIDE = 448
 SIZES = {
-    "3b": dict(text=dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                         num_attention_heads=16, num_key_value_heads=2), out_hidden=2048, tie=True),
-    "7b": dict(text=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                         num_attention_heads=28, num_key_value_heads=4), out_hidden=3584, tie=False),
-}  # fmt: skip
+    "3b": dict(
+        text=dict(
+            vocab_size=151936,
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+        ),
+        out_hidden=2048,
+        tie=True,
+    ),
+    "7b": dict(
+        text=dict(
+            vocab_size=152064,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+        ),
+        out_hidden=3584,
+        tie=False,
+    ),
+}
 WARMUP_STEPS = 10
 
 
@@ -55,24 +76,50 @@ def qwen25_vl_config(size: str, tokenizer):
     from transformers import Qwen2_5_VLConfig
 
     spec = SIZES[size]
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
-           ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}  # fmt: skip
-    text = dict(**spec["text"], max_position_embeddings=128000, rms_norm_eps=1e-6, hidden_act="silu",
-                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})  # fmt: skip
-    vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, in_channels=3, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
-                  tokens_per_second=2, out_hidden_size=spec["out_hidden"], hidden_act="silu")  # fmt: skip
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    }
+    text = dict(
+        **spec["text"],
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        hidden_act="silu",
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+    )
+    vision = dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        in_channels=3,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        tokens_per_second=2,
+        out_hidden_size=spec["out_hidden"],
+        hidden_act="silu",
+    )
     return Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision, tie_word_embeddings=spec["tie"],
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )  # fmt: skip
+        text_config=text,
+        vision_config=vision,
+        tie_word_embeddings=spec["tie"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
 
 
 def make_processor():
     from lab.models import set_image_pixels
-    from lab.tiny import corpus_texts, make_processor as tiny_processor, train_tokenizer
+    from lab.tiny import corpus_texts, train_tokenizer
+    from lab.tiny import make_processor as tiny_processor
 
     processor = tiny_processor("qwen2_5_vl", train_tokenizer("qwen2_5_vl", corpus_texts()))
     set_image_pixels(processor, min_pixels=IMAGE_SIDE * IMAGE_SIDE, max_pixels=IMAGE_SIDE * IMAGE_SIDE)
@@ -92,8 +139,10 @@ def make_dataset(folder: Path, processor, samples: int, seed: int = 0) -> Path:
         draw = ImageDraw.Draw(im)
         for _ in range(12):
             x, y = rng.randrange(IMAGE_SIDE - 40), rng.randrange(IMAGE_SIDE - 40)
-            draw.rectangle([x, y, x + rng.randrange(20, 200), y + rng.randrange(20, 200)],
-                           fill=tuple(rng.randrange(256) for _ in range(3)))  # fmt: skip
+            draw.rectangle(
+                [x, y, x + rng.randrange(20, 200), y + rng.randrange(20, 200)],
+                fill=tuple(rng.randrange(256) for _ in range(3)),
+            )
         im.save(folder / "images" / f"{i:03d}.png")
     words = [w for w in " ".join(t for t in corpus_texts() if t.isascii()).split() if "<" not in w and ">" not in w]
     tokenizer = processor.tokenizer
@@ -102,10 +151,18 @@ def make_dataset(folder: Path, processor, samples: int, seed: int = 0) -> Path:
             target, answer = rng.randrange(80, 121), []
             while len(tokenizer(" ".join(answer))["input_ids"]) < target:
                 answer.append(rng.choice(words))
-            record = {"id": f"{n:05d}", "images": [f"images/{n % 64:03d}.png"], "messages": [
-                {"role": "user", "content": "<image>Describe this picture in detail: the shapes, their colours, "
-                                            "where they are and what the whole picture could be."},
-                {"role": "assistant", "content": " ".join(answer)}]}  # fmt: skip
+            record = {
+                "id": f"{n:05d}",
+                "images": [f"images/{n % 64:03d}.png"],
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": "<image>Describe this picture in detail: the shapes, their colours, "
+                        "where they are and what the whole picture could be.",
+                    },
+                    {"role": "assistant", "content": " ".join(answer)},
+                ],
+            }
             f.write(json.dumps(record) + "\n")
     return folder
 
@@ -142,20 +199,42 @@ def steady_state(run_dir: Path, until: int | None = None) -> dict:
             continue
         dt = row["elapsed_s"] - previous["elapsed_s"]
         samples, tokens, seconds = samples + row["samples_per_s"] * dt, tokens + row["tokens_per_s"] * dt, seconds + dt
-    return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "warmup_s": warmup,
-            "peak_gib": max(r.get("gpu_mem_gib") or 0 for r in rows), "loss": rows[-1]["loss"]}  # fmt: skip
+    return {
+        "samples_per_s": samples / seconds,
+        "tokens_per_s": tokens / seconds,
+        "warmup_s": warmup,
+        "peak_gib": max(r.get("gpu_mem_gib") or 0 for r in rows),
+        "loss": rows[-1]["loss"],
+    }
 
 
 def bench_config(dataset: Path, batch: int, steps: int, name: str, **extra):
     from lab.train_config import TrainConfig
 
     return TrainConfig(
-        model=name, dataset=str(dataset), run_name=name, method=extra.pop("method", "lora"), lora_rank=8,
-        lora_alpha=32, lora_dropout=0.05, lora_targets=["language"], learning_rate=1e-4, max_steps=steps,
-        per_device_batch_size=batch, gradient_accumulation_steps=1, max_length=1024, warmup_ratio=0.0,
-        lr_scheduler="constant", val_ratio=0.0, logging_steps=5, save_steps=100000, gradient_checkpointing=True,
-        min_pixels=IMAGE_SIDE * IMAGE_SIDE, max_pixels=IMAGE_SIDE * IMAGE_SIDE, **extra,
-    )  # fmt: skip
+        model=name,
+        dataset=str(dataset),
+        run_name=name,
+        method=extra.pop("method", "lora"),
+        lora_rank=8,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        lora_targets=["language"],
+        learning_rate=1e-4,
+        max_steps=steps,
+        per_device_batch_size=batch,
+        gradient_accumulation_steps=1,
+        max_length=1024,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        val_ratio=0.0,
+        logging_steps=5,
+        save_steps=100000,
+        gradient_checkpointing=True,
+        min_pixels=IMAGE_SIDE * IMAGE_SIDE,
+        max_pixels=IMAGE_SIDE * IMAGE_SIDE,
+        **extra,
+    )
 
 
 def run_ours(loaded, dataset: Path, batch: int, steps: int, name: str, **extra) -> dict:
@@ -212,12 +291,28 @@ def run_plain(model, processor, dataset: Path, batch: int, steps: int, name: str
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules=target))
     peft_model.enable_input_require_grads()
     run_dir = runs_dir() / name
-    args = TrainingArguments(output_dir=str(run_dir), per_device_train_batch_size=batch, max_steps=steps,
-                             learning_rate=1e-4, lr_scheduler_type="constant", logging_steps=5, logging_first_step=True,
-                             bf16=True, gradient_checkpointing=True, remove_unused_columns=False, report_to=[],
-                             save_strategy="no", disable_tqdm=True)  # fmt: skip
-    trainer = PlainTrainer(model=peft_model, args=args, train_dataset=records, data_collator=collate,
-                           callbacks=[make_metrics_callback(run_dir, throughput)])  # fmt: skip
+    args = TrainingArguments(
+        output_dir=str(run_dir),
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        learning_rate=1e-4,
+        lr_scheduler_type="constant",
+        logging_steps=5,
+        logging_first_step=True,
+        bf16=True,
+        gradient_checkpointing=True,
+        remove_unused_columns=False,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = PlainTrainer(
+        model=peft_model,
+        args=args,
+        train_dataset=records,
+        data_collator=collate,
+        callbacks=[make_metrics_callback(run_dir, throughput)],
+    )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     del trainer
@@ -233,7 +328,9 @@ def build_model(size: str, processor):
     config = qwen25_vl_config(size, processor.tokenizer)
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+        model = Qwen2_5_VLForConditionalGeneration._from_config(
+            config, dtype=torch.bfloat16, attn_implementation="sdpa"
+        )
     return model
 
 
@@ -242,8 +339,16 @@ def loaded_model(model, processor, name: str, quantization=None):
 
     from lab.models import LoadedModel
 
-    return LoadedModel(model=model, processor=processor, family="qwen2_5_vl", name=name, device="cuda",
-                       dtype=torch.bfloat16, quantization=quantization, is_tiny=False)  # fmt: skip
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        family="qwen2_5_vl",
+        name=name,
+        device="cuda",
+        dtype=torch.bfloat16,
+        quantization=quantization,
+        is_tiny=False,
+    )
 
 
 def qlora_7b(work: Path, processor, dataset: Path, batch: int, steps: int) -> dict:
@@ -291,17 +396,32 @@ def main(argv=None) -> int:
     peak = matmul_tflops()
     model = build_model("3b", processor)
     params = sum(p.numel() for p in model.parameters())
-    results = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"), "bf16_tflops": peak,
-               "params": params, "torch": torch.__version__, "runs": []}  # fmt: skip
+    results = {
+        "device": torch.cuda.get_device_name(),
+        "date": time.strftime("%Y-%m-%d"),
+        "bf16_tflops": peak,
+        "params": params,
+        "torch": torch.__version__,
+        "runs": [],
+    }
     print(f"{results['device']}: bf16 matmul {peak:.0f} TFLOP/s; model {params / 1e9:.2f}B parameters", flush=True)
     loaded = loaded_model(model, processor, "random-qwen2.5-vl-3b")
     for batch in args.batches:
         runs = [("ours", lambda b=batch: run_ours(loaded, dataset, b, args.steps, f"ours-b{b}"))]
         if not args.no_compile:
-            runs.append(("ours+compile", lambda b=batch: run_ours(loaded, dataset, b, args.steps, f"compiled-b{b}",
-                                                                  torch_compile=True)))  # fmt: skip
+            runs.append(
+                (
+                    "ours+compile",
+                    lambda b=batch: run_ours(loaded, dataset, b, args.steps, f"compiled-b{b}", torch_compile=True),
+                )
+            )
         if not args.skip_plain:
-            runs.append(("plain", lambda b=batch: run_plain(loaded.model, processor, dataset, b, args.plain_steps, f"plain-b{b}")))
+            runs.append(
+                (
+                    "plain",
+                    lambda b=batch: run_plain(loaded.model, processor, dataset, b, args.plain_steps, f"plain-b{b}"),
+                )
+            )
         for label, run in runs:
             try:
                 result = {"what": label, "batch": batch, **run()}
@@ -331,8 +451,10 @@ def main(argv=None) -> int:
 
 def _row(r: dict) -> str:
     mfu = f"  MFU {100 * r['mfu']:.1f}%" if "mfu" in r else ""
-    return (f"{r['what']:>12} batch {r['batch']:>2}: {r['samples_per_s']:6.2f} samples/s  {r['tokens_per_s']:8.0f} tokens/s"
-            f"  peak {r['peak_gib']:5.1f} GiB{mfu}  loss {r['loss']:.3f}  first {WARMUP_STEPS} steps {r['warmup_s']:.0f}s")
+    return (
+        f"{r['what']:>12} batch {r['batch']:>2}: {r['samples_per_s']:6.2f} samples/s  {r['tokens_per_s']:8.0f} tokens/s"
+        f"  peak {r['peak_gib']:5.1f} GiB{mfu}  loss {r['loss']:.3f}  first {WARMUP_STEPS} steps {r['warmup_s']:.0f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def variant_switches(name: str):
     saved_collator = collator.LossCollator
     try:
         if name == "stock":
-            trainer.frozen_towers_without_grad = lambda model: (lambda: None)
+            trainer.frozen_towers_without_grad = lambda model: lambda: None
             trainer.RopeIndex = type("NoRope", (), {"of": staticmethod(lambda model: None)})
             plain_args = saved["training_arguments"]
 
@@ -59,8 +59,11 @@ def variant_switches(name: str):
             trainer.training_arguments = blocking
         if name == "pad64":
             base = saved_collator
-            collator.LossCollator = type("Pad64", (base,), {"__init__": lambda self, pad_id, multiple=1, rope=None:
-                                                           base.__init__(self, pad_id, 64, rope)})  # fmt: skip
+            collator.LossCollator = type(
+                "Pad64",
+                (base,),
+                {"__init__": lambda self, pad_id, multiple=1, rope=None: base.__init__(self, pad_id, 64, rope)},
+            )
         yield
     finally:
         for k, v in saved.items():
@@ -89,8 +92,9 @@ def profiler_callback(first_step: int, steps: int, out: Path, label: str, summar
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == first_step - 1:
                 torch.cuda.synchronize()
-                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                               torch.profiler.ProfilerActivity.CUDA])  # fmt: skip
+                self.prof = torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+                )
                 self.prof.__enter__()
                 self.began = time.perf_counter()
 
@@ -101,12 +105,17 @@ def profiler_callback(first_step: int, steps: int, out: Path, label: str, summar
             wall = time.perf_counter() - self.began
             self.prof.__exit__(None, None, None)
             averages = self.prof.key_averages()
-            (out / f"profile_{label}_cuda.txt").write_text(averages.table(sort_by="self_device_time_total", row_limit=60))
+            (out / f"profile_{label}_cuda.txt").write_text(
+                averages.table(sort_by="self_device_time_total", row_limit=60)
+            )
             (out / f"profile_{label}_cpu.txt").write_text(averages.table(sort_by="self_cpu_time_total", row_limit=60))
             kernels = [e for e in self.prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-            summary.update(wall_per_step=wall / steps, gpu_busy_per_step=sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / steps,
-                           kernels_per_step=len(kernels) / steps,
-                           syncs_per_step=sum(a.count for a in averages if "Synchronize" in a.key) / steps)  # fmt: skip
+            summary.update(
+                wall_per_step=wall / steps,
+                gpu_busy_per_step=sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / steps,
+                kernels_per_step=len(kernels) / steps,
+                syncs_per_step=sum(a.count for a in averages if "Synchronize" in a.key) / steps,
+            )
             self.prof = None
 
     return Profile()
@@ -129,9 +138,15 @@ def run_variant(loaded, dataset: Path, batch: int, steps: int, name: str, out: P
     finish_model(loaded.model)
     from lab.paths import runs_dir
 
-    steps_s = [b - a for a, b in zip(times, times[1:steps])][bench.WARMUP_STEPS:]
-    return {"variant": name, "batch": batch, "median_step_s": statistics.median(steps_s), "slowest_step_s": max(steps_s),
-            **bench.steady_state(runs_dir() / f"{name}-b{batch}", until=steps), **summary}  # fmt: skip
+    steps_s = [b - a for a, b in zip(times, times[1:steps])][bench.WARMUP_STEPS :]
+    return {
+        "variant": name,
+        "batch": batch,
+        "median_step_s": statistics.median(steps_s),
+        "slowest_step_s": max(steps_s),
+        **bench.steady_state(runs_dir() / f"{name}-b{batch}", until=steps),
+        **summary,
+    }
 
 
 def check_compiled_gradients(loaded, dataset: Path, batch: int) -> list[tuple[str, float]]:
@@ -146,11 +161,15 @@ def check_compiled_gradients(loaded, dataset: Path, batch: int) -> list[tuple[st
     import torch
     import torch.nn.functional as F
 
-    from lab.training.collator import RopeIndex, TrainDataset
+    from lab.training.collator import LossCollator, RopeIndex, TrainDataset
     from lab.training.data import build_data
     from lab.training.setup import prepare_model
-    from lab.training.speed import compile_blocks, frozen_towers_without_grad, skip_adapter_input_cast, use_grouped_vision_attention
-    from lab.training.collator import LossCollator
+    from lab.training.speed import (
+        compile_blocks,
+        frozen_towers_without_grad,
+        skip_adapter_input_cast,
+        use_grouped_vision_attention,
+    )
 
     cfg = bench.bench_config(dataset, batch, 1, "check")
     processor = loaded.processor
@@ -189,12 +208,14 @@ def check_compiled_gradients(loaded, dataset: Path, batch: int) -> list[tuple[st
     noise = rel(grads(True, 0.0), eager[True, 0.0])
     compile_blocks(model)
     compiled = {(c, d): grads(c, d) for c in (True, False) for d in (0.05, 0.0)}
-    return [("eager, same call twice (no dropout)", noise),
-            ("eager, checkpointed vs not (dropout 0.05)", rel(eager[True, 0.05], eager[False, 0.05])),
-            ("compiled, checkpointed vs not (dropout 0.05)", rel(compiled[True, 0.05], compiled[False, 0.05])),
-            ("compiled vs eager, checkpointed (no dropout)", rel(compiled[True, 0.0], eager[True, 0.0])),
-            ("compiled vs eager, not checkpointed (no dropout)", rel(compiled[False, 0.0], eager[False, 0.0])),
-            ("compiled vs eager, checkpointed (dropout 0.05)", rel(compiled[True, 0.05], eager[True, 0.05]))]  # fmt: skip
+    return [
+        ("eager, same call twice (no dropout)", noise),
+        ("eager, checkpointed vs not (dropout 0.05)", rel(eager[True, 0.05], eager[False, 0.05])),
+        ("compiled, checkpointed vs not (dropout 0.05)", rel(compiled[True, 0.05], compiled[False, 0.05])),
+        ("compiled vs eager, checkpointed (no dropout)", rel(compiled[True, 0.0], eager[True, 0.0])),
+        ("compiled vs eager, not checkpointed (no dropout)", rel(compiled[False, 0.0], eager[False, 0.0])),
+        ("compiled vs eager, checkpointed (dropout 0.05)", rel(compiled[True, 0.05], eager[True, 0.05])),
+    ]
 
 
 def main(argv=None) -> int:
@@ -202,7 +223,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--profile", nargs="*", default=[], help="variants to profile (3 steps after the measured ones)")
+    parser.add_argument(
+        "--profile", nargs="*", default=[], help="variants to profile (3 steps after the measured ones)"
+    )
     parser.add_argument("--check", action="store_true", help="last, compare compiled and eager gradients of one batch")
     parser.add_argument("--out", default=".")
     args = parser.parse_args(argv)
@@ -236,11 +259,15 @@ def main(argv=None) -> int:
 
 
 def _row(r: dict) -> str:
-    line = (f"{r['variant']:>8} batch {r['batch']:>2}: step {r['median_step_s']:.3f}s (slowest {r['slowest_step_s']:.3f}s)"
-            f"  {r['tokens_per_s']:7.0f} tokens/s  peak {r['peak_gib']:5.1f} GiB  loss {r['loss']:.3f}")
+    line = (
+        f"{r['variant']:>8} batch {r['batch']:>2}: step {r['median_step_s']:.3f}s (slowest {r['slowest_step_s']:.3f}s)"
+        f"  {r['tokens_per_s']:7.0f} tokens/s  peak {r['peak_gib']:5.1f} GiB  loss {r['loss']:.3f}"
+    )
     if "gpu_busy_per_step" in r:
-        line += (f"  | profiled: {r['wall_per_step']:.3f}s/step, GPU busy {r['gpu_busy_per_step']:.3f}s, "
-                 f"{r['kernels_per_step']:.0f} kernels, {r['syncs_per_step']:.1f} syncs per step")
+        line += (
+            f"  | profiled: {r['wall_per_step']:.3f}s/step, GPU busy {r['gpu_busy_per_step']:.3f}s, "
+            f"{r['kernels_per_step']:.0f} kernels, {r['syncs_per_step']:.1f} syncs per step"
+        )
     return line
 
 

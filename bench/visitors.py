@@ -7,12 +7,14 @@
 The app runs as ``python app.py`` in its own process on 127.0.0.1 with a fresh workspace;
 its resident memory is read from /proc before the visitors start, after they finish, and
 its peak (VmHWM), and so is the CPU time it spent per page open (a figure that, unlike the
-latencies, hardly depends on what else the machine is running). Each visitor is its own gradio_client session that opens ``--rounds``
+latencies, hardly depends on what else the machine is running). Each visitor is its own gradio_client session that
+opens ``--rounds``
 gallery pages one after the other (visitor i starts at page i, so the first round opens
 different pages and later rounds revisit pages others have opened). A page open is timed
 from the request until every picture it shows has been fetched over one kept-alive
-connection, as a browser tab would (``p50_answer_s``: until the server's answer alone). Everything is bounded: ``--timeout`` seconds in all, after
-which the visitors stop and the figures so far are printed. Prints one JSON object.
+connection, as a browser tab would (``p50_answer_s``: until the server's answer alone).
+Everything is bounded: ``--timeout`` seconds in all, after which the visitors stop and the
+figures so far are printed. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -50,9 +52,18 @@ def make_dataset(folder: Path, n: int, size: tuple[int, int] = (1280, 960)) -> P
         pixels = np.clip(ramp * tint + grain, 0, 255).astype(np.uint8)
         name = f"images/{i:05d}.jpg"
         Image.fromarray(pixels).save(folder / name, quality=90)
-        lines.append(json.dumps({"id": f"{i:05d}", "images": [name], "messages": [
-            {"role": "user", "content": "<image>Describe the picture."},
-            {"role": "assistant", "content": f"A tinted gradient, number {i}."}]}))
+        lines.append(
+            json.dumps(
+                {
+                    "id": f"{i:05d}",
+                    "images": [name],
+                    "messages": [
+                        {"role": "user", "content": "<image>Describe the picture."},
+                        {"role": "assistant", "content": f"A tinted gradient, number {i}."},
+                    ],
+                }
+            )
+        )
     (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
     return folder
 
@@ -80,8 +91,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_app(workspace: Path, port: int, deadline: float) -> subprocess.Popen:
-    env = dict(os.environ, LAB_HOME=str(workspace), GRADIO_TEMP_DIR=str(workspace / "gradio-cache"),
-               GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ,
+        LAB_HOME=str(workspace),
+        GRADIO_TEMP_DIR=str(workspace / "gradio-cache"),
+        GRADIO_ANALYTICS_ENABLED="False",
+        PYTHONPATH=str(REPO),
+    )
     command = [sys.executable, str(REPO / "app.py"), "--model", "", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while time.monotonic() < deadline:
@@ -90,7 +106,7 @@ def start_app(workspace: Path, port: int, deadline: float) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit("the app exited before serving its first page")
+                raise SystemExit("the app exited before serving its first page") from None
             time.sleep(0.2)
     proc.terminate()
     raise SystemExit("the app did not serve its first page in time")
@@ -102,8 +118,9 @@ def visit(url: str, dataset: str, args, pages: int, index: int, out: dict, deadl
     from gradio_client import Client
 
     try:
-        client = Client(url, verbose=False, download_files=False, analytics_enabled=False,
-                        httpx_kwargs={"timeout": 120})  # fmt: skip
+        client = Client(
+            url, verbose=False, download_files=False, analytics_enabled=False, httpx_kwargs={"timeout": 120}
+        )
     except Exception as err:  # a session that never starts is counted, not raised
         client = None
         out["errors"].append(f"session: {err!r}")
@@ -147,7 +164,8 @@ def summarize(opens: list[dict]) -> dict:
     later = [o["seconds"] for o in opens if o["round"] > 0]
     return {
         "page_opens": len(opens),
-        "p50_s": round(percentile(seconds, 0.5), 2), "p95_s": round(percentile(seconds, 0.95), 2),
+        "p50_s": round(percentile(seconds, 0.5), 2),
+        "p95_s": round(percentile(seconds, 0.95), 2),
         "max_s": round(max(seconds, default=float("nan")), 2),
         "p50_answer_s": round(percentile([o["answer_s"] for o in opens], 0.5), 2),
         "p50_after_first_round_s": round(percentile(later, 0.5), 2) if later else None,
@@ -159,8 +177,10 @@ def summarize(opens: list[dict]) -> dict:
 def crowd(url: str, dataset: str, args, pages: int, pid: int, deadline: float) -> dict:
     """Start every visitor's session, then let them all open pages at once; their figures and the server's memory."""
     out = {"opens": [], "errors": [], "ready": threading.Barrier(args.visitors + 1)}
-    visitors = [threading.Thread(target=visit, args=(url, dataset, args, pages, i, out, deadline), daemon=True)
-                for i in range(args.visitors)]  # fmt: skip
+    visitors = [
+        threading.Thread(target=visit, args=(url, dataset, args, pages, i, out, deadline), daemon=True)
+        for i in range(args.visitors)
+    ]
     for thread in visitors:
         thread.start()
     out["ready"].wait(timeout=max(1.0, deadline - time.monotonic()))  # every session has started
@@ -170,11 +190,18 @@ def crowd(url: str, dataset: str, args, pages: int, pid: int, deadline: float) -
         thread.join(max(0.0, deadline - time.monotonic()))
     wall = time.perf_counter() - started
     after, cpu = memory_mib(pid), cpu_seconds(pid) - cpu
-    return {"wall_s": round(wall, 1), **summarize(out["opens"]),
-            "server_cpu_ms_per_open": round(1000 * cpu / max(1, len(out["opens"]))), "rss_before_mib": before["VmRSS"],
-            "rss_after_mib": after["VmRSS"], "rss_peak_before_mib": before["VmHWM"], "rss_peak_mib": after["VmHWM"],
-            "errors": len(out["errors"]), "first_error": (out["errors"] or [None])[0],
-            "load_average_1min": round(os.getloadavg()[0], 1)}  # fmt: skip
+    return {
+        "wall_s": round(wall, 1),
+        **summarize(out["opens"]),
+        "server_cpu_ms_per_open": round(1000 * cpu / max(1, len(out["opens"]))),
+        "rss_before_mib": before["VmRSS"],
+        "rss_after_mib": after["VmRSS"],
+        "rss_peak_before_mib": before["VmHWM"],
+        "rss_peak_mib": after["VmHWM"],
+        "errors": len(out["errors"]),
+        "first_error": (out["errors"] or [None])[0],
+        "load_average_1min": round(os.getloadavg()[0], 1),
+    }
 
 
 def main() -> None:
@@ -197,13 +224,23 @@ def main() -> None:
         port = free_port()
         proc = start_app(workspace, port, deadline)
         try:
-            figures = crowd(f"http://127.0.0.1:{port}/", dataset, args, max(1, -(-records // args.per_page)), proc.pid,
-                            deadline)  # fmt: skip
+            figures = crowd(
+                f"http://127.0.0.1:{port}/", dataset, args, max(1, -(-records // args.per_page)), proc.pid, deadline
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        print(json.dumps({"endpoint": args.endpoint, "visitors": args.visitors, "rounds": args.rounds,
-                          "records": records, **figures}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "endpoint": args.endpoint,
+                    "visitors": args.visitors,
+                    "rounds": args.rounds,
+                    "records": records,
+                    **figures,
+                }
+            )
+        )
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 

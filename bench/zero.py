@@ -43,8 +43,13 @@ def train(work: Path, cfg, timeout: float) -> dict:
     config = cfg.to_yaml(work / f"{cfg.run_name}.yaml")
     started = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-m", "lab", "train", "--config", str(config)], cwd=ROOT,
-                              timeout=timeout, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "lab", "train", "--config", str(config)],
+            cwd=ROOT,
+            timeout=timeout,
+            capture_output=True,
+            text=True,
+        )
         output = done.stdout + done.stderr
         (work / f"{cfg.run_name}.log").write_text(output)
         # The launcher's own traceback comes last; the rank's error is the first line that names one.
@@ -81,8 +86,17 @@ def full_config(lora, model: Path, gpus: int, stage: str | None):
     """``lora``'s settings as a full fine-tune of the language model and the merger (vision frozen)."""
     from lab.train_config import TrainConfig
 
-    fields = {**lora.to_dict(), "model": str(model), "method": "full", "lora_targets": [], "train_language": True,
-              "train_merger": True, "learning_rate": 1e-5, "num_gpus": gpus, "deepspeed": stage}
+    fields = {
+        **lora.to_dict(),
+        "model": str(model),
+        "method": "full",
+        "lora_targets": [],
+        "train_language": True,
+        "train_merger": True,
+        "learning_rate": 1e-5,
+        "num_gpus": gpus,
+        "deepspeed": stage,
+    }
     return TrainConfig(**fields)
 
 
@@ -101,7 +115,9 @@ def main() -> int:
     parser.add_argument("--stages", nargs="*", default=["plain", "zero2", "zero3", "zero3_offload"])
     parser.add_argument("--full7b", action="store_true", help="full fine-tuning of the 7B architecture with zero3")
     parser.add_argument("--full-steps", type=int, default=12)
-    parser.add_argument("--qlora7b", action="store_true", help="QLoRA on the 7B architecture, evaluating while it trains")
+    parser.add_argument(
+        "--qlora7b", action="store_true", help="QLoRA on the 7B architecture, evaluating while it trains"
+    )
     parser.add_argument("--score", action="store_true", help="with --qlora7b: also answer and score while training")
     parser.add_argument("--timeout", type=float, default=420, help="seconds one run may take")
     parser.add_argument("--workdir", default=None)
@@ -116,16 +132,23 @@ def main() -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lab-ds-"))
     os.environ["LAB_HOME"] = str(work / "home")
     processor = make_processor()
-    dataset = make_dataset(work / "data", processor, samples=max(args.steps, args.full_steps) * args.batch * args.gpus + 64)
-    results: dict = {"device": torch.cuda.get_device_name(), "gpus": torch.cuda.device_count(),
-                     "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
+    dataset = make_dataset(
+        work / "data", processor, samples=max(args.steps, args.full_steps) * args.batch * args.gpus + 64
+    )
+    results: dict = {
+        "device": torch.cuda.get_device_name(),
+        "gpus": torch.cuda.device_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+    }
     if args.stages:
         model = save_model(work, "3b", processor)
         runs = {}
         for stage in args.stages:
             cfg = bench_config(dataset, args.batch, args.steps, f"lora3b-{stage}")
-            cfg = dataclasses.replace(cfg, model=str(model), num_gpus=args.gpus,
-                                      deepspeed=None if stage == "plain" else stage)
+            cfg = dataclasses.replace(
+                cfg, model=str(model), num_gpus=args.gpus, deepspeed=None if stage == "plain" else stage
+            )
             runs[stage] = train(work, cfg, args.timeout)
         for stage, run in runs.items():
             run["max_loss_diff_vs_plain"] = compare(runs.get("plain", {}), run) if stage != "plain" else 0.0
@@ -144,8 +167,15 @@ def main() -> int:
         cfg = bench_config(dataset, 4, 20, "qlora7b-eval", method="qlora")
         # Answers are scored too with --score (it needs rouge-score, nltk and jieba installed).
         metrics = ["bleu", "json_valid"] if args.score else []
-        cfg = dataclasses.replace(cfg, model=str(model), val_ratio=0.05, eval_steps=10, eval_metrics=metrics,
-                                  eval_samples=8, eval_max_new_tokens=32)
+        cfg = dataclasses.replace(
+            cfg,
+            model=str(model),
+            val_ratio=0.05,
+            eval_steps=10,
+            eval_metrics=metrics,
+            eval_samples=8,
+            eval_max_new_tokens=32,
+        )
         run = train(work, cfg, args.timeout)
         run.pop("losses", None)
         from lab.training.metrics import read_metrics

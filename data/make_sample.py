@@ -84,7 +84,7 @@ def zh(name: str) -> str:
 
 
 def ordinal(n: int) -> str:
-    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n, 'th')}"
+    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n, 'th') }"
 
 
 def functions(lang: str, name: str, items: list[tuple[str, list[str]]]) -> dict:
@@ -100,7 +100,9 @@ def answer(en: str, zh_: str, name: tuple[str, str], en_items: list, zh_items: l
 def edges(shape: tuple[float, float, float, float]) -> list[float]:
     """The box ``[x1, y1, x2, y2]`` of a shape Pillow drew from (x0, y0) to (x1, y1) inclusive: its pixels' edges."""
     x0, y0, x1, y1 = shape
-    return [int(v) if float(v).is_integer() else v for v in (round(x0, 1), round(y0, 1), round(x1 + 1, 1), round(y1 + 1, 1))]
+    return [
+        int(v) if float(v).is_integer() else v for v in (round(x0, 1), round(y0, 1), round(x1 + 1, 1), round(y1 + 1, 1))
+    ]
 
 
 def centered_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill=DARK) -> None:
@@ -146,11 +148,17 @@ def donut_chart(rng: random.Random, i: int):
         f"A donut chart with {n} segments; the largest is {big} at {pct}%.",
         f"一个环形图，共{n}个扇区，最大的是{zh(big)}，占{pct}%。",
         ("donut chart", "环形图组件"),
-        [("Show how a whole splits into parts",
-          [f"It has {n} colored segments", f"The largest segment is {big} at {pct}%"]),
-         ("Highlight a key value in the center", [f"The center shows {pct}%"])],
-        [("展示整体中各部分的占比", [f"共有{n}个不同颜色的扇区", f"最大的扇区是{zh(big)}，占{pct}%"]),
-         ("在中心突出显示关键数值", [f"中心显示{pct}%"])],
+        [
+            (
+                "Show how a whole splits into parts",
+                [f"It has {n} colored segments", f"The largest segment is {big} at {pct}%"],
+            ),
+            ("Highlight a key value in the center", [f"The center shows {pct}%"]),
+        ],
+        [
+            ("展示整体中各部分的占比", [f"共有{n}个不同颜色的扇区", f"最大的扇区是{zh(big)}，占{pct}%"]),
+            ("在中心突出显示关键数值", [f"中心显示{pct}%"]),
+        ],
     )
 
 
@@ -178,11 +186,17 @@ def bar_chart(rng: random.Random, i: int):
         f"A {way_en} bar chart with {n} {color} bars; the largest is {best}.",
         f"一个{way_zh}柱状图，共{n}根{zh(color)}柱子，最大的是{best}。",
         ("bar chart", "柱状图组件"),
-        [("Compare values across categories",
-          [f"{n} {way_en} bars labeled A to {labels[-1]}", f"Bar {best} is the largest at {max(values)}"]),
-         ("Use bar length to show size", ["Longer bars mean larger values"])],
-        [("比较不同类别的数值", [f"共{n}根{way_zh}柱子，标为A到{labels[-1]}", f"柱子{best}最大，为{max(values)}"]),
-         ("用柱子长度表示大小", ["柱子越长数值越大"])],
+        [
+            (
+                "Compare values across categories",
+                [f"{n} {way_en} bars labeled A to {labels[-1]}", f"Bar {best} is the largest at {max(values)}"],
+            ),
+            ("Use bar length to show size", ["Longer bars mean larger values"]),
+        ],
+        [
+            ("比较不同类别的数值", [f"共{n}根{way_zh}柱子，标为A到{labels[-1]}", f"柱子{best}最大，为{max(values)}"]),
+            ("用柱子长度表示大小", ["柱子越长数值越大"]),
+        ],
     )
 
 
@@ -204,11 +218,17 @@ def line_chart(rng: random.Random, i: int):
         f"A line chart with {n} points in {color}; the trend is {trend_en}.",
         f"一个折线图，共{n}个数据点，{zh(color)}，整体呈{trend_zh}趋势。",
         ("line chart", "折线图组件"),
-        [("Show how a value changes over time",
-          [f"{n} points joined by a {color} line", f"The overall trend is {trend_en}"]),
-         ("Mark each data point", ["Each point is drawn as a dot"])],
-        [("展示数值随时间的变化", [f"{n}个数据点由{zh(color)}折线连接", f"整体呈{trend_zh}趋势"]),
-         ("标出每个数据点", ["每个数据点画成圆点"])],
+        [
+            (
+                "Show how a value changes over time",
+                [f"{n} points joined by a {color} line", f"The overall trend is {trend_en}"],
+            ),
+            ("Mark each data point", ["Each point is drawn as a dot"]),
+        ],
+        [
+            ("展示数值随时间的变化", [f"{n}个数据点由{zh(color)}折线连接", f"整体呈{trend_zh}趋势"]),
+            ("标出每个数据点", ["每个数据点画成圆点"]),
+        ],
     )
 
 
@@ -231,10 +251,17 @@ def table(rng: random.Random, i: int):
         f"A table with {cols} columns and {rows} rows; the header is {color}.",
         f"一个表格，共{cols}列{rows}行，表头为{zh(color)}。",
         ("table", "表格组件"),
-        [("Organize data in rows and columns", [f"{cols} columns and {rows} data rows", "Each cell holds one number"]),
-         ("Name the columns with a header", [f"The header row is {color}"])],
-        [("按行和列组织数据", [f"共{cols}列，{rows}行数据", "每个单元格是一个数字"]),
-         ("用表头说明每一列", [f"表头行为{zh(color)}"])],
+        [
+            (
+                "Organize data in rows and columns",
+                [f"{cols} columns and {rows} data rows", "Each cell holds one number"],
+            ),
+            ("Name the columns with a header", [f"The header row is {color}"]),
+        ],
+        [
+            ("按行和列组织数据", [f"共{cols}列，{rows}行数据", "每个单元格是一个数字"]),
+            ("用表头说明每一列", [f"表头行为{zh(color)}"]),
+        ],
     )
 
 
@@ -255,13 +282,18 @@ def button_group(rng: random.Random, i: int):
         f"A button group with {n} buttons; the {nth} is selected in {color}.",
         f"一个按钮组，共{n}个按钮，第{chosen + 1}个被选中，为{zh(color)}。",
         ("button group", "按钮组组件"),
-        [("Let the user pick one option", [f"{n} buttons in a row", f"The {nth} button is selected"]),
-         ("Show the current choice with color", [f"The selected button is {color}"])],
-        [("让用户从多个选项中选一个", [f"一排{n}个按钮", f"第{chosen + 1}个按钮被选中"]),
-         ("用颜色标出当前选项", [f"选中的按钮为{zh(color)}"])],
+        [
+            ("Let the user pick one option", [f"{n} buttons in a row", f"The {nth} button is selected"]),
+            ("Show the current choice with color", [f"The selected button is {color}"]),
+        ],
+        [
+            ("让用户从多个选项中选一个", [f"一排{n}个按钮", f"第{chosen + 1}个按钮被选中"]),
+            ("用颜色标出当前选项", [f"选中的按钮为{zh(color)}"]),
+        ],
     )
-    result.boxes = [(f"the {color} {labels[chosen]} button", edges((12 + chosen * width, 38,
-                                                                    12 + (chosen + 1) * width - 4, 74)))]
+    result.boxes = [
+        (f"the {color} {labels[chosen]} button", edges((12 + chosen * width, 38, 12 + (chosen + 1) * width - 4, 74)))
+    ]
     return im, result
 
 
@@ -276,10 +308,14 @@ def progress_bar(rng: random.Random, i: int):
         f"A progress bar at {pct}%, in {color}.",
         f"一个进度条，进度为{pct}%，{zh(color)}。",
         ("progress bar", "进度条组件"),
-        [("Show how much of a task is done", [f"The bar is {pct}% full", f"The filled part is {color}"]),
-         ("Show the exact progress as text", [f"The label reads {pct}%"])],
-        [("展示任务完成了多少", [f"进度条填充了{pct}%", f"已完成部分为{zh(color)}"]),
-         ("用文字显示准确进度", [f"文字显示{pct}%"])],
+        [
+            ("Show how much of a task is done", [f"The bar is {pct}% full", f"The filled part is {color}"]),
+            ("Show the exact progress as text", [f"The label reads {pct}%"]),
+        ],
+        [
+            ("展示任务完成了多少", [f"进度条填充了{pct}%", f"已完成部分为{zh(color)}"]),
+            ("用文字显示准确进度", [f"文字显示{pct}%"]),
+        ],
     )
 
 
@@ -300,10 +336,14 @@ def toggle_switch(rng: random.Random, i: int):
         f"A toggle switch that is {state_en}, in {shown}.",
         f"一个开关，当前为{state_zh}状态，{shown_zh}。",
         ("toggle switch", "开关组件"),
-        [("Turn a setting on or off", [f"The switch is {state_en}", f"The knob is on the {side_en}"]),
-         ("Show the state with color", [f"The track is {shown}"])],
-        [("开启或关闭一项设置", [f"开关当前为{state_zh}", f"圆钮在{side_zh}侧"]),
-         ("用颜色表示状态", [f"轨道为{shown_zh}"])],
+        [
+            ("Turn a setting on or off", [f"The switch is {state_en}", f"The knob is on the {side_en}"]),
+            ("Show the state with color", [f"The track is {shown}"]),
+        ],
+        [
+            ("开启或关闭一项设置", [f"开关当前为{state_zh}", f"圆钮在{side_zh}侧"]),
+            ("用颜色表示状态", [f"轨道为{shown_zh}"]),
+        ],
     )
 
 
@@ -322,10 +362,14 @@ def slider(rng: random.Random, i: int):
         f"A slider set to {value}, in {color}.",
         f"一个滑块，当前值为{value}，{zh(color)}。",
         ("slider", "滑块组件"),
-        [("Pick a value from a range", ["The range is 0 to 100", f"The handle is at {value}"]),
-         ("Show the chosen part with color", [f"The filled track is {color}"])],
-        [("在一个范围内选择数值", ["范围是0到100", f"滑块位于{value}"]),
-         ("用颜色标出已选部分", [f"已选轨道为{zh(color)}"])],
+        [
+            ("Pick a value from a range", ["The range is 0 to 100", f"The handle is at {value}"]),
+            ("Show the chosen part with color", [f"The filled track is {color}"]),
+        ],
+        [
+            ("在一个范围内选择数值", ["范围是0到100", f"滑块位于{value}"]),
+            ("用颜色标出已选部分", [f"已选轨道为{zh(color)}"]),
+        ],
     )
     result.boxes = [("slider handle", edges((x - 9, 48, x + 9, 66)))]
     return im, result
@@ -349,10 +393,14 @@ def tabs(rng: random.Random, i: int):
         f"A tab bar with {n} tabs; the {nth} is active, in {color}.",
         f"一个标签栏，共{n}个标签，第{active + 1}个为当前标签，{zh(color)}。",
         ("tab bar", "标签栏组件"),
-        [("Switch between views", [f"{n} tabs in a row", f"The {nth} tab is active"]),
-         ("Mark the active tab", [f"The active tab is underlined in {color}"])],
-        [("在不同页面之间切换", [f"一排{n}个标签", f"第{active + 1}个标签为当前标签"]),
-         ("标出当前标签", [f"当前标签下方有{zh(color)}下划线"])],
+        [
+            ("Switch between views", [f"{n} tabs in a row", f"The {nth} tab is active"]),
+            ("Mark the active tab", [f"The active tab is underlined in {color}"]),
+        ],
+        [
+            ("在不同页面之间切换", [f"一排{n}个标签", f"第{active + 1}个标签为当前标签"]),
+            ("标出当前标签", [f"当前标签下方有{zh(color)}下划线"]),
+        ],
     )
 
 
@@ -361,9 +409,9 @@ def form(rng: random.Random, i: int):
     fields = rng.sample(["Name", "Email", "Phone", "City", "Password"], n)
     im = Image.new("RGB", (224, 224), WHITE)
     draw = ImageDraw.Draw(im)
-    for k, field in enumerate(fields):
+    for k, name in enumerate(fields):
         y = 16 + k * 40
-        draw.text((20, y), field, font=FONT, fill=DARK)
+        draw.text((20, y), name, font=FONT, fill=DARK)
         draw.rectangle((20, y + 14, 204, y + 32), outline=MID, width=1)
     y = 24 + n * 40
     draw.rounded_rectangle((20, y, 110, y + 26), 5, fill=rgb(color))
@@ -373,10 +421,14 @@ def form(rng: random.Random, i: int):
         f"A form with {n} input fields and a {color} button.",
         f"一个表单，共{n}个输入框和一个{zh(color)}按钮。",
         ("form", "表单组件"),
-        [("Collect information from the user", [f"{n} input fields", "Each field has a label above it"]),
-         ("Send the entered data", [f"A {color} submit button at the bottom"])],
-        [("收集用户填写的信息", [f"共{n}个输入框", "每个输入框上方有标签"]),
-         ("提交填写的数据", [f"底部有一个{zh(color)}提交按钮"])],
+        [
+            ("Collect information from the user", [f"{n} input fields", "Each field has a label above it"]),
+            ("Send the entered data", [f"A {color} submit button at the bottom"]),
+        ],
+        [
+            ("收集用户填写的信息", [f"共{n}个输入框", "每个输入框上方有标签"]),
+            ("提交填写的数据", [f"底部有一个{zh(color)}提交按钮"]),
+        ],
     )
     result.boxes = boxes + [(f"{color} Submit button", edges((20, y, 110, y + 26)))]
     return im, result
@@ -448,8 +500,10 @@ def write_clips(out: Path) -> list[str]:
         rec = {
             "id": f"clip_{n:02d}",
             "videos": [f"videos/clip_{n:02d}"],
-            "messages": [{"role": "user", "content": VIDEO_PROMPT},
-                         {"role": "assistant", "content": f"The {color} progress bar {way_en} from {first}% to {last}%."}],
+            "messages": [
+                {"role": "user", "content": VIDEO_PROMPT},
+                {"role": "assistant", "content": f"The {color} progress bar {way_en} from {first}% to {last}%."},
+            ],
             "meta": {"labeler": "generator", "kind": "progress_clip", "status": "ok"},
         }
         lines.append(json.dumps(rec, ensure_ascii=False))

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import LabError
@@ -37,13 +37,11 @@ class ChatSettings:
 
     system: str = setting("", label="System prompt (empty: the model's default)")
     """System prompt; empty leaves the chat template's default."""
-    temperature: float = setting(0.0, label="Temperature (0: greedy)", min=0,
-                                 widget="slider", ui_max=2, step=0.05)
+    temperature: float = setting(0.0, label="Temperature (0: greedy)", min=0, widget="slider", ui_max=2, step=0.05)
     """0 is greedy (the same answer every time, as evaluation answers); higher is more varied."""
     top_p: float = setting(0.9, label="Top-p", above=0, max=1, widget="slider", ui_min=0.05, step=0.05)
     """Sample only from the smallest set of tokens whose probabilities add up to this."""
-    max_new_tokens: int = setting(512, label="Max new tokens", min=1, widget="slider",
-                                  ui_max=4096)
+    max_new_tokens: int = setting(512, label="Max new tokens", min=1, widget="slider", ui_max=4096)
     """Longest answer in tokens."""
 
     def __post_init__(self):
@@ -97,9 +95,14 @@ def stream_reply(
     with handle.generating(adapter) as loaded:
         try:
             yield from stream_generate(
-                loaded, messages, images, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                top_p=settings.top_p, stop=stop,
-            )  # fmt: skip
+                loaded,
+                messages,
+                images,
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                stop=stop,
+            )
         except Exception as err:  # the library broke off: one sentence for the person, the traceback in the log
             logger.error("answering failed", exc_info=err)
             raise LabError(unexpected_failure(ANSWERING, err)) from None  # dynamic template: the failure
@@ -108,7 +111,7 @@ def stream_reply(
 def reply(handle: ModelHandle, history: list[dict], settings: ChatSettings, *, adapter: bool | None = None) -> str:
     """The whole answer at once (the one-shot CLI)."""
     text = ""
-    for text in stream_reply(handle, history, settings, adapter=adapter):
+    for text in stream_reply(handle, history, settings, adapter=adapter):  # noqa: B007  (the last is the whole)
         pass
     return text.strip()
 

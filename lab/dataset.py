@@ -23,9 +23,9 @@ import re
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from lab import paths
 from lab.conversation import IMAGE_PLACEHOLDER
@@ -46,8 +46,11 @@ def dataset_file(path: str | Path) -> Path:
     if path.is_dir():
         path = path / DATA_FILE
         if not path.is_file():
-            raise DatasetError("{path_parent} is not a dataset folder: it has no {data_file}.",
-                               path_parent=path.parent, data_file=DATA_FILE)
+            raise DatasetError(
+                "{path_parent} is not a dataset folder: it has no {data_file}.",
+                path_parent=path.parent,
+                data_file=DATA_FILE,
+            )
     elif not path.is_file():
         raise DatasetError("Dataset not found: {path}.", path=path)
     return paths.check_allowed(path)  # the data.jsonl of an allowed folder may itself be a link out
@@ -88,8 +91,9 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DatasetError("Line {number} of {file} is not valid JSON ({err_msg}).",
-                               number=number, file=file, err_msg=err.msg) from None
+            raise DatasetError(
+                "Line {number} of {file} is not valid JSON ({err_msg}).", number=number, file=file, err_msg=err.msg
+            ) from None
         if not isinstance(record, dict):
             raise DatasetError("Line {number} of {file} is not a JSON object.", number=number, file=file)
         yield number, record
@@ -291,8 +295,11 @@ def list_datasets(include_variants: bool = False) -> list[Path]:
             continue
         found.append(folder)
         if include_variants:
-            found += sorted(p for p in folder.glob("*.jsonl")
-                            if p.name != DATA_FILE and p.name not in NOT_DATASETS and paths.is_allowed(p))
+            found += sorted(
+                p
+                for p in folder.glob("*.jsonl")
+                if p.name != DATA_FILE and p.name not in NOT_DATASETS and paths.is_allowed(p)
+            )
     return found
 
 

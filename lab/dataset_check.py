@@ -37,8 +37,9 @@ class Fault:
     def msg(self) -> Msg:
         if self.record_id is None:
             return Msg("line {line}: {reason}", line=self.line, reason=self.reason)
-        return Msg("line {line} (id {record_id}): {reason}", line=self.line, record_id=self.record_id,
-                   reason=self.reason)
+        return Msg(
+            "line {line} (id {record_id}): {reason}", line=self.line, record_id=self.record_id, reason=self.reason
+        )
 
     def __str__(self) -> str:
         return str(self.msg)
@@ -66,9 +67,12 @@ class ValidationReport:
         lines = sorted({f.line for f in self.faults})
         shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
         return Msg(
-            "{valid} of {total} records in {path} are valid; "
-            "{n_faults} problem(s) on line(s) {shown}.",
-            valid=self.valid, total=self.total, path=self.path, n_faults=len(self.faults), shown=shown,
+            "{valid} of {total} records in {path} are valid; {n_faults} problem(s) on line(s) {shown}.",
+            valid=self.valid,
+            total=self.total,
+            path=self.path,
+            n_faults=len(self.faults),
+            shown=shown,
         )
 
 
@@ -90,16 +94,18 @@ def validate_dataset(path: str | Path, check_images: bool = True, family: str | 
         if record_id is not None:
             if record_id in seen_ids:
                 first = seen_ids[record_id]
-                reasons.append(Msg("duplicate id {record_id!r} (first on line {first})",
-                                   record_id=record_id, first=first))
+                reasons.append(
+                    Msg("duplicate id {record_id!r} (first on line {first})", record_id=record_id, first=first)
+                )
             seen_ids.setdefault(record_id, number)
         report.faults.extend(Fault(number, record_id, reason) for reason in reasons)
         report.valid += not reasons
     return report
 
 
-def _record_faults(line: str, root: Path, check_images: bool, cache: dict,
-                   family: str | None = None) -> tuple[list[Msg], str | None]:
+def _record_faults(
+    line: str, root: Path, check_images: bool, cache: dict, family: str | None = None
+) -> tuple[list[Msg], str | None]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
@@ -116,8 +122,14 @@ def _record_faults(line: str, root: Path, check_images: bool, cache: dict,
     if not reasons:
         placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in record["messages"])
         if placeholders != len(images):
-            reasons.append(Msg("{placeholders} {image_token} placeholder(s) but {n_images} image(s)",
-                               placeholders=placeholders, image_token=IMAGE_PLACEHOLDER, n_images=len(images)))
+            reasons.append(
+                Msg(
+                    "{placeholders} {image_token} placeholder(s) but {n_images} image(s)",
+                    placeholders=placeholders,
+                    image_token=IMAGE_PLACEHOLDER,
+                    n_images=len(images),
+                )
+            )
     reasons += [r for entry in images if (r := _image_fault(entry, root, check_images, cache))]
     if not reasons:
         from lab.grounding import object_faults
@@ -141,14 +153,23 @@ def _video_faults(record: dict, root: Path, check_videos: bool, family: str | No
     videos = record.get("videos") or []
     videos = [videos] if isinstance(videos, str) else videos
     messages = record.get("messages") if isinstance(record.get("messages"), list) else []
-    placeholders = sum(m["content"].count(VIDEO_PLACEHOLDER) for m in messages
-                       if isinstance(m, dict) and isinstance(m.get("content"), str))  # fmt: skip
+    placeholders = sum(
+        m["content"].count(VIDEO_PLACEHOLDER)
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("content"), str)
+    )
     if not isinstance(videos, list):
         return [Msg("'videos' is not a list of paths")]
     reasons = []
     if placeholders != len(videos):
-        reasons.append(Msg("{placeholders} {video_token} placeholder(s) but {n_videos} video(s)",
-                           placeholders=placeholders, video_token=VIDEO_PLACEHOLDER, n_videos=len(videos)))
+        reasons.append(
+            Msg(
+                "{placeholders} {video_token} placeholder(s) but {n_videos} video(s)",
+                placeholders=placeholders,
+                video_token=VIDEO_PLACEHOLDER,
+                n_videos=len(videos),
+            )
+        )
     if videos and family is not None and family not in VIDEO_FAMILIES:
         reasons.append(Msg("it has a video, which {family} models cannot take", family=family))
     for entry in videos:
@@ -178,8 +199,9 @@ def _message_faults(messages) -> list[Msg]:
             reasons.append(Msg("message {i} is not an object", i=i))
         elif (role := message.get("role")) not in ROLES:
             allowed = ", ".join(ROLES)
-            reasons.append(Msg("message {i} has unknown role {role!r} (allowed: {allowed})",
-                               i=i, role=role, allowed=allowed))
+            reasons.append(
+                Msg("message {i} has unknown role {role!r} (allowed: {allowed})", i=i, role=role, allowed=allowed)
+            )
         elif not isinstance(message.get("content"), str):
             reasons.append(Msg("message {i} ({role}) has no text content", i=i, role=role))
         elif role == "assistant" and not message["content"].strip():

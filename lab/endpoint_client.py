@@ -29,8 +29,8 @@ from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import ConfigError, LabError
 from lab.images import open_image
 from lab.paths import PRESETS_DIR, restricted, workspace
-from lab.yaml_files import check_keys, closest, load_yaml_strict
 from lab.text import Msg
+from lab.yaml_files import check_keys, closest, load_yaml_strict
 
 OPENAI_URL = "https://api.openai.com/v1"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
@@ -128,16 +128,22 @@ def choose_key(base_url: str, typed: str = "", provider: dict | None = None) -> 
 
 def missing_key_sentence(env: str = OPENAI_KEY_ENV) -> Msg:
     """What to do when the URL is a key's home but the key is not set."""
-    return Msg("No API key: set {env} in the environment, or type a key of your own (the API key box in the "
-               "app), or use a local model, which needs none (the model loaded in the app, --local-model on the "
-               "command line).", env=env)
+    return Msg(
+        "No API key: set {env} in the environment, or type a key of your own (the API key box in the "
+        "app), or use a local model, which needs none (the model loaded in the app, --local-model on the "
+        "command line).",
+        env=env,
+    )
 
 
 def foreign_url_sentence(base_url: str) -> Msg:
     """Why a URL no key from the environment belongs to gets none, and how the owner makes it official."""
-    return Msg("No API key for {base_url}: keys from the server's environment are sent only to the address they "
-               "were set up for, so give a key of your own (the API key box in the app), or, if this server is "
-               "yours, set OPENAI_BASE_URL={base_url} so that OPENAI_API_KEY goes there.", base_url=base_url)
+    return Msg(
+        "No API key for {base_url}: keys from the server's environment are sent only to the address they "
+        "were set up for, so give a key of your own (the API key box in the app), or, if this server is "
+        "yours, set OPENAI_BASE_URL={base_url} so that OPENAI_API_KEY goes there.",
+        base_url=base_url,
+    )
 
 
 @dataclass(frozen=True)
@@ -149,8 +155,9 @@ class Endpoint:
     api_key: str = field(default=PLACEHOLDER_KEY, repr=False)
 
 
-def resolve_endpoint(provider: str = "", base_url: str = "", model: str = "", api_key: str = "",
-                     need_key: bool = True) -> Endpoint:
+def resolve_endpoint(
+    provider: str = "", base_url: str = "", model: str = "", api_key: str = "", need_key: bool = True
+) -> Endpoint:
     """Fill in the base URL and model from the provider (else ``$OPENAI_BASE_URL``, else OpenAI) and choose the key.
 
     ``need_key=False`` (a cost estimate, which sends nothing) keeps only a typed key and refuses nothing.
@@ -269,14 +276,19 @@ class ChatClient:
         self.max_retries = max_retries
         self._sdk = None
 
-    async def __aenter__(self) -> "ChatClient":
+    async def __aenter__(self) -> ChatClient:
         from openai import AsyncOpenAI, DefaultAioHttpClient
 
         # The SDK's connection pool belongs to the event loop it first runs in, so the
         # client is made here, inside the caller's loop, and closed when it is done.
         http = DefaultAioHttpClient(event_hooks={"request": [_count_attempt]})
-        self._sdk = AsyncOpenAI(api_key=self.endpoint.api_key, base_url=self.endpoint.base_url, http_client=http,
-                                timeout=self.timeout, max_retries=self.max_retries)
+        self._sdk = AsyncOpenAI(
+            api_key=self.endpoint.api_key,
+            base_url=self.endpoint.base_url,
+            http_client=http,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -284,7 +296,9 @@ class ChatClient:
             await self._sdk.close()
             self._sdk = None
 
-    def request(self, messages: list[dict], *, max_new_tokens: int, temperature: float, json_mode: bool = False) -> dict:
+    def request(
+        self, messages: list[dict], *, max_new_tokens: int, temperature: float, json_mode: bool = False
+    ) -> dict:
         """The request body for ``messages``; the answer's length goes in the parameter the server knows."""
         body: dict = {"model": self.endpoint.model, "messages": messages, "temperature": temperature}
         # OpenAI's newer models refuse max_tokens; other servers may not know its successor.
@@ -327,15 +341,19 @@ class ChatClient:
 
         tries, url = max(1, attempts), self.endpoint.base_url
         if isinstance(err, openai.APITimeoutError) and not _never_connected(err):
-            kind, reason = "timeout", Msg("timed out after {timeout:g} s ({tries} tries)",
-                                          timeout=self.timeout, tries=tries)
+            kind, reason = (
+                "timeout",
+                Msg("timed out after {timeout:g} s ({tries} tries)", timeout=self.timeout, tries=tries),
+            )
         elif isinstance(err, openai.APIStatusError):
             kind, reason = f"http_{err.status_code}", _status_reason(err, tries)
         elif isinstance(err, openai.APIConnectionError):
             kind, reason = "connection", Msg("cannot reach {url} ({tries} tries)", url=url, tries=tries)
         else:
-            kind, reason = "malformed", Msg("malformed response from the server ({err_type})",
-                                            err_type=type(err).__name__)
+            kind, reason = (
+                "malformed",
+                Msg("malformed response from the server ({err_type})", err_type=type(err).__name__),
+            )
         return EndpointError(kind, self._scrub(reason), tries - 1)
 
     def _scrub(self, reason: Msg) -> Msg:
@@ -362,8 +380,14 @@ def _never_connected(err: BaseException) -> bool:
 
 def _without(message: Msg, key: str) -> Msg:
     """``message`` with ``key`` starred out of its values (the server's own words may repeat it)."""
-    values = {name: _without(value, key) if isinstance(value, Msg) else value if isinstance(value, (int, float))
-              else str(value).replace(key, "***") for name, value in message.values.items()}
+    values = {
+        name: _without(value, key)
+        if isinstance(value, Msg)
+        else value
+        if isinstance(value, (int, float))
+        else str(value).replace(key, "***")
+        for name, value in message.values.items()
+    }
     return Msg(message.template, **values)  # dynamic template: the same message, its values scrubbed
 
 
@@ -382,12 +406,18 @@ def _status_reason(err, tries: int) -> Msg:
     if status == 401:
         return Msg("the server refused the API key (HTTP 401): {detail}", detail=detail or Msg("no details"))
     if status == 404:
-        return Msg("not found (HTTP 404), check the base URL and the model name: {detail}",
-                   detail=detail or Msg("no details"))
+        return Msg(
+            "not found (HTTP 404), check the base URL and the model name: {detail}", detail=detail or Msg("no details")
+        )
     if status == 429:
-        return Msg("rate limited (HTTP 429) after {tries} tries: {detail}",
-                   tries=tries, detail=detail or Msg("no details"))
+        return Msg(
+            "rate limited (HTTP 429) after {tries} tries: {detail}", tries=tries, detail=detail or Msg("no details")
+        )
     if status >= 500:
-        return Msg("server error (HTTP {status}) after {tries} tries: {detail}",
-                   status=status, tries=tries, detail=detail or Msg("no details"))
+        return Msg(
+            "server error (HTTP {status}) after {tries} tries: {detail}",
+            status=status,
+            tries=tries,
+            detail=detail or Msg("no details"),
+        )
     return Msg("request refused (HTTP {status}): {detail}", status=status, detail=detail or Msg("no details"))

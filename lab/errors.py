@@ -35,8 +35,10 @@ class LabError(Exception):
 
     def __init__(self, message: str | Msg, /, **values: object):
         if "zh" in values and not isinstance(message, Msg) and "{zh}" not in message:
-            raise TypeError("LabError takes no zh=: write the sentence in English with named values and put "
-                            "its Chinese into lab/locales/zh.json")
+            raise TypeError(
+                "LabError takes no zh=: write the sentence in English with named values and put "
+                "its Chinese into lab/locales/zh.json"
+            )
         self.msg = message if isinstance(message, Msg) else Msg(message, **values)  # dynamic template: the caller's
         super().__init__(self.msg)
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab.errors import ConfigError, LabError, ModelLoadError
-from lab.paths import check_allowed
 from lab.handle import resolve_model_name
-from lab.training.runs import RunFolder, find_run
+from lab.paths import check_allowed
 from lab.settings import check, setting
 from lab.text import Msg
+from lab.training.runs import RunFolder, find_run
 
 # Files a complete folder has; each tuple is "one of these".
 REQUIRED_FILES = (
@@ -39,8 +39,9 @@ REQUIRED_FILES = (
 class ExportSettings:
     """How to merge and save a run, where to push it, and how the printed ``vllm serve`` recipe serves it."""
 
-    base: str = setting("", label="Base model (empty: the one the run was trained on)", flags=("--model",),
-                        metavar="MODEL")
+    base: str = setting(
+        "", label="Base model (empty: the one the run was trained on)", flags=("--model",), metavar="MODEL"
+    )
     """The base model to merge into (empty: the one the run was trained on); 'demo' is the tiny offline model."""
     dtype: str = setting("auto", label="Weights dtype", options=("auto", "bfloat16", "float16", "float32"))
     """Weights dtype: auto (the base model's), bfloat16 (bf16), float16 (fp16), float32 (fp32)."""
@@ -58,8 +59,9 @@ class ExportSettings:
     """For the vllm command: the longest request in tokens; without it vLLM reserves the model's full context."""
     images_per_prompt: int = setting(5, label="Images per prompt", min=0)
     """For the vllm command: images one request may carry."""
-    gpu_memory_utilization: float = setting(0.9, label="GPU memory utilization", above=0, max=1,
-                                            widget="slider", ui_min=0.1, step=0.05)
+    gpu_memory_utilization: float = setting(
+        0.9, label="GPU memory utilization", above=0, max=1, widget="slider", ui_min=0.1, step=0.05
+    )
     """For the vllm command: the share of GPU memory vLLM may take."""
 
     def __post_init__(self):
@@ -86,8 +88,9 @@ def missing_files(folder: str | Path) -> list[str]:
     return missing
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSettings | None = None,
-               **changes) -> ExportResult:
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, settings: ExportSettings | None = None, **changes
+) -> ExportResult:
     """Merge the run's adapter into the base model (default: the run's) and save a complete folder.
 
     ``settings`` (or the defaults), with ``changes`` to its fields. A full fine-tuning run is
@@ -107,18 +110,28 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
         _write_merged(run, resolve_model_name(base_name), staging, settings.dtype, settings.device)
         missing = missing_files(staging)
         if missing:
-            raise LabError("The exported folder would lack {missing}; nothing was written to {out_dir}.",
-                           missing=', '.join(missing), out_dir=out_dir)
+            raise LabError(
+                "The exported folder would lack {missing}; nothing was written to {out_dir}.",
+                missing=", ".join(missing),
+                out_dir=out_dir,
+            )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    result = ExportResult(out_dir, base_name, run.name, run.adapter_dir is not None,
-                          sorted(p.name for p in out_dir.iterdir()), round(time.perf_counter() - start, 2))  # fmt: skip
+    result = ExportResult(
+        out_dir,
+        base_name,
+        run.name,
+        run.adapter_dir is not None,
+        sorted(p.name for p in out_dir.iterdir()),
+        round(time.perf_counter() - start, 2),
+    )
     if settings.push_to_hub:
-        result.hub_url = push_folder(out_dir, settings.push_to_hub, token=settings.token or None,
-                                     private=not settings.public)  # fmt: skip
+        result.hub_url = push_folder(
+            out_dir, settings.push_to_hub, token=settings.token or None, private=not settings.public
+        )
     return result
 
 
@@ -145,8 +158,9 @@ def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: s
             model = PeftModel.from_pretrained(model, str(run.adapter_dir)).merge_and_unload()
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise ModelLoadError("The adapter of {run_name} does not fit {base}: {detail}",
-                                 run_name=run.name, base=base, detail=detail) from None
+            raise ModelLoadError(
+                "The adapter of {run_name} does not fit {base}: {detail}", run_name=run.name, base=base, detail=detail
+            ) from None
     # A run that trained lm_head apart from the tied embeddings stays untied: PEFT's merge
     # clears tie_word_embeddings (a test checks it, as saving tied would drop the trained head).
     model.save_pretrained(folder)
@@ -156,8 +170,12 @@ def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: s
     set_image_pixels(processor, min_pixels=run.min_pixels, max_pixels=run.max_pixels)
     processor.save_pretrained(folder)
     _ensure_chat_template(folder, processor)
-    card = {"base_model": base if not Path(base).exists() else Path(base).name, "run": run.name,
-            "merged_lora": run.adapter_dir is not None, "exported": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    card = {
+        "base_model": base if not Path(base).exists() else Path(base).name,
+        "run": run.name,
+        "merged_lora": run.adapter_dir is not None,
+        "exported": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     (folder / "lab_export.json").write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
@@ -210,10 +228,14 @@ def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, p
     if "/" not in repo_id.strip("/"):
         raise ConfigError("Name the Hub repo as user/name (or org/name), not {repo_id!r}.", repo_id=repo_id)
     if hub_offline():
-        raise LabError("Cannot push to the Hugging Face Hub offline (HF_HUB_OFFLINE is set); the folder is saved locally.")
+        raise LabError(
+            "Cannot push to the Hugging Face Hub offline (HF_HUB_OFFLINE is set); the folder is saved locally."
+        )
     token = token or get_token()
     if not token:
-        raise LabError("Pushing to the Hub needs a Hugging Face token: run 'hf auth login', set HF_TOKEN, or paste one.")
+        raise LabError(
+            "Pushing to the Hub needs a Hugging Face token: run 'hf auth login', set HF_TOKEN, or paste one."
+        )
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
@@ -222,11 +244,13 @@ def push_folder(folder: str | Path, repo_id: str, *, token: str | None = None, p
         status = getattr(getattr(err, "response", None), "status_code", None)
         refused = Msg("the token was refused")
         reason = refused if status in (401, 403) else f"HTTP {status}" if status else str(err)[:200]
-        raise LabError("The Hugging Face Hub refused the upload to {repo_id} ({reason}).",
-                       repo_id=repo_id, reason=reason) from None
+        raise LabError(
+            "The Hugging Face Hub refused the upload to {repo_id} ({reason}).", repo_id=repo_id, reason=reason
+        ) from None
     except OSError as err:  # connection errors of the HTTP client are OSErrors
-        raise LabError("Cannot reach the Hugging Face Hub ({err_type}); the folder is saved locally.",
-                       err_type=type(err).__name__) from None
+        raise LabError(
+            "Cannot reach the Hugging Face Hub ({err_type}); the folder is saved locally.", err_type=type(err).__name__
+        ) from None
     return str(url)
 
 
@@ -273,7 +297,7 @@ def _quote(text: str) -> str:
 
 def openai_snippet(served_name: str, *, port: int = 8000, prompt: str = "Describe this image.") -> str:
     """Python that sends a local image to the served model with the ``openai`` client."""
-    return f'''import base64
+    return f"""import base64
 from openai import OpenAI
 
 client = OpenAI(base_url="http://localhost:{int(port)}/v1", api_key="EMPTY")
@@ -289,4 +313,4 @@ reply = client.chat.completions.create(
     temperature=0,
 )
 print(reply.choices[0].message.content)
-'''
+"""

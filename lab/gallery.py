@@ -130,7 +130,9 @@ def dataset_page(path: str | Path, number: int, per_page: int = PAGE_SIZE) -> Da
     for record in page.records:
         for index, image in enumerate(record.get("images") or []):
             try:
-                page.images.append((str(thumbnail(image, boxes=record_boxes(record, index))), str(record.get("id", ""))))
+                page.images.append(
+                    (str(thumbnail(image, boxes=record_boxes(record, index))), str(record.get("id", "")))
+                )
             except LabError as err:
                 page.skipped.append(msg_of(err))
     return page

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from lab.conversation import to_hf_messages
 
@@ -41,8 +42,9 @@ def _sampling_kwargs(temperature: float, top_p: float) -> dict[str, Any]:
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
-def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[list[Any]],
-                   videos: list[list[Any]] | None = None) -> Any:
+def prepare_inputs(
+    loaded: Any, conversations: list[list[dict]], images: list[list[Any]], videos: list[list[Any]] | None = None
+) -> Any:
     """Tokenize prompts (ending with the assistant's turn opened) and their images and videos, left-padded."""
     from lab.video import processor_videos
 
@@ -54,13 +56,15 @@ def prepare_inputs(loaded: Any, conversations: list[list[dict]], images: list[li
     flat_images = [image for per_conv in images for image in per_conv]
     media = processor_videos(processor, [video for per_conv in videos or [] for video in per_conv])
     # padding_side per call: the training collator shares this processor and pads on the right.
-    inputs = processor(text=texts, images=flat_images or None, return_tensors="pt", padding=True, padding_side="left",
-                       **media)  # fmt: skip
+    inputs = processor(
+        text=texts, images=flat_images or None, return_tensors="pt", padding=True, padding_side="left", **media
+    )
     return inputs.to(loaded.model.device)
 
 
-def _generate_kwargs(loaded: Any, max_new_tokens: int, min_new_tokens: int, temperature: float, top_p: float,
-                     plain: bool = False) -> dict:
+def _generate_kwargs(
+    loaded: Any, max_new_tokens: int, min_new_tokens: int, temperature: float, top_p: float, plain: bool = False
+) -> dict:
     tokenizer = loaded.processor.tokenizer
     kwargs = dict(
         max_new_tokens=int(max_new_tokens),
@@ -94,7 +98,7 @@ def _inference(loaded: Any):
     dtype = getattr(loaded, "dtype", None) or getattr(model, "dtype", None) or getattr(first, "dtype", None)
     device = getattr(loaded, "device", None) or getattr(model, "device", None) or getattr(first, "device", "")
     half = str(device).startswith("cuda") and dtype in (torch.bfloat16, torch.float16)
-    with torch.inference_mode(), (torch.autocast("cuda", dtype=dtype) if half else nullcontext()):
+    with torch.inference_mode(), torch.autocast("cuda", dtype=dtype) if half else nullcontext():
         yield
 
 

@@ -97,8 +97,13 @@ def image_space(processor: Any, height: int, width: int) -> ImageSpace:
         return ImageSpace(width, height, width, height)
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-    seen_h, seen_w = smart_resize(height, width, factor=image_processor.patch_size * merge,
-                                  min_pixels=size.shortest_edge, max_pixels=size.longest_edge)  # fmt: skip
+    seen_h, seen_w = smart_resize(
+        height,
+        width,
+        factor=image_processor.patch_size * merge,
+        min_pixels=size.shortest_edge,
+        max_pixels=size.longest_edge,
+    )
     return ImageSpace(width, height, seen_w, seen_h)
 
 
@@ -129,11 +134,23 @@ def object_faults(record: dict, sizes: list[tuple[int, int] | None]) -> list[Msg
         return [shape]
     reasons = []
     if len(objects.get("ref") or []) != n_refs:
-        reasons.append(Msg("{n} {placeholder} placeholder(s) but {count} ref(s) in 'objects'",
-                           n=n_refs, placeholder=REF, count=len(objects.get("ref") or [])))
+        reasons.append(
+            Msg(
+                "{n} {placeholder} placeholder(s) but {count} ref(s) in 'objects'",
+                n=n_refs,
+                placeholder=REF,
+                count=len(objects.get("ref") or []),
+            )
+        )
     if len(objects.get("bbox") or []) != n_boxes:
-        reasons.append(Msg("{n} {placeholder} placeholder(s) but {count} box(es) in 'objects'",
-                           n=n_boxes, placeholder=BOX, count=len(objects.get("bbox") or [])))
+        reasons.append(
+            Msg(
+                "{n} {placeholder} placeholder(s) but {count} box(es) in 'objects'",
+                n=n_boxes,
+                placeholder=BOX,
+                count=len(objects.get("bbox") or []),
+            )
+        )
     return reasons + _box_faults(objects, sizes)
 
 
@@ -154,8 +171,11 @@ def _shape_fault(objects: Any) -> Msg | None:
 
 
 def _is_box(box: Any) -> bool:
-    return (isinstance(box, list) and len(box) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box))  # fmt: skip
+    return (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+    )
 
 
 def _box_faults(objects: dict, sizes: list[tuple[int, int] | None]) -> list[Msg]:
@@ -165,8 +185,9 @@ def _box_faults(objects: dict, sizes: list[tuple[int, int] | None]) -> list[Msg]
     for i, box in enumerate(objects.get("bbox") or [], start=1):
         image = ids[i - 1] if i - 1 < len(ids) else 0
         if image >= len(sizes):
-            reasons.append(Msg("box {i} belongs to image {image}, but the record has {n} image(s)",
-                               i=i, image=image, n=len(sizes)))
+            reasons.append(
+                Msg("box {i} belongs to image {image}, but the record has {n} image(s)", i=i, image=image, n=len(sizes))
+            )
             continue
         x1, y1, x2, y2 = box
         if not (x1 < x2 and y1 < y2):
@@ -174,8 +195,15 @@ def _box_faults(objects: dict, sizes: list[tuple[int, int] | None]) -> list[Msg]
         elif sizes[image] is not None:
             height, width = (1, 1) if norm else sizes[image]
             if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-                reasons.append(Msg("box {i} {box} is not inside its image ({width}x{height})",
-                                   i=i, box=box, width=sizes[image][1], height=sizes[image][0]))
+                reasons.append(
+                    Msg(
+                        "box {i} {box} is not inside its image ({width}x{height})",
+                        i=i,
+                        box=box,
+                        width=sizes[image][1],
+                        height=sizes[image][0],
+                    )
+                )
     return reasons
 
 
@@ -188,8 +216,9 @@ def read_objects(record: dict, sizes: list[tuple[int, int]]) -> Objects | None:
     ids = list(objects.get("image_id") or [])
     ids += [0] * (len(boxes) - len(ids))
     if objects.get("bbox_type", "real") == "norm1":
-        boxes = [[b[0] * sizes[k][1], b[1] * sizes[k][0], b[2] * sizes[k][1], b[3] * sizes[k][0]]
-                 for b, k in zip(boxes, ids)]  # fmt: skip
+        boxes = [
+            [b[0] * sizes[k][1], b[1] * sizes[k][0], b[2] * sizes[k][1], b[3] * sizes[k][0]] for b, k in zip(boxes, ids)
+        ]
     return Objects(list(objects.get("ref") or []), boxes, ids[: len(boxes)])
 
 
@@ -212,8 +241,9 @@ def render_box(box: list[int], fmt: BoxFormat) -> str:
     return json.dumps(box)
 
 
-def render_objects(messages: list[dict], objects: Objects | None, fmt: BoxFormat,
-                   spaces: list[ImageSpace]) -> list[dict]:
+def render_objects(
+    messages: list[dict], objects: Objects | None, fmt: BoxFormat, spaces: list[ImageSpace]
+) -> list[dict]:
     """``messages`` with every ``<ref-object>`` and ``<bbox>`` written in the family's form."""
     if objects is None:
         return messages
@@ -234,8 +264,9 @@ def render_objects(messages: list[dict], objects: Objects | None, fmt: BoxFormat
     return out
 
 
-def grounded_messages(processor: Any, messages: list[dict], objects: dict, sizes: list[tuple[int, int]],
-                      family: str | None) -> list[dict]:
+def grounded_messages(
+    processor: Any, messages: list[dict], objects: dict, sizes: list[tuple[int, int]], family: str | None
+) -> list[dict]:
     """A record's messages with its ``objects`` written for ``family``; ``sizes`` are its images' (height, width)."""
     spaces = [image_space(processor, height, width) for height, width in sizes]
     return render_objects(messages, read_objects({"objects": objects}, sizes), box_format(family), spaces)
@@ -258,8 +289,9 @@ def split_objects(objects: Objects, prompt: list[dict]) -> tuple[Objects, Object
 # ---------------------------------------------------------------- reading boxes from an answer
 
 _NUMBER = r"\s*(-?\d+(?:\.\d+)?)\s*"
-_TOKEN_BOX = re.compile(r"<\|box_start\|>\s*\(" + _NUMBER + "," + _NUMBER + r"\)\s*,\s*\(" + _NUMBER + ","
-                        + _NUMBER + r"\)\s*<\|box_end\|>")  # fmt: skip
+_TOKEN_BOX = re.compile(
+    r"<\|box_start\|>\s*\(" + _NUMBER + "," + _NUMBER + r"\)\s*,\s*\(" + _NUMBER + "," + _NUMBER + r"\)\s*<\|box_end\|>"
+)
 _PAIR_BOX = re.compile(r"\(" + _NUMBER + "," + _NUMBER + r"\)\s*,\s*\(" + _NUMBER + "," + _NUMBER + r"\)")
 _JSON_BOX = re.compile(r"\[" + _NUMBER + "," + _NUMBER + "," + _NUMBER + "," + _NUMBER + r"\]")
 _REF_SPAN = re.compile(r"<\|object_ref_start\|>(.*?)<\|object_ref_end\|>", re.S)
@@ -341,8 +373,14 @@ class BoxTarget:
         return box_scores(answer_boxes(answer, self.fmt, self.space), self.boxes)
 
 
-def eval_parts(messages: list[dict], reference: str, objects: dict, sizes: list[tuple[int, int]], processor: Any,
-               family: str | None) -> tuple[list[dict], str, BoxTarget | None]:
+def eval_parts(
+    messages: list[dict],
+    reference: str,
+    objects: dict,
+    sizes: list[tuple[int, int]],
+    processor: Any,
+    family: str | None,
+) -> tuple[list[dict], str, BoxTarget | None]:
     """An evaluation sample written for ``family``: its prompt, its reference answer and the answer's boxes.
 
     The prompt takes the first refs and boxes (as many as its placeholders), the reference the
@@ -379,8 +417,14 @@ def labeled_objects(parsed: Any, width: int, height: int) -> tuple[str, dict] | 
         if not (x1 < x2 and y1 < y2):
             return None
         refs.append(item["ref"].strip())
-        boxes.append([round(x1 * width / GRID, 1), round(y1 * height / GRID, 1),
-                      round(x2 * width / GRID, 1), round(y2 * height / GRID, 1)])  # fmt: skip
+        boxes.append(
+            [
+                round(x1 * width / GRID, 1),
+                round(y1 * height / GRID, 1),
+                round(x2 * width / GRID, 1),
+                round(y2 * height / GRID, 1),
+            ]
+        )
     if not boxes:
         return None
     return "\n".join([REF + BOX] * len(boxes)), {"ref": refs, "bbox": boxes}

@@ -14,10 +14,11 @@ of the weights and no reload.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lab.errors import BusyError, LabError, ModelLoadError
 from lab.jobs import Job, JobState, start_job
@@ -25,8 +26,6 @@ from lab.paths import restricted
 from lab.text import Msg, msg_of
 from lab.train_config import DEMO_MODEL
 from lab.training.runs import CONFIG_FILE, RunFolder, find_run, peft_adapter_name
-
-
 
 
 class ModelState(str, Enum):
@@ -42,8 +41,13 @@ class ModelState(str, Enum):
         return _STATE_NAMES[self.value]
 
 
-_STATE_NAMES = {"empty": Msg("empty"), "loading": Msg("loading"), "ready": Msg("ready"), "training": Msg("training"),
-                "generating": Msg("generating")}
+_STATE_NAMES = {
+    "empty": Msg("empty"),
+    "loading": Msg("loading"),
+    "ready": Msg("ready"),
+    "training": Msg("training"),
+    "generating": Msg("generating"),
+}
 
 _BUSY = {
     ModelState.LOADING: Msg("a model is being loaded"),
@@ -119,8 +123,9 @@ class ModelHandle:
             self._release()
         return self.loaded
 
-    def load_in_background(self, name_or_path: str | None, run: str | None = None, owner: str | None = None,
-                           **options: Any) -> Job:
+    def load_in_background(
+        self, name_or_path: str | None, run: str | None = None, owner: str | None = None, **options: Any
+    ) -> Job:
         """Start :meth:`load` (or :meth:`load_run` when ``run`` is given) as a background job; returns the job.
 
         A model that is busy is refused at once (BusyError); a failure ends up in
@@ -207,7 +212,7 @@ class ModelHandle:
             return self.load_run(name, **options)
         return self.load(name, **options)
 
-    def _holds_base(self, run: "RunFolder", quantization: str | None) -> bool:
+    def _holds_base(self, run: RunFolder, quantization: str | None) -> bool:
         loaded = self.loaded
         if loaded is None or (loaded.quantization or None) != (quantization or None):
             return False
@@ -290,6 +295,7 @@ class ModelHandle:
 
 # ---------------------------------------------------------------- runs and adapters
 
+
 def resolve_model_name(name_or_path: str) -> str:
     """``demo`` -> the tiny demo model's folder (built on first use); anything else unchanged."""
     if name_or_path == DEMO_MODEL:
@@ -330,8 +336,12 @@ def attach_adapter(loaded: Any, adapter_dir: Path, run_name: str) -> None:
         loaded.model.set_adapter(name)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise ModelLoadError("The adapter in {adapter_dir} does not fit {loaded_name}: {first}",
-                             adapter_dir=adapter_dir, loaded_name=loaded.name, first=first) from None
+        raise ModelLoadError(
+            "The adapter in {adapter_dir} does not fit {loaded_name}: {first}",
+            adapter_dir=adapter_dir,
+            loaded_name=loaded.name,
+            first=first,
+        ) from None
     loaded.model.eval()
     loaded.adapter = run_name
 

@@ -51,8 +51,15 @@ def open_image(path: str | Path, max_pixels: int | None = None, draft: tuple[int
             with Image.open(path) as im:
                 width, height = im.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise BadImageError(path, Msg("image too large ({width}x{height} pixels, limit {max_image_pixels:,})",
-                                        width=width, height=height, max_image_pixels=MAX_IMAGE_PIXELS))
+                    raise BadImageError(
+                        path,
+                        Msg(
+                            "image too large ({width}x{height} pixels, limit {max_image_pixels:,})",
+                            width=width,
+                            height=height,
+                            max_image_pixels=MAX_IMAGE_PIXELS,
+                        ),
+                    )
                 im.seek(0)  # animated GIF/WebP: label the first frame
                 if draft:
                     im.draft("RGB", draft)
@@ -62,8 +69,9 @@ def open_image(path: str | Path, max_pixels: int | None = None, draft: tuple[int
     except BadImageError:
         raise
     except Image.DecompressionBombError:
-        raise BadImageError(path, Msg("image too large (more than {max_image_pixels:,} pixels)",
-                            max_image_pixels=MAX_IMAGE_PIXELS)) from None
+        raise BadImageError(
+            path, Msg("image too large (more than {max_image_pixels:,} pixels)", max_image_pixels=MAX_IMAGE_PIXELS)
+        ) from None
     except UnidentifiedImageError:
         raise BadImageError(path, Msg("not an image, or an image format that cannot be read")) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:

@@ -24,8 +24,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from lab.errors import LabError
 from lab.text import Msg, msg_of
@@ -66,9 +67,15 @@ class JobState(str, Enum):
 
 # Each state as people read it; one word per state for every job and run folder.
 STATE_NAMES = {
-    JobState.NEW: Msg("new"), JobState.QUEUED: Msg("queued"), JobState.STARTING: Msg("starting"),
-    JobState.LOADING: Msg("loading"), JobState.RUNNING: Msg("running"), JobState.STOPPING: Msg("stopping"),
-    JobState.STOPPED: Msg("stopped"), JobState.FINISHED: Msg("finished"), JobState.FAILED: Msg("failed"),
+    JobState.NEW: Msg("new"),
+    JobState.QUEUED: Msg("queued"),
+    JobState.STARTING: Msg("starting"),
+    JobState.LOADING: Msg("loading"),
+    JobState.RUNNING: Msg("running"),
+    JobState.STOPPING: Msg("stopping"),
+    JobState.STOPPED: Msg("stopped"),
+    JobState.FINISHED: Msg("finished"),
+    JobState.FAILED: Msg("failed"),
 }
 
 
@@ -158,7 +165,7 @@ class Job:
             self.log(self.message)
         self._over.set()
 
-    def run(self, work: Callable[["Job"], Any]) -> None:
+    def run(self, work: Callable[[Job], Any]) -> None:
         """Run ``work(self)`` here to its end; whatever happens, the job ends with a state and a sentence."""
         try:
             self.result = work(self)
@@ -237,9 +244,19 @@ class Job:
         with self._lock:
             state, message, done, total = self.state, self.message, self.done, self.total
         return {
-            "name": self.name, "state": state, "label": state.label, "message": message, "done": done,
-            "total": total, "remaining": self.remaining, "fraction": self.fraction, "rate": self.rate,
-            "eta_s": self.eta_s, "elapsed_s": self.elapsed_s, "started": self.started, "ended": self.ended,
+            "name": self.name,
+            "state": state,
+            "label": state.label,
+            "message": message,
+            "done": done,
+            "total": total,
+            "remaining": self.remaining,
+            "fraction": self.fraction,
+            "rate": self.rate,
+            "eta_s": self.eta_s,
+            "elapsed_s": self.elapsed_s,
+            "started": self.started,
+            "ended": self.ended,
         }
 
 

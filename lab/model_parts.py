@@ -19,8 +19,18 @@ PARTS = ("vision", "merger", "language")
 # get_decoder); the first match from the root of the module tree wins.
 _VISION_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder", "image_tower", "vpm")
 _LANGUAGE_NAMES = ("language_model", "text_model", "llm", "decoder", "text_decoder")
-_MERGER_NAMES = ("merger", "deepstack_merger_list", "multi_modal_projector", "mm_projector", "connector",
-                 "projector", "visual_projection", "aligner", "mlp1", "resampler")
+_MERGER_NAMES = (
+    "merger",
+    "deepstack_merger_list",
+    "multi_modal_projector",
+    "mm_projector",
+    "connector",
+    "projector",
+    "visual_projection",
+    "aligner",
+    "mlp1",
+    "resampler",
+)
 
 
 def module_groups(model) -> dict[str, list[str]]:
@@ -48,8 +58,11 @@ def module_groups(model) -> dict[str, list[str]]:
         if inner:
             # The merger lives inside the vision tower (Qwen): the tower is its other children.
             root = modules[vision_root]
-            vision = [f"{vision_root}.{child}" for child, _ in root.named_children()
-                      if not any(in_group(m, [f"{vision_root}.{child}"]) for m in inner)]
+            vision = [
+                f"{vision_root}.{child}"
+                for child, _ in root.named_children()
+                if not any(in_group(m, [f"{vision_root}.{child}"]) for m in inner)
+            ]
             vision += [f"{vision_root}.{p}" for p, _ in root.named_parameters(recurse=False)]
         else:
             vision = [vision_root]
@@ -77,8 +90,11 @@ def lora_target_modules(model, parts: set[str]) -> str:
     parts = set(parts)
     unknown = parts - set(PARTS)
     if not parts or unknown:
-        raise ConfigError("LoRA parts must be a non-empty subset of {parts} (got {got}).",
-                          parts=join(Msg(", "), PARTS), got=sorted(parts))
+        raise ConfigError(
+            "LoRA parts must be a non-empty subset of {parts} (got {got}).",
+            parts=join(Msg(", "), PARTS),
+            got=sorted(parts),
+        )
     groups = module_groups(model)
     empty = sorted(p for p in parts if not groups[p])
     if empty:

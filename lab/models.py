@@ -23,8 +23,16 @@ from lab.text import Msg, join
 
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
-_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
-           "fp32": "float32", "float32": "float32", "float": "float32"}
+_DTYPES = {
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+    "float": "float32",
+}
 
 
 @dataclass
@@ -80,13 +88,15 @@ def resolve_device(device: str = "auto") -> str:
         return device
     if re.fullmatch(r"cuda(:\d+)?", device):
         if not torch.cuda.is_available():
-            raise ModelLoadError("Device {device!r} needs a CUDA GPU, but none is visible here; use device 'cpu'.",
-                                 device=device)
+            raise ModelLoadError(
+                "Device {device!r} needs a CUDA GPU, but none is visible here; use device 'cpu'.", device=device
+            )
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
-            raise ModelLoadError("Device {device!r} does not exist: this machine has {count} GPU(s).",
-                                 device=device, count=count)
+            raise ModelLoadError(
+                "Device {device!r} does not exist: this machine has {count} GPU(s).", device=device, count=count
+            )
         return device
     if device == "mps":
         if not torch.backends.mps.is_available():
@@ -139,10 +149,15 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, device)
     source, is_local = _resolve_source(name_or_path)
     config = _load_config(source, trust_remote_code)
-    quant_config = quantization_config(quantization, device, double_quant=double_quant, compute_dtype=quant_compute_dtype)
+    quant_config = quantization_config(
+        quantization, device, double_quant=double_quant, compute_dtype=quant_compute_dtype
+    )
     if attn_implementation.startswith("flash_attention") and not device.startswith("cuda"):
-        raise ModelLoadError("attn_implementation {attn_implementation!r} needs a CUDA GPU; use 'sdpa' on {device}.",
-                             attn_implementation=attn_implementation, device=device)
+        raise ModelLoadError(
+            "attn_implementation {attn_implementation!r} needs a CUDA GPU; use 'sdpa' on {device}.",
+            attn_implementation=attn_implementation,
+            device=device,
+        )
     # The processor first: it is quick, and a bad pixel bound should fail before gigabytes load.
     processor = _load_processor(source, trust_remote_code)
     set_image_pixels(processor, min_pixels=min_pixels, max_pixels=max_pixels)
@@ -161,23 +176,31 @@ def load_model(
     )
 
 
-def quantization_config(quantization: str | None, device: str, *, double_quant: bool = True, compute_dtype: str = "auto"):
+def quantization_config(
+    quantization: str | None, device: str, *, double_quant: bool = True, compute_dtype: str = "auto"
+):
     """The ``BitsAndBytesConfig`` for "4bit" / "8bit" on ``device`` (None for no quantization)."""
     import torch
 
     if quantization in (None, "", "none"):
         return None
     if quantization not in ("4bit", "8bit"):
-        raise ConfigError("Unknown quantization {quantization!r}; use '4bit', '8bit' or none.",
-                          quantization=quantization)
+        raise ConfigError(
+            "Unknown quantization {quantization!r}; use '4bit', '8bit' or none.", quantization=quantization
+        )
     if not (device == "cpu" or device.startswith("cuda")):
-        raise ModelLoadError("{quantization} quantization needs a CUDA GPU or the CPU, not {device!r}.",
-                             quantization=quantization, device=device)
+        raise ModelLoadError(
+            "{quantization} quantization needs a CUDA GPU or the CPU, not {device!r}.",
+            quantization=quantization,
+            device=device,
+        )
     reason = _bitsandbytes_problem(quantization, device)
     if reason:
         raise ModelLoadError(
-            "{quantization} quantization does not work here ({reason}); it needs a CUDA GPU with bitsandbytes installed.",
-            quantization=quantization, reason=reason,
+            "{quantization} quantization does not work here ({reason}); it needs a CUDA GPU with bitsandbytes "
+            "installed.",
+            quantization=quantization,
+            reason=reason,
         )
     from transformers import BitsAndBytesConfig
 
@@ -188,11 +211,14 @@ def quantization_config(quantization: str | None, device: str, *, double_quant: 
     else:
         compute = resolve_dtype(compute_dtype, device)
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute,
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def keep_cpu_4bit_layout(model) -> None:
     """Stop bitsandbytes from repacking 4-bit weights for its AVX512-BF16 CPU kernel.
 
@@ -231,8 +257,12 @@ def _bitsandbytes_problem(quantization: str, device: str) -> Msg | None:
         layer(x.to(device))
     except Exception as err:  # any failure of the backend means the same thing to the user
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        return Msg("bitsandbytes cannot run {quantization} layers on {device}: {detail}",
-                   quantization=quantization, device=device, detail=detail)
+        return Msg(
+            "bitsandbytes cannot run {quantization} layers on {device}: {detail}",
+            quantization=quantization,
+            device=device,
+            detail=detail,
+        )
     return None
 
 
@@ -244,8 +274,11 @@ def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: in
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ConfigError("min_pixels and max_pixels must be positive whole numbers (got {value!r}).", value=value)
     if min_pixels and max_pixels and min_pixels > max_pixels:
-        raise ConfigError("min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
-                          min_pixels=min_pixels, max_pixels=max_pixels)
+        raise ConfigError(
+            "min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+        )
     image_processor = getattr(processor, "image_processor", None)
     size = getattr(image_processor, "size", None)
     if size is None or getattr(size, "longest_edge", None) is None or not hasattr(image_processor, "merge_size"):
@@ -284,8 +317,9 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
     if path.exists():
         check_allowed(path)
         if not path.is_dir():
-            raise ModelLoadError("{path} is a file, not a model folder; pass the folder that holds config.json.",
-                                 path=path)
+            raise ModelLoadError(
+                "{path} is a file, not a model folder; pass the folder that holds config.json.", path=path
+            )
         if not (path / "config.json").is_file():
             raise ModelLoadError("{path} is not a model folder: it has no config.json.", path=path)
         return str(path.resolve()), True
@@ -330,7 +364,8 @@ def _allowed_source(name: str) -> tuple[str, bool]:
     refusal = ModelLoadError(
         "On this shared server only these models can be loaded: {allowed} "
         "(the owner lists them in {allowed_models_env}), or a model trained or exported here.",
-        allowed=join(Msg(", "), allowed) or Msg("none"), allowed_models_env=ALLOWED_MODELS_ENV,
+        allowed=join(Msg(", "), allowed) or Msg("none"),
+        allowed_models_env=ALLOWED_MODELS_ENV,
     )
     try:
         path = resolve(name)
@@ -353,7 +388,8 @@ def _load_config(source: str, trust_remote_code: bool):
     except OSError:
         raise ModelLoadError(
             "Could not find {source} on this machine or download it from the Hugging Face Hub (offline?); "
-            "download it once (hf download {source} --local-dir DIR) and pass the local folder path.", source=source,
+            "download it once (hf download {source} --local-dir DIR) and pass the local folder path.",
+            source=source,
         ) from None
     except ValueError as err:
         raise ModelLoadError("{source} has an unreadable config.json ({err}).", source=source, err=err) from None
@@ -367,13 +403,15 @@ def _load_config(source: str, trust_remote_code: bool):
     if custom and not auto_map:
         raise ModelLoadError(
             "{source} has model type {model_type!r}, which this version of transformers does not know.",
-            source=source, model_type=model_type,
+            source=source,
+            model_type=model_type,
         )
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError) as err:
-        raise ModelLoadError("Could not read the config of {source}: {first_line}",
-                             source=source, first_line=_first_line(err)) from None
+        raise ModelLoadError(
+            "Could not read the config of {source}: {first_line}", source=source, first_line=_first_line(err)
+        ) from None
     if type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:
         return config
     if "AutoModelForImageTextToText" in auto_map:
@@ -382,14 +420,17 @@ def _load_config(source: str, trust_remote_code: bool):
         return config
     raise ModelLoadError(
         "{source} is a {model_type!r} model, not an image-text-to-text (vision-language) model the lab can load.",
-        source=source, model_type=model_type,
+        source=source,
+        model_type=model_type,
     )
 
 
 def _needs_trust(source: str, model_type: str) -> ModelLoadError:
     return ModelLoadError(
         "{source} runs its own Python code (model type {model_type!r}); load it only if you trust its author, "
-        "with trust_remote_code=True (--trust-remote-code).", source=source, model_type=model_type,
+        "with trust_remote_code=True (--trust-remote-code).",
+        source=source,
+        model_type=model_type,
     )
 
 
@@ -397,8 +438,13 @@ def _load_weights(source, config, torch_dtype, device, quant_config, attn_implem
     import torch
     from transformers import AutoModelForImageTextToText
 
-    kwargs = dict(config=config, dtype=torch_dtype, device_map={"": torch.device(device)},
-                  trust_remote_code=trust_remote_code, quantization_config=quant_config)
+    kwargs = dict(
+        config=config,
+        dtype=torch_dtype,
+        device_map={"": torch.device(device)},
+        trust_remote_code=trust_remote_code,
+        quantization_config=quant_config,
+    )
     try:
         try:
             return AutoModelForImageTextToText.from_pretrained(
@@ -411,13 +457,15 @@ def _load_weights(source, config, torch_dtype, device, quant_config, attn_implem
             return AutoModelForImageTextToText.from_pretrained(source, attn_implementation="eager", **kwargs)
     except torch.OutOfMemoryError:
         raise ModelLoadError(
-            "Not enough memory on {device} to load {source} in {dtype}; "
-            "try 4-bit quantization or a smaller model.",
-            device=device, source=source, dtype=str(torch_dtype).removeprefix("torch."),
+            "Not enough memory on {device} to load {source} in {dtype}; try 4-bit quantization or a smaller model.",
+            device=device,
+            source=source,
+            dtype=str(torch_dtype).removeprefix("torch."),
         ) from None
     except (OSError, ValueError, ImportError, RuntimeError) as err:
-        raise ModelLoadError("Could not load the weights of {source}: {first_line}",
-                             source=source, first_line=_first_line(err)) from None
+        raise ModelLoadError(
+            "Could not load the weights of {source}: {first_line}", source=source, first_line=_first_line(err)
+        ) from None
 
 
 def _load_processor(source: str, trust_remote_code: bool):
@@ -426,8 +474,9 @@ def _load_processor(source: str, trust_remote_code: bool):
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, ImportError, TypeError) as err:
-        raise ModelLoadError("Could not load the processor of {source}: {first_line}",
-                             source=source, first_line=_first_line(err)) from None
+        raise ModelLoadError(
+            "Could not load the processor of {source}: {first_line}", source=source, first_line=_first_line(err)
+        ) from None
     if getattr(processor, "image_processor", None) is None:
         raise ModelLoadError("{source} has no image processor, so it cannot read images.", source=source)
     return processor

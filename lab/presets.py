@@ -30,7 +30,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR, check_allowed, is_allowed, workspace
@@ -73,20 +72,29 @@ class PromptPreset:
 
     def __post_init__(self):
         if not _NAME.match(self.name or ""):
-            raise ConfigError("preset name '{name}' must be letters, digits, '_', '-' or '.', "
-                              "starting with a letter or digit.", name=self.name)
+            raise ConfigError(
+                "preset name '{name}' must be letters, digits, '_', '-' or '.', starting with a letter or digit.",
+                name=self.name,
+            )
         if not self.texts:
             raise ConfigError("prompt preset '{name}' has no prompt; give a 'zh' or 'en' section.", name=self.name)
         for lang, text in self.texts.items():
             if lang not in LANGS:
-                raise ConfigError("prompt preset '{name}' has a prompt in '{lang}'; languages are zh and en.",
-                                  name=self.name, lang=lang)
+                raise ConfigError(
+                    "prompt preset '{name}' has a prompt in '{lang}'; languages are zh and en.",
+                    name=self.name,
+                    lang=lang,
+                )
             if not text.user.strip():
-                raise ConfigError("prompt preset '{name}' has an empty user prompt for '{lang}'.",
-                                  name=self.name, lang=lang)
+                raise ConfigError(
+                    "prompt preset '{name}' has an empty user prompt for '{lang}'.", name=self.name, lang=lang
+                )
             if self.json and not text.expected_keys:
-                raise ConfigError("prompt preset '{name}' answers JSON but lists no expected_keys for '{lang}'.",
-                                  name=self.name, lang=lang)
+                raise ConfigError(
+                    "prompt preset '{name}' answers JSON but lists no expected_keys for '{lang}'.",
+                    name=self.name,
+                    lang=lang,
+                )
 
     @property
     def langs(self) -> list[str]:
@@ -135,16 +143,23 @@ def preset_from_dict(data: dict, where: str, default_name: str = "") -> PromptPr
         check_keys(section, TEXT_KEYS, section_name)
         keys = section.get("expected_keys") or []
         if not isinstance(keys, list):
-            raise ConfigError("expected_keys in the '{lang}' section of {where} must be a list, like [label, reason].",
-                              lang=lang, where=where)
+            raise ConfigError(
+                "expected_keys in the '{lang}' section of {where} must be a list, like [label, reason].",
+                lang=lang,
+                where=where,
+            )
         system, user = _text(section.get("system"), "system", where), _text(section.get("user"), "user", where)
         texts[lang] = PromptText(system, user, tuple(str(k) for k in keys))
     is_json = data.get("json", False)
     if not isinstance(is_json, bool):
         raise ConfigError("'json' in {where} must be true or false, not {is_json!r}.", where=where, is_json=is_json)
-    return PromptPreset(name=str(data.get("name") or default_name), texts=texts, json=is_json,
-                        title=_lang_map(data.get("title"), "title", where),
-                        description=_lang_map(data.get("description"), "description", where))
+    return PromptPreset(
+        name=str(data.get("name") or default_name),
+        texts=texts,
+        json=is_json,
+        title=_lang_map(data.get("title"), "title", where),
+        description=_lang_map(data.get("description"), "description", where),
+    )
 
 
 def _text(value, key: str, where: str) -> str:
@@ -161,8 +176,9 @@ def _lang_map(value, key: str, where: str) -> dict[str, str]:
     if isinstance(value, str):
         return {"en": value}
     if not isinstance(value, dict):
-        raise ConfigError("'{key}' in {where} must map a language to text, like {{en: ..., zh: ...}}.",
-                          key=key, where=where)
+        raise ConfigError(
+            "'{key}' in {where} must map a language to text, like {{en: ..., zh: ...}}.", key=key, where=where
+        )
     check_keys(value, LANGS, Msg("'{key}' of {where}", key=key, where=where))
     return {lang: _text(text, key, where) for lang, text in value.items()}
 
@@ -196,15 +212,17 @@ def load_prompt_preset(name_or_path: str | Path) -> PromptPreset:
             return _load_file(path)
     known = list_prompt_presets()
     hint, names = closest(text, known), ", ".join(known)
-    raise ConfigError("no prompt preset named '{text}'{hint}; known presets: {names}.",
-                      text=text, hint=hint, names=names)
+    raise ConfigError(
+        "no prompt preset named '{text}'{hint}; known presets: {names}.", text=text, hint=hint, names=names
+    )
 
 
 def save_prompt_preset(preset: PromptPreset) -> Path:
     """Write ``preset`` into the user preset folder and return the file; bundled names are refused."""
     if preset.name in _preset_files(bundled_prompts_dir()):
-        raise ConfigError("'{preset_name}' is a bundled preset; save your version under another name.",
-                          preset_name=preset.name)
+        raise ConfigError(
+            "'{preset_name}' is a bundled preset; save your version under another name.", preset_name=preset.name
+        )
     folder = user_prompts_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = check_allowed(folder / f"{preset.name}.yaml", write=True)  # a saved name must not lead out of the workspace

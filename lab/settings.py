@@ -36,8 +36,8 @@ from typing import Any
 
 from lab.config_values import coerce_value
 from lab.errors import ConfigError
-from lab.yaml_files import check_keys, closest
 from lab.text import Msg, join
+from lab.yaml_files import check_keys, closest
 
 _KEY = "lab.setting"
 
@@ -95,8 +95,9 @@ def setting(default=MISSING, *, label: str, secret: bool = False, **declared) ->
     """
     if not isinstance(label, str):
         raise TypeError("setting(label=...) takes the English label only; its Chinese goes into lab/locales/zh.json")
-    meta = Setting(label=label, secret=secret, **{k: tuple(v) if isinstance(v, list) else v
-                                                          for k, v in declared.items()})
+    meta = Setting(
+        label=label, secret=secret, **{k: tuple(v) if isinstance(v, list) else v for k, v in declared.items()}
+    )
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={_KEY: meta}, repr=not secret)
     return field(default=default, metadata={_KEY: meta}, repr=not secret)
@@ -109,10 +110,14 @@ def settings_of(cls: type) -> tuple[Setting, ...]:
     found = []
     for f in fields(cls):
         meta = f.metadata.get(_KEY) or Setting(label="")
-        default = f.default if f.default is not MISSING else (
-            f.default_factory() if f.default_factory is not MISSING else MISSING)  # fmt: skip
-        found.append(replace(meta, name=f.name, type=_type_name(f.type), default=default,
-                             help=meta.help or docs.get(f.name, "")))
+        default = (
+            f.default
+            if f.default is not MISSING
+            else (f.default_factory() if f.default_factory is not MISSING else MISSING)
+        )
+        found.append(
+            replace(meta, name=f.name, type=_type_name(f.type), default=default, help=meta.help or docs.get(f.name, ""))
+        )
     return tuple(found)
 
 
@@ -133,8 +138,13 @@ def _docstrings(cls: type) -> dict[str, str]:
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs = {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = inspect.cleandoc(after.value.value)
     return docs
 
@@ -186,8 +196,9 @@ def _check_choice(s: Setting, value) -> None:
     for item in value:
         if item not in s.choices:
             hint = closest(item, s.choices)
-            raise ConfigError("{name} has '{item}'{hint}; the choices are {shown}.",
-                              name=s.name, item=item, hint=hint, shown=shown)
+            raise ConfigError(
+                "{name} has '{item}'{hint}; the choices are {shown}.", name=s.name, item=item, hint=hint, shown=shown
+            )
 
 
 def _check_bounds(s: Setting, value) -> None:
@@ -195,17 +206,20 @@ def _check_bounds(s: Setting, value) -> None:
     high = (s.max is None or value <= s.max) and (s.below is None or value < s.below)
     if low and high:
         return
-    bounds = [Msg("at least {bound:g}", bound=s.min) if s.min is not None else None,
-              Msg("greater than {bound:g}", bound=s.above) if s.above is not None else None,
-              Msg("at most {bound:g}", bound=s.max) if s.max is not None else None,
-              Msg("below {bound:g}", bound=s.below) if s.below is not None else None]  # fmt: skip
+    bounds = [
+        Msg("at least {bound:g}", bound=s.min) if s.min is not None else None,
+        Msg("greater than {bound:g}", bound=s.above) if s.above is not None else None,
+        Msg("at most {bound:g}", bound=s.max) if s.max is not None else None,
+        Msg("below {bound:g}", bound=s.below) if s.below is not None else None,
+    ]
     bounds = [bound for bound in bounds if bound is not None]
     if s.min is not None and len(bounds) == 1:
         if s.min == 0:
             raise ConfigError("{name} cannot be negative, not {value}.", name=s.name, value=value)
         raise ConfigError("{name} must be at least {min:g}, not {value}.", name=s.name, min=s.min, value=value)
-    raise ConfigError("{name} must be {bounds}, not {value}.", name=s.name, bounds=join(Msg(" and "), bounds),
-                      value=value)
+    raise ConfigError(
+        "{name} must be {bounds}, not {value}.", name=s.name, bounds=join(Msg(" and "), bounds), value=value
+    )
 
 
 # ---------------------------------------------------------------- building from names and values
@@ -269,7 +283,13 @@ def _shown_default(value) -> str:
         return "on" if value else "off"
     if value is None or value == "" or value is MISSING:
         return ""
-    return ", ".join(map(str, value)) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) else str(value)
+    return (
+        ", ".join(map(str, value))
+        if isinstance(value, list)
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )
 
 
 def _metavar(s: Setting) -> str:

@@ -34,8 +34,10 @@ def find_langs(folder: str = LOCALES) -> tuple[str, ...]:
 
 LANGS = find_langs()
 
-_NOT_A_STR = ("a Msg is not a str, so formatting it would drop its other languages; compose it with "
-              "Msg('... {name} ...', name=msg), show it with localize(msg, lang), log it with str(msg)")
+_NOT_A_STR = (
+    "a Msg is not a str, so formatting it would drop its other languages; compose it with "
+    "Msg('... {name} ...', name=msg), show it with localize(msg, lang), log it with str(msg)"
+)
 
 
 @cache
@@ -105,7 +107,7 @@ class Msg:
         return {"template": self.template, "values": {name: _saved(value) for name, value in self.values.items()}}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Msg":
+    def from_dict(cls, data: dict) -> Msg:
         """The message :meth:`to_dict` saved."""
         values = {name: cls.from_dict(v) if _is_saved_msg(v) else v for name, v in (data.get("values") or {}).items()}
         return cls(str(data.get("template", "")), **values)

@@ -30,16 +30,30 @@ VOCAB_SIZE = 4096
 # tokenizers); True = special. Qwen2-VL stops at <|video_pad|>, Qwen2.5-VL adds the tool and
 # fill-in-the-middle tokens, Qwen3-VL the tool-response and thinking tokens.
 _QWEN2_VL_TOKENS = [
-    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
-    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True), ("<|box_start|>", True),
-    ("<|box_end|>", True), ("<|quad_start|>", True), ("<|quad_end|>", True),
-    ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
-    ("<|image_pad|>", True), ("<|video_pad|>", True),
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
 ]
 _QWEN2_5_VL_EXTRA = [
-    ("<tool_call>", False), ("</tool_call>", False), ("<|fim_prefix|>", False),
-    ("<|fim_middle|>", False), ("<|fim_suffix|>", False), ("<|fim_pad|>", False),
-    ("<|repo_name|>", False), ("<|file_sep|>", False),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False),
+    ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
 ]
 _QWEN3_VL_EXTRA = [("<tool_response>", False), ("</tool_response>", False), ("<think>", False), ("</think>", False)]
 
@@ -228,14 +242,37 @@ def model_config(family: str, tokenizer):
     elif family == "qwen2_5_vl":
         config_class = Qwen2_5_VLConfig
         # Window attention in block 0, full attention in block 1, as in the real tower.
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                      patch_size=14, window_size=56, fullatt_block_indexes=[1])
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=14,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        )
     else:
         config_class = Qwen3VLConfig
-        text.update(head_dim=16, rope_parameters={**text["rope_parameters"], "rope_theta": 5e6,
-                                                  "mrope_section": [4, 2, 2], "mrope_interleaved": True})
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                      patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
+        text.update(
+            head_dim=16,
+            rope_parameters={
+                **text["rope_parameters"],
+                "rope_theta": 5e6,
+                "mrope_section": [4, 2, 2],
+                "mrope_interleaved": True,
+            },
+        )
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=16,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0, 1],
+        )
     return config_class(
         text_config=text,
         vision_config=vision,
@@ -249,23 +286,34 @@ def model_config(family: str, tokenizer):
 
 def make_processor(family: str, tokenizer):
     """The family's processor with small image sizes: a 224x224 image becomes 36-49 image tokens."""
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
-    from transformers import Qwen3VLProcessor
+    from transformers import (
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3VLProcessor,
+    )
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     patch = 16 if family == "qwen3_vl" else 14
     factor = patch * 2  # patch size x spatial merge size: one image token covers factor x factor pixels
-    sizes = dict(patch_size=patch, merge_size=2, temporal_patch_size=2,
-                 size={"shortest_edge": 4 * factor**2, "longest_edge": 36 * factor**2})
+    sizes = dict(
+        patch_size=patch,
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": 4 * factor**2, "longest_edge": 36 * factor**2},
+    )
     if family == "qwen3_vl":
         half = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])  # Qwen3-VL's normalisation
         image_processor = Qwen2VLImageProcessor(**sizes, **half)
-        video_processor = Qwen3VLVideoProcessor(**{**sizes, "size": {"shortest_edge": 4 * factor**2,
-                                                                     "longest_edge": 64 * factor**2}}, **half)
+        video_processor = Qwen3VLVideoProcessor(
+            **{**sizes, "size": {"shortest_edge": 4 * factor**2, "longest_edge": 64 * factor**2}}, **half
+        )
         return Qwen3VLProcessor(image_processor, tokenizer, video_processor, chat_template=CHAT_TEMPLATE)
     image_processor = Qwen2VLImageProcessor(**sizes)
-    video_processor = Qwen2VLVideoProcessor(**{**sizes, "size": {"shortest_edge": 4 * factor**2,
-                                                                 "longest_edge": 64 * factor**2}})
+    video_processor = Qwen2VLVideoProcessor(
+        **{**sizes, "size": {"shortest_edge": 4 * factor**2, "longest_edge": 64 * factor**2}}
+    )
     processor_class = Qwen2VLProcessor if family == "qwen2_vl" else Qwen2_5_VLProcessor
     return processor_class(image_processor, tokenizer, video_processor, chat_template=CHAT_TEMPLATE)
 
@@ -281,8 +329,9 @@ def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     _check_family(family)
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not (out_dir.is_dir() and (is_tiny_model(out_dir) or not any(out_dir.iterdir()))):
-        raise ConfigError("{out_dir} already exists and is not a tiny model folder; choose an empty or new folder.",
-                          out_dir=out_dir)
+        raise ConfigError(
+            "{out_dir} already exists and is not a tiny model folder; choose an empty or new folder.", out_dir=out_dir
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -363,5 +412,8 @@ def ensure_demo_model(family: str = "qwen2_5_vl") -> Path:
 
 def _check_family(family: str) -> None:
     if family not in FAMILIES:
-        raise ConfigError("Unknown model family {family!r}; choose one of {families}.",
-                          family=family, families=join(Msg(", "), FAMILIES))
+        raise ConfigError(
+            "Unknown model family {family!r}; choose one of {families}.",
+            family=family,
+            families=join(Msg(", "), FAMILIES),
+        )

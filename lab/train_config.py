@@ -27,17 +27,20 @@ from pathlib import Path
 from lab.config_values import apply_overrides, format_override
 from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR
-from lab.yaml_files import closest, dump_yaml, load_yaml_strict
 from lab.settings import build, check, setting, settings_of
 from lab.text import Msg
 from lab.training.mix import dataset_entries, normalize_datasets
 from lab.training.rewards import as_entries, check_pattern, parse_rewards
+from lab.yaml_files import closest, dump_yaml, load_yaml_strict
 
 DEMO_MODEL = "demo"  # the tiny random demo model, built offline on first use (lab/tiny.py)
 METHODS = ("lora", "qlora", "full")
 PARTS = ("language", "vision", "merger")
-PART_LABELS = {"language": Msg("language model"), "vision": Msg("vision tower"),
-               "merger": Msg("merger (vision → language)")}
+PART_LABELS = {
+    "language": Msg("language model"),
+    "vision": Msg("vision tower"),
+    "merger": Msg("merger (vision → language)"),
+}
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 GENERATION_METRICS = ("bleu", "chrf", "rouge_l", "exact_match", "json_valid", "json_key_f1")
 BEST_METRICS = ("eval_loss", *GENERATION_METRICS)
@@ -88,8 +91,9 @@ class TrainConfig:
     """DoRA: learn a magnitude vector next to the LoRA direction; a bit better, slower."""
     loraplus_lr_ratio: float | None = setting(None, label="LoRA+ learning-rate ratio (empty: off)", above=0)
     """LoRA+: the B matrices learn this many times faster than A (16 is usual); None turns it off."""
-    lora_targets: list[str] = setting(["language"], label="LoRA on", choices=PARTS,
-                                      widget="checkboxes", choice_labels=PART_LABELS)
+    lora_targets: list[str] = setting(
+        ["language"], label="LoRA on", choices=PARTS, widget="checkboxes", choice_labels=PART_LABELS
+    )
     """Parts that get LoRA adapters on their linear layers: any of ``language``, ``vision``, ``merger``."""
     train_vision: bool = setting(False, label="Train the vision tower (full)")
     """Train the vision tower's full weights (with ``full``, or next to adapters elsewhere with ``lora``)."""
@@ -113,8 +117,9 @@ class TrainConfig:
     """Passes over the training set (may be fractional); used when ``max_steps`` is -1."""
     max_steps: int = setting(-1, label="Max steps (-1: use epochs)")
     """Optimizer steps to run; -1 means run ``num_epochs`` epochs."""
-    per_device_batch_size: int | str = setting(AUTO, label="Batch size per GPU", min=1,
-                                               options=(AUTO, 1, 2, 4, 8, 16, 32))
+    per_device_batch_size: int | str = setting(
+        AUTO, label="Batch size per GPU", min=1, options=(AUTO, 1, 2, 4, 8, 16, 32)
+    )
     """Samples per forward pass on each device, or ``auto``: on a GPU the largest batch that the memory forecast
     fits on the card (``gradient_accumulation_steps`` then changes so that the effective batch stays that of a
     batch of 1, see ``auto_keeps_effective_batch``); on the CPU 1. The run's config.yaml holds the number."""
@@ -127,8 +132,9 @@ class TrainConfig:
     They are never truncated: cutting a sample would cut its answer or its image tokens."""
     warmup_ratio: float = setting(0.05, label="Warmup ratio", min=0, below=1)
     """Fraction of the steps over which the learning rate ramps up from 0."""
-    lr_scheduler: str = setting("cosine", label="Scheduler",
-                                choices=("cosine", "linear", "constant", "constant_with_warmup"))
+    lr_scheduler: str = setting(
+        "cosine", label="Scheduler", choices=("cosine", "linear", "constant", "constant_with_warmup")
+    )
     """Learning-rate schedule after warmup: cosine, linear, constant or constant_with_warmup."""
     weight_decay: float = setting(0.0, label="Weight decay", min=0)
     """AdamW weight decay."""
@@ -138,8 +144,9 @@ class TrainConfig:
     """Seed for the train/validation split, shuffling and adapter initialisation."""
     val_ratio: float = setting(0.01, label="Validation ratio", min=0, below=1)
     """Fraction of the dataset held out for validation (at least one sample when > 0); 0 means none."""
-    gradient_checkpointing: bool | str = setting(AUTO, label="Gradient checkpointing", choices=(AUTO, True, False),
-                                                 choice_labels=CHECKPOINTING_LABELS)
+    gradient_checkpointing: bool | str = setting(
+        AUTO, label="Gradient checkpointing", choices=(AUTO, True, False), choice_labels=CHECKPOINTING_LABELS
+    )
     """Recompute activations in the backward pass: much less memory for about 30% more time. ``auto``: off on a
     GPU when the forecast says the activations fit (the fastest setting that fits), on on the CPU."""
     torch_compile: bool = setting(True, label="torch.compile (GPU)")
@@ -248,8 +255,10 @@ class TrainConfig:
         self.rewards = as_entries(self.rewards)  # a YAML mapping {name: weight} is the list [name:weight]
         check(self)  # types, bounds and choices, from the fields above
         _require(self.model.strip() != "", Msg("model is empty; give a Hub id, a model folder or 'demo'."))
-        _require(self.dataset != [] and self.dataset != "" and not str(self.dataset).isspace(),
-                 Msg("dataset is empty; give a dataset folder or a .jsonl file."))
+        _require(
+            self.dataset != [] and self.dataset != "" and not str(self.dataset).isspace(),
+            Msg("dataset is empty; give a dataset folder or a .jsonl file."),
+        )
         dataset_entries(self.dataset)  # each entry readable, none twice
         self._check_numbers()
         self._check_method()
@@ -258,94 +267,149 @@ class TrainConfig:
         self._check_grpo()
 
     def _check_numbers(self) -> None:
-        _require(self.max_steps > 0 or self.num_epochs > 0,
-                 Msg("max_steps and num_epochs are both <= 0, so there is nothing to train; set one of them."))
-        _require(self.max_steps > 0 or self.max_steps == -1,
-                 Msg("max_steps must be a positive number of steps or -1 (use num_epochs), not {max_steps}.",
-                     max_steps=self.max_steps))
+        _require(
+            self.max_steps > 0 or self.num_epochs > 0,
+            Msg("max_steps and num_epochs are both <= 0, so there is nothing to train; set one of them."),
+        )
+        _require(
+            self.max_steps > 0 or self.max_steps == -1,
+            Msg(
+                "max_steps must be a positive number of steps or -1 (use num_epochs), not {max_steps}.",
+                max_steps=self.max_steps,
+            ),
+        )
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ConfigError("min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
-                              min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+            raise ConfigError(
+                "min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
+                min_pixels=self.min_pixels,
+                max_pixels=self.max_pixels,
+            )
         for name in ("model_name", "model_author"):
             value = getattr(self, name)
-            _require(len(value) == 2 and all(v.strip() for v in value),
-                     Msg("{name} must be two names, [Chinese, English], not {value}.", name=name, value=value))
+            _require(
+                len(value) == 2 and all(v.strip() for v in value),
+                Msg("{name} must be two names, [Chinese, English], not {value}.", name=name, value=value),
+            )
 
     def _check_method(self) -> None:
         trained = [part for part in PARTS if getattr(self, f"train_{part}")]
         if self.method == "full":
             for name in ("use_rslora", "use_dora", "loraplus_lr_ratio"):
-                _require(getattr(self, name) in (False, None),
-                         Msg("{name} applies to LoRA adapters, but method is 'full'; "
-                             "use method 'lora' or turn it off.", name=name))
-            _require(bool(trained), Msg("method 'full' with train_vision, train_merger and train_language all false "
-                                        "trains nothing; set at least one to true."))
+                _require(
+                    getattr(self, name) in (False, None),
+                    Msg(
+                        "{name} applies to LoRA adapters, but method is 'full'; use method 'lora' or turn it off.",
+                        name=name,
+                    ),
+                )
+            _require(
+                bool(trained),
+                Msg(
+                    "method 'full' with train_vision, train_merger and train_language all false "
+                    "trains nothing; set at least one to true."
+                ),
+            )
             return
-        _require(bool(self.lora_targets), Msg("method '{method}' needs at least one part in lora_targets; "
-                                              "to train parts without adapters use method 'full'.",
-                                              method=self.method))
+        _require(
+            bool(self.lora_targets),
+            Msg(
+                "method '{method}' needs at least one part in lora_targets; "
+                "to train parts without adapters use method 'full'.",
+                method=self.method,
+            ),
+        )
         if self.method == "qlora":
             if trained:
-                raise ConfigError("qlora keeps the base weights quantized, which cannot train, so train_{trained} "
-                                  "must be false; use method 'lora' to train full weights next to adapters.",
-                                  trained=trained[0])
-            _require(not str(self.deepspeed).startswith("zero3"), Msg("qlora cannot be combined with DeepSpeed zero3, which shards the "
-                                                    "quantized weights; use zero2 or method 'lora'."))
+                raise ConfigError(
+                    "qlora keeps the base weights quantized, which cannot train, so train_{trained} "
+                    "must be false; use method 'lora' to train full weights next to adapters.",
+                    trained=trained[0],
+                )
+            _require(
+                not str(self.deepspeed).startswith("zero3"),
+                Msg(
+                    "qlora cannot be combined with DeepSpeed zero3, which shards the "
+                    "quantized weights; use zero2 or method 'lora'."
+                ),
+            )
         for part in trained:
-            _require(part not in self.lora_targets, Msg("'{part}' is in lora_targets and train_{part} is true; "
-                                                        "a part gets either adapters or full training, not both.",
-                                                        part=part))
+            _require(
+                part not in self.lora_targets,
+                Msg(
+                    "'{part}' is in lora_targets and train_{part} is true; "
+                    "a part gets either adapters or full training, not both.",
+                    part=part,
+                ),
+            )
 
     def _check_evaluation(self) -> None:
         validates = self.val_ratio > 0 or bool(self.val_dataset)
         if self.eval_metrics or self.keep_best:
             what = "keep_best" if self.keep_best else "eval_metrics"
-            _require(validates, Msg("{what} needs validation samples; set val_ratio above 0 or give a val_dataset.",
-                                    what=what))
+            _require(
+                validates,
+                Msg("{what} needs validation samples; set val_ratio above 0 or give a val_dataset.", what=what),
+            )
         if self.keep_best and self.save_steps % self.eval_steps:
-            raise ConfigError("keep_best picks among the checkpoints of evaluated steps, so save_steps ({save_steps}) "
-                              "must be a multiple of eval_steps ({eval_steps}).",
-                              save_steps=self.save_steps, eval_steps=self.eval_steps)
+            raise ConfigError(
+                "keep_best picks among the checkpoints of evaluated steps, so save_steps ({save_steps}) "
+                "must be a multiple of eval_steps ({eval_steps}).",
+                save_steps=self.save_steps,
+                eval_steps=self.eval_steps,
+            )
         if self.best_metric != "eval_loss" and self.best_metric not in self.eval_metrics:
-            raise ConfigError("best_metric {metric} is a score of the answers, so eval_metrics must include it.",
-                              metric=self.best_metric)
+            raise ConfigError(
+                "best_metric {metric} is a score of the answers, so eval_metrics must include it.",
+                metric=self.best_metric,
+            )
 
     def _check_hardware(self) -> None:
         if self.deepspeed and self.num_gpus < 2:
-            raise ConfigError("deepspeed {stage} shards training over several GPUs, but num_gpus is {num_gpus}; "
-                              "set num_gpus to 2 or more, or deepspeed to null.",
-                              stage=self.deepspeed, num_gpus=self.num_gpus)
+            raise ConfigError(
+                "deepspeed {stage} shards training over several GPUs, but num_gpus is {num_gpus}; "
+                "set num_gpus to 2 or more, or deepspeed to null.",
+                stage=self.deepspeed,
+                num_gpus=self.num_gpus,
+            )
         if self.deepspeed == "zero3_offload" and self.loraplus_lr_ratio:
-            raise ConfigError("zero3_offload trains with DeepSpeed's own CPU optimizer, which has no LoRA+ rates; "
-                              "set loraplus_lr_ratio to null or use zero3.")
+            raise ConfigError(
+                "zero3_offload trains with DeepSpeed's own CPU optimizer, which has no LoRA+ rates; "
+                "set loraplus_lr_ratio to null or use zero3."
+            )
+
     def _check_grpo(self) -> None:
         specs = parse_rewards(self.rewards)  # a typo in a reward's name is refused for any trainer
         if self.trainer != "grpo":
             return
         _require(bool(specs), Msg("trainer 'grpo' needs at least one reward in rewards, such as json_valid."))
         _require(self.num_gpus == 1, Msg("trainer 'grpo' trains on one GPU (or the CPU); set num_gpus to 1."))
-        _require(self.max_new_tokens < self.max_length,
-                 Msg("max_new_tokens ({max_new_tokens}) leaves no room for the prompt within max_length "
-                     "({max_length}); raise max_length or lower max_new_tokens.",
-                     max_new_tokens=self.max_new_tokens, max_length=self.max_length))
+        _require(
+            self.max_new_tokens < self.max_length,
+            Msg(
+                "max_new_tokens ({max_new_tokens}) leaves no room for the prompt within max_length "
+                "({max_length}); raise max_length or lower max_new_tokens.",
+                max_new_tokens=self.max_new_tokens,
+                max_length=self.max_length,
+            ),
+        )
         if any(spec.name == "format" for spec in specs):
             check_pattern(self.reward_pattern)
 
     # --- YAML and overrides
 
     @classmethod
-    def from_dict(cls, data: dict, where: str | Msg = Msg("the training config")) -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str | Msg | None = None) -> TrainConfig:
         """Build from a mapping; an unknown key is a :class:`ConfigError` naming it and the closest field."""
-        return build(cls, data, where=where)
+        return build(cls, data, where=where or Msg("the training config"))
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides=()) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, overrides=()) -> TrainConfig:
         """Load a YAML config, then apply ``key=value`` overrides (values read as YAML)."""
         data = load_yaml_strict(path, field_names())
         return cls.from_dict(apply_overrides(data, overrides, cls), str(path))
 
     @classmethod
-    def from_preset(cls, name: str, overrides=()) -> "TrainConfig":
+    def from_preset(cls, name: str, overrides=()) -> TrainConfig:
         """Load ``presets/train/<name>.yaml`` (or a YAML path), then apply overrides."""
         return cls.from_yaml(train_preset_path(name), overrides)
 
@@ -397,6 +461,7 @@ def train_preset_path(name: str) -> Path:
     if not path.is_file():
         known = list_train_presets()
         hint, names = closest(name, known), ", ".join(known)
-        raise ConfigError("no training preset named '{name}'{hint}; known presets: {names}.",
-                          name=name, hint=hint, names=names)
+        raise ConfigError(
+            "no training preset named '{name}'{hint}; known presets: {names}.", name=name, hint=hint, names=names
+        )
     return path

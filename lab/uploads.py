@@ -39,9 +39,9 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable
 
 from lab import paths
 from lab.errors import ConfigError, LabError
@@ -80,8 +80,12 @@ class UploadLimits:
         return int(self.max_unpacked_mb * MB)
 
 
-ENV_VARS = {"max_file_mb": "LAB_UPLOAD_MAX_MB", "max_unpacked_mb": "LAB_UPLOAD_MAX_UNPACKED_MB",
-            "max_files": "LAB_UPLOAD_MAX_FILES", "max_ratio": "LAB_UPLOAD_MAX_RATIO"}  # fmt: skip
+ENV_VARS = {
+    "max_file_mb": "LAB_UPLOAD_MAX_MB",
+    "max_unpacked_mb": "LAB_UPLOAD_MAX_UNPACKED_MB",
+    "max_files": "LAB_UPLOAD_MAX_FILES",
+    "max_ratio": "LAB_UPLOAD_MAX_RATIO",
+}
 
 
 def _positive(name: str, raw: str, kind: type) -> float:
@@ -99,12 +103,16 @@ def check_file(path: str | Path, limits: UploadLimits | None = None) -> Path:
     limits = limits or UploadLimits.from_env()
     path = Path(path)
     if not path.is_file():
-        raise LabError("The uploaded file {path_name} is gone; upload it again.", path_name=path.name)  # fmt: skip
+        raise LabError("The uploaded file {path_name} is gone; upload it again.", path_name=path.name)
     size = path.stat().st_size
     if size > limits.max_file_bytes:
         mb, limit = f"{size / MB:.1f}", f"{limits.max_file_mb:g}"
-        raise LabError("{path_name} is {mb} MB; this server takes at most {limit} MB per uploaded file.",
-                       path_name=path.name, mb=mb, limit=limit)  # fmt: skip
+        raise LabError(
+            "{path_name} is {mb} MB; this server takes at most {limit} MB per uploaded file.",
+            path_name=path.name,
+            mb=mb,
+            limit=limit,
+        )
     return path
 
 
@@ -170,8 +178,11 @@ class _Tally:
         self.files += n
         if self.files > self.limits.max_files:
             limit = self.limits.max_files
-            raise LabError("{upload} holds more than {limit} files, the most one upload may create here; "
-                           "nothing was kept.", upload=upload, limit=limit)  # fmt: skip
+            raise LabError(
+                "{upload} holds more than {limit} files, the most one upload may create here; nothing was kept.",
+                upload=upload,
+                limit=limit,
+            )
 
     def add_bytes(self, upload: str, n: int) -> None:
         self.check_room(upload, n)
@@ -181,8 +192,11 @@ class _Tally:
         """Refuse the upload if ``n`` more bytes would take it over the unpacked size limit."""
         if self.bytes + n > self.limits.max_unpacked_bytes:
             limit = f"{self.limits.max_unpacked_mb:g}"
-            raise LabError("{upload} unpacks to more than {limit} MB, the most one upload may take here; "
-                           "nothing was kept.", upload=upload, limit=limit)  # fmt: skip
+            raise LabError(
+                "{upload} unpacks to more than {limit} MB, the most one upload may take here; nothing was kept.",
+                upload=upload,
+                limit=limit,
+            )
 
     def check_ratio(self, upload: str, member: str | None, unpacked: int, packed: int) -> None:
         """Refuse a member (or, for ``None``, the whole zip) that expands more than the ratio allows."""
@@ -190,10 +204,18 @@ class _Tally:
             return
         limit = f"{self.limits.max_ratio:g}"
         if member is None:
-            raise LabError("{upload} unpacks to more than {limit} times its own size, as zip bombs do; "
-                           "nothing was kept.", upload=upload, limit=limit)  # fmt: skip
-        raise LabError("{upload}: {member!r} unpacks to more than {limit} times its compressed size, "
-                       "as zip bombs do; nothing was kept.", upload=upload, member=member, limit=limit)  # fmt: skip
+            raise LabError(
+                "{upload} unpacks to more than {limit} times its own size, as zip bombs do; nothing was kept.",
+                upload=upload,
+                limit=limit,
+            )
+        raise LabError(
+            "{upload}: {member!r} unpacks to more than {limit} times its compressed size, "
+            "as zip bombs do; nothing was kept.",
+            upload=upload,
+            member=member,
+            limit=limit,
+        )
 
 
 def _take(source: Path, staging: Path, suffixes: set[str], tally: _Tally) -> Path | None:
@@ -235,8 +257,9 @@ def _extract(archive: Path, dest: Path, tally: _Tally) -> Path:
                 written += _write_member(upload, zf, info, target, tally)
                 tally.check_ratio(upload, None, written, packed)
     except UnicodeDecodeError:
-        raise LabError("{upload} has a file name that cannot be read (not valid UTF-8); nothing was kept.",
-                       upload=upload) from None
+        raise LabError(
+            "{upload} has a file name that cannot be read (not valid UTF-8); nothing was kept.", upload=upload
+        ) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as err:
         raise LabError("{upload} could not be unpacked ({err}); nothing was kept.", upload=upload, err=err) from None
     return dest
@@ -262,18 +285,26 @@ def _member_parts(upload: str, info: zipfile.ZipInfo) -> tuple[str, ...] | None:
     """The path parts of a member, None for one to leave out; refuses links and escapes."""
     member, kind = info.filename, stat.S_IFMT(info.external_attr >> 16)
     if kind == stat.S_IFLNK:
-        raise LabError("{upload}: {member!r} is a symbolic link, which uploads may not contain; nothing was kept.",
-                       upload=upload, member=member)  # fmt: skip
+        raise LabError(
+            "{upload}: {member!r} is a symbolic link, which uploads may not contain; nothing was kept.",
+            upload=upload,
+            member=member,
+        )
     if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-        raise LabError("{upload}: {member!r} is not a plain file or folder; nothing was kept.",
-                       upload=upload, member=member)  # fmt: skip
+        raise LabError(
+            "{upload}: {member!r} is not a plain file or folder; nothing was kept.", upload=upload, member=member
+        )
     if info.flag_bits & 0x1:
-        raise LabError("{upload}: {member!r} is encrypted; upload a zip without a password.",
-                       upload=upload, member=member)  # fmt: skip
+        raise LabError(
+            "{upload}: {member!r} is encrypted; upload a zip without a password.", upload=upload, member=member
+        )
     name = member.replace("\\", "/")
     if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in name.split("/"):
-        raise LabError("{upload}: {member!r} points outside the archive (an absolute path or '..'); "
-                       "nothing was kept.", upload=upload, member=member)  # fmt: skip
+        raise LabError(
+            "{upload}: {member!r} points outside the archive (an absolute path or '..'); nothing was kept.",
+            upload=upload,
+            member=member,
+        )
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     return None if not parts or parts[0] in SKIPPED_FOLDERS else parts
 
@@ -281,8 +312,9 @@ def _member_parts(upload: str, info: zipfile.ZipInfo) -> tuple[str, ...] | None:
 def _target(upload: str, root: Path, parts: tuple[str, ...], member: str) -> Path:
     target = root.joinpath(*parts).resolve()
     if not target.is_relative_to(root):
-        raise LabError("{upload}: {member!r} points outside the archive; nothing was kept.",
-                       upload=upload, member=member)  # fmt: skip
+        raise LabError(
+            "{upload}: {member!r} points outside the archive; nothing was kept.", upload=upload, member=member
+        )
     return paths.check_allowed(target)
 
 

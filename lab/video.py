@@ -42,7 +42,7 @@ class VideoBudget:
     max_pixels: int
 
     @classmethod
-    def of(cls, config: Any = None) -> "VideoBudget":
+    def of(cls, config: Any = None) -> VideoBudget:
         """The budget of a ``TrainConfig`` or of a run's saved config (a dict); the defaults for None."""
         from lab.train_config import TrainConfig
 
@@ -102,8 +102,9 @@ def _resized(frames: list, budget: VideoBudget, factor: int, path: Path) -> Any:
         video = torch.cat([video, video[-1:]])
     height, width = video.shape[-2:]
     try:
-        new_h, new_w = smart_resize(height, width, factor=factor, max_pixels=budget.max_pixels,
-                                    min_pixels=min(budget.max_pixels, 4 * factor**2))  # fmt: skip
+        new_h, new_w = smart_resize(
+            height, width, factor=factor, max_pixels=budget.max_pixels, min_pixels=min(budget.max_pixels, 4 * factor**2)
+        )
     except ValueError as err:  # an aspect ratio over 200
         raise DatasetError("Video {path} cannot be used: {err}.", path=path, err=err) from None
     new_h, new_w = max(new_h, factor), max(new_w, factor)
@@ -150,8 +151,11 @@ def _frames_of_file(path: Path, budget: VideoBudget) -> tuple[list, float, list[
                 if index >= keep[-1]:
                     break
     except (av.FFmpegError, IndexError, OSError, ValueError) as err:
-        raise DatasetError("Video {path} cannot be used: not a readable video ({err}).", path=path,
-                           err=str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        raise DatasetError(
+            "Video {path} cannot be used: not a readable video ({err}).",
+            path=path,
+            err=str(err).splitlines()[0] if str(err) else type(err).__name__,
+        ) from None
     if not frames:
         raise DatasetError("Video {path} cannot be used: it has no frames.", path=path)
     last = frames[max(frames)]  # a container may promise more frames than it holds
@@ -192,7 +196,9 @@ def _file_fault(path: Path) -> Msg | None:
 
 def processor_media(processor: Any, images: list[str], videos: list[str], budget: VideoBudget | None) -> dict:
     """The processor's ``images`` and ``videos`` arguments for a sample's files (videos read within ``budget``)."""
-    media = processor_videos(processor, [read_video(v, budget or VideoBudget.of(), patch_size(processor)) for v in videos])
+    media = processor_videos(
+        processor, [read_video(v, budget or VideoBudget.of(), patch_size(processor)) for v in videos]
+    )
     if images:
         media["images"] = [open_image(p) for p in images]
     return media
@@ -202,8 +208,12 @@ def processor_videos(processor: Any, videos: list[Video]) -> dict:
     """The processor's arguments for ``videos``, already sampled and resized here."""
     if not videos:
         return {}
-    options = {"do_resize": False, "do_sample_frames": False, "cap_pixels_per_frame": True,
-               "video_metadata": [v.metadata for v in videos]}
+    options = {
+        "do_resize": False,
+        "do_sample_frames": False,
+        "cap_pixels_per_frame": True,
+        "video_metadata": [v.metadata for v in videos],
+    }
     return {"videos": [v.frames for v in videos], "videos_kwargs": options}
 
 

@@ -39,8 +39,9 @@ def load_yaml_strict(path: str | Path, allowed_keys) -> dict:
         mark = getattr(err, "problem_mark", None)
         where = Msg(" at line {line}", line=mark.line + 1) if mark else Msg("")
         problem = getattr(err, "problem", None) or err
-        raise ConfigError("{path}: not valid YAML{where} ({problem}).",
-                          path=path, where=where, problem=problem) from None
+        raise ConfigError(
+            "{path}: not valid YAML{where} ({problem}).", path=path, where=where, problem=problem
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -61,8 +62,9 @@ def check_keys(data: dict, allowed_keys, where: str | Msg) -> None:
         if key not in allowed:
             hint, names = closest(key, allowed), ", ".join(allowed)
             known = Msg("; known keys: {names}", names=names) if len(allowed) <= 12 else Msg("")
-            raise ConfigError("unknown key '{key}' in {where}{hint}{known}.",
-                              key=key, where=where, hint=hint, known=known)
+            raise ConfigError(
+                "unknown key '{key}' in {where}{hint}{known}.", key=key, where=where, hint=hint, known=known
+            )
 
 
 class _BlockDumper(yaml.SafeDumper):

@@ -27,8 +27,9 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -63,11 +64,17 @@ def json_answer(obj: Any, fenced: bool = False, **kwargs) -> Reply:
 
 def rate_limited(retry_after: float = 0.2, header: str = "retry-after") -> Reply:
     value = str(int(retry_after * 1000)) if header == "retry-after-ms" else f"{retry_after:g}"
-    return Reply(status=429, headers={header: value}, body=json.dumps({"error": {"message": "Rate limit reached", "type": "rate_limit"}}))
+    return Reply(
+        status=429,
+        headers={header: value},
+        body=json.dumps({"error": {"message": "Rate limit reached", "type": "rate_limit"}}),
+    )
 
 
 def server_error(status: int = 500) -> Reply:
-    return Reply(status=status, body=json.dumps({"error": {"message": "The server had an error", "type": "server_error"}}))
+    return Reply(
+        status=status, body=json.dumps({"error": {"message": "The server had an error", "type": "server_error"}})
+    )
 
 
 def slow(seconds: float, then: Reply | None = None) -> Reply:
@@ -102,8 +109,9 @@ def image_digest(body: dict) -> str:
 class FakeOpenAI:
     """The server; ``start()``/``stop()`` or use as a context manager."""
 
-    def __init__(self, latency: float = 0.0, record: bool = True,
-                 responder: Callable[[dict], Reply] | None = None, port: int = 0):
+    def __init__(
+        self, latency: float = 0.0, record: bool = True, responder: Callable[[dict], Reply] | None = None, port: int = 0
+    ):
         self.latency = latency
         self.record = record
         self.responder = responder or (lambda body: answer(image_label(body)))
@@ -121,12 +129,13 @@ class FakeOpenAI:
         self.port = self._socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(routes=[Route("/v1/chat/completions", self._handle, methods=["POST"])])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_keep_alive=30, backlog=2048)
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30, backlog=2048
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
-    def script(self, *replies: Reply) -> "FakeOpenAI":
+    def script(self, *replies: Reply) -> FakeOpenAI:
         """Queue replies for the next requests, in arrival order."""
         with self._lock:
             self._script.extend(replies)
@@ -138,7 +147,7 @@ class FakeOpenAI:
             self.requests.clear()
             self.count = self.in_flight = self.max_in_flight = 0
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
@@ -154,7 +163,7 @@ class FakeOpenAI:
             self._thread.join(timeout=5)
         self._socket.close()
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -176,8 +185,14 @@ class FakeOpenAI:
             body = json.loads(raw)
             if self.record:
                 with self._lock:
-                    self.requests.append({"url": str(request.url), "headers": dict(request.headers), "body": body,
-                                          "time": time.monotonic()})
+                    self.requests.append(
+                        {
+                            "url": str(request.url),
+                            "headers": dict(request.headers),
+                            "body": body,
+                            "time": time.monotonic(),
+                        }
+                    )
             reply = self._next(body)
             if self.latency or reply.delay:
                 await asyncio.sleep(self.latency + reply.delay)
@@ -192,14 +207,21 @@ def _response(reply: Reply, body: dict, size: int) -> Response:
         return Response(reply.body, status_code=reply.status, headers=reply.headers, media_type="application/json")
     text = reply.text
     prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else 20 + size // 1000
-    completion_tokens = reply.completion_tokens if reply.completion_tokens is not None else len(re.findall(r"\S+", text or ""))
+    completion_tokens = (
+        reply.completion_tokens if reply.completion_tokens is not None else len(re.findall(r"\S+", text or ""))
+    )
     message = {"role": "assistant", "content": text, "refusal": reply.refusal}
     payload = {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": body.get("model", "fake"),
         "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
     return JSONResponse(payload, status_code=reply.status, headers=reply.headers)
 

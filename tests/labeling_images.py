@@ -18,7 +18,10 @@ def plain(path: Path, color=(30, 120, 200), size=(64, 48)) -> Path:
 
 def many(folder: Path, n: int, size=(48, 32)) -> list[Path]:
     """``n`` distinct small PNGs named 0000.png, 0001.png, ... (colours far apart, so they stay distinct as JPEG)."""
-    return [plain(folder / f"{i:04d}.png", ((i * 97) % 256, (i * 57 + 80) % 256, (i * 23 + 160) % 256), size) for i in range(n)]
+    return [
+        plain(folder / f"{i:04d}.png", ((i * 97) % 256, (i * 57 + 80) % 256, (i * 23 + 160) % 256), size)
+        for i in range(n)
+    ]
 
 
 def huge_header_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
@@ -38,13 +41,21 @@ def awkward_images(folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
     rng = np.random.default_rng(0)
     usable = {}
     Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(usable.setdefault("cmyk", folder / "cmyk.jpg"))
-    Image.fromarray((rng.integers(0, 65535, (30, 40))).astype(np.uint16)).save(usable.setdefault("sixteen", folder / "sixteen.png"))
+    Image.fromarray((rng.integers(0, 65535, (30, 40))).astype(np.uint16)).save(
+        usable.setdefault("sixteen", folder / "sixteen.png")
+    )
     palette = Image.new("P", (40, 30), 1)
     palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     palette.save(usable.setdefault("palette", folder / "palette.png"), transparency=0)
     Image.new("LA", (40, 30), (100, 128)).save(usable.setdefault("gray_alpha", folder / "gray_alpha.png"))
     frames = [Image.new("RGB", (40, 30), c) for c in ("red", "green", "blue")]
-    frames[0].save(usable.setdefault("animated", folder / "animated.gif"), save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(
+        usable.setdefault("animated", folder / "animated.gif"),
+        save_all=True,
+        append_images=frames[1:],
+        duration=100,
+        loop=0,
+    )
     exif = Image.Exif()
     exif[0x0112] = 8
     Image.new("RGB", (60, 20), "orange").save(usable.setdefault("rotated", folder / "rotated.jpg"), exif=exif.tobytes())

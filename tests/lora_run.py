@@ -34,7 +34,9 @@ def _batch(processor, records: list[dict]):
         fulls.append(prompt + answer + "<|im_end|>\n")
         images.extend(open_image(p) for p in record["images"])
     inputs = processor(text=fulls, images=images, return_tensors="pt", padding=True, padding_side="right")
-    prompt_lens = [len(processor(text=[p], images=[im], return_tensors="pt")["input_ids"][0]) for p, im in zip(prompts, images)]
+    prompt_lens = [
+        len(processor(text=[p], images=[im], return_tensors="pt")["input_ids"][0]) for p, im in zip(prompts, images)
+    ]
     labels = inputs["input_ids"].clone()
     labels[inputs["attention_mask"] == 0] = -100
     for row, n in enumerate(prompt_lens):
@@ -51,9 +53,9 @@ def train_lora_run(model_dir: Path, run_dir: Path, dataset: Path, *, samples: in
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from lab.training.runs import peft_adapter_name
     from lab.model_parts import lora_target_modules
     from lab.train_config import TrainConfig
+    from lab.training.runs import peft_adapter_name
 
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
@@ -62,8 +64,13 @@ def train_lora_run(model_dir: Path, run_dir: Path, dataset: Path, *, samples: in
     # The output layer is trained in full too: behind the frozen random embeddings of a tiny
     # model, LoRA alone needs hundreds of steps before any word comes out right. It also
     # unties lm_head from the embeddings, which the export has to keep apart.
-    config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=lora_target_modules(model, {"language"}),
-                        modules_to_save=["lm_head"])
+    config = LoraConfig(
+        r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        target_modules=lora_target_modules(model, {"language"}),
+        modules_to_save=["lm_head"],
+    )
     model = get_peft_model(model, config, adapter_name=peft_adapter_name(name))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch, _ = _batch(processor, sample_records(dataset, samples))
@@ -76,8 +83,16 @@ def train_lora_run(model_dir: Path, run_dir: Path, dataset: Path, *, samples: in
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(run_dir)
     processor.save_pretrained(run_dir)
-    TrainConfig(model=str(model_dir), dataset=str(dataset), run_name=name, output_dir=str(run_dir.parent),
-                lora_rank=16, lora_alpha=32, val_ratio=0.2, max_pixels=None).to_yaml(run_dir / "config.yaml")  # fmt: skip
+    TrainConfig(
+        model=str(model_dir),
+        dataset=str(dataset),
+        run_name=name,
+        output_dir=str(run_dir.parent),
+        lora_rank=16,
+        lora_alpha=32,
+        val_ratio=0.2,
+        max_pixels=None,
+    ).to_yaml(run_dir / "config.yaml")
     run_dir.joinpath("final_loss.txt").write_text(f"{loss.item():.4f}\n")
     _CACHE[key] = run_dir
     return run_dir

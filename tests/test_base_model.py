@@ -19,10 +19,22 @@ from lab.training.setup import unwrap_adapters
 
 
 def tiny_config(tiny_models, **overrides) -> TrainConfig:
-    settings = dict(model=str(tiny_models("qwen2_5_vl")), dataset="data/sample", max_steps=2,
-                    per_device_batch_size=2, gradient_accumulation_steps=1, learning_rate=5e-2,
-                    logging_steps=1, eval_steps=50, save_steps=100, val_ratio=0.1, warmup_ratio=0.0,
-                    lora_dropout=0.0, gradient_checkpointing=False, dtype="float32")  # fmt: skip
+    settings = dict(
+        model=str(tiny_models("qwen2_5_vl")),
+        dataset="data/sample",
+        max_steps=2,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=1,
+        learning_rate=5e-2,
+        logging_steps=1,
+        eval_steps=50,
+        save_steps=100,
+        val_ratio=0.1,
+        warmup_ratio=0.0,
+        lora_dropout=0.0,
+        gradient_checkpointing=False,
+        dtype="float32",
+    )
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -60,8 +72,12 @@ def test_unwrapping_puts_back_the_parts_trained_in_full(tiny_models):
     fresh = load_model(path, device="cpu").model.state_dict()
     model = load_model(path, device="cpu").model
     cfg = tiny_config(tiny_models, lora_targets=["language"], train_vision=True)
-    wrapped = get_peft_model(model, LoraConfig(r=4, target_modules=lora_target_modules(model, {"language"}),
-                                               modules_to_save=_modules_to_save(model, cfg)))  # fmt: skip
+    wrapped = get_peft_model(
+        model,
+        LoraConfig(
+            r=4, target_modules=lora_target_modules(model, {"language"}), modules_to_save=_modules_to_save(model, cfg)
+        ),
+    )
     trained = [p for n, p in wrapped.named_parameters() if ".modules_to_save." in n]
     assert trained and all(p.requires_grad for p in trained)
     for param in trained:  # as a run that trained the vision tower leaves it
@@ -80,8 +96,11 @@ def test_runs_one_after_another_in_the_app_leave_the_base_as_loaded(tiny_models,
     # LoRA on the language model with the vision tower trained in full, then LoRA on the merger alone.
     vision = _train(handle, tiny_config(tiny_models, run_name="vision", lora_targets=["language"], train_vision=True))
     assert handle.loaded.adapter == "vision"
-    copies = {n.replace(".modules_to_save.vision.", "."): t
-              for n, t in handle.loaded.model.get_base_model().state_dict().items() if ".modules_to_save." in n}
+    copies = {
+        n.replace(".modules_to_save.vision.", "."): t
+        for n, t in handle.loaded.model.get_base_model().state_dict().items()
+        if ".modules_to_save." in n
+    }
     assert copies and any(not t.equal(fresh[n]) for n, t in copies.items())  # its vision tower did train
     assert_same_weights(base_weights(handle.loaded.model), fresh)
     merger = _train(handle, tiny_config(tiny_models, run_name="merger", lora_targets=["merger"]))
@@ -97,8 +116,10 @@ def test_runs_one_after_another_in_the_app_leave_the_base_as_loaded(tiny_models,
     assert_same_weights(tuned, load_model(full.run_dir, device="cpu").model.state_dict())
     merger_keys = {n for n in fresh if ".merger." in n}
     assert all(not tuned[n].equal(fresh[n]) for n in merger_keys)  # what it trained moved
-    assert_same_weights({n: t for n, t in tuned.items() if n not in merger_keys},  # and it started from the base:
-                        {n: t for n, t in fresh.items() if n not in merger_keys})  # not run 1's vision tower
+    assert_same_weights(
+        {n: t for n, t in tuned.items() if n not in merger_keys},  # and it started from the base:
+        {n: t for n, t in fresh.items() if n not in merger_keys},
+    )  # not run 1's vision tower
 
     # A run on the base model after it loads the base again.
     _train(handle, tiny_config(tiny_models, run_name="after", lora_targets=["language"], train_vision=True))
@@ -117,8 +138,25 @@ def test_evaluates_base_column_answers_as_a_fresh_process_does(tiny_models, lab_
     settings = EvalSettings(compare_base=True, limit=3, max_new_tokens=12, name="in-app")
     in_app = run_evaluation(handle, samples, settings)
 
-    command = [sys.executable, "-m", "lab", "eval", "--model", str(path), "--adapter", str(second.run_dir),
-               "--compare-base", "--limit", "3", "--max-new-tokens", "12", "--name", "fresh", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "lab",
+        "eval",
+        "--model",
+        str(path),
+        "--adapter",
+        str(second.run_dir),
+        "--compare-base",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "12",
+        "--name",
+        "fresh",
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     fresh = [json.loads(line) for line in (second.run_dir / "eval" / "fresh.jsonl").read_text().splitlines()]

@@ -28,7 +28,10 @@ def test_core_never_imports_gradio():
 
 
 def test_cli_help_is_instant_and_lists_commands():
-    code = "import sys\nfrom lab.cli import build_parser\nbuild_parser()\nprint(sorted(n for n in ('torch','transformers','gradio') if n in sys.modules))"
+    code = (
+        "import sys\nfrom lab.cli import build_parser\nbuild_parser()\n"
+        "print(sorted(n for n in ('torch','transformers','gradio') if n in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", "building the CLI parser imported heavy libraries"
 

@@ -39,8 +39,13 @@ ARTIFACTS = REPO / "test-artifacts"
 SAMPLE = REPO / "data" / "sample"
 # Without these, Chromium tries Google's hosts at start and its connections are refused.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 900}
 TRAIN_STEPS = int(os.environ.get("LAB_BROWSER_STEPS", "30"))
@@ -199,8 +204,11 @@ def field(page, label: str):
 
 def block(page, label: str):
     """The visible component block whose title is ``label`` (plots, chatbots, galleries)."""
-    title = page.get_by_test_id("block-info").or_(page.get_by_test_id("block-label")).filter(
-        has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+    title = (
+        page.get_by_test_id("block-info")
+        .or_(page.get_by_test_id("block-label"))
+        .filter(has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+    )
     return page.locator(".block", has=title).filter(visible=True).first
 
 
@@ -231,7 +239,8 @@ def shot(page, name: str, top, bottom, max_height: int = 1100) -> Path:
 def drawn_values(plot, series: str = "train") -> list[float]:
     """The values of the points Vega drew for ``series`` (its marks carry them in aria-label)."""
     labels = plot.locator(f'[aria-roledescription="point"][aria-label*=": {series}"]').evaluate_all(
-        "marks => marks.map(m => m.getAttribute('aria-label'))")
+        "marks => marks.map(m => m.getAttribute('aria-label'))"
+    )
     # "step: 3; Loss: 7.78; series: train": the middle field is the value, named by the y axis's title.
     values = [re.search(r"^[^;]+; [^:]+: ([-\d.e]+)(;|$)", label) for label in labels]
     assert all(values), labels  # "value: undefined" when the plot took the numbers for categories
@@ -383,8 +392,7 @@ def test_a_prompt_preview_shows_the_labelers_answers(browser, demo_app, labeler)
         assert not v.errors, v.errors
 
 
-def test_two_visitors_one_trains_the_other_is_told_busy_and_never_sees_the_key(browser, demo_app, labeler,
-                                                                              workspace):
+def test_two_visitors_one_trains_the_other_is_told_busy_and_never_sees_the_key(browser, demo_app, labeler, workspace):
     from lab.training import job as jobs
 
     with visitor(browser, demo_app.url) as a:
@@ -508,13 +516,20 @@ def test_the_classroom_guide_walks_as_written_and_each_step_keeps_its_promise(br
     with visitor(browser, fresh_demo_app.url, locale) as v:
         page = v.page
         expect(page.locator("#classroom-guide").get_by_test_id("accordion-content")).to_be_visible()  # open on the demo
-        expect(page.locator("#model-status")).to_contain_text(tr("tiny random demo model: its answers are noise until "
-                                                                 "you train it", lang))  # fmt: skip
+        expect(page.locator("#model-status")).to_contain_text(
+            tr("tiny random demo model: its answers are noise until you train it", lang)
+        )
         _guide_step_1_prompt_design(page, tab, lang, load_prompt_preset("sample_caption").prompt(lang)[1])
         # 2. Dataset: the sample set, 60 components and charts with their captions.
         open_tab(page, tab["dataset_tab"])
-        counts = said("{records} records · {images} images · {turns} answers · {languages}", lang, records=60,
-                      images=60, turns="<cut>", languages="")  # fmt: skip
+        counts = said(
+            "{records} records · {images} images · {turns} answers · {languages}",
+            lang,
+            records=60,
+            images=60,
+            turns="<cut>",
+            languages="",
+        )
         expect(page.get_by_text(counts).first).to_be_visible(timeout=30_000)
         run = _guide_step_3_train(page, tab, lang)
         _guide_step_4_evaluate(page, tab, lang)
@@ -552,9 +567,19 @@ def _guide_step_1_prompt_design(page, tab: dict, lang: str, user_prompt: str) ->
     page.get_by_role("button", name=tr("Run preview", lang)).click()
     answering = said("Answering… {done} of {total} answers so far.", lang, done="<cut>", total=4)
     expect(page.get_by_text(re.compile(re.escape(answering) + r"[123]\D")).first).to_be_visible(timeout=120_000)
-    summary = said("{name}: {answered}/{total} answered, {usable} usable · {seconds:.2f} s each · {prompt_tokens} + "
-                   "{completion_tokens} tokens · ${cost:.4f}", lang, name="A", answered=4, total=4, usable="<cut>",
-                   seconds=0, prompt_tokens=0, completion_tokens=0, cost=0)  # fmt: skip
+    summary = said(
+        "{name}: {answered}/{total} answered, {usable} usable · {seconds:.2f} s each · {prompt_tokens} + "
+        "{completion_tokens} tokens · ${cost:.4f}",
+        lang,
+        name="A",
+        answered=4,
+        total=4,
+        usable="<cut>",
+        seconds=0,
+        prompt_tokens=0,
+        completion_tokens=0,
+        cost=0,
+    )
     expect(page.get_by_text(summary).first).to_be_visible(timeout=300_000)
     gallery = block(page, tr("Answers to A", lang))
     expect(gallery.locator("img")).to_have_count(4)
@@ -580,7 +605,9 @@ def _guide_step_3_train(page, tab: dict, lang: str) -> str:
     page.get_by_role("button", name=tr("Start training", lang)).click()
     started = page.get_by_text(re.compile(re.escape(said("Started {name}.", lang, name="<cut>")) + r"\S+"))
     expect(started.first).to_be_visible(timeout=30_000)
-    name = re.search(re.escape(said("Started {name}.", lang, name="<cut>")) + r"(\S+?)[.。]$", started.first.inner_text())
+    name = re.search(
+        re.escape(said("Started {name}.", lang, name="<cut>")) + r"(\S+?)[.。]$", started.first.inner_text()
+    )
     status = page.locator("#train-status")
     expect(status).to_contain_text(localize(JobState.FINISHED.label, lang), timeout=900_000)
     losses = drawn_values(block(page, tr("Loss", lang)), localize(SERIES["train"], lang))
@@ -596,8 +623,15 @@ def _guide_step_4_evaluate(page, tab: dict, lang: str) -> None:
     field(page, tr("Samples (0: all)", lang)).fill("8")
     field(page, tr("Samples (0: all)", lang)).press("Tab")
     page.get_by_role("button", name=tr("Evaluate", lang, context="button"), exact=True).click()
-    scored = said("{scored}/{total} samples scored in {seconds:.1f} s ({rate:g} samples/s)", lang, cut="12345.6",
-                  scored=8, total=8, seconds=12345.6, rate=1)  # fmt: skip
+    scored = said(
+        "{scored}/{total} samples scored in {seconds:.1f} s ({rate:g} samples/s)",
+        lang,
+        cut="12345.6",
+        scored=8,
+        total=8,
+        seconds=12345.6,
+        rate=1,
+    )
     expect(page.get_by_text(scored).first).to_be_visible(timeout=300_000)
     row = page.get_by_role("grid", name=tr("Metrics", lang)).get_by_role("row").filter(has_text="rouge_l").first
 

@@ -3,7 +3,6 @@
 import threading
 
 import pytest
-from lora_run import lora_run_dir  # noqa: F401  (a fixture)
 
 from lab.chat import ChatSettings, assistant_turn, reply, stream_compare, stream_reply, to_conversation, user_turn
 from lab.errors import BusyError, ConfigError, LabError
@@ -27,8 +26,11 @@ def _image(sample_dataset, n=1):
 
 
 def test_history_becomes_messages_with_placeholders(sample_dataset):
-    history = [user_turn("What is it? <image>", [_image(sample_dataset, 1), _image(sample_dataset, 2)]),
-               assistant_turn("Two charts."), user_turn("And the colours?")]  # fmt: skip
+    history = [
+        user_turn("What is it? <image>", [_image(sample_dataset, 1), _image(sample_dataset, 2)]),
+        assistant_turn("Two charts."),
+        user_turn("And the colours?"),
+    ]
     messages, images = to_conversation(history, system="Be brief.")
     assert messages == [
         {"role": "system", "content": "Be brief."},
@@ -114,8 +116,17 @@ def test_load_run_reuses_the_loaded_base_and_describes_the_adapter(lora_run_dir,
 def test_cli_chat_one_shot(lora_run_dir, sample_dataset, capsys):
     from lab.cli import main
 
-    args = ["chat", "--adapter", str(lora_run_dir), "--image", _image(sample_dataset), "--prompt",
-            "Describe this UI component in one sentence.", "--max-new-tokens", "12"]  # fmt: skip
+    args = [
+        "chat",
+        "--adapter",
+        str(lora_run_dir),
+        "--image",
+        _image(sample_dataset),
+        "--prompt",
+        "Describe this UI component in one sentence.",
+        "--max-new-tokens",
+        "12",
+    ]
     assert main(args) == 0
     tuned = capsys.readouterr().out.strip()
     assert main(args + ["--no-adapter"]) == 0

@@ -47,14 +47,41 @@ def test_prompt_list_show_save_and_label_with_the_saved_preset(server, tmp_path,
     shown = _json(capsys)
     assert shown["json"] is True and shown["lang"] == "zh" and shown["expected_keys"]
 
-    assert main(["prompt", "save", "mine", "--prompt", "sample_caption", "--user", "<image>Name the component.",
-                 "--title", "Mine"]) == 0
+    assert (
+        main(
+            [
+                "prompt",
+                "save",
+                "mine",
+                "--prompt",
+                "sample_caption",
+                "--user",
+                "<image>Name the component.",
+                "--title",
+                "Mine",
+            ]
+        )
+        == 0
+    )
     assert "python -m lab label --prompt mine" in capsys.readouterr().out
     assert main(["prompt", "list", "--json"]) == 0
     assert {"name": "mine", "title": "Mine", "json": False, "languages": ["en"], "saved": True} in _json(capsys)
     many(tmp_path / "pics", 1)
-    assert main(["label", "--images", str(tmp_path / "pics"), "--prompt", "mine", "--out", str(tmp_path / "ds"),
-                 *_labeler(server)]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "--images",
+                str(tmp_path / "pics"),
+                "--prompt",
+                "mine",
+                "--out",
+                str(tmp_path / "ds"),
+                *_labeler(server),
+            ]
+        )
+        == 0
+    )
     asked = server.requests[-1]["body"]["messages"][-1]["content"]
     assert any(part.get("text") == "Name the component." for part in asked), asked
 
@@ -65,8 +92,22 @@ def test_prompt_preview_compares_a_and_b_and_checks_the_json(server, capsys):
         return json_answer({"组件名": "按钮"}) if "json" in text.lower() else answer("A red button.")
 
     server.responder = reply
-    code = main(["prompt", "preview", "--samples", "2", "--prompt", "sample_caption", "--prompt-b", "sample_json",
-                 "--lang-b", "zh", *_labeler(server), "--json"])
+    code = main(
+        [
+            "prompt",
+            "preview",
+            "--samples",
+            "2",
+            "--prompt",
+            "sample_caption",
+            "--prompt-b",
+            "sample_json",
+            "--lang-b",
+            "zh",
+            *_labeler(server),
+            "--json",
+        ]
+    )
     shown = _json(capsys)
     assert code == 0 and [v["name"] for v in shown["variants"]] == ["A", "B"]
     a, b = shown["variants"]
@@ -94,8 +135,21 @@ def test_prompt_preview_refuses_a_bad_image_before_asking(server, tmp_path, caps
 def test_label_exits_1_with_the_reason_when_every_image_failed(server, tmp_path, capsys):
     many(tmp_path / "pics", 3)
     server.responder = lambda body: answer("")
-    assert main(["label", "--images", str(tmp_path / "pics"), "--prompt", "sample_caption", "--out",
-                 str(tmp_path / "ds"), *_labeler(server)]) == 1
+    assert (
+        main(
+            [
+                "label",
+                "--images",
+                str(tmp_path / "pics"),
+                "--prompt",
+                "sample_caption",
+                "--out",
+                str(tmp_path / "ds"),
+                *_labeler(server),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "finished: 0 labeled, 3 failed" in err
     assert "Nothing was labeled: every image failed (the first: 000" in err and "empty answer" in err
@@ -105,8 +159,21 @@ def test_review_lists_edits_rejects_and_walks_the_items(server, tmp_path, capsys
     many(tmp_path / "pics", 4)
     (tmp_path / "pics" / "broken.png").write_bytes(b"nope")
     out = tmp_path / "ds"
-    assert main(["label", "--images", str(tmp_path / "pics"), "--prompt", "sample_caption", "--out", str(out),
-                 *_labeler(server)]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "--images",
+                str(tmp_path / "pics"),
+                "--prompt",
+                "sample_caption",
+                "--out",
+                str(out),
+                *_labeler(server),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["review", str(out), "--json"]) == 0
     items = _json(capsys)
@@ -121,8 +188,10 @@ def test_review_lists_edits_rejects_and_walks_the_items(server, tmp_path, capsys
     assert main(["review", str(out), "--interactive"]) == 0
     assert "Saved: 1 answer(s) edited, 1 item(s) rejected." in capsys.readouterr().out
     kept = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
-    assert [(r["id"], r["messages"][-1]["content"]) for r in kept] == [(first, "A blue chart."),
-                                                                       (third, "A green tab bar.")]
+    assert [(r["id"], r["messages"][-1]["content"]) for r in kept] == [
+        (first, "A blue chart."),
+        (third, "A green tab bar."),
+    ]
     rejected = [json.loads(line)["id"] for line in (out / "rejected.jsonl").read_text().splitlines()]
     assert rejected == [second, fourth]
     assert main(["review", str(out), "--edit", "nope", "x"]) == 2
@@ -150,9 +219,14 @@ def test_an_unexpected_error_is_one_sentence_and_its_traceback_goes_to_the_log(m
     assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("content", "said"), [
-    (None, "not found"), ("", "has no records to train on"), ("not json\n", "is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (None, "not found"),
+        ("", "has no records to train on"),
+        ("not json\n", "is not valid JSON"),
+    ],
+)
 def test_train_refuses_bad_data_before_a_folder_or_a_model(tmp_path, capsys, lab_home, content, said):
     data = tmp_path / "data.jsonl"
     if content is not None:
@@ -180,12 +254,26 @@ def _a_run_with_an_evaluation(home: Path) -> tuple[Path, Path]:
     for step, loss in enumerate([8.0, 5.0, 2.5], start=1):
         append_metrics(run, {"step": step, "epoch": step / 3, "loss": loss, "lr": 0.005})
     append_metrics(run, {"event": "end", "time": time.time(), "step": 3, "loss": 2.5})
-    samples = [{"id": str(i), "images": [], "prompt": "Describe.", "reference": f"ref {i}",
-                "answers": {"base": "noise", "tuned": f"ref {i}"},
-                "scores": {"base": {"rouge_l": 0.0}, "tuned": {"rouge_l": 100.0 - i}}, "gain": 100.0 - i}
-               for i in range(3)]
-    result = EvalResult(name="sample-eval", source="data/sample", variants=["base", "tuned"],
-                        metrics={"base": {"rouge_l": 0.0}, "tuned": {"rouge_l": 99.0}}, samples=samples, total=3)
+    samples = [
+        {
+            "id": str(i),
+            "images": [],
+            "prompt": "Describe.",
+            "reference": f"ref {i}",
+            "answers": {"base": "noise", "tuned": f"ref {i}"},
+            "scores": {"base": {"rouge_l": 0.0}, "tuned": {"rouge_l": 100.0 - i}},
+            "gain": 100.0 - i,
+        }
+        for i in range(3)
+    ]
+    result = EvalResult(
+        name="sample-eval",
+        source="data/sample",
+        variants=["base", "tuned"],
+        metrics={"base": {"rouge_l": 0.0}, "tuned": {"rouge_l": 99.0}},
+        samples=samples,
+        total=3,
+    )
     return run, save_result(result, run / "eval")
 
 
@@ -233,8 +321,6 @@ def test_export_shows_the_serving_command_without_merging(tmp_path, capsys):
 
 # ---------------------------------------------------------------- chat, and a run as the labeler
 
-from lora_run import lora_run_dir  # noqa: E402,F401  (a fixture)
-
 
 def test_chat_keeps_a_conversation_in_a_history_file(lora_run_dir, tmp_path, capsys):
     history = tmp_path / "talk.json"
@@ -244,12 +330,33 @@ def test_chat_keeps_a_conversation_in_a_history_file(lora_run_dir, tmp_path, cap
     assert main([*base, "--prompt", "And its colour?"]) == 0
     turns = json.loads(history.read_text())
     assert [(t["role"], t["text"][:8]) for t in turns[::2]] == [("user", "Describe"), ("user", "And its ")]
-    assert turns[0]["images"] == [image] and turns[2]["images"] == [] and all(t["role"] == "assistant" for t in turns[1::2])
+    assert (
+        turns[0]["images"] == [image]
+        and turns[2]["images"] == []
+        and all(t["role"] == "assistant" for t in turns[1::2])
+    )
     assert capsys.readouterr().out == f"{turns[1]['text']}\n{turns[3]['text']}\n"  # streamed, as saved
 
     compared = tmp_path / "both.json"
-    assert main(["chat", "--adapter", str(lora_run_dir), "--history", str(compared), "--compare", "--image", image,
-                 "--prompt", "Describe this UI component in one sentence.", "--max-new-tokens", "6"]) == 0
+    assert (
+        main(
+            [
+                "chat",
+                "--adapter",
+                str(lora_run_dir),
+                "--history",
+                str(compared),
+                "--compare",
+                "--image",
+                image,
+                "--prompt",
+                "Describe this UI component in one sentence.",
+                "--max-new-tokens",
+                "6",
+            ]
+        )
+        == 0
+    )
     sides = json.loads(compared.read_text())
     assert set(sides) == {"base", "tuned"} and [len(sides["base"]), len(sides["tuned"])] == [2, 2]
     out = capsys.readouterr().out
@@ -259,8 +366,17 @@ def test_chat_keeps_a_conversation_in_a_history_file(lora_run_dir, tmp_path, cap
 def test_chat_on_the_terminal(lora_run_dir, tmp_path, capsys, monkeypatch):
     history = tmp_path / "talk.json"
     image = SAMPLE / "images" / "0002.png"
-    lines = [f"/image {image}", "What is it?", "/adapter off", "And without the adapter?", "/what", "/reset", "Hi",
-             "/quit", "never read"]
+    lines = [
+        f"/image {image}",
+        "What is it?",
+        "/adapter off",
+        "And without the adapter?",
+        "/what",
+        "/reset",
+        "Hi",
+        "/quit",
+        "never read",
+    ]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
     assert main(["chat", "--adapter", str(lora_run_dir), "--history", str(history), "--max-new-tokens", "4"]) == 0
     err = capsys.readouterr().err
@@ -276,8 +392,21 @@ def test_a_runs_adapter_labels_a_folder(lora_run_dir, tmp_path, capsys):
     for name in ("0001.png", "0002.png"):
         (pics / name).write_bytes((SAMPLE / "images" / name).read_bytes())
     out = tmp_path / "relabeled"
-    code = main(["label", "--images", str(pics), "--prompt", "sample_caption", "--out", str(out), "--local-model",
-                 str(lora_run_dir), "--temperature", "0"])
+    code = main(
+        [
+            "label",
+            "--images",
+            str(pics),
+            "--prompt",
+            "sample_caption",
+            "--out",
+            str(out),
+            "--local-model",
+            str(lora_run_dir),
+            "--temperature",
+            "0",
+        ]
+    )
     job = json.loads((out / "label_job.json").read_text())
     assert job["labeler"]["model"].endswith(f"+{lora_run_dir.name}") and job["labeler"]["local"] is True
     assert job["labeler"]["max_pixels"] == 256 * 28 * 28  # the local labeler's own default

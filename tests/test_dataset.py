@@ -118,7 +118,9 @@ def crafted_faults(tmp_path) -> Path:
         json.dumps({"id": "nomsg", "images": []}),
         json.dumps({**good, "id": "role", "messages": [{"role": "bot", "content": "hi"}, *good["messages"][1:]]}),
         json.dumps({**good, "id": "noans", "messages": good["messages"][:2]}),
-        json.dumps({**good, "id": "empty", "messages": [*good["messages"][:2], {"role": "assistant", "content": "  "}]}),
+        json.dumps(
+            {**good, "id": "empty", "messages": [*good["messages"][:2], {"role": "assistant", "content": "  "}]}
+        ),
         json.dumps(record("count", ["images/ok.png"], user="<image><image>Compare.")),
         json.dumps(record("missing", ["images/missing.png"])),
         json.dumps(record("corrupt", ["images/corrupt.png"])),
@@ -172,7 +174,9 @@ def test_every_fault_and_the_summary_have_a_chinese_form(tmp_path):
     assert localize(duplicate, "zh") == "第 11 行（id g1）：id 'g1' 重复（首次出现在第 1 行）"
     summary = report.summary()
     assert isinstance(summary, Msg) and "3 of 13 records" in str(summary)
-    assert localize(summary, "zh").startswith(f"{report.path} 中 13 条样本有 3 条有效") and "2, 3, 4" in localize(summary, "zh")
+    assert localize(summary, "zh").startswith(f"{report.path} 中 13 条样本有 3 条有效") and "2, 3, 4" in localize(
+        summary, "zh"
+    )
 
 
 def test_an_image_error_keeps_its_chinese_reason(tmp_path, monkeypatch):

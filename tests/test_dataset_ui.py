@@ -25,7 +25,9 @@ def test_show_check_split_export_import(launch_app, sample_dataset, tmp_path):
     assert message.splitlines()[0].endswith("data.json.") and "LLaMA-Factory: set dataset_dir" in message
     with zipfile.ZipFile(archive) as z:
         names = set(z.namelist())
-    assert {"data.json", "dataset_info.json"} <= names and sum(n.startswith("images/") and n.endswith(".png") for n in names) == 60
+    assert {"data.json", "dataset_info.json"} <= names and sum(
+        n.startswith("images/") and n.endswith(".png") for n in names
+    ) == 60
 
     status, chosen = client.predict([handle_file(archive)], "imported", api_name="/dataset_import")
     assert status.startswith("All 60 records"), status

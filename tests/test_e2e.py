@@ -66,7 +66,8 @@ def pictures(tmp_path, sample_dataset):
 
 
 def _labeler_values(server):
-    # provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask, concurrency, retries, timeout
+    # provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask, concurrency, retries,
+    # timeout
     return ["", server.base_url, "fake-vl", "sk-test-loop", 0.0, 256, 200 * 200, False, False, 4, 0, 10]
 
 
@@ -96,24 +97,43 @@ def test_the_loop_through_the_app(launch_app, labeler, pictures, lab_home):
 
     # Prompt design: preview the caption prompt on two sample pictures.
     system, user, want_json, keys = client.predict("sample_caption", "en", api_name="/prompt_load")
-    summary, gallery_a, _, _ = client.predict(["0001.png", "0002.png"], None, system, user, False, "", False, "", "",
-                                              False, "", *_labeler_values(labeler), api_name="/prompt_preview")  # fmt: skip
+    summary, gallery_a, _, _ = client.predict(
+        ["0001.png", "0002.png"],
+        None,
+        system,
+        user,
+        False,
+        "",
+        False,
+        "",
+        "",
+        False,
+        "",
+        *_labeler_values(labeler),
+        api_name="/prompt_preview",
+    )
     assert "**A**: 2/2 answered, 2 usable" in summary and gallery_a[0]["caption"].startswith("A donut chart")
 
     # Labeling: the whole folder, into a new dataset.
-    status, _ = client.predict(str(pictures), "classroom", "sample_caption", "en", 0, *_labeler_values(labeler),
-                               api_name="/label_start")  # fmt: skip
+    status, _ = client.predict(
+        str(pictures), "classroom", "sample_caption", "en", 0, *_labeler_values(labeler), api_name="/label_start"
+    )
     assert status.startswith("Started")
-    progress = _until(lambda: (p := client.predict("classroom", api_name="/label_progress")[0]) and "finished" in p and p,
-                      60, "labeling")  # fmt: skip
+    progress = _until(
+        lambda: (p := client.predict("classroom", api_name="/label_progress")[0]) and "finished" in p and p,
+        60,
+        "labeling",
+    )
     assert f"finished: {N_IMAGES} labeled · 0 failed" in progress
     dataset = lab_home / "data" / "classroom"
 
     # Train: the labeled dataset is preselected; train until the loss falls.
     chosen, note = client.predict("data/sample", api_name="/train_tab_select")
     assert [Path(v) for v in chosen["value"]] == [dataset] and f"Dataset preselected: {dataset}" in note
-    cfg = TrainConfig.from_preset("cpu_demo", [f"dataset={chosen['value'][0]}", "run_name=loop", "num_epochs=25",
-                                               "val_ratio=0", "eval_steps=1000"])  # fmt: skip
+    cfg = TrainConfig.from_preset(
+        "cpu_demo",
+        [f"dataset={chosen['value'][0]}", "run_name=loop", "num_epochs=25", "val_ratio=0", "eval_steps=1000"],
+    )
     assert client.predict(**dict(zip(FORM_FIELDS, form_values(cfg))), api_name="/train_start") == "Started loop."
     job = jobs.current_job()
     assert job.wait(600) and job.status == "finished", job.message
@@ -121,14 +141,23 @@ def test_the_loop_through_the_app(launch_app, labeler, pictures, lab_home):
     assert losses[-1] < 0.5 * losses[0], losses
 
     # Evaluate: base vs tuned on the labeled set; the tuned model is ahead.
-    progress, summary, metrics, chart, samples = client.predict(str(dataset), True, 4, 24, 0, "gain",
-                                                                api_name="/evaluate")  # fmt: skip
+    progress, summary, metrics, chart, samples = client.predict(
+        str(dataset), True, 4, 24, 0, "gain", api_name="/evaluate"
+    )
     base, tuned = _rouge_l(metrics)
     assert f"{N_IMAGES}/{N_IMAGES} samples scored" in summary and tuned > base + 20, (base, tuned)
 
     # Chat: the tuned model describes a picture.
-    job = client.submit({"text": "Describe this UI component in one sentence.", "files": [handle_file(str(pictures / "0001.png"))]},
-                        "", 0.0, 0.9, 24, True, False, api_name="/chat")  # fmt: skip
+    job = client.submit(
+        {"text": "Describe this UI component in one sentence.", "files": [handle_file(str(pictures / "0001.png"))]},
+        "",
+        0.0,
+        0.9,
+        24,
+        True,
+        False,
+        api_name="/chat",
+    )
     chatbot = job.result()[0]
     reply = chatbot[-1]["content"]
     text = reply if isinstance(reply, str) else " ".join(p.get("text", "") for p in reply if isinstance(p, dict))
@@ -137,8 +166,9 @@ def test_the_loop_through_the_app(launch_app, labeler, pictures, lab_home):
     # Export: the finished run is preselected; merge it into a complete model folder.
     assert client.predict(None, api_name="/export_tab_select")["value"] == "loop"
     out = lab_home / "models" / "loop-merged"
-    status, command, _ = client.predict("loop", "", str(out), "auto", "cpu", False, "", "", False, 4096, 1, 0.9,
-                                        api_name="/export")  # fmt: skip
+    status, command, _ = client.predict(
+        "loop", "", str(out), "auto", "cpu", False, "", "", False, 4096, 1, 0.9, api_name="/export"
+    )
     assert "Exported loop" in status and (out / "config.json").is_file() and f"vllm serve {out}" in command
     for written in lab_home.rglob("*"):
         if written.is_file() and written.suffix in {".json", ".jsonl", ".yaml", ".txt", ".log"}:
@@ -146,8 +176,9 @@ def test_the_loop_through_the_app(launch_app, labeler, pictures, lab_home):
 
 
 def _lab(*args, env, timeout=600):
-    result = subprocess.run([sys.executable, "-m", "lab", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=timeout)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "lab", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, f"python -m lab {' '.join(args)}\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -157,22 +188,67 @@ def test_the_loop_through_the_cli(labeler, pictures, lab_home, monkeypatch):
 
     env = dict(os.environ, LAB_HOME=str(lab_home), OPENAI_API_KEY="sk-test-loop")
     dataset = lab_home / "data" / "cli-set"
-    _lab("label", "--images", str(pictures), "--prompt", "sample_caption", "--out", str(dataset),
-         "--base-url", labeler.base_url, "--model", "fake-vl", "--concurrency", "4", env=env)  # fmt: skip
+    _lab(
+        "label",
+        "--images",
+        str(pictures),
+        "--prompt",
+        "sample_caption",
+        "--out",
+        str(dataset),
+        "--base-url",
+        labeler.base_url,
+        "--model",
+        "fake-vl",
+        "--concurrency",
+        "4",
+        env=env,
+    )
     assert len((dataset / "data.jsonl").read_text().splitlines()) == N_IMAGES
-    _lab("train", "--preset", "cpu_demo", "--set", f"dataset={dataset}", "run_name=cli-run", "num_epochs=25",
-         "val_ratio=0", "eval_steps=1000", env=env)  # fmt: skip
+    _lab(
+        "train",
+        "--preset",
+        "cpu_demo",
+        "--set",
+        f"dataset={dataset}",
+        "run_name=cli-run",
+        "num_epochs=25",
+        "val_ratio=0",
+        "eval_steps=1000",
+        env=env,
+    )
     run = lab_home / "checkpoints" / "cli-run"
     losses = _losses(run)
     assert losses[-1] < 0.5 * losses[0], losses
-    out = _lab("eval", "--model", "demo", "--adapter", str(run), "--dataset", str(dataset), "--compare-base",
-               "--max-new-tokens", "24", env=env)  # fmt: skip
+    out = _lab(
+        "eval",
+        "--model",
+        "demo",
+        "--adapter",
+        str(run),
+        "--dataset",
+        str(dataset),
+        "--compare-base",
+        "--max-new-tokens",
+        "24",
+        env=env,
+    )
     assert "rouge" in out.lower()
     summary = json.loads(sorted((run / "eval").glob("*.json"))[-1].read_text())  # saved in the run folder
     scores = summary["metrics"]
     assert scores["tuned"]["rouge_l"] > scores["base"]["rouge_l"] + 20, scores
-    answer_text = _lab("chat", "--model", "demo", "--adapter", str(run), "--image", str(pictures / "0001.png"),
-                       "--prompt", "Describe this UI component in one sentence.", env=env)  # fmt: skip
+    answer_text = _lab(
+        "chat",
+        "--model",
+        "demo",
+        "--adapter",
+        str(run),
+        "--image",
+        str(pictures / "0001.png"),
+        "--prompt",
+        "Describe this UI component in one sentence.",
+        env=env,
+    )
     assert "donut" in answer_text.lower(), answer_text
     merged = lab_home / "models" / "cli-merged"
     _lab("export", "--model", "demo", "--adapter", str(run), "--out", str(merged), env=env)

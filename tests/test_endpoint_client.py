@@ -3,10 +3,21 @@
 import asyncio
 
 import pytest
-
 from fake_openai import FakeOpenAI, Reply
-from lab.endpoint_client import (PLACEHOLDER_KEY, ChatClient, Endpoint, EndpointError, build_messages, chat_messages,
-                                 choose_key, environment_keys, load_providers, resolve_endpoint, same_url)
+
+from lab.endpoint_client import (
+    PLACEHOLDER_KEY,
+    ChatClient,
+    Endpoint,
+    EndpointError,
+    build_messages,
+    chat_messages,
+    choose_key,
+    environment_keys,
+    load_providers,
+    resolve_endpoint,
+    same_url,
+)
 from lab.errors import ConfigError, localize
 
 OWNER_KEY = "sk-owner-secret-0123456789"
@@ -26,8 +37,12 @@ def test_the_environment_key_goes_only_to_openai_base_url_when_it_is_set(monkeyp
     monkeypatch.setenv("OPENAI_API_KEY", OWNER_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", "https://gateway.example.org/openai/v1/")
     assert choose_key("https://gateway.example.org/openai/v1") == OWNER_KEY
-    for other in ("https://api.openai.com/v1", "http://gateway.example.org/openai/v1",
-                  "https://gateway.example.org:8443/openai/v1", "https://gateway.example.org/other/v1"):
+    for other in (
+        "https://api.openai.com/v1",
+        "http://gateway.example.org/openai/v1",
+        "https://gateway.example.org:8443/openai/v1",
+        "https://gateway.example.org/other/v1",
+    ):
         with pytest.raises(ConfigError, match="No API key for"):
             choose_key(other)
     assert load_providers()["openai"]["base_url"] == "https://gateway.example.org/openai/v1/"  # the preset follows it
@@ -61,7 +76,9 @@ def test_a_provider_key_goes_only_to_that_provider_url(monkeypatch):
 def test_a_provider_from_the_workspace_file_gets_its_own_key_at_its_own_url(lab_home, monkeypatch):
     (lab_home / "presets").mkdir()
     (lab_home / "presets" / "providers.yaml").write_text(
-        "providers:\n  school:\n    base_url: https://llm.school.example/v1\n    models: [qwen]\n    key_env: SCHOOL_KEY\n")
+        "providers:\n  school:\n    base_url: https://llm.school.example/v1\n    models: [qwen]\n    key_env: "
+        "SCHOOL_KEY\n"
+    )
     monkeypatch.setenv("SCHOOL_KEY", "sk-school")
     assert resolve_endpoint(provider="school").api_key == "sk-school"
     with pytest.raises(ConfigError, match="No API key for"):
@@ -75,7 +92,8 @@ def test_on_a_shared_server_the_workspace_file_cannot_point_a_key_elsewhere(lab_
 
     (lab_home / "presets").mkdir()
     (lab_home / "presets" / "providers.yaml").write_text(
-        f"providers:\n  openai:\n    base_url: {ELSEWHERE}\n    key_env: OPENAI_API_KEY\n")
+        f"providers:\n  openai:\n    base_url: {ELSEWHERE}\n    key_env: OPENAI_API_KEY\n"
+    )
     monkeypatch.setenv("OPENAI_API_KEY", OWNER_KEY)
     assert same_url(load_providers()["openai"]["base_url"], ELSEWHERE)  # the owner's own machine: their file
     monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
@@ -118,17 +136,25 @@ def test_same_url_compares_scheme_host_port_and_path():
 
 
 def test_messages_put_each_picture_where_its_placeholder_is():
-    dataset = [{"role": "system", "content": "Be brief."},
-               {"role": "user", "content": "<image>First, then <image>"},
-               {"role": "assistant", "content": "an answer that mentions <image> stays text"},
-               {"role": "user", "content": "And <image>?"}]
+    dataset = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "<image>First, then <image>"},
+        {"role": "assistant", "content": "an answer that mentions <image> stays text"},
+        {"role": "user", "content": "And <image>?"},
+    ]
     messages = chat_messages(dataset, ["data:a", "data:b", "data:c"])
     assert messages[0] == {"role": "system", "content": "Be brief."}
-    kinds = lambda m: [p.get("image_url", {}).get("url") or p["text"] for p in m["content"]]
+
+    def kinds(m):
+        return [p.get("image_url", {}).get("url") or p["text"] for p in m["content"]]
+
     assert kinds(messages[1]) == ["data:a", "First, then ", "data:b"]
     assert messages[2]["content"] == "an answer that mentions <image> stays text"
     assert kinds(messages[3]) == ["And ", "data:c", "?"]
-    assert kinds(chat_messages([{"role": "user", "content": "No placeholder."}], ["data:a"])[0]) == ["data:a", "No placeholder."]
+    assert kinds(chat_messages([{"role": "user", "content": "No placeholder."}], ["data:a"])[0]) == [
+        "data:a",
+        "No placeholder.",
+    ]
     follow = build_messages("", "<image>Describe.", ["data:a"], [("{bad", "Fix the JSON.")])
     assert [m["role"] for m in follow] == ["user", "assistant", "user"] and follow[2]["content"] == "Fix the JSON."
 
@@ -136,7 +162,9 @@ def test_messages_put_each_picture_where_its_placeholder_is():
 def _complete(endpoint, **client):
     async def go():
         async with ChatClient(endpoint, **client) as chat:
-            return await chat.complete(chat.request([{"role": "user", "content": "hi"}], max_new_tokens=8, temperature=0))
+            return await chat.complete(
+                chat.request([{"role": "user", "content": "hi"}], max_new_tokens=8, temperature=0)
+            )
 
     return asyncio.run(go())
 

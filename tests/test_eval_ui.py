@@ -5,7 +5,6 @@ import time
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
-from lora_run import lora_run_dir  # noqa: F401  (a fixture)
 
 from lab.handle import ModelState
 
@@ -79,8 +78,9 @@ def test_chat_streams_keeps_history_compares_and_reports_busy(launch_app, lora_r
 def test_evaluate_tab_compares_stops_and_exports(launch_app, lora_run_dir, sample_dataset, tmp_path):
     app, ctx, client = launch_app(model="")
     ctx.handle.load_run(lora_run_dir)
-    progress, summary, metrics, chart, samples = client.predict(str(sample_dataset), True, 4, 12, 8, "gain",
-                                                                api_name="/evaluate")  # fmt: skip
+    progress, summary, metrics, chart, samples = client.predict(
+        str(sample_dataset), True, 4, 12, 8, "gain", api_name="/evaluate"
+    )
     assert "8/8" in progress and "8/8 samples scored" in summary and str(lora_run_dir) in summary
     table = metrics["value"]
     assert table["headers"] == ["metric", "base", "tuned", "gain"]
@@ -100,13 +100,15 @@ def test_evaluate_tab_compares_stops_and_exports(launch_app, lora_run_dir, sampl
     assert "stopped early" in summary and "/60 samples scored" in summary
 
     out = tmp_path / "merged"
-    status, command, snippet = client.predict(str(lora_run_dir), "", str(out), "auto", "cpu", False, "", "", False,
-                                              8192, 5, 0.9, api_name="/export")  # fmt: skip
+    status, command, snippet = client.predict(
+        str(lora_run_dir), "", str(out), "auto", "cpu", False, "", "", False, 8192, 5, 0.9, api_name="/export"
+    )
     assert "Exported sample-lora" in status and "model.safetensors" in status and (out / "config.json").is_file()
     assert f"vllm serve {out}" in command and "--max-model-len 8192" in command and "OpenAI(" in snippet
     with pytest.raises(AppError, match="not empty"):
-        client.predict(str(lora_run_dir), "", str(out), "auto", "cpu", False, "", "", False, 8192, 5, 0.9,
-                       api_name="/export")  # fmt: skip
+        client.predict(
+            str(lora_run_dir), "", str(out), "auto", "cpu", False, "", "", False, 8192, 5, 0.9, api_name="/export"
+        )
 
 
 def test_sample_view_shows_the_picture_and_every_answer(lora_run_dir, sample_dataset, tmp_path):
@@ -116,8 +118,12 @@ def test_sample_view_shows_the_picture_and_every_answer(lora_run_dir, sample_dat
 
     handle = ModelHandle()
     handle.load_run(lora_run_dir)
-    result = run_evaluation(handle, samples_from_dataset(sample_dataset)[:3], EvalSettings(max_new_tokens=6, compare_base=True),
-                            out_dir=tmp_path)  # fmt: skip
+    result = run_evaluation(
+        handle,
+        samples_from_dataset(sample_dataset)[:3],
+        EvalSettings(max_new_tokens=6, compare_base=True),
+        out_dir=tmp_path,
+    )
     image, text = show_sample(result.summary_path, "id", 1)
     assert image.size == (224, 224) or image.size == (224, 112)
     assert "**0002**" in text and "**base**" in text and "**tuned**" in text and "reference" in text

@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 from fake_openai import FakeOpenAI, answer, image_digest
-from lora_run import lora_run_dir  # noqa: F401  (a fixture)
 
 from lab.errors import BusyError, ConfigError, LabError, localize
 from lab.evaluation.endpoint import EndpointConfig, evaluate_endpoint
 from lab.evaluation.report import metrics_table, sample_table, summary_line
 from lab.evaluation.runner import (
-    EvalSettings, list_results, load_result, run_evaluation, samples_from_dataset, samples_from_run,
+    EvalSettings,
+    list_results,
+    load_result,
+    run_evaluation,
+    samples_from_dataset,
+    samples_from_run,
 )
 from lab.generate import generate_batch
 from lab.handle import ModelHandle, ModelState
@@ -70,8 +74,13 @@ def test_tuned_is_ahead_of_base_and_results_are_saved(lora_run_dir, sample_datas
     handle = _handle(lora_run_dir)
     samples = samples_from_dataset(sample_dataset)[:8]  # the samples the adapter was trained on
     seen = []
-    result = run_evaluation(handle, samples, EvalSettings(batch_size=4, max_new_tokens=12, compare_base=True, name="t"),
-                            source="data/sample", progress=lambda d, t, e: seen.append((d, t, e)))  # fmt: skip
+    result = run_evaluation(
+        handle,
+        samples,
+        EvalSettings(batch_size=4, max_new_tokens=12, compare_base=True, name="t"),
+        source="data/sample",
+        progress=lambda d, t, e: seen.append((d, t, e)),
+    )
     assert result.variants == ["base", "tuned"]
     base, tuned = result.metrics["base"], result.metrics["tuned"]
     assert tuned["rouge_1"] > base["rouge_1"] and tuned["chrf"] > base["chrf"]
@@ -103,8 +112,14 @@ def test_batches_give_the_same_answers_as_single_samples_with_the_adapter(lora_r
 def test_stop_keeps_the_samples_already_scored(lora_run_dir, sample_dataset, tmp_path):
     handle = _handle(lora_run_dir)
     stop = threading.Event()
-    result = run_evaluation(handle, samples_from_dataset(sample_dataset)[:9], EvalSettings(batch_size=3, max_new_tokens=4),
-                            progress=lambda d, t, e: stop.set(), stop=stop, out_dir=tmp_path)  # fmt: skip
+    result = run_evaluation(
+        handle,
+        samples_from_dataset(sample_dataset)[:9],
+        EvalSettings(batch_size=3, max_new_tokens=4),
+        progress=lambda d, t, e: stop.set(),
+        stop=stop,
+        out_dir=tmp_path,
+    )
     assert result.stopped and len(result.samples) == 3 and result.total == 9
     saved = load_result(result.summary_path)
     assert saved.stopped and len(saved.samples) == 3
@@ -136,12 +151,16 @@ def test_unreadable_image_is_skipped_with_its_reason(tiny_models, sample_dataset
     assert result.skipped[0]["id"] == "0002" and "0002.png" in str(result.skipped[0]["reason"])
     # The reason and the summary reach a Chinese page in Chinese, also from the saved files.
     reason = result.skipped[0]["reason"]
-    assert localize(reason, "zh").startswith(str(folder / "images" / "0002.png") + "：") and localize(reason, "zh") != str(reason)
+    assert localize(reason, "zh").startswith(str(folder / "images" / "0002.png") + "：") and localize(
+        reason, "zh"
+    ) != str(reason)
     saved = load_result(result.summary_path).skipped[0]["reason"]
     assert saved == reason and localize(saved, "zh") == localize(reason, "zh") != str(reason)
     summary = json.loads(Path(result.summary_path).read_text(encoding="utf-8"))
     assert summary["skipped"][0]["reason"] == str(reason) and "reason_zh" not in summary["skipped"][0]
-    assert localize(summary_line(result), "zh").startswith("已评分 2/3 个样本") and "跳过 1 个" in localize(summary_line(result), "zh")
+    assert localize(summary_line(result), "zh").startswith("已评分 2/3 个样本") and "跳过 1 个" in localize(
+        summary_line(result), "zh"
+    )
 
 
 def test_validation_split_of_a_run(lora_run_dir):
@@ -164,8 +183,11 @@ def test_settings_refuse_nonsense():
 def test_endpoint_is_scored_with_the_same_metrics(sample_dataset, tmp_path):
     samples = samples_from_dataset(sample_dataset / "data_caption_zh.jsonl")[:4]
     config = EndpointConfig(base_url="http://x/v1", model="m", concurrency=2)
+
     # The server answers each picture with its reference, found by the picture's data URL.
-    digest = lambda url: hashlib.sha256(url.encode()).hexdigest()[:12]  # as fake_openai.image_digest
+    def digest(url):
+        return hashlib.sha256(url.encode()).hexdigest()[:12]  # as fake_openai.image_digest
+
     refs = {digest(encode_image(Path(s.images[0]), config.max_pixels, "png")): s.reference for s in samples}
     with FakeOpenAI(responder=lambda body: answer(refs.get(image_digest(body), "不知道"))) as server:
         config.base_url = server.base_url
@@ -188,8 +210,22 @@ def test_unreachable_endpoint_is_one_sentence(sample_dataset, tmp_path):
 def test_cli_eval_prints_base_and_tuned(lora_run_dir, capsys):
     from lab.cli import main
 
-    code = main(["eval", "--adapter", str(lora_run_dir), "--dataset", "data/sample", "--compare-base", "--limit", "4",
-                 "--max-new-tokens", "6", "--name", "cli"])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "--adapter",
+            str(lora_run_dir),
+            "--dataset",
+            "data/sample",
+            "--compare-base",
+            "--limit",
+            "4",
+            "--max-new-tokens",
+            "6",
+            "--name",
+            "cli",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "base" in out and "tuned" in out and "rouge_l" in out
     assert (lora_run_dir / "eval" / "cli.jsonl").is_file()

@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pytest
-from lora_run import lora_run_dir  # noqa: F401  (a fixture)
 
 from lab.errors import ConfigError, LabError
 from lab.evaluation.runner import samples_from_dataset
@@ -78,14 +77,19 @@ def test_push_to_hub_says_why_it_cannot(exported, monkeypatch, tmp_path):
 
 def test_vllm_command_and_client_snippet():
     command = vllm_command("/srv/merged", max_model_len=8000, images_per_prompt=3, gpu_memory_utilization=0.85)
-    for flag in ("vllm serve /srv/merged", "--max-model-len 8000", """--limit-mm-per-prompt '{"image": 3, "video": 0}'""",
-                 "--gpu-memory-utilization 0.85", "--served-model-name merged"):  # fmt: skip
+    for flag in (
+        "vllm serve /srv/merged",
+        "--max-model-len 8000",
+        """--limit-mm-per-prompt '{"image": 3, "video": 0}'""",
+        "--gpu-memory-utilization 0.85",
+        "--served-model-name merged",
+    ):
         assert flag in command
     with pytest.raises(ConfigError):
         vllm_command("/srv/merged", gpu_memory_utilization=1.5)
     snippet = openai_snippet("merged", port=8001)
     compile(snippet, "snippet", "exec")
-    assert 'model=\'merged\'' in snippet and "localhost:8001/v1" in snippet
+    assert "model='merged'" in snippet and "localhost:8001/v1" in snippet
 
 
 def test_cli_export(lora_run_dir, tmp_path, capsys):
@@ -105,8 +109,16 @@ def test_a_run_of_the_training_code_loads_evaluates_and_exports(tiny_models, tmp
     from lab.train_config import TrainConfig
     from lab.training.runner import run_training
 
-    cfg = TrainConfig.from_preset("cpu_demo", [f"model={tiny_models('qwen2_5_vl')}", "run_name=two-steps", "max_steps=2",
-                                               "per_device_batch_size=2", "val_ratio=0.1"])  # fmt: skip
+    cfg = TrainConfig.from_preset(
+        "cpu_demo",
+        [
+            f"model={tiny_models('qwen2_5_vl')}",
+            "run_name=two-steps",
+            "max_steps=2",
+            "per_device_batch_size=2",
+            "val_ratio=0.1",
+        ],
+    )
     run_dir = run_training(cfg, log=lambda line: None).run_dir
     handle = ModelHandle()
     handle.load_run(run_dir)

@@ -30,9 +30,24 @@ from lab.training.forecast import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = Arch("qwen2_5_vl", hidden=4, intermediate=8, layers=2, heads=2, kv_heads=1, head_dim=2, vocab=10, tied=True,
-            vision_hidden=2, vision_intermediate=4, vision_depth=1, vision_swiglu=True, patch=2, merge=2,
-            vision_out=4)  # fmt: skip
+TINY = Arch(
+    "qwen2_5_vl",
+    hidden=4,
+    intermediate=8,
+    layers=2,
+    heads=2,
+    kv_heads=1,
+    head_dim=2,
+    vocab=10,
+    tied=True,
+    vision_hidden=2,
+    vision_intermediate=4,
+    vision_depth=1,
+    vision_swiglu=True,
+    patch=2,
+    merge=2,
+    vision_out=4,
+)
 # bench/train.py's samples: one 448x448 image (256 tokens) and ~170 text tokens, answers of 80-120 tokens.
 BENCH = dict(mean_tokens=426, max_tokens=446, mean_answer=101, max_answer=121, image_share=256 / 426)
 
@@ -79,12 +94,15 @@ def test_known_configs_are_the_benchmark_architectures():
         assert known["vision_config"]["out_hidden_size"] == SIZES[size]["out_hidden"]
 
 
-@pytest.mark.parametrize("hub_id, method, batch, peak_gib, tokens_per_s", [
-    ("Qwen/Qwen2.5-VL-3B-Instruct", "lora", 4, 8.4, 4560),
-    ("Qwen/Qwen2.5-VL-3B-Instruct", "lora", 16, 11.8, 15472),
-    ("Qwen/Qwen2.5-VL-7B-Instruct", "qlora", 4, 7.0, 1700),
-    ("Qwen/Qwen2.5-VL-7B-Instruct", "qlora", 4, 7.35, 1700),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "hub_id, method, batch, peak_gib, tokens_per_s",
+    [
+        ("Qwen/Qwen2.5-VL-3B-Instruct", "lora", 4, 8.4, 4560),
+        ("Qwen/Qwen2.5-VL-3B-Instruct", "lora", 16, 11.8, 15472),
+        ("Qwen/Qwen2.5-VL-7B-Instruct", "qlora", 4, 7.0, 1700),
+        ("Qwen/Qwen2.5-VL-7B-Instruct", "qlora", 4, 7.35, 1700),
+    ],
+)
 def test_forecast_lands_within_15_percent_of_the_measured_peaks(hub_id, method, batch, peak_gib, tokens_per_s):
     # The peaks and speeds recorded in BENCHMARKS.md (one H200, bench/train.py's setup).
     result = forecast(arch_of(KNOWN_CONFIGS[hub_id]), Job(method=method, batch=batch, **BENCH), CARDS["h200"])
@@ -99,17 +117,25 @@ def bench_dataset(tmp_path) -> Path:
     (folder / "images").mkdir(parents=True)
     Image.new("RGB", (448, 448), (10, 20, 30)).save(folder / "images" / "a.png")
     answer = " ".join(["shapes"] * 70)  # ~105 tokens at 4 characters a token
-    record = {"images": ["images/a.png"], "messages": [
-        {"role": "user", "content": "<image>Describe this picture in detail: the shapes, their colours, where they "
-                                    "are and what the whole picture could be."},
-        {"role": "assistant", "content": answer}]}  # fmt: skip
+    record = {
+        "images": ["images/a.png"],
+        "messages": [
+            {
+                "role": "user",
+                "content": "<image>Describe this picture in detail: the shapes, their colours, where they "
+                "are and what the whole picture could be.",
+            },
+            {"role": "assistant", "content": answer},
+        ],
+    }
     (folder / "data.jsonl").write_text("\n".join(json.dumps(record) for _ in range(400)) + "\n")
     return folder
 
 
 def test_dataset_lengths_count_image_tokens_from_the_image_size(bench_dataset):
-    cfg = TrainConfig(model="Qwen/Qwen2.5-VL-3B-Instruct", dataset=str(bench_dataset), max_pixels=448 * 448,
-                      val_ratio=0.0)
+    cfg = TrainConfig(
+        model="Qwen/Qwen2.5-VL-3B-Instruct", dataset=str(bench_dataset), max_pixels=448 * 448, val_ratio=0.0
+    )
     lengths = fit.dataset_lengths(cfg, arch_of(KNOWN_CONFIGS[cfg.model]))
     assert lengths.samples == 400
     assert lengths.image_share == pytest.approx(258 / lengths.mean_tokens)  # 16x16 tokens and vision start/end
@@ -122,8 +148,10 @@ def _plan_on(card: Card, cfg: TrainConfig, monkeypatch):
 
 
 def test_auto_fits_a_small_and_a_large_card_differently_and_keeps_the_effective_batch(bench_dataset, monkeypatch):
-    cfg = TrainConfig.from_preset("lora", [f"dataset={bench_dataset}", "max_pixels=200704", "lora_targets=[language]",
-                                           "gradient_accumulation_steps=16"])  # fmt: skip
+    cfg = TrainConfig.from_preset(
+        "lora",
+        [f"dataset={bench_dataset}", "max_pixels=200704", "lora_targets=[language]", "gradient_accumulation_steps=16"],
+    )
     assert (cfg.per_device_batch_size, cfg.gradient_checkpointing) == ("auto", "auto")
     small = _plan_on(Card("a 16 GiB card", 16.0, 100.0), cfg, monkeypatch)
     large = _plan_on(CARDS["h200"], cfg, monkeypatch)
@@ -136,8 +164,15 @@ def test_auto_fits_a_small_and_a_large_card_differently_and_keeps_the_effective_
 
 
 def test_auto_batch_without_keeping_the_effective_batch_takes_the_largest(bench_dataset, monkeypatch):
-    cfg = TrainConfig.from_preset("lora", [f"dataset={bench_dataset}", "max_pixels=200704",
-                                           "auto_keeps_effective_batch=false", "gradient_accumulation_steps=2"])
+    cfg = TrainConfig.from_preset(
+        "lora",
+        [
+            f"dataset={bench_dataset}",
+            "max_pixels=200704",
+            "auto_keeps_effective_batch=false",
+            "gradient_accumulation_steps=2",
+        ],
+    )
     large = _plan_on(CARDS["h200"], cfg, monkeypatch)
     assert large.accumulation == 2 and large.batch >= 16  # not capped at 1 x 2
     bigger = fit.BATCHES[fit.BATCHES.index(large.batch) + 1]
@@ -145,8 +180,10 @@ def test_auto_batch_without_keeping_the_effective_batch_takes_the_largest(bench_
 
 
 def test_a_job_that_does_not_fit_names_changes_that_would(bench_dataset, monkeypatch):
-    cfg = TrainConfig.from_preset("lora", [f"dataset={bench_dataset}", "max_pixels=200704",
-                                           "per_device_batch_size=8", "gradient_checkpointing=false"])
+    cfg = TrainConfig.from_preset(
+        "lora",
+        [f"dataset={bench_dataset}", "max_pixels=200704", "per_device_batch_size=8", "gradient_checkpointing=false"],
+    )
     found = _plan_on(Card("a 16 GiB card", 16.0, 100.0), cfg, monkeypatch)
     assert found.fits is False and found.fixes
     assert all(result.needed_gib <= 16.0 * 0.9 for _, result in found.fixes)
@@ -166,8 +203,13 @@ def test_run_config_holds_the_resolved_values(tiny_models, bench_dataset, monkey
 
     monkeypatch.setattr(runner, "training_device", lambda: "cuda:0")
     monkeypatch.setattr(fit, "this_machine", lambda device, card=None: Where(CARDS["h200"], 100.0))
-    cfg = TrainConfig(model=str(tiny_models("qwen2_5_vl")), dataset=str(bench_dataset), max_pixels=200704,
-                      gradient_accumulation_steps=8, run_name="auto")
+    cfg = TrainConfig(
+        model=str(tiny_models("qwen2_5_vl")),
+        dataset=str(bench_dataset),
+        max_pixels=200704,
+        gradient_accumulation_steps=8,
+        run_name="auto",
+    )
     run_dir = runner.prepare_run_dir(cfg)
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (saved["per_device_batch_size"], saved["gradient_checkpointing"]) == (8, False)
@@ -176,8 +218,10 @@ def test_run_config_holds_the_resolved_values(tiny_models, bench_dataset, monkey
 
 
 def test_dry_run_loads_nothing_and_prints_the_forecast():
-    code = ("import sys; from lab.cli import main; rc = main(['train', '--preset', 'lora', '--dry-run', '--card', "
-            "'4090', '--json']); print(rc, sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys; from lab.cli import main; rc = main(['train', '--preset', 'lora', '--dry-run', '--card', "
+        "'4090', '--json']); print(rc, sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     *body, last = done.stdout.strip().splitlines()
@@ -192,16 +236,36 @@ def test_dry_run_loads_nothing_and_prints_the_forecast():
 def test_dry_run_in_chinese_and_an_unknown_card():
     env_zh = {"LAB_LANG": "zh"}
     for args, expected in ((["--card", "h200"], "预估"), (["--card", "h300"], "Unknown card h300")):
-        done = subprocess.run([sys.executable, "-m", "lab", "train", "--preset", "qlora", "--dry-run", *args],
-                              capture_output=True, text=True, cwd=REPO, timeout=120,
-                              env={**__import__("os").environ, **(env_zh if expected == "预估" else {})})
+        done = subprocess.run(
+            [sys.executable, "-m", "lab", "train", "--preset", "qlora", "--dry-run", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            env={**__import__("os").environ, **(env_zh if expected == "预估" else {})},
+        )
         assert expected in done.stdout + done.stderr
 
 
 def test_bench_script_runs_on_the_cpu_with_the_tiny_model(tmp_path):
     out = tmp_path / "forecast.json"
-    done = subprocess.run([sys.executable, "bench/forecast.py", "--tiny", "--steps", "3", "--out", str(out),
-                           "--workdir", str(tmp_path / "work")], capture_output=True, text=True, cwd=REPO, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/forecast.py",
+            "--tiny",
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(out.read_text())["runs"]
     assert [r["run"] for r in rows] == ["tiny-lora-b2-ckpt", "tiny-lora-b2-nockpt", "tiny-full-b2-ckpt"]
@@ -212,8 +276,12 @@ def test_bench_script_runs_on_the_cpu_with_the_tiny_model(tmp_path):
 def test_train_tab_forecasts_the_form_in_the_page_language():
     from lab.ui import train_tab
 
-    values = {"model": "Qwen/Qwen2.5-VL-3B-Instruct", "dataset": "data/sample", "per_device_batch_size": "auto",
-              "gradient_checkpointing": "auto"}
+    values = {
+        "model": "Qwen/Qwen2.5-VL-3B-Instruct",
+        "dataset": "data/sample",
+        "per_device_batch_size": "auto",
+        "gradient_checkpointing": "auto",
+    }
     text = train_tab.forecast(values, "h200", "zh")
     assert "NVIDIA H200" in text and "（自动选择）" in text and "放得下。" in text
     assert "Forecast for" in train_tab.forecast(values, train_tab.HERE, "en")  # this machine: the CPU here

@@ -32,20 +32,47 @@ def build(root: Path, multi_image: bool = True) -> Path:
     save_image(root / "images" / "sub" / "a.png", (0, 0, 255))  # same file name, other content
     system = {"role": "system", "content": "You describe UI components."}
     records = [
-        {"id": "r1", "images": ["images/a.png"], "meta": {"labeler": "gpt-4o", "status": "ok", "cost": 0.01},
-         "messages": [system, {"role": "user", "content": "<image>Describe it."},
-                      {"role": "assistant", "content": "A red square."}]},
-        {"id": "r2", "images": ["images/b.jpg"],
-         "messages": [{"role": "user", "content": "<image>这是什么？"}, {"role": "assistant", "content": "绿色方块。"},
-                      {"role": "user", "content": "用 JSON 回答。"}, {"role": "assistant", "content": '{"颜色": "绿"}'}]},
-        {"id": "r3", "images": ["images/sub/a.png"],
-         "messages": [{"role": "user", "content": "What is shown in <image> here?"},
-                      {"role": "assistant", "content": "A blue square."}]},
+        {
+            "id": "r1",
+            "images": ["images/a.png"],
+            "meta": {"labeler": "gpt-4o", "status": "ok", "cost": 0.01},
+            "messages": [
+                system,
+                {"role": "user", "content": "<image>Describe it."},
+                {"role": "assistant", "content": "A red square."},
+            ],
+        },
+        {
+            "id": "r2",
+            "images": ["images/b.jpg"],
+            "messages": [
+                {"role": "user", "content": "<image>这是什么？"},
+                {"role": "assistant", "content": "绿色方块。"},
+                {"role": "user", "content": "用 JSON 回答。"},
+                {"role": "assistant", "content": '{"颜色": "绿"}'},
+            ],
+        },
+        {
+            "id": "r3",
+            "images": ["images/sub/a.png"],
+            "messages": [
+                {"role": "user", "content": "What is shown in <image> here?"},
+                {"role": "assistant", "content": "A blue square."},
+            ],
+        },
     ]
     if multi_image:
-        records.append({"id": "r4", "images": ["images/a.png", "images/sub/a.png"],
-                        "messages": [system, {"role": "user", "content": "<image> vs <image>: which is red?"},
-                                     {"role": "assistant", "content": "The first."}]})
+        records.append(
+            {
+                "id": "r4",
+                "images": ["images/a.png", "images/sub/a.png"],
+                "messages": [
+                    system,
+                    {"role": "user", "content": "<image> vs <image>: which is red?"},
+                    {"role": "assistant", "content": "The first."},
+                ],
+            }
+        )
     ds.write_records(root / "data.jsonl", records)
     assert check.validate_dataset(root).ok
     return root
@@ -114,8 +141,14 @@ def test_llamafactory_layout(source, tmp_path):
     entry = info["src"]
     assert entry["file_name"] == "data.json" and entry["formatting"] == "sharegpt"
     assert entry["columns"] == {"messages": "conversations", "images": "images"}
-    assert entry["tags"] == {"role_tag": "from", "content_tag": "value", "user_tag": "human",
-                             "assistant_tag": "gpt", "observation_tag": "observation", "system_tag": "system"}
+    assert entry["tags"] == {
+        "role_tag": "from",
+        "content_tag": "value",
+        "user_tag": "human",
+        "assistant_tag": "gpt",
+        "observation_tag": "observation",
+        "system_tag": "system",
+    }
     rows = json.loads(data.read_text(encoding="utf-8"))
     assert rows[0]["conversations"][0] == {"from": "system", "value": "You describe UI components."}
     assert [t["from"] for t in rows[1]["conversations"]] == ["human", "gpt", "human", "gpt"]
@@ -140,8 +173,16 @@ def test_openai_embeds_images_where_the_placeholders_were(source, tmp_path):
 def test_openai_export_turns_other_image_types_into_png(tmp_path):
     root = tmp_path / "bmp"
     save_image(root / "x.bmp", (1, 2, 3), "BMP")
-    ds.write_records(root / "data.jsonl", [{"id": "1", "images": ["x.bmp"], "messages": [
-        {"role": "user", "content": "<image>?"}, {"role": "assistant", "content": "dark"}]}])
+    ds.write_records(
+        root / "data.jsonl",
+        [
+            {
+                "id": "1",
+                "images": ["x.bmp"],
+                "messages": [{"role": "user", "content": "<image>?"}, {"role": "assistant", "content": "dark"}],
+            }
+        ],
+    )
     back = import_dataset(export_dataset(root, "openai", tmp_path / "out"), "openai", tmp_path / "back")
     [image] = ds.load_records(back, absolute_images=True)[0]["images"]
     assert image.endswith(".png") and Image.open(image).getpixel((0, 0)) == (1, 2, 3)
@@ -149,8 +190,9 @@ def test_openai_export_turns_other_image_types_into_png(tmp_path):
 
 def load_hf(folder: Path):
     datasets = pytest.importorskip("datasets")
-    return datasets.load_dataset("imagefolder", data_dir=str(folder), split="train",
-                                 cache_dir=str(folder.parent / "hf_cache"))
+    return datasets.load_dataset(
+        "imagefolder", data_dir=str(folder), split="train", cache_dir=str(folder.parent / "hf_cache")
+    )
 
 
 def test_imagefolder_loads_with_datasets_one_image_per_record(tmp_path):
@@ -178,7 +220,9 @@ def test_imagefolder_multi_image_records_use_file_names(source, tmp_path):
 def test_imagefolder_import_of_a_caption_dataset(tmp_path):
     folder = tmp_path / "captions"
     save_image(folder / "cat.png", (9, 9, 9))
-    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "cat.png", "text": "一只猫"}) + "\n", encoding="utf-8")
+    (folder / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "cat.png", "text": "一只猫"}) + "\n", encoding="utf-8"
+    )
     back = import_dataset(folder, None, tmp_path / "back")
     [rec] = ds.load_records(back)
     assert rec["messages"] == [{"role": "user", "content": "<image>"}, {"role": "assistant", "content": "一只猫"}]
@@ -189,10 +233,17 @@ def test_swift_import_of_a_json_list_with_absolute_paths_and_query_keys(tmp_path
     img = tmp_path / "elsewhere" / "shot.png"
     save_image(img, (10, 20, 30))
     rows = [
-        {"messages": [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "Hello"}],
-         "images": [str(img)]},
-        {"system": "Be brief.", "query": "<image>And now?", "response": "Done.",
-         "history": [["First?", "Yes."]], "images": [str(img)]},
+        {
+            "messages": [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "Hello"}],
+            "images": [str(img)],
+        },
+        {
+            "system": "Be brief.",
+            "query": "<image>And now?",
+            "response": "Done.",
+            "history": [["First?", "Yes."]],
+            "images": [str(img)],
+        },
     ]
     (tmp_path / "swift.json").write_text(json.dumps(rows), encoding="utf-8")
     assert detect_format(tmp_path / "swift.json") == "swift"
@@ -208,17 +259,30 @@ def test_swift_import_of_a_json_list_with_absolute_paths_and_query_keys(tmp_path
 def test_llamafactory_import_honours_custom_tags_and_system_column(tmp_path):
     folder = tmp_path / "lf"
     save_image(folder / "pics" / "1.png", (5, 5, 5))
-    rows = [{"messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": "A"}],
-             "sys": "S", "imgs": ["pics/1.png"]}]
+    rows = [
+        {
+            "messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": "A"}],
+            "sys": "S",
+            "imgs": ["pics/1.png"],
+        }
+    ]
     (folder / "mine.json").write_text(json.dumps(rows), encoding="utf-8")
-    info = {"mine": {"file_name": "mine.json", "formatting": "sharegpt",
-                     "columns": {"messages": "messages", "images": "imgs", "system": "sys"},
-                     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}}
+    info = {
+        "mine": {
+            "file_name": "mine.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "imgs", "system": "sys"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+        }
+    }
     (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     back = import_dataset(folder, None, tmp_path / "back")
     [rec] = ds.load_records(back)
-    assert rec["messages"] == [{"role": "system", "content": "S"}, {"role": "user", "content": "<image>Q"},
-                               {"role": "assistant", "content": "A"}]
+    assert rec["messages"] == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "<image>Q"},
+        {"role": "assistant", "content": "A"},
+    ]
     assert rec["images"] == ["images/1.png"]
 
 
@@ -238,8 +302,12 @@ def test_refusals_are_one_sentence(source, tmp_path):
     (tmp_path / "plain" / "x.jsonl").write_text('{"text": "no messages"}\n', encoding="utf-8")
     with pytest.raises(DatasetError, match="Cannot tell the format"):
         import_dataset(tmp_path / "plain", None, tmp_path / "o3")
-    web = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
-                        {"role": "assistant", "content": "z"}]}
+    web = {
+        "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
+            {"role": "assistant", "content": "z"},
+        ]
+    }
     (tmp_path / "web.jsonl").write_text(json.dumps(web) + "\n", encoding="utf-8")
     with pytest.raises(DatasetError, match="on the web"):
         import_dataset(tmp_path / "web.jsonl", None, tmp_path / "o4")
@@ -302,8 +370,13 @@ def _uploaded(bundle: Path, images: list, fmt: str = "swift") -> Path:
         parts = [{"type": "image_url", "image_url": {"url": str(u)}} for u in images] + [{"type": "text", "text": "Q"}]
         row = {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "A"}]}
     else:
-        row = {"messages": [{"role": "user", "content": "<image>" * len(images) + "Q"},
-                            {"role": "assistant", "content": "A"}], "images": [str(i) for i in images]}
+        row = {
+            "messages": [
+                {"role": "user", "content": "<image>" * len(images) + "Q"},
+                {"role": "assistant", "content": "A"},
+            ],
+            "images": [str(i) for i in images],
+        }
     bundle.mkdir(parents=True, exist_ok=True)
     (bundle / "up.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
     return bundle / "up.jsonl"
@@ -320,14 +393,20 @@ def test_an_upload_may_only_name_images_inside_itself(tmp_path, monkeypatch, res
     depth = "../" * len(bundle.parts)
     names = {
         "absolute": ([secret], [secret.with_name("gone.png")], "swift"),
-        "dotdot": ([f"{depth}{str(secret).lstrip('/')}"], [f"{depth}{str(secret.with_name('gone.png')).lstrip('/')}"], "swift"),
+        "dotdot": (
+            [f"{depth}{str(secret).lstrip('/')}"],
+            [f"{depth}{str(secret.with_name('gone.png')).lstrip('/')}"],
+            "swift",
+        ),
         "file url": ([f"file://{secret}"], [f"file://{secret.with_name('gone.png')}"], "openai"),
     }
     for kind, (present, missing, fmt) in names.items():
         errors = []
         for images in (present, missing):
             with pytest.raises(DatasetError) as caught:
-                import_dataset(_uploaded(bundle, images, fmt), None, tmp_path / "lab_home" / "data" / "x", bundle=bundle)
+                import_dataset(
+                    _uploaded(bundle, images, fmt), None, tmp_path / "lab_home" / "data" / "x", bundle=bundle
+                )
             errors.append(caught.value)
         assert "Record 1 names an image outside the imported files" in str(errors[0]), kind
         assert "第 1 条样本引用了导入文件之外的图片" in localize(errors[0], "zh"), kind
@@ -398,7 +477,8 @@ def test_llamafactory_gets_qwens_box_tokens_and_its_tokens_come_back_as_objects(
     rows = json.loads((tmp_path / "out" / "data.json").read_text(encoding="utf-8"))
     # 0005 is 224x112: [12, 38, 109, 75] on the 0-1000 grid, as Qwen2-VL and Qwen3-VL read it.
     assert rows[0]["conversations"][-1]["value"] == (
-        "<|object_ref_start|>the purple Day button<|object_ref_end|><|box_start|>(54,339),(487,670)<|box_end|>")
+        "<|object_ref_start|>the purple Day button<|object_ref_end|><|box_start|>(54,339),(487,670)<|box_end|>"
+    )
     for row in rows:  # a LLaMA-Factory dataset written by hand has no objects column
         del row["objects"]
     (tmp_path / "out" / "data.json").write_text(json.dumps(rows), encoding="utf-8")
@@ -421,7 +501,9 @@ def test_videos_are_copied_and_come_back(tmp_path, fmt):
     records = ds.load_records(folder)
     assert [r["videos"] for r in records] == [[f"videos/clip_{n:02d}"] for n in range(1, 5)]
     frames = sorted((folder / "videos" / "clip_01").iterdir())
-    assert [f.read_bytes() for f in frames] == [f.read_bytes() for f in sorted((SAMPLE / "videos" / "clip_01").iterdir())]
+    assert [f.read_bytes() for f in frames] == [
+        f.read_bytes() for f in sorted((SAMPLE / "videos" / "clip_01").iterdir())
+    ]
     assert check.validate_dataset(folder).ok
 
 

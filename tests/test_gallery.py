@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client
+from labeling_images import many, plain
 from PIL import Image
 
-from labeling_images import many, plain
 from lab import gallery
 from lab.errors import LabError, localize
 from lab.gallery import PAGE_SIZE, THUMB_SIDE, dataset_page, thumbnail, thumbnail_dir
@@ -16,9 +16,19 @@ from lab.gallery import PAGE_SIZE, THUMB_SIDE, dataset_page, thumbnail, thumbnai
 
 def write_dataset(folder: Path, images: list[Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"id": f"r{i:02d}", "images": [os.path.relpath(image, folder)], "messages": [
-        {"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": f"Picture {i}."}]})
-        for i, image in enumerate(images)]  # fmt: skip
+    lines = [
+        json.dumps(
+            {
+                "id": f"r{i:02d}",
+                "images": [os.path.relpath(image, folder)],
+                "messages": [
+                    {"role": "user", "content": "<image>What is it?"},
+                    {"role": "assistant", "content": f"Picture {i}."},
+                ],
+            }
+        )
+        for i, image in enumerate(images)
+    ]
     (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
     return folder
 
@@ -33,7 +43,10 @@ def test_a_thumbnail_is_made_once_in_the_workspace(tmp_path, lab_home, monkeypat
     real_open = gallery.open_image
     monkeypatch.setattr(gallery, "open_image", lambda path, **kw: opened.append(path) or real_open(path, **kw))
     first = thumbnail(image)
-    assert first.is_relative_to(lab_home / ".cache" / "thumbnails") and thumbnail_dir() == lab_home / ".cache" / "thumbnails"
+    assert (
+        first.is_relative_to(lab_home / ".cache" / "thumbnails")
+        and thumbnail_dir() == lab_home / ".cache" / "thumbnails"
+    )
     with Image.open(first) as im:
         assert im.size == (THUMB_SIDE, THUMB_SIDE // 2) and im.format == "JPEG"
     assert thumbnail(image) == first and len(opened) == 1  # the second call reads the cache, not the image
@@ -95,7 +108,9 @@ def test_an_unreadable_image_is_left_out_and_named(tmp_path, lab_home):
     page = dataset_page(folder, 1)
     assert [caption for _, caption in page.images] == ["r00", "r02"] and len(page.records) == 4
     assert [str(reason).split(": ", 1)[1] for reason in page.skipped] == [
-        "not an image, or an image format that cannot be read", "file not found"]
+        "not an image, or an image format that cannot be read",
+        "file not found",
+    ]
     assert str(page.skipped[0]).startswith(str(images[1])) and "不是图片" in localize(page.skipped[0], "zh")
 
 
@@ -128,4 +143,6 @@ def test_the_gallery_pages_through_the_app(launch_app, tmp_path, lab_home):
     assert [row[0] for row in table["data"]][:2] == ["r24", "r25"]
     zh = Client(app.local_url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     assert zh.predict(folder, 1, api_name="/dataset_page")[3] == "第 1 页，共 2 页"
-    assert len(files_under(thumbnail_dir())) == made_at_start + 29  # one per readable image, however often its page was opened
+    assert (
+        len(files_under(thumbnail_dir())) == made_at_start + 29
+    )  # one per readable image, however often its page was opened

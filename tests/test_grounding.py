@@ -8,14 +8,24 @@ import pytest
 
 from lab.dataset_check import validate_dataset
 from lab.grounding import (
-    BOX_FORMATS, PLAIN, ImageSpace, answer_boxes, box_format, box_scores, image_space, iou, labeled_objects,
+    BOX_FORMATS,
+    PLAIN,
+    ImageSpace,
+    answer_boxes,
+    box_format,
+    box_scores,
+    image_space,
+    iou,
+    labeled_objects,
 )
 from lab.models import set_image_pixels
 from lab.training.collator import IGNORE, encode_sample
 
 # A 224x112 picture (the sample's button groups); the box is the purple "Day" button of 0005.
-MESSAGES = [{"role": "user", "content": "<image>Find the selected button."},
-            {"role": "assistant", "content": "<ref-object><bbox>"}]
+MESSAGES = [
+    {"role": "user", "content": "<image>Find the selected button."},
+    {"role": "assistant", "content": "<ref-object><bbox>"},
+]
 OBJECTS = {"ref": ["the purple Day button"], "bbox": [[12, 38, 109, 75]]}
 IMAGE = "images/0005.png"
 
@@ -32,7 +42,8 @@ def _answer(processor, family, sample_dataset):
     return sample, processor.tokenizer.decode(learned)
 
 
-# 0-1000 grid: 12/224*1000 = 53.6 -> 54, 38/112*1000 = 339.3 -> 339, 109/224*1000 = 486.6 -> 487, 75/112*1000 = 669.6 -> 670
+# 0-1000 grid: 12/224*1000 = 53.6 -> 54, 38/112*1000 = 339.3 -> 339, 109/224*1000 = 486.6 -> 487, 75/112*1000 = 669.6 ->
+# 670
 GRID_ANSWER = "<|object_ref_start|>the purple Day button<|object_ref_end|><|box_start|>(54,339),(487,670)<|box_end|>"
 
 
@@ -50,14 +61,16 @@ def test_qwen2_5_writes_pixels_of_the_image_the_model_sees(tiny_models, sample_d
     # The tiny processor keeps up to 36 x 28 x 28 = 28224 pixels: smart_resize(112, 224) gives
     # 112 x 224 (4 x 8 tokens of 28), already within bounds, so the box stays as drawn.
     _, learned = _answer(processor, "qwen2_5_vl", sample_dataset)
-    assert learned == ("<|object_ref_start|>the purple Day button<|object_ref_end|>"
-                       "<|box_start|>(12,38),(109,75)<|box_end|><|im_end|>")
+    assert learned == (
+        "<|object_ref_start|>the purple Day button<|object_ref_end|><|box_start|>(12,38),(109,75)<|box_end|><|im_end|>"
+    )
     # At most 56 x 56 x 2 = 6272 pixels: beta = sqrt(112*224/6272) = 2, so the image becomes
     # floor(56/28)*28 = 56 high and floor(112/28)*28 = 112 wide: every coordinate is halved.
     set_image_pixels(processor, max_pixels=56 * 56 * 2)
     sample, learned = _answer(processor, "qwen2_5_vl", sample_dataset)
-    assert learned == ("<|object_ref_start|>the purple Day button<|object_ref_end|>"
-                       "<|box_start|>(6,19),(54,38)<|box_end|><|im_end|>")  # 37.5 -> 38 (round half to even: 38)
+    assert learned == (
+        "<|object_ref_start|>the purple Day button<|object_ref_end|><|box_start|>(6,19),(54,38)<|box_end|><|im_end|>"
+    )  # 37.5 -> 38 (round half to even: 38)
     assert image_space(processor, 112, 224) == ImageSpace(224, 112, 112, 56)
     # The image really is fed at that size: 56x112 is 2x4 patches of 28, 8 image tokens.
     assert sample.input_ids.count(processor.image_token_id) == 8
@@ -72,8 +85,10 @@ def test_a_family_without_box_tokens_gets_plain_json_on_the_grid(tiny_models, sa
 
 def test_refs_in_the_question_and_norm1_boxes_of_a_second_image(tiny_models, sample_dataset):
     processor = _processor(tiny_models, "qwen2_vl")
-    messages = [{"role": "user", "content": "<image><image>Find the <ref-object> in the second picture."},
-                {"role": "assistant", "content": "<bbox>"}]
+    messages = [
+        {"role": "user", "content": "<image><image>Find the <ref-object> in the second picture."},
+        {"role": "assistant", "content": "<bbox>"},
+    ]
     objects = {"ref": ["slider handle"], "bbox": [[0.25, 0.5, 0.75, 1.0]], "bbox_type": "norm1", "image_id": [1]}
     images = [str(sample_dataset / "images/0001.png"), str(sample_dataset / IMAGE)]
     sample = encode_sample(processor, "x", messages, images, objects=objects, family="qwen2_vl")
@@ -129,15 +144,19 @@ def _dataset(tmp_path, sample_dataset, records):
 
 def test_the_checker_names_each_bad_box(tmp_path, sample_dataset):
     ask = [{"role": "user", "content": "<image>Where?"}, {"role": "assistant", "content": "<ref-object><bbox>"}]
-    folder = _dataset(tmp_path, sample_dataset, [
-        {"messages": ask, "objects": {"ref": ["ok"], "bbox": [[0, 0, 224, 112]]}},
-        {"messages": ask, "objects": {"ref": ["out"], "bbox": [[10, 10, 300, 50]]}},
-        {"messages": ask, "objects": {"ref": ["flat"], "bbox": [[10, 10, 5, 50]]}},
-        {"messages": ask, "objects": {"ref": [], "bbox": [[1, 1, 2, 2]]}},
-        {"messages": ask},
-        {"messages": ask, "objects": {"ref": ["x"], "bbox": [[1, 2, 3]]}},
-        {"messages": ask, "objects": {"ref": ["x"], "bbox": [[1, 1, 2, 2]], "image_id": [1]}},
-    ])
+    folder = _dataset(
+        tmp_path,
+        sample_dataset,
+        [
+            {"messages": ask, "objects": {"ref": ["ok"], "bbox": [[0, 0, 224, 112]]}},
+            {"messages": ask, "objects": {"ref": ["out"], "bbox": [[10, 10, 300, 50]]}},
+            {"messages": ask, "objects": {"ref": ["flat"], "bbox": [[10, 10, 5, 50]]}},
+            {"messages": ask, "objects": {"ref": [], "bbox": [[1, 1, 2, 2]]}},
+            {"messages": ask},
+            {"messages": ask, "objects": {"ref": ["x"], "bbox": [[1, 2, 3]]}},
+            {"messages": ask, "objects": {"ref": ["x"], "bbox": [[1, 1, 2, 2]], "image_id": [1]}},
+        ],
+    )
     report = validate_dataset(folder)
     faults = {fault.line: str(fault.reason) for fault in report.faults}
     assert report.valid == 1 and 1 not in faults
@@ -173,7 +192,9 @@ def test_answers_with_boxes_are_scored_next_to_the_text_metrics(tiny_models, sam
     from lab.evaluation.runner import EvalResult, for_model, samples_from_dataset, score_variants
 
     processor = _processor(tiny_models, "qwen2_vl")
-    samples = [for_model(s, processor, "qwen2_vl") for s in samples_from_dataset(sample_dataset / "data_grounding.jsonl")]
+    samples = [
+        for_model(s, processor, "qwen2_vl") for s in samples_from_dataset(sample_dataset / "data_grounding.jsonl")
+    ]
     button, handle = samples[0], samples[1]  # 0005 (phrase in the answer) and 0008 ("Find the <ref-object>.")
     assert button.reference == GRID_ANSWER and button.target.boxes == [[12.0, 38.0, 109.0, 75.0]]
     assert "<|object_ref_start|>slider handle<|object_ref_end|>" in handle.messages[-1]["content"]
@@ -194,9 +215,13 @@ def test_generated_answers_keep_the_box_tokens_and_drop_the_others(tiny_models):
     from lab.generate import answer_text
 
     tokenizer = _processor(tiny_models, "qwen2_vl").tokenizer
-    ids = tokenizer("<|object_ref_start|>a cat<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|><|vision_start|>",
-                    add_special_tokens=False)["input_ids"]
-    assert answer_text(tokenizer, ids) == "<|object_ref_start|>a cat<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|>"
+    ids = tokenizer(
+        "<|object_ref_start|>a cat<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|><|vision_start|>",
+        add_special_tokens=False,
+    )["input_ids"]
+    assert (
+        answer_text(tokenizer, ids) == "<|object_ref_start|>a cat<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|>"
+    )
     assert answer_text(tokenizer, tokenizer("plain words", add_special_tokens=False)["input_ids"]) == "plain words"
 
 
@@ -214,7 +239,9 @@ def test_a_grounding_label_run_writes_records_with_objects(tmp_path):
     reply = json.dumps({"objects": [{"ref": "OK button", "bbox": [100, 200, 500, 800]}]})
     with FakeOpenAI(responder=lambda body: answer(reply)) as server:
         labeler = ApiLabeler(LabelerConfig(model="fake-vl", base_url=server.base_url, api_key="sk-x", max_retries=0))
-        run_labeling(tmp_path / "pics", tmp_path / "ds", PromptSpec.from_preset(load_prompt_preset("grounding")), labeler)
+        run_labeling(
+            tmp_path / "pics", tmp_path / "ds", PromptSpec.from_preset(load_prompt_preset("grounding")), labeler
+        )
     record = json.loads((tmp_path / "ds" / "data.jsonl").read_text(encoding="utf-8"))
     assert record["messages"][-1]["content"] == "<ref-object><bbox>"
     assert record["objects"] == {"ref": ["OK button"], "bbox": [[20.0, 20.0, 100.0, 80.0]]}

@@ -75,21 +75,26 @@ def test_answers_come_back_as_the_prompt_then_the_sampled_tokens(loaded):
     import torch
 
     from lab.images import open_image
-    from lab.training.collator import RopeIndex
-    from lab.training.collator import LossCollator
+    from lab.training.collator import LossCollator, RopeIndex
 
     tiny = loaded("qwen2_5_vl")
     processor = tiny.processor
-    cfg = TrainConfig(model="x", dataset="data/sample/data_json_en.jsonl", trainer="grpo", val_ratio=0.0,
-                      max_new_tokens=8)  # fmt: skip
+    cfg = TrainConfig(
+        model="x", dataset="data/sample/data_json_en.jsonl", trainer="grpo", val_ratio=0.0, max_new_tokens=8
+    )
     prompts = load_prompts(cfg, processor, log=lambda _: None).train[:2]
     assert len(prompts) == 2 and prompts[0].reference.startswith('{"component"') and prompts[0].images
     end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    answers = [Generation("", 0, 3, 0.0, [10, 11, 12], end), Generation("", 0, 2, 0.0, [13, 14], None),
-               Generation("", 0, 1, 0.0, [15], end), Generation("", 0, 4, 0.0, [16, 17, 18, 19], None)]
+    answers = [
+        Generation("", 0, 3, 0.0, [10, 11, 12], end),
+        Generation("", 0, 2, 0.0, [13, 14], None),
+        Generation("", 0, 1, 0.0, [15], end),
+        Generation("", 0, 4, 0.0, [16, 17, 18, 19], None),
+    ]
     images = [[open_image(p) for p in prompt.images] for prompt in prompts]
-    batch = build_batch(processor, prompts, images, answers, LossCollator(processor.tokenizer.pad_token_id, 1,
-                                                                           RopeIndex.of(tiny.model)))  # fmt: skip
+    batch = build_batch(
+        processor, prompts, images, answers, LossCollator(processor.tokenizer.pad_token_id, 1, RopeIndex.of(tiny.model))
+    )
     # The learned tokens are exactly the answers as sampled, each closed by its end token if it had one.
     assert batch["loss_targets"].tolist() == [10, 11, 12, end, 13, 14, 15, end, 16, 17, 18, 19]
     prompt_ids = processor(text=[prompts[0].text], images=images[0], return_tensors="pt")["input_ids"][0].tolist()
@@ -106,11 +111,28 @@ def test_answers_come_back_as_the_prompt_then_the_sampled_tokens(loaded):
 
 
 def grpo_config(model_dir, **changes) -> TrainConfig:
-    settings = dict(model=str(model_dir), dataset="data/sample/data_json_en.jsonl", trainer="grpo", rewards=["length"],
-                    target_length=1, num_generations=4, max_new_tokens=6, per_device_batch_size=1,
-                    gradient_accumulation_steps=1, max_steps=1, logging_steps=1, val_ratio=0.0, dtype="float32",
-                    gradient_checkpointing=False, min_pixels=3136, max_pixels=3136, warmup_ratio=0.0,
-                    lr_scheduler="constant", learning_rate=1e-2, run_name="grpo")  # fmt: skip
+    settings = dict(
+        model=str(model_dir),
+        dataset="data/sample/data_json_en.jsonl",
+        trainer="grpo",
+        rewards=["length"],
+        target_length=1,
+        num_generations=4,
+        max_new_tokens=6,
+        per_device_batch_size=1,
+        gradient_accumulation_steps=1,
+        max_steps=1,
+        logging_steps=1,
+        val_ratio=0.0,
+        dtype="float32",
+        gradient_checkpointing=False,
+        min_pixels=3136,
+        max_pixels=3136,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        learning_rate=1e-2,
+        run_name="grpo",
+    )
     return TrainConfig(**{**settings, **changes})
 
 
@@ -139,8 +161,15 @@ def test_one_full_step_moves_every_trainable_weight_and_starts_at_kl_zero(tiny_m
     from lab.training.runner import run_training
 
     before = trained_weights(monkeypatch)
-    cfg = grpo_config(tiny_models("qwen2_5_vl"), method="full", train_language=True, train_merger=True,
-                      train_vision=True, beta=0.1, gradient_checkpointing=True)  # fmt: skip
+    cfg = grpo_config(
+        tiny_models("qwen2_5_vl"),
+        method="full",
+        train_language=True,
+        train_merger=True,
+        train_vision=True,
+        beta=0.1,
+        gradient_checkpointing=True,
+    )
     result = run_training(cfg, log=lambda _: None)
     assert result.status == "finished" and result.step == 1 and not result.is_peft
     assert len(before[0]) == len(list(result.model.parameters())) and unchanged(before[0], result.model) == []
@@ -153,8 +182,16 @@ def test_lora_steps_move_every_adapter_weight_against_the_model_with_the_adapter
     from lab.training.runner import run_training
 
     before = trained_weights(monkeypatch)
-    cfg = grpo_config(tiny_models("qwen2_5_vl"), method="lora", lora_targets=["language", "merger"], lora_dropout=0.0,
-                      beta=0.1, max_steps=2, num_iterations=2, gradient_accumulation_steps=2)  # fmt: skip
+    cfg = grpo_config(
+        tiny_models("qwen2_5_vl"),
+        method="lora",
+        lora_targets=["language", "merger"],
+        lora_dropout=0.0,
+        beta=0.1,
+        max_steps=2,
+        num_iterations=2,
+        gradient_accumulation_steps=2,
+    )
     result = run_training(cfg, log=lambda _: None)
     # LoRA's B starts at 0, so A learns from the second step on; after two every adapter weight has moved.
     assert result.is_peft and unchanged(before[0], result.model) == []
@@ -170,8 +207,16 @@ def test_the_mean_reward_rises_on_a_learnable_reward(tiny_models):
     """Short answers (the length reward with a target of one character) are learnable by the tiny random model."""
     from lab.training.runner import run_training
 
-    cfg = grpo_config(tiny_models("qwen2_5_vl"), method="full", train_language=True, beta=0.0, num_generations=8,
-                      max_steps=30, learning_rate=2e-2, seed=7)  # fmt: skip
+    cfg = grpo_config(
+        tiny_models("qwen2_5_vl"),
+        method="full",
+        train_language=True,
+        beta=0.0,
+        num_generations=8,
+        max_steps=30,
+        learning_rate=2e-2,
+        seed=7,
+    )
     result = run_training(cfg, log=lambda _: None)
     rewards = [row["reward"] for row in log_rows(read_metrics(result.run_dir))]
     assert len(rewards) == 30
@@ -183,9 +228,22 @@ def test_the_grpo_preset_runs_from_the_cli(tiny_models, lab_home, capsys):
     from lab.cli import main
 
     model = tiny_models("qwen2_5_vl")
-    code = main(["train", "--preset", "grpo_json", "--set", f"model={model}", "max_steps=2", "num_generations=2",
-                 "max_new_tokens=4", "per_device_batch_size=1", "gradient_accumulation_steps=1", "run_name=cli",
-                 "gradient_checkpointing=false"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--preset",
+            "grpo_json",
+            "--set",
+            f"model={model}",
+            "max_steps=2",
+            "num_generations=2",
+            "max_new_tokens=4",
+            "per_device_batch_size=1",
+            "gradient_accumulation_steps=1",
+            "run_name=cli",
+            "gradient_checkpointing=false",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     run_dir = lab_home / "checkpoints" / "cli"

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fake_openai import FakeOpenAI, Reply
 from gradio_client import Client, handle_file
 from gradio_client.utils import SKIP_COMPONENTS
 from PIL import Image, PngImagePlugin
 
-from fake_openai import FakeOpenAI, Reply
 from lab import paths
 from lab.errors import LabError
 
@@ -73,10 +73,19 @@ def build_canary_room(room: Path) -> None:
     (room / "images").mkdir(parents=True)
     for name in ("secret.png", "images/secret.png"):
         (room / name).write_bytes(canary_picture())
-    record = {"id": SECRET, "images": ["secret.png"],
-              "messages": [{"role": "user", "content": f"<image>{SECRET}"}, {"role": "assistant", "content": SECRET}]}
-    sample = {"id": SECRET, "images": [str(room / "secret.png")], "prompt": SECRET, "reference": SECRET,
-              "answers": {"tuned": SECRET}, "scores": {"tuned": {}}}
+    record = {
+        "id": SECRET,
+        "images": ["secret.png"],
+        "messages": [{"role": "user", "content": f"<image>{SECRET}"}, {"role": "assistant", "content": SECRET}],
+    }
+    sample = {
+        "id": SECRET,
+        "images": [str(room / "secret.png")],
+        "prompt": SECRET,
+        "reference": SECRET,
+        "answers": {"tuned": SECRET},
+        "scores": {"tuned": {}},
+    }
     files = {
         "secret.txt": SECRET,
         "data.jsonl": json.dumps(record) + "\n",
@@ -95,11 +104,19 @@ def build_canary_room(room: Path) -> None:
 
 
 def plant_links(home: Path, room: Path, nowhere: Path) -> None:
-    links = {f"{folder}/{name}": target for folder in LINK_FOLDERS
-             for name, target in (("planted_link", room), ("dangling_link", nowhere))}
-    links.update({"presets/prompts/planted_link.yaml": room / "secret.yaml",
-                  "presets/prompts/dangling_link.yaml": nowhere / "secret.yaml",
-                  "eval/planted_link.json": room / "secret.json", "eval/dangling_link.json": nowhere / "secret.json"})
+    links = {
+        f"{folder}/{name}": target
+        for folder in LINK_FOLDERS
+        for name, target in (("planted_link", room), ("dangling_link", nowhere))
+    }
+    links.update(
+        {
+            "presets/prompts/planted_link.yaml": room / "secret.yaml",
+            "presets/prompts/dangling_link.yaml": nowhere / "secret.yaml",
+            "eval/planted_link.json": room / "secret.json",
+            "eval/dangling_link.json": nowhere / "secret.json",
+        }
+    )
     for name, target in links.items():
         (home / name).parent.mkdir(parents=True, exist_ok=True)
         (home / name).symlink_to(target)
@@ -141,8 +158,10 @@ def _bad_zip(path: Path, room: Path) -> str:
         link = zipfile.ZipInfo("link.png")
         link.external_attr = 0o120777 << 16  # a symlink, as zip -y stores one
         archive.writestr(link, str(room / "secret.png"))
-        row = {"messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": "A"}],
-               "images": ["link.png"]}
+        row = {
+            "messages": [{"role": "user", "content": "<image>Q"}, {"role": "assistant", "content": "A"}],
+            "images": ["link.png"],
+        }
         archive.writestr("data.jsonl", json.dumps(row) + "\n")
     return str(path)
 
@@ -162,10 +181,17 @@ def text_payloads(room: Path, nowhere: Path) -> tuple[list[Payload], list[Payloa
     output, a run, a preset and an import alike. The singles name the canary folder.
     """
     links = ("planted_link", "dangling_link")
-    pairs = [Payload(str(room / "secret.json"), str(room / "gone.json"), ("secret.json", "gone.json")),
-             Payload(*links, links), Payload(*(f"data/{name}" for name in links), links)]
-    singles = [Payload(str(room)), Payload(f"../{room.name}"), Payload(f"..%2f{room.name}%2fsecret.json"),
-               Payload(f"file://{room}/secret.json")]
+    pairs = [
+        Payload(str(room / "secret.json"), str(room / "gone.json"), ("secret.json", "gone.json")),
+        Payload(*links, links),
+        Payload(*(f"data/{name}" for name in links), links),
+    ]
+    singles = [
+        Payload(str(room)),
+        Payload(f"../{room.name}"),
+        Payload(f"..%2f{room.name}%2fsecret.json"),
+        Payload(f"file://{room}/secret.json"),
+    ]
     return pairs, singles
 
 
@@ -181,7 +207,10 @@ def looks_like_canary(data: bytes) -> bool:
             rgb = image.convert("RGB")
     except Exception:
         return False
-    near = lambda a, b: all(abs(x - y) <= 40 for x, y in zip(a, b))
+
+    def near(a, b):
+        return all(abs(x - y) <= 40 for x, y in zip(a, b))
+
     return near(rgb.getpixel((2, 6)), LEFT) and near(rgb.getpixel((14, 6)), RIGHT)
 
 
@@ -429,8 +458,13 @@ def test_no_endpoint_reads_writes_or_tells_about_files_outside_the_workspace(swe
             else:
                 continue
             for payload in kind_pairs:
-                compare(sweep, endpoint, with_value(defaults, index, component, payload.present),
-                        with_value(defaults, index, component, payload.absent), payload)
+                compare(
+                    sweep,
+                    endpoint,
+                    with_value(defaults, index, component, payload.present),
+                    with_value(defaults, index, component, payload.absent),
+                    payload,
+                )
             at_once += [with_value(defaults, index, component, payload.present) for payload in kind_singles]
         sweep.call(endpoint, *at_once)
         sweep.check_world(endpoint.name)
@@ -441,8 +475,10 @@ def compare(sweep: Sweep, endpoint: Endpoint, present_args: list, absent_args: l
     """The answers for a target outside that exists and for one that does not must not differ."""
     present, absent = sweep.call(endpoint, present_args), sweep.call(endpoint, absent_args)
     if normalized(present, payload.tokens) != normalized(absent, payload.tokens):
-        sweep.problems.append(f"{endpoint.name}: answers differ for {payload.present!r} (exists) and "
-                              f"{payload.absent!r} (does not):\n  {present}\n  {absent}")
+        sweep.problems.append(
+            f"{endpoint.name}: answers differ for {payload.present!r} (exists) and "
+            f"{payload.absent!r} (does not):\n  {present}\n  {absent}"
+        )
 
 
 def with_value(defaults: list, index: int, component: dict, payload) -> list:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lab.errors import BusyError, ModelLoadError, localize
-from lab.text import Msg
 from lab.handle import ModelHandle, ModelState
+from lab.text import Msg
 
 
 def test_a_failed_load_is_kept_in_both_languages(tmp_path):

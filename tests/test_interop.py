@@ -29,9 +29,17 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 def one_image_dataset(root: Path, names: list[str]) -> Path:
     """A record per image file in ``root`` (already written there)."""
-    records = [{"id": str(n), "images": [name], "messages": [
-        {"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": "A picture."}]}
-        for n, name in enumerate(names)]
+    records = [
+        {
+            "id": str(n),
+            "images": [name],
+            "messages": [
+                {"role": "user", "content": "<image>What is it?"},
+                {"role": "assistant", "content": "A picture."},
+            ],
+        }
+        for n, name in enumerate(names)
+    ]
     ds.write_records(root / "data.jsonl", records)
     return root
 
@@ -55,7 +63,9 @@ def test_the_sample_exports_to_openai_within_its_rules(tmp_path):
     sources = [Image.open(p) for r in ds.load_records(SAMPLE, absolute_images=True) for p in r["images"]]
     assert len(images) == len(sources) == 60 and {s.mode for s in sources} == {"P"}
     assert all(i.mode in ("RGB", "RGBA") and i.format == "PNG" for i in images)
-    assert all(np.array_equal(np.asarray(i.convert("RGBA")), np.asarray(s.convert("RGBA"))) for i, s in zip(images, sources))
+    assert all(
+        np.array_equal(np.asarray(i.convert("RGBA")), np.asarray(s.convert("RGBA"))) for i, s in zip(images, sources)
+    )
     assert exported.converted == {"mode": 60}
     summary = localize(exported.summary(), "en")
     assert "Exported 60 record(s) as openai" in summary and "60 image(s) converted to RGB or RGBA" in summary
@@ -95,11 +105,19 @@ def test_the_openai_rules_check_fails_on_each_broken_rule(tmp_path):
     def url(image: Image.Image, fmt: str) -> dict:
         buffer = BytesIO()
         image.save(buffer, format=fmt)
-        return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}}
+        return {
+            "type": "image_url",
+            "image_url": {"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()},
+        }
 
     rgb = Image.new("RGB", (4, 4))
     rows = [
-        {"messages": [{"role": "user", "content": [url(Image.new("P", (4, 4)), "PNG")]}, {"role": "assistant", "content": "a"}]},
+        {
+            "messages": [
+                {"role": "user", "content": [url(Image.new("P", (4, 4)), "PNG")]},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
         {"messages": [{"role": "user", "content": [url(rgb, "GIF")]}, {"role": "assistant", "content": "a"}]},
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": [url(rgb, "PNG")]}]},
         {"messages": [{"role": "user", "content": [url(rgb, "PNG")] * 11}, {"role": "assistant", "content": "a"}]},
@@ -125,8 +143,19 @@ def test_the_openai_export_refuses_what_no_conversion_fixes(tmp_path):
     root.mkdir()
     for n in range(11):
         Image.new("RGB", (4, 4), (n, 0, 0)).save(root / f"{n}.png")
-    ds.write_records(root / "data.jsonl", [{"id": "big", "images": [f"{n}.png" for n in range(11)], "messages": [
-        {"role": "user", "content": "<image>" * 11 + "Which is reddest?"}, {"role": "assistant", "content": "10"}]}])
+    ds.write_records(
+        root / "data.jsonl",
+        [
+            {
+                "id": "big",
+                "images": [f"{n}.png" for n in range(11)],
+                "messages": [
+                    {"role": "user", "content": "<image>" * 11 + "Which is reddest?"},
+                    {"role": "assistant", "content": "10"},
+                ],
+            }
+        ],
+    )
     with pytest.raises(DatasetError, match="Record big has 11 images; OpenAI fine-tuning takes at most 10"):
         export_dataset(root, "openai", tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -135,8 +164,9 @@ def test_the_openai_export_refuses_what_no_conversion_fixes(tmp_path):
 def test_datasets_loads_the_sample_as_imagefolder(tmp_path):
     datasets = pytest.importorskip("datasets")
     export_dataset(SAMPLE, "imagefolder", tmp_path / "hf")
-    loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "hf"), split="train",
-                                   cache_dir=str(tmp_path / "cache"))
+    loaded = datasets.load_dataset(
+        "imagefolder", data_dir=str(tmp_path / "hf"), split="train", cache_dir=str(tmp_path / "cache")
+    )
     records = ds.load_records(SAMPLE, absolute_images=True)
     assert loaded.num_rows == len(records) == 60
     assert loaded["id"] == [r["id"] for r in records]
@@ -169,7 +199,9 @@ def test_data_commands_that_do_nothing_exit_non_zero(tmp_path, capsys):
     assert main(["data", "split", str(empty)]) == 2
     assert "there is nothing to split" in capsys.readouterr().err
     (tmp_path / "none.jsonl").write_text("", encoding="utf-8")
-    assert main(["data", "import", str(tmp_path / "none.jsonl"), "--format", "swift", "--out", str(tmp_path / "b")]) == 2
+    assert (
+        main(["data", "import", str(tmp_path / "none.jsonl"), "--format", "swift", "--out", str(tmp_path / "b")]) == 2
+    )
     assert "holds no records; there is nothing to import" in capsys.readouterr().err
     assert main(["data", "export", str(SAMPLE), "--format", "swift", "--out", str(tmp_path / "sw")]) == 0
     assert "Exported 60 record(s) as swift" in capsys.readouterr().out
@@ -182,7 +214,22 @@ def test_eval_and_label_with_nothing_done_exit_non_zero(tmp_path, capsys, monkey
         assert code == 1
         assert "Nothing was scored" in capsys.readouterr().err
         many(tmp_path / "pics", 2)
-        code = main(["label", "--images", str(tmp_path / "pics"), "--prompt", "sample_caption", "--out",
-                     str(tmp_path / "ds"), "--base-url", server.base_url, "--model", "m", "--max-retries", "0"])
+        code = main(
+            [
+                "label",
+                "--images",
+                str(tmp_path / "pics"),
+                "--prompt",
+                "sample_caption",
+                "--out",
+                str(tmp_path / "ds"),
+                "--base-url",
+                server.base_url,
+                "--model",
+                "m",
+                "--max-retries",
+                "0",
+            ]
+        )
         assert code == 1
         assert "Nothing was labeled: every image failed" in capsys.readouterr().err

@@ -129,7 +129,13 @@ def test_progress_fraction_rate_and_eta():
     job.report(4, 10, eta_s=12.5)  # the work's own estimate wins
     assert job.eta_s == 12.5
     snap = job.snapshot()
-    assert (snap["state"], snap["done"], snap["total"], snap["fraction"], snap["eta_s"]) == ("finished", 4, 10, 0.4, 12.5)
+    assert (snap["state"], snap["done"], snap["total"], snap["fraction"], snap["eta_s"]) == (
+        "finished",
+        4,
+        10,
+        0.4,
+        12.5,
+    )
     assert localize(snap["label"], "zh") == "已完成"
 
 
@@ -148,8 +154,13 @@ def test_each_state_has_its_word_from_the_catalog_and_running_is_one_word():
         assert state.label is STATE_NAMES[state] and catalog("zh")[state.value] == localize(state.label, "zh")
     assert localize(JobState.RUNNING.label, "zh") == "运行中"
     assert len({localize(state.label, "zh") for state in JobState}) == len(JobState)
-    assert {s for s in JobState if s.active} == {JobState.QUEUED, JobState.STARTING, JobState.LOADING,
-                                                 JobState.RUNNING, JobState.STOPPING}
+    assert {s for s in JobState if s.active} == {
+        JobState.QUEUED,
+        JobState.STARTING,
+        JobState.LOADING,
+        JobState.RUNNING,
+        JobState.STOPPING,
+    }
 
 
 def test_the_tabs_keep_no_table_of_state_words():
@@ -220,8 +231,11 @@ def test_the_train_and_labeling_tabs_show_the_same_state_words(tmp_path):
     label_run.mark_running()
     for lang, running in (("en", "running"), ("zh", "运行中")):
         assert f" · {running} · " in status_outputs(run_dir, lang)[1]
-        assert progress_markdown(label_run.snapshot(), lang).split("  \n")[1].startswith(f"{running}：" if lang == "zh"
-                                                                                           else f"{running}:")
+        assert (
+            progress_markdown(label_run.snapshot(), lang)
+            .split("  \n")[1]
+            .startswith(f"{running}：" if lang == "zh" else f"{running}:")
+        )
     label_run.fail(Msg("The image folder {path} does not exist.", path="pics"))
     assert progress_markdown(label_run.snapshot(), "zh").split("  \n")[1].startswith("失败：")
     append_metrics(run_dir, {"event": "error", "time": 2.0, "message": "x"})

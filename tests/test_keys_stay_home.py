@@ -9,10 +9,10 @@ once ``OPENAI_BASE_URL`` names the server, the key goes there.
 import time
 
 import pytest
-from gradio_client.exceptions import AppError
-
 from fake_openai import FakeOpenAI
+from gradio_client.exceptions import AppError
 from labeling_images import many
+
 from lab.cli import main
 
 OWNER_KEY = "sk-owner-env-4242424242"
@@ -31,7 +31,8 @@ def bearers(server) -> set[str]:
 
 
 def labeler_values(url, key=""):
-    # provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask, concurrency, retries, timeout
+    # provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask, concurrency, retries,
+    # timeout
     return ["", url, "fake-vl", key, 0.0, 64, 200 * 200, False, False, 2, 0, 10]
 
 
@@ -47,13 +48,30 @@ def wait_until_done(client, out, timeout=60):
 
 def use_the_endpoint(client, url, key, folder, out, dataset):
     """Preview, label a folder and evaluate the endpoint through the app's API; the three outcomes."""
-    summary = client.predict(["0001.png"], None, "", "<image>Describe.", False, "", False, "", "", False, "",
-                             *labeler_values(url, key), api_name="/prompt_preview")[0]
-    status, _ = client.predict(folder, out, "sample_caption", "en", 0, *labeler_values(url, key), api_name="/label_start")
+    summary = client.predict(
+        ["0001.png"],
+        None,
+        "",
+        "<image>Describe.",
+        False,
+        "",
+        False,
+        "",
+        "",
+        False,
+        "",
+        *labeler_values(url, key),
+        api_name="/prompt_preview",
+    )[0]
+    status, _ = client.predict(
+        folder, out, "sample_caption", "en", 0, *labeler_values(url, key), api_name="/label_start"
+    )
     if status.startswith("Started"):
         status = wait_until_done(client, out)
     try:
-        evaluation = client.predict(str(dataset), url, "fake-vl", key, 2, 16, 2, "gain", api_name="/evaluate_endpoint")[1]
+        evaluation = client.predict(str(dataset), url, "fake-vl", key, 2, 16, 2, "gain", api_name="/evaluate_endpoint")[
+            1
+        ]
     except AppError as err:
         evaluation = str(err)
     return summary, status, evaluation
@@ -94,12 +112,43 @@ def test_the_cli_sends_the_owner_key_only_to_its_own_url(server, tmp_path, monke
     many(tmp_path / "pics", 2)
 
     def label(out, url=server.base_url):
-        return main(["label", "--images", str(tmp_path / "pics"), "--prompt", "sample_caption", "--out",
-                     str(tmp_path / out), "--base-url", url, "--model", "fake-vl", "--max-retries", "0"])
+        return main(
+            [
+                "label",
+                "--images",
+                str(tmp_path / "pics"),
+                "--prompt",
+                "sample_caption",
+                "--out",
+                str(tmp_path / out),
+                "--base-url",
+                url,
+                "--model",
+                "fake-vl",
+                "--max-retries",
+                "0",
+            ]
+        )
 
     def evaluate(*flags, url=server.base_url):
-        return main(["eval", "--endpoint", url, "--model", "fake-vl", "--dataset", str(sample_dataset), "--limit", "2",
-                     "--max-new-tokens", "8", "--max-retries", "0", *flags])
+        return main(
+            [
+                "eval",
+                "--endpoint",
+                url,
+                "--model",
+                "fake-vl",
+                "--dataset",
+                str(sample_dataset),
+                "--limit",
+                "2",
+                "--max-new-tokens",
+                "8",
+                "--max-retries",
+                "0",
+                *flags,
+            ]
+        )
 
     assert label("visitor") == 0 and evaluate() == 0
     assert server.count == 4 and bearers(server) == {"Bearer EMPTY"}
@@ -116,14 +165,31 @@ def test_the_cli_sends_the_owner_key_only_to_its_own_url(server, tmp_path, monke
 
 def test_eval_takes_the_key_from_a_named_variable_and_warns_about_the_flag(server, monkeypatch, capsys, sample_dataset):
     def evaluate(*flags):
-        return main(["eval", "--endpoint", server.base_url, "--model", "fake-vl", "--dataset", str(sample_dataset),
-                     "--limit", "1", "--max-new-tokens", "8", *flags])
+        return main(
+            [
+                "eval",
+                "--endpoint",
+                server.base_url,
+                "--model",
+                "fake-vl",
+                "--dataset",
+                str(sample_dataset),
+                "--limit",
+                "1",
+                "--max-new-tokens",
+                "8",
+                *flags,
+            ]
+        )
 
     monkeypatch.setenv("MY_ENDPOINT_KEY", VISITOR_KEY)
     assert evaluate("--api-key-env", "MY_ENDPOINT_KEY") == 0
     assert bearers(server) == {f"Bearer {VISITOR_KEY}"} and "warning" not in capsys.readouterr().err
     assert evaluate("--api-key-env", "NOT_SET_FOR_THIS_TEST") == 2
-    assert capsys.readouterr().err.strip() == "error: --api-key-env names NOT_SET_FOR_THIS_TEST, which is not set or empty."
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: --api-key-env names NOT_SET_FOR_THIS_TEST, which is not set or empty."
+    )
     server.reset()
     assert evaluate("--api-key", "sk-on-the-command-line") == 0
     assert capsys.readouterr().err.startswith("warning: --api-key leaves the key in shell history")
@@ -132,8 +198,17 @@ def test_eval_takes_the_key_from_a_named_variable_and_warns_about_the_flag(serve
 
 def test_label_estimate_needs_no_key(tmp_path, capsys):
     many(tmp_path / "pics", 3)
-    argv = ["label", "--images", str(tmp_path / "pics"), "--prompt", "sample_caption", "--out", str(tmp_path / "ds"),
-            "--provider", "openai"]
+    argv = [
+        "label",
+        "--images",
+        str(tmp_path / "pics"),
+        "--prompt",
+        "sample_caption",
+        "--out",
+        str(tmp_path / "ds"),
+        "--provider",
+        "openai",
+    ]
     assert main([*argv, "--estimate"]) == 0
     assert capsys.readouterr().err.startswith("estimate: 3 of 3 images to label")
     assert main(argv) == 2  # labeling itself still needs one

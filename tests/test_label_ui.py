@@ -5,10 +5,10 @@ import time
 import zipfile
 
 import pytest
-from gradio_client import handle_file
-
 from fake_openai import FakeOpenAI, answer, json_answer
+from gradio_client import handle_file
 from labeling_images import many
+
 from lab import paths
 
 KEY = "sk-ui-secret-5566778899"
@@ -27,7 +27,8 @@ def server():
 
 
 def labeler_values(server, key=KEY, provider=""):
-    # provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask, concurrency, retries, timeout
+    # provider, base_url, model, api_key, temperature, max_tokens, max_pixels, json_mode, reask, concurrency, retries,
+    # timeout
     return [provider, server.base_url if server else "", "fake-vl", key, 0.0, 256, 200 * 200, False, False, 4, 0, 5]
 
 
@@ -38,8 +39,20 @@ def test_preview_shows_a_and_b_side_by_side_and_saves_a_preset(launch_app, serve
     b_user = "<image>Classify this UI component. Answer JSON with label and reason."
     upload = many(tmp_path / "up", 1)[0]
     summary, gallery_a, gallery_b, details = client.predict(
-        ["0001.png", "0002.png"], [handle_file(str(upload))], system, user, False, "", True, "", b_user, True,
-        "label, reason", *labeler_values(server), api_name="/prompt_preview")
+        ["0001.png", "0002.png"],
+        [handle_file(str(upload))],
+        system,
+        user,
+        False,
+        "",
+        True,
+        "",
+        b_user,
+        True,
+        "label, reason",
+        *labeler_values(server),
+        api_name="/prompt_preview",
+    )
     assert "**A**: 3/3 answered, 3 usable" in summary and "**B**: 3/3 answered, 3 usable" in summary
     assert [item["caption"] for item in gallery_a] == ["A small coloured rectangle."] * 3
     assert json.loads(gallery_b[0]["caption"]) == {"label": "chart", "reason": "it has bars"}
@@ -49,8 +62,21 @@ def test_preview_shows_a_and_b_side_by_side_and_saves_a_preset(launch_app, serve
     assert all(float(r[4]) >= 0 and "+" in r[5] for r in rows)
     assert server.count == 6
 
-    status, presets = client.predict("B", "my_classifier", "My classifier", "en", system, user, False, "", "",
-                                     b_user, True, "label, reason", api_name="/prompt_save")
+    status, presets = client.predict(
+        "B",
+        "my_classifier",
+        "My classifier",
+        "en",
+        system,
+        user,
+        False,
+        "",
+        "",
+        b_user,
+        True,
+        "label, reason",
+        api_name="/prompt_save",
+    )
     assert status.startswith("Saved") and "my_classifier" in status
     from lab.presets import load_prompt_preset
 
@@ -58,18 +84,51 @@ def test_preview_shows_a_and_b_side_by_side_and_saves_a_preset(launch_app, serve
     assert saved.json and saved.prompt("en") == ("", b_user, ["label", "reason"])
     assert "my_classifier" in [c[0] for c in client.predict(api_name="/label_presets")["choices"]]
     many(tmp_path / "pics", 3)
-    line = client.predict(str(tmp_path / "pics"), "classified", "my_classifier", "en", 0, *labeler_values(server),
-                          api_name="/label_estimate")
+    line = client.predict(
+        str(tmp_path / "pics"),
+        "classified",
+        "my_classifier",
+        "en",
+        0,
+        *labeler_values(server),
+        api_name="/label_estimate",
+    )
     assert line.startswith("3 of 3 images to label") and "300 tokens" in line  # the JSON default answer length
 
 
 def test_preview_errors_are_one_sentence(launch_app, server):
     app, ctx, client = launch_app(model="")
-    summary, *_ = client.predict([], None, "", "<image>Hi", False, "", False, "", "", False, "",
-                                 *labeler_values(server), api_name="/prompt_preview")
+    summary, *_ = client.predict(
+        [],
+        None,
+        "",
+        "<image>Hi",
+        False,
+        "",
+        False,
+        "",
+        "",
+        False,
+        "",
+        *labeler_values(server),
+        api_name="/prompt_preview",
+    )
     assert summary == "Pick or upload at least one image for the preview."
-    summary, *_ = client.predict(["0001.png"], None, "", "<image>Hi", False, "", False, "", "", False, "",
-                                 *labeler_values(None, key="", provider="openai"), api_name="/prompt_preview")
+    summary, *_ = client.predict(
+        ["0001.png"],
+        None,
+        "",
+        "<image>Hi",
+        False,
+        "",
+        False,
+        "",
+        "",
+        False,
+        "",
+        *labeler_values(None, key="", provider="openai"),
+        api_name="/prompt_preview",
+    )
     assert summary.startswith("No API key") and "OPENAI_API_KEY" in summary
 
 
@@ -87,9 +146,13 @@ def test_label_review_and_export_a_folder(launch_app, server, tmp_path, lab_home
     app, ctx, client = launch_app(model="")
     many(tmp_path / "pics", 10)
     folder = str(tmp_path / "pics")
-    line = client.predict(folder, "ui_set", "sample_caption", "en", 0, *labeler_values(server), api_name="/label_estimate")
+    line = client.predict(
+        folder, "ui_set", "sample_caption", "en", 0, *labeler_values(server), api_name="/label_estimate"
+    )
     assert line.startswith("10 of 10 images to label")
-    status, timer = client.predict(folder, "ui_set", "sample_caption", "en", 6, *labeler_values(server), api_name="/label_start")
+    status, timer = client.predict(
+        folder, "ui_set", "sample_caption", "en", 6, *labeler_values(server), api_name="/label_start"
+    )
     assert timer["active"] is True
     assert status.startswith("Started") and "ui_set" in status
     progress, gallery, items, failures = wait_until_done(client, "ui_set")[:4]
@@ -104,10 +167,11 @@ def test_label_review_and_export_a_folder(launch_app, server, tmp_path, lab_home
     assert len(rows) == 10
     rows[0][2] = "An edited caption."
     rows[1][3] = True
-    status, _ = client.predict("ui_set", {"headers": ["id", "source", "answer", "reject"], "data": rows},
-                               api_name="/label_review_save")
+    status, _ = client.predict(
+        "ui_set", {"headers": ["id", "source", "answer", "reject"], "data": rows}, api_name="/label_review_save"
+    )
     assert status == "Saved: 1 answer(s) edited, 1 item(s) rejected."
-    records = [json.loads(l) for l in (paths.datasets_dir() / "ui_set" / "data.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (paths.datasets_dir() / "ui_set" / "data.jsonl").read_text().splitlines()]
     assert len(records) == 9 and records[0]["messages"][-1]["content"] == "An edited caption."
 
     from gradio_client import Client
@@ -129,8 +193,15 @@ def test_stop_and_failures_in_the_labeling_tab(launch_app, server, tmp_path):
     many(tmp_path / "pics", 30)
     (tmp_path / "pics" / "000-broken.png").write_bytes(b"not a png")  # sorts first: reached before the stop
     server.latency = 0.2
-    client.predict(str(tmp_path / "pics"), "stopped_set", "sample_caption", "en", 0, *labeler_values(server),
-                   api_name="/label_start")
+    client.predict(
+        str(tmp_path / "pics"),
+        "stopped_set",
+        "sample_caption",
+        "en",
+        0,
+        *labeler_values(server),
+        api_name="/label_start",
+    )
     time.sleep(0.8)
     assert client.predict(api_name="/label_stop").startswith("Stopping")
     progress, _, _, failures = wait_until_done(client, "stopped_set")[:4]
@@ -138,8 +209,15 @@ def test_stop_and_failures_in_the_labeling_tab(launch_app, server, tmp_path):
     done = len((paths.datasets_dir() / "stopped_set" / "data.jsonl").read_text().splitlines())
     assert 0 < done < 30
     assert failures["data"] == [["000-broken.png", "bad_image", "not an image, or an image format that cannot be read"]]
-    client.predict(str(tmp_path / "pics"), "stopped_set", "sample_caption", "en", 0, *labeler_values(server),
-                   api_name="/label_retry")
+    client.predict(
+        str(tmp_path / "pics"),
+        "stopped_set",
+        "sample_caption",
+        "en",
+        0,
+        *labeler_values(server),
+        api_name="/label_retry",
+    )
     progress = wait_until_done(client, "stopped_set")[0]
     assert "0 labeled · 1 failed · 0 skipped · of 1" in progress  # only the failure was tried again
 
@@ -147,12 +225,26 @@ def test_stop_and_failures_in_the_labeling_tab(launch_app, server, tmp_path):
 def test_without_a_key_the_tab_says_what_to_set_and_offers_the_local_model(launch_app, tmp_path):
     app, ctx, client = launch_app(model="")
     many(tmp_path / "pics", 2)
-    status, _ = client.predict(str(tmp_path / "pics"), "nokey", "sample_caption", "en", 0,
-                               *labeler_values(None, key="", provider="openai"), api_name="/label_start")
+    status, _ = client.predict(
+        str(tmp_path / "pics"),
+        "nokey",
+        "sample_caption",
+        "en",
+        0,
+        *labeler_values(None, key="", provider="openai"),
+        api_name="/label_start",
+    )
     assert status.startswith("No API key") and "OPENAI_API_KEY" in status and "local model" in status
     assert client.predict(api_name="/label_use_local") == "local"
-    status, _ = client.predict(str(tmp_path / "pics"), "nokey", "sample_caption", "en", 0,
-                               *labeler_values(None, key="", provider="local"), api_name="/label_start")
+    status, _ = client.predict(
+        str(tmp_path / "pics"),
+        "nokey",
+        "sample_caption",
+        "en",
+        0,
+        *labeler_values(None, key="", provider="local"),
+        api_name="/label_start",
+    )
     assert status == "No model is loaded in the app yet; wait for it to load, or pick an API provider."
 
 
@@ -163,7 +255,9 @@ def test_upload_images_and_a_zip(launch_app, tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         for p in pictures[:2]:
             z.write(p, f"inner/{p.name}")
-    folder, status = client.predict([handle_file(str(pictures[2])), handle_file(str(archive))], api_name="/label_upload")
+    folder, status = client.predict(
+        [handle_file(str(pictures[2])), handle_file(str(archive))], api_name="/label_upload"
+    )
     assert status.startswith("3 image(s) ready") and folder.startswith(str(paths.workspace() / "uploads"))
 
 

@@ -9,15 +9,15 @@ import shutil
 import time
 
 import pytest
-from PIL import Image
-
 from fake_openai import FakeOpenAI, answer, image_digest, refusal, server_error
 from labeling_images import awkward_images, many, plain
+from PIL import Image
+
 from lab.dataset_check import validate_dataset
 from lab.errors import BusyError, localize
 from lab.labeling.batch import run_labeling, start_labeling
-from lab.labeling.estimate import estimate_folder
 from lab.labeling.client import ApiLabeler, LabelerConfig, encode_image
+from lab.labeling.estimate import estimate_folder
 from lab.labeling.item import PromptSpec
 from lab.labeling.store import LabelStore, read_rows
 
@@ -229,7 +229,9 @@ def test_the_api_key_is_in_no_file_and_no_url(server, tmp_path, lab_home):
     many(tmp_path / "pics", 6)
     server.script(server_error(401))  # a server that echoes nothing useful; the key must still not leak
     out = tmp_path / "ds"
-    progress = run_labeling(tmp_path / "pics", out, CAPTION, labeler(server), job={"labeler": labeler(server).config.public_dict()})
+    progress = run_labeling(
+        tmp_path / "pics", out, CAPTION, labeler(server), job={"labeler": labeler(server).config.public_dict()}
+    )
     assert progress.ok == 5 and progress.failed == 1
     written = [p for root in (out, lab_home) for p in root.rglob("*") if p.is_file()]
     assert any(p.name == "label_job.json" for p in written)
@@ -272,7 +274,9 @@ def test_review_edits_rejects_and_refuses_bad_json(server, tmp_path):
     first, second = items[0]["id"], items[1]["id"]
     with pytest.raises(DatasetError, match=f"item {first} is not usable: JSON lacks the key"):
         save_review(out, {first: '{"label": "x"}'}, want_json=True, expected_keys=["label", "reason"])
-    saved = save_review(out, {first: '{"label": "z", "reason": "edited"}'}, [second], want_json=True, expected_keys=["label", "reason"])
+    saved = save_review(
+        out, {first: '{"label": "z", "reason": "edited"}'}, [second], want_json=True, expected_keys=["label", "reason"]
+    )
     assert (saved.edited, saved.rejected) == (1, 1)
     rows = {r["id"]: r for r in records(out)}
     assert second not in rows and rows[first]["messages"][-1]["content"] == '{"label": "z", "reason": "edited"}'

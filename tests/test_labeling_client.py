@@ -6,9 +6,9 @@ import io
 import time
 
 import pytest
+from fake_openai import FakeOpenAI, Reply, answer, json_answer, malformed, rate_limited, refusal, server_error, slow
 from PIL import Image
 
-from fake_openai import FakeOpenAI, Reply, answer, json_answer, malformed, rate_limited, refusal, server_error, slow
 from lab.errors import ConfigError
 from lab.labeling.client import ApiLabeler, LabelerConfig, build_messages, load_providers
 from lab.labeling.item import PromptSpec, label_one
@@ -34,7 +34,10 @@ def config(server, **overrides) -> LabelerConfig:
     return LabelerConfig(**{**settings, **overrides})
 
 
-def label(cfg, path, prompt=PromptSpec("", "<image>Describe.")):
+DESCRIBE = PromptSpec("", "<image>Describe.")
+
+
+def label(cfg, path, prompt=DESCRIBE):
     async def go():
         async with ApiLabeler(cfg) as labeler:
             return await label_one(labeler, prompt, path)
@@ -127,7 +130,11 @@ def test_client_errors_and_malformed_bodies_are_not_retried(server, picture):
     server.reset()
     server.script(malformed())
     result = label(config(server), picture)
-    assert result.extra["kind"] == "malformed" and str(result.reason).startswith("malformed response") and server.count == 1
+    assert (
+        result.extra["kind"] == "malformed"
+        and str(result.reason).startswith("malformed response")
+        and server.count == 1
+    )
     server.script(malformed('{"id": "x", "choices": []}'))
     assert label(config(server), picture).extra["kind"] == "malformed"
 
@@ -142,8 +149,10 @@ def test_refusals_are_recorded_as_refused(server, picture):
 
 def test_invalid_json_is_asked_again_once_when_reask_is_on(server, picture):
     prompt = PromptSpec("", "<image>JSON please.", True, ("label", "reason"))
-    server.script(answer('{"label": "cart"}', prompt_tokens=100, completion_tokens=5),
-                  json_answer({"label": "cart", "reason": "a cart"}, fenced=True, prompt_tokens=130, completion_tokens=9))
+    server.script(
+        answer('{"label": "cart"}', prompt_tokens=100, completion_tokens=5),
+        json_answer({"label": "cart", "reason": "a cart"}, fenced=True, prompt_tokens=130, completion_tokens=9),
+    )
     result = label(config(server, reask=True), picture, prompt)
     assert result.ok and result.answer == '{"label": "cart", "reason": "a cart"}'
     assert (result.prompt_tokens, result.completion_tokens) == (230, 14)
@@ -197,7 +206,9 @@ def test_provider_presets_load_and_user_file_adds_to_them(lab_home):
     assert all(p["base_url"].startswith("http") and p["models"] for p in providers.values())
     user = lab_home / "presets" / "providers.yaml"
     user.parent.mkdir(parents=True)
-    user.write_text("providers:\n  school:\n    base_url: http://10.0.0.2:8000/v1\n    models: [qwen]\n    needs_key: false\n")
+    user.write_text(
+        "providers:\n  school:\n    base_url: http://10.0.0.2:8000/v1\n    models: [qwen]\n    needs_key: false\n"
+    )
     assert load_providers()["school"]["models"] == ["qwen"]
     user.write_text("providers:\n  school:\n    base_url: http://x/v1\n    modles: [qwen]\n")
     with pytest.raises(ConfigError, match="modles"):

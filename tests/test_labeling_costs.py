@@ -41,11 +41,14 @@ def test_cost_of_tokens():
     assert Price("m", input=2.5, output=10.0).cost(1_000, 500) == pytest.approx(0.0025 + 0.005)
 
 
-@pytest.mark.parametrize("size, tokens", [
-    ((1024, 1024), 765),  # OpenAI's documented examples for GPT-4o high detail
-    ((2048, 4096), 1105),
-    ((512, 512), 255),
-])
+@pytest.mark.parametrize(
+    "size, tokens",
+    [
+        ((1024, 1024), 765),  # OpenAI's documented examples for GPT-4o high detail
+        ((2048, 4096), 1105),
+        ((512, 512), 255),
+    ],
+)
 def test_tile_rule_matches_openai_examples(size, tokens):
     assert image_tokens(*size, {"tiles": 512, "base": 85, "per_tile": 170}) == tokens
 
@@ -63,8 +66,16 @@ def test_text_tokens_counts_chinese_characters():
 
 def test_estimate_run_uses_the_pixel_budget_and_says_what_it_assumed():
     price = Price("m", input=1.0, output=2.0, image={"patches": 28})
-    estimate = estimate_run([(2800, 2800)] * 3, system="", user="<image>Describe.", model="m", images=10, todo=4,
-                            max_pixels=280 * 280, price=price)
+    estimate = estimate_run(
+        [(2800, 2800)] * 3,
+        system="",
+        user="<image>Describe.",
+        model="m",
+        images=10,
+        todo=4,
+        max_pixels=280 * 280,
+        price=price,
+    )
     assert estimate.prompt_tokens == 100 + text_tokens("<image>Describe.") + 10
     assert estimate.completion_tokens == costs.DEFAULT_COMPLETION_TOKENS[False]
     assert estimate.cost_usd == pytest.approx(4 * price.cost(estimate.prompt_tokens, estimate.completion_tokens))

@@ -34,13 +34,18 @@ def test_local_model_labels_a_folder_as_generate_batch_answers(handle, sample_da
     assert progress.state == "finished" and progress.ok + progress.failed == 3 and progress.cost_usd == 0
     assert handle.state == ModelState.READY  # released after the run
 
-    outcomes = {r["meta"]["source"]: ("ok", r["messages"][-1]["content"], r["meta"]["labeler"])
-                for r in read_rows(tmp_path / "ds" / "data.jsonl")}
-    outcomes.update({f["source"]: (f["status"], f["answer"], None) for f in read_rows(tmp_path / "ds" / "failures.jsonl")})
+    outcomes = {
+        r["meta"]["source"]: ("ok", r["messages"][-1]["content"], r["meta"]["labeler"])
+        for r in read_rows(tmp_path / "ds" / "data.jsonl")
+    }
+    outcomes.update(
+        {f["source"]: (f["status"], f["answer"], None) for f in read_rows(tmp_path / "ds" / "failures.jsonl")}
+    )
     conversation = [{"role": "system", "content": PROMPT.system}, {"role": "user", "content": PROMPT.user}]
     for name in ("0001.png", "0002.png", "0003.png"):
-        expected = generate_batch(handle.loaded, [conversation], [[open_image(pics / name, max_pixels=128 * 128)]],
-                                  max_new_tokens=6)[0]
+        expected = generate_batch(
+            handle.loaded, [conversation], [[open_image(pics / name, max_pixels=128 * 128)]], max_new_tokens=6
+        )[0]
         verdict = check_answer(expected.text, finish_reason="length" if expected.completion_tokens >= 6 else "stop")
         status, text, labeler_name = outcomes[name]
         assert (status, text) == (verdict.status, verdict.text)
@@ -66,8 +71,26 @@ def test_cli_labels_with_a_local_model_and_resuming_asks_for_it_again(tiny_model
     out = tmp_path / "ds"
     model = str(tiny_models("qwen2_5_vl"))
     # Greedy, the untrained model repeats a blank line to the limit: nothing usable, so the exit status is 1.
-    assert main(["label", "--images", str(pics), "--prompt", "sample_caption", "--out", str(out),
-                 "--local-model", model, "--max-tokens", "4", "--temperature", "0"]) == 1
+    assert (
+        main(
+            [
+                "label",
+                "--images",
+                str(pics),
+                "--prompt",
+                "sample_caption",
+                "--out",
+                str(out),
+                "--local-model",
+                model,
+                "--max-tokens",
+                "4",
+                "--temperature",
+                "0",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "finished: 0 labeled, 1 failed" in err and "of 1" in err and "$0.0000" in err
     assert "Nothing was labeled: every image failed (the first: 0004.png: empty answer)" in err

@@ -26,7 +26,13 @@ CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")  # Chinese charac
 DYNAMIC = re.compile(r"# dynamic template: \S")  # a known exception, with its reason
 # Chinese that is the English on purpose: names of methods, settings and tools.
 SAME_IN_CHINESE = {
-    "DeepSpeed", "DoRA", "LoRA alpha", "LoRA dropout", "Top-p", "rsLoRA", "vLLM --max-model-len",
+    "DeepSpeed",
+    "DoRA",
+    "LoRA alpha",
+    "LoRA dropout",
+    "Top-p",
+    "rsLoRA",
+    "vLLM --max-model-len",
 }
 
 
@@ -66,7 +72,8 @@ def _literal(node: ast.AST) -> str | None:
 def _is_label(call: ast.Call) -> bool:
     func = call.func
     return (isinstance(func, ast.Name) and func.id == "t") or (
-        isinstance(func, ast.Attribute) and func.attr == "t" and getattr(func.value, "id", None) == "i18n")
+        isinstance(func, ast.Attribute) and func.attr == "t" and getattr(func.value, "id", None) == "i18n"
+    )
 
 
 def _setting_label(call: ast.Call) -> ast.expr | None:
@@ -124,8 +131,10 @@ def test_every_sentence_has_its_chinese_with_the_same_values():
                 faults.append(f"{where}: no Chinese in lab/locales/zh.json for {key!r}")
             continue
         if kind == "message" and _fields(key) != _fields(CATALOG[key]):
-            faults.append(f"{where}: the Chinese of {key!r} has the values {sorted(_fields(CATALOG[key]))}, "
-                          f"the English {sorted(_fields(key))}")
+            faults.append(
+                f"{where}: the Chinese of {key!r} has the values {sorted(_fields(CATALOG[key]))}, "
+                f"the English {sorted(_fields(key))}"
+            )
     assert not faults, "\n".join(faults)
 
 
@@ -137,8 +146,11 @@ def test_templates_are_literals_unless_marked():
 
 def test_labels_have_no_braces():
     # Gradio finds a label's key in the page by the first '}' after it.
-    braces = [f"{where}: {key!r}" for where, kind, key, _ in _sites()
-              if kind == "label" and key and ("{" in key or "}" in key)]
+    braces = [
+        f"{where}: {key!r}"
+        for where, kind, key, _ in _sites()
+        if kind == "label" and key and ("{" in key or "}" in key)
+    ]
     assert not braces, braces
 
 
@@ -151,9 +163,14 @@ def test_every_catalog_entry_is_used():
 
 
 def test_chinese_is_chinese():
-    faults = [f"{en!r}: {zh!r}" for en, zh in CATALOG.items()
-              if not CJK.search(zh) and not (en in SAME_IN_CHINESE and zh == en)]
-    assert not faults, "entries without Chinese (names that stay English go into SAME_IN_CHINESE):\n" + "\n".join(faults)
+    faults = [
+        f"{en!r}: {zh!r}"
+        for en, zh in CATALOG.items()
+        if not CJK.search(zh) and not (en in SAME_IN_CHINESE and zh == en)
+    ]
+    assert not faults, "entries without Chinese (names that stay English go into SAME_IN_CHINESE):\n" + "\n".join(
+        faults
+    )
     assert SAME_IN_CHINESE <= set(CATALOG), SAME_IN_CHINESE - set(CATALOG)
 
 
@@ -164,8 +181,12 @@ def test_the_catalog_file_is_sorted_and_stable():
 
 def test_ui_shows_errors_in_the_page_language():
     # str(err) is the English sentence; the tabs must show localize(err, lang).
-    offenders = [f"{p.name}:{i}" for p in (LAB / "ui").glob("*.py")
-                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if "str(err)" in line]
+    offenders = [
+        f"{p.name}:{i}"
+        for p in (LAB / "ui").glob("*.py")
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if "str(err)" in line
+    ]
     assert not offenders, offenders
 
 
@@ -181,19 +202,28 @@ def test_localize_picks_the_language_and_falls_back_to_english():
 
 def test_every_language_survives_a_process_boundary():
     # Training workers send their errors back through pickling.
-    for original in (ConfigError("{path}: file not found.", path="a.yaml"), BadImageError("a.png", Msg("empty file (0 bytes)")),
-                     Msg("message {i} is not an object", i=3)):
+    for original in (
+        ConfigError("{path}: file not found.", path="a.yaml"),
+        BadImageError("a.png", Msg("empty file (0 bytes)")),
+        Msg("message {i} is not an object", i=3),
+    ):
         copy = pickle.loads(pickle.dumps(original))
         assert type(copy) is type(original) and str(copy) == str(original)
         assert localize(copy, "zh") == localize(original, "zh") != str(original)
     assert isinstance(pickle.loads(pickle.dumps(ConfigError("x"))), LabError)
 
 
-@pytest.mark.parametrize(("env", "lang"), [
-    ({"LAB_LANG": "zh"}, "zh"), ({"LAB_LANG": "en", "LANG": "zh_CN.UTF-8"}, "en"),
-    ({"LANG": "zh_CN.UTF-8"}, "zh"), ({"LC_ALL": "en_US.UTF-8", "LANG": "zh_CN.UTF-8"}, "en"), ({}, "en"),
-    ({"LANG": "fr_FR.UTF-8"}, "en"),
-])
+@pytest.mark.parametrize(
+    ("env", "lang"),
+    [
+        ({"LAB_LANG": "zh"}, "zh"),
+        ({"LAB_LANG": "en", "LANG": "zh_CN.UTF-8"}, "en"),
+        ({"LANG": "zh_CN.UTF-8"}, "zh"),
+        ({"LC_ALL": "en_US.UTF-8", "LANG": "zh_CN.UTF-8"}, "en"),
+        ({}, "en"),
+        ({"LANG": "fr_FR.UTF-8"}, "en"),
+    ],
+)
 def test_cli_language_follows_lab_lang_then_the_locale(monkeypatch, env, lang):
     for name in ("LAB_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
         monkeypatch.delenv(name, raising=False)

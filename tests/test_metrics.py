@@ -8,8 +8,16 @@ from rouge_score import rouge_scorer, tokenize
 from sacrebleu.metrics import BLEU, CHRF
 
 from lab.evaluation.metrics import (
-    bleu_tokenizer, cider_d, exact_match, is_json_task, json_key_f1, key_paths, parse_json,
-    rouge_scores, score_answers, words,
+    bleu_tokenizer,
+    cider_d,
+    exact_match,
+    is_json_task,
+    json_key_f1,
+    key_paths,
+    parse_json,
+    rouge_scores,
+    score_answers,
+    words,
 )
 
 ZH = "一个环形图，共3个扇区，最大的是蓝色，占70%。"

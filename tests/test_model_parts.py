@@ -6,12 +6,11 @@ import re
 
 import pytest
 import torch
+from conftest import FAMILIES
 
 from lab.errors import ConfigError
 from lab.model_parts import in_group, lora_target_modules, module_groups
 from lab.models import detect_family, load_model
-
-from conftest import FAMILIES
 
 
 def linear_names(model) -> set[str]:
@@ -55,10 +54,24 @@ def tiny_llava():
     from transformers import AutoModelForImageTextToText, LlavaConfig
 
     config = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14),
-        text_config=dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, vocab_size=100),
+        vision_config=dict(
+            model_type="clip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
+        text_config=dict(
+            model_type="llama",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=100,
+        ),
         image_token_id=99,
     )
     return AutoModelForImageTextToText.from_config(config)

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from conftest import FAMILIES, SAMPLE
 from PIL import Image, ImageDraw
 
 from lab import paths
@@ -15,9 +16,6 @@ from lab.errors import ConfigError, ModelLoadError
 from lab.images import list_images, open_image
 from lab.models import detect_family, load_model, resolve_device, resolve_dtype
 from lab.tiny import build_tiny_model, corpus_texts, ensure_demo_model, is_tiny_model, tiny_model_info
-
-from conftest import FAMILIES, SAMPLE
-
 
 TEXTS = [
     "Describe the image in one sentence.",
@@ -82,16 +80,35 @@ def test_tokenizer_round_trips_text_and_matches_config_ids(loaded, family):
     tokenizer, config = lm.processor.tokenizer, lm.model.config
     for text in TEXTS:
         assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
-    assert len(tokenizer.encode("电路板的图片", add_special_tokens=False)) < len("电路板的图片".encode())  # merges, not bytes
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>",
-                                                          "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")}
+    assert len(tokenizer.encode("电路板的图片", add_special_tokens=False)) < len(
+        "电路板的图片".encode()
+    )  # merges, not bytes
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in (
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+        )
+    }
     assert len(set(ids.values())) == len(ids) and all(i < config.text_config.vocab_size for i in ids.values())
     assert (config.image_token_id, config.video_token_id) == (ids["<|image_pad|>"], ids["<|video_pad|>"])
-    assert (config.vision_start_token_id, config.vision_end_token_id) == (ids["<|vision_start|>"], ids["<|vision_end|>"])
+    assert (config.vision_start_token_id, config.vision_end_token_id) == (
+        ids["<|vision_start|>"],
+        ids["<|vision_end|>"],
+    )
     assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
     assert lm.model.generation_config.eos_token_id == [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    assert tokenizer.decode([ids["<|im_start|>"], *tokenizer.encode("hi", add_special_tokens=False)],
-                            skip_special_tokens=True) == "hi"
+    assert (
+        tokenizer.decode(
+            [ids["<|im_start|>"], *tokenizer.encode("hi", add_special_tokens=False)], skip_special_tokens=True
+        )
+        == "hi"
+    )
     has_think = "<think>" in tokenizer.get_vocab()
     assert has_think == (family == "qwen3_vl")
 
@@ -148,24 +165,38 @@ def test_missing_folder_file_and_folder_without_config(tmp_path):
 def test_text_only_model_is_refused(tmp_path):
     from transformers import BertConfig
 
-    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(ModelLoadError, match="not an image-text-to-text") as err:
         load_model(tmp_path)
     one_sentence(err)
 
 
 def test_custom_code_needs_explicit_trust(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "my_private_vlm",
-        "auto_map": {"AutoConfig": "configuration_my.MyConfig", "AutoModelForImageTextToText": "modeling_my.MyModel"},
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "my_private_vlm",
+                "auto_map": {
+                    "AutoConfig": "configuration_my.MyConfig",
+                    "AutoModelForImageTextToText": "modeling_my.MyModel",
+                },
+            }
+        )
+    )
     with pytest.raises(ModelLoadError, match="trust_remote_code=True") as err:
         load_model(tmp_path)
     one_sentence(err)
     # A known model type whose image-text-to-text class is custom code needs the same consent.
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "qwen2", "auto_map": {"AutoModelForImageTextToText": "modeling_my.MyModel"},
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "auto_map": {"AutoModelForImageTextToText": "modeling_my.MyModel"},
+            }
+        )
+    )
     with pytest.raises(ModelLoadError, match="trust_remote_code=True"):
         load_model(tmp_path)
 
@@ -292,7 +323,12 @@ def test_ensure_demo_model_builds_once_in_the_workspace(lab_home):
 
 
 def test_corpus_takes_every_text_of_the_sample_jsonl(tmp_path):
-    record = {"messages": [{"role": "user", "content": "<image>独一无二的问题"}, {"role": "assistant", "content": "zyxwv answer"}]}
+    record = {
+        "messages": [
+            {"role": "user", "content": "<image>独一无二的问题"},
+            {"role": "assistant", "content": "zyxwv answer"},
+        ]
+    }
     (tmp_path / "data.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n{broken line\n", encoding="utf-8")
     texts = corpus_texts(tmp_path)
     assert "<image>独一无二的问题" in texts and "zyxwv answer" in texts

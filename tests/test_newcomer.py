@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lora_run import lora_run_dir  # noqa: F401  (a fixture)
 
 from lab.train_config import TrainConfig
 from lab.ui.train_tab import FORM_FIELDS, form_values
@@ -24,8 +23,16 @@ SAMPLE = REPO / "data" / "sample"
 
 
 def _record(n: int = 1) -> str:
-    return json.dumps({"id": str(n), "images": [], "messages": [
-        {"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}]}) + "\n"
+    return (
+        json.dumps(
+            {
+                "id": str(n),
+                "images": [],
+                "messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}],
+            }
+        )
+        + "\n"
+    )
 
 
 def _datasets(home: Path) -> dict[str, Path]:
@@ -143,8 +150,21 @@ def test_the_local_labeler_has_its_own_settings_and_shows_its_answers_as_they_co
     _wait_ready(ctx)
     labeler = {**{name: getattr(api, name) for name in LABELER_INPUTS}, "provider": "local", **LOCAL_DEFAULTS}
     system, user, want_json, keys = client.predict("sample_caption", "en", api_name="/prompt_load")
-    job = client.submit(["0001.png", "0002.png"], None, system, user, want_json, keys, False, "", "", False, "",
-                        api_name="/prompt_preview", **labeler)  # fmt: skip
+    job = client.submit(
+        ["0001.png", "0002.png"],
+        None,
+        system,
+        user,
+        want_json,
+        keys,
+        False,
+        "",
+        "",
+        False,
+        "",
+        api_name="/prompt_preview",
+        **labeler,
+    )
     summary, gallery_a, _, rows = job.result(timeout=600)
     steps = [output[0] for output in job.outputs()]
     assert steps[0] == "Answering… 0 of 2 answers so far." and "Answering… 1 of 2 answers so far." in steps
@@ -195,10 +215,15 @@ def test_the_status_box_says_how_a_limited_run_ended(launch_app, tmp_path):
     app, ctx, client = launch_app(model="")
     many(tmp_path / "pics", 5)
     with FakeOpenAI() as server:
-        labeler = {**{n: getattr(LabelerConfig(), n) for n in LABELER_INPUTS}, "provider": "",
-                   "base_url": server.base_url, "model": "fake-vl"}
-        status = client.predict(str(tmp_path / "pics"), "limited", "sample_caption", "en", 2,
-                                api_name="/label_start", **labeler)[0]
+        labeler = {
+            **{n: getattr(LabelerConfig(), n) for n in LABELER_INPUTS},
+            "provider": "",
+            "base_url": server.base_url,
+            "model": "fake-vl",
+        }
+        status = client.predict(
+            str(tmp_path / "pics"), "limited", "sample_caption", "en", 2, api_name="/label_start", **labeler
+        )[0]
         assert status.startswith("Started"), status
         deadline = time.monotonic() + 60
         while not str(ended := client.predict("limited", api_name="/label_progress")[-1]).startswith("finished"):
@@ -235,8 +260,9 @@ def test_a_bare_llamafactory_json_says_what_to_upload_and_imports_with_a_zip_of_
         with zipfile.ZipFile(archive, "w") as z:
             for image in sorted((data.parent / "images").iterdir()):
                 z.write(image, f"{inside}{image.name}")
-        status, chosen = client.predict([handle_file(str(data)), handle_file(str(archive))], f"with{len(inside)}",
-                                        api_name="/dataset_import")
+        status, chosen = client.predict(
+            [handle_file(str(data)), handle_file(str(archive))], f"with{len(inside)}", api_name="/dataset_import"
+        )
         assert status.startswith("All 3 records"), status
         assert len(list((Path(chosen["value"]) / "images").iterdir())) == 3
 

@@ -13,7 +13,11 @@ def _pyproject():
 
 
 def test_requirements_txt_matches_pyproject():
-    lines = [l.strip() for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines == _pyproject()["project"]["dependencies"]
 
 

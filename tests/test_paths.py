@@ -39,9 +39,9 @@ def test_restricted_mode_reaches_every_way_in(lab_home, monkeypatch, tmp_path):
     """Datasets, image folders, model folders, runs and export targets outside the workspace are refused."""
     from lab.dataset_check import validate_dataset
     from lab.export import export_run
-    from lab.training.runs import find_run
     from lab.images import list_images
     from lab.models import load_model
+    from lab.training.runs import find_run
 
     outside = tmp_path / "outside"
     (outside / "model").mkdir(parents=True)
@@ -81,10 +81,19 @@ def refusal(path) -> LabError:
 def test_guard_refuses_absolute_dotdot_encoded_and_file_url_paths(lab_home, outside, monkeypatch):
     monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
     secret = outside / "secret.txt"
-    for bad in [secret, str(secret), "/etc/passwd", lab_home / ".." / "outside" / "secret.txt",
-                f"{lab_home}/data/../../outside/secret.txt", f"{lab_home}/..%2foutside%2fsecret.txt",
-                f"{lab_home}/%2e%2e/outside/secret.txt", f"file://{secret}", f"file://localhost{secret}",
-                "~/.ssh/id_rsa", f"{lab_home}/a\0b"]:
+    for bad in [
+        secret,
+        str(secret),
+        "/etc/passwd",
+        lab_home / ".." / "outside" / "secret.txt",
+        f"{lab_home}/data/../../outside/secret.txt",
+        f"{lab_home}/..%2foutside%2fsecret.txt",
+        f"{lab_home}/%2e%2e/outside/secret.txt",
+        f"file://{secret}",
+        f"file://localhost{secret}",
+        "~/.ssh/id_rsa",
+        f"{lab_home}/a\0b",
+    ]:
         assert REFUSED in str(refusal(bad)), bad
 
 
@@ -93,7 +102,11 @@ def test_guard_follows_symlinks_out_of_the_workspace(lab_home, outside, monkeypa
     (lab_home / "data").mkdir()
     (lab_home / "data" / "link").symlink_to(outside)
     (lab_home / "data" / "file_link.png").symlink_to(outside / "secret.txt")
-    for bad in [lab_home / "data" / "link", lab_home / "data" / "link" / "secret.txt", lab_home / "data" / "file_link.png"]:
+    for bad in [
+        lab_home / "data" / "link",
+        lab_home / "data" / "link" / "secret.txt",
+        lab_home / "data" / "file_link.png",
+    ]:
         refusal(bad)
     with pytest.raises(LabError, match=REFUSED):
         paths.under(paths.datasets_dir(), "link")
@@ -105,8 +118,16 @@ def test_refusal_does_not_tell_whether_the_outside_path_exists(lab_home, outside
     monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
     (lab_home / "data").mkdir()
     (lab_home / "data" / "dangling").symlink_to(outside / "gone")
-    errors = [refusal(p) for p in (outside / "secret.txt", outside, outside / "gone", outside / "gone" / "deeper",
-                                   lab_home / "data" / "dangling")]
+    errors = [
+        refusal(p)
+        for p in (
+            outside / "secret.txt",
+            outside,
+            outside / "gone",
+            outside / "gone" / "deeper",
+            lab_home / "data" / "dangling",
+        )
+    ]
     assert len({(str(e), localize(e, "zh")) for e in errors}) == 1
     assert "outside" not in str(errors[0]) and localize(errors[0], "zh") != str(errors[0])
     for find in (paths.resolve, lambda p: paths.under(lab_home, p)):
@@ -162,7 +183,12 @@ def test_listings_skip_what_links_out_of_the_workspace(lab_home, outside, monkey
 
     for name in ("data.jsonl", "config.yaml", "link.yaml", "link.json"):
         (outside / name).write_text("{}\n")
-    for folder, name in [("data", "link"), ("checkpoints", "link"), ("presets/prompts", "link.yaml"), ("eval", "link.json")]:
+    for folder, name in [
+        ("data", "link"),
+        ("checkpoints", "link"),
+        ("presets/prompts", "link.yaml"),
+        ("eval", "link.json"),
+    ]:
         (lab_home / folder).mkdir(parents=True)
         (lab_home / folder / name).symlink_to(outside / name if "." in name else outside)
     monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")

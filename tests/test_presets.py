@@ -10,9 +10,17 @@ import yaml
 from lab.config_values import format_override
 from lab.errors import ConfigError, localize
 from lab.paths import PRESETS_DIR
-from lab.presets import PromptPreset, PromptText, list_prompt_presets, load_prompt_preset, prompt_sha, save_prompt_preset, with_image_placeholder
-from lab.yaml_files import load_yaml_strict
+from lab.presets import (
+    PromptPreset,
+    PromptText,
+    list_prompt_presets,
+    load_prompt_preset,
+    prompt_sha,
+    save_prompt_preset,
+    with_image_placeholder,
+)
 from lab.train_config import TrainConfig, list_train_presets
+from lab.yaml_files import load_yaml_strict
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 PROMPT_FILES = sorted((PRESETS_DIR / "prompts").glob("*.yaml"))
@@ -47,10 +55,10 @@ def test_seed_prompts_are_kept_word_for_word():
     ui = load_prompt_preset("ui_function_json")
     _, user, keys = ui.prompt("zh")
     assert user.startswith("帮我分析这个图片里组件传递的功能语义")
-    example = yaml.safe_load(user[user.index("{"):])  # the worked example is valid JSON (YAML reads JSON)
+    example = yaml.safe_load(user[user.index("{") :])  # the worked example is valid JSON (YAML reads JSON)
     assert set(example) == set(keys) == {"组件名", "功能"}
     _, user_en, keys_en = ui.prompt("en")
-    assert set(yaml.safe_load(user_en[user_en.index("{"):])) == set(keys_en) == {"component", "functions"}
+    assert set(yaml.safe_load(user_en[user_en.index("{") :])) == set(keys_en) == {"component", "functions"}
 
 
 def test_unknown_key_in_prompt_preset_names_key_and_file(tmp_path):
@@ -89,8 +97,9 @@ def test_nested_places_and_suggestions_are_chinese_on_a_chinese_page(tmp_path):
     path.write_text("name: mine\nen: {user: hi, sytem: be nice}\n", encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_prompt_preset(path)
-    assert localize(err.value, "zh") == (f"{path} 的 'en' 部分：未知的键 'sytem'（是不是 'system'？）；"
-                                         "可用的键：system, user, expected_keys。")
+    assert localize(err.value, "zh") == (
+        f"{path} 的 'en' 部分：未知的键 'sytem'（是不是 'system'？）；可用的键：system, user, expected_keys。"
+    )
     with pytest.raises(ConfigError) as err:
         TrainConfig.from_dict({"learning_rat": 1.0})
     assert localize(err.value, "zh").startswith("训练配置：未知的键 'learning_rat'（是不是 'learning_rate'？）")
@@ -238,9 +247,18 @@ def test_unknown_keys_are_refused_with_a_suggestion(tmp_path):
 def test_overrides_are_typed():
     cfg = TrainConfig.from_preset(
         "lora",
-        ["lora_rank=16", "learning_rate=2e-4", "use_dora=true", "lora_targets=language,merger",
-         "loraplus_lr_ratio=16", "deepspeed=null", "run_name=2024", "system=Note: be brief #1",
-         "max_pixels=1e6", "num_epochs=2"],
+        [
+            "lora_rank=16",
+            "learning_rate=2e-4",
+            "use_dora=true",
+            "lora_targets=language,merger",
+            "loraplus_lr_ratio=16",
+            "deepspeed=null",
+            "run_name=2024",
+            "system=Note: be brief #1",
+            "max_pixels=1e6",
+            "num_epochs=2",
+        ],
     )
     assert cfg.lora_rank == 16 and isinstance(cfg.lora_rank, int)
     assert cfg.learning_rate == 2e-4 and isinstance(cfg.learning_rate, float)
@@ -268,8 +286,14 @@ def test_to_yaml_from_yaml_round_trip(tmp_path):
 def test_cli_overrides_reproduce_the_config(base):
     cfg = TrainConfig.from_preset(
         "qlora",
-        ["system=  Line one: x\nline two #3", "run_name=null", "model_name=[\"小黄, v2\", 'yes']",
-         "output_dir=true", "report_to=tensorboard", "val_dataset=none"],
+        [
+            "system=  Line one: x\nline two #3",
+            "run_name=null",
+            "model_name=[\"小黄, v2\", 'yes']",
+            "output_dir=true",
+            "report_to=tensorboard",
+            "val_dataset=none",
+        ],
     )
     overrides = cfg.cli_overrides(base)
     assert TrainConfig.from_preset(base, overrides) == cfg

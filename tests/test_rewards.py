@@ -25,20 +25,23 @@ def test_json_valid_wants_json_of_the_references_kind():
 def test_json_key_f1_and_exact_match_are_the_evaluators_on_a_0_to_1_scale():
     f1 = reward("json_key_f1")
     assert f1(['{"a": 1, "b": 2}', '{"a": 1}', "oops"], ['{"a": 0}', '{"a": {"b": 1}}', '{"a": 0}']) == pytest.approx(
-        [2 / 3, 2 / 3, 0.0])
+        [2 / 3, 2 / 3, 0.0]
+    )
     exact = reward("exact_match")
     assert exact(["A  cat.\n", "a cat.", "一只猫。"], ["A cat.", "A cat.", "一只猫。"]) == [1.0, 0.0, 1.0]
 
 
 def test_bleu_and_rouge_l_cut_chinese_into_words():
     bleu, rouge = reward("bleu"), reward("rouge_l")
-    assert bleu(["一个环形图。", "the cat sat on the mat", "x"], ["一个环形图。", "the cat sat on the mat", "a dog"]) == \
-        pytest.approx([1.0, 1.0, 0.0])  # fmt: skip
+    assert bleu(
+        ["一个环形图。", "the cat sat on the mat", "x"], ["一个环形图。", "the cat sat on the mat", "a dog"]
+    ) == pytest.approx([1.0, 1.0, 0.0])
     # Without the zh tokenizer a Chinese sentence is one word, and a near miss would score 0.
     assert 0.5 < bleu(["这是一个蓝色的环形图。"], ["这是一个红色的环形图。"])[0] < 1.0
     # jieba: 一个/红色/的/环形/图 against 一个/蓝色/的/环形/图, 4 of 5 words in order.
-    assert rouge(["一个红色的环形图", "a red donut chart"], ["一个蓝色的环形图", "a blue donut chart"]) == pytest.approx(
-        [0.8, 0.75])
+    assert rouge(
+        ["一个红色的环形图", "a red donut chart"], ["一个蓝色的环形图", "a blue donut chart"]
+    ) == pytest.approx([0.8, 0.75])
 
 
 def test_length_rewards_the_target_length_in_characters():
@@ -66,7 +69,10 @@ def test_rewards_are_written_as_a_list_or_a_mapping_and_a_typo_is_one_sentence()
     assert TrainConfig(rewards={"json_valid": 1, "rougeL": 0.5}).rewards == ["json_valid:1", "rougeL:0.5"]
     specs = parse_rewards(["json_valid", "rougeL:0.5", "sub/mine.py:brevity:0.2"])
     assert [(s.name, s.weight, s.path, s.function) for s in specs] == [
-        ("json_valid", 1.0, None, None), ("rouge_l", 0.5, None, None), ("mine:brevity", 0.2, "sub/mine.py", "brevity")]
+        ("json_valid", 1.0, None, None),
+        ("rouge_l", 0.5, None, None),
+        ("mine:brevity", 0.2, "sub/mine.py", "brevity"),
+    ]
     with pytest.raises(ConfigError) as err:
         TrainConfig(rewards=["jsn_valid"])
     assert str(err.value).startswith("rewards has 'jsn_valid' (did you mean 'json_valid'?); the built-in rewards are")
@@ -82,7 +88,7 @@ def test_rewards_are_written_as_a_list_or_a_mapping_and_a_typo_is_one_sentence()
 # ---------------------------------------------------------------- a reward of one's own
 
 
-GOOD = '''
+GOOD = """
 from dataclasses import dataclass
 
 
@@ -105,7 +111,7 @@ def words(completions, references, **kw):
 
 def broken(completions, references, **kw):
     raise KeyError("score")
-'''
+"""
 
 
 @pytest.fixture
@@ -123,16 +129,24 @@ def test_a_good_reward_file_loads_and_scores(reward_file):
     assert each["my_rewards:brevity"] == [0.25, 1 / 3] and totals == pytest.approx([0.5, 2 / 3 + 1])
 
 
-@pytest.mark.parametrize(("entry", "sentence"), [
-    ("missing.py:brevity", "Reward file missing.py not found."),
-    ("{file}:nothing", "Reward file {file} has no function nothing."),
-    ("{file}:not_a_function", "not_a_function in {file} is not a function."),
-    ("{file}:too_few",
-     "Reward function my_rewards:too_few must return a list of 2 numbers, one per answer; it returned [1.0]."),
-    ("{file}:words", "Reward function my_rewards:words must return a list of 2 numbers, one per answer; it returned "
-                     "['good', 'good']."),
-    ("{file}:broken", "Reward function my_rewards:broken failed on a trial call: KeyError: 'score'"),
-])
+@pytest.mark.parametrize(
+    ("entry", "sentence"),
+    [
+        ("missing.py:brevity", "Reward file missing.py not found."),
+        ("{file}:nothing", "Reward file {file} has no function nothing."),
+        ("{file}:not_a_function", "not_a_function in {file} is not a function."),
+        (
+            "{file}:too_few",
+            "Reward function my_rewards:too_few must return a list of 2 numbers, one per answer; it returned [1.0].",
+        ),
+        (
+            "{file}:words",
+            "Reward function my_rewards:words must return a list of 2 numbers, one per answer; it returned "
+            "['good', 'good'].",
+        ),
+        ("{file}:broken", "Reward function my_rewards:broken failed on a trial call: KeyError: 'score'"),
+    ],
+)
 def test_a_reward_file_with_a_problem_is_refused_in_one_sentence(reward_file, entry, sentence):
     cfg = TrainConfig(trainer="grpo", rewards=[entry.format(file=reward_file)])
     with pytest.raises(ConfigError) as err:
@@ -162,7 +176,9 @@ def test_a_shared_deployment_refuses_reward_files_before_reading_them(reward_fil
             load_rewards(TrainConfig(trainer="grpo", rewards=[f"{path}:brevity"]))
         assert str(err.value).startswith("This shared deployment accepts only the built-in rewards (json_valid, ")
     assert [r.name for r in load_rewards(TrainConfig(trainer="grpo", rewards=["json_valid", "bleu"]))] == [
-        "json_valid", "bleu"]
+        "json_valid",
+        "bleu",
+    ]
 
 
 def test_the_cli_refuses_a_broken_reward_file_before_loading_a_model(reward_file, capsys):
@@ -170,5 +186,7 @@ def test_the_cli_refuses_a_broken_reward_file_before_loading_a_model(reward_file
 
     code = main(["train", "--preset", "grpo_json", "--set", f"rewards=[{reward_file}:too_few]", "model=no/such-model"])
     assert code == 2
-    assert capsys.readouterr().err == ("error: Reward function my_rewards:too_few must return a list of 2 numbers, "
-                                       "one per answer; it returned [1.0].\n")
+    assert capsys.readouterr().err == (
+        "error: Reward function my_rewards:too_few must return a list of 2 numbers, "
+        "one per answer; it returned [1.0].\n"
+    )

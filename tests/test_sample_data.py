@@ -75,7 +75,7 @@ def test_committed_sample_matches_the_generator(generated):
 
 def test_records_follow_the_dataset_contract():
     ids = None
-    for (style, lang), name in FILES.items():
+    for name in FILES.values():
         records = read_jsonl(SAMPLE / name)
         assert [r["id"] for r in records] == (ids or [r["id"] for r in records])
         ids = [r["id"] for r in records]
@@ -96,8 +96,10 @@ def test_ten_kinds_six_variants_and_the_first_ten_cover_all():
     assert len(set(kinds[:10])) == 10
 
 
-@pytest.mark.parametrize("lang, keys", [("en", ("component", "functions", "description", "details")),
-                                        ("zh", ("组件名", "功能", "描述", "细节"))])
+@pytest.mark.parametrize(
+    "lang, keys",
+    [("en", ("component", "functions", "description", "details")), ("zh", ("组件名", "功能", "描述", "细节"))],
+)
 def test_json_answers_parse_and_have_the_expected_keys(lang, keys):
     preset_keys = load_prompt_preset("sample_json").prompt(lang)[2]
     assert preset_keys == list(keys[:2])

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from lora_run import lora_run_dir, sample_records  # noqa: F401  (a fixture)
+from lora_run import sample_records
 
 from lab.cli import main
 
@@ -42,9 +42,24 @@ def served(lora_run_dir, tmp_path):
     assert main(["export", "--adapter", str(lora_run_dir), "--out", str(merged)]) == 0
     port = _free_port()
     log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(merged),
-                               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "transformers.cli.transformers",
+            "serve",
+            str(merged),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -81,9 +96,27 @@ def test_our_labeler_and_endpoint_evaluation_against_transformers_serve(served, 
     for record in records[:3]:
         (pics / Path(record["images"][0]).name).write_bytes(Path(record["images"][0]).read_bytes())
     out = tmp_path / "labeled"
-    assert main(["label", "--images", str(pics), "--prompt", "sample_caption", "--out", str(out),
-                 "--base-url", base_url, "--model", model, "--max-new-tokens", "48", "--temperature", "0",
-                 "--image-format", "png"]) in (0, 1)  # png: the pixels as on disk; 1: every answer ran to the limit
+    assert main(
+        [
+            "label",
+            "--images",
+            str(pics),
+            "--prompt",
+            "sample_caption",
+            "--out",
+            str(out),
+            "--base-url",
+            base_url,
+            "--model",
+            model,
+            "--max-new-tokens",
+            "48",
+            "--temperature",
+            "0",
+            "--image-format",
+            "png",
+        ]
+    ) in (0, 1)  # png: the pixels as on disk; 1: every answer ran to the limit
     labeled = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
     failed = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     answers = {r["meta"]["source"]: r["messages"][-1]["content"] for r in labeled}
@@ -99,8 +132,24 @@ def test_our_labeler_and_endpoint_evaluation_against_transformers_serve(served, 
 
     data = tmp_path / "train8.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert main(["eval", "--endpoint", base_url, "--model", model, "--dataset", str(data), "--max-new-tokens", "32",
-                 "--name", "served"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--endpoint",
+                base_url,
+                "--model",
+                model,
+                "--dataset",
+                str(data),
+                "--max-new-tokens",
+                "32",
+                "--name",
+                "served",
+            ]
+        )
+        == 0
+    )
     assert "8/8 samples scored" in capsys.readouterr().out
     assert main(["eval", "--model", model, "--dataset", str(data), "--max-new-tokens", "32", "--name", "here"]) == 0
     results = Path(os.environ["LAB_HOME"]) / "eval"

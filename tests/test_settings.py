@@ -24,8 +24,19 @@ from lab.evaluation.endpoint import EndpointConfig
 from lab.evaluation.runner import EvalSettings
 from lab.export import ExportSettings
 from lab.labeling.client import LabelerConfig
-from lab.settings import (add_flags, build, check, defaults, flag_values, from_flags, public_dict, setting, setting_of,
-                          settings_of, values)
+from lab.settings import (
+    add_flags,
+    build,
+    check,
+    defaults,
+    flag_values,
+    from_flags,
+    public_dict,
+    setting,
+    setting_of,
+    settings_of,
+    values,
+)
 from lab.text import Msg, catalog
 from lab.train_config import TrainConfig, list_train_presets
 
@@ -37,8 +48,11 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 def unlabeled(cls) -> list[str]:
     """Fields of ``cls`` without a label in English and in Chinese (its catalog entry)."""
     chinese = catalog("zh")
-    return [s.name for s in settings_of(cls)
-            if not s.label.strip() or not chinese.get(s.label if s.context is None else f"{s.context}\x04{s.label}")]
+    return [
+        s.name
+        for s in settings_of(cls)
+        if not s.label.strip() or not chinese.get(s.label if s.context is None else f"{s.context}\x04{s.label}")
+    ]
 
 
 def changed_value(s):
@@ -67,7 +81,8 @@ def test_every_settings_class_is_a_known_group():
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             decorated = isinstance(node, ast.ClassDef) and any(
-                getattr(d, "id", getattr(d, "attr", None)) == "dataclass" for d in node.decorator_list)
+                getattr(d, "id", getattr(d, "attr", None)) == "dataclass" for d in node.decorator_list
+            )
             if decorated and node.name.endswith(("Config", "Settings")):
                 found.add(node.name)
     assert found == {cls.__name__ for cls in GROUPS}
@@ -151,8 +166,12 @@ def test_the_apps_forms_show_the_dataclass_defaults(monkeypatch):
                 assert shown == to_widget(s, start[cls][s.name]), (cls.__name__, s.name, shown)
                 checked.add((cls, s.name))
     assert {cls for cls, _ in checked} == set(GROUPS)
-    assert {name for cls, name in checked if cls is EvalSettings} == {"compare_base", "batch_size", "max_new_tokens",
-                                                                      "limit"}
+    assert {name for cls, name in checked if cls is EvalSettings} == {
+        "compare_base",
+        "batch_size",
+        "max_new_tokens",
+        "limit",
+    }
     assert widgets["EvalSettings.max_new_tokens"] == [256]  # the one answer length (the tab said 128)
     assert all((ExportSettings, s.name) in checked for s in settings_of(ExportSettings))
 
@@ -199,7 +218,9 @@ def test_cli_flags_show_and_keep_the_dataclass_defaults(command):
 
 def test_given_flags_win_over_saved_settings():
     parser, _ = _command("label")
-    args = parser.parse_args(["label", "--out", "x", "--max-new-tokens", "7", "--no-json-mode", "--image-format", "png"])
+    args = parser.parse_args(
+        ["label", "--out", "x", "--max-new-tokens", "7", "--no-json-mode", "--image-format", "png"]
+    )
     config = from_flags(LabelerConfig, args, base={"max_new_tokens": 99, "json_mode": True, "concurrency": 3})
     assert (config.max_new_tokens, config.json_mode, config.image_format, config.concurrency) == (7, False, "png", 3)
     old = parser.parse_args(["label", "--out", "x", "--max-tokens", "8"])  # the flag's old name
@@ -236,17 +257,27 @@ class Knobs:
         check(self)
 
 
-@pytest.mark.parametrize(("changes", "en", "zh"), [
-    ({"count": 0}, "count must be at least 1, not 0.", "count 至少为 1，而不是 0。"),
-    ({"size": -2}, "size cannot be negative, not -2.", "size 不能为负数，而不是 -2。"),
-    ({"share": 1}, "share must be at least 0 and below 1, not 1.0.", "share 必须大于等于 0 且小于 1，而不是 1.0。"),
-    ({"rate": 0}, "rate must be greater than 0, not 0.0.", "rate 必须大于 0，而不是 0.0。"),
-    ({"level": 2.5}, "level must be greater than 0 and at most 2, not 2.5.", "level 必须大于 0 且小于等于 2，而不是 2.5。"),
-    ({"mode": "c"}, "mode must be one of a, b, null, not 'c'.", "mode 必须是 a, b, null 之一，而不是 'c'。"),
-    ({"parts": ["vison"]}, "parts has 'vison' (did you mean 'vision'?); the choices are vision, language.",
-     "parts 中的 'vison' 不是可选值（是不是 'vision'？）；可选：vision, language。"),
-    ({"count": "many"}, "count must be a number, not 'many'.", "count 必须是数字，而不是 'many'。"),
-])
+@pytest.mark.parametrize(
+    ("changes", "en", "zh"),
+    [
+        ({"count": 0}, "count must be at least 1, not 0.", "count 至少为 1，而不是 0。"),
+        ({"size": -2}, "size cannot be negative, not -2.", "size 不能为负数，而不是 -2。"),
+        ({"share": 1}, "share must be at least 0 and below 1, not 1.0.", "share 必须大于等于 0 且小于 1，而不是 1.0。"),
+        ({"rate": 0}, "rate must be greater than 0, not 0.0.", "rate 必须大于 0，而不是 0.0。"),
+        (
+            {"level": 2.5},
+            "level must be greater than 0 and at most 2, not 2.5.",
+            "level 必须大于 0 且小于等于 2，而不是 2.5。",
+        ),
+        ({"mode": "c"}, "mode must be one of a, b, null, not 'c'.", "mode 必须是 a, b, null 之一，而不是 'c'。"),
+        (
+            {"parts": ["vison"]},
+            "parts has 'vison' (did you mean 'vision'?); the choices are vision, language.",
+            "parts 中的 'vison' 不是可选值（是不是 'vision'？）；可选：vision, language。",
+        ),
+        ({"count": "many"}, "count must be a number, not 'many'.", "count 必须是数字，而不是 'many'。"),
+    ],
+)
 def test_bounds_and_choices_are_refused_in_one_sentence(changes, en, zh):
     with pytest.raises(ConfigError) as err:
         Knobs(**changes)
@@ -256,21 +287,34 @@ def test_bounds_and_choices_are_refused_in_one_sentence(changes, en, zh):
 def test_values_in_bounds_are_kept_and_typed():
     knobs = Knobs(count="3", share=0, level=2, mode=None, parts="vision, language", note="")
     assert (knobs.count, knobs.share, knobs.level, knobs.mode, knobs.parts, knobs.note) == (
-        3, 0.0, 2.0, None, ["vision", "language"], None)
+        3,
+        0.0,
+        2.0,
+        None,
+        ["vision", "language"],
+        None,
+    )
 
 
-@pytest.mark.parametrize(("cls", "changes", "message"), [
-    (LabelerConfig, {"temperature": 3}, "temperature must be at least 0 and at most 2, not 3.0."),
-    (LabelerConfig, {"image_format": "gif"}, "image_format must be one of jpeg, png, not 'gif'."),
-    (LabelerConfig, {"timeout": 0}, "timeout must be greater than 0, not 0.0."),
-    (EndpointConfig, {"concurrency": 0, "model": "m"}, "concurrency must be at least 1, not 0."),
-    (EvalSettings, {"top_p": 0}, "top_p must be greater than 0 and at most 1, not 0.0."),
-    (EvalSettings, {"limit": -1}, "limit cannot be negative, not -1."),
-    (ChatSettings, {"max_new_tokens": 0}, "max_new_tokens must be at least 1, not 0."),
-    (ExportSettings, {"gpu_memory_utilization": 1.5}, "gpu_memory_utilization must be greater than 0 and at most 1, not 1.5."),
-    (ExportSettings, {"max_model_len": 100}, "max_model_len must be at least 256, not 100."),
-    (TrainConfig, {"lora_targets": ["language", "visoin"]}, "lora_targets has 'visoin' (did you mean 'vision'?)"),
-])
+@pytest.mark.parametrize(
+    ("cls", "changes", "message"),
+    [
+        (LabelerConfig, {"temperature": 3}, "temperature must be at least 0 and at most 2, not 3.0."),
+        (LabelerConfig, {"image_format": "gif"}, "image_format must be one of jpeg, png, not 'gif'."),
+        (LabelerConfig, {"timeout": 0}, "timeout must be greater than 0, not 0.0."),
+        (EndpointConfig, {"concurrency": 0, "model": "m"}, "concurrency must be at least 1, not 0."),
+        (EvalSettings, {"top_p": 0}, "top_p must be greater than 0 and at most 1, not 0.0."),
+        (EvalSettings, {"limit": -1}, "limit cannot be negative, not -1."),
+        (ChatSettings, {"max_new_tokens": 0}, "max_new_tokens must be at least 1, not 0."),
+        (
+            ExportSettings,
+            {"gpu_memory_utilization": 1.5},
+            "gpu_memory_utilization must be greater than 0 and at most 1, not 1.5.",
+        ),
+        (ExportSettings, {"max_model_len": 100}, "max_model_len must be at least 256, not 100."),
+        (TrainConfig, {"lora_targets": ["language", "visoin"]}, "lora_targets has 'visoin' (did you mean 'vision'?)"),
+    ],
+)
 def test_every_group_refuses_out_of_bounds_values(cls, changes, message):
     with pytest.raises(ConfigError) as err:
         build(cls, changes)
@@ -304,8 +348,9 @@ def test_secrets_stay_out_of_saved_settings_and_repr():
 # ---------------------------------------------------------------- forms read by name
 
 
-@pytest.mark.parametrize("cls", [LabelerConfig, EvalSettings, ChatSettings, ExportSettings],
-                         ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize(
+    "cls", [LabelerConfig, EvalSettings, ChatSettings, ExportSettings], ids=lambda cls: cls.__name__
+)
 def test_a_form_is_read_by_name_whatever_the_order_of_its_widgets(cls):
     import gradio as gr
 
@@ -341,14 +386,29 @@ def test_the_app_takes_the_labeler_settings_by_name(launch_app, tmp_path):
     from lab.ui.prompt_tab import LABELER_INPUTS
 
     app, ctx, client = launch_app(model="")
-    params = [p["parameter_name"] for p in client.view_api(print_info=False, return_format="dict")
-              ["named_endpoints"]["/label_estimate"]["parameters"]]  # fmt: skip
+    params = [
+        p["parameter_name"]
+        for p in client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/label_estimate"][
+            "parameters"
+        ]
+    ]
     assert params[5:] == list(LABELER_INPUTS)  # after folder, out, preset, language and limit
     many(tmp_path / "pics", 2)
     job = dict(zip(params[:5], [str(tmp_path / "pics"), "named", "sample_caption", "en", 0]))
-    labeler = {"provider": "", "base_url": "http://127.0.0.1:9/v1", "model": "fake-vl", "api_key": "",
-               "temperature": 0.0, "max_new_tokens": 64, "max_pixels": 200 * 200, "json_mode": False, "reask": False,
-               "concurrency": 2, "max_retries": 0, "timeout": 5}
+    labeler = {
+        "provider": "",
+        "base_url": "http://127.0.0.1:9/v1",
+        "model": "fake-vl",
+        "api_key": "",
+        "temperature": 0.0,
+        "max_new_tokens": 64,
+        "max_pixels": 200 * 200,
+        "json_mode": False,
+        "reask": False,
+        "concurrency": 2,
+        "max_retries": 0,
+        "timeout": 5,
+    }
     positional = client.predict(*job.values(), *[labeler[name] for name in LABELER_INPUTS], api_name="/label_estimate")
     shuffled = dict(reversed(list({**job, **labeler}.items())))
     assert client.predict(**shuffled, api_name="/label_estimate") == positional
@@ -367,8 +427,26 @@ def test_a_saved_job_with_the_old_answer_length_name_is_resumed(tmp_path, monkey
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with FakeOpenAI() as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        assert main(["label", "--images", str(tmp_path / "pics"), "--prompt", "sample_caption", "--out", str(out),
-                     "--model", "fake-vl", "--max-tokens", "55", "--limit", "1"]) == 0
+        assert (
+            main(
+                [
+                    "label",
+                    "--images",
+                    str(tmp_path / "pics"),
+                    "--prompt",
+                    "sample_caption",
+                    "--out",
+                    str(out),
+                    "--model",
+                    "fake-vl",
+                    "--max-tokens",
+                    "55",
+                    "--limit",
+                    "1",
+                ]
+            )
+            == 0
+        )
         job_file = out / "label_job.json"
         job = json.loads(job_file.read_text(encoding="utf-8"))
         assert job["labeler"]["max_new_tokens"] == 55

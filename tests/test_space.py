@@ -60,12 +60,22 @@ def _listening(port: int) -> set[str]:
 def test_started_as_a_space_listens_on_every_interface_and_the_given_port(tmp_path):
     """``python app.py`` with what a Space sets: SPACE_ID and PORT, nothing on the command line."""
     port = _free_port()
-    env = {**os.environ, "SPACE_ID": "someone/vlm-lab", "PORT": str(port), "LAB_HOME": str(tmp_path),
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "SPACE_ID": "someone/vlm-lab",
+        "PORT": str(port),
+        "LAB_HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+    }
     env.pop("GRADIO_SERVER_NAME", None)
     env.pop("GRADIO_SERVER_PORT", None)
-    server = subprocess.Popen([sys.executable, "app.py", "--model", ""], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--model", ""],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 180
         while not _listening(port) and time.time() < deadline and server.poll() is None:
@@ -154,7 +164,9 @@ def test_a_workspace_outside_the_app_folder_still_serves_its_files(launch_app, m
         monkeypatch.setenv("LAB_HOME", str(home))
         shutil.copytree(sample_dataset, paths.datasets_dir() / "mine")
         app, ctx, client = launch_app(model="")
-        message, archive = client.predict(str(paths.datasets_dir() / "mine"), "llamafactory", api_name="/dataset_export")
+        message, archive = client.predict(
+            str(paths.datasets_dir() / "mine"), "llamafactory", api_name="/dataset_export"
+        )
         with zipfile.ZipFile(archive) as z:  # downloaded through the app
             assert "data.json" in z.namelist()
         summary, gallery, *_ = client.predict(str(paths.datasets_dir() / "mine"), api_name="/dataset_show")

@@ -18,8 +18,12 @@ def test_the_english_is_the_template_and_the_catalog_gives_the_chinese():
     msg = Msg("{n} image(s) ready in {folder}.", n=3, folder=Path("/up/a"))
     assert str(msg) == localize(msg, "en") == "3 image(s) ready in /up/a."
     assert localize(msg, "zh") == msg.localize("zh") == "3 张图片已放到 /up/a。"
-    assert localize(Msg("Exported {run} to {out} in {seconds:.1f} s: {files}", run="r", out="o", seconds=2.345,
-                        files="a"), "zh") == "已将 r 导出到 o，用时 2.3 秒：a"  # format specs kept
+    assert (
+        localize(
+            Msg("Exported {run} to {out} in {seconds:.1f} s: {files}", run="r", out="o", seconds=2.345, files="a"), "zh"
+        )
+        == "已将 r 导出到 o，用时 2.3 秒：a"
+    )  # format specs kept
     assert localize(msg, "xx") == str(msg)  # a language without a catalog reads English
     assert localize(Msg("Not in any catalog: {x}.", x=1), "zh") == "Not in any catalog: 1."
     assert localize(Msg(""), "zh") == "" and not Msg("") and Msg("empty answer")
@@ -31,7 +35,10 @@ def test_values_that_are_messages_or_errors_follow_the_language():
     msg = Msg("image {name} cannot be used: {reason}", name="a.png", reason=reason)
     assert str(msg) == "image a.png cannot be used: empty file (0 bytes)"
     assert localize(msg, "zh") == "图片 a.png 无法使用：空文件（0 字节）"
-    assert localize(Msg("Could not start the multi-GPU run: {err}", err=inner), "zh") == "无法启动多卡训练：p.yaml：文件不存在。"
+    assert (
+        localize(Msg("Could not start the multi-GPU run: {err}", err=inner), "zh")
+        == "无法启动多卡训练：p.yaml：文件不存在。"
+    )
     assert localize(BadImageError("x.png", reason), "zh") == "x.png：空文件（0 字节）"
     both = join(Msg("; "), [Msg("stopped early, the scored samples are kept"), Msg("saved to {path}", path="s.json")])
     assert str(both) == "stopped early, the scored samples are kept; saved to s.json"
@@ -39,10 +46,17 @@ def test_values_that_are_messages_or_errors_follow_the_language():
     assert str(join(", ", [])) == "" and str(join(", ", ["a"])) == "a"
 
 
-@pytest.mark.parametrize("flatten", [
-    lambda m: f"{m}", lambda m: f"x {m:>10}", lambda m: m + "!", lambda m: "!" + m, lambda m: "{}".format(m),
-    lambda m: "; ".join([m]),
-])
+@pytest.mark.parametrize(
+    "flatten",
+    [
+        lambda m: f"{m}",
+        lambda m: f"x {m:>10}",
+        lambda m: m + "!",
+        lambda m: "!" + m,
+        lambda m: f"{m}",
+        lambda m: "; ".join([m]),
+    ],
+)
 def test_a_msg_is_not_a_str_so_no_language_is_dropped_on_the_way(flatten):
     with pytest.raises(TypeError) as err:
         flatten(Msg("empty answer"))
@@ -52,7 +66,7 @@ def test_a_msg_is_not_a_str_so_no_language_is_dropped_on_the_way(flatten):
 def test_formatting_a_msg_says_how_to_compose_instead():
     with pytest.raises(TypeError, match=r"compose it with Msg\("):
         f"{Msg('empty answer')}"
-    assert "%s" % Msg("empty answer") == "empty answer"  # logs use str(msg)
+    assert "%s" % Msg("empty answer") == "empty answer"  # noqa: UP031  (logs use %-formatting with str(msg))
 
 
 def test_equal_by_template_and_values():
@@ -66,8 +80,10 @@ def test_equal_by_template_and_values():
 def test_saved_as_a_dict_and_read_back():
     msg = Msg("{path}: {reason}", path=Path("/d/a.png"), reason=Msg("file not found"))
     data = json.loads(json.dumps(msg.to_dict()))
-    assert data == {"template": "{path}: {reason}", "values": {"path": "/d/a.png",
-                                                               "reason": {"template": "file not found", "values": {}}}}
+    assert data == {
+        "template": "{path}: {reason}",
+        "values": {"path": "/d/a.png", "reason": {"template": "file not found", "values": {}}},
+    }
     again = Msg.from_dict(data)
     assert str(again) == str(msg) and localize(again, "zh") == localize(msg, "zh") == "/d/a.png：文件不存在"
     err = ConfigError("{path}: file not found.", path="a")
@@ -96,8 +112,10 @@ def test_an_error_takes_a_template_and_refuses_the_old_chinese_argument():
 
 
 def test_errors_keep_their_message_and_fields_across_a_process_boundary():
-    for original in (BadImageError("a.png", Msg("empty file (0 bytes)")),
-                     EndpointError("http_500", Msg("cannot reach {url} ({tries} tries)", url="u", tries=2), 1)):
+    for original in (
+        BadImageError("a.png", Msg("empty file (0 bytes)")),
+        EndpointError("http_500", Msg("cannot reach {url} ({tries} tries)", url="u", tries=2), 1),
+    ):
         copy = pickle.loads(pickle.dumps(original))
         assert type(copy) is type(original) and copy.msg == original.msg and copy.reason == original.reason
         assert localize(copy, "zh") == localize(original, "zh") != str(original)
@@ -106,8 +124,9 @@ def test_errors_keep_their_message_and_fields_across_a_process_boundary():
 def test_a_language_is_one_catalog_file(tmp_path, monkeypatch):
     assert LANGS == ("en", "zh")
     (tmp_path / "zh.json").write_text("{}", encoding="utf-8")
-    (tmp_path / "ja.json").write_text(json.dumps({"empty answer": "空の回答", "{path}: {reason}": "{path}：{reason}"}),
-                                      encoding="utf-8")
+    (tmp_path / "ja.json").write_text(
+        json.dumps({"empty answer": "空の回答", "{path}: {reason}": "{path}：{reason}"}), encoding="utf-8"
+    )
     assert find_langs(str(tmp_path)) == ("en", "ja", "zh")
     monkeypatch.setattr(text, "LOCALES", str(tmp_path))
     text.catalog.cache_clear()

@@ -112,10 +112,20 @@ def test_a_grpo_run_shows_its_settings_and_draws_reward_kl_and_loss(launch_app, 
     # The trainer's choice shows GRPO's settings, from rewards to target_length.
     assert [u["visible"] for u in client.predict("grpo", api_name="/train_trainer")] == [True] * 9
     assert [u["visible"] for u in client.predict("sft", api_name="/train_trainer")] == [False] * 9
-    cfg = TrainConfig.from_preset("grpo_json", ["model=demo", "max_steps=3", "num_generations=2", "max_new_tokens=4",
-                                                "per_device_batch_size=1", "gradient_accumulation_steps=1",
-                                                "gradient_checkpointing=false", "rewards=[length, json_valid]",
-                                                "run_name=rl"])  # fmt: skip
+    cfg = TrainConfig.from_preset(
+        "grpo_json",
+        [
+            "model=demo",
+            "max_steps=3",
+            "num_generations=2",
+            "max_new_tokens=4",
+            "per_device_batch_size=1",
+            "gradient_accumulation_steps=1",
+            "gradient_checkpointing=false",
+            "rewards=[length, json_valid]",
+            "run_name=rl",
+        ],
+    )
     form = dict(zip(FORM_FIELDS, form_values(cfg)))
     assert client.predict(**form, api_name="/train_start") == "Started rl."
     job = jobs.current_job()
@@ -145,7 +155,8 @@ def test_a_second_visitor_cannot_take_a_run_name_in_use(launch_app, lab_home, mo
     with pytest.raises(Exception, match="A run named ui is already going on or waiting in the queue; choose another"):
         visitor.predict(**theirs, api_name="/train_start")
     assert visitor.predict(**{**theirs, "run_name": "other"}, api_name="/train_start") == (
-        "Queued other: 1 run(s) ahead; it starts when they end.")  # fmt: skip
+        "Queued other: 1 run(s) ahead; it starts when they end."
+    )
     with pytest.raises(Exception, match="A run named other is already going on or waiting in the queue"):
         client.predict(**{**form, "run_name": "other"}, api_name="/train_start")
     assert (run_dir / "config.yaml").read_bytes() == config
@@ -167,8 +178,10 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_model_loa
     form = dict(zip(FORM_FIELDS, form_values(TrainConfig.from_preset("cpu_demo", ["run_name=nowhere"]))))
     with pytest.raises(Exception) as refused:
         client.predict(**form, api_name="/train_start")
-    assert str(refused.value).endswith(f"The run folder {lab_home / 'checkpoints' / 'nowhere'} cannot be written: "
-                                       f"{lab_home / 'checkpoints'} is not a writable folder; choose another output_dir.")
+    assert str(refused.value).endswith(
+        f"The run folder {lab_home / 'checkpoints' / 'nowhere'} cannot be written: "
+        f"{lab_home / 'checkpoints'} is not a writable folder; choose another output_dir."
+    )
     assert jobs.current_job() is before and ctx.handle.loaded is None and ctx.handle.state.value == "empty"
 
 
@@ -188,9 +201,17 @@ def test_the_tab_trains_on_several_datasets_and_plots_the_answers_scores(launch_
     app, ctx, client = launch_app(model="demo")
     _wait_ready(ctx)
     mix = ["data/sample/data_caption_zh.jsonl", "data/sample/data_json_en.jsonl:0.5"]
-    cfg = TrainConfig.from_preset("cpu_demo", ["max_steps=2", "eval_steps=1", "run_name=mixed",
-                                               "eval_metrics=[rouge_l, json_valid]", "eval_samples=2",
-                                               "eval_max_new_tokens=8"])  # fmt: skip
+    cfg = TrainConfig.from_preset(
+        "cpu_demo",
+        [
+            "max_steps=2",
+            "eval_steps=1",
+            "run_name=mixed",
+            "eval_metrics=[rouge_l, json_valid]",
+            "eval_samples=2",
+            "eval_max_new_tokens=8",
+        ],
+    )
     form = {**dict(zip(FORM_FIELDS, form_values(cfg))), "dataset": mix}
     assert client.predict(**form, api_name="/train_start") == "Started mixed."
     job = jobs.current_job()

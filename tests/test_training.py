@@ -94,14 +94,19 @@ def test_overlong_samples_are_dropped_with_a_count_or_refused_with_a_sentence(lo
     lengths = sorted(s.length for s in kept_all.train)
     limit = lengths[len(lengths) // 2]
     lines = []
-    data = build_data(TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, max_length=limit), processor, lines.append)
+    data = build_data(
+        TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, max_length=limit), processor, lines.append
+    )
     too_long = sum(n > limit for n in lengths)
     assert len(data.train) == 60 - too_long and too_long > 0
     assert all(s.length <= limit for s in data.train)
     assert f"left out {too_long} (overlong)" in lines[0]
     with pytest.raises(ConfigError) as err:
-        build_data(TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, max_length=limit, overlong="error"),
-                   processor, lambda _: None)  # fmt: skip
+        build_data(
+            TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, max_length=limit, overlong="error"),
+            processor,
+            lambda _: None,
+        )
     message = str(err.value)
     assert "max_length is" in message and "needs" in message and "tokens" in message
     needed = int(message.split("needs ")[1].split(" ")[0])
@@ -110,8 +115,14 @@ def test_overlong_samples_are_dropped_with_a_count_or_refused_with_a_sentence(lo
 
 def test_identity_samples_and_system_prompt(loaded_tiny, sample_dataset):
     processor = loaded_tiny().processor
-    cfg = TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, identity=True, system="Be brief.",
-                      model_name=["小明", "Xiao Ming"], model_author=["课堂", "Classroom"])  # fmt: skip
+    cfg = TrainConfig(
+        dataset=str(sample_dataset),
+        val_ratio=0.0,
+        identity=True,
+        system="Be brief.",
+        model_name=["小明", "Xiao Ming"],
+        model_author=["课堂", "Classroom"],
+    )
     data = build_data(cfg, processor, lambda _: None)
     identity = [s for s in data.train if s.key.startswith("identity-")]
     assert len(identity) == 16 and not any(s.images for s in identity)
@@ -170,8 +181,9 @@ def test_positions_from_the_data_loader_equal_the_models_own(loaded_tiny, sample
 
     loaded = loaded_tiny(family)
     processor = loaded.processor
-    cfg = TrainConfig(dataset=str(sample_dataset), val_ratio=0.0, identity=True, model_name=["A", "B"],
-                      model_author=["C", "D"])  # fmt: skip
+    cfg = TrainConfig(
+        dataset=str(sample_dataset), val_ratio=0.0, identity=True, model_name=["A", "B"], model_author=["C", "D"]
+    )
     data = build_data(cfg, processor, lambda _: None)
     samples = sorted(data.train, key=lambda s: s.length)  # the shortest is a text-only identity sample
     assert not samples[0].images and samples[-1].images
@@ -179,9 +191,12 @@ def test_positions_from_the_data_loader_equal_the_models_own(loaded_tiny, sample
     rope = RopeIndex.of(loaded.model)
     batch = LossCollator(processor.tokenizer.pad_token_id, 8, rope)([dataset[i] for i in range(3)])
     inputs = {k: v for k, v in batch.items() if not k.startswith("loss_") and k != "labels"}
-    expected, _ = loaded.model.model.get_rope_index(inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
-                                                    image_grid_thw=inputs["image_grid_thw"],
-                                                    attention_mask=inputs["attention_mask"])  # fmt: skip
+    expected, _ = loaded.model.model.get_rope_index(
+        inputs["input_ids"],
+        mm_token_type_ids=inputs["mm_token_type_ids"],
+        image_grid_thw=inputs["image_grid_thw"],
+        attention_mask=inputs["attention_mask"],
+    )
     assert torch.equal(batch["position_ids"], expected)
     with torch.no_grad():
         ours = loaded.model(**inputs).logits
@@ -242,8 +257,11 @@ def test_grouped_vision_attention_matches_the_stock_path(loaded_tiny, sample_dat
     loaded = loaded_tiny(family)
     pad = "<|vision_start|><|image_pad|><|vision_end|>"
     # Different sizes make pieces of different lengths share a batch; equal sizes take the fast path.
-    images = [open_image(sample_dataset / "images" / "0001.png"), open_image(sample_dataset / "images" / "0005.png"),
-              open_image(sample_dataset / "images" / "0003.png")]  # fmt: skip
+    images = [
+        open_image(sample_dataset / "images" / "0001.png"),
+        open_image(sample_dataset / "images" / "0005.png"),
+        open_image(sample_dataset / "images" / "0003.png"),
+    ]
     if mixed_sizes:
         images[2] = images[2].resize((300, 180))
     inputs = loaded.processor(text=[pad * 3 + "Describe."], images=images, return_tensors="pt")
@@ -290,8 +308,9 @@ def test_batches_are_padded_coarser_only_while_layers_are_compiled():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler"
+)
 def test_compiled_layers_give_the_eager_gradients_under_dropout_and_checkpointing(tiny_models):
     """A checkpointed layer recomputes its forward pass in the backward one; compiled, it must
     draw the same dropout masks again, or its gradients are not those of its loss."""

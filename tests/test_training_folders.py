@@ -35,15 +35,25 @@ def finished_run(run_dir, steps: int = 4, checkpoint: int = 2):
 
 def test_a_resume_cuts_the_metrics_back_to_its_checkpoint_atomically(tmp_path):
     run_dir = tmp_path / "run"
-    for record in [{"event": "start", "step": 0}, {"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0},
-                   {"step": 2, "eval_loss": 2.5}, {"step": 3, "loss": 1.5}, {"event": "error", "message": "x"},
-                   {"step": 4, "loss": 1.0}]:  # fmt: skip
+    for record in [
+        {"event": "start", "step": 0},
+        {"step": 1, "loss": 3.0},
+        {"step": 2, "loss": 2.0},
+        {"step": 2, "eval_loss": 2.5},
+        {"step": 3, "loss": 1.5},
+        {"event": "error", "message": "x"},
+        {"step": 4, "loss": 1.0},
+    ]:
         append_metrics(run_dir, record)
     with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
         f.write('{"step": 5, "lo')  # the process was killed in the middle of this line
     cut_metrics(run_dir, 2)
-    assert read_metrics(run_dir) == [{"event": "start", "step": 0}, {"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0},
-                                      {"step": 2, "eval_loss": 2.5}]  # fmt: skip
+    assert read_metrics(run_dir) == [
+        {"event": "start", "step": 0},
+        {"step": 1, "loss": 3.0},
+        {"step": 2, "loss": 2.0},
+        {"step": 2, "eval_loss": 2.5},
+    ]
     assert (run_dir / METRICS_FILE).read_text(encoding="utf-8").endswith('"eval_loss": 2.5}\n')
     assert sorted(p.name for p in run_dir.iterdir()) == [METRICS_FILE]  # no temporary file left behind
     cut_metrics(tmp_path / "none", 2)  # a run with no metrics yet: nothing to cut
@@ -73,18 +83,22 @@ def test_a_run_folder_another_process_trains_in_is_refused_untouched(lab_home):
     run_dir = lab_home / "checkpoints" / "busy"
     prepare_run_dir(TrainConfig(run_name="busy"))  # that run is still loading its model: nothing but its config yet
     config = (run_dir / CONFIG_FILE).read_bytes()
-    holder = (f"from lab.file_lock import FileLock; lock = FileLock({str(run_dir / RUN_LOCK)!r}); "
-              "print('held' if lock.acquire() else 'not held', flush=True); input()")  # fmt: skip
+    holder = (
+        f"from lab.file_lock import FileLock; lock = FileLock({str(run_dir / RUN_LOCK)!r}); "
+        "print('held' if lock.acquire() else 'not held', flush=True); input()"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    other = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             env=env)  # fmt: skip
+    other = subprocess.Popen(
+        [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert other.stdout.readline() == "held\n"  # the lock the other process's run holds while it trains
         for attempt in (check_run_dir, prepare_run_dir):
             with pytest.raises(BusyError) as refused:
                 attempt(TrainConfig(run_name="busy", learning_rate=0.5))
-            assert str(refused.value) == ("Run busy is being trained by another process; "
-                                          "choose another run_name or wait for it to end.")  # fmt: skip
+            assert str(refused.value) == (
+                "Run busy is being trained by another process; choose another run_name or wait for it to end."
+            )
             assert localize(refused.value, "zh") == "训练 busy 正由另一个进程进行；请换一个 run_name，或等它结束。"
         assert (run_dir / CONFIG_FILE).read_bytes() == config
     finally:
@@ -98,8 +112,10 @@ def test_a_run_folder_that_cannot_be_made_is_one_sentence(tmp_path):
     cfg = TrainConfig(run_name="x", output_dir=str(blocker / "runs"))
     with pytest.raises(ConfigError) as refused:
         check_run_dir(cfg)
-    assert str(refused.value) == (f"The run folder {blocker / 'runs' / 'x'} cannot be written: {blocker} is not a "
-                                  "writable folder; choose another output_dir.")  # fmt: skip
+    assert str(refused.value) == (
+        f"The run folder {blocker / 'runs' / 'x'} cannot be written: {blocker} is not a "
+        "writable folder; choose another output_dir."
+    )
     assert localize(refused.value, "zh").startswith(f"无法写入训练文件夹 {blocker / 'runs' / 'x'}：")
     with pytest.raises(ConfigError, match="cannot be written"):
         prepare_run_dir(cfg)

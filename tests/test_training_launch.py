@@ -21,8 +21,18 @@ from lab.training.runs import train_command as cli_line
 
 
 def test_cli_trains_and_reports_errors_in_one_sentence(tiny_models, lab_home, capsys):
-    code = main(["train", "--preset", "cpu_demo", "--set", f"model={tiny_models('qwen2_5_vl')}", "max_steps=2",
-                 "run_name=cli", "val_ratio=0"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--preset",
+            "cpu_demo",
+            "--set",
+            f"model={tiny_models('qwen2_5_vl')}",
+            "max_steps=2",
+            "run_name=cli",
+            "val_ratio=0",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "step 2/2" in out and "run folder:" in out
     assert [r["step"] for r in log_rows(read_metrics(lab_home / "checkpoints" / "cli"))] == [1, 2]
@@ -39,11 +49,22 @@ def test_cli_trains_and_reports_errors_in_one_sentence(tiny_models, lab_home, ca
 def test_cli_refuses_an_output_folder_it_cannot_write_before_loading_the_model(tiny_models, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")  # a file where a folder should be: unwritable for root too
-    code = main(["train", "--preset", "cpu_demo", "--set", f"model={tiny_models('qwen2_5_vl')}", "run_name=cli",
-                 f"output_dir={blocker}/runs"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--preset",
+            "cpu_demo",
+            "--set",
+            f"model={tiny_models('qwen2_5_vl')}",
+            "run_name=cli",
+            f"output_dir={blocker}/runs",
+        ]
+    )
     captured = capsys.readouterr()
-    assert code == 2 and captured.err == (f"error: The run folder {blocker}/runs/cli cannot be written: {blocker} is "
-                                          "not a writable folder; choose another output_dir.\n")  # fmt: skip
+    assert code == 2 and captured.err == (
+        f"error: The run folder {blocker}/runs/cli cannot be written: {blocker} is "
+        "not a writable folder; choose another output_dir.\n"
+    )
     assert "Loading" not in captured.out and not blocker.with_name("runs").exists()
 
 
@@ -53,8 +74,17 @@ def test_cli_refuses_a_read_only_output_folder(tiny_models, tmp_path, capsys):
     parent.mkdir()
     parent.chmod(0o500)
     try:
-        code = main(["train", "--preset", "cpu_demo", "--set", f"model={tiny_models('qwen2_5_vl')}", "run_name=cli",
-                     f"output_dir={parent}/runs"])  # fmt: skip
+        code = main(
+            [
+                "train",
+                "--preset",
+                "cpu_demo",
+                "--set",
+                f"model={tiny_models('qwen2_5_vl')}",
+                "run_name=cli",
+                f"output_dir={parent}/runs",
+            ]
+        )
     finally:
         parent.chmod(0o700)
     captured = capsys.readouterr()
@@ -78,7 +108,13 @@ def test_multi_gpu_command_and_deepspeed_configs(tmp_path):
     assert one == [sys.executable, "-m", "lab", "train", "--config", str(tmp_path / "config.yaml")]
     four = train_command(tmp_path, 4, resume=True)
     assert four[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    assert four[four.index("--num_processes") + 1] == "4" and four[-5:] == ["-m", "lab", "train", "--resume", str(tmp_path)]
+    assert four[four.index("--num_processes") + 1] == "4" and four[-5:] == [
+        "-m",
+        "lab",
+        "train",
+        "--resume",
+        str(tmp_path),
+    ]
     assert four[four.index("--config_file") + 1].endswith("presets/accelerate/multi_gpu.yaml")
     assert deepspeed_config("zero2")["zero_optimization"]["stage"] == 2
     assert deepspeed_config("zero3")["zero_optimization"]["stage"] == 3
@@ -87,8 +123,9 @@ def test_multi_gpu_command_and_deepspeed_configs(tmp_path):
 
 
 @pytest.mark.parametrize("stage, zero, offload", [("zero2", 2, False), ("zero3", 3, False), ("zero3_offload", 3, True)])
-def test_a_deepspeed_launch_names_its_config_and_every_process_trains_with_it(tmp_path, monkeypatch, stage, zero,
-                                                                              offload):
+def test_a_deepspeed_launch_names_its_config_and_every_process_trains_with_it(
+    tmp_path, monkeypatch, stage, zero, offload
+):
     import json
 
     import yaml
@@ -106,7 +143,10 @@ def test_a_deepspeed_launch_names_its_config_and_every_process_trains_with_it(tm
     assert command[-5:] == ["-m", "lab", "train", "--config", str(run_dir / "config.yaml")]
     launch = yaml.safe_load((run_dir / "accelerate.yaml").read_text())
     assert (launch["distributed_type"], launch["num_processes"]) == ("DEEPSPEED", 4)
-    assert launch["deepspeed_config"] == {"deepspeed_config_file": str(run_dir / "deepspeed.json"), "zero3_init_flag": False}
+    assert launch["deepspeed_config"] == {
+        "deepspeed_config_file": str(run_dir / "deepspeed.json"),
+        "zero3_init_flag": False,
+    }
     # accelerate refuses mixed precision in the launch config next to a DeepSpeed config file.
     assert "mixed_precision" not in launch
     read = load_config_from_file(str(run_dir / "accelerate.yaml"))  # as accelerate launch reads it
@@ -132,19 +172,31 @@ def _packages(monkeypatch, missing=(), present=()):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else
-                        real("yaml") if name in present else real(name, *a))  # fmt: skip
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in missing else real("yaml") if name in present else real(name, *a),
+    )
 
 
-@pytest.mark.parametrize("overrides, missing, present, message", [
-    (["deepspeed=zero3", "num_gpus=2"], ("deepspeed",), (), "deepspeed: zero3 needs the deepspeed package"),
-    (["deepspeed=zero3_offload", "num_gpus=2"], (), ("deepspeed",), "num_gpus is 2 but this machine has 0 GPU(s)"),
-    (["num_gpus=2"], (), (), "num_gpus is 2 but this machine has 0 GPU(s)"),
-    (["report_to=tensorboard"], ("tensorboard", "tensorboardX"), (), "report_to tensorboard needs the tensorboard package"),
-    (["report_to=wandb"], ("wandb",), (), "report_to wandb needs the wandb package"),
-])  # fmt: skip
-def test_what_this_machine_cannot_do_is_refused_before_anything_loads(tiny_models, lab_home, capsys, monkeypatch,
-                                                                       overrides, missing, present, message):
+@pytest.mark.parametrize(
+    "overrides, missing, present, message",
+    [
+        (["deepspeed=zero3", "num_gpus=2"], ("deepspeed",), (), "deepspeed: zero3 needs the deepspeed package"),
+        (["deepspeed=zero3_offload", "num_gpus=2"], (), ("deepspeed",), "num_gpus is 2 but this machine has 0 GPU(s)"),
+        (["num_gpus=2"], (), (), "num_gpus is 2 but this machine has 0 GPU(s)"),
+        (
+            ["report_to=tensorboard"],
+            ("tensorboard", "tensorboardX"),
+            (),
+            "report_to tensorboard needs the tensorboard package",
+        ),
+        (["report_to=wandb"], ("wandb",), (), "report_to wandb needs the wandb package"),
+    ],
+)
+def test_what_this_machine_cannot_do_is_refused_before_anything_loads(
+    tiny_models, lab_home, capsys, monkeypatch, overrides, missing, present, message
+):
     import torch
 
     from lab.handle import ModelHandle
@@ -164,15 +216,19 @@ def test_what_this_machine_cannot_do_is_refused_before_anything_loads(tiny_model
 
 
 def test_deepspeed_on_one_gpu_is_refused_by_the_config():
-    with pytest.raises(ConfigError, match="deepspeed zero3_offload shards training over several GPUs, but num_gpus is 1"):
+    with pytest.raises(
+        ConfigError, match="deepspeed zero3_offload shards training over several GPUs, but num_gpus is 1"
+    ):
         TrainConfig.from_preset("full", ["deepspeed=zero3_offload"])
     with pytest.raises(ConfigError, match="zero3_offload trains with DeepSpeed's own CPU optimizer"):
         TrainConfig.from_preset("lora", ["deepspeed=zero3_offload", "num_gpus=2", "loraplus_lr_ratio=16"])
 
 
 def test_subprocess_run_writes_the_same_metrics_and_stops_on_request(tiny_models, lab_home):
-    cfg = TrainConfig.from_preset("cpu_demo", [f"model={tiny_models('qwen2_5_vl')}", "max_steps=400",
-                                               "run_name=sub", "val_ratio=0", "save_steps=1000"])  # fmt: skip
+    cfg = TrainConfig.from_preset(
+        "cpu_demo",
+        [f"model={tiny_models('qwen2_5_vl')}", "max_steps=400", "run_name=sub", "val_ratio=0", "save_steps=1000"],
+    )
     run_dir = prepare_run_dir(cfg)
     stop, lines = threading.Event(), []
     outcome = {}

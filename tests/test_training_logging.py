@@ -16,9 +16,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_config(tiny_models, **overrides) -> TrainConfig:
-    settings = dict(model=str(tiny_models("qwen2_5_vl")), dataset="data/sample", max_steps=2, per_device_batch_size=2,
-                    gradient_accumulation_steps=1, logging_steps=1, eval_steps=1, val_ratio=0.05, warmup_ratio=0.0,
-                    gradient_checkpointing=False, dtype="float32", run_name="logged")  # fmt: skip
+    settings = dict(
+        model=str(tiny_models("qwen2_5_vl")),
+        dataset="data/sample",
+        max_steps=2,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=1,
+        logging_steps=1,
+        eval_steps=1,
+        val_ratio=0.05,
+        warmup_ratio=0.0,
+        gradient_checkpointing=False,
+        dtype="float32",
+        run_name="logged",
+    )
     return TrainConfig(**{**settings, **overrides})
 
 

@@ -12,8 +12,11 @@ from lab.errors import ConfigError, localize
 from lab.train_config import TrainConfig
 from lab.training.mix import DatasetEntry, dataset_entries, mixed_splits, parse_entry
 
-CAPTIONS, JSON_EN, JSON_ZH = ("data/sample/data_caption_zh.jsonl", "data/sample/data_json_en.jsonl",
-                              "data/sample/data_json_zh.jsonl")  # fmt: skip
+CAPTIONS, JSON_EN, JSON_ZH = (
+    "data/sample/data_caption_zh.jsonl",
+    "data/sample/data_json_en.jsonl",
+    "data/sample/data_json_zh.jsonl",
+)
 
 
 def test_an_entry_is_a_path_then_a_scale_or_a_count():
@@ -22,16 +25,23 @@ def test_an_entry_is_a_path_then_a_scale_or_a_count():
     assert parse_entry("data/a:2.0") == DatasetEntry("data/a", weight=2.0)
     assert parse_entry(" data/a:200 ") == DatasetEntry("data/a", samples=200)
     assert parse_entry("C:/data/a.jsonl") == DatasetEntry("C:/data/a.jsonl")  # a colon without a number is the path's
-    assert [e.text() for e in dataset_entries(["data/a", "data/b:0.5", "data/c:7"])] == ["data/a", "data/b:0.5", "data/c:7"]
+    assert [e.text() for e in dataset_entries(["data/a", "data/b:0.5", "data/c:7"])] == [
+        "data/a",
+        "data/b:0.5",
+        "data/c:7",
+    ]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["dataset=[data/a, data/a:0.5]"], "dataset lists data/a twice"),
-    (["dataset=[data/a:0]"], "takes no samples"),
-    (["dataset=[data/a:0.0]"], "use a number above 0"),
-    (["dataset=[]"], "dataset is empty"),
-    (["dataset=[':0.5']"], "names no dataset"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["dataset=[data/a, data/a:0.5]"], "dataset lists data/a twice"),
+        (["dataset=[data/a:0]"], "takes no samples"),
+        (["dataset=[data/a:0.0]"], "use a number above 0"),
+        (["dataset=[]"], "dataset is empty"),
+        (["dataset=[':0.5']"], "names no dataset"),
+    ],
+)
 def test_a_bad_entry_is_one_sentence_in_both_languages(overrides, message):
     with pytest.raises(ConfigError, match=message) as err:
         TrainConfig.from_preset("cpu_demo", overrides)
@@ -46,7 +56,9 @@ def test_dataset_takes_one_path_a_list_or_yaml_mappings_and_round_trips(tmp_path
     assert TrainConfig.from_preset("cpu_demo", cfg.cli_overrides("cpu_demo")) == cfg  # "Show command" reproduces it
     assert TrainConfig.from_yaml(cfg.to_yaml(tmp_path / "config.yaml")) == cfg
     mapped = tmp_path / "mapped.yaml"
-    mapped.write_text(f"dataset:\n  - {CAPTIONS}\n  - {{path: {JSON_EN}, weight: 0.5}}\n  - {{path: {JSON_ZH}, samples: 30}}\n")
+    mapped.write_text(
+        f"dataset:\n  - {CAPTIONS}\n  - {{path: {JSON_EN}, weight: 0.5}}\n  - {{path: {JSON_ZH}, samples: 30}}\n"
+    )
     assert TrainConfig.from_yaml(mapped).dataset == cfg.dataset
 
 
@@ -90,8 +102,17 @@ def test_one_dataset_without_a_number_is_the_plain_split():
     plain_train, plain_val = split_dataset(SAMPLE_DATASET, 0.1, 42)
     assert [r["id"] for r in train] == [r["id"] for r in plain_train]
     assert [r["id"] for r in val] == [r["id"] for r in plain_val]
-    assert mix == [{"dataset": "data/sample", "weight": None, "samples": None, "train_available": len(plain_train),
-                    "val_available": len(plain_val), "train": len(plain_train), "val": len(plain_val)}]  # fmt: skip
+    assert mix == [
+        {
+            "dataset": "data/sample",
+            "weight": None,
+            "samples": None,
+            "train_available": len(plain_train),
+            "val_available": len(plain_val),
+            "train": len(plain_train),
+            "val": len(plain_val),
+        }
+    ]
 
 
 def test_a_missing_dataset_in_the_list_is_refused_before_anything_loads(lab_home):

@@ -16,10 +16,23 @@ from lab.training.runs import checkpoints, describe_run, latest_checkpoint, load
 
 
 def tiny_config(tiny_models, **overrides) -> TrainConfig:
-    settings = dict(model=str(tiny_models("qwen2_5_vl")), dataset="data/sample", max_steps=3,
-                    per_device_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-2,
-                    logging_steps=1, eval_steps=2, save_steps=100, val_ratio=0.1, warmup_ratio=0.0,
-                    lora_dropout=0.0, gradient_checkpointing=True, dtype="float32", run_name="run")  # fmt: skip
+    settings = dict(
+        model=str(tiny_models("qwen2_5_vl")),
+        dataset="data/sample",
+        max_steps=3,
+        per_device_batch_size=2,
+        gradient_accumulation_steps=1,
+        learning_rate=1e-2,
+        logging_steps=1,
+        eval_steps=2,
+        save_steps=100,
+        val_ratio=0.1,
+        warmup_ratio=0.0,
+        lora_dropout=0.0,
+        gradient_checkpointing=True,
+        dtype="float32",
+        run_name="run",
+    )
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -63,8 +76,14 @@ def test_lora_run_trains_adapters_only(tiny_models, lab_home, targets):
         assert not any(".visual." in n for n in changed)  # vision tower and merger frozen
     run_dir = lab_home / "checkpoints" / "run"
     assert result.run_dir == run_dir and result.status == "finished" and result.is_peft
-    for name in ("config.yaml", "metrics.jsonl", "adapter_model.safetensors", "adapter_config.json",
-                 "tokenizer.json", "processor_config.json"):  # fmt: skip
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "processor_config.json",
+    ):
         assert (run_dir / name).is_file(), name
     assert load_run_config(run_dir) == cfg
     assert_logged(run_dir, 3)
@@ -72,8 +91,13 @@ def test_lora_run_trains_adapters_only(tiny_models, lab_home, targets):
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
 def test_other_families_train_too(tiny_models, lab_home, family):
-    cfg = tiny_config(tiny_models, model=str(tiny_models(family)), max_steps=2, val_ratio=0.0,
-                      lora_targets=["language", "vision", "merger"])  # fmt: skip
+    cfg = tiny_config(
+        tiny_models,
+        model=str(tiny_models(family)),
+        max_steps=2,
+        val_ratio=0.0,
+        lora_targets=["language", "vision", "merger"],
+    )
     result, changed, unchanged, frozen_changed = train_and_compare(cfg)
     # The tiny Qwen3-VL has 2 decoder layers and adds its second deepstack feature after the
     # last one, to image positions only, where no loss is taken: that merger cannot learn.
@@ -202,10 +226,13 @@ def test_out_of_memory_in_the_app_is_one_sentence_and_the_model_stays_usable(tin
     handle.load(str(tiny_models("qwen2_5_vl")))
     job = jobs.start_training(tiny_config(tiny_models, per_device_batch_size=2, gradient_checkpointing=False), handle)
     assert job.wait(120) and job.status == "failed"
-    assert str(job.message).startswith("Training ran out of computer memory; the memory is freed again, try a smaller "
-                                  "per_device_batch_size")  # fmt: skip
+    assert str(job.message).startswith(
+        "Training ran out of computer memory; the memory is freed again, try a smaller per_device_batch_size"
+    )
     assert "gradient_checkpointing: true" in str(job.message) and "Traceback" not in str(job.message)
-    assert localize(job.message, "zh").startswith("训练时内存不足") and "per_device_batch_size" in localize(job.message, "zh")
+    assert localize(job.message, "zh").startswith("训练时内存不足") and "per_device_batch_size" in localize(
+        job.message, "zh"
+    )
     # A reloaded page reads the reason back from the run folder, in every language.
     saved = describe_run(job.run_dir).message
     assert saved == job.message and localize(saved, "zh") == localize(job.message, "zh")
@@ -245,7 +272,9 @@ def test_a_run_name_in_use_is_refused_when_asked_for_and_its_files_stay(tiny_mod
 
     handle = ModelHandle()
     handle.load(str(tiny_models("qwen2_5_vl")))
-    first = jobs.start_training(tiny_config(tiny_models, run_name="mine", max_steps=400, val_ratio=0.0), handle, queue=True)
+    first = jobs.start_training(
+        tiny_config(tiny_models, run_name="mine", max_steps=400, val_ratio=0.0), handle, queue=True
+    )
     run_dir = first.run_dir
     while first.active and not log_rows(read_metrics(run_dir)):
         first.wait(0.2)
@@ -256,8 +285,10 @@ def test_a_run_name_in_use_is_refused_when_asked_for_and_its_files_stay(tiny_mod
     for name in ("mine", "later"):  # going on, waiting: refused at once, whatever the settings
         with pytest.raises(BusyError) as refused:
             jobs.start_training(tiny_config(tiny_models, run_name=name, learning_rate=0.5), handle, queue=True)
-        assert str(refused.value) == (f"A run named {name} is already going on or waiting in the queue; "
-                                      "choose another run_name or wait for it to end.")  # fmt: skip
+        assert str(refused.value) == (
+            f"A run named {name} is already going on or waiting in the queue; "
+            "choose another run_name or wait for it to end."
+        )
         assert localize(refused.value, "zh") == f"名为 {name} 的训练正在进行或排队中；请换一个 run_name，或等它结束。"
     with pytest.raises(BusyError, match="A run named mine is already going on"):
         jobs.start_training(load_run_config(run_dir), handle, resume=True, queue=True)
@@ -285,11 +316,14 @@ def test_out_of_memory_advice_names_each_tip_once_in_both_languages():
 
     cfg = SimpleNamespace(per_device_batch_size=1, gradient_checkpointing=True, method="qlora")
     advice = oom_advice(cfg, "cpu")
-    assert str(advice) == ("Training ran out of computer memory; the memory is freed again, "
-                      "try fewer pixels per image (max_pixels).")  # fmt: skip
+    assert str(advice) == (
+        "Training ran out of computer memory; the memory is freed again, try fewer pixels per image (max_pixels)."
+    )
     assert localize(advice, "zh") == "训练时内存不足，已重新释放；可以试试减少每张图片的像素（max_pixels）。"
     cfg = SimpleNamespace(per_device_batch_size=4, gradient_checkpointing=False, method="lora")
-    assert localize(oom_advice(cfg, "cuda:0"), "zh").endswith("开启 gradient_checkpointing（设为 true）或改用 qlora 方法。")
+    assert localize(oom_advice(cfg, "cuda:0"), "zh").endswith(
+        "开启 gradient_checkpointing（设为 true）或改用 qlora 方法。"
+    )
 
 
 def test_a_failure_is_read_back_in_every_language_and_older_runs_in_english(tmp_path):
@@ -304,9 +338,18 @@ def test_a_failure_is_read_back_in_every_language_and_older_runs_in_english(tmp_
     failure = unexpected_failure(TRAINING, KeyError("y"))  # as run_training saves an unexpected error
     append_metrics(new, {"event": "error", "time": 1.0, **saved_fields("message", failure)})
     # Runs saved before the catalogs kept a Chinese copy; the English is shown for them.
-    append_metrics(old, {"event": "error", "time": 1.0, "message": "Training failed: KeyError: 'y'",
-                         "message_zh": "训练失败：KeyError: 'y'"})  # fmt: skip
+    append_metrics(
+        old,
+        {
+            "event": "error",
+            "time": 1.0,
+            "message": "Training failed: KeyError: 'y'",
+            "message_zh": "训练失败：KeyError: 'y'",
+        },
+    )
     assert not any(key.endswith("_zh") for key in last_event(read_metrics(new)))
-    assert describe_run(new).status == "failed" and localize(describe_run(new).message, "zh") == "训练失败：KeyError: 'y'"
+    assert (
+        describe_run(new).status == "failed" and localize(describe_run(new).message, "zh") == "训练失败：KeyError: 'y'"
+    )
     assert describe_run(new).message == failure
     assert localize(describe_run(old).message, "zh") == describe_run(old).message == "Training failed: KeyError: 'y'"

@@ -30,11 +30,13 @@ def _chinese_error(call) -> str:
 def test_every_tab_refuses_in_chinese(zh_client, sample_dataset, lab_home):
     client, _ = zh_client
     # Chat and Evaluate need a model: the refusal is the core's, in Chinese. (The forms' fields by name.)
-    message = _chinese_error(lambda: client.predict(message={"text": "你好", "files": []}, max_new_tokens=8,
-                                                    api_name="/chat"))  # fmt: skip
+    message = _chinese_error(
+        lambda: client.predict(message={"text": "你好", "files": []}, max_new_tokens=8, api_name="/chat")
+    )
     assert "尚未加载模型" in message
-    progress, summary, *_ = client.predict(source="(validation split of the loaded run)", batch_size=4,
-                                           api_name="/evaluate")  # shown where the result would go
+    progress, summary, *_ = client.predict(
+        source="(validation split of the loaded run)", batch_size=4, api_name="/evaluate"
+    )  # shown where the result would go
     assert progress == "" and CJK.search(summary) and "Traceback" not in summary, summary
     # Export without a run, and a run that does not exist.
     assert "请选择要导出的训练任务" in _chinese_error(lambda: client.predict(run="", out="", api_name="/export"))
@@ -60,9 +62,26 @@ def test_reports_and_status_lines_are_chinese(zh_client, sample_dataset, tmp_pat
     assert len(faults) >= 3 and all(CJK.search(line) for line in faults), faults
     assert "第 1 行" in faults[1] and "第 2 行" in faults[2], faults
     # The labeling tab: a run refused for want of a key says so in Chinese.
-    status = client.predict(str(sample_dataset / "images"), "zh_set", "sample_caption", "en", 2,
-                            "openai", "", "", "", 0.0, 256, 262144, False, False, 4, 0, 10,
-                            api_name="/label_start")[0]  # fmt: skip
+    status = client.predict(
+        str(sample_dataset / "images"),
+        "zh_set",
+        "sample_caption",
+        "en",
+        2,
+        "openai",
+        "",
+        "",
+        "",
+        0.0,
+        256,
+        262144,
+        False,
+        False,
+        4,
+        0,
+        10,
+        api_name="/label_start",
+    )[0]
     assert CJK.search(status) and "API" in status, status
 
 
@@ -96,7 +115,10 @@ def test_a_handler_gets_the_page_language_and_shows_errors_in_it():
         handler(ctx, show)(request, "")
     assert toast.value.message == "请给数据集起个名字，例如 my_labels。"
     # A status box shows the sentence instead: the outputs come from on_error.
-    assert handler(ctx, show, on_error=lambda s: (s, None))(request, "") == ("请给数据集起个名字，例如 my_labels。", None)
+    assert handler(ctx, show, on_error=lambda s: (s, None))(request, "") == (
+        "请给数据集起个名字，例如 my_labels。",
+        None,
+    )
 
     def stream(n, lang):
         yield Msg("{n} records → {path}", n=n, path="p").localize(lang)
@@ -133,8 +155,9 @@ def test_a_handler_passes_a_forms_fields_on_by_name():
 
     def on_send(message, *, lang, **values):  # a form's widgets come as the event's inputs_kwargs
         if values.get("temperature", 0) < 0:
-            raise ConfigError("{name} cannot be negative, not {value}.", name="temperature",
-                              value=values["temperature"])
+            raise ConfigError(
+                "{name} cannot be negative, not {value}.", name="temperature", value=values["temperature"]
+            )
         return message, lang, values
 
     ctx, request = _page(accept="zh-CN")
@@ -153,7 +176,10 @@ def test_labels_are_english_keys_translated_from_the_catalog():
     translations = build_i18n().translations_dict
     assert translations["en"]["Start / resume"] == "Start / resume"
     assert translations["zh"]["Start / resume"] == "开始 / 继续"
-    assert translations["en"]["button\x04Evaluate"] == "Evaluate" and translations["zh"]["button\x04Evaluate"] == "开始评估"
+    assert (
+        translations["en"]["button\x04Evaluate"] == "Evaluate"
+        and translations["zh"]["button\x04Evaluate"] == "开始评估"
+    )
     assert translations["zh"]["Evaluate"] == "评估" and translations["zh"]["common.runs"] == "运行记录"
     assert translations["en"]["common.complete"] == "Complete"  # Gradio's own words its English lacks
 

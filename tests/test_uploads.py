@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client, handle_file
-
 from labeling_images import many
+
 from lab import paths
 from lab.errors import ConfigError, LabError, localize
 from lab.uploads import MB, UploadLimits, check_file, receive, unpack
@@ -47,15 +47,30 @@ def uploads_left(home: Path) -> list[str]:
 
 def test_a_good_zip_and_images_arrive_in_one_new_folder(tmp_path, lab_home):
     pictures = many(tmp_path / "pics", 3)
-    archive = make_zip(tmp_path / "set.zip", {
-        "set/": b"", "set/a.png": pictures[0].read_bytes(), "set/deep/b.png": pictures[1].read_bytes(),
-        "__MACOSX/set/._a.png": b"resource fork", "set/notes.txt": b"kept, but not an image",
-    })
+    archive = make_zip(
+        tmp_path / "set.zip",
+        {
+            "set/": b"",
+            "set/a.png": pictures[0].read_bytes(),
+            "set/deep/b.png": pictures[1].read_bytes(),
+            "__MACOSX/set/._a.png": b"resource fork",
+            "set/notes.txt": b"kept, but not an image",
+        },
+    )
     received = receive([pictures[2], archive, pictures[2]], {".png"})
     assert received.folder.parent == lab_home / "uploads" and received.folder.is_dir()
-    assert [p.relative_to(received.folder) for p in received.entries] == [Path("0002.png"), Path("set"), Path("0002_1.png")]
+    assert [p.relative_to(received.folder) for p in received.entries] == [
+        Path("0002.png"),
+        Path("set"),
+        Path("0002_1.png"),
+    ]
     assert sorted(str(p.relative_to(received.folder)) for p in received.folder.rglob("*") if p.is_file()) == [
-        "0002.png", "0002_1.png", "set/set/a.png", "set/set/deep/b.png", "set/set/notes.txt"]
+        "0002.png",
+        "0002_1.png",
+        "set/set/a.png",
+        "set/set/deep/b.png",
+        "set/set/notes.txt",
+    ]
     assert (received.folder / "set/set/deep/b.png").read_bytes() == pictures[1].read_bytes()
     assert uploads_left(lab_home) == [received.folder.name]  # no staging folder left behind
 
@@ -103,15 +118,18 @@ def test_a_member_or_an_archive_over_the_ratio_is_refused(tmp_path, lab_home):
     assert (unpack(text, lab_home / "text") / "notes.txt").stat().st_size == 200_000
 
 
-@pytest.mark.parametrize(("name", "data", "reason"), [
-    ("../evil.png", b"x", "points outside the archive"),
-    ("ok/../../evil.png", b"x", "points outside the archive"),
-    ("/etc/evil.png", b"x", "points outside the archive"),
-    ("C:/evil.png", b"x", "points outside the archive"),
-    ("..\\evil.png", b"x", "points outside the archive"),
-    ("link.png", (b"/etc/passwd", stat.S_IFLNK | 0o777), "is a symbolic link"),
-    ("fifo", (b"", stat.S_IFIFO | 0o644), "is not a plain file or folder"),
-])
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("../evil.png", b"x", "points outside the archive"),
+        ("ok/../../evil.png", b"x", "points outside the archive"),
+        ("/etc/evil.png", b"x", "points outside the archive"),
+        ("C:/evil.png", b"x", "points outside the archive"),
+        ("..\\evil.png", b"x", "points outside the archive"),
+        ("link.png", (b"/etc/passwd", stat.S_IFLNK | 0o777), "is a symbolic link"),
+        ("fifo", (b"", stat.S_IFIFO | 0o644), "is not a plain file or folder"),
+    ],
+)
 def test_members_that_escape_or_are_links_refuse_the_whole_zip(tmp_path, lab_home, name, data, reason):
     archive = make_zip(tmp_path / "sly.zip", {"first.png": b"fine", name: data})
     with pytest.raises(LabError) as err:
@@ -146,9 +164,15 @@ def test_names_that_do_not_decode_and_damaged_zips_are_refused(tmp_path, lab_hom
 
 
 def test_limits_come_from_the_environment(tmp_path, monkeypatch):
-    assert UploadLimits.from_env() == UploadLimits(max_file_mb=500, max_unpacked_mb=2000, max_files=10000, max_ratio=100)
-    for name, value in [("LAB_UPLOAD_MAX_MB", "1"), ("LAB_UPLOAD_MAX_UNPACKED_MB", "2.5"),
-                        ("LAB_UPLOAD_MAX_FILES", "7"), ("LAB_UPLOAD_MAX_RATIO", "20")]:  # fmt: skip
+    assert UploadLimits.from_env() == UploadLimits(
+        max_file_mb=500, max_unpacked_mb=2000, max_files=10000, max_ratio=100
+    )
+    for name, value in [
+        ("LAB_UPLOAD_MAX_MB", "1"),
+        ("LAB_UPLOAD_MAX_UNPACKED_MB", "2.5"),
+        ("LAB_UPLOAD_MAX_FILES", "7"),
+        ("LAB_UPLOAD_MAX_RATIO", "20"),
+    ]:
         monkeypatch.setenv(name, value)
     limits = UploadLimits.from_env()
     assert limits == UploadLimits(max_file_mb=1, max_unpacked_mb=2.5, max_files=7, max_ratio=20)
@@ -184,8 +208,10 @@ def test_unpacking_stays_in_the_workspace_on_a_shared_server(tmp_path, lab_home,
 def test_the_labeling_upload_refuses_a_bomb_and_keeps_nothing(launch_app, tmp_path, lab_home):
     app, ctx, client = launch_app(model="")
     before = kept_files(lab_home)
-    folder, status = client.predict([handle_file(str(many(tmp_path, 1)[0])), handle_file(str(bomb(tmp_path / "bomb.zip")))],
-                                    api_name="/label_upload")  # fmt: skip
+    folder, status = client.predict(
+        [handle_file(str(many(tmp_path, 1)[0])), handle_file(str(bomb(tmp_path / "bomb.zip")))],
+        api_name="/label_upload",
+    )
     assert status == BOMB
     assert kept_files(lab_home) == before and uploads_left(lab_home) == []
     zh = Client(app.local_url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
@@ -204,10 +230,14 @@ def test_the_dataset_import_refuses_a_bomb_and_keeps_nothing(launch_app, tmp_pat
     assert status.startswith("sly.zip: '../../escaped.jsonl' points outside the archive")
     assert kept_files(lab_home) == before and uploads_left(lab_home) == []
     picture = many(tmp_path / "pics", 1)[0]
-    record = {"images": ["images/0000.png"], "messages": [
-        {"role": "user", "content": "<image>What?"}, {"role": "assistant", "content": "A square."}]}
-    records = make_zip(tmp_path / "records.zip", {"data.jsonl": (json.dumps(record) + "\n").encode(),
-                                                  "images/0000.png": picture.read_bytes()})
+    record = {
+        "images": ["images/0000.png"],
+        "messages": [{"role": "user", "content": "<image>What?"}, {"role": "assistant", "content": "A square."}],
+    }
+    records = make_zip(
+        tmp_path / "records.zip",
+        {"data.jsonl": (json.dumps(record) + "\n").encode(), "images/0000.png": picture.read_bytes()},
+    )
     status, chosen = client.predict([handle_file(str(records))], "records", api_name="/dataset_import")
     assert status.startswith("All 1 records"), status
     assert (paths.datasets_dir() / "records" / "data.jsonl").is_file()

@@ -1,4 +1,6 @@
-"""Videos: sampled within the budget, checked line by line, expanded and labeled like the processor, trained and evaluated."""
+"""Videos: sampled within the budget, checked line by line, expanded and labeled like the processor, trained and
+evaluated.
+"""
 
 from __future__ import annotations
 
@@ -78,9 +80,13 @@ def test_the_checker_names_each_bad_video_and_a_family_without_video(tmp_path):
     frame_folder(tmp_path / "videos" / "ok", 4)
     (tmp_path / "videos" / "bad.mp4").write_bytes(b"nonsense")
     ask = [{"role": "user", "content": "<video>What happens?"}, {"role": "assistant", "content": "It fills."}]
-    rows = [{"videos": ["videos/ok"], "messages": ask}, {"videos": ["videos/bad.mp4"], "messages": ask},
-            {"videos": ["videos/gone"], "messages": ask}, {"videos": [], "messages": ask},
-            {"videos": ["../outside"], "messages": ask}]
+    rows = [
+        {"videos": ["videos/ok"], "messages": ask},
+        {"videos": ["videos/bad.mp4"], "messages": ask},
+        {"videos": ["videos/gone"], "messages": ask},
+        {"videos": [], "messages": ask},
+        {"videos": ["../outside"], "messages": ask},
+    ]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps({"id": str(n), **r}) + "\n" for n, r in enumerate(rows)))
     faults = {f.line: str(f.reason) for f in validate_dataset(tmp_path).faults}
     assert 1 not in faults
@@ -94,13 +100,16 @@ def test_the_checker_names_each_bad_video_and_a_family_without_video(tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_video_sample_is_expanded_as_the_processor_does_and_only_the_answer_is_learned(family, tiny_models,
-                                                                                          sample_dataset):
+def test_a_video_sample_is_expanded_as_the_processor_does_and_only_the_answer_is_learned(
+    family, tiny_models, sample_dataset
+):
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(tiny_models(family))
-    messages = [{"role": "user", "content": "<video>What happens to the progress bar in this clip?"},
-                {"role": "assistant", "content": "The blue progress bar fills up from 20% to 80%."}]
+    messages = [
+        {"role": "user", "content": "<video>What happens to the progress bar in this clip?"},
+        {"role": "assistant", "content": "The blue progress bar fills up from 20% to 80%."},
+    ]
     sample = encode_sample(processor, "clip_01", messages, [], videos=[str(sample_dataset / CLIP)])
     learned = processor.tokenizer.decode([t for t, label in zip(sample.input_ids, sample.labels) if label != IGNORE])
     assert learned == "The blue progress bar fills up from 20% to 80%.<|im_end|>"
@@ -109,8 +118,12 @@ def test_a_video_sample_is_expanded_as_the_processor_does_and_only_the_answer_is
     assert sample.input_ids.count(processor.video_token_id) == 16
     if family == "qwen3_vl":  # Qwen3-VL writes each temporal patch's time before it
         assert "<0.2 seconds>" in processor.tokenizer.decode(sample.input_ids)
-    image = encode_sample(processor, "0001", [{"role": "user", "content": "<image>Hi"},
-                                              {"role": "assistant", "content": "Yes."}], [str(sample_dataset / "images/0001.png")])
+    image = encode_sample(
+        processor,
+        "0001",
+        [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "Yes."}],
+        [str(sample_dataset / "images/0001.png")],
+    )
     dataset = TrainDataset([sample, image], processor)
     item = dataset[0]  # raises if the worker's frames gave other tokens than planned
     assert item["input_ids"].tolist() == sample.input_ids
@@ -130,10 +143,20 @@ def test_train_a_few_steps_on_the_sample_clips_and_evaluate(tiny_models, sample_
     from lab.train_config import TrainConfig
     from lab.training.runner import run_training
 
-    cfg = TrainConfig(model=str(tiny_models("qwen2_5_vl")), dataset=str(sample_dataset / "data_video.jsonl"),
-                      max_steps=3, gradient_accumulation_steps=1, val_ratio=0, learning_rate=1e-2,
-                      logging_steps=1, torch_compile=False, run_name="clips", output_dir=str(tmp_path),
-                      video_max_frames=4, video_max_pixels=112 * 56)  # fmt: skip
+    cfg = TrainConfig(
+        model=str(tiny_models("qwen2_5_vl")),
+        dataset=str(sample_dataset / "data_video.jsonl"),
+        max_steps=3,
+        gradient_accumulation_steps=1,
+        val_ratio=0,
+        learning_rate=1e-2,
+        logging_steps=1,
+        torch_compile=False,
+        run_name="clips",
+        output_dir=str(tmp_path),
+        video_max_frames=4,
+        video_max_pixels=112 * 56,
+    )
     lines: list[str] = []
     result = run_training(cfg, log=lines.append)
     assert result.status == "finished" and result.step == 3
@@ -143,8 +166,12 @@ def test_train_a_few_steps_on_the_sample_clips_and_evaluate(tiny_models, sample_
 
     handle = ModelHandle()
     handle.load_run(str(result.run_dir))
-    evaluated = run_evaluation(handle, samples_from_dataset(sample_dataset / "data_video.jsonl"),
-                               EvalSettings(max_new_tokens=4, batch_size=2), out_dir=tmp_path / "eval")
+    evaluated = run_evaluation(
+        handle,
+        samples_from_dataset(sample_dataset / "data_video.jsonl"),
+        EvalSettings(max_new_tokens=4, batch_size=2),
+        out_dir=tmp_path / "eval",
+    )
     assert len(evaluated.samples) == 4 and not evaluated.skipped and "rouge_l" in evaluated.metrics["tuned"]
 
 

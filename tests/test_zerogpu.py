@@ -40,7 +40,7 @@ def test_zero_gpu_wraps_with_spaces_gpu(monkeypatch):
 def test_the_chat_and_eval_handlers_are_wrapped(monkeypatch, launch_app):
     calls = []
     fake = types.ModuleType("spaces")
-    fake.GPU = lambda duration=60: (lambda fn: (calls.append(fn.__name__), fn)[1])
+    fake.GPU = lambda duration=60: lambda fn: (calls.append(fn.__name__), fn)[1]
     monkeypatch.setitem(sys.modules, "spaces", fake)
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     launch_app(model="")

@@ -47,8 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_verbose(parser: argparse.ArgumentParser) -> None:
     """``--verbose`` on every command and sub-command, so it may come anywhere on the line."""
-    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="print the traceback of an unexpected error (also: LAB_DEBUG=1)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the traceback of an unexpected error (also: LAB_DEBUG=1)",
+    )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():

@@ -7,15 +7,32 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="demo", help="model to load at start: a Hub id, a local folder, 'demo' (the tiny offline model, default) or '' for none")
-    parser.add_argument("--host", default=None,
-                        help="address to listen on (default: $GRADIO_SERVER_NAME, else 0.0.0.0 on a Hugging Face Space, "
-                             "else 127.0.0.1; 0.0.0.0 is every interface)")
-    parser.add_argument("--port", type=int, default=None,
-                        help="port (default: $GRADIO_SERVER_PORT or $PORT, else 7860 or the next free one)")
+    parser.add_argument(
+        "--model",
+        default="demo",
+        help=(
+            "model to load at start: a Hub id, a local folder, 'demo' (the tiny offline model, default) or '' for none"
+        ),
+    )
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: $GRADIO_SERVER_NAME, else 0.0.0.0 on a Hugging Face Space, "
+        "else 127.0.0.1; 0.0.0.0 is every interface)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default: $GRADIO_SERVER_PORT or $PORT, else 7860 or the next free one)",
+    )
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    parser.add_argument("--lang", choices=["en", "zh"], default=None, help="interface language (default: the browser's)")
-    parser.add_argument("--workspace", default=None, help="folder for datasets, runs and models (default: $LAB_HOME or this checkout)")
+    parser.add_argument(
+        "--lang", choices=["en", "zh"], default=None, help="interface language (default: the browser's)"
+    )
+    parser.add_argument(
+        "--workspace", default=None, help="folder for datasets, runs and models (default: $LAB_HOME or this checkout)"
+    )
 
 
 def add_parser(subparsers) -> None:
@@ -28,8 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from lab.ui import launch
     from lab.ui.context import AppSettings
 
-    settings = AppSettings(model=args.model, host=listen_host(args.host), port=listen_port(args.port), share=args.share,
-                           lang=args.lang, workspace=args.workspace)
+    settings = AppSettings(
+        model=args.model,
+        host=listen_host(args.host),
+        port=listen_port(args.port),
+        share=args.share,
+        lang=args.lang,
+        workspace=args.workspace,
+    )
     launch(settings)
     return 0
 

@@ -28,19 +28,30 @@ from lab.text import Msg
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "chat", help="talk to a model (or a run's adapter) about images: one message, or a conversation",
+        "chat",
+        help="talk to a model (or a run's adapter) about images: one message, or a conversation",
         description="Load a model (optionally with a run's LoRA adapter) and answer about images, streamed. With "
-                    "--prompt: one message. Without: a conversation on the terminal (/image PATH, /adapter on|off, "
-                    "/compare on|off, /reset, /quit). --history FILE keeps a conversation between commands.",
+        "--prompt: one message. Without: a conversation on the terminal (/image PATH, /adapter on|off, "
+        "/compare on|off, /reset, /quit). --history FILE keeps a conversation between commands.",
     )
     add_model_arguments(parser)
-    parser.add_argument("--image", action="append", default=[], metavar="IMG", help="an image file (repeat for several)")
+    parser.add_argument(
+        "--image", action="append", default=[], metavar="IMG", help="an image file (repeat for several)"
+    )
     parser.add_argument("--prompt", default=None, help="the message; without it, talk on the terminal")
-    parser.add_argument("--history", default=None, metavar="FILE",
-                        help="a JSON conversation to continue; the answer is added and the file saved")
+    parser.add_argument(
+        "--history",
+        default=None,
+        metavar="FILE",
+        help="a JSON conversation to continue; the answer is added and the file saved",
+    )
     add_flags(parser, ChatSettings)
-    parser.add_argument("--no-adapter", action="store_true", help="answer with the run's adapter turned off (the base model)")
-    parser.add_argument("--compare", action="store_true", help="answer twice: the base model (adapter off), then the tuned")
+    parser.add_argument(
+        "--no-adapter", action="store_true", help="answer with the run's adapter turned off (the base model)"
+    )
+    parser.add_argument(
+        "--compare", action="store_true", help="answer twice: the base model (adapter off), then the tuned"
+    )
     parser.set_defaults(func=run)
 
 
@@ -60,16 +71,18 @@ class Conversation:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise ConfigError("Cannot read the conversation in {path} ({err_type}).", path=self.path,
-                              err_type=type(err).__name__) from None
+            raise ConfigError(
+                "Cannot read the conversation in {path} ({err_type}).", path=self.path, err_type=type(err).__name__
+            ) from None
         if isinstance(data, dict):
             self.tuned, self.base = list(data.get("tuned") or []), list(data.get("base") or [])
         else:
             self.tuned, self.base = list(data), list(data)
         turns = self.tuned + self.base
         if not all(isinstance(t, dict) and t.get("role") in ("user", "assistant") for t in turns):
-            raise ConfigError("{path} is not a conversation: a JSON list of turns with role, text and images.",
-                              path=self.path)
+            raise ConfigError(
+                "{path} is not a conversation: a JSON list of turns with role, text and images.", path=self.path
+            )
 
     def save(self) -> None:
         if self.path is None:
@@ -97,7 +110,7 @@ def _say(handle, conversation: Conversation, text: str, images: list[str], setti
         conversation.base, conversation.tuned = base + [assistant_turn(off)], tuned + [assistant_turn(on)]
     else:
         tuned, shown = conversation.tuned + [turn], ""
-        for shown in _streamed(stream_reply(handle, tuned, settings, adapter=adapter)):
+        for shown in _streamed(stream_reply(handle, tuned, settings, adapter=adapter)):  # noqa: B007  (keeps the last)
             pass
         conversation.tuned = tuned + [assistant_turn(shown)]
     conversation.save()
@@ -107,7 +120,7 @@ def _streamed(texts):
     """Print each growing text's new part as it comes; yields the texts."""
     shown = ""
     for text in texts:
-        sys.stdout.write(text[len(shown):])
+        sys.stdout.write(text[len(shown) :])
         sys.stdout.flush()
         shown = text
         yield text
@@ -153,8 +166,16 @@ def talk(handle, conversation: Conversation, settings, adapter, images: list[str
     from lab.errors import LabError, cli_lang, localize
 
     lang = cli_lang()
-    print(localize(Msg("Type a message and press Enter; /image PATH adds a picture to the next message, "
-                       "/adapter on|off, /compare on|off, /reset, /quit."), lang), file=sys.stderr)
+    print(
+        localize(
+            Msg(
+                "Type a message and press Enter; /image PATH adds a picture to the next message, "
+                "/adapter on|off, /compare on|off, /reset, /quit."
+            ),
+            lang,
+        ),
+        file=sys.stderr,
+    )
     while (line := _read_line()) is not None:
         if not line.strip():
             continue
@@ -206,6 +227,8 @@ def _command(command: str, rest: str, conversation: Conversation, adapter, image
             return adapter
         return rest == "on"
     else:
-        raise ConfigError("Unknown command /{command}; use /image PATH, /adapter on|off, /compare on|off, /reset "
-                          "or /quit.", command=f"{command} {rest}".strip())
+        raise ConfigError(
+            "Unknown command /{command}; use /image PATH, /adapter on|off, /compare on|off, /reset or /quit.",
+            command=f"{command} {rest}".strip(),
+        )
     return adapter

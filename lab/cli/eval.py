@@ -13,46 +13,97 @@ from lab.evaluation.runner import EvalSettings
 from lab.settings import add_flags
 from lab.text import Msg
 
-
 STOPPING = Msg("stopping after this batch; the answered samples are scored and kept (Ctrl-C again to quit at once)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model / --adapter / --quantization / --device, shared by eval and chat."""
-    parser.add_argument("--model", default=None, help="Hub id, local folder or 'demo' (the tiny offline model); with --adapter, the base model (default: the run's)")
-    parser.add_argument("--adapter", default=None, metavar="RUN", help="a training run (name under checkpoints/ or folder): its LoRA adapter, or its fine-tuned model")
-    parser.add_argument("--quantization", choices=["4bit", "8bit"], default=None,
-                        help="load the model quantized with bitsandbytes (4bit is NF4); a CUDA GPU, or the CPU (slower)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=(
+            "Hub id, local folder or 'demo' (the tiny offline model); with --adapter, the base model "
+            "(default: the run's)"
+        ),
+    )
+    parser.add_argument(
+        "--adapter",
+        default=None,
+        metavar="RUN",
+        help="a training run (name under checkpoints/ or folder): its LoRA adapter, or its fine-tuned model",
+    )
+    parser.add_argument(
+        "--quantization",
+        choices=["4bit", "8bit"],
+        default=None,
+        help="load the model quantized with bitsandbytes (4bit is NF4); a CUDA GPU, or the CPU (slower)",
+    )
     parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N")
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "eval", help="score a model on a dataset (BLEU, chrF, ROUGE, CIDEr-D, exact match, JSON)",
+        "eval",
+        help="score a model on a dataset (BLEU, chrF, ROUGE, CIDEr-D, exact match, JSON)",
         description="Generate answers for a dataset in batches and score them against its reference answers. "
         "Results are saved in the run folder (eval/NAME.json + NAME.jsonl), or in the workspace's eval/.",
     )
     add_model_arguments(parser)
-    parser.add_argument("--dataset", default=None, help="dataset folder or .jsonl file (default with --adapter: the run's validation split)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset folder or .jsonl file (default with --adapter: the run's validation split)",
+    )
     add_flags(parser, EvalSettings, title="generation")
-    parser.add_argument("--endpoint", default=None, metavar="URL", help="score an OpenAI-compatible server instead (e.g. http://localhost:8000/v1); --model is the served model's name")
-    parser.add_argument("--api-key-env", default=None, metavar="NAME",
-                        help="read the endpoint's API key from this environment variable (default: OPENAI_API_KEY "
-                             "when the URL is OPENAI_BASE_URL or OpenAI's, EMPTY for a local server)")
-    parser.add_argument("--api-key", default=None, help="deprecated, the key ends up in shell history and the process list: use --api-key-env")
+    parser.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help=(
+            "score an OpenAI-compatible server instead (e.g. http://localhost:8000/v1); --model is the served "
+            "model's name"
+        ),
+    )
+    parser.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="NAME",
+        help="read the endpoint's API key from this environment variable (default: OPENAI_API_KEY "
+        "when the URL is OPENAI_BASE_URL or OpenAI's, EMPTY for a local server)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="deprecated, the key ends up in shell history and the process list: use --api-key-env",
+    )
     add_flags(parser, EndpointConfig, exclude=("max_new_tokens", "temperature"), title="with --endpoint")
     parser.set_defaults(func=run)
-    saved = parser.add_subparsers(dest="action", metavar="[list | show]",
-                                  help="browse saved results instead: 'eval list', 'eval show RESULT'")
-    listing = saved.add_parser("list", help="saved evaluation results, newest first (the workspace's and every run's)", description="Saved evaluation results, newest first (the workspace's and every run's).")
+    saved = parser.add_subparsers(
+        dest="action", metavar="[list | show]", help="browse saved results instead: 'eval list', 'eval show RESULT'"
+    )
+    listing = saved.add_parser(
+        "list",
+        help="saved evaluation results, newest first (the workspace's and every run's)",
+        description="Saved evaluation results, newest first (the workspace's and every run's).",
+    )
     listing.add_argument("--adapter", dest="run", default=None, metavar="RUN", help="only this run's results")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=run_list)
-    show = saved.add_parser("show", help="one saved result: metrics per variant and the samples", description="One saved result: metrics per variant and the samples.")
+    show = saved.add_parser(
+        "show",
+        help="one saved result: metrics per variant and the samples",
+        description="One saved result: metrics per variant and the samples.",
+    )
     show.add_argument("result", help="a result's .json file (see 'eval list')")
-    show.add_argument("--sort", choices=["gain", "loss", "id"], default="gain",
-                      help="order of the samples: largest gain first, largest loss first, or as in the data")
-    show.add_argument("--sample", default=None, metavar="ID", help="show one sample in full: prompt, reference, answers, scores")
+    show.add_argument(
+        "--sort",
+        choices=["gain", "loss", "id"],
+        default="gain",
+        help="order of the samples: largest gain first, largest loss first, or as in the data",
+    )
+    show.add_argument(
+        "--sample", default=None, metavar="ID", help="show one sample in full: prompt, reference, answers, scores"
+    )
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=run_show)
 
@@ -73,7 +124,7 @@ def format_result(result) -> str:
     lines += [f"{row[0]:<14}" + "".join(f"{v:>12.2f}" for v in row[1:]) for row in rows]
     lines.append(localize(summary_line(result), lang))
     for skip in result.skipped:
-        line = Msg("skipped {id}: {reason}", id=skip['id'], reason=skip['reason'])
+        line = Msg("skipped {id}: {reason}", id=skip["id"], reason=skip["reason"])
         lines.append(localize(line, lang))
     return "\n".join(lines)
 
@@ -82,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
     from lab.errors import ConfigError
     from lab.evaluation.runner import run_evaluation, samples_from_dataset, samples_from_run
     from lab.handle import ModelHandle
-    from lab.training.runs import find_run
     from lab.settings import from_flags
+    from lab.training.runs import find_run
 
     if args.endpoint:
         return _run_endpoint(args)
@@ -93,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.adapter:
         samples, source = samples_from_run(find_run(args.adapter))
     else:
-        raise ConfigError("Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split).")
+        raise ConfigError(
+            "Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split)."
+        )
     handle = ModelHandle()
     handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
     stop = threading.Event()
@@ -116,8 +169,15 @@ def _run_endpoint(args: argparse.Namespace) -> int:
     config = from_flags(EndpointConfig, args, base_url=args.endpoint, model=args.model, api_key=_api_key(args))
     stop = threading.Event()
     with StopOnCtrlC(stop, STOPPING):
-        result = evaluate_endpoint(samples_from_dataset(args.dataset), config, name=settings.name,
-                                   source=args.dataset, limit=settings.limit or None, progress=_progress, stop=stop)
+        result = evaluate_endpoint(
+            samples_from_dataset(args.dataset),
+            config,
+            name=settings.name,
+            source=args.dataset,
+            limit=settings.limit or None,
+            progress=_progress,
+            stop=stop,
+        )
     print(file=sys.stderr)
     print(format_result(result))
     return nothing_scored(result)
@@ -129,8 +189,10 @@ def nothing_scored(result) -> int:
 
     if result.samples or result.stopped and not result.skipped:
         return 0
-    print(localize(Msg("Nothing was scored: every sample was skipped (the reasons are above)."), cli_lang()),
-          file=sys.stderr)
+    print(
+        localize(Msg("Nothing was scored: every sample was skipped (the reasons are above)."), cli_lang()),
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -141,8 +203,10 @@ def _api_key(args: argparse.Namespace) -> str | None:
     from lab.errors import ConfigError, cli_lang, localize
 
     if args.api_key:
-        warning = Msg("warning: --api-key leaves the key in shell history and the process list; put it in an "
-                      "environment variable and pass --api-key-env NAME instead.")
+        warning = Msg(
+            "warning: --api-key leaves the key in shell history and the process list; put it in an "
+            "environment variable and pass --api-key-env NAME instead."
+        )
         print(localize(warning, cli_lang()), file=sys.stderr)
         return args.api_key
     if not args.api_key_env:
@@ -159,16 +223,29 @@ def run_list(args: argparse.Namespace) -> int:
     from lab.handle import find_run
     from lab.training.runs import list_runs
 
-    folders = [find_run(args.run) / "eval"] if args.run else [paths.workspace() / "eval"] + [
-        info.path / "eval" for info in list_runs()]
-    found = sorted((p for folder in folders for p in list_results(folder)), key=lambda p: p.stat().st_mtime,
-                   reverse=True)  # fmt: skip
+    folders = (
+        [find_run(args.run) / "eval"]
+        if args.run
+        else [paths.workspace() / "eval"] + [info.path / "eval" for info in list_runs()]
+    )
+    found = sorted(
+        (p for folder in folders for p in list_results(folder)), key=lambda p: p.stat().st_mtime, reverse=True
+    )
     rows = []
     for path in found:
         result = load_result(path)
-        rows.append({"path": str(path), "name": result.name, "source": result.source, "variants": result.variants,
-                     "scored": len(result.samples), "total": result.total, "model": result.model,
-                     "metrics": result.metrics})
+        rows.append(
+            {
+                "path": str(path),
+                "name": result.name,
+                "source": result.source,
+                "variants": result.variants,
+                "scored": len(result.samples),
+                "total": result.total,
+                "model": result.model,
+                "metrics": result.metrics,
+            }
+        )
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -191,8 +268,14 @@ def run_show(args: argparse.Namespace) -> int:
         return 0
     headers, rows = sample_table(result, args.sort)
     if args.json:
-        shown = {"name": result.name, "source": result.source, "variants": result.variants, "metrics": result.metrics,
-                 "summary": localize(summary_line(result), cli_lang()), "samples": [dict(zip(headers, r)) for r in rows]}
+        shown = {
+            "name": result.name,
+            "source": result.source,
+            "variants": result.variants,
+            "metrics": result.metrics,
+            "summary": localize(summary_line(result), cli_lang()),
+            "samples": [dict(zip(headers, r)) for r in rows],
+        }
         print(json.dumps(shown, ensure_ascii=False, indent=2))
         return 0
     print(format_result(result))

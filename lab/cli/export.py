@@ -10,15 +10,21 @@ from lab.settings import add_flags
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "export", help="merge a LoRA run into its base model and save a complete model folder",
+        "export",
+        help="merge a LoRA run into its base model and save a complete model folder",
         description="Merge a run's LoRA adapter into its base model and save a folder that loads with from_pretrained "
         "and serves with vLLM (safetensors, processor, tokenizer, chat template, generation config).",
     )
-    parser.add_argument("--adapter", required=True, metavar="RUN", help="the training run: a name under checkpoints/ or a folder")
+    parser.add_argument(
+        "--adapter", required=True, metavar="RUN", help="the training run: a name under checkpoints/ or a folder"
+    )
     parser.add_argument("--out", required=True, help="new (or empty) folder for the merged model")
     add_flags(parser, ExportSettings)
-    parser.add_argument("--show-command", action="store_true",
-                        help="only print how to serve --out with vLLM and call it, without merging")
+    parser.add_argument(
+        "--show-command",
+        action="store_true",
+        help="only print how to serve --out with vLLM and call it, without merging",
+    )
     parser.set_defaults(func=run)
 
 

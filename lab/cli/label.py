@@ -25,21 +25,35 @@ from lab.text import Msg
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "label", help="label a folder of images through an OpenAI-compatible API (resumable)",
+        "label",
+        help="label a folder of images through an OpenAI-compatible API (resumable)",
         description="Label every image of a folder with a prompt through any OpenAI-compatible API (OpenAI, "
-                    "DashScope, vLLM, Ollama) into a dataset folder. Rerunning skips what is done; Ctrl-C stops "
-                    "and keeps it. The API key is read from OPENAI_API_KEY (or the provider's variable) "
-                    "and sent only to OPENAI_BASE_URL (else OpenAI) or the provider's own URL.",
+        "DashScope, vLLM, Ollama) into a dataset folder. Rerunning skips what is done; Ctrl-C stops "
+        "and keeps it. The API key is read from OPENAI_API_KEY (or the provider's variable) "
+        "and sent only to OPENAI_BASE_URL (else OpenAI) or the provider's own URL.",
     )
-    parser.add_argument("--images", "--image_folder", dest="images", help="folder of images to label (default: the last run's)")
+    parser.add_argument(
+        "--images", "--image_folder", dest="images", help="folder of images to label (default: the last run's)"
+    )
     parser.add_argument("--prompt", help="prompt preset name or YAML file (default: the last run's)")
-    parser.add_argument("--lang", choices=["en", "zh"], default=None, help="language of the preset's prompt (default: en)")
-    parser.add_argument("--out", "--output_json", dest="out", required=True,
-                        help="dataset folder to write (data.jsonl, images/, failures.jsonl)")
-    parser.add_argument("--local-model", default=None, metavar="NAME",
-                        help="label with a local model instead of an API: 'demo', a Hub id, a folder, or a training run "
-                             "(its name under checkpoints/ or its folder: the fine-tuned model); flags not given take "
-                             "the local labeler's defaults (64 answer tokens, 200,704 pixels, temperature 0.7)")
+    parser.add_argument(
+        "--lang", choices=["en", "zh"], default=None, help="language of the preset's prompt (default: en)"
+    )
+    parser.add_argument(
+        "--out",
+        "--output_json",
+        dest="out",
+        required=True,
+        help="dataset folder to write (data.jsonl, images/, failures.jsonl)",
+    )
+    parser.add_argument(
+        "--local-model",
+        default=None,
+        metavar="NAME",
+        help="label with a local model instead of an API: 'demo', a Hub id, a folder, or a training run "
+        "(its name under checkpoints/ or its folder: the fine-tuned model); flags not given take "
+        "the local labeler's defaults (64 answer tokens, 200,704 pixels, temperature 0.7)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="label at most N more images in this run")
     add_flags(parser, LabelerConfig, title="labeler (a flag not given keeps the last run's setting here)")
     parser.add_argument("--retry-failed", action="store_true", help="redo only the images that failed before")
@@ -60,23 +74,34 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("Give --images DIR, the folder of pictures to label.")
     prompt, preset, lang = _prompt(args, job)
     labeler, settings = _labeler(args, job, estimate_only=args.estimate)
-    estimate = estimate_folder(images, out, prompt, labeler.name, max_pixels=settings.get("max_pixels"),
-                               price=labeler.price, limit=args.limit)
+    estimate = estimate_folder(
+        images, out, prompt, labeler.name, max_pixels=settings.get("max_pixels"), price=labeler.price, limit=args.limit
+    )
     lang, summary = cli_lang(), estimate.summary()
     print(localize(Msg("estimate: {summary}", summary=summary), lang), file=sys.stderr)
     if args.estimate:
         return 0
     stop = threading.Event()
     with _progress_bar() as show, StopOnCtrlC(stop, STOPPING):
-        progress = run_labeling(images, out, prompt, labeler, limit=args.limit, retry_failed=args.retry_failed,
-                                stop=stop, on_progress=show,
-                                job=job_settings(prompt, settings, preset=preset, lang=lang, limit=args.limit))
+        progress = run_labeling(
+            images,
+            out,
+            prompt,
+            labeler,
+            limit=args.limit,
+            retry_failed=args.retry_failed,
+            stop=stop,
+            on_progress=show,
+            job=job_settings(prompt, settings, preset=preset, lang=lang, limit=args.limit),
+        )
         show(progress, final=True)
     print(localize(progress.line(), lang), file=sys.stderr)
     if progress.failed:
-        failed = Msg("{failed} image(s) failed; reasons are in {out}; "
-                     "rerun with --retry-failed to try them again.",
-                     failed=progress.failed, out=out / 'failures.jsonl')
+        failed = Msg(
+            "{failed} image(s) failed; reasons are in {out}; rerun with --retry-failed to try them again.",
+            failed=progress.failed,
+            out=out / "failures.jsonl",
+        )
         print(localize(failed, lang), file=sys.stderr)
     print(out)
     if progress.state == "stopped":
@@ -92,8 +117,10 @@ def nothing_done(progress, lang: str) -> int:
         return 0
     first = next((item for item in progress.recent if not item.ok), None)
     reason = Msg("{source}: {reason}", source=Path(first.source).name, reason=first.reason) if first else Msg("")
-    print(localize(Msg("Nothing was labeled: every image failed (the first: {reason}).", reason=reason), lang),
-          file=sys.stderr)
+    print(
+        localize(Msg("Nothing was labeled: every image failed (the first: {reason}).", reason=reason), lang),
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -134,8 +161,10 @@ def _labeler(args, job: dict, estimate_only: bool = False):
     saved = renamed(LabelerConfig, job.get("labeler") or {})  # older runs saved max_tokens
     given = flag_values(LabelerConfig, args)
     if saved.get("local") and not {"provider", "base_url", "model"} & set(given):
-        raise ConfigError("The last run here used a local model; give --local-model NAME to go on with it, "
-                          "or --provider / --base-url / --model for an API.")
+        raise ConfigError(
+            "The last run here used a local model; give --local-model NAME to go on with it, "
+            "or --provider / --base-url / --model for an API."
+        )
     if "provider" in given or "base_url" in given:  # a new endpoint: the last run's model and URL no longer apply
         saved.pop("model", None)
         saved.pop("base_url", None)
@@ -169,8 +198,13 @@ class _progress_bar:
     def __enter__(self):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=0, unit="img", file=sys.stderr, dynamic_ncols=True,
-                        bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}] {desc}")
+        self.bar = tqdm(
+            total=0,
+            unit="img",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}] {desc}",
+        )
         self.last = 0.0
         return self.show
 
@@ -182,8 +216,11 @@ class _progress_bar:
         eta = f"{progress.eta_s:.0f}s" if progress.eta_s is not None else "?"
         self.bar.total = progress.total
         self.bar.n = progress.ok + progress.failed + progress.skipped
-        self.bar.set_description_str(f"ok {progress.ok} · failed {progress.failed} · skipped {progress.skipped} · "
-                                     f"${progress.cost_usd:.4f} · {progress.rate:.1f} img/s · ETA {eta}", refresh=False)
+        self.bar.set_description_str(
+            f"ok {progress.ok} · failed {progress.failed} · skipped {progress.skipped} · "
+            f"${progress.cost_usd:.4f} · {progress.rate:.1f} img/s · ETA {eta}",
+            refresh=False,
+        )
         self.bar.refresh()
 
     def __exit__(self, *exc):

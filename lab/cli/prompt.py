@@ -22,44 +22,60 @@ from lab.text import Msg
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "prompt", help="list, show, preview (A/B, JSON check) and save prompt presets",
+        "prompt",
+        help="list, show, preview (A/B, JSON check) and save prompt presets",
         description="Design a labeling prompt: see the presets, try one or two prompts on a few images through the "
-                    "labeler and check their answers, save the one you like as a preset.",
+        "labeler and check their answers, save the one you like as a preset.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    listing = actions.add_parser("list", help="the prompt presets (bundled, then saved)", description="The prompt presets (bundled, then saved).")
+    listing = actions.add_parser(
+        "list", help="the prompt presets (bundled, then saved)", description="The prompt presets (bundled, then saved)."
+    )
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=run_list)
 
-    show = actions.add_parser("show", help="a preset's system prompt, user prompt and expected JSON keys", description="A preset's system prompt, user prompt and expected JSON keys.")
+    show = actions.add_parser(
+        "show",
+        help="a preset's system prompt, user prompt and expected JSON keys",
+        description="A preset's system prompt, user prompt and expected JSON keys.",
+    )
     show.add_argument("name", help="preset name or YAML file")
     show.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the prompt (default: en)")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=run_show)
 
     preview = actions.add_parser(
-        "preview", help="try prompt A (and B) on a few images: answers, latency, tokens, cost, JSON check",
+        "preview",
+        help="try prompt A (and B) on a few images: answers, latency, tokens, cost, JSON check",
         description="Label a few images with prompt A (and B when any --*-b option is given) exactly as a labeling "
-                    "run would, and show each answer with its latency, tokens, cost and whether it is usable "
-                    "(valid JSON with the expected keys, for a JSON prompt). Exit status 1 when no answer is usable. "
-                    "The API key is read from OPENAI_API_KEY (or the provider's variable), as for 'label'.",
+        "run would, and show each answer with its latency, tokens, cost and whether it is usable "
+        "(valid JSON with the expected keys, for a JSON prompt). Exit status 1 when no answer is usable. "
+        "The API key is read from OPENAI_API_KEY (or the provider's variable), as for 'label'.",
     )
     _add_prompt_options(preview, "")
     _add_prompt_options(preview, "-b", " of prompt B")
     images = preview.add_mutually_exclusive_group()
     images.add_argument("--images", nargs="+", metavar="IMG", help="image files (at most 8)")
-    images.add_argument("--samples", type=int, default=4, metavar="N",
-                        help="the first N images of the bundled sample set (default: 4)")
-    preview.add_argument("--local-model", default=None, metavar="NAME",
-                         help="answer with a local model or a training run instead of an API (see 'label --help')")
+    images.add_argument(
+        "--samples", type=int, default=4, metavar="N", help="the first N images of the bundled sample set (default: 4)"
+    )
+    preview.add_argument(
+        "--local-model",
+        default=None,
+        metavar="NAME",
+        help="answer with a local model or a training run instead of an API (see 'label --help')",
+    )
     add_flags(preview, LabelerConfig, title="labeler")
     preview.add_argument("--json", action="store_true", help="print the results as JSON")
     preview.set_defaults(func=run_preview)
 
-    save = actions.add_parser("save", help="save a prompt as a preset (in the workspace's presets/prompts/)",
-                              description="Save a prompt (a preset's, changed by the options) under a new name; "
-                                          "the other language of a preset saved before under that name is kept.")
+    save = actions.add_parser(
+        "save",
+        help="save a prompt as a preset (in the workspace's presets/prompts/)",
+        description="Save a prompt (a preset's, changed by the options) under a new name; "
+        "the other language of a preset saved before under that name is kept.",
+    )
     save.add_argument("name", help="new preset name (letters, digits, _ and -)")
     _add_prompt_options(save, "")
     save.add_argument("--title", default="", help="title shown in lists")
@@ -70,17 +86,43 @@ def _add_prompt_options(parser: argparse.ArgumentParser, suffix: str, of: str = 
     """--prompt/--lang/--system/--user/--json-answer/--keys (``suffix`` -b: prompt B's)."""
     group = parser.add_argument_group(f"prompt{suffix.replace('-', ' ').upper()}".strip())
     dest = suffix.replace("-", "_")
-    group.add_argument(f"--prompt{suffix}", dest=f"prompt{dest}", default=None, metavar="PRESET",
-                       help=f"preset name or YAML file{of} (default: sample_caption)")
-    group.add_argument(f"--lang{suffix}", dest=f"lang{dest}", choices=["en", "zh"], default=None,
-                       help=f"language of the preset{of} (default: en)")
-    group.add_argument(f"--system{suffix}", dest=f"system{dest}", default=None, help=f"system prompt{of} (replaces the preset's)")
-    group.add_argument(f"--user{suffix}", dest=f"user{dest}", default=None,
-                       help=f"user prompt{of}; <image> marks where the picture goes (replaces the preset's)")
-    group.add_argument(f"--json-answer{suffix}", dest=f"json_answer{dest}", action=argparse.BooleanOptionalAction,
-                       default=None, help=f"the answer{of} is a JSON object (default: the preset's)")
-    group.add_argument(f"--keys{suffix}", dest=f"keys{dest}", default=None, metavar="A,B",
-                       help=f"expected top-level JSON keys{of}, comma-separated (default: the preset's)")
+    group.add_argument(
+        f"--prompt{suffix}",
+        dest=f"prompt{dest}",
+        default=None,
+        metavar="PRESET",
+        help=f"preset name or YAML file{of} (default: sample_caption)",
+    )
+    group.add_argument(
+        f"--lang{suffix}",
+        dest=f"lang{dest}",
+        choices=["en", "zh"],
+        default=None,
+        help=f"language of the preset{of} (default: en)",
+    )
+    group.add_argument(
+        f"--system{suffix}", dest=f"system{dest}", default=None, help=f"system prompt{of} (replaces the preset's)"
+    )
+    group.add_argument(
+        f"--user{suffix}",
+        dest=f"user{dest}",
+        default=None,
+        help=f"user prompt{of}; <image> marks where the picture goes (replaces the preset's)",
+    )
+    group.add_argument(
+        f"--json-answer{suffix}",
+        dest=f"json_answer{dest}",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"the answer{of} is a JSON object (default: the preset's)",
+    )
+    group.add_argument(
+        f"--keys{suffix}",
+        dest=f"keys{dest}",
+        default=None,
+        metavar="A,B",
+        help=f"expected top-level JSON keys{of}, comma-separated (default: the preset's)",
+    )
 
 
 def prompt_spec(args: argparse.Namespace, suffix: str = ""):
@@ -89,8 +131,9 @@ def prompt_spec(args: argparse.Namespace, suffix: str = ""):
     from lab.labeling.item import PromptSpec
     from lab.presets import load_prompt_preset
 
-    given = {name: getattr(args, name + suffix, None) for name in ("prompt", "lang", "system", "user", "json_answer",
-                                                                   "keys")}
+    given = {
+        name: getattr(args, name + suffix, None) for name in ("prompt", "lang", "system", "user", "json_answer", "keys")
+    }
     if suffix and all(value is None for value in given.values()):
         return None
     preset = load_prompt_preset(given["prompt"] or "sample_caption")
@@ -112,8 +155,9 @@ def run_list(args: argparse.Namespace) -> int:
     for name in list_prompt_presets():
         preset = load_prompt_preset(name)
         saved = preset.source is not None and preset.source.parent == user_prompts_dir()
-        rows.append({"name": name, "title": preset.label(lang), "json": preset.json, "languages": preset.langs,
-                     "saved": saved})
+        rows.append(
+            {"name": name, "title": preset.label(lang), "json": preset.json, "languages": preset.langs, "saved": saved}
+        )
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -128,8 +172,14 @@ def run_show(args: argparse.Namespace) -> int:
 
     preset = load_prompt_preset(args.name)
     system, user, keys = preset.prompt(args.lang)
-    shown = {"name": preset.name, "lang": args.lang if args.lang in preset.langs else preset.langs[0],
-             "system": system, "user": user, "json": preset.json, "expected_keys": keys}
+    shown = {
+        "name": preset.name,
+        "lang": args.lang if args.lang in preset.langs else preset.langs[0],
+        "system": system,
+        "user": user,
+        "json": preset.json,
+        "expected_keys": keys,
+    }
     if args.json:
         print(json.dumps(shown, ensure_ascii=False, indent=2))
         return 0
@@ -148,8 +198,11 @@ def _images(args: argparse.Namespace) -> list:
         images = list(args.images)
     else:
         if not 1 <= args.samples <= MAX_PREVIEW_IMAGES:
-            raise ConfigError("A preview takes at most {max_preview_images} images; {n_images} were given.",
-                              max_preview_images=MAX_PREVIEW_IMAGES, n_images=args.samples)
+            raise ConfigError(
+                "A preview takes at most {max_preview_images} images; {n_images} were given.",
+                max_preview_images=MAX_PREVIEW_IMAGES,
+                n_images=args.samples,
+            )
         images = [str(p) for p in sample_images()[: args.samples]]
     for image in images:
         open_image(image)  # a bad picture is refused before the labeler starts (or a model loads)
@@ -198,8 +251,10 @@ def _result_line(name: str, image: str, result, lang: str) -> str:
 
     from lab.errors import localize
 
-    head = f"{name} {Path(image).name} {result.status} {result.seconds:.2f}s " \
-           f"{result.prompt_tokens}+{result.completion_tokens} ${result.cost_usd:.4f}"
+    head = (
+        f"{name} {Path(image).name} {result.status} {result.seconds:.2f}s "
+        f"{result.prompt_tokens}+{result.completion_tokens} ${result.cost_usd:.4f}"
+    )
     reason = f" [{localize(result.reason, lang)}]" if result.reason else ""
     return f"{head}{reason}: {' '.join(result.answer.split())[:300]}"
 
@@ -210,14 +265,36 @@ def _as_json(prompts, images, results, lang: str) -> dict:
 
     variants = []
     for name, prompt, row in zip("AB", prompts, results):
-        items = [{"image": str(image), "status": r.status, "ok": r.ok, "answer": r.answer,
-                  "reason": localize(r.reason, lang) if r.reason else None, "json_ok": r.ok if prompt.want_json else None,
-                  "seconds": round(r.seconds, 3), "prompt_tokens": r.prompt_tokens,
-                  "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd} for image, r in zip(images, row)]
-        variants.append({"name": name, "prompt": {"system": prompt.system, "user": prompt.user, "json": prompt.want_json,
-                                                  "expected_keys": list(prompt.expected_keys)},
-                         "usable": sum(r.ok for r in row), "totals": preview_totals(row),
-                         "summary": localize(preview_line(name, row), lang), "results": items})
+        items = [
+            {
+                "image": str(image),
+                "status": r.status,
+                "ok": r.ok,
+                "answer": r.answer,
+                "reason": localize(r.reason, lang) if r.reason else None,
+                "json_ok": r.ok if prompt.want_json else None,
+                "seconds": round(r.seconds, 3),
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "cost_usd": r.cost_usd,
+            }
+            for image, r in zip(images, row)
+        ]
+        variants.append(
+            {
+                "name": name,
+                "prompt": {
+                    "system": prompt.system,
+                    "user": prompt.user,
+                    "json": prompt.want_json,
+                    "expected_keys": list(prompt.expected_keys),
+                },
+                "usable": sum(r.ok for r in row),
+                "totals": preview_totals(row),
+                "summary": localize(preview_line(name, row), lang),
+                "results": items,
+            }
+        )
     return {"variants": variants}
 
 
@@ -226,8 +303,17 @@ def run_save(args: argparse.Namespace) -> int:
     from lab.presets import PromptText, save_prompt_text
 
     spec = prompt_spec(args)
-    path = save_prompt_text(args.name, args.lang or "en", PromptText(spec.system, spec.user, spec.expected_keys),
-                            spec.want_json, args.title)
-    print(localize(Msg("Saved {path}; label with it: python -m lab label --prompt {name} ...", path=path,
-                       name=args.name.strip()), cli_lang()))
+    path = save_prompt_text(
+        args.name, args.lang or "en", PromptText(spec.system, spec.user, spec.expected_keys), spec.want_json, args.title
+    )
+    print(
+        localize(
+            Msg(
+                "Saved {path}; label with it: python -m lab label --prompt {name} ...",
+                path=path,
+                name=args.name.strip(),
+            ),
+            cli_lang(),
+        )
+    )
     return 0

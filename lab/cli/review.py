@@ -21,17 +21,29 @@ from lab.text import Msg
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "review", help="list, accept, edit or reject the answers of a labeled dataset",
+        "review",
+        help="list, accept, edit or reject the answers of a labeled dataset",
         description="Review a dataset made by 'label': list its answers (and its failures), edit answers, reject "
-                    "items. Without --edit, --edits, --reject or --interactive it only lists.",
+        "items. Without --edit, --edits, --reject or --interactive it only lists.",
     )
     parser.add_argument("dataset", help="the labeled dataset: a name under data/ or a folder")
-    parser.add_argument("--edit", nargs=2, action="append", default=[], metavar=("ID", "TEXT"),
-                        help="replace the answer of item ID (repeat for several)")
+    parser.add_argument(
+        "--edit",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("ID", "TEXT"),
+        help="replace the answer of item ID (repeat for several)",
+    )
     parser.add_argument("--edits", metavar="FILE", help='a JSON file of {"ID": "new answer", ...}')
-    parser.add_argument("--reject", action="append", default=[], metavar="ID", help="reject item ID (repeat for several)")
-    parser.add_argument("--interactive", action="store_true",
-                        help="go through the items one by one: [a]ccept, [e]dit, [r]eject, [q]uit (saves at the end)")
+    parser.add_argument(
+        "--reject", action="append", default=[], metavar="ID", help="reject item ID (repeat for several)"
+    )
+    parser.add_argument(
+        "--interactive",
+        action="store_true",
+        help="go through the items one by one: [a]ccept, [e]dit, [r]eject, [q]uit (saves at the end)",
+    )
     parser.add_argument("--failures", action="store_true", help="list the images that failed and why, instead")
     parser.add_argument("--json", action="store_true", help="print the items (or failures) as JSON")
     parser.set_defaults(func=run)
@@ -68,8 +80,9 @@ def _save(folder, edits: dict, rejects: list, lang: str) -> int:
     from lab.labeling.store import load_job
 
     prompt = (load_job(folder) or {}).get("prompt") or {}
-    saved = save_review(folder, edits, rejects, want_json=bool(prompt.get("want_json")),
-                        expected_keys=prompt.get("expected_keys") or ())
+    saved = save_review(
+        folder, edits, rejects, want_json=bool(prompt.get("want_json")), expected_keys=prompt.get("expected_keys") or ()
+    )
     print(localize(saved.summary(), lang))
     return 0
 
@@ -81,7 +94,9 @@ def _read_edits(path: str) -> dict[str, str]:
     try:
         data = json.loads(check_allowed(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ConfigError("Cannot read the edits in {path} ({err_type}).", path=path, err_type=type(err).__name__) from None
+        raise ConfigError(
+            "Cannot read the edits in {path} ({err_type}).", path=path, err_type=type(err).__name__
+        ) from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise ConfigError('{path} must hold a JSON object of "id": "new answer" pairs.', path=path)
     return {str(k): v for k, v in data.items()}

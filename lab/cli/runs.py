@@ -14,13 +14,24 @@ import json
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("runs", help="list the training runs, or show one (status, curve, config)",
-                                   description="The training runs under checkpoints/ (or another output_dir).")
+    parser = subparsers.add_parser(
+        "runs",
+        help="list the training runs, or show one (status, curve, config)",
+        description="The training runs under checkpoints/ (or another output_dir).",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="every run, newest first: status, method, model, step, loss", description="Every run, newest first: status, method, model, step, loss.")
+    listing = actions.add_parser(
+        "list",
+        help="every run, newest first: status, method, model, step, loss",
+        description="Every run, newest first: status, method, model, step, loss.",
+    )
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=run_list)
-    show = actions.add_parser("show", help="one run: status, progress, loss curve, config, saved evaluations", description="One run: status, progress, loss curve, config, saved evaluations.")
+    show = actions.add_parser(
+        "show",
+        help="one run: status, progress, loss curve, config, saved evaluations",
+        description="One run: status, progress, loss curve, config, saved evaluations.",
+    )
     show.add_argument("run", help="a run's name under checkpoints/ or its folder")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=run_show)
@@ -44,10 +55,20 @@ def run_list(args: argparse.Namespace) -> int:
 def _info(info, lang: str) -> dict:
     from lab.errors import localize
 
-    return {"name": info.name, "path": str(info.path), "status": info.status.value, "step": info.step,
-            "total_steps": info.total_steps, "loss": info.loss, "eval_loss": info.eval_loss, "method": info.method,
-            "model": info.model, "dataset": info.dataset, "started": info.started,
-            "message": localize(info.message, lang) or None}
+    return {
+        "name": info.name,
+        "path": str(info.path),
+        "status": info.status.value,
+        "step": info.step,
+        "total_steps": info.total_steps,
+        "loss": info.loss,
+        "eval_loss": info.eval_loss,
+        "method": info.method,
+        "model": info.model,
+        "dataset": info.dataset,
+        "started": info.started,
+        "message": localize(info.message, lang) or None,
+    }
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -61,14 +82,22 @@ def run_show(args: argparse.Namespace) -> int:
     loss, _ = curves(run_dir)
     results = [str(p) for p in list_results(run_dir / "eval")]
     if args.json:
-        shown = {**_info(info, lang), "eta_s": now.eta_s, "elapsed_s": now.elapsed_s,
-                 "samples_per_s": now.samples_per_s, "loss_curve": loss, "config": config_text(run_dir),
-                 "evaluations": results}
+        shown = {
+            **_info(info, lang),
+            "eta_s": now.eta_s,
+            "elapsed_s": now.elapsed_s,
+            "samples_per_s": now.samples_per_s,
+            "loss_curve": loss,
+            "config": config_text(run_dir),
+            "evaluations": results,
+        }
         print(json.dumps(shown, ensure_ascii=False, indent=2))
         return 0
     total = f"/{info.total_steps}" if info.total_steps else ""
-    print(f"{info.name} · {localize(info.status.label, lang)} · step {info.step}{total} · loss {_num(info.loss)}"
-          f" · eval loss {_num(info.eval_loss)} · {info.path}")
+    print(
+        f"{info.name} · {localize(info.status.label, lang)} · step {info.step}{total} · loss {_num(info.loss)}"
+        f" · eval loss {_num(info.eval_loss)} · {info.path}"
+    )
     if info.message:
         print(localize(info.message, lang))
     print(curve_text([p for p in loss if p["series"] == "train"]))

@@ -11,7 +11,8 @@ from lab.text import Msg
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="fine-tune a model (LoRA, QLoRA or full) on a dataset",
+        "train",
+        help="fine-tune a model (LoRA, QLoRA or full) on a dataset",
         description="Train with the settings of a preset (presets/train/NAME.yaml) or a YAML config, changed with "
         "--set key=value (keys are TrainConfig's fields). The run folder checkpoints/RUN/ gets config.yaml, "
         "metrics.jsonl, the adapter or model, and checkpoints. With num_gpus > 1 it runs under accelerate launch. "
@@ -20,21 +21,39 @@ def add_parser(subparsers) -> None:
         "           python -m lab train --preset lora --set model=Qwen/Qwen2.5-VL-3B-Instruct dataset=data/mine\n"
         "           python -m lab train --resume RUN",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", metavar="FILE", help="a YAML training config (e.g. a run's config.yaml)")
     source.add_argument("--preset", metavar="NAME", help="a training preset: lora, qlora, full, cpu_demo, ...")
-    source.add_argument("--resume", metavar="RUN", help="continue a run (name under checkpoints/ or folder) from its last checkpoint")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="change a setting, e.g. --set learning_rate=2e-4 lora_targets=[language,vision]")  # fmt: skip
-    parser.add_argument("--show-command", action="store_true", help="print the command that reproduces this config and exit")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the forecast (peak GPU memory, speed, whether it fits, the automatic batch and "
-                        "checkpointing) and exit without loading the model")  # fmt: skip
+    source.add_argument(
+        "--resume", metavar="RUN", help="continue a run (name under checkpoints/ or folder) from its last checkpoint"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a setting, e.g. --set learning_rate=2e-4 lora_targets=[language,vision]",
+    )
+    parser.add_argument(
+        "--show-command", action="store_true", help="print the command that reproduces this config and exit"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the forecast (peak GPU memory, speed, whether it fits, the automatic batch and "
+        "checkpointing) and exit without loading the model",
+    )
     parser.add_argument("--json", action="store_true", help="with --dry-run: the forecast as JSON")
-    parser.add_argument("--card", metavar="NAME", default=None,
-                        help="with --dry-run: plan for this GPU instead of this machine's (h200, h100-80g, a100-80g, "
-                        "a100-40g, l40s, a10g, 4090, 3090, t4)")  # fmt: skip
+    parser.add_argument(
+        "--card",
+        metavar="NAME",
+        default=None,
+        help="with --dry-run: plan for this GPU instead of this machine's (h200, h100-80g, a100-80g, "
+        "a100-40g, l40s, a10g, 4090, 3090, t4)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -43,8 +62,7 @@ def build_config(args: argparse.Namespace):
     from lab.train_config import TrainConfig
 
     if args.resume:
-        from lab.training.runs import find_run
-        from lab.training.runs import load_run_config
+        from lab.training.runs import find_run, load_run_config
 
         run_dir = find_run(args.resume)
         cfg = load_run_config(run_dir)
@@ -95,7 +113,9 @@ def _dry_run(cfg, card: str | None, as_json: bool) -> int:
     from lab.training.fit import as_dict, plan, report
 
     found = plan(cfg, "cuda" if card is None and gpu_present() else "cpu", card)
-    print(json.dumps(as_dict(found, cfg.model), indent=2) if as_json else localize(report(found, cfg.model), cli_lang()))
+    print(
+        json.dumps(as_dict(found, cfg.model), indent=2) if as_json else localize(report(found, cfg.model), cli_lang())
+    )
     return 0
 
 
@@ -112,8 +132,9 @@ def _train(cfg, resume: bool, stop) -> int:
     from lab.training.runner import is_main_process, run_training
 
     quiet = not is_main_process()
-    result = run_training(cfg, stop=stop, resume=resume, log=(lambda line: None) if quiet else print,
-                          echo_metrics=not quiet)  # fmt: skip
+    result = run_training(
+        cfg, stop=stop, resume=resume, log=(lambda line: None) if quiet else print, echo_metrics=not quiet
+    )
     if not quiet:
         print(f"run folder: {result.run_dir}")
     return 0

@@ -18,8 +18,16 @@ from pathlib import Path
 from lab import paths
 from lab.endpoint_client import ChatClient, Endpoint, EndpointError, chat_messages, encode_image, resolve_endpoint
 from lab.errors import BadImageError, ConfigError, LabError
-from lab.evaluation.runner import (EvalResult, EvalSample, ProgressFn, _default_name, for_model, save_result,
-                                  score_variants, skip_row)
+from lab.evaluation.runner import (
+    EvalResult,
+    EvalSample,
+    ProgressFn,
+    _default_name,
+    for_model,
+    save_result,
+    score_variants,
+    skip_row,
+)
 from lab.settings import check, public_dict, setting
 from lab.text import Msg
 
@@ -34,8 +42,9 @@ class EndpointConfig:
     """The server's ``/v1`` URL, e.g. ``http://localhost:8000/v1``."""
     model: str = setting("", label="Model name on the server", cli=False)
     """The model name the server knows (for ``vllm serve DIR`` it is DIR unless ``--served-model-name``)."""
-    api_key: str | None = setting(None, label="API key (empty: OPENAI_API_KEY or EMPTY)", secret=True,
-                                  widget="password")
+    api_key: str | None = setting(
+        None, label="API key (empty: OPENAI_API_KEY or EMPTY)", secret=True, widget="password"
+    )
     """None: a key from the environment if this URL is the one it was set up for, ``EMPTY`` for a local server."""
     concurrency: int = setting(4, label="Concurrent requests", min=1, widget="slider", ui_max=32)
     """Requests in flight at once."""
@@ -53,8 +62,9 @@ class EndpointConfig:
     def __post_init__(self):
         check(self)
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError("The endpoint URL must start with http:// or https:// (got {base_url!r}).",
-                              base_url=self.base_url)
+            raise ConfigError(
+                "The endpoint URL must start with http:// or https:// (got {base_url!r}).", base_url=self.base_url
+            )
         if not self.model.strip():
             raise ConfigError("Name the model the endpoint serves (for vLLM, the folder or --served-model-name).")
 
@@ -138,10 +148,15 @@ def evaluate_endpoint(
     order = sorted(answers)
     scored = score_variants([samples[i] for i in order], {VARIANT: [answers[i] for i in order]}, [VARIANT])
     result = EvalResult(
-        name=name or _default_name(source) + "-endpoint", source=source, total=len(samples),
-        stopped=len(answers) + len(skipped) < len(samples), seconds=round(time.perf_counter() - start, 3),
-        skipped=skipped, settings=config.public_dict(), model={"name": config.model, "endpoint": config.base_url},
+        name=name or _default_name(source) + "-endpoint",
+        source=source,
+        total=len(samples),
+        stopped=len(answers) + len(skipped) < len(samples),
+        seconds=round(time.perf_counter() - start, 3),
+        skipped=skipped,
+        settings=config.public_dict(),
+        model={"name": config.model, "endpoint": config.base_url},
         **scored,
-    )  # fmt: skip
+    )
     save_result(result, Path(out_dir) if out_dir else paths.workspace() / "eval")
     return result

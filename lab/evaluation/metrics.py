@@ -185,8 +185,9 @@ def cider_d(predictions: list[str], references: list[list[str]], sigma: float = 
 # ---------------------------------------------------------------- a whole set
 
 
-def score_answers(predictions: list[str], references: list[str],
-                  targets: list | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
+def score_answers(
+    predictions: list[str], references: list[str], targets: list | None = None
+) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Corpus scores and per-sample scores of ``predictions`` against ``references``.
 
     BLEU and chrF of the corpus are sacrebleu's corpus scores (not the mean of sentence

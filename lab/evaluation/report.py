@@ -65,8 +65,15 @@ def _sorted(samples: list[dict], sort: str) -> list[dict]:
 
 def summary_line(result: EvalResult) -> Msg:
     """One line: how many samples, how fast, stopped or not, where saved."""
-    parts = [Msg("{scored}/{total} samples scored in {seconds:.1f} s ({rate:g} samples/s)", scored=len(result.samples),
-                 total=result.total, seconds=result.seconds, rate=result.samples_per_s)]
+    parts = [
+        Msg(
+            "{scored}/{total} samples scored in {seconds:.1f} s ({rate:g} samples/s)",
+            scored=len(result.samples),
+            total=result.total,
+            seconds=result.seconds,
+            rate=result.samples_per_s,
+        )
+    ]
     if result.stopped:
         parts.append(Msg("stopped early, the scored samples are kept"))
     if result.skipped:

@@ -16,19 +16,20 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lab import paths
 from lab.conversation import split_prompt
 from lab.errors import BadImageError, ConfigError, DatasetError, LabError
 from lab.evaluation.metrics import metric_names, score_answers
 from lab.handle import ModelHandle, ModelState, adapter_names, adapter_scope
-from lab.training.runs import RunFolder
 from lab.jobs import Job, start_job
 from lab.settings import check, setting
 from lab.text import Msg, msg_of, read_saved, saved_fields
+from lab.training.runs import RunFolder
 
 GAIN_METRIC = "rouge_l"  # the per-sample gain (tuned - base) the sample view sorts by
 
@@ -42,8 +43,7 @@ class EvalSettings:
 
     batch_size: int = setting(8, label="Batch size", min=1, widget="slider", ui_max=64)
     """Samples generated together (left-padded); larger is faster until memory runs out."""
-    max_new_tokens: int = setting(256, label="Max new tokens", min=1, widget="slider",
-                                  ui_max=2048)
+    max_new_tokens: int = setting(256, label="Max new tokens", min=1, widget="slider", ui_max=2048)
     """Longest answer in tokens."""
     temperature: float = setting(0.0, label="Temperature", min=0)
     """0 is greedy decoding (reproducible); above 0 samples."""
@@ -107,8 +107,16 @@ def samples_from_records(records: list[dict]) -> list[EvalSample]:
         messages, answer = split_prompt(record.get("messages") or [])
         if answer is None:
             continue  # a record without an answer cannot be scored
-        samples.append(EvalSample(str(record.get("id", i + 1)), messages, list(record.get("images") or []), answer,
-                                  list(record.get("videos") or []), record.get("objects")))  # fmt: skip
+        samples.append(
+            EvalSample(
+                str(record.get("id", i + 1)),
+                messages,
+                list(record.get("images") or []),
+                answer,
+                list(record.get("videos") or []),
+                record.get("objects"),
+            )
+        )
     return samples
 
 
@@ -123,8 +131,9 @@ def for_model(sample: EvalSample, processor: Any = None, family: str | None = No
         sizes = [image_size(p) for p in sample.images]
     except BadImageError:
         return sample  # answering skips it with the reason
-    messages, reference, target = eval_parts(sample.messages, sample.reference, sample.objects, sizes, processor,
-                                             family)  # fmt: skip
+    messages, reference, target = eval_parts(
+        sample.messages, sample.reference, sample.objects, sizes, processor, family
+    )
     return replace(sample, messages=messages, reference=reference, target=target)
 
 
@@ -147,8 +156,10 @@ def samples_from_run(run_dir: str | Path) -> tuple[list[EvalSample], str]:
         return samples_from_dataset(config["val_dataset"]), str(config["val_dataset"])
     dataset, ratio = normalize_datasets(config.get("dataset")), float(config.get("val_ratio") or 0)
     if not dataset or ratio <= 0:
-        raise ConfigError("The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
-                          run_dir=run_dir)
+        raise ConfigError(
+            "The run in {run_dir} held out no validation samples (val_ratio 0); pick a dataset to evaluate on.",
+            run_dir=run_dir,
+        )
     _, records, _ = mixed_splits(dataset, ratio, int(config.get("seed", 42)))  # as the run mixed and split them
     shown = dataset if isinstance(dataset, str) else ", ".join(dataset)
     return samples_from_records(records), f"{shown} (validation split)"
@@ -182,8 +193,9 @@ class _MediaReader:
         from lab.video import VIDEO_FAMILIES, patch_size, read_video
 
         if sample.videos and self.loaded.family not in VIDEO_FAMILIES:
-            raise DatasetError("Sample {id} has a video, which {family} models cannot take.", id=sample.id,
-                               family=self.loaded.family)
+            raise DatasetError(
+                "Sample {id} has a video, which {family} models cannot take.", id=sample.id, family=self.loaded.family
+            )
         videos = [read_video(v, self.budget, patch_size(self.loaded.processor)) for v in sample.videos]
         return [open_image(p) for p in sample.images], videos
 
@@ -216,9 +228,15 @@ def run_evaluation(
         answered, answers, skipped = _answer_all(loaded, samples, variants, settings, progress, stop, start, reader)
         model = {"name": loaded.name, "adapter": loaded.adapter if "model" not in variants else None}
     result = score_variants(answered, answers, variants)
-    result.update(source=source, total=len(samples), skipped=skipped, model=model,
-                  stopped=len(answered) + len(skipped) < len(samples), seconds=round(time.perf_counter() - start, 3),
-                  settings=asdict(settings))  # fmt: skip
+    result.update(
+        source=source,
+        total=len(samples),
+        skipped=skipped,
+        model=model,
+        stopped=len(answered) + len(skipped) < len(samples),
+        seconds=round(time.perf_counter() - start, 3),
+        settings=asdict(settings),
+    )
     result = EvalResult(name=settings.name or _default_name(source), **result)
     folder = Path(out_dir) if out_dir else (run_dir / "eval" if run_dir else paths.workspace() / "eval")
     save_result(result, folder)
@@ -262,9 +280,14 @@ def _answer_all(loaded, samples, variants, settings, progress, stop, start, read
         for variant in variants if batch else []:
             with adapter_scope(loaded, variant != "base"):
                 generations = generate_batch(
-                    loaded, [s.messages for s in batch], images, max_new_tokens=settings.max_new_tokens,
-                    temperature=settings.temperature, top_p=settings.top_p, videos=videos,
-                )  # fmt: skip
+                    loaded,
+                    [s.messages for s in batch],
+                    images,
+                    max_new_tokens=settings.max_new_tokens,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    videos=videos,
+                )
             answers[variant].extend(g.text for g in generations)
         answered.extend(batch)
         if progress is not None:
@@ -290,8 +313,14 @@ def score_variants(answered: list[EvalSample], answers: dict[str, list[str]], va
     rows = []
     for i, sample in enumerate(answered):
         scores = {v: per_variant[v][i] for v in variants}
-        row = {"id": sample.id, "images": sample.images, "prompt": _last_user_text(sample.messages),
-               "reference": sample.reference, "answers": {v: answers[v][i] for v in variants}, "scores": scores}  # fmt: skip
+        row = {
+            "id": sample.id,
+            "images": sample.images,
+            "prompt": _last_user_text(sample.messages),
+            "reference": sample.reference,
+            "answers": {v: answers[v][i] for v in variants},
+            "scores": scores,
+        }
         if "base" in scores and "tuned" in scores:
             row["gain"] = round(scores["tuned"][GAIN_METRIC] - scores["base"][GAIN_METRIC], 4)
         rows.append(row)
@@ -349,14 +378,18 @@ def load_result(summary_path: str | Path) -> EvalResult:
             raise ValueError("not a JSON object")
         fields = {k: v for k, v in summary.items() if k in EvalResult.__dataclass_fields__}
         # Files from before the catalogs have the English reason only (and reason_zh): the English is shown.
-        fields["skipped"] = [{"id": skip.get("id"), "reason": read_saved(skip, "reason")}
-                             for skip in fields.get("skipped") or []]
+        fields["skipped"] = [
+            {"id": skip.get("id"), "reason": read_saved(skip, "reason")} for skip in fields.get("skipped") or []
+        ]
         fields["samples"] = samples
         for sample in samples:
             sample["images"] = list(sample.get("images") or [])
     except (OSError, ValueError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
-        raise LabError("Cannot read the evaluation results {summary_path} ({err_type}).",
-                       summary_path=summary_path, err_type=type(err).__name__) from None
+        raise LabError(
+            "Cannot read the evaluation results {summary_path} ({err_type}).",
+            summary_path=summary_path,
+            err_type=type(err).__name__,
+        ) from None
     for sample in fields["samples"]:  # the page shows a sample's picture: it must be one of the workspace's too
         sample["images"] = [str(paths.check_allowed(image)) for image in sample.get("images") or []]
     return EvalResult(**fields)

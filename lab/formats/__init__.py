@@ -21,5 +21,12 @@ from lab.formats.exporters import export_dataset, export_for_download, export_wi
 from lab.formats.importers import detect_format, import_dataset
 from lab.formats.layout import FORMATS, LLAMAFACTORY_TAGS
 
-__all__ = ["FORMATS", "LLAMAFACTORY_TAGS", "detect_format", "export_dataset", "export_for_download", "export_with_summary",
-           "import_dataset"]
+__all__ = [
+    "FORMATS",
+    "LLAMAFACTORY_TAGS",
+    "detect_format",
+    "export_dataset",
+    "export_for_download",
+    "export_with_summary",
+    "import_dataset",
+]

@@ -22,7 +22,13 @@ from lab.dataset import DATA_FILE, load_records, write_records
 from lab.dataset_check import validate_dataset
 from lab.errors import DatasetError
 from lab.formats.layout import (
-    LLAMAFACTORY_TAGS, ROLE_TO_LF, ImageStore, VideoStore, check_format, fresh_out_dir, source_image,
+    LLAMAFACTORY_TAGS,
+    ROLE_TO_LF,
+    ImageStore,
+    VideoStore,
+    check_format,
+    fresh_out_dir,
+    source_image,
 )
 from lab.formats.openai_rules import MAX_EXAMPLES_WITH_IMAGES, MAX_IMAGES_PER_EXAMPLE, openai_image
 from lab.formats.summary import ExportSummary
@@ -42,7 +48,9 @@ def export_with_summary(src: str | Path, fmt: str, out_dir: str | Path) -> Expor
         raise DatasetError(
             "Cannot export {report_path}: {n_faults} problem(s), the first on {first}; "
             "run 'python -m lab data check' to see them all.",
-            report_path=report.path, n_faults=len(report.faults), first=first,
+            report_path=report.path,
+            n_faults=len(report.faults),
+            first=first,
         )
     records = load_records(src, absolute_images=True)
     if not records:
@@ -50,8 +58,10 @@ def export_with_summary(src: str | Path, fmt: str, out_dir: str | Path) -> Expor
     for n, record in enumerate(records, start=1):
         record["id"] = str(record["id"]) if record.get("id") is not None else str(n)
     if fmt in ("openai", "imagefolder") and any(r.get("videos") for r in records):
-        raise DatasetError("The {fmt} format has no room for videos, and this dataset has some; "
-                           "export it as swift or llamafactory.", fmt=fmt)
+        raise DatasetError(
+            "The {fmt} format has no room for videos, and this dataset has some; export it as swift or llamafactory.",
+            fmt=fmt,
+        )
     if fmt == "openai":
         _check_openai_limits(records)
     with fresh_out_dir(out_dir) as out:
@@ -125,8 +135,11 @@ def _export_llamafactory(records: list[dict], out: Path, name: str) -> Path:
         re.sub(r"\W+", "_", name).strip("_") or "vlm_lab": {
             "file_name": data.name,
             "formatting": "sharegpt",
-            "columns": {"messages": "conversations", "images": "images",
-                        **({"videos": "videos"} if any("videos" in r for r in rows) else {})},
+            "columns": {
+                "messages": "conversations",
+                "images": "images",
+                **({"videos": "videos"} if any("videos" in r for r in rows) else {}),
+            },
             "tags": LLAMAFACTORY_TAGS,
         }
     }
@@ -176,15 +189,23 @@ def _check_openai_limits(records: list[dict]) -> None:
     """OpenAI's limits that an export cannot meet by converting images (see :mod:`lab.formats.openai_rules`)."""
     for record in records:
         if len(record["images"]) > MAX_IMAGES_PER_EXAMPLE:
-            raise DatasetError("Record {id} has {n} images; OpenAI fine-tuning takes at most {limit} per example.",
-                               id=record["id"], n=len(record["images"]), limit=MAX_IMAGES_PER_EXAMPLE)
+            raise DatasetError(
+                "Record {id} has {n} images; OpenAI fine-tuning takes at most {limit} per example.",
+                id=record["id"],
+                n=len(record["images"]),
+                limit=MAX_IMAGES_PER_EXAMPLE,
+            )
         if any(IMAGE_PLACEHOLDER in m["content"] for m in record["messages"] if m["role"] == "assistant"):
-            raise DatasetError("Record {id} has an image in an assistant message, which OpenAI fine-tuning refuses.",
-                               id=record["id"])
+            raise DatasetError(
+                "Record {id} has an image in an assistant message, which OpenAI fine-tuning refuses.", id=record["id"]
+            )
     with_images = sum(1 for record in records if record["images"])
     if with_images > MAX_EXAMPLES_WITH_IMAGES:
-        raise DatasetError("{n} records have images; an OpenAI fine-tuning file takes at most {limit}.",
-                           n=with_images, limit=MAX_EXAMPLES_WITH_IMAGES)
+        raise DatasetError(
+            "{n} records have images; an OpenAI fine-tuning file takes at most {limit}.",
+            n=with_images,
+            limit=MAX_EXAMPLES_WITH_IMAGES,
+        )
 
 
 def _to_openai(record: dict, converted: Counter) -> dict:

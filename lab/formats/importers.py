@@ -19,7 +19,14 @@ from lab.conversation import IMAGE_PLACEHOLDER
 from lab.dataset import DATA_FILE, image_entry, write_records
 from lab.errors import DatasetError
 from lab.formats.layout import (
-    LLAMAFACTORY_TAGS, MIME_EXT, ROLE_TO_LF, ImageStore, VideoStore, check_format, fresh_out_dir, source_image,
+    LLAMAFACTORY_TAGS,
+    MIME_EXT,
+    ROLE_TO_LF,
+    ImageStore,
+    VideoStore,
+    check_format,
+    fresh_out_dir,
+    source_image,
 )
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)", re.S)
@@ -46,8 +53,9 @@ def import_dataset(src: str | Path, fmt: str | None, out_dir: str | Path, bundle
         records = readers.get(fmt, _read_messages_records)(src)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
         # Foreign files break in many small ways; the exception still says where.
-        raise DatasetError("{src} is not valid {fmt} data ({err_type}: {err}).",
-                           src=src, fmt=fmt, err_type=type(err).__name__, err=err) from None
+        raise DatasetError(
+            "{src} is not valid {fmt} data ({err_type}: {err}).", src=src, fmt=fmt, err_type=type(err).__name__, err=err
+        ) from None
     if not records:
         raise DatasetError("{src} holds no records; there is nothing to import.", src=src)
     width = max(4, len(str(len(records))))
@@ -81,8 +89,12 @@ def inside_bundle(image: str, bundle: str | Path | None, number: int) -> None:
     if bundle is None or Path(image).resolve().is_relative_to(Path(bundle).resolve()):
         return
     shown = os.path.relpath(image, bundle) if image.startswith(str(bundle)) else image  # as the record wrote it
-    raise DatasetError("Record {number} names an image outside the imported files ({shown}); "
-                       "only images that come with the dataset can be imported.", number=number, shown=shown)
+    raise DatasetError(
+        "Record {number} names an image outside the imported files ({shown}); "
+        "only images that come with the dataset can be imported.",
+        number=number,
+        shown=shown,
+    )
 
 
 def _image_file(image: str, bundle: str | Path | None, number: int) -> Path:
@@ -92,9 +104,12 @@ def _image_file(image: str, bundle: str | Path | None, number: int) -> Path:
         return source_image(image)
     found = find_in_bundle(Path(image), Path(bundle))
     if found is None:
-        raise DatasetError("Record {number} names the image {image}, which is not in the upload; upload the .json "
-                           "together with a .zip of its images, or one .zip of the whole dataset folder.",
-                           number=number, image=os.path.relpath(image, bundle))
+        raise DatasetError(
+            "Record {number} names the image {image}, which is not in the upload; upload the .json "
+            "together with a .zip of its images, or one .zip of the whole dataset folder.",
+            number=number,
+            image=os.path.relpath(image, bundle),
+        )
     return found
 
 
@@ -102,8 +117,11 @@ def find_in_bundle(image: Path, bundle: Path) -> Path | None:
     """The one file in ``bundle`` whose path ends like ``image`` (its folders and name), the longest such
     ending first; None when there is none, or more than one of the shortest."""
     files = [p for p in bundle.rglob("*") if p.is_file() and not p.is_symlink()]
-    parts = image.resolve().relative_to(bundle.resolve()).parts if image.resolve().is_relative_to(bundle.resolve()) \
+    parts = (
+        image.resolve().relative_to(bundle.resolve()).parts
+        if image.resolve().is_relative_to(bundle.resolve())
         else image.parts[-1:]
+    )
     for n in range(len(parts), 0, -1):
         matches = [p for p in files if p.parts[-n:] == parts[-n:]]
         if len(matches) == 1:
@@ -121,8 +139,9 @@ def upload_source(entries: list[Path]) -> Path:
     if not files and len(folders) == 1:
         inside = [p for p in folders[0].iterdir() if not p.name.startswith(("__MACOSX", "."))]
         return inside[0] if len(inside) == 1 and inside[0].is_dir() else folders[0]
-    raise DatasetError("Upload one .json or .jsonl file (with a .zip of its images if it names any), or one .zip "
-                       "of a dataset folder.")
+    raise DatasetError(
+        "Upload one .json or .jsonl file (with a .zip of its images if it names any), or one .zip of a dataset folder."
+    )
 
 
 def _source_file(src: Path) -> Path:
@@ -135,7 +154,9 @@ def _source_file(src: Path) -> Path:
     if len(candidates) != 1:
         raise DatasetError(
             "Cannot tell which file in {src} holds the records; name the file, or give a folder with "
-            "dataset_info.json, metadata.jsonl or {data_file}.", src=src, data_file=DATA_FILE,
+            "dataset_info.json, metadata.jsonl or {data_file}.",
+            src=src,
+            data_file=DATA_FILE,
         )
     return candidates[0]
 
@@ -172,8 +193,9 @@ def _read_rows(file: Path, limit: int | None = None) -> list[dict]:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DatasetError("{file} is not valid JSON ({err_msg} on line {lineno}).",
-                               file=file, err_msg=err.msg, lineno=err.lineno) from None
+            raise DatasetError(
+                "{file} is not valid JSON ({err_msg} on line {lineno}).", file=file, err_msg=err.msg, lineno=err.lineno
+            ) from None
         if not isinstance(rows, list):
             raise DatasetError("{file} is not a JSON list of records.", file=file)
         rows = rows[:limit] if limit else rows
@@ -184,8 +206,12 @@ def _read_rows(file: Path, limit: int | None = None) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise DatasetError("Line {number} of {file} is not valid JSON ({err_msg}).",
-                                       number=number, file=file, err_msg=err.msg) from None
+                    raise DatasetError(
+                        "Line {number} of {file} is not valid JSON ({err_msg}).",
+                        number=number,
+                        file=file,
+                        err_msg=err.msg,
+                    ) from None
                 if limit and len(rows) >= limit:
                     break
     if not all(isinstance(row, dict) for row in rows):
@@ -229,8 +255,9 @@ def _read_messages_records(src: Path) -> list[dict]:
         elif "query" in row:
             messages = _from_query_response(row)
         else:
-            raise DatasetError("Record {number} of {file} has neither 'messages' nor 'query'.",
-                               number=number, file=file)
+            raise DatasetError(
+                "Record {number} of {file} has neither 'messages' nor 'query'.", number=number, file=file
+            )
         records.append(_keep_extras(row, {"messages": messages, "images": images}, file.parent))
     return records
 
@@ -269,8 +296,12 @@ def _decode_image_url(image_url, file: Path, number: int) -> tuple[bytes, str] |
         ext = MIME_EXT.get(found["mime"]) or mimetypes.guess_extension(found["mime"]) or ".img"
         return base64.b64decode(found["data"]), ext
     if url.startswith(("http://", "https://")):
-        raise DatasetError("Record {number} of {file} links an image on the web ({url}); download it first.",
-                           number=number, file=file, url=url[:60])
+        raise DatasetError(
+            "Record {number} of {file} links an image on the web ({url}); download it first.",
+            number=number,
+            file=file,
+            url=url[:60],
+        )
     if url.startswith("file:"):
         url = unquote(urlsplit(url).path)  # the path it names; whether it may be used is decided with the others
     return str(file.parent / url)
@@ -296,8 +327,9 @@ def _read_llamafactory(src: Path) -> list[dict]:
     data, entry, folder = _llamafactory_entry(src)
     if entry.get("formatting", "sharegpt") != "sharegpt":
         kind = entry["formatting"]
-        raise DatasetError("{data} is in LLaMA-Factory's {kind} format; only sharegpt is supported.",
-                           data=data, kind=kind)
+        raise DatasetError(
+            "{data} is in LLaMA-Factory's {kind} format; only sharegpt is supported.", data=data, kind=kind
+        )
     tags = {**LLAMAFACTORY_TAGS, **entry.get("tags", {})}
     columns = {"messages": "conversations", "images": "images", **entry.get("columns", {})}
     to_role = {tags[tag]: role for role, tag in ROLE_TO_LF.items()}
@@ -310,8 +342,12 @@ def _read_llamafactory(src: Path) -> list[dict]:
             sender = turn[tags["role_tag"]]
             role = to_role.get(sender)
             if role is None:
-                raise DatasetError("Record {number} of {data} has a turn from unknown role {sender!r}.",
-                                   number=number, data=data, sender=sender)
+                raise DatasetError(
+                    "Record {number} of {data} has a turn from unknown role {sender!r}.",
+                    number=number,
+                    data=data,
+                    sender=sender,
+                )
             messages.append({"role": role, "content": turn.get(tags["content_tag"], "")})
         images = row.get(columns["images"]) or []
         images = [str(folder / image_entry(i)) for i in ([images] if isinstance(images, str) else images)]
@@ -345,8 +381,15 @@ def _with_placeholders(record: dict, row: dict, folder: Path) -> dict:
     from lab.training.collator import image_size
 
     height, width = image_size(record["images"][0]) if boxes else (GRID, GRID)
-    pixels = [[round(b[0] * width / GRID, 1), round(b[1] * height / GRID, 1), round(b[2] * width / GRID, 1),
-               round(b[3] * height / GRID, 1)] for b in boxes]  # fmt: skip
+    pixels = [
+        [
+            round(b[0] * width / GRID, 1),
+            round(b[1] * height / GRID, 1),
+            round(b[2] * width / GRID, 1),
+            round(b[3] * height / GRID, 1),
+        ]
+        for b in boxes
+    ]
     if refs or boxes:
         record["objects"] = {"ref": refs, "bbox": pixels}
     return record
@@ -366,8 +409,9 @@ def _read_imagefolder(src: Path) -> list[dict]:
         if not messages:
             messages = _messages_from_text_columns(row, len(images), metadata, number)
         messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
-        records.append(_keep_extras({k: v for k, v in row.items() if k != "videos"},
-                                    {"messages": messages, "images": images}))
+        records.append(
+            _keep_extras({k: v for k, v in row.items() if k != "videos"}, {"messages": messages, "images": images})
+        )
     return records
 
 
@@ -375,8 +419,13 @@ def _messages_from_text_columns(row: dict, n_images: int, file: Path, number: in
     """A caption-style row (``text``/``caption``/``answer``, optional ``prompt``/``question``)."""
     answer = next((row[k] for k in ("text", "caption", "answer", "response") if row.get(k)), None)
     if answer is None:
-        raise DatasetError("Row {number} of {file} has no 'messages' and no text column (text, caption, answer).",
-                           number=number, file=file)
+        raise DatasetError(
+            "Row {number} of {file} has no 'messages' and no text column (text, caption, answer).",
+            number=number,
+            file=file,
+        )
     prompt = next((row[k] for k in ("prompt", "question", "query") if row.get(k)), "")
-    return [{"role": "user", "content": IMAGE_PLACEHOLDER * n_images + str(prompt)},
-            {"role": "assistant", "content": str(answer)}]
+    return [
+        {"role": "user", "content": IMAGE_PLACEHOLDER * n_images + str(prompt)},
+        {"role": "assistant", "content": str(answer)},
+    ]

@@ -117,8 +117,11 @@ def openai_faults(path: str | Path) -> list[Msg]:
         with_images += images > 0
         faults += [Msg("line {line}: {problem}", line=number, problem=problem) for problem in problems]
     if with_images > MAX_EXAMPLES_WITH_IMAGES:
-        faults.append(Msg("{n} examples have images; OpenAI takes at most {limit}.",
-                          n=with_images, limit=MAX_EXAMPLES_WITH_IMAGES))
+        faults.append(
+            Msg(
+                "{n} examples have images; OpenAI takes at most {limit}.", n=with_images, limit=MAX_EXAMPLES_WITH_IMAGES
+            )
+        )
     return faults
 
 
@@ -137,7 +140,9 @@ def _example_faults(messages: list) -> tuple[list[Msg], int]:
                 faults.append(Msg("an image in a message of role {role}", role=message["role"]))
             faults += _image_faults(part["image_url"]["url"])
     if images > MAX_IMAGES_PER_EXAMPLE:
-        faults.append(Msg("{n} images; OpenAI takes at most {limit} per example", n=images, limit=MAX_IMAGES_PER_EXAMPLE))
+        faults.append(
+            Msg("{n} images; OpenAI takes at most {limit} per example", n=images, limit=MAX_IMAGES_PER_EXAMPLE)
+        )
     return faults, images
 
 

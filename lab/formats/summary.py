@@ -43,10 +43,13 @@ class ExportSummary:
 def tool_hint(fmt: str, folder: Path | Msg) -> Msg | None:
     """How the tool that reads ``fmt`` finds the images of the export in ``folder``."""
     if fmt == "swift":
-        return Msg("ms-swift reads image paths relative to the folder it runs in: set ROOT_IMAGE_DIR to {folder} "
-                   "to run swift sft from anywhere.", folder=folder)
+        return Msg(
+            "ms-swift reads image paths relative to the folder it runs in: set ROOT_IMAGE_DIR to {folder} "
+            "to run swift sft from anywhere.",
+            folder=folder,
+        )
     if fmt == "llamafactory":
         return Msg("LLaMA-Factory: set dataset_dir to {folder}; image paths are relative to it.", folder=folder)
     if fmt == "imagefolder":
-        return Msg("datasets: load_dataset(\"imagefolder\") with data_dir set to {folder}.", folder=folder)
+        return Msg('datasets: load_dataset("imagefolder") with data_dir set to {folder}.', folder=folder)
     return None

@@ -17,12 +17,21 @@ Typical use::
 """
 
 from lab.labeling.batch import LabelRun, label_folder, run_labeling, start_labeling
-from lab.labeling.estimate import estimate_folder
 from lab.labeling.client import ApiLabeler, LabelerConfig, load_providers
+from lab.labeling.estimate import estimate_folder
 from lab.labeling.item import ItemResult, PromptSpec
 from lab.labeling.preview import run_preview
 
 __all__ = [
-    "ApiLabeler", "ItemResult", "LabelRun", "LabelerConfig", "PromptSpec", "estimate_folder",
-    "label_folder", "load_providers", "run_labeling", "run_preview", "start_labeling",
+    "ApiLabeler",
+    "ItemResult",
+    "LabelRun",
+    "LabelerConfig",
+    "PromptSpec",
+    "estimate_folder",
+    "label_folder",
+    "load_providers",
+    "run_labeling",
+    "run_preview",
+    "start_labeling",
 ]

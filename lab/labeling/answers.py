@@ -14,8 +14,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from lab.text import Msg
 
+from lab.text import Msg
 
 _FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n?(.*?)\n?[ \t]*```", re.S)
 
@@ -23,7 +23,8 @@ _FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n?(.*?)\n?[ \t]*```", re.S)
 # merely quotes "I can't" from being thrown away.
 _REFUSAL_STARTS = re.compile(
     r"^\s*(?:i['’]m sorry|i am sorry|sorry,|i apologi[sz]e|unfortunately,? i|as an ai)"
-    r"|^\s*i (?:can(?:no|')t|cannot|am unable to|won['’]t) (?:help|assist|comply|provide|describe|identify|analy[sz]e|process|view|see)"
+    r"|^\s*i (?:can(?:no|')t|cannot|am unable to|won['’]t) "
+    r"(?:help|assist|comply|provide|describe|identify|analy[sz]e|process|view|see)"
     r"|^\s*(?:抱歉|对不起|很抱歉|非常抱歉|我无法|我不能)",
     re.I,
 )
@@ -68,8 +69,14 @@ def parse_json_answer(text: str) -> Any:
                 return json.loads(body[start : end + 1])
             except json.JSONDecodeError:
                 pass
-        raise ValueError(Msg("not valid JSON ({first_msg} at line {lineno} column {colno})",
-                             first_msg=first.msg, lineno=first.lineno, colno=first.colno)) from None
+        raise ValueError(
+            Msg(
+                "not valid JSON ({first_msg} at line {lineno} column {colno})",
+                first_msg=first.msg,
+                lineno=first.lineno,
+                colno=first.colno,
+            )
+        ) from None
 
 
 def json_body(text: str) -> str:
@@ -107,8 +114,9 @@ def check_answer(
     """
     text = (text or "").strip()
     if refusal or finish_reason == "content_filter":
-        return Verdict("refused", text, Msg("refused: {refusal}",
-                                            refusal=refusal or Msg("blocked by the content filter")))
+        return Verdict(
+            "refused", text, Msg("refused: {refusal}", refusal=refusal or Msg("blocked by the content filter"))
+        )
     if not text:
         return Verdict("invalid", text, EMPTY_ANSWER)
     if finish_reason == "length":
@@ -123,11 +131,12 @@ def check_answer(
         reason = err.args[0] if err.args and isinstance(err.args[0], Msg) else Msg("{err}", err=err)
         return Verdict("invalid", text, reason)
     if not isinstance(parsed, dict):
-        return Verdict("invalid", text, Msg("JSON is a {parsed_type}, not an object",
-                                            parsed_type=type(parsed).__name__), parsed)
+        return Verdict(
+            "invalid", text, Msg("JSON is a {parsed_type}, not an object", parsed_type=type(parsed).__name__), parsed
+        )
     missing = missing_keys(parsed, expected_keys)
     if missing:
-        return Verdict("invalid", text, Msg("JSON lacks the key(s) {missing}", missing=', '.join(missing)), parsed)
+        return Verdict("invalid", text, Msg("JSON lacks the key(s) {missing}", missing=", ".join(missing)), parsed)
     return Verdict("ok", json_body(text), parsed=parsed)
 
 

@@ -18,10 +18,10 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from lab.errors import DatasetError
 from lab.images import IMAGE_SUFFIXES
@@ -117,9 +117,18 @@ class LabelRun(Job):
         """The job's snapshot with the counts and the recent items (newest last)."""
         data = super().snapshot()
         with self._lock:
-            data.update(total=self.total, skipped=self.skipped, ok=self.ok, failed=self.failed, in_flight=self.in_flight,
-                        prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-                        cost_usd=self.cost_usd, limit=self.limit, recent=[asdict(item) for item in self.recent])
+            data.update(
+                total=self.total,
+                skipped=self.skipped,
+                ok=self.ok,
+                failed=self.failed,
+                in_flight=self.in_flight,
+                prompt_tokens=self.prompt_tokens,
+                completion_tokens=self.completion_tokens,
+                cost_usd=self.cost_usd,
+                limit=self.limit,
+                recent=[asdict(item) for item in self.recent],
+            )
         return data
 
     def line(self) -> Msg:
@@ -127,9 +136,18 @@ class LabelRun(Job):
         eta = Msg("")
         if self.eta_s is not None and self.remaining:
             eta = Msg(", ETA {eta_s:.0f} s", eta_s=self.eta_s)
-        return Msg("{state}: {ok} labeled, {failed} failed, {skipped} skipped of {total}; ${cost:.4f}; "
-                   "{rate:.1f} images/s{eta}", state=self.state.label, ok=self.ok, failed=self.failed,
-                   skipped=self.skipped, total=self.total, cost=self.cost_usd, rate=self.rate, eta=eta)
+        return Msg(
+            "{state}: {ok} labeled, {failed} failed, {skipped} skipped of {total}; ${cost:.4f}; "
+            "{rate:.1f} images/s{eta}",
+            state=self.state.label,
+            ok=self.ok,
+            failed=self.failed,
+            skipped=self.skipped,
+            total=self.total,
+            cost=self.cost_usd,
+            rate=self.rate,
+            eta=eta,
+        )
 
 
 async def label_folder(
@@ -168,8 +186,11 @@ async def label_folder(
         try:
             async with labeler:
                 run.mark_running()  # rate and ETA leave out start-up (imports, the lock, listing)
-                await _run(_RunParts(images_dir, store, prompt, labeler, executor, run, run.stop_event, on_progress),
-                           limit, retry_failed)
+                await _run(
+                    _RunParts(images_dir, store, prompt, labeler, executor, run, run.stop_event, on_progress),
+                    limit,
+                    retry_failed,
+                )
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
     run.finish()
@@ -260,7 +281,8 @@ async def _work(run: _RunParts, queue: asyncio.Queue) -> None:
                 result = await label_one(run.labeler, run.prompt, path, run.executor)
                 if result.ok:  # copied before the record is written, so a record never lacks its image
                     image = await asyncio.get_running_loop().run_in_executor(
-                        run.executor, run.store.copy_image, path, image_sha)
+                        run.executor, run.store.copy_image, path, image_sha
+                    )
                     result.extra["image"] = image
             finally:
                 run.progress.in_flight -= 1
@@ -293,24 +315,43 @@ def _save(run: _RunParts, result: ItemResult, path: Path, image_sha: str, key: s
     source = source_fields(path, run.images_dir)
     result.extra.update(source=source["source"], key=key)
     if not result.ok:
-        run.store.add_failure({
-            "key": key, "image_sha": image_sha, "prompt_sha": run.prompt.sha, **source,
-            "status": result.status, "kind": result.extra.get("kind", result.status),
-            **saved_fields("reason", result.reason), "answer": result.answer[:2000],
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        })
+        run.store.add_failure(
+            {
+                "key": key,
+                "image_sha": image_sha,
+                "prompt_sha": run.prompt.sha,
+                **source,
+                "status": result.status,
+                "kind": result.extra.get("kind", result.status),
+                **saved_fields("reason", result.reason),
+                "answer": result.answer[:2000],
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
         return
     image = result.extra["image"]
     messages, objects = _answer_parts(run.prompt, result, path)
-    run.store.add_record({
-        "id": key, "images": [image], "messages": messages, **({"objects": objects} if objects else {}),
-        "meta": {
-            "labeler": run.labeler.name, "prompt_sha": run.prompt.sha, "status": "ok", "key": key,
-            "image_sha": image_sha, **source, "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens, "cost_usd": round(result.cost_usd, 8),
-            "seconds": round(result.seconds, 3), "retries": result.retries,
-        },
-    })
+    run.store.add_record(
+        {
+            "id": key,
+            "images": [image],
+            "messages": messages,
+            **({"objects": objects} if objects else {}),
+            "meta": {
+                "labeler": run.labeler.name,
+                "prompt_sha": run.prompt.sha,
+                "status": "ok",
+                "key": key,
+                "image_sha": image_sha,
+                **source,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "cost_usd": round(result.cost_usd, 8),
+                "seconds": round(result.seconds, 3),
+                "retries": result.retries,
+            },
+        }
+    )
 
 
 def _answer_parts(prompt: PromptSpec, result: ItemResult, path: Path) -> tuple[list[dict], dict | None]:

@@ -15,8 +15,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from lab.endpoint_client import (IMAGE_FORMATS, ChatClient, Endpoint, EndpointError, build_messages, encode_image,
-                                 load_providers, resolve_endpoint)
+from lab.endpoint_client import (
+    IMAGE_FORMATS,
+    ChatClient,
+    Endpoint,
+    EndpointError,
+    build_messages,
+    encode_image,
+    load_providers,
+    resolve_endpoint,
+)
 from lab.labeling.costs import Price, price_for
 from lab.labeling.item import LabelFailure, Reply
 from lab.settings import check, public_dict, setting
@@ -32,15 +40,15 @@ class LabelerConfig:
     """Labeler model name; empty: the provider's first."""
     base_url: str = setting("", label="Base URL", flags=("--base-url", "--base_url"))
     """API base URL; empty: the provider's, else $OPENAI_BASE_URL, else OpenAI."""
-    api_key: str = setting("", label="API key (kept in this page only)", secret=True,
-                           widget="password")
+    api_key: str = setting("", label="API key (kept in this page only)", secret=True, widget="password")
     """Empty: a key from the environment, sent only to the URL it was set up for."""
     provider: str = setting("", label="Provider", widget="dropdown")
     """Provider preset from presets/providers.yaml (openai, dashscope, vllm, ollama): fills base URL and model."""
     temperature: float = setting(0.0, label="Temperature", min=0, max=2, widget="slider", step=0.1)
     """Sampling temperature; 0 gives the likeliest answer."""
-    max_new_tokens: int = setting(1024, label="Max answer tokens", min=1,
-                                  flags=("--max-new-tokens", "--max-tokens"), old_names=("max_tokens",))
+    max_new_tokens: int = setting(
+        1024, label="Max answer tokens", min=1, flags=("--max-new-tokens", "--max-tokens"), old_names=("max_tokens",)
+    )
     """Longest answer in tokens."""
     json_mode: bool = setting(False, label="Ask the server for JSON (response_format)")
     """Ask the server for a JSON object (response_format json_object)."""
@@ -50,8 +58,7 @@ class LabelerConfig:
     """How shrunk images are sent: jpeg (smaller) or png (lossless)."""
     concurrency: int = setting(8, label="Requests at once", min=1)
     """Requests in flight at once."""
-    max_retries: int = setting(3, label="Retries per request", min=0,
-                               flags=("--max-retries", "--max_retries"))
+    max_retries: int = setting(3, label="Retries per request", min=0, flags=("--max-retries", "--max_retries"))
     """Retries per request on 429, 5xx, timeouts and dropped connections."""
     timeout: float = setting(60.0, label="Timeout per request (s)", above=0)
     """Seconds per request attempt."""
@@ -65,7 +72,7 @@ class LabelerConfig:
         """Every setting except the API key: safe to save next to a dataset or show."""
         return public_dict(self)
 
-    def resolved(self, need_key: bool = True) -> "LabelerConfig":
+    def resolved(self, need_key: bool = True) -> LabelerConfig:
         """Base URL, model and key filled in from the provider and the environment (:func:`resolve_endpoint`).
 
         No key that may be sent to the URL is a ConfigError; ``need_key=False`` (an estimate) skips the key.
@@ -86,7 +93,7 @@ class ApiLabeler:
         endpoint = Endpoint(self.config.base_url, self.config.model, self.config.api_key)
         self._client = ChatClient(endpoint, timeout=self.config.timeout, max_retries=self.config.max_retries)
 
-    async def __aenter__(self) -> "ApiLabeler":
+    async def __aenter__(self) -> ApiLabeler:
         await self._client.__aenter__()
         return self
 
@@ -100,9 +107,12 @@ class ApiLabeler:
     async def ask(self, prepared: str, system: str, user: str, history: list[tuple[str, str]] = ()) -> Reply:
         """Ask about one prepared image; raises LabelFailure once the SDK's retries are spent."""
         cfg = self.config
-        body = self._client.request(build_messages(system, user, [prepared], history),
-                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                    json_mode=cfg.json_mode)  # fmt: skip
+        body = self._client.request(
+            build_messages(system, user, [prepared], history),
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            json_mode=cfg.json_mode,
+        )
         try:
             completion = await self._client.complete(body)
         except EndpointError as err:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR, workspace
-from lab.yaml_files import check_keys, load_yaml_strict
 from lab.text import Msg
+from lab.yaml_files import check_keys, load_yaml_strict
 
 PRICE_KEYS = ("input", "output", "image")
 IMAGE_RULE_KEYS = ("tiles", "base", "per_tile", "patches", "multiplier", "max_patches")
@@ -84,8 +84,9 @@ def _read_prices(path: Path) -> dict[str, Price]:
         try:
             table[str(name)] = Price(str(name), float(entry.get("input", 0)), float(entry.get("output", 0)), image)
         except (TypeError, ValueError):
-            raise ConfigError("{where}: input and output must be numbers (dollars per million tokens).",
-                              where=where) from None
+            raise ConfigError(
+                "{where}: input and output must be numbers (dollars per million tokens).", where=where
+            ) from None
     return table
 
 
@@ -143,10 +144,15 @@ class Estimate:
     def summary(self) -> Msg:
         """One sentence: how many images, tokens each, the cost and what was assumed."""
         cost = Msg("about ${cost_usd:.4f}", cost_usd=self.cost_usd) if self.priced else Msg("cost unknown")
-        return Msg("{todo} of {images} images to label, ~{prompt_tokens} + {completion_tokens} "
-                   "tokens each: {cost}. {note}",
-                   todo=self.todo, images=self.images, prompt_tokens=self.prompt_tokens,
-                   completion_tokens=self.completion_tokens, cost=cost, note=self.note)
+        return Msg(
+            "{todo} of {images} images to label, ~{prompt_tokens} + {completion_tokens} tokens each: {cost}. {note}",
+            todo=self.todo,
+            images=self.images,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost=cost,
+            note=self.note,
+        )
 
 
 def estimate_run(
@@ -174,9 +180,11 @@ def estimate_run(
     if measured:
         note = Msg("answer length measured on earlier answers.")
     else:
-        note = Msg("answer length assumed ({completion} tokens); run a preview for a better estimate.",
-                   completion=completion)
+        note = Msg(
+            "answer length assumed ({completion} tokens); run a preview for a better estimate.", completion=completion
+        )
     if price is None:
-        note = Msg("no price for '{model}' in presets/prices.yaml; add one to see costs. {note}",
-                   model=model, note=note)
+        note = Msg(
+            "no price for '{model}' in presets/prices.yaml; add one to see costs. {note}", model=model, note=note
+        )
     return Estimate(images, todo, prompt, completion, cost, price is not None, note)

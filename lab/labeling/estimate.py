@@ -41,9 +41,18 @@ def estimate_folder(
     finished, answer_tokens = _earlier_work(check_allowed(Path(out_dir).expanduser()) if out_dir else None, prompt.sha)
     todo = max(0, total - finished)
     todo = min(todo, limit) if limit else todo
-    return estimate_run(sizes, system=prompt.system, user=prompt.user, model=model, images=total, todo=todo,
-                        max_pixels=max_pixels, completion_tokens=answer_tokens or completion_tokens,
-                        want_json=prompt.want_json, price=price)
+    return estimate_run(
+        sizes,
+        system=prompt.system,
+        user=prompt.user,
+        model=model,
+        images=total,
+        todo=todo,
+        max_pixels=max_pixels,
+        completion_tokens=answer_tokens or completion_tokens,
+        want_json=prompt.want_json,
+        price=price,
+    )
 
 
 def _header_size(path: Path) -> tuple[int, int] | None:
@@ -61,7 +70,10 @@ def _earlier_work(out_dir: Path | None, prompt_sha: str) -> tuple[int, int | Non
     if out_dir is None or not out_dir.is_dir():
         return 0, None
     _, failed = done_and_failed(out_dir)
-    tokens = [row["meta"].get("completion_tokens", 0) for row in read_rows(out_dir / DATA_FILE)
-              if isinstance(row.get("meta"), dict) and row["meta"].get("prompt_sha") == prompt_sha]
+    tokens = [
+        row["meta"].get("completion_tokens", 0)
+        for row in read_rows(out_dir / DATA_FILE)
+        if isinstance(row.get("meta"), dict) and row["meta"].get("prompt_sha") == prompt_sha
+    ]
     finished = len(tokens) + sum(1 for row in failed.values() if row.get("prompt_sha") == prompt_sha)
     return finished, (round(sum(tokens) / len(tokens)) if tokens else None)

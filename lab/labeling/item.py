@@ -76,15 +76,17 @@ class PromptSpec:
         return prompt_sha(self.system, self.user)
 
     @classmethod
-    def from_preset(cls, preset, lang: str = "en") -> "PromptSpec":
+    def from_preset(cls, preset, lang: str = "en") -> PromptSpec:
         system, user, keys = preset.prompt(lang)
         return cls(system, user, bool(preset.json), tuple(keys))
 
     @classmethod
-    def from_job(cls, job: dict) -> "PromptSpec":
+    def from_job(cls, job: dict) -> PromptSpec:
         """The prompt saved in a dataset's ``label_job.json``."""
         saved = job["prompt"]
-        return cls(saved["system"], saved["user"], bool(saved.get("want_json")), tuple(saved.get("expected_keys") or ()))
+        return cls(
+            saved["system"], saved["user"], bool(saved.get("want_json")), tuple(saved.get("expected_keys") or ())
+        )
 
     def record_messages(self, answer: str) -> list[dict]:
         """The dataset's messages for one labeled image (``<image>`` marks where it goes)."""
@@ -125,11 +127,20 @@ async def label_one(labeler: Labeler, prompt: PromptSpec, path: Path, executor: 
         _add(result, reply)
         verdict = _judge(reply, prompt)
         if verdict.status == "invalid" and labeler.reask and prompt.want_json:
-            reply = await labeler.ask(prepared, prompt.system, prompt.user,
-                                      [(reply.text, reask_message(verdict.reason, prompt.expected_keys))])
+            reply = await labeler.ask(
+                prepared,
+                prompt.system,
+                prompt.user,
+                [(reply.text, reask_message(verdict.reason, prompt.expected_keys))],
+            )
             _add(result, reply)
             verdict = _judge(reply, prompt)
-        result.status, result.answer, result.reason, result.parsed = verdict.status, verdict.text, verdict.reason, verdict.parsed
+        result.status, result.answer, result.reason, result.parsed = (
+            verdict.status,
+            verdict.text,
+            verdict.reason,
+            verdict.parsed,
+        )
     except BadImageError as err:
         result.status, result.reason = "bad_image", err.reason
     except LabelFailure as err:
@@ -143,8 +154,13 @@ async def label_one(labeler: Labeler, prompt: PromptSpec, path: Path, executor: 
 
 
 def _judge(reply: Reply, prompt: PromptSpec):
-    return check_answer(reply.text, want_json=prompt.want_json, expected_keys=prompt.expected_keys,
-                        refusal=reply.refusal, finish_reason=reply.finish_reason)
+    return check_answer(
+        reply.text,
+        want_json=prompt.want_json,
+        expected_keys=prompt.expected_keys,
+        refusal=reply.refusal,
+        finish_reason=reply.finish_reason,
+    )
 
 
 def _add(result: ItemResult, reply: Reply) -> None:

@@ -58,7 +58,7 @@ class LocalLabeler:
         self._claim = None
         self._loaded: Any = None
 
-    async def __aenter__(self) -> "LocalLabeler":
+    async def __aenter__(self) -> LocalLabeler:
         self._claim = self.handle.generating()
         self._loaded = self._claim.__enter__()  # BusyError when training or loading
         return self
@@ -81,13 +81,25 @@ class LocalLabeler:
         for answer, follow_up in history:
             conversation += [{"role": "assistant", "content": answer}, {"role": "user", "content": follow_up}]
         try:
-            generation = (await asyncio.to_thread(
-                generate_batch, self._loaded, [conversation], [[prepared]],
-                max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-            ))[0]
+            generation = (
+                await asyncio.to_thread(
+                    generate_batch,
+                    self._loaded,
+                    [conversation],
+                    [[prepared]],
+                    max_new_tokens=self.max_new_tokens,
+                    temperature=self.temperature,
+                )
+            )[0]
         except Exception as err:  # e.g. out of memory: this image fails, the run goes on
-            raise LabelFailure("local_error", Msg("the local model failed: {err_type}: {err}",
-                                                  err_type=type(err).__name__, err=str(err)[:160])) from None
-        return Reply(text=generation.text, prompt_tokens=generation.prompt_tokens,
-                     completion_tokens=generation.completion_tokens, seconds=generation.seconds,
-                     finish_reason="length" if generation.completion_tokens >= self.max_new_tokens else "stop")
+            raise LabelFailure(
+                "local_error",
+                Msg("the local model failed: {err_type}: {err}", err_type=type(err).__name__, err=str(err)[:160]),
+            ) from None
+        return Reply(
+            text=generation.text,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            seconds=generation.seconds,
+            finish_reason="length" if generation.completion_tokens >= self.max_new_tokens else "stop",
+        )

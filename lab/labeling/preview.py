@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
 
 from lab.errors import ConfigError
 from lab.labeling.answers import CUT_OFF
@@ -32,14 +32,18 @@ def sample_images() -> list[Path]:
 OnResult = Callable[[int, int, ItemResult], None]  # (variant, image, result) as each answer arrives
 
 
-async def preview(images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler,
-                  on_result: OnResult | None = None) -> list[list[ItemResult]]:
+async def preview(
+    images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler, on_result: OnResult | None = None
+) -> list[list[ItemResult]]:
     """``results[v][i]``: prompt variant ``v`` on image ``i``; the labeler is entered here."""
     if not images:
         raise ConfigError("Pick at least one sample image for the preview.")
     if len(images) > MAX_PREVIEW_IMAGES:
-        raise ConfigError("A preview takes at most {max_preview_images} images; {n_images} were given.",
-                          max_preview_images=MAX_PREVIEW_IMAGES, n_images=len(images))
+        raise ConfigError(
+            "A preview takes at most {max_preview_images} images; {n_images} were given.",
+            max_preview_images=MAX_PREVIEW_IMAGES,
+            n_images=len(images),
+        )
     gate = asyncio.Semaphore(labeler.concurrency)
 
     async def one(variant: int, index: int) -> ItemResult:
@@ -55,14 +59,16 @@ async def preview(images: list[str | Path], prompts: list[PromptSpec], labeler: 
             return [list(row) for row in await asyncio.gather(*rows)]
 
 
-def run_preview(images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler,
-                on_result: OnResult | None = None) -> list[list[ItemResult]]:
+def run_preview(
+    images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler, on_result: OnResult | None = None
+) -> list[list[ItemResult]]:
     """:func:`preview` from synchronous code (a UI handler, the CLI)."""
     return asyncio.run(preview(images, prompts, labeler, on_result))
 
 
-def stream_preview(images: list[str | Path], prompts: list[PromptSpec],
-                   labeler: Labeler) -> Iterator[list[list[ItemResult | None]]]:
+def stream_preview(
+    images: list[str | Path], prompts: list[PromptSpec], labeler: Labeler
+) -> Iterator[list[list[ItemResult | None]]]:
     """:func:`preview` in a worker thread, yielding the results so far (None: not answered yet) as each
     answer arrives, so a page or a terminal shows progress image by image (a local model on a CPU takes
     seconds per answer). Errors of the preview (a busy model, no key) are raised here."""
@@ -103,11 +109,18 @@ def preview_totals(results: list[ItemResult]) -> dict:
 def preview_line(name: str, results: list[ItemResult]) -> Msg:
     """One variant's outcome in a line: answered, usable (and why not), time, tokens, cost."""
     totals = preview_totals(results)
-    line = Msg("{name}: {answered}/{total} answered, {usable} usable · {seconds:.2f} s each · {prompt_tokens} + "
-               "{completion_tokens} tokens · ${cost:.4f}",
-               name=name, answered=totals["answered"], total=len(results), usable=sum(r.ok for r in results),
-               seconds=totals["mean_seconds"], prompt_tokens=totals["prompt_tokens"],
-               completion_tokens=totals["completion_tokens"], cost=totals["cost_usd"])  # fmt: skip
+    line = Msg(
+        "{name}: {answered}/{total} answered, {usable} usable · {seconds:.2f} s each · {prompt_tokens} + "
+        "{completion_tokens} tokens · ${cost:.4f}",
+        name=name,
+        answered=totals["answered"],
+        total=len(results),
+        usable=sum(r.ok for r in results),
+        seconds=totals["mean_seconds"],
+        prompt_tokens=totals["prompt_tokens"],
+        completion_tokens=totals["completion_tokens"],
+        cost=totals["cost_usd"],
+    )
     if totals["cut_off"]:
         return Msg("{line} · {n} cut off at the answer-length limit", line=line, n=totals["cut_off"])
     return line

@@ -7,9 +7,9 @@ dataset's lock, so a review cannot clobber a run that is still appending.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from lab.dataset import write_records
 from lab.errors import DatasetError
@@ -31,14 +31,16 @@ def list_items(out_dir: str | Path, limit: int | None = None) -> list[dict]:
     for record in read_rows(folder / DATA_FILE):
         images = record.get("images") or []
         meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
-        items.append({
-            "id": str(record.get("id", "")),
-            "image": str((folder / images[0]).resolve()) if images else "",
-            "source": meta.get("source", ""),
-            "answer": _answer(record),
-            "labeler": meta.get("labeler", ""),
-            "edited": bool(meta.get("edited")),
-        })
+        items.append(
+            {
+                "id": str(record.get("id", "")),
+                "image": str((folder / images[0]).resolve()) if images else "",
+                "source": meta.get("source", ""),
+                "answer": _answer(record),
+                "labeler": meta.get("labeler", ""),
+                "edited": bool(meta.get("edited")),
+            }
+        )
     return items[-limit:] if limit else items
 
 
@@ -63,8 +65,9 @@ class ReviewSaved:
 
     def summary(self) -> Msg:
         """One sentence for the page."""
-        return Msg("Saved: {edited} answer(s) edited, {rejected} item(s) rejected.",
-                   edited=self.edited, rejected=self.rejected)
+        return Msg(
+            "Saved: {edited} answer(s) edited, {rejected} item(s) rejected.", edited=self.edited, rejected=self.rejected
+        )
 
 
 def save_review(
@@ -89,15 +92,17 @@ def save_review(
         verdict = check_answer(text, want_json=want_json, expected_keys=tuple(expected_keys))
         if verdict.status == "invalid" or not text.strip():
             reason = verdict.reason or EMPTY_ANSWER
-            raise DatasetError("The edited answer of item {record_id} is not usable: {reason}.",
-                               record_id=record_id, reason=reason)
+            raise DatasetError(
+                "The edited answer of item {record_id} is not usable: {reason}.", record_id=record_id, reason=reason
+            )
     with DatasetLock(folder):
         records = list(read_rows(folder / DATA_FILE))
         known = {str(r.get("id")) for r in records}
         unknown = (set(edits) | rejects) - known
         if unknown:
-            raise DatasetError("No item with id {unknown} in {folder}.",
-                               unknown=sorted(unknown)[0], folder=folder / DATA_FILE)
+            raise DatasetError(
+                "No item with id {unknown} in {folder}.", unknown=sorted(unknown)[0], folder=folder / DATA_FILE
+            )
         kept, edited, rejected = [], 0, []
         for record in records:
             record_id = str(record.get("id"))

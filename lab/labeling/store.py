@@ -140,16 +140,18 @@ class DatasetLock:
         self.path = Path(folder) / LOCK_FILE
         self._lock = FileLock(self.path)
 
-    def acquire(self) -> "DatasetLock":
+    def acquire(self) -> DatasetLock:
         if not self._lock.acquire():
-            raise BusyError("Another labeling run or review is writing to {parent}; stop it or wait for it to end.",
-                            parent=self.path.parent)
+            raise BusyError(
+                "Another labeling run or review is writing to {parent}; stop it or wait for it to end.",
+                parent=self.path.parent,
+            )
         return self
 
     def release(self) -> None:
         self._lock.release()
 
-    def __enter__(self) -> "DatasetLock":
+    def __enter__(self) -> DatasetLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -167,7 +169,7 @@ class LabelStore:
         self._data: _Appender | None = None
         self._failures: _Appender | None = None
 
-    def open(self) -> "LabelStore":
+    def open(self) -> LabelStore:
         """Take the lock, cut torn lines, and read what is done and what failed."""
         if self.folder.exists() and not self.folder.is_dir():
             raise DatasetError("{folder} is a file; give a folder for the dataset.", folder=self.folder)
@@ -189,7 +191,7 @@ class LabelStore:
         self._data = self._failures = None
         self._lock.release()
 
-    def __enter__(self) -> "LabelStore":
+    def __enter__(self) -> LabelStore:
         return self.open()
 
     def __exit__(self, *exc) -> None:
@@ -253,8 +255,15 @@ def load_job(folder: str | Path) -> dict | None:
 def job_settings(prompt, labeler_settings: dict, *, preset: str = "", lang: str = "", limit: int | None = None) -> dict:
     """What ``label_job.json`` keeps of a run, so it can be resumed or retried with the same setup."""
     return {
-        "preset": preset, "lang": lang, "limit": limit,
-        "prompt": {"system": prompt.system, "user": prompt.user, "want_json": prompt.want_json,
-                   "expected_keys": list(prompt.expected_keys), "sha": prompt.sha},
+        "preset": preset,
+        "lang": lang,
+        "limit": limit,
+        "prompt": {
+            "system": prompt.system,
+            "user": prompt.user,
+            "want_json": prompt.want_json,
+            "expected_keys": list(prompt.expected_keys),
+            "sha": prompt.sha,
+        },
         "labeler": {k: v for k, v in labeler_settings.items() if k != "api_key"},
     }

@@ -178,8 +178,17 @@ def image_token_counts(processor: Any, sizes: list[tuple[int, int]]) -> list[int
     return [int(n) for n in data["num_image_tokens"]]
 
 
-def encode_sample(processor: Any, key: str, messages: list[dict], images: list[str], *, objects: dict | None = None,
-                  videos: list[str] = (), family: str | None = None, video_budget: Any = None) -> EncodedSample:
+def encode_sample(
+    processor: Any,
+    key: str,
+    messages: list[dict],
+    images: list[str],
+    *,
+    objects: dict | None = None,
+    videos: list[str] = (),
+    family: str | None = None,
+    video_budget: Any = None,
+) -> EncodedSample:
     """Render, tokenize and label one conversation; image placeholders expanded from the image sizes.
 
     ``objects`` (a record's boxes, :mod:`lab.grounding`) are written in ``family``'s form first;
@@ -204,14 +213,23 @@ def encode_sample(processor: Any, key: str, messages: list[dict], images: list[s
     return EncodedSample(key, text, [str(p) for p in images], ids, labels, sizes)
 
 
-def _encode_with_videos(processor: Any, key: str, text: str, spans: list[tuple[int, int]], images: list[str],
-                        sizes: list[tuple[int, int]], videos: list[str], budget: Any) -> EncodedSample:
+def _encode_with_videos(
+    processor: Any,
+    key: str,
+    text: str,
+    spans: list[tuple[int, int]],
+    images: list[str],
+    sizes: list[tuple[int, int]],
+    videos: list[str],
+    budget: Any,
+) -> EncodedSample:
     """Labels on the processor's own expansion of ``text``: the answer spans moved past what it inserted."""
     from lab.video import VideoBudget, processor_media
 
     budget = budget or VideoBudget.of()
-    out = processor(text=[text], return_text_replacement_offsets=True,
-                    **processor_media(processor, images, videos, budget))  # fmt: skip
+    out = processor(
+        text=[text], return_text_replacement_offsets=True, **processor_media(processor, images, videos, budget)
+    )
     expanded, moved = text, list(spans)
     for change in reversed(out["text_replacement_offsets"][0]):
         start, end = change["span"]
@@ -325,8 +343,13 @@ class RopeIndex:
         # The method is called on a bare instance that has the config and no weights.
         bare = object.__new__(self.owner)
         vars(bare)["config"] = self.config
-        positions, _ = self.owner.get_rope_index(bare, batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
-                                                 attention_mask=batch.get("attention_mask"), **grids)  # fmt: skip
+        positions, _ = self.owner.get_rope_index(
+            bare,
+            batch["input_ids"],
+            mm_token_type_ids=batch["mm_token_type_ids"],
+            attention_mask=batch.get("attention_mask"),
+            **grids,
+        )
         return positions
 
 
@@ -391,8 +414,11 @@ class LossCollator(Collator):
 
 def _per_token(item: dict, key: str) -> bool:
     value = item[key]
-    return (value.dim() == 1 and key not in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
-            and value.shape[0] == item["input_ids"].shape[0])
+    return (
+        value.dim() == 1
+        and key not in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+        and value.shape[0] == item["input_ids"].shape[0]
+    )
 
 
 def _pad(tensor: Any, width: int, fill: int) -> Any:

@@ -9,9 +9,10 @@ placeholders) or the answer. With ``overlong: drop`` it is left out and counted;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from lab import paths
 from lab.dataset import absolute_media, dataset_root, load_records
@@ -38,8 +39,10 @@ class TrainingData:
     def summary(self) -> str:
         """One line for the log: counts, token lengths and dropped samples."""
         lengths = [s.length for s in self.train]
-        line = (f"{len(self.train)} training and {len(self.val)} validation samples, "
-                f"{min(lengths)}-{max(lengths)} tokens each")  # fmt: skip
+        line = (
+            f"{len(self.train)} training and {len(self.val)} validation samples, "
+            f"{min(lengths)}-{max(lengths)} tokens each"
+        )
         if self.dropped:
             reasons: dict[str, int] = {}
             for _, reason in self.dropped:
@@ -93,7 +96,9 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
 
 
-def build_data(cfg: TrainConfig, processor: Any, log: Callable[[str], None] = print, family: str | None = None) -> TrainingData:
+def build_data(
+    cfg: TrainConfig, processor: Any, log: Callable[[str], None] = print, family: str | None = None
+) -> TrainingData:
     """Encode the run's samples; drop or refuse overlong ones per ``cfg.overlong``.
 
     ``family`` (the model's ``model_type``) decides how boxes are written and whether videos can be used.
@@ -108,15 +113,20 @@ def build_data(cfg: TrainConfig, processor: Any, log: Callable[[str], None] = pr
         if dropped:
             key, reason = dropped[0]
             first = Msg(" (first: sample {key}: {reason})", key=key, reason=reason)
-        raise DatasetError("No training samples are left out of {n_train_records}{first}.",
-                           n_train_records=len(train_records), first=first)
+        raise DatasetError(
+            "No training samples are left out of {n_train_records}{first}.",
+            n_train_records=len(train_records),
+            first=first,
+        )
     log(data.summary())
     for key, reason in dropped[:5]:
         log(f"  left out sample {key}: {str(reason)}")
     return data
 
 
-def _encode_all(records: list[dict], cfg: TrainConfig, processor: Any, dropped: list, family: str | None) -> list[EncodedSample]:
+def _encode_all(
+    records: list[dict], cfg: TrainConfig, processor: Any, dropped: list, family: str | None
+) -> list[EncodedSample]:
     from lab.video import VIDEO_FAMILIES, VideoBudget
 
     placeholder = image_token_id(processor)
@@ -128,9 +138,16 @@ def _encode_all(records: list[dict], cfg: TrainConfig, processor: Any, dropped: 
             dropped.append((key, Msg("a video, which {family} models cannot take", family=family or "other")))
             continue
         try:
-            sample = encode_sample(processor, key, with_system(record["messages"], cfg.system), record["images"],
-                                   objects=record.get("objects"), videos=record.get("videos") or [], family=family,
-                                   video_budget=budget)  # fmt: skip
+            sample = encode_sample(
+                processor,
+                key,
+                with_system(record["messages"], cfg.system),
+                record["images"],
+                objects=record.get("objects"),
+                videos=record.get("videos") or [],
+                family=family,
+                video_budget=budget,
+            )
         except DatasetError as err:  # a video that cannot be read; the sentence names it
             dropped.append((key, msg_of(err)))
             continue
@@ -149,10 +166,21 @@ def _encode_all(records: list[dict], cfg: TrainConfig, processor: Any, dropped: 
                     "Sample {key} needs {length} tokens ({n_image} of them for its images) but max_length is "
                     "{max_length}; raise max_length to at least {length}, lower max_pixels, "
                     "or set overlong to drop.",
-                    key=key, length=sample.length, n_image=n_image, max_length=cfg.max_length,
+                    key=key,
+                    length=sample.length,
+                    n_image=n_image,
+                    max_length=cfg.max_length,
                 )
-            dropped.append((key, Msg("overlong: {length} tokens > max_length {max_length}",
-                                     length=sample.length, max_length=cfg.max_length)))
+            dropped.append(
+                (
+                    key,
+                    Msg(
+                        "overlong: {length} tokens > max_length {max_length}",
+                        length=sample.length,
+                        max_length=cfg.max_length,
+                    ),
+                )
+            )
         else:
             samples.append(sample)
     return samples

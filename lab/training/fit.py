@@ -47,15 +47,47 @@ BATCHES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # batch
 
 # config.json values of the Hub models the presets name, so a forecast needs no download.
 KNOWN_CONFIGS = {
-    "Qwen/Qwen2.5-VL-3B-Instruct": dict(model_type="qwen2_5_vl", tie_word_embeddings=True, text_config=dict(
-        vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-        num_key_value_heads=2), vision_config=dict(hidden_size=1280, intermediate_size=3420, depth=32, patch_size=14,
-        spatial_merge_size=2, out_hidden_size=2048)),
-    "Qwen/Qwen2.5-VL-7B-Instruct": dict(model_type="qwen2_5_vl", tie_word_embeddings=False, text_config=dict(
-        vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-        num_key_value_heads=4), vision_config=dict(hidden_size=1280, intermediate_size=3420, depth=32, patch_size=14,
-        spatial_merge_size=2, out_hidden_size=3584)),
-}  # fmt: skip
+    "Qwen/Qwen2.5-VL-3B-Instruct": dict(
+        model_type="qwen2_5_vl",
+        tie_word_embeddings=True,
+        text_config=dict(
+            vocab_size=151936,
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+        ),
+        vision_config=dict(
+            hidden_size=1280,
+            intermediate_size=3420,
+            depth=32,
+            patch_size=14,
+            spatial_merge_size=2,
+            out_hidden_size=2048,
+        ),
+    ),
+    "Qwen/Qwen2.5-VL-7B-Instruct": dict(
+        model_type="qwen2_5_vl",
+        tie_word_embeddings=False,
+        text_config=dict(
+            vocab_size=152064,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+        ),
+        vision_config=dict(
+            hidden_size=1280,
+            intermediate_size=3420,
+            depth=32,
+            patch_size=14,
+            spatial_merge_size=2,
+            out_hidden_size=3584,
+        ),
+    ),
+}
 
 
 # ---------------------------------------------------------------- the model's architecture
@@ -83,8 +115,11 @@ def read_model_config(model: str) -> dict:
         cached = None
     if isinstance(cached, str):
         return _read_json(Path(cached))
-    raise ConfigError("No config.json for {model}: give a model folder, or load the model once so that its "
-                      "files are in the Hub cache.", model=model)
+    raise ConfigError(
+        "No config.json for {model}: give a model folder, or load the model once so that its "
+        "files are in the Hub cache.",
+        model=model,
+    )
 
 
 def _read_json(path: Path) -> dict:
@@ -102,23 +137,38 @@ def arch_of(raw: dict) -> Arch:
         hidden, heads = text["hidden_size"], text["num_attention_heads"]
         if "embed_dim" in vision:  # Qwen2-VL: a plain MLP of mlp_ratio x embed_dim, output in hidden_size
             v_hidden = vision["embed_dim"]
-            v_inter, swiglu, v_out = int(v_hidden * vision.get("mlp_ratio", 4)), False, vision.get("hidden_size", hidden)
+            v_inter, swiglu, v_out = (
+                int(v_hidden * vision.get("mlp_ratio", 4)),
+                False,
+                vision.get("hidden_size", hidden),
+            )
         else:
             v_hidden = vision.get("hidden_size", 1280)
             v_inter, v_out = vision.get("intermediate_size", 4 * v_hidden), vision.get("out_hidden_size", hidden)
             swiglu = raw.get("model_type") == "qwen2_5_vl"
-        return Arch(model_type=raw.get("model_type", ""), hidden=hidden, intermediate=text["intermediate_size"],
-                    layers=text["num_hidden_layers"], heads=heads,
-                    kv_heads=text.get("num_key_value_heads") or heads,
-                    head_dim=text.get("head_dim") or hidden // heads, vocab=text["vocab_size"],
-                    tied=bool(raw.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
-                    vision_hidden=v_hidden, vision_intermediate=v_inter, vision_depth=vision.get("depth", 0),
-                    vision_swiglu=swiglu, patch=vision.get("patch_size", 14),
-                    merge=vision.get("spatial_merge_size", 2), vision_out=v_out,
-                    temporal_patch=vision.get("temporal_patch_size", 2))  # fmt: skip
+        return Arch(
+            model_type=raw.get("model_type", ""),
+            hidden=hidden,
+            intermediate=text["intermediate_size"],
+            layers=text["num_hidden_layers"],
+            heads=heads,
+            kv_heads=text.get("num_key_value_heads") or heads,
+            head_dim=text.get("head_dim") or hidden // heads,
+            vocab=text["vocab_size"],
+            tied=bool(raw.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
+            vision_hidden=v_hidden,
+            vision_intermediate=v_inter,
+            vision_depth=vision.get("depth", 0),
+            vision_swiglu=swiglu,
+            patch=vision.get("patch_size", 14),
+            merge=vision.get("spatial_merge_size", 2),
+            vision_out=v_out,
+            temporal_patch=vision.get("temporal_patch_size", 2),
+        )
     except KeyError as err:
-        raise ConfigError("The model's config.json has no {key}, so its memory cannot be forecast.",
-                          key=err.args[0]) from None
+        raise ConfigError(
+            "The model's config.json has no {key}, so its memory cannot be forecast.", key=err.args[0]
+        ) from None
 
 
 # ---------------------------------------------------------------- the dataset's lengths
@@ -142,7 +192,10 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
     if h * w > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
-        h, w = max(factor, math.floor(height / beta / factor) * factor), max(factor, math.floor(width / beta / factor) * factor)
+        h, w = (
+            max(factor, math.floor(height / beta / factor) * factor),
+            max(factor, math.floor(width / beta / factor) * factor),
+        )
     elif h * w < min_pixels:
         beta = math.sqrt(min_pixels / (height * width))
         h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
@@ -194,10 +247,14 @@ def dataset_lengths(cfg: Any, arch: Arch) -> Lengths:
     counted = [record_tokens(r, arch, cfg) for r in train[::step]]
     kept = [c for c in counted if c[0] <= cfg.max_length] or [(cfg.max_length, 0, 0)]
     n = len(kept)
-    return Lengths(samples=round(len(train) * n / max(len(counted), 1)), mean_tokens=sum(c[0] for c in kept) / n,
-                   max_tokens=max(c[0] for c in kept), mean_answer=sum(c[1] for c in kept) / n,
-                   max_answer=max(c[1] for c in kept),
-                   image_share=sum(c[2] for c in kept) / max(sum(c[0] for c in kept), 1))  # fmt: skip
+    return Lengths(
+        samples=round(len(train) * n / max(len(counted), 1)),
+        mean_tokens=sum(c[0] for c in kept) / n,
+        max_tokens=max(c[0] for c in kept),
+        mean_answer=sum(c[1] for c in kept) / n,
+        max_answer=max(c[1] for c in kept),
+        image_share=sum(c[2] for c in kept) / max(sum(c[0] for c in kept), 1),
+    )
 
 
 # ---------------------------------------------------------------- the card
@@ -268,11 +325,24 @@ def base_job(cfg: Any, arch: Arch, lengths: Lengths, card: Card | None) -> Job:
         size = 4
     else:
         size = 4 if cfg.method == "full" and (cfg.dtype == "float16" or card is not None and not card.bf16) else 2
-    return Job(method=cfg.method, lora_rank=cfg.lora_rank, lora_targets=tuple(cfg.lora_targets), full_parts=full,
-               dtype_bytes=size, quant_bits=cfg.quant_bits, double_quant=cfg.double_quant, batch=1,
-               max_tokens=lengths.max_tokens, mean_tokens=lengths.mean_tokens, max_answer=lengths.max_answer,
-               mean_answer=lengths.mean_answer, image_share=lengths.image_share, num_gpus=cfg.num_gpus,
-               deepspeed=cfg.deepspeed, checkpointing=cfg.gradient_checkpointing is not False)  # fmt: skip
+    return Job(
+        method=cfg.method,
+        lora_rank=cfg.lora_rank,
+        lora_targets=tuple(cfg.lora_targets),
+        full_parts=full,
+        dtype_bytes=size,
+        quant_bits=cfg.quant_bits,
+        double_quant=cfg.double_quant,
+        batch=1,
+        max_tokens=lengths.max_tokens,
+        mean_tokens=lengths.mean_tokens,
+        max_answer=lengths.max_answer,
+        mean_answer=lengths.mean_answer,
+        image_share=lengths.image_share,
+        num_gpus=cfg.num_gpus,
+        deepspeed=cfg.deepspeed,
+        checkpointing=cfg.gradient_checkpointing is not False,
+    )
 
 
 def plan(cfg: Any, device: str = "cpu", card: str | None = None) -> Plan:
@@ -290,8 +360,9 @@ def plan(cfg: Any, device: str = "cpu", card: str | None = None) -> Plan:
         return Plan(arch, lengths, where, forecast(arch, job, where.card), accumulation, chosen, None, [])
     if wanted_batch is None:
         per_gpu = accumulation  # what was asked: a batch of 1 x accumulation on each GPU
-        job, accumulation = _fastest(arch, job, where, wanted_ckpt, per_gpu if cfg.auto_keeps_effective_batch else None,
-                                     lengths.samples)
+        job, accumulation = _fastest(
+            arch, job, where, wanted_ckpt, per_gpu if cfg.auto_keeps_effective_batch else None, lengths.samples
+        )
         if not cfg.auto_keeps_effective_batch:
             accumulation = cfg.gradient_accumulation_steps
     else:
@@ -310,7 +381,7 @@ def _fastest(arch: Arch, job: Job, where: Where, ckpt: bool | None, per_gpu: int
     candidates = divisors(per_gpu) if per_gpu else list(BATCHES)
     limit = max(1, min(per_gpu or samples, samples))
     best = None
-    for option in ([False, True] if ckpt is None else [ckpt]):
+    for option in [False, True] if ckpt is None else [ckpt]:
         batch = largest_batch(arch, with_batch(job, 1, option), where.free_gib, limit, candidates)
         if batch:
             result = forecast(arch, with_batch(job, batch, option), where.card)
@@ -329,8 +400,12 @@ def fixes(arch: Arch, job: Job, where: Where) -> list:
     for ckpt in dict.fromkeys([job.checkpointing, True]):
         smaller = largest_batch(arch, with_batch(job, 1, ckpt), where.free_gib, job.batch - 1) if job.batch > 1 else 0
         if smaller:
-            found.append((Msg("per_device_batch_size: {batch}", batch=smaller),
-                          forecast(arch, with_batch(job, smaller, ckpt), where.card)))
+            found.append(
+                (
+                    Msg("per_device_batch_size: {batch}", batch=smaller),
+                    forecast(arch, with_batch(job, smaller, ckpt), where.card),
+                )
+            )
             break
     if job.method == "lora":
         qlora = forecast(arch, replace(job, method="qlora", full_parts=()), where.card)
@@ -351,9 +426,11 @@ def resolve_auto(cfg: Any, device: str, log: Callable[[str], None] = print) -> P
         return _without_forecast(cfg)
     cfg.per_device_batch_size, cfg.gradient_checkpointing = chosen.batch, chosen.checkpointing
     cfg.gradient_accumulation_steps = chosen.accumulation
-    log(f"Automatic settings: batch {chosen.batch} x {chosen.accumulation} accumulation, gradient checkpointing "
+    log(
+        f"Automatic settings: batch {chosen.batch} x {chosen.accumulation} accumulation, gradient checkpointing "
         f"{'on' if chosen.checkpointing else 'off'}; forecast peak {chosen.result.allocated_gib:.1f} GiB "
-        f"of {chosen.where.free_gib:.1f} GiB free")
+        f"of {chosen.where.free_gib:.1f} GiB free"
+    )
     return chosen
 
 
@@ -376,28 +453,50 @@ def report(p: Plan, model: str) -> Msg:
     """The forecast in a few sentences, one a line."""
     r, parts = p.result, p.result.parts
     if p.where.card is None:
-        head = Msg("Forecast for {model} on the CPU: the GPU memory it would need; name a card to plan for one.",
-                   model=model)
+        head = Msg(
+            "Forecast for {model} on the CPU: the GPU memory it would need; name a card to plan for one.", model=model
+        )
     else:
-        head = Msg("Forecast for {model} on {card} ({free} GiB free).", model=model, card=p.where.card.name,
-                   free=_gib(p.where.free_gib))
-    settings = Msg("Batch {batch} x {accumulation} accumulation x {gpus} GPU(s), gradient checkpointing {ckpt}{auto}.",
-                   batch=p.batch, accumulation=p.accumulation, gpus=r.job.num_gpus,
-                   ckpt=Msg("on") if p.checkpointing else Msg("off"),
-                   auto=Msg(" (chosen automatically)") if p.chosen else "")  # fmt: skip
-    memory = Msg("Peak GPU memory {peak} GiB: weights {weights}, gradients and optimizer {trainable}, activations "
-                 "{activations}, logits {logits}; {needed} GiB with the CUDA context.",
-                 peak=_gib(r.allocated_gib), needed=_gib(r.needed_gib), **{k: _gib(v) for k, v in parts.items()})
-    lengths = Msg("{samples} training samples, {mean} tokens on average, the longest {longest} ({share}% image "
-                  "tokens).", samples=p.lengths.samples, mean=round(p.lengths.mean_tokens),
-                  longest=p.lengths.max_tokens, share=round(100 * p.lengths.image_share))  # fmt: skip
+        head = Msg(
+            "Forecast for {model} on {card} ({free} GiB free).",
+            model=model,
+            card=p.where.card.name,
+            free=_gib(p.where.free_gib),
+        )
+    settings = Msg(
+        "Batch {batch} x {accumulation} accumulation x {gpus} GPU(s), gradient checkpointing {ckpt}{auto}.",
+        batch=p.batch,
+        accumulation=p.accumulation,
+        gpus=r.job.num_gpus,
+        ckpt=Msg("on") if p.checkpointing else Msg("off"),
+        auto=Msg(" (chosen automatically)") if p.chosen else "",
+    )
+    memory = Msg(
+        "Peak GPU memory {peak} GiB: weights {weights}, gradients and optimizer {trainable}, activations "
+        "{activations}, logits {logits}; {needed} GiB with the CUDA context.",
+        peak=_gib(r.allocated_gib),
+        needed=_gib(r.needed_gib),
+        **{k: _gib(v) for k, v in parts.items()},
+    )
+    lengths = Msg(
+        "{samples} training samples, {mean} tokens on average, the longest {longest} ({share}% image tokens).",
+        samples=p.lengths.samples,
+        mean=round(p.lengths.mean_tokens),
+        longest=p.lengths.max_tokens,
+        share=round(100 * p.lengths.image_share),
+    )
     lines = [head, settings, lengths, memory]
     if p.fits is not None:
         lines.append(_verdict(p))
     if r.tokens_per_s is not None:
         seconds = p.lengths.samples * r.job.mean_tokens / r.tokens_per_s
-        lines.append(Msg("About {tokens} tokens/s; one epoch in {minutes} min.", tokens=f"{r.tokens_per_s:,.0f}",
-                         minutes=f"{seconds / 60:.1f}"))
+        lines.append(
+            Msg(
+                "About {tokens} tokens/s; one epoch in {minutes} min.",
+                tokens=f"{r.tokens_per_s:,.0f}",
+                minutes=f"{seconds / 60:.1f}",
+            )
+        )
     return join("\n", lines)
 
 
@@ -405,8 +504,10 @@ def _verdict(p: Plan) -> Msg:
     if p.fits:
         return Msg("It fits.")
     if not p.fixes:
-        return Msg("It does not fit, and neither checkpointing, a smaller batch nor QLoRA would; use a card with "
-                   "more memory, or several GPUs with DeepSpeed.")
+        return Msg(
+            "It does not fit, and neither checkpointing, a smaller batch nor QLoRA would; use a card with "
+            "more memory, or several GPUs with DeepSpeed."
+        )
     changes = [Msg("{change} ({peak} GiB)", change=what, peak=_gib(result.needed_gib)) for what, result in p.fixes]
     return Msg("It does not fit; it would with {changes}.", changes=join(Msg(", or "), changes))
 
@@ -414,11 +515,22 @@ def _verdict(p: Plan) -> Msg:
 def as_dict(p: Plan, model: str) -> dict:
     """The forecast as plain values (``--json``)."""
     r = p.result
-    return {"model": model, "card": p.where.card.name if p.where.card else None, "free_gib": p.where.free_gib,
-            "per_device_batch_size": p.batch, "gradient_accumulation_steps": p.accumulation,
-            "gradient_checkpointing": p.checkpointing, "chosen_automatically": list(p.chosen),
-            "memory_gib": {k: round(v, 3) for k, v in r.parts.items()}, "peak_gib": round(r.allocated_gib, 3),
-            "needed_gib": round(r.needed_gib, 3), "fits": p.fits, "tokens_per_s": r.tokens_per_s,
-            "step_s": r.step_seconds, "samples": p.lengths.samples, "mean_tokens": p.lengths.mean_tokens,
-            "max_tokens": p.lengths.max_tokens,
-            "fixes": [{"change": str(what), "needed_gib": round(result.needed_gib, 3)} for what, result in p.fixes]}
+    return {
+        "model": model,
+        "card": p.where.card.name if p.where.card else None,
+        "free_gib": p.where.free_gib,
+        "per_device_batch_size": p.batch,
+        "gradient_accumulation_steps": p.accumulation,
+        "gradient_checkpointing": p.checkpointing,
+        "chosen_automatically": list(p.chosen),
+        "memory_gib": {k: round(v, 3) for k, v in r.parts.items()},
+        "peak_gib": round(r.allocated_gib, 3),
+        "needed_gib": round(r.needed_gib, 3),
+        "fits": p.fits,
+        "tokens_per_s": r.tokens_per_s,
+        "step_s": r.step_seconds,
+        "samples": p.lengths.samples,
+        "mean_tokens": p.lengths.mean_tokens,
+        "max_tokens": p.lengths.max_tokens,
+        "fixes": [{"change": str(what), "needed_gib": round(result.needed_gib, 3)} for what, result in p.fixes],
+    }

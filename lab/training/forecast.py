@@ -162,18 +162,22 @@ def part_params(a: Arch) -> dict[str, int]:
     """Parameters of each part (norms and biases are a rounding error and left out)."""
     embeddings = a.vocab * a.hidden * (1 if a.tied else 2)
     patch_embed = 3 * a.temporal_patch * a.patch**2 * a.vision_hidden
-    return {"language": a.layers * language_linear(a) + embeddings,
-            "vision": a.vision_depth * vision_block_linear(a) + patch_embed,
-            "merger": merger_linear(a)}  # fmt: skip
+    return {
+        "language": a.layers * language_linear(a) + embeddings,
+        "vision": a.vision_depth * vision_block_linear(a) + patch_embed,
+        "merger": merger_linear(a),
+    }
 
 
 def lora_params(a: Arch, rank: int, targets) -> int:
     """LoRA weights (A and B, rank x (in + out) per linear layer) on the parts in ``targets``."""
     q, kv, h, i = a.heads * a.head_dim, a.kv_heads * a.head_dim, a.hidden, a.intermediate
-    per = {"language": a.layers * ((h + q) * 2 + (h + kv) * 2 + 3 * (h + i)),
-           "vision": a.vision_depth * (a.vision_hidden * 6 + (3 if a.vision_swiglu else 2)
-                                       * (a.vision_hidden + a.vision_intermediate)),
-           "merger": a.vision_hidden * a.merge**2 * 3 + a.vision_out}  # fmt: skip
+    per = {
+        "language": a.layers * ((h + q) * 2 + (h + kv) * 2 + 3 * (h + i)),
+        "vision": a.vision_depth
+        * (a.vision_hidden * 6 + (3 if a.vision_swiglu else 2) * (a.vision_hidden + a.vision_intermediate)),
+        "merger": a.vision_hidden * a.merge**2 * 3 + a.vision_out,
+    }
     return rank * sum(per[part] for part in targets)
 
 
@@ -246,8 +250,12 @@ def memory_parts(a: Arch, job: Job) -> dict[str, float]:
     if job.deepspeed in ("zero3", "zero3_offload"):
         weights /= job.num_gpus
     activations, logits = activation_bytes(a, job)
-    return {"weights": weights / GIB, "trainable": trainable_bytes(a, job) / GIB,
-            "activations": activations / GIB, "logits": logits / GIB}  # fmt: skip
+    return {
+        "weights": weights / GIB,
+        "trainable": trainable_bytes(a, job) / GIB,
+        "activations": activations / GIB,
+        "logits": logits / GIB,
+    }
 
 
 # ---------------------------------------------------------------- time

@@ -37,10 +37,11 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from lab.training.grpo_data import (
     Prompt,
@@ -146,12 +147,21 @@ def rollout(run: Any, prompts: list[Prompt]) -> Rollout:
 
     cfg, group = run.cfg, run.cfg.num_generations
     images = [[open_image(path) for path in prompt.images] for prompt in prompts]
-    answers = generate_batch(run.loaded, [p.messages for p in prompts for _ in range(group)],
-                             [im for im in images for _ in range(group)], max_new_tokens=cfg.max_new_tokens,
-                             temperature=cfg.temperature, plain=True)  # fmt: skip
-    rewards, per_reward = score(run.rewards, [a.text for a in answers], _each([p.reference for p in prompts], group),
-                                prompts=_each([p.question for p in prompts], group),
-                                images=_each([p.images for p in prompts], group))  # fmt: skip
+    answers = generate_batch(
+        run.loaded,
+        [p.messages for p in prompts for _ in range(group)],
+        [im for im in images for _ in range(group)],
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        plain=True,
+    )
+    rewards, per_reward = score(
+        run.rewards,
+        [a.text for a in answers],
+        _each([p.reference for p in prompts], group),
+        prompts=_each([p.question for p in prompts], group),
+        images=_each([p.images for p in prompts], group),
+    )
     advantages = group_advantages(torch.tensor(rewards, dtype=torch.float32), group).to(run.device)
     batch = build_batch(run.loaded.processor, prompts, images, answers, run.collator)
     rows = (batch["loss_index"] // max(len(batch["loss_positions"]), 1)).to(run.device)
@@ -167,8 +177,17 @@ def rollout(run: Any, prompts: list[Prompt]) -> Rollout:
             else:
                 with run.model.disable_adapter():  # the base model: the adapter switched off, no second copy
                     ref = token_logps(run.model, on_device, cfg.temperature, run.suppressed)
-    return Rollout(batch, advantages, rows, old, ref, rewards, per_reward, [len(answer_ids(a)) for a in answers],
-                   int(batch["attention_mask"].sum()))
+    return Rollout(
+        batch,
+        advantages,
+        rows,
+        old,
+        ref,
+        rewards,
+        per_reward,
+        [len(answer_ids(a)) for a in answers],
+        int(batch["attention_mask"].sum()),
+    )
 
 
 def _each(values: list, group: int) -> list:
@@ -254,8 +273,9 @@ def update(run: GRPORun, rollouts: list[Rollout]) -> tuple[float, float, float]:
     return sum(losses) / len(losses), sum(kls) / len(kls), float(grad_norm)
 
 
-def train_steps(run: GRPORun, order: PromptOrder, total: int, run_dir: Path, stop: Any,
-                echo: Callable[[str], None] | None) -> tuple[int, bool, Meter]:
+def train_steps(
+    run: GRPORun, order: PromptOrder, total: int, run_dir: Path, stop: Any, echo: Callable[[str], None] | None
+) -> tuple[int, bool, Meter]:
     """The loop: sample and score answers, then learn from them, until ``total`` steps or a stop request.
 
     Returns ``(steps taken, stopped, meter)``; a line goes to ``metrics.jsonl`` every ``logging_steps``.
@@ -280,8 +300,15 @@ def train_steps(run: GRPORun, order: PromptOrder, total: int, run_dir: Path, sto
     return step, stopped, meter
 
 
-def train_grpo(cfg: TrainConfig, run_dir: Path, loaded: Any, device: str, stop: Any, log: Callable[[str], None],
-               echo_metrics: bool = False):
+def train_grpo(
+    cfg: TrainConfig,
+    run_dir: Path,
+    loaded: Any,
+    device: str,
+    stop: Any,
+    log: Callable[[str], None],
+    echo_metrics: bool = False,
+):
     """Train ``cfg`` with GRPO in the claimed ``run_dir``: a :class:`~lab.training.runner.TrainResult`."""
     import torch
 
@@ -298,10 +325,22 @@ def train_grpo(cfg: TrainConfig, run_dir: Path, loaded: Any, device: str, stop: 
     torch.manual_seed(cfg.seed)
     total = total_steps(cfg, len(prompts.train))
     run = _setup(cfg, loaded, prepared, rewards, total)
-    append_metrics(run_dir, {"event": "start", "time": time.time(), "step": 0, "total_steps": total, "resumed": False,
-                             "trainer": "grpo", "train_samples": len(prompts.train), "val_samples": prompts.val_count,
-                             "dropped": len(prompts.dropped), "trainable_params": prepared.trainable,
-                             "total_params": prepared.total})  # fmt: skip
+    append_metrics(
+        run_dir,
+        {
+            "event": "start",
+            "time": time.time(),
+            "step": 0,
+            "total_steps": total,
+            "resumed": False,
+            "trainer": "grpo",
+            "train_samples": len(prompts.train),
+            "val_samples": prompts.val_count,
+            "dropped": len(prompts.dropped),
+            "trainable_params": prepared.trainable,
+            "total_params": prepared.total,
+        },
+    )
     if cfg.gradient_checkpointing:
         run.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # A group repeats its prompt's images: batched vision attention and no autograd in a frozen tower pay off here.
@@ -317,11 +356,13 @@ def train_grpo(cfg: TrainConfig, run_dir: Path, loaded: Any, device: str, stop: 
         free_accelerator_memory()
     prepared.model.save_pretrained(str(run_dir))  # with LoRA the adapter, at the top of the run folder
     loaded.processor.save_pretrained(str(run_dir))
-    append_metrics(run_dir, {"event": "stop" if stopped else "end", "time": time.time(), "step": step,
-                             "loss": meter.last_loss})  # fmt: skip
+    append_metrics(
+        run_dir, {"event": "stop" if stopped else "end", "time": time.time(), "step": step, "loss": meter.last_loss}
+    )
     log(f"{'Stopped' if stopped else 'Finished'} at step {step}; saved to {run_dir}")
-    return TrainResult(run_dir, "stopped" if stopped else "finished", step, meter.last_loss, prepared.model,
-                       prepared.is_peft)
+    return TrainResult(
+        run_dir, "stopped" if stopped else "finished", step, meter.last_loss, prepared.model, prepared.is_peft
+    )
 
 
 def _setup(cfg: TrainConfig, loaded: Any, prepared: Any, rewards: list, total: int) -> GRPORun:
@@ -342,10 +383,12 @@ def _setup(cfg: TrainConfig, loaded: Any, prepared: Any, rewards: list, total: i
     cuda = str(loaded.device).startswith("cuda")
     amp = loaded.dtype if cuda and loaded.dtype in (torch.bfloat16, torch.float16) else None
     collator = LossCollator(loaded.processor.tokenizer.pad_token_id, 8 if cuda else 1, RopeIndex.of(model))
-    run = GRPORun(cfg, loaded, model, reference, rewards, collator, model.device, amp,
-                  feature_placeholders(loaded.processor))  # fmt: skip
+    run = GRPORun(
+        cfg, loaded, model, reference, rewards, collator, model.device, amp, feature_placeholders(loaded.processor)
+    )
     run.optimizer = _optimizers(model, cfg)[0] or torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
     run.scheduler = get_scheduler(cfg.lr_scheduler, run.optimizer, math.ceil(cfg.warmup_ratio * total), total)
     run.scaler = torch.amp.GradScaler(enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
     return run
@@ -393,16 +436,22 @@ class Meter:
         window, elapsed = max(now - self.window, 1e-9), now - self.began
         sample = self.sample
         record = {
-            "step": step, "epoch": _round(epoch, 4), "loss": _round(_mean(self.losses)), "kl": _round(_mean(self.kls)),
-            "reward": _round(sample["reward"]), "reward_std": _round(sample["reward_std"]),
+            "step": step,
+            "epoch": _round(epoch, 4),
+            "loss": _round(_mean(self.losses)),
+            "kl": _round(_mean(self.kls)),
+            "reward": _round(sample["reward"]),
+            "reward_std": _round(sample["reward_std"]),
             "rewards": {name: _round(value) for name, value in sample["rewards"].items()},
-            "completion_length": _round(sample["completion_length"], 2), "lr": _round(lr, 10),
+            "completion_length": _round(sample["completion_length"], 2),
+            "lr": _round(lr, 10),
             "grad_norm": _round(_mean(self.norms)),
             "samples_per_s": _round(self.prompts / window, 3) if self.prompts else None,
             "tokens_per_s": _round(self.tokens / window, 1) if self.prompts else None,
-            "elapsed_s": round(elapsed, 2), "eta_s": round(elapsed / step * (total - step), 1),
+            "elapsed_s": round(elapsed, 2),
+            "eta_s": round(elapsed / step * (total - step), 1),
             "gpu_mem_gib": _gpu_mem_gib(),
-        }  # fmt: skip
+        }
         self.window = now
         self._reset()
         return record

@@ -15,8 +15,9 @@ with the answer's tokens as the labels::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from lab.conversation import split_prompt, to_hf_messages
 from lab.errors import BadImageError, ConfigError, DatasetError
@@ -71,17 +72,31 @@ def load_prompts(cfg: TrainConfig, processor: Any, log: Callable[[str], None] = 
             continue
         if length > cfg.max_length:
             if cfg.overlong == "error":
-                raise ConfigError("Sample {key} needs {length} tokens with max_new_tokens but max_length is "
-                                  "{max_length}; raise max_length, lower max_new_tokens or max_pixels, or set overlong "
-                                  "to drop.", key=key, length=length, max_length=cfg.max_length)
-            dropped.append((key, Msg("overlong: {length} tokens > max_length {max_length}",
-                                     length=length, max_length=cfg.max_length)))
+                raise ConfigError(
+                    "Sample {key} needs {length} tokens with max_new_tokens but max_length is "
+                    "{max_length}; raise max_length, lower max_new_tokens or max_pixels, or set overlong "
+                    "to drop.",
+                    key=key,
+                    length=length,
+                    max_length=cfg.max_length,
+                )
+            dropped.append(
+                (
+                    key,
+                    Msg(
+                        "overlong: {length} tokens > max_length {max_length}", length=length, max_length=cfg.max_length
+                    ),
+                )
+            )
             continue
         prompts.append(Prompt(key, messages, reference or "", list(record["images"]), text))
     if not prompts:
         first = Msg(" (first: sample {key}: {reason})", key=dropped[0][0], reason=dropped[0][1]) if dropped else Msg("")
-        raise DatasetError("No training samples are left out of {n_train_records}{first}.",
-                           n_train_records=len(train_records), first=first)
+        raise DatasetError(
+            "No training samples are left out of {n_train_records}{first}.",
+            n_train_records=len(train_records),
+            first=first,
+        )
     log(f"{len(prompts)} prompts, {cfg.num_generations} answers each; {len(dropped)} left out")
     return Prompts(prompts, len(val_records), dropped)
 

@@ -68,8 +68,10 @@ def start_training(cfg: TrainConfig, handle: Any, resume: bool = False, queue: b
     with _turns.lock:
         running = _turns.busy()
         if running and not queue:
-            raise BusyError("A training run ({current_name}) is already going on; stop it or wait for it to end.",
-                            current_name=_turns.current.name)
+            raise BusyError(
+                "A training run ({current_name}) is already going on; stop it or wait for it to end.",
+                current_name=_turns.current.name,
+            )
         if not running and cfg.num_gpus <= 1 and handle.state.value in ("loading", "training", "generating"):
             raise BusyError("The model is busy ({value}); try again when it is done.", value=handle.state.value)
         if not cfg.run_name:
@@ -90,8 +92,11 @@ def _refuse_name_in_use(cfg: TrainConfig) -> None:
 
     wanted = run_dir_for(cfg).resolve()
     if any(job.run_dir.resolve() == wanted for job in _jobs_in_use()):
-        raise BusyError("A run named {run_name} is already going on or waiting in the queue; "
-                        "choose another run_name or wait for it to end.", run_name=cfg.run_name)
+        raise BusyError(
+            "A run named {run_name} is already going on or waiting in the queue; "
+            "choose another run_name or wait for it to end.",
+            run_name=cfg.run_name,
+        )
 
 
 def _unused_default_name(cfg: TrainConfig) -> str:
@@ -148,8 +153,9 @@ def _outcome(result: Any) -> Msg:
 def _train(job: TrainingJob, loaded: Any):
     from lab.training.runner import run_training
 
-    return run_training(job.config, loaded=loaded, stop=job.stop_event, resume=job.resume, log=job.log,
-                        echo_metrics=False)  # fmt: skip
+    return run_training(
+        job.config, loaded=loaded, stop=job.stop_event, resume=job.resume, log=job.log, echo_metrics=False
+    )
 
 
 def _ensure_model(job: TrainingJob, handle: Any) -> None:
@@ -210,8 +216,9 @@ def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
     try:
         prepare_run_dir(job.config, job.resume)  # the subprocess trains from the config written here
         job.mark_running()
-        code = run_accelerate(job.run_dir, job.config.num_gpus, job.config.deepspeed, job.stop_event, log=job.log,
-                              resume=job.resume)  # fmt: skip
+        code = run_accelerate(
+            job.run_dir, job.config.num_gpus, job.config.deepspeed, job.stop_event, log=job.log, resume=job.resume
+        )
     except OSError as err:  # a LabError (ConfigError included) keeps its own sentence
         raise LabError("Could not start the multi-GPU run: {err}", err=err) from None
     if code != 0:

@@ -18,8 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -41,16 +42,20 @@ def accelerate_dir() -> Path:
 def check_deepspeed_package(stage: str) -> None:
     """Refuse a DeepSpeed stage when the deepspeed package is missing."""
     if importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("deepspeed: {stage} needs the deepspeed package (pip install deepspeed); "
-                          "set deepspeed to null to train with plain multi-GPU instead.", stage=stage)  # fmt: skip
+        raise ConfigError(
+            "deepspeed: {stage} needs the deepspeed package (pip install deepspeed); "
+            "set deepspeed to null to train with plain multi-GPU instead.",
+            stage=stage,
+        )
 
 
 def deepspeed_config(stage: str) -> dict:
     """The DeepSpeed config of ``stage`` (``zero2``, ``zero3``, ``zero3_offload``) from ``presets/accelerate/``."""
     path = accelerate_dir() / f"{stage}.yaml"
     if not path.is_file():
-        raise ConfigError("No DeepSpeed config {path_name} in {accelerate_dir}.",
-                          path_name=path.name, accelerate_dir=accelerate_dir())
+        raise ConfigError(
+            "No DeepSpeed config {path_name} in {accelerate_dir}.", path_name=path.name, accelerate_dir=accelerate_dir()
+        )
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
@@ -89,30 +94,51 @@ def run_deepspeed_config(cfg: TrainConfig, run_dir: Path) -> str | dict | None:
     if not cfg.deepspeed:
         return None
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        raise ConfigError("deepspeed {stage} runs only in a launch on several GPUs; start the run with "
-                          "python -m lab train (num_gpus 2 or more) or from the Train tab.", stage=cfg.deepspeed)
+        raise ConfigError(
+            "deepspeed {stage} runs only in a launch on several GPUs; start the run with "
+            "python -m lab train (num_gpus 2 or more) or from the Train tab.",
+            stage=cfg.deepspeed,
+        )
     written = run_dir / DEEPSPEED_FILE
     return str(written) if written.is_file() else deepspeed_config(cfg.deepspeed)
 
 
-def train_command(run_dir: str | Path, num_gpus: int, resume: bool = False,
-                  config_file: str | Path | None = None) -> list[str]:
+def train_command(
+    run_dir: str | Path, num_gpus: int, resume: bool = False, config_file: str | Path | None = None
+) -> list[str]:
     """The command that trains the run in ``run_dir``: plain Python on one GPU, ``accelerate launch`` on several
     (with ``config_file``, from :func:`write_launch_files`, else ``multi_gpu.yaml``)."""
     run_dir = Path(run_dir)
-    lab_args = ["-m", "lab", "train"] + (["--resume", str(run_dir)] if resume else ["--config", str(run_dir / CONFIG_FILE)])
+    lab_args = ["-m", "lab", "train"] + (
+        ["--resume", str(run_dir)] if resume else ["--config", str(run_dir / CONFIG_FILE)]
+    )
     if num_gpus <= 1:
         return [sys.executable, *lab_args]
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(config_file or accelerate_dir() / "multi_gpu.yaml"),
-        "--num_processes", str(num_gpus), "--num_machines", "1", "--dynamo_backend", "no",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config_file or accelerate_dir() / "multi_gpu.yaml"),
+        "--num_processes",
+        str(num_gpus),
+        "--num_machines",
+        "1",
+        "--dynamo_backend",
+        "no",
         *lab_args,
-    ]  # fmt: skip
+    ]
 
 
-def run_accelerate(run_dir: str | Path, num_gpus: int, deepspeed: str | None, stop: threading.Event,
-                   log: Callable[[str], None] = print, resume: bool = False, grace_s: float = 120.0) -> int:
+def run_accelerate(
+    run_dir: str | Path,
+    num_gpus: int,
+    deepspeed: str | None,
+    stop: threading.Event,
+    log: Callable[[str], None] = print,
+    resume: bool = False,
+    grace_s: float = 120.0,
+) -> int:
     """Train the prepared run in a subprocess until it ends or ``stop`` is set; returns its exit code."""
     if num_gpus > 1:
         _check_gpus(num_gpus)
@@ -123,8 +149,15 @@ def run_accelerate(run_dir: str | Path, num_gpus: int, deepspeed: str | None, st
     log("$ " + " ".join(command))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, env=env, cwd=str(REPO_ROOT))  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+        cwd=str(REPO_ROOT),
+    )
     reader = threading.Thread(target=_forward_output, args=(process, log), daemon=True)
     reader.start()
     while process.poll() is None:
@@ -141,8 +174,9 @@ def _check_gpus(num_gpus: int) -> None:
 
     have = torch.cuda.device_count()
     if have < num_gpus:
-        raise ConfigError("num_gpus is {num_gpus} but this machine has {have} GPU(s); lower num_gpus.",
-                          num_gpus=num_gpus, have=have)
+        raise ConfigError(
+            "num_gpus is {num_gpus} but this machine has {have} GPU(s); lower num_gpus.", num_gpus=num_gpus, have=have
+        )
 
 
 def _forward_output(process: subprocess.Popen, log: Callable[[str], None]) -> None:
@@ -168,8 +202,9 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
-def stop_process_tree(process: subprocess.Popen, grace_s: float, log: Callable[[str], None] = print,
-                      launcher: bool = False) -> None:
+def stop_process_tree(
+    process: subprocess.Popen, grace_s: float, log: Callable[[str], None] = print, launcher: bool = False
+) -> None:
     """SIGTERM the training processes (they save and exit); after ``grace_s``, SIGKILL the whole tree.
 
     ``launcher``: ``process`` is ``accelerate launch``, whose children are the ranks.

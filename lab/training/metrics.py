@@ -14,12 +14,24 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
-LOG_FIELDS = ("step", "epoch", "loss", "eval_loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s",
-              "elapsed_s", "eta_s", "gpu_mem_gib")  # fmt: skip
+LOG_FIELDS = (
+    "step",
+    "epoch",
+    "loss",
+    "eval_loss",
+    "lr",
+    "grad_norm",
+    "samples_per_s",
+    "tokens_per_s",
+    "elapsed_s",
+    "eta_s",
+    "gpu_mem_gib",
+)
 
 
 def append_metrics(run_dir: str | Path, record: dict) -> None:
@@ -198,9 +210,14 @@ def _elapsed_so_far(records: list[dict]) -> float:
 def format_line(record: dict, max_steps: int | None = None) -> str:
     """A log line for the terminal: ``step 10/50  loss 1.234  lr 2.0e-04  12.3 samples/s ...``."""
     parts = [f"step {record['step']}" + (f"/{max_steps}" if max_steps else "")]
-    for key, label, fmt in (("loss", "loss", "{:.4f}"), ("eval_loss", "eval_loss", "{:.4f}"), ("lr", "lr", "{:.2e}"),
-                            ("samples_per_s", "samples/s", "{:.2f}"), ("tokens_per_s", "tokens/s", "{:.0f}"),
-                            ("eta_s", "eta", "{:.0f}s")):  # fmt: skip
+    for key, label, fmt in (
+        ("loss", "loss", "{:.4f}"),
+        ("eval_loss", "eval_loss", "{:.4f}"),
+        ("lr", "lr", "{:.2e}"),
+        ("samples_per_s", "samples/s", "{:.2f}"),
+        ("tokens_per_s", "tokens/s", "{:.0f}"),
+        ("eta_s", "eta", "{:.0f}s"),
+    ):
         if record.get(key) is not None:
             parts.append(f"{label} {fmt.format(record[key])}")
     parts += [f"{key} {value:.2f}" for key, value in answer_scores(record).items() if value is not None]

@@ -55,15 +55,17 @@ def parse_entry(text: str) -> DatasetEntry:
         path, number = text, ""
     path = path.strip()
     if not path:
-        raise ConfigError("dataset entry '{text}' names no dataset; write a path, then :0.5 or :200 if you like.",
-                          text=text)
+        raise ConfigError(
+            "dataset entry '{text}' names no dataset; write a path, then :0.5 or :200 if you like.", text=text
+        )
     if not number:
         return DatasetEntry(path)
     if "." in number:
         weight = float(number)
         if weight <= 0:
-            raise ConfigError("dataset entry '{text}' scales its dataset by {weight}; use a number above 0.",
-                              text=text, weight=weight)
+            raise ConfigError(
+                "dataset entry '{text}' scales its dataset by {weight}; use a number above 0.", text=text, weight=weight
+            )
         return DatasetEntry(path, weight=weight)
     samples = int(number)
     if samples < 1:
@@ -75,8 +77,9 @@ def entry_from_mapping(item: dict) -> str:
     """A YAML mapping entry (``{path: data/b, weight: 0.5}`` or ``{path: data/c, samples: 200}``) as its text."""
     unknown = set(item) - {"path", "weight", "samples"}
     if unknown or "path" not in item or ("weight" in item and "samples" in item):
-        raise ConfigError("dataset entry {item} must be a path, or a mapping with path and one of weight or samples.",
-                          item=item)
+        raise ConfigError(
+            "dataset entry {item} must be a path, or a mapping with path and one of weight or samples.", item=item
+        )
     if "weight" in item:
         return f"{item['path']}:{float(item['weight'])!r}"
     if "samples" in item:
@@ -98,8 +101,10 @@ def dataset_entries(value: str | list[str]) -> list[DatasetEntry]:
     seen: set[str] = set()
     for entry in entries:
         if entry.path in seen:
-            raise ConfigError("dataset lists {path} twice; give each dataset once, with a weight if it should count "
-                              "more.", path=entry.path)
+            raise ConfigError(
+                "dataset lists {path} twice; give each dataset once, with a weight if it should count more.",
+                path=entry.path,
+            )
         seen.add(entry.path)
     if not entries:
         raise ConfigError("dataset is empty; give a dataset folder or a .jsonl file.")
@@ -150,14 +155,20 @@ def mixed_splits(value: str | list[str], val_ratio: float, seed: int, with_val: 
         root = dataset_root(path)
         train += [absolute_media(r, root) for r in taken]
         val += [absolute_media(r, root) for r in held]
-        mix.append({"dataset": entry.path, "weight": entry.weight, "samples": entry.samples,
-                    "train_available": len(part_train), "val_available": len(part_val),
-                    "train": len(taken), "val": len(held)})  # fmt: skip
+        mix.append(
+            {
+                "dataset": entry.path,
+                "weight": entry.weight,
+                "samples": entry.samples,
+                "train_available": len(part_train),
+                "val_available": len(part_val),
+                "train": len(taken),
+                "val": len(held),
+            }
+        )
     return train, val, mix
 
 
 def write_data_mix(run_dir: Path, mix: list[dict]) -> None:
     """``data_mix.json``: per dataset of the run, the samples it had and the samples taken (train and validation)."""
     (run_dir / MIX_FILE).write_text(json.dumps(mix, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-

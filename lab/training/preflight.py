@@ -41,8 +41,12 @@ def check_logging(cfg: TrainConfig) -> None:
     """``report_to`` needs its package."""
     modules = LOGGING_PACKAGES.get(cfg.report_to)
     if modules and not _installed(*modules):
-        raise ConfigError("report_to {target} needs the {package} package (pip install 'vlm-lab[logging]'); "
-                          "install it or set report_to to none.", target=cfg.report_to, package=modules[0])
+        raise ConfigError(
+            "report_to {target} needs the {package} package (pip install 'vlm-lab[logging]'); "
+            "install it or set report_to to none.",
+            target=cfg.report_to,
+            package=modules[0],
+        )
 
 
 def check_gpus(cfg: TrainConfig) -> None:
@@ -57,5 +61,8 @@ def check_gpus(cfg: TrainConfig) -> None:
 
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if have < cfg.num_gpus:
-        raise ConfigError("num_gpus is {num_gpus} but this machine has {have} GPU(s); lower num_gpus.",
-                          num_gpus=cfg.num_gpus, have=have)
+        raise ConfigError(
+            "num_gpus is {num_gpus} but this machine has {have} GPU(s); lower num_gpus.",
+            num_gpus=cfg.num_gpus,
+            have=have,
+        )

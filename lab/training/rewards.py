@@ -39,9 +39,10 @@ import importlib.util
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from lab.errors import ConfigError, LabError
 from lab.yaml_files import closest
@@ -105,11 +106,16 @@ def _parse_entry(entry: str) -> RewardSpec:
     name = ALIASES.get(name.strip(), name.strip())
     if name not in BUILT_IN:
         if name.endswith(".py") or "/" in name:
-            raise ConfigError("rewards has '{entry}': a reward from a file is written path/to/file.py:function.",
-                              entry=entry)
-        raise ConfigError("rewards has '{name}'{hint}; the built-in rewards are {names}, or give a function of your "
-                          "own as path/to/file.py:function.", name=name, hint=closest(name, BUILT_IN),
-                          names=", ".join(BUILT_IN))
+            raise ConfigError(
+                "rewards has '{entry}': a reward from a file is written path/to/file.py:function.", entry=entry
+            )
+        raise ConfigError(
+            "rewards has '{name}'{hint}; the built-in rewards are {names}, or give a function of your "
+            "own as path/to/file.py:function.",
+            name=name,
+            hint=closest(name, BUILT_IN),
+            names=", ".join(BUILT_IN),
+        )
     return RewardSpec(name, _weight(entry, weight if weight else None))
 
 
@@ -191,8 +197,13 @@ def built_in(name: str, cfg: TrainConfig) -> RewardFn:
         return length_reward(cfg.target_length)
     if name == "format":
         return format_reward(cfg.reward_pattern)
-    return {"json_valid": _json_valid, "json_key_f1": _scaled(json_key_f1), "exact_match": _scaled(exact_match),
-            "bleu": _bleu, "rouge_l": _scaled(_rouge_l)}[name]  # fmt: skip
+    return {
+        "json_valid": _json_valid,
+        "json_key_f1": _scaled(json_key_f1),
+        "exact_match": _scaled(exact_match),
+        "bleu": _bleu,
+        "rouge_l": _scaled(_rouge_l),
+    }[name]
 
 
 def check_pattern(pattern: str | None) -> None:
@@ -239,18 +250,29 @@ def _first_line(err: Exception) -> str:
 
 def checked_scores(reward: Reward, values: Any, n: int) -> list[float]:
     """``values`` as ``n`` finite floats, or a :class:`LabError` naming the reward and what it returned."""
-    ok = isinstance(values, (list, tuple)) and len(values) == n and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    ok = (
+        isinstance(values, (list, tuple))
+        and len(values) == n
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    )
     if not ok:
         shown = repr(values)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        raise LabError("Reward function {name} must return a list of {n} numbers, one per answer; it returned {shown}.",
-                       name=reward.name, n=n, shown=shown)
+        raise LabError(
+            "Reward function {name} must return a list of {n} numbers, one per answer; it returned {shown}.",
+            name=reward.name,
+            n=n,
+            shown=shown,
+        )
     return [float(v) for v in values]
 
 
-TRIAL = dict(completions=['{"label": "cat"}', "A cat on a sofa."], references=['{"label": "cat"}', "A cat."],
-             prompts=["<image>What is it?", "<image>Describe the picture."], images=[[], []])
+TRIAL = dict(
+    completions=['{"label": "cat"}', "A cat on a sofa."],
+    references=['{"label": "cat"}', "A cat."],
+    prompts=["<image>What is it?", "<image>Describe the picture."],
+    images=[[], []],
+)
 
 
 def _trial_call(reward: Reward) -> None:
@@ -258,8 +280,9 @@ def _trial_call(reward: Reward) -> None:
     try:
         values = reward.fn(TRIAL["completions"], TRIAL["references"], prompts=TRIAL["prompts"], images=TRIAL["images"])
     except Exception as err:  # the person's code
-        raise ConfigError("Reward function {name} failed on a trial call: {err}", name=reward.name,
-                          err=_first_line(err)) from None
+        raise ConfigError(
+            "Reward function {name} failed on a trial call: {err}", name=reward.name, err=_first_line(err)
+        ) from None
     try:
         checked_scores(reward, values, len(TRIAL["completions"]))
     except LabError as err:
@@ -278,8 +301,11 @@ def load_rewards(cfg: TrainConfig) -> list[Reward]:
 
     specs = parse_rewards(cfg.rewards)
     if restricted() and any(spec.path for spec in specs):
-        raise ConfigError("This shared deployment accepts only the built-in rewards ({names}): a reward from a "
-                          "Python file would run code on the server.", names=", ".join(BUILT_IN))
+        raise ConfigError(
+            "This shared deployment accepts only the built-in rewards ({names}): a reward from a "
+            "Python file would run code on the server.",
+            names=", ".join(BUILT_IN),
+        )
     rewards = []
     for spec in specs:
         if spec.path is None:

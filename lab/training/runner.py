@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from lab.errors import BusyError, ConfigError, LabError
 from lab.file_lock import FileLock, locked_elsewhere
@@ -44,8 +45,16 @@ if TYPE_CHECKING:
 
 RUN_LOCK = ".training.lock"  # held by the process training in the run folder
 # What a run that failed before its first step may leave: its folder can be used again.
-ATTEMPT_FILES = (CONFIG_FILE, METRICS_FILE, RUN_LOCK, "data_mix.json", "deepspeed.json", "accelerate.yaml", "runs",
-                 "wandb")
+ATTEMPT_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_LOCK,
+    "data_mix.json",
+    "deepspeed.json",
+    "accelerate.yaml",
+    "runs",
+    "wandb",
+)
 TRAINING = Msg("Training")  # what failed, when a run fails
 
 
@@ -83,8 +92,11 @@ def load_options(cfg: TrainConfig, device: str) -> dict:
         dtype = "float32"  # fp16 weights cannot take optimizer updates; autocast still computes in fp16
     options = dict(dtype=dtype, device=device, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
     if cfg.method == "qlora":
-        options.update(quantization=f"{cfg.quant_bits}bit", double_quant=cfg.double_quant,
-                       quant_compute_dtype=cfg.quant_compute_dtype)  # fmt: skip
+        options.update(
+            quantization=f"{cfg.quant_bits}bit",
+            double_quant=cfg.double_quant,
+            quant_compute_dtype=cfg.quant_compute_dtype,
+        )
     return options
 
 
@@ -134,8 +146,11 @@ def claim_run_dir(cfg: TrainConfig, resume: bool = False) -> tuple[Path, FileLoc
             cfg.to_yaml(run_dir / CONFIG_FILE)
     except OSError as err:
         lock.release()
-        raise ConfigError("The run folder {run_dir} cannot be written ({strerror}); choose another output_dir.",
-                          run_dir=run_dir, strerror=err.strerror or err) from None
+        raise ConfigError(
+            "The run folder {run_dir} cannot be written ({strerror}); choose another output_dir.",
+            run_dir=run_dir,
+            strerror=err.strerror or err,
+        ) from None
     except BaseException:
         lock.release()
         raise
@@ -160,11 +175,13 @@ def _usable_run_dir(cfg: TrainConfig, resume: bool) -> Path:
     _check_writable(run_dir)
     if resume:
         if latest_checkpoint(run_dir) is None:
-            raise ConfigError("Run {run_name} has no checkpoint to resume from; start it again instead.",
-                              run_name=cfg.run_name)
+            raise ConfigError(
+                "Run {run_name} has no checkpoint to resume from; start it again instead.", run_name=cfg.run_name
+            )
     elif _holds_a_run(run_dir):
-        raise ConfigError("A run named {run_name} already exists; choose another run_name or resume it.",
-                          run_name=cfg.run_name)
+        raise ConfigError(
+            "A run named {run_name} already exists; choose another run_name or resume it.", run_name=cfg.run_name
+        )
     return run_dir
 
 
@@ -184,13 +201,18 @@ def _check_writable(run_dir: Path) -> None:
     while not os.path.exists(existing) and existing.parent != existing:  # os.path: False where it may not look
         existing = existing.parent
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError("The run folder {run_dir} cannot be written: {existing} is not a writable folder; "
-                          "choose another output_dir.", run_dir=run_dir, existing=existing)
+        raise ConfigError(
+            "The run folder {run_dir} cannot be written: {existing} is not a writable folder; "
+            "choose another output_dir.",
+            run_dir=run_dir,
+            existing=existing,
+        )
 
 
 def _in_use(name: str) -> BusyError:
-    return BusyError("Run {name} is being trained by another process; choose another run_name or wait for it to end.",
-                     name=name)
+    return BusyError(
+        "Run {name} is being trained by another process; choose another run_name or wait for it to end.", name=name
+    )
 
 
 def _step_of(checkpoint: Path) -> int:
@@ -202,25 +224,31 @@ def check_quantization(cfg: TrainConfig, loaded: Any) -> None:
     want = f"{cfg.quant_bits}bit" if cfg.method == "qlora" else None
     if (loaded.quantization or None) != want:
         have = loaded.quantization or "unquantized"
-        raise ConfigError("Method {method} needs the model loaded {want}, but it is loaded {have}; "
-                          "load it again with the right quantization.",
-                          method=cfg.method, want=want or 'unquantized', have=have)
+        raise ConfigError(
+            "Method {method} needs the model loaded {want}, but it is loaded {have}; "
+            "load it again with the right quantization.",
+            method=cfg.method,
+            want=want or "unquantized",
+            have=have,
+        )
 
 
 def oom_advice(cfg: TrainConfig, device: str) -> Msg:
     """One sentence on what to change after running out of memory."""
     tips = []
     if cfg.per_device_batch_size > 1:
-        tips.append(Msg("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective "
-                        "batch)"))
+        tips.append(
+            Msg("a smaller per_device_batch_size (raise gradient_accumulation_steps to keep the effective batch)")
+        )
     tips.append(Msg("fewer pixels per image (max_pixels)"))
     if not cfg.gradient_checkpointing:
         tips.append(Msg("gradient_checkpointing: true"))
     if cfg.method != "qlora" and device.startswith("cuda"):
         tips.append(Msg("method qlora"))
     memory = Msg("GPU memory") if device.startswith("cuda") else Msg("computer memory")
-    return Msg("Training ran out of {memory}; the memory is freed again, try {tips}.", memory=memory,
-               tips=_either(tips))
+    return Msg(
+        "Training ran out of {memory}; the memory is freed again, try {tips}.", memory=memory, tips=_either(tips)
+    )
 
 
 def _either(options: list[Msg]) -> Msg:
@@ -311,8 +339,9 @@ def _prepare(cfg, loaded, device: str, log, build=None):
     return loaded, data, prepared
 
 
-def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, echo_metrics: bool,
-           extra_callbacks: list) -> TrainResult:
+def _train(
+    cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, echo_metrics: bool, extra_callbacks: list
+) -> TrainResult:
     from lab.training.collator import LossCollator, TrainDataset
     from lab.training.launch import run_deepspeed_config
     from lab.training.mix import write_data_mix
@@ -327,14 +356,25 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
     deepspeed = run_deepspeed_config(cfg, run_dir)
     args = training_arguments(cfg, str(run_dir), device, loaded.dtype, bool(data.val), deepspeed)
     throughput = Throughput()
-    callbacks = [make_metrics_callback(run_dir, throughput, log if echo_metrics else None),
-                 _start_event(run_dir, data, prepared, resume), *extra_callbacks]  # fmt: skip
+    callbacks = [
+        make_metrics_callback(run_dir, throughput, log if echo_metrics else None),
+        _start_event(run_dir, data, prepared, resume),
+        *extra_callbacks,
+    ]
     collator = LossCollator(processor.tokenizer.pad_token_id, 8 if device.startswith("cuda") else 1)
     pixels = loaded.dtype if (args.bf16 or args.fp16) else None
-    trainer = make_trainer(prepared.model, args, TrainDataset(data.train, processor, pixels),
-                           TrainDataset(data.val, processor, pixels) if data.val else None, collator, stop, throughput,
-                           callbacks, _optimizers(prepared.model, cfg),
-                           AnswerScorer.for_run(cfg, data.val_records, processor))  # fmt: skip
+    trainer = make_trainer(
+        prepared.model,
+        args,
+        TrainDataset(data.train, processor, pixels),
+        TrainDataset(data.val, processor, pixels) if data.val else None,
+        collator,
+        stop,
+        throughput,
+        callbacks,
+        _optimizers(prepared.model, cfg),
+        AnswerScorer.for_run(cfg, data.val_records, processor),
+    )
     checkpoint = latest_checkpoint(run_dir) if resume else None
     undo = speedups(prepared.model, cfg, args, loaded) + [_wandb_in(run_dir, cfg)]
     try:
@@ -355,8 +395,17 @@ def _train(cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, ech
         free_accelerator_memory()
     loss = _last_loss(run_dir)
     if is_main_process():
-        append_metrics(run_dir, {"event": "stop" if stopped else "end", "time": time.time(), "step": step,
-                                 "loss": loss, "train_loss": output.training_loss, **best})  # fmt: skip
+        append_metrics(
+            run_dir,
+            {
+                "event": "stop" if stopped else "end",
+                "time": time.time(),
+                "step": step,
+                "loss": loss,
+                "train_loss": output.training_loss,
+                **best,
+            },
+        )
     log(f"{'Stopped' if stopped else 'Finished'} at step {step}; saved to {run_dir}")
     return TrainResult(run_dir, "stopped" if stopped else "finished", step, loss, prepared.model, prepared.is_peft)
 
@@ -398,13 +447,22 @@ def _start_event(run_dir: Path, data, prepared, resume: bool):
     class StartEvent(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                append_metrics(run_dir, {
-                    "event": "start", "time": time.time(), "step": state.global_step,
-                    "total_steps": state.max_steps, "resumed": resume,
-                    "train_samples": len(data.train), "val_samples": len(data.val), "dropped": len(data.dropped),
-                    "data_mix": data.mix,
-                    "trainable_params": prepared.trainable, "total_params": prepared.total,
-                })  # fmt: skip
+                append_metrics(
+                    run_dir,
+                    {
+                        "event": "start",
+                        "time": time.time(),
+                        "step": state.global_step,
+                        "total_steps": state.max_steps,
+                        "resumed": resume,
+                        "train_samples": len(data.train),
+                        "val_samples": len(data.val),
+                        "dropped": len(data.dropped),
+                        "data_mix": data.mix,
+                        "trainable_params": prepared.trainable,
+                        "total_params": prepared.total,
+                    },
+                )
 
     return StartEvent()
 
@@ -416,6 +474,11 @@ def _optimizers(model: Any, cfg: TrainConfig):
     import torch
     from peft.optimizers import create_loraplus_optimizer
 
-    optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=cfg.learning_rate,
-                                          loraplus_lr_ratio=cfg.loraplus_lr_ratio, weight_decay=cfg.weight_decay)  # fmt: skip
+    optimizer = create_loraplus_optimizer(
+        model,
+        torch.optim.AdamW,
+        lr=cfg.learning_rate,
+        loraplus_lr_ratio=cfg.loraplus_lr_ratio,
+        weight_decay=cfg.weight_decay,
+    )
     return (optimizer, None)

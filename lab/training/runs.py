@@ -48,8 +48,9 @@ def default_run_name(cfg: TrainConfig) -> str:
 def run_dir_for(cfg: TrainConfig) -> Path:
     """The run folder of ``cfg`` (its ``run_name`` must be set); on a shared deployment inside the workspace."""
     if not cfg.run_name or not _NAME.fullmatch(cfg.run_name):
-        raise ConfigError("run_name {run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').",
-                          run_name=cfg.run_name)
+        raise ConfigError(
+            "run_name {run_name!r} must be a plain folder name (letters, digits, '.', '-', '_').", run_name=cfg.run_name
+        )
     return paths.under(runs_root(cfg), cfg.run_name, write=True)
 
 
@@ -83,8 +84,9 @@ def config_text(run_dir: str | Path) -> str:
 def _config_file(run_dir: str | Path) -> Path:
     path = paths.check_allowed(Path(run_dir) / CONFIG_FILE)
     if not path.is_file():
-        raise ConfigError("{run_dir} is not a training run: it has no {config_file}.",
-                          run_dir=run_dir, config_file=CONFIG_FILE)
+        raise ConfigError(
+            "{run_dir} is not a training run: it has no {config_file}.", run_dir=run_dir, config_file=CONFIG_FILE
+        )
     return path
 
 
@@ -108,8 +110,7 @@ class RunInfo:
     def row(self) -> list:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
         total = f"{self.step}/{self.total_steps}" if self.total_steps else str(self.step)
-        return [self.name, self.status, self.method, self.model, total,
-                _fmt(self.loss), _fmt(self.eval_loss), when]  # fmt: skip
+        return [self.name, self.status, self.method, self.model, total, _fmt(self.loss), _fmt(self.eval_loss), when]
 
 
 RUN_COLUMNS = ["run", "status", "method", "model", "step", "loss", "eval loss", "started"]
@@ -119,7 +120,12 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-_EVENT_STATES = {"start": JobState.RUNNING, "end": JobState.FINISHED, "stop": JobState.STOPPED, "error": JobState.FAILED}
+_EVENT_STATES = {
+    "start": JobState.RUNNING,
+    "end": JobState.FINISHED,
+    "stop": JobState.STOPPED,
+    "error": JobState.FAILED,
+}
 
 
 def describe_run(run_dir: str | Path) -> RunInfo:
@@ -195,17 +201,26 @@ def progress(run_dir: str | Path) -> RunProgress:
     train_rows = [r for r in rows if r.get("loss") is not None]
     last = train_rows[-1] if train_rows else {}
     return RunProgress(
-        status=info.status, step=info.step, total=info.total_steps, elapsed_s=rows[-1].get("elapsed_s") if rows else None,
-        eta_s=last.get("eta_s") if info.status is JobState.RUNNING else None, samples_per_s=last.get("samples_per_s"),
-        tokens_per_s=last.get("tokens_per_s"), loss=info.loss, eval_loss=info.eval_loss, message=info.message,
-    )  # fmt: skip
+        status=info.status,
+        step=info.step,
+        total=info.total_steps,
+        elapsed_s=rows[-1].get("elapsed_s") if rows else None,
+        eta_s=last.get("eta_s") if info.status is JobState.RUNNING else None,
+        samples_per_s=last.get("samples_per_s"),
+        tokens_per_s=last.get("tokens_per_s"),
+        loss=info.loss,
+        eval_loss=info.eval_loss,
+        message=info.message,
+    )
 
 
 def curves(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     """Points for the plots: ``([{step, value, series: train|eval}], [{step, value, series: lr}])``."""
     rows = log_rows(read_metrics(run_dir))
     loss = [{"step": r["step"], "value": r["loss"], "series": "train"} for r in rows if r.get("loss") is not None]
-    loss += [{"step": r["step"], "value": r["eval_loss"], "series": "eval"} for r in rows if r.get("eval_loss") is not None]
+    loss += [
+        {"step": r["step"], "value": r["eval_loss"], "series": "eval"} for r in rows if r.get("eval_loss") is not None
+    ]
     lr = [{"step": r["step"], "value": r["lr"], "series": "lr"} for r in rows if r.get("lr") is not None]
     return sorted(loss, key=lambda p: p["step"]), lr
 
@@ -214,8 +229,14 @@ def score_curves(run_dir: str | Path) -> list[dict]:
     """Points of the answers' scores at each evaluation (``eval_metrics``): ``[{step, value, series: bleu|...}]``."""
     from lab.training.metrics import answer_scores
 
-    return [{"step": r["step"], "value": value, "series": key.removeprefix("eval_")}
-            for r in log_rows(read_metrics(run_dir)) for key, value in answer_scores(r).items() if value is not None]
+    return [
+        {"step": r["step"], "value": value, "series": key.removeprefix("eval_")}
+        for r in log_rows(read_metrics(run_dir))
+        for key, value in answer_scores(r).items()
+        if value is not None
+    ]
+
+
 def reward_curves(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     """A GRPO run's points: ``([{step, value, series: kl}], [{step, value, series: reward | <reward name>}])``.
 
@@ -229,12 +250,14 @@ def reward_curves(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
         rewards.append({"step": r["step"], "value": r["reward"], "series": "reward"})
         each = r.get("rewards") or {}
         if len(each) > 1:
-            rewards += [{"step": r["step"], "value": value, "series": name} for name, value in each.items()
-                        if value is not None]  # fmt: skip
+            rewards += [
+                {"step": r["step"], "value": value, "series": name} for name, value in each.items() if value is not None
+            ]
     return kl, rewards
 
 
 # ---------------------------------------------------------------- reading a run folder to load it
+
 
 def peft_adapter_name(run_name: str) -> str:
     """The PEFT adapter name of a run: PEFT refuses dots in names (they are module paths)."""
@@ -246,7 +269,9 @@ class RunFolder:
 
     def __init__(self, path: Path, config: dict, adapter_dir: Path | None, model_dir: Path | None):
         self.path, self.config, self.adapter_dir, self.model_dir = path, config, adapter_dir, model_dir
-        self.name = str(config.get("run_name") or (path.parent.name if path.name.startswith("checkpoint-") else path.name))
+        self.name = str(
+            config.get("run_name") or (path.parent.name if path.name.startswith("checkpoint-") else path.name)
+        )
         self.min_pixels, self.max_pixels = config.get("min_pixels"), config.get("max_pixels")
 
     @property
@@ -260,7 +285,7 @@ class RunFolder:
         return str(adapter["base_model_name_or_path"])
 
     @classmethod
-    def read(cls, run_dir: str | Path) -> "RunFolder":
+    def read(cls, run_dir: str | Path) -> RunFolder:
         """Read a run folder; raises ModelLoadError when it holds neither an adapter nor a model."""
         import yaml
 
@@ -271,15 +296,17 @@ class RunFolder:
         try:
             config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file else {}
         except (OSError, yaml.YAMLError) as err:
-            raise ModelLoadError("{config_file} is not readable YAML ({err_type}).",
-                                 config_file=config_file, err_type=type(err).__name__) from None
+            raise ModelLoadError(
+                "{config_file} is not readable YAML ({err_type}).", config_file=config_file, err_type=type(err).__name__
+            ) from None
         config = config if isinstance(config, dict) else {}
         adapter_dir = find_adapter_dir(path, config.get("run_name") or path.name)
         model_dir = path if adapter_dir is None and (path / "config.json").is_file() else None
         if adapter_dir is None and model_dir is None:
             raise ModelLoadError(
                 "{path} holds no trained model: no {adapter_config} and no config.json (did the run finish?).",
-                path=path, adapter_config=ADAPTER_CONFIG,
+                path=path,
+                adapter_config=ADAPTER_CONFIG,
             )
         return cls(path.resolve(), config, adapter_dir, model_dir)
 
@@ -299,8 +326,11 @@ def find_run(name_or_path: str | Path) -> Path:
             path = under(runs_dir(), text)  # a run's name
         if path.is_dir():
             return path
-    raise ModelLoadError("No run named {name_or_path}: it is neither a folder nor a run in {runs_dir}.",
-                         name_or_path=name_or_path, runs_dir=runs_dir())
+    raise ModelLoadError(
+        "No run named {name_or_path}: it is neither a folder nor a run in {runs_dir}.",
+        name_or_path=name_or_path,
+        runs_dir=runs_dir(),
+    )
 
 
 def find_adapter_dir(run_dir: Path, run_name: str) -> Path | None:

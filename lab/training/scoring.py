@@ -46,8 +46,10 @@ def generation_scores(predictions: list[str], references: list[str], names: list
 def check_validation(cfg: TrainConfig, data) -> None:
     """Evaluating answers or keeping the best checkpoint needs validation samples that survived encoding."""
     if (cfg.eval_metrics or cfg.keep_best) and not data.val:
-        raise ConfigError("keep_best and eval_metrics need validation samples, but none is left after encoding; "
-                          "raise val_ratio or max_length, or give a val_dataset.")
+        raise ConfigError(
+            "keep_best and eval_metrics need validation samples, but none is left after encoding; "
+            "raise val_ratio or max_length, or give a val_dataset."
+        )
 
 
 def best_checkpoint(trainer: Any, cfg: TrainConfig) -> dict:
@@ -55,8 +57,11 @@ def best_checkpoint(trainer: Any, cfg: TrainConfig) -> dict:
     state = trainer.state
     if not cfg.keep_best or state.best_model_checkpoint is None:
         return {}
-    return {"best_metric": cfg.best_metric, "best_value": state.best_metric,
-            "best_step": int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[1])}
+    return {
+        "best_metric": cfg.best_metric,
+        "best_value": state.best_metric,
+        "best_step": int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[1]),
+    }
 
 
 @dataclass
@@ -72,7 +77,7 @@ class AnswerScorer:
     batch_size: int
 
     @classmethod
-    def for_run(cls, cfg: TrainConfig, val_records: list[dict], processor: Any) -> "AnswerScorer | None":
+    def for_run(cls, cfg: TrainConfig, val_records: list[dict], processor: Any) -> AnswerScorer | None:
         """The scorer of ``cfg.eval_metrics`` on the first ``cfg.eval_samples`` answered records (None: no metrics)."""
         from lab.evaluation.runner import samples_from_records
         from lab.images import open_image
@@ -83,10 +88,15 @@ class AnswerScorer:
         samples = samples_from_records(val_records)[: cfg.eval_samples]
         if not samples:
             return None
-        return cls(prompts=[with_system(s.messages, cfg.system) for s in samples],
-                   images=[[open_image(p) for p in s.images] for s in samples],
-                   references=[s.reference for s in samples], metrics=list(cfg.eval_metrics), processor=processor,
-                   max_new_tokens=cfg.eval_max_new_tokens, batch_size=max(cfg.per_device_batch_size, 1))  # fmt: skip
+        return cls(
+            prompts=[with_system(s.messages, cfg.system) for s in samples],
+            images=[[open_image(p) for p in s.images] for s in samples],
+            references=[s.reference for s in samples],
+            metrics=list(cfg.eval_metrics),
+            processor=processor,
+            max_new_tokens=cfg.eval_max_new_tokens,
+            batch_size=max(cfg.per_device_batch_size, 1),
+        )
 
     def answers(self, model: Any) -> list[str]:
         """The model's greedy answers to the samples (the model is left in eval mode)."""
@@ -96,8 +106,12 @@ class AnswerScorer:
         texts: list[str] = []
         for first in range(0, len(self.prompts), self.batch_size):
             batch = slice(first, first + self.batch_size)
-            texts += [g.text for g in generate_batch(loaded, self.prompts[batch], self.images[batch],
-                                                     max_new_tokens=self.max_new_tokens)]  # fmt: skip
+            texts += [
+                g.text
+                for g in generate_batch(
+                    loaded, self.prompts[batch], self.images[batch], max_new_tokens=self.max_new_tokens
+                )
+            ]
         return texts
 
     def scores(self, model: Any) -> dict[str, float]:

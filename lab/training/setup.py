@@ -92,8 +92,9 @@ def _modules_to_save(model: Any, cfg: TrainConfig) -> list[str]:
         for prefix in groups[part]:
             module = modules.get(prefix)
             if module is None:
-                raise ConfigError("train_{part} needs weights at {prefix}, which this model lacks.",
-                                  part=part, prefix=prefix)
+                raise ConfigError(
+                    "train_{part} needs weights at {prefix}, which this model lacks.", part=part, prefix=prefix
+                )
             if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
                 names += [f"{prefix}.{child}" for child, _ in module.named_children()]
             elif any(True for _ in module.parameters()):
@@ -102,9 +103,12 @@ def _modules_to_save(model: Any, cfg: TrainConfig) -> list[str]:
     for name in names:
         for part, prefixes in lora_parts.items():
             if any(in_group(p, [name]) for p in prefixes):
-                raise ConfigError("{name} would get both LoRA adapters ({part}) and full training; "
-                                  "drop {part} from lora_targets or the full training of the part around it.",
-                                  name=name, part=part)  # fmt: skip
+                raise ConfigError(
+                    "{name} would get both LoRA adapters ({part}) and full training; "
+                    "drop {part} from lora_targets or the full training of the part around it.",
+                    name=name,
+                    part=part,
+                )
     return names
 
 
@@ -135,10 +139,12 @@ def restore_original_modules(model: Any) -> None:
     """Put back, in place of each ``modules_to_save`` wrapper of ``model``, the module it wraps (untrained)."""
     from peft.utils.other import AuxiliaryTrainingWrapper
 
-    wrappers = [(name, module) for name, module in model.named_modules()
-                if isinstance(module, AuxiliaryTrainingWrapper)]
-    outer = [(name, module) for name, module in wrappers
-             if not any(name.startswith(other + ".") for other, _ in wrappers)]  # fmt: skip
+    wrappers = [
+        (name, module) for name, module in model.named_modules() if isinstance(module, AuxiliaryTrainingWrapper)
+    ]
+    outer = [
+        (name, module) for name, module in wrappers if not any(name.startswith(other + ".") for other, _ in wrappers)
+    ]
     for name, wrapper in outer:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, wrapper.original_module)

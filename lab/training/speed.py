@@ -44,15 +44,25 @@ pass and differentiated down to its first layer, for gradients nobody reads. Run
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 GROUPED_ATTENTION = "lab_flash_grouped_sdpa"
 COMPILED_PAD_MULTIPLE = 64
 _VISION_ATTENTION_CLASSES = ("VisionAttention", "Qwen2_5_VLVisionAttention", "Qwen3VLVisionAttention")
 
 
-def grouped_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any = None, scaling: float | None = None,
-                 dropout: float = 0.0, cu_seq_lens_q: Any = None, **kwargs: Any) -> tuple[Any, None]:
+def grouped_sdpa(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any = None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    cu_seq_lens_q: Any = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
     """Attention within each piece of a packed ``(1, heads, seq, dim)`` sequence; returns ``(1, seq, heads, dim)``."""
     import torch
     import torch.nn.functional as F
@@ -111,7 +121,10 @@ def use_grouped_vision_attention(model: Any) -> Callable[[], None]:
     configs = {}
     for module in model.modules():
         config = getattr(module, "config", None)
-        if type(module).__name__ in _VISION_ATTENTION_CLASSES and getattr(config, "_attn_implementation", None) == "sdpa":
+        if (
+            type(module).__name__ in _VISION_ATTENTION_CLASSES
+            and getattr(config, "_attn_implementation", None) == "sdpa"
+        ):
             configs[id(config)] = config
     for config in configs.values():
         config._attn_implementation = GROUPED_ATTENTION

@@ -42,9 +42,18 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         return False
 
 
-def make_trainer(model: Any, args: Any, train_dataset: Any, eval_dataset: Any, collator: Any,
-                 stop: threading.Event | None, throughput: Throughput, callbacks: list, optimizers=(None, None),
-                 scorer: Any = None):
+def make_trainer(
+    model: Any,
+    args: Any,
+    train_dataset: Any,
+    eval_dataset: Any,
+    collator: Any,
+    stop: threading.Event | None,
+    throughput: Throughput,
+    callbacks: list,
+    optimizers=(None, None),
+    scorer: Any = None,
+):
     """A :class:`LabTrainer` (the class is built here so that importing this module stays light).
 
     ``scorer`` (a :class:`lab.training.scoring.AnswerScorer`) adds the scores of answers to every evaluation.
@@ -155,8 +164,9 @@ def dataloader_workers(device: str) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 2))
 
 
-def training_arguments(cfg: TrainConfig, run_dir: str, device: str, dtype: Any, has_val: bool,
-                       deepspeed: dict | str | None = None):
+def training_arguments(
+    cfg: TrainConfig, run_dir: str, device: str, dtype: Any, has_val: bool, deepspeed: dict | str | None = None
+):
     """``TrainingArguments`` for ``cfg``; keys this transformers version lacks are left out."""
     import torch
     from transformers import TrainingArguments

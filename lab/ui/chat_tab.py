@@ -57,7 +57,9 @@ def respond(ctx, message, history, history_off, values: dict, adapter_on, compar
     if compare:
         stream = stream_compare(ctx.handle, history_off, history, settings, stop=stop)
     else:
-        stream = (("", text) for text in stream_reply(ctx.handle, history, settings, adapter=bool(adapter_on), stop=stop))
+        stream = (
+            ("", text) for text in stream_reply(ctx.handle, history, settings, adapter=bool(adapter_on), stop=stop)
+        )
     first, stream = _first(stream)
     off, on = first if first is not None else ("", "")
     cleared = gr.MultimodalTextbox(value=None)
@@ -67,7 +69,7 @@ def respond(ctx, message, history, history_off, values: dict, adapter_on, compar
         return render(history + [assistant_turn(on)]), render(side)
 
     try:
-        for off, on in itertools.chain([(off, on)], stream):
+        for off, on in itertools.chain([(off, on)], stream):  # noqa: B020  (after the loop: the last answers)
             yield stop, *shown(off, on), history, history_off, cleared
     except Exception:
         # The answer broke off: the conversation is as it was and the message is back in the box, to send again.
@@ -96,8 +98,13 @@ def create_tab(ctx) -> None:
     with gr.Row():
         chatbot_off = gr.Chatbot(label=t("Adapter off (base model)"), visible=False, height=480)
         chatbot = gr.Chatbot(label=t("Chat"), height=480)
-    textbox = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", placeholder=None,
-                                   label=t("Message; add one or more images"), submit_btn=True)  # fmt: skip
+    textbox = gr.MultimodalTextbox(
+        file_types=["image"],
+        file_count="multiple",
+        placeholder=None,
+        label=t("Message; add one or more images"),
+        submit_btn=True,
+    )
     with gr.Row():
         stop_btn = gr.Button(t("Stop"), variant="stop")
         clear_btn = gr.Button(t("Clear"))
@@ -115,11 +122,21 @@ def create_tab(ctx) -> None:
         gr.Info(localize(Msg("Stopping…"), lang))
 
     # The API's parameters, in this order: message, the settings, adapter, compare.
-    inputs = {"message": textbox, "chat": history, "chat_off": history_off, **form.named(), "adapter": adapter_on,
-              "compare": compare}  # fmt: skip
+    inputs = {
+        "message": textbox,
+        "chat": history,
+        "chat_off": history_off,
+        **form.named(),
+        "adapter": adapter_on,
+        "compare": compare,
+    }
     outputs = [stop_state, chatbot, chatbot_off, history, history_off, textbox]
     textbox.submit(gpu(i18n.handler(ctx, on_send)), None, outputs, api_name="chat", inputs_kwargs=inputs)
     stop_btn.click(i18n.handler(ctx, on_stop), stop_state, None, api_name="chat_stop")
-    clear_btn.click(lambda: ([], [], [], [], None), None, [chatbot, chatbot_off, history, history_off, stop_state],
-                    api_name="chat_clear")  # fmt: skip
+    clear_btn.click(
+        lambda: ([], [], [], [], None),
+        None,
+        [chatbot, chatbot_off, history, history_off, stop_state],
+        api_name="chat_clear",
+    )
     compare.change(on_compare, compare, [chatbot_off, chatbot], api_name="chat_compare_mode")

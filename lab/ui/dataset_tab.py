@@ -29,9 +29,16 @@ def summary_line(path: str, lang: str = "en") -> str:
     """Counts of records, images, answers and languages, as one line."""
     stats = dataset_stats(paths.resolve(path))
     languages = ", ".join(f"{k}: {v}" for k, v in sorted(stats.languages.items()))
-    return localize(Msg("{records} records · {images} images · {turns} answers · {languages}",
-                        records=stats.records, images=stats.images, turns=stats.turns,
-                        languages=languages), lang)  # fmt: skip
+    return localize(
+        Msg(
+            "{records} records · {images} images · {turns} answers · {languages}",
+            records=stats.records,
+            images=stats.images,
+            turns=stats.turns,
+            languages=languages,
+        ),
+        lang,
+    )
 
 
 def show_dataset(path: str, lang: str = "en"):
@@ -54,8 +61,10 @@ def show_page(path: str, number, lang: str = "en"):
         rows.append([str(record.get("id", "")), prompt, answer])
     line = localize(Msg("Page {page} of {pages}", page=page.number, pages=page.pages), lang)
     if page.skipped:
-        lines = [localize(Msg("{n} image(s) on this page could not be shown:", n=len(page.skipped)), lang),
-                 *(f"- {localize(s, lang)}" for s in page.skipped)]
+        lines = [
+            localize(Msg("{n} image(s) on this page could not be shown:", n=len(page.skipped)), lang),
+            *(f"- {localize(s, lang)}" for s in page.skipped),
+        ]
         line = "\n\n".join([line, "\n".join(lines)])
     return page.images, rows, page.number, line
 
@@ -127,10 +136,16 @@ def _page_widgets(dataset, first) -> SimpleNamespace:
         page_number = gr.Number(first[3], precision=0, label=t("Page"), scale=1, min_width=100)
         next_btn = gr.Button(t("Next ▶"), scale=1, min_width=100)
         page_line = gr.Markdown(first[4])
-    i18n.at_page_load(lambda path, number, lang: show_page(path, number, lang)[3] if path else "",
-                      [dataset, page_number], page_line, on_error=str, api_name="dataset_page_text")  # fmt: skip
-    table = i18n.table(["id", "prompt", "answer"], value=first[2] or None, label=t("Records"), wrap=True,
-                       max_height=360)  # fmt: skip
+    i18n.at_page_load(
+        lambda path, number, lang: show_page(path, number, lang)[3] if path else "",
+        [dataset, page_number],
+        page_line,
+        on_error=str,
+        api_name="dataset_page_text",
+    )
+    table = i18n.table(
+        ["id", "prompt", "answer"], value=first[2] or None, label=t("Records"), wrap=True, max_height=360
+    )
     return SimpleNamespace(prev=prev_btn, next=next_btn, outputs=[gallery, table, page_number, page_line])
 
 
@@ -138,16 +153,26 @@ def create_tab(ctx) -> None:
     gr.set_static_paths([thumbnail_dir()])  # served as they are: small, made by us, no copy per visitor
     choices = _choices()
     with gr.Row():
-        dataset = gr.Dropdown(choices, value=choices[0] if choices else None, allow_custom_value=True,
-                              label=t("Dataset (folder or .jsonl file)"), scale=4)
+        dataset = gr.Dropdown(
+            choices,
+            value=choices[0] if choices else None,
+            allow_custom_value=True,
+            label=t("Dataset (folder or .jsonl file)"),
+            scale=4,
+        )
         refresh = gr.Button(t("Refresh list"), scale=1)
         show = gr.Button(t("Show"), variant="primary", scale=1)
     # A dataset that cannot be read is one sentence in the summary (here and on each event below).
     on_show = i18n.handler(ctx, show_dataset, on_error=lambda sentence: (sentence, [], [], 1, ""))
     first = on_show(None, choices[0]) if choices else ("", [], [], 1, "")
     summary = gr.Markdown(first[0])
-    i18n.at_page_load(lambda path, lang: summary_line(path, lang) if path else "", dataset, summary,
-                      on_error=str, api_name="dataset_summary_text")
+    i18n.at_page_load(
+        lambda path, lang: summary_line(path, lang) if path else "",
+        dataset,
+        summary,
+        on_error=str,
+        api_name="dataset_summary_text",
+    )
     pages = _page_widgets(dataset, first)
     gallery, table, page_number, page_line = pages.outputs
     with gr.Row():
@@ -165,9 +190,12 @@ def create_tab(ctx) -> None:
             export_out = gr.Textbox(label=t("Status"))
             download = gr.File(label=t("Download"))
     with gr.Row():
-        upload = gr.File(label=t("Import: a .json / .jsonl file with a .zip of its images, or a .zip of a dataset "
-                                 "folder"), file_types=[".json", ".jsonl", ".zip"], file_count="multiple",
-                         type="filepath")  # fmt: skip
+        upload = gr.File(
+            label=t("Import: a .json / .jsonl file with a .zip of its images, or a .zip of a dataset folder"),
+            file_types=[".json", ".jsonl", ".zip"],
+            file_count="multiple",
+            type="filepath",
+        )
         import_name = gr.Textbox(label=t("Name of the new dataset"))
         import_btn = gr.Button(t("Import"))
         import_out = gr.Textbox(label=t("Status"))
@@ -176,19 +204,38 @@ def create_tab(ctx) -> None:
     shown = [summary, gallery, table, page_number, page_line]
     show.click(on_show, dataset, shown, api_name="dataset_show")
     dataset.change(on_show, dataset, shown, api_name="dataset_select", api_visibility="undocumented")
-    page_number.submit(i18n.handler(ctx, show_page, on_error=_no_page), [dataset, page_number], pages.outputs,
-                       api_name="dataset_page")  # fmt: skip
-    pages.prev.click(i18n.handler(ctx, previous_page, on_error=_no_page), [dataset, page_number], pages.outputs,
-                     api_name="dataset_page_prev")  # fmt: skip
-    pages.next.click(i18n.handler(ctx, next_page, on_error=_no_page), [dataset, page_number], pages.outputs,
-                     api_name="dataset_page_next")  # fmt: skip
+    page_number.submit(
+        i18n.handler(ctx, show_page, on_error=_no_page), [dataset, page_number], pages.outputs, api_name="dataset_page"
+    )
+    pages.prev.click(
+        i18n.handler(ctx, previous_page, on_error=_no_page),
+        [dataset, page_number],
+        pages.outputs,
+        api_name="dataset_page_prev",
+    )
+    pages.next.click(
+        i18n.handler(ctx, next_page, on_error=_no_page),
+        [dataset, page_number],
+        pages.outputs,
+        api_name="dataset_page_next",
+    )
+
     def check_for_loaded_model(path: str, lang: str = "en") -> str:
         return check_dataset(path, lang, getattr(ctx.handle.loaded, "family", None))
 
     check.click(i18n.handler(ctx, check_for_loaded_model, on_error=str), dataset, report, api_name="dataset_check")
-    split_btn.click(i18n.handler(ctx, split, on_error=str), [dataset, val_ratio, seed], split_out,
-                    api_name="dataset_split")  # fmt: skip
-    export_btn.click(i18n.handler(ctx, export, on_error=lambda sentence: (sentence, None)), [dataset, fmt],
-                     [export_out, download], api_name="dataset_export")  # fmt: skip
-    import_btn.click(i18n.handler(ctx, import_upload, on_error=lambda sentence: (sentence, gr.update())),
-                     [upload, import_name], [import_out, dataset], api_name="dataset_import")  # fmt: skip
+    split_btn.click(
+        i18n.handler(ctx, split, on_error=str), [dataset, val_ratio, seed], split_out, api_name="dataset_split"
+    )
+    export_btn.click(
+        i18n.handler(ctx, export, on_error=lambda sentence: (sentence, None)),
+        [dataset, fmt],
+        [export_out, download],
+        api_name="dataset_export",
+    )
+    import_btn.click(
+        i18n.handler(ctx, import_upload, on_error=lambda sentence: (sentence, gr.update())),
+        [upload, import_name],
+        [import_out, dataset],
+        api_name="dataset_import",
+    )

@@ -20,7 +20,13 @@ from lab.errors import LabError, localize
 from lab.evaluation.endpoint import EndpointConfig, evaluate_endpoint
 from lab.evaluation.report import bar_rows, metrics_table, sample_table, summary_line
 from lab.evaluation.runner import (
-    EvalResult, EvalSettings, list_results, load_result, run_evaluation, samples_from_dataset, samples_from_run,
+    EvalResult,
+    EvalSettings,
+    list_results,
+    load_result,
+    run_evaluation,
+    samples_from_dataset,
+    samples_from_run,
     start_evaluation,
 )
 from lab.jobs import JobState
@@ -29,7 +35,6 @@ from lab.ui import i18n
 from lab.ui.forms import Form, read_values
 from lab.ui.i18n import t
 from lab.ui.zerogpu import gpu
-
 
 VAL_SPLIT = "(validation split of the loaded run)"
 SAMPLE_HEADERS = ["id", "gain", "reference", "base", "tuned", "rouge_l base", "rouge_l tuned"]  # until a result
@@ -52,7 +57,13 @@ def load_samples(ctx, source: str):
 
 def progress_html(done: int, total: int, eta: float | None, lang: str = "en") -> str:
     """A progress bar with the counts and the time left."""
-    eta_text = "…" if eta is None else time.strftime("%M:%S", time.gmtime(max(eta, 0))) if eta < 3600 else f"{eta / 3600:.1f} h"
+    eta_text = (
+        "…"
+        if eta is None
+        else time.strftime("%M:%S", time.gmtime(max(eta, 0)))
+        if eta < 3600
+        else f"{eta / 3600:.1f} h"
+    )
     line = html.escape(localize(Msg("{done}/{total} samples · ETA {eta}", done=done, total=total, eta=eta_text), lang))
     return f'<progress value="{done}" max="{max(total, 1)}" style="width:100%"></progress><div>{line}</div>'
 
@@ -95,7 +106,10 @@ def evaluate(ctx, values: dict, lang="en"):
     """Handler of "Evaluate": the loaded model on the chosen data; ``values`` by name (source, sort, EvalSettings)."""
     settings = read_values(EvalSettings, values)
     data, where = load_samples(ctx, values["source"])
-    job = lambda progress, stop: run_evaluation(ctx.handle, data, settings, source=where, progress=progress, stop=stop)
+
+    def job(progress, stop):
+        return run_evaluation(ctx.handle, data, settings, source=where, progress=progress, stop=stop)
+
     yield from stream_job(job, lang, values["sort"])
 
 
@@ -105,8 +119,10 @@ def evaluate_url(ctx, values: dict, lang="en"):
     config = read_values(EndpointConfig, values)
     limit = read_values(EvalSettings, values).limit
     data, where = load_samples(ctx, values["source"])
-    job = lambda progress, stop: evaluate_endpoint(data, config, source=where, limit=limit or None, progress=progress,
-                                                   stop=stop)  # fmt: skip
+
+    def job(progress, stop):
+        return evaluate_endpoint(data, config, source=where, limit=limit or None, progress=progress, stop=stop)
+
     yield from stream_job(job, lang, values["sort"])
 
 
@@ -142,13 +158,26 @@ def _result_widgets():
     summary = gr.Markdown()
     with gr.Row():
         metrics = gr.Dataframe(label=t("Metrics"), interactive=False, scale=1)
-        chart = gr.BarPlot(x="metric", y="score", color="variant", label=t("Base vs fine-tuned"), x_title=t("metric"),
-                           y_title=t("score"), color_title=t("model"), scale=2)  # fmt: skip
+        chart = gr.BarPlot(
+            x="metric",
+            y="score",
+            color="variant",
+            label=t("Base vs fine-tuned"),
+            x_title=t("metric"),
+            y_title=t("score"),
+            color_title=t("model"),
+            scale=2,
+        )
     choices = [(t(label), name) for name, label in SORTS.items()]  # dynamic template: the Msgs of SORTS
     sort = gr.Radio(choices, value="gain", label=t("Sort samples by"))
     # Long answers are cut in the cells (a click on a row shows the whole sample), so every column stays in view.
-    samples = i18n.table(SAMPLE_HEADERS, label=t("Samples (largest gain first; click a row to see it)"),
-                         interactive=False, wrap=True, max_chars=160)
+    samples = i18n.table(
+        SAMPLE_HEADERS,
+        label=t("Samples (largest gain first; click a row to see it)"),
+        interactive=False,
+        wrap=True,
+        max_chars=160,
+    )
     with gr.Row():
         sample_image = gr.Image(label=t("Sample"), interactive=False, scale=1)
         sample_text = gr.Markdown()
@@ -159,8 +188,13 @@ def create_tab(ctx) -> None:
     stop_state, shown = gr.State(None), gr.State(None)  # this page's stop switch; the result on screen
     form, endpoint = Form(EvalSettings), Form(EndpointConfig)
     with gr.Row():
-        source = gr.Dropdown(data_choices(), value=str(paths.SAMPLE_DATASET), allow_custom_value=True,
-                             label=t("Data to evaluate on"), scale=3)  # fmt: skip
+        source = gr.Dropdown(
+            data_choices(),
+            value=str(paths.SAMPLE_DATASET),
+            allow_custom_value=True,
+            label=t("Data to evaluate on"),
+            scale=3,
+        )
         form.add("compare_base", scale=2)
     form.row("batch_size", "max_new_tokens", "limit")
     with gr.Row():
@@ -196,10 +230,16 @@ def create_tab(ctx) -> None:
     # The API's parameters, in this order.
     local_inputs = {"source": source, **form.named(), "sort": sort}
     endpoint_inputs = {"source": source, **endpoint.named(), **form.named("max_new_tokens", "limit"), "sort": sort}
-    run_btn.click(gpu(i18n.handler(ctx, on_run, on_error=failed)), None, outputs, api_name="evaluate",
-                  inputs_kwargs=local_inputs)  # fmt: skip
-    endpoint_btn.click(i18n.handler(ctx, on_endpoint, on_error=failed), None, outputs, api_name="evaluate_endpoint",
-                       inputs_kwargs=endpoint_inputs)  # fmt: skip
+    run_btn.click(
+        gpu(i18n.handler(ctx, on_run, on_error=failed)), None, outputs, api_name="evaluate", inputs_kwargs=local_inputs
+    )
+    endpoint_btn.click(
+        i18n.handler(ctx, on_endpoint, on_error=failed),
+        None,
+        outputs,
+        api_name="evaluate_endpoint",
+        inputs_kwargs=endpoint_inputs,
+    )
     stop_btn.click(i18n.handler(ctx, on_stop), stop_state, summary, api_name="evaluate_stop")
     sort.change(i18n.handler(ctx, resort), [shown, sort], samples, api_name="evaluate_sort")
     source.focus(lambda: gr.update(choices=data_choices()), outputs=source, api_name="evaluate_data_choices")
@@ -224,8 +264,10 @@ def show_sample(summary_path: str | None, order: str, row: int, lang: str = "en"
     except LabError:
         image = None
     reference = localize(Msg("reference"), lang)
-    lines = [f"**{sample['id']}** · {html.escape(sample['prompt'])}",
-             f"**{reference}**: {html.escape(sample['reference'])}"]
+    lines = [
+        f"**{sample['id']}** · {html.escape(sample['prompt'])}",
+        f"**{reference}**: {html.escape(sample['reference'])}",
+    ]
     for variant, answer in sample["answers"].items():
         scores = ", ".join(f"{k} {v:.1f}" for k, v in sample["scores"][variant].items())
         lines.append(f"**{variant}**: {html.escape(answer) or '∅'}  \n<small>{scores}</small>")

@@ -38,16 +38,26 @@ def show_command(values: dict) -> tuple[str, str]:
 
 
 def do_export(values: dict, lang="en"):
-    """Merge and save; returns (status, vllm command, snippet). ``values`` by name (run, out, ExportSettings' fields)."""
+    """Merge and save; returns (status, vllm command, snippet).
+
+    ``values`` by name (run, out, ExportSettings' fields).
+    """
     run = (values.get("run") or "").strip()
     if not run:
         raise LabError("Pick a training run to export.")
     out = (values.get("out") or "").strip() or default_out(run)
     settings = read_values(ExportSettings, values)
     result = export_run(run, out, settings)
-    status = localize(Msg("Exported {run} to {out} in {seconds:.1f} s: {files}",
-                          run=result.run, out=result.out_dir, seconds=result.seconds,
-                          files=", ".join(result.files)), lang)  # fmt: skip
+    status = localize(
+        Msg(
+            "Exported {run} to {out} in {seconds:.1f} s: {files}",
+            run=result.run,
+            out=result.out_dir,
+            seconds=result.seconds,
+            files=", ".join(result.files),
+        ),
+        lang,
+    )
     if result.hub_url:
         status += "  \n" + localize(Msg("Uploaded to {url}", url=result.hub_url), lang)
     return (status, *serving_texts(str(result.out_dir), run, settings))
@@ -84,12 +94,16 @@ def create_tab(ctx) -> None:
 
     # The API's parameters, in this order.
     serving = form.named("max_model_len", "images_per_prompt", "gpu_memory_utilization")
-    inputs = {"run": run, **form.named("base"), "out": out,
-              **form.named("dtype", "device", "overwrite", "push_to_hub", "token", "public"), **serving}
+    inputs = {
+        "run": run,
+        **form.named("base"),
+        "out": out,
+        **form.named("dtype", "device", "overwrite", "push_to_hub", "token", "public"),
+        **serving,
+    }
     serving = {"out": out, "run": run, **serving}
     go.click(i18n.handler(ctx, on_export), None, [status, command, snippet], api_name="export", inputs_kwargs=inputs)
-    show.click(i18n.handler(ctx, on_show), None, [command, snippet], api_name="export_command",
-               inputs_kwargs=serving)  # fmt: skip
+    show.click(i18n.handler(ctx, on_show), None, [command, snippet], api_name="export_command", inputs_kwargs=serving)
     run.focus(lambda: gr.update(choices=run_choices()), outputs=run, api_name="export_runs")
     return preselect_run, run
 

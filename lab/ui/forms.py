@@ -31,7 +31,8 @@ NONE = "none"  # how a dropdown shows the choice None
 
 
 class Form:
-    """Widgets for fields of settings class ``cls``, keyed by field name, with ``value``'s values (else the defaults)."""
+    """Widgets for fields of settings class ``cls``, keyed by field name, with ``value``'s values (else the
+    defaults)."""
 
     def __init__(self, cls: type, value=None):
         self.cls, self.value = cls, value
@@ -65,8 +66,11 @@ class Form:
         sequence in :attr:`inputs` order. Fields without a widget keep ``base``'s (else the form's) values."""
         if not isinstance(given, Mapping):
             given = dict(zip(self.components, given))
-        return read_values(self.cls, {n: v for n, v in given.items() if n in self.components},
-                           base=base if base is not None else self.value)
+        return read_values(
+            self.cls,
+            {n: v for n, v in given.items() if n in self.components},
+            base=base if base is not None else self.value,
+        )
 
 
 def read_values(cls: type, given: Mapping, base=None, where: str | Msg | None = None):
@@ -140,8 +144,9 @@ def widget(cls: type, s: Setting, value, **options) -> gr.components.Component:
     if chosen == "path":
         return gr.Dropdown(options.pop("choices", []), value=shown, allow_custom_value=True, **options)
     if chosen == "paths":  # pick several; a typed entry may carry a weight (data/x:0.5)
-        return gr.Dropdown(options.pop("choices", []), value=shown, multiselect=True, allow_custom_value=True,
-                           **options)
+        return gr.Dropdown(
+            options.pop("choices", []), value=shown, multiselect=True, allow_custom_value=True, **options
+        )
     if chosen == "number":
         return gr.Number(value=shown, precision=0 if s.base_type == "int" else None, **options)
     if chosen == "password":

@@ -28,8 +28,16 @@ def status_markdown(ctx: UIContext, lang: str = "en", viewer: str | None = None)
         return localize(Msg("No model loaded."), lang)
     parts = [f"**{info['name']}**"]
     if info.get("tuned_from"):  # a full fine-tune's weights replaced the base model's in memory
-        parts = [localize(Msg("run {run}, fully fine-tuned from {base}", run=f"**{Path(info['name']).name}**",
-                              base=info["tuned_from"]), lang)]
+        parts = [
+            localize(
+                Msg(
+                    "run {run}, fully fine-tuned from {base}",
+                    run=f"**{Path(info['name']).name}**",
+                    base=info["tuned_from"],
+                ),
+                lang,
+            )
+        ]
     if info.get("adapter"):
         adapter = localize(Msg("LoRA adapter {name}", name=f"**{info['adapter']}**"), lang)
         parts.append(adapter if info.get("adapter_enabled") else f"{adapter} ({localize(Msg('off by default'), lang)})")
@@ -47,8 +55,9 @@ def status_markdown(ctx: UIContext, lang: str = "en", viewer: str | None = None)
 
 NO_ADAPTER = "(none)"
 LANG_NAMES = {"en": "English", "zh": "中文"}  # each language in its own words, on the switch
-SUBTITLE = Msg("From a folder of images to a fine-tuned vision-language model: design prompts, label, train, evaluate, "
-               "chat.")
+SUBTITLE = Msg(
+    "From a folder of images to a fine-tuned vision-language model: design prompts, label, train, evaluate, chat."
+)
 
 
 def _viewer(request) -> str | None:
@@ -72,17 +81,27 @@ def _controls(ctx: UIContext, status: gr.Markdown) -> None:
     with gr.Accordion(t("Model: load, pick the adapter, unload"), open=False):
         with gr.Row():
             # On a shared deployment only the owner's allow-list can be loaded; elsewhere any name or folder.
-            model = gr.Dropdown(model_choices(ctx), value=ctx.settings.model or "", allow_custom_value=True,
-                                label=t("Model: Hub id, local folder or demo"), scale=3)
+            model = gr.Dropdown(
+                model_choices(ctx),
+                value=ctx.settings.model or "",
+                allow_custom_value=True,
+                label=t("Model: Hub id, local folder or demo"),
+                scale=3,
+            )
             quant = gr.Dropdown(["none", "4bit", "8bit"], value="none", label=t("Quantization"), scale=1)
             load = gr.Button(t("Load model"), scale=1)
         with gr.Row():
-            run = gr.Dropdown([p.name for p in list_runs()], allow_custom_value=True,
-                              label=t("Training run (its base model + adapter)"), scale=4)
+            run = gr.Dropdown(
+                [p.name for p in list_runs()],
+                allow_custom_value=True,
+                label=t("Training run (its base model + adapter)"),
+                scale=4,
+            )
             load_run = gr.Button(t("Load run"), scale=1)
         with gr.Row():
-            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True, label=t("Active adapter"),
-                                  scale=3)
+            adapter = gr.Dropdown(
+                [NO_ADAPTER], value=NO_ADAPTER, allow_custom_value=True, label=t("Active adapter"), scale=3
+            )
             use = gr.Button(t("Use"), scale=1)
             unload = gr.Button(t("Unload"), variant="stop", scale=1)
 
@@ -116,7 +135,9 @@ def create_header(ctx: UIContext) -> gr.Markdown:
     with gr.Row():
         gr.Markdown("# VLM Lab")
         for lang in LANGS:
-            i18n.switch_button(lang, LANG_NAMES.get(lang, lang), size="sm", scale=0, min_width=80, elem_id=f"lang-{lang}")
+            i18n.switch_button(
+                lang, LANG_NAMES.get(lang, lang), size="sm", scale=0, min_width=80, elem_id=f"lang-{lang}"
+            )
     gr.Markdown(t(SUBTITLE))  # dynamic template: the Msg SUBTITLE above
     status = gr.Markdown(status_markdown(ctx), elem_id="model-status")
     _controls(ctx, status)

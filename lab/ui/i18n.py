@@ -23,9 +23,14 @@ _LABELS: dict[str, str] = {}  # catalog key -> English, of every label made with
 # Words of Gradio's own page that its Chinese translation lacks: Gradio's keys, with their English;
 # the catalogs translate them under the same keys.
 GRADIO_WORDS = {
-    "common.complete": "Complete", "common.runs": "Runs", "common.runs_description": "View runs saved in this browser",
-    "common.back_to_app": "App", "common.back_to_app_description": "Return to the app", "common.progress": "Progress",
-    "common.run": "Run", "common.download_all": "Download All",
+    "common.complete": "Complete",
+    "common.runs": "Runs",
+    "common.runs_description": "View runs saved in this browser",
+    "common.back_to_app": "App",
+    "common.back_to_app_description": "Return to the app",
+    "common.progress": "Progress",
+    "common.run": "Run",
+    "common.download_all": "Download All",
 }
 
 
@@ -187,6 +192,7 @@ def handler(ctx, fn=None, *, on_error=None):
         return on_error(localize(err, lang))
 
     if inspect.isgeneratorfunction(fn):
+
         def wrapper(request: gr.Request, *inputs, **named):
             lang = request_lang(ctx, request)
             extra = {"request": request} if wants_request else {}
@@ -195,6 +201,7 @@ def handler(ctx, fn=None, *, on_error=None):
             except LabError as err:
                 yield shown(err, lang)
     else:
+
         def wrapper(request: gr.Request, *inputs, **named):
             lang = request_lang(ctx, request)
             extra = {"request": request} if wants_request else {}
@@ -202,6 +209,7 @@ def handler(ctx, fn=None, *, on_error=None):
                 return fn(*inputs, **named, lang=lang, **extra)
             except LabError as err:
                 return shown(err, lang)
+
     return _signed(wrapper, fn)
 
 
@@ -236,12 +244,38 @@ def _annotations(fn) -> dict:
 # headers, so a table made with :func:`table` gets its headers in the page's language from
 # the server as the page loads (:func:`localize_page`), and handlers that fill a table
 # name its columns with :func:`columns`. Headers are English, made of these words.
-HEADER_WORDS = {word.template: word for word in (
-    Msg("id"), Msg("prompt"), Msg("answer"), Msg("source"), Msg("status"), Msg("answer / reason"), Msg("tokens"),
-    Msg("cost $"), Msg("seconds"), Msg("reason"), Msg("reject"), Msg("image"), Msg("JSON ok"), Msg("run"),
-    Msg("method"), Msg("model"), Msg("step"), Msg("loss"), Msg("eval loss"), Msg("started"), Msg("path"),
-    Msg("metric"), Msg("gain"), Msg("reference"), Msg("base"), Msg("tuned"), Msg("endpoint"),
-)}
+HEADER_WORDS = {
+    word.template: word
+    for word in (
+        Msg("id"),
+        Msg("prompt"),
+        Msg("answer"),
+        Msg("source"),
+        Msg("status"),
+        Msg("answer / reason"),
+        Msg("tokens"),
+        Msg("cost $"),
+        Msg("seconds"),
+        Msg("reason"),
+        Msg("reject"),
+        Msg("image"),
+        Msg("JSON ok"),
+        Msg("run"),
+        Msg("method"),
+        Msg("model"),
+        Msg("step"),
+        Msg("loss"),
+        Msg("eval loss"),
+        Msg("started"),
+        Msg("path"),
+        Msg("metric"),
+        Msg("gain"),
+        Msg("reference"),
+        Msg("base"),
+        Msg("tuned"),
+        Msg("endpoint"),
+    )
+}
 _tables: list[tuple[gr.Dataframe, list[str]]] = []
 _loads: list[tuple] = []
 _named: list[tuple] = []  # (component, English label) whose label the switch sends again
@@ -249,6 +283,7 @@ _named: list[tuple] = []  # (component, English label) whose label the switch se
 
 def columns(headers: list[str], lang: str = "en") -> list[str]:
     """English column headers in ``lang``; a header of several words ("rougeL base") word by word."""
+
     def word(text: str) -> str:
         return HEADER_WORDS[text].localize(lang) if text in HEADER_WORDS else text
 
@@ -282,7 +317,9 @@ def _in_app(app: gr.Blocks, outputs) -> bool:
 
 
 def localize_page(ctx, app: gr.Blocks) -> None:
-    """Wire what :func:`table` and :func:`at_page_load` asked for since the last call to the loading of ``app``'s pages."""
+    """Wire what :func:`table` and :func:`at_page_load` asked for since the last call to the loading of ``app``'s
+    pages.
+    """
     loads = [load for load in _loads if _in_app(app, load[2])]
     tables = [(frame, headers) for frame, headers in _tables if app.blocks.get(frame._id) is frame]
     switches = [(lang, clicked) for lang, button, clicked in _switches if app.blocks.get(button._id) is button]
@@ -292,15 +329,32 @@ def localize_page(ctx, app: gr.Blocks) -> None:
     _switches.clear()
     _named.clear()
     for lang, clicked in switches if named else ():
-        clicked.then(lambda: [gr.update(label=t(label)) for _, label in named], None,  # dynamic template: tab names
-                     [c for c, _ in named], show_progress="hidden", api_name=f"lang_{lang}_labels",
-                     api_visibility="undocumented")
+        clicked.then(
+            lambda: [gr.update(label=t(label)) for _, label in named],  # dynamic template: tab names
+            None,
+            [c for c, _ in named],
+            show_progress="hidden",
+            api_name=f"lang_{lang}_labels",
+            api_visibility="undocumented",
+        )
     for fn, inputs, outputs, on_error, on_switch, name in loads:
-        app.load(handler(ctx, fn, on_error=on_error), inputs, outputs, show_progress="hidden", api_name=name,
-                 api_visibility="undocumented")  # fmt: skip
+        app.load(
+            handler(ctx, fn, on_error=on_error),
+            inputs,
+            outputs,
+            show_progress="hidden",
+            api_name=name,
+            api_visibility="undocumented",
+        )
         for lang, clicked in switches if on_switch else ():  # after the click's script has set the new language
-            clicked.then(handler(ctx, fn, on_error=on_error), inputs, outputs, show_progress="hidden",
-                         api_name=f"lang_{lang}_{name}", api_visibility="undocumented")  # fmt: skip
+            clicked.then(
+                handler(ctx, fn, on_error=on_error),
+                inputs,
+                outputs,
+                show_progress="hidden",
+                api_name=f"lang_{lang}_{name}",
+                api_visibility="undocumented",
+            )
     if not tables:
         return
 
@@ -322,8 +376,20 @@ def localize_page(ctx, app: gr.Blocks) -> None:
         return relabel(values, lang)
 
     frames = [frame for frame, _ in tables]
-    app.load(handler(ctx, on_load), frames, frames, api_name="localize_tables", show_progress="hidden",
-             api_visibility="undocumented")  # fmt: skip
+    app.load(
+        handler(ctx, on_load),
+        frames,
+        frames,
+        api_name="localize_tables",
+        show_progress="hidden",
+        api_visibility="undocumented",
+    )
     for lang, clicked in switches:
-        clicked.then(handler(ctx, on_switch), frames, frames, show_progress="hidden", api_name=f"lang_{lang}_tables",
-                     api_visibility="undocumented")  # fmt: skip
+        clicked.then(
+            handler(ctx, on_switch),
+            frames,
+            frames,
+            show_progress="hidden",
+            api_name=f"lang_{lang}_tables",
+            api_visibility="undocumented",
+        )

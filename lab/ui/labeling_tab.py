@@ -23,9 +23,9 @@ from lab.formats import FORMATS, export_for_download
 from lab.images import IMAGE_SUFFIXES
 from lab.jobs import JobState
 from lab.labeling.batch import start_labeling
-from lab.labeling.estimate import estimate_folder
 from lab.labeling.client import load_providers
 from lab.labeling.costs import FREE, price_for
+from lab.labeling.estimate import estimate_folder
 from lab.labeling.item import PromptSpec
 from lab.labeling.review import list_failures, list_items, save_review
 from lab.labeling.store import DATA_FILE, job_settings, load_job, read_rows
@@ -35,7 +35,6 @@ from lab.ui import i18n
 from lab.ui.i18n import t
 from lab.ui.prompt_tab import LABELER_INPUTS, LOCAL, labeler_config, labeler_form, make_labeler
 from lab.uploads import receive
-
 
 ITEM_HEADERS = ["source", "status", "answer / reason", "tokens", "cost $", "seconds"]
 FAILURE_HEADERS = ["source", "status", "reason"]
@@ -57,8 +56,15 @@ def estimate(folder, out, preset, prompt_lang, limit, *, lang: str = "en", **lab
     config = labeler_config(labeler)
     model_name = config.model or (load_providers().get(config.provider, {}).get("models") or [""])[0]
     price = FREE if config.provider == LOCAL else price_for(model_name)
-    found = estimate_folder(paths.resolve(folder), dataset_dir(out), _prompt(preset, prompt_lang), model_name,
-                            max_pixels=config.max_pixels, price=price, limit=int(limit or 0) or None)
+    found = estimate_folder(
+        paths.resolve(folder),
+        dataset_dir(out),
+        _prompt(preset, prompt_lang),
+        model_name,
+        max_pixels=config.max_pixels,
+        price=price,
+        limit=int(limit or 0) or None,
+    )
     return localize(found.summary(), lang)
 
 
@@ -71,8 +77,9 @@ def start(ctx, run, folder, out, preset, prompt_lang, limit, *, lang: str = "en"
     chosen = make_labeler(ctx, labeler_config(labeler))
     settings = chosen.config.public_dict() if hasattr(chosen, "config") else {"model": chosen.name, "local": True}
     job = job_settings(prompt, settings, preset=preset, lang=prompt_lang, limit=int(limit or 0) or None)
-    run = start_labeling(paths.resolve(folder), out_dir, prompt, chosen, limit=int(limit or 0) or None,
-                         retry_failed=retry, job=job)
+    run = start_labeling(
+        paths.resolve(folder), out_dir, prompt, chosen, limit=int(limit or 0) or None, retry_failed=retry, job=job
+    )
     return run, localize(Msg("Started: labeling into {out}.", out=out_dir), lang), gr.Timer(active=True)
 
 
@@ -101,11 +108,21 @@ def progress_markdown(snap: dict, lang: str) -> str:
     target = done + snap["remaining"]  # less than the total when a limit was set
     share = done / target if target else (1.0 if snap["state"] == "finished" else 0.0)
     bar = "█" * round(share * 30) + "░" * (30 - round(share * 30))
-    line = localize(Msg("{state}: {ok} labeled · {failed} failed · {skipped} skipped · of {total} · ${cost:.4f} · "
-                        "{rate:.1f} images/s · ETA {eta}",
-                        state=JobState(snap["state"]).label, ok=snap["ok"], failed=snap["failed"],
-                        skipped=snap["skipped"], total=snap["total"], cost=snap["cost_usd"], rate=snap["rate"],
-                        eta=_eta(snap["eta_s"])), lang)
+    line = localize(
+        Msg(
+            "{state}: {ok} labeled · {failed} failed · {skipped} skipped · of {total} · ${cost:.4f} · "
+            "{rate:.1f} images/s · ETA {eta}",
+            state=JobState(snap["state"]).label,
+            ok=snap["ok"],
+            failed=snap["failed"],
+            skipped=snap["skipped"],
+            total=snap["total"],
+            cost=snap["cost_usd"],
+            rate=snap["rate"],
+            eta=_eta(snap["eta_s"]),
+        ),
+        lang,
+    )
     text = f"`{bar}` {share:.0%}  \n{line}"
     return text + (f"  \n**{localize(snap['message'], lang)}**" if snap["message"] else "")
 
@@ -113,8 +130,14 @@ def progress_markdown(snap: dict, lang: str) -> str:
 def _item_row(item: dict, lang: str) -> list:
     text = item["answer"] if item["status"] == "ok" else localize(item["reason"], lang)
     source = item["extra"].get("source") or Path(item["source"]).name
-    return [source, item["status"], text, f"{item['prompt_tokens']}+{item['completion_tokens']}",
-            round(item["cost_usd"], 6), round(item["seconds"], 2)]
+    return [
+        source,
+        item["status"],
+        text,
+        f"{item['prompt_tokens']}+{item['completion_tokens']}",
+        round(item["cost_usd"], 6),
+        round(item["seconds"], 2),
+    ]
 
 
 def _failure_rows(out_dir: Path, lang: str) -> list[list]:
@@ -129,17 +152,32 @@ def refresh(run, out, lang: str = "en"):
         ok = sum(1 for _ in read_rows(out_dir / DATA_FILE))
         failures = _failure_rows(out_dir, lang)
         if not out_dir.is_dir():
-            return (localize(Msg("No run started in this page."), lang), [], [], failures, gr.Timer(active=False),
-                    gr.update())  # fmt: skip
+            return (
+                localize(Msg("No run started in this page."), lang),
+                [],
+                [],
+                failures,
+                gr.Timer(active=False),
+                gr.update(),
+            )
         message = Msg("{out}: {ok} labeled, {failed} failed so far.", out=out_dir, ok=ok, failed=len(failures))
         return localize(message, lang), [], [], failures, gr.Timer(active=False), gr.update()
     snap = run.snapshot()
     recent = snap["recent"][::-1]
-    gallery = [(str(run.out_dir / item["extra"]["image"]), item["answer"][:200])
-               for item in recent if item["status"] == "ok" and item["extra"].get("image")][:24]
+    gallery = [
+        (str(run.out_dir / item["extra"]["image"]), item["answer"][:200])
+        for item in recent
+        if item["status"] == "ok" and item["extra"].get("image")
+    ][:24]
     ended = gr.update() if run.active else localize(_ending(run), lang)
-    return (progress_markdown(snap, lang), gallery, [_item_row(item, lang) for item in recent],
-            _failure_rows(run.out_dir, lang), gr.Timer(active=run.active), ended)
+    return (
+        progress_markdown(snap, lang),
+        gallery,
+        [_item_row(item, lang) for item in recent],
+        _failure_rows(run.out_dir, lang),
+        gr.Timer(active=run.active),
+        ended,
+    )
 
 
 def _ending(run) -> Msg:
@@ -177,8 +215,13 @@ def review_save(out, table, lang: str = "en"):
     rejects = [str(r[0]) for r in rows if _ticked(r[3])]
     job = load_job(out_dir) or {}
     prompt = job.get("prompt") or {}
-    saved = save_review(out_dir, edits, rejects, want_json=bool(prompt.get("want_json")),
-                        expected_keys=prompt.get("expected_keys") or ())
+    saved = save_review(
+        out_dir,
+        edits,
+        rejects,
+        want_json=bool(prompt.get("want_json")),
+        expected_keys=prompt.get("expected_keys") or (),
+    )
     return localize(saved.summary(), lang), review_load(out, lang)
 
 
@@ -201,13 +244,15 @@ def _job_widgets() -> SimpleNamespace:
         files = gr.File(file_count="multiple", type="filepath", label=t("Or upload images or a .zip of them"), scale=2)
         out = gr.Textbox("labeled", label=t("Dataset to write: a name under data/, or a folder"), scale=2)
     with gr.Row():
-        preset = gr.Dropdown(presets, value="sample_caption" if "sample_caption" in presets else None,
-                             label=t("Prompt preset"), scale=3)
+        preset = gr.Dropdown(
+            presets, value="sample_caption" if "sample_caption" in presets else None, label=t("Prompt preset"), scale=3
+        )
         lang = gr.Radio(list(LANGS), value="en", label=t("Prompt language"), scale=1)
         limit = gr.Number(0, precision=0, minimum=0, label=t("Label at most this many images now (0: all)"), scale=1)
     # A Chinese page asks in Chinese (once, as it loads: the person's choice stays when the page switches).
-    i18n.at_page_load(lambda lang: lang if lang in LANGS else "en", [], lang, on_switch=False,
-                      api_name="label_page_lang")
+    i18n.at_page_load(
+        lambda lang: lang if lang in LANGS else "en", [], lang, on_switch=False, api_name="label_page_lang"
+    )
     return SimpleNamespace(folder=folder, files=files, out=out, preset=preset, lang=lang, limit=limit)
 
 
@@ -219,23 +264,33 @@ def _run_widgets() -> SimpleNamespace:
         stop_btn = gr.Button(t("Stop"), variant="stop")
         retry_btn = gr.Button(t("Retry failed"))
     return SimpleNamespace(
-        estimate=estimate_btn, start=start_btn, stop=stop_btn, retry=retry_btn,
+        estimate=estimate_btn,
+        start=start_btn,
+        stop=stop_btn,
+        retry=retry_btn,
         status=gr.Textbox(label=t("Status")),
         progress=gr.Markdown(label=t("Progress")),
         timer=gr.Timer(1.0, active=False),
         gallery=gr.Gallery(label=t("Latest labeled images"), columns=8, height=220),
         items=i18n.table(ITEM_HEADERS, label=t("Latest items"), wrap=True, interactive=False, max_height=320),
-        failures=i18n.table(FAILURE_HEADERS, label=t("Failures and their reasons"), wrap=True, interactive=False,
-                              max_height=240),
+        failures=i18n.table(
+            FAILURE_HEADERS, label=t("Failures and their reasons"), wrap=True, interactive=False, max_height=240
+        ),
     )
 
 
 def _review_widgets() -> SimpleNamespace:
     with gr.Accordion(t("Review and export"), open=False):
         load = gr.Button(t("Load answers for review"))
-        table = i18n.table(REVIEW_HEADERS, datatype=["str", "str", "str", "bool"], type="array",
-                           interactive=True, wrap=True, label=t("Edit answers; tick reject to drop an item; then save"),
-                           static_columns=[0, 1])  # fmt: skip
+        table = i18n.table(
+            REVIEW_HEADERS,
+            datatype=["str", "str", "str", "bool"],
+            type="array",
+            interactive=True,
+            wrap=True,
+            label=t("Edit answers; tick reject to drop an item; then save"),
+            static_columns=[0, 1],
+        )
         save = gr.Button(t("Save review"))
         with gr.Row():
             fmt = gr.Dropdown(list(FORMATS), value="llamafactory", label=t("Export format"))
@@ -256,20 +311,43 @@ def create_tab(ctx) -> None:
     # A sentence the core refuses with shows in the status box (or as a toast where there is none).
     started = i18n.handler(ctx, partial(start, ctx), on_error=_refused)
     retried = i18n.handler(ctx, partial(start, ctx, retry=True), on_error=_refused)
-    ticked = i18n.handler(ctx, refresh, on_error=lambda sentence: (sentence, [], [], [], gr.Timer(active=False),
-                                                                   gr.update()))
-    job.files.upload(i18n.handler(ctx, upload, on_error=lambda sentence: (gr.update(), sentence)), job.files,
-                     [job.folder, ui.status], api_name="label_upload")  # fmt: skip
+    ticked = i18n.handler(
+        ctx, refresh, on_error=lambda sentence: (sentence, [], [], [], gr.Timer(active=False), gr.update())
+    )
+    job.files.upload(
+        i18n.handler(ctx, upload, on_error=lambda sentence: (gr.update(), sentence)),
+        job.files,
+        [job.folder, ui.status],
+        api_name="label_upload",
+    )
     job.preset.focus(lambda: gr.update(choices=list_prompt_presets()), outputs=job.preset, api_name="label_presets")
-    ui.estimate.click(i18n.handler(ctx, estimate, on_error=str), inputs[1:], ui.status, api_name="label_estimate",
-                      inputs_kwargs=labeler)  # fmt: skip
+    ui.estimate.click(
+        i18n.handler(ctx, estimate, on_error=str),
+        inputs[1:],
+        ui.status,
+        api_name="label_estimate",
+        inputs_kwargs=labeler,
+    )
     ui.start.click(started, inputs, [run, ui.status, ui.timer], api_name="label_start", inputs_kwargs=labeler)
     ui.retry.click(retried, inputs, [run, ui.status, ui.timer], api_name="label_retry", inputs_kwargs=labeler)
     ui.stop.click(i18n.handler(ctx, stop), run, ui.status, api_name="label_stop")
-    ui.timer.tick(ticked, [run, job.out], [ui.progress, ui.gallery, ui.items, ui.failures, ui.timer, ui.status],
-                  api_name="label_progress", show_progress="hidden")
+    ui.timer.tick(
+        ticked,
+        [run, job.out],
+        [ui.progress, ui.gallery, ui.items, ui.failures, ui.timer, ui.status],
+        api_name="label_progress",
+        show_progress="hidden",
+    )
     review.load.click(i18n.handler(ctx, review_load), job.out, review.table, api_name="label_review_load")
-    review.save.click(i18n.handler(ctx, review_save, on_error=lambda sentence: (sentence, gr.update())),
-                      [job.out, review.table], [ui.status, review.table], api_name="label_review_save")  # fmt: skip
-    review.export.click(i18n.handler(ctx, export, on_error=lambda sentence: (sentence, None)), [job.out, review.fmt],
-                        [ui.status, review.download], api_name="label_export")  # fmt: skip
+    review.save.click(
+        i18n.handler(ctx, review_save, on_error=lambda sentence: (sentence, gr.update())),
+        [job.out, review.table],
+        [ui.status, review.table],
+        api_name="label_review_save",
+    )
+    review.export.click(
+        i18n.handler(ctx, export, on_error=lambda sentence: (sentence, None)),
+        [job.out, review.fmt],
+        [ui.status, review.download],
+        api_name="label_export",
+    )

@@ -36,8 +36,20 @@ DETAIL_HEADERS = ["image", "prompt", "status", "answer", "seconds", "tokens", "c
 # ---------------------------------------------------------------- the labeler form
 
 # The labeler's widgets as the API takes them (prompt_preview, label_start, label_estimate, ...).
-LABELER_INPUTS = ("provider", "base_url", "model", "api_key", "temperature", "max_new_tokens", "max_pixels",
-                  "json_mode", "reask", "concurrency", "max_retries", "timeout")
+LABELER_INPUTS = (
+    "provider",
+    "base_url",
+    "model",
+    "api_key",
+    "temperature",
+    "max_new_tokens",
+    "max_pixels",
+    "json_mode",
+    "reask",
+    "concurrency",
+    "max_retries",
+    "timeout",
+)
 
 
 def _env_key() -> str | None:
@@ -62,8 +74,12 @@ def provider_fields(provider: str, *knobs):
     was_local = tuple(knobs) == tuple(LOCAL_DEFAULTS[name] for name in LOCAL_KNOBS)
     start = local_config() if local else LabelerConfig() if was_local else None
     values = [gr.update() if start is None else gr.update(value=getattr(start, name)) for name in LOCAL_KNOBS]
-    return [*(shown[name] for name in API_ONLY), *values, gr.update(visible=not local),
-            gr.update(visible=not local and not _env_key())]
+    return [
+        *(shown[name] for name in API_ONLY),
+        *values,
+        gr.update(visible=not local),
+        gr.update(visible=not local and not _env_key()),
+    ]
 
 
 def labeler_start() -> LabelerConfig:
@@ -79,32 +95,47 @@ def labeler_form(api_prefix: str, ctx=None) -> Form:
     the tab before (Prompt design) is followed: the labeler chosen there is the one chosen here."""
     providers, start = load_providers(), labeler_start()
     choices = [(entry.get("title", name), name) for name, entry in providers.items()]
-    choices += [(t("Custom (type the base URL)"), ""), (t("Local model loaded in the app (free, offline, slower)"), LOCAL)]
+    choices += [
+        (t("Custom (type the base URL)"), ""),
+        (t("Local model loaded in the app (free, offline, slower)"), LOCAL),
+    ]
     env = _env_key()
     form = Form(LabelerConfig, start)
     with gr.Accordion(t("Labeler"), open=True):
         if env:
-            notice = gr.Markdown(t("An API key was found in the environment; it is sent only to the base URL it was set "
-                                   "up for, and a key typed below takes its place."))
+            notice = gr.Markdown(
+                t(
+                    "An API key was found in the environment; it is sent only to the base URL it was set "
+                    "up for, and a key typed below takes its place."
+                )
+            )
         else:
-            notice = gr.Markdown(t("No API key is set. Type one in the API key box below (it stays in this page), or "
-                                   "set OPENAI_API_KEY (DASHSCOPE_API_KEY for DashScope) before starting the app. "
-                                   "Without a key you can label with the model loaded in the app: slower, free and "
-                                   "offline."))
+            notice = gr.Markdown(
+                t(
+                    "No API key is set. Type one in the API key box below (it stays in this page), or "
+                    "set OPENAI_API_KEY (DASHSCOPE_API_KEY for DashScope) before starting the app. "
+                    "Without a key you can label with the model loaded in the app: slower, free and "
+                    "offline."
+                )
+            )
         with gr.Row():
             form.add("provider", choices=choices, scale=3, min_width=300)  # wide enough for the longest title
             form.add("base_url", scale=3)
-            form.add("model", choices=providers.get(start.provider, {}).get("models", []), allow_custom_value=True,
-                     scale=2)  # fmt: skip
+            form.add(
+                "model", choices=providers.get(start.provider, {}).get("models", []), allow_custom_value=True, scale=2
+            )
             form.add("api_key", scale=3)
         form.row("temperature", "max_new_tokens", "max_pixels", "concurrency", "max_retries", "timeout")
         with gr.Row():
             form.add("json_mode")
             form.add("reask")
             use_local = gr.Button(t("Use the loaded local model instead"), size="sm", visible=not env)
-    form["provider"].change(provider_fields, [form["provider"], *(form[name] for name in LOCAL_KNOBS)],
-                            [*(form[name] for name in (*API_ONLY, *LOCAL_KNOBS)), notice, use_local],
-                            api_name=f"{api_prefix}_provider")  # fmt: skip
+    form["provider"].change(
+        provider_fields,
+        [form["provider"], *(form[name] for name in LOCAL_KNOBS)],
+        [*(form[name] for name in (*API_ONLY, *LOCAL_KNOBS)), notice, use_local],
+        api_name=f"{api_prefix}_provider",
+    )
     use_local.click(lambda: LOCAL, outputs=form["provider"], api_name=f"{api_prefix}_use_local")
     if ctx is not None:
         _follow(ctx.forms.get("labeler"), form, api_prefix)
@@ -116,9 +147,15 @@ def _follow(before: Form | None, form: Form, api_prefix: str) -> None:
     """Copy each change of the labeler form of the tab before into ``form``."""
     if before is None:
         return
-    gr.on([before[name].change for name in LABELER_INPUTS], lambda *values: values,
-          [before[name] for name in LABELER_INPUTS], [form[name] for name in LABELER_INPUTS],
-          api_name=f"{api_prefix}_follow", show_progress="hidden", api_visibility="undocumented")
+    gr.on(
+        [before[name].change for name in LABELER_INPUTS],
+        lambda *values: values,
+        [before[name] for name in LABELER_INPUTS],
+        [form[name] for name in LABELER_INPUTS],
+        api_name=f"{api_prefix}_follow",
+        show_progress="hidden",
+        api_visibility="undocumented",
+    )
 
 
 def labeler_config(values: Mapping) -> LabelerConfig:
@@ -174,8 +211,11 @@ def _chosen_images(samples: list[str] | None, uploads: list | None) -> list[Path
     if not images:
         raise ConfigError("Pick or upload at least one image for the preview.")
     if len(images) > MAX_PREVIEW_IMAGES:
-        raise ConfigError("A preview takes at most {max_preview_images} images; {n_images} are chosen.",
-                          max_preview_images=MAX_PREVIEW_IMAGES, n_images=len(images))
+        raise ConfigError(
+            "A preview takes at most {max_preview_images} images; {n_images} are chosen.",
+            max_preview_images=MAX_PREVIEW_IMAGES,
+            n_images=len(images),
+        )
     return images
 
 
@@ -202,9 +242,18 @@ def preview_outputs(images: list[Path], prompts: list[PromptSpec], results: list
         galleries.append([(str(image), _caption(r, lang)) for image, r in answered])
         for image, r in answered:
             reason = localize(r.reason, lang)
-            rows.append([image.name, name, r.status, r.answer if r.ok else f"{reason}: {r.answer}".rstrip(": "),
-                         round(r.seconds, 2), f"{r.prompt_tokens}+{r.completion_tokens}", round(r.cost_usd, 6),
-                         _json_mark(r, prompt.want_json)])
+            rows.append(
+                [
+                    image.name,
+                    name,
+                    r.status,
+                    r.answer if r.ok else f"{reason}: {r.answer}".rstrip(": "),
+                    round(r.seconds, 2),
+                    f"{r.prompt_tokens}+{r.completion_tokens}",
+                    round(r.cost_usd, 6),
+                    _json_mark(r, prompt.want_json),
+                ]
+            )
     galleries += [[]] * (2 - len(galleries))
     done, total = sum(r is not None for row in results for r in row), len(images) * len(prompts)
     if done < total:
@@ -212,8 +261,23 @@ def preview_outputs(images: list[Path], prompts: list[PromptSpec], results: list
     return "  \n".join(lines), galleries[0], galleries[1], rows
 
 
-def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use_b, b_system, b_user, b_json, b_keys,
-                    *, lang: str = "en", **labeler):
+def preview_prompts(
+    ctx,
+    samples,
+    uploads,
+    a_system,
+    a_user,
+    a_json,
+    a_keys,
+    use_b,
+    b_system,
+    b_user,
+    b_json,
+    b_keys,
+    *,
+    lang: str = "en",
+    **labeler,
+):
     """Run A (and B) on the chosen images with the labeler's settings (by name): summary, one gallery per
     variant, and a details table, shown answer by answer as they arrive."""
     images = _chosen_images(samples, uploads)
@@ -227,14 +291,30 @@ def preview_prompts(ctx, samples, uploads, a_system, a_user, a_json, a_keys, use
         yield preview_outputs(images, prompts, results, lang)
 
 
-def save_prompt(which, name, title, prompt_lang, a_system, a_user, a_json, a_keys, b_system, b_user, b_json, b_keys,
-                lang: str = "en"):
+def save_prompt(
+    which,
+    name,
+    title,
+    prompt_lang,
+    a_system,
+    a_user,
+    a_json,
+    a_keys,
+    b_system,
+    b_user,
+    b_json,
+    b_keys,
+    lang: str = "en",
+):
     """Save variant A or B as a user preset (in this language; its other language is kept)."""
-    system, user, want_json, keys = (b_system, b_user, b_json, b_keys) if which == "B" else (a_system, a_user, a_json, a_keys)
+    system, user, want_json, keys = (
+        (b_system, b_user, b_json, b_keys) if which == "B" else (a_system, a_user, a_json, a_keys)
+    )
     spec = _spec(system, user, want_json, keys)
     name = (name or "").strip()
-    path = save_prompt_text(name, prompt_lang, PromptText(spec.system, spec.user, spec.expected_keys), spec.want_json,
-                            title)  # fmt: skip
+    path = save_prompt_text(
+        name, prompt_lang, PromptText(spec.system, spec.user, spec.expected_keys), spec.want_json, title
+    )
     saved = Msg("Saved {path}; the labeling tab can use '{name}' now.", path=path, name=name)
     return localize(saved, lang), gr.update(choices=list_prompt_presets(), value=name)
 
@@ -264,18 +344,30 @@ def create_tab(ctx) -> None:
     use_b = gr.Checkbox(False, label=t("Compare with prompt B on the same images"))
     with gr.Row():
         names = sample_image_names()
-        samples = gr.Dropdown(names, value=names[:4], multiselect=True, max_choices=MAX_PREVIEW_IMAGES,
-                              label=t("Sample images from data/sample"), scale=3)
-        uploads = gr.File(file_count="multiple", file_types=["image"], type="filepath",
-                          label=t("Or upload images (at most 8 in all)"), scale=2)
+        samples = gr.Dropdown(
+            names,
+            value=names[:4],
+            multiselect=True,
+            max_choices=MAX_PREVIEW_IMAGES,
+            label=t("Sample images from data/sample"),
+            scale=3,
+        )
+        uploads = gr.File(
+            file_count="multiple",
+            file_types=["image"],
+            type="filepath",
+            label=t("Or upload images (at most 8 in all)"),
+            scale=2,
+        )
     form = labeler_form("prompt", ctx)
     run = gr.Button(t("Run preview"), variant="primary")
     summary = gr.Markdown()
     with gr.Row():
         gallery_a = gr.Gallery(label=t("Answers to A"), columns=4, height=300)
         gallery_b = gr.Gallery(label=t("Answers to B"), columns=4, height=300)
-    details = i18n.table(DETAIL_HEADERS, label=t("Details: latency, tokens, cost, JSON validity"), wrap=True,
-                         interactive=False)
+    details = i18n.table(
+        DETAIL_HEADERS, label=t("Details: latency, tokens, cost, JSON validity"), wrap=True, interactive=False
+    )
     with gr.Row():
         which = gr.Radio(["A", "B"], value="A", label=t("Save which prompt"), scale=1)
         save_name = gr.Textbox(label=t("New preset name (letters, digits, _ and -)"), scale=2)
@@ -284,14 +376,27 @@ def create_tab(ctx) -> None:
     status = gr.Textbox(label=t("Status"))
 
     # A Chinese page starts with the prompts in Chinese (both variants, as the English ones did).
-    i18n.at_page_load(lambda name, lang: page_prompts(name, lang), [preset], [lang, *a, *b], on_switch=False,
-                      api_name="prompt_page_lang")
+    i18n.at_page_load(
+        lambda name, lang: page_prompts(name, lang),
+        [preset],
+        [lang, *a, *b],
+        on_switch=False,
+        api_name="prompt_page_lang",
+    )
     on_load = i18n.handler(ctx, load_preset_fields)
     preset.change(on_load, [preset, lang], list(a), api_name="prompt_load")
     lang.change(on_load, [preset, lang], list(a), api_name="prompt_load_lang")
     refresh.click(lambda: gr.update(choices=list_prompt_presets()), outputs=preset, api_name="prompt_presets")
-    run.click(i18n.handler(ctx, partial(preview_prompts, ctx), on_error=lambda sentence: (sentence, [], [], [])),
-              [samples, uploads, *a, use_b, *b], [summary, gallery_a, gallery_b, details], api_name="prompt_preview",
-              inputs_kwargs=form.named(*LABELER_INPUTS))  # fmt: skip
-    save.click(i18n.handler(ctx, save_prompt, on_error=lambda sentence: (sentence, gr.update())),
-               [which, save_name, save_title, lang, *a, *b], [status, preset], api_name="prompt_save")
+    run.click(
+        i18n.handler(ctx, partial(preview_prompts, ctx), on_error=lambda sentence: (sentence, [], [], [])),
+        [samples, uploads, *a, use_b, *b],
+        [summary, gallery_a, gallery_b, details],
+        api_name="prompt_preview",
+        inputs_kwargs=form.named(*LABELER_INPUTS),
+    )
+    save.click(
+        i18n.handler(ctx, save_prompt, on_error=lambda sentence: (sentence, gr.update())),
+        [which, save_name, save_title, lang, *a, *b],
+        [status, preset],
+        api_name="prompt_save",
+    )

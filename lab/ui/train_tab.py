@@ -20,25 +20,59 @@ from lab import paths
 from lab.dataset import dataset_stats, latest_dataset, list_datasets
 from lab.errors import LabError, localize
 from lab.jobs import JobState
-from lab.training.runs import find_run
 from lab.text import Msg
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
 from lab.training.forecast import CARDS
-from lab.training.runs import (RUN_COLUMNS, config_text, curves, list_runs, load_run_config, progress, reward_curves,
-                               score_curves, train_command)
+from lab.training.runs import (
+    RUN_COLUMNS,
+    config_text,
+    curves,
+    find_run,
+    list_runs,
+    load_run_config,
+    progress,
+    reward_curves,
+    score_curves,
+    train_command,
+)
 from lab.ui import i18n
 from lab.ui.forms import Form, read_values, shown_values
 from lab.ui.i18n import t
 
-MAIN_FIELDS = ["model", "dataset", "run_name", "method", "lora_targets", "train_vision", "train_merger",
-               "train_language", "learning_rate", "num_epochs", "max_steps", "per_device_batch_size",
-               "gradient_accumulation_steps", "max_length", "num_gpus"]  # fmt: skip
+MAIN_FIELDS = [
+    "model",
+    "dataset",
+    "run_name",
+    "method",
+    "lora_targets",
+    "train_vision",
+    "train_merger",
+    "train_language",
+    "learning_rate",
+    "num_epochs",
+    "max_steps",
+    "per_device_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "num_gpus",
+]
 # The trainer's choice shows GRPO's own settings (lab/training/grpo.py) only when it is grpo.
-GRPO_FIELDS = ["trainer", "rewards", "num_generations", "temperature", "max_new_tokens", "beta", "clip_epsilon",
-               "num_iterations", "reward_pattern", "target_length"]  # fmt: skip
-MORE_FIELDS = [f.name for f in fields(TrainConfig)
-               if f.name not in MAIN_FIELDS + GRPO_FIELDS and f.name != "output_dir"]  # fmt: skip
+GRPO_FIELDS = [
+    "trainer",
+    "rewards",
+    "num_generations",
+    "temperature",
+    "max_new_tokens",
+    "beta",
+    "clip_epsilon",
+    "num_iterations",
+    "reward_pattern",
+    "target_length",
+]
+MORE_FIELDS = [
+    f.name for f in fields(TrainConfig) if f.name not in MAIN_FIELDS + GRPO_FIELDS and f.name != "output_dir"
+]
 FORM_FIELDS = MAIN_FIELDS + MORE_FIELDS + GRPO_FIELDS
 
 
@@ -76,12 +110,22 @@ def status_outputs(run_dir, lang: str = "en"):
     job = jobs.current_job()
     mine = job is not None and str(job.run_dir) == str(run_dir)
     status = (job.state if mine else p.status).label
-    line = localize(Msg("**{name}** · {status} · step {step}/{total} · elapsed {elapsed} · ETA {eta} · {samples} "
-                        "samples/s · {tokens} tokens/s · loss {loss}",
-                        name=html.escape(str(run_dir).rsplit("/", 1)[-1]), status=status,
-                        step=p.step, total=p.total or "?", elapsed=_duration(p.elapsed_s), eta=_duration(p.eta_s),
-                        samples=_num(p.samples_per_s, "{:.2f}"), tokens=_num(p.tokens_per_s, "{:.0f}"),
-                        loss=_num(p.loss, "{:.4f}")), lang)  # fmt: skip
+    line = localize(
+        Msg(
+            "**{name}** · {status} · step {step}/{total} · elapsed {elapsed} · ETA {eta} · {samples} "
+            "samples/s · {tokens} tokens/s · loss {loss}",
+            name=html.escape(str(run_dir).rsplit("/", 1)[-1]),
+            status=status,
+            step=p.step,
+            total=p.total or "?",
+            elapsed=_duration(p.elapsed_s),
+            eta=_duration(p.eta_s),
+            samples=_num(p.samples_per_s, "{:.2f}"),
+            tokens=_num(p.tokens_per_s, "{:.0f}"),
+            loss=_num(p.loss, "{:.4f}"),
+        ),
+        lang,
+    )
     if mine and job.state is JobState.FAILED:
         line += f"  \n⚠️ {html.escape(localize(job.message, lang))}"
     elif p.message:
@@ -90,8 +134,13 @@ def status_outputs(run_dir, lang: str = "en"):
     loss, lr = curves(run_dir)
     kl, _ = reward_curves(run_dir)  # a GRPO run draws its KL next to its loss
     named = [localize(SERIES[name], lang) for name in (("train", "kl") if kl else ("train", "eval"))]  # the legend
-    return (bar, line, plot_points(_named(loss + kl, lang), tuple(named)), plot_points(_named(lr, lang)),
-            plot_points(score_curves(run_dir)))
+    return (
+        bar,
+        line,
+        plot_points(_named(loss + kl, lang), tuple(named)),
+        plot_points(_named(lr, lang)),
+        plot_points(score_curves(run_dir)),
+    )
 
 
 SERIES = {"train": Msg("train"), "eval": Msg("eval"), "kl": Msg("kl"), "lr": Msg("learning rate")}
@@ -151,8 +200,14 @@ def start(ctx, values: dict, resume_run: str | None = None, lang: str = "en") ->
     else:
         job = jobs.start_training(config_from_form(values), ctx.handle)
     if job.state is JobState.QUEUED:
-        return localize(Msg("Queued {name}: {ahead} run(s) ahead; it starts when they end.",
-                            name=job.name, ahead=jobs.queue_position(job)), lang)
+        return localize(
+            Msg(
+                "Queued {name}: {ahead} run(s) ahead; it starts when they end.",
+                name=job.name,
+                ahead=jobs.queue_position(job),
+            ),
+            lang,
+        )
     return localize(Msg("Started {name}.", name=job.name), lang)
 
 
@@ -207,16 +262,31 @@ DATASET_HINT = Msg("Pick one or more; type path:0.5 to take half of a dataset, p
 def _form(base: TrainConfig) -> Form:
     form = Form(TrainConfig, base)
     datasets = [str(p) for p in list_datasets(include_variants=True)]
-    rows = [("model", "dataset", "run_name", "method", "trainer"),
-            ("lora_targets", "train_vision", "train_merger", "train_language", "num_gpus"),
-            ("learning_rate", "num_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
-             "max_length")]  # fmt: skip
+    rows = [
+        ("model", "dataset", "run_name", "method", "trainer"),
+        ("lora_targets", "train_vision", "train_merger", "train_language", "num_gpus"),
+        (
+            "learning_rate",
+            "num_epochs",
+            "max_steps",
+            "per_device_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+        ),
+    ]
     for names in rows:
         with gr.Row():
             for name in names:
-                form.add(name, **({"choices": datasets, "info": t(DATASET_HINT)}  # dynamic template: DATASET_HINT
-                                  if name == "dataset" else {"allow_custom_value": True}
-                                  if name == "per_device_batch_size" else {}))
+                form.add(
+                    name,
+                    **(
+                        {"choices": datasets, "info": t(DATASET_HINT)}  # dynamic template: DATASET_HINT
+                        if name == "dataset"
+                        else {"allow_custom_value": True}
+                        if name == "per_device_batch_size"
+                        else {}
+                    ),
+                )
     grpo = base.trainer == "grpo"
     with gr.Row():
         form.add("rewards", scale=2, visible=grpo)
@@ -244,29 +314,61 @@ def create_tab(ctx) -> None:
         stop_btn = gr.Button(t("Stop (after this step)"), variant="stop")
         command_btn = gr.Button(t("Show command"))
         forecast_btn = gr.Button(t("Forecast memory and time"))
-        card = gr.Dropdown([(t("This machine"), HERE), *((c.name, name) for name, c in CARDS.items())], value=HERE,
-                           label=t("Plan for"), scale=1)  # fmt: skip
+        card = gr.Dropdown(
+            [(t("This machine"), HERE), *((c.name, name) for name, c in CARDS.items())],
+            value=HERE,
+            label=t("Plan for"),
+            scale=1,
+        )
     forecast_box = gr.Markdown()
     message = gr.Markdown()
     command_box = gr.Code(language="shell", label=t("Show command"), visible=False)  # shown with its first command
     bar, status = gr.HTML(), gr.Markdown(elem_id="train-status")
     with gr.Row():
         # No height: with one, Gradio cuts the legend off below the chart.
-        loss_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Loss"), x_title=t("step"),
-                                y_title=t("Loss"), color_title=t("series"))  # fmt: skip
-        lr_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Learning rate"), x_title=t("step"),
-                              y_title=t("Learning rate"), color_title=t("series"))  # fmt: skip
-        score_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Scores of the answers"),
-                                 x_title=t("step"), y_title=t("score (0-100)"), color_title=t("series"))  # fmt: skip
-        rewards_plot = gr.LinePlot(x="step", y="value", color="series", label=t("Reward"), x_title=t("step"),
-                                   y_title=t("Reward"), color_title=t("series"), visible=False)  # fmt: skip
+        loss_plot = gr.LinePlot(
+            x="step",
+            y="value",
+            color="series",
+            label=t("Loss"),
+            x_title=t("step"),
+            y_title=t("Loss"),
+            color_title=t("series"),
+        )
+        lr_plot = gr.LinePlot(
+            x="step",
+            y="value",
+            color="series",
+            label=t("Learning rate"),
+            x_title=t("step"),
+            y_title=t("Learning rate"),
+            color_title=t("series"),
+        )
+        score_plot = gr.LinePlot(
+            x="step",
+            y="value",
+            color="series",
+            label=t("Scores of the answers"),
+            x_title=t("step"),
+            y_title=t("score (0-100)"),
+            color_title=t("series"),
+        )
+        rewards_plot = gr.LinePlot(
+            x="step",
+            y="value",
+            color="series",
+            label=t("Reward"),
+            x_title=t("step"),
+            y_title=t("Reward"),
+            color_title=t("series"),
+            visible=False,
+        )
     with gr.Accordion(t("Log"), open=False):
         log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("Log"), show_label=False)
     with gr.Accordion(t("Past runs"), open=False):
         runs = i18n.table(RUN_COLUMNS + ["path"], value=runs_table(), interactive=False, wrap=True)
         with gr.Row():
-            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("Run"), allow_custom_value=True,
-                                   scale=3)
+            run_pick = gr.Dropdown([row[-1] for row in runs_table()], label=t("Run"), allow_custom_value=True, scale=3)
             refresh_btn = gr.Button(t("Refresh"), scale=1)
         with gr.Row():
             show_btn = gr.Button(t("Show curve and config"))
@@ -295,21 +397,41 @@ def create_tab(ctx) -> None:
     def on_resume(run_dir, lang):
         return start(ctx, {}, resume_run=_picked(run_dir), lang=lang), run_dir
 
-    preset.change(lambda name: form_values(TrainConfig.from_preset(name)), preset, list(widgets.values()),
-                  api_name="train_preset")  # fmt: skip
-    start_btn.click(i18n.handler(ctx, on_start), None, [message, selected], api_name="train_start",
-                    inputs_kwargs=widgets)  # fmt: skip
+    preset.change(
+        lambda name: form_values(TrainConfig.from_preset(name)), preset, list(widgets.values()), api_name="train_preset"
+    )
+    start_btn.click(
+        i18n.handler(ctx, on_start), None, [message, selected], api_name="train_start", inputs_kwargs=widgets
+    )
     stop_btn.click(i18n.handler(ctx, stop), None, message, api_name="train_stop")
-    command_btn.click(i18n.handler(ctx, on_command), None, command_box, api_name="train_command",
-                      inputs_kwargs={"preset": preset, **widgets})  # fmt: skip
-    forecast_btn.click(i18n.handler(ctx, on_forecast, on_error=lambda sentence: sentence), None, forecast_box, api_name="train_forecast",
-                       inputs_kwargs={"card": card, **widgets})  # fmt: skip
-    gr.Timer(2.0).tick(i18n.handler(ctx, poll), selected,
-                       [bar, status, loss_plot, lr_plot, score_plot, log_box, rewards_plot],
-                       api_name="train_poll", show_progress="hidden")  # fmt: skip
+    command_btn.click(
+        i18n.handler(ctx, on_command),
+        None,
+        command_box,
+        api_name="train_command",
+        inputs_kwargs={"preset": preset, **widgets},
+    )
+    forecast_btn.click(
+        i18n.handler(ctx, on_forecast, on_error=lambda sentence: sentence),
+        None,
+        forecast_box,
+        api_name="train_forecast",
+        inputs_kwargs={"card": card, **widgets},
+    )
+    gr.Timer(2.0).tick(
+        i18n.handler(ctx, poll),
+        selected,
+        [bar, status, loss_plot, lr_plot, score_plot, log_box, rewards_plot],
+        api_name="train_poll",
+        show_progress="hidden",
+    )
     grpo_widgets = [widgets[name] for name in GRPO_FIELDS[1:]]
-    widgets["trainer"].change(lambda trainer: [gr.update(visible=trainer == "grpo")] * len(grpo_widgets),
-                              widgets["trainer"], grpo_widgets, api_name="train_trainer")  # fmt: skip
+    widgets["trainer"].change(
+        lambda trainer: [gr.update(visible=trainer == "grpo")] * len(grpo_widgets),
+        widgets["trainer"],
+        grpo_widgets,
+        api_name="train_trainer",
+    )
     refresh_btn.click(on_refresh, None, [runs, run_pick], api_name="train_runs")
     show_btn.click(i18n.handler(ctx, on_show), run_pick, [selected, run_config], api_name="train_show_run")
     resume_btn.click(i18n.handler(ctx, on_resume), run_pick, [message, selected], api_name="train_resume")
@@ -328,9 +450,15 @@ def preselect_dataset(current: str | None, lang: str = "en"):
     value = [str(latest)] if latest else current
     notes = []
     if latest:
-        notes.append(Msg("Dataset preselected: {path}, the newest labeled or imported one ({n} records).",
-                         path=latest, n=dataset_stats(latest).records))
+        notes.append(
+            Msg(
+                "Dataset preselected: {path}, the newest labeled or imported one ({n} records).",
+                path=latest,
+                n=dataset_stats(latest).records,
+            )
+        )
     if newest and newest != latest:
-        notes.append(Msg("{path} has no records yet (none of its answers was usable), so it is not preselected.",
-                         path=newest))
+        notes.append(
+            Msg("{path} has no records yet (none of its answers was usable), so it is not preselected.", path=newest)
+        )
     return gr.update(choices=choices, value=value), "  \n".join(localize(note, lang) for note in notes)

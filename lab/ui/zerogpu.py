@@ -8,7 +8,7 @@ is not needed.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 
 def on_zero_gpu() -> bool:
