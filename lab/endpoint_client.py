@@ -310,30 +310,33 @@ class ChatClient:
 
     async def complete(self, body: dict) -> Completion:
         """Send one request; raises :class:`EndpointError` once the SDK's retries are spent."""
-        from openai.types.chat import ChatCompletion
-
         if self._sdk is None:
             raise RuntimeError("use the client inside 'async with'")
         attempts = [0]
         _ATTEMPTS.set(attempts)  # each caller is its own task, so this counter is this call's
         start = time.perf_counter()
         try:
-            # post() rather than chat.completions.create(): the same request, retries and
-            # errors, without re-typing every message part first, which costs about a
-            # millisecond of CPU per request and caps throughput at high concurrency.
-            completion = await self._sdk.post("/chat/completions", cast_to=ChatCompletion, body=body)
-            choice = completion.choices[0]
-            text, usage = choice.message.content or "", completion.usage
+            # post() rather than chat.completions.create(), and the answer as plain JSON
+            # (cast_to=object) rather than the SDK's pydantic models: the same request,
+            # retries and errors, without re-typing every message part on the way out and
+            # every field on the way back, which cost about 2 ms of CPU per request and
+            # capped throughput at high concurrency (BENCHMARKS.md, labeling).
+            completion = await self._sdk.post("/chat/completions", cast_to=object, body=body)
+            choice = completion["choices"][0]
+            message, usage = choice["message"], completion.get("usage") or {}
+            text = message.get("content") or ""
+            if not isinstance(text, str):
+                raise TypeError("the answer's content is not text")
         except Exception as err:  # every way a request can fail becomes one reason
             raise self._error(err, attempts[0]) from None
         return Completion(
             text=text,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            completion_tokens=usage.get("completion_tokens") or 0,
             seconds=time.perf_counter() - start,
             retries=max(0, attempts[0] - 1),
-            finish_reason=choice.finish_reason,
-            refusal=getattr(choice.message, "refusal", None),
+            finish_reason=choice.get("finish_reason"),
+            refusal=message.get("refusal"),
         )
 
     def _error(self, err: Exception, attempts: int) -> EndpointError:

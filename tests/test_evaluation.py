@@ -185,8 +185,8 @@ def test_settings_refuse_nonsense():
 def test_endpoint_is_scored_with_the_same_metrics(sample_dataset, tmp_path):
     samples = samples_from_dataset(sample_dataset / "data_caption_zh.jsonl")[:4]
     config = EndpointConfig(base_url="http://x/v1", model="m", concurrency=2)
-    # The server answers each picture with its reference, found by the picture's data URL.
 
+    # The server answers each picture with its reference, found by the picture's data URL.
     def digest(url):
         return hashlib.sha256(url.encode()).hexdigest()[:12]  # as fake_openai.image_digest
 
