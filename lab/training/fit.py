@@ -94,12 +94,20 @@ KNOWN_CONFIGS = {
 
 
 def read_model_config(model: str) -> dict:
-    """The ``config.json`` of ``model`` (a folder, ``demo``, a known Hub id, or one in the Hub cache)."""
-    if model == "demo":
+    """The ``config.json`` of ``model`` (a folder, ``demo``, a known Hub id, or one in the Hub cache).
+
+    The name first passes the check :func:`lab.models.load_model` makes, so on a shared deployment a
+    forecast tells nothing about folders a visitor may not load.
+    """
+    from lab.models import check_model_source
+    from lab.train_config import DEMO_MODEL
+
+    if model == DEMO_MODEL:
         folder = paths.demo_model_dir("qwen2_5_vl")
         if not (folder / "config.json").is_file():
             raise ConfigError("The demo model is not built yet; the app builds it when it starts.")
         return _read_json(folder / "config.json")
+    check_model_source(model)
     folder = paths.resolve(model)
     if folder.is_dir():
         if not (folder / "config.json").is_file():
