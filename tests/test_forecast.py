@@ -285,3 +285,19 @@ def test_train_tab_forecasts_the_form_in_the_page_language():
     text = train_tab.forecast(values, "h200", "zh")
     assert "NVIDIA H200" in text and "（自动选择）" in text and "放得下。" in text
     assert "Forecast for" in train_tab.forecast(values, train_tab.HERE, "en")  # this machine: the CPU here
+
+
+def test_a_shared_deployment_forecasts_only_models_a_visitor_may_load(monkeypatch, tmp_path):
+    from lab.errors import LabError
+    from lab.training.fit import read_model_config
+
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "config.json").write_text("{}")
+    monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
+    refusals = []
+    for name in (str(tmp_path / "outside"), str(tmp_path / "missing"), "someone/not-allowed"):
+        with pytest.raises(LabError) as err:
+            read_model_config(name)
+        refusals.append(str(err.value))
+    assert refusals[0] == refusals[1] == refusals[2]  # whether the folder exists is not told
+    assert refusals[0].startswith("On this shared server only these models can be loaded")

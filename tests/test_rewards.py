@@ -169,12 +169,15 @@ def test_a_reward_that_goes_wrong_mid_run_is_named():
         score([Reward("flaky", 1.0, flaky)], ["a"], ["b"])
 
 
-def test_a_shared_deployment_refuses_reward_files_before_reading_them(reward_file, monkeypatch):
+def test_a_shared_deployment_refuses_reward_files_and_patterns_before_running_them(reward_file, monkeypatch):
     monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
     for path in (reward_file, "/etc/nothing-here.py"):
         with pytest.raises(ConfigError) as err:
             load_rewards(TrainConfig(trainer="grpo", rewards=[f"{path}:brevity"]))
         assert str(err.value).startswith("This shared deployment accepts only the built-in rewards (json_valid, ")
+    cfg = TrainConfig(trainer="grpo", rewards=["json_valid", "format"], reward_pattern="(a+)+$")
+    with pytest.raises(ConfigError, match="does not run the format reward"):
+        load_rewards(cfg)  # a pattern that backtracks for hours on "aaaa...b"
     assert [r.name for r in load_rewards(TrainConfig(trainer="grpo", rewards=["json_valid", "bleu"]))] == [
         "json_valid",
         "bleu",

@@ -46,6 +46,7 @@ TEMPLATE_TOKENS = {"system": 14, "message": 5, "image": 2}  # Qwen's chat templa
 BATCHES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # batches tried without an effective batch
 
 # config.json values of the Hub models the presets name, so a forecast needs no download.
+QWEN2_5_VL_VISION = dict(hidden_size=1280, intermediate_size=3420, depth=32, patch_size=14, spatial_merge_size=2)
 KNOWN_CONFIGS = {
     "Qwen/Qwen2.5-VL-3B-Instruct": dict(
         model_type="qwen2_5_vl",
@@ -58,14 +59,7 @@ KNOWN_CONFIGS = {
             num_attention_heads=16,
             num_key_value_heads=2,
         ),
-        vision_config=dict(
-            hidden_size=1280,
-            intermediate_size=3420,
-            depth=32,
-            patch_size=14,
-            spatial_merge_size=2,
-            out_hidden_size=2048,
-        ),
+        vision_config=dict(QWEN2_5_VL_VISION, out_hidden_size=2048),
     ),
     "Qwen/Qwen2.5-VL-7B-Instruct": dict(
         model_type="qwen2_5_vl",
@@ -78,14 +72,7 @@ KNOWN_CONFIGS = {
             num_attention_heads=28,
             num_key_value_heads=4,
         ),
-        vision_config=dict(
-            hidden_size=1280,
-            intermediate_size=3420,
-            depth=32,
-            patch_size=14,
-            spatial_merge_size=2,
-            out_hidden_size=3584,
-        ),
+        vision_config=dict(QWEN2_5_VL_VISION, out_hidden_size=3584),
     ),
 }
 
@@ -94,12 +81,20 @@ KNOWN_CONFIGS = {
 
 
 def read_model_config(model: str) -> dict:
-    """The ``config.json`` of ``model`` (a folder, ``demo``, a known Hub id, or one in the Hub cache)."""
-    if model == "demo":
+    """The ``config.json`` of ``model`` (a folder, ``demo``, a known Hub id, or one in the Hub cache).
+
+    The name first passes the check :func:`lab.models.load_model` makes, so on a shared deployment a
+    forecast tells nothing about folders a visitor may not load.
+    """
+    from lab.models import check_model_source
+    from lab.train_config import DEMO_MODEL
+
+    if model == DEMO_MODEL:
         folder = paths.demo_model_dir("qwen2_5_vl")
         if not (folder / "config.json").is_file():
             raise ConfigError("The demo model is not built yet; the app builds it when it starts.")
         return _read_json(folder / "config.json")
+    check_model_source(model)
     folder = paths.resolve(model)
     if folder.is_dir():
         if not (folder / "config.json").is_file():

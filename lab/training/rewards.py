@@ -296,6 +296,7 @@ def load_rewards(cfg: TrainConfig) -> list[Reward]:
     """The rewards of ``cfg``, ready to score: functions from files imported and tried once.
 
     On a shared deployment a file is refused before it is looked at: it would run code on the server.
+    So is the format reward: a visitor's regular expression can backtrack for hours on one answer.
     """
     from lab.paths import restricted
 
@@ -305,6 +306,12 @@ def load_rewards(cfg: TrainConfig) -> list[Reward]:
             "This shared deployment accepts only the built-in rewards ({names}): a reward from a "
             "Python file would run code on the server.",
             names=", ".join(BUILT_IN),
+        )
+    if restricted() and any(spec.name == "format" for spec in specs):
+        raise ConfigError(
+            "This shared deployment does not run the format reward: a regular expression typed by a visitor "
+            "can keep the server busy for hours on one answer. Use json_valid, json_key_f1, exact_match, bleu, "
+            "rouge_l or length."
         )
     rewards = []
     for spec in specs:

@@ -300,6 +300,20 @@ def _form(base: TrainConfig) -> Form:
     return form
 
 
+def _step_plot(label, y_title, **options) -> gr.LinePlot:
+    """A plot of values against the step, one line per series. No height: with one, Gradio cuts the legend off."""
+    return gr.LinePlot(
+        x="step",
+        y="value",
+        color="series",
+        label=label,
+        x_title=t("step"),
+        y_title=y_title,
+        color_title=t("series"),
+        **options,
+    )
+
+
 def create_tab(ctx) -> None:
     selected = gr.State(None)  # the run this page follows (None: the app's current job)
     preset = gr.Dropdown(list_train_presets(), value=default_preset(), label=t("Preset"))
@@ -322,44 +336,10 @@ def create_tab(ctx) -> None:
     command_box = gr.Code(language="shell", label=t("Show command"), visible=False)  # shown with its first command
     bar, status = gr.HTML(), gr.Markdown(elem_id="train-status")
     with gr.Row():
-        # No height: with one, Gradio cuts the legend off below the chart.
-        loss_plot = gr.LinePlot(
-            x="step",
-            y="value",
-            color="series",
-            label=t("Loss"),
-            x_title=t("step"),
-            y_title=t("Loss"),
-            color_title=t("series"),
-        )
-        lr_plot = gr.LinePlot(
-            x="step",
-            y="value",
-            color="series",
-            label=t("Learning rate"),
-            x_title=t("step"),
-            y_title=t("Learning rate"),
-            color_title=t("series"),
-        )
-        score_plot = gr.LinePlot(
-            x="step",
-            y="value",
-            color="series",
-            label=t("Scores of the answers"),
-            x_title=t("step"),
-            y_title=t("score (0-100)"),
-            color_title=t("series"),
-        )
-        rewards_plot = gr.LinePlot(
-            x="step",
-            y="value",
-            color="series",
-            label=t("Reward"),
-            x_title=t("step"),
-            y_title=t("Reward"),
-            color_title=t("series"),
-            visible=False,
-        )
+        loss_plot = _step_plot(t("Loss"), t("Loss"))
+        lr_plot = _step_plot(t("Learning rate"), t("Learning rate"))
+        score_plot = _step_plot(t("Scores of the answers"), t("score (0-100)"))
+        rewards_plot = _step_plot(t("Reward"), t("Reward"), visible=False)
     with gr.Accordion(t("Log"), open=False):
         log_box = gr.Textbox(lines=10, max_lines=20, interactive=False, label=t("Log"), show_label=False)
     with gr.Accordion(t("Past runs"), open=False):
