@@ -19,6 +19,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -114,6 +115,10 @@ def run_job(loaded, cfg, device: str, skip: int) -> dict:
     loaded.model = unwrap_adapters(loaded.model)
     finish_model(loaded.model)
     row.update(measured(runs_dir() / cfg.run_name, skip))
+    # A 7B full run writes 15 GB of weights; the next jobs need the disk more than these files.
+    for kept in (runs_dir() / cfg.run_name).iterdir():
+        if kept.name != "metrics.jsonl":
+            shutil.rmtree(kept) if kept.is_dir() else kept.unlink()
     return row
 
 
@@ -138,12 +143,12 @@ def gpu_models(work: Path, size: str, quantized: bool):
     return load_model(str(folder), quantization="4bit", min_pixels=448**2, max_pixels=448**2), folder
 
 
-def gpu_rows(work: Path, dataset: Path, steps: int, auto: bool) -> list[dict]:
+def gpu_rows(work: Path, dataset: Path, steps: int, auto: bool, sizes: list[str]) -> list[dict]:
     import torch
 
     rows = []
     groups = {}
-    for size, method, batch, ckpt in JOBS:
+    for size, method, batch, ckpt in (job for job in JOBS if job[0] in sizes):
         groups.setdefault((size, method == "qlora"), []).append((method, batch, ckpt))
     for (size, quantized), jobs in groups.items():
         loaded, folder = gpu_models(work, size, quantized)
@@ -160,6 +165,8 @@ def gpu_rows(work: Path, dataset: Path, steps: int, auto: bool) -> list[dict]:
         del loaded
         gc.collect()
         torch.cuda.empty_cache()
+        if quantized:
+            shutil.rmtree(folder)  # the 4-bit source weights (15 GB for 7B)
     return rows
 
 
@@ -224,6 +231,7 @@ def main(argv=None) -> int:
         "--auto", action="store_true", help="also train the 3B LoRA job with batch and checkpointing auto"
     )
     parser.add_argument("--tiny", action="store_true", help="the tiny model on the CPU (a check of the script itself)")
+    parser.add_argument("--sizes", nargs="+", default=["3b", "7b"], choices=["3b", "7b"], help="architectures to run")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
@@ -241,7 +249,7 @@ def main(argv=None) -> int:
         from bench.train import make_dataset, make_processor
 
         dataset = make_dataset(work / "data", make_processor(), samples=16 * args.steps + 64)
-        rows = gpu_rows(work, dataset, args.steps, args.auto)
+        rows = gpu_rows(work, dataset, args.steps, args.auto, args.sizes)
     results = {"date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started), "runs": rows}
     print(json.dumps(results, indent=2))
     print(table(rows))

@@ -179,8 +179,15 @@ def test_lean_loss_equals_the_models_own_loss(loaded_tiny, sample_dataset, tmp_p
     with torch.no_grad():
         stock = {k: v for k, v in batch.items() if not k.startswith("loss_") and k != "position_ids"}
         reference = loaded.model(**stock).loss
+        seen = []
+        head = loaded.model.get_output_embeddings()
+        spy = head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
         ours = trainer.compute_loss(loaded.model, dict(batch))
+        spy.remove()
     assert torch.allclose(ours, reference, rtol=1e-5), (ours, reference)
+    # The output layer computed logits for the learned tokens only, not for every sample at their positions.
+    assert seen == [torch.Size([batch["loss_targets"].numel(), head.in_features])]
+    assert batch["loss_targets"].numel() < len(items) * batch["loss_positions"].numel()
 
 
 @pytest.mark.parametrize("family", QWEN_STYLE)

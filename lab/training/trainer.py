@@ -24,6 +24,7 @@ import dataclasses
 import inspect
 import os
 import threading
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lab.training.collator import LossCollator, RopeIndex
@@ -32,6 +33,12 @@ from lab.training.speed import frozen_towers_without_grad, pad_for_compiled_bloc
 
 if TYPE_CHECKING:
     from lab.train_config import TrainConfig
+
+
+def _learned_rows(module: Any, args: tuple, index: Any) -> tuple:
+    """Output-layer pre-hook: of its ``(batch, positions, hidden)`` input, only the rows at ``index``."""
+    hidden = args[0]
+    return (hidden.reshape(-1, hidden.shape[-1]).index_select(0, index),) + args[1:]
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
@@ -112,10 +119,18 @@ def make_trainer(
             if model.training:
                 throughput.add(inputs)
             if self._slice_logits:
-                logits = model(**inputs, use_cache=False, logits_to_keep=positions).logits
+                # The output layer sees only the learned tokens: the rows of other samples at a
+                # position one sample learns would each cost a vocabulary-wide row of logits.
+                head = self.accelerator.unwrap_model(model).get_output_embeddings()
+                hook = head.register_forward_pre_hook(partial(_learned_rows, index=index))
+                try:
+                    logits = model(**inputs, use_cache=False, logits_to_keep=positions).logits
+                finally:
+                    hook.remove()
+                picked = logits.reshape(-1, logits.shape[-1]).float()
             else:
                 logits = model(**inputs, use_cache=False).logits[:, positions]
-            picked = logits.reshape(-1, logits.shape[-1]).index_select(0, index).float()
+                picked = logits.reshape(-1, logits.shape[-1]).index_select(0, index).float()
             loss = F.cross_entropy(picked, targets, reduction="sum")
             if num_items_in_batch is not None:
                 loss = loss / num_items_in_batch
@@ -215,7 +230,7 @@ def training_arguments(
         accelerator_config={"non_blocking": cuda},
         disable_tqdm=True,
         use_cpu=not cuda,
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        optim="adamw_torch_fused",  # on the CPU too: one tensor at a time takes 40x longer over a large embedding
         # A batch without pictures (identity samples, text-only data) leaves the vision side's
         # trainable weights without gradients, which DDP must be told to expect.
         ddp_find_unused_parameters=_trains_vision_side(cfg),
