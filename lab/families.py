@@ -54,7 +54,7 @@ class Family:
     pixels: str = "fixed"  # how max_pixels reaches the processor: qwen | tiles | slices | splits | fixed
     expands: str = "replace"  # "repeat": the placeholder becomes n copies of itself; "replace": a longer text
     packed: tuple[str, ...] = ()  # image inputs a batch joins along their last dimension (not stacks)
-    video: bool = False  # the processor takes videos
+    video: bool = False  # trains and answers on video through lab/video.py (qwen-vl-utils frames, Qwen grids)
     box_format: str | None = None  # grounding boxes: "0-1000" grid, "pixels" of the resized image, or None
     tokens: Tokens | None = None  # the real tokenizer (for the tiny stand-in)
     chat_template: str = ""
@@ -220,7 +220,7 @@ _ENTRIES = [
         },
         pixels="slices",
         packed=("pixel_values", "pixel_values_videos"),
-        video=True,
+        video=False,  # its processor takes video, but not the frame grids lab/video.py makes for Qwen
         tokens=_qwen_tokens(
             248044,
             _QWEN_BASE,
@@ -249,7 +249,7 @@ _ENTRIES = [
         image_token="<IMG_CONTEXT>",
         parts=_PROJECTOR_PARTS,
         pixels="tiles",
-        video=True,
+        video=False,  # its processor takes video, but not the frame grids lab/video.py makes for Qwen
         tokens=_qwen_tokens(
             151643,
             _QWEN_BASE,
