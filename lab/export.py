@@ -89,14 +89,19 @@ def missing_files(folder: str | Path) -> list[str]:
 
 
 def export_run(
-    run_dir: str | Path, out_dir: str | Path, settings: ExportSettings | None = None, **changes
+    run_dir: str | Path,
+    out_dir: str | Path,
+    settings: ExportSettings | None = None,
+    source: dict | None = None,
+    **changes,
 ) -> ExportResult:
     """Merge the run's adapter into the base model (default: the run's) and save a complete folder.
 
     ``settings`` (or the defaults), with ``changes`` to its fields. A full fine-tuning run is
     re-saved the same way. The folder is written next to ``out_dir`` and renamed into place, so
     a failed export leaves nothing half-written. ``dtype`` "auto" keeps the base model's own
-    dtype (as in its config).
+    dtype (as in its config). ``source`` holds the loading options of the base model
+    (:meth:`lab.hubs.SourceSettings.load_options`: trust_remote_code, hub).
     """
     settings = replace(settings or ExportSettings(), **changes)
     start = time.perf_counter()
@@ -107,7 +112,7 @@ def export_run(
     staging = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _write_merged(run, resolve_model_name(base_name), staging, settings.dtype, settings.device)
+        _write_merged(run, resolve_model_name(base_name), staging, settings.dtype, settings.device, source or {})
         missing = missing_files(staging)
         if missing:
             raise LabError(
@@ -144,12 +149,12 @@ def _check_out_dir(out_dir: Path, run_path: Path, overwrite: bool) -> None:
         raise ConfigError("{out_dir} is not empty; choose a new folder or allow overwriting.", out_dir=out_dir)
 
 
-def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: str) -> None:
+def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: str, source: dict) -> None:
     from lab.models import load_model, set_image_pixels
 
     if dtype == "auto":
         dtype = _config_dtype(base)
-    loaded = load_model(base, dtype=dtype, device=device)
+    loaded = load_model(base, dtype=dtype, device=device, **source)
     model = loaded.model
     if run.adapter_dir is not None:
         from peft import PeftModel
@@ -167,7 +172,7 @@ def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: s
     model.generation_config.save_pretrained(folder)
     processor = _run_processor(run) or loaded.processor
     # The run saw images at its own pixel bounds; a server must resize them the same way.
-    set_image_pixels(processor, min_pixels=run.min_pixels, max_pixels=run.max_pixels)
+    set_image_pixels(processor, min_pixels=run.min_pixels, max_pixels=run.max_pixels, family=loaded.family)
     processor.save_pretrained(folder)
     _ensure_chat_template(folder, processor)
     card = {

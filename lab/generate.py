@@ -2,8 +2,8 @@
 
 Batches are left-padded so every prompt ends where generation starts; with greedy
 decoding a batch gives the same answers as one prompt at a time (a test checks it on
-every Qwen-VL family: transformers builds the multimodal rope positions from the
-attention mask, so the padding does not shift them).
+every family of :mod:`lab.families`: transformers builds the multimodal rope positions
+from the attention mask, so the padding does not shift them).
 
 Conversations are ms-swift messages (string contents with ``<image>`` placeholders, no
 final assistant turn); ``images`` holds each conversation's PIL images in order, ``videos``
@@ -53,11 +53,19 @@ def prepare_inputs(
         processor.apply_chat_template(to_hf_messages(conv), tokenize=False, add_generation_prompt=True)
         for conv in conversations
     ]
-    flat_images = [image for per_conv in images for image in per_conv]
+    # One list of pictures per conversation: Gemma 3 and SmolVLM need to know which prompt each belongs to.
+    nested = [list(per_conv) for per_conv in images] if any(images) else None
     media = processor_videos(processor, [video for per_conv in videos or [] for video in per_conv])
-    # padding_side per call: the training collator shares this processor and pads on the right.
+    # padding_side per call: the training collator shares this processor and pads on the right. The chat
+    # template already wrote any begin-of-text token (Gemma's <bos>), so the tokenizer adds none.
     inputs = processor(
-        text=texts, images=flat_images or None, return_tensors="pt", padding=True, padding_side="left", **media
+        text=texts,
+        images=nested,
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+        add_special_tokens=False,
+        **media,
     )
     return inputs.to(loaded.model.device)
 

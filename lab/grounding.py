@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lab.families import FAMILIES
 from lab.text import Msg
 
 REF = "<ref-object>"
@@ -52,12 +53,13 @@ class BoxFormat:
     space: str  # "grid" (0-1000 of the image) or "resized" (pixels of the image the model sees)
 
 
-BOX_FORMATS = {
-    "qwen2_vl": BoxFormat(tokens=True, space="grid"),
-    "qwen2_5_vl": BoxFormat(tokens=True, space="resized"),
-    "qwen3_vl": BoxFormat(tokens=True, space="grid"),
-}
 PLAIN = BoxFormat(tokens=False, space="grid")
+_SPACES = {"0-1000": "grid", "pixels": "resized"}  # lab.families' box_format names
+BOX_FORMATS = {
+    family.name: BoxFormat(tokens=True, space=_SPACES[family.box_format])
+    for family in FAMILIES.values()
+    if family.box_format is not None
+}
 # Qwen's grounding tokens: kept when an answer is decoded, so its boxes can be read back.
 BOX_TOKENS = ("<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>")
 

@@ -75,6 +75,7 @@ class ModelHandle:
         self._requester = threading.local()  # .owner: the visitor a background load works for
         self.run_dir: Path | None = None  # the run folder the model or its adapter came from
         self.adapter_enabled = True  # what a request that does not say gets
+        self.download: tuple[int, int] | None = None  # (bytes done, bytes in all) of the model being downloaded
 
     def record_error(self, err: LabError | Msg) -> None:
         with self._guard:  # the sentence and whom it belongs to change together
@@ -114,14 +115,23 @@ class ModelHandle:
         try:
             self.loaded, self.run_dir = None, None
             free_accelerator_memory()
-            self.loaded = load_model(resolve_model_name(name_or_path), **options)
+            self.loaded = load_model(resolve_model_name(name_or_path), **self._with_progress(options))
             self.last_error = None
         except LabError as err:
             self.record_error(err)
             raise
         finally:
+            self.download = None
             self._release()
         return self.loaded
+
+    def _with_progress(self, options: dict) -> dict:
+        """``options`` with a download progress callback that the header reads (:attr:`download`)."""
+
+        def progress(done: int, total: int) -> None:
+            self.download = (done, total)
+
+        return {"progress": progress, **options}
 
     def load_in_background(
         self, name_or_path: str | None, run: str | None = None, owner: str | None = None, **options: Any
@@ -135,11 +145,12 @@ class ModelHandle:
         with self._guard:
             if self._state in _BUSY:
                 raise _busy_error(self._state)
+        from lab.models import check_model_source, check_trust
+
+        check_trust(options.get("trust_remote_code", False))  # a shared server refuses it at once
         if run:
             find_run(run)  # a run that is not there (or not allowed) is refused at once, not in the background
         elif name_or_path and name_or_path != DEMO_MODEL:
-            from lab.models import check_model_source
-
             check_model_source(name_or_path)  # likewise a folder that is not a model, or a model not allowed
 
         def work(job: Job) -> None:
@@ -187,13 +198,14 @@ class ModelHandle:
                 if not self._holds_base(run, options.get("quantization")):
                     self.loaded = None
                     free_accelerator_memory()
-                    self.loaded = load_model(resolve_model_name(run.base_model), **options)
+                    self.loaded = load_model(resolve_model_name(run.base_model), **self._with_progress(options))
                 attach_adapter(self.loaded, run.adapter_dir, run.name)
             self.run_dir, self.last_error = run.path, None
         except LabError as err:
             self.record_error(err)
             raise
         finally:
+            self.download = None
             self._release()
         return self.loaded
 
@@ -265,7 +277,7 @@ class ModelHandle:
         error = self.last_error
         if error is not None and self.error_owner is not None and viewer != self.error_owner and restricted():
             error = None
-        info: dict[str, Any] = {"state": self._state, "error": error}
+        info: dict[str, Any] = {"state": self._state, "error": error, "download": self.download}
         loaded = self.loaded
         if loaded is not None:
             info.update(

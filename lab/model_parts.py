@@ -1,9 +1,10 @@
 """Naming the parts of a vision-language model: vision tower, merger/projector, language model.
 
-:func:`module_groups` finds the three parts from the real module tree, so freezing and
-LoRA hit exactly the part asked for; :func:`lora_target_modules` turns the parts into the
-regex PEFT matches. A bare ``["q_proj", ..., "down_proj"]`` list is not enough: Qwen2.5-VL's
-vision blocks have ``gate_proj/up_proj/down_proj`` too.
+:func:`module_groups` finds the three parts, so freezing and LoRA hit exactly the part asked
+for: a family of :mod:`lab.families` names its parts' module paths; any other model's parts
+are found in its module tree by the names transformers uses. :func:`lora_target_modules`
+turns the parts into the regex PEFT matches. A bare ``["q_proj", ..., "down_proj"]`` list is
+not enough: Qwen2.5-VL's vision blocks have ``gate_proj/up_proj/down_proj`` too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 
 from lab.errors import ConfigError, ModelLoadError
+from lab.families import family_name, get_family
 from lab.text import Msg, join
 
 PARTS = ("vision", "merger", "language")
@@ -43,15 +45,14 @@ def module_groups(model) -> dict[str, list[str]]:
     language ``model.language_model``, ``lm_head``.
     """
     modules = dict(model.named_modules())
-    vision_root = _find_root(modules, _VISION_NAMES)
-    language_root = _find_root(modules, _LANGUAGE_NAMES) or _name_of(modules, _call(model, "get_decoder"))
-    if language_root is None:
-        raise ModelLoadError("Cannot find the language model inside {model_type}.", model_type=type(model).__name__)
-    mergers: list[str] = []
-    for name in modules:
-        if name.rsplit(".", 1)[-1] in _MERGER_NAMES and not any(in_group(name, [m]) for m in mergers):
-            if not in_group(name, [language_root]):
-                mergers.append(name)
+    prefix = _peft_prefix(modules)
+    paths = get_family(family_name(model)).parts
+    if paths is not None:
+        vision_root, mergers, language = _named_parts(modules, paths, prefix)
+        if not language:
+            raise ModelLoadError("Cannot find the language model inside {model_type}.", model_type=type(model).__name__)
+    else:
+        vision_root, mergers, language = _found_parts(model, modules)
     vision: list[str] = []
     if vision_root is not None:
         inner = [m for m in mergers if in_group(m, [vision_root])]
@@ -66,11 +67,40 @@ def module_groups(model) -> dict[str, list[str]]:
             vision += [f"{vision_root}.{p}" for p, _ in root.named_parameters(recurse=False)]
         else:
             vision = [vision_root]
+    return {"vision": vision, "merger": mergers, "language": language}
+
+
+def _named_parts(modules: dict, paths: dict, prefix: str) -> tuple[str | None, list[str], list[str]]:
+    """The parts a family entry names (paths of the bare model; under PEFT they gain its prefix)."""
+
+    def present(part):
+        return [prefix + p for p in paths[part] if prefix + p in modules]
+
+    vision = present("vision")
+    return (vision[0] if vision else None), present("merger"), present("language")
+
+
+def _found_parts(model, modules: dict) -> tuple[str | None, list[str], list[str]]:
+    """The parts of a model of no known family, by the names transformers gives them."""
+    vision_root = _find_root(modules, _VISION_NAMES)
+    language_root = _find_root(modules, _LANGUAGE_NAMES) or _name_of(modules, _call(model, "get_decoder"))
+    if language_root is None:
+        raise ModelLoadError("Cannot find the language model inside {model_type}.", model_type=type(model).__name__)
+    mergers: list[str] = []
+    for name in modules:
+        if name.rsplit(".", 1)[-1] in _MERGER_NAMES and not any(in_group(name, [m]) for m in mergers):
+            if not in_group(name, [language_root]):
+                mergers.append(name)
     language = [language_root]
     lm_head = _name_of(modules, _call(model, "get_output_embeddings"))
     if lm_head and not in_group(lm_head, language):
         language.append(lm_head)
-    return {"vision": vision, "merger": mergers, "language": language}
+    return vision_root, mergers, language
+
+
+def _peft_prefix(modules: dict) -> str:
+    """``base_model.model.`` when the tree is a PEFT model's, else nothing."""
+    return "base_model.model." if "base_model.model" in modules else ""
 
 
 def in_group(name: str, prefixes: list[str]) -> bool:
@@ -107,6 +137,13 @@ def lora_target_modules(model, parts: set[str]) -> str:
         for name, module in modules.items()
         if isinstance(module, torch.nn.Linear) and name != lm_head and in_group(name, prefixes)
     )
+    bare = sorted(p for p in parts if not any(in_group(t, groups[p]) for t in targets))
+    if bare:  # Gemma 3's projector is a plain weight matrix, no linear layer
+        raise ConfigError(
+            "The {part} of this model has no linear layers to put LoRA adapters on; train it in full "
+            "(train_{part}) or leave it frozen.",
+            part=bare[0],
+        )
     return _compact_regex(targets, list(modules))
 
 

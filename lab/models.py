@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import ConfigError, LabError, ModelLoadError
+from lab.families import FAMILIES, PIXEL_SETTERS, family_name, get_family
 from lab.paths import check_allowed, resolve, restricted
 from lab.text import Msg, join
-
-QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 _DTYPES = {
     "bf16": "bfloat16",
@@ -41,7 +40,7 @@ class LoadedModel:
 
     model: Any  # a transformers PreTrainedModel (AutoModelForImageTextToText)
     processor: Any  # its AutoProcessor: tokenizer + image processor (+ video processor)
-    family: str  # "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl" | "other"
+    family: str  # an entry of lab.families.FAMILIES ("qwen2_5_vl", "gemma3", ...) or "other"
     name: str  # what the user asked for: a Hub id or a folder path
     device: str  # "cpu", "cuda", "cuda:1", ...
     dtype: Any  # torch.dtype of the non-quantized weights
@@ -51,13 +50,8 @@ class LoadedModel:
 
 
 def detect_family(config_or_model) -> str:
-    """``"qwen2_vl"``, ``"qwen2_5_vl"``, ``"qwen3_vl"`` or ``"other"`` from a config, model or config dict."""
-    config = getattr(config_or_model, "config", config_or_model)
-    if isinstance(config, dict):
-        model_type = config.get("model_type")
-    else:
-        model_type = getattr(config, "model_type", None)
-    return model_type if model_type in QWEN_FAMILIES else "other"
+    """The family (an entry of :data:`lab.families.FAMILIES`, else ``"other"``) of a config, model or config dict."""
+    return family_name(config_or_model)
 
 
 def gpu_present() -> bool:
@@ -133,21 +127,30 @@ def load_model(
     attn_implementation: str = "sdpa",
     double_quant: bool = True,
     quant_compute_dtype: str = "auto",
+    hub: str | None = None,
+    progress=None,
 ) -> LoadedModel:
     """Load an image-text-to-text model and its processor from a Hub id or a local folder.
 
     ``quantization`` "4bit" is bitsandbytes NF4 (with double quantization unless
     ``double_quant`` is off) computing in ``quant_compute_dtype`` ("auto": bf16 on capable
     GPUs, fp32 on CPU), for QLoRA; "8bit" is LLM.int8. ``min_pixels``/``max_pixels`` bound the
-    image size the processor feeds the model (Qwen-VL style processors). Raises
-    :class:`ModelLoadError` with one sentence for anything a person can fix.
+    image size the processor feeds the model, through the family's own knob (see
+    :func:`set_image_pixels`). A Hub id is downloaded from ``hub`` (:mod:`lab.hubs`; its
+    ``progress(done, total)`` hears the bytes). ``trust_remote_code`` runs the model's own
+    Python code, which a shared deployment refuses. Raises :class:`ModelLoadError` with one
+    sentence for anything a person can fix.
     """
+    from lab.hubs import fetch_model
     from lab.tiny import is_tiny_model
 
+    check_trust(trust_remote_code)
     quantization = None if quantization in (None, "", "none") else quantization
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     source, is_local = _resolve_source(name_or_path)
+    if not is_local:
+        source = fetch_model(source, hub=hub, progress=progress)
     config = _load_config(source, trust_remote_code)
     quant_config = quantization_config(
         quantization, device, double_quant=double_quant, compute_dtype=quant_compute_dtype
@@ -160,7 +163,7 @@ def load_model(
         )
     # The processor first: it is quick, and a bad pixel bound should fail before gigabytes load.
     processor = _load_processor(source, trust_remote_code)
-    set_image_pixels(processor, min_pixels=min_pixels, max_pixels=max_pixels)
+    set_image_pixels(processor, min_pixels=min_pixels, max_pixels=max_pixels, family=detect_family(config))
     model = _load_weights(source, config, torch_dtype, device, quant_config, attn_implementation, trust_remote_code)
     if quantization == "4bit" and device == "cpu":
         keep_cpu_4bit_layout(model)
@@ -266,8 +269,16 @@ def _bitsandbytes_problem(quantization: str, device: str) -> Msg | None:
     return None
 
 
-def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
-    """Bound the pixels per image a Qwen-VL style image processor keeps (fewer pixels: fewer image tokens)."""
+def set_image_pixels(
+    processor, *, min_pixels: int | None = None, max_pixels: int | None = None, family: str | None = None
+) -> None:
+    """Bound the pixels per image the processor keeps (fewer pixels: fewer image tokens).
+
+    Each family has its knob (:data:`lab.families.PIXEL_SETTERS`): Qwen-VL's processors keep
+    between ``min_pixels`` and ``max_pixels``; InternVL cuts at most ``max_pixels`` worth of
+    tiles, MiniCPM-V of slices, SmolVLM resizes its longest edge to fit; a family with one fixed
+    image size (Gemma 3) has nothing to bound. ``family`` None reads the knob off the processor.
+    """
     if min_pixels is None and max_pixels is None:
         return
     for value in (min_pixels, max_pixels):
@@ -280,20 +291,29 @@ def set_image_pixels(processor, *, min_pixels: int | None = None, max_pixels: in
             max_pixels=max_pixels,
         )
     image_processor = getattr(processor, "image_processor", None)
+    knob = get_family(family).pixels if family in FAMILIES else _pixel_knob(image_processor)
+    setter = PIXEL_SETTERS[knob]
+    if setter is not None:
+        setter(image_processor, min_pixels, max_pixels)
+
+
+def _pixel_knob(image_processor) -> str:
+    """The pixel knob of a processor of no known family, read off its settings."""
     size = getattr(image_processor, "size", None)
-    if size is None or getattr(size, "longest_edge", None) is None or not hasattr(image_processor, "merge_size"):
-        raise ConfigError(
-            "min_pixels/max_pixels only apply to Qwen-VL style processors; leave them empty for this model.",
+    if getattr(size, "longest_edge", None) is not None and hasattr(image_processor, "merge_size"):
+        return "qwen"
+    for attribute, knob in (("max_patches", "tiles"), ("max_slice_nums", "slices"), ("max_image_size", "splits")):
+        if getattr(image_processor, attribute, None) is not None:
+            return knob
+    return "fixed"
+
+
+def check_trust(trust_remote_code: bool) -> None:
+    """Refuse a model's own Python code on a shared deployment, where visitors choose what loads."""
+    if trust_remote_code and restricted():
+        raise ModelLoadError(
+            "Models that run their own Python code (trust_remote_code) cannot be loaded on this shared server."
         )
-    bounds = {"shortest_edge": size.shortest_edge, "longest_edge": size.longest_edge}
-    if min_pixels is not None:
-        bounds["shortest_edge"] = min_pixels
-    if max_pixels is not None:
-        bounds["longest_edge"] = max_pixels
-    if bounds["shortest_edge"] > bounds["longest_edge"]:
-        low, high = bounds["shortest_edge"], bounds["longest_edge"]
-        raise ConfigError("min_pixels ({low}) is larger than max_pixels ({high}).", low=low, high=high)
-    image_processor.size = type(size)(**bounds)
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -354,6 +374,19 @@ def allowed_models() -> list[str]:
     return names
 
 
+def offered_models(started: str | None = None) -> list[tuple[str, str]]:
+    """The model pickers' choices as ``(label, name)``: the allow-list, and elsewhere than on a shared
+    deployment every family's presets, each labelled with its size; ``started`` (the app's model) first."""
+    from lab.families import picker_choices, preset_models
+
+    names = allowed_models()
+    if not restricted():
+        names += [hub_id for hub_id, _, _ in preset_models() if hub_id not in names]
+    if started and started not in names:
+        names = [started, *names]
+    return picker_choices(names)
+
+
 def _allowed_source(name: str) -> tuple[str, bool]:
     """On a shared deployment: an allowed Hub id, or a model folder inside the workspace; nothing else.
 
@@ -386,11 +419,7 @@ def _load_config(source: str, trust_remote_code: bool):
     try:
         raw, _ = PreTrainedConfig.get_config_dict(source)
     except OSError:
-        raise ModelLoadError(
-            "Could not find {source} on this machine or download it from the Hugging Face Hub (offline?); "
-            "download it once (hf download {source} --local-dir DIR) and pass the local folder path.",
-            source=source,
-        ) from None
+        raise ModelLoadError("{source} has no readable config.json.", source=source) from None
     except ValueError as err:
         raise ModelLoadError("{source} has an unreadable config.json ({err}).", source=source, err=err) from None
     model_type = raw.get("model_type")
@@ -428,7 +457,7 @@ def _load_config(source: str, trust_remote_code: bool):
 def _needs_trust(source: str, model_type: str) -> ModelLoadError:
     return ModelLoadError(
         "{source} runs its own Python code (model type {model_type!r}); load it only if you trust its author, "
-        "with trust_remote_code=True (--trust-remote-code).",
+        "with trust_remote_code=True (the --trust-remote-code flag, or Trust remote code on the page).",
         source=source,
         model_type=model_type,
     )

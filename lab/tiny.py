@@ -5,10 +5,13 @@ that loads through the same code path as ``Qwen/Qwen2.5-VL-3B-Instruct``. A tiny
 model of the real architecture (vision tower, merger, language model, with the real
 module names) does that: LoRA targets, the chat template, image placeholders, label
 masking and generation all behave as with the real weights; only the answers are noise.
+Every family of :mod:`lab.families` has one; its recipe is in :mod:`lab.tiny_recipes`.
 
-The tokenizer is a byte-level BPE trained on the spot (any text round-trips, Latin and
-CJK alike) with Qwen's special tokens, pad/eos and chat template, so the token ids the
-config names are those the processor produces.
+The tokenizer is the family's real tokenizer class with a BPE vocabulary trained on the spot
+(any text round-trips, Latin and CJK alike), padded to the real vocabulary's size so that
+every special token has its real id, with the family's pad/eos and chat template. Other
+tools that hard-code an id (ms-swift's Qwen2-VL template names ``<|image_pad|>`` 151655) see
+the tokens they expect.
 """
 
 from __future__ import annotations
@@ -20,62 +23,11 @@ from pathlib import Path
 
 from lab import paths
 from lab.errors import ConfigError
-from lab.text import Msg, join
+from lab.families import check_family
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 MARKER_FILE = "lab_tiny.json"
-VOCAB_SIZE = 4096
+VOCAB_SIZE = 4096  # the trained byte-level vocabulary; fillers pad it to the real tokenizer's size
 
-# Qwen's added tokens in Qwen's order (their ids follow the BPE vocabulary, as in the real
-# tokenizers); True = special. Qwen2-VL stops at <|video_pad|>, Qwen2.5-VL adds the tool and
-# fill-in-the-middle tokens, Qwen3-VL the tool-response and thinking tokens.
-_QWEN2_VL_TOKENS = [
-    ("<|endoftext|>", True),
-    ("<|im_start|>", True),
-    ("<|im_end|>", True),
-    ("<|object_ref_start|>", True),
-    ("<|object_ref_end|>", True),
-    ("<|box_start|>", True),
-    ("<|box_end|>", True),
-    ("<|quad_start|>", True),
-    ("<|quad_end|>", True),
-    ("<|vision_start|>", True),
-    ("<|vision_end|>", True),
-    ("<|vision_pad|>", True),
-    ("<|image_pad|>", True),
-    ("<|video_pad|>", True),
-]
-_QWEN2_5_VL_EXTRA = [
-    ("<tool_call>", False),
-    ("</tool_call>", False),
-    ("<|fim_prefix|>", False),
-    ("<|fim_middle|>", False),
-    ("<|fim_suffix|>", False),
-    ("<|fim_pad|>", False),
-    ("<|repo_name|>", False),
-    ("<|file_sep|>", False),
-]
-_QWEN3_VL_EXTRA = [("<tool_response>", False), ("</tool_response>", False), ("<think>", False), ("</think>", False)]
-
-# Qwen2-VL / Qwen2.5-VL's chat template (chat_template.json of the Instruct models).
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 _CORPUS = """\
 You are a helpful assistant.
@@ -175,147 +127,92 @@ def _strings_in(value) -> list[str]:
     return []
 
 
-def special_tokens(family: str) -> list[tuple[str, bool]]:
-    """Qwen's added tokens of ``family`` as ``(content, special)`` in Qwen's id order."""
-    _check_family(family)
-    tokens = list(_QWEN2_VL_TOKENS)
-    if family in ("qwen2_5_vl", "qwen3_vl"):
-        tokens += _QWEN2_5_VL_EXTRA
-    if family == "qwen3_vl":
-        tokens += _QWEN3_VL_EXTRA
-    return tokens
-
-
 def train_tokenizer(family: str, texts: list[str], vocab_size: int = VOCAB_SIZE):
-    """A Qwen2Tokenizer (byte-level BPE, Qwen's pre-tokenizer) trained on ``texts``."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+    """A tokenizer of ``family``'s real class trained on ``texts``, with the real special-token ids.
 
-    bpe = Tokenizer(models.BPE())
-    # The same pipeline as Qwen2Tokenizer's, so the saved tokenizer loads back unchanged.
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    bpe.decoder = decoders.ByteLevel()
+    A BPE vocabulary of ``vocab_size`` is trained through the class's own normalizer and
+    pre-tokenizer (so the saved tokenizer loads back unchanged); its tokens take the lowest
+    ids the special tokens leave free, and fillers that no text ever produces pad it to the
+    real tokenizer's size, as the real vocabulary fills those ids. ``<|image_pad|>`` is then
+    151655 as in Qwen2-VL, and tools that hard-code such ids see the tokens they expect.
+    """
+    return _tokenizer_and_used_ids(family, texts, vocab_size)[0]
+
+
+def _tokenizer_and_used_ids(family: str, texts: list[str], vocab_size: int = VOCAB_SIZE):
+    """:func:`train_tokenizer`, and the ids of its tokens that are not fillers."""
+    import transformers
+    from tokenizers import AddedToken
+
+    family_entry = check_family(family)
+    spec = family_entry.tokens
+    cls = getattr(transformers, spec.tokenizer_class)
+    names = dict(bos_token=spec.bos, eos_token=spec.eos, pad_token=spec.pad, unk_token=spec.unk)
+    trained = _train_bpe(cls(**names).backend_tokenizer, spec, texts, vocab_size)
+    model = json.loads(trained.to_str())["model"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    vocab, used = _layout(model["vocab"], spec)
+    tokenizer = cls(vocab=vocab, merges=merges, extra_special_tokens=dict(spec.extra), **names)
+    ordered = sorted(spec.special, key=spec.special.get)
+    tokenizer.add_tokens([AddedToken(t, special=t not in spec.normal, normalized=False) for t in ordered])
+    tokenizer.chat_template = family_entry.chat_template
+    return tokenizer, used
+
+
+def _train_bpe(pipeline, spec, texts: list[str], vocab_size: int):
+    """A BPE model trained on ``texts`` through ``pipeline``'s normalizer and pre-tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    byte_fallback = spec.style == "sentencepiece"
+    bpe = Tokenizer(models.BPE(unk_token=spec.unk if byte_fallback else None, byte_fallback=byte_fallback))
+    if pipeline.normalizer is not None:
+        bpe.normalizer = pipeline.normalizer
+    if pipeline.pre_tokenizer is not None:
+        bpe.pre_tokenizer = pipeline.pre_tokenizer
+    alphabet = [] if byte_fallback else pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=1,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        vocab_size=vocab_size, min_frequency=1, initial_alphabet=alphabet, show_progress=False
     )
     bpe.train_from_iterator(texts, trainer)
-    bpe.add_tokens([AddedToken(t, special=s, normalized=False) for t, s in special_tokens(family)])
-    tokenizer = Qwen2Tokenizer(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+    return bpe
+
+
+def _layout(trained: dict[str, int], spec) -> tuple[dict[str, int], set[int]]:
+    """Special tokens at their real ids, the trained tokens at the free ids from 0, fillers up to ``spec.size``.
+
+    A sentencepiece-style vocabulary also gets the 256 byte tokens (``<0x41>``) its byte
+    fallback spells unknown characters with. Returns the vocabulary and the ids that are not fillers.
+    """
+    regular = sorted(trained, key=trained.get)
+    if spec.style == "sentencepiece":
+        regular = [f"<0x{b:02X}>" for b in range(256)] + regular
+    regular = [t for t in regular if t not in spec.special]
+    taken = set(spec.special.values())
+    free = (i for i in range(spec.size) if i not in taken)
+    vocab = dict(spec.special)
+    for token, index in zip(regular, free):
+        vocab[token] = index
+    used = set(vocab.values())
+    for index in free:
+        vocab[f"<|unused_{index}|>"] = index  # no text produces it: the BPE has no merge that makes it
+    return vocab, used
+
+
+def special_ids(tokenizer, family: str) -> dict[str, int]:
+    """``{special token: id}`` of ``family`` in ``tokenizer``."""
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in check_family(family).tokens.special}
 
 
 def model_config(family: str, tokenizer):
     """A tiny config of ``family``'s real config class, its token ids taken from ``tokenizer``."""
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
-
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t, _ in special_tokens(family)}
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        # mrope_section splits the head's 8 rotary frequencies over (time, height, width),
-        # in the real models' proportions (Qwen2/2.5: 16/24/24 of 64, Qwen3: 24/20/20).
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
-    )
-    if family == "qwen2_vl":
-        config_class = Qwen2VLConfig
-        vision = dict(depth=2, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=14)
-    elif family == "qwen2_5_vl":
-        config_class = Qwen2_5_VLConfig
-        # Window attention in block 0, full attention in block 1, as in the real tower.
-        vision = dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            patch_size=14,
-            window_size=56,
-            fullatt_block_indexes=[1],
-        )
-    else:
-        config_class = Qwen3VLConfig
-        text.update(
-            head_dim=16,
-            rope_parameters={
-                **text["rope_parameters"],
-                "rope_theta": 5e6,
-                "mrope_section": [4, 2, 2],
-                "mrope_interleaved": True,
-            },
-        )
-        vision = dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            patch_size=16,
-            num_position_embeddings=64,
-            deepstack_visual_indexes=[0, 1],
-        )
-    return config_class(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,  # as in the small real models (2B/3B)
-    )
+    recipe = check_family(family).tiny
+    return recipe.config(special_ids(tokenizer, family), max(recipe.vocab_size, len(tokenizer)))
 
 
 def make_processor(family: str, tokenizer):
-    """The family's processor with small image sizes: a 224x224 image becomes 36-49 image tokens."""
-    from transformers import (
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-        Qwen3VLProcessor,
-    )
-    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
-
-    patch = 16 if family == "qwen3_vl" else 14
-    factor = patch * 2  # patch size x spatial merge size: one image token covers factor x factor pixels
-    sizes = dict(
-        patch_size=patch,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": 4 * factor**2, "longest_edge": 36 * factor**2},
-    )
-    if family == "qwen3_vl":
-        half = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])  # Qwen3-VL's normalisation
-        image_processor = Qwen2VLImageProcessor(**sizes, **half)
-        video_processor = Qwen3VLVideoProcessor(
-            **{**sizes, "size": {"shortest_edge": 4 * factor**2, "longest_edge": 64 * factor**2}}, **half
-        )
-        return Qwen3VLProcessor(image_processor, tokenizer, video_processor, chat_template=CHAT_TEMPLATE)
-    image_processor = Qwen2VLImageProcessor(**sizes)
-    video_processor = Qwen2VLVideoProcessor(
-        **{**sizes, "size": {"shortest_edge": 4 * factor**2, "longest_edge": 64 * factor**2}}
-    )
-    processor_class = Qwen2VLProcessor if family == "qwen2_vl" else Qwen2_5_VLProcessor
-    return processor_class(image_processor, tokenizer, video_processor, chat_template=CHAT_TEMPLATE)
+    """The family's processor with small image sizes: a 224x224 image becomes 16-80 image tokens."""
+    entry = check_family(family)
+    return entry.tiny.processor(tokenizer, entry.chat_template)
 
 
 def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
@@ -326,7 +223,7 @@ def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     leaves half a model; an older tiny model at ``out_dir`` is replaced, anything else is
     refused. The same family, seed and corpus give the same weights and tokenizer.
     """
-    _check_family(family)
+    check_family(family)
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not (out_dir.is_dir() and (is_tiny_model(out_dir) or not any(out_dir.iterdir()))):
         raise ConfigError(
@@ -349,21 +246,30 @@ def _write_model(family: str, folder: Path, seed: int) -> None:
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    tokenizer = train_tokenizer(family, corpus_texts())
+    tokenizer, used = _tokenizer_and_used_ids(family, corpus_texts())
     config = model_config(family, tokenizer)
     # fork_rng: building a model must not change the caller's random stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    endoftext, im_end = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+        randomize = check_family(family).tiny.randomize
+        if randomize is not None:
+            randomize(model)
+    _quiet_unused_rows(model, used)
+    spec = check_family(family).tokens
+    stop = tokenizer.convert_tokens_to_ids(list(spec.stop or (spec.eos,)))
+    pad = tokenizer.convert_tokens_to_ids(spec.pad)
     # Greedy by default: a random model sampled at temperature 1 would make tests flaky.
     model.generation_config = GenerationConfig(
-        bos_token_id=endoftext, pad_token_id=endoftext, eos_token_id=[im_end, endoftext], do_sample=False
+        bos_token_id=tokenizer.convert_tokens_to_ids(spec.bos or spec.pad),
+        pad_token_id=pad,
+        eos_token_id=stop,
+        do_sample=False,
     )
     from transformers.utils import logging as hf_logging
 
     bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a "Writing model shards" bar for a 1 MB file is noise
+    hf_logging.disable_progress_bar()  # a "Writing model shards" bar for a tiny file is noise
     try:
         model.save_pretrained(folder)
     finally:
@@ -379,6 +285,23 @@ def _write_model(family: str, folder: Path, seed: int) -> None:
         "note": "A tiny randomly initialised model for offline tests and demos: its answers are noise.",
     }
     (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def _quiet_unused_rows(model, used: set[int]) -> None:
+    """Zero the embedding rows of the fillers and of the ids past the tokenizer (all but ``used``).
+
+    Their logits are then exactly 0 while the trained tokens' are random, so a random model
+    answers with real words (the largest of a few thousand random logits is above 0), not
+    with filler names; the real models' rows past their tokenizer are near zero too.
+    """
+    import torch
+
+    rows = model.get_input_embeddings().weight.shape[0]
+    unused = torch.ones(rows, dtype=torch.bool)
+    unused[sorted(used)] = False
+    with torch.no_grad():
+        for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+            layer.weight[unused] = 0
 
 
 def tiny_model_info(path: str | Path) -> dict | None:
@@ -408,12 +331,3 @@ def ensure_demo_model(family: str = "qwen2_5_vl") -> Path:
         if is_tiny_model(target):
             return target
         raise
-
-
-def _check_family(family: str) -> None:
-    if family not in FAMILIES:
-        raise ConfigError(
-            "Unknown model family {family!r}; choose one of {families}.",
-            family=family,
-            families=join(Msg(", "), FAMILIES),
-        )

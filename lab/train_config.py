@@ -56,7 +56,7 @@ class TrainConfig:
     """Everything a training run needs; contradictions are refused when it is built."""
 
     # --- what to train, on what, and where to write it
-    model: str = setting(DEMO_MODEL, label="Model (Hub id, folder, or demo)")
+    model: str = setting(DEMO_MODEL, label="Model (Hub id, folder, or demo)", widget="path")
     """Hub id (``Qwen/Qwen2.5-VL-3B-Instruct``), a local model folder, or ``demo`` for the tiny offline demo model."""
     dataset: str | list[str] = setting("data/sample", label="Dataset", widget="paths")
     """Dataset folder (with ``data.jsonl``) or a ``.jsonl`` file, or a list of them mixed into one run:
@@ -75,6 +75,13 @@ class TrainConfig:
     """Name of this run's folder inside ``output_dir``; None makes one from the model and the time."""
     system: str | None = setting(None, label="System prompt for every sample (empty: keep the samples')")
     """System prompt that replaces the one in every sample; None keeps the samples' own."""
+
+    # --- where the model comes from
+    trust_remote_code: bool = setting(False, label="Trust remote code")
+    """Run the Python code a model ships with (its config's auto_map); only for authors you trust. Refused on
+    shared deployments."""
+    hub: str | None = setting(None, label="Download models from", choices=(None, "huggingface", "modelscope"))
+    """Where a Hub id is downloaded from: huggingface or modelscope; None: $LAB_MODEL_HUB, else the Hugging Face Hub."""
 
     # --- fine-tuning method
     method: str = setting("lora", label="Method", choices=METHODS)

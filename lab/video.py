@@ -6,7 +6,7 @@ each entry of ``videos``::
     {"videos": ["videos/clip_01"], "messages": [{"role": "user", "content": "<video>What happens?"}, ...]}
 
 An entry is a video file (``.mp4``, ``.webm``, ...) or a folder of frames (image files,
-in name order). Only Qwen2-VL, Qwen2.5-VL and Qwen3-VL take video (:data:`VIDEO_FAMILIES`).
+in name order). The families whose entry in :mod:`lab.families` says ``video`` take it (:data:`VIDEO_FAMILIES`).
 
 Frames are sampled and resized by the rules of qwen-vl-utils, the Qwen models' own
 preprocessing: ``smart_nframes`` picks how many frames of a file to keep (``video_fps`` per
@@ -27,10 +27,11 @@ from typing import Any
 
 from lab.conversation import VIDEO_PLACEHOLDER  # noqa: F401  (with the video rules, for the checker)
 from lab.errors import BadImageError, DatasetError
+from lab.families import FAMILIES
 from lab.images import IMAGE_SUFFIXES, open_image
 from lab.text import Msg
 
-VIDEO_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+VIDEO_FAMILIES = tuple(name for name, family in FAMILIES.items() if family.video)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["lora_run"]  # the trained-run fixture (lora_run_dir) for every test module
+from lab.families import tiny_families
+
+pytest_plugins = ["lora_run"]  # the trained-run fixtures (lora_run_dir, family_run) for every test module
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -22,7 +24,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
 
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+# Every family of the table has a tiny stand-in; the family tests run over all of them. The Qwen-VL
+# families are the quick set; the others are marked slow where a test trains or exports.
+FAMILIES = list(tiny_families())
+QUICK_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+def families(slow_beyond=QUICK_FAMILIES):
+    """``FAMILIES`` as pytest parameters, those not in ``slow_beyond`` marked slow."""
+    return [pytest.param(f, marks=() if f in slow_beyond else pytest.mark.slow) for f in FAMILIES]
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from conftest import families
 
 from lab.chat import ChatSettings, assistant_turn, reply, stream_compare, stream_reply, to_conversation, user_turn
 from lab.errors import BusyError, ConfigError, LabError
@@ -133,3 +134,21 @@ def test_cli_chat_one_shot(lora_run_dir, sample_dataset, capsys):
     assert tuned and capsys.readouterr().out.strip() != tuned
     assert main(["chat", "--model", "demo", "--image", "missing.png", "--prompt", "hi"]) == 2
     assert "missing.png: file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", families(slow_beyond=("qwen2_5_vl",)))
+def test_every_family_chats_with_the_adapter_on_and_off(family, family_run, sample_dataset):
+    handle = ModelHandle()
+    handle.load_run(family_run(family))
+    sample = samples_from_dataset(sample_dataset)[0]  # one the adapter was trained on
+    history = [user_turn(sample.messages[0]["content"].replace("<image>", ""), sample.images)]
+    chunks = list(stream_reply(handle, history, GREEDY))
+    assert chunks and all(b.startswith(a) for a, b in zip(chunks, chunks[1:]))
+    assert chunks[-1].strip() == reply(handle, history, GREEDY, adapter=True)
+    image = [[open_image(p) for p in sample.images]]
+    answers = {}
+    for adapter in (True, False):
+        with handle.generating(adapter=adapter) as loaded:
+            answers[adapter] = generate_batch(loaded, [sample.messages], image, max_new_tokens=12)[0].token_ids
+    assert answers[True] != answers[False]  # the adapter is on for one and off for the other
+    assert handle.state == ModelState.READY

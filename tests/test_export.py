@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+from conftest import families
 
 from lab.errors import ConfigError, LabError
 from lab.evaluation.runner import samples_from_dataset
@@ -167,3 +168,23 @@ def test_hub_refusals_reach_a_chinese_page(monkeypatch, tmp_path):
         push_folder(tmp_path, "me/model", token="hf_fake")
     assert str(err.value) == "The Hugging Face Hub refused the upload to me/model (the token was refused)."
     assert localize(err.value, "zh") == "Hugging Face Hub 拒绝了上传到 me/model 的请求（token 被拒绝）。"
+
+
+@pytest.mark.parametrize("family", families(slow_beyond=("qwen2_5_vl",)))
+def test_every_family_merges_into_a_folder_that_answers_like_base_plus_adapter(
+    family, family_run, sample_dataset, tmp_path
+):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    run_dir = family_run(family)
+    result = export_run(run_dir, tmp_path / "merged")
+    assert result.merged and missing_files(result.out_dir) == []
+    samples = samples_from_dataset(sample_dataset)[:3]
+    handle = ModelHandle()
+    handle.load_run(run_dir)
+    with handle.generating() as loaded:
+        expected = _answers(loaded, samples)
+        assert loaded.family == family
+    model = AutoModelForImageTextToText.from_pretrained(result.out_dir).eval()
+    plain = type("Loaded", (), {"model": model, "processor": AutoProcessor.from_pretrained(result.out_dir)})()
+    assert _answers(plain, samples) == expected

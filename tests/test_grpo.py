@@ -157,12 +157,39 @@ def unchanged(before: dict, model) -> list[str]:
     return [name for name, value in before.items() if torch.equal(value, after[name].detach())]
 
 
-def test_one_full_step_moves_every_trainable_weight_and_starts_at_kl_zero(tiny_models, monkeypatch):
+@pytest.fixture(scope="module")
+def sampled_model(tiny_models, tmp_path_factory):
+    """The Qwen2.5-VL stand-in with a random embedding row for every id, so that every answer depends on the input.
+
+    The stand-in zeroes the rows of its filler tokens (``lab.tiny._quiet_unused_rows``), so their logits are 0
+    whatever the input. GRPO samples from the plain distribution, where about 98% of the mass is on those fillers:
+    a group's answers then differ in log-probability only by their shared normaliser, which the zero-mean
+    advantages cancel, and nothing below the output layer gets a gradient (1e-14 on the vision norms). A trained
+    model's answers depend on the picture and the prompt; these tests need that, not the fillers' zeros.
+    """
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("sampled") / "qwen2_5_vl"
+    shutil.copytree(tiny_models("qwen2_5_vl"), folder)
+    weights = load_file(folder / "model.safetensors")
+    (name,) = [n for n in weights if n.endswith("embed_tokens.weight")]
+    zero = weights[name].abs().sum(dim=1) == 0
+    assert zero.sum() > 100_000  # the fillers, as the stand-in builds them
+    noise = torch.randn(int(zero.sum()), weights[name].shape[1], generator=torch.Generator().manual_seed(0))
+    weights[name][zero] = (0.02 * noise).to(weights[name].dtype)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_one_full_step_moves_every_trainable_weight_and_starts_at_kl_zero(sampled_model, monkeypatch):
     from lab.training.runner import run_training
 
     before = trained_weights(monkeypatch)
     cfg = grpo_config(
-        tiny_models("qwen2_5_vl"),
+        sampled_model,
         method="full",
         train_language=True,
         train_merger=True,
@@ -178,12 +205,12 @@ def test_one_full_step_moves_every_trainable_weight_and_starts_at_kl_zero(tiny_m
     assert row["completion_length"] > 0 and row["loss"] is not None and row["grad_norm"] > 0
 
 
-def test_lora_steps_move_every_adapter_weight_against_the_model_with_the_adapter_off(tiny_models, monkeypatch):
+def test_lora_steps_move_every_adapter_weight_against_the_model_with_the_adapter_off(sampled_model, monkeypatch):
     from lab.training.runner import run_training
 
     before = trained_weights(monkeypatch)
     cfg = grpo_config(
-        tiny_models("qwen2_5_vl"),
+        sampled_model,
         method="lora",
         lora_targets=["language", "merger"],
         lora_dropout=0.0,

@@ -9,6 +9,7 @@ import torch
 from conftest import FAMILIES
 
 from lab.errors import ConfigError
+from lab.families import FAMILIES as FAMILY_TABLE
 from lab.model_parts import in_group, lora_target_modules, module_groups
 from lab.models import detect_family, load_model
 
@@ -20,23 +21,29 @@ def linear_names(model) -> set[str]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_targets_hit_exactly_one_part(loaded, family):
     model = loaded(family).model
+    paths = FAMILY_TABLE[family].parts
     groups = module_groups(model)
-    linears = linear_names(model)
-    language = lora_target_modules(model, {"language"})
-    vision = lora_target_modules(model, {"vision"})
-    merger = lora_target_modules(model, {"merger"})
+    linears = linear_names(model) - {"lm_head"}
 
-    def hits(pattern):
-        return {n for n in dict(model.named_modules()) if re.fullmatch(pattern, n)}
+    def hits(parts):
+        return {n for n in dict(model.named_modules()) if re.fullmatch(lora_target_modules(model, parts), n)}
 
-    lm_linears = {n for n in linears if n.startswith("model.language_model.")}
-    assert hits(language) == lm_linears and len(lm_linears) == 14  # 2 layers x (q, k, v, o, gate, up, down)
-    assert not any(in_group(n, groups["vision"] + groups["merger"]) for n in hits(language))
-    assert "lm_head" not in hits(language) | hits(vision) | hits(merger)
-    assert hits(vision) and all(n.startswith("model.visual.blocks.") for n in hits(vision))
-    assert not any(in_group(n, groups["language"] + groups["merger"]) for n in hits(vision))
-    assert hits(merger) and all("merger" in n for n in hits(merger))
-    assert hits(lora_target_modules(model, {"language", "vision", "merger"})) == linears - {"lm_head"}
+    def under(prefixes):
+        return {n for n in linears if in_group(n, prefixes)}
+
+    language, vision = hits({"language"}), hits({"vision"})
+    if not under(groups["merger"]):  # Gemma 3's projector is a weight matrix: no LoRA there, full training only
+        with pytest.raises(ConfigError, match="no linear layers"):
+            lora_target_modules(model, {"merger"})
+        merger = set()
+    else:
+        merger = hits({"merger"})
+        assert merger and merger == under(groups["merger"]) and all(in_group(n, list(paths["merger"])) for n in merger)
+    assert groups["merger"] and groups["language"] == list(paths["language"])  # the table's paths, lm_head included
+    assert language and language == under([paths["language"][0]])  # every linear of the language model
+    assert vision and vision == under(groups["vision"]) and all(in_group(n, list(paths["vision"])) for n in vision)
+    assert not (language & vision or language & merger or vision & merger)
+    assert hits({"language", "vision"}) | merger == linears  # no linear layer is left out, lm_head never in
 
 
 def test_peft_accepts_the_language_pattern_and_leaves_vision_mlps_alone(tiny_models):

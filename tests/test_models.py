@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from lab import paths
 from lab.errors import ConfigError, ModelLoadError
+from lab.families import FAMILIES as FAMILY_TABLE
 from lab.images import list_images, open_image
 from lab.models import detect_family, load_model, resolve_device, resolve_dtype
 from lab.tiny import build_tiny_model, corpus_texts, ensure_demo_model, is_tiny_model, tiny_model_info
@@ -47,81 +48,116 @@ def test_forward_with_image_gives_a_loss_and_generate_adds_tokens(loaded, family
     assert (lm.family, lm.device, lm.dtype, lm.quantization, lm.is_tiny) == (family, "cpu", torch.float32, None, True)
     processor, model = lm.processor, lm.model
     text = processor.apply_chat_template(chat(), tokenize=False)
-    inputs = processor(text=[text], images=[sample_image()], return_tensors="pt")
+    inputs = processor(text=[text], images=[sample_image()], return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         out = model(**inputs, labels=inputs["input_ids"])
     # An untrained model guesses uniformly: the loss is near log(vocabulary size).
-    assert abs(out.loss.item() - math.log(model.config.text_config.vocab_size)) < 1.0
+    assert abs(out.loss.item() - math.log(model.config.get_text_config().vocab_size)) < 1.0
 
     prompt = processor.apply_chat_template(chat(with_answer=False), tokenize=False, add_generation_prompt=True)
-    inputs = processor(text=[prompt], images=[sample_image()], return_tensors="pt")
+    inputs = processor(text=[prompt], images=[sample_image()], return_tensors="pt", add_special_tokens=False)
     generated = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4)
     assert generated.shape == (1, inputs["input_ids"].shape[1] + 4)
     assert torch.equal(generated[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_chat_template_renders_image_placeholders(loaded, family):
-    processor, config = loaded(family).processor, loaded(family).model.config
+def test_qwen_chat_template_renders_image_placeholders(loaded):
+    processor, config = loaded("qwen2_5_vl").processor, loaded("qwen2_5_vl").model.config
     text = processor.apply_chat_template(chat(), tokenize=False)
     assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
     assert "<|vision_start|><|image_pad|><|vision_end|>这是什么元件？What is it?<|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n一个电容。A capacitor.<|im_end|>\n")
-
     inputs = processor(text=[text], images=[Image.new("RGB", (224, 224), "red")], return_tensors="pt")
-    n_image_tokens = int((inputs["input_ids"] == config.image_token_id).sum())
-    assert n_image_tokens == int(inputs["image_grid_thw"].prod()) // 4
-    assert 16 <= n_image_tokens <= 64  # small enough for CPU tests
+    assert int((inputs["input_ids"] == config.image_token_id).sum()) == int(inputs["image_grid_thw"].prod()) // 4
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_tokenizer_round_trips_text_and_matches_config_ids(loaded, family):
+def test_chat_template_puts_the_picture_before_the_question_and_the_answer_last(loaded, family):
+    processor, config = loaded(family).processor, loaded(family).model.config
+    text = processor.apply_chat_template(chat(), tokenize=False)
+    question, answer = text.index("这是什么元件？What is it?"), text.index("一个电容。A capacitor.")
+    assert question < answer and text[answer:].count("A capacitor.") == 1
+    inputs = processor(
+        text=[text], images=[Image.new("RGB", (224, 224), "red")], return_tensors="pt", add_special_tokens=False
+    )
+    image_tokens = [i for i, t in enumerate(inputs["input_ids"][0].tolist()) if t == config.image_token_id]
+    assert 16 <= len(image_tokens) <= 100  # small enough for CPU tests
+    tokens = processor.tokenizer
+    assert tokens.decode(inputs["input_ids"][0, image_tokens[-1] + 1 :]).count("这是什么元件？What is it?") == 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tokenizer_round_trips_text_and_has_the_real_special_ids(loaded, family):
     lm = loaded(family)
-    tokenizer, config = lm.processor.tokenizer, lm.model.config
+    tokenizer, config, spec = lm.processor.tokenizer, lm.model.config, FAMILY_TABLE[family].tokens
     for text in TEXTS:
         assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
     assert len(tokenizer.encode("电路板的图片", add_special_tokens=False)) < len(
         "电路板的图片".encode()
     )  # merges, not bytes
-    ids = {
-        t: tokenizer.convert_tokens_to_ids(t)
-        for t in (
-            "<|endoftext|>",
-            "<|im_start|>",
-            "<|im_end|>",
-            "<|vision_start|>",
-            "<|vision_end|>",
-            "<|image_pad|>",
-            "<|video_pad|>",
-        )
-    }
-    assert len(set(ids.values())) == len(ids) and all(i < config.text_config.vocab_size for i in ids.values())
-    assert (config.image_token_id, config.video_token_id) == (ids["<|image_pad|>"], ids["<|video_pad|>"])
-    assert (config.vision_start_token_id, config.vision_end_token_id) == (
-        ids["<|vision_start|>"],
-        ids["<|vision_end|>"],
-    )
-    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
-    assert lm.model.generation_config.eos_token_id == [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    assert (
-        tokenizer.decode(
-            [ids["<|im_start|>"], *tokenizer.encode("hi", add_special_tokens=False)], skip_special_tokens=True
-        )
-        == "hi"
-    )
-    has_think = "<think>" in tokenizer.get_vocab()
-    assert has_think == (family == "qwen3_vl")
+    # Every special token has the id of the real tokenizer, within the model's embedding.
+    assert {t: tokenizer.convert_tokens_to_ids(t) for t in spec.special} == spec.special
+    assert len(tokenizer) == spec.size and config.get_text_config().vocab_size >= spec.size
+    assert config.image_token_id == spec.special[FAMILY_TABLE[family].image_token]
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == (spec.eos, spec.pad, spec.bos)
+    assert lm.model.generation_config.eos_token_id == [spec.special[t] for t in spec.stop]
+    plain = tokenizer.encode("hi", add_special_tokens=False)
+    assert tokenizer.decode([spec.special[spec.pad], *plain], skip_special_tokens=True) == "hi"
+    assert ("<think>" in tokenizer.get_vocab()) == ("<think>" in spec.special)
+
+
+def test_qwen_special_ids_are_those_other_tools_hard_code(loaded):
+    """ms-swift's Qwen2-VL template names <|image_pad|> 151655 and <|video_pad|> 151656; Qwen3.5's are 248056-7."""
+    assert loaded("qwen2_vl").processor.tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"]) == [
+        151655,
+        151656,
+    ]
+    assert loaded("qwen2_5_vl").model.config.image_token_id == 151655
+    assert loaded("qwen3_5").model.config.image_token_id == 248056
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stand_ins_fit_other_tools_and_stay_small(loaded, family):
+    """Head sizes vLLM's CPU build accepts, vision widths bitsandbytes' 4-bit kernels take, a model of a few MB
+    besides its embedding (whose rows the real vocabulary sets)."""
+    model = loaded(family).model
+    text = model.config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    assert head_dim in (32, 64, 80, 96, 112, 128, 256)
+    vision = model.config.vision_config
+    assert vision.hidden_size % 64 == 0
+    embedding = model.get_input_embeddings().weight.numel()
+    assert sum(p.numel() for p in model.parameters()) - embedding < 1_000_000
+    assert text.hidden_size <= 64
 
 
 def test_detect_family(loaded):
-    from transformers import BertConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
+    from transformers import (
+        BertConfig,
+        Gemma3Config,
+        InternVLConfig,
+        LlavaConfig,
+        MiniCPMV4_6Config,
+        Qwen2_5_VLConfig,
+        Qwen2VLConfig,
+        Qwen3_5Config,
+        Qwen3VLConfig,
+        SmolVLMConfig,
+    )
 
     assert detect_family(Qwen2VLConfig()) == "qwen2_vl"
     assert detect_family(Qwen2_5_VLConfig()) == "qwen2_5_vl"
     assert detect_family(Qwen3VLConfig()) == "qwen3_vl"
+    assert detect_family(Qwen3_5Config()) == "qwen3_5"
+    assert detect_family(MiniCPMV4_6Config()) == "minicpmv4_6"
+    assert detect_family(InternVLConfig()) == "internvl"
+    assert detect_family(Gemma3Config()) == "gemma3"
+    assert detect_family(SmolVLMConfig()) == "smolvlm"
+    assert detect_family(LlavaConfig()) == "other"  # loads and trains the generic way
     assert detect_family(BertConfig()) == "other"
     assert detect_family({"model_type": "qwen3_vl"}) == "qwen3_vl"
     assert detect_family(loaded("qwen2_vl").model) == "qwen2_vl"
+    assert set(FAMILIES) == set(FAMILY_TABLE)  # every family of the table has its tiny stand-in here
 
 
 def test_resolve_device_and_dtype(monkeypatch):
@@ -220,6 +256,31 @@ def test_min_and_max_pixels_change_the_number_of_image_tokens(tiny_models):
     assert int((inputs["input_ids"] == lm.model.config.image_token_id).sum()) == 4
     with pytest.raises(ConfigError, match="larger than"):
         load_model(tiny_models("qwen2_5_vl"), min_pixels=10_000, max_pixels=1_000)
+
+
+@pytest.mark.parametrize("family", ["internvl", "minicpmv4_6", "smolvlm"])
+def test_max_pixels_turns_each_familys_own_knob(tiny_models, family):
+    """InternVL's tiles, MiniCPM-V's slices, SmolVLM's longest edge: fewer pixels, fewer image tokens."""
+
+    def image_tokens(lm):
+        text = lm.processor.apply_chat_template(chat(), tokenize=False)
+        inputs = lm.processor(
+            text=[text], images=[Image.new("RGB", (600, 300))], return_tensors="pt", add_special_tokens=False
+        )
+        return int((inputs["input_ids"] == lm.model.config.image_token_id).sum())
+
+    free = load_model(tiny_models(family))
+    bounded = load_model(tiny_models(family), max_pixels=64 * 64)
+    assert image_tokens(bounded) < image_tokens(free)
+    assert (
+        load_model(tiny_models(family), max_pixels=10**9).processor.image_processor.to_dict()
+        == free.processor.image_processor.to_dict()
+    )  # only ever lowered: these processors resize up to their limit
+
+
+def test_a_fixed_image_size_has_no_pixel_bounds_to_set(tiny_models):
+    lm = load_model(tiny_models("gemma3"), min_pixels=28 * 28, max_pixels=64 * 64)
+    assert lm.processor.image_processor.size == load_model(tiny_models("gemma3")).processor.image_processor.size
 
 
 def test_4bit_on_cpu(tiny_models):

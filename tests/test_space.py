@@ -173,3 +173,13 @@ def test_a_workspace_outside_the_app_folder_still_serves_its_files(launch_app, m
         assert len(gallery) == 24 and all(Path(item["image"]).is_file() for item in gallery)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_visitor_cannot_load_a_model_with_its_own_code(launch_app, monkeypatch):
+    from gradio_client.exceptions import AppError
+
+    monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
+    _, ctx, client = launch_app(model="")
+    with pytest.raises(AppError, match="cannot be loaded on this shared server"):  # the box by the picker, ticked
+        client.predict("demo", "none", True, api_name="/model_load")
+    assert ctx.handle.state.value == "empty"

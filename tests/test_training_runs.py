@@ -7,6 +7,7 @@ import math
 import threading
 
 import pytest
+from conftest import families
 
 from lab.errors import localize
 from lab.train_config import TrainConfig
@@ -89,20 +90,50 @@ def test_lora_run_trains_adapters_only(tiny_models, lab_home, targets):
     assert_logged(run_dir, 3)
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
-def test_other_families_train_too(tiny_models, lab_home, family):
-    cfg = tiny_config(
-        tiny_models,
-        model=str(tiny_models(family)),
-        max_steps=2,
-        val_ratio=0.0,
-        lora_targets=["language", "vision", "merger"],
-    )
+# Which weights learn, per mode: (settings, the parts that must change). Every part is trained in one
+# mode and frozen in another; LoRA sits next to a fully trained part, and QLoRA runs on 4-bit weights.
+MODES = {
+    "lora+full_merger": (
+        dict(lora_targets=["language", "vision"], train_merger=True),
+        {"language", "vision", "merger"},
+    ),
+    "lora_vision_only": (dict(lora_targets=["vision"]), {"vision"}),
+    "full_frozen_vision": (
+        dict(method="full", lora_targets=[], train_language=True, train_merger=True),
+        {"language", "merger"},
+    ),
+    "qlora_language": (dict(method="qlora", lora_targets=["language"]), {"language"}),
+}
+
+
+def _parts_of(names: set[str], groups: dict) -> set[str]:
+    """The parts (vision / merger / language) the parameters ``names`` belong to, under PEFT's names too."""
+    from lab.model_parts import in_group
+
+    bare = {
+        n.replace("base_model.model.", "", 1)
+        .replace(".base_layer", "")
+        .replace(".modules_to_save.default", "")
+        .replace(".original_module", "")
+        for n in names
+    }
+    return {part for part, prefixes in groups.items() for n in bare if in_group(n, prefixes)}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("family", families(slow_beyond=("qwen2_5_vl",)))
+def test_every_family_trains_the_parts_asked_and_nothing_else(tiny_models, lab_home, family, mode):
+    from lab.model_parts import module_groups
+    from lab.models import _bitsandbytes_problem, load_model
+
+    settings, parts = MODES[mode]
+    if settings.get("method") == "qlora" and (problem := _bitsandbytes_problem("4bit", "cpu")):
+        pytest.skip(problem)
+    groups = module_groups(load_model(tiny_models(family)).model)
+    cfg = tiny_config(tiny_models, model=str(tiny_models(family)), max_steps=2, val_ratio=0.0, **settings)
     result, changed, unchanged, frozen_changed = train_and_compare(cfg)
-    # The tiny Qwen3-VL has 2 decoder layers and adds its second deepstack feature after the
-    # last one, to image positions only, where no loss is taken: that merger cannot learn.
-    unchanged = {n for n in unchanged if "deepstack_merger_list.1." not in n}
     assert changed and not unchanged and not frozen_changed and result.step == 2
+    assert _parts_of(changed, groups) == parts
 
 
 def test_full_run_with_frozen_vision_trains_the_language_model_and_merger(tiny_models, lab_home):

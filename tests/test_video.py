@@ -14,9 +14,9 @@ from PIL import Image
 from lab.dataset_check import validate_dataset
 from lab.errors import DatasetError
 from lab.training.collator import IGNORE, Collator, TrainDataset, encode_sample
-from lab.video import VideoBudget, read_video, video_fault
+from lab.video import VIDEO_FAMILIES, VideoBudget, read_video, video_fault
 
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+FAMILIES = list(VIDEO_FAMILIES)
 CLIP = "videos/clip_01"
 
 

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workspace", default=None, help="folder for datasets, runs and models (default: $LAB_HOME or this checkout)"
     )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model loaded at start run its own Python code (only for authors you trust)",
+    )
 
 
 def add_parser(subparsers) -> None:
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         share=args.share,
         lang=args.lang,
         workspace=args.workspace,
+        trust_remote_code=args.trust_remote_code,
     )
     launch(settings)
     return 0

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from lab.chat import ChatSettings
-from lab.cli.eval import add_model_arguments
+from lab.cli.eval import add_model_arguments, source_options
 from lab.settings import add_flags
 from lab.text import Msg
 
@@ -153,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     settings = from_flags(ChatSettings, args)
     conversation = Conversation(args.history, args.compare)
     handle = ModelHandle()
-    handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
+    handle.load_model_or_run(
+        args.model, args.adapter, quantization=args.quantization, device=args.device, **source_options(args)
+    )
     adapter = False if args.no_adapter else None
     if args.prompt is not None:
         _say(handle, conversation, args.prompt, args.image, settings, adapter)

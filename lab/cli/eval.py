@@ -39,6 +39,22 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="load the model quantized with bitsandbytes (4bit is NF4); a CUDA GPU, or the CPU (slower)",
     )
     parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N")
+    add_source_flags(parser)
+
+
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """--trust-remote-code / --hub, for every command that loads a model."""
+    from lab.hubs import SourceSettings
+
+    add_flags(parser, SourceSettings, title="model source")
+
+
+def source_options(args: argparse.Namespace) -> dict:
+    """``load_model`` options from --trust-remote-code / --hub."""
+    from lab.hubs import SourceSettings
+    from lab.settings import from_flags
+
+    return from_flags(SourceSettings, args).load_options()
 
 
 def add_parser(subparsers) -> None:
@@ -148,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
             "Name the data to evaluate on with --dataset (or pass --adapter RUN to use its validation split)."
         )
     handle = ModelHandle()
-    handle.load_model_or_run(args.model, args.adapter, quantization=args.quantization, device=args.device)
+    handle.load_model_or_run(
+        args.model, args.adapter, quantization=args.quantization, device=args.device, **source_options(args)
+    )
     stop = threading.Event()
     with StopOnCtrlC(stop, STOPPING):
         result = run_evaluation(handle, samples, settings, source=source, progress=_progress, stop=stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lab.cli.eval import add_source_flags, source_options
 from lab.export import ExportSettings
 from lab.settings import add_flags
 
@@ -25,6 +26,7 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="only print how to serve --out with vLLM and call it, without merging",
     )
+    add_source_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(openai_snippet(Path(args.out).name))
         return 0
-    result = export_run(args.adapter, args.out, settings)
+    result = export_run(args.adapter, args.out, settings, source=source_options(args))
     what = "Merged the LoRA adapter of" if result.merged else "Saved the fine-tuned model of"
     print(f"{what} {result.run} into {result.out_dir} ({result.seconds:.1f} s): {', '.join(result.files)}")
     if result.hub_url:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from lab.cli.eval import add_source_flags, source_options
 from lab.cli.stopping import StopOnCtrlC
 from lab.labeling.client import LabelerConfig
 from lab.settings import add_flags
@@ -54,6 +55,7 @@ def add_parser(subparsers) -> None:
         "(its name under checkpoints/ or its folder: the fine-tuned model); flags not given take "
         "the local labeler's defaults (64 answer tokens, 200,704 pixels, temperature 0.7)",
     )
+    add_source_flags(parser)
     parser.add_argument("--limit", type=int, default=None, help="label at most N more images in this run")
     add_flags(parser, LabelerConfig, title="labeler (a flag not given keeps the last run's setting here)")
     parser.add_argument("--retry-failed", action="store_true", help="redo only the images that failed before")
@@ -188,7 +190,7 @@ def local_labeler(args):
     config = from_flags(LabelerConfig, args, base=local_config())
     handle = ModelHandle()
     print(localize(Msg("Loading {name} ...", name=args.local_model), cli_lang()), file=sys.stderr)
-    handle.load_any(args.local_model)
+    handle.load_any(args.local_model, **source_options(args))
     return LocalLabeler(handle, config)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")  # same as lab.tiny.FAMILIES; not imported, to keep --help instant
+from lab.families import tiny_families  # the table alone: no torch, so --help stays instant
 
 
 def add_parser(subparsers) -> None:
@@ -10,10 +10,12 @@ def add_parser(subparsers) -> None:
         "tiny-model",
         help="build a tiny random vision-language model (offline, for tests and demos)",
         description="Build a tiny randomly initialised model with the real architecture, tokenizer and chat "
-        "template of a Qwen-VL family, without any download. Its answers are noise: it is for trying the "
-        "lab's workflow (training, evaluation, chat) on a CPU.",
+        "template of a model family (its real processor classes, its real special-token ids), without any "
+        "download. Its answers are noise: it is for trying the lab's workflow (training, evaluation, chat) on a CPU.",
     )
-    parser.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl", help="model family (default: %(default)s)")
+    parser.add_argument(
+        "--family", choices=tiny_families(), default="qwen2_5_vl", help="model family (default: %(default)s)"
+    )
     parser.add_argument(
         "--out", metavar="DIR", default=None, help="folder to write (default: the workspace's models/tiny-FAMILY)"
     )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from lab.cli.eval import add_source_flags
 from lab.cli.stopping import StopOnCtrlC
+from lab.hubs import SourceSettings
+from lab.settings import flag_values
 from lab.text import Msg
 
 
@@ -54,11 +57,22 @@ def add_parser(subparsers) -> None:
         help="with --dry-run: plan for this GPU instead of this machine's (h200, h100-80g, a100-80g, "
         "a100-40g, l40s, a10g, 4090, 3090, t4)",
     )
+    add_source_flags(parser)
     parser.set_defaults(func=run)
 
 
 def build_config(args: argparse.Namespace):
-    """``(config, resume)`` from the command line."""
+    """``(config, resume)`` from the command line; --trust-remote-code and --hub set the config's fields."""
+    cfg, resume = _config(args)
+    given = flag_values(SourceSettings, args)
+    if given:
+        from lab.train_config import TrainConfig
+
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), **given})
+    return cfg, resume
+
+
+def _config(args: argparse.Namespace):
     from lab.train_config import TrainConfig
 
     if args.resume:

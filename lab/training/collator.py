@@ -22,6 +22,10 @@ stop); every other position is -100. In a multi-turn conversation every assistan
 is learned. The single ``<|image_pad|>`` of the template is expanded to as many tokens
 as the image needs (36 for a 224x224 picture with the tiny processor), computed from the
 image size without decoding it, so every sample's length is known before training.
+Families whose processor puts more than copies of the placeholder in its place (Gemma 3's
+``<start_of_image>`` becomes new lines, the image tokens and ``<end_of_image>``; InternVL,
+SmolVLM and MiniCPM-V add tile and slice markers) are expanded by the processor itself, on
+blank pictures of the images' sizes, and the answer spans follow the text it inserted.
 
 Tokenizing happens once, before training (:func:`encode_sample`); a training step only
 decodes and resizes its images, in the data loader's worker processes
@@ -38,6 +42,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lab.conversation import to_hf_messages
 from lab.errors import BadImageError
+from lab.families import get_family
 from lab.images import open_image
 from lab.text import Msg
 
@@ -162,14 +167,6 @@ def expand_image_tokens(
     return out_ids, out_labels
 
 
-def image_token_id(processor: Any) -> int:
-    """The id of the placeholder token that stands for image features."""
-    token_id = getattr(processor, "image_token_id", None)
-    if token_id is None:
-        token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
-    return int(token_id)
-
-
 def image_token_counts(processor: Any, sizes: list[tuple[int, int]]) -> list[int]:
     """How many tokens each image becomes under the processor's current pixel bounds."""
     if not sizes:
@@ -194,6 +191,8 @@ def encode_sample(
     ``objects`` (a record's boxes, :mod:`lab.grounding`) are written in ``family``'s form first;
     a sample with ``videos`` is expanded by the processor itself from the frames it will be
     trained on (:mod:`lab.video`), as the number of frames is only known once they are read.
+    ``family`` (:mod:`lab.families`) also says whether an image placeholder is only repeated;
+    otherwise, and for a model of no known family, the processor expands it.
     """
     sizes = [image_size(path) for path in images]
     if objects:
@@ -203,14 +202,60 @@ def encode_sample(
     text, spans = render_with_spans(processor, messages)
     if videos:
         return _encode_with_videos(processor, key, text, spans, images, sizes, list(videos), video_budget)
-    ids, labels = label_tokens(processor.tokenizer, text, spans)
-    if hasattr(processor, "_get_num_multimodal_tokens"):
-        counts = image_token_counts(processor, sizes)
+    if sizes and get_family(family or "").expands != "repeat":
+        ids, labels = _expanded_by_processor(processor, text, spans, sizes)
     else:
-        counts = _counts_from_processor(processor, text, ids, images)
-    if counts:
-        ids, labels = expand_image_tokens(ids, labels, image_token_id(processor), counts)
+        ids, labels = label_tokens(processor.tokenizer, text, spans)
+        counts = image_token_counts(processor, sizes)
+        if counts:
+            ids, labels = expand_image_tokens(ids, labels, image_token_id(processor), counts)
     return EncodedSample(key, text, [str(p) for p in images], ids, labels, sizes)
+
+
+def _expanded_by_processor(
+    processor: Any, text: str, spans: list[tuple[int, int]], sizes: list[tuple[int, int]]
+) -> tuple[list[int], list[int]]:
+    """Ids and labels of ``text`` as the processor expands its images (blank pictures of ``sizes``)."""
+    blanks = [Image.new("RGB", (width, height)) for height, width in sizes]
+    out = processor(
+        text=[text],
+        images=blanks,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_text_replacement_offsets=True,
+    )
+    ids = _as_list(out["input_ids"])
+    offsets = _as_list(out["offset_mapping"])
+    inserted = out["text_replacement_offsets"][0]
+
+    def shifted(position: int) -> int:  # a position of ``text`` in the expanded text
+        return position + sum(
+            len(r["replacement"]) - (r["span"][1] - r["span"][0]) for r in inserted if r["span"][1] <= position
+        )
+
+    moved = [(shifted(start), shifted(end)) for start, end in spans]
+    labels = [
+        token if any(start <= offset[0] < end for start, end in moved) else IGNORE
+        for token, offset in zip(ids, offsets)
+    ]
+    return ids, labels
+
+
+def _as_list(value: Any) -> list:
+    """The first row of a processor output (a list or a tensor) as a Python list."""
+    row = value[0]
+    return row.tolist() if hasattr(row, "tolist") else [tuple(x) if isinstance(x, list) else x for x in row]
+
+
+def image_token_id(processor: Any) -> int:
+    """The id of the token whose embeddings the image features replace."""
+    # Gemma 3: the processor's is <start_of_image>, the tokenizer's the image soft token.
+    token_id = getattr(getattr(processor, "tokenizer", None), "image_token_id", None)
+    if not isinstance(token_id, int):
+        token_id = getattr(processor, "image_token_id", None)
+    if token_id is None:
+        token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    return int(token_id)
 
 
 def _encode_with_videos(
@@ -240,27 +285,6 @@ def _encode_with_videos(
     if ids != list(out["input_ids"][0]):
         raise ValueError("the processor tokenizes the expanded text differently")
     return EncodedSample(key, text, [str(p) for p in images], ids, labels, sizes, [str(v) for v in videos], budget)
-
-
-def _counts_from_processor(processor: Any, text: str, ids: list[int], images: list[str]) -> list[int]:
-    """Image token counts read off a full processor call, for processors that cannot predict them."""
-    if not images:
-        return []
-    out = processor(text=[text], images=[open_image(p) for p in images], return_tensors="pt")
-    expanded = out["input_ids"][0].tolist()
-    placeholder = image_token_id(processor)
-    counts, j = [], 0
-    for token in ids:
-        if token == placeholder:
-            start = j
-            while j < len(expanded) and expanded[j] == placeholder:
-                j += 1
-            counts.append(j - start)
-        elif j < len(expanded) and expanded[j] == token:
-            j += 1
-        else:
-            raise ValueError("the processor inserts tokens other than image placeholders")
-    return counts
 
 
 class TrainDataset:
@@ -294,7 +318,9 @@ class TrainDataset:
             out = self.processor(text=[sample.text], return_tensors="pt", **media)
         else:
             images = [open_image(path) for path in sample.images]
-            out = self.processor(text=[sample.text], images=images or None, return_tensors="pt")
+            out = self.processor(
+                text=[sample.text], images=images or None, return_tensors="pt", add_special_tokens=False
+            )
         ids = out["input_ids"][0]
         if ids.tolist() != sample.input_ids:
             raise RuntimeError(
@@ -359,12 +385,17 @@ class Collator:
     Per-token fields (ids, attention mask, token types) are padded to the longest sample,
     rounded up to ``pad_to_multiple_of``; labels are padded with -100. Image and video fields
     (``pixel_values``, ``image_grid_thw``, ``pixel_values_videos``, ``video_grid_thw``) are
-    concatenated, as the processor does for a batch.
+    concatenated, as the processor does for a batch; where samples differ in size beyond the
+    first dimension (SmolVLM's tiles per picture, MiniCPM-V's packed patches) they are padded
+    with zeros first, as the processor pads them. The ``packed`` fields (a family's
+    :attr:`~lab.families.Family.packed`: MiniCPM-V puts the patches of every picture of a batch
+    into one sequence) are joined along their last dimension.
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, packed: tuple[str, ...] = ()):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = max(1, pad_to_multiple_of)
+        self.packed = tuple(packed)
 
     def __call__(self, items: list[dict]) -> dict:
         import torch
@@ -378,8 +409,10 @@ class Collator:
             if all(_per_token(item, key) for item in present) and len(present) == len(items):
                 fill = self.pad_token_id if key == "input_ids" else IGNORE if key == "labels" else 0
                 batch[key] = torch.stack([_pad(item[key], width, fill) for item in present])
+            elif key in self.packed:
+                batch[key] = torch.cat([item[key] for item in present], dim=-1)
             else:
-                batch[key] = torch.cat([item[key] for item in present], dim=0)
+                batch[key] = torch.cat(_pad_trailing([item[key] for item in present]), dim=0)
         return batch
 
 
@@ -392,8 +425,14 @@ class LossCollator(Collator):
     model's ``position_ids``, so the model need not compute them on the GPU.
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 1, rope: RopeIndex | None = None):
-        super().__init__(pad_token_id, pad_to_multiple_of)
+    def __init__(
+        self,
+        pad_token_id: int,
+        pad_to_multiple_of: int = 1,
+        rope: RopeIndex | None = None,
+        packed: tuple[str, ...] = (),
+    ):
+        super().__init__(pad_token_id, pad_to_multiple_of, packed)
         self.rope = rope
 
     def __call__(self, items: list[dict]) -> dict:
@@ -419,6 +458,20 @@ def _per_token(item: dict, key: str) -> bool:
         and key not in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
         and value.shape[0] == item["input_ids"].shape[0]
     )
+
+
+def _pad_trailing(tensors: list) -> list:
+    """``tensors`` zero-padded at the end of every dimension but the first to the largest size."""
+    import torch.nn.functional as F
+
+    if len({t.shape[1:] for t in tensors}) <= 1:
+        return tensors
+    largest = [max(sizes) for sizes in zip(*(t.shape[1:] for t in tensors))]
+    padded = []
+    for tensor in tensors:
+        widths = [w for big, size in reversed(list(zip(largest, tensor.shape[1:]))) for w in (0, big - size)]
+        padded.append(F.pad(tensor, widths))
+    return padded
 
 
 def _pad(tensor: Any, width: int, fill: int) -> Any:

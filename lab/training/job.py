@@ -59,11 +59,13 @@ def start_training(cfg: TrainConfig, handle: Any, resume: bool = False, queue: b
     a run going on or waiting), the folder of an earlier run unless resuming it, a folder
     that cannot be written. Nothing is written into the run folder until the run starts.
     """
+    from lab.models import check_trust
     from lab.paths import restricted
     from lab.training.preflight import check_run_environment
     from lab.training.runner import check_run_dir
 
     queue = restricted() if queue is None else queue
+    check_trust(cfg.trust_remote_code)  # refused on a shared server now, not when the run loads its model
     check_run_environment(cfg)  # a wrong path, a missing package, too few GPUs: one sentence now, not a failed run
     with _turns.lock:
         running = _turns.busy()

@@ -90,7 +90,14 @@ def load_options(cfg: TrainConfig, device: str) -> dict:
     dtype = resolve_dtype(cfg.dtype, device)
     if cfg.method == "full" and str(dtype) == "torch.float16":
         dtype = "float32"  # fp16 weights cannot take optimizer updates; autocast still computes in fp16
-    options = dict(dtype=dtype, device=device, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    options = dict(
+        dtype=dtype,
+        device=device,
+        min_pixels=cfg.min_pixels,
+        max_pixels=cfg.max_pixels,
+        trust_remote_code=cfg.trust_remote_code,
+        hub=cfg.hub,
+    )
     if cfg.method == "qlora":
         options.update(
             quantization=f"{cfg.quant_bits}bit",
@@ -325,9 +332,8 @@ def _prepare(cfg, loaded, device: str, log, build=None):
         log(f"Loading {cfg.model} on {device} ...")
         loaded = load_model(model_source(cfg), **load_options(cfg, device))
     check_quantization(cfg, loaded)
-    if getattr(getattr(loaded.processor, "image_processor", None), "merge_size", None) is not None:
-        # The processor keeps the run's pixel bounds afterwards: the trained model expects them.
-        set_image_pixels(loaded.processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    # The processor keeps the run's pixel bounds afterwards: the trained model expects them.
+    set_image_pixels(loaded.processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, family=loaded.family)
     if build is None:
         data = build_data(cfg, loaded.processor, log, family=loaded.family)
     else:
@@ -342,6 +348,7 @@ def _prepare(cfg, loaded, device: str, log, build=None):
 def _train(
     cfg, run_dir: Path, loaded, device: str, stop, resume: bool, log, echo_metrics: bool, extra_callbacks: list
 ) -> TrainResult:
+    from lab.families import get_family
     from lab.training.collator import LossCollator, TrainDataset
     from lab.training.launch import run_deepspeed_config
     from lab.training.mix import write_data_mix
@@ -361,7 +368,9 @@ def _train(
         _start_event(run_dir, data, prepared, resume),
         *extra_callbacks,
     ]
-    collator = LossCollator(processor.tokenizer.pad_token_id, 8 if device.startswith("cuda") else 1)
+    collator = LossCollator(
+        processor.tokenizer.pad_token_id, 8 if device.startswith("cuda") else 1, packed=get_family(loaded.family).packed
+    )
     pixels = loaded.dtype if (args.bf16 or args.fp16) else None
     trainer = make_trainer(
         prepared.model,

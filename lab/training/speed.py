@@ -49,7 +49,12 @@ from typing import Any
 
 GROUPED_ATTENTION = "lab_flash_grouped_sdpa"
 COMPILED_PAD_MULTIPLE = 64
-_VISION_ATTENTION_CLASSES = ("VisionAttention", "Qwen2_5_VLVisionAttention", "Qwen3VLVisionAttention")
+_VISION_ATTENTION_CLASSES = (
+    "VisionAttention",
+    "Qwen2_5_VLVisionAttention",
+    "Qwen3VLVisionAttention",
+    "Qwen3_5VisionAttention",
+)
 
 
 def grouped_sdpa(

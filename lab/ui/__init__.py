@@ -83,7 +83,8 @@ def launch(settings: AppSettings, block: bool = True) -> tuple[gr.Blocks, UICont
     # otherwise hold up the first page by seconds.
     if settings.model:
         try:
-            ctx.handle.load_in_background(settings.model)
+            options = {"trust_remote_code": True} if settings.trust_remote_code else {}
+            ctx.handle.load_in_background(settings.model, **options)
         except LabError as err:  # a name refused at once: the header says why, the app still starts
             ctx.handle.record_error(err)
     if block:

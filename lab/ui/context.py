@@ -15,6 +15,7 @@ class AppSettings:
     share: bool = False
     lang: str | None = None  # None: follow the browser
     workspace: str | None = None
+    trust_remote_code: bool = False  # the model loaded at start may run its own Python code
 
 
 @dataclass

@@ -10,7 +10,7 @@ import gradio as gr
 
 from lab.errors import localize
 from lab.handle import adapter_names
-from lab.models import allowed_models
+from lab.models import offered_models
 from lab.text import LANGS, Msg
 from lab.training.runs import list_runs
 from lab.ui import i18n
@@ -20,6 +20,16 @@ from lab.ui.i18n import t
 
 def status_markdown(ctx: UIContext, lang: str = "en", viewer: str | None = None) -> str:
     info = ctx.handle.describe(viewer)
+    if info["state"] == "loading" and info.get("download"):
+        done, total = info["download"]
+        return localize(
+            Msg(
+                "Downloading the model… {percent}% of {size} GB",
+                percent=100 * done // max(total, 1),
+                size=f"{total / 1e9:.1f}",
+            ),
+            lang,
+        )
     if info["state"] == "loading":
         return localize(Msg("Loading the model…"), lang)
     if "name" not in info:
@@ -64,12 +74,9 @@ def _viewer(request) -> str | None:
     return getattr(request, "session_hash", None)
 
 
-def model_choices(ctx: UIContext) -> list[str]:
-    """The models offered in the picker: the allow-list on a shared deployment, else it and the started one."""
-    names = allowed_models()
-    if ctx.settings.model and ctx.settings.model not in names:
-        names = [ctx.settings.model, *names]
-    return names
+def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
+    """The models offered in the picker (:func:`lab.models.offered_models`), the started one first."""
+    return offered_models(ctx.settings.model)
 
 
 def adapter_choices(ctx: UIContext) -> list[str]:
@@ -89,6 +96,7 @@ def _controls(ctx: UIContext, status: gr.Markdown) -> None:
                 scale=3,
             )
             quant = gr.Dropdown(["none", "4bit", "8bit"], value="none", label=t("Quantization"), scale=1)
+            trust = gr.Checkbox(False, label=t("Trust remote code"), scale=1)
             load = gr.Button(t("Load model"), scale=1)
         with gr.Row():
             run = gr.Dropdown(
@@ -106,8 +114,11 @@ def _controls(ctx: UIContext, status: gr.Markdown) -> None:
             unload = gr.Button(t("Unload"), variant="stop", scale=1)
 
     # A busy model or a bad name is one sentence on the page (i18n.handler); else the new status line.
-    def on_load(name, quantization, *, request, lang):
-        options = {"quantization": None if quantization == "none" else quantization}
+    def on_load(name, quantization, trust_remote_code, *, request, lang):
+        options = {
+            "quantization": None if quantization == "none" else quantization,
+            "trust_remote_code": bool(trust_remote_code),
+        }
         ctx.handle.load_in_background((name or "").strip(), owner=_viewer(request), **options)
         return status_markdown(ctx, lang, _viewer(request))
 
@@ -123,7 +134,7 @@ def _controls(ctx: UIContext, status: gr.Markdown) -> None:
         ctx.handle.unload()
         return status_markdown(ctx, lang, _viewer(request))
 
-    load.click(i18n.handler(ctx, on_load), [model, quant], status, api_name="model_load")
+    load.click(i18n.handler(ctx, on_load), [model, quant, trust], status, api_name="model_load")
     load_run.click(i18n.handler(ctx, on_load_run), run, status, api_name="model_load_run")
     use.click(i18n.handler(ctx, on_use), adapter, status, api_name="model_use_adapter")
     unload.click(i18n.handler(ctx, on_unload), None, status, api_name="model_unload")

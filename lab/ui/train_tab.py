@@ -20,6 +20,7 @@ from lab import paths
 from lab.dataset import dataset_stats, latest_dataset, list_datasets
 from lab.errors import LabError, localize
 from lab.jobs import JobState
+from lab.models import offered_models
 from lab.text import Msg
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
@@ -274,19 +275,15 @@ def _form(base: TrainConfig) -> Form:
             "max_length",
         ),
     ]
+    extra = {
+        "dataset": {"choices": datasets, "info": t(DATASET_HINT)},  # dynamic template: DATASET_HINT
+        "model": {"choices": offered_models()},
+        "per_device_batch_size": {"allow_custom_value": True},
+    }
     for names in rows:
         with gr.Row():
             for name in names:
-                form.add(
-                    name,
-                    **(
-                        {"choices": datasets, "info": t(DATASET_HINT)}  # dynamic template: DATASET_HINT
-                        if name == "dataset"
-                        else {"allow_custom_value": True}
-                        if name == "per_device_batch_size"
-                        else {}
-                    ),
-                )
+                form.add(name, **extra.get(name, {}))
     grpo = base.trainer == "grpo"
     with gr.Row():
         form.add("rewards", scale=2, visible=grpo)
