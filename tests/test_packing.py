@@ -184,6 +184,9 @@ def test_auto_packs_a_batch_of_several_on_a_qwen_model_and_not_otherwise(tiny_mo
     cfg = TrainConfig(model=model, dataset=str(sample_dataset), per_device_batch_size=4)
     resolve_packing(cfg, lambda line: None)
     assert cfg.packing is True
+    demo = TrainConfig(model="demo", dataset=str(sample_dataset), per_device_batch_size=4)
+    resolve_packing(demo, lambda line: None)  # the demo model is built only when a run loads it
+    assert demo.packing is True
     single = TrainConfig(model=model, dataset=str(sample_dataset), per_device_batch_size=1)
     resolve_packing(single, lambda line: None)
     assert single.packing is False

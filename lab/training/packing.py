@@ -282,9 +282,14 @@ def model_refusal(model: str) -> Msg | None:
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
+    from lab import paths
+    from lab.train_config import DEMO_MODEL
     from lab.training.fit import read_model_config
 
-    raw = read_model_config(model)
+    if model == DEMO_MODEL and not (paths.demo_model_dir() / "config.json").is_file():
+        raw = {"model_type": "qwen2_5_vl"}  # the demo model, built (lab/tiny.py) when the run loads it
+    else:
+        raw = read_model_config(model)
     model_type = str(raw.get("model_type", ""))
     name = MODEL_MAPPING_NAMES.get(model_type)
     cls = getattr(transformers, name, None) if isinstance(name, str) else None
