@@ -116,12 +116,13 @@ def step(model, batch, *, packed_attention: bool):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_packed_step_gives_the_padded_steps_loss_and_gradients(tiny_models, sample_dataset, family):
+def test_a_packed_step_gives_the_padded_steps_loss_and_gradients(tiny_models, sample_dataset, family, monkeypatch):
     """float32, LoRA on the language model and the merger: the same loss and the same gradients;
     and without attention kept within each sample the loss is another one (the check can fail)."""
     import torch
 
     from lab.models import load_model
+    from lab.training import packing
 
     loaded = load_model(str(tiny_models(family)), dtype="float32")
     cfg = TrainConfig(dataset=str(sample_dataset), lora_targets=["language", "merger"], lora_dropout=0.0)
@@ -131,7 +132,16 @@ def test_a_packed_step_gives_the_padded_steps_loss_and_gradients(tiny_models, sa
     padded = LossCollator(pad_id, 8, rope)(items)
     packed = LossCollator(pad_id, 8, rope, packing=True)(items)
     reference, expected = step(model, padded, packed_attention=False)
+    calls = []
+    pieces = packing._causal_pieces
+    monkeypatch.setattr(packing, "_causal_pieces", lambda *a: calls.append(a[3]) or pieces(*a))
     loss, grads = step(model, packed, packed_attention=True)
+    # Our attention kept the samples apart in every layer (stock SDPA would build a tokens x tokens mask).
+    layers = loaded.model.config.get_text_config().num_hidden_layers
+    expected_pieces = [item["input_ids"].shape[0] for item in items]
+    padding = packed["input_ids"].shape[1] - sum(expected_pieces)
+    expected_pieces += [padding] if padding else []  # the padding is a piece of its own
+    assert len(calls) == layers and all(lengths == expected_pieces for lengths in calls)
     assert abs(loss - reference) <= 1e-5 * abs(reference), (loss, reference)
     assert grads.keys() == expected.keys() and len(grads) > 0
     for name, grad in grads.items():
@@ -167,6 +177,28 @@ def test_packed_attention_is_causal_sdpa_within_each_piece(kv_heads):
         expected.append(F.scaled_dot_product_attention(*piece, is_causal=True, scale=0.3))
         start += n
     assert torch.allclose(out, torch.cat(expected, dim=2).transpose(1, 2), atol=1e-6)
+
+
+def test_a_padded_batch_is_computed_as_before_while_packed_attention_is_on(float32, sample_dataset):
+    """Evaluation answers and a last batch of one sample are not packed: SDPA with its mask takes them."""
+    import torch
+
+    from lab.training.packing import use_packed_attention
+
+    loaded = float32("qwen2_5_vl")
+    items = three_samples(loaded.processor, sample_dataset)
+    batch = LossCollator(loaded.processor.tokenizer.pad_token_id, 8, RopeIndex.of(loaded.model))(items)
+    inputs = {k: v for k, v in batch.items() if not k.startswith("loss_") and k != "labels"}
+    with torch.no_grad():
+        stock = loaded.model(**inputs).logits
+        restore = use_packed_attention(loaded.model)
+        try:
+            assert loaded.model.config.get_text_config()._attn_implementation == "lab_packed_sdpa"
+            switched = loaded.model(**inputs).logits
+        finally:
+            restore()
+    assert loaded.model.config.get_text_config()._attn_implementation == "sdpa"
+    assert torch.allclose(switched, stock, atol=1e-5)
 
 
 def test_packing_is_refused_with_a_sentence_where_it_cannot_apply():
