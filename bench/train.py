@@ -4,12 +4,17 @@
     python bench/train.py --qlora7b            # also QLoRA peak memory of the 7B architecture
     python bench/train.py --batches 4 --skip-plain --steps 30
     python bench/train.py --no-compile         # ours without the torch_compile: true run
+    python bench/train.py --packing --answer-tokens 10 400 --skip-plain   # packing, on answers of varied length
 
 The model is Qwen2.5-VL-3B's real architecture (and 7B's for QLoRA), built from its
 config with random weights, so nothing is downloaded. The tokenizer is the lab's tiny
 byte-level BPE (see :mod:`lab.tiny`): token ids stay in a small range, which changes no
 cost of the model. Every sample is one 448x448 image (256 image tokens) and a prompt
 plus answer of about 170 text tokens (chat template included), ~426 tokens in all.
+``--answer-tokens MIN MAX`` draws each answer's length from another range (the default is
+80-120 tokens): with a wide range, padded batches carry much padding and packed ones none.
+``--packing`` adds the runs "ours+packing" (and "ours+compile+packing") with ``packing: true``;
+the other runs of ours train with ``packing: false``.
 
 "ours" is :func:`lab.training.runner.run_training`, the same call the app and the CLI
 make; "ours+compile" is the same with ``torch_compile: true`` (its first steps include
@@ -126,8 +131,8 @@ def make_processor():
     return processor
 
 
-def make_dataset(folder: Path, processor, samples: int, seed: int = 0) -> Path:
-    """``samples`` records over 64 distinct 448x448 pictures, answers of 80-120 tokens."""
+def make_dataset(folder: Path, processor, samples: int, seed: int = 0, answer_tokens=(80, 120)) -> Path:
+    """``samples`` records over 64 distinct 448x448 pictures, answers of ``answer_tokens`` tokens (both ends in)."""
     from PIL import Image, ImageDraw
 
     from lab.tiny import corpus_texts
@@ -148,7 +153,7 @@ def make_dataset(folder: Path, processor, samples: int, seed: int = 0) -> Path:
     tokenizer = processor.tokenizer
     with open(folder / "data.jsonl", "w", encoding="utf-8") as f:
         for n in range(samples):
-            target, answer = rng.randrange(80, 121), []
+            target, answer = rng.randint(*answer_tokens), []
             while len(tokenizer(" ".join(answer))["input_ids"]) < target:
                 answer.append(rng.choice(words))
             record = {
@@ -231,6 +236,7 @@ def bench_config(dataset: Path, batch: int, steps: int, name: str, **extra):
         logging_steps=5,
         save_steps=100000,
         gradient_checkpointing=True,
+        packing=extra.pop("packing", False),
         min_pixels=IMAGE_SIDE * IMAGE_SIDE,
         max_pixels=IMAGE_SIDE * IMAGE_SIDE,
         **extra,
@@ -378,6 +384,10 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--no-compile", action="store_true", help="skip the run of ours with torch_compile: true")
     parser.add_argument("--qlora7b", action="store_true", help="also measure QLoRA on the 7B architecture")
+    parser.add_argument("--packing", action="store_true", help="also run ours with packing: true (padding-free)")
+    parser.add_argument(
+        "--answer-tokens", type=int, nargs=2, default=[80, 120], metavar=("MIN", "MAX"), help="answer lengths drawn"
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
@@ -392,13 +402,15 @@ def main(argv=None) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lab-bench-"))
     os.environ["LAB_HOME"] = str(work / "home")
     processor = make_processor()
-    dataset = make_dataset(work / "data", processor, samples=max(args.batches) * max(args.steps, args.plain_steps) + 64)
+    samples = max(args.batches) * max(args.steps, args.plain_steps) + 64
+    dataset = make_dataset(work / "data", processor, samples, answer_tokens=tuple(args.answer_tokens))
     peak = matmul_tflops()
     model = build_model("3b", processor)
     params = sum(p.numel() for p in model.parameters())
     results = {
         "device": torch.cuda.get_device_name(),
         "date": time.strftime("%Y-%m-%d"),
+        "answer_tokens": args.answer_tokens,
         "bf16_tflops": peak,
         "params": params,
         "torch": torch.__version__,
@@ -415,6 +427,19 @@ def main(argv=None) -> int:
                     lambda b=batch: run_ours(loaded, dataset, b, args.steps, f"compiled-b{b}", torch_compile=True),
                 )
             )
+        if args.packing:
+            runs.append(
+                ("ours+packing", lambda b=batch: run_ours(loaded, dataset, b, args.steps, f"packed-b{b}", packing=True))
+            )
+            if not args.no_compile:
+                runs.append(
+                    (
+                        "ours+compile+packing",
+                        lambda b=batch: run_ours(
+                            loaded, dataset, b, args.steps, f"compiled-packed-b{b}", torch_compile=True, packing=True
+                        ),
+                    )
+                )
         if not args.skip_plain:
             runs.append(
                 (
@@ -452,7 +477,7 @@ def main(argv=None) -> int:
 def _row(r: dict) -> str:
     mfu = f"  MFU {100 * r['mfu']:.1f}%" if "mfu" in r else ""
     return (
-        f"{r['what']:>12} batch {r['batch']:>2}: {r['samples_per_s']:6.2f} samples/s  {r['tokens_per_s']:8.0f} tokens/s"
+        f"{r['what']:>20} batch {r['batch']:>2}: {r['samples_per_s']:6.2f} samples/s  {r['tokens_per_s']:8.0f} tokens/s"
         f"  peak {r['peak_gib']:5.1f} GiB{mfu}  loss {r['loss']:.3f}  first {WARMUP_STEPS} steps {r['warmup_s']:.0f}s"
     )
 

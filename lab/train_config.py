@@ -48,6 +48,11 @@ DEEPSPEED_STAGES = ("zero2", "zero3", "zero3_offload")
 TRAINERS = ("sft", "grpo")
 AUTO = "auto"  # per_device_batch_size and gradient_checkpointing chosen from the memory forecast
 CHECKPOINTING_LABELS = {AUTO: Msg("auto: off when the memory allows"), True: Msg("on"), False: Msg("off")}
+PACKING_LABELS = {
+    AUTO: Msg("auto: where it is exact and the batch has several samples"),
+    True: Msg("on"),
+    False: Msg("off"),
+}
 TRAINER_LABELS = {"sft": Msg("SFT: learn the reference answers"), "grpo": Msg("GRPO: learn from rewards")}
 
 
@@ -156,6 +161,14 @@ class TrainConfig:
     )
     """Recompute activations in the backward pass: much less memory for about 30% more time. ``auto``: off on a
     GPU when the forecast says the activations fit (the fastest setting that fits), on on the CPU."""
+    packing: bool | str = setting(
+        AUTO, label="Packing (no padding)", choices=(AUTO, True, False), choice_labels=PACKING_LABELS
+    )
+    """Lay the samples of each forward pass end to end in one row instead of padding them to the longest
+    (padding-free batches, as HF's DataCollatorWithFlattening and ms-swift's ``padding_free``): the same samples,
+    steps and loss, with attention kept within each sample and each sample's own positions (Qwen-VL's 3-D
+    positions included). ``auto`` packs for SFT with a batch of several samples on a model with Qwen-VL's
+    positions; ``true`` is refused where it cannot apply. The run's config.yaml holds what was chosen."""
     torch_compile: bool = setting(True, label="torch.compile (GPU)")
     """Compile the language model's layers with torch.compile on a CUDA GPU: about 1.4-1.7x faster
     LoRA steps after a warm-up of a few seconds, same memory (BENCHMARKS.md); a layer that cannot
@@ -272,6 +285,7 @@ class TrainConfig:
         self._check_evaluation()
         self._check_hardware()
         self._check_grpo()
+        self._check_packing()
 
     def _check_numbers(self) -> None:
         _require(
@@ -401,6 +415,13 @@ class TrainConfig:
         )
         if any(spec.name == "format" for spec in specs):
             check_pattern(self.reward_pattern)
+
+    def _check_packing(self) -> None:
+        from lab.training.packing import config_refusal
+
+        reason = config_refusal(self.trainer, self.per_device_batch_size) if self.packing is True else None
+        if reason is not None:
+            raise ConfigError(reason)  # dynamic template: the reason packing cannot apply
 
     # --- YAML and overrides
 

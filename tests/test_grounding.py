@@ -80,7 +80,12 @@ def test_a_family_without_box_tokens_gets_plain_json_on_the_grid(tiny_models, sa
     processor = _processor(tiny_models, "qwen2_5_vl")  # any chat template; the family decides the form
     _, learned = _answer(processor, "llava", sample_dataset)
     assert learned == "the purple Day button[54, 339, 487, 670]<|im_end|>"
-    assert box_format("llava") == PLAIN and set(BOX_FORMATS) == {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"}  # as lab.families says
+    assert box_format("llava") == PLAIN and set(BOX_FORMATS) == {
+        "qwen2_vl",
+        "qwen2_5_vl",
+        "qwen3_vl",
+        "qwen3_5",
+    }  # as lab.families says
 
 
 def test_refs_in_the_question_and_norm1_boxes_of_a_second_image(tiny_models, sample_dataset):

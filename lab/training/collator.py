@@ -422,7 +422,8 @@ class LossCollator(Collator):
     ``loss_positions``: sequence positions (shared by the batch) whose next token is learned;
     ``loss_index``: flat indices into ``batch x positions`` of the learned ones;
     ``loss_targets``: their token ids. With a :class:`RopeIndex` (``rope``) it also adds the
-    model's ``position_ids``, so the model need not compute them on the GPU.
+    model's ``position_ids``, so the model need not compute them on the GPU. With ``packing``
+    a batch of several samples is one row without padding (:func:`lab.training.packing.pack`).
     """
 
     def __init__(
@@ -431,15 +432,22 @@ class LossCollator(Collator):
         pad_to_multiple_of: int = 1,
         rope: RopeIndex | None = None,
         packed: tuple[str, ...] = (),
+        packing: bool = False,
     ):
         super().__init__(pad_token_id, pad_to_multiple_of, packed)
         self.rope = rope
+        self.packing = packing
 
     def __call__(self, items: list[dict]) -> dict:
-        batch = super().__call__(items)
-        rope_positions = self.rope(batch) if self.rope is not None else None
-        if rope_positions is not None:
-            batch["position_ids"] = rope_positions
+        if self.packing and len(items) > 1:
+            from lab.training.packing import pack
+
+            batch = pack(items, self.pad_token_id, self.pad_to_multiple_of, self.rope)
+        else:
+            batch = super().__call__(items)
+            rope_positions = self.rope(batch) if self.rope is not None else None
+            if rope_positions is not None:
+                batch["position_ids"] = rope_positions
         shifted = batch["labels"][:, 1:]
         learned = shifted != IGNORE
         positions = learned.any(dim=0).nonzero().squeeze(1)

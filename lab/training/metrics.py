@@ -129,7 +129,12 @@ class Throughput:
         self.samples = 0
         self.tokens: Any = 0  # a device tensor while training: reading it every step would stall the GPU
 
-    def add(self, inputs: dict) -> None:
+    def add(self, inputs: dict, lengths: Any = None) -> None:
+        """Count a batch; ``lengths`` are the samples' lengths in a packed row (one row of several samples)."""
+        if lengths is not None:
+            self.samples += lengths.shape[0]
+            self.tokens = self.tokens + lengths.sum()
+            return
         mask = inputs.get("attention_mask")
         ids = inputs["input_ids"]
         self.samples += ids.shape[0]

@@ -4,7 +4,8 @@
 :class:`~lab.train_config.TrainConfig` refuses settings that contradict each other; this
 refuses settings this machine cannot honour (a dataset that is not there, a reward file
 that cannot run, a logging package or DeepSpeed that is not installed, GPUs it does not
-have), each with one sentence, before minutes go into loading a model. Nothing asked for is dropped silently.
+have, packing asked of a model that cannot be packed), each with one sentence, before minutes go into loading a
+model. Nothing asked for is dropped silently.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def check_run_environment(cfg: TrainConfig) -> None:
     check_datasets(cfg)
     check_logging(cfg)
     check_gpus(cfg)
+    check_packing(cfg)
     if cfg.trainer == "grpo":
         from lab.training.rewards import load_rewards
 
@@ -66,3 +68,14 @@ def check_gpus(cfg: TrainConfig) -> None:
             num_gpus=cfg.num_gpus,
             have=have,
         )
+
+
+def check_packing(cfg: TrainConfig) -> None:
+    """``packing: true`` needs a model whose samples can be packed exactly (read from its config.json)."""
+    if cfg.packing is not True:
+        return
+    from lab.training.packing import model_refusal
+
+    reason = model_refusal(cfg.model)
+    if reason is not None:
+        raise ConfigError(reason)  # dynamic template: why this model cannot be packed

@@ -10,7 +10,9 @@ These things differ from a stock ``Trainer``:
   the cross-entropy runs over the learned tokens alone (the collator's
   :class:`~lab.training.collator.LossCollator`). Same loss, far less memory.
 * Batches are drawn from groups of similar length (when a batch has more than one
-  sample), so little of a step is spent on padding.
+  sample), so little of a step is spent on padding; with ``packing`` a batch is one row
+  without padding, and the language model attends within each of its samples
+  (:mod:`lab.training.packing`).
 * A stop request ends training after the current optimizer step, with a checkpoint.
 * The GPU is not kept waiting on the host: the data loader's workers compute the Qwen-VL
   models' 3-D positions (:class:`~lab.training.collator.RopeIndex`), batches are copied to
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from lab.training.collator import LossCollator, RopeIndex
 from lab.training.metrics import Throughput
+from lab.training.packing import use_packed_attention
 from lab.training.speed import frozen_towers_without_grad, pad_for_compiled_blocks
 
 if TYPE_CHECKING:
@@ -92,6 +95,8 @@ def make_trainer(
 
         def train(self, *a, **kw):
             undo = [frozen_towers_without_grad(self.model), pad_for_compiled_blocks(self.model, self.data_collator)]
+            if getattr(self.data_collator, "packing", False):
+                undo.append(use_packed_attention(self.model))  # attention within each sample of a packed row
             try:
                 return super().train(*a, **kw)
             finally:
@@ -116,8 +121,9 @@ def make_trainer(
             positions = inputs.pop("loss_positions")
             index, targets = inputs.pop("loss_index"), inputs.pop("loss_targets")
             inputs.pop("labels", None)
+            lengths = inputs.pop("sample_lengths", None)  # a packed row's samples
             if model.training:
-                throughput.add(inputs)
+                throughput.add(inputs, lengths)
             if self._slice_logits:
                 # The output layer sees only the learned tokens: the rows of other samples at a
                 # position one sample learns would each cost a vocabulary-wide row of logits.
