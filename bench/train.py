@@ -217,7 +217,7 @@ def bench_config(dataset: Path, batch: int, steps: int, name: str, **extra):
     from lab.train_config import TrainConfig
 
     return TrainConfig(
-        model=name,
+        model=extra.pop("model", name),
         dataset=str(dataset),
         run_name=name,
         method=extra.pop("method", "lora"),
@@ -251,7 +251,8 @@ def run_ours(loaded, dataset: Path, batch: int, steps: int, name: str, **extra) 
     from lab.training.setup import finish_model, unwrap_adapters
 
     torch.cuda.reset_peak_memory_stats()
-    run_training(bench_config(dataset, batch, steps, name, **extra), loaded=loaded, log=lambda line: print("   ", line))
+    cfg = bench_config(dataset, batch, steps, name, model=loaded.name, **extra)
+    run_training(cfg, loaded=loaded, log=lambda line: print("   ", line))
     loaded.model = unwrap_adapters(loaded.model)
     finish_model(loaded.model)
     return steady_state(runs_dir() / name)
@@ -417,7 +418,9 @@ def main(argv=None) -> int:
         "runs": [],
     }
     print(f"{results['device']}: bf16 matmul {peak:.0f} TFLOP/s; model {params / 1e9:.2f}B parameters", flush=True)
-    loaded = loaded_model(model, processor, "random-qwen2.5-vl-3b")
+    folder = work / "random-qwen2.5-vl-3b"  # its config.json: what the checks before a run read, as for a real model
+    model.config.save_pretrained(folder)
+    loaded = loaded_model(model, processor, str(folder))
     for batch in args.batches:
         runs = [("ours", lambda b=batch: run_ours(loaded, dataset, b, args.steps, f"ours-b{b}"))]
         if not args.no_compile:
