@@ -48,11 +48,6 @@ DEEPSPEED_STAGES = ("zero2", "zero3", "zero3_offload")
 TRAINERS = ("sft", "grpo")
 AUTO = "auto"  # per_device_batch_size and gradient_checkpointing chosen from the memory forecast
 CHECKPOINTING_LABELS = {AUTO: Msg("auto: off when the memory allows"), True: Msg("on"), False: Msg("off")}
-PACKING_LABELS = {
-    AUTO: Msg("auto: where it is exact and the batch has several samples"),
-    True: Msg("on"),
-    False: Msg("off"),
-}
 TRAINER_LABELS = {"sft": Msg("SFT: learn the reference answers"), "grpo": Msg("GRPO: learn from rewards")}
 
 
@@ -161,14 +156,12 @@ class TrainConfig:
     )
     """Recompute activations in the backward pass: much less memory for about 30% more time. ``auto``: off on a
     GPU when the forecast says the activations fit (the fastest setting that fits), on on the CPU."""
-    packing: bool | str = setting(
-        AUTO, label="Packing (no padding)", choices=(AUTO, True, False), choice_labels=PACKING_LABELS
-    )
+    packing: bool = setting(False, label="Packing (no padding)")
     """Lay the samples of each forward pass end to end in one row instead of padding them to the longest
     (padding-free batches, as HF's DataCollatorWithFlattening and ms-swift's ``padding_free``): the same samples,
     steps and loss, with attention kept within each sample and each sample's own positions (Qwen-VL's 3-D
-    positions included). ``auto`` packs for SFT with a batch of several samples on a model with Qwen-VL's
-    positions; ``true`` is refused where it cannot apply. The run's config.yaml holds what was chosen."""
+    positions; models with them and full attention only, else refused). Off by default: batches are already
+    grouped by length, and on an H200 packed steps measured slower than padded ones (BENCHMARKS.md)."""
     torch_compile: bool = setting(True, label="torch.compile (GPU)")
     """Compile the language model's layers with torch.compile on a CUDA GPU: about 1.4-1.7x faster
     LoRA steps after a warm-up of a few seconds, same memory (BENCHMARKS.md); a layer that cannot

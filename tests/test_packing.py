@@ -206,30 +206,20 @@ def test_packing_is_refused_with_a_sentence_where_it_cannot_apply():
         TrainConfig(packing=True, per_device_batch_size=1)
     with pytest.raises(ConfigError, match="trainer 'grpo'"):
         TrainConfig(packing=True, trainer="grpo")
-    assert TrainConfig(packing="auto", trainer="grpo").packing == "auto"  # auto just does not pack there
+    assert TrainConfig(trainer="grpo").packing is False  # off unless asked for
 
 
-def test_auto_packs_a_batch_of_several_on_a_qwen_model_and_not_otherwise(tiny_models, sample_dataset, lab_home):
-    from lab.training.packing import resolve_packing
+def test_a_model_without_qwen_positions_is_refused_and_qwen_models_and_the_demo_are_not(
+    tiny_models, sample_dataset, lab_home
+):
+    from lab.training.packing import model_refusal
 
-    model = str(tiny_models("qwen2_5_vl"))
-    cfg = TrainConfig(model=model, dataset=str(sample_dataset), per_device_batch_size=4)
-    resolve_packing(cfg, lambda line: None)
-    assert cfg.packing is True
-    demo = TrainConfig(model="demo", dataset=str(sample_dataset), per_device_batch_size=4)
-    resolve_packing(demo, lambda line: None)  # the demo model is built only when a run loads it
-    assert demo.packing is True
-    single = TrainConfig(model=model, dataset=str(sample_dataset), per_device_batch_size=1)
-    resolve_packing(single, lambda line: None)
-    assert single.packing is False
+    assert model_refusal(str(tiny_models("qwen2_5_vl"))) is None
+    assert model_refusal("demo") is None  # the demo model is built only when a run loads it
     other = lab_home / "models" / "plain-llava"  # a family without 3-D positions
     other.mkdir(parents=True)
     (other / "config.json").write_text(json.dumps({"model_type": "llava"}), encoding="utf-8")
-    plain = TrainConfig(model=str(other), dataset=str(sample_dataset), per_device_batch_size=4)
-    resolve_packing(plain, lambda line: None)
-    assert plain.packing is False
-    with pytest.raises(ConfigError, match="Qwen-VL's 3-D positions"):
-        resolve_packing(TrainConfig(model=str(other), dataset=str(sample_dataset), packing=True), lambda line: None)
+    assert "Qwen-VL's 3-D positions" in str(model_refusal(str(other)))
 
 
 def run_cli(*args: str):
@@ -262,7 +252,8 @@ def test_a_packed_run_records_its_choice(tiny_models, sample_dataset, lab_home):
         "cpu_demo",
         [f"model={tiny_models('qwen2_5_vl')}", f"dataset={sample_dataset}", "run_name=packed", "max_steps=2"],
     )
-    assert cfg.packing == "auto"
+    assert cfg.packing is False  # the preset does not pack
+    cfg.packing = True
     result = run_training(cfg, log=lambda line: None)
     saved = TrainConfig.from_yaml(result.run_dir / CONFIG_FILE)
     assert saved.packing is True and saved.per_device_batch_size == 4

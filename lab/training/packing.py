@@ -25,8 +25,8 @@ Worked example: samples of 3 and 2 tokens, padded to a multiple of 4::
     labels         -100 a1 a2 -100 b1 -100 -100 -100
     text positions 0  1  2  0  1  0  0  1     (the padding is a sample of its own)
 
-:func:`resolve_packing` turns ``packing: auto`` into true or false before a run's
-config.yaml is written, and refuses ``packing: true`` with a sentence where it cannot apply.
+:func:`config_refusal` (checked with the config) and :func:`model_refusal` (checked before the
+model loads) refuse ``packing: true`` with a sentence where it cannot apply.
 """
 
 from __future__ import annotations
@@ -37,15 +37,13 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lab.errors import ConfigError
-from lab.text import Msg, msg_of
+from lab.text import Msg
 from lab.training.collator import IGNORE, _per_token
 
 if TYPE_CHECKING:
-    from lab.train_config import TrainConfig
+    pass
 
 PACKED_ATTENTION = "lab_packed_sdpa"
-AUTO = "auto"
 
 
 # ---------------------------------------------------------------- the packed batch
@@ -303,7 +301,7 @@ def model_refusal(model: str) -> Msg | None:
     if not takes:
         return Msg(
             "packing needs a model with Qwen-VL's 3-D positions whose attention takes each sample's "
-            "boundaries, and {model} ({model_type}) is not one; set packing to auto or false.",
+            "boundaries, and {model} ({model_type}) is not one; set packing to false.",
             model=model,
             model_type=model_type or "?",
         )
@@ -312,7 +310,7 @@ def model_refusal(model: str) -> Msg | None:
     if layers != {"full_attention"}:
         return Msg(
             "packing needs full attention in every layer of the language model, and {model} has {kinds} layers; "
-            "set packing to auto or false.",
+            "set packing to false.",
             model=model,
             kinds=", ".join(sorted(layers - {"full_attention"})),
         )
@@ -323,28 +321,8 @@ def config_refusal(trainer: str, batch: int | str) -> Msg | None:
     """Why a run with ``trainer`` and ``batch`` samples per forward pass cannot be packed; None if it can."""
     if trainer == "grpo":
         return Msg(
-            "packing applies to SFT batches, and trainer 'grpo' batches its own sampled answers; set packing to auto."
+            "packing applies to SFT batches, and trainer 'grpo' batches its own sampled answers; set packing to false."
         )
     if batch == 1:
         return Msg("packing lays the samples of a batch end to end, so it needs per_device_batch_size above 1.")
     return None
-
-
-def resolve_packing(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
-    """Replace ``packing: auto`` by true or false, and refuse ``packing: true`` where it cannot apply (in place).
-
-    Called once the batch is a number, before the run's config.yaml is written and before anything loads.
-    """
-    if cfg.packing is False:
-        return
-    try:
-        reason = config_refusal(cfg.trainer, cfg.per_device_batch_size) or model_refusal(cfg.model)
-    except ConfigError as err:  # no config.json to read (a Hub model not downloaded yet)
-        if cfg.packing is True:
-            raise
-        reason = msg_of(err)
-    if reason is not None and cfg.packing is True:
-        raise ConfigError(reason)  # dynamic template: the reason above
-    if cfg.packing == AUTO:
-        cfg.packing = reason is None
-        log(f"Packing {'on' if cfg.packing else 'off'}" + ("" if reason is None else f": {str(reason)}"))

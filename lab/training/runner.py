@@ -33,7 +33,6 @@ from lab.training.metrics import (
     make_metrics_callback,
     read_metrics,
 )
-from lab.training.packing import resolve_packing
 from lab.training.runs import (
     CONFIG_FILE,
     default_run_name,
@@ -170,7 +169,6 @@ def prepare_run_dir(cfg: TrainConfig, resume: bool = False) -> Path:
     run that trains in another process (which claims the folder again, see :func:`claim_run_dir`)."""
     if not resume and is_main_process():
         resolve_auto(cfg, training_device(), lambda line: None)
-        resolve_packing(cfg, lambda line: None)
     run_dir, lock = claim_run_dir(cfg, resume)
     if lock is not None:
         lock.release()
@@ -290,9 +288,8 @@ def run_training(
 
     check_run_environment(cfg)  # before the folder is claimed or anything loads
     device = loaded.device if loaded is not None else training_device()
-    if not resume:  # "auto" batch, checkpointing and packing become values before config.yaml is written
+    if not resume:  # "auto" batch and checkpointing become values before config.yaml is written
         resolve_auto(cfg, str(device), log)
-        resolve_packing(cfg, log)
     run_dir, lock = claim_run_dir(cfg, resume)
     failure: Msg | None = None
     try:
@@ -375,7 +372,7 @@ def _train(
         processor.tokenizer.pad_token_id,
         8 if device.startswith("cuda") else 1,
         packed=get_family(loaded.family).packed,
-        packing=cfg.packing is True,
+        packing=cfg.packing,
     )
     pixels = loaded.dtype if (args.bf16 or args.fp16) else None
     trainer = make_trainer(
