@@ -151,7 +151,12 @@ def gpu_rows(work: Path, dataset: Path, steps: int, auto: bool, sizes: list[str]
     for size, method, batch, ckpt in (job for job in JOBS if job[0] in sizes):
         groups.setdefault((size, method == "qlora"), []).append((method, batch, ckpt))
     for (size, quantized), jobs in groups.items():
-        loaded, folder = gpu_models(work, size, quantized)
+        try:
+            loaded, folder = gpu_models(work, size, quantized)
+        except Exception as err:  # bitsandbytes missing, say: the other groups' figures still count
+            rows += [{"run": f"{size}-{m}-b{b}", "error": f"{type(err).__name__}: {err}"} for m, b, _ in jobs]
+            print(_line(rows[-1]), flush=True)
+            continue
         for method, batch, ckpt in jobs:
             name = f"{size}-{method}-b{batch}-{'ckpt' if ckpt else 'nockpt'}"
             cfg = job_config(folder, dataset, method, batch, ckpt, steps, name, 448)
