@@ -228,14 +228,14 @@ def bench_config(dataset: Path, batch: int, steps: int, name: str, **extra):
         learning_rate=1e-4,
         max_steps=steps,
         per_device_batch_size=batch,
-        gradient_accumulation_steps=1,
+        gradient_accumulation_steps=extra.pop("gradient_accumulation_steps", 1),
         max_length=1024,
         warmup_ratio=0.0,
         lr_scheduler="constant",
         val_ratio=0.0,
         logging_steps=5,
         save_steps=100000,
-        gradient_checkpointing=True,
+        gradient_checkpointing=extra.pop("gradient_checkpointing", True),
         packing=extra.pop("packing", False),
         min_pixels=IMAGE_SIDE * IMAGE_SIDE,
         max_pixels=IMAGE_SIDE * IMAGE_SIDE,
@@ -256,6 +256,25 @@ def run_ours(loaded, dataset: Path, batch: int, steps: int, name: str, **extra) 
     loaded.model = unwrap_adapters(loaded.model)
     finish_model(loaded.model)
     return steady_state(runs_dir() / name)
+
+
+def run_auto(loaded, dataset: Path, effective: int, steps: int) -> dict:
+    """Ours with ``per_device_batch_size`` and ``gradient_checkpointing`` ``auto``, as the app sets them on a GPU."""
+    from lab.paths import runs_dir
+    from lab.train_config import TrainConfig
+    from lab.training.runs import CONFIG_FILE
+
+    result = run_ours(
+        loaded,
+        dataset,
+        "auto",
+        steps,
+        "auto",
+        gradient_checkpointing="auto",
+        gradient_accumulation_steps=effective,
+    )
+    chosen = TrainConfig.from_yaml(runs_dir() / "auto" / CONFIG_FILE)
+    return {**result, "batch": chosen.per_device_batch_size, "checkpointing": chosen.gradient_checkpointing}
 
 
 def run_plain(model, processor, dataset: Path, batch: int, steps: int, name: str) -> dict:
@@ -385,6 +404,13 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--no-compile", action="store_true", help="skip the run of ours with torch_compile: true")
     parser.add_argument("--qlora7b", action="store_true", help="also measure QLoRA on the 7B architecture")
+    parser.add_argument(
+        "--auto",
+        type=int,
+        metavar="EFFECTIVE",
+        default=None,
+        help="also run ours with batch and checkpointing auto, for an effective batch of EFFECTIVE samples",
+    )
     parser.add_argument("--packing", action="store_true", help="also run ours with packing: true (padding-free)")
     parser.add_argument(
         "--answer-tokens", type=int, nargs=2, default=[80, 120], metavar=("MIN", "MAX"), help="answer lengths drawn"
@@ -462,6 +488,14 @@ def main(argv=None) -> int:
             print(_row(result), flush=True)
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=2))
+    if args.auto:
+        try:
+            result = {"what": "ours, auto", **run_auto(loaded, dataset, args.auto, args.steps)}
+            result["mfu"] = 4 * params * result["tokens_per_s"] / (peak * 1e12)
+            results["runs"].append(result)
+            print(_row(result) + f"  (chose batch {result['batch']}, checkpointing {result['checkpointing']})")
+        except Exception as err:
+            print(f"auto failed: {type(err).__name__}: {err}", flush=True)
     if args.qlora7b:
         del loaded, model
         gc.collect()  # the trainers' reference cycles still hold the 3B model
