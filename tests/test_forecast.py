@@ -14,7 +14,7 @@ from PIL import Image
 
 from lab.train_config import TrainConfig
 from lab.training import fit
-from lab.training.fit import KNOWN_CONFIGS, Where, arch_of, plan, resolve_auto
+from lab.training.fit import Where, plan, resolve_auto
 from lab.training.forecast import (
     CARDS,
     Arch,
@@ -28,6 +28,7 @@ from lab.training.forecast import (
     trainable_bytes,
     weight_bytes,
 )
+from lab.training.sizes import KNOWN_CONFIGS, arch_of, dataset_lengths
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = Arch(
@@ -136,7 +137,7 @@ def test_dataset_lengths_count_image_tokens_from_the_image_size(bench_dataset):
     cfg = TrainConfig(
         model="Qwen/Qwen2.5-VL-3B-Instruct", dataset=str(bench_dataset), max_pixels=448 * 448, val_ratio=0.0
     )
-    lengths = fit.dataset_lengths(cfg, arch_of(KNOWN_CONFIGS[cfg.model]))
+    lengths = dataset_lengths(cfg, arch_of(KNOWN_CONFIGS[cfg.model]))
     assert lengths.samples == 400
     assert lengths.image_share == pytest.approx(258 / lengths.mean_tokens)  # 16x16 tokens and vision start/end
     assert 380 < lengths.mean_tokens < 460 and 90 < lengths.max_answer < 130
@@ -289,7 +290,7 @@ def test_train_tab_forecasts_the_form_in_the_page_language():
 
 def test_a_shared_deployment_forecasts_only_models_a_visitor_may_load(monkeypatch, tmp_path):
     from lab.errors import LabError
-    from lab.training.fit import read_model_config
+    from lab.training.sizes import read_model_config
 
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "config.json").write_text("{}")

@@ -1,6 +1,6 @@
 """Memory and time of a training step before anything loads, from the model's architecture alone.
 
-The architecture (:class:`Arch`) comes from a ``config.json`` (:mod:`lab.training.fit` finds
+The architecture (:class:`Arch`) comes from a ``config.json`` (:mod:`lab.training.sizes` finds
 it); a :class:`Job` is what one GPU does in a step: method, which parts train, dtype, batch
 and the longest and mean sample; a :class:`Card` is a GPU's memory and matrix-multiply rate.
 :func:`forecast` counts bytes the way the lab trains (:mod:`lab.training.trainer`)::

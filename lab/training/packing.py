@@ -282,7 +282,7 @@ def model_refusal(model: str) -> Msg | None:
 
     from lab import paths
     from lab.train_config import DEMO_MODEL
-    from lab.training.fit import read_model_config
+    from lab.training.sizes import read_model_config
 
     if model == DEMO_MODEL and not (paths.demo_model_dir() / "config.json").is_file():
         raw = {"model_type": "qwen2_5_vl"}  # the demo model, built (lab/tiny.py) when the run loads it
