@@ -236,6 +236,7 @@ def bench_config(dataset: Path, batch: int, steps: int, name: str, **extra):
         logging_steps=5,
         save_steps=100000,
         gradient_checkpointing=extra.pop("gradient_checkpointing", True),
+        torch_compile=extra.pop("torch_compile", False),  # "ours+compile" asks for it; the config's default is on
         packing=extra.pop("packing", False),
         min_pixels=IMAGE_SIDE * IMAGE_SIDE,
         max_pixels=IMAGE_SIDE * IMAGE_SIDE,
@@ -272,6 +273,7 @@ def run_auto(loaded, dataset: Path, effective: int, steps: int) -> dict:
         "auto",
         gradient_checkpointing="auto",
         gradient_accumulation_steps=effective,
+        torch_compile=True,  # as the app trains on a GPU
     )
     chosen = TrainConfig.from_yaml(runs_dir() / "auto" / CONFIG_FILE)
     return {**result, "batch": chosen.per_device_batch_size, "checkpointing": chosen.gradient_checkpointing}
