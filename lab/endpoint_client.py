@@ -3,9 +3,9 @@
 OpenAI, DashScope's compatible mode, a local vLLM or Ollama server all speak the same
 protocol; :func:`load_providers` knows their base URLs and models. This module owns what
 talking to one of them takes: which URL, model and key (:func:`resolve_endpoint`), images
-as data URLs within a pixel budget, chat messages, the ``openai`` SDK's client with its
-retries (429 with ``Retry-After``, 5xx, timeouts) and timeout, and every way a request can
-fail as one reason in both languages, with the key scrubbed out (:class:`EndpointError`).
+as data URLs within a pixel budget, chat messages, requests with the ``openai`` SDK's retries
+(429 with ``Retry-After``, 5xx, timeouts) and timeout (:mod:`lab.endpoint_http`), and every way
+a request can fail as one reason in both languages, with the key scrubbed out (:class:`EndpointError`).
 
 Keys stay home: a key from the server's environment is sent only to the base URL it was set
 up for (``OPENAI_API_KEY`` to ``OPENAI_BASE_URL``, else to OpenAI; a provider's ``key_env``
@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lab import __version__
 from lab.conversation import IMAGE_PLACEHOLDER
 from lab.errors import ConfigError, LabError
 from lab.images import open_image
@@ -38,8 +39,8 @@ PLACEHOLDER_KEY = "EMPTY"  # what servers that check no key accept
 PROVIDER_KEYS = ("title", "base_url", "models", "key_env", "needs_key")
 IMAGE_FORMATS = ("jpeg", "png")
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
-# HTTP attempts made by the current request (the SDK retries inside one call).
-_ATTEMPTS: ContextVar[list[int] | None] = ContextVar("endpoint_attempts", default=None)
+# Sent only where OPENAI_API_KEY goes, as the SDK sends them when they are set.
+OPENAI_ENV_HEADERS = (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID"))
 
 
 # ---------------------------------------------------------------- providers, URLs and keys
@@ -249,7 +250,7 @@ class Completion:
 
 
 class EndpointError(LabError):
-    """A request that failed for good (after the SDK's retries).
+    """A request that failed for good (after the retries).
 
     ``kind`` is ``timeout``, ``connection``, ``malformed`` or ``http_<status>``; ``reason`` is a
     :class:`~lab.text.Msg` without the key; ``retries`` were spent on it.
@@ -274,27 +275,37 @@ class ChatClient:
         self.endpoint = endpoint
         self.timeout = timeout
         self.max_retries = max_retries
-        self._sdk = None
+        self._http = None
 
     async def __aenter__(self) -> ChatClient:
-        from openai import AsyncOpenAI, DefaultAioHttpClient
+        from lab.endpoint_http import JsonPoster, chat_url
 
-        # The SDK's connection pool belongs to the event loop it first runs in, so the
-        # client is made here, inside the caller's loop, and closed when it is done.
-        http = DefaultAioHttpClient(event_hooks={"request": [_count_attempt]})
-        self._sdk = AsyncOpenAI(
-            api_key=self.endpoint.api_key,
-            base_url=self.endpoint.base_url,
-            http_client=http,
-            timeout=self.timeout,
-            max_retries=self.max_retries,
+        # A connection pool belongs to the event loop it first runs in, so the session is
+        # made here, inside the caller's loop, and closed when it is done.
+        http = JsonPoster(
+            chat_url(self.endpoint.base_url), self.headers(), timeout=self.timeout, max_retries=self.max_retries
         )
+        await http.open()
+        self._http = http
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._sdk is not None:
-            await self._sdk.close()
-            self._sdk = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def headers(self) -> dict[str, str]:
+        """What every request carries: the key (none when there is none), JSON, who asks."""
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": f"vlm-lab/{__version__}",
+        }
+        if self.endpoint.api_key:
+            headers["Authorization"] = f"Bearer {self.endpoint.api_key}"
+        if same_url(self.endpoint.base_url, os.environ.get("OPENAI_BASE_URL") or OPENAI_URL):
+            headers.update((name, os.environ[env]) for name, env in OPENAI_ENV_HEADERS if os.environ.get(env))
+        return headers
 
     def request(
         self, messages: list[dict], *, max_new_tokens: int, temperature: float, json_mode: bool = False
@@ -309,48 +320,49 @@ class ChatClient:
         return body
 
     async def complete(self, body: dict) -> Completion:
-        """Send one request; raises :class:`EndpointError` once the SDK's retries are spent."""
-        if self._sdk is None:
+        """Send one request; raises :class:`EndpointError` once the retries are spent."""
+        if self._http is None:
             raise RuntimeError("use the client inside 'async with'")
-        attempts = [0]
-        _ATTEMPTS.set(attempts)  # each caller is its own task, so this counter is this call's
+        attempts = 0
         start = time.perf_counter()
         try:
-            # post() rather than chat.completions.create(), and the answer as plain JSON
-            # (cast_to=object) rather than the SDK's pydantic models: the same request,
-            # retries and errors, without re-typing every message part on the way out and
-            # every field on the way back, which cost about 2 ms of CPU per request and
-            # capped throughput at high concurrency (BENCHMARKS.md, labeling).
-            completion = await self._sdk.post("/chat/completions", cast_to=object, body=body)
+            # The body is encoded once (as the SDK encodes it) and the answer read as plain
+            # JSON: the SDK's request path and response models cost about 3 ms of CPU per
+            # request and capped throughput at high concurrency (BENCHMARKS.md, labeling).
+            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            answer = await self._http.post(payload)
+            attempts = answer.attempts
+            completion = answer.json()
             choice = completion["choices"][0]
             message, usage = choice["message"], completion.get("usage") or {}
             text = message.get("content") or ""
             if not isinstance(text, str):
                 raise TypeError("the answer's content is not text")
         except Exception as err:  # every way a request can fail becomes one reason
-            raise self._error(err, attempts[0]) from None
+            raise self._error(err, getattr(err, "attempts", attempts)) from None
         return Completion(
             text=text,
             prompt_tokens=usage.get("prompt_tokens") or 0,
             completion_tokens=usage.get("completion_tokens") or 0,
             seconds=time.perf_counter() - start,
-            retries=max(0, attempts[0] - 1),
+            retries=max(0, attempts - 1),
             finish_reason=choice.get("finish_reason"),
             refusal=message.get("refusal"),
         )
 
     def _error(self, err: Exception, attempts: int) -> EndpointError:
-        import openai
+        from lab.endpoint_http import RequestFailed
 
         tries, url = max(1, attempts), self.endpoint.base_url
-        if isinstance(err, openai.APITimeoutError) and not _never_connected(err):
+        failed = err.kind if isinstance(err, RequestFailed) else "malformed"
+        if failed == "timeout":
             kind, reason = (
                 "timeout",
                 Msg("timed out after {timeout:g} s ({tries} tries)", timeout=self.timeout, tries=tries),
             )
-        elif isinstance(err, openai.APIStatusError):
+        elif failed == "status":
             kind, reason = f"http_{err.status_code}", _status_reason(err, tries)
-        elif isinstance(err, openai.APIConnectionError):
+        elif failed == "connection":
             kind, reason = "connection", Msg("cannot reach {url} ({tries} tries)", url=url, tries=tries)
         else:
             kind, reason = (
@@ -366,21 +378,6 @@ class ChatClient:
         return _without(reason, key)
 
 
-def _never_connected(err: BaseException) -> bool:
-    """Whether a "timeout" was really a refused or unreachable server.
-
-    The aiohttp transport reports every failed connect (refused, no route, unknown host)
-    as a connect timeout; the OS error underneath says what happened.
-    """
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if type(err).__name__ == "ClientConnectorError" or isinstance(err, ConnectionRefusedError):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
 def _without(message: Msg, key: str) -> Msg:
     """``message`` with ``key`` starred out of its values (the server's own words may repeat it)."""
     values = {
@@ -394,16 +391,9 @@ def _without(message: Msg, key: str) -> Msg:
     return Msg(message.template, **values)  # dynamic template: the same message, its values scrubbed
 
 
-async def _count_attempt(request) -> None:
-    """httpx request hook: runs in the calling task, so it sees that call's counter."""
-    counter = _ATTEMPTS.get()
-    if counter is not None:
-        counter[0] += 1
-
-
 def _status_reason(err, tries: int) -> Msg:
     status = err.status_code
-    body = getattr(err, "body", None)  # the SDK has already unwrapped {"error": {...}}
+    body = err.body  # already unwrapped from {"error": {...}}
     detail = body.get("message") if isinstance(body, dict) else body
     detail = str(detail or "").strip()[:200]  # the server's own words, shown as they are in both languages
     if status == 401:

@@ -7,7 +7,7 @@ holds the labeler's settings and fits the client to the :class:`~lab.labeling.it
 protocol that the preview and the batch run use.
 
 The API key lives only in :class:`LabelerConfig` (kept out of its repr and of
-:meth:`LabelerConfig.public_dict`) and in the SDK client.
+:meth:`LabelerConfig.public_dict`) and in the client's request headers.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class ApiLabeler:
         return encode_image(path, self.config.max_pixels, self.config.image_format)
 
     async def ask(self, prepared: str, system: str, user: str, history: list[tuple[str, str]] = ()) -> Reply:
-        """Ask about one prepared image; raises LabelFailure once the SDK's retries are spent."""
+        """Ask about one prepared image; raises LabelFailure once the retries are spent."""
         cfg = self.config
         body = self._client.request(
             build_messages(system, user, [prepared], history),
