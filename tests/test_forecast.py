@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from lab.errors import ConfigError
 from lab.train_config import TrainConfig
 from lab.training import fit
 from lab.training.fit import Where, plan, resolve_auto
@@ -216,6 +217,25 @@ def test_run_config_holds_the_resolved_values(tiny_models, bench_dataset, monkey
     assert (saved["per_device_batch_size"], saved["gradient_checkpointing"]) == (8, False)
     assert saved["gradient_accumulation_steps"] == 1
     assert TrainConfig.from_dict(saved).per_device_batch_size == 8
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "internvl", "gemma3"])
+def test_a_family_whose_image_tokens_the_forecast_cannot_count_falls_back_on_a_gpu(
+    family, tiny_models, sample_dataset, monkeypatch
+):
+    from lab.families import get_family
+
+    monkeypatch.setattr(fit, "this_machine", lambda device, card=None: Where(CARDS["h200"], 100.0))
+    cfg = TrainConfig(model=str(tiny_models(family)), dataset=str(sample_dataset), gradient_accumulation_steps=4)
+    said = []
+    chosen = resolve_auto(cfg, "cuda:0", said.append)
+    if get_family(family).pixels == "qwen":
+        assert chosen is not None and cfg.per_device_batch_size == chosen.batch > 1
+    else:  # InternVL's tiles, Gemma 3's fixed count: a sentence, and the settings from before the forecast
+        assert chosen is None and (cfg.per_device_batch_size, cfg.gradient_checkpointing) == (1, True)
+        assert f"{family} models count them their own way" in said[0]
+        with pytest.raises(ConfigError, match="cannot be forecast yet"):
+            plan(cfg, "cuda", "h200")
 
 
 def test_dry_run_loads_nothing_and_prints_the_forecast():

@@ -105,7 +105,21 @@ def _read_json(path: Path) -> dict:
 
 
 def arch_of(raw: dict) -> Arch:
-    """The :class:`Arch` of a Qwen-VL-style ``config.json`` (text settings nested or at the top)."""
+    """The :class:`Arch` of a Qwen-VL-style ``config.json`` (text settings nested or at the top).
+
+    Other families count image tokens their own way (tiles, slices, a fixed count: ``pixels`` in
+    :mod:`lab.families`), which the forecast does not model: they are refused with a sentence,
+    and ``auto`` settings then fall back to batch 1 with checkpointing.
+    """
+    from lab.families import get_family
+
+    model_type = str(raw.get("model_type", ""))
+    if get_family(model_type).pixels != "qwen":
+        raise ConfigError(
+            "The forecast counts image tokens as Qwen-VL models do, and {model_type} models count them their own "
+            "way, so their memory cannot be forecast yet.",
+            model_type=model_type or "?",
+        )
     text = raw.get("text_config") or raw
     vision = raw.get("vision_config") or {}
     try:
