@@ -256,7 +256,11 @@ def test_dry_run_loads_nothing_and_prints_the_forecast():
 
 def test_dry_run_in_chinese_and_an_unknown_card():
     env_zh = {"LAB_LANG": "zh"}
-    for args, expected in ((["--card", "h200"], "预估"), (["--card", "h300"], "Unknown card h300")):
+    for args, expected in (
+        (["--card", "h200"], "预估"),
+        (["--card", "H200"], "预估"),  # as the card's maker writes it
+        (["--card", "h300"], "Unknown card h300"),
+    ):
         done = subprocess.run(
             [sys.executable, "-m", "lab", "train", "--preset", "qlora", "--dry-run", *args],
             capture_output=True,

@@ -50,9 +50,11 @@ class Where:
 
 
 def card_named(name: str) -> Card:
-    if name not in CARDS:
+    """The card called ``name``, as written or in any case (``H200`` is ``h200``)."""
+    key = name.strip().lower()
+    if key not in CARDS:
         raise ConfigError("Unknown card {name}; known cards: {names}.", name=name, names=", ".join(CARDS))
-    return CARDS[name]
+    return CARDS[key]
 
 
 def this_machine(device: str, card: str | None = None) -> Where:
