@@ -223,7 +223,7 @@ def bench_config(dataset: Path, batch: int, steps: int, name: str, **extra):
         method=extra.pop("method", "lora"),
         lora_rank=8,
         lora_alpha=32,
-        lora_dropout=0.05,
+        lora_dropout=extra.pop("lora_dropout", 0.05),
         lora_targets=["language"],
         learning_rate=1e-4,
         max_steps=steps,

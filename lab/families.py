@@ -55,6 +55,9 @@ class Family:
     expands: str = "replace"  # "repeat": the placeholder becomes n copies of itself; "replace": a longer text
     packed: tuple[str, ...] = ()  # image inputs a batch joins along their last dimension (not stacks)
     video: bool = False  # trains and answers on video through lab/video.py (qwen-vl-utils frames, Qwen grids)
+    # the vision tower's index tensors the data loader computes (lab/training/tower_index.py):
+    # "positions", "seqlens", "windows"
+    tower_index: tuple[str, ...] = ()
     box_format: str | None = None  # grounding boxes: "0-1000" grid, "pixels" of the resized image, or None
     tokens: Tokens | None = None  # the real tokenizer (for the tiny stand-in)
     chat_template: str = ""
@@ -127,8 +130,16 @@ QWEN_PARTS = {
 }
 
 # What the Qwen-VL families share: the image placeholder repeated per image token, the same
-# module paths, qwen-vl-utils' pixel rule, and video through lab/video.py.
-_QWEN_VL = dict(image_token="<|image_pad|>", parts=QWEN_PARTS, pixels="qwen", expands="repeat", video=True)
+# module paths, qwen-vl-utils' pixel rule, video through lab/video.py, and the tower's patch
+# positions and attention boundaries computed by the data loader.
+_QWEN_VL = dict(
+    image_token="<|image_pad|>",
+    parts=QWEN_PARTS,
+    pixels="qwen",
+    expands="repeat",
+    video=True,
+    tower_index=("positions", "seqlens"),
+)
 _PROJECTOR_PARTS = {
     "vision": ("model.vision_tower",),
     "merger": ("model.multi_modal_projector",),
@@ -159,7 +170,7 @@ _ENTRIES = [
             ("Qwen/Qwen2.5-VL-32B-Instruct", "32B"),
             ("Qwen/Qwen2.5-VL-72B-Instruct", "72B"),
         ),
-        **_QWEN_VL,
+        **{**_QWEN_VL, "tower_index": ("positions", "seqlens", "windows")},
         box_format="pixels",
         tokens=_qwen_tokens(151643, _QWEN_BASE, _QWEN_TOOLS),
         chat_template=chat_templates.QWEN2_VL,

@@ -368,6 +368,51 @@ def test_compiled_layers_give_the_eager_gradients_under_dropout_and_checkpointin
     assert (compiled - eager).norm() <= 1e-4 * eager.norm()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler"
+)
+@pytest.mark.parametrize("targets", [["language"], ["language", "merger"]])
+def test_a_frozen_vision_tower_is_compiled_and_gives_the_eager_features(tiny_models, targets):
+    """compile_blocks compiles the vision blocks only where the tower runs without autograd (no weight of it
+    trains), and the compiled tower's features are the eager ones."""
+    import torch
+    import torch._dynamo
+
+    from lab.models import load_model
+    from lab.training.setup import prepare_model
+    from lab.training.speed import compile_blocks, frozen_towers_without_grad, vision_tower
+
+    loaded = load_model(str(tiny_models("qwen2_5_vl")), dtype="float32")
+    cfg = TrainConfig(dataset="data/sample", lora_targets=targets)
+    data = build_data(cfg, loaded.processor, lambda _: None)
+    model = prepare_model(loaded.model, cfg).model
+    dataset = TrainDataset(data.train[:3], loaded.processor)
+    batch = LossCollator(loaded.processor.tokenizer.pad_token_id)([dataset[i] for i in range(3)])
+    tower = vision_tower(model)
+
+    def features():
+        with torch.no_grad():
+            return tower(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
+
+    eager = features()
+    suppress = torch._dynamo.config.suppress_errors
+    restore = compile_blocks(model)
+    undo_grad = frozen_towers_without_grad(model)
+    torch._dynamo.config.suppress_errors = False  # a block that failed to compile would make this test vacuous
+    try:
+        compiled_blocks = [b for b in tower.blocks if b._compiled_call_impl is not None]
+        compiled = features()
+    finally:
+        torch._dynamo.config.suppress_errors = suppress
+        undo_grad()
+        restore()
+    frozen = targets == ["language"]
+    assert len(compiled_blocks) == (len(tower.blocks) if frozen else 0)
+    assert torch.allclose(compiled, eager, atol=1e-5, rtol=1e-4)
+    assert all(b._compiled_call_impl is None for b in tower.blocks)  # undone
+
+
 def test_one_process_on_a_multi_gpu_machine_never_uses_data_parallel(monkeypatch, tmp_path):
     """nn.DataParallel replicas hold no parameters, and Qwen-VL reads its vision dtype from them."""
     import torch

@@ -422,7 +422,9 @@ class LossCollator(Collator):
     ``loss_positions``: sequence positions (shared by the batch) whose next token is learned;
     ``loss_index``: flat indices into ``batch x positions`` of the learned ones;
     ``loss_targets``: their token ids. With a :class:`RopeIndex` (``rope``) it also adds the
-    model's ``position_ids``, so the model need not compute them on the GPU. With ``packing``
+    model's ``position_ids``, so the model need not compute them on the GPU; with a
+    :class:`~lab.training.tower_index.TowerIndex` (``tower``), the vision tower's index tensors
+    (``tower_index``). With ``packing``
     a batch of several samples is one row without padding (:func:`lab.training.packing.pack`).
     """
 
@@ -433,10 +435,12 @@ class LossCollator(Collator):
         rope: RopeIndex | None = None,
         packed: tuple[str, ...] = (),
         packing: bool = False,
+        tower: Any = None,
     ):
         super().__init__(pad_token_id, pad_to_multiple_of, packed)
         self.rope = rope
         self.packing = packing
+        self.tower = tower  # a lab.training.tower_index.TowerIndex
 
     def __call__(self, items: list[dict]) -> dict:
         if self.packing and len(items) > 1:
@@ -448,6 +452,10 @@ class LossCollator(Collator):
             rope_positions = self.rope(batch) if self.rope is not None else None
             if rope_positions is not None:
                 batch["position_ids"] = rope_positions
+        if self.tower is not None:
+            from lab.training.tower_index import KEY
+
+            batch[KEY] = self.tower(batch)
         shifted = batch["labels"][:, 1:]
         learned = shifted != IGNORE
         positions = learned.any(dim=0).nonzero().squeeze(1)

@@ -49,6 +49,10 @@ from typing import Any
 
 GROUPED_ATTENTION = "lab_flash_grouped_sdpa"
 COMPILED_PAD_MULTIPLE = 64
+# The names under which vision towers keep their repeated blocks (Qwen-VL: ``blocks``; SigLIP-style
+# encoders: ``layers``; InternViT: ``layer``).
+_BLOCK_LISTS = ("blocks", "layers", "layer")
+_RECOMPILE_LIMIT = 32
 _VISION_ATTENTION_CLASSES = (
     "VisionAttention",
     "Qwen2_5_VLVisionAttention",
@@ -155,11 +159,14 @@ def skip_adapter_input_cast(model: Any) -> Callable[[], None]:
 
 
 def compile_blocks(model: Any) -> Callable[[], None]:
-    """``torch.compile`` each decoder layer of the language model in place; returns the undo function.
+    """``torch.compile`` the repeated blocks of ``model`` in place; returns the undo function.
 
-    Only the language model: on an H100 a frozen vision block failed inside torch.compile
-    (AOT partitioning), and since every checkpointed block of transformers shares one
-    wrapper function, that failure switched compilation off for the decoder layers too.
+    Always the decoder layers of the language model. The vision tower's blocks too, when none
+    of the tower's weights trains: such a tower runs under ``torch.no_grad`` while training
+    (:func:`frozen_towers_without_grad`), so its blocks compile to forward-only graphs. A tower
+    that trains is left eager: on an H100 a vision block failed inside torch.compile's
+    forward/backward partitioning, and since every checkpointed block of transformers shares
+    one wrapper function, that failure switched compilation off for the decoder layers too.
     """
     import torch
     import torch._dynamo
@@ -168,11 +175,21 @@ def compile_blocks(model: Any) -> Callable[[], None]:
 
     # A block dynamo cannot handle falls back to eager instead of failing the run.
     torch._dynamo.config.suppress_errors = True
+    # Every checkpointed block of transformers runs through one wrapper function, and dynamo keeps
+    # at most ``recompile_limit`` versions of a function: decoder layers and vision blocks, each
+    # training and evaluating, at a fixed and then a variable length, filled the default 8 in a
+    # run with evaluation, and every block ran eager from then on.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
     language = module_groups(model)["language"]
     blocks = []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and name.endswith(".layers") and in_group(name, language):
             blocks.extend(module)
+    tower = vision_tower(model)
+    if tower is not None and not any(p.requires_grad for p in tower.parameters()):
+        for name, module in tower.named_modules():
+            if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in _BLOCK_LISTS:
+                blocks.extend(module)
     for block in blocks:
         # Inductor's own random numbers (the default) made a checkpointed layer draw other
         # dropout masks when it recomputed its forward pass in the backward one, so its
@@ -182,6 +199,9 @@ def compile_blocks(model: Any) -> Callable[[], None]:
     def restore() -> None:
         for block in blocks:
             block._compiled_call_impl = None
+        # The versions compiled for this model count against the limit of the next run in this
+        # process (the app trains many times): forget them.
+        torch._dynamo.reset()
 
     return restore
 

@@ -15,13 +15,15 @@ These things differ from a stock ``Trainer``:
   (:mod:`lab.training.packing`).
 * A stop request ends training after the current optimizer step, with a checkpoint.
 * The GPU is not kept waiting on the host: the data loader's workers compute the Qwen-VL
-  models' 3-D positions (:class:`~lab.training.collator.RopeIndex`), batches are copied to
+  models' 3-D positions (:class:`~lab.training.collator.RopeIndex`) and their vision towers'
+  index tensors (:mod:`lab.training.tower_index`), batches are copied to
   the GPU without blocking, and a frozen vision tower runs without autograd while training
   (:func:`~lab.training.speed.frozen_towers_without_grad`). Same numbers, fewer stalls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
@@ -33,6 +35,8 @@ from lab.training.collator import LossCollator, RopeIndex
 from lab.training.metrics import Throughput
 from lab.training.packing import use_packed_attention
 from lab.training.speed import frozen_towers_without_grad, pad_for_compiled_blocks
+from lab.training.tower_index import KEY as TOWER_INDEX
+from lab.training.tower_index import TowerFeed, TowerIndex
 
 if TYPE_CHECKING:
     from lab.train_config import TrainConfig
@@ -92,11 +96,15 @@ def make_trainer(
             super().__init__(*a, **kw)
             self.model_accepts_loss_kwargs = True  # makes the Trainer count learned tokens across accumulation
             self._slice_logits = _accepts_logits_to_keep(self.model)
+            self._tower_feed = None
 
         def train(self, *a, **kw):
             undo = [frozen_towers_without_grad(self.model), pad_for_compiled_blocks(self.model, self.data_collator)]
             if getattr(self.data_collator, "packing", False):
                 undo.append(use_packed_attention(self.model))  # attention within each sample of a packed row
+            if getattr(self.data_collator, "tower", None) is not None:
+                self._tower_feed = TowerFeed(self.model)  # each batch's tower index, computed by the workers
+                undo += [self._tower_feed.remove, lambda: setattr(self, "_tower_feed", None)]
             try:
                 return super().train(*a, **kw)
             finally:
@@ -122,8 +130,14 @@ def make_trainer(
             index, targets = inputs.pop("loss_index"), inputs.pop("loss_targets")
             inputs.pop("labels", None)
             lengths = inputs.pop("sample_lengths", None)  # a packed row's samples
+            tower_index = inputs.pop(TOWER_INDEX, None)
             if model.training:
                 throughput.add(inputs, lengths)
+            feed = self._tower_feed.batch(tower_index, inputs) if self._tower_feed else contextlib.nullcontext()
+            with feed:
+                return self._loss(model, inputs, positions, index, targets, return_outputs, num_items_in_batch)
+
+        def _loss(self, model, inputs, positions, index, targets, return_outputs, num_items_in_batch):
             if self._slice_logits:
                 # The output layer sees only the learned tokens: the rows of other samples at a
                 # position one sample learns would each cost a vocabulary-wide row of logits.
@@ -148,6 +162,8 @@ def make_trainer(
 
     if isinstance(collator, LossCollator) and collator.rope is None:
         collator.rope = RopeIndex.of(model)  # the collator runs in the loader's workers, which have no model
+    if isinstance(collator, LossCollator) and collator.tower is None:
+        collator.tower = TowerIndex.of(model)
     trainer = LabTrainer(
         model=model,
         args=args,

@@ -1,0 +1,105 @@
+"""The vision tower's index tensors of a batch, computed by the data loader's workers on the CPU.
+
+A Qwen-VL tower begins every forward pass by turning the picture grids (``image_grid_thw``)
+into index tensors: the rotary position of every patch, the boundaries of each picture's
+attention and its longest piece, and for Qwen2.5-VL the windows. transformers computes them
+from the grids on the GPU with Python loops and ``.tolist()``: on the 3B benchmark that is
+13 reads back from the GPU a step, each waiting for every kernel queued before it, the
+previous step's backward pass and optimizer included, while the GPU then waits for the
+host. The functions read nothing of the model but its vision config, and the tower takes
+their results precomputed under their own names (transformers' ``vision_utils``), so the
+workers call the same functions on the batch's CPU grids (:class:`TowerIndex`), the result
+travels to the GPU with the batch (pinned, without blocking), and a pre-hook hands it to the
+tower (:class:`TowerFeed`). Same tensors, computed where nothing waits for them.
+
+Which of these a tower uses is declared in the family table (:attr:`lab.families.Family.tower_index`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+KEY = "tower_index"  # the batch's field: {"image": {...}, "video": {...}}
+_GRIDS = (("image_grid_thw", "image"), ("video_grid_thw", "video"))
+
+
+class TowerIndex:
+    """Computes, from a batch's grids, the index tensors a vision tower would compute from them."""
+
+    def __init__(self, parts: tuple[str, ...], config: Any):
+        self.parts = parts  # of "positions", "seqlens", "windows"
+        self.config = config  # the tower's config
+
+    @classmethod
+    def of(cls, model: Any) -> TowerIndex | None:
+        """The index of ``model``'s vision tower (under PEFT too), or None where its family declares none."""
+        try:
+            from transformers import vision_utils  # noqa: F401  (older transformers compute them in the tower)
+        except ImportError:
+            return None
+        from lab.families import family_name, get_family
+        from lab.training.speed import vision_tower
+
+        family = get_family(family_name(model))
+        tower = vision_tower(model)
+        if not family.tower_index or tower is None or not hasattr(tower, "config"):
+            return None
+        return cls(family.tower_index, tower.config)
+
+    def __call__(self, batch: dict) -> dict:
+        return {modality: self.of_grid(batch[key]) for key, modality in _GRIDS if batch.get(key) is not None}
+
+    def of_grid(self, grid: Any) -> dict:
+        """The tower's keyword arguments for pictures of these ``(t, h, w)`` grids."""
+        from transformers import vision_utils as vu
+
+        merge = self.config.spatial_merge_size
+        index: dict[str, Any] = {}
+        if "positions" in self.parts:
+            index["position_ids"] = vu.get_vision_position_ids(grid, merge)
+        if "seqlens" in self.parts:
+            index["cu_seqlens"] = vu.get_vision_cu_seqlens(grid)
+            index["max_seqlen"] = _longest(index["cu_seqlens"])
+        if "windows" in self.parts:
+            windows, bounds = vu.get_vision_window_index(grid, merge, self.config.window_size, self.config.patch_size)
+            index.update(window_index=windows, cu_window_seqlens=bounds, max_window_seqlen=_longest(bounds))
+        return index
+
+
+def _longest(bounds: Any) -> int:
+    return int((bounds[1:] - bounds[:-1]).max()) if bounds.numel() > 1 else 0
+
+
+class TowerFeed:
+    """Hands each batch's index (its :data:`KEY` field, on the model's device) to the vision tower of
+    ``model`` through one forward pre-hook, matched to the call by the grid it is given."""
+
+    def __init__(self, model: Any):
+        from lab.training.speed import vision_tower
+
+        tower = vision_tower(model)
+        self._index: dict = {}
+        self._grids: dict[int, str] = {}
+        self._handle = tower.register_forward_pre_hook(self._hook, with_kwargs=True) if tower is not None else None
+
+    @contextlib.contextmanager
+    def batch(self, index: dict | None, inputs: dict) -> Iterator[None]:
+        """While the model runs on ``inputs``, the tower takes ``index`` for their grids."""
+        self._index = index or {}
+        self._grids = {id(inputs[key]): modality for key, modality in _GRIDS if inputs.get(key) is not None}
+        try:
+            yield
+        finally:
+            self._index, self._grids = {}, {}
+
+    def _hook(self, module: Any, args: tuple, kwargs: dict) -> tuple:
+        modality = self._grids.get(id(kwargs.get("grid_thw")))
+        if modality not in self._index:
+            return args, kwargs
+        return args, {**kwargs, **self._index[modality]}
+
+    def remove(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
