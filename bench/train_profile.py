@@ -1,20 +1,24 @@
 """Where a training step's time goes, in the lab's own training path, for the model and data of ``bench/train.py``.
 
     python bench/train_profile.py --batch 4 --steps 40 --variants stock lab pad64 compile --out DIR
+    python bench/train_profile.py --batch 16 --steps 30 --variants compile-lm compile-noindex compile --profile compile
 
 Each variant is a real :func:`lab.training.runner.run_training` run of the random
 Qwen2.5-VL-3B (LoRA r 8 on the language model, vision frozen, 448x448 images) with some of
 the lab's fast paths switched off, to see what each one is worth:
 
-* ``stock``: the frozen tower keeps autograd, the model computes its 3-D positions on the
+* ``stock``: the frozen tower keeps autograd, the model computes its 3-D positions and its tower's index on the
   GPU, batches are copied to the GPU with blocking copies (what a plain ``Trainer`` does);
 * ``lab``: the lab's training path as it is;
 * ``pad64``: ``lab`` with batches padded to a multiple of 64 tokens (fewer distinct shapes);
-* ``compile``: ``lab`` with ``torch_compile: true`` (which pads to a multiple of 64 itself).
+* ``compile``: ``lab`` with ``torch_compile: true`` (which pads to a multiple of 64 itself);
+* ``compile-noindex``: ``compile`` with the vision tower computing its own index tensors on the
+  GPU (:mod:`lab.training.tower_index` off);
+* ``compile-lm``: ``compile-noindex`` with the decoder layers compiled and the vision blocks not.
 
 It prints, per variant, the median and slowest step time after warm-up, tokens/s and peak
 memory, and for the variants named by ``--profile`` a ``torch.profiler`` table of three
-steps after the measured ones (GPU busy time, kernels and host syncs per step), also
+steps after the measured ones (GPU busy time by kind of kernel, kernels and host syncs per step), also
 written to DIR. ``--check`` then compares the adapters' gradients of one batch under
 compiled and eager layers (:func:`check_compiled_gradients`).
 """
@@ -35,17 +39,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train as bench  # noqa: E402  (bench/train.py)
 
-VARIANTS = ("stock", "lab", "pad64", "compile")
+VARIANTS = ("stock", "lab", "pad64", "compile", "compile-noindex", "compile-lm")
+KERNEL_KINDS = (  # the first kind whose words a kernel's name contains
+    ("matrix products", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "splitk")),
+    ("attention", ("flash", "fmha", "attention", "sdpa")),
+    ("dropout", ("dropout",)),
+    ("Inductor (fused)", ("triton",)),
+    ("elementwise (eager)", ("elementwise", "vectorized", "unrolled")),
+)
 
 
 @contextlib.contextmanager
 def variant_switches(name: str):
     """Switch off the fast paths ``name`` does without (module attributes, restored afterwards)."""
-    from lab.training import collator, trainer
+    from lab.training import collator, speed, trainer
 
-    saved = {k: getattr(trainer, k) for k in ("frozen_towers_without_grad", "RopeIndex", "training_arguments")}
-    saved_collator = collator.LossCollator
+    saved = {
+        k: getattr(trainer, k) for k in ("frozen_towers_without_grad", "RopeIndex", "training_arguments", "TowerIndex")
+    }
+    saved_collator, saved_compile = collator.LossCollator, speed.compile_blocks
     try:
+        if name in ("stock", "compile-noindex", "compile-lm"):
+            trainer.TowerIndex = type("NoIndex", (), {"of": staticmethod(lambda model: None)})
+        if name == "compile-lm":
+            speed.compile_blocks = lambda model: saved_compile(model, vision=False)
         if name == "stock":
             trainer.frozen_towers_without_grad = lambda model: lambda: None
             trainer.RopeIndex = type("NoRope", (), {"of": staticmethod(lambda model: None)})
@@ -69,6 +86,7 @@ def variant_switches(name: str):
         for k, v in saved.items():
             setattr(trainer, k, v)
         collator.LossCollator = saved_collator
+        speed.compile_blocks = saved_compile
 
 
 def step_clock(times: list):
@@ -110,7 +128,12 @@ def profiler_callback(first_step: int, steps: int, out: Path, label: str, summar
             )
             (out / f"profile_{label}_cpu.txt").write_text(averages.table(sort_by="self_cpu_time_total", row_limit=60))
             kernels = [e for e in self.prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            kinds: dict[str, float] = {}
+            for e in kernels:
+                kind = next((k for k, words in KERNEL_KINDS if any(w in e.name.lower() for w in words)), "other")
+                kinds[kind] = kinds.get(kind, 0.0) + e.time_range.elapsed_us() / 1e6 / steps
             summary.update(
+                gpu_by_kind=dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
                 wall_per_step=wall / steps,
                 gpu_busy_per_step=sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / steps,
                 kernels_per_step=len(kernels) / steps,
@@ -129,7 +152,9 @@ def run_variant(loaded, dataset: Path, batch: int, steps: int, name: str, out: P
     callbacks = [step_clock(times)]
     if profile:  # after the measured steps, so that the profiler's own cost stays out of the figures
         callbacks.append(profiler_callback(steps + 1, 3, out, f"{name}_b{batch}", summary))
-    cfg = bench.bench_config(dataset, batch, steps + 3 * profile, f"{name}-b{batch}", torch_compile=name == "compile")
+    cfg = bench.bench_config(
+        dataset, batch, steps + 3 * profile, f"{name}-b{batch}", torch_compile=name.startswith("compile")
+    )
     from lab.training.runner import run_training
 
     with variant_switches(name):
@@ -266,7 +291,8 @@ def _row(r: dict) -> str:
     if "gpu_busy_per_step" in r:
         line += (
             f"  | profiled: {r['wall_per_step']:.3f}s/step, GPU busy {r['gpu_busy_per_step']:.3f}s, "
-            f"{r['kernels_per_step']:.0f} kernels, {r['syncs_per_step']:.1f} syncs per step"
+            f"{r['kernels_per_step']:.0f} kernels, {r['syncs_per_step']:.1f} syncs per step\n      GPU time by kind: "
+            + ", ".join(f"{kind} {seconds:.3f}s" for kind, seconds in r["gpu_by_kind"].items())
         )
     return line
 

@@ -19,6 +19,9 @@ compiled blocks use PyTorch's random numbers, not Inductor's: with Inductor's, a
 checkpointed block drew new dropout masks when it recomputed its forward pass, and its
 gradients were not those of its loss (a test checks this on the CPU). While blocks are
 compiled, batches are padded to a multiple of 64 tokens (:func:`pad_for_compiled_blocks`).
+A frozen vision tower's blocks are compiled too: the tower runs without autograd, so its blocks
+compile to forward-only graphs (on an H200 with the 3B benchmark at batch 16, 14,936 to 16,990
+tokens/s, its eager elementwise kernels from 46 to 8 ms a step).
 
 Vision attention of the Qwen-VL towers. The tower runs every image of a batch as one
 long sequence, split into independent pieces: one per image for full-attention blocks,
@@ -158,10 +161,10 @@ def skip_adapter_input_cast(model: Any) -> Callable[[], None]:
     return restore
 
 
-def compile_blocks(model: Any) -> Callable[[], None]:
+def compile_blocks(model: Any, vision: bool = True) -> Callable[[], None]:
     """``torch.compile`` the repeated blocks of ``model`` in place; returns the undo function.
 
-    Always the decoder layers of the language model. The vision tower's blocks too, when none
+    Always the decoder layers of the language model. The vision tower's blocks too (``vision``), when none
     of the tower's weights trains: such a tower runs under ``torch.no_grad`` while training
     (:func:`frozen_towers_without_grad`), so its blocks compile to forward-only graphs. A tower
     that trains is left eager: on an H100 a vision block failed inside torch.compile's
@@ -186,7 +189,7 @@ def compile_blocks(model: Any) -> Callable[[], None]:
         if isinstance(module, torch.nn.ModuleList) and name.endswith(".layers") and in_group(name, language):
             blocks.extend(module)
     tower = vision_tower(model)
-    if tower is not None and not any(p.requires_grad for p in tower.parameters()):
+    if vision and tower is not None and not any(p.requires_grad for p in tower.parameters()):
         for name, module in tower.named_modules():
             if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in _BLOCK_LISTS:
                 blocks.extend(module)
