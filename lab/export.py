@@ -305,7 +305,7 @@ def openai_snippet(served_name: str, *, port: int = 8000, prompt: str = "Describ
     return f"""import base64
 from openai import OpenAI
 
-client = OpenAI(base_url="http://localhost:{int(port)}/v1", api_key="EMPTY")
+client = OpenAI(base_url="http://127.0.0.1:{int(port)}/v1", api_key="EMPTY")
 with open("image.png", "rb") as f:
     image_url = "data:image/png;base64," + base64.b64encode(f.read()).decode()
 reply = client.chat.completions.create(

@@ -90,7 +90,26 @@ def test_vllm_command_and_client_snippet():
         vllm_command("/srv/merged", gpu_memory_utilization=1.5)
     snippet = openai_snippet("merged", port=8001)
     compile(snippet, "snippet", "exec")
-    assert "model='merged'" in snippet and "localhost:8001/v1" in snippet
+    assert "model='merged'" in snippet and "127.0.0.1:8001/v1" in snippet
+
+
+def test_the_printed_client_code_asks_a_server_about_the_image(tmp_path):
+    """The code export prints, run as a person would (``image.png`` beside it), against a local server."""
+    import subprocess
+    import sys
+
+    from fake_openai import FakeOpenAI, image_label
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "image.png")
+    with FakeOpenAI() as server:
+        (tmp_path / "ask.py").write_text(openai_snippet("merged", port=server.port, prompt="What is red?"))
+        done = subprocess.run([sys.executable, "ask.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        (request,) = server.requests
+    body = request["body"]
+    assert body["model"] == "merged" and body["messages"][0]["content"][1]["text"] == "What is red?"
+    assert done.stdout.strip() == image_label(body)  # the answer about this very image came back
 
 
 def test_cli_export(lora_run_dir, tmp_path, capsys):
