@@ -136,6 +136,27 @@ def test_every_family_trains_the_parts_asked_and_nothing_else(tiny_models, lab_h
     assert _parts_of(changed, groups) == parts
 
 
+def test_the_same_seed_gives_the_same_run_and_another_seed_another(tiny_models, lab_home):
+    """The adapters' random starting weights come from the run's seed too (the Trainer seeds only after
+    the model is prepared): two runs of one config in one process train alike, to the bit."""
+    import torch
+    from safetensors.torch import load_file
+
+    def run(name: str, seed: int):
+        run_training(tiny_config(tiny_models, run_name=name, seed=seed, lora_targets=["language"]), log=lambda _: None)
+        folder = lab_home / "checkpoints" / name
+        losses = [r["loss"] for r in log_rows(read_metrics(folder)) if r.get("loss") is not None]
+        return losses, load_file(str(folder / "adapter_model.safetensors"))
+
+    losses, weights = run("a", 42)
+    again_losses, again = run("b", 42)
+    _, other = run("c", 7)
+    assert losses == again_losses and len(losses) >= 3
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+    starts = [k for k in weights if "lora_A" in k]
+    assert starts and not any(torch.equal(weights[k], other[k]) for k in starts)
+
+
 def test_full_run_with_frozen_vision_trains_the_language_model_and_merger(tiny_models, lab_home):
     cfg = tiny_config(tiny_models, method="full", lora_targets=[], train_language=True, train_merger=True)
     result, changed, unchanged, frozen_changed = train_and_compare(cfg)

@@ -324,6 +324,8 @@ def _prepare(cfg, loaded, device: str, log, build=None):
 
     ``build(cfg, processor, log)`` makes the data (default: the SFT samples of :func:`build_data`).
     """
+    from transformers import set_seed
+
     from lab.models import load_model, set_image_pixels
     from lab.training.data import build_data
     from lab.training.setup import prepare_model, unwrap_adapters
@@ -339,6 +341,10 @@ def _prepare(cfg, loaded, device: str, log, build=None):
     else:
         data = build(cfg, loaded.processor, log)
     loaded.model = unwrap_adapters(loaded.model)
+    # The adapters' random starting weights come from the run's seed, as everything else of the
+    # run does: the Trainer seeds only once the model is prepared, and before this a run of a
+    # LoRA config trained differently every time.
+    set_seed(cfg.seed)
     prepared = prepare_model(loaded.model, cfg)
     loaded.model = prepared.model  # so that whoever holds ``loaded`` can undo the adapters if training fails
     log(prepared.summary())
