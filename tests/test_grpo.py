@@ -280,3 +280,49 @@ def test_the_grpo_preset_runs_from_the_cli(tiny_models, lab_home, capsys):
     saved = TrainConfig.from_yaml(run_dir / "config.yaml")
     assert saved.trainer == "grpo" and saved.rewards == ["json_valid", "json_key_f1:0.5"]
     assert json.loads((run_dir / "adapter_config.json").read_text())["r"] == 16
+
+
+def test_a_stopped_grpo_run_resumes_from_its_checkpoint_to_the_same_curve(sampled_model, lab_home, monkeypatch):
+    """Stopped after step 2 and resumed, a run takes the steps an uninterrupted one takes, to the bit: the
+    checkpoint holds the weights, the optimizer, the prompt order and the random state the answers are drawn from."""
+    import threading
+
+    import torch
+    from safetensors.torch import load_file
+
+    from lab.training.runner import run_training
+    from lab.training.runs import checkpoints, latest_checkpoint, load_run_config
+
+    def cfg(name):
+        return grpo_config(
+            sampled_model, method="lora", lora_targets=["language"], lora_dropout=0.0, beta=0.1,
+            max_steps=5, save_steps=2, save_total_limit=2, run_name=name,
+        )  # fmt: skip
+
+    whole = run_training(cfg("whole"), log=lambda _: None)
+    stop, calls, update = threading.Event(), [], grpo.update
+
+    def stop_in_step_three(run, rollouts):
+        calls.append(1)
+        if len(calls) == 3:
+            stop.set()
+        return update(run, rollouts)
+
+    monkeypatch.setattr(grpo, "update", stop_in_step_three)
+    stopped = run_training(cfg("parts"), stop=stop, log=lambda _: None)
+    monkeypatch.setattr(grpo, "update", update)
+    assert stopped.status == "stopped" and stopped.step == 3
+    assert latest_checkpoint(stopped.run_dir).name == "checkpoint-3"
+    resumed = run_training(load_run_config(stopped.run_dir), resume=True, log=lambda _: None)
+    assert resumed.status == "finished" and resumed.step == 5
+
+    def curve(run_dir):
+        keys = ("step", "loss", "kl", "reward", "grad_norm", "lr", "completion_length")
+        return [{k: row.get(k) for k in keys} for row in log_rows(read_metrics(run_dir))]
+
+    assert curve(resumed.run_dir) == curve(whole.run_dir) and len(curve(whole.run_dir)) == 5
+    ours, theirs = (load_file(str(r.run_dir / "adapter_model.safetensors")) for r in (resumed, whole))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    starts = [r for r in read_metrics(resumed.run_dir) if r.get("event") == "start"]
+    assert [(s["resumed"], s["step"]) for s in starts] == [(False, 0), (True, 3)]
+    assert [p.name for p in checkpoints(whole.run_dir)] == ["checkpoint-4", "checkpoint-5"]  # save_total_limit 2

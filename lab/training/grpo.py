@@ -29,7 +29,8 @@ model's own distribution); the answers are scored with the prompt by the SFT col
 (:class:`~lab.training.collator.LossCollator`: right padding, the answer's tokens as the
 learned positions, M-RoPE positions on the CPU, logits computed only there); the run folder,
 its lock, failure sentences and ``metrics.jsonl`` are the SFT run's (:mod:`lab.training.runner`).
-A GRPO run saves its result at the end or at a stop; it writes no checkpoints to resume from.
+A GRPO run saves its result at the end or at a stop, and ``checkpoint-N`` folders to resume
+from (:mod:`lab.training.grpo_checkpoint`): every ``save_steps`` steps, at a stop and at the end.
 """
 
 from __future__ import annotations
@@ -274,13 +275,24 @@ def update(run: GRPORun, rollouts: list[Rollout]) -> tuple[float, float, float]:
 
 
 def train_steps(
-    run: GRPORun, order: PromptOrder, total: int, run_dir: Path, stop: Any, echo: Callable[[str], None] | None
+    run: GRPORun,
+    order: PromptOrder,
+    total: int,
+    run_dir: Path,
+    stop: Any,
+    echo: Callable[[str], None] | None,
+    step: int = 0,
+    meter: Meter | None = None,
 ) -> tuple[int, bool, Meter]:
     """The loop: sample and score answers, then learn from them, until ``total`` steps or a stop request.
 
-    Returns ``(steps taken, stopped, meter)``; a line goes to ``metrics.jsonl`` every ``logging_steps``.
+    Starts after ``step`` (a resumed run's checkpoint). Returns ``(last step, stopped, meter)``; a line goes
+    to ``metrics.jsonl`` every ``logging_steps``, and a checkpoint is saved between batches of answers every
+    ``save_steps`` steps, at a stop and at the end.
     """
-    cfg, meter, step, stopped = run.cfg, Meter(), 0, False
+    from lab.training.grpo_checkpoint import save_checkpoint
+
+    cfg, meter, stopped, saved = run.cfg, meter or Meter(), False, step
     while step < total and not stopped:
         # 1. Answers: a group per prompt, sampled by the policy as it is now, and scored.
         rollouts = [rollout(run, order.next()) for _ in range(cfg.gradient_accumulation_steps)]
@@ -297,6 +309,9 @@ def train_steps(
                     echo(f"{format_line(record, total)}  reward {record['reward']:.4f}  kl {record['kl']:.4f}")
             if stopped or step >= total:
                 break
+        if stopped or step >= total or step - saved >= cfg.save_steps:
+            save_checkpoint(run_dir, step, run, order, cfg.save_total_limit)
+            saved = step
     return step, stopped, meter
 
 
@@ -308,8 +323,10 @@ def train_grpo(
     stop: Any,
     log: Callable[[str], None],
     echo_metrics: bool = False,
+    resume: bool = False,
 ):
-    """Train ``cfg`` with GRPO in the claimed ``run_dir``: a :class:`~lab.training.runner.TrainResult`."""
+    """Train ``cfg`` with GRPO in the claimed ``run_dir`` (from its last checkpoint with ``resume``):
+    a :class:`~lab.training.runner.TrainResult`."""
     import torch
 
     from lab.handle import free_accelerator_memory
@@ -325,14 +342,24 @@ def train_grpo(
     torch.manual_seed(cfg.seed)
     total = total_steps(cfg, len(prompts.train))
     run = _setup(cfg, loaded, prepared, rewards, total)
+    order = PromptOrder(prompts.train, cfg.per_device_batch_size, cfg.seed)
+    step, meter = 0, Meter()
+    if resume:
+        from lab.training.grpo_checkpoint import load_checkpoint
+        from lab.training.metrics import _elapsed_so_far, read_metrics
+        from lab.training.runs import latest_checkpoint
+
+        step = load_checkpoint(latest_checkpoint(run_dir), run, order)
+        meter.began -= _elapsed_so_far(read_metrics(run_dir))  # the curve's clock carries on
+        log(f"Resuming from step {step}")
     append_metrics(
         run_dir,
         {
             "event": "start",
             "time": time.time(),
-            "step": 0,
+            "step": step,
             "total_steps": total,
-            "resumed": False,
+            "resumed": resume,
             "trainer": "grpo",
             "train_samples": len(prompts.train),
             "val_samples": prompts.val_count,
@@ -346,8 +373,9 @@ def train_grpo(
     # A group repeats its prompt's images: batched vision attention and no autograd in a frozen tower pay off here.
     undo = [use_grouped_vision_attention(run.model), frozen_towers_without_grad(run.model)]
     try:
-        order = PromptOrder(prompts.train, cfg.per_device_batch_size, cfg.seed)
-        step, stopped, meter = train_steps(run, order, total, run_dir, stop, log if echo_metrics else None)
+        step, stopped, meter = train_steps(
+            run, order, total, run_dir, stop, log if echo_metrics else None, step=step, meter=meter
+        )
     finally:
         for restore in reversed(undo):
             restore()

@@ -293,10 +293,10 @@ def run_training(
     run_dir, lock = claim_run_dir(cfg, resume)
     failure: Msg | None = None
     try:
-        if cfg.trainer == "grpo":  # learning from rewards: lab/training/grpo.py (a fresh run; it keeps no checkpoints)
+        if cfg.trainer == "grpo":  # learning from rewards: lab/training/grpo.py
             from lab.training.grpo import train_grpo
 
-            return train_grpo(cfg, run_dir, loaded, device, stop, log, echo_metrics)
+            return train_grpo(cfg, run_dir, loaded, device, stop, log, echo_metrics, resume)
         return _train(cfg, run_dir, loaded, device, stop, resume, log, echo_metrics, list(callbacks))
     except torch.OutOfMemoryError:
         failure = oom_advice(cfg, device)
