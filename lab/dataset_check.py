@@ -139,7 +139,7 @@ def _record_faults(
 
 
 def _size(path: Path) -> tuple[int, int] | None:
-    from lab.training.collator import image_size
+    from lab.images import image_size
 
     try:
         return image_size(path)

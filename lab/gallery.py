@@ -94,7 +94,7 @@ def record_boxes(record: dict, image_index: int) -> list[tuple[str, list[float]]
     if not isinstance(objects, dict) or not objects.get("bbox"):
         return []
     from lab.grounding import read_objects
-    from lab.training.collator import image_size
+    from lab.images import image_size
 
     images = record.get("images") or []
     try:

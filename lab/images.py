@@ -23,6 +23,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 # A decompression-bomb guard of our own, well above any real photo or screenshot
 # (a 20000x20000 image is 400 MP) but far below what would exhaust a laptop's memory.
 MAX_IMAGE_PIXELS = 64_000_000
+# EXIF orientations 5-8 rotate by 90 degrees, which swaps width and height.
+_SWAPPED_ORIENTATIONS = {5, 6, 7, 8}
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -105,3 +107,16 @@ def downscale(im: Image.Image, max_pixels: int) -> Image.Image:
     scale = math.sqrt(max_pixels / (width * height))
     size = (max(1, int(width * scale)), max(1, int(height * scale)))
     return im.resize(size, Image.Resampling.LANCZOS)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as :func:`lab.images.open_image` will return it, read from its header."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise BadImageError(path, Msg("file not found")) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise BadImageError(path, Msg("not a readable image ({err})", err=err)) from None
+    return (width, height) if orientation in _SWAPPED_ORIENTATIONS else (height, width)

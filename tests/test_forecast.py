@@ -201,9 +201,9 @@ def test_cpu_resolves_auto_to_batch_1_with_checkpointing(bench_dataset):
 
 
 def test_run_config_holds_the_resolved_values(tiny_models, bench_dataset, monkeypatch):
-    from lab.training import runner
+    from lab.training import run_folder
 
-    monkeypatch.setattr(runner, "training_device", lambda: "cuda:0")
+    monkeypatch.setattr(run_folder, "training_device", lambda: "cuda:0")
     monkeypatch.setattr(fit, "this_machine", lambda device, card=None: Where(CARDS["h200"], 100.0))
     cfg = TrainConfig(
         model=str(tiny_models("qwen2_5_vl")),
@@ -212,7 +212,7 @@ def test_run_config_holds_the_resolved_values(tiny_models, bench_dataset, monkey
         gradient_accumulation_steps=8,
         run_name="auto",
     )
-    run_dir = runner.prepare_run_dir(cfg)
+    run_dir = run_folder.prepare_run_dir(cfg)
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (saved["per_device_batch_size"], saved["gradient_checkpointing"]) == (8, False)
     assert saved["gradient_accumulation_steps"] == 1

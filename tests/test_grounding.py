@@ -19,7 +19,7 @@ from lab.grounding import (
     labeled_objects,
 )
 from lab.models import set_image_pixels
-from lab.training.collator import IGNORE, encode_sample
+from lab.training.encode import IGNORE, encode_sample
 
 # A 224x112 picture (the sample's button groups); the box is the purple "Day" button of 0005.
 MESSAGES = [

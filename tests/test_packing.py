@@ -10,8 +10,9 @@ import pytest
 
 from lab.errors import ConfigError
 from lab.train_config import TrainConfig
-from lab.training.collator import IGNORE, LossCollator, RopeIndex, TrainDataset
+from lab.training.collator import LossCollator, RopeIndex, TrainDataset
 from lab.training.data import build_data
+from lab.training.encode import IGNORE
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 

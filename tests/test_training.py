@@ -11,8 +11,9 @@ from conftest import FAMILIES
 from lab.errors import ConfigError
 from lab.families import FAMILIES as FAMILY_TABLE
 from lab.train_config import TrainConfig
-from lab.training.collator import IGNORE, Collator, LossCollator, RopeIndex, TrainDataset, encode_sample
+from lab.training.collator import Collator, LossCollator, RopeIndex, TrainDataset
 from lab.training.data import build_data
+from lab.training.encode import IGNORE, encode_sample
 
 # The Qwen-style families: M-RoPE positions, and vision towers that run every picture as one packed sequence.
 QWEN_STYLE = [f for f in FAMILIES if FAMILY_TABLE[f].pixels == "qwen"]

@@ -15,7 +15,7 @@ from lab.errors import BusyError, ConfigError, localize
 from lab.paths import REPO_ROOT
 from lab.train_config import TrainConfig
 from lab.training.metrics import METRICS_FILE, append_metrics, cut_metrics, read_metrics
-from lab.training.runner import RUN_LOCK, check_run_dir, prepare_run_dir
+from lab.training.run_folder import RUN_LOCK, check_run_dir, prepare_run_dir
 from lab.training.runs import CONFIG_FILE
 
 

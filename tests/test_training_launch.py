@@ -15,7 +15,7 @@ from lab.errors import ConfigError
 from lab.train_config import TrainConfig
 from lab.training.launch import deepspeed_config, run_accelerate, train_command
 from lab.training.metrics import last_event, log_rows, read_metrics
-from lab.training.runner import prepare_run_dir
+from lab.training.run_folder import prepare_run_dir
 from lab.training.runs import latest_checkpoint, list_runs
 from lab.training.runs import train_command as cli_line
 

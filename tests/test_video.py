@@ -13,7 +13,8 @@ from PIL import Image
 
 from lab.dataset_check import validate_dataset
 from lab.errors import DatasetError
-from lab.training.collator import IGNORE, Collator, TrainDataset, encode_sample
+from lab.training.collator import Collator, TrainDataset
+from lab.training.encode import IGNORE, encode_sample
 from lab.video import VIDEO_FAMILIES, VideoBudget, read_video, video_fault
 
 FAMILIES = list(VIDEO_FAMILIES)

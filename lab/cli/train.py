@@ -139,11 +139,12 @@ def _train(cfg, resume: bool, stop) -> int:
     check_run_environment(cfg)  # before a run folder is made or a model loads, as the Train tab does
     if cfg.num_gpus > 1 and not _in_distributed_launch():
         from lab.training.launch import run_accelerate
-        from lab.training.runner import prepare_run_dir
+        from lab.training.run_folder import prepare_run_dir
 
         run_dir = prepare_run_dir(cfg, resume)
         return run_accelerate(run_dir, cfg.num_gpus, cfg.deepspeed, stop, resume=resume)
-    from lab.training.runner import is_main_process, run_training
+    from lab.training.launch import is_main_process
+    from lab.training.runner import run_training
 
     quiet = not is_main_process()
     result = run_training(

@@ -125,7 +125,7 @@ def for_model(sample: EvalSample, processor: Any = None, family: str | None = No
     if not sample.objects:
         return sample
     from lab.grounding import eval_parts
-    from lab.training.collator import image_size
+    from lab.images import image_size
 
     try:
         sizes = [image_size(p) for p in sample.images]

@@ -171,7 +171,7 @@ def _grid_boxes(record: dict, root: Path, tokens: bool) -> list[dict]:
     if not record.get("objects"):
         return record["messages"]
     from lab.grounding import PLAIN, ImageSpace, box_format, read_objects, render_objects
-    from lab.training.collator import image_size
+    from lab.images import image_size
 
     sizes = [image_size(Path(root) / p) for p in record["images"]]
     spaces = [ImageSpace(width, height, width, height) for height, width in sizes]

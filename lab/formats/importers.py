@@ -378,7 +378,7 @@ def _with_placeholders(record: dict, row: dict, folder: Path) -> dict:
         return record
     if not record["images"] and boxes:
         raise ValueError("boxes without an image")
-    from lab.training.collator import image_size
+    from lab.images import image_size
 
     height, width = image_size(record["images"][0]) if boxes else (GRID, GRID)
     pixels = [

@@ -358,7 +358,7 @@ def _answer_parts(prompt: PromptSpec, result: ItemResult, path: Path) -> tuple[l
     """The record's messages, and its ``objects`` when the answer lists boxes (the ``grounding`` preset)."""
     from lab.errors import BadImageError
     from lab.grounding import labeled_objects
-    from lab.training.collator import image_size
+    from lab.images import image_size
 
     if isinstance(result.parsed, dict) and "objects" in result.parsed:
         try:

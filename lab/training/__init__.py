@@ -1,6 +1,7 @@
 """Fine-tuning: LoRA, QLoRA and full training of a vision-language model.
 
-* :mod:`~lab.training.collator` turns records into tensors with the loss on answers only;
+* :mod:`~lab.training.encode` turns records into token ids with the loss on answers only, and
+  :mod:`~lab.training.collator` those into batches;
 * :mod:`~lab.training.data` builds and checks a run's samples (overlong ones dropped or refused);
 * :mod:`~lab.training.mix` mixes several datasets into one run;
 * :mod:`~lab.training.setup` freezes parts and adds adapters;

@@ -1,6 +1,6 @@
 """The training and validation samples of a run, tokenized and checked before training starts.
 
-Every sample is encoded once here (see :mod:`lab.training.collator`), so its length is
+Every sample is encoded once here (see :mod:`lab.training.encode`), so its length is
 known up front. A sample longer than ``max_length`` is never truncated: cutting it would
 cut image tokens (the model then fails on a mismatch between image features and
 placeholders) or the answer. With ``overlong: drop`` it is left out and counted; with
@@ -18,7 +18,7 @@ from lab import paths
 from lab.dataset import absolute_media, dataset_root, load_records
 from lab.errors import BadImageError, ConfigError, DatasetError
 from lab.text import Msg, msg_of
-from lab.training.collator import EncodedSample, encode_sample, image_token_id
+from lab.training.encode import EncodedSample, encode_sample, image_token_id
 from lab.training.identity import identity_records
 from lab.training.mix import dataset_entries, mixed_splits
 

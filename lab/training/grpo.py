@@ -51,7 +51,7 @@ from lab.training.grpo_data import (
     load_prompts,
     to_device,
 )
-from lab.training.metrics import append_metrics, format_line
+from lab.training.metrics import GRPOMeter, append_metrics, format_line
 
 if TYPE_CHECKING:
     from lab.train_config import TrainConfig
@@ -282,8 +282,8 @@ def train_steps(
     stop: Any,
     echo: Callable[[str], None] | None,
     step: int = 0,
-    meter: Meter | None = None,
-) -> tuple[int, bool, Meter]:
+    meter: GRPOMeter | None = None,
+) -> tuple[int, bool, GRPOMeter]:
     """The loop: sample and score answers, then learn from them, until ``total`` steps or a stop request.
 
     Starts after ``step`` (a resumed run's checkpoint). Returns ``(last step, stopped, meter)``; a line goes
@@ -292,7 +292,7 @@ def train_steps(
     """
     from lab.training.grpo_checkpoint import save_checkpoint
 
-    cfg, meter, stopped, saved = run.cfg, meter or Meter(), False, step
+    cfg, meter, stopped, saved = run.cfg, meter or GRPOMeter(), False, step
     while step < total and not stopped:
         # 1. Answers: a group per prompt, sampled by the policy as it is now, and scored.
         rollouts = [rollout(run, order.next()) for _ in range(cfg.gradient_accumulation_steps)]
@@ -343,7 +343,7 @@ def train_grpo(
     total = total_steps(cfg, len(prompts.train))
     run = _setup(cfg, loaded, prepared, rewards, total)
     order = PromptOrder(prompts.train, cfg.per_device_batch_size, cfg.seed)
-    step, meter = 0, Meter()
+    step, meter = 0, GRPOMeter()
     if resume:
         from lab.training.grpo_checkpoint import load_checkpoint
         from lab.training.metrics import _elapsed_so_far, read_metrics
@@ -420,70 +420,3 @@ def _setup(cfg: TrainConfig, loaded: Any, prepared: Any, rewards: list, total: i
     run.scheduler = get_scheduler(cfg.lr_scheduler, run.optimizer, math.ceil(cfg.warmup_ratio * total), total)
     run.scaler = torch.amp.GradScaler(enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
     return run
-
-
-class Meter:
-    """The numbers of the steps since the last ``metrics.jsonl`` line, and that line."""
-
-    def __init__(self) -> None:
-        self.began = self.window = time.perf_counter()
-        self.last_loss: float | None = None
-        self.sample: dict = {}
-        self._reset()
-
-    def _reset(self) -> None:
-        self.losses, self.kls, self.norms = [], [], []
-        self.prompts = self.tokens = 0
-
-    def sampled(self, rollouts: list[Rollout], group: int) -> None:
-        """The answers just sampled: their rewards (total and per function), spread in a group, lengths."""
-        import torch
-
-        totals = [r for ro in rollouts for r in ro.rewards]
-        spread = torch.tensor(totals).view(-1, group).std(dim=1).mean().item()
-        names = rollouts[0].per_reward
-        self.sample = {
-            "reward": sum(totals) / len(totals),
-            "reward_std": spread,
-            "rewards": {name: _mean([v for ro in rollouts for v in ro.per_reward[name]]) for name in names},
-            "completion_length": _mean([n for ro in rollouts for n in ro.lengths]),
-        }
-        self.prompts += len(totals) // group
-        self.tokens += sum(ro.tokens for ro in rollouts)
-
-    def stepped(self, loss: float, kl: float, grad_norm: float) -> None:
-        self.losses.append(loss)
-        self.kls.append(kl)
-        self.norms.append(grad_norm)
-        self.last_loss = loss
-
-    def record(self, step: int, total: int, epoch: float, lr: float) -> dict:
-        from lab.training.metrics import _gpu_mem_gib, _round
-
-        now = time.perf_counter()
-        window, elapsed = max(now - self.window, 1e-9), now - self.began
-        sample = self.sample
-        record = {
-            "step": step,
-            "epoch": _round(epoch, 4),
-            "loss": _round(_mean(self.losses)),
-            "kl": _round(_mean(self.kls)),
-            "reward": _round(sample["reward"]),
-            "reward_std": _round(sample["reward_std"]),
-            "rewards": {name: _round(value) for name, value in sample["rewards"].items()},
-            "completion_length": _round(sample["completion_length"], 2),
-            "lr": _round(lr, 10),
-            "grad_norm": _round(_mean(self.norms)),
-            "samples_per_s": _round(self.prompts / window, 3) if self.prompts else None,
-            "tokens_per_s": _round(self.tokens / window, 1) if self.prompts else None,
-            "elapsed_s": round(elapsed, 2),
-            "eta_s": round(elapsed / step * (total - step), 1),
-            "gpu_mem_gib": _gpu_mem_gib(),
-        }
-        self.window = now
-        self._reset()
-        return record
-
-
-def _mean(values: list) -> float | None:
-    return sum(values) / len(values) if values else None

@@ -103,7 +103,8 @@ def load_prompts(cfg: TrainConfig, processor: Any, log: Callable[[str], None] = 
 
 def prompt_length(processor: Any, text: str, images: list[str]) -> int:
     """Tokens of a prompt with its images, counted from the image sizes without decoding them."""
-    from lab.training.collator import image_size, image_token_counts
+    from lab.images import image_size
+    from lab.training.encode import image_token_counts
 
     ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
     if not images or not hasattr(processor, "_get_num_multimodal_tokens"):
@@ -125,7 +126,8 @@ def build_batch(processor: Any, prompts: list[Prompt], images: list[list], answe
     """
     import torch
 
-    from lab.training.collator import IGNORE, _is_sequence, _per_token
+    from lab.training.collator import _is_sequence, _per_token
+    from lab.training.encode import IGNORE
 
     group = len(answers) // len(prompts)
     items = []

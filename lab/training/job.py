@@ -62,7 +62,7 @@ def start_training(cfg: TrainConfig, handle: Any, resume: bool = False, queue: b
     from lab.models import check_trust
     from lab.paths import restricted
     from lab.training.preflight import check_run_environment
-    from lab.training.runner import check_run_dir
+    from lab.training.run_folder import check_run_dir
 
     queue = restricted() if queue is None else queue
     check_trust(cfg.trust_remote_code)  # refused on a shared server now, not when the run loads its model
@@ -213,7 +213,7 @@ def _recover(job: TrainingJob, handle: Any, loaded: Any) -> None:
 
 def _run_multi_gpu(job: TrainingJob, handle: Any) -> None:
     from lab.training.launch import run_accelerate
-    from lab.training.runner import prepare_run_dir
+    from lab.training.run_folder import prepare_run_dir
 
     try:
         prepare_run_dir(job.config, job.resume)  # the subprocess trains from the config written here

@@ -31,6 +31,20 @@ from lab.training.runs import CONFIG_FILE
 if TYPE_CHECKING:
     from lab.train_config import TrainConfig
 
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def training_device() -> str:
+    """``cuda:<local rank>`` under a multi-GPU launch, else the lab's usual choice."""
+    from lab.models import resolve_device
+
+    if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return resolve_device("auto")
+
+
 DEEPSPEED_FILE = "deepspeed.json"  # the DeepSpeed config a run on several GPUs trains with
 LAUNCH_FILE = "accelerate.yaml"  # the accelerate launch config it was started with
 

@@ -227,3 +227,68 @@ def format_line(record: dict, max_steps: int | None = None) -> str:
             parts.append(f"{label} {fmt.format(record[key])}")
     parts += [f"{key} {value:.2f}" for key, value in answer_scores(record).items() if value is not None]
     return "  ".join(parts)
+
+
+class GRPOMeter:
+    """A GRPO run's numbers since its last ``metrics.jsonl`` line, and that line (:mod:`lab.training.grpo`)."""
+
+    def __init__(self) -> None:
+        self.began = self.window = time.perf_counter()
+        self.last_loss: float | None = None
+        self.sample: dict = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.losses, self.kls, self.norms = [], [], []
+        self.prompts = self.tokens = 0
+
+    def sampled(self, rollouts: list, group: int) -> None:
+        """The answers just sampled: their rewards (total and per function), spread in a group, lengths."""
+        import torch
+
+        totals = [r for ro in rollouts for r in ro.rewards]
+        spread = torch.tensor(totals).view(-1, group).std(dim=1).mean().item()
+        names = rollouts[0].per_reward
+        self.sample = {
+            "reward": sum(totals) / len(totals),
+            "reward_std": spread,
+            "rewards": {name: _mean([v for ro in rollouts for v in ro.per_reward[name]]) for name in names},
+            "completion_length": _mean([n for ro in rollouts for n in ro.lengths]),
+        }
+        self.prompts += len(totals) // group
+        self.tokens += sum(ro.tokens for ro in rollouts)
+
+    def stepped(self, loss: float, kl: float, grad_norm: float) -> None:
+        self.losses.append(loss)
+        self.kls.append(kl)
+        self.norms.append(grad_norm)
+        self.last_loss = loss
+
+    def record(self, step: int, total: int, epoch: float, lr: float) -> dict:
+        now = time.perf_counter()
+        window, elapsed = max(now - self.window, 1e-9), now - self.began
+        sample = self.sample
+        record = {
+            "step": step,
+            "epoch": _round(epoch, 4),
+            "loss": _round(_mean(self.losses)),
+            "kl": _round(_mean(self.kls)),
+            "reward": _round(sample["reward"]),
+            "reward_std": _round(sample["reward_std"]),
+            "rewards": {name: _round(value) for name, value in sample["rewards"].items()},
+            "completion_length": _round(sample["completion_length"], 2),
+            "lr": _round(lr, 10),
+            "grad_norm": _round(_mean(self.norms)),
+            "samples_per_s": _round(self.prompts / window, 3) if self.prompts else None,
+            "tokens_per_s": _round(self.tokens / window, 1) if self.prompts else None,
+            "elapsed_s": round(elapsed, 2),
+            "eta_s": round(elapsed / step * (total - step), 1),
+            "gpu_mem_gib": _gpu_mem_gib(),
+        }
+        self.window = now
+        self._reset()
+        return record
+
+
+def _mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None

@@ -38,7 +38,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lab.text import Msg
-from lab.training.collator import IGNORE, _per_token
+from lab.training.collator import _per_token
+from lab.training.encode import IGNORE
 
 if TYPE_CHECKING:
     pass

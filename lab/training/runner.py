@@ -1,7 +1,7 @@
 """One training run, start to finish: the function the CLI, the app's background job and the benchmark call.
 
-:func:`run_training` claims the run folder (refusing one another run holds, locking it
-against other processes) and writes the resolved config into it, encodes the data,
+:func:`run_training` claims the run folder (:mod:`lab.training.run_folder`: refusing one
+another run holds, locking it against other processes) and writes the resolved config into it, encodes the data,
 prepares the model, trains with :mod:`lab.training.trainer`, and saves the adapter (or
 the model) with the processor at the top of the run folder. A stop request ends the run
 after the current step with a checkpoint; running out of memory ends it with advice and
@@ -18,43 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab.errors import BusyError, ConfigError, LabError
-from lab.file_lock import FileLock, locked_elsewhere
+from lab.errors import ConfigError, LabError
 from lab.handle import free_accelerator_memory, resolve_model_name
 from lab.jobs import unexpected_failure
 from lab.text import Msg, join, msg_of, saved_fields
 from lab.training.fit import resolve_auto
-from lab.training.metrics import (
-    METRICS_FILE,
-    Throughput,
-    append_metrics,
-    cut_metrics,
-    log_rows,
-    make_metrics_callback,
-    read_metrics,
-)
-from lab.training.runs import (
-    CONFIG_FILE,
-    default_run_name,
-    latest_checkpoint,
-    run_dir_for,
-)
+from lab.training.launch import is_main_process, training_device
+from lab.training.metrics import Throughput, append_metrics, make_metrics_callback
+from lab.training.run_folder import claim_run_dir
+from lab.training.runs import latest_checkpoint
 
 if TYPE_CHECKING:
     from lab.train_config import TrainConfig
 
-RUN_LOCK = ".training.lock"  # held by the process training in the run folder
-# What a run that failed before its first step may leave: its folder can be used again.
-ATTEMPT_FILES = (
-    CONFIG_FILE,
-    METRICS_FILE,
-    RUN_LOCK,
-    "data_mix.json",
-    "deepspeed.json",
-    "accelerate.yaml",
-    "runs",
-    "wandb",
-)
 TRAINING = Msg("Training")  # what failed, when a run fails
 
 
@@ -68,19 +44,6 @@ class TrainResult:
     loss: float | None
     model: Any
     is_peft: bool
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def training_device() -> str:
-    """``cuda:<local rank>`` under a multi-GPU launch, else the lab's usual choice."""
-    from lab.models import resolve_device
-
-    if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return resolve_device("auto")
 
 
 def load_options(cfg: TrainConfig, device: str) -> dict:
@@ -110,120 +73,6 @@ def load_options(cfg: TrainConfig, device: str) -> dict:
 def model_source(cfg: TrainConfig) -> str:
     """The folder or Hub id to load: ``demo`` is the tiny offline demo model."""
     return resolve_model_name(cfg.model)
-
-
-def check_run_dir(cfg: TrainConfig, resume: bool = False) -> Path:
-    """The run folder ``cfg`` trains in, if it may; refused with one sentence before anything is written or loaded.
-
-    A fresh run needs a folder that holds no other run (an attempt that failed before its
-    first step may be reused); resuming needs a checkpoint. Either way the folder must be
-    writable and no other process may be training in it. Names a run without one.
-    """
-    run_dir = _usable_run_dir(cfg, resume)
-    if locked_elsewhere(run_dir / RUN_LOCK):
-        raise _in_use(cfg.run_name)
-    return run_dir
-
-
-def claim_run_dir(cfg: TrainConfig, resume: bool = False) -> tuple[Path, FileLock | None]:
-    """Check the run folder (:func:`check_run_dir`), lock it and prepare it: ``(run_dir, lock)``.
-
-    The lock keeps every other process out until it is released. Preparing writes the
-    resolved config (fresh) or cuts ``metrics.jsonl`` back to the checkpoint (resumed).
-    Only the main process of a multi-GPU launch does this; the others get the folder.
-    """
-    from lab.training.data import check_datasets
-
-    check_datasets(cfg)  # a missing or empty dataset leaves no run folder behind
-    if not is_main_process():
-        if not cfg.run_name:
-            cfg.run_name = default_run_name(cfg)
-        return run_dir_for(cfg), None
-    run_dir = _usable_run_dir(cfg, resume)
-    lock = FileLock(run_dir / RUN_LOCK)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not lock.acquire():
-            raise _in_use(cfg.run_name)
-        _usable_run_dir(cfg, resume)  # again, under the lock: another process may have trained here meanwhile
-        if resume:
-            cut_metrics(run_dir, _step_of(latest_checkpoint(run_dir)))
-        else:
-            (run_dir / METRICS_FILE).unlink(missing_ok=True)  # left by an attempt that failed before its first step
-            cfg.to_yaml(run_dir / CONFIG_FILE)
-    except OSError as err:
-        lock.release()
-        raise ConfigError(
-            "The run folder {run_dir} cannot be written ({strerror}); choose another output_dir.",
-            run_dir=run_dir,
-            strerror=err.strerror or err,
-        ) from None
-    except BaseException:
-        lock.release()
-        raise
-    return run_dir, lock
-
-
-def prepare_run_dir(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Create (or, to resume, find) the run folder and write the resolved config into it, for a
-    run that trains in another process (which claims the folder again, see :func:`claim_run_dir`)."""
-    if not resume and is_main_process():
-        resolve_auto(cfg, training_device(), lambda line: None)
-    run_dir, lock = claim_run_dir(cfg, resume)
-    if lock is not None:
-        lock.release()
-    return run_dir
-
-
-def _usable_run_dir(cfg: TrainConfig, resume: bool) -> Path:
-    if not cfg.run_name:
-        cfg.run_name = default_run_name(cfg)
-    run_dir = run_dir_for(cfg)
-    _check_writable(run_dir)
-    if resume:
-        if latest_checkpoint(run_dir) is None:
-            raise ConfigError(
-                "Run {run_name} has no checkpoint to resume from; start it again instead.", run_name=cfg.run_name
-            )
-    elif _holds_a_run(run_dir):
-        raise ConfigError(
-            "A run named {run_name} already exists; choose another run_name or resume it.", run_name=cfg.run_name
-        )
-    return run_dir
-
-
-def _holds_a_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds anything but what an attempt that never trained a step leaves."""
-    if not run_dir.is_dir():
-        return False
-    if any(p.name not in ATTEMPT_FILES for p in run_dir.iterdir()):
-        return True
-    records = read_metrics(run_dir)
-    return bool(log_rows(records)) or any(r.get("event") in ("end", "stop") for r in records)
-
-
-def _check_writable(run_dir: Path) -> None:
-    """Refuse a run folder that cannot be made or written: a read-only folder or a file in the way."""
-    existing = run_dir
-    while not os.path.exists(existing) and existing.parent != existing:  # os.path: False where it may not look
-        existing = existing.parent
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            "The run folder {run_dir} cannot be written: {existing} is not a writable folder; "
-            "choose another output_dir.",
-            run_dir=run_dir,
-            existing=existing,
-        )
-
-
-def _in_use(name: str) -> BusyError:
-    return BusyError(
-        "Run {name} is being trained by another process; choose another run_name or wait for it to end.", name=name
-    )
-
-
-def _step_of(checkpoint: Path) -> int:
-    return int(checkpoint.name.rsplit("-", 1)[1])
 
 
 def check_quantization(cfg: TrainConfig, loaded: Any) -> None:
