@@ -145,7 +145,7 @@ class ModelHandle:
         with self._guard:
             if self._state in _BUSY:
                 raise _busy_error(self._state)
-        from lab.models import check_model_source, check_trust
+        from lab.model_sources import check_model_source, check_trust
 
         check_trust(options.get("trust_remote_code", False))  # a shared server refuses it at once
         if run:

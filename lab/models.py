@@ -11,16 +11,15 @@ What the parts of a loaded model are called (for freezing and LoRA) is :mod:`lab
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.errors import ConfigError, LabError, ModelLoadError
+from lab.errors import ConfigError, ModelLoadError
 from lab.families import FAMILIES, PIXEL_SETTERS, family_name, get_family
-from lab.paths import check_allowed, resolve, restricted
-from lab.text import Msg, join
+from lab.model_sources import check_trust, resolve_source
+from lab.quantization import keep_cpu_4bit_layout, quantization_config
 
 _DTYPES = {
     "bf16": "bfloat16",
@@ -148,7 +147,7 @@ def load_model(
     quantization = None if quantization in (None, "", "none") else quantization
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    source, is_local = _resolve_source(name_or_path)
+    source, is_local = resolve_source(name_or_path)
     if not is_local:
         source = fetch_model(source, hub=hub, progress=progress)
     config = _load_config(source, trust_remote_code)
@@ -177,96 +176,6 @@ def load_model(
         quantization=quantization,
         is_tiny=is_local and is_tiny_model(source),
     )
-
-
-def quantization_config(
-    quantization: str | None, device: str, *, double_quant: bool = True, compute_dtype: str = "auto"
-):
-    """The ``BitsAndBytesConfig`` for "4bit" / "8bit" on ``device`` (None for no quantization)."""
-    import torch
-
-    if quantization in (None, "", "none"):
-        return None
-    if quantization not in ("4bit", "8bit"):
-        raise ConfigError(
-            "Unknown quantization {quantization!r}; use '4bit', '8bit' or none.", quantization=quantization
-        )
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ModelLoadError(
-            "{quantization} quantization needs a CUDA GPU or the CPU, not {device!r}.",
-            quantization=quantization,
-            device=device,
-        )
-    reason = _bitsandbytes_problem(quantization, device)
-    if reason:
-        raise ModelLoadError(
-            "{quantization} quantization does not work here ({reason}); it needs a CUDA GPU with bitsandbytes "
-            "installed.",
-            quantization=quantization,
-            reason=reason,
-        )
-    from transformers import BitsAndBytesConfig
-
-    if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    if compute_dtype in (None, "", "auto"):
-        compute = torch.float32 if device == "cpu" else resolve_dtype("auto", device)
-    else:
-        compute = resolve_dtype(compute_dtype, device)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=double_quant,
-        bnb_4bit_compute_dtype=compute,
-    )
-
-
-@functools.cache
-def keep_cpu_4bit_layout(model) -> None:
-    """Stop bitsandbytes from repacking 4-bit weights for its AVX512-BF16 CPU kernel.
-
-    From bitsandbytes 0.50, a ``Linear4bit`` on a CPU with AVX512-BF16 rewrites its weight
-    in place into a packed layout the first time it runs in eval mode without gradients.
-    That layout needs ``in_features`` of at least the quantization block (64), so narrower
-    layers (the demo model's vision tower) crash with ``shape '[96, 0]' is invalid``; and a
-    layer once packed can no longer be trained (``a view of a leaf Variable ... in-place``),
-    so a QLoRA run died at its first step after a mid-run evaluation. The plain layout works
-    for every shape, in training and inference alike.
-    """
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-
-
-def _bitsandbytes_problem(quantization: str, device: str) -> Msg | None:
-    """Why bitsandbytes cannot quantize on ``device`` (None when a real quantized layer runs there)."""
-    import torch
-
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
-        return Msg("the bitsandbytes package is not installed")
-    try:
-        with torch.random.fork_rng(devices=[]):  # the probe's random init must not shift the caller's seed
-            if quantization == "4bit":
-                layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
-                x = torch.ones(2, 64)
-            else:
-                layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False)
-                x = torch.ones(2, 64, dtype=torch.float16)
-        layer = layer.to(device)  # quantizes the weight on the device
-        layer(x.to(device))
-    except Exception as err:  # any failure of the backend means the same thing to the user
-        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        return Msg(
-            "bitsandbytes cannot run {quantization} layers on {device}: {detail}",
-            quantization=quantization,
-            device=device,
-            detail=detail,
-        )
-    return None
 
 
 def set_image_pixels(
@@ -306,109 +215,6 @@ def _pixel_knob(image_processor) -> str:
         if getattr(image_processor, attribute, None) is not None:
             return knob
     return "fixed"
-
-
-def check_trust(trust_remote_code: bool) -> None:
-    """Refuse a model's own Python code on a shared deployment, where visitors choose what loads."""
-    if trust_remote_code and restricted():
-        raise ModelLoadError(
-            "Models that run their own Python code (trust_remote_code) cannot be loaded on this shared server."
-        )
-
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-
-
-def check_model_source(name_or_path: str | Path) -> None:
-    """Refuse at once what :func:`load_model` would refuse by name alone (nothing is loaded or downloaded)."""
-    _resolve_source(name_or_path)
-
-
-def _resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
-    """``(source, is_local)``: a checked local folder, or a name that can only be a Hub id."""
-    name = str(name_or_path).strip()
-    if not name:
-        raise ModelLoadError("No model given: pass a Hub id like Qwen/Qwen2.5-VL-3B-Instruct or a local folder path.")
-    if restricted():
-        return _allowed_source(name)
-    path = Path(name).expanduser()
-    if not _HUB_ID.fullmatch(name) or name.startswith(".") or ".." in name:
-        path = check_allowed(path)  # surely a path: on a shared server refused before it is looked at
-    if path.exists():
-        check_allowed(path)
-        if not path.is_dir():
-            raise ModelLoadError(
-                "{path} is a file, not a model folder; pass the folder that holds config.json.", path=path
-            )
-        if not (path / "config.json").is_file():
-            raise ModelLoadError("{path} is not a model folder: it has no config.json.", path=path)
-        return str(path.resolve()), True
-    if _HUB_ID.fullmatch(name) and not name.startswith("."):
-        return name, False
-    raise ModelLoadError("Model folder {name} does not exist.", name=name)
-
-
-ALLOWED_MODELS_ENV = "LAB_ALLOWED_MODELS"
-
-
-def allowed_models() -> list[str]:
-    """The Hub models visitors of a shared deployment may load.
-
-    ``LAB_ALLOWED_MODELS`` (comma-separated Hub ids; ``demo`` is the tiny demo model) when the
-    owner sets it; else the demo model and every model a training preset names.
-    """
-    import os
-
-    from lab.train_config import list_train_presets, train_preset_path
-
-    listed = os.environ.get(ALLOWED_MODELS_ENV)
-    if listed is not None:
-        return [name.strip() for name in listed.split(",") if name.strip()]
-    import yaml
-
-    names = ["demo"]
-    for preset in list_train_presets():
-        model = (yaml.safe_load(train_preset_path(preset).read_text(encoding="utf-8")) or {}).get("model")
-        if model and str(model) not in names:
-            names.append(str(model))
-    return names
-
-
-def offered_models(started: str | None = None) -> list[tuple[str, str]]:
-    """The model pickers' choices as ``(label, name)``: the allow-list, and elsewhere than on a shared
-    deployment every family's presets, each labelled with its size; ``started`` (the app's model) first."""
-    from lab.families import picker_choices, preset_models
-
-    names = allowed_models()
-    if not restricted():
-        names += [hub_id for hub_id, _, _ in preset_models() if hub_id not in names]
-    if started and started not in names:
-        names = [started, *names]
-    return picker_choices(names)
-
-
-def _allowed_source(name: str) -> tuple[str, bool]:
-    """On a shared deployment: an allowed Hub id, or a model folder inside the workspace; nothing else.
-
-    A visitor's name is never tried as a download, and the refusal is the same whether or not
-    a folder of that name exists outside the workspace.
-    """
-    allowed = allowed_models()
-    refusal = ModelLoadError(
-        "On this shared server only these models can be loaded: {allowed} "
-        "(the owner lists them in {allowed_models_env}), or a model trained or exported here.",
-        allowed=join(Msg(", "), allowed) or Msg("none"),
-        allowed_models_env=ALLOWED_MODELS_ENV,
-    )
-    try:
-        path = resolve(name)
-    except LabError:
-        path = None
-    if path is not None and path.is_dir() and (path / "config.json").is_file():
-        return str(path), True
-    if name in allowed and _HUB_ID.fullmatch(name):
-        return name, False
-    raise refusal
 
 
 def _load_config(source: str, trust_remote_code: bool):

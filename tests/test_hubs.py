@@ -171,7 +171,7 @@ def test_train_flags_set_the_config(monkeypatch):
 
 def test_the_pickers_offer_every_familys_presets_with_their_sizes(monkeypatch):
     from lab.families import FAMILIES
-    from lab.models import offered_models
+    from lab.model_sources import offered_models
 
     offered = dict((name, label) for label, name in offered_models("my/started-model"))
     assert list(offered)[0] == "my/started-model" and offered["demo"] == "demo"

@@ -284,9 +284,9 @@ def test_a_fixed_image_size_has_no_pixel_bounds_to_set(tiny_models):
 
 
 def test_4bit_on_cpu(tiny_models):
-    from lab.models import _bitsandbytes_problem
+    from lab.quantization import bitsandbytes_problem
 
-    problem = _bitsandbytes_problem("4bit", "cpu")
+    problem = bitsandbytes_problem("4bit", "cpu")
     if problem:
         pytest.skip(problem)
     import bitsandbytes as bnb
@@ -308,9 +308,9 @@ def test_4bit_on_cpu_trains_after_an_evaluation(tiny_models):
     """
     from peft import LoraConfig, get_peft_model
 
-    from lab.models import _bitsandbytes_problem
+    from lab.quantization import bitsandbytes_problem
 
-    problem = _bitsandbytes_problem("4bit", "cpu")
+    problem = bitsandbytes_problem("4bit", "cpu")
     if problem:
         pytest.skip(problem)
     lm = load_model(tiny_models("qwen2_5_vl"), quantization="4bit", device="cpu")
@@ -417,7 +417,7 @@ def test_qlora_options_reach_the_quantization_config():
     """double_quant and the compute dtype of a QLoRA config change what bitsandbytes is asked for."""
     import torch
 
-    from lab.models import quantization_config
+    from lab.quantization import quantization_config
     from lab.train_config import TrainConfig
     from lab.training.runner import load_options
 
@@ -437,7 +437,7 @@ def test_qlora_options_reach_the_quantization_config():
 
 
 def test_load_errors_reach_a_chinese_page(tmp_path, monkeypatch):
-    from lab import models
+    from lab import quantization
     from lab.errors import localize
     from lab.text import Msg
 
@@ -445,8 +445,10 @@ def test_load_errors_reach_a_chinese_page(tmp_path, monkeypatch):
         load_model(str(tmp_path / "nowhere"))
     assert localize(err.value, "zh") == f"模型文件夹 {tmp_path / 'nowhere'} 不存在。"
     # The reason bitsandbytes gives is itself a message, shown in the page's language inside the sentence.
-    monkeypatch.setattr(models, "_bitsandbytes_problem", lambda q, d: Msg("the bitsandbytes package is not installed"))
+    monkeypatch.setattr(
+        quantization, "bitsandbytes_problem", lambda q, d: Msg("the bitsandbytes package is not installed")
+    )
     with pytest.raises(ModelLoadError) as err:
-        models.quantization_config("4bit", "cpu")
+        quantization.quantization_config("4bit", "cpu")
     assert "(the bitsandbytes package is not installed)" in str(err.value)
     assert "（未安装 bitsandbytes 包）" in localize(err.value, "zh")

@@ -92,29 +92,29 @@ def test_started_as_a_space_listens_on_every_interface_and_the_given_port(tmp_pa
 def test_visitors_load_only_allowed_models(monkeypatch, tmp_path, lab_home, tiny_models):
     import shutil
 
-    from lab.models import _resolve_source, allowed_models
+    from lab.model_sources import allowed_models, resolve_source
 
     monkeypatch.setenv("LAB_RESTRICT_PATHS", "1")
     monkeypatch.delenv("LAB_ALLOWED_MODELS", raising=False)
     assert allowed_models()[0] == "demo" and "Qwen/Qwen2.5-VL-3B-Instruct" in allowed_models()
-    assert _resolve_source("Qwen/Qwen2.5-VL-3B-Instruct") == ("Qwen/Qwen2.5-VL-3B-Instruct", False)
+    assert resolve_source("Qwen/Qwen2.5-VL-3B-Instruct") == ("Qwen/Qwen2.5-VL-3B-Instruct", False)
     outside = tmp_path / "outside-model"
     shutil.copytree(tiny_models("qwen2_5_vl"), outside)
     refusals = set()
     for name in ("someone/any-model", str(outside), str(tmp_path / "missing"), "../outside-model", "/etc"):
         with pytest.raises(ModelLoadError) as err:
-            _resolve_source(name)
+            resolve_source(name)
         refusals.add(str(err.value))
     assert len(refusals) == 1 and "LAB_ALLOWED_MODELS" in refusals.pop()  # the same sentence: no existence oracle
     inside = lab_home / "models" / "mine"
     shutil.copytree(tiny_models("qwen2_5_vl"), inside)
-    assert _resolve_source(str(inside)) == (str(inside), True)
-    assert _resolve_source("models/mine") == (str(inside), True)
+    assert resolve_source(str(inside)) == (str(inside), True)
+    assert resolve_source("models/mine") == (str(inside), True)
     monkeypatch.setenv("LAB_ALLOWED_MODELS", "demo, someone/any-model")
     assert allowed_models() == ["demo", "someone/any-model"]
-    assert _resolve_source("someone/any-model") == ("someone/any-model", False)
+    assert resolve_source("someone/any-model") == ("someone/any-model", False)
     with pytest.raises(ModelLoadError):
-        _resolve_source("Qwen/Qwen2.5-VL-3B-Instruct")
+        resolve_source("Qwen/Qwen2.5-VL-3B-Instruct")
 
 
 def _wait_loaded(ctx, timeout=60):

@@ -92,10 +92,11 @@ def test_qlora_on_the_cpu_evaluates_mid_run_and_trains_on(tiny_models, lab_home)
     from test_base_model import assert_same_weights, base_weights
 
     from lab.handle import ModelHandle
-    from lab.models import _bitsandbytes_problem, load_model
+    from lab.models import load_model
+    from lab.quantization import bitsandbytes_problem
     from lab.training import job as jobs
 
-    problem = _bitsandbytes_problem("4bit", "cpu")
+    problem = bitsandbytes_problem("4bit", "cpu")
     assert problem is None, problem  # bitsandbytes runs 4-bit layers on the CPU since 0.49
     path = tiny_models("qwen2_5_vl")
     cfg = TrainConfig.from_preset(

@@ -124,10 +124,11 @@ def _parts_of(names: set[str], groups: dict) -> set[str]:
 @pytest.mark.parametrize("family", families(slow_beyond=("qwen2_5_vl",)))
 def test_every_family_trains_the_parts_asked_and_nothing_else(tiny_models, lab_home, family, mode):
     from lab.model_parts import module_groups
-    from lab.models import _bitsandbytes_problem, load_model
+    from lab.models import load_model
+    from lab.quantization import bitsandbytes_problem
 
     settings, parts = MODES[mode]
-    if settings.get("method") == "qlora" and (problem := _bitsandbytes_problem("4bit", "cpu")):
+    if settings.get("method") == "qlora" and (problem := bitsandbytes_problem("4bit", "cpu")):
         pytest.skip(problem)
     groups = module_groups(load_model(tiny_models(family)).model)
     cfg = tiny_config(tiny_models, model=str(tiny_models(family)), max_steps=2, val_ratio=0.0, **settings)
@@ -189,9 +190,10 @@ def test_overfitting_the_sample_set(tiny_models, lab_home):
 
 
 def test_qlora_runs_where_bitsandbytes_works(tiny_models, lab_home):
-    from lab.models import _bitsandbytes_problem, resolve_device
+    from lab.models import resolve_device
+    from lab.quantization import bitsandbytes_problem
 
-    problem = _bitsandbytes_problem("4bit", resolve_device("auto"))
+    problem = bitsandbytes_problem("4bit", resolve_device("auto"))
     if problem:
         pytest.skip(problem)
     cfg = tiny_config(tiny_models, method="qlora", max_steps=2, val_ratio=0.0)

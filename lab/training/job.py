@@ -59,7 +59,7 @@ def start_training(cfg: TrainConfig, handle: Any, resume: bool = False, queue: b
     a run going on or waiting), the folder of an earlier run unless resuming it, a folder
     that cannot be written. Nothing is written into the run folder until the run starts.
     """
-    from lab.models import check_trust
+    from lab.model_sources import check_trust
     from lab.paths import restricted
     from lab.training.preflight import check_run_environment
     from lab.training.run_folder import check_run_dir

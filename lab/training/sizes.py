@@ -66,7 +66,7 @@ def read_model_config(model: str) -> dict:
     The name first passes the check :func:`lab.models.load_model` makes, so on a shared deployment a
     forecast tells nothing about folders a visitor may not load.
     """
-    from lab.models import check_model_source
+    from lab.model_sources import check_model_source
     from lab.train_config import DEMO_MODEL
 
     if model == DEMO_MODEL:

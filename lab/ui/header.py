@@ -10,7 +10,7 @@ import gradio as gr
 
 from lab.errors import localize
 from lab.handle import adapter_names
-from lab.models import offered_models
+from lab.model_sources import offered_models
 from lab.text import LANGS, Msg
 from lab.training.runs import list_runs
 from lab.ui import i18n
@@ -75,7 +75,7 @@ def _viewer(request) -> str | None:
 
 
 def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
-    """The models offered in the picker (:func:`lab.models.offered_models`), the started one first."""
+    """The models offered in the picker (:func:`lab.model_sources.offered_models`), the started one first."""
     return offered_models(ctx.settings.model)
 
 

@@ -20,7 +20,7 @@ from lab import paths
 from lab.dataset import dataset_stats, latest_dataset, list_datasets
 from lab.errors import LabError, localize
 from lab.jobs import JobState
-from lab.models import offered_models
+from lab.model_sources import offered_models
 from lab.text import Msg
 from lab.train_config import TrainConfig, list_train_presets
 from lab.training import job as jobs
