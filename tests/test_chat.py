@@ -46,6 +46,24 @@ def test_history_becomes_messages_with_placeholders(sample_dataset):
         ChatSettings(top_p=0)
 
 
+def test_a_finished_answer_without_text_says_so_in_the_pages_language():
+    """A model may end its reply before its first word; the chat shows a sentence, not an empty bubble, and the
+    history keeps the empty answer it sends back to the model."""
+    from lab.ui.chat_tab import render
+
+    history = [user_turn("Hi"), assistant_turn(""), user_turn("Again"), assistant_turn("A cat.")]
+    shown = render(history, "en")
+    assert [m["content"] for m in shown] == [
+        "Hi",
+        "(no answer: the model ended its reply at once)",
+        "Again",
+        "A cat.",
+    ]
+    assert render(history, "zh")[1]["content"] == "（没有回答：模型一开口就结束了）"
+    assert history[1]["text"] == ""
+    assert render(history[:1], "en", live="")[-1] == {"role": "assistant", "content": ""}  # still streaming
+
+
 def test_stream_grows_to_the_greedy_answer_with_and_without_adapter(handle, sample_dataset):
     sample = samples_from_dataset(sample_dataset)[0]
     history = [user_turn(sample.messages[0]["content"].replace("<image>", ""), sample.images)]

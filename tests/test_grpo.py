@@ -295,9 +295,16 @@ def test_a_stopped_grpo_run_resumes_from_its_checkpoint_to_the_same_curve(sample
 
     def cfg(name):
         return grpo_config(
-            sampled_model, method="lora", lora_targets=["language"], lora_dropout=0.0, beta=0.1,
-            max_steps=5, save_steps=2, save_total_limit=2, run_name=name,
-        )  # fmt: skip
+            sampled_model,
+            method="lora",
+            lora_targets=["language"],
+            lora_dropout=0.0,
+            beta=0.1,
+            max_steps=5,
+            save_steps=2,
+            save_total_limit=2,
+            run_name=name,
+        )
 
     whole = run_training(cfg("whole"), log=lambda _: None)
     stop, calls, update = threading.Event(), [], grpo.update

@@ -86,6 +86,7 @@ def lora_model(loaded, family_cfg: TrainConfig):
 
     from lab.training.setup import prepare_model
 
+    torch.manual_seed(0)  # the adapters' random starting weights, the same whatever ran before
     model = prepare_model(loaded.model, family_cfg).model
     torch.manual_seed(1)
     for name, param in model.named_parameters():

@@ -22,15 +22,24 @@ from lab.ui.i18n import t
 from lab.ui.zerogpu import gpu
 from lab.uploads import check_file
 
+# Shown for an answer that ended before its first word (the history keeps it empty, as the model gave it).
+NO_ANSWER = Msg("(no answer: the model ended its reply at once)")
 
-def render(history: list[dict]) -> list[dict]:
-    """Chatbot messages for a history: a user turn's images first, then its text."""
+
+def render(history: list[dict], lang: str = "en", live: str | None = None) -> list[dict]:
+    """Chatbot messages for a history: a user turn's images first, then its text; ``live`` is an answer
+    still streaming after it. A finished answer without text says so instead of showing an empty bubble."""
     messages = []
     for turn in history:
         content: list = [{"path": path} for path in turn.get("images") or []]
-        if turn.get("text") or not content:
-            content.append(turn.get("text") or "")
+        text = turn.get("text") or ""
+        if turn["role"] == "assistant" and not text.strip():
+            text = localize(NO_ANSWER, lang)
+        if text or not content:
+            content.append(text)
         messages.append({"role": turn["role"], "content": content if len(content) > 1 else content[0]})
+    if live is not None:
+        messages.append({"role": "assistant", "content": live})
     return messages
 
 
@@ -42,7 +51,7 @@ def _first(stream):
         return None, iter(())
 
 
-def respond(ctx, message, history, history_off, values: dict, adapter_on, compare):
+def respond(ctx, message, history, history_off, values: dict, adapter_on, compare, lang: str = "en"):
     """Generator behind the send box: yields (stop, chatbot, chatbot_off, history, history_off, textbox).
 
     ``values``: the settings form's values by field name. A LabError (no model, a busy one, a bad
@@ -65,8 +74,7 @@ def respond(ctx, message, history, history_off, values: dict, adapter_on, compar
     cleared = gr.MultimodalTextbox(value=None)
 
     def shown(off: str, on: str):
-        side = history_off + [assistant_turn(off)] if compare else history_off
-        return render(history + [assistant_turn(on)]), render(side)
+        return render(history, lang, live=on), render(history_off, lang, live=off if compare else None)
 
     try:
         for off, on in itertools.chain([(off, on)], stream):  # noqa: B020  (after the loop: the last answers)
@@ -74,14 +82,21 @@ def respond(ctx, message, history, history_off, values: dict, adapter_on, compar
     except Exception:
         # The answer broke off: the conversation is as it was and the message is back in the box, to send again.
         before, before_off = history[:-1], history_off[:-1] if compare else history_off
-        yield None, render(before), render(before_off), before, before_off, gr.MultimodalTextbox(value=message)
+        yield (
+            None,
+            render(before, lang),
+            render(before_off, lang),
+            before,
+            before_off,
+            gr.MultimodalTextbox(value=message),
+        )
         raise
     finally:
         stop.set()  # also reached when the page goes away: the model stops after its next token
     history.append(assistant_turn(on))
     if compare:
         history_off.append(assistant_turn(off))
-    yield None, render(history), render(history_off), history, history_off, cleared
+    yield None, render(history, lang), render(history_off, lang), history, history_off, cleared
 
 
 def create_tab(ctx) -> None:
@@ -110,7 +125,7 @@ def create_tab(ctx) -> None:
         clear_btn = gr.Button(t("Clear"))
 
     def on_send(message, chat, chat_off, adapter, compare, *, lang, **settings):
-        yield from respond(ctx, message, chat, chat_off, settings, adapter, compare)
+        yield from respond(ctx, message, chat, chat_off, settings, adapter, compare, lang)
 
     def on_compare(both):
         label = t("Adapter on (fine-tuned)") if both else t("Chat")
