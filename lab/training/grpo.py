@@ -346,11 +346,11 @@ def train_grpo(
     step, meter = 0, GRPOMeter()
     if resume:
         from lab.training.grpo_checkpoint import load_checkpoint
-        from lab.training.metrics import _elapsed_so_far, read_metrics
+        from lab.training.metrics import elapsed_so_far, read_metrics
         from lab.training.runs import latest_checkpoint
 
         step = load_checkpoint(latest_checkpoint(run_dir), run, order)
-        meter.began -= _elapsed_so_far(read_metrics(run_dir))  # the curve's clock carries on
+        meter.began -= elapsed_so_far(read_metrics(run_dir))  # the curve's clock carries on
         log(f"Resuming from step {step}")
     append_metrics(
         run_dir,

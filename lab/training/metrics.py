@@ -152,7 +152,7 @@ def make_metrics_callback(run_dir: str | Path, throughput: Throughput, echo: Cal
 
     class MetricsCallback(TrainerCallback):
         def __init__(self) -> None:
-            self.previous_elapsed = _elapsed_so_far(read_metrics(run_dir))
+            self.previous_elapsed = elapsed_so_far(read_metrics(run_dir))
             self.began = self.window = time.perf_counter()
             self.start_step = 0
 
@@ -206,7 +206,7 @@ def answer_scores(logs: dict) -> dict:
     return {f"eval_{name}": _round(logs[f"eval_{name}"], 4) for name in GENERATION_METRICS if f"eval_{name}" in logs}
 
 
-def _elapsed_so_far(records: list[dict]) -> float:
+def elapsed_so_far(records: list[dict]) -> float:
     """Training time of earlier sessions of a resumed run, so the curve's clock keeps running."""
     rows = log_rows(records)
     return float(rows[-1].get("elapsed_s") or 0.0) if rows else 0.0
