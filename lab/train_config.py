@@ -398,6 +398,13 @@ class TrainConfig:
         _require(bool(specs), Msg("trainer 'grpo' needs at least one reward in rewards, such as json_valid."))
         _require(self.num_gpus == 1, Msg("trainer 'grpo' trains on one GPU (or the CPU); set num_gpus to 1."))
         _require(
+            not self.keep_best,
+            Msg(
+                "trainer 'grpo' does not evaluate during the run, so it keeps no best checkpoint; "
+                "set keep_best to false."
+            ),
+        )
+        _require(
             self.max_new_tokens < self.max_length,
             Msg(
                 "max_new_tokens ({max_new_tokens}) leaves no room for the prompt within max_length "

@@ -58,6 +58,8 @@ def test_grpo_settings_that_cannot_work_are_refused_when_the_config_is_made():
         TrainConfig(trainer="grpo", max_new_tokens=600, max_length=512)
     with pytest.raises(ConfigError, match="num_generations must be at least 2"):
         TrainConfig(trainer="grpo", num_generations=1)
+    with pytest.raises(ConfigError, match="keeps no best checkpoint"):
+        TrainConfig(trainer="grpo", keep_best=True, val_ratio=0.1)
     TrainConfig(num_gpus=2, max_new_tokens=600, max_length=512)  # an SFT run does not sample
 
 
