@@ -302,7 +302,8 @@ def _quote(text: str) -> str:
 
 def openai_snippet(served_name: str, *, port: int = 8000, prompt: str = "Describe this image.") -> str:
     """Python that sends a local image to the served model with the ``openai`` client."""
-    return f"""import base64
+    return f"""# pip install openai
+import base64
 from openai import OpenAI
 
 client = OpenAI(base_url="http://127.0.0.1:{int(port)}/v1", api_key="EMPTY")

@@ -91,6 +91,7 @@ def test_vllm_command_and_client_snippet():
     snippet = openai_snippet("merged", port=8001)
     compile(snippet, "snippet", "exec")
     assert "model='merged'" in snippet and "127.0.0.1:8001/v1" in snippet
+    assert snippet.startswith("# pip install openai\n")  # the app no longer installs the client itself
 
 
 def test_the_printed_client_code_asks_a_server_about_the_image(tmp_path):
