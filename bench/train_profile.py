@@ -14,13 +14,15 @@ the lab's fast paths switched off, to see what each one is worth:
 * ``compile``: ``lab`` with ``torch_compile: true`` (which pads to a multiple of 64 itself);
 * ``compile-noindex``: ``compile`` with the vision tower computing its own index tensors on the
   GPU (:mod:`lab.training.tower_index` off);
-* ``compile-lm``: ``compile-noindex`` with the decoder layers compiled and the vision blocks not.
+* ``compile-lm``: ``compile-noindex`` with the decoder layers compiled and the vision blocks not;
+* ``compile-waits``: ``compile`` with the picture grids on the GPU, transformers' placeholder check
+  and its causal mask built from the padding mask (each reads a value back from the GPU every step).
 
 It prints, per variant, the median and slowest step time after warm-up, tokens/s and peak
 memory, and for the variants named by ``--profile`` a ``torch.profiler`` table of three
 steps after the measured ones (GPU busy time by kind of kernel, kernels and host syncs per step), also
-written to DIR. ``--check`` then compares the adapters' gradients of one batch under
-compiled and eager layers (:func:`check_compiled_gradients`).
+written to DIR, and where in the Python code the host waited for the GPU. ``--check`` then
+compares the adapters' gradients of one batch under compiled and eager layers (:func:`check_compiled_gradients`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train as bench  # noqa: E402  (bench/train.py)
 
-VARIANTS = ("stock", "lab", "pad64", "compile", "compile-noindex", "compile-lm")
+VARIANTS = ("stock", "lab", "pad64", "compile", "compile-noindex", "compile-lm", "compile-waits")
 KERNEL_KINDS = (  # the first kind whose words a kernel's name contains
     ("matrix products", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "splitk")),
     ("attention", ("flash", "fmha", "attention", "sdpa")),
@@ -52,15 +54,28 @@ KERNEL_KINDS = (  # the first kind whose words a kernel's name contains
 @contextlib.contextmanager
 def variant_switches(name: str):
     """Switch off the fast paths ``name`` does without (module attributes, restored afterwards)."""
-    from lab.training import collator, speed, trainer
+    from lab.training import collator, speed, tower_index, trainer
 
     saved = {
-        k: getattr(trainer, k) for k in ("frozen_towers_without_grad", "RopeIndex", "training_arguments", "TowerIndex")
+        k: getattr(trainer, k)
+        for k in (
+            "frozen_towers_without_grad",
+            "RopeIndex",
+            "training_arguments",
+            "TowerIndex",
+            "takes_ready_causal_mask",
+            "host_checks",
+        )
     }
+    saved_grids = tower_index.TowerIndex.host_grids
     saved_collator, saved_compile = collator.LossCollator, speed.compile_blocks
     try:
         if name in ("stock", "compile-noindex", "compile-lm"):
             trainer.TowerIndex = type("NoIndex", (), {"of": staticmethod(lambda model: None)})
+        if name == "compile-waits":
+            trainer.takes_ready_causal_mask = lambda model: False
+            trainer.host_checks = lambda index: lambda: None
+            tower_index.TowerIndex.host_grids = lambda self, batch: None
         if name == "compile-lm":
             speed.compile_blocks = lambda model: saved_compile(model, vision=False)
         if name == "stock":
@@ -87,6 +102,7 @@ def variant_switches(name: str):
             setattr(trainer, k, v)
         collator.LossCollator = saved_collator
         speed.compile_blocks = saved_compile
+        tower_index.TowerIndex.host_grids = saved_grids
 
 
 def step_clock(times: list):
@@ -111,7 +127,8 @@ def profiler_callback(first_step: int, steps: int, out: Path, label: str, summar
             if state.global_step == first_step - 1:
                 torch.cuda.synchronize()
                 self.prof = torch.profiler.profile(
-                    activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+                    activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
+                    with_stack=True,
                 )
                 self.prof.__enter__()
                 self.began = time.perf_counter()
@@ -138,10 +155,30 @@ def profiler_callback(first_step: int, steps: int, out: Path, label: str, summar
                 gpu_busy_per_step=sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / steps,
                 kernels_per_step=len(kernels) / steps,
                 syncs_per_step=sum(a.count for a in averages if "Synchronize" in a.key) / steps,
+                syncs=sync_places(self.prof.events(), steps),
             )
             self.prof = None
 
     return Profile()
+
+
+def sync_places(events, steps: int) -> dict[str, float]:
+    """Where the host waited for the GPU, per step: the innermost Python frames outside torch around each
+    ``cudaStreamSynchronize`` / ``cudaDeviceSynchronize`` (the profiler's Python events that enclose it in
+    time on its thread), with their counts."""
+    python = [e for e in events if "): " in e.name and "torch/" not in e.name and "<built-in" not in e.name]
+    places: dict[str, float] = {}
+    for event in events:
+        if "Synchronize" not in event.name:
+            continue
+        start, end = event.time_range.start, event.time_range.end
+        around = [
+            e for e in python if e.thread == event.thread and e.time_range.start <= start and e.time_range.end >= end
+        ]
+        around.sort(key=lambda e: -e.time_range.start)  # innermost first
+        where = " <- ".join(e.name.rsplit("/", 1)[-1] for e in around[:3]) or event.name
+        places[where] = places.get(where, 0.0) + 1 / steps
+    return dict(sorted(places.items(), key=lambda kv: -kv[1]))
 
 
 def run_variant(loaded, dataset: Path, batch: int, steps: int, name: str, out: Path, profile: bool) -> dict:
@@ -294,6 +331,8 @@ def _row(r: dict) -> str:
             f"{r['kernels_per_step']:.0f} kernels, {r['syncs_per_step']:.1f} syncs per step\n      GPU time by kind: "
             + ", ".join(f"{kind} {seconds:.3f}s" for kind, seconds in r["gpu_by_kind"].items())
         )
+    for where, count in r.get("syncs", {}).items():
+        line += f"\n      host waits {count:.1f}x a step at {where}"
     return line
 
 

@@ -56,8 +56,12 @@ class Family:
     packed: tuple[str, ...] = ()  # image inputs a batch joins along their last dimension (not stacks)
     video: bool = False  # trains and answers on video through lab/video.py (qwen-vl-utils frames, Qwen grids)
     # the vision tower's index tensors the data loader computes (lab/training/tower_index.py):
-    # "positions", "seqlens", "windows"
+    # "positions", "seqlens", "windows"; "host_grid" where, given those, the model reads its picture
+    # grids only on the host (they then stay there, and the loader checks the placeholder counts)
     tower_index: tuple[str, ...] = ()
+    # the language model attends causally within the padded batch and nothing else: under SDPA, the
+    # training step hands it the ready 4-D mask (lab/training/speed.py: ready_causal_mask)
+    causal_mask: bool = False
     box_format: str | None = None  # grounding boxes: "0-1000" grid, "pixels" of the resized image, or None
     tokens: Tokens | None = None  # the real tokenizer (for the tiny stand-in)
     chat_template: str = ""
@@ -155,7 +159,8 @@ _ENTRIES = [
             ("Qwen/Qwen2-VL-7B-Instruct", "7B"),
             ("Qwen/Qwen2-VL-72B-Instruct", "72B"),
         ),
-        **_QWEN_VL,
+        **{**_QWEN_VL, "tower_index": ("positions", "seqlens", "host_grid")},
+        causal_mask=True,
         box_format="0-1000",
         tokens=_qwen_tokens(151643, _QWEN_BASE),
         chat_template=chat_templates.QWEN2_VL,
@@ -170,7 +175,8 @@ _ENTRIES = [
             ("Qwen/Qwen2.5-VL-32B-Instruct", "32B"),
             ("Qwen/Qwen2.5-VL-72B-Instruct", "72B"),
         ),
-        **{**_QWEN_VL, "tower_index": ("positions", "seqlens", "windows")},
+        **{**_QWEN_VL, "tower_index": ("positions", "seqlens", "windows", "host_grid")},
+        causal_mask=True,
         box_format="pixels",
         tokens=_qwen_tokens(151643, _QWEN_BASE, _QWEN_TOOLS),
         chat_template=chat_templates.QWEN2_VL,

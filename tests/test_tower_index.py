@@ -80,3 +80,55 @@ def test_a_family_without_a_tower_index_gets_none(tiny_models):
     from lab.training.tower_index import TowerIndex
 
     assert TowerIndex.of(load_model(str(tiny_models("gemma3"))).model) is None
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_grids_stay_on_the_host_only_where_the_model_reads_them_there_and_placeholders_are_checked(
+    tiny_models, family
+):
+    import torch
+
+    from lab.models import load_model
+    from lab.training.collator import RopeIndex
+    from lab.training.setup import prepare_model
+    from lab.training.tower_index import HOST_GRIDS, TowerIndex, on_host
+
+    loaded = load_model(str(tiny_models(family)), dtype="float32")
+    model = prepare_model(loaded.model, TrainConfig(dataset="data/sample", lora_targets=["language"])).model
+    index = TowerIndex.of(model)
+    cfg = TrainConfig(dataset="data/sample", lora_targets=["language"])
+    data = build_data(cfg, loaded.processor, lambda _: None)
+    dataset = TrainDataset(data.train[:3], loaded.processor)
+    collate = LossCollator(loaded.processor.tokenizer.pad_token_id, rope=RopeIndex.of(model), tower=index)
+    batch = collate([dataset[i] for i in range(3)])
+    if family == "qwen3_vl":  # its tower also reads the grids for its position embeddings, on the GPU
+        assert not index.host_grid and HOST_GRIDS not in batch
+        return
+    assert index.host_grid and batch[HOST_GRIDS] == {"image_grid_thw": batch["image_grid_thw"].tolist()}
+    inputs = dict(batch)
+    on_host(inputs)
+    assert HOST_GRIDS not in inputs and torch.equal(inputs["image_grid_thw"], batch["image_grid_thw"])
+    inputs = dict(batch)
+    on_host(inputs, keep=False)  # no feed hands the tower its index: the grids go where the model is
+    assert HOST_GRIDS not in inputs and inputs["image_grid_thw"] is batch["image_grid_thw"]
+
+    image_token = loaded.model.config.image_token_id
+    spoiled = batch["input_ids"].clone()
+    first = (spoiled == image_token).nonzero()[0]
+    spoiled[first[0], first[1]] = loaded.processor.tokenizer.pad_token_id
+    with pytest.raises(ValueError, match="placeholder"):
+        index.check_placeholders({**batch, "input_ids": spoiled})
+
+
+def test_transformers_placeholder_check_is_off_only_while_a_host_grid_model_trains(monkeypatch):
+    import os
+
+    from lab.training.tower_index import TowerIndex, host_checks
+
+    monkeypatch.delenv("TRANSFORMERS_DISABLE_TORCH_CHECK", raising=False)
+    restore = host_checks(TowerIndex(("positions", "seqlens", "host_grid"), None))
+    assert os.environ["TRANSFORMERS_DISABLE_TORCH_CHECK"] == "1"
+    restore()
+    assert "TRANSFORMERS_DISABLE_TORCH_CHECK" not in os.environ
+    host_checks(TowerIndex(("positions", "seqlens"), None))()
+    assert "TRANSFORMERS_DISABLE_TORCH_CHECK" not in os.environ

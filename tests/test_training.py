@@ -327,6 +327,47 @@ def test_batches_are_padded_coarser_only_while_layers_are_compiled():
 @pytest.mark.skipif(
     not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler"
 )
+def test_the_ready_causal_mask_gives_the_logits_and_gradients_of_the_padding_mask(tiny_models):
+    """The training step hands a Qwen-VL language model the 4-D mask transformers would build from
+    the 2-D padding mask (without reading the padding back from the GPU): the same numbers."""
+    import torch
+
+    from lab.models import load_model
+    from lab.training.collator import RopeIndex
+    from lab.training.setup import prepare_model
+    from lab.training.speed import ready_causal_mask, takes_ready_causal_mask
+
+    assert not takes_ready_causal_mask(load_model(str(tiny_models("gemma3"))).model)
+    loaded = load_model(str(tiny_models("qwen2_5_vl")), dtype="float32")
+    cfg = TrainConfig(dataset="data/sample", lora_targets=["language"], lora_dropout=0.0)
+    data = build_data(cfg, loaded.processor, lambda _: None)
+    model = prepare_model(loaded.model, cfg).model
+    assert takes_ready_causal_mask(model)
+    torch.manual_seed(1)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # zero at the start, which would leave the A matrices without gradients
+            param.data.normal_(0, 0.05)
+    dataset = TrainDataset(data.train[:3], loaded.processor)
+    batch = LossCollator(loaded.processor.tokenizer.pad_token_id, rope=RopeIndex.of(model))(
+        [dataset[i] for i in range(3)]
+    )
+    inputs = {k: v for k, v in batch.items() if not k.startswith("loss_")}
+    assert not inputs["attention_mask"].all()  # the batch has padding
+
+    def run(mask):
+        model.zero_grad(set_to_none=True)
+        out = model(**{**inputs, "attention_mask": mask})
+        out.loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        return out.logits, grads
+
+    logits, grads = run(inputs["attention_mask"])
+    ready_logits, ready_grads = run(ready_causal_mask(inputs["attention_mask"]))
+    real = inputs["attention_mask"].bool()
+    assert torch.allclose(ready_logits[real], logits[real], atol=1e-6, rtol=0)
+    assert torch.allclose(ready_grads, grads, atol=1e-7, rtol=1e-5)
+
+
 def test_compiled_layers_give_the_eager_gradients_under_dropout_and_checkpointing(tiny_models):
     """A checkpointed layer recomputes its forward pass in the backward one; compiled, it must
     draw the same dropout masks again, or its gradients are not those of its loss."""

@@ -152,7 +152,8 @@ class LossCollator(Collator):
     ``loss_targets``: their token ids. With a :class:`RopeIndex` (``rope``) it also adds the
     model's ``position_ids``, so the model need not compute them on the GPU; with a
     :class:`~lab.training.tower_index.TowerIndex` (``tower``), the vision tower's index tensors
-    (``tower_index``). With ``packing``
+    (``tower_index``) and, where the model then reads its grids only on the host, those as lists
+    (``host_grids``). With ``packing``
     a batch of several samples is one row without padding (:func:`lab.training.packing.pack`).
     """
 
@@ -181,9 +182,12 @@ class LossCollator(Collator):
             if rope_positions is not None:
                 batch["position_ids"] = rope_positions
         if self.tower is not None:
-            from lab.training.tower_index import KEY
+            from lab.training.tower_index import HOST_GRIDS, KEY
 
             batch[KEY] = self.tower(batch)
+            grids = self.tower.host_grids(batch) if "position_ids" in batch else None  # else the model reads them
+            if grids:
+                batch[HOST_GRIDS] = grids
         shifted = batch["labels"][:, 1:]
         learned = shifted != IGNORE
         positions = learned.any(dim=0).nonzero().squeeze(1)

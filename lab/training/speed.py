@@ -37,6 +37,12 @@ name also makes the towers compute the longest piece once per forward on the hos
 block whose pieces all have that length needs no copy of the boundaries from the GPU (a
 copy waits for every queued kernel, and 32 blocks did that 32 times a step).
 
+A ready causal mask. From a 2-D padding mask, transformers builds the 4-D one that SDPA takes, and
+first reads back from the GPU whether any token is padding (to hand SDPA no mask at all if none is):
+one more wait for every queued kernel each step. Where the family's language model attends
+causally and nothing else (``causal_mask`` in the family table), the training step builds the
+same boolean mask itself, and transformers takes a 4-D mask as it is (:func:`ready_causal_mask`).
+
 Frozen vision tower without autograd. With gradient checkpointing on, transformers hooks the
 input embeddings of every sub-model so that their outputs require grad, the vision tower's
 patch embedding included: a frozen tower was then recorded, recomputed in the backward
@@ -207,6 +213,27 @@ def compile_blocks(model: Any, vision: bool = True) -> Callable[[], None]:
         torch._dynamo.reset()
 
     return restore
+
+
+def takes_ready_causal_mask(model: Any) -> bool:
+    """True where ``model``'s family attends causally within the padded batch alone, under SDPA, no sliding window."""
+    from lab.families import family_name, get_family
+
+    if not get_family(family_name(model)).causal_mask:
+        return False
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", None) or config
+    return getattr(text, "_attn_implementation", None) == "sdpa" and not getattr(text, "use_sliding_window", False)
+
+
+def ready_causal_mask(attention_mask: Any) -> Any:
+    """The ``(batch, 1, length, length)`` boolean mask SDPA takes (True: attend) for a 2-D padding mask:
+    each position sees itself and the positions before it that are not padding."""
+    import torch
+
+    length = attention_mask.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    return causal[None, None] & attention_mask.bool()[:, None, None, :]
 
 
 def has_compiled_blocks(model: Any) -> bool:

@@ -12,6 +12,13 @@ workers call the same functions on the batch's CPU grids (:class:`TowerIndex`), 
 travels to the GPU with the batch (pinned, without blocking), and a pre-hook hands it to the
 tower (:class:`TowerFeed`). Same tensors, computed where nothing waits for them.
 
+Where, given those, the model reads the grids only to split the features per picture (Qwen2-VL,
+Qwen2.5-VL: the family's ``"host_grid"``), the grids stay on the host (:data:`HOST_GRIDS`): that
+split then reads nothing back from the GPU either. transformers also reads back, each step, the
+count of picture placeholders to check it against the features; the workers check the same
+counts on the CPU (:meth:`TowerIndex.check_placeholders`), and while such a model trains that
+check of transformers is off (``TRANSFORMERS_DISABLE_TORCH_CHECK``, :func:`host_checks`).
+
 Which of these a tower uses is declared in the family table (:attr:`lab.families.Family.tower_index`).
 """
 
@@ -22,15 +29,18 @@ from collections.abc import Iterator
 from typing import Any
 
 KEY = "tower_index"  # the batch's field: {"image": {...}, "video": {...}}
+HOST_GRIDS = "host_grids"  # the batch's field: {"image_grid_thw": [[t, h, w], ...], ...}, lists so they stay
 _GRIDS = (("image_grid_thw", "image"), ("video_grid_thw", "video"))
+_CHECK_OFF = "TRANSFORMERS_DISABLE_TORCH_CHECK"
 
 
 class TowerIndex:
     """Computes, from a batch's grids, the index tensors a vision tower would compute from them."""
 
-    def __init__(self, parts: tuple[str, ...], config: Any):
-        self.parts = parts  # of "positions", "seqlens", "windows"
+    def __init__(self, parts: tuple[str, ...], config: Any, token_ids: dict[str, int] | None = None):
+        self.parts = parts  # of "positions", "seqlens", "windows", "host_grid"
         self.config = config  # the tower's config
+        self.token_ids = token_ids or {}  # {"image": id, "video": id} of the placeholders
 
     @classmethod
     def of(cls, model: Any) -> TowerIndex | None:
@@ -46,10 +56,38 @@ class TowerIndex:
         tower = vision_tower(model)
         if not family.tower_index or tower is None or not hasattr(tower, "config"):
             return None
-        return cls(family.tower_index, tower.config)
+        config = getattr(model, "config", None)
+        token_ids = {m: getattr(config, f"{m}_token_id", None) for m in ("image", "video")}
+        return cls(family.tower_index, tower.config, {m: i for m, i in token_ids.items() if i is not None})
+
+    @property
+    def host_grid(self) -> bool:
+        """True where the model, given this index, reads its grids only on the host."""
+        return "host_grid" in self.parts
 
     def __call__(self, batch: dict) -> dict:
         return {modality: self.of_grid(batch[key]) for key, modality in _GRIDS if batch.get(key) is not None}
+
+    def host_grids(self, batch: dict) -> dict | None:
+        """The batch's grids as lists (:data:`HOST_GRIDS`), placeholders checked; None where they go to the GPU."""
+        if not self.host_grid:
+            return None
+        self.check_placeholders(batch)
+        return {key: batch[key].tolist() for key, _ in _GRIDS if batch.get(key) is not None}
+
+    def check_placeholders(self, batch: dict) -> None:
+        """Raise ValueError unless each modality has one placeholder token per feature its grids give."""
+        merge = self.config.spatial_merge_size
+        for key, modality in _GRIDS:
+            grid, token_id = batch.get(key), self.token_ids.get(modality)
+            if grid is None or token_id is None or "input_ids" not in batch:
+                continue
+            tokens, features = int((batch["input_ids"] == token_id).sum()), int(grid.prod(-1).sum()) // merge**2
+            if tokens != features:
+                raise ValueError(
+                    f"A batch has {tokens} {modality} placeholder tokens for {features} {modality} features: "
+                    f"a text of the dataset contains the model's {modality} placeholder token."
+                )
 
     def of_grid(self, grid: Any) -> dict:
         """The tower's keyword arguments for pictures of these ``(t, h, w)`` grids."""
@@ -66,6 +104,28 @@ class TowerIndex:
             windows, bounds = vu.get_vision_window_index(grid, merge, self.config.window_size, self.config.patch_size)
             index.update(window_index=windows, cu_window_seqlens=bounds, max_window_seqlen=_longest(bounds))
         return index
+
+
+def host_checks(index: TowerIndex | None) -> Any:
+    """While a model whose grids stay on the host trains, transformers' own checks that read values back
+    from the GPU (the placeholder count) are off: :meth:`TowerIndex.check_placeholders` did it on the CPU.
+    Returns the function that puts them back."""
+    import os
+
+    if index is None or not index.host_grid or _CHECK_OFF in os.environ:
+        return lambda: None
+    os.environ[_CHECK_OFF] = "1"
+    return lambda: os.environ.pop(_CHECK_OFF, None)
+
+
+def on_host(inputs: dict, keep: bool = True) -> None:
+    """Put the batch's host grids (:data:`HOST_GRIDS`) in ``inputs`` in place of the grids on the GPU
+    (with ``keep``: while a :class:`TowerFeed` hands the tower its index; else the tower needs them there)."""
+    import torch
+
+    grids = inputs.pop(HOST_GRIDS, None) or {}
+    for key, rows in grids.items() if keep else ():
+        inputs[key] = torch.tensor(rows, dtype=torch.long)
 
 
 def _longest(bounds: Any) -> int:

@@ -34,9 +34,14 @@ from typing import TYPE_CHECKING, Any
 from lab.training.collator import LossCollator, RopeIndex
 from lab.training.metrics import Throughput
 from lab.training.packing import use_packed_attention
-from lab.training.speed import frozen_towers_without_grad, pad_for_compiled_blocks
+from lab.training.speed import (
+    frozen_towers_without_grad,
+    pad_for_compiled_blocks,
+    ready_causal_mask,
+    takes_ready_causal_mask,
+)
 from lab.training.tower_index import KEY as TOWER_INDEX
-from lab.training.tower_index import TowerFeed, TowerIndex
+from lab.training.tower_index import TowerFeed, TowerIndex, host_checks, on_host
 
 if TYPE_CHECKING:
     from lab.train_config import TrainConfig
@@ -97,14 +102,16 @@ def make_trainer(
             self.model_accepts_loss_kwargs = True  # makes the Trainer count learned tokens across accumulation
             self._slice_logits = _accepts_logits_to_keep(self.model)
             self._tower_feed = None
+            self._ready_mask = takes_ready_causal_mask(self.model)
 
         def train(self, *a, **kw):
             undo = [frozen_towers_without_grad(self.model), pad_for_compiled_blocks(self.model, self.data_collator)]
             if getattr(self.data_collator, "packing", False):
                 undo.append(use_packed_attention(self.model))  # attention within each sample of a packed row
-            if getattr(self.data_collator, "tower", None) is not None:
+            tower = getattr(self.data_collator, "tower", None)
+            if tower is not None:
                 self._tower_feed = TowerFeed(self.model)  # each batch's tower index, computed by the workers
-                undo += [self._tower_feed.remove, lambda: setattr(self, "_tower_feed", None)]
+                undo += [self._tower_feed.remove, lambda: setattr(self, "_tower_feed", None), host_checks(tower)]
             try:
                 return super().train(*a, **kw)
             finally:
@@ -131,8 +138,12 @@ def make_trainer(
             inputs.pop("labels", None)
             lengths = inputs.pop("sample_lengths", None)  # a packed row's samples
             tower_index = inputs.pop(TOWER_INDEX, None)
+            on_host(inputs, keep=self._tower_feed is not None)  # grids the model then reads only on the host
             if model.training:
                 throughput.add(inputs, lengths)
+            mask = inputs.get("attention_mask")
+            if self._ready_mask and lengths is None and mask is not None and mask.ndim == 2:
+                inputs["attention_mask"] = ready_causal_mask(mask)  # what transformers builds, without a read back
             feed = self._tower_feed.batch(tower_index, inputs) if self._tower_feed else contextlib.nullcontext()
             with feed:
                 return self._loss(model, inputs, positions, index, targets, return_outputs, num_items_in_batch)
