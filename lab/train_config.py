@@ -29,8 +29,9 @@ from lab.errors import ConfigError
 from lab.paths import PRESETS_DIR
 from lab.settings import build, check, setting, settings_of
 from lab.text import Msg
-from lab.training.mix import dataset_entries, normalize_datasets
-from lab.training.rewards import as_entries, check_pattern, parse_rewards
+from lab.train_config_rules import check_rules
+from lab.training.mix import normalize_datasets
+from lab.training.rewards import as_entries
 from lab.yaml_files import closest, dump_yaml, load_yaml_strict
 
 DEMO_MODEL = "demo"  # the tiny random demo model, built offline on first use (lab/tiny.py)
@@ -267,161 +268,7 @@ class TrainConfig:
         self.dataset = normalize_datasets(self.dataset)  # YAML mappings ({path, weight}) as their text
         self.rewards = as_entries(self.rewards)  # a YAML mapping {name: weight} is the list [name:weight]
         check(self)  # types, bounds and choices, from the fields above
-        _require(self.model.strip() != "", Msg("model is empty; give a Hub id, a model folder or 'demo'."))
-        _require(
-            self.dataset != [] and self.dataset != "" and not str(self.dataset).isspace(),
-            Msg("dataset is empty; give a dataset folder or a .jsonl file."),
-        )
-        dataset_entries(self.dataset)  # each entry readable, none twice
-        self._check_numbers()
-        self._check_method()
-        self._check_evaluation()
-        self._check_hardware()
-        self._check_grpo()
-        self._check_packing()
-
-    def _check_numbers(self) -> None:
-        _require(
-            self.max_steps > 0 or self.num_epochs > 0,
-            Msg("max_steps and num_epochs are both <= 0, so there is nothing to train; set one of them."),
-        )
-        _require(
-            self.max_steps > 0 or self.max_steps == -1,
-            Msg(
-                "max_steps must be a positive number of steps or -1 (use num_epochs), not {max_steps}.",
-                max_steps=self.max_steps,
-            ),
-        )
-        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ConfigError(
-                "min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
-                min_pixels=self.min_pixels,
-                max_pixels=self.max_pixels,
-            )
-        for name in ("model_name", "model_author"):
-            value = getattr(self, name)
-            _require(
-                len(value) == 2 and all(v.strip() for v in value),
-                Msg("{name} must be two names, [Chinese, English], not {value}.", name=name, value=value),
-            )
-
-    def _check_method(self) -> None:
-        trained = [part for part in PARTS if getattr(self, f"train_{part}")]
-        if self.method == "full":
-            for name in ("use_rslora", "use_dora", "loraplus_lr_ratio"):
-                _require(
-                    getattr(self, name) in (False, None),
-                    Msg(
-                        "{name} applies to LoRA adapters, but method is 'full'; use method 'lora' or turn it off.",
-                        name=name,
-                    ),
-                )
-            _require(
-                bool(trained),
-                Msg(
-                    "method 'full' with train_vision, train_merger and train_language all false "
-                    "trains nothing; set at least one to true."
-                ),
-            )
-            return
-        _require(
-            bool(self.lora_targets),
-            Msg(
-                "method '{method}' needs at least one part in lora_targets; "
-                "to train parts without adapters use method 'full'.",
-                method=self.method,
-            ),
-        )
-        if self.method == "qlora":
-            if trained:
-                raise ConfigError(
-                    "qlora keeps the base weights quantized, which cannot train, so train_{trained} "
-                    "must be false; use method 'lora' to train full weights next to adapters.",
-                    trained=trained[0],
-                )
-            _require(
-                not str(self.deepspeed).startswith("zero3"),
-                Msg(
-                    "qlora cannot be combined with DeepSpeed zero3, which shards the "
-                    "quantized weights; use zero2 or method 'lora'."
-                ),
-            )
-        for part in trained:
-            _require(
-                part not in self.lora_targets,
-                Msg(
-                    "'{part}' is in lora_targets and train_{part} is true; "
-                    "a part gets either adapters or full training, not both.",
-                    part=part,
-                ),
-            )
-
-    def _check_evaluation(self) -> None:
-        validates = self.val_ratio > 0 or bool(self.val_dataset)
-        if self.eval_metrics or self.keep_best:
-            what = "keep_best" if self.keep_best else "eval_metrics"
-            _require(
-                validates,
-                Msg("{what} needs validation samples; set val_ratio above 0 or give a val_dataset.", what=what),
-            )
-        if self.keep_best and self.save_steps % self.eval_steps:
-            raise ConfigError(
-                "keep_best picks among the checkpoints of evaluated steps, so save_steps ({save_steps}) "
-                "must be a multiple of eval_steps ({eval_steps}).",
-                save_steps=self.save_steps,
-                eval_steps=self.eval_steps,
-            )
-        if self.best_metric != "eval_loss" and self.best_metric not in self.eval_metrics:
-            raise ConfigError(
-                "best_metric {metric} is a score of the answers, so eval_metrics must include it.",
-                metric=self.best_metric,
-            )
-
-    def _check_hardware(self) -> None:
-        if self.deepspeed and self.num_gpus < 2:
-            raise ConfigError(
-                "deepspeed {stage} shards training over several GPUs, but num_gpus is {num_gpus}; "
-                "set num_gpus to 2 or more, or deepspeed to null.",
-                stage=self.deepspeed,
-                num_gpus=self.num_gpus,
-            )
-        if self.deepspeed == "zero3_offload" and self.loraplus_lr_ratio:
-            raise ConfigError(
-                "zero3_offload trains with DeepSpeed's own CPU optimizer, which has no LoRA+ rates; "
-                "set loraplus_lr_ratio to null or use zero3."
-            )
-
-    def _check_grpo(self) -> None:
-        specs = parse_rewards(self.rewards)  # a typo in a reward's name is refused for any trainer
-        if self.trainer != "grpo":
-            return
-        _require(bool(specs), Msg("trainer 'grpo' needs at least one reward in rewards, such as json_valid."))
-        _require(self.num_gpus == 1, Msg("trainer 'grpo' trains on one GPU (or the CPU); set num_gpus to 1."))
-        _require(
-            not self.keep_best,
-            Msg(
-                "trainer 'grpo' does not evaluate during the run, so it keeps no best checkpoint; "
-                "set keep_best to false."
-            ),
-        )
-        _require(
-            self.max_new_tokens < self.max_length,
-            Msg(
-                "max_new_tokens ({max_new_tokens}) leaves no room for the prompt within max_length "
-                "({max_length}); raise max_length or lower max_new_tokens.",
-                max_new_tokens=self.max_new_tokens,
-                max_length=self.max_length,
-            ),
-        )
-        if any(spec.name == "format" for spec in specs):
-            check_pattern(self.reward_pattern)
-
-    def _check_packing(self) -> None:
-        from lab.training.packing import config_refusal
-
-        reason = config_refusal(self.trainer, self.per_device_batch_size) if self.packing is True else None
-        if reason is not None:
-            raise ConfigError(reason)  # dynamic template: the reason packing cannot apply
+        check_rules(self)  # the rules between fields (lab/train_config_rules.py)
 
     # --- YAML and overrides
 
@@ -456,11 +303,6 @@ class TrainConfig:
         """The ``key=value`` list that turns preset ``base_preset`` into this config (for "Show command")."""
         base = TrainConfig.from_preset(base_preset).to_dict()
         return [f"{name}={format_override(value)}" for name, value in self.to_dict().items() if base[name] != value]
-
-
-def _require(ok: bool, sentence: Msg) -> None:
-    if not ok:
-        raise ConfigError(sentence)  # dynamic template: the Msg a check failed with
 
 
 def _copy(value):
