@@ -122,7 +122,7 @@ def qwen25_vl_config(size: str, tokenizer):
 
 
 def make_processor():
-    from lab.models import set_image_pixels
+    from lab.pixel_limits import set_image_pixels
     from lab.tiny import corpus_texts, train_tokenizer
     from lab.tiny import make_processor as tiny_processor
 

@@ -150,7 +150,8 @@ def _check_out_dir(out_dir: Path, run_path: Path, overwrite: bool) -> None:
 
 
 def _write_merged(run: RunFolder, base: str, folder: Path, dtype: str, device: str, source: dict) -> None:
-    from lab.models import load_model, set_image_pixels
+    from lab.models import load_model
+    from lab.pixel_limits import set_image_pixels
 
     if dtype == "auto":
         dtype = _config_dtype(base)

@@ -12,7 +12,6 @@ parametrized over this table).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -403,56 +402,3 @@ def picker_choices(names: list[str]) -> list[tuple[str, str]]:
     """``(label, name)`` for a model picker: a preset's label carries its size, "Qwen/Qwen2.5-VL-3B-Instruct (3B)"."""
     sizes = {hub_id: size for hub_id, size, _ in preset_models()}
     return [(f"{name} ({sizes[name]})" if name in sizes else name, name) for name in names]
-
-
-# ---------------------------------------------------------------- pixel limits
-
-
-def _qwen_pixels(image_processor, min_pixels: int | None, max_pixels: int | None) -> None:
-    """Qwen-VL's processor keeps between ``shortest_edge`` and ``longest_edge`` pixels (an area, not an edge)."""
-    size = image_processor.size
-    bounds = {"shortest_edge": size.shortest_edge, "longest_edge": size.longest_edge}
-    if min_pixels is not None:
-        bounds["shortest_edge"] = min_pixels
-    if max_pixels is not None:
-        bounds["longest_edge"] = max_pixels
-    if bounds["shortest_edge"] > bounds["longest_edge"]:
-        low, high = bounds["shortest_edge"], bounds["longest_edge"]
-        raise ConfigError("min_pixels ({low}) is larger than max_pixels ({high}).", low=low, high=high)
-    image_processor.size = type(size)(**bounds)
-
-
-# The knobs below only lower the processor's own limit: these processors resize every picture up to it.
-
-
-def _tile_pixels(image_processor, min_pixels: int | None, max_pixels: int | None) -> None:
-    """InternVL cuts an image into square tiles (plus a thumbnail): at most max_pixels / tile area of them."""
-    tile = image_processor.size.height * image_processor.size.width
-    if max_pixels is not None:
-        image_processor.max_patches = max(1, min(image_processor.max_patches, max_pixels // tile))
-    if min_pixels is not None:
-        image_processor.min_patches = max(1, min(min_pixels // tile, image_processor.max_patches))
-
-
-def _slice_pixels(image_processor, min_pixels: int | None, max_pixels: int | None) -> None:
-    """MiniCPM-V adds slices of about scale_resolution² pixels next to the whole picture."""
-    if max_pixels is not None:
-        slices = max_pixels // image_processor.scale_resolution**2
-        image_processor.max_slice_nums = max(1, min(image_processor.max_slice_nums, slices))
-
-
-def _split_pixels(image_processor, min_pixels: int | None, max_pixels: int | None) -> None:
-    """SmolVLM resizes the longest edge to a multiple of its tile edge, then splits into tiles."""
-    if max_pixels is not None:
-        tile = image_processor.max_image_size["longest_edge"]
-        edge = max(tile, min(image_processor.size["longest_edge"], int(max_pixels**0.5) // tile * tile))
-        image_processor.size = {**dict(image_processor.size), "longest_edge": edge}
-
-
-PIXEL_SETTERS: dict[str, Callable | None] = {
-    "qwen": _qwen_pixels,
-    "tiles": _tile_pixels,
-    "slices": _slice_pixels,
-    "splits": _split_pixels,
-    "fixed": None,
-}

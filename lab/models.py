@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import ConfigError, ModelLoadError
-from lab.families import FAMILIES, PIXEL_SETTERS, family_name, get_family
+from lab.families import family_name
 from lab.model_sources import check_trust, resolve_source
+from lab.pixel_limits import set_image_pixels
 from lab.quantization import keep_cpu_4bit_layout, quantization_config
 
 _DTYPES = {
@@ -176,45 +177,6 @@ def load_model(
         quantization=quantization,
         is_tiny=is_local and is_tiny_model(source),
     )
-
-
-def set_image_pixels(
-    processor, *, min_pixels: int | None = None, max_pixels: int | None = None, family: str | None = None
-) -> None:
-    """Bound the pixels per image the processor keeps (fewer pixels: fewer image tokens).
-
-    Each family has its knob (:data:`lab.families.PIXEL_SETTERS`): Qwen-VL's processors keep
-    between ``min_pixels`` and ``max_pixels``; InternVL cuts at most ``max_pixels`` worth of
-    tiles, MiniCPM-V of slices, SmolVLM resizes its longest edge to fit; a family with one fixed
-    image size (Gemma 3) has nothing to bound. ``family`` None reads the knob off the processor.
-    """
-    if min_pixels is None and max_pixels is None:
-        return
-    for value in (min_pixels, max_pixels):
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise ConfigError("min_pixels and max_pixels must be positive whole numbers (got {value!r}).", value=value)
-    if min_pixels and max_pixels and min_pixels > max_pixels:
-        raise ConfigError(
-            "min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}).",
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
-        )
-    image_processor = getattr(processor, "image_processor", None)
-    knob = get_family(family).pixels if family in FAMILIES else _pixel_knob(image_processor)
-    setter = PIXEL_SETTERS[knob]
-    if setter is not None:
-        setter(image_processor, min_pixels, max_pixels)
-
-
-def _pixel_knob(image_processor) -> str:
-    """The pixel knob of a processor of no known family, read off its settings."""
-    size = getattr(image_processor, "size", None)
-    if getattr(size, "longest_edge", None) is not None and hasattr(image_processor, "merge_size"):
-        return "qwen"
-    for attribute, knob in (("max_patches", "tiles"), ("max_slice_nums", "slices"), ("max_image_size", "splits")):
-        if getattr(image_processor, attribute, None) is not None:
-            return knob
-    return "fixed"
 
 
 def _load_config(source: str, trust_remote_code: bool):

@@ -18,7 +18,7 @@ from lab.grounding import (
     iou,
     labeled_objects,
 )
-from lab.models import set_image_pixels
+from lab.pixel_limits import set_image_pixels
 from lab.training.encode import IGNORE, encode_sample
 
 # A 224x112 picture (the sample's button groups); the box is the purple "Day" button of 0005.

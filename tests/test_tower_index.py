@@ -83,9 +83,7 @@ def test_a_family_without_a_tower_index_gets_none(tiny_models):
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-def test_grids_stay_on_the_host_only_where_the_model_reads_them_there_and_placeholders_are_checked(
-    tiny_models, family
-):
+def test_grids_stay_on_the_host_only_where_the_model_reads_them_there_and_placeholders_are_checked(tiny_models, family):
     import torch
 
     from lab.models import load_model

@@ -175,7 +175,8 @@ def _prepare(cfg, loaded, device: str, log, build=None):
     """
     from transformers import set_seed
 
-    from lab.models import load_model, set_image_pixels
+    from lab.models import load_model
+    from lab.pixel_limits import set_image_pixels
     from lab.training.data import build_data
     from lab.training.setup import prepare_model, unwrap_adapters
 
