@@ -598,7 +598,7 @@ def _guide_step_3_train(page, tab: dict, lang: str) -> str:
     name."""
     from lab.errors import localize
     from lab.jobs import JobState
-    from lab.ui.train_tab import SERIES
+    from lab.ui.train_progress import SERIES
 
     open_tab(page, tab["train_tab"])
     choose(page, tr("Preset", lang), "cpu_demo")

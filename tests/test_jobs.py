@@ -223,7 +223,7 @@ def test_the_train_and_labeling_tabs_show_the_same_state_words(tmp_path):
     from lab.labeling.batch import LabelRun
     from lab.training.metrics import append_metrics
     from lab.ui.labeling_tab import progress_markdown
-    from lab.ui.train_tab import status_outputs
+    from lab.ui.train_progress import status_outputs
 
     run_dir = tmp_path / "a-run"
     append_metrics(run_dir, {"event": "start", "step": 0, "total_steps": 10, "time": 1.0})

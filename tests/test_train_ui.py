@@ -75,7 +75,7 @@ def test_the_first_plot_data_is_typed_and_names_every_series():
     """The browser builds a plot from its first data only: types and series colours must be right from the start."""
     import gradio as gr
 
-    from lab.ui.train_tab import plot_points, status_outputs
+    from lab.ui.train_progress import plot_points, status_outputs
 
     assert status_outputs(None)[2:] == (None, None, None)  # idle: an empty plot, not an untyped empty frame
     assert plot_points([]) is None
