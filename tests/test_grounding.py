@@ -6,16 +6,14 @@ import json
 
 import pytest
 
+from lab.box_answers import answer_boxes, box_scores, iou
 from lab.dataset_check import validate_dataset
 from lab.grounding import (
     BOX_FORMATS,
     PLAIN,
     ImageSpace,
-    answer_boxes,
     box_format,
-    box_scores,
     image_space,
-    iou,
     labeled_objects,
 )
 from lab.pixel_limits import set_image_pixels

@@ -29,7 +29,7 @@ _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
 # Names of the scores in the order tables show them.
 TEXT_METRICS = ("bleu", "chrf", "rouge_1", "rouge_2", "rouge_l", "cider", "exact_match")
 JSON_METRICS = ("json_valid", "json_key_f1")
-BOX_METRICS = ("box_iou", "box_acc50")  # lab.grounding.box_scores, for samples whose answer has boxes
+BOX_METRICS = ("box_iou", "box_acc50")  # lab.box_answers.box_scores, for samples whose answer has boxes
 
 
 # ---------------------------------------------------------------- tokenizing
@@ -193,7 +193,7 @@ def score_answers(
     BLEU and chrF of the corpus are sacrebleu's corpus scores (not the mean of sentence
     scores); the others are means over the samples. JSON scores appear when the
     references are JSON; box scores (IoU, accuracy at IoU 0.5) for the samples whose
-    ``targets`` entry is a :class:`lab.grounding.BoxTarget`, averaged over those samples.
+    ``targets`` entry is a :class:`lab.box_answers.BoxTarget`, averaged over those samples.
     """
     from sacrebleu.metrics import BLEU, CHRF
 

@@ -74,7 +74,7 @@ class EvalSample:
     reference: str
     videos: list[str] = field(default_factory=list)
     objects: dict | None = None
-    target: Any = None  # lab.grounding.BoxTarget
+    target: Any = None  # lab.box_answers.BoxTarget
 
 
 @dataclass

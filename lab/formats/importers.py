@@ -364,7 +364,8 @@ def _with_placeholders(record: dict, row: dict, folder: Path) -> dict:
     The row's own ``objects`` (written by our export) keep the exact boxes; otherwise the
     0-1000 grid is turned into pixels of the record's first image.
     """
-    from lab.grounding import GRID, unrender
+    from lab.box_answers import unrender
+    from lab.grounding import GRID
 
     refs: list[str] = []
     boxes: list[list[float]] = []
