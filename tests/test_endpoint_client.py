@@ -5,13 +5,10 @@ import asyncio
 import pytest
 from fake_openai import FakeOpenAI, Reply
 
-from lab.endpoint_client import (
+from lab.endpoint_client import ChatClient, EndpointError, build_messages, chat_messages
+from lab.endpoint_keys import (
     PLACEHOLDER_KEY,
-    ChatClient,
     Endpoint,
-    EndpointError,
-    build_messages,
-    chat_messages,
     choose_key,
     environment_keys,
     load_providers,
@@ -88,7 +85,7 @@ def test_a_provider_from_the_workspace_file_gets_its_own_key_at_its_own_url(lab_
 
 def test_on_a_shared_server_the_workspace_file_cannot_point_a_key_elsewhere(lab_home, monkeypatch):
     """Visitors' actions write into the workspace; a providers file there must not decide where keys go."""
-    from lab.endpoint_client import load_providers
+    from lab.endpoint_keys import load_providers
 
     (lab_home / "presets").mkdir()
     (lab_home / "presets" / "providers.yaml").write_text(

@@ -6,7 +6,7 @@ import socket
 import pytest
 from fake_openai import FakeOpenAI, Reply, answer, server_error
 
-from lab.endpoint_client import ChatClient, Endpoint, EndpointError
+from lab.endpoint_client import ChatClient, EndpointError
 from lab.endpoint_http import (
     MAX_RETRY_AFTER,
     chat_url,
@@ -16,6 +16,7 @@ from lab.endpoint_http import (
     retry_delay,
     should_retry,
 )
+from lab.endpoint_keys import Endpoint
 
 KEY = "sk-http-layer-0123456789"
 

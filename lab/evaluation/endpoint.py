@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import paths
-from lab.endpoint_client import ChatClient, Endpoint, EndpointError, chat_messages, encode_image, resolve_endpoint
+from lab.endpoint_client import ChatClient, EndpointError, chat_messages, encode_image
+from lab.endpoint_keys import Endpoint, resolve_endpoint
 from lab.errors import BadImageError, ConfigError, LabError
 from lab.evaluation.runner import (
     EvalResult,

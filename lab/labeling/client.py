@@ -15,16 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from lab.endpoint_client import (
-    IMAGE_FORMATS,
-    ChatClient,
-    Endpoint,
-    EndpointError,
-    build_messages,
-    encode_image,
-    load_providers,
-    resolve_endpoint,
-)
+from lab.endpoint_client import IMAGE_FORMATS, ChatClient, EndpointError, build_messages, encode_image
+from lab.endpoint_keys import Endpoint, load_providers, resolve_endpoint
 from lab.labeling.costs import Price, price_for
 from lab.labeling.item import LabelFailure, Reply
 from lab.settings import check, public_dict, setting

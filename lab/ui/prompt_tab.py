@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from lab.endpoint_client import environment_keys
+from lab.endpoint_keys import environment_keys
 from lab.errors import ConfigError, LabError, localize
 from lab.labeling.client import ApiLabeler, LabelerConfig, load_providers
 from lab.labeling.item import PromptSpec
