@@ -10,7 +10,7 @@ import pytest
 
 from lab.generate import Generation
 from lab.train_config import TrainConfig
-from lab.training import grpo
+from lab.training import grpo, grpo_objective
 from lab.training.grpo_data import answer_ids, build_batch, load_prompts
 from lab.training.metrics import log_rows, read_metrics
 
@@ -19,7 +19,7 @@ def test_advantages_are_relative_to_each_group():
     import torch
 
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.5, 1.0, 0.5])
-    advantages = grpo.group_advantages(rewards, 4).tolist()
+    advantages = grpo_objective.group_advantages(rewards, 4).tolist()
     # First group: mean 0.5, sample std sqrt(4 * 0.25 / 3) = 0.5774 (plus eps 1e-4).
     assert advantages[:4] == pytest.approx([0.8659, -0.8659, -0.8659, 0.8659], abs=1e-4)
     assert advantages[4:8] == [0.0, 0.0, 0.0, 0.0]  # all scored 2: the group teaches nothing (eps keeps it finite)
@@ -33,7 +33,7 @@ def test_the_loss_clips_the_ratio_and_the_kl_is_zero_on_the_reference():
     logps = torch.tensor([-1.0, -2.0, -1.0, -2.0], requires_grad=True)
     old = logps.detach() - 0.5
     rows, advantages = torch.tensor([0, 0, 1, 1]), torch.tensor([1.0, -1.0])
-    loss, kl = grpo.grpo_loss(logps, old, logps.detach(), advantages, rows, beta=0.1, epsilon=0.2)
+    loss, kl = grpo_objective.grpo_loss(logps, old, logps.detach(), advantages, rows, beta=0.1, epsilon=0.2)
     # Answer 0 (A = 1) is clipped at 1.2: no gradient. Answer 1 (A = -1) keeps the ratio: -(-1.65).
     assert loss.item() == pytest.approx((-1.2 + math.exp(0.5)) / 2, abs=1e-5)
     assert kl.item() == 0.0
@@ -42,10 +42,12 @@ def test_the_loss_clips_the_ratio_and_the_kl_is_zero_on_the_reference():
     assert logps.grad[2:].tolist() == pytest.approx([math.exp(0.5) / 4] * 2, abs=1e-5)
     # With one update per batch of answers the ratio is 1 and the loss is plain policy gradient: mean(-A).
     fresh = torch.tensor([-1.0, -2.0, -1.0, -2.0], requires_grad=True)
-    loss, _ = grpo.grpo_loss(fresh, None, None, torch.tensor([1.0, 3.0]), rows, beta=0.1, epsilon=0.2)
+    loss, _ = grpo_objective.grpo_loss(fresh, None, None, torch.tensor([1.0, 3.0]), rows, beta=0.1, epsilon=0.2)
     assert loss.item() == pytest.approx(-2.0)
     # The KL estimator: exp(ref - logp) - (ref - logp) - 1, averaged over an answer's tokens.
-    _, kl = grpo.grpo_loss(fresh, None, fresh.detach() + torch.tensor([1.0, 0.0, 0.0, 0.0]), advantages, rows, 0.1, 0.2)
+    _, kl = grpo_objective.grpo_loss(
+        fresh, None, fresh.detach() + torch.tensor([1.0, 0.0, 0.0, 0.0]), advantages, rows, 0.1, 0.2
+    )
     assert kl.item() == pytest.approx((math.e - 2) / 2 / 2)
 
 
@@ -104,8 +106,8 @@ def test_answers_come_back_as_the_prompt_then_the_sampled_tokens(loaded):
     assert batch["pixel_values"].shape[0] == 4 * (batch["pixel_values"].shape[0] // 4)  # each answer sees its image
     # The lean log-probabilities equal the full logits' at the answer positions.
     with torch.no_grad():
-        lean = grpo.token_logps(tiny.model, batch, temperature=0.7)
-        inputs = {k: v for k, v in batch.items() if k not in grpo.LOSS_KEYS}
+        lean = grpo_objective.token_logps(tiny.model, batch, temperature=0.7)
+        inputs = {k: v for k, v in batch.items() if k not in grpo_objective.LOSS_KEYS}
         full = (tiny.model(**inputs).logits[:, :-1].float() / 0.7).log_softmax(-1)
     labels = batch["labels"][:, 1:]
     expected = full.gather(2, labels.clamp(min=0)[..., None]).squeeze(2)[labels != -100]
