@@ -191,6 +191,46 @@ def test_lean_loss_equals_the_models_own_loss(loaded_tiny, sample_dataset, tmp_p
     assert batch["loss_targets"].numel() < len(items) * batch["loss_positions"].numel()
 
 
+def _counting(loaded_tiny, sample_dataset, tmp_path):
+    """(a trainer, two batches, the count of learned tokens in their labels)."""
+    import torch
+
+    from lab.training.metrics import Throughput
+    from lab.training.trainer import make_trainer, training_arguments
+
+    loaded = loaded_tiny()
+    processor = loaded.processor
+    data = build_data(TrainConfig(dataset=str(sample_dataset), val_ratio=0.0), processor, lambda _: None)
+    items = [TrainDataset(data.train, processor)[i] for i in range(4)]
+    collate = LossCollator(processor.tokenizer.pad_token_id)
+    batches = [collate(items[:2]), collate(items[2:])]
+    args = training_arguments(TrainConfig(dataset=str(sample_dataset)), str(tmp_path), "cpu", torch.float32, False)
+    trainer = make_trainer(loaded.model, args, None, None, None, None, Throughput(), [])
+    expected = sum(int((batch["labels"][:, 1:] != IGNORE).sum()) for batch in batches)
+    return trainer, batches, expected
+
+
+def test_the_loss_is_divided_by_the_learned_tokens_of_the_accumulated_batches(loaded_tiny, sample_dataset, tmp_path):
+    import torch
+
+    trainer, batches, expected = _counting(loaded_tiny, sample_dataset, tmp_path)
+    assert int(trainer._get_num_items_in_batch(batches, torch.device("cpu"))) == expected > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_learned_tokens_reach_the_gpu_without_waiting_for_it(loaded_tiny, sample_dataset, tmp_path):
+    import torch
+
+    trainer, batches, expected = _counting(loaded_tiny, sample_dataset, tmp_path)
+    torch.cuda.set_sync_debug_mode("error")  # a copy that waits for the GPU raises
+    try:
+        count = trainer._get_num_items_in_batch(batches, torch.device("cuda"))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert count.device.type == "cuda" and int(count) == expected > 0
+
+
 @pytest.mark.parametrize("family", QWEN_STYLE)
 def test_positions_from_the_data_loader_equal_the_models_own(loaded_tiny, sample_dataset, family):
     import torch

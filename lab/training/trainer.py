@@ -118,6 +118,15 @@ def make_trainer(
                 for restore in undo:
                     restore()
 
+        def _get_num_items_in_batch(self, batch_samples, device):
+            # The learned tokens are counted on the CPU, from the batch's labels. transformers then copies
+            # the count to the GPU with a blocking copy, which waits for every kernel queued before it (the
+            # whole previous step): on one device it goes through pinned memory without waiting instead.
+            if self.args.world_size > 1 or self.args.n_gpu > 1 or torch.device(device).type != "cuda":
+                return super()._get_num_items_in_batch(batch_samples, device)
+            count = super()._get_num_items_in_batch(batch_samples, torch.device("cpu"))
+            return count.pin_memory().to(device, non_blocking=True) if torch.is_tensor(count) else count
+
         def evaluation_loop(self, *a, **kw):
             output = super().evaluation_loop(*a, **kw)
             if scorer is not None:  # before the Trainer logs the metrics and compares checkpoints by them
