@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import FAMILIES, QUICK_FAMILIES
 
+from lab.errors import DatasetError
 from lab.families import get_family
 from lab.train_config import TrainConfig
 from lab.training.collator import LossCollator, TrainDataset
@@ -102,20 +103,26 @@ def test_grids_stay_on_the_host_only_where_the_model_reads_them_there_and_placeh
     if family == "qwen3_vl":  # its tower also reads the grids for its position embeddings, on the GPU
         assert not index.host_grid and HOST_GRIDS not in batch
         return
-    assert index.host_grid and batch[HOST_GRIDS] == {"image_grid_thw": batch["image_grid_thw"].tolist()}
+    grid = batch["image_grid_thw"]
+    image_tokens = int((batch["input_ids"] == loaded.model.config.image_token_id).sum())
+    assert index.host_grid and batch[HOST_GRIDS] == {
+        "grids": {"image_grid_thw": grid.tolist()},
+        "counts": {"image": (image_tokens, image_tokens)},
+    }
+    assert image_tokens == int(grid.prod(-1).sum()) // index.config.spatial_merge_size**2
     inputs = dict(batch)
     on_host(inputs)
-    assert HOST_GRIDS not in inputs and torch.equal(inputs["image_grid_thw"], batch["image_grid_thw"])
+    assert HOST_GRIDS not in inputs and torch.equal(inputs["image_grid_thw"], grid)
     inputs = dict(batch)
     on_host(inputs, keep=False)  # no feed hands the tower its index: the grids go where the model is
-    assert HOST_GRIDS not in inputs and inputs["image_grid_thw"] is batch["image_grid_thw"]
+    assert HOST_GRIDS not in inputs and inputs["image_grid_thw"] is grid
 
-    image_token = loaded.model.config.image_token_id
     spoiled = batch["input_ids"].clone()
-    first = (spoiled == image_token).nonzero()[0]
+    first = (spoiled == loaded.model.config.image_token_id).nonzero()[0]
     spoiled[first[0], first[1]] = loaded.processor.tokenizer.pad_token_id
-    with pytest.raises(ValueError, match="placeholder"):
-        index.check_placeholders({**batch, "input_ids": spoiled})
+    counted = index.host_grids({**batch, "input_ids": spoiled})
+    with pytest.raises(DatasetError, match="placeholder token"):
+        on_host({HOST_GRIDS: counted})
 
 
 def test_transformers_placeholder_check_is_off_only_while_a_host_grid_model_trains(monkeypatch):

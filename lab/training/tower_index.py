@@ -15,9 +15,10 @@ tower (:class:`TowerFeed`). Same tensors, computed where nothing waits for them.
 Where, given those, the model reads the grids only to split the features per picture (Qwen2-VL,
 Qwen2.5-VL: the family's ``"host_grid"``), the grids stay on the host (:data:`HOST_GRIDS`): that
 split then reads nothing back from the GPU either. transformers also reads back, each step, the
-count of picture placeholders to check it against the features; the workers check the same
-counts on the CPU (:meth:`TowerIndex.check_placeholders`), and while such a model trains that
-check of transformers is off (``TRANSFORMERS_DISABLE_TORCH_CHECK``, :func:`host_checks`).
+count of picture placeholders to check it against the features; the workers count the same on
+the CPU (:meth:`TowerIndex.placeholder_counts`), the training step checks them (:func:`on_host`),
+and while such a model trains that check of transformers is off (``TRANSFORMERS_DISABLE_TORCH_CHECK``,
+:func:`host_checks`).
 
 Which of these a tower uses is declared in the family table (:attr:`lab.families.Family.tower_index`).
 """
@@ -28,8 +29,12 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from lab.errors import DatasetError
+
 KEY = "tower_index"  # the batch's field: {"image": {...}, "video": {...}}
-HOST_GRIDS = "host_grids"  # the batch's field: {"image_grid_thw": [[t, h, w], ...], ...}, lists so they stay
+# the batch's field: {"grids": {"image_grid_thw": [[t, h, w], ...]}, "counts": {"image": (tokens, features)}},
+# lists and numbers, so that they stay on the host
+HOST_GRIDS = "host_grids"
 _GRIDS = (("image_grid_thw", "image"), ("video_grid_thw", "video"))
 _CHECK_OFF = "TRANSFORMERS_DISABLE_TORCH_CHECK"
 
@@ -69,25 +74,23 @@ class TowerIndex:
         return {modality: self.of_grid(batch[key]) for key, modality in _GRIDS if batch.get(key) is not None}
 
     def host_grids(self, batch: dict) -> dict | None:
-        """The batch's grids as lists (:data:`HOST_GRIDS`), placeholders checked; None where they go to the GPU."""
+        """The batch's grids as lists and its placeholder counts (:data:`HOST_GRIDS`); None where the grids go
+        to the GPU."""
         if not self.host_grid:
             return None
-        self.check_placeholders(batch)
-        return {key: batch[key].tolist() for key, _ in _GRIDS if batch.get(key) is not None}
+        grids = {key: batch[key].tolist() for key, _ in _GRIDS if batch.get(key) is not None}
+        return {"grids": grids, "counts": self.placeholder_counts(batch)}
 
-    def check_placeholders(self, batch: dict) -> None:
-        """Raise ValueError unless each modality has one placeholder token per feature its grids give."""
+    def placeholder_counts(self, batch: dict) -> dict[str, tuple[int, int]]:
+        """``{modality: (placeholder tokens, features its grids give)}``: equal in a batch the model can take."""
         merge = self.config.spatial_merge_size
+        counts = {}
         for key, modality in _GRIDS:
             grid, token_id = batch.get(key), self.token_ids.get(modality)
-            if grid is None or token_id is None or "input_ids" not in batch:
-                continue
-            tokens, features = int((batch["input_ids"] == token_id).sum()), int(grid.prod(-1).sum()) // merge**2
-            if tokens != features:
-                raise ValueError(
-                    f"A batch has {tokens} {modality} placeholder tokens for {features} {modality} features: "
-                    f"a text of the dataset contains the model's {modality} placeholder token."
-                )
+            if grid is not None and token_id is not None and "input_ids" in batch:
+                tokens = int((batch["input_ids"] == token_id).sum())
+                counts[modality] = (tokens, int(grid.prod(-1).sum()) // merge**2)
+        return counts
 
     def of_grid(self, grid: Any) -> dict:
         """The tower's keyword arguments for pictures of these ``(t, h, w)`` grids."""
@@ -108,7 +111,7 @@ class TowerIndex:
 
 def host_checks(index: TowerIndex | None) -> Any:
     """While a model whose grids stay on the host trains, transformers' own checks that read values back
-    from the GPU (the placeholder count) are off: :meth:`TowerIndex.check_placeholders` did it on the CPU.
+    from the GPU (the placeholder count) are off: :func:`on_host` checks the counts from the workers.
     Returns the function that puts them back."""
     import os
 
@@ -120,11 +123,23 @@ def host_checks(index: TowerIndex | None) -> Any:
 
 def on_host(inputs: dict, keep: bool = True) -> None:
     """Put the batch's host grids (:data:`HOST_GRIDS`) in ``inputs`` in place of the grids on the GPU
-    (with ``keep``: while a :class:`TowerFeed` hands the tower its index; else the tower needs them there)."""
+    (with ``keep``: while a :class:`TowerFeed` hands the tower its index; else the tower needs them there).
+
+    Raises :class:`DatasetError` where the placeholder tokens and the features the grids give differ
+    (a check transformers makes on the GPU, off while such a model trains: :func:`host_checks`)."""
     import torch
 
-    grids = inputs.pop(HOST_GRIDS, None) or {}
-    for key, rows in grids.items() if keep else ():
+    found = inputs.pop(HOST_GRIDS, None) or {}
+    for modality, (tokens, features) in found.get("counts", {}).items():
+        if tokens != features:
+            raise DatasetError(
+                "A batch has {tokens} placeholder tokens for {features} features of its {modality}s: a text "
+                "of the dataset contains the model's {modality} placeholder token; take it out of the text.",
+                tokens=tokens,
+                features=features,
+                modality=modality,
+            )
+    for key, rows in found.get("grids", {}).items() if keep else ():
         inputs[key] = torch.tensor(rows, dtype=torch.long)
 
 
