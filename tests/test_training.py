@@ -369,7 +369,8 @@ def test_batches_are_padded_coarser_only_while_layers_are_compiled():
 )
 def test_the_ready_causal_mask_gives_the_logits_and_gradients_of_the_padding_mask(tiny_models):
     """The training step hands a Qwen-VL language model the 4-D mask transformers would build from
-    the 2-D padding mask (without reading the padding back from the GPU): the same numbers."""
+    the 2-D padding mask (without reading the padding back from the GPU): the same numbers. A batch
+    without padding goes without a mask: the same numbers again."""
     import torch
 
     from lab.models import load_model
@@ -406,6 +407,18 @@ def test_the_ready_causal_mask_gives_the_logits_and_gradients_of_the_padding_mas
     real = inputs["attention_mask"].bool()
     assert torch.allclose(ready_logits[real], logits[real], atol=1e-6, rtol=0)
     assert torch.allclose(ready_grads, grads, atol=1e-7, rtol=1e-5)
+
+    # A batch without padding comes without a mask (SDPA's causal kernel); a padded one keeps its mask.
+    collate = LossCollator(loaded.processor.tokenizer.pad_token_id, rope=RopeIndex.of(model))
+    collate.unpadded_without_mask = True
+    assert "attention_mask" in collate([dataset[i] for i in range(3)])
+    alone = collate([dataset[0]])
+    assert "attention_mask" not in alone
+    inputs = {k: v for k, v in alone.items() if not k.startswith("loss_")}
+    ones = torch.ones_like(inputs["input_ids"])
+    without, _ = run(None)
+    with_ones, _ = run(ones)
+    assert torch.allclose(without, with_ones, atol=1e-6, rtol=0)
 
 
 def test_compiled_layers_give_the_eager_gradients_under_dropout_and_checkpointing(tiny_models):

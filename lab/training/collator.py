@@ -170,6 +170,9 @@ class LossCollator(Collator):
         self.rope = rope
         self.packing = packing
         self.tower = tower  # a lab.training.tower_index.TowerIndex
+        # A batch without padding goes without its all-ones mask: the model then attends causally with
+        # SDPA's own causal kernel, and reads nothing back to find that out (lab.training.speed.ready_causal_mask).
+        self.unpadded_without_mask = False
 
     def __call__(self, items: list[dict]) -> dict:
         if self.packing and len(items) > 1:
@@ -188,6 +191,9 @@ class LossCollator(Collator):
             grids = self.tower.host_grids(batch) if "position_ids" in batch else None  # else the model reads them
             if grids:
                 batch[HOST_GRIDS] = grids
+        mask = batch.get("attention_mask")
+        if self.unpadded_without_mask and mask is not None and not self.packing and bool(mask.all()):
+            del batch["attention_mask"]
         shifted = batch["labels"][:, 1:]
         learned = shifted != IGNORE
         positions = learned.any(dim=0).nonzero().squeeze(1)

@@ -41,7 +41,9 @@ A ready causal mask. From a 2-D padding mask, transformers builds the 4-D one th
 first reads back from the GPU whether any token is padding (to hand SDPA no mask at all if none is):
 one more wait for every queued kernel each step. Where the family's language model attends
 causally and nothing else (``causal_mask`` in the family table), the training step builds the
-same boolean mask itself, and transformers takes a 4-D mask as it is (:func:`ready_causal_mask`).
+same boolean mask itself, and transformers takes a 4-D mask as it is (:func:`ready_causal_mask`);
+a batch without padding comes from the data loader without a mask, and SDPA attends with its own
+causal kernel as before.
 
 Frozen vision tower without autograd. With gradient checkpointing on, transformers hooks the
 input embeddings of every sub-model so that their outputs require grad, the vision tower's

@@ -182,6 +182,8 @@ def make_trainer(
 
     if isinstance(collator, LossCollator) and collator.rope is None:
         collator.rope = RopeIndex.of(model)  # the collator runs in the loader's workers, which have no model
+    if isinstance(collator, LossCollator):
+        collator.unpadded_without_mask = takes_ready_causal_mask(model)
     if isinstance(collator, LossCollator) and collator.tower is None:
         collator.tower = TowerIndex.of(model)
     trainer = LabTrainer(
